@@ -1,0 +1,317 @@
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::tcp::flags::{ACK, FIN, SYN};
+
+const D0: DestRef = DestRef { slot: 0, gen: 1 };
+const D1: DestRef = DestRef { slot: 1, gen: 1 };
+
+fn key(client_last: u8, cport: u16) -> ConnKey {
+    ConnKey {
+        proto: Protocol::Tcp,
+        client: Ipv4Addr::new(198, 19, 0, client_last),
+        cport,
+        vip: Ipv4Addr::new(198, 18, 0, 100),
+        vport: 80,
+    }
+}
+
+fn table(cap: usize) -> ConnTable {
+    ConnTable::new(cap, 16, Timeouts::default(), 42).expect("valid capacity")
+}
+
+#[test]
+fn capacity_is_checked() {
+    assert!(ConnTable::new(0, 1, Timeouts::default(), 0).is_err());
+    assert!(ConnTable::new(ConnTable::MAX_CAPACITY + 1, 1, Timeouts::default(), 0).is_err());
+    let t = table(1000);
+    assert!(t.slot_count() * 3 >= 1000 * 4);
+    assert_eq!(t.memory_bytes(), t.slot_count() * 48);
+}
+
+#[test]
+fn insert_lookup_state_and_loads() {
+    let mut t = table(100);
+    let now = Time::from_secs(1);
+    assert_eq!(t.lookup(&key(1, 1000), now), None);
+    let i = t
+        .insert(&key(1, 1000), D0, State::None, now, None)
+        .expect("room");
+    assert_eq!(
+        t.load(D0),
+        Load {
+            active: 0,
+            inactive: 1
+        }
+    );
+    assert_eq!(t.seen(i, now, 60, Some(SYN)), State::SynRecv);
+    assert_eq!(t.seen(i, now, 60, Some(ACK)), State::Established);
+    assert_eq!(
+        t.load(D0),
+        Load {
+            active: 1,
+            inactive: 0
+        }
+    );
+    let i = t.lookup(&key(1, 1000), now).expect("present");
+    assert_eq!(t.entry(i).packets(), 2);
+    assert_eq!(t.entry(i).bytes(), 120);
+    assert_eq!(t.seen(i, now, 60, Some(FIN | ACK)), State::FinWait);
+    assert_eq!(
+        t.load(D0),
+        Load {
+            active: 0,
+            inactive: 1
+        }
+    );
+    t.remove(i, now);
+    assert_eq!(t.load(D0), Load::default());
+    assert!(t.is_empty());
+}
+
+#[test]
+fn expiry_follows_state_timeouts() {
+    let mut t = table(100);
+    let i = t
+        .insert(&key(1, 1), D0, State::None, Time::ZERO, None)
+        .expect("room");
+    t.seen(i, Time::ZERO, 60, Some(SYN)); // SYN_RECV: 60 s
+    assert!(t.lookup(&key(1, 1), Time::from_secs(60)).is_some());
+    assert!(t.lookup(&key(1, 1), Time::from_secs(121)).is_none());
+    assert_eq!(t.len(), 0, "an expired entry met by a lookup is removed");
+    assert_eq!(t.load(D0), Load::default());
+}
+
+#[test]
+fn sweep_is_bounded_and_complete() {
+    let mut t = table(1000);
+    for c in 0..500u16 {
+        t.insert(&key(1, c), D0, State::Udp, Time::ZERO, None)
+            .expect("room");
+    }
+    let later = Time::from_secs(301);
+    assert_eq!(t.expire(later, 0), 0);
+    let first = t.expire(later, 10);
+    assert!(first <= 10);
+    let mut total = first;
+    for _ in 0..t.slot_count() {
+        total += t.expire(later, 64);
+    }
+    assert_eq!(total, 500);
+    assert!(t.is_empty());
+    assert_eq!(t.load(D0), Load::default());
+}
+
+#[test]
+fn full_table_refuses_and_recovers() {
+    let mut t = table(4);
+    for c in 0..4 {
+        t.insert(&key(1, c), D0, State::Udp, Time::ZERO, None)
+            .expect("room");
+    }
+    assert_eq!(
+        t.insert(&key(1, 9), D0, State::Udp, Time::ZERO, None),
+        Err(TableFull)
+    );
+    let i = t.lookup(&key(1, 2), Time::ZERO).expect("present");
+    t.remove(i, Time::ZERO);
+    assert!(t
+        .insert(&key(1, 9), D0, State::Udp, Time::ZERO, None)
+        .is_ok());
+}
+
+#[test]
+fn templates_live_while_they_control_connections() {
+    let mut t = table(100);
+    let timeout = Duration::from_secs(30);
+    let k = key(7, 5555);
+    let tpl = t
+        .insert_template(&k, 24, D1, timeout, Time::ZERO)
+        .expect("room");
+    assert_eq!(t.loads().persistent(D1), 1);
+    assert_eq!(t.entry(tpl).key().client, Ipv4Addr::new(198, 19, 0, 0));
+    let c = t
+        .insert(&k, D1, State::None, Time::ZERO, Some(tpl))
+        .expect("room");
+    assert!(t.entry(c).is_persistent());
+    t.seen(c, Time::ZERO, 60, Some(SYN)); // SYN_RECV: lives 60 s
+                                          // Another client of the same /24 finds the template.
+    let other = key(99, 1);
+    let found = t
+        .lookup_template(&other, 24, Time::from_secs(10))
+        .expect("template");
+    assert_eq!(t.entry(found).controlled(), 1);
+    // Long after the timeout the template lives on while its connection does.
+    let c = t
+        .lookup(&k, Time::from_secs(50))
+        .expect("SYN_RECV still alive");
+    assert_eq!(
+        t.seen(c, Time::from_secs(50), 60, Some(ACK)),
+        State::Established
+    );
+    assert!(t
+        .lookup_template(&other, 24, Time::from_secs(100))
+        .is_some());
+    // The connection ends at 100 s: the template lasts 30 s more.
+    let c = t.lookup(&k, Time::from_secs(100)).expect("present");
+    t.remove(c, Time::from_secs(100));
+    assert!(t
+        .lookup_template(&other, 24, Time::from_secs(130))
+        .is_some());
+    assert!(t
+        .lookup_template(&other, 24, Time::from_secs(131))
+        .is_none());
+    assert_eq!(t.loads().persistent(D1), 0);
+    assert!(t.is_empty());
+}
+
+#[test]
+fn client_port_zero_does_not_collide_with_a_template() {
+    let mut t = table(100);
+    let mut k = key(7, 0);
+    k.client = Ipv4Addr::new(198, 19, 0, 7);
+    let tpl = t
+        .insert_template(&k, 32, D1, Duration::from_secs(30), Time::ZERO)
+        .expect("room");
+    assert_eq!(t.lookup(&k, Time::ZERO), None);
+    let c = t
+        .insert(&k, D0, State::None, Time::ZERO, None)
+        .expect("room");
+    assert_ne!(c, tpl);
+    let found = t.lookup_template(&k, 32, Time::ZERO).expect("tpl");
+    assert_eq!(t.entry(found).dest(), D1);
+}
+
+#[test]
+fn reused_dest_slot_starts_from_zero() {
+    let mut t = table(100);
+    t.insert(&key(1, 1), D0, State::None, Time::ZERO, None)
+        .expect("room");
+    let new_gen = DestRef { slot: 0, gen: 2 };
+    assert_eq!(t.load(new_gen), Load::default());
+    let i = t
+        .insert(&key(1, 2), new_gen, State::None, Time::ZERO, None)
+        .expect("room");
+    assert_eq!(
+        t.load(new_gen),
+        Load {
+            active: 0,
+            inactive: 1
+        }
+    );
+    assert_eq!(
+        t.load(D0),
+        Load::default(),
+        "old generation no longer counted"
+    );
+    // Removing the old generation's entry must not disturb the new counts.
+    let old = t.lookup(&key(1, 1), Time::ZERO).expect("present");
+    t.remove(old, Time::ZERO);
+    assert_eq!(
+        t.load(new_gen),
+        Load {
+            active: 0,
+            inactive: 1
+        }
+    );
+    let j = t.lookup(&key(1, 2), Time::ZERO).expect("present");
+    assert_eq!(j, i);
+    t.remove(j, Time::ZERO);
+    assert_eq!(t.load(new_gen), Load::default());
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Look up a key; if absent, insert it as UDP (timeout 300 s) or TCP SYN (60 s).
+    Touch { client: u8, port: u16, tcp: bool },
+    /// Time passes.
+    Advance { secs: u16 },
+    /// Sweep with a budget.
+    Expire { budget: u16 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u8..8, 0u16..24, any::<bool>()).prop_map(|(client, port, tcp)| Op::Touch { client, port, tcp }),
+        2 => (0u16..200).prop_map(|secs| Op::Advance { secs }),
+        2 => (0u16..64).prop_map(|budget| Op::Expire { budget }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The table behaves like a HashMap of live entries: a lookup finds exactly the
+    /// entries the model holds alive, the sweep never removes a live entry, inserts fail
+    /// only at capacity, the table never exceeds capacity, and per-real-server loads equal
+    /// a recount.
+    #[test]
+    fn behaves_like_a_hashmap(cap in 1usize..64, seed in any::<u64>(), ops in prop::collection::vec(op(), 1..400)) {
+        let mut t = ConnTable::new(cap, 4, Timeouts::default(), seed).expect("valid");
+        let timeouts = Timeouts::default();
+        // key -> (last_seen, timeout secs, dest)
+        let mut model: HashMap<ConnKey, (u64, u64, DestRef)> = HashMap::new();
+        let mut now = 0u64;
+        for op in ops {
+            match op {
+                Op::Touch { client, port, tcp } => {
+                    let mut k = key(client, port);
+                    if !tcp { k.proto = Protocol::Udp; }
+                    let live = model.get(&k).is_some_and(|&(seen, to, _)| now - seen <= to);
+                    let found = t.lookup(&k, Time::from_secs(now));
+                    prop_assert_eq!(found.is_some(), live, "lookup of {:?} at {}", k, now);
+                    if !live { model.remove(&k); }
+                    match found {
+                        Some(i) => {
+                            let e = t.entry(i);
+                            prop_assert_eq!(e.key(), k);
+                            let (_, _, d) = model[&k];
+                            prop_assert_eq!(e.dest(), d);
+                            // UDP refresh; TCP segment with ACK keeps SYN_RECV -> ESTABLISHED
+                            let st = t.seen(i, Time::from_secs(now), 64, if tcp { Some(ACK) } else { None });
+                            let to = timeouts.get(st).as_secs();
+                            model.insert(k, (now, to, d));
+                        }
+                        None => {
+                            let d = DestRef { slot: u32::from(client % 4), gen: 1 };
+                            let (st, flags) = if tcp { (State::None, Some(SYN)) } else { (State::Udp, None) };
+                            let full = t.len() == cap;
+                            match t.insert(&k, d, st, Time::from_secs(now), None) {
+                                Ok(i) => {
+                                    prop_assert!(!full);
+                                    let st = t.seen(i, Time::from_secs(now), 64, flags);
+                                    model.insert(k, (now, timeouts.get(st).as_secs(), d));
+                                }
+                                Err(TableFull) => prop_assert!(full, "refused below capacity"),
+                            }
+                        }
+                    }
+                }
+                Op::Advance { secs } => now += u64::from(secs),
+                Op::Expire { budget } => {
+                    t.expire(Time::from_secs(now), usize::from(budget));
+                    let present: HashMap<ConnKey, DestRef> = t.iter().map(|e| (e.key(), e.dest())).collect();
+                    for (k, &(seen, to, _)) in &model {
+                        if !present.contains_key(k) {
+                            prop_assert!(now - seen > to, "sweep removed live {:?}", k);
+                        }
+                    }
+                    model.retain(|k, _| present.contains_key(k));
+                }
+            }
+            prop_assert!(t.len() <= cap);
+            prop_assert_eq!(t.len(), t.iter().count());
+            prop_assert_eq!(t.len(), model.len());
+            for slot in 0..4u32 {
+                let d = DestRef { slot, gen: 1 };
+                let mut want = Load::default();
+                for e in t.iter().filter(|e| e.dest() == d) {
+                    if e.state().is_active() { want.active += 1 } else { want.inactive += 1 }
+                }
+                prop_assert_eq!(t.load(d), want);
+            }
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The configuration model, in LVS words: a *virtual service* (protocol, VIP, port) with a
+//! scheduler, optional persistence, and a list of *real servers*.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// An Ethernet MAC address.
+pub type Mac = [u8; 6];
+
+/// The transport protocol of a virtual service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Protocol {
+    /// TCP (IP protocol 6), `-t` in ipvsadm.
+    Tcp = 6,
+    /// UDP (IP protocol 17), `-u` in ipvsadm.
+    Udp = 17,
+}
+
+impl Protocol {
+    /// The protocol for an IPv4 protocol number, if it is one we balance.
+    pub const fn from_ip_number(n: u8) -> Option<Protocol> {
+        match n {
+            6 => Some(Protocol::Tcp),
+            17 => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+
+    /// The IPv4 protocol number.
+    pub const fn ip_number(self) -> u8 {
+        self as u8
+    }
+
+    /// `TCP` or `UDP`, as ipvsadm prints it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What identifies a virtual service: protocol, virtual IP and port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// TCP or UDP.
+    pub proto: Protocol,
+    /// The virtual IP (VIP).
+    pub vip: Ipv4Addr,
+    /// The virtual port; in direct routing the real servers serve on this same port.
+    pub port: u16,
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}:{}", self.proto, self.vip, self.port)
+    }
+}
+
+/// The scheduling algorithms, named as ipvsadm names them (`-s NAME`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum SchedKind {
+    /// Round robin.
+    Rr,
+    /// Weighted round robin (IPVS's gcd-stepped order).
+    Wrr,
+    /// Least connections.
+    Lc,
+    /// Weighted least connections (ipvsadm's default).
+    #[default]
+    Wlc,
+    /// Source hashing.
+    Sh,
+    /// Maglev hashing.
+    Mh,
+}
+
+impl SchedKind {
+    /// Every scheduler, in the order `--help` lists them.
+    pub const ALL: [SchedKind; 6] = [
+        SchedKind::Rr,
+        SchedKind::Wrr,
+        SchedKind::Lc,
+        SchedKind::Wlc,
+        SchedKind::Sh,
+        SchedKind::Mh,
+    ];
+
+    /// The ipvsadm name (`rr`, `wrr`, ...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            SchedKind::Rr => "rr",
+            SchedKind::Wrr => "wrr",
+            SchedKind::Lc => "lc",
+            SchedKind::Wlc => "wlc",
+            SchedKind::Sh => "sh",
+            SchedKind::Mh => "mh",
+        }
+    }
+}
+
+impl fmt::Display for SchedKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for SchedKind {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SchedKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| ConfigError::UnknownScheduler(s.to_owned()))
+    }
+}
+
+/// Persistence (ipvsadm `-p [timeout]` and `-M netmask`): a client, masked by `netmask`,
+/// stays on one real server across connections while its template lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Persistence {
+    /// How long a template outlives the last connection it controls (ipvsadm default 300 s).
+    pub timeout: Duration,
+    /// Prefix length of the client netmask (32 = per client address, ipvsadm's default).
+    pub prefix_len: u8,
+}
+
+impl Persistence {
+    /// ipvsadm's default persistence timeout.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+    /// Persistence with `timeout` and a dotted `netmask`, which must be contiguous.
+    pub fn new(timeout: Duration, netmask: Ipv4Addr) -> Result<Persistence, ConfigError> {
+        let bits = u32::from(netmask);
+        let prefix_len = bits.leading_ones();
+        if bits.checked_shl(prefix_len).unwrap_or(0) != 0 {
+            return Err(ConfigError::NetmaskNotContiguous(netmask));
+        }
+        if timeout.is_zero() {
+            return Err(ConfigError::ZeroPersistenceTimeout);
+        }
+        Ok(Persistence {
+            timeout,
+            prefix_len: prefix_len as u8,
+        })
+    }
+
+    /// The netmask as a host-order mask.
+    pub const fn mask(self) -> u32 {
+        prefix_mask(self.prefix_len)
+    }
+
+    /// The dotted netmask.
+    pub fn netmask(self) -> Ipv4Addr {
+        Ipv4Addr::from(self.mask())
+    }
+}
+
+/// A host-order mask of `prefix_len` leading ones (0..=32).
+pub const fn prefix_mask(prefix_len: u8) -> u32 {
+    if prefix_len == 0 {
+        0
+    } else if prefix_len >= 32 {
+        u32::MAX
+    } else {
+        u32::MAX << (32 - prefix_len as u32)
+    }
+}
+
+/// A real server of a virtual service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RealSpec {
+    /// The real server's IPv4 address (on the director's LAN).
+    pub addr: Ipv4Addr,
+    /// Weight 0..=65535. 0 is *quiescent*: no new connections, existing ones continue.
+    pub weight: u16,
+    /// The real server's MAC, once resolved. Unresolved real servers get no new traffic.
+    pub mac: Option<Mac>,
+}
+
+/// A virtual service and its real servers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    /// Protocol, VIP and port.
+    pub key: ServiceKey,
+    /// The scheduler (`-s`).
+    pub scheduler: SchedKind,
+    /// Persistence (`-p`, `-M`), if any.
+    pub persistence: Option<Persistence>,
+    /// The real servers, in the order they were added (the order rr and wrr follow).
+    pub reals: Vec<RealSpec>,
+}
+
+impl ServiceSpec {
+    /// A service with no real servers yet.
+    pub fn new(key: ServiceKey, scheduler: SchedKind) -> ServiceSpec {
+        ServiceSpec {
+            key,
+            scheduler,
+            persistence: None,
+            reals: Vec::new(),
+        }
+    }
+
+    /// Checks what can be checked of one service alone.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let vip = self.key.vip;
+        if vip.is_unspecified() || vip.is_broadcast() || vip.is_multicast() {
+            return Err(ConfigError::BadVip(vip));
+        }
+        if self.key.port == 0 {
+            return Err(ConfigError::ZeroPort(self.key));
+        }
+        for (i, r) in self.reals.iter().enumerate() {
+            if r.addr.is_unspecified() || r.addr.is_broadcast() || r.addr.is_multicast() {
+                return Err(ConfigError::BadRealAddr(r.addr));
+            }
+            if self.reals[..i].iter().any(|o| o.addr == r.addr) {
+                return Err(ConfigError::DuplicateReal {
+                    service: self.key,
+                    real: r.addr,
+                });
+            }
+        }
+        if self.reals.len() > usize::from(u16::MAX - 1) {
+            return Err(ConfigError::TooManyReals(self.key));
+        }
+        Ok(())
+    }
+}
+
+/// Why a configuration was refused. Every message says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `-s` named no scheduler we have.
+    #[error("unknown scheduler '{0}': use one of rr, wrr, lc, wlc, sh, mh")]
+    UnknownScheduler(String),
+    /// `-M` was not a contiguous netmask.
+    #[error("persistence netmask {0} is not contiguous: use a mask like 255.255.255.0")]
+    NetmaskNotContiguous(Ipv4Addr),
+    /// `-p 0`.
+    #[error("persistence timeout must be at least 1 second")]
+    ZeroPersistenceTimeout,
+    /// VIP 0.0.0.0, broadcast or multicast.
+    #[error("virtual IP {0} is not a unicast address")]
+    BadVip(Ipv4Addr),
+    /// Port 0 (all-ports services are not supported).
+    #[error("service {0}: port 0 (all ports) is not supported; give the service's port")]
+    ZeroPort(ServiceKey),
+    /// Real server address 0.0.0.0, broadcast or multicast.
+    #[error("real server {0} is not a unicast address")]
+    BadRealAddr(Ipv4Addr),
+    /// The same service twice.
+    #[error("service {0} already exists")]
+    DuplicateService(ServiceKey),
+    /// The same real server twice in one service.
+    #[error("real server {real} already exists in service {service}")]
+    DuplicateReal {
+        /// The service.
+        service: ServiceKey,
+        /// The real server.
+        real: Ipv4Addr,
+    },
+    /// More real servers than a service can index.
+    #[error("service {0} has too many real servers (at most 65534)")]
+    TooManyReals(ServiceKey),
+    /// More services than the director was started for.
+    #[error("too many virtual services: this director was started with room for {0}")]
+    TooManyServices(usize),
+    /// More real-server entries than the director was started for.
+    #[error("too many real servers in all: this director was started with room for {0}")]
+    TooManyDests(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netmask_must_be_contiguous() {
+        let p = Persistence::new(Duration::from_secs(60), Ipv4Addr::new(255, 255, 255, 0))
+            .expect("valid");
+        assert_eq!(p.prefix_len, 24);
+        assert_eq!(p.netmask(), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(
+            Persistence::new(Duration::from_secs(60), Ipv4Addr::new(255, 0, 255, 0)),
+            Err(ConfigError::NetmaskNotContiguous(Ipv4Addr::new(
+                255, 0, 255, 0
+            )))
+        );
+        let all = Persistence::new(Duration::from_secs(1), Ipv4Addr::new(255, 255, 255, 255))
+            .expect("valid");
+        assert_eq!(all.mask(), u32::MAX);
+        let none = Persistence::new(Duration::from_secs(1), Ipv4Addr::UNSPECIFIED).expect("valid");
+        assert_eq!(none.mask(), 0);
+    }
+
+    #[test]
+    fn scheduler_names_round_trip() {
+        for k in SchedKind::ALL {
+            assert_eq!(k.name().parse::<SchedKind>(), Ok(k));
+        }
+        assert!(matches!(
+            "foo".parse::<SchedKind>(),
+            Err(ConfigError::UnknownScheduler(_))
+        ));
+        assert_eq!(SchedKind::default(), SchedKind::Wlc);
+    }
+
+    #[test]
+    fn duplicate_reals_are_refused() {
+        let key = ServiceKey {
+            proto: Protocol::Tcp,
+            vip: Ipv4Addr::new(198, 18, 0, 100),
+            port: 80,
+        };
+        let mut s = ServiceSpec::new(key, SchedKind::Rr);
+        let r = RealSpec {
+            addr: Ipv4Addr::new(198, 18, 0, 11),
+            weight: 1,
+            mac: None,
+        };
+        s.reals.push(r);
+        s.reals.push(r);
+        assert!(matches!(
+            s.validate(),
+            Err(ConfigError::DuplicateReal { .. })
+        ));
+    }
+}
