@@ -1,1 +1,17 @@
+//! The xdpvs dataplane.
+//!
+//! - [`engine`]: the pure pipeline, `process(frame, tables, now) -> Verdict`.
+//! - [`config`]: what a worker runs with, compiled into a swappable snapshot.
+//! - [`stats`]: per-worker counters by verdict, drop reason, service and real server.
+//! - [`frames`]: frame builders for tests, benchmarks and generators.
+#![forbid(unsafe_code)]
 
+pub mod config;
+pub mod engine;
+pub mod frames;
+pub mod stats;
+
+pub use config::{Config, DestStatus, Limits, Options, Services};
+pub use engine::{process, Tables, Verdict};
+pub use stats::{DropReason, WorkerStats};
+pub use xdpvs_sched::Time;

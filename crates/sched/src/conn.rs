@@ -10,10 +10,12 @@
 //!   one probe chain.
 //! - **Expiry is incremental**: [`ConnTable::expire`] examines at most `budget` slots per
 //!   call from a sweeping cursor; a lookup that meets an expired entry removes it on the
-//!   spot, so correctness never depends on how fast the sweep goes.
+//!   spot, so a connection's own expiry never depends on how fast the sweep goes.
 //! - **Persistence templates** (IPVS's) live in the same table, flagged, keyed by the
 //!   masked client address with client port 0. A template lives while connections it
-//!   controls live, and for its timeout after the last of them.
+//!   controls live, and for its timeout after the last of them ended. A dead connection
+//!   releases its template when it is removed (by a lookup or the sweep), dated from when
+//!   it actually expired: a template can outlive its timeout by at most one sweep period.
 //! - **Loads**: ActiveConn (ESTABLISHED) / InActConn (everything else) and persistent
 //!   templates per real server are kept exact by the table itself, in atomics the control
 //!   plane may read at any time (single writer: the worker that owns the table).
@@ -617,11 +619,16 @@ impl ConnTable {
         self.delete_slot(idx);
         self.len -= 1;
         if e.is_persistent() {
+            // The connection ended when it expired, or now if it is removed while alive:
+            // the template's own timeout counts from then, however late the sweep came.
+            let ended = e.timeout_nanos(&self.timeouts).map_or(now.as_nanos(), |t| {
+                now.as_nanos().min(e.last_seen.saturating_add(t))
+            });
             let tk = template_key(&e.key(), e.prefix);
             if let Some(t) = self.find(&Packed::of(&tk, true)) {
                 let tpl = &mut self.slots[t];
                 tpl.packets = tpl.packets.saturating_sub(1);
-                tpl.last_seen = tpl.last_seen.max(now.as_nanos());
+                tpl.last_seen = tpl.last_seen.max(ended);
             }
         }
     }

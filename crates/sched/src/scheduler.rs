@@ -108,6 +108,23 @@ impl AnyScheduler {
         s
     }
 
+    /// Carries the rotation position of `old` (same algorithm) into this freshly built
+    /// scheduler, so that a configuration change does not restart rr/wrr from the first
+    /// server; IPVS keeps its position across changes too. Allocates nothing.
+    pub fn inherit<D: DestView + ?Sized>(&mut self, old: &AnyScheduler, dests: &D) {
+        match (self, old) {
+            (AnyScheduler::Rr(new), AnyScheduler::Rr(o)) => {
+                *new = o.clone();
+                new.rebuild(dests);
+            }
+            (AnyScheduler::Wrr(new), AnyScheduler::Wrr(o)) => {
+                *new = o.clone();
+                new.rebuild(dests);
+            }
+            _ => {}
+        }
+    }
+
     /// Which algorithm this is.
     pub fn kind(&self) -> SchedKind {
         match self {
@@ -175,6 +192,23 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod inherit_tests {
+    use super::testutil::{dests, picks};
+    use super::*;
+
+    #[test]
+    fn rr_keeps_its_place_across_a_change() {
+        let d = dests(&[1, 1, 1]);
+        let mut old = AnyScheduler::new(SchedKind::Rr, &d[..]);
+        assert_eq!(picks(&mut old, &d, 2), [Some(0), Some(1)]);
+        let d4 = dests(&[1, 1, 1, 1]);
+        let mut new = AnyScheduler::new(SchedKind::Rr, &d4[..]);
+        new.inherit(&old, &d4[..]);
+        assert_eq!(picks(&mut new, &d4, 3), [Some(2), Some(3), Some(0)]);
     }
 }
 

@@ -315,3 +315,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_late_sweep_dates_template_release_from_the_connection_expiry() {
+    let mut t = table(100);
+    let k = key(7, 5555);
+    let tpl = t
+        .insert_template(&k, 32, D1, Duration::from_secs(30), Time::ZERO)
+        .expect("room");
+    let c = t
+        .insert(&k, D1, State::Udp, Time::ZERO, Some(tpl))
+        .expect("room");
+    t.seen(c, Time::ZERO, 60, None); // UDP: expires at 300 s
+                                     // The sweep only comes round at 1000 s: the template ended at 300 + 30 s.
+    let slots = t.slot_count();
+    t.expire(Time::from_secs(1000), slots);
+    assert!(t.lookup_template(&k, 32, Time::from_secs(1000)).is_none());
+    assert!(t.is_empty());
+}

@@ -1,0 +1,72 @@
+//! Builders of well-formed frames, for tests, benchmarks, the self-check and traffic
+//! generators. Not used on the packet path.
+
+use std::net::Ipv4Addr;
+
+use etherparse::PacketBuilder;
+use xdpvs_sched::tcp::flags;
+use xdpvs_sched::Mac;
+
+/// Shortest Ethernet frame without FCS; shorter frames are zero-padded to it.
+pub const MIN_FRAME: usize = 60;
+
+/// Addresses and ports of a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Ethernet source.
+    pub src_mac: Mac,
+    /// Ethernet destination.
+    pub dst_mac: Mac,
+    /// IPv4 source.
+    pub src_ip: Ipv4Addr,
+    /// IPv4 destination.
+    pub dst_ip: Ipv4Addr,
+    /// L4 source port.
+    pub sport: u16,
+    /// L4 destination port.
+    pub dport: u16,
+}
+
+fn pad(mut v: Vec<u8>) -> Vec<u8> {
+    if v.len() < MIN_FRAME {
+        v.resize(MIN_FRAME, 0);
+    }
+    v
+}
+
+/// A TCP segment with `tcp_flags` (FIN, SYN, RST, PSH, ACK bits) and `payload`.
+pub fn tcp(e: &Endpoints, tcp_flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut b = PacketBuilder::ethernet2(e.src_mac, e.dst_mac)
+        .ipv4(e.src_ip.octets(), e.dst_ip.octets(), 64)
+        .tcp(e.sport, e.dport, 0x1000_0000, 64240);
+    if tcp_flags & flags::SYN != 0 {
+        b = b.syn();
+    }
+    if tcp_flags & flags::ACK != 0 {
+        b = b.ack(0x2000_0000);
+    }
+    if tcp_flags & flags::FIN != 0 {
+        b = b.fin();
+    }
+    if tcp_flags & flags::RST != 0 {
+        b = b.rst();
+    }
+    if tcp_flags & 0x08 != 0 {
+        b = b.psh();
+    }
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, payload)
+        .expect("writing to a Vec cannot fail");
+    pad(v)
+}
+
+/// A UDP datagram carrying `payload`.
+pub fn udp(e: &Endpoints, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(e.src_mac, e.dst_mac)
+        .ipv4(e.src_ip.octets(), e.dst_ip.octets(), 64)
+        .udp(e.sport, e.dport);
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, payload)
+        .expect("writing to a Vec cannot fail");
+    pad(v)
+}

@@ -1,0 +1,625 @@
+//! Byte-fixture tables: input frame -> expected verdict and expected output frame.
+//!
+//! Each scenario runs its rows in order against one set of tables, so later rows see the
+//! connections earlier rows created.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use xdpvs_dataplane::frames::{self, Endpoints};
+use xdpvs_dataplane::{process, Config, DropReason, Limits, Options, Services, Tables, Verdict};
+use xdpvs_sched::tcp::flags::{ACK, FIN, RST, SYN};
+use xdpvs_sched::tcp::Timeouts;
+use xdpvs_sched::{Mac, Persistence, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec, Time};
+
+const DIRECTOR: Mac = [0x02, 0, 0, 0, 0, 0xd1];
+const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0, 0xc1];
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const PSH: u8 = 0x08;
+
+fn rs_ip(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, 10 + n)
+}
+fn rs_mac(n: u8) -> Mac {
+    [0x02, 0, 0, 0, 0x01, 10 + n]
+}
+
+fn service(proto: Protocol, sched: SchedKind, weights: &[u16]) -> ServiceSpec {
+    let mut s = ServiceSpec::new(
+        ServiceKey {
+            proto,
+            vip: VIP,
+            port: 80,
+        },
+        sched,
+    );
+    s.reals = weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| RealSpec {
+            addr: rs_ip(i as u8 + 1),
+            weight: w,
+            mac: Some(rs_mac(i as u8 + 1)),
+        })
+        .collect();
+    s
+}
+
+fn config(services: Vec<ServiceSpec>) -> Config {
+    Config {
+        director_mac: DIRECTOR,
+        services,
+        options: Options::default(),
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        max_services: 8,
+        max_dests: 32,
+        conn_capacity: 4096,
+    }
+}
+
+fn tables(cfg: &Config) -> Tables {
+    let s = Services::build(cfg, &limits(), None).expect("valid config");
+    Tables::new(s, &limits(), Timeouts::default(), 7).expect("valid limits")
+}
+
+fn reconfigure(t: &mut Tables, cfg: &Config) {
+    let s = Services::build(cfg, &limits(), Some(t.services())).expect("valid config");
+    t.install(Box::new(s));
+}
+
+fn ep(client: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Endpoints {
+    Endpoints {
+        src_mac: CLIENT_MAC,
+        dst_mac: DIRECTOR,
+        src_ip: client,
+        dst_ip: dst,
+        sport,
+        dport,
+    }
+}
+
+fn tcp(client: Ipv4Addr, sport: u16, fl: u8) -> Vec<u8> {
+    frames::tcp(
+        &ep(client, sport, VIP, 80),
+        fl,
+        if fl & PSH != 0 {
+            b"GET / HTTP/1.0\r\n\r\n"
+        } else {
+            b""
+        },
+    )
+}
+
+fn udp(client: Ipv4Addr, sport: u16) -> Vec<u8> {
+    frames::udp(&ep(client, sport, VIP, 80), b"hello")
+}
+
+/// What the output frame must be.
+#[derive(Debug)]
+enum Out {
+    /// Byte for byte the input.
+    Unchanged,
+    /// The input with destination MAC := this real server's and source MAC := the director's.
+    ForwardedTo(u8),
+    /// Exactly these bytes.
+    Exactly(Vec<u8>),
+}
+
+struct Row {
+    what: &'static str,
+    at_secs: u64,
+    frame: Vec<u8>,
+    verdict: Verdict,
+    out: Out,
+}
+
+fn row(what: &'static str, frame: Vec<u8>, verdict: Verdict, out: Out) -> Row {
+    Row {
+        what,
+        at_secs: 1,
+        frame,
+        verdict,
+        out,
+    }
+}
+
+fn fwd(what: &'static str, frame: Vec<u8>, rs: u8) -> Row {
+    row(what, frame, Verdict::Tx, Out::ForwardedTo(rs))
+}
+
+fn pass(what: &'static str, frame: Vec<u8>) -> Row {
+    row(what, frame, Verdict::Pass, Out::Unchanged)
+}
+
+fn drop(what: &'static str, frame: Vec<u8>, r: DropReason) -> Row {
+    row(what, frame, Verdict::Drop(r), Out::Unchanged)
+}
+
+fn run(t: &mut Tables, rows: Vec<Row>) {
+    for (n, r) in rows.into_iter().enumerate() {
+        let mut f = r.frame.clone();
+        let v = process(&mut f, t, Time::from_secs(r.at_secs));
+        assert_eq!(v, r.verdict, "row {n} ({}): verdict", r.what);
+        let want = match r.out {
+            Out::Unchanged => r.frame.clone(),
+            Out::ForwardedTo(rs) => {
+                let mut w = r.frame.clone();
+                w[0..6].copy_from_slice(&rs_mac(rs));
+                w[6..12].copy_from_slice(&DIRECTOR);
+                w
+            }
+            Out::Exactly(b) => b,
+        };
+        assert_eq!(f, want, "row {n} ({}): output frame", r.what);
+    }
+}
+
+#[test]
+fn rr_service_table() {
+    let mut t = tables(&config(vec![service(
+        Protocol::Tcp,
+        SchedKind::Rr,
+        &[1, 1, 1],
+    )]));
+    let c2 = Ipv4Addr::new(198, 19, 0, 2);
+    let other = Ipv4Addr::new(198, 18, 0, 1);
+
+    let arp_req = xdpvs_arp::request(CLIENT_MAC, CLIENT, VIP).to_vec();
+    let mut arp_reply = arp_req.clone();
+    arp_reply[0..6].copy_from_slice(&CLIENT_MAC);
+    arp_reply[6..12].copy_from_slice(&DIRECTOR);
+    arp_reply[20..22].copy_from_slice(&[0, 2]); // operation: reply
+    arp_reply[22..28].copy_from_slice(&DIRECTOR); // sender MAC
+    arp_reply[28..32].copy_from_slice(&VIP.octets()); // sender IP
+    arp_reply[32..38].copy_from_slice(&CLIENT_MAC); // target MAC
+    arp_reply[38..42].copy_from_slice(&CLIENT.octets()); // target IP
+    let arp_other = xdpvs_arp::request(CLIENT_MAC, CLIENT, other).to_vec();
+    let mut arp_is_reply = arp_reply.clone();
+    arp_is_reply[0..6].copy_from_slice(&DIRECTOR);
+
+    let mut ipv6 = tcp(CLIENT, 1000, SYN);
+    ipv6[12..14].copy_from_slice(&[0x86, 0xdd]);
+    let mut vlan = tcp(CLIENT, 1000, SYN);
+    vlan[12..14].copy_from_slice(&[0x81, 0x00]);
+    let mut icmp = tcp(CLIENT, 1000, SYN);
+    icmp[14 + 9] = 1; // protocol: ICMP
+    let mut frag = tcp(CLIENT, 1000, SYN);
+    frag[14 + 6] = 0x20; // more fragments
+    let mut later_frag = tcp(CLIENT, 1000, SYN);
+    later_frag[14 + 7] = 0x10; // offset 16 * 8 bytes
+
+    run(
+        &mut t,
+        vec![
+            fwd(
+                "SYN to VIP: Tx to the first real, only the MACs change",
+                tcp(CLIENT, 1000, SYN),
+                1,
+            ),
+            fwd("ACK of the same flow: same real", tcp(CLIENT, 1000, ACK), 1),
+            fwd(
+                "data of the same flow: same real",
+                tcp(CLIENT, 1000, ACK | PSH),
+                1,
+            ),
+            fwd("next flow: next real (rr)", tcp(CLIENT, 1001, SYN), 2),
+            fwd("third flow", tcp(c2, 1000, SYN), 3),
+            fwd("fourth flow wraps around", tcp(c2, 1001, SYN), 1),
+            fwd(
+                "first flow still on its real",
+                tcp(CLIENT, 1000, ACK | FIN),
+                1,
+            ),
+            drop(
+                "ACK without a connection",
+                tcp(CLIENT, 2000, ACK),
+                DropReason::NoConnection,
+            ),
+            drop(
+                "RST without a connection",
+                tcp(CLIENT, 2001, RST),
+                DropReason::NoConnection,
+            ),
+            drop(
+                "SYN+RST without a connection",
+                tcp(CLIENT, 2002, SYN | RST),
+                DropReason::NoConnection,
+            ),
+            row(
+                "ARP request for the VIP: reply in place",
+                arp_req,
+                Verdict::Reply,
+                Out::Exactly(arp_reply),
+            ),
+            pass("ARP request for another address", arp_other),
+            pass("ARP reply", arp_is_reply),
+            pass(
+                "IPv4 to another address",
+                frames::tcp(&ep(CLIENT, 1000, other, 80), SYN, b""),
+            ),
+            pass(
+                "VIP, port without a service",
+                frames::tcp(&ep(CLIENT, 1000, VIP, 443), SYN, b""),
+            ),
+            pass("UDP to the VIP without a UDP service", udp(CLIENT, 1000)),
+            pass("ICMP to the VIP", icmp),
+            pass("IPv6", ipv6),
+            pass("VLAN-tagged", vlan),
+            drop("first fragment to the VIP", frag, DropReason::Fragment),
+            drop(
+                "later fragment to the VIP",
+                later_frag,
+                DropReason::Fragment,
+            ),
+        ],
+    );
+    let s = t.stats();
+    assert_eq!(s.tx.get(), 7);
+    assert_eq!(s.reply.get(), 1);
+    assert_eq!(s.pass.get(), 8);
+    assert_eq!(s.drop_count(DropReason::NoConnection), 3);
+    assert_eq!(s.drop_count(DropReason::Fragment), 2);
+    assert_eq!(s.rx.get(), 21);
+    // Per service and per real: packets, bytes, connections.
+    let svc = &t.services().services()[0];
+    assert_eq!(s.services[svc.slot as usize].packets.get(), 7);
+    assert_eq!(s.services[svc.slot as usize].conns.get(), 4);
+    let r1 = svc.reals[0].dest.slot as usize;
+    assert_eq!(s.dests[r1].packets.get(), 5);
+    assert_eq!(s.dests[r1].conns.get(), 2);
+    assert_eq!(
+        s.dests[r1].bytes.get(),
+        4 * 60 + tcp(CLIENT, 1000, ACK | PSH).len() as u64
+    );
+    // ActiveConn/InActConn as ipvsadm shows them: flow 1 went SYN, ACK (ESTABLISHED),
+    // data, FIN (FIN_WAIT); the others are in SYN_RECV.
+    let l = t.conns().load(svc.reals[0].dest);
+    assert_eq!((l.active, l.inactive), (0, 2));
+}
+
+#[test]
+fn udp_flows_stick() {
+    let mut t = tables(&config(vec![service(
+        Protocol::Udp,
+        SchedKind::Rr,
+        &[1, 1],
+    )]));
+    run(
+        &mut t,
+        vec![
+            fwd("UDP to VIP: scheduled", udp(CLIENT, 5000), 1),
+            fwd("same UDP flow: same real", udp(CLIENT, 5000), 1),
+            fwd("other UDP flow: next real", udp(CLIENT, 5001), 2),
+            fwd("first flow again", udp(CLIENT, 5000), 1),
+            pass(
+                "TCP to the VIP without a TCP service",
+                tcp(CLIENT, 5000, SYN),
+            ),
+        ],
+    );
+    let l = t.conns().load(t.services().services()[0].reals[0].dest);
+    assert_eq!(
+        (l.active, l.inactive),
+        (0, 1),
+        "UDP flows count as InActConn"
+    );
+}
+
+fn client(n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + n)
+}
+
+#[test]
+fn wrr_proportions_and_order() {
+    let mut t = tables(&config(vec![service(
+        Protocol::Tcp,
+        SchedKind::Wrr,
+        &[3, 2, 1],
+    )]));
+    // IPVS order for 3, 2, 1: A A B A B C.
+    let order = [1u8, 1, 2, 1, 2, 3];
+    let rows = (0..60)
+        .map(|k| {
+            fwd(
+                "new flow (wrr)",
+                tcp(client(k), 1000, SYN),
+                order[k as usize % 6],
+            )
+        })
+        .collect();
+    run(&mut t, rows);
+    let svc = &t.services().services()[0];
+    let conns: Vec<u64> = svc
+        .reals
+        .iter()
+        .map(|r| t.stats().dests[r.dest.slot as usize].conns.get())
+        .collect();
+    assert_eq!(conns, [30, 20, 10]);
+}
+
+#[test]
+fn lc_picks_the_least_loaded() {
+    let mut t = tables(&config(vec![service(
+        Protocol::Tcp,
+        SchedKind::Lc,
+        &[1, 1, 1],
+    )]));
+    run(
+        &mut t,
+        vec![
+            fwd("all idle: first real", tcp(client(1), 1, SYN), 1),
+            fwd(
+                "establish it (ActiveConn 1 = overhead 256)",
+                tcp(client(1), 1, ACK),
+                1,
+            ),
+            fwd("second real is idle", tcp(client(2), 1, SYN), 2),
+            fwd("establish it", tcp(client(2), 1, ACK), 2),
+            fwd("third real is idle", tcp(client(3), 1, SYN), 3),
+            fwd(
+                "third real has 1 InActConn (1) < 256: again the third",
+                tcp(client(4), 1, SYN),
+                3,
+            ),
+            fwd(
+                "close flow 1: first real drops to 1 InActConn",
+                tcp(client(1), 1, RST),
+                1,
+            ),
+            fwd(
+                "first (1) ties third? no: third has 2; first wins",
+                tcp(client(5), 1, SYN),
+                1,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn quiescent_real_keeps_its_flows_but_gets_no_new_ones() {
+    let mut cfg = config(vec![service(Protocol::Tcp, SchedKind::Rr, &[1, 1])]);
+    let mut t = tables(&cfg);
+    run(
+        &mut t,
+        vec![
+            fwd("flow A to the first real", tcp(client(1), 1, SYN), 1),
+            fwd("flow B to the second real", tcp(client(2), 1, SYN), 2),
+        ],
+    );
+    cfg.services[0].reals[0].weight = 0;
+    reconfigure(&mut t, &cfg);
+    run(
+        &mut t,
+        vec![
+            fwd(
+                "flow A continues on the quiescent real",
+                tcp(client(1), 1, ACK),
+                1,
+            ),
+            fwd("new flow: only the second real", tcp(client(3), 1, SYN), 2),
+            fwd("new flow: only the second real", tcp(client(4), 1, SYN), 2),
+            fwd("flow A still continues", tcp(client(1), 1, ACK | PSH), 1),
+        ],
+    );
+}
+
+#[test]
+fn removed_real_drops_its_flows_and_they_reschedule() {
+    let mut cfg = config(vec![service(Protocol::Tcp, SchedKind::Rr, &[1, 1])]);
+    let mut t = tables(&cfg);
+    run(
+        &mut t,
+        vec![fwd("flow A to the first real", tcp(client(1), 1, SYN), 1)],
+    );
+    cfg.services[0].reals.remove(0);
+    reconfigure(&mut t, &cfg);
+    run(
+        &mut t,
+        vec![
+            drop(
+                "flow A: its real is gone",
+                tcp(client(1), 1, ACK),
+                DropReason::DestRemoved,
+            ),
+            fwd(
+                "the client's retried SYN is scheduled afresh",
+                tcp(client(1), 1, SYN),
+                2,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn unresolved_real_gets_no_traffic() {
+    let mut cfg = config(vec![service(Protocol::Tcp, SchedKind::Rr, &[1, 1])]);
+    cfg.services[0].reals[0].mac = None;
+    let mut t = tables(&cfg);
+    run(
+        &mut t,
+        vec![
+            fwd("only the resolved real", tcp(client(1), 1, SYN), 2),
+            fwd("only the resolved real", tcp(client(2), 1, SYN), 2),
+        ],
+    );
+    cfg.services[0].reals[1].mac = None;
+    reconfigure(&mut t, &cfg);
+    run(
+        &mut t,
+        vec![
+            drop(
+                "nothing resolved: no destination",
+                tcp(client(3), 1, SYN),
+                DropReason::NoDestination,
+            ),
+            drop(
+                "existing flow waits for its MAC",
+                tcp(client(1), 1, ACK),
+                DropReason::DestUnresolved,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn persistence_keeps_a_client_on_its_real() {
+    let mut svc = service(Protocol::Tcp, SchedKind::Rr, &[1, 1, 1]);
+    svc.persistence = Some(
+        Persistence::new(Duration::from_secs(300), Ipv4Addr::new(255, 255, 255, 0)).expect("valid"),
+    );
+    let mut t = tables(&config(vec![svc]));
+    let a1 = Ipv4Addr::new(198, 19, 1, 1);
+    let a2 = Ipv4Addr::new(198, 19, 1, 2); // same /24
+    let b = Ipv4Addr::new(198, 19, 2, 1);
+    run(
+        &mut t,
+        vec![
+            fwd("client A, first connection", tcp(a1, 1, SYN), 1),
+            fwd("client A, second connection: same real", tcp(a1, 2, SYN), 1),
+            fwd(
+                "client A's neighbour in the /24: same real",
+                tcp(a2, 1, SYN),
+                1,
+            ),
+            fwd("client B: next real", tcp(b, 1, SYN), 2),
+            fwd("client B again: same real", tcp(b, 2, SYN), 2),
+        ],
+    );
+    // Long after every connection and the template expired (and the worker's expiry
+    // sweep has been round), A is scheduled afresh.
+    let late = 2000;
+    let slots = t.conns().slot_count();
+    t.expire(Time::from_secs(late), slots);
+    let mut r = fwd("client A after expiry: rr moves on", tcp(a1, 3, SYN), 3);
+    r.at_secs = late;
+    run(&mut t, vec![r]);
+}
+
+#[test]
+fn sloppy_tcp_schedules_mid_stream_segments() {
+    let mut cfg = config(vec![service(Protocol::Tcp, SchedKind::Rr, &[1, 1])]);
+    cfg.options.sloppy_tcp = true;
+    let mut t = tables(&cfg);
+    run(
+        &mut t,
+        vec![
+            fwd(
+                "ACK without a connection is scheduled (sloppy_tcp)",
+                tcp(client(1), 1, ACK),
+                1,
+            ),
+            fwd("and sticks", tcp(client(1), 1, ACK), 1),
+            drop(
+                "RST still does not open one",
+                tcp(client(2), 1, RST),
+                DropReason::NoConnection,
+            ),
+        ],
+    );
+}
+
+#[test]
+fn expired_flow_is_scheduled_again() {
+    let mut t = tables(&config(vec![service(
+        Protocol::Tcp,
+        SchedKind::Rr,
+        &[1, 1],
+    )]));
+    let mut rows = vec![
+        fwd("flow opens", tcp(client(1), 1, SYN), 1),
+        fwd("and is established", tcp(client(1), 1, ACK), 1),
+    ];
+    // ESTABLISHED lives 900 s: still there at 901 s (last seen at 1 s) ...
+    let mut r = fwd("idle 900 s: still known", tcp(client(1), 1, ACK), 1);
+    r.at_secs = 901;
+    rows.push(r);
+    // ... and gone 901 s after that.
+    let mut r = drop(
+        "idle 901 s: expired",
+        tcp(client(1), 1, ACK),
+        DropReason::NoConnection,
+    );
+    r.at_secs = 1802;
+    rows.push(r);
+    run(&mut t, rows);
+    assert!(t.conns().is_empty());
+}
+
+/// A valid frame longer than 60 bytes, cut at every length below its own.
+fn all_truncations(frame: &[u8], t: &mut Tables) {
+    assert!(frame.len() > 60);
+    for len in 0..frame.len() {
+        let mut f = frame[..len].to_vec();
+        let v = process(&mut f, t, Time::from_secs(1));
+        assert!(matches!(v, Verdict::Drop(_)), "length {len}: {v:?}");
+        assert_eq!(
+            f,
+            &frame[..len],
+            "length {len}: a dropped frame is untouched"
+        );
+    }
+}
+
+#[test]
+fn every_truncation_is_dropped_never_a_panic() {
+    let mut t = tables(&config(vec![
+        service(Protocol::Tcp, SchedKind::Rr, &[1]),
+        {
+            let mut u = service(Protocol::Udp, SchedKind::Rr, &[1]);
+            u.key.port = 80;
+            u
+        },
+    ]));
+    let syn = frames::tcp(&ep(CLIENT, 1000, VIP, 80), SYN, &[0x55; 20]);
+    assert_eq!(syn.len(), 74);
+    all_truncations(&syn, &mut t);
+    let dgram = frames::udp(&ep(CLIENT, 1000, VIP, 80), &[0x55; 32]);
+    all_truncations(&dgram, &mut t);
+    // ARP: shorter than a complete request is dropped, never answered.
+    let arp = xdpvs_arp::request(CLIENT_MAC, CLIENT, VIP);
+    for len in 0..42 {
+        let mut f = arp[..len].to_vec();
+        assert!(
+            matches!(process(&mut f, &mut t, Time::ZERO), Verdict::Drop(_)),
+            "ARP length {len}"
+        );
+    }
+    // And the untruncated frames do pass through.
+    let mut f = syn.clone();
+    assert_eq!(process(&mut f, &mut t, Time::from_secs(1)), Verdict::Tx);
+    assert_eq!(t.stats().drops_total(), (74 + 74 + 42) as u64);
+}
+
+#[test]
+fn a_full_table_drops_new_flows_only() {
+    let cfg = config(vec![service(Protocol::Tcp, SchedKind::Rr, &[1])]);
+    let lim = Limits {
+        conn_capacity: 2,
+        ..limits()
+    };
+    let mut t = Tables::new(
+        Services::build(&cfg, &lim, None).expect("valid"),
+        &lim,
+        Timeouts::default(),
+        1,
+    )
+    .expect("valid");
+    run(
+        &mut t,
+        vec![
+            fwd("first", tcp(client(1), 1, SYN), 1),
+            fwd("second", tcp(client(2), 1, SYN), 1),
+            drop(
+                "third: table full",
+                tcp(client(3), 1, SYN),
+                DropReason::TableFull,
+            ),
+            fwd("first still flows", tcp(client(1), 1, ACK), 1),
+        ],
+    );
+}
