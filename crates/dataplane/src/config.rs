@@ -12,7 +12,6 @@
 
 use std::net::Ipv4Addr;
 
-use rustc_hash::FxHashMap;
 use xdpvs_sched::conn::{ConnTable, DestRef, Loads};
 use xdpvs_sched::{
     AnyScheduler, ConfigError, DestView, Load, Mac, Persistence, ServiceKey, ServiceSpec,
@@ -168,7 +167,9 @@ pub struct Services {
     director_mac: Mac,
     options: Options,
     vips: Vec<Ipv4Addr>,
-    index: FxHashMap<ServiceKey, u32>,
+    /// (packed key, service index), sorted by key: binary search beats hashing for the
+    /// handful of services a director has.
+    index: Vec<(u64, u32)>,
     pub(crate) services: Vec<Service>,
     dests: Box<[DestInfo]>,
     service_slots: Box<[SlotInfo]>,
@@ -227,12 +228,16 @@ impl Services {
         if total_reals > limits.max_dests {
             return Err(ConfigError::TooManyDests(limits.max_dests));
         }
-        let mut index = FxHashMap::default();
+        let mut index = Vec::with_capacity(cfg.services.len());
         for (i, s) in cfg.services.iter().enumerate() {
             s.validate()?;
-            if index.insert(s.key, i as u32).is_some() {
-                return Err(ConfigError::DuplicateService(s.key));
-            }
+            index.push((pack(&s.key), i as u32));
+        }
+        index.sort_unstable();
+        if let Some(w) = index.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(ConfigError::DuplicateService(
+                cfg.services[w[1].1 as usize].key,
+            ));
         }
 
         let prev_service =
@@ -359,7 +364,11 @@ impl Services {
     /// The index of the service with this key.
     #[inline]
     pub fn find(&self, key: &ServiceKey) -> Option<usize> {
-        self.index.get(key).map(|&i| i as usize)
+        let k = pack(key);
+        self.index
+            .binary_search_by_key(&k, |&(p, _)| p)
+            .ok()
+            .map(|i| self.index[i].1 as usize)
     }
 
     /// The compiled services, in configuration order.
@@ -404,6 +413,12 @@ impl Services {
             old.dests.iter().map(|d| d.slot),
         )
     }
+}
+
+/// A service key as one integer: protocol, VIP, port.
+#[inline]
+fn pack(k: &ServiceKey) -> u64 {
+    (u64::from(k.proto.ip_number()) << 48) | (u64::from(u32::from(k.vip)) << 16) | u64::from(k.port)
 }
 
 fn changed<'a>(

@@ -368,14 +368,30 @@ impl ConnTable {
         timeouts: Timeouts,
         seed: u64,
     ) -> Result<ConnTable, ConnTableError> {
+        Self::with_memory_advice(capacity, max_dests, timeouts, seed, |_| {})
+    }
+
+    /// Like [`ConnTable::new`], but lets the caller advise the kernel about the slot
+    /// memory before it is first touched: `advise` receives the allocated, still empty
+    /// vector (e.g. to ask for transparent huge pages over its spare capacity).
+    pub fn with_memory_advice(
+        capacity: usize,
+        max_dests: usize,
+        timeouts: Timeouts,
+        seed: u64,
+        advise: impl FnOnce(&mut Vec<Entry>),
+    ) -> Result<ConnTable, ConnTableError> {
         if capacity == 0 || capacity > Self::MAX_CAPACITY {
             return Err(ConnTableError::Capacity(capacity));
         }
         let n = (capacity + capacity.div_ceil(3))
             .next_power_of_two()
             .max(16);
+        let mut slots = Vec::with_capacity(n);
+        advise(&mut slots);
+        slots.resize(n, Entry::EMPTY);
         Ok(ConnTable {
-            slots: vec![Entry::EMPTY; n].into_boxed_slice(),
+            slots: slots.into_boxed_slice(),
             mask: n - 1,
             len: 0,
             capacity,
@@ -484,6 +500,14 @@ impl ConnTable {
             return None;
         }
         Some(i)
+    }
+
+    /// The slot where a lookup of `key` starts (its home slot), for prefetching: a
+    /// worker that has a batch of frames in hand touches every frame's home slot before
+    /// processing any, so that the cache misses of the batch overlap.
+    #[inline]
+    pub fn home(&self, key: &ConnKey) -> &Entry {
+        &self.slots[self.hash(&Packed::of(key, false)) & self.mask]
     }
 
     /// The entry at `idx` (from a lookup or insert).
