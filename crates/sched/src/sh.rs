@@ -18,13 +18,13 @@ const NONE: u16 = u16::MAX;
 /// Source-hash state: the bucket table.
 #[derive(Clone, Debug)]
 pub struct Sh {
-    buckets: [u16; BUCKETS],
+    buckets: Box<[u16; BUCKETS]>,
 }
 
 impl Default for Sh {
     fn default() -> Sh {
         Sh {
-            buckets: [NONE; BUCKETS],
+            buckets: Box::new([NONE; BUCKETS]),
         }
     }
 }
@@ -40,7 +40,7 @@ impl Scheduler for Sh {
     fn rebuild<D: DestView + ?Sized>(&mut self, dests: &D) {
         let n = dests.len().min(usize::from(NONE));
         if n == 0 {
-            self.buckets = [NONE; BUCKETS];
+            *self.buckets = [NONE; BUCKETS];
             return;
         }
         let (mut d, mut used) = (0usize, 0u32);
