@@ -10,10 +10,13 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod device;
 pub mod engine;
 pub mod frames;
 pub mod stats;
-mod sys;
+pub mod sys;
+pub mod worker;
+pub mod xdp;
 
 pub use config::{Config, DestStatus, Limits, Options, Services};
 pub use engine::{prefetch, process, Tables, Verdict};

@@ -38,3 +38,6 @@ pub(crate) fn advise_huge_pages<T>(v: &mut Vec<T>) -> bool {
     let rc = unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE) };
     rc == 0
 }
+
+pub(crate) mod link;
+pub mod xsk;

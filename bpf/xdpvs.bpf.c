@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: (MIT OR Apache-2.0)
+/*
+ * xdpvs XDP program: steers the director's traffic to its AF_XDP sockets.
+ *
+ * - ARP requests whose target is a VIP                  -> AF_XDP socket of the RX queue
+ * - IPv4 TCP/UDP to a configured (VIP, port, protocol)  -> AF_XDP socket of the RX queue
+ * - IPv4 fragments to a VIP (no ports to match on)      -> AF_XDP socket (dropped, counted)
+ * - everything else (the director's own address, ICMP, other ports, IPv6...) -> kernel
+ *
+ * bpf_redirect_map() falls back to XDP_PASS when no socket is bound to the queue.
+ * The maps are filled by xdpvs at run time: adding a service needs no reload.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define MAX_QUEUES 256
+#define MAX_VIPS 4096
+#define MAX_SERVICES 4096
+
+/* Keys are in network byte order, as they appear in the frame. */
+struct service_key {
+	__u32 vip;
+	__u16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_XSKMAP);
+	__uint(max_entries, MAX_QUEUES);
+	__type(key, __u32);
+	__type(value, __u32);
+} xsks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_VIPS);
+	__type(key, __u32);
+	__type(value, __u8);
+} vips SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SERVICES);
+	__type(key, struct service_key);
+	__type(value, __u8);
+} services SEC(".maps");
+
+/* From linux/if_arp.h, which pulls in libc headers unusable for the BPF target. */
+#define ARPHRD_ETHER 1
+#define ARPOP_REQUEST 1
+
+/* Ethernet/IPv4 ARP (RFC 826). */
+struct arp_eth_ipv4 {
+	__be16 ar_hrd;
+	__be16 ar_pro;
+	__u8 ar_hln;
+	__u8 ar_pln;
+	__be16 ar_op;
+	__u8 sha[ETH_ALEN];
+	__u8 spa[4];
+	__u8 tha[ETH_ALEN];
+	__u8 tpa[4];
+} __attribute__((packed));
+
+static __always_inline int to_socket(struct xdp_md *ctx)
+{
+	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
+}
+
+static __always_inline int handle_arp(struct xdp_md *ctx, void *l3, void *end)
+{
+	struct arp_eth_ipv4 *arp = l3;
+	__u32 tpa;
+
+	if ((void *)(arp + 1) > end)
+		return XDP_PASS;
+	if (arp->ar_op != bpf_htons(ARPOP_REQUEST) ||
+	    arp->ar_hrd != bpf_htons(ARPHRD_ETHER) ||
+	    arp->ar_pro != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+	/* Byte copy: the field is not 4-byte aligned. */
+	__builtin_memcpy(&tpa, arp->tpa, sizeof(tpa));
+	if (!bpf_map_lookup_elem(&vips, &tpa))
+		return XDP_PASS;
+	return to_socket(ctx);
+}
+
+static __always_inline int handle_ipv4(struct xdp_md *ctx, void *l3, void *end)
+{
+	struct iphdr *ip = l3;
+	struct service_key key = {};
+	__u16 *ports;
+
+	if ((void *)(ip + 1) > end)
+		return XDP_PASS;
+	if (!bpf_map_lookup_elem(&vips, &ip->daddr))
+		return XDP_PASS;
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return XDP_PASS;
+	if (ip->frag_off & bpf_htons(0x3fff))
+		return to_socket(ctx);
+	if (ip->ihl < 5)
+		return XDP_PASS;
+	ports = (void *)ip + ip->ihl * 4;
+	if ((void *)(ports + 2) > end)
+		return XDP_PASS;
+	key.vip = ip->daddr;
+	key.port = ports[1];
+	key.proto = ip->protocol;
+	if (!bpf_map_lookup_elem(&services, &key))
+		return XDP_PASS;
+	return to_socket(ctx);
+}
+
+SEC("xdp")
+int xdpvs_steer(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > end)
+		return XDP_PASS;
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return handle_arp(ctx, eth + 1, end);
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return handle_ipv4(ctx, eth + 1, end);
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

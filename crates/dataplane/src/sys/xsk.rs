@@ -1,0 +1,309 @@
+//! One AF_XDP socket on one RX queue, with its own UMEM, as a [`Device`].
+//!
+//! Frame accounting: the UMEM has `frames` buffers. Half start in the fill ring, the other
+//! half wait in a spare pool. A received frame is either transmitted from where it lies
+//! (TX ring, then back through the completion ring to the fill ring) or given straight
+//! back to the fill ring; the pool tops the fill ring up whenever transmissions are in
+//! flight, so the fill ring never starves, and provides buffers for frames of our own.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io::{self, Write};
+use std::num::NonZeroU32;
+use std::os::fd::{AsRawFd, RawFd};
+
+use xsk_rs::config::{
+    BindFlags, FrameSize, Interface, LibxdpFlags, QueueSize, SocketConfig, UmemConfig,
+};
+use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
+
+use crate::device::Device;
+
+/// How to bind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CopyMode {
+    /// Zero-copy if the driver supports it, else copy.
+    Auto,
+    /// Zero-copy or fail.
+    ZeroCopy,
+    /// Copy mode.
+    Copy,
+}
+
+/// Sizes of one socket's UMEM and rings.
+#[derive(Clone, Copy, Debug)]
+pub struct XskConfig {
+    /// UMEM frames (buffers).
+    pub frames: u32,
+    /// Fill, completion, RX and TX ring sizes (powers of two).
+    pub ring: u32,
+    /// Copy or zero-copy.
+    pub mode: CopyMode,
+}
+
+impl Default for XskConfig {
+    fn default() -> XskConfig {
+        XskConfig {
+            frames: 8192,
+            ring: 2048,
+            mode: CopyMode::Auto,
+        }
+    }
+}
+
+/// Why a socket could not be opened. The `Debug` form carries the errno.
+#[derive(Debug, thiserror::Error)]
+pub enum XskError {
+    /// Bad sizes.
+    #[error("AF_XDP ring/UMEM sizes: {0}")]
+    Config(String),
+    /// UMEM creation failed (often: RLIMIT_MEMLOCK or no CAP_IPC_LOCK).
+    #[error("creating the UMEM failed: {0:?} (root or CAP_IPC_LOCK is needed to lock its memory)")]
+    Umem(xsk_rs::umem::UmemCreateError),
+    /// Socket creation or bind failed.
+    #[error("binding an AF_XDP socket to {ifname} queue {queue} ({mode}) failed: {source:?}")]
+    Bind {
+        /// Interface.
+        ifname: String,
+        /// Queue.
+        queue: u32,
+        /// Mode tried.
+        mode: &'static str,
+        /// What libxdp said.
+        source: xsk_rs::socket::SocketCreateError,
+    },
+    /// The socket came without fill/completion rings.
+    #[error("the AF_XDP socket on queue {0} came without fill/completion rings")]
+    NoRings(u32),
+}
+
+const BATCH: usize = 64;
+
+/// An AF_XDP socket bound to one queue, with its UMEM and four rings.
+pub struct XskDevice {
+    // Field order is drop order: rings and socket before the UMEM.
+    tx: TxQueue,
+    rx: RxQueue,
+    fq: FillQueue,
+    cq: CompQueue,
+    umem: Umem,
+    spare: Vec<FrameDesc>,
+    comp: Vec<FrameDesc>,
+    rxbuf: Vec<FrameDesc>,
+    in_flight: usize,
+    zero_copy: bool,
+    queue: u32,
+}
+
+impl std::fmt::Debug for XskDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XskDevice")
+            .field("queue", &self.queue)
+            .field("zero_copy", &self.zero_copy)
+            .field("in_flight", &self.in_flight)
+            .finish()
+    }
+}
+
+fn qsize(n: u32) -> Result<QueueSize, XskError> {
+    QueueSize::new(n).map_err(|e| XskError::Config(format!("{e}")))
+}
+
+impl XskDevice {
+    /// Opens a socket on `ifname` queue `queue`. The XDP program is ours: libxdp is told
+    /// not to load its own. Put [`XskDevice::fd`] into the program's XSKMAP.
+    pub fn open(ifname: &str, queue: u32, cfg: &XskConfig) -> Result<XskDevice, XskError> {
+        let frames = NonZeroU32::new(cfg.frames.max(2 * cfg.ring))
+            .ok_or_else(|| XskError::Config("zero frames".into()))?;
+        let umem_cfg = UmemConfig::builder()
+            .frame_size(FrameSize::new(2048).map_err(|e| XskError::Config(format!("{e}")))?)
+            .fill_queue_size(qsize(cfg.ring)?)
+            .comp_queue_size(qsize(cfg.ring)?)
+            .build()
+            .map_err(|e| XskError::Config(format!("{e}")))?;
+        let iface = Interface::new(
+            CString::new(ifname)
+                .map_err(|_| XskError::Config("interface name has a NUL".into()))?,
+        );
+        let tries: &[(BindFlags, &'static str)] = match cfg.mode {
+            CopyMode::Auto => &[
+                (BindFlags::XDP_ZEROCOPY, "zero-copy"),
+                (BindFlags::XDP_COPY, "copy"),
+            ],
+            CopyMode::ZeroCopy => &[(BindFlags::XDP_ZEROCOPY, "zero-copy")],
+            CopyMode::Copy => &[(BindFlags::XDP_COPY, "copy")],
+        };
+        let mut last = None;
+        for &(flag, name) in tries {
+            let (umem, descs) = Umem::new(umem_cfg, frames, false).map_err(XskError::Umem)?;
+            let sock_cfg = SocketConfig::builder()
+                .rx_queue_size(qsize(cfg.ring)?)
+                .tx_queue_size(qsize(cfg.ring)?)
+                .libxdp_flags(LibxdpFlags::XSK_LIBXDP_FLAGS_INHIBIT_PROG_LOAD)
+                .bind_flags(flag | BindFlags::XDP_USE_NEED_WAKEUP)
+                .build();
+            // SAFETY: the UMEM is fresh and shared with no other socket, and libxdp's own
+            // program loading is inhibited, as `Socket::new` requires.
+            match unsafe { Socket::new(sock_cfg, &umem, &iface, queue) } {
+                Ok((tx, rx, Some((fq, cq)))) => {
+                    let mut dev = XskDevice {
+                        tx,
+                        rx,
+                        fq,
+                        cq,
+                        umem,
+                        spare: descs,
+                        comp: Vec::with_capacity(cfg.ring as usize),
+                        rxbuf: Vec::with_capacity(BATCH),
+                        in_flight: 0,
+                        zero_copy: name == "zero-copy",
+                        queue,
+                    };
+                    dev.comp.resize(cfg.ring as usize, dev.spare[0]);
+                    dev.rxbuf.resize(BATCH, dev.spare[0]);
+                    // Fill ring: half of the frames; the rest stay spare.
+                    let give = dev.spare.len() / 2;
+                    let at = dev.spare.len() - give;
+                    // SAFETY: these descriptors come from this UMEM and are in no ring.
+                    let n = unsafe { dev.fq.produce(&dev.spare[at..]) };
+                    dev.spare.truncate(dev.spare.len() - n);
+                    return Ok(dev);
+                }
+                Ok(_) => return Err(XskError::NoRings(queue)),
+                Err(e) => last = Some((name, e)),
+            }
+        }
+        let (mode, source) = last.expect("at least one bind mode is tried");
+        Err(XskError::Bind {
+            ifname: ifname.to_string(),
+            queue,
+            mode,
+            source,
+        })
+    }
+
+    /// The socket's descriptor (for the XSKMAP).
+    pub fn fd(&self) -> RawFd {
+        self.rx.fd().as_raw_fd()
+    }
+
+    /// Whether the socket is bound in zero-copy mode.
+    pub fn is_zero_copy(&self) -> bool {
+        self.zero_copy
+    }
+
+    /// Kernel-side counters of the socket (drops for a full RX ring or empty fill ring).
+    pub fn statistics(&self) -> io::Result<xsk_rs::socket::XdpStatistics> {
+        self.rx.fd().xdp_statistics()
+    }
+
+    fn top_up_fill(&mut self) {
+        if self.spare.is_empty() {
+            return;
+        }
+        let want = self.fq.nb_free(self.spare.len() as u32) as usize;
+        if want == 0 {
+            return;
+        }
+        let at = self.spare.len() - want.min(self.spare.len());
+        // SAFETY: spare descriptors belong to this UMEM and are in no ring.
+        let n = unsafe { self.fq.produce(&self.spare[at..]) };
+        self.spare.truncate(self.spare.len() - n);
+    }
+}
+
+impl Device for XskDevice {
+    type Desc = FrameDesc;
+
+    fn housekeeping(&mut self) {
+        // Completed transmissions go back to the fill ring.
+        if self.in_flight > 0 {
+            let n = self.comp.len().min(BATCH * 4);
+            // SAFETY: the completion ring only returns descriptors of this UMEM, and
+            // `comp` is ours.
+            let done = unsafe { self.cq.consume(&mut self.comp[..n]) };
+            self.in_flight -= done.min(self.in_flight);
+            // SAFETY: just completed, so in no ring.
+            let filled = unsafe { self.fq.produce(&self.comp[..done]) };
+            if filled < done {
+                self.spare.extend_from_slice(&self.comp[filled..done]);
+            }
+        }
+        self.top_up_fill();
+        // Copy mode sends only on a kick (at most 32 frames per kick): kick while
+        // anything is in flight. With need-wakeup, zero-copy kicks only when asked.
+        if self.in_flight > 0 && (!self.zero_copy || self.tx.needs_wakeup()) {
+            let _ = self.tx.wakeup();
+        }
+        if self.fq.needs_wakeup() {
+            let fd = self.rx.fd_mut();
+            let _ = self.fq.wakeup(fd, 0);
+        }
+    }
+
+    fn receive(&mut self, out: &mut Vec<FrameDesc>, max: usize) {
+        let max = max.min(self.rxbuf.len());
+        // SAFETY: `rxbuf` is ours; the RX ring returns descriptors of this UMEM.
+        let n = unsafe { self.rx.consume(&mut self.rxbuf[..max]) };
+        out.extend_from_slice(&self.rxbuf[..n]);
+    }
+
+    fn frame(&self, d: &FrameDesc) -> &[u8] {
+        // SAFETY: `d` was received on this socket's UMEM and is held by the caller, in no
+        // ring, so neither the kernel nor anyone else writes the frame meanwhile.
+        unsafe { self.umem.data(d) }.contents()
+    }
+
+    fn frame_mut(&mut self, d: &mut FrameDesc) -> &mut [u8] {
+        // SAFETY: as for `frame`, and `&mut self` excludes any other access through us.
+        let mut data = unsafe { self.umem.data_mut(d) };
+        let len = data.contents().len();
+        let ptr = data.contents_mut().as_mut_ptr();
+        // SAFETY: `ptr..ptr+len` is the frame's data segment inside the UMEM mapping,
+        // which lives as long as `self`; the returned borrow is tied to `&mut self`, so no
+        // other access can overlap it.
+        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+    }
+
+    fn transmit(&mut self, descs: &[FrameDesc]) -> usize {
+        if descs.is_empty() {
+            return 0;
+        }
+        // SAFETY: the descriptors were received from this UMEM and are held by the caller.
+        let n = unsafe { self.tx.produce(descs) };
+        self.in_flight += n;
+        n
+    }
+
+    fn release(&mut self, descs: &[FrameDesc]) {
+        if descs.is_empty() {
+            return;
+        }
+        // SAFETY: received from this UMEM, held by the caller, in no ring.
+        let n = unsafe { self.fq.produce(descs) };
+        self.spare.extend_from_slice(&descs[n..]);
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> bool {
+        let Some(mut d) = self.spare.pop() else {
+            return false;
+        };
+        // SAFETY: a spare descriptor of this UMEM, in no ring.
+        let ok = unsafe { self.umem.data_mut(&mut d) }
+            .cursor()
+            .write_all(bytes)
+            .is_ok();
+        // SAFETY: as above; after a successful write its length is the frame's.
+        if ok && unsafe { self.tx.produce(&[d]) } == 1 {
+            self.in_flight += 1;
+            true
+        } else {
+            self.spare.push(d);
+            false
+        }
+    }
+
+    fn wait(&mut self, timeout_ms: i32) -> bool {
+        self.rx.poll(timeout_ms).unwrap_or(false)
+    }
+}

@@ -1,0 +1,209 @@
+//! The worker loop: one per RX queue, generic over the [`Device`] it polls.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use crate::config::Services;
+use crate::device::Device;
+use crate::engine::{prefetch, process, Tables, Verdict};
+use crate::stats::Counter;
+use crate::Time;
+
+/// Frames taken from the RX ring per loop.
+pub const BATCH: usize = 64;
+/// Target time for one full sweep of the connection table.
+const SWEEP_NANOS: u64 = 1_000_000_000;
+/// Empty polls before an adaptive worker sleeps in poll(2).
+const SPIN_BEFORE_WAIT: u32 = 20_000;
+
+/// What the control plane tells a worker. Workers apply messages between two batches.
+#[derive(Debug)]
+pub enum Control {
+    /// Swap in this configuration snapshot; the old one is sent back for dropping.
+    Install(Box<Services>),
+    /// Transmit this frame (gratuitous ARP, ARP request).
+    Send([u8; 60]),
+}
+
+/// How a worker waits when there is no traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdlePolicy {
+    /// Spin forever: lowest latency, one core at 100%.
+    Busy,
+    /// Spin while traffic flows; after a long run of empty polls block in poll(2) for up
+    /// to 10 ms (woken at once by a frame).
+    Adaptive,
+}
+
+/// Counters of the loop itself.
+#[derive(Debug, Default)]
+pub struct LoopStats {
+    /// Non-empty batches.
+    pub batches: Counter,
+    /// Frames that found the TX ring full (given back, not sent).
+    pub tx_full: Counter,
+    /// Times the worker slept in poll(2).
+    pub idle_waits: Counter,
+    /// Configuration snapshots installed.
+    pub installs: Counter,
+    /// Frames of our own sent (gratuitous ARP...).
+    pub sent: Counter,
+}
+
+/// One worker: a device, its tables, and its control channel.
+pub struct Worker<D: Device> {
+    dev: D,
+    tables: Tables,
+    ctrl: Receiver<Control>,
+    retired: Sender<Box<Services>>,
+    stats: Arc<LoopStats>,
+    rx: Vec<D::Desc>,
+    tx: Vec<D::Desc>,
+    done: Vec<D::Desc>,
+    sweep_debt: u64,
+    last: Option<Time>,
+}
+
+impl<D: Device> std::fmt::Debug for Worker<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("tables", &self.tables)
+            .finish()
+    }
+}
+
+impl<D: Device> Worker<D> {
+    /// A worker over `dev` with `tables`, obeying `ctrl`, returning replaced snapshots on
+    /// `retired` (so that they are freed off the packet path).
+    pub fn new(
+        dev: D,
+        tables: Tables,
+        ctrl: Receiver<Control>,
+        retired: Sender<Box<Services>>,
+    ) -> Self {
+        Worker {
+            dev,
+            tables,
+            ctrl,
+            retired,
+            stats: Arc::default(),
+            rx: Vec::with_capacity(BATCH),
+            tx: Vec::with_capacity(BATCH),
+            done: Vec::with_capacity(BATCH),
+            sweep_debt: 0,
+            last: None,
+        }
+    }
+
+    /// The loop's counters.
+    pub fn loop_stats(&self) -> &Arc<LoopStats> {
+        &self.stats
+    }
+
+    /// The tables (counters, connections).
+    pub fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// The device.
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
+
+    /// The device, mutably (tests inject frames through it).
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.dev
+    }
+
+    /// Applies pending control messages. Returns false once the control plane is gone.
+    pub fn control(&mut self) -> bool {
+        loop {
+            match self.ctrl.try_recv() {
+                Ok(Control::Install(s)) => {
+                    let old = self.tables.install(s);
+                    self.stats.installs.inc();
+                    // If the control plane is gone the snapshot is simply dropped here.
+                    let _ = self.retired.send(old);
+                }
+                Ok(Control::Send(frame)) => {
+                    if self.dev.send(&frame) {
+                        self.stats.sent.inc();
+                    }
+                }
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// One pass: recycle, receive a batch, process it, transmit, sweep. Returns the number
+    /// of frames received.
+    pub fn poll(&mut self, now: Time) -> usize {
+        self.dev.housekeeping();
+        self.rx.clear();
+        self.dev.receive(&mut self.rx, BATCH);
+        let n = self.rx.len();
+        if n > 0 {
+            self.stats.batches.inc();
+            for d in &self.rx {
+                prefetch(self.dev.frame(d), &self.tables);
+            }
+            self.tx.clear();
+            self.done.clear();
+            for i in 0..n {
+                let mut d = self.rx[i];
+                match process(self.dev.frame_mut(&mut d), &mut self.tables, now) {
+                    Verdict::Tx | Verdict::Reply => self.tx.push(d),
+                    // A frame steered to us cannot be handed back to the kernel: the XDP
+                    // program only steers what we handle, and the rest is counted.
+                    Verdict::Pass | Verdict::Drop(_) => self.done.push(d),
+                }
+            }
+            let sent = self.dev.transmit(&self.tx);
+            if sent < self.tx.len() {
+                self.stats.tx_full.add((self.tx.len() - sent) as u64);
+                self.dev.release(&self.tx[sent..]);
+            }
+            self.dev.release(&self.done);
+        }
+        self.sweep(now);
+        n
+    }
+
+    /// Expiry, paced so that one full sweep of the table takes about a second.
+    fn sweep(&mut self, now: Time) {
+        let last = *self.last.get_or_insert(now);
+        let dt = now.as_nanos().saturating_sub(last.as_nanos());
+        self.last = Some(now);
+        let slots = self.tables.conns().slot_count() as u64;
+        self.sweep_debt = self
+            .sweep_debt
+            .saturating_add((u128::from(dt) * u128::from(slots) / u128::from(SWEEP_NANOS)) as u64);
+        if self.sweep_debt >= 32 {
+            let budget = self.sweep_debt.min(4096);
+            self.tables.expire(now, budget as usize);
+            self.sweep_debt -= budget;
+        }
+    }
+
+    /// Runs until `stop` is set or the control plane goes away, reading time from `clock`.
+    pub fn run(&mut self, clock: impl Fn() -> Time, stop: &AtomicBool, idle: IdlePolicy) {
+        let mut empty = 0u32;
+        while !stop.load(Relaxed) {
+            if !self.control() {
+                break;
+            }
+            if self.poll(clock()) > 0 {
+                empty = 0;
+                continue;
+            }
+            empty = empty.saturating_add(1);
+            if idle == IdlePolicy::Adaptive && empty >= SPIN_BEFORE_WAIT {
+                self.stats.idle_waits.inc();
+                self.dev.wait(10);
+            }
+        }
+    }
+}

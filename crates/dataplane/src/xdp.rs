@@ -1,0 +1,243 @@
+//! The XDP steering program (`bpf/xdpvs.bpf.c`): loading, attaching, and its maps.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::str::FromStr;
+
+use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
+use xdpvs_sched::ServiceKey;
+
+use crate::sys::link::xdp_link;
+
+static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdpvs.bpf.o"));
+const PROGRAM: &str = "xdpvs_steer";
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// Where the XDP program runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpMode {
+    /// Native if the driver supports it, else generic.
+    Auto,
+    /// In the driver (fast path).
+    Native,
+    /// Generic (SKB) mode: works everywhere, slower.
+    Generic,
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XdpMode::Auto => "auto",
+            XdpMode::Native => "native",
+            XdpMode::Generic => "generic",
+        })
+    }
+}
+
+impl FromStr for XdpMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(XdpMode::Auto),
+            "native" | "drv" => Ok(XdpMode::Native),
+            "generic" | "skb" => Ok(XdpMode::Generic),
+            _ => Err(format!(
+                "unknown XDP mode '{s}': use auto, native or generic"
+            )),
+        }
+    }
+}
+
+/// Why the steering program could not be loaded, attached or updated.
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    /// The kernel refused the program or its maps.
+    #[error("loading the XDP program failed: {0} (root, BPF and BTF support are needed)")]
+    Load(#[source] libbpf_rs::Error),
+    /// Attaching failed in every mode tried.
+    #[error("attaching XDP to interface index {ifindex} in {mode} mode failed: {source}{hint}")]
+    Attach {
+        /// Interface index.
+        ifindex: u32,
+        /// Mode tried last.
+        mode: XdpMode,
+        /// The kernel's answer.
+        source: io::Error,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// A map update failed.
+    #[error("updating the XDP map '{map}' failed: {source}")]
+    Map {
+        /// Which map.
+        map: &'static str,
+        /// The error.
+        #[source]
+        source: libbpf_rs::Error,
+    },
+}
+
+/// The loaded steering program and its maps; attached to at most one interface.
+pub struct Steering {
+    object: Object,
+    xsks: MapHandle,
+    vips: MapHandle,
+    services: MapHandle,
+    link: Option<OwnedFd>,
+}
+
+impl fmt::Debug for Steering {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Steering")
+            .field("attached", &self.link.is_some())
+            .finish()
+    }
+}
+
+/// A service as the program's `services` map keys it (network byte order).
+fn service_key_bytes(k: &ServiceKey) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[0..4].copy_from_slice(&k.vip.octets());
+    b[4..6].copy_from_slice(&k.port.to_be_bytes());
+    b[6] = k.proto.ip_number();
+    b
+}
+
+impl Steering {
+    /// Loads the program and creates its maps (not attached yet).
+    pub fn load() -> Result<Steering, XdpError> {
+        let object = ObjectBuilder::default()
+            .open_memory(OBJECT)
+            .and_then(|o| o.load())
+            .map_err(XdpError::Load)?;
+        let map = |name: &str| -> Result<MapHandle, XdpError> {
+            let m = object.maps().find(|m| m.name() == name).ok_or_else(|| {
+                XdpError::Load(libbpf_rs::Error::from(io::Error::other(format!(
+                    "no map {name}"
+                ))))
+            })?;
+            MapHandle::try_from(&m).map_err(XdpError::Load)
+        };
+        let (xsks, vips, services) = (map("xsks")?, map("vips")?, map("services")?);
+        Ok(Steering {
+            object,
+            xsks,
+            vips,
+            services,
+            link: None,
+        })
+    }
+
+    /// Attaches to `ifindex` through a `bpf_link` (released if the process dies). `Auto`
+    /// tries native first, then generic. Returns the mode in force.
+    pub fn attach(&mut self, ifindex: u32, mode: XdpMode) -> Result<XdpMode, XdpError> {
+        self.link = None;
+        let prog = self
+            .object
+            .progs()
+            .find(|p| p.name() == PROGRAM)
+            .ok_or_else(|| {
+                XdpError::Load(libbpf_rs::Error::from(io::Error::other("no program")))
+            })?;
+        let tries: &[(XdpMode, u32)] = match mode {
+            XdpMode::Auto => &[
+                (XdpMode::Native, XDP_FLAGS_DRV_MODE),
+                (XdpMode::Generic, XDP_FLAGS_SKB_MODE),
+            ],
+            XdpMode::Native => &[(XdpMode::Native, XDP_FLAGS_DRV_MODE)],
+            XdpMode::Generic => &[(XdpMode::Generic, XDP_FLAGS_SKB_MODE)],
+        };
+        let mut last = None;
+        for &(m, flags) in tries {
+            match xdp_link(prog.as_fd(), ifindex as i32, flags) {
+                Ok(fd) => {
+                    self.link = Some(fd);
+                    return Ok(m);
+                }
+                Err(e) => last = Some((m, e)),
+            }
+        }
+        let (mode, source) = last.expect("at least one mode is tried");
+        let hint = match source.raw_os_error() {
+            Some(libc::EBUSY) | Some(libc::EEXIST) => {
+                " (another XDP program is attached: `ip link set dev IFACE xdp off` removes one attached without a link)"
+            }
+            Some(libc::EOPNOTSUPP) => " (the driver lacks native XDP: try --xdp-mode generic)",
+            _ => "",
+        };
+        Err(XdpError::Attach {
+            ifindex,
+            mode,
+            source,
+            hint,
+        })
+    }
+
+    /// Detaches from the interface (also done on drop).
+    pub fn detach(&mut self) {
+        self.link = None;
+    }
+
+    /// Steers RX queue `queue` to the AF_XDP socket `fd`.
+    pub fn set_socket(&self, queue: u32, fd: RawFd) -> Result<(), XdpError> {
+        self.xsks
+            .update(
+                &queue.to_ne_bytes(),
+                &(fd as u32).to_ne_bytes(),
+                MapFlags::ANY,
+            )
+            .map_err(|source| XdpError::Map {
+                map: "xsks",
+                source,
+            })
+    }
+
+    /// Makes the program steer exactly these services (and ARP for their VIPs).
+    pub fn set_services(&self, keys: &[ServiceKey]) -> Result<(), XdpError> {
+        let want_vips: HashSet<[u8; 4]> = keys.iter().map(|k| k.vip.octets()).collect();
+        let want_svcs: HashSet<[u8; 8]> = keys.iter().map(service_key_bytes).collect();
+        // Add first, then remove: a VIP or service that stays is never missing.
+        for v in &want_vips {
+            self.vips
+                .update(v, &[1], MapFlags::ANY)
+                .map_err(|source| XdpError::Map {
+                    map: "vips",
+                    source,
+                })?;
+        }
+        for s in &want_svcs {
+            self.services
+                .update(s, &[1], MapFlags::ANY)
+                .map_err(|source| XdpError::Map {
+                    map: "services",
+                    source,
+                })?;
+        }
+        let stale_svcs: Vec<Vec<u8>> = self
+            .services
+            .keys()
+            .filter(|k| !want_svcs.iter().any(|w| w[..] == k[..]))
+            .collect();
+        for k in stale_svcs {
+            self.services.delete(&k).map_err(|source| XdpError::Map {
+                map: "services",
+                source,
+            })?;
+        }
+        let stale_vips: Vec<Vec<u8>> = self
+            .vips
+            .keys()
+            .filter(|k| !want_vips.iter().any(|w| w[..] == k[..]))
+            .collect();
+        for k in stale_vips {
+            self.vips.delete(&k).map_err(|source| XdpError::Map {
+                map: "vips",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,186 @@
+//! The worker loop over the in-memory device: the same loop that runs over AF_XDP.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::AtomicBool;
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use xdpvs_dataplane::device::MemDevice;
+use xdpvs_dataplane::frames::{self, Endpoints};
+use xdpvs_dataplane::worker::{Control, IdlePolicy, Worker};
+use xdpvs_dataplane::{Config, Limits, Options, Services, Tables};
+use xdpvs_sched::tcp::flags::{ACK, SYN};
+use xdpvs_sched::tcp::Timeouts;
+use xdpvs_sched::{Mac, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec, Time};
+
+const DIRECTOR: Mac = [2, 0, 0, 0, 0, 0xd1];
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+
+fn rs_mac(i: u8) -> Mac {
+    [2, 0, 0, 0, 1, i]
+}
+
+fn config(reals: &[u8], port: u16) -> Config {
+    let mut s = ServiceSpec::new(
+        ServiceKey {
+            proto: Protocol::Tcp,
+            vip: VIP,
+            port,
+        },
+        SchedKind::Rr,
+    );
+    s.reals = reals
+        .iter()
+        .map(|&i| RealSpec {
+            addr: Ipv4Addr::new(198, 18, 0, 10 + i),
+            weight: 1,
+            mac: Some(rs_mac(i)),
+        })
+        .collect();
+    Config {
+        director_mac: DIRECTOR,
+        services: vec![s],
+        options: Options::default(),
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        max_services: 8,
+        max_dests: 32,
+        conn_capacity: 1024,
+    }
+}
+
+struct Rig {
+    w: Worker<MemDevice>,
+    ctrl: Sender<Control>,
+    retired: Receiver<Box<Services>>,
+}
+
+fn rig(cfg: &Config) -> Rig {
+    let s = Services::build(cfg, &limits(), None).expect("valid");
+    let t = Tables::new(s, &limits(), Timeouts::default(), 1).expect("valid");
+    let (ctrl, crx) = unbounded();
+    let (rtx, retired) = unbounded();
+    Rig {
+        w: Worker::new(MemDevice::new(256), t, crx, rtx),
+        ctrl,
+        retired,
+    }
+}
+
+fn syn(client: u8, port: u16) -> Vec<u8> {
+    tcp(client, port, SYN)
+}
+
+fn tcp(client: u8, port: u16, fl: u8) -> Vec<u8> {
+    frames::tcp(
+        &Endpoints {
+            src_mac: [2, 0, 0, 0, 0, 0xc1],
+            dst_mac: DIRECTOR,
+            src_ip: Ipv4Addr::new(198, 19, 0, client),
+            dst_ip: VIP,
+            sport: 40000,
+            dport: port,
+        },
+        fl,
+        b"",
+    )
+}
+
+#[test]
+fn forwards_a_batch_and_recycles_every_buffer() {
+    let mut r = rig(&config(&[1, 2, 3], 80));
+    for c in 1..=6 {
+        assert!(r.w.device_mut().inject(&syn(c, 80)));
+    }
+    // Not ours: released, never transmitted.
+    r.w.device_mut().inject(&tcp(7, 443, SYN));
+    assert_eq!(r.w.poll(Time::from_secs(1)), 7);
+    let dev = r.w.device();
+    let macs: Vec<u8> = dev.transmitted.iter().map(|f| f[5]).collect();
+    assert_eq!(macs, [1, 2, 3, 1, 2, 3]);
+    assert!(dev.transmitted.iter().all(|f| f[6..12] == DIRECTOR));
+    assert_eq!(dev.released, 1);
+    assert_eq!(dev.outstanding(), 0, "every buffer is back");
+}
+
+#[test]
+fn a_config_change_between_batches_keeps_flows() {
+    let cfg = config(&[1, 2], 80);
+    let mut r = rig(&cfg);
+    r.w.device_mut().inject(&syn(1, 80));
+    r.w.poll(Time::from_secs(1));
+    // Add a real server and a second service, live.
+    let mut cfg2 = config(&[1, 2, 3], 80);
+    cfg2.services.push(config(&[3], 8080).services.remove(0));
+    let s2 = Services::build(&cfg2, &limits(), Some(r.w.tables().services())).expect("valid");
+    r.ctrl
+        .send(Control::Install(Box::new(s2)))
+        .expect("worker listens");
+    assert!(r.w.control());
+    assert!(
+        r.retired.try_recv().is_ok(),
+        "the old snapshot comes back to be freed"
+    );
+    r.w.device_mut().inject(&tcp(1, 80, ACK)); // existing flow
+    r.w.device_mut().inject(&syn(2, 8080)); // new service
+    r.w.poll(Time::from_secs(2));
+    let macs: Vec<u8> = r.w.device().transmitted.iter().map(|f| f[5]).collect();
+    assert_eq!(macs, [1, 1, 3]);
+    assert_eq!(r.w.loop_stats().installs.get(), 1);
+}
+
+#[test]
+fn a_full_tx_ring_gives_frames_back_and_counts_them() {
+    let mut r = rig(&config(&[1], 80));
+    r.w.device_mut().tx_room = Some(2);
+    for c in 1..=5 {
+        r.w.device_mut().inject(&syn(c, 80));
+    }
+    r.w.poll(Time::from_secs(1));
+    assert_eq!(r.w.device().transmitted.len(), 2);
+    assert_eq!(r.w.loop_stats().tx_full.get(), 3);
+    assert_eq!(r.w.device().outstanding(), 0);
+}
+
+#[test]
+fn control_can_send_frames_and_arp_is_answered() {
+    let mut r = rig(&config(&[1], 80));
+    let garp = xdpvs_arp::gratuitous(VIP, DIRECTOR);
+    r.ctrl.send(Control::Send(garp)).expect("worker listens");
+    r.w.control();
+    assert_eq!(r.w.device().transmitted, vec![garp.to_vec()]);
+    let who_has = xdpvs_arp::request([2, 0, 0, 0, 0, 0xc1], Ipv4Addr::new(198, 18, 0, 2), VIP);
+    r.w.device_mut().inject(&who_has);
+    r.w.poll(Time::from_secs(1));
+    let reply = xdpvs_arp::parse(&r.w.device().transmitted[1]).expect("ARP");
+    assert!(reply.is_reply());
+    assert_eq!((reply.sender_ip, reply.sender_mac), (VIP, DIRECTOR));
+}
+
+#[test]
+fn the_sweep_expires_idle_connections_over_time() {
+    let mut r = rig(&config(&[1], 80));
+    for c in 1..=20 {
+        r.w.device_mut().inject(&syn(c, 80));
+    }
+    r.w.poll(Time::from_secs(1));
+    assert_eq!(r.w.tables().conns().len(), 20);
+    // SYN_RECV lives 60 s. Idle polls over the following seconds sweep the table.
+    for s in 62..66 {
+        r.w.poll(Time::from_secs(s));
+    }
+    assert_eq!(r.w.tables().conns().len(), 0);
+    assert_eq!(r.w.tables().stats().expired.get(), 20);
+}
+
+#[test]
+fn run_stops_on_flag_or_when_control_goes_away() {
+    let mut r = rig(&config(&[1], 80));
+    let stop = AtomicBool::new(true);
+    r.w.run(|| Time::ZERO, &stop, IdlePolicy::Busy); // returns at once
+    drop(r.ctrl);
+    let go = AtomicBool::new(false);
+    r.w.run(|| Time::ZERO, &go, IdlePolicy::Adaptive); // returns: control plane gone
+}
