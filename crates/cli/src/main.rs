@@ -1,33 +1,96 @@
 //! `xdpvs`: an LVS Direct-Routing director on AF_XDP.
 #![forbid(unsafe_code)]
 
-mod selfcheck;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::Result;
 use clap::{Parser, Subcommand};
+use xdpvs::{control, demo, director, ipvsadm, selfcheck};
 
 /// An LVS Direct-Routing director in userspace on AF_XDP.
 ///
-/// Clients send to a virtual IP; xdpvs picks a real server with an IPVS scheduler,
-/// remembers the choice per connection, rewrites only the Ethernet addresses and sends
-/// the frame on. Real servers answer clients directly.
+/// Run the director with `xdpvs run -i IFACE`, then configure it with ipvsadm's own
+/// commands, e.g. `xdpvs -A -t 198.18.0.100:80 -s rr`, `xdpvs -a -t 198.18.0.100:80 -r
+/// 198.18.0.11 -g`, `xdpvs -Ln`, `xdpvs -C`.
 #[derive(Debug, Parser)]
-#[command(name = "xdpvs", version, propagate_version = true)]
+#[command(
+    name = "xdpvs",
+    version,
+    args_conflicts_with_subcommands = true,
+    arg_required_else_help = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    ipvs: ipvsadm::IpvsArgs,
+    /// Control socket of the director to talk to.
+    #[arg(long, env = "XDPVS_SOCKET", default_value = control::DEFAULT_SOCKET, global = true)]
+    socket: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the director on an interface (foreground; stops on SIGINT/SIGTERM).
+    Run(director::RunArgs),
+    /// Build a lab in network namespaces (client, director, three real servers), run the
+    /// director, configure it with ipvsadm commands and send it HTTP requests (root).
+    Demo(demo::DemoArgs),
     /// Run the packet pipeline over built-in frames and check every outcome (no NIC,
     /// no root needed).
     Selfcheck(selfcheck::Args),
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
+    let raw: Vec<String> = std::env::args().collect();
     let cli = Cli::parse();
-    match cli.command {
-        Command::Selfcheck(args) => selfcheck::run(&args),
+    let result = match &cli.command {
+        Some(Command::Run(args)) => {
+            let mut a = args.clone();
+            a.socket = cli.socket.clone();
+            director::run(&a)
+        }
+        Some(Command::Selfcheck(args)) => selfcheck::run(args),
+        Some(Command::Demo(args)) => demo::run(args),
+        None => return ipvsadm_command(&cli, &raw[1..]),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xdpvs: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Checks an ipvsadm command locally, then has the director execute it.
+fn ipvsadm_command(cli: &Cli, raw: &[String]) -> ExitCode {
+    if let Err(e) = cli.ipvs.request() {
+        eprintln!("xdpvs: {e}");
+        return ExitCode::from(2);
+    }
+    // The director parses the same arguments; --socket is ours, not its.
+    let mut args = Vec::new();
+    let mut it = raw.iter();
+    while let Some(a) = it.next() {
+        if a == "--socket" {
+            it.next();
+        } else if !a.starts_with("--socket=") {
+            args.push(a.clone());
+        }
+    }
+    match control::send(&cli.socket, &args) {
+        Ok((true, out)) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Ok((false, err)) => {
+            eprint!("xdpvs: {err}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("xdpvs: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

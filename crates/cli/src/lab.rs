@@ -1,0 +1,450 @@
+//! A test LAN in network namespaces: a client, the director, real servers and a switch.
+//!
+//! ```text
+//!   client 198.18.0.2 ─┐
+//! director 198.18.0.1 ─┼─ bridge (switch namespace)
+//!  rs1..N 198.18.0.11+ ┘      VIP 198.18.0.100 on the real servers' lo
+//! ```
+//!
+//! Every namespace is named `xv<pid><n>-<role>`. Dropping the [`Lab`] kills what it
+//! started and deletes its namespaces (their interfaces go with them); labs left by a
+//! killed process are removed by the next [`Lab::up`]. Only addresses of the benchmark
+//! range 198.18.0.0/15 are used.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The VIP of the lab.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+/// The client's address.
+pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The director's own address (DIP).
+pub const DIRECTOR_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+
+/// The n-th real server's address (1-based): 198.18.0.11, .12, ...
+pub fn real_ip(n: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, 10 + n as u8)
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A tiny HTTP/1.1 server (keep-alive) answering every GET with its name.
+const HTTPD: &str = r#"
+import sys, http.server, socketserver
+name = sys.argv[1].encode() + b"\n"
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(name)))
+        self.end_headers()
+        self.wfile.write(name)
+    def log_message(self, *a):
+        pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+S(("0.0.0.0", int(sys.argv[2])), H).serve_forever()
+"#;
+
+/// Shape of a lab.
+#[derive(Clone, Copy, Debug)]
+pub struct LabSpec {
+    /// Real servers.
+    pub reals: usize,
+    /// RX/TX queues of the director's interface.
+    pub director_queues: u32,
+}
+
+impl Default for LabSpec {
+    fn default() -> LabSpec {
+        LabSpec {
+            reals: 3,
+            director_queues: 1,
+        }
+    }
+}
+
+/// A running lab. Dropping it tears everything down.
+#[derive(Debug)]
+pub struct Lab {
+    prefix: String,
+    exe: PathBuf,
+    socket: PathBuf,
+    reals: usize,
+    children: Vec<(String, Child)>,
+    director: Option<Child>,
+    namespaces: Vec<String>,
+}
+
+fn run(cmd: &mut Command) -> Result<Output> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+fn ip(args: &[&str]) -> Result<Output> {
+    run(Command::new("ip").args(args))
+}
+
+/// Whether this process may build a lab (root, `ip`, AF_XDP in the kernel). `Err` says
+/// why not, to be printed by a skipping test.
+pub fn available() -> Result<(), String> {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false);
+    if !root {
+        return Err("not root: the lab needs network namespaces".into());
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Err("`ip` (iproute2) is not installed".into());
+    }
+    // AF_XDP = 44. /proc/net/protocols lists XDP when the kernel has it.
+    let protos = std::fs::read_to_string("/proc/net/protocols").unwrap_or_default();
+    if !protos.lines().any(|l| l.starts_with("XDP")) {
+        return Err("the kernel lacks AF_XDP sockets (CONFIG_XDP_SOCKETS)".into());
+    }
+    Ok(())
+}
+
+/// Deletes namespaces left by labs whose process is gone.
+fn remove_stale() {
+    let Ok(out) = ip(&["netns", "list"]) else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix("xv") else {
+            continue;
+        };
+        let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        // The prefix is xv<pid>l<n>-: the pid ends at the 'l'.
+        if !rest[pid.len()..].starts_with('l') || pid.is_empty() {
+            continue;
+        }
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
+
+impl Lab {
+    /// Builds a lab; `exe` is the xdpvs binary used for the director and its commands.
+    pub fn up(exe: &Path, spec: LabSpec) -> Result<Lab> {
+        remove_stale();
+        let prefix = format!(
+            "xv{}l{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut lab = Lab {
+            socket: std::env::temp_dir().join(format!("{prefix}.sock")),
+            prefix,
+            exe: exe.to_path_buf(),
+            reals: spec.reals,
+            children: Vec::new(),
+            director: None,
+            namespaces: Vec::new(),
+        };
+        lab.build(spec)?;
+        Ok(lab)
+    }
+
+    /// The namespace of a role: "sw", "c", "d", "r1"...
+    pub fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    /// The director's control socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    fn add_ns(&mut self, role: &str) -> Result<String> {
+        let ns = self.ns(role);
+        ip(&["netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        self.sh(&ns, "ip link set lo up; sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")?;
+        Ok(ns)
+    }
+
+    /// Runs a shell command line in namespace `ns`.
+    pub fn sh(&self, ns: &str, script: &str) -> Result<Output> {
+        run(Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]))
+    }
+
+    /// Runs a command in namespace `ns` (not failing on a non-zero exit).
+    pub fn exec(&self, ns: &str, args: &[&str]) -> Result<Output> {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {args:?} in {ns}"))
+    }
+
+    fn link_host(&mut self, role: &str, addr: Ipv4Addr, queues: u32) -> Result<()> {
+        let (ns, sw) = (self.ns(role), self.ns("sw"));
+        let q = queues.to_string();
+        ip(&[
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            &ns,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            role,
+            "netns",
+            &sw,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
+        ])?;
+        self.sh(&sw, &format!("ip link set dev {role} master br0 up"))?;
+        self.sh(
+            &ns,
+            &format!("ip addr add {addr}/24 dev eth0 && ip link set eth0 up"),
+        )?;
+        Ok(())
+    }
+
+    fn build(&mut self, spec: LabSpec) -> Result<()> {
+        let sw = self.add_ns("sw")?;
+        self.sh(&sw, "ip link add br0 type bridge && ip link set br0 up")?;
+        self.add_ns("c")?;
+        self.link_host("c", CLIENT_IP, 1)?;
+        // Frames from the client go through AF_XDP, which copies them as they are: the
+        // client must not leave checksums to offload.
+        self.sh(&self.ns("c"), "ethtool -K eth0 tx off >/dev/null")?;
+        self.add_ns("d")?;
+        self.link_host("d", DIRECTOR_IP, spec.director_queues)?;
+        for n in 1..=spec.reals {
+            let role = format!("r{n}");
+            let ns = self.add_ns(&role)?;
+            self.link_host(&role, real_ip(n), 1)?;
+            // An LVS-DR real server: the VIP on lo, never answering ARP for it.
+            self.sh(
+                &ns,
+                &format!(
+                    "ip addr add {VIP}/32 dev lo && \
+                     sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
+                     net.ipv4.conf.eth0.arp_ignore=1 net.ipv4.conf.eth0.arp_announce=2 \
+                     net.ipv4.conf.lo.arp_ignore=1 net.ipv4.conf.lo.arp_announce=2"
+                ),
+            )?;
+            self.spawn(&ns, &["python3", "-c", HTTPD, &format!("rs{n}"), "80"])?;
+        }
+        for n in 1..=spec.reals {
+            self.wait_port(&self.ns(&format!("r{n}")), 80)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a long-running command in `ns`, killed when the lab is dropped.
+    pub fn spawn(&mut self, ns: &str, args: &[&str]) -> Result<()> {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {} in {ns}", args[0]))?;
+        self.children.push((ns.to_string(), child));
+        Ok(())
+    }
+
+    fn wait_port(&self, ns: &str, port: u16) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let probe = format!("exec 3<>/dev/tcp/127.0.0.1/{port}");
+        while Instant::now() < deadline {
+            let ok = Command::new("ip")
+                .args(["netns", "exec", ns, "bash", "-c", &probe])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!("nothing listens on port {port} in {ns} after 10 s")
+    }
+
+    /// Starts the director in its namespace (`xdpvs run -i eth0 ...` plus `extra`) and
+    /// waits until it answers on its socket.
+    pub fn start_director(&mut self, extra: &[&str]) -> Result<()> {
+        let ns = self.ns("d");
+        let log = std::fs::File::create(
+            std::env::temp_dir().join(format!("{}-director.log", self.prefix)),
+        )?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(&self.exe)
+            .args(["run", "-i", "eth0", "--socket"])
+            .arg(&self.socket)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting the director")?;
+        self.director = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self
+                .director
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                bail!("the director exited ({status}):\n{}", self.director_log());
+            }
+            if self.xdpvs(&["-Ln"]).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bail!(
+            "the director did not come up in 20 s:\n{}",
+            self.director_log()
+        )
+    }
+
+    /// What the director has logged.
+    pub fn director_log(&self) -> String {
+        std::fs::read_to_string(std::env::temp_dir().join(format!("{}-director.log", self.prefix)))
+            .unwrap_or_default()
+    }
+
+    /// The director's process, if running.
+    pub fn director(&mut self) -> Option<&mut Child> {
+        self.director.as_mut()
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") to the director and waits for it to exit.
+    pub fn stop_director(&mut self, signal: &str) -> Result<std::process::ExitStatus> {
+        let mut child = self.director.take().context("no director running")?;
+        // `ip netns exec` execs the program, so the child's pid is the director's.
+        run(Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]))?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = child.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("the director did not stop within 10 s of SIG{signal}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `xdpvs ARGS` against the lab's director; its standard output, or an error with
+    /// its standard error.
+    pub fn xdpvs(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(&self.exe)
+            .args(args)
+            .env("XDPVS_SOCKET", &self.socket)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "xdpvs {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Waits until the director has resolved every real server's MAC.
+    pub fn wait_resolved(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let l = self.xdpvs(&["-Ln"])?;
+            if !l.contains("unresolved") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("real servers still unresolved after 15 s:\n{l}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `curl` from the client: the body, trimmed.
+    pub fn curl(&self, url: &str) -> Result<String> {
+        let out = self.exec(&self.ns("c"), &["curl", "-sS", "--max-time", "5", url])?;
+        if !out.status.success() {
+            bail!(
+                "curl {url}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// How many real servers.
+    pub fn reals(&self) -> usize {
+        self.reals
+    }
+
+    /// Deletes everything (also done on drop).
+    pub fn down(&mut self) {
+        if let Some(mut d) = self.director.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &d.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while d.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        for (_, mut c) in self.children.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in self.namespaces.drain(..).rev() {
+            let _ = ip(&["netns", "del", &ns]);
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(
+            std::env::temp_dir().join(format!("{}-director.log", self.prefix)),
+        );
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
