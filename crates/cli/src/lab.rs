@@ -233,7 +233,37 @@ impl Lab {
             &ns,
             &format!("ip addr add {addr}/24 dev eth0 && ip link set eth0 up"),
         )?;
+        // A static forwarding entry: the switch never floods frames for this host, so
+        // each port sees only its own traffic.
+        let mac = self.mac(role)?;
+        self.sh(
+            &sw,
+            &format!("bridge fdb replace {mac} dev {role} master static"),
+        )?;
         Ok(())
+    }
+
+    /// The MAC of a role's eth0.
+    pub fn mac(&self, role: &str) -> Result<String> {
+        let out = self.exec(&self.ns(role), &["cat", "/sys/class/net/eth0/address"])?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// A counter of a role's eth0 (`rx_packets`, `tx_packets`, ...).
+    pub fn counter(&self, role: &str, name: &str) -> Result<u64> {
+        let file = format!("/sys/class/net/eth0/statistics/{name}");
+        let out = self.exec(&self.ns(role), &["cat", &file])?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .context("reading an interface counter")
+    }
+
+    /// Starts an HTTP server answering `name` on `port` in a role's namespace.
+    pub fn start_http(&mut self, role: &str, name: &str, port: u16) -> Result<()> {
+        let ns = self.ns(role);
+        self.spawn(&ns, &["python3", "-c", HTTPD, name, &port.to_string()])?;
+        self.wait_port(&ns, port)
     }
 
     fn build(&mut self, spec: LabSpec) -> Result<()> {
@@ -260,10 +290,7 @@ impl Lab {
                      net.ipv4.conf.lo.arp_ignore=1 net.ipv4.conf.lo.arp_announce=2"
                 ),
             )?;
-            self.spawn(&ns, &["python3", "-c", HTTPD, &format!("rs{n}"), "80"])?;
-        }
-        for n in 1..=spec.reals {
-            self.wait_port(&self.ns(&format!("r{n}")), 80)?;
+            self.start_http(&role, &format!("rs{n}"), 80)?;
         }
         Ok(())
     }

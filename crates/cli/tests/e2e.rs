@@ -1,0 +1,272 @@
+//! End to end, as root: a real LVS-DR cluster in network namespaces, the director on
+//! AF_XDP, real clients (curl, ab, arping) and real HTTP servers.
+//!
+//! Skips (with a message) when not root or when the kernel lacks AF_XDP.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use xdpvs::lab::{self, Lab, LabSpec, DIRECTOR_IP, VIP};
+
+/// One lab at a time: each runs a director that spins under load, on a 2-core machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn lab_or_skip() -> Option<(MutexGuard<'static, ()>, Lab)> {
+    if let Err(why) = lab::available() {
+        eprintln!("SKIP end-to-end test: {why}");
+        return None;
+    }
+    let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let lab =
+        Lab::up(Path::new(env!("CARGO_BIN_EXE_xdpvs")), LabSpec::default()).expect("lab builds");
+    Some((guard, lab))
+}
+
+fn x(lab: &Lab, args: &str) -> String {
+    lab.xdpvs(&args.split_whitespace().collect::<Vec<_>>())
+        .unwrap_or_else(|e| panic!("{e}\ndirector log:\n{}", lab.director_log()))
+}
+
+fn configure_rr(lab: &Lab) {
+    for c in [
+        "-C",
+        "-A -t 198.18.0.100:80 -s rr",
+        "-a -t 198.18.0.100:80 -r 198.18.0.11 -g",
+        "-a -t 198.18.0.100:80 -r 198.18.0.12 -g",
+        "-a -t 198.18.0.100:80 -r 198.18.0.13 -g",
+    ] {
+        x(lab, c);
+    }
+    lab.wait_resolved().expect("real servers resolve");
+}
+
+fn get(lab: &Lab) -> String {
+    lab.curl(&format!("http://{VIP}/"))
+        .unwrap_or_else(|e| panic!("{e}\ndirector log:\n{}", lab.director_log()))
+}
+
+fn counts(answers: &[String]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for a in answers {
+        *m.entry(a.clone()).or_default() += 1;
+    }
+    m
+}
+
+#[test]
+fn lvs_dr_end_to_end() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&[]).expect("director starts");
+    let director_mac = lab.mac("d").expect("director MAC");
+    configure_rr(&lab);
+    let listing = x(&lab, "-Ln");
+    assert!(
+        listing.starts_with("IP Virtual Server version"),
+        "{listing}"
+    );
+    assert!(listing.contains("TCP  198.18.0.100:80 rr\n"), "{listing}");
+    assert!(
+        listing.contains("  -> 198.18.0.13:80               Route   1      0          0"),
+        "{listing}"
+    );
+
+    // 30 sequential requests: each real server exactly 10 times, in rotation.
+    let answers: Vec<String> = (0..30).map(|_| get(&lab)).collect();
+    let first = answers
+        .iter()
+        .position(|a| a == "rs1")
+        .expect("rs1 answers");
+    for (i, a) in answers.iter().enumerate() {
+        let want = format!("rs{}", (i + 3 - first % 3) % 3 + 1);
+        assert_eq!(a, &want, "request {i} in {answers:?}");
+    }
+    assert_eq!(
+        counts(&answers).values().copied().collect::<Vec<_>>(),
+        [10, 10, 10]
+    );
+
+    // ARP: the client's neighbour entry for the VIP is the director; no real server
+    // ever answers ARP for it.
+    let neigh = lab
+        .exec(&lab.ns("c"), &["ip", "neigh", "show", &VIP.to_string()])
+        .expect("ip neigh");
+    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
+    assert!(
+        neigh.contains(&director_mac),
+        "client's entry {neigh:?}, director {director_mac}"
+    );
+    let arping = lab
+        .exec(
+            &lab.ns("c"),
+            &[
+                "arping",
+                "-c",
+                "3",
+                "-w",
+                "4",
+                "-I",
+                "eth0",
+                &VIP.to_string(),
+            ],
+        )
+        .expect("arping");
+    let arping = String::from_utf8_lossy(&arping.stdout).to_lowercase();
+    let replies: Vec<&str> = arping
+        .lines()
+        .filter(|l| l.contains("reply from"))
+        .collect();
+    assert!(replies.len() >= 3, "arping: {arping}");
+    assert!(
+        replies.iter().all(|l| l.contains(&director_mac)),
+        "a reply not from the director: {arping}"
+    );
+
+    // wrr 3,2,1 over 60 requests: 30/20/10.
+    for c in [
+        "-E -t 198.18.0.100:80 -s wrr",
+        "-e -t 198.18.0.100:80 -r 198.18.0.11 -w 3",
+        "-e -t 198.18.0.100:80 -r 198.18.0.12 -w 2",
+        "-e -t 198.18.0.100:80 -r 198.18.0.13 -w 1",
+    ] {
+        x(&lab, c);
+    }
+    let answers: Vec<String> = (0..60).map(|_| get(&lab)).collect();
+    let c = counts(&answers);
+    assert_eq!((c["rs1"], c["rs2"], c["rs3"]), (30, 20, 10), "{answers:?}");
+
+    // One long-lived connection (HTTP keep-alive) stays on one real server, though rr
+    // would rotate new connections.
+    x(&lab, "-E -t 198.18.0.100:80 -s rr");
+    let url = format!("http://{VIP}/");
+    let many: Vec<&str> = std::iter::repeat_n(url.as_str(), 20).collect();
+    let mut args = vec!["curl", "-sS", "--max-time", "10"];
+    args.extend(many);
+    let out = lab.exec(&lab.ns("c"), &args).expect("curl");
+    let bodies: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(bodies.len(), 20, "{bodies:?}");
+    assert!(
+        bodies.iter().all(|b| b == &bodies[0]),
+        "one connection moved: {bodies:?}"
+    );
+
+    // A load run with ab; replies bypass the director.
+    let (c_tx0, d_rx0, d_tx0) = (
+        lab.counter("c", "tx_packets").expect("counter"),
+        lab.counter("d", "rx_packets").expect("counter"),
+        lab.counter("d", "tx_packets").expect("counter"),
+    );
+    let ab = lab
+        .exec(
+            &lab.ns("c"),
+            &["ab", "-q", "-n", "5000", "-c", "50", "-s", "20", &url],
+        )
+        .expect("ab runs");
+    let ab_out = String::from_utf8_lossy(&ab.stdout).to_string();
+    assert!(
+        ab.status.success(),
+        "ab failed: {ab_out}{}",
+        String::from_utf8_lossy(&ab.stderr)
+    );
+    assert!(ab_out.contains("Complete requests:      5000"), "{ab_out}");
+    assert!(ab_out.contains("Failed requests:        0"), "{ab_out}");
+    let c_tx = lab.counter("c", "tx_packets").expect("counter") - c_tx0;
+    let d_rx = lab.counter("d", "rx_packets").expect("counter") - d_rx0;
+    let d_tx = lab.counter("d", "tx_packets").expect("counter") - d_tx0;
+    eprintln!("ab: client sent {c_tx} frames; director received {d_rx}, transmitted {d_tx}");
+    let near = |a: u64, b: u64| a.abs_diff(b) <= b / 100 + 20;
+    assert!(c_tx > 5000 * 4, "the client sent {c_tx} frames");
+    assert!(
+        near(d_tx, c_tx),
+        "director sent {d_tx} frames for {c_tx} client frames"
+    );
+    assert!(
+        near(d_rx, c_tx),
+        "director received {d_rx} frames for {c_tx} client frames: replies crossed it"
+    );
+    let reply_bytes = lab.counter("r1", "tx_bytes").expect("counter");
+    assert!(reply_bytes > 0);
+
+    // The director's own address still works through the kernel.
+    let ping = lab
+        .exec(
+            &lab.ns("c"),
+            &["ping", "-c", "2", "-W", "2", &DIRECTOR_IP.to_string()],
+        )
+        .expect("ping");
+    assert!(
+        ping.status.success(),
+        "ping the director: {}{}",
+        String::from_utf8_lossy(&ping.stdout),
+        String::from_utf8_lossy(&ping.stderr)
+    );
+    lab.start_http("d", "director", 8080)
+        .expect("http on the director");
+    assert_eq!(
+        lab.curl(&format!("http://{DIRECTOR_IP}:8080/"))
+            .expect("curl"),
+        "director"
+    );
+
+    // SIGTERM: clean stop, no XDP program left, and a restart works.
+    let status = lab.stop_director("TERM").expect("stops");
+    assert!(status.success(), "exit status {status}");
+    let link = lab
+        .exec(&lab.ns("d"), &["ip", "link", "show", "dev", "eth0"])
+        .expect("ip link");
+    let link = String::from_utf8_lossy(&link.stdout).to_string();
+    assert!(
+        !link.contains("xdp"),
+        "XDP still attached after SIGTERM: {link}"
+    );
+    lab.start_director(&[]).expect("restart after SIGTERM");
+    configure_rr(&lab);
+    assert!(get(&lab).starts_with("rs"));
+
+    // SIGKILL: a restart works without any manual cleanup.
+    lab.stop_director("KILL").expect("killed");
+    lab.start_director(&[]).expect("restart after SIGKILL");
+    configure_rr(&lab);
+    let answers: Vec<String> = (0..3).map(|_| get(&lab)).collect();
+    assert_eq!(counts(&answers).len(), 3, "{answers:?}");
+}
+
+#[test]
+fn bad_commands_are_one_line_errors_and_change_nothing() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&[]).expect("director starts");
+    configure_rr(&lab);
+    let before = x(&lab, "-Ln");
+    for (args, want) in [
+        (
+            "-a -t 198.18.0.100:80 -r 198.18.0.14 -m",
+            "only does direct routing",
+        ),
+        (
+            "-a -t 198.18.0.100:80 -r 198.18.0.14 -i",
+            "only does direct routing",
+        ),
+        (
+            "-a -t 198.18.0.100:80 -r 198.18.0.14:8080 -g",
+            "cannot map ports",
+        ),
+        ("-A -t 198.18.0.100:80 -s rr", "already exists"),
+        ("-a -t 198.18.0.100:81 -r 198.18.0.14", "no such service"),
+        ("-A -t 198.18.0.100:80 -s nope", "unknown scheduler"),
+    ] {
+        let e = lab
+            .xdpvs(&args.split_whitespace().collect::<Vec<_>>())
+            .expect_err(args)
+            .to_string();
+        assert!(e.contains(want), "{args}: {e}");
+        assert_eq!(e.trim().lines().count(), 1, "{args}: one line, got {e:?}");
+    }
+    assert_eq!(x(&lab, "-Ln"), before);
+}
