@@ -87,17 +87,6 @@ fn sysfs(iface: &str, file: &str) -> Result<String> {
         .to_string())
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
 struct WorkerLink {
     ctrl: Sender<Control>,
     loop_stats: Arc<LoopStats>,
@@ -215,7 +204,7 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
 
 /// Runs the director until SIGINT or SIGTERM.
 pub fn run(args: &RunArgs) -> Result<()> {
-    if !is_root() {
+    if !crate::is_root() {
         bail!("xdpvs run needs root (XDP, BPF maps and locked AF_XDP memory): run it as root");
     }
     let ifindex: u32 = sysfs(&args.iface, "ifindex")?

@@ -105,14 +105,7 @@ fn ip(args: &[&str]) -> Result<Output> {
 /// Whether this process may build a lab (root, `ip`, AF_XDP in the kernel). `Err` says
 /// why not, to be printed by a skipping test.
 pub fn available() -> Result<(), String> {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false);
+    let root = crate::is_root();
     if !root {
         return Err("not root: the lab needs network namespaces".into());
     }

@@ -197,47 +197,37 @@ impl Steering {
 
     /// Makes the program steer exactly these services (and ARP for their VIPs).
     pub fn set_services(&self, keys: &[ServiceKey]) -> Result<(), XdpError> {
-        let want_vips: HashSet<[u8; 4]> = keys.iter().map(|k| k.vip.octets()).collect();
-        let want_svcs: HashSet<[u8; 8]> = keys.iter().map(service_key_bytes).collect();
+        let vips: HashSet<Vec<u8>> = keys.iter().map(|k| k.vip.octets().to_vec()).collect();
+        let svcs: HashSet<Vec<u8>> = keys.iter().map(|k| service_key_bytes(k).to_vec()).collect();
         // Add first, then remove: a VIP or service that stays is never missing.
-        for v in &want_vips {
-            self.vips
-                .update(v, &[1], MapFlags::ANY)
-                .map_err(|source| XdpError::Map {
-                    map: "vips",
-                    source,
-                })?;
-        }
-        for s in &want_svcs {
-            self.services
-                .update(s, &[1], MapFlags::ANY)
-                .map_err(|source| XdpError::Map {
-                    map: "services",
-                    source,
-                })?;
-        }
-        let stale_svcs: Vec<Vec<u8>> = self
-            .services
-            .keys()
-            .filter(|k| !want_svcs.iter().any(|w| w[..] == k[..]))
-            .collect();
-        for k in stale_svcs {
-            self.services.delete(&k).map_err(|source| XdpError::Map {
-                map: "services",
-                source,
-            })?;
-        }
-        let stale_vips: Vec<Vec<u8>> = self
-            .vips
-            .keys()
-            .filter(|k| !want_vips.iter().any(|w| w[..] == k[..]))
-            .collect();
-        for k in stale_vips {
-            self.vips.delete(&k).map_err(|source| XdpError::Map {
-                map: "vips",
-                source,
-            })?;
-        }
-        Ok(())
+        insert_all(&self.vips, "vips", &vips)?;
+        insert_all(&self.services, "services", &svcs)?;
+        remove_others(&self.services, "services", &svcs)?;
+        remove_others(&self.vips, "vips", &vips)
     }
+}
+
+fn insert_all(
+    map: &MapHandle,
+    name: &'static str,
+    keys: &HashSet<Vec<u8>>,
+) -> Result<(), XdpError> {
+    for k in keys {
+        map.update(k, &[1], MapFlags::ANY)
+            .map_err(|source| XdpError::Map { map: name, source })?;
+    }
+    Ok(())
+}
+
+fn remove_others(
+    map: &MapHandle,
+    name: &'static str,
+    keep: &HashSet<Vec<u8>>,
+) -> Result<(), XdpError> {
+    let stale: Vec<Vec<u8>> = map.keys().filter(|k| !keep.contains(k)).collect();
+    for k in stale {
+        map.delete(&k)
+            .map_err(|source| XdpError::Map { map: name, source })?;
+    }
+    Ok(())
 }
