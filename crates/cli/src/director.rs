@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -35,9 +35,6 @@ pub struct RunArgs {
     /// Cores to pin workers to, comma-separated (worker N gets the Nth; default: core N).
     #[arg(long, value_delimiter = ',')]
     pub cores: Vec<usize>,
-    /// Control socket.
-    #[arg(long, env = "XDPVS_SOCKET", default_value = control::DEFAULT_SOCKET)]
-    pub socket: PathBuf,
     /// Where the XDP program runs: auto (native, else generic), native, generic.
     #[arg(long, default_value = "auto")]
     pub xdp_mode: XdpMode,
@@ -203,7 +200,7 @@ fn bind_socket(path: &Path) -> Result<UnixListener> {
 }
 
 /// Runs the director until SIGINT or SIGTERM.
-pub fn run(args: &RunArgs) -> Result<()> {
+pub fn run(args: &RunArgs, socket: &Path) -> Result<()> {
     if !crate::is_root() {
         bail!("xdpvs run needs root (XDP, BPF maps and locked AF_XDP memory): run it as root");
     }
@@ -229,9 +226,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    let listener = bind_socket(&args.socket)?;
-    let result = serve(args, ifindex, director_mac, queues, listener, &stop);
-    let _ = std::fs::remove_file(&args.socket);
+    let listener = bind_socket(socket)?;
+    let result = serve(args, socket, ifindex, director_mac, queues, listener, &stop);
+    let _ = std::fs::remove_file(socket);
     match &result {
         Ok(()) => log("stopped; XDP program detached"),
         Err(e) => log(format!("stopped on error: {e:#}")),
@@ -241,6 +238,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
 
 fn serve(
     args: &RunArgs,
+    socket: &Path,
     ifindex: u32,
     director_mac: Mac,
     queues: u32,
@@ -350,7 +348,7 @@ fn serve(
         "director {} ready on {}: control socket {} (try: xdpvs -Ln)",
         resolve::format_mac(&director_mac),
         args.iface,
-        args.socket.display()
+        socket.display()
     ));
 
     let mut next_resolve = Instant::now();
@@ -401,7 +399,7 @@ fn serve(
         workers,
         mut steering,
         ..
-    } = into_live(plane);
+    } = plane.into_dataplane();
     steering.detach();
     worker_stop.store(true, Relaxed);
     let mut totals = (0, 0, 0);
@@ -420,8 +418,4 @@ fn serve(
         Some(f) => bail!(f),
         None => Ok(()),
     }
-}
-
-fn into_live(plane: ControlPlane<Live>) -> Live {
-    plane.into_dataplane()
 }

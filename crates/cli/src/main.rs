@@ -45,11 +45,7 @@ fn main() -> ExitCode {
     let raw: Vec<String> = std::env::args().collect();
     let cli = Cli::parse();
     let result = match &cli.command {
-        Some(Command::Run(args)) => {
-            let mut a = args.clone();
-            a.socket = cli.socket.clone();
-            director::run(&a)
-        }
+        Some(Command::Run(args)) => director::run(args, &cli.socket),
         Some(Command::Selfcheck(args)) => selfcheck::run(args),
         Some(Command::Demo(args)) => demo::run(args),
         None => return ipvsadm_command(&cli, &raw[1..]),

@@ -29,13 +29,6 @@ pub struct Args {
     flows: u32,
 }
 
-fn mac(m: Mac) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 fn real_mac(i: usize) -> Mac {
     [0x02, 0x78, 0x64, 0x00, 0x01, 11 + i as u8]
 }
@@ -139,7 +132,7 @@ pub fn run(args: &Args) -> Result<()> {
         let detail = match got {
             Verdict::Reply => format!(
                 " (is-at {})",
-                mac(p.frame[22..28].try_into().unwrap_or_default())
+                crate::resolve::format_mac(&p.frame[22..28].try_into().unwrap_or_default())
             ),
             _ if p.frame == before => " (frame untouched)".to_string(),
             _ => String::new(),

@@ -210,13 +210,6 @@ impl Entry {
             Some(t.nanos(self.state()))
         }
     }
-
-    /// When this entry expires if nothing more is seen (`None`: not while it controls
-    /// connections).
-    pub fn expires_at(&self, t: &Timeouts) -> Option<Time> {
-        self.timeout_nanos(t)
-            .map(|n| Time::from_nanos(self.last_seen.saturating_add(n)))
-    }
 }
 
 impl fmt::Debug for Entry {
@@ -707,23 +700,6 @@ impl ConnTable {
     /// Every entry in use (connections and templates), in slot order.
     pub fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
         self.slots.iter().filter(|e| e.occupied())
-    }
-
-    /// Removes every entry whose real server matches `f` (e.g. a removed real server with
-    /// expire_nodest_conn). Not for the packet path: it scans the whole table.
-    pub fn remove_where(&mut self, now: Time, mut f: impl FnMut(&Entry) -> bool) -> usize {
-        let mut removed = 0;
-        let mut i = 0;
-        while i < self.slots.len() {
-            let e = self.slots[i];
-            if e.occupied() && f(&e) {
-                self.remove(i, now);
-                removed += 1;
-            } else {
-                i += 1;
-            }
-        }
-        removed
     }
 }
 
