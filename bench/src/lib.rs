@@ -1,6 +1,22 @@
-//! Shared set-ups for xdpvs benchmarks: configured tables prefilled with flows, and the
-//! frames of those flows.
+//! The xdpvs benchmark harness (`xdpvs-bench`) and the shared set-ups of the
+//! micro-benchmarks: configured tables prefilled with flows, and the frames of those flows.
+//!
+//! The harness builds a lab of network namespaces (generator, director, sink), runs each
+//! forwarder under test in turn on the director's interface, drives it with the AF_XDP
+//! generator ([`helpers::generate`]) and counts what reaches the sink ([`helpers::sink`]).
 #![forbid(unsafe_code)]
+
+pub mod harness;
+pub mod helpers;
+pub mod pipeline;
+pub mod progs;
+pub mod report;
+pub mod traffic;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
 
 use std::net::Ipv4Addr;
 
@@ -16,6 +32,125 @@ pub const DIRECTOR_MAC: Mac = [0x02, 0, 0, 0, 0, 0xd1];
 pub const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0, 0xc1];
 /// The VIP (RFC 2544 benchmark range).
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+
+/// The service port of benchmark traffic (UDP and TCP).
+pub const PORT: u16 = 80;
+
+/// A forwarder under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// xdpvs, full pipeline.
+    Xdpvs,
+    /// The bare AF_XDP MAC-rewrite forwarder (the socket path's floor).
+    AfXdp,
+    /// DPDK testpmd, MAC forwarding over net_af_xdp.
+    Testpmd,
+    /// The in-kernel ceiling: MAC rewrite with XDP_TX.
+    XdpTx,
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Variant::Xdpvs => "xdpvs",
+            Variant::AfXdp => "afxdp",
+            Variant::Testpmd => "testpmd",
+            Variant::XdpTx => "xdp-tx",
+        })
+    }
+}
+
+impl std::str::FromStr for Variant {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Variant, String> {
+        match s {
+            "xdpvs" => Ok(Variant::Xdpvs),
+            "afxdp" => Ok(Variant::AfXdp),
+            "testpmd" => Ok(Variant::Testpmd),
+            "xdp-tx" | "xdptx" => Ok(Variant::XdpTx),
+            _ => Err(format!(
+                "unknown forwarder '{s}': use xdpvs, afxdp, testpmd or xdp-tx"
+            )),
+        }
+    }
+}
+
+/// `dpdk-testpmd`, if installed (Debian `dpdk-dev`).
+pub fn testpmd_path() -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("dpdk-testpmd"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Instructions per packet of the pure pipeline at `flows` flows, counted by callgrind
+/// over the measured loop only (`xdpvs-bench pipeline` under valgrind).
+pub fn callgrind(exe: &Path, flows: u32, scratch: &Path) -> Result<f64> {
+    const PACKETS: u64 = 200_000;
+    let out = scratch.join(format!("callgrind.{flows}.out"));
+    let status = Command::new("valgrind")
+        .args(["--tool=callgrind", "--toggle-collect=*xdpvs_bench_measure*"])
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(exe)
+        .args([
+            "pipeline",
+            "--flows",
+            &flows.to_string(),
+            "--packets",
+            &PACKETS.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(
+            scratch.join(format!("callgrind.{flows}.log")),
+        )?)
+        .status()
+        .context("running valgrind")?;
+    if !status.success() {
+        bail!("valgrind failed ({status})");
+    }
+    let text = std::fs::read_to_string(&out)?;
+    let total: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no totals in the callgrind output")?;
+    Ok(total as f64 / PACKETS as f64)
+}
+
+/// Renders `perf.data` as a flame graph SVG (`perf script` + inferno).
+pub fn flamegraph(perf_data: &Path, svg: &Path) -> Result<()> {
+    let script = Command::new("perf")
+        .args(["script", "-i"])
+        .arg(perf_data)
+        .output()
+        .context("running perf script")?;
+    if !script.status.success() {
+        bail!(
+            "perf script: {}",
+            String::from_utf8_lossy(&script.stderr).trim()
+        );
+    }
+    let mut folded = Vec::new();
+    let mut opts = inferno::collapse::perf::Options::default();
+    opts.include_pid = false;
+    inferno::collapse::Collapse::collapse(
+        &mut inferno::collapse::perf::Folder::from(opts),
+        &script.stdout[..],
+        &mut folded,
+    )
+    .context("folding perf stacks")?;
+    let mut fg = inferno::flamegraph::Options::default();
+    fg.title = "xdpvs director (perf -e cpu-clock)".to_string();
+    let file = std::fs::File::create(svg).with_context(|| format!("creating {}", svg.display()))?;
+    inferno::flamegraph::from_reader(&mut fg, &folded[..], std::io::BufWriter::new(file))
+        .context("drawing the flame graph")?;
+    Ok(())
+}
 
 /// One TCP service on VIP:80 with `reals` real servers under `sched`.
 pub fn config(sched: SchedKind, reals: u8) -> Config {

@@ -61,6 +61,8 @@ pub struct LabSpec {
     pub reals: usize,
     /// RX/TX queues of the director's interface.
     pub director_queues: u32,
+    /// Whether each real server runs the HTTP server.
+    pub http: bool,
 }
 
 impl Default for LabSpec {
@@ -68,6 +70,7 @@ impl Default for LabSpec {
         LabSpec {
             reals: 3,
             director_queues: 1,
+            http: true,
         }
     }
 }
@@ -77,6 +80,7 @@ impl Default for LabSpec {
 pub struct Lab {
     prefix: String,
     exe: PathBuf,
+    exe_args: Vec<String>,
     socket: PathBuf,
     reals: usize,
     children: Vec<(String, Child)>,
@@ -154,6 +158,7 @@ impl Lab {
             socket: std::env::temp_dir().join(format!("{prefix}.sock")),
             prefix,
             exe: exe.to_path_buf(),
+            exe_args: Vec::new(),
             reals: spec.reals,
             children: Vec::new(),
             director: None,
@@ -161,6 +166,12 @@ impl Lab {
         };
         lab.build(spec)?;
         Ok(lab)
+    }
+
+    /// Arguments put before every xdpvs command line: for a binary that embeds xdpvs
+    /// behind a subcommand (the benchmark harness).
+    pub fn set_exe_args(&mut self, args: &[&str]) {
+        self.exe_args = args.iter().map(|a| a.to_string()).collect();
     }
 
     /// The namespace of a role: "sw", "c", "d", "r1"...
@@ -283,7 +294,9 @@ impl Lab {
                      net.ipv4.conf.lo.arp_ignore=1 net.ipv4.conf.lo.arp_announce=2"
                 ),
             )?;
-            self.start_http(&role, &format!("rs{n}"), 80)?;
+            if spec.http {
+                self.start_http(&role, &format!("rs{n}"), 80)?;
+            }
         }
         Ok(())
     }
@@ -329,6 +342,7 @@ impl Lab {
         let child = Command::new("ip")
             .args(["netns", "exec", &ns])
             .arg(&self.exe)
+            .args(&self.exe_args)
             .args(["run", "-i", "eth0", "--socket"])
             .arg(&self.socket)
             .args(extra)
@@ -391,6 +405,7 @@ impl Lab {
     /// its standard error.
     pub fn xdpvs(&self, args: &[&str]) -> Result<String> {
         let out = Command::new(&self.exe)
+            .args(&self.exe_args)
             .args(args)
             .env("XDPVS_SOCKET", &self.socket)
             .output()?;

@@ -1,6 +1,7 @@
 //! The `xdpvs` binary's library: ipvsadm grammar, control plane, director, lab.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod control;
 pub mod demo;
 pub mod director;

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::str::FromStr;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
@@ -142,38 +142,9 @@ impl Steering {
             .ok_or_else(|| {
                 XdpError::Load(libbpf_rs::Error::from(io::Error::other("no program")))
             })?;
-        let tries: &[(XdpMode, u32)] = match mode {
-            XdpMode::Auto => &[
-                (XdpMode::Native, XDP_FLAGS_DRV_MODE),
-                (XdpMode::Generic, XDP_FLAGS_SKB_MODE),
-            ],
-            XdpMode::Native => &[(XdpMode::Native, XDP_FLAGS_DRV_MODE)],
-            XdpMode::Generic => &[(XdpMode::Generic, XDP_FLAGS_SKB_MODE)],
-        };
-        let mut last = None;
-        for &(m, flags) in tries {
-            match xdp_link(prog.as_fd(), ifindex as i32, flags) {
-                Ok(fd) => {
-                    self.link = Some(fd);
-                    return Ok(m);
-                }
-                Err(e) => last = Some((m, e)),
-            }
-        }
-        let (mode, source) = last.expect("at least one mode is tried");
-        let hint = match source.raw_os_error() {
-            Some(libc::EBUSY) | Some(libc::EEXIST) => {
-                " (another XDP program is attached: `ip link set dev IFACE xdp off` removes one attached without a link)"
-            }
-            Some(libc::EOPNOTSUPP) => " (the driver lacks native XDP: try --xdp-mode generic)",
-            _ => "",
-        };
-        Err(XdpError::Attach {
-            ifindex,
-            mode,
-            source,
-            hint,
-        })
+        let (link, mode) = attach(prog.as_fd(), ifindex, mode)?;
+        self.link = Some(link);
+        Ok(mode)
     }
 
     /// Detaches from the interface (also done on drop).
@@ -205,6 +176,45 @@ impl Steering {
         remove_others(&self.services, "services", &svcs)?;
         remove_others(&self.vips, "vips", &vips)
     }
+}
+
+/// Attaches the XDP program `prog` to `ifindex` through a `bpf_link`: the returned
+/// descriptor owns the attachment (dropping it, or the process dying, detaches). `Auto`
+/// tries native first, then generic. Returns the link and the mode in force.
+pub fn attach(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    mode: XdpMode,
+) -> Result<(OwnedFd, XdpMode), XdpError> {
+    let tries: &[(XdpMode, u32)] = match mode {
+        XdpMode::Auto => &[
+            (XdpMode::Native, XDP_FLAGS_DRV_MODE),
+            (XdpMode::Generic, XDP_FLAGS_SKB_MODE),
+        ],
+        XdpMode::Native => &[(XdpMode::Native, XDP_FLAGS_DRV_MODE)],
+        XdpMode::Generic => &[(XdpMode::Generic, XDP_FLAGS_SKB_MODE)],
+    };
+    let mut last = None;
+    for &(m, flags) in tries {
+        match xdp_link(prog, ifindex as i32, flags) {
+            Ok(fd) => return Ok((fd, m)),
+            Err(e) => last = Some((m, e)),
+        }
+    }
+    let (mode, source) = last.expect("at least one mode is tried");
+    let hint = match source.raw_os_error() {
+        Some(libc::EBUSY) | Some(libc::EEXIST) => {
+            " (another XDP program is attached: `ip link set dev IFACE xdp off` removes one attached without a link)"
+        }
+        Some(libc::EOPNOTSUPP) => " (the driver lacks native XDP: try --xdp-mode generic)",
+        _ => "",
+    };
+    Err(XdpError::Attach {
+        ifindex,
+        mode,
+        source,
+        hint,
+    })
 }
 
 fn insert_all(

@@ -41,3 +41,17 @@ pub(crate) fn advise_huge_pages<T>(v: &mut Vec<T>) -> bool {
 
 pub(crate) mod link;
 pub mod xsk;
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`, so a timestamp
+/// taken here can be compared with one taken in an XDP program on the same host.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists, so the
+    // call only writes `ts`.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    debug_assert_eq!(rc, 0);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

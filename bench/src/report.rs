@@ -1,0 +1,335 @@
+//! Results: the JSON file and the SVG plots.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+
+use crate::harness::Options;
+use crate::helpers::Latency;
+use crate::traffic::Proto;
+use crate::Variant;
+
+/// How the run was set up.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RunConfig {
+    /// Quick (CI) mode.
+    pub quick: bool,
+    /// Flows in the comparison.
+    pub flows: u32,
+    /// Frame size with FCS.
+    pub size: usize,
+    /// Protocol.
+    pub proto: Proto,
+    /// Trial length in ms.
+    pub duration_ms: u64,
+    /// Alternating rounds.
+    pub repeats: usize,
+    /// Generator core.
+    pub gen_core: usize,
+    /// Director core (workers and threaded NAPI).
+    pub director_core: usize,
+    /// The command line.
+    pub command: String,
+    /// Kernel release.
+    pub kernel: String,
+    /// CPUs online.
+    pub cpus: usize,
+}
+
+/// One trial.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct TrialRecord {
+    /// Forwarder.
+    pub variant: Variant,
+    /// "max", "load", "search", "scaling".
+    pub phase: String,
+    /// Flows.
+    pub flows: u32,
+    /// Asked rate (0 = maximum).
+    pub target_pps: u64,
+    /// Frames sent.
+    pub sent: u64,
+    /// Offered rate.
+    pub offered_pps: f64,
+    /// Delivered rate (correctly rewritten frames at the sink).
+    pub delivered_pps: f64,
+    /// Loss.
+    pub loss_pct: f64,
+    /// Frames to the VIP that reached the sink with other MACs.
+    pub wrong_mac: u64,
+    /// One-way latency.
+    pub latency: Latency,
+}
+
+/// Median maximum rate of one forwarder.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ThroughputSummary {
+    /// Forwarder.
+    pub variant: Variant,
+    /// Delivered rate of each round.
+    pub runs_pps: Vec<f64>,
+    /// Their median.
+    pub median_pps: f64,
+    /// Median offered rate.
+    pub offered_median_pps: f64,
+}
+
+/// One point of the load sweep.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct LoadPoint {
+    /// Forwarder.
+    pub variant: Variant,
+    /// % of its maximum.
+    pub load_pct: u32,
+    /// Asked rate.
+    pub target_pps: u64,
+    /// Offered rate.
+    pub offered_pps: f64,
+    /// Delivered rate.
+    pub delivered_pps: f64,
+    /// Loss.
+    pub loss_pct: f64,
+    /// One-way latency.
+    pub latency: Latency,
+}
+
+/// Outcome of the RFC 2544-style search.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SearchResult {
+    /// Forwarder.
+    pub variant: Variant,
+    /// Highest delivered rate whose loss stayed within the bound.
+    pub rate_pps: f64,
+    /// Offered at that point.
+    pub offered_pps: f64,
+    /// Loss there.
+    pub loss_pct: f64,
+    /// Gap between the last passing and failing rates.
+    pub resolution_pps: f64,
+    /// The bound.
+    pub max_loss_pct: f64,
+}
+
+/// One row of the scaling table.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ScalingPoint {
+    /// Flows offered.
+    pub flows: u32,
+    /// Connections the director held (ActiveConn + InActConn).
+    pub occupancy: u64,
+    /// xdpvs delivered (median).
+    pub xdpvs_pps: f64,
+    /// Bare AF_XDP forwarder delivered (median).
+    pub afxdp_pps: f64,
+    /// Pure pipeline, ns per packet.
+    pub ns_per_packet: f64,
+    /// Pure pipeline, instructions per packet (callgrind).
+    pub instructions_per_packet: Option<f64>,
+}
+
+/// Everything a run measured.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Report {
+    /// Format version.
+    pub version: u32,
+    /// Set-up.
+    pub config: RunConfig,
+    /// Maximum rate per forwarder.
+    pub throughput: Vec<ThroughputSummary>,
+    /// xdpvs median / other median, by forwarder name.
+    pub ratios: Vec<(String, f64)>,
+    /// Load sweep.
+    pub loads: Vec<LoadPoint>,
+    /// Search results.
+    pub search: Vec<SearchResult>,
+    /// Scaling table.
+    pub scaling: Vec<ScalingPoint>,
+    /// Every trial.
+    pub trials: Vec<TrialRecord>,
+    /// Flame graph written, if any.
+    pub flamegraph: Option<String>,
+}
+
+impl Report {
+    /// An empty report for `opts`.
+    pub fn new(opts: &Options) -> Report {
+        Report {
+            version: 1,
+            config: RunConfig {
+                quick: opts.quick,
+                flows: opts.flows,
+                size: opts.size,
+                proto: opts.proto,
+                duration_ms: opts.duration.as_millis() as u64,
+                repeats: opts.repeats,
+                gen_core: opts.gen_core,
+                director_core: opts.director_core,
+                command: opts.command.clone(),
+                kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
+                cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            },
+            throughput: Vec::new(),
+            ratios: Vec::new(),
+            loads: Vec::new(),
+            search: Vec::new(),
+            scaling: Vec::new(),
+            trials: Vec::new(),
+            flamegraph: None,
+        }
+    }
+
+    /// Median maximum rate of `v` (0 if not measured).
+    pub fn median(&self, v: Variant) -> f64 {
+        self.throughput
+            .iter()
+            .find(|t| t.variant == v)
+            .map_or(0.0, |t| t.median_pps)
+    }
+
+    /// Fills in the ratios.
+    pub fn finish(&mut self) {
+        let x = self.median(Variant::Xdpvs);
+        self.ratios = self
+            .throughput
+            .iter()
+            .filter(|t| t.variant != Variant::Xdpvs && t.median_pps > 0.0)
+            .map(|t| (t.variant.to_string(), x / t.median_pps))
+            .collect();
+    }
+
+    /// Writes `results.json`, `throughput.svg` and `latency.svg` into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let json = dir.join("results.json");
+        std::fs::write(&json, serde_json::to_string_pretty(self)?)
+            .with_context(|| format!("writing {}", json.display()))?;
+        self.plot_throughput(&dir.join("throughput.svg"))?;
+        self.plot_latency(&dir.join("latency.svg"))?;
+        Ok(())
+    }
+
+    fn variants(&self) -> Vec<Variant> {
+        self.throughput.iter().map(|t| t.variant).collect()
+    }
+
+    /// Delivered vs offered rate, every trial at a set rate, one series per forwarder.
+    fn plot_throughput(&self, path: &Path) -> Result<()> {
+        let points = |v: Variant| -> Vec<(f64, f64)> {
+            let mut p: Vec<(f64, f64)> = self
+                .trials
+                .iter()
+                .filter(|t| t.variant == v && t.flows == self.config.flows && t.phase != "scaling")
+                .map(|t| (t.offered_pps / 1e3, t.delivered_pps / 1e3))
+                .collect();
+            p.sort_by(|a, b| a.0.total_cmp(&b.0));
+            p
+        };
+        let top = self
+            .trials
+            .iter()
+            .map(|t| t.offered_pps.max(t.delivered_pps) / 1e3)
+            .fold(1.0f64, f64::max)
+            * 1.05;
+        let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("Delivered vs offered load", ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(65)
+            .build_cartesian_2d(0f64..top, 0f64..top)?;
+        chart
+            .configure_mesh()
+            .x_desc("offered (kpps)")
+            .y_desc("delivered, correctly rewritten (kpps)")
+            .draw()?;
+        chart
+            .draw_series(LineSeries::new([(0.0, 0.0), (top, top)], BLACK.mix(0.2)))?
+            .label("no loss");
+        for (i, v) in self.variants().into_iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let pts = points(v);
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
+                .label(v.to_string())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
+            chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    }
+
+    /// One-way latency percentiles against offered load, per forwarder.
+    fn plot_latency(&self, path: &Path) -> Result<()> {
+        let top = self
+            .loads
+            .iter()
+            .map(|p| p.latency.p999 as f64 / 1e3)
+            .fold(1.0f64, f64::max)
+            * 1.2;
+        let root = SVGBackend::new(path, (900, 560)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "One-way latency (p50 solid, p99 dashed-dot, p99.9 dotted)",
+                ("sans-serif", 20),
+            )
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(65)
+            .build_cartesian_2d(0f64..105f64, (0.1f64..top).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc("offered load (% of the forwarder's maximum)")
+            .y_desc("latency (us, log)")
+            .draw()?;
+        for (i, v) in self.variants().into_iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let series = |f: fn(&Latency) -> u64| -> Vec<(f64, f64)> {
+                self.loads
+                    .iter()
+                    .filter(|p| p.variant == v && p.latency.samples > 0)
+                    .map(|p| (f64::from(p.load_pct), (f(&p.latency) as f64 / 1e3).max(0.1)))
+                    .collect()
+            };
+            chart
+                .draw_series(LineSeries::new(series(|l| l.p50), color.stroke_width(2)))?
+                .label(v.to_string())
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
+            chart.draw_series(DashedLineSeries::new(
+                series(|l| l.p99),
+                8,
+                4,
+                color.stroke_width(1),
+            ))?;
+            chart.draw_series(DashedLineSeries::new(
+                series(|l| l.p999),
+                2,
+                4,
+                color.stroke_width(1),
+            ))?;
+            chart.draw_series(
+                series(|l| l.p99)
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, color.filled())),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: (MIT OR Apache-2.0)
+/*
+ * XDP programs of the benchmark harness (xdpvs-bench), not of the director.
+ *
+ * - xdpvs_bench_sink: on the sink real server. Counts benchmark frames whose MACs show
+ *   they were forwarded (destination = the real server, source = the forwarder) and drops
+ *   them; frames to the VIP with any other MACs are counted as "wrong" and dropped;
+ *   everything else (ARP...) goes to the kernel. Every (mask+1)-th good frame's one-way
+ *   latency (now - the generator's timestamp in its payload, both CLOCK_MONOTONIC) goes
+ *   to a ring buffer that the harness reads into an HDR histogram.
+ * - xdpvs_bench_mac_tx: the in-kernel ceiling. Rewrites the MACs of IPv4 frames to the
+ *   VIP as the director would and sends them back out with XDP_TX.
+ * - xdpvs_bench_pass: XDP_PASS. On veth, XDP_TX into a peer only delivers when the peer
+ *   has an XDP program.
+ *
+ * Configuration lives in single-entry array maps (rodata arrays were folded to zeros by
+ * clang 14: see shared AF_XDP notes).
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+/* The stamp a generator frame carries at the start of its L4 payload. */
+#define STAMP_MAGIC 0x5856424eu /* "XVBN" */
+struct stamp {
+	__u32 magic;
+	__u32 pad;
+	__u64 tx_ns;
+} __attribute__((packed));
+
+struct sink_cfg {
+	__u8 rs_mac[6];
+	__u8 fwd_mac[6];
+	__u32 vip;         /* network byte order */
+	__u32 sample_mask; /* a latency sample every (mask+1) good frames */
+};
+
+struct sink_counts {
+	__u64 good;
+	__u64 good_bytes;
+	__u64 wrong_mac;
+	__u64 samples_lost;
+};
+
+struct tx_cfg {
+	__u8 dst_mac[6];
+	__u8 src_mac[6];
+	__u32 vip;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sink_cfg);
+} sink_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sink_counts);
+} sink_counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} latency SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tx_cfg);
+} tx_cfg SEC(".maps");
+
+static __always_inline int mac_eq(const __u8 *a, const __u8 *b)
+{
+	/* Byte by byte: see the note on clang 14 above. */
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] &&
+	       a[4] == b[4] && a[5] == b[5];
+}
+
+/* The IPv4 header of a frame to `vip`, or NULL. */
+static __always_inline struct iphdr *ipv4_to(void *data, void *end, __u32 vip)
+{
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+
+	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return NULL;
+	if (ip->daddr != vip)
+		return NULL;
+	return ip;
+}
+
+SEC("xdp")
+int xdpvs_bench_sink(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	struct sink_cfg *cfg = bpf_map_lookup_elem(&sink_cfg, &zero);
+	struct sink_counts *cnt = bpf_map_lookup_elem(&sink_counts, &zero);
+	struct ethhdr *eth = data;
+	struct iphdr *ip;
+	struct stamp *st;
+	__u32 l4;
+
+	if (!cfg || !cnt)
+		return XDP_PASS;
+	ip = ipv4_to(data, end, cfg->vip);
+	if (!ip)
+		return XDP_PASS;
+	if (!mac_eq(eth->h_dest, cfg->rs_mac) || !mac_eq(eth->h_source, cfg->fwd_mac)) {
+		cnt->wrong_mac++;
+		return XDP_DROP;
+	}
+	if (ip->protocol == IPPROTO_UDP)
+		l4 = 8;
+	else if (ip->protocol == IPPROTO_TCP)
+		l4 = 20;
+	else
+		return XDP_PASS;
+	st = (void *)ip + ip->ihl * 4 + l4;
+	if ((void *)(st + 1) > end || st->magic != bpf_htonl(STAMP_MAGIC))
+		return XDP_PASS;
+	cnt->good++;
+	cnt->good_bytes += end - data;
+	if ((cnt->good & cfg->sample_mask) == 0) {
+		__u64 lat = bpf_ktime_get_ns() - st->tx_ns;
+
+		if (bpf_ringbuf_output(&latency, &lat, sizeof(lat), BPF_RB_NO_WAKEUP))
+			cnt->samples_lost++;
+	}
+	return XDP_DROP;
+}
+
+SEC("xdp")
+int xdpvs_bench_mac_tx(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u32 zero = 0;
+	struct tx_cfg *cfg = bpf_map_lookup_elem(&tx_cfg, &zero);
+	struct ethhdr *eth = data;
+	int i;
+
+	if (!cfg || !ipv4_to(data, end, cfg->vip))
+		return XDP_PASS;
+#pragma unroll
+	for (i = 0; i < 6; i++) {
+		eth->h_dest[i] = cfg->dst_mac[i];
+		eth->h_source[i] = cfg->src_mac[i];
+	}
+	return XDP_TX;
+}
+
+SEC("xdp")
+int xdpvs_bench_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
