@@ -5,17 +5,20 @@
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use xdpvs::lab::{Lab, LabSpec};
 use xdpvs::resolve::parse_mac;
 use xdpvs_sched::Mac;
 
 use crate::helpers::{GenReport, Latency, SinkReading};
 use crate::report::{
-    LoadPoint, Report, ScalingPoint, SearchResult, ThroughputSummary, TrialRecord,
+    CpuShare, LoadPoint, Report, ScalingPoint, SearchResult, ThroughputSummary, TrialRecord,
 };
 use crate::traffic::Proto;
 use crate::{Variant, PORT, VIP};
@@ -59,8 +62,81 @@ pub struct Options {
     pub flamegraph: Option<PathBuf>,
     /// Extra arguments for `xdpvs run`.
     pub director_args: Vec<String>,
+    /// Where the userspace forwarders' RX processing runs.
+    pub napi: NapiMode,
+    /// How the userspace forwarders poll.
+    pub poll: PollMode,
     /// The command line, for the record.
     pub command: String,
+}
+
+/// How a userspace forwarder's interface RX processing (NAPI) lands on its core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NapiMode {
+    /// Preferred busy polling: the forwarding thread runs NAPI itself; interrupts are
+    /// deferred (`napi_defer_hard_irqs` 2, `gro_flush_timeout` 200 us).
+    BusyPoll,
+    /// A threaded NAPI kernel thread pinned to the forwarder's core.
+    Threaded,
+}
+
+impl std::str::FromStr for NapiMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<NapiMode, String> {
+        match s {
+            "busy-poll" => Ok(NapiMode::BusyPoll),
+            "threaded" => Ok(NapiMode::Threaded),
+            _ => Err(format!(
+                "unknown NAPI mode '{s}': use busy-poll or threaded"
+            )),
+        }
+    }
+}
+
+/// How the userspace forwarders (xdpvs, the bare forwarder) poll their socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PollMode {
+    /// Spin.
+    Busy,
+    /// Spin, yielding the core after each empty poll.
+    Yield,
+}
+
+impl std::str::FromStr for PollMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<PollMode, String> {
+        match s {
+            "busy" => Ok(PollMode::Busy),
+            "yield" => Ok(PollMode::Yield),
+            _ => Err(format!("unknown poll mode '{s}': use busy or yield")),
+        }
+    }
+}
+
+/// Microseconds one busy poll may spin (DPDK's af_xdp driver uses the same).
+const BUSY_POLL_USECS: &str = "20";
+
+/// Set by SIGINT/SIGTERM/SIGHUP: every wait checks it, so the run unwinds and the lab
+/// is torn down.
+static STOP: std::sync::LazyLock<Arc<AtomicBool>> = std::sync::LazyLock::new(|| {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        let _ = signal_hook::flag::register(sig, Arc::clone(&stop));
+    }
+    stop
+});
+
+fn check_stop() -> Result<()> {
+    if STOP.load(Ordering::Relaxed) {
+        bail!("interrupted: tearing the lab down");
+    }
+    Ok(())
 }
 
 /// A helper process in a namespace, talking JSON lines.
@@ -68,7 +144,7 @@ struct Helper {
     name: String,
     child: Child,
     stdin: Option<ChildStdin>,
-    out: BufReader<ChildStdout>,
+    lines: Receiver<String>,
     log: PathBuf,
 }
 
@@ -86,37 +162,56 @@ impl Helper {
             .with_context(|| format!("starting {name} in {ns}"))?;
         let stdin = child.stdin.take();
         let out = BufReader::new(child.stdout.take().context("no stdout")?);
+        let (tx, lines) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for l in out.lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
         Ok(Helper {
             name: name.to_string(),
             child,
             stdin,
-            out,
+            lines,
             log,
         })
     }
 
+    /// The next line, within 60 s.
     fn line(&mut self) -> Result<String> {
-        let mut l = String::new();
-        if self.out.read_line(&mut l)? == 0 {
-            let _ = self.child.wait();
-            bail!(
-                "{} exited: {}",
-                self.name,
-                std::fs::read_to_string(&self.log)
-                    .unwrap_or_default()
-                    .trim()
-            );
-        }
-        Ok(l.trim().to_string())
-    }
-
-    /// Waits for the "ready" line (or a line containing `marker`).
-    fn wait_for(&mut self, marker: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if self.line()?.contains(marker) {
-                return Ok(());
+            check_stop()?;
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) => return Ok(l.trim().to_string()),
+                Err(RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+                Err(e) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    bail!(
+                        "{} {}: {}",
+                        self.name,
+                        if e.is_timeout() {
+                            "did not answer within 60 s"
+                        } else {
+                            "exited"
+                        },
+                        std::fs::read_to_string(&self.log)
+                            .unwrap_or_default()
+                            .trim()
+                    );
+                }
             }
         }
+    }
+
+    /// Waits for a line containing `marker`.
+    fn wait_for(&mut self, marker: &str) -> Result<()> {
+        while !self.line()?.contains(marker) {}
+        Ok(())
     }
 
     fn ask(&mut self, cmd: &str) -> Result<String> {
@@ -143,8 +238,55 @@ impl Drop for Helper {
     }
 }
 
+/// Per-CPU time from /proc/stat: (busy, softirq, total) jiffies.
+fn cpu_times() -> Vec<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let total: u64 = v.iter().take(8).sum();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            (total - idle, v.get(6).copied().unwrap_or(0), total)
+        })
+        .collect()
+}
+
+/// Busy and softirq shares of each CPU between two [`cpu_times`] readings.
+fn cpu_shares(a: &[(u64, u64, u64)], b: &[(u64, u64, u64)]) -> Vec<CpuShare> {
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .map(|(cpu, (x, y))| {
+            let total = (y.2 - x.2).max(1) as f64;
+            CpuShare {
+                cpu,
+                busy_pct: 100.0 * (y.0 - x.0) as f64 / total,
+                softirq_pct: 100.0 * (y.1 - x.1) as f64 / total,
+            }
+        })
+        .collect()
+}
+
+/// "cpu0 97% (si 40%), cpu1 ..." for the progress line and the table.
+fn cpu_text(cpu: &[CpuShare]) -> String {
+    cpu.iter()
+        .map(|c| {
+            format!(
+                "cpu{} {:.0}% (softirq {:.0}%)",
+                c.cpu, c.busy_pct, c.softirq_pct
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One trial's outcome.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Trial {
     sent: u64,
     offered_pps: f64,
@@ -152,6 +294,7 @@ struct Trial {
     loss_pct: f64,
     latency: Latency,
     wrong_mac: u64,
+    cpu: Vec<CpuShare>,
 }
 
 /// A running benchmark.
@@ -334,8 +477,11 @@ impl Bench {
     }
 
     fn trial(&mut self, flows: u32, rate: u64, dur: Duration) -> Result<Trial> {
+        check_stop()?;
         self.sink.ask("reset")?;
+        let before = cpu_times();
         let g = self.generate(flows, rate, 0, dur, false)?;
+        let cpu = cpu_shares(&before, &cpu_times());
         // Frames still in flight arrive within microseconds; leave a margin.
         std::thread::sleep(Duration::from_millis(30));
         let r: SinkReading = serde_json::from_str(&self.sink.ask("read")?)?;
@@ -352,16 +498,26 @@ impl Bench {
             },
             latency: r.latency,
             wrong_mac: r.counts.wrong_mac,
+            cpu,
         })
     }
 
     /// Moves the director interface's RX processing (NAPI) into kernel threads and pins
     /// them to the director's core. A veth has NAPI only while an XDP program is
     /// attached, so this follows every activation.
-    fn pin_napi(&self) -> Result<()> {
+    fn pin_napi(&self, v: Variant) -> Result<()> {
+        let busy = self.opts.napi == NapiMode::BusyPoll && v != Variant::XdpTx;
+        let script = if busy {
+            "echo 0 > threaded; echo 2 > napi_defer_hard_irqs; echo 200000 > gro_flush_timeout"
+        } else {
+            "echo 1 > threaded; echo 0 > napi_defer_hard_irqs; echo 0 > gro_flush_timeout"
+        };
         self.lab
-            .sh(&self.lab.ns("d"), "echo 1 > /sys/class/net/eth0/threaded")
-            .context("making the director's NAPI threaded")?;
+            .sh(
+                &self.lab.ns("d"),
+                &format!("cd /sys/class/net/eth0 && {{ {script}; }}"),
+            )
+            .context("setting the director interface's NAPI mode")?;
         let core = self.opts.director_core.to_string();
         for entry in std::fs::read_dir("/proc")? {
             let entry = entry?;
@@ -392,10 +548,17 @@ impl Bench {
                     "--cores",
                     &core,
                     "--poll",
-                    "busy",
+                    if self.opts.poll == PollMode::Yield {
+                        "yield"
+                    } else {
+                        "busy"
+                    },
                     "--conn-capacity",
                     &cap,
                 ];
+                if self.opts.napi == NapiMode::BusyPoll {
+                    args.extend(["--busy-poll", BUSY_POLL_USECS]);
+                }
                 args.extend(self.opts.director_args.iter().map(|s| s.as_str()));
                 self.lab.start_director(&args)?;
                 for proto in ["-u", "-t"] {
@@ -416,10 +579,20 @@ impl Bench {
                     &mac_string(&self.rs_mac),
                     "--core",
                     &core,
+                    "--busy-poll",
+                    if self.opts.napi == NapiMode::BusyPoll {
+                        BUSY_POLL_USECS
+                    } else {
+                        "0"
+                    },
                 ]
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
+                let mut args = args;
+                if self.opts.poll == PollMode::Yield {
+                    args.push("--yield-when-idle".into());
+                }
                 let mut h = Helper::spawn(&ns, &self.exe, &args, "afxdp", &self.logs)?;
                 h.wait_for("ready")?;
                 Active::Helper(h)
@@ -455,7 +628,15 @@ impl Bench {
                     "1024".into(),
                     "--no-pci".into(),
                     "--vdev".into(),
-                    "net_af_xdp0,iface=eth0,start_queue=0,queue_count=1".into(),
+                    // The driver busy-polls by default (busy_budget 64); 0 turns it off.
+                    format!(
+                        "net_af_xdp0,iface=eth0,start_queue=0,queue_count=1,busy_budget={}",
+                        if self.opts.napi == NapiMode::BusyPoll {
+                            64
+                        } else {
+                            0
+                        }
+                    ),
                     "--log-level=pmd.net.af_xdp:info".into(),
                     "--".into(),
                     "--forward-mode=mac".into(),
@@ -463,12 +644,16 @@ impl Bench {
                     "--nb-cores=1".into(),
                     "--auto-start".into(),
                 ];
-                let mut h = Helper::spawn(&ns, &testpmd, &args, "testpmd", &self.logs)?;
+                // testpmd's stdout is a pipe here: make it line-buffered (coreutils stdbuf).
+                let mut all = vec!["-oL".to_string(), testpmd.display().to_string()];
+                all.extend(args);
+                let stdbuf = Path::new("/usr/bin/stdbuf");
+                let mut h = Helper::spawn(&ns, stdbuf, &all, "testpmd", &self.logs)?;
                 h.wait_for("Press enter to exit")?;
                 Active::Helper(h)
             }
         };
-        self.pin_napi()?;
+        self.pin_napi(v)?;
         // Flows the director must know before the measurement: one packet per flow.
         if v == Variant::Xdpvs {
             self.progress.show(&format!("{v}: opening {flows} flows"));
@@ -523,24 +708,26 @@ impl Bench {
             loss_pct: t.loss_pct,
             wrong_mac: t.wrong_mac,
             latency: t.latency,
+            cpu: t.cpu.clone(),
         }
     }
 }
 
 /// Runs the whole benchmark and returns its report (also written as JSON and SVG).
 pub fn run(opts: Options) -> Result<Report> {
+    check_stop()?;
     let mut b = Bench::up(opts.clone())?;
     let mut report = Report::new(&opts);
     let dur = opts.duration;
     let variants = opts.variants.clone();
 
     // 1. Maximum rate, alternating forwarders round after round.
-    let mut max_runs: Vec<(Variant, Vec<f64>, Vec<f64>)> = variants
+    let mut max_runs: Vec<(Variant, Vec<f64>, Vec<f64>, Vec<CpuShare>)> = variants
         .iter()
-        .map(|v| (*v, Vec::new(), Vec::new()))
+        .map(|v| (*v, Vec::new(), Vec::new(), Vec::new()))
         .collect();
     for round in 0..opts.repeats {
-        for (v, delivered, offered) in max_runs.iter_mut() {
+        for (v, delivered, offered, cpu) in max_runs.iter_mut() {
             let a = b.activate(*v, opts.flows)?;
             b.progress.show(&format!(
                 "max rate: {v} round {}/{}",
@@ -551,20 +738,23 @@ pub fn run(opts: Options) -> Result<Report> {
             b.deactivate(a)?;
             let t = t?;
             b.progress.show(&format!(
-                "max rate: {v} round {}/{}: {:.0} kpps delivered of {:.0} offered",
+                "max rate: {v} round {}/{}: {:.0} kpps delivered of {:.0} offered; {}",
                 round + 1,
                 opts.repeats,
                 t.delivered_pps / 1e3,
-                t.offered_pps / 1e3
+                t.offered_pps / 1e3,
+                cpu_text(&t.cpu)
             ));
             report.trials.push(b.record(*v, "max", opts.flows, 0, &t));
             delivered.push(t.delivered_pps);
             offered.push(t.offered_pps);
+            *cpu = t.cpu.clone();
         }
     }
-    for (v, delivered, offered) in &mut max_runs {
+    for (v, delivered, offered, cpu) in &mut max_runs {
         report.throughput.push(ThroughputSummary {
             variant: *v,
+            cpu: cpu.clone(),
             runs_pps: delivered.clone(),
             median_pps: median(delivered),
             offered_median_pps: median(offered),
@@ -629,9 +819,9 @@ pub fn run(opts: Options) -> Result<Report> {
             }
             report.search.push(SearchResult {
                 variant: *v,
-                rate_pps: best.map_or(0.0, |t| t.delivered_pps),
-                offered_pps: best.map_or(0.0, |t| t.offered_pps),
-                loss_pct: best.map_or(100.0, |t| t.loss_pct),
+                rate_pps: best.as_ref().map_or(0.0, |t| t.delivered_pps),
+                offered_pps: best.as_ref().map_or(0.0, |t| t.offered_pps),
+                loss_pct: best.as_ref().map_or(100.0, |t| t.loss_pct),
                 resolution_pps: hi - lo,
                 max_loss_pct: opts.search_loss,
             });
@@ -750,6 +940,14 @@ pub fn table(r: &Report) -> String {
             t.offered_median_pps / 1e3,
             runs.join(" ")
         );
+    }
+    let _ = writeln!(
+        s,
+        "  CPU load in each forwarder's last run (generator on cpu{}, director on cpu{}):",
+        r.config.gen_core, r.config.director_core
+    );
+    for t in &r.throughput {
+        let _ = writeln!(s, "    {:<10} {}", t.variant.to_string(), cpu_text(&t.cpu));
     }
     if !r.ratios.is_empty() {
         let _ = writeln!(s, "\nxdpvs relative to each (median / median)");

@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use libbpf_rs::RingBufferBuilder;
 use xdpvs_dataplane::device::Device;
 use xdpvs_dataplane::sys::monotonic_ns;
-use xdpvs_dataplane::sys::xsk::{CopyMode, XskConfig, XskDevice};
+use xdpvs_dataplane::sys::xsk::{BusyPoll, CopyMode, XskConfig, XskDevice};
 use xdpvs_dataplane::xdp::{Steering, XdpMode};
 use xdpvs_sched::{Mac, Protocol, ServiceKey};
 
@@ -102,6 +102,7 @@ pub fn generate(spec: &GenSpec) -> Result<GenReport> {
             frames: 8192,
             ring: 2048,
             mode: CopyMode::Auto,
+            busy_poll: None,
         },
     )?;
     pin(spec.core)?;
@@ -268,7 +269,14 @@ pub fn xdp(prog: Prog, iface: &str, macs: Option<(Mac, Mac)>, vip: Ipv4Addr) -> 
 /// The bare AF_XDP forwarder: the director's socket path (steering program, one socket in
 /// the same configuration, the same ring handling) with nothing but the MAC rewrite in
 /// between. Runs until standard input closes.
-pub fn forward(iface: &str, rs_mac: Mac, own_mac: Mac, core: Option<usize>) -> Result<()> {
+pub fn forward(
+    iface: &str,
+    rs_mac: Mac,
+    own_mac: Mac,
+    core: Option<usize>,
+    busy_poll: Option<BusyPoll>,
+    yield_when_idle: bool,
+) -> Result<()> {
     let stop = stop_on_stdin_eof();
     let mut steering = Steering::load()?;
     steering.attach(crate::progs::ifindex(iface)?, XdpMode::Auto)?;
@@ -281,7 +289,14 @@ pub fn forward(iface: &str, rs_mac: Mac, own_mac: Mac, core: Option<usize>) -> R
         })
         .collect();
     steering.set_services(&keys)?;
-    let mut dev = XskDevice::open(iface, 0, &XskConfig::default())?;
+    let mut dev = XskDevice::open(
+        iface,
+        0,
+        &XskConfig {
+            busy_poll,
+            ..XskConfig::default()
+        },
+    )?;
     steering.set_socket(0, dev.fd())?;
     pin(core)?;
     ready();
@@ -297,6 +312,9 @@ pub fn forward(iface: &str, rs_mac: Mac, own_mac: Mac, core: Option<usize>) -> R
         }
         let n = dev.transmit(&descs);
         dev.release(&descs[n..]);
+        if descs.is_empty() && yield_when_idle {
+            std::thread::yield_now();
+        }
     }
     Ok(())
 }

@@ -9,11 +9,12 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use xdpvs::resolve::parse_mac;
-use xdpvs_bench::harness::{self, Options};
+use xdpvs_bench::harness::{self, NapiMode, Options, PollMode};
 use xdpvs_bench::helpers::{self, GenSpec};
 use xdpvs_bench::progs::Prog;
 use xdpvs_bench::traffic::Proto;
 use xdpvs_bench::{pipeline, Variant, VIP};
+use xdpvs_dataplane::sys::xsk::BusyPoll;
 use xdpvs_sched::Mac;
 
 /// Benchmark harness of xdpvs: builds a lab of network namespaces (generator, director,
@@ -66,9 +67,12 @@ struct RunArgs {
     /// Loss the throughput search allows, in %.
     #[arg(long, default_value_t = 0.01)]
     search_loss: f64,
-    /// Flow counts of the scaling table (empty: none).
+    /// Flow counts of the scaling table.
     #[arg(long, value_delimiter = ',')]
     scaling: Option<Vec<u32>>,
+    /// Skip the scaling table.
+    #[arg(long)]
+    no_scaling: bool,
     /// Skip instruction counts (callgrind).
     #[arg(long)]
     no_callgrind: bool,
@@ -81,6 +85,15 @@ struct RunArgs {
     /// Record the director's workers with perf and write a flame graph here.
     #[arg(long, value_name = "SVG")]
     flamegraph: Option<PathBuf>,
+    /// How the userspace forwarders get their interface's RX processing onto their core:
+    /// busy-poll (preferred busy polling from the forwarding thread, deferred
+    /// interrupts) or threaded (a NAPI kernel thread pinned beside the forwarder).
+    #[arg(long, default_value = "threaded")]
+    napi: NapiMode,
+    /// How the userspace forwarders poll: busy (spin) or yield (spin, yielding the core
+    /// to the NAPI thread after each empty poll).
+    #[arg(long, default_value = "yield")]
+    poll: PollMode,
     /// Extra arguments for `xdpvs run` (e.g. "--poll=busy"), repeatable.
     #[arg(long = "director-arg", allow_hyphen_values = true)]
     director_args: Vec<String>,
@@ -151,6 +164,12 @@ enum Helper {
         rs_mac: Mac,
         #[arg(long)]
         core: Option<usize>,
+        /// Preferred busy polling, microseconds per poll (0 = off).
+        #[arg(long, default_value_t = 0)]
+        busy_poll: u32,
+        /// Yield the core after each empty poll (as `xdpvs run --poll yield`).
+        #[arg(long)]
+        yield_when_idle: bool,
     },
     /// Pure pipeline at an occupancy (for callgrind).
     #[command(hide = true)]
@@ -224,11 +243,15 @@ fn options(a: RunArgs) -> Result<Options> {
         },
         search_steps: a.search_steps.unwrap_or(if q { 3 } else { 8 }),
         search_loss: a.search_loss,
-        scaling: a.scaling.unwrap_or(if q {
-            vec![1, 1000]
+        scaling: if a.no_scaling {
+            Vec::new()
         } else {
-            vec![1, 1000, 100_000, 1_000_000]
-        }),
+            a.scaling.unwrap_or(if q {
+                vec![1, 1000]
+            } else {
+                vec![1, 1000, 100_000, 1_000_000]
+            })
+        },
         scaling_repeats: if q { 1 } else { 3 },
         callgrind: !a.no_callgrind,
         gen_core: a.gen_core,
@@ -236,6 +259,8 @@ fn options(a: RunArgs) -> Result<Options> {
         out_dir: a.out,
         flamegraph: a.flamegraph,
         director_args: a.director_args,
+        napi: a.napi,
+        poll: a.poll,
         command,
     })
 }
@@ -332,9 +357,15 @@ fn run(cli: Cli) -> Result<()> {
             iface,
             rs_mac,
             core,
+            busy_poll,
+            yield_when_idle,
         }) => {
             let own = own_mac(&iface)?;
-            helpers::forward(&iface, rs_mac, own, core)
+            let bp = (busy_poll > 0).then_some(BusyPoll {
+                usecs: busy_poll,
+                budget: 64,
+            });
+            helpers::forward(&iface, rs_mac, own, core, bp, yield_when_idle)
         }
         Some(Helper::Pipeline { flows, packets }) => {
             let mut r = pipeline::Replay::new(flows);

@@ -27,8 +27,12 @@ pub struct RunConfig {
     pub repeats: usize,
     /// Generator core.
     pub gen_core: usize,
-    /// Director core (workers and threaded NAPI).
+    /// Director core (workers and the interface's RX processing).
     pub director_core: usize,
+    /// How the userspace forwarders' RX processing ran on that core.
+    pub napi: crate::harness::NapiMode,
+    /// How the userspace forwarders polled.
+    pub poll: crate::harness::PollMode,
     /// The command line.
     pub command: String,
     /// Kernel release.
@@ -60,6 +64,19 @@ pub struct TrialRecord {
     pub wrong_mac: u64,
     /// One-way latency.
     pub latency: Latency,
+    /// How busy each CPU was during the trial (the placement check).
+    pub cpu: Vec<CpuShare>,
+}
+
+/// One CPU's load during a trial.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub struct CpuShare {
+    /// CPU number.
+    pub cpu: usize,
+    /// Time not idle, %.
+    pub busy_pct: f64,
+    /// Time in softirq (kernel packet processing outside threads), %.
+    pub softirq_pct: f64,
 }
 
 /// Median maximum rate of one forwarder.
@@ -73,6 +90,8 @@ pub struct ThroughputSummary {
     pub median_pps: f64,
     /// Median offered rate.
     pub offered_median_pps: f64,
+    /// CPU load during the last round.
+    pub cpu: Vec<CpuShare>,
 }
 
 /// One point of the load sweep.
@@ -165,6 +184,8 @@ impl Report {
                 repeats: opts.repeats,
                 gen_core: opts.gen_core,
                 director_core: opts.director_core,
+                napi: opts.napi,
+                poll: opts.poll,
                 command: opts.command.clone(),
                 kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                     .unwrap_or_default()

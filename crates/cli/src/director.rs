@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use crossbeam_channel::{unbounded, Receiver, Sender};
-use xdpvs_dataplane::sys::xsk::{CopyMode, XskConfig, XskDevice};
+use xdpvs_dataplane::sys::xsk::{BusyPoll, CopyMode, XskConfig, XskDevice};
 use xdpvs_dataplane::worker::{Control, IdlePolicy, LoopStats, Worker};
 use xdpvs_dataplane::xdp::{Steering, XdpMode};
 use xdpvs_dataplane::{Config, Limits, Options, Services, Tables, WorkerStats};
@@ -41,13 +41,23 @@ pub struct RunArgs {
     /// AF_XDP bind: auto (zero-copy, else copy), zerocopy, copy.
     #[arg(long, default_value = "auto", value_parser = parse_copy_mode)]
     pub bind: CopyMode,
-    /// Worker polling: busy (spin always) or adaptive (spin under traffic, sleep in
-    /// poll(2) after a long idle spell).
+    /// Worker polling: busy (spin always), adaptive (spin under traffic, sleep in
+    /// poll(2) after a long idle spell) or yield (spin, yielding the core after each
+    /// empty poll: for a worker sharing its core with its interface's NAPI thread).
     #[arg(long, default_value = "adaptive", value_parser = parse_idle)]
     pub poll: IdlePolicy,
     /// Connection-table entries per worker (48 bytes of table per 3/4 entry).
     #[arg(long, default_value_t = 1 << 20)]
     pub conn_capacity: usize,
+    /// Preferred busy polling: each worker runs its queue's RX processing (NAPI) itself,
+    /// spinning up to this many microseconds per poll (0 = off; the kernel's softirq or
+    /// NAPI thread does it). Pair with the interface's `napi_defer_hard_irqs` and
+    /// `gro_flush_timeout` (see docs/OPERATIONS.md).
+    #[arg(long, default_value_t = 0, value_name = "USECS")]
+    pub busy_poll: u32,
+    /// Frames one busy poll may process.
+    #[arg(long, default_value_t = 64)]
+    pub busy_poll_budget: u32,
     /// Schedule TCP segments without SYN that have no connection (IPVS sloppy_tcp).
     #[arg(long)]
     pub sloppy_tcp: bool,
@@ -68,7 +78,10 @@ fn parse_idle(s: &str) -> Result<IdlePolicy, String> {
     match s {
         "busy" => Ok(IdlePolicy::Busy),
         "adaptive" => Ok(IdlePolicy::Adaptive),
-        _ => Err(format!("unknown poll mode '{s}': use busy or adaptive")),
+        "yield" => Ok(IdlePolicy::Yield),
+        _ => Err(format!(
+            "unknown poll mode '{s}': use busy, adaptive or yield"
+        )),
     }
 }
 
@@ -251,6 +264,17 @@ fn serve(
         "XDP program attached to {} (ifindex {ifindex}) in {mode} mode",
         args.iface
     ));
+    if args.busy_poll > 0 {
+        let defer = sysfs(&args.iface, "napi_defer_hard_irqs").unwrap_or_default();
+        if defer.trim() == "0" {
+            log(format!(
+                "busy polling without deferred interrupts: the kernel keeps processing RX \
+                 itself between polls; set /sys/class/net/{0}/napi_defer_hard_irqs (e.g. 2) \
+                 and /sys/class/net/{0}/gro_flush_timeout (e.g. 200000)",
+                args.iface
+            ));
+        }
+    }
 
     let limits = Limits {
         conn_capacity: args.conn_capacity,
@@ -280,6 +304,10 @@ fn serve(
             q,
             &XskConfig {
                 mode: args.bind,
+                busy_poll: (args.busy_poll > 0).then_some(BusyPoll {
+                    usecs: args.busy_poll,
+                    budget: args.busy_poll_budget,
+                }),
                 ..XskConfig::default()
             },
         )?;
@@ -302,10 +330,10 @@ fn serve(
                 "copy"
             },
             core.map_or("any".to_string(), |c| c.to_string()),
-            if args.poll == IdlePolicy::Busy {
-                "busy"
-            } else {
-                "adaptive"
+            match args.poll {
+                IdlePolicy::Busy => "busy",
+                IdlePolicy::Adaptive => "adaptive",
+                IdlePolicy::Yield => "yielding",
             }
         ));
         let mut w = Worker::new(dev, tables, crx, retired_tx.clone());

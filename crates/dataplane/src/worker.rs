@@ -35,6 +35,11 @@ pub enum IdlePolicy {
     /// Spin while traffic flows; after a long run of empty polls block in poll(2) for up
     /// to 10 ms (woken at once by a frame).
     Adaptive,
+    /// Spin, but give the core away (`sched_yield`) after every empty poll: for a worker
+    /// sharing its core with the kernel thread that does its interface's RX processing
+    /// (threaded NAPI), which otherwise waits for the scheduler to preempt the spinning
+    /// worker.
+    Yield,
 }
 
 /// Counters of the loop itself.
@@ -200,7 +205,9 @@ impl<D: Device> Worker<D> {
                 continue;
             }
             empty = empty.saturating_add(1);
-            if idle == IdlePolicy::Adaptive && empty >= SPIN_BEFORE_WAIT {
+            if idle == IdlePolicy::Yield {
+                std::thread::yield_now();
+            } else if idle == IdlePolicy::Adaptive && empty >= SPIN_BEFORE_WAIT {
                 self.stats.idle_waits.inc();
                 self.dev.wait(10);
             }

@@ -39,6 +39,45 @@ pub struct XskConfig {
     pub ring: u32,
     /// Copy or zero-copy.
     pub mode: CopyMode,
+    /// Preferred busy polling: the thread that polls the socket runs the interface's RX
+    /// processing (NAPI) itself, instead of a softirq or kernel thread elsewhere.
+    pub busy_poll: Option<BusyPoll>,
+}
+
+/// Settings of preferred busy polling (`SO_PREFER_BUSY_POLL`). The interface should also
+/// defer its interrupts (`napi_defer_hard_irqs`, `gro_flush_timeout` in sysfs), or the
+/// kernel keeps processing RX on its own between polls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BusyPoll {
+    /// How long one busy poll may spin, in microseconds (`SO_BUSY_POLL`).
+    pub usecs: u32,
+    /// Frames one busy poll may process (`SO_BUSY_POLL_BUDGET`).
+    pub budget: u32,
+}
+
+// From asm-generic/socket.h (x86, arm, ...).
+const SO_BUSY_POLL: libc::c_int = 46;
+const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+
+fn set_int_option(fd: RawFd, name: libc::c_int, value: u32) -> io::Result<()> {
+    let v = value as libc::c_int;
+    // SAFETY: `fd` is an open socket owned by the caller; the option value is a c_int
+    // that lives for the call, and its size is passed along.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            name,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 impl Default for XskConfig {
@@ -47,6 +86,7 @@ impl Default for XskConfig {
             frames: 8192,
             ring: 2048,
             mode: CopyMode::Auto,
+            busy_poll: None,
         }
     }
 }
@@ -72,6 +112,9 @@ pub enum XskError {
         /// What libxdp said.
         source: xsk_rs::socket::SocketCreateError,
     },
+    /// A socket option was refused.
+    #[error("setting up busy polling on the AF_XDP socket failed: {0} (needs Linux 5.11+ and CAP_NET_ADMIN)")]
+    BusyPoll(io::Error),
     /// The socket came without fill/completion rings.
     #[error("the AF_XDP socket on queue {0} came without fill/completion rings")]
     NoRings(u32),
@@ -92,6 +135,7 @@ pub struct XskDevice {
     rxbuf: Vec<FrameDesc>,
     in_flight: usize,
     zero_copy: bool,
+    busy_poll: bool,
     queue: u32,
 }
 
@@ -157,8 +201,16 @@ impl XskDevice {
                         rxbuf: Vec::with_capacity(BATCH),
                         in_flight: 0,
                         zero_copy: name == "zero-copy",
+                        busy_poll: cfg.busy_poll.is_some(),
                         queue,
                     };
+                    if let Some(bp) = cfg.busy_poll {
+                        let fd = dev.fd();
+                        set_int_option(fd, SO_PREFER_BUSY_POLL, 1)
+                            .and_then(|()| set_int_option(fd, SO_BUSY_POLL, bp.usecs))
+                            .and_then(|()| set_int_option(fd, SO_BUSY_POLL_BUDGET, bp.budget))
+                            .map_err(XskError::BusyPoll)?;
+                    }
                     dev.comp.resize(cfg.ring as usize, dev.spare[0]);
                     dev.rxbuf.resize(BATCH, dev.spare[0]);
                     // Fill ring: half of the frames; the rest stay spare.
@@ -244,7 +296,25 @@ impl Device for XskDevice {
     fn receive(&mut self, out: &mut Vec<FrameDesc>, max: usize) {
         let max = max.min(self.rxbuf.len());
         // SAFETY: `rxbuf` is ours; the RX ring returns descriptors of this UMEM.
-        let n = unsafe { self.rx.consume(&mut self.rxbuf[..max]) };
+        let mut n = unsafe { self.rx.consume(&mut self.rxbuf[..max]) };
+        if n == 0 && self.busy_poll {
+            // Nothing ready: run the interface's RX processing here and now. A
+            // non-blocking recvfrom() on an AF_XDP socket busy-polls its NAPI context.
+            // SAFETY: the descriptor is our open socket; a zero-length buffer is never
+            // written to, and a null address with a null length asks for no address.
+            unsafe {
+                libc::recvfrom(
+                    self.fd(),
+                    std::ptr::null_mut(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                )
+            };
+            // SAFETY: as above.
+            n = unsafe { self.rx.consume(&mut self.rxbuf[..max]) };
+        }
         out.extend_from_slice(&self.rxbuf[..n]);
     }
 
