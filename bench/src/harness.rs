@@ -722,13 +722,21 @@ pub fn run(opts: Options) -> Result<Report> {
     let variants = opts.variants.clone();
 
     // 1. Maximum rate, alternating forwarders round after round.
-    let mut max_runs: Vec<(Variant, Vec<f64>, Vec<f64>, Vec<CpuShare>)> = variants
+    report.throughput = variants
         .iter()
-        .map(|v| (*v, Vec::new(), Vec::new(), Vec::new()))
+        .map(|&variant| ThroughputSummary {
+            variant,
+            runs_pps: Vec::new(),
+            offered_runs_pps: Vec::new(),
+            median_pps: 0.0,
+            offered_median_pps: 0.0,
+            cpu: Vec::new(),
+        })
         .collect();
     for round in 0..opts.repeats {
-        for (v, delivered, offered, cpu) in max_runs.iter_mut() {
-            let a = b.activate(*v, opts.flows)?;
+        for i in 0..variants.len() {
+            let v = variants[i];
+            let a = b.activate(v, opts.flows)?;
             b.progress.show(&format!(
                 "max rate: {v} round {}/{}",
                 round + 1,
@@ -745,20 +753,16 @@ pub fn run(opts: Options) -> Result<Report> {
                 t.offered_pps / 1e3,
                 cpu_text(&t.cpu)
             ));
-            report.trials.push(b.record(*v, "max", opts.flows, 0, &t));
-            delivered.push(t.delivered_pps);
-            offered.push(t.offered_pps);
-            *cpu = t.cpu.clone();
+            report.trials.push(b.record(v, "max", opts.flows, 0, &t));
+            let s = &mut report.throughput[i];
+            s.runs_pps.push(t.delivered_pps);
+            s.offered_runs_pps.push(t.offered_pps);
+            s.cpu = t.cpu;
         }
     }
-    for (v, delivered, offered, cpu) in &mut max_runs {
-        report.throughput.push(ThroughputSummary {
-            variant: *v,
-            cpu: cpu.clone(),
-            runs_pps: delivered.clone(),
-            median_pps: median(delivered),
-            offered_median_pps: median(offered),
-        });
+    for s in &mut report.throughput {
+        s.median_pps = median(&mut s.runs_pps.clone());
+        s.offered_median_pps = median(&mut s.offered_runs_pps.clone());
     }
 
     // 2. Latency and loss at fractions of each forwarder's own maximum; 3. the search.

@@ -86,7 +86,9 @@ pub struct ThroughputSummary {
     pub variant: Variant,
     /// Delivered rate of each round.
     pub runs_pps: Vec<f64>,
-    /// Their median.
+    /// Offered rate of each round.
+    pub offered_runs_pps: Vec<f64>,
+    /// Median delivered rate.
     pub median_pps: f64,
     /// Median offered rate.
     pub offered_median_pps: f64,
