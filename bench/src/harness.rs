@@ -734,8 +734,7 @@ pub fn run(opts: Options) -> Result<Report> {
         })
         .collect();
     for round in 0..opts.repeats {
-        for i in 0..variants.len() {
-            let v = variants[i];
+        for (i, &v) in variants.iter().enumerate() {
             let a = b.activate(v, opts.flows)?;
             b.progress.show(&format!(
                 "max rate: {v} round {}/{}",
