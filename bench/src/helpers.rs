@@ -48,29 +48,40 @@ fn ready() {
 }
 
 /// What the generator should send.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct GenSpec {
     /// Interface to send on.
+    #[arg(long)]
     pub iface: String,
     /// Source MAC of the frames (the generator's).
+    #[arg(long, value_parser = crate::parse_mac_arg)]
     pub src_mac: Mac,
     /// Destination MAC (the forwarder's).
+    #[arg(long, value_parser = crate::parse_mac_arg)]
     pub dst_mac: Mac,
     /// Protocol.
+    #[arg(long, default_value = "udp")]
     pub proto: Proto,
     /// Frame size with FCS.
+    #[arg(long, default_value_t = 64)]
     pub size: usize,
     /// Distinct flows.
+    #[arg(long, default_value_t = 1)]
     pub flows: u32,
     /// Packets per second; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0)]
     pub rate: u64,
     /// Stop after this many packets (0 = no limit).
+    #[arg(long, default_value_t = 0)]
     pub count: u64,
-    /// Stop after this long.
-    pub duration: Duration,
+    /// Stop after this many milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub duration_ms: u64,
     /// Open TCP flows (SYN) instead of continuing them (ACK).
+    #[arg(long)]
     pub opening: bool,
     /// Core to pin to.
+    #[arg(long)]
     pub core: Option<usize>,
 }
 
@@ -113,7 +124,7 @@ pub fn generate(spec: &GenSpec) -> Result<GenReport> {
         spec.count
     };
     let start = monotonic_ns();
-    let end = start + spec.duration.as_nanos() as u64;
+    let end = start + spec.duration_ms * 1_000_000;
     let mut sent = 0u64;
     let mut now = start;
     while sent < limit && now < end {

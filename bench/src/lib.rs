@@ -76,6 +76,11 @@ impl std::str::FromStr for Variant {
     }
 }
 
+/// A MAC address on a command line (`aa:bb:cc:dd:ee:ff`).
+pub fn parse_mac_arg(s: &str) -> Result<Mac, String> {
+    xdpvs::resolve::parse_mac(s).ok_or_else(|| format!("not a MAC address: {s}"))
+}
+
 /// `dpdk-testpmd`, if installed (Debian `dpdk-dev`).
 pub fn testpmd_path() -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {

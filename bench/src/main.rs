@@ -103,40 +103,15 @@ struct RunArgs {
 enum Helper {
     /// AF_XDP generator (prints a JSON report).
     #[command(hide = true)]
-    Gen {
-        #[arg(long)]
-        iface: String,
-        #[arg(long, value_parser = mac)]
-        src_mac: Mac,
-        #[arg(long, value_parser = mac)]
-        dst_mac: Mac,
-        #[arg(long, default_value = "udp")]
-        proto: Proto,
-        #[arg(long, default_value_t = 64)]
-        size: usize,
-        #[arg(long, default_value_t = 1)]
-        flows: u32,
-        /// Packets per second (0 = maximum).
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
-        /// Packets (0 = until the duration is over).
-        #[arg(long, default_value_t = 0)]
-        count: u64,
-        #[arg(long, default_value_t = 1000)]
-        duration_ms: u64,
-        #[arg(long)]
-        opening: bool,
-        #[arg(long)]
-        core: Option<usize>,
-    },
+    Gen(GenSpec),
     /// XDP counting sink (answers reset/read on stdin).
     #[command(hide = true)]
     Sink {
         #[arg(long)]
         iface: String,
-        #[arg(long, value_parser = mac)]
+        #[arg(long, value_parser = xdpvs_bench::parse_mac_arg)]
         rs_mac: Mac,
-        #[arg(long, value_parser = mac)]
+        #[arg(long, value_parser = xdpvs_bench::parse_mac_arg)]
         fwd_mac: Mac,
         /// A latency sample every 2^N frames.
         #[arg(long, default_value_t = 3)]
@@ -150,9 +125,9 @@ enum Helper {
         prog: String,
         #[arg(long)]
         iface: String,
-        #[arg(long, value_parser = mac)]
+        #[arg(long, value_parser = xdpvs_bench::parse_mac_arg)]
         dst_mac: Option<Mac>,
-        #[arg(long, value_parser = mac)]
+        #[arg(long, value_parser = xdpvs_bench::parse_mac_arg)]
         src_mac: Option<Mac>,
     },
     /// Bare AF_XDP MAC-rewrite forwarder.
@@ -160,7 +135,7 @@ enum Helper {
     Fwd {
         #[arg(long)]
         iface: String,
-        #[arg(long, value_parser = mac)]
+        #[arg(long, value_parser = xdpvs_bench::parse_mac_arg)]
         rs_mac: Mac,
         #[arg(long)]
         core: Option<usize>,
@@ -185,10 +160,6 @@ enum Helper {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-}
-
-fn mac(s: &str) -> Result<Mac, String> {
-    parse_mac(s).ok_or_else(|| format!("not a MAC address: {s}"))
 }
 
 fn own_mac(iface: &str) -> Result<Mac> {
@@ -297,32 +268,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Some(Helper::Gen {
-            iface,
-            src_mac,
-            dst_mac,
-            proto,
-            size,
-            flows,
-            rate,
-            count,
-            duration_ms,
-            opening,
-            core,
-        }) => {
-            let r = helpers::generate(&GenSpec {
-                iface,
-                src_mac,
-                dst_mac,
-                proto,
-                size,
-                flows,
-                rate,
-                count,
-                duration: Duration::from_millis(duration_ms),
-                opening,
-                core,
-            })?;
+        Some(Helper::Gen(spec)) => {
+            let r = helpers::generate(&spec)?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }

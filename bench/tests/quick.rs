@@ -1,0 +1,65 @@
+//! The benchmark's quick mode, end to end in a namespace lab: it must move packets through
+//! xdpvs and write a valid JSON report and valid SVG plots. No figure is asserted.
+
+use std::path::Path;
+use std::process::Command;
+
+fn svg_ok(path: &Path) {
+    let text = std::fs::read_to_string(path).expect("SVG written");
+    let doc = roxmltree::Document::parse(&text).expect("SVG is well-formed XML");
+    assert_eq!(
+        doc.root_element().tag_name().name(),
+        "svg",
+        "{}",
+        path.display()
+    );
+    assert!(
+        doc.descendants()
+            .any(|n| n.has_tag_name("polyline") || n.has_tag_name("path")),
+        "{} draws something",
+        path.display()
+    );
+}
+
+#[test]
+fn quick_mode_moves_packets_and_writes_valid_files() {
+    if let Err(why) = xdpvs::lab::available() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("xdpvs-bench-quick-{}", std::process::id()));
+    let run = Command::new(env!("CARGO_BIN_EXE_xdpvs-bench"))
+        .args(["--quick", "-o"])
+        .arg(&out)
+        .output()
+        .expect("xdpvs-bench runs");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "quick mode failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("Maximum rate"), "{stdout}");
+
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results.json")).expect("results.json written"),
+    )
+    .expect("results.json is JSON");
+    let xdpvs_delivered: f64 = json["trials"]
+        .as_array()
+        .expect("trials")
+        .iter()
+        .filter(|t| t["variant"] == "xdpvs")
+        .map(|t| t["delivered_pps"].as_f64().expect("a number"))
+        .sum();
+    assert!(xdpvs_delivered > 0.0, "no packet went through xdpvs");
+    for key in ["throughput", "loads", "search", "scaling"] {
+        assert!(
+            !json[key].as_array().expect(key).is_empty(),
+            "{key} is empty"
+        );
+    }
+    svg_ok(&out.join("throughput.svg"));
+    svg_ok(&out.join("latency.svg"));
+    let _ = std::fs::remove_dir_all(&out);
+}
