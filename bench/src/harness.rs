@@ -415,6 +415,12 @@ impl Bench {
             tty: std::io::stderr().is_terminal(),
             start: Instant::now(),
         };
+        if Path::new("/proc/net/pktgen").exists() {
+            progress.show(
+                "kernel pktgen is present but not used: the sink reads the stamp of the \
+                 harness's own AF_XDP generator",
+            );
+        }
         Ok(Bench {
             opts,
             exe,

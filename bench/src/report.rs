@@ -193,7 +193,14 @@ impl Report {
                     .unwrap_or_default()
                     .trim()
                     .to_string(),
-                cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+                // Online CPUs of the machine (the harness itself is pinned to one).
+                cpus: std::fs::read_to_string("/proc/stat")
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)
+                    })
+                    .count(),
             },
             throughput: Vec::new(),
             ratios: Vec::new(),
