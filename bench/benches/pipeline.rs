@@ -6,9 +6,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use xdpvs_bench::pipeline::Replay;
 use xdpvs_bench::{established, flow, CLIENT_MAC, VIP};
 use xdpvs_dataplane::frames;
-use xdpvs_dataplane::{prefetch, process, Verdict};
+use xdpvs_dataplane::{process, Verdict};
 use xdpvs_sched::tcp::flags::SYN;
 use xdpvs_sched::Time;
 
@@ -38,34 +39,15 @@ fn established_hit(c: &mut Criterion) {
         // Batches of 32 as a worker receives them: each frame is copied into a reused
         // 32-slot buffer (as frames land in recycled UMEM frames; the copy is timed), then
         // every frame's table slot is prefetched, then each is processed.
-        let dense: Vec<[u8; 60]> = acks
-            .iter()
-            .map(|a| a[..60].try_into().expect("60-byte frames"))
-            .collect();
-        let mut umem = [[0u8; 60]; 32];
+        let mut replay = Replay::with(t, &acks);
         g.bench_function(BenchmarkId::new("rotating_batch32", n), |b| {
-            let mut k = 0usize;
             b.iter_custom(|iters| {
                 let start = Instant::now();
-                let mut left = iters;
-                while left > 0 {
-                    let batch = left.min(32) as usize;
-                    if k + batch > dense.len() {
-                        k = 0;
-                    }
-                    umem[..batch].copy_from_slice(&dense[k..k + batch]);
-                    for f in &umem[..batch] {
-                        prefetch(f, &t);
-                    }
-                    for f in &mut umem[..batch] {
-                        black_box(process(f, &mut t, now));
-                    }
-                    k += batch;
-                    left -= batch as u64;
-                }
+                black_box(replay.run(iters, now));
                 start.elapsed()
             })
         });
+        let t = replay.tables();
         assert_eq!(t.stats().drops_total(), 0);
     }
     g.finish();

@@ -23,6 +23,11 @@ impl Replay {
     pub fn new(flows: u32) -> Replay {
         let cap = (flows as usize).max(1024);
         let (tables, acks) = established(flows, cap);
+        Replay::with(tables, &acks)
+    }
+
+    /// Replays `acks` (60-byte frames of flows established in `tables`).
+    pub fn with(tables: Tables, acks: &[Vec<u8>]) -> Replay {
         let frames = acks
             .iter()
             .map(|a| a[..60].try_into().expect("60-byte frames"))
