@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use xdpvs::lab::{Lab, LabSpec};
-use xdpvs::resolve::parse_mac;
+use xdpvs::resolve::{format_mac, parse_mac};
 use xdpvs_sched::Mac;
 
 use crate::helpers::{GenReport, Latency, SinkReading};
@@ -71,7 +71,9 @@ pub struct Options {
 }
 
 /// How a userspace forwarder's interface RX processing (NAPI) lands on its core.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum NapiMode {
     /// Preferred busy polling: the forwarding thread runs NAPI itself; interrupts are
@@ -81,38 +83,16 @@ pub enum NapiMode {
     Threaded,
 }
 
-impl std::str::FromStr for NapiMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<NapiMode, String> {
-        match s {
-            "busy-poll" => Ok(NapiMode::BusyPoll),
-            "threaded" => Ok(NapiMode::Threaded),
-            _ => Err(format!(
-                "unknown NAPI mode '{s}': use busy-poll or threaded"
-            )),
-        }
-    }
-}
-
 /// How the userspace forwarders (xdpvs, the bare forwarder) poll their socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PollMode {
     /// Spin.
     Busy,
     /// Spin, yielding the core after each empty poll.
     Yield,
-}
-
-impl std::str::FromStr for PollMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<PollMode, String> {
-        match s {
-            "busy" => Ok(PollMode::Busy),
-            "yield" => Ok(PollMode::Yield),
-            _ => Err(format!("unknown poll mode '{s}': use busy or yield")),
-        }
-    }
 }
 
 /// Rate of the packets that open the flows before a measurement (well under what the
@@ -153,7 +133,15 @@ struct Helper {
 }
 
 impl Helper {
-    fn spawn(ns: &str, program: &Path, args: &[String], name: &str, logs: &Path) -> Result<Helper> {
+    /// Starts `program ARGS` in `ns` and waits until it prints a line containing `ready`.
+    fn start<S: AsRef<std::ffi::OsStr>>(
+        ns: &str,
+        program: &Path,
+        args: &[S],
+        name: &str,
+        logs: &Path,
+        ready: &str,
+    ) -> Result<Helper> {
         let log = logs.join(format!("{name}.log"));
         let mut child = Command::new("ip")
             .args(["netns", "exec", ns])
@@ -175,13 +163,15 @@ impl Helper {
                 }
             }
         });
-        Ok(Helper {
+        let mut h = Helper {
             name: name.to_string(),
             child,
             stdin,
             lines,
             log,
-        })
+        };
+        while !h.line()?.contains(ready) {}
+        Ok(h)
     }
 
     /// The next line, within 60 s.
@@ -212,12 +202,6 @@ impl Helper {
         }
     }
 
-    /// Waits for a line containing `marker`.
-    fn wait_for(&mut self, marker: &str) -> Result<()> {
-        while !self.line()?.contains(marker) {}
-        Ok(())
-    }
-
     fn ask(&mut self, cmd: &str) -> Result<String> {
         let stdin = self.stdin.as_mut().context("helper stdin closed")?;
         writeln!(stdin, "{cmd}")?;
@@ -243,7 +227,7 @@ impl Drop for Helper {
 }
 
 /// Per-CPU time from /proc/stat: (busy, softirq, total) jiffies.
-fn cpu_times() -> Vec<(u64, u64, u64)> {
+pub(crate) fn cpu_times() -> Vec<(u64, u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     stat.lines()
         .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
@@ -352,10 +336,6 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-fn mac_string(m: &Mac) -> String {
-    xdpvs::resolve::format_mac(m)
-}
-
 /// The active forwarder.
 enum Active {
     Director,
@@ -384,33 +364,34 @@ impl Bench {
         };
         let (gen_mac, dir_mac, rs_mac) = (mac("c")?, mac("d")?, mac("r1")?);
         let gen_core = opts.gen_core.to_string();
-        let sink = {
-            let args: Vec<String> = [
+        let sink = Helper::start(
+            &lab.ns("r1"),
+            &exe,
+            &[
                 "sink",
                 "--iface",
                 "eth0",
                 "--rs-mac",
-                &mac_string(&rs_mac),
+                &format_mac(&rs_mac),
                 "--fwd-mac",
-                &mac_string(&dir_mac),
+                &format_mac(&dir_mac),
                 "--core",
                 &gen_core,
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            let mut h = Helper::spawn(&lab.ns("r1"), &exe, &args, "sink", &logs)?;
-            h.wait_for("ready")?;
-            h
-        };
+            ],
+            "sink",
+            &logs,
+            "ready",
+        )?;
         // On veth, frames sent back out (XDP_TX) reach the bridge only if the peer end has
         // an XDP program: the same one for every forwarder.
-        let pass = {
-            let args = vec!["xdp".into(), "pass".into(), "--iface".into(), "d".into()];
-            let mut h = Helper::spawn(&lab.ns("sw"), &exe, &args, "pass", &logs)?;
-            h.wait_for("ready")?;
-            h
-        };
+        let pass = Helper::start(
+            &lab.ns("sw"),
+            &exe,
+            &["xdp", "pass", "--iface", "d"],
+            "pass",
+            &logs,
+            "ready",
+        )?;
         let progress = Progress {
             tty: std::io::stderr().is_terminal(),
             start: Instant::now(),
@@ -449,9 +430,9 @@ impl Bench {
             "--iface".into(),
             "eth0".into(),
             "--src-mac".into(),
-            mac_string(&self.gen_mac),
+            format_mac(&self.gen_mac),
             "--dst-mac".into(),
-            mac_string(&self.dir_mac),
+            format_mac(&self.dir_mac),
             "--proto".into(),
             format!("{:?}", self.opts.proto).to_lowercase(),
             "--size".into(),
@@ -581,54 +562,42 @@ impl Bench {
                 Active::Director
             }
             Variant::AfXdp => {
-                let args: Vec<String> = [
-                    "fwd",
-                    "--iface",
-                    "eth0",
-                    "--rs-mac",
-                    &mac_string(&self.rs_mac),
-                    "--core",
-                    &core,
-                    "--busy-poll",
-                    if self.opts.napi == NapiMode::BusyPoll {
-                        BUSY_POLL_USECS
-                    } else {
-                        "0"
-                    },
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                let mut args = args;
-                if self.opts.poll == PollMode::Yield {
-                    args.push("--yield-when-idle".into());
+                let rs_mac = format_mac(&self.rs_mac);
+                let mut args = vec![
+                    "fwd", "--iface", "eth0", "--rs-mac", &rs_mac, "--core", &core,
+                ];
+                if self.opts.napi == NapiMode::BusyPoll {
+                    args.extend(["--busy-poll", BUSY_POLL_USECS]);
                 }
-                let mut h = Helper::spawn(&ns, &self.exe, &args, "afxdp", &self.logs)?;
-                h.wait_for("ready")?;
-                Active::Helper(h)
+                if self.opts.poll == PollMode::Yield {
+                    args.push("--yield-when-idle");
+                }
+                Active::Helper(Helper::start(
+                    &ns, &self.exe, &args, "afxdp", &self.logs, "ready",
+                )?)
             }
             Variant::XdpTx => {
-                let args: Vec<String> = [
+                let args = [
                     "xdp",
                     "tx",
                     "--iface",
                     "eth0",
                     "--dst-mac",
-                    &mac_string(&self.rs_mac),
+                    &format_mac(&self.rs_mac),
                     "--src-mac",
-                    &mac_string(&self.dir_mac),
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                let mut h = Helper::spawn(&ns, &self.exe, &args, "xdp-tx", &self.logs)?;
-                h.wait_for("ready")?;
-                Active::Helper(h)
+                    &format_mac(&self.dir_mac),
+                ];
+                Active::Helper(Helper::start(
+                    &ns, &self.exe, &args, "xdp-tx", &self.logs, "ready",
+                )?)
             }
             Variant::Testpmd => {
                 let testpmd = crate::testpmd_path().context("dpdk-testpmd is not installed")?;
                 let main_core = self.opts.gen_core.to_string();
+                // testpmd's stdout is a pipe here: make it line-buffered (coreutils stdbuf).
                 let args: Vec<String> = vec![
+                    "-oL".into(),
+                    testpmd.display().to_string(),
                     "-l".into(),
                     format!("{main_core},{core}"),
                     "--main-lcore".into(),
@@ -650,17 +619,19 @@ impl Bench {
                     "--log-level=pmd.net.af_xdp:info".into(),
                     "--".into(),
                     "--forward-mode=mac".into(),
-                    format!("--eth-peer=0,{}", mac_string(&self.rs_mac)),
+                    format!("--eth-peer=0,{}", format_mac(&self.rs_mac)),
                     "--nb-cores=1".into(),
                     "--auto-start".into(),
                 ];
-                // testpmd's stdout is a pipe here: make it line-buffered (coreutils stdbuf).
-                let mut all = vec!["-oL".to_string(), testpmd.display().to_string()];
-                all.extend(args);
                 let stdbuf = Path::new("/usr/bin/stdbuf");
-                let mut h = Helper::spawn(&ns, stdbuf, &all, "testpmd", &self.logs)?;
-                h.wait_for("Press enter to exit")?;
-                Active::Helper(h)
+                Active::Helper(Helper::start(
+                    &ns,
+                    stdbuf,
+                    &args,
+                    "testpmd",
+                    &self.logs,
+                    "Press enter to exit",
+                )?)
             }
         };
         self.pin_napi(v)?;

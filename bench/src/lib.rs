@@ -37,16 +37,20 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 pub const PORT: u16 = 80;
 
 /// A forwarder under test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Variant {
     /// xdpvs, full pipeline.
     Xdpvs,
     /// The bare AF_XDP MAC-rewrite forwarder (the socket path's floor).
+    #[value(name = "afxdp")]
     AfXdp,
     /// DPDK testpmd, MAC forwarding over net_af_xdp.
     Testpmd,
     /// The in-kernel ceiling: MAC rewrite with XDP_TX.
+    #[value(name = "xdp-tx", alias = "xdptx")]
     XdpTx,
 }
 
@@ -58,21 +62,6 @@ impl std::fmt::Display for Variant {
             Variant::Testpmd => "testpmd",
             Variant::XdpTx => "xdp-tx",
         })
-    }
-}
-
-impl std::str::FromStr for Variant {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Variant, String> {
-        match s {
-            "xdpvs" => Ok(Variant::Xdpvs),
-            "afxdp" => Ok(Variant::AfXdp),
-            "testpmd" => Ok(Variant::Testpmd),
-            "xdp-tx" | "xdptx" => Ok(Variant::XdpTx),
-            _ => Err(format!(
-                "unknown forwarder '{s}': use xdpvs, afxdp, testpmd or xdp-tx"
-            )),
-        }
     }
 }
 

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use xdpvs::resolve::parse_mac;
 use xdpvs_bench::harness::{self, NapiMode, Options, PollMode};
 use xdpvs_bench::helpers::{self, GenSpec};
 use xdpvs_bench::progs::Prog;
@@ -162,12 +161,6 @@ enum Helper {
     },
 }
 
-fn own_mac(iface: &str) -> Result<Mac> {
-    let s = std::fs::read_to_string(format!("/sys/class/net/{iface}/address"))
-        .with_context(|| format!("no interface {iface}"))?;
-    parse_mac(s.trim()).context("reading the interface's MAC")
-}
-
 fn options(a: RunArgs) -> Result<Options> {
     let q = a.quick;
     let variants = if a.variants.is_empty() {
@@ -293,7 +286,7 @@ fn run(cli: Cli) -> Result<()> {
                 let dst = dst_mac.context("--dst-mac is needed")?;
                 let src = match src_mac {
                     Some(m) => m,
-                    None => own_mac(&iface)?,
+                    None => xdpvs::mac_of(&iface)?,
                 };
                 helpers::xdp(Prog::MacTx, &iface, Some((dst, src)), VIP)
             }
@@ -307,7 +300,7 @@ fn run(cli: Cli) -> Result<()> {
             busy_poll,
             yield_when_idle,
         }) => {
-            let own = own_mac(&iface)?;
+            let own = xdpvs::mac_of(&iface)?;
             let bp = (busy_poll > 0).then_some(BusyPoll {
                 usecs: busy_poll,
                 budget: 64,

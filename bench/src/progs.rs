@@ -45,16 +45,6 @@ impl std::fmt::Debug for Attached {
     }
 }
 
-/// Reads an interface's index from sysfs.
-pub fn ifindex(iface: &str) -> Result<u32> {
-    let p = format!("/sys/class/net/{iface}/ifindex");
-    std::fs::read_to_string(&p)
-        .with_context(|| format!("no interface {iface} ({p})"))?
-        .trim()
-        .parse()
-        .context("parsing ifindex")
-}
-
 impl Attached {
     /// Loads the object and attaches `prog` to `iface` (native XDP, else generic).
     pub fn new(prog: Prog, iface: &str) -> Result<Attached> {
@@ -67,7 +57,7 @@ impl Attached {
                 .progs()
                 .find(|p| p.name() == prog.name())
                 .ok_or_else(|| anyhow!("no program {}", prog.name()))?;
-            let (link, _mode) = xdp::attach(p.as_fd(), ifindex(iface)?, XdpMode::Auto)?;
+            let (link, _mode) = xdp::attach(p.as_fd(), xdpvs::ifindex(iface)?, XdpMode::Auto)?;
             link
         };
         Ok(Attached {

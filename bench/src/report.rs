@@ -194,13 +194,7 @@ impl Report {
                     .trim()
                     .to_string(),
                 // Online CPUs of the machine (the harness itself is pinned to one).
-                cpus: std::fs::read_to_string("/proc/stat")
-                    .unwrap_or_default()
-                    .lines()
-                    .filter(|l| {
-                        l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit)
-                    })
-                    .count(),
+                cpus: crate::harness::cpu_times().len(),
             },
             throughput: Vec::new(),
             ratios: Vec::new(),

@@ -18,24 +18,15 @@ const L3: usize = 14 + 20;
 pub const FCS: usize = 4;
 
 /// Transport of benchmark frames.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     /// UDP datagrams.
     Udp,
     /// TCP segments (SYN first for each flow, then ACK).
     Tcp,
-}
-
-impl std::str::FromStr for Proto {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Proto, String> {
-        match s {
-            "udp" => Ok(Proto::Udp),
-            "tcp" => Ok(Proto::Tcp),
-            _ => Err(format!("unknown protocol '{s}': use udp or tcp")),
-        }
-    }
 }
 
 impl Proto {

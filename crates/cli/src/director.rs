@@ -89,14 +89,6 @@ fn log(msg: impl AsRef<str>) {
     eprintln!("xdpvs: {}", msg.as_ref());
 }
 
-fn sysfs(iface: &str, file: &str) -> Result<String> {
-    let p = format!("/sys/class/net/{iface}/{file}");
-    Ok(std::fs::read_to_string(&p)
-        .with_context(|| format!("interface {iface} not found ({p} unreadable): check `ip link`"))?
-        .trim()
-        .to_string())
-}
-
 struct WorkerLink {
     ctrl: Sender<Control>,
     loop_stats: Arc<LoopStats>,
@@ -217,11 +209,8 @@ pub fn run(args: &RunArgs, socket: &Path) -> Result<()> {
     if !crate::is_root() {
         bail!("xdpvs run needs root (XDP, BPF maps and locked AF_XDP memory): run it as root");
     }
-    let ifindex: u32 = sysfs(&args.iface, "ifindex")?
-        .parse()
-        .context("reading ifindex")?;
-    let director_mac = resolve::parse_mac(&sysfs(&args.iface, "address")?)
-        .with_context(|| format!("{} has no Ethernet address", args.iface))?;
+    let ifindex = crate::ifindex(&args.iface)?;
+    let director_mac = crate::mac_of(&args.iface)?;
     let available = std::fs::read_dir(format!("/sys/class/net/{}/queues", args.iface))?
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
@@ -265,7 +254,7 @@ fn serve(
         args.iface
     ));
     if args.busy_poll > 0 {
-        let defer = sysfs(&args.iface, "napi_defer_hard_irqs").unwrap_or_default();
+        let defer = crate::netdev_attr(&args.iface, "napi_defer_hard_irqs").unwrap_or_default();
         if defer.trim() == "0" {
             log(format!(
                 "busy polling without deferred interrupts: the kernel keeps processing RX \
