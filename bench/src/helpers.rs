@@ -311,19 +311,19 @@ pub fn forward(
     steering.set_socket(0, dev.fd())?;
     pin(core)?;
     ready();
-    let mut descs = Vec::with_capacity(64);
+    let mut frames = Vec::with_capacity(64);
     while !stop.load(Ordering::Relaxed) {
         dev.housekeeping();
-        descs.clear();
-        dev.receive(&mut descs, 64);
-        for d in descs.iter_mut() {
-            let f = dev.frame_mut(d);
-            f[0..6].copy_from_slice(&rs_mac);
-            f[6..12].copy_from_slice(&own_mac);
+        dev.receive(&mut frames, 64);
+        let idle = frames.is_empty();
+        for f in frames.iter_mut() {
+            let bytes = dev.frame_mut(f);
+            bytes[0..6].copy_from_slice(&rs_mac);
+            bytes[6..12].copy_from_slice(&own_mac);
         }
-        let n = dev.transmit(&descs);
-        dev.release(&descs[n..]);
-        if descs.is_empty() && yield_when_idle {
+        dev.transmit(&mut frames);
+        dev.release(&mut frames);
+        if idle && yield_when_idle {
             std::thread::yield_now();
         }
     }

@@ -1,16 +1,25 @@
 //! Where frames come from and go to. The worker loop is generic over [`Device`], so the
-//! same loop runs over AF_XDP ([`crate::sys::xsk::XskDevice`]) and over [`MemDevice`] in
-//! tests.
+//! same loop runs over AF_XDP (`XskDevice`, with the `afxdp` feature) and over
+//! [`MemDevice`] in tests.
+//!
+//! # Frame ownership
+//!
+//! A received frame is a move-only token ([`Device::Frame`]): neither `Copy` nor
+//! `Clone`, built only by its device. [`Device::transmit`] and [`Device::release`] take
+//! tokens by value (out of the caller's vector), so once a frame is handed to a ring, safe
+//! code holds nothing that could read or write it while the kernel owns it. Using a token
+//! with a device other than the one that received it panics (a programming error, checked
+//! on every access). Dropping a token instead of giving it back is safe but loses the
+//! buffer until the device is dropped.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A source and sink of Ethernet frames, in batches, with frames rewritten in place.
-///
-/// A received frame is owned by the caller until it hands it back with
-/// [`Device::transmit`] or [`Device::release`] (exactly one of them).
 pub trait Device {
-    /// A handle on one frame buffer.
-    type Desc: Copy;
+    /// A received frame, owned by the caller until it hands it back with
+    /// [`Device::transmit`] or [`Device::release`]. Implementations make it move-only.
+    type Frame;
 
     /// Moves transmitted frames back to the receive side and does whatever keeps the
     /// device going (kicking transmission). Called once per loop.
@@ -18,20 +27,22 @@ pub trait Device {
 
     /// Appends up to `max` received frames to `out` (whose capacity the caller keeps, so
     /// nothing is allocated).
-    fn receive(&mut self, out: &mut Vec<Self::Desc>, max: usize);
+    fn receive(&mut self, out: &mut Vec<Self::Frame>, max: usize);
 
     /// The bytes of a received frame.
-    fn frame(&self, d: &Self::Desc) -> &[u8];
+    fn frame<'a>(&'a self, f: &'a Self::Frame) -> &'a [u8];
 
     /// The bytes of a received frame, for rewriting in place (length unchanged).
-    fn frame_mut(&mut self, d: &mut Self::Desc) -> &mut [u8];
+    fn frame_mut<'a>(&'a mut self, f: &'a mut Self::Frame) -> &'a mut [u8];
 
-    /// Queues frames for transmission; returns how many were accepted (the first ones).
-    /// The caller releases the rest.
-    fn transmit(&mut self, descs: &[Self::Desc]) -> usize;
+    /// Queues frames for transmission, from the front of `frames`, as many as the ring
+    /// takes, and removes them from `frames`. What is left (the ring was full) is still
+    /// the caller's, to release or to try again.
+    fn transmit(&mut self, frames: &mut Vec<Self::Frame>);
 
-    /// Gives frames back to the receive side without sending them.
-    fn release(&mut self, descs: &[Self::Desc]);
+    /// Gives every frame of `frames` back to the receive side without sending it, leaving
+    /// `frames` empty.
+    fn release(&mut self, frames: &mut Vec<Self::Frame>);
 
     /// Sends a frame of our own (e.g. a gratuitous ARP). Returns false when no buffer or
     /// ring slot is free.
@@ -42,10 +53,37 @@ pub trait Device {
     fn wait(&mut self, timeout_ms: i32) -> bool;
 }
 
+/// A process-unique device number, stamped into every frame token a device hands out.
+pub(crate) fn next_device_id() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A frame received from a [`MemDevice`]: a move-only token.
+///
+/// It cannot be copied or cloned, so a frame handed back cannot be touched again:
+///
+/// ```compile_fail
+/// use xdpvs_dataplane::device::{Device, MemDevice};
+/// let mut dev = MemDevice::new(1);
+/// dev.inject(&[0; 60]);
+/// let mut rx = Vec::new();
+/// dev.receive(&mut rx, 1);
+/// let kept = rx[0].clone(); // error: MemFrame is not Clone
+/// dev.release(&mut rx);
+/// dev.frame(&kept);
+/// ```
+#[derive(Debug)]
+pub struct MemFrame {
+    index: usize,
+    owner: u32,
+}
+
 /// An in-memory device for tests: frames injected on one side, transmitted frames
 /// collected on the other. Buffers are recycled like UMEM frames.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemDevice {
+    id: u32,
     buffers: Vec<Vec<u8>>,
     free: Vec<usize>,
     rx: VecDeque<usize>,
@@ -61,9 +99,13 @@ impl MemDevice {
     /// A device with `buffers` frame buffers.
     pub fn new(buffers: usize) -> MemDevice {
         MemDevice {
+            id: next_device_id(),
             buffers: vec![Vec::new(); buffers],
             free: (0..buffers).rev().collect(),
-            ..MemDevice::default()
+            rx: VecDeque::new(),
+            transmitted: Vec::new(),
+            tx_room: None,
+            released: 0,
         }
     }
 
@@ -82,38 +124,51 @@ impl MemDevice {
     pub fn outstanding(&self) -> usize {
         self.buffers.len() - self.free.len() - self.rx.len()
     }
+
+    fn index(&self, f: &MemFrame) -> usize {
+        assert_eq!(
+            f.owner, self.id,
+            "a frame used with a device that did not receive it"
+        );
+        f.index
+    }
 }
 
 impl Device for MemDevice {
-    type Desc = usize;
+    type Frame = MemFrame;
 
     fn housekeeping(&mut self) {}
 
-    fn receive(&mut self, out: &mut Vec<usize>, max: usize) {
+    fn receive(&mut self, out: &mut Vec<MemFrame>, max: usize) {
         let n = max.min(self.rx.len());
-        out.extend(self.rx.drain(..n));
+        let owner = self.id;
+        out.extend(self.rx.drain(..n).map(|index| MemFrame { index, owner }));
     }
 
-    fn frame(&self, d: &usize) -> &[u8] {
-        &self.buffers[*d]
+    fn frame<'a>(&'a self, f: &'a MemFrame) -> &'a [u8] {
+        &self.buffers[self.index(f)]
     }
 
-    fn frame_mut(&mut self, d: &mut usize) -> &mut [u8] {
-        &mut self.buffers[*d]
+    fn frame_mut<'a>(&'a mut self, f: &'a mut MemFrame) -> &'a mut [u8] {
+        let i = self.index(f);
+        &mut self.buffers[i]
     }
 
-    fn transmit(&mut self, descs: &[usize]) -> usize {
-        let n = self.tx_room.map_or(descs.len(), |r| r.min(descs.len()));
-        for &d in &descs[..n] {
-            self.transmitted.push(self.buffers[d].clone());
-            self.free.push(d);
+    fn transmit(&mut self, frames: &mut Vec<MemFrame>) {
+        let n = self.tx_room.map_or(frames.len(), |r| r.min(frames.len()));
+        for f in frames.drain(..n) {
+            let i = self.index(&f);
+            self.transmitted.push(self.buffers[i].clone());
+            self.free.push(i);
         }
-        n
     }
 
-    fn release(&mut self, descs: &[usize]) {
-        self.released += descs.len();
-        self.free.extend_from_slice(descs);
+    fn release(&mut self, frames: &mut Vec<MemFrame>) {
+        self.released += frames.len();
+        for f in frames.drain(..) {
+            let i = self.index(&f);
+            self.free.push(i);
+        }
     }
 
     fn send(&mut self, bytes: &[u8]) -> bool {
@@ -123,5 +178,38 @@ impl Device for MemDevice {
 
     fn wait(&mut self, _timeout_ms: i32) -> bool {
         !self.rx.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "did not receive it")]
+    fn a_token_of_another_device_is_refused() {
+        let mut a = MemDevice::new(2);
+        let b = MemDevice::new(2);
+        a.inject(&[1, 2, 3]);
+        let mut got = Vec::new();
+        a.receive(&mut got, 1);
+        let _ = b.frame(&got[0]);
+    }
+
+    #[test]
+    fn transmit_takes_what_fits_and_leaves_the_rest() {
+        let mut d = MemDevice::new(4);
+        for i in 0..3u8 {
+            d.inject(&[i]);
+        }
+        let mut got = Vec::new();
+        d.receive(&mut got, 8);
+        d.tx_room = Some(2);
+        d.transmit(&mut got);
+        assert_eq!(got.len(), 1);
+        assert_eq!(d.transmitted, vec![vec![0], vec![1]]);
+        d.release(&mut got);
+        assert!(got.is_empty());
+        assert_eq!(d.outstanding(), 0);
     }
 }

@@ -105,20 +105,36 @@ impl Tables {
 }
 
 /// Processes one frame received at `now`: decides its fate and rewrites it in place
-/// when it is to be transmitted. Counts the verdict.
+/// when it is to be transmitted. Counts the verdict; `Pass` counts as `pass` (the caller
+/// hands the frame to the kernel).
 #[inline]
 pub fn process(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
     let v = classify(frame, t, now);
-    let s = &*t.stats;
+    count(&t.stats, frame.len(), v, &t.stats.pass);
+    v
+}
+
+/// [`process`] for a frame that was steered to the director and cannot go back to the
+/// kernel (AF_XDP): `Pass` counts as `unhandled`, since the frame is recycled, not passed.
+/// A non-zero `unhandled` means the XDP program steered something the engine does not
+/// handle.
+#[inline]
+pub fn process_steered(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
+    let v = classify(frame, t, now);
+    count(&t.stats, frame.len(), v, &t.stats.unhandled);
+    v
+}
+
+#[inline]
+fn count(s: &WorkerStats, len: usize, v: Verdict, pass: &crate::stats::Counter) {
     s.rx.inc();
-    s.rx_bytes.add(frame.len() as u64);
+    s.rx_bytes.add(len as u64);
     match v {
         Verdict::Tx => s.tx.inc(),
         Verdict::Reply => s.reply.inc(),
-        Verdict::Pass => s.pass.inc(),
+        Verdict::Pass => pass.inc(),
         Verdict::Drop(r) => s.drops[r as usize].inc(),
     }
-    v
 }
 
 const ETH_LEN: usize = 14;

@@ -19,6 +19,6 @@ pub mod worker;
 pub mod xdp;
 
 pub use config::{Config, DestStatus, Limits, Options, Services};
-pub use engine::{prefetch, process, Tables, Verdict};
+pub use engine::{prefetch, process, process_steered, Tables, Verdict};
 pub use stats::{DropReason, WorkerStats};
 pub use xdpvs_sched::Time;

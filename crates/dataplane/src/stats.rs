@@ -140,8 +140,13 @@ pub struct WorkerStats {
     pub tx: Counter,
     /// Verdict `Reply` (ARP replies).
     pub reply: Counter,
-    /// Verdict `Pass` (left to the kernel).
+    /// Verdict `Pass`, handed to the kernel (by callers that can: see
+    /// [`crate::process`]).
     pub pass: Counter,
+    /// Verdict `Pass` for a frame steered to the director, which cannot go back to the
+    /// kernel and is recycled (see [`crate::engine::process_steered`]). Stays 0 while the
+    /// XDP program and the engine agree.
+    pub unhandled: Counter,
     /// Verdict `Drop`, by reason (index: position in [`DropReason::ALL`]).
     pub drops: [Counter; DropReason::COUNT],
     /// Connection-table entries removed by the expiry sweep.
@@ -161,6 +166,7 @@ impl WorkerStats {
             tx: Counter::default(),
             reply: Counter::default(),
             pass: Counter::default(),
+            unhandled: Counter::default(),
             drops: Default::default(),
             expired: Counter::default(),
             services: (0..max_services).map(|_| Traffic::default()).collect(),

@@ -7,7 +7,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::config::Services;
 use crate::device::Device;
-use crate::engine::{prefetch, process, Tables, Verdict};
+use crate::engine::{prefetch, process_steered, Tables, Verdict};
 use crate::stats::Counter;
 use crate::Time;
 
@@ -64,9 +64,9 @@ pub struct Worker<D: Device> {
     ctrl: Receiver<Control>,
     retired: Sender<Box<Services>>,
     stats: Arc<LoopStats>,
-    rx: Vec<D::Desc>,
-    tx: Vec<D::Desc>,
-    done: Vec<D::Desc>,
+    rx: Vec<D::Frame>,
+    tx: Vec<D::Frame>,
+    done: Vec<D::Frame>,
     sweep_debt: u64,
     last: Option<Time>,
 }
@@ -147,31 +147,29 @@ impl<D: Device> Worker<D> {
     /// of frames received.
     pub fn poll(&mut self, now: Time) -> usize {
         self.dev.housekeeping();
-        self.rx.clear();
+        debug_assert!(self.rx.is_empty() && self.tx.is_empty() && self.done.is_empty());
         self.dev.receive(&mut self.rx, BATCH);
         let n = self.rx.len();
         if n > 0 {
             self.stats.batches.inc();
-            for d in &self.rx {
-                prefetch(self.dev.frame(d), &self.tables);
+            for f in &self.rx {
+                prefetch(self.dev.frame(f), &self.tables);
             }
-            self.tx.clear();
-            self.done.clear();
-            for i in 0..n {
-                let mut d = self.rx[i];
-                match process(self.dev.frame_mut(&mut d), &mut self.tables, now) {
-                    Verdict::Tx | Verdict::Reply => self.tx.push(d),
+            for mut f in self.rx.drain(..) {
+                match process_steered(self.dev.frame_mut(&mut f), &mut self.tables, now) {
+                    Verdict::Tx | Verdict::Reply => self.tx.push(f),
                     // A frame steered to us cannot be handed back to the kernel: the XDP
-                    // program only steers what we handle, and the rest is counted.
-                    Verdict::Pass | Verdict::Drop(_) => self.done.push(d),
+                    // program only steers what we handle, and the rest is counted
+                    // (`unhandled`) and recycled.
+                    Verdict::Pass | Verdict::Drop(_) => self.done.push(f),
                 }
             }
-            let sent = self.dev.transmit(&self.tx);
-            if sent < self.tx.len() {
-                self.stats.tx_full.add((self.tx.len() - sent) as u64);
-                self.dev.release(&self.tx[sent..]);
+            self.dev.transmit(&mut self.tx);
+            if !self.tx.is_empty() {
+                self.stats.tx_full.add(self.tx.len() as u64);
+                self.dev.release(&mut self.tx);
             }
-            self.dev.release(&self.done);
+            self.dev.release(&mut self.done);
         }
         self.sweep(now);
         n

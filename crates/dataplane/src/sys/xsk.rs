@@ -17,7 +17,7 @@ use xsk_rs::config::{
 };
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
-use crate::device::Device;
+use crate::device::{next_device_id, Device};
 
 /// How to bind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,11 +54,6 @@ pub struct BusyPoll {
     /// Frames one busy poll may process (`SO_BUSY_POLL_BUDGET`).
     pub budget: u32,
 }
-
-// From asm-generic/socket.h (x86, arm, ...).
-const SO_BUSY_POLL: libc::c_int = 46;
-const SO_PREFER_BUSY_POLL: libc::c_int = 69;
-const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
 
 fn set_int_option(fd: RawFd, name: libc::c_int, value: u32) -> io::Result<()> {
     let v = value as libc::c_int;
@@ -122,6 +117,22 @@ pub enum XskError {
 
 const BATCH: usize = 64;
 
+/// A frame received on an [`XskDevice`]: a move-only token for one UMEM frame that the
+/// kernel has handed over. Only the device that received it builds it, and it is neither
+/// `Copy` nor `Clone`, so after [`Device::transmit`] or [`Device::release`] consumed it
+/// no safe code can reach the frame while the kernel owns it:
+///
+/// ```compile_fail
+/// fn keep(f: &xdpvs_dataplane::sys::xsk::XskFrame) -> xdpvs_dataplane::sys::xsk::XskFrame {
+///     f.clone() // error: XskFrame is not Clone
+/// }
+/// ```
+#[derive(Debug)]
+pub struct XskFrame {
+    desc: FrameDesc,
+    owner: u32,
+}
+
 /// An AF_XDP socket bound to one queue, with its UMEM and four rings.
 pub struct XskDevice {
     // Field order is drop order: rings and socket before the UMEM.
@@ -133,6 +144,8 @@ pub struct XskDevice {
     spare: Vec<FrameDesc>,
     comp: Vec<FrameDesc>,
     rxbuf: Vec<FrameDesc>,
+    txbuf: Vec<FrameDesc>,
+    id: u32,
     in_flight: usize,
     zero_copy: bool,
     busy_poll: bool,
@@ -199,6 +212,8 @@ impl XskDevice {
                         spare: descs,
                         comp: Vec::with_capacity(cfg.ring as usize),
                         rxbuf: Vec::with_capacity(BATCH),
+                        txbuf: Vec::with_capacity(cfg.ring as usize),
+                        id: next_device_id(),
                         in_flight: 0,
                         zero_copy: name == "zero-copy",
                         busy_poll: cfg.busy_poll.is_some(),
@@ -206,9 +221,9 @@ impl XskDevice {
                     };
                     if let Some(bp) = cfg.busy_poll {
                         let fd = dev.fd();
-                        set_int_option(fd, SO_PREFER_BUSY_POLL, 1)
-                            .and_then(|()| set_int_option(fd, SO_BUSY_POLL, bp.usecs))
-                            .and_then(|()| set_int_option(fd, SO_BUSY_POLL_BUDGET, bp.budget))
+                        set_int_option(fd, libc::SO_PREFER_BUSY_POLL, 1)
+                            .and_then(|()| set_int_option(fd, libc::SO_BUSY_POLL, bp.usecs))
+                            .and_then(|()| set_int_option(fd, libc::SO_BUSY_POLL_BUDGET, bp.budget))
                             .map_err(XskError::BusyPoll)?;
                     }
                     dev.comp.resize(cfg.ring as usize, dev.spare[0]);
@@ -264,8 +279,19 @@ impl XskDevice {
     }
 }
 
+impl XskDevice {
+    /// The descriptor behind a token of this device.
+    fn desc(&self, f: &XskFrame) -> FrameDesc {
+        assert_eq!(
+            f.owner, self.id,
+            "a frame used with a device that did not receive it"
+        );
+        f.desc
+    }
+}
+
 impl Device for XskDevice {
-    type Desc = FrameDesc;
+    type Frame = XskFrame;
 
     fn housekeeping(&mut self) {
         // Completed transmissions go back to the fill ring.
@@ -293,7 +319,7 @@ impl Device for XskDevice {
         }
     }
 
-    fn receive(&mut self, out: &mut Vec<FrameDesc>, max: usize) {
+    fn receive(&mut self, out: &mut Vec<XskFrame>, max: usize) {
         let max = max.min(self.rxbuf.len());
         // SAFETY: `rxbuf` is ours; the RX ring returns descriptors of this UMEM.
         let mut n = unsafe { self.rx.consume(&mut self.rxbuf[..max]) };
@@ -315,43 +341,63 @@ impl Device for XskDevice {
             // SAFETY: as above.
             n = unsafe { self.rx.consume(&mut self.rxbuf[..max]) };
         }
-        out.extend_from_slice(&self.rxbuf[..n]);
+        let owner = self.id;
+        out.extend(self.rxbuf[..n].iter().map(|&desc| XskFrame { desc, owner }));
     }
 
-    fn frame(&self, d: &FrameDesc) -> &[u8] {
-        // SAFETY: `d` was received on this socket's UMEM and is held by the caller, in no
-        // ring, so neither the kernel nor anyone else writes the frame meanwhile.
-        unsafe { self.umem.data(d) }.contents()
+    fn frame<'a>(&'a self, f: &'a XskFrame) -> &'a [u8] {
+        let d = self.desc(f);
+        // SAFETY: the token proves that the kernel handed this frame of our UMEM to us
+        // (it came off our RX ring, `desc` checked the owner) and that it is in no ring
+        // until the token is consumed; the caller holds it, so nobody writes the frame
+        // while the returned borrow lives.
+        unsafe { self.umem.data(&d) }.contents()
     }
 
-    fn frame_mut(&mut self, d: &mut FrameDesc) -> &mut [u8] {
-        // SAFETY: as for `frame`, and `&mut self` excludes any other access through us.
-        let mut data = unsafe { self.umem.data_mut(d) };
+    fn frame_mut<'a>(&'a mut self, f: &'a mut XskFrame) -> &'a mut [u8] {
+        let mut d = self.desc(f);
+        // SAFETY: as for `frame`; `&mut self` and `&mut XskFrame` exclude any other
+        // access through us or through the token.
+        let mut data = unsafe { self.umem.data_mut(&mut d) };
         let len = data.contents().len();
         let ptr = data.contents_mut().as_mut_ptr();
         // SAFETY: `ptr..ptr+len` is the frame's data segment inside the UMEM mapping,
         // which lives as long as `self`; the returned borrow is tied to `&mut self`, so no
-        // other access can overlap it.
+        // other access can overlap it, and no ring holds the frame meanwhile.
         unsafe { std::slice::from_raw_parts_mut(ptr, len) }
     }
 
-    fn transmit(&mut self, descs: &[FrameDesc]) -> usize {
-        if descs.is_empty() {
-            return 0;
-        }
-        // SAFETY: the descriptors were received from this UMEM and are held by the caller.
-        let n = unsafe { self.tx.produce(descs) };
-        self.in_flight += n;
-        n
-    }
-
-    fn release(&mut self, descs: &[FrameDesc]) {
-        if descs.is_empty() {
+    fn transmit(&mut self, frames: &mut Vec<XskFrame>) {
+        if frames.is_empty() {
             return;
         }
-        // SAFETY: received from this UMEM, held by the caller, in no ring.
-        let n = unsafe { self.fq.produce(descs) };
-        self.spare.extend_from_slice(&descs[n..]);
+        self.txbuf.clear();
+        for f in frames.iter() {
+            let d = self.desc(f);
+            self.txbuf.push(d);
+        }
+        // SAFETY: every descriptor comes from a token of this device (checked above): a
+        // frame of this UMEM, received and in no ring. The tokens of the frames the ring
+        // took are consumed just below, so they cannot be used again.
+        let n = unsafe { self.tx.produce(&self.txbuf) };
+        self.in_flight += n;
+        frames.drain(..n);
+    }
+
+    fn release(&mut self, frames: &mut Vec<XskFrame>) {
+        if frames.is_empty() {
+            return;
+        }
+        self.txbuf.clear();
+        for f in frames.iter() {
+            let d = self.desc(f);
+            self.txbuf.push(d);
+        }
+        frames.clear();
+        // SAFETY: frames of this UMEM, received and in no ring (their tokens were checked
+        // and are consumed).
+        let n = unsafe { self.fq.produce(&self.txbuf) };
+        self.spare.extend_from_slice(&self.txbuf[n..]);
     }
 
     fn send(&mut self, bytes: &[u8]) -> bool {
