@@ -17,9 +17,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
-#define MAX_QUEUES 256
-#define MAX_VIPS 4096
-#define MAX_SERVICES 4096
+#include "limits.h"
 
 /* Keys are in network byte order, as they appear in the frame. */
 struct service_key {
@@ -31,21 +29,21 @@ struct service_key {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, MAX_QUEUES);
+	__uint(max_entries, XDPVS_MAX_QUEUES);
 	__type(key, __u32);
 	__type(value, __u32);
 } xsks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_VIPS);
+	__uint(max_entries, XDPVS_MAX_VIPS);
 	__type(key, __u32);
 	__type(value, __u8);
 } vips SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_SERVICES);
+	__uint(max_entries, XDPVS_MAX_SERVICES);
 	__type(key, struct service_key);
 	__type(value, __u8);
 } services SEC(".maps");

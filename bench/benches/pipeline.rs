@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use xdpvs_bench::pipeline::Replay;
 use xdpvs_bench::{established, flow, CLIENT_MAC, VIP};
-use xdpvs_dataplane::frames;
 use xdpvs_dataplane::{process, Verdict};
 use xdpvs_sched::tcp::flags::SYN;
 use xdpvs_sched::Time;
+use xdpvs_testkit::frames;
 
 fn established_hit(c: &mut Criterion) {
     let mut g = c.benchmark_group("established_hit");

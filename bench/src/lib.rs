@@ -20,11 +20,11 @@ use anyhow::{bail, Context, Result};
 
 use std::net::Ipv4Addr;
 
-use xdpvs_dataplane::frames::{self, Endpoints};
 use xdpvs_dataplane::{process, Config, Limits, Options, Services, Tables, Verdict};
 use xdpvs_sched::tcp::flags::{ACK, SYN};
 use xdpvs_sched::tcp::Timeouts;
 use xdpvs_sched::{Mac, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec, Time};
+use xdpvs_testkit::frames::{self, Endpoints};
 
 /// The director's MAC in benchmark set-ups.
 pub const DIRECTOR_MAC: Mac = [0x02, 0, 0, 0, 0, 0xd1];

@@ -1,9 +1,9 @@
 //! Benchmark frames: prebuilt UDP or TCP frames to the VIP, one per flow, stamped with
 //! their transmit time. Pure: building and stamping frames touches no device.
 
-use xdpvs_dataplane::frames;
 use xdpvs_sched::tcp::flags::{ACK, SYN};
 use xdpvs_sched::Mac;
+use xdpvs_testkit::frames;
 
 use crate::flow;
 

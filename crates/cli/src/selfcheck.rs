@@ -4,11 +4,11 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use anyhow::{bail, Context, Result};
-use xdpvs_dataplane::frames::{self, Endpoints};
 use xdpvs_dataplane::{process, Config, Limits, Options, Services, Tables, Verdict};
 use xdpvs_sched::tcp::flags::{ACK, FIN, SYN};
 use xdpvs_sched::tcp::Timeouts;
 use xdpvs_sched::{Mac, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec, Time};
+use xdpvs_testkit::frames::{self, Endpoints};
 
 const DIRECTOR: Mac = [0x02, 0x78, 0x64, 0x00, 0x00, 0x01];
 const CLIENT_MAC: Mac = [0x02, 0x78, 0x64, 0x00, 0x00, 0x02];

@@ -54,8 +54,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_services: 1024,
-            max_dests: 8192,
+            max_services: crate::limits::MAX_SERVICES,
+            max_dests: crate::limits::MAX_DESTS,
             conn_capacity: ConnTable::DEFAULT_CAPACITY,
         }
     }

@@ -1,9 +1,15 @@
 //! The xdpvs dataplane.
 //!
+//! The packet core, which builds with a plain Rust toolchain:
 //! - [`engine`]: the pure pipeline, `process(frame, tables, now) -> Verdict`.
 //! - [`config`]: what a worker runs with, compiled into a swappable snapshot.
 //! - [`stats`]: per-worker counters by verdict, drop reason, service and real server.
-//! - [`frames`]: frame builders for tests, benchmarks and generators.
+//! - [`device`]: the [`device::Device`] trait (move-only frame tokens) and the in-memory
+//!   device; [`worker`]: the loop generic over it.
+//! - [`limits`]: the limits shared with the XDP program (`bpf/limits.h`).
+//!
+//! The AF_XDP shell, with the `afxdp` feature (default; needs clang and libelf):
+//! `sys::xsk` (the AF_XDP device) and [`xdp`] (the steering program).
 //!
 //! Unsafe code lives in one module, `sys`, behind safe functions; everything else
 //! is checked by `#![deny(unsafe_code)]`.
@@ -12,11 +18,16 @@
 pub mod config;
 pub mod device;
 pub mod engine;
-pub mod frames;
 pub mod stats;
 pub mod sys;
 pub mod worker;
+#[cfg(feature = "afxdp")]
 pub mod xdp;
+
+/// Limits shared with the XDP program, generated from `bpf/limits.h`.
+pub mod limits {
+    include!(concat!(env!("OUT_DIR"), "/limits.rs"));
+}
 
 pub use config::{Config, DestStatus, Limits, Options, Services};
 pub use engine::{prefetch, process, process_steered, Tables, Verdict};

@@ -6,11 +6,11 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use xdpvs_dataplane::frames::{self, Endpoints};
 use xdpvs_dataplane::{process, Config, DropReason, Limits, Options, Services, Tables, Verdict};
 use xdpvs_sched::tcp::flags::{ACK, FIN, RST, SYN};
 use xdpvs_sched::tcp::Timeouts;
 use xdpvs_sched::{Mac, Persistence, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec, Time};
+use xdpvs_testkit::frames::{self, Endpoints};
 
 const DIRECTOR: Mac = [0x02, 0, 0, 0, 0, 0xd1];
 const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0, 0xc1];

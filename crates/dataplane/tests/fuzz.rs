@@ -4,10 +4,10 @@
 use std::net::Ipv4Addr;
 
 use proptest::prelude::*;
-use xdpvs_dataplane::frames::{self, Endpoints};
 use xdpvs_dataplane::{process, Config, Limits, Options, Services, Tables, Verdict};
 use xdpvs_sched::tcp::Timeouts;
 use xdpvs_sched::{Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec, Time};
+use xdpvs_testkit::frames::{self, Endpoints};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 

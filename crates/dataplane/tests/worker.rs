@@ -5,12 +5,12 @@ use std::sync::atomic::AtomicBool;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use xdpvs_dataplane::device::MemDevice;
-use xdpvs_dataplane::frames::{self, Endpoints};
 use xdpvs_dataplane::worker::{Control, IdlePolicy, Worker};
 use xdpvs_dataplane::{Config, Limits, Options, Services, Tables};
 use xdpvs_sched::tcp::flags::{ACK, SYN};
 use xdpvs_sched::tcp::Timeouts;
 use xdpvs_sched::{Mac, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec, Time};
+use xdpvs_testkit::frames::{self, Endpoints};
 
 const DIRECTOR: Mac = [2, 0, 0, 0, 0, 0xd1];
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);

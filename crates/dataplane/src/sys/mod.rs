@@ -39,7 +39,9 @@ pub(crate) fn advise_huge_pages<T>(v: &mut Vec<T>) -> bool {
     rc == 0
 }
 
+#[cfg(feature = "afxdp")]
 pub(crate) mod link;
+#[cfg(feature = "afxdp")]
 pub mod xsk;
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`, so a timestamp
