@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use xdpvs::lab::{Lab, LabSpec};
-use xdpvs::resolve::{format_mac, parse_mac};
+use xdpvs_director::iface::{format_mac, parse_mac};
 use xdpvs_sched::Mac;
+use xdpvs_testkit::lab::{Lab, LabSpec};
 
 use crate::helpers::{GenReport, Latency, SinkReading};
 use crate::report::{
@@ -554,7 +554,7 @@ impl Bench {
                 self.lab.start_director(&args)?;
                 for proto in ["-u", "-t"] {
                     let svc = format!("{VIP}:{PORT}");
-                    let rs = format!("{}:{PORT}", xdpvs::lab::real_ip(1));
+                    let rs = format!("{}:{PORT}", xdpvs_testkit::lab::real_ip(1));
                     self.lab.xdpvs(&["-A", proto, &svc, "-s", "rr"])?;
                     self.lab.xdpvs(&["-a", proto, &svc, "-r", &rs, "-g"])?;
                 }

@@ -290,7 +290,7 @@ pub fn forward(
 ) -> Result<()> {
     let stop = stop_on_stdin_eof();
     let mut steering = Steering::load()?;
-    steering.attach(xdpvs::ifindex(iface)?, XdpMode::Auto)?;
+    steering.attach(xdpvs_director::iface::ifindex(iface)?, XdpMode::Auto)?;
     let keys: Vec<ServiceKey> = [Protocol::Udp, Protocol::Tcp]
         .into_iter()
         .map(|proto| ServiceKey {

@@ -67,7 +67,7 @@ impl std::fmt::Display for Variant {
 
 /// A MAC address on a command line (`aa:bb:cc:dd:ee:ff`).
 pub fn parse_mac_arg(s: &str) -> Result<Mac, String> {
-    xdpvs::resolve::parse_mac(s).ok_or_else(|| format!("not a MAC address: {s}"))
+    xdpvs_director::iface::parse_mac(s).ok_or_else(|| format!("not a MAC address: {s}"))
 }
 
 /// `dpdk-testpmd`, if installed (Debian `dpdk-dev`).

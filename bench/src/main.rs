@@ -232,10 +232,10 @@ fn options(a: RunArgs) -> Result<Options> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         None => {
-            if !xdpvs::is_root() {
+            if !xdpvs_testkit::lab::is_root() {
                 bail!("the benchmark builds network namespaces: run it as root");
             }
-            xdpvs::lab::available().map_err(anyhow::Error::msg)?;
+            xdpvs_testkit::lab::available().map_err(anyhow::Error::msg)?;
             let opts = options(cli.run)?;
             let out = opts.out_dir.clone();
             // The harness itself stays off the director's core.
@@ -286,7 +286,7 @@ fn run(cli: Cli) -> Result<()> {
                 let dst = dst_mac.context("--dst-mac is needed")?;
                 let src = match src_mac {
                     Some(m) => m,
-                    None => xdpvs::mac_of(&iface)?,
+                    None => xdpvs_director::iface::mac_of(&iface)?,
                 };
                 helpers::xdp(Prog::MacTx, &iface, Some((dst, src)), VIP)
             }
@@ -300,7 +300,7 @@ fn run(cli: Cli) -> Result<()> {
             busy_poll,
             yield_when_idle,
         }) => {
-            let own = xdpvs::mac_of(&iface)?;
+            let own = xdpvs_director::iface::mac_of(&iface)?;
             let bp = (busy_poll > 0).then_some(BusyPoll {
                 usecs: busy_poll,
                 budget: 64,

@@ -57,7 +57,11 @@ impl Attached {
                 .progs()
                 .find(|p| p.name() == prog.name())
                 .ok_or_else(|| anyhow!("no program {}", prog.name()))?;
-            let (link, _mode) = xdp::attach(p.as_fd(), xdpvs::ifindex(iface)?, XdpMode::Auto)?;
+            let (link, _mode) = xdp::attach(
+                p.as_fd(),
+                xdpvs_director::iface::ifindex(iface)?,
+                XdpMode::Auto,
+            )?;
             link
         };
         Ok(Attached {

@@ -23,7 +23,7 @@ fn svg_ok(path: &Path) {
 
 #[test]
 fn quick_mode_moves_packets_and_writes_valid_files() {
-    if let Err(why) = xdpvs::lab::available() {
+    if let Err(why) = xdpvs_testkit::lab::available() {
         eprintln!("skipped: {why}");
         return;
     }

@@ -3,9 +3,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
-use crate::{control, demo, director, ipvsadm, selfcheck};
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand};
+use xdpvs_director::control::{client, proto::Reply, DEFAULT_SOCKET};
+use xdpvs_director::RunOptions;
+
+use crate::{demo, ipvsadm, selfcheck};
 
 /// An LVS Direct-Routing director in userspace on AF_XDP.
 ///
@@ -25,14 +30,20 @@ struct Cli {
     #[command(flatten)]
     ipvs: ipvsadm::IpvsArgs,
     /// Control socket of the director to talk to.
-    #[arg(long, env = "XDPVS_SOCKET", default_value = control::DEFAULT_SOCKET, global = true)]
+    #[arg(long, env = "XDPVS_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
     socket: PathBuf,
+    /// More log output (-v: debug, -vv: trace); RUST_LOG overrides.
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Less log output (-q: warnings and errors only).
+    #[arg(short = 'q', long = "quiet", action = ArgAction::Count, global = true)]
+    quiet: u8,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the director on an interface (foreground; stops on SIGINT/SIGTERM).
-    Run(director::RunArgs),
+    Run(RunOptions),
     /// Build a lab in network namespaces (client, director, three real servers), run the
     /// director, configure it with ipvsadm commands and send it HTTP requests (root).
     Demo(demo::DemoArgs),
@@ -41,20 +52,53 @@ enum Command {
     Selfcheck(selfcheck::Args),
 }
 
+/// Logs to standard error with timestamps, at info by default.
+fn init_logging(verbose: u8, quiet: u8) {
+    let level = match i16::from(verbose) - i16::from(quiet) {
+        i16::MIN..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
 /// Runs `xdpvs` with `raw` as its command line (`raw[0]` is the program name).
 pub fn main(raw: Vec<String>) -> ExitCode {
     let cli = match Cli::try_parse_from(&raw) {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+            } else {
+                // One line, as every other error of xdpvs.
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or("invalid command line");
+                eprintln!("xdpvs: {}", first.trim_start_matches("error: "));
+            }
             return ExitCode::from(e.exit_code() as u8);
         }
     };
+    init_logging(cli.verbose, cli.quiet);
     let result = match &cli.command {
-        Some(Command::Run(args)) => director::run(args, &cli.socket),
+        Some(Command::Run(opts)) => run(opts, &cli),
         Some(Command::Selfcheck(args)) => selfcheck::run(args),
         Some(Command::Demo(args)) => demo::run(args),
-        None => return ipvsadm_command(&cli, &raw[1..]),
+        None => return ipvsadm_command(&cli),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,29 +109,37 @@ pub fn main(raw: Vec<String>) -> ExitCode {
     }
 }
 
-/// Checks an ipvsadm command locally, then has the director execute it.
-fn ipvsadm_command(cli: &Cli, raw: &[String]) -> ExitCode {
-    if let Err(e) = cli.ipvs.request() {
-        eprintln!("xdpvs: {e}");
-        return ExitCode::from(2);
+/// `xdpvs run`: the director until SIGINT or SIGTERM.
+fn run(opts: &RunOptions, cli: &Cli) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| anyhow::anyhow!("{}", xdpvs_director::RunError::Signals(e)))?;
     }
-    // The director parses the same arguments; --socket is ours, not its.
-    let mut args = Vec::new();
-    let mut it = raw.iter();
-    while let Some(a) = it.next() {
-        if a == "--socket" {
-            it.next();
-        } else if !a.starts_with("--socket=") {
-            args.push(a.clone());
+    // The director's errors say everything in their one line (their sources are in it).
+    xdpvs_director::run(opts, &cli.socket, &stop).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Parses an ipvsadm command into a request, has the director execute it and prints
+/// the answer.
+fn ipvsadm_command(cli: &Cli) -> ExitCode {
+    let req = match cli.ipvs.request() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("xdpvs: {e}");
+            return ExitCode::from(2);
         }
-    }
-    match control::send(&cli.socket, &args) {
-        Ok((true, out)) => {
-            print!("{out}");
+    };
+    match client::request(&cli.socket, &req) {
+        Ok(Ok(Reply::Done)) => ExitCode::SUCCESS,
+        Ok(Ok(Reply::Table(t))) => {
+            print!("{}", ipvsadm::format_list(&t));
             ExitCode::SUCCESS
         }
-        Ok((false, err)) => {
-            eprint!("xdpvs: {err}");
+        Ok(Err(e)) => {
+            eprintln!("xdpvs: {e}");
             ExitCode::FAILURE
         }
         Err(e) => {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::lab::{self, Lab, LabSpec, VIP};
+use xdpvs_testkit::lab::{self, Lab, LabSpec, VIP};
 
 /// Options of `xdpvs demo`.
 #[derive(Debug, clap::Args)]
@@ -16,8 +16,8 @@ pub struct DemoArgs {
     #[arg(short = 'n', long, default_value_t = 30)]
     pub requests: usize,
     /// Scheduler of the demo service.
-    #[arg(short = 's', long, default_value = "rr")]
-    pub scheduler: String,
+    #[arg(short = 's', long, default_value = "rr", value_parser = |s: &str| s.parse::<xdpvs_sched::SchedKind>().map_err(|e| e.to_string()))]
+    pub scheduler: xdpvs_sched::SchedKind,
 }
 
 fn check(stop: &AtomicBool) -> Result<()> {
@@ -44,7 +44,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     for line in lab.director_log().lines() {
         println!("   {line}");
     }
-    let sched = args.scheduler.as_str();
+    let sched = args.scheduler.to_string();
+    let sched = sched.as_str();
     let commands: Vec<Vec<&str>> = vec![
         vec!["-C"],
         vec!["-A", "-t", "198.18.0.100:80", "-s", sched],

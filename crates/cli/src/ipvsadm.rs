@@ -8,7 +8,46 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use clap::Args;
-use xdpvs_sched::{Persistence, Protocol, SchedKind, ServiceKey};
+use xdpvs_director::control::proto::{Request, Table};
+use xdpvs_sched::{ConfigError, Persistence, Protocol, SchedKind, ServiceKey};
+
+/// A real server as `-r` names it: an address and, optionally, a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RealAddr {
+    /// Address.
+    pub addr: Ipv4Addr,
+    /// Port, if given (it must be the virtual port: DR cannot map ports).
+    pub port: Option<u16>,
+}
+
+fn parse_service_addr(s: &str) -> Result<SocketAddrV4, String> {
+    s.parse::<SocketAddrV4>().map_err(|_| {
+        format!(
+            "invalid service address '{s}': use an IPv4 address and a port, e.g. 198.18.0.100:80"
+        )
+    })
+}
+
+fn parse_real(s: &str) -> Result<RealAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddrV4>() {
+        return Ok(RealAddr {
+            addr: *a.ip(),
+            port: Some(a.port()),
+        });
+    }
+    s.parse::<Ipv4Addr>()
+        .map(|addr| RealAddr { addr, port: None })
+        .map_err(|_| format!("invalid real server '{s}': use an IPv4 address, e.g. 198.18.0.11"))
+}
+
+fn parse_weight(s: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .map_err(|_| format!("invalid weight '{s}': use a whole number from 0 to 65535"))
+}
+
+fn parse_scheduler(s: &str) -> Result<SchedKind, String> {
+    s.parse::<SchedKind>().map_err(|e| e.to_string())
+}
 
 /// ipvsadm-style options (given without a subcommand).
 #[derive(Debug, Clone, Default, Args)]
@@ -39,14 +78,14 @@ pub struct IpvsArgs {
     #[arg(short = 'L', visible_short_alias = 'l', long = "list", group = "cmd")]
     pub list: bool,
     /// TCP service VIP:PORT.
-    #[arg(short = 't', long = "tcp-service", value_name = "VIP:PORT")]
-    pub tcp: Option<String>,
+    #[arg(short = 't', long = "tcp-service", value_name = "VIP:PORT", value_parser = parse_service_addr)]
+    pub tcp: Option<SocketAddrV4>,
     /// UDP service VIP:PORT.
-    #[arg(short = 'u', long = "udp-service", value_name = "VIP:PORT")]
-    pub udp: Option<String>,
+    #[arg(short = 'u', long = "udp-service", value_name = "VIP:PORT", value_parser = parse_service_addr)]
+    pub udp: Option<SocketAddrV4>,
     /// Scheduler: rr, wrr, lc, wlc (default), sh, mh.
-    #[arg(short = 's', long = "scheduler")]
-    pub scheduler: Option<String>,
+    #[arg(short = 's', long = "scheduler", value_parser = parse_scheduler)]
+    pub scheduler: Option<SchedKind>,
     /// Persistent service, with an optional timeout in seconds (default 300).
     #[arg(short = 'p', long = "persistent", value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "300")]
     pub persistent: Option<u64>,
@@ -54,8 +93,8 @@ pub struct IpvsArgs {
     #[arg(short = 'M', long = "netmask")]
     pub netmask: Option<Ipv4Addr>,
     /// Real server address RIP[:PORT].
-    #[arg(short = 'r', long = "real-server", value_name = "RIP[:PORT]")]
-    pub real: Option<String>,
+    #[arg(short = 'r', long = "real-server", value_name = "RIP[:PORT]", value_parser = parse_real)]
+    pub real: Option<RealAddr>,
     /// Direct routing (the default and the only method supported).
     #[arg(short = 'g', long = "gatewaying")]
     pub gatewaying: bool,
@@ -66,54 +105,61 @@ pub struct IpvsArgs {
     #[arg(short = 'i', long = "ipip")]
     pub ipip: bool,
     /// Weight of the real server, 0..65535 (0 = quiescent).
-    #[arg(short = 'w', long = "weight")]
-    pub weight: Option<String>,
+    #[arg(short = 'w', long = "weight", value_parser = parse_weight)]
+    pub weight: Option<u16>,
     /// Numeric output (xdpvs never resolves names, so this is always the case).
     #[arg(short = 'n', long = "numeric")]
     pub numeric: bool,
 }
 
-/// A control request, as the director executes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    /// `-A`
-    AddService {
-        key: ServiceKey,
-        scheduler: SchedKind,
-        persistence: Option<Persistence>,
+/// Why a command line is not a request. Each message says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageError {
+    /// `-m` or `-i`.
+    #[error("{flag} ({what}) is not supported: xdpvs only does direct routing (-g)")]
+    Forwarding {
+        /// The flag.
+        flag: &'static str,
+        /// What it asks for.
+        what: &'static str,
     },
-    /// `-E`
-    EditService {
-        key: ServiceKey,
-        scheduler: Option<SchedKind>,
-        persistence: Option<Option<Persistence>>,
+    /// An option given to a command it does not apply to.
+    #[error("{flag} does not apply to {command}")]
+    NotFor {
+        /// The option.
+        flag: &'static str,
+        /// The command.
+        command: &'static str,
     },
-    /// `-D`
-    DeleteService { key: ServiceKey },
-    /// `-C`
-    Clear,
-    /// `-a`
-    AddReal {
-        key: ServiceKey,
-        addr: Ipv4Addr,
-        weight: u16,
+    /// Both `-t` and `-u`.
+    #[error("give either -t or -u, not both")]
+    TwoServices,
+    /// Neither `-t` nor `-u`.
+    #[error("a service is needed: -t VIP:PORT or -u VIP:PORT")]
+    NoService,
+    /// Port 0.
+    #[error("service {0}: port 0 (all ports) is not supported; give the service's port")]
+    ZeroPort(SocketAddrV4),
+    /// No `-r`.
+    #[error("a real server is needed: -r RIP[:PORT]")]
+    NoReal,
+    /// `-r RIP:PORT` with another port than the service's.
+    #[error("real server port {real} differs from the virtual port {virt}: direct routing cannot map ports (the real server must serve on {virt})")]
+    PortMapping {
+        /// The real server's port.
+        real: u16,
+        /// The service's.
+        virt: u16,
     },
-    /// `-e`
-    EditReal {
-        key: ServiceKey,
-        addr: Ipv4Addr,
-        weight: Option<u16>,
-    },
-    /// `-d`
-    DeleteReal { key: ServiceKey, addr: Ipv4Addr },
-    /// `-L`
-    List,
-}
-
-fn parse_addr_port(s: &str, what: &str) -> Result<SocketAddrV4, String> {
-    s.parse::<SocketAddrV4>().map_err(|_| {
-        format!("invalid {what} '{s}': use an IPv4 address and a port, e.g. 198.18.0.100:80")
-    })
+    /// `-M` without `-p`.
+    #[error("-M (netmask) only applies to a persistent service: add -p")]
+    NetmaskWithoutPersistence,
+    /// Bad persistence.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No command.
+    #[error("no command given: use one of -A -E -D -C -a -e -d -L (see --help)")]
+    NoCommand,
 }
 
 impl IpvsArgs {
@@ -129,18 +175,15 @@ impl IpvsArgs {
             || self.list
     }
 
-    fn service(&self) -> Result<ServiceKey, String> {
-        let (proto, s) = match (&self.tcp, &self.udp) {
-            (Some(s), None) => (Protocol::Tcp, s),
-            (None, Some(s)) => (Protocol::Udp, s),
-            (Some(_), Some(_)) => return Err("give either -t or -u, not both".into()),
-            (None, None) => return Err("a service is needed: -t VIP:PORT or -u VIP:PORT".into()),
+    fn service(&self) -> Result<ServiceKey, UsageError> {
+        let (proto, a) = match (self.tcp, self.udp) {
+            (Some(a), None) => (Protocol::Tcp, a),
+            (None, Some(a)) => (Protocol::Udp, a),
+            (Some(_), Some(_)) => return Err(UsageError::TwoServices),
+            (None, None) => return Err(UsageError::NoService),
         };
-        let a = parse_addr_port(s, "service address")?;
         if a.port() == 0 {
-            return Err(format!(
-                "service {s}: port 0 (all ports) is not supported; give the service's port"
-            ));
+            return Err(UsageError::ZeroPort(a));
         }
         Ok(ServiceKey {
             proto,
@@ -149,84 +192,53 @@ impl IpvsArgs {
         })
     }
 
-    fn scheduler(&self) -> Result<Option<SchedKind>, String> {
-        self.scheduler
-            .as_deref()
-            .map(|s| s.parse::<SchedKind>().map_err(|e| e.to_string()))
-            .transpose()
-    }
-
-    fn persistence(&self) -> Result<Option<Persistence>, String> {
+    fn persistence(&self) -> Result<Option<Persistence>, UsageError> {
         match (self.persistent, self.netmask) {
             (None, None) => Ok(None),
-            (None, Some(_)) => {
-                Err("-M (netmask) only applies to a persistent service: add -p".into())
-            }
-            (Some(t), m) => {
-                Persistence::new(Duration::from_secs(t), m.unwrap_or(Ipv4Addr::BROADCAST))
-                    .map(Some)
-                    .map_err(|e| e.to_string())
-            }
+            (None, Some(_)) => Err(UsageError::NetmaskWithoutPersistence),
+            (Some(t), m) => Ok(Some(Persistence::new(
+                Duration::from_secs(t),
+                m.unwrap_or(Ipv4Addr::BROADCAST),
+            )?)),
         }
     }
 
-    fn forwarding(&self) -> Result<(), String> {
+    fn forwarding(&self) -> Result<(), UsageError> {
         if self.masquerading {
-            return Err(
-                "-m (masquerading/NAT) is not supported: xdpvs only does direct routing (-g)"
-                    .into(),
-            );
+            return Err(UsageError::Forwarding {
+                flag: "-m",
+                what: "masquerading/NAT",
+            });
         }
         if self.ipip {
-            return Err(
-                "-i (IP-in-IP tunnelling) is not supported: xdpvs only does direct routing (-g)"
-                    .into(),
-            );
+            return Err(UsageError::Forwarding {
+                flag: "-i",
+                what: "IP-in-IP tunnelling",
+            });
         }
         Ok(())
     }
 
-    fn real(&self, key: &ServiceKey) -> Result<Ipv4Addr, String> {
-        let r = self
-            .real
-            .as_deref()
-            .ok_or("a real server is needed: -r RIP[:PORT]")?;
-        let (addr, port) = match r.parse::<SocketAddrV4>() {
-            Ok(a) => (*a.ip(), Some(a.port())),
-            Err(_) => (
-                r.parse::<Ipv4Addr>().map_err(|_| {
-                    format!("invalid real server '{r}': use an IPv4 address, e.g. 198.18.0.11")
-                })?,
-                None,
-            ),
-        };
-        if let Some(p) = port.filter(|&p| p != key.port) {
-            return Err(format!(
-                "real server port {p} differs from the virtual port {}: direct routing cannot map ports (the real server must serve on {})",
-                key.port, key.port
-            ));
+    fn real(&self, key: &ServiceKey) -> Result<Ipv4Addr, UsageError> {
+        let r = self.real.ok_or(UsageError::NoReal)?;
+        if let Some(p) = r.port.filter(|&p| p != key.port) {
+            return Err(UsageError::PortMapping {
+                real: p,
+                virt: key.port,
+            });
         }
-        Ok(addr)
+        Ok(r.addr)
     }
 
-    fn weight(&self) -> Result<Option<u16>, String> {
-        self.weight
-            .as_deref()
-            .map(|w| {
-                w.parse::<u16>().map_err(|_| {
-                    format!("invalid weight '{w}': use a whole number from 0 to 65535")
-                })
-            })
-            .transpose()
-    }
-
-    /// Checks the combination and turns it into a request. Every error is one line saying
-    /// what to change.
-    pub fn request(&self) -> Result<Request, String> {
+    /// Checks the combination and turns it into a request.
+    pub fn request(&self) -> Result<Request, UsageError> {
         self.forwarding()?;
-        let not_for = |flag: bool, what: &str, cmd: &str| -> Result<(), String> {
+        let not_for = |flag: bool, name: &'static str, command: &'static str| {
             if flag {
-                Err(format!("{what} does not apply to {cmd}"))
+                Err(UsageError::NotFor {
+                    flag: name,
+                    command,
+                })
             } else {
                 Ok(())
             }
@@ -242,13 +254,13 @@ impl IpvsArgs {
             return Ok(if self.add_service {
                 Request::AddService {
                     key,
-                    scheduler: self.scheduler()?.unwrap_or_default(),
+                    scheduler: self.scheduler.unwrap_or_default(),
                     persistence: self.persistence()?,
                 }
             } else {
                 Request::EditService {
                     key,
-                    scheduler: self.scheduler()?,
+                    scheduler: self.scheduler,
                     persistence: if self.persistent.is_some() {
                         Some(self.persistence()?)
                     } else {
@@ -267,15 +279,18 @@ impl IpvsArgs {
             not_for(self.persistent.is_some(), "-p", "a real-server command")?;
             let key = self.service()?;
             let addr = self.real(&key)?;
-            let weight = self.weight()?;
             return Ok(if self.add_server {
                 Request::AddReal {
                     key,
                     addr,
-                    weight: weight.unwrap_or(1),
+                    weight: self.weight.unwrap_or(1),
                 }
             } else if self.edit_server {
-                Request::EditReal { key, addr, weight }
+                Request::EditReal {
+                    key,
+                    addr,
+                    weight: self.weight,
+                }
             } else {
                 Request::DeleteReal { key, addr }
             });
@@ -286,48 +301,20 @@ impl IpvsArgs {
         if self.list {
             return Ok(Request::List);
         }
-        Err("no command given: use one of -A -E -D -C -a -e -d -L (see --help)".into())
+        Err(UsageError::NoCommand)
     }
 }
 
-/// One real server line of a listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RealLine {
-    /// Address.
-    pub addr: Ipv4Addr,
-    /// Weight.
-    pub weight: u16,
-    /// ActiveConn.
-    pub active: u64,
-    /// InActConn.
-    pub inactive: u64,
-    /// Whether its MAC is resolved.
-    pub resolved: bool,
-}
-
-/// One service of a listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceLine {
-    /// Protocol, VIP, port.
-    pub key: ServiceKey,
-    /// Scheduler.
-    pub scheduler: SchedKind,
-    /// Persistence.
-    pub persistence: Option<Persistence>,
-    /// Real servers.
-    pub reals: Vec<RealLine>,
-}
-
 /// ipvsadm's `-L -n` layout.
-pub fn format_list(size: usize, services: &[ServiceLine]) -> String {
+pub fn format_list(table: &Table) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "IP Virtual Server version 1.2.1 (size={size})");
+    let _ = writeln!(out, "IP Virtual Server version 1.2.1 (size={})", table.size);
     let _ = writeln!(out, "Prot LocalAddress:Port Scheduler Flags");
     let _ = writeln!(
         out,
         "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"
     );
-    for s in services {
+    for s in &table.services {
         let _ = write!(
             out,
             "{}  {}:{} {}",
@@ -363,6 +350,7 @@ pub fn format_list(size: usize, services: &[ServiceLine]) -> String {
 mod tests {
     use super::*;
     use clap::Parser;
+    use xdpvs_director::control::proto::{RealRow, ServiceRow};
 
     #[derive(Parser)]
     struct T {
@@ -373,7 +361,7 @@ mod tests {
     fn req(args: &str) -> Result<Request, String> {
         let t = T::try_parse_from(std::iter::once("xdpvs").chain(args.split_whitespace()))
             .map_err(|e| e.to_string())?;
-        t.a.request()
+        t.a.request().map_err(|e| e.to_string())
     }
 
     fn key() -> ServiceKey {
@@ -457,11 +445,11 @@ mod tests {
 
     #[test]
     fn listing_layout() {
-        let s = ServiceLine {
+        let s = ServiceRow {
             key: key(),
             scheduler: SchedKind::Rr,
             persistence: None,
-            reals: vec![RealLine {
+            reals: vec![RealRow {
                 addr: Ipv4Addr::new(198, 18, 0, 11),
                 weight: 1,
                 active: 2,
@@ -469,7 +457,10 @@ mod tests {
                 resolved: true,
             }],
         };
-        let out = format_list(4096, &[s]);
+        let out = format_list(&Table {
+            size: 4096,
+            services: vec![s],
+        });
         let want = "IP Virtual Server version 1.2.1 (size=4096)\n\
                     Prot LocalAddress:Port Scheduler Flags\n  \
                     -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\

@@ -132,7 +132,7 @@ pub fn run(args: &Args) -> Result<()> {
         let detail = match got {
             Verdict::Reply => format!(
                 " (is-at {})",
-                crate::resolve::format_mac(&p.frame[22..28].try_into().unwrap_or_default())
+                xdpvs_director::iface::format_mac(&p.frame[22..28].try_into().unwrap_or_default())
             ),
             _ if p.frame == before => " (frame untouched)".to_string(),
             _ => String::new(),

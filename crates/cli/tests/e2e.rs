@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use xdpvs::lab::{self, Lab, LabSpec, DIRECTOR_IP, VIP};
+use xdpvs_testkit::lab::{self, Lab, LabSpec, DIRECTOR_IP, VIP};
 
 /// One lab at a time: each runs a director that spins under load, on a 2-core machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());

@@ -10,6 +10,8 @@
 //! keep reaching them; a slot handed to a different real server gets a new generation,
 //! so connections of the old one can never reach the new one.
 
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::net::Ipv4Addr;
 
 use xdpvs_sched::conn::{ConnTable, DestRef, Loads};
@@ -99,7 +101,6 @@ pub struct Service {
     pub key: ServiceKey,
     /// Its counter slot.
     pub slot: u32,
-    slot_gen: u32,
     /// Persistence, if any.
     pub persistence: Option<Persistence>,
     pub(crate) sched: AnyScheduler,
@@ -175,50 +176,169 @@ pub struct Services {
     service_slots: Box<[SlotInfo]>,
 }
 
-/// Hands out slots: keeps those of entries that already had one, gives the lowest free
-/// slot (with a new generation) to new ones.
-struct SlotAllocator {
-    slots: Vec<SlotInfo>,
-    next_free: usize,
+/// Hands out the (slot, generation) pairs of services and real servers, and remembers
+/// them across builds.
+///
+/// A service or real server present in two successive builds keeps its pair, so its
+/// connections and counters carry over. A new one gets the lowest free slot with a
+/// generation never issued for that slot before: generations only move forward, whatever
+/// happens to the snapshots built. So a (slot, generation) pair names one real server for
+/// ever, and a connection can never be forwarded to a real server it was not scheduled to,
+/// even after a build that was handed to some workers and then abandoned. A control plane
+/// keeps one `SlotBook` for the life of the director and gives it to every
+/// [`Services::build_with`]; [`SlotBook::checkpoint`]/[`SlotBook::rollback`] undo the
+/// assignments of an abandoned build (never the generations issued).
+#[derive(Clone, Debug)]
+pub struct SlotBook {
+    services: Book<ServiceKey>,
+    dests: Book<(ServiceKey, Ipv4Addr)>,
 }
 
-impl SlotAllocator {
-    fn new(prev: Option<&[SlotInfo]>, len: usize) -> SlotAllocator {
-        let mut slots = vec![SlotInfo::default(); len];
-        if let Some(p) = prev {
-            for (s, p) in slots.iter_mut().zip(p) {
-                s.gen = p.gen; // generations only ever grow
+/// The assignments of a [`SlotBook`] at one moment.
+#[derive(Clone, Debug)]
+pub struct SlotCheckpoint {
+    services: HashMap<ServiceKey, (u32, u32)>,
+    dests: HashMap<(ServiceKey, Ipv4Addr), (u32, u32)>,
+}
+
+#[derive(Clone, Debug)]
+struct Book<K> {
+    /// The last generation issued, per slot.
+    issued: Vec<u32>,
+    /// Who holds which (slot, generation).
+    held: HashMap<K, (u32, u32)>,
+}
+
+impl<K: Hash + Eq + Copy> Book<K> {
+    fn new(len: usize) -> Self {
+        Book {
+            issued: vec![0; len],
+            held: HashMap::new(),
+        }
+    }
+
+    /// Seeds from a snapshot's slots and who held them.
+    fn seed(&mut self, slots: &[SlotInfo], holders: impl Iterator<Item = (K, u32)>) {
+        for (i, s) in slots.iter().enumerate().take(self.issued.len()) {
+            self.issued[i] = s.gen;
+        }
+        for (k, slot) in holders {
+            if let Some(s) = slots.get(slot as usize) {
+                self.held.insert(k, (slot, s.gen));
             }
         }
-        SlotAllocator {
-            slots,
-            next_free: 0,
+    }
+
+    /// Makes exactly `wanted` hold slots: keeps those already held, frees the others and
+    /// gives new ones the lowest free slot with the next generation. `None` when the
+    /// slots run out.
+    fn hold(&mut self, wanted: &[K]) -> Option<()> {
+        let set: HashSet<K> = wanted.iter().copied().collect();
+        self.held.retain(|k, _| set.contains(k));
+        let mut taken = vec![false; self.issued.len()];
+        for &(slot, _) in self.held.values() {
+            taken[slot as usize] = true;
+        }
+        let mut next = 0;
+        for k in wanted {
+            if self.held.contains_key(k) {
+                continue;
+            }
+            while taken.get(next) == Some(&true) {
+                next += 1;
+            }
+            let issued = self.issued.get_mut(next)?;
+            *issued = issued.wrapping_add(1);
+            taken[next] = true;
+            self.held.insert(*k, (next as u32, *issued));
+        }
+        Some(())
+    }
+
+    fn get(&self, k: &K) -> (u32, u32) {
+        self.held[k]
+    }
+
+    /// Per slot: whether it is held, and its generation.
+    fn slots(&self) -> Vec<SlotInfo> {
+        let mut v: Vec<SlotInfo> = self
+            .issued
+            .iter()
+            .map(|&gen| SlotInfo { gen, live: false })
+            .collect();
+        for &(slot, gen) in self.held.values() {
+            v[slot as usize] = SlotInfo { gen, live: true };
+        }
+        v
+    }
+}
+
+impl SlotBook {
+    /// An empty book for `limits`.
+    pub fn new(limits: &Limits) -> SlotBook {
+        SlotBook {
+            services: Book::new(limits.max_services),
+            dests: Book::new(limits.max_dests),
         }
     }
 
-    /// Keeps `slot` (held by the same entry before).
-    fn keep(&mut self, slot: u32) {
-        self.slots[slot as usize].live = true;
+    /// A book holding what `prev` holds, with its generations.
+    pub fn from_snapshot(prev: &Services, limits: &Limits) -> SlotBook {
+        let mut b = SlotBook::new(limits);
+        b.services.seed(
+            &prev.service_slots,
+            prev.services.iter().map(|s| (s.key, s.slot)),
+        );
+        let dest_slots: Vec<SlotInfo> = prev.dests.iter().map(|d| d.slot).collect();
+        b.dests.seed(
+            &dest_slots,
+            prev.services
+                .iter()
+                .flat_map(|s| s.reals.iter().map(move |r| ((s.key, r.addr), r.dest.slot))),
+        );
+        b
     }
 
-    fn fresh(&mut self) -> Option<(u32, u32)> {
-        while self.next_free < self.slots.len() && self.slots[self.next_free].live {
-            self.next_free += 1;
+    /// The assignments now, to return to with [`SlotBook::rollback`].
+    pub fn checkpoint(&self) -> SlotCheckpoint {
+        SlotCheckpoint {
+            services: self.services.held.clone(),
+            dests: self.dests.held.clone(),
         }
-        let s = self.slots.get_mut(self.next_free)?;
-        s.live = true;
-        s.gen = s.gen.wrapping_add(1);
-        Some((self.next_free as u32, s.gen))
+    }
+
+    /// Returns to the assignments of `cp`. Generations issued since stay issued: a slot
+    /// handed out by the abandoned build gets a newer one next time.
+    pub fn rollback(&mut self, cp: SlotCheckpoint) {
+        self.services.held = cp.services;
+        self.dests.held = cp.dests;
     }
 }
 
 impl Services {
     /// Checks `cfg` against `limits` and compiles it. `prev` is the snapshot in force, if
     /// any: services and real servers present in both keep their slots (and so their
-    /// connections and counters), and rr/wrr keep their rotation.
+    /// connections and counters), and rr/wrr keep their rotation. For one-off builds: a
+    /// control plane that may abandon builds uses [`Services::build_with`].
     pub fn build(
         cfg: &Config,
         limits: &Limits,
+        prev: Option<&Services>,
+    ) -> Result<Services, ConfigError> {
+        let mut book = match prev {
+            Some(p) => SlotBook::from_snapshot(p, limits),
+            None => SlotBook::new(limits),
+        };
+        Services::build_with(cfg, limits, &mut book, prev)
+    }
+
+    /// [`Services::build`] with slots from `book`, which records them (and is left as it
+    /// was when the build fails). `prev` (the snapshot in force) only passes rr/wrr
+    /// rotation on.
+    pub fn build_with(
+        cfg: &Config,
+        limits: &Limits,
+        book: &mut SlotBook,
         prev: Option<&Services>,
     ) -> Result<Services, ConfigError> {
         if cfg.services.len() > limits.max_services {
@@ -240,54 +360,34 @@ impl Services {
             ));
         }
 
+        let checkpoint = book.checkpoint();
+        let svc_keys: Vec<ServiceKey> = cfg.services.iter().map(|s| s.key).collect();
+        let real_keys: Vec<(ServiceKey, Ipv4Addr)> = cfg
+            .services
+            .iter()
+            .flat_map(|s| s.reals.iter().map(move |r| (s.key, r.addr)))
+            .collect();
+        if book.services.hold(&svc_keys).is_none() {
+            book.rollback(checkpoint);
+            return Err(ConfigError::TooManyServices(limits.max_services));
+        }
+        if book.dests.hold(&real_keys).is_none() {
+            book.rollback(checkpoint);
+            return Err(ConfigError::TooManyDests(limits.max_dests));
+        }
         let prev_service =
             |key: &ServiceKey| prev.and_then(|p| p.find(key).map(|i| &p.services[i]));
-        let prev_real = |key: &ServiceKey, addr: Ipv4Addr| {
-            prev_service(key).and_then(|s| s.reals.iter().find(|r| r.addr == addr))
-        };
-
-        // Keep the slots of what already existed, then hand out fresh ones.
-        let mut svc_slots =
-            SlotAllocator::new(prev.map(|p| &p.service_slots[..]), limits.max_services);
-        let mut dest_slots = SlotAllocator::new(
-            prev.map(|p| p.dests.iter().map(|d| d.slot).collect::<Vec<_>>())
-                .as_deref(),
-            limits.max_dests,
-        );
-        for s in &cfg.services {
-            if let Some(ps) = prev_service(&s.key) {
-                svc_slots.keep(ps.slot);
-            }
-            for r in &s.reals {
-                if let Some(pr) = prev_real(&s.key, r.addr) {
-                    dest_slots.keep(pr.dest.slot);
-                }
-            }
-        }
 
         let mut services = Vec::with_capacity(cfg.services.len());
         for s in &cfg.services {
-            let (slot, slot_gen) = match prev_service(&s.key) {
-                Some(ps) => (ps.slot, ps.slot_gen),
-                None => svc_slots
-                    .fresh()
-                    .ok_or(ConfigError::TooManyServices(limits.max_services))?,
-            };
+            let (slot, _) = book.services.get(&s.key);
             let mut reals = Vec::with_capacity(s.reals.len());
             for r in &s.reals {
-                let dest = match prev_real(&s.key, r.addr) {
-                    Some(pr) => pr.dest,
-                    None => {
-                        let (slot, gen) = dest_slots
-                            .fresh()
-                            .ok_or(ConfigError::TooManyDests(limits.max_dests))?;
-                        DestRef { slot, gen }
-                    }
-                };
+                let (slot, gen) = book.dests.get(&(s.key, r.addr));
                 reals.push(Real {
                     addr: r.addr,
                     weight: r.weight,
-                    dest,
+                    dest: DestRef { slot, gen },
                     mac: r.mac,
                 });
             }
@@ -302,15 +402,15 @@ impl Services {
             services.push(Service {
                 key: s.key,
                 slot,
-                slot_gen,
                 persistence: s.persistence,
                 sched,
                 reals,
             });
         }
 
-        let mut dests: Box<[DestInfo]> = dest_slots
-            .slots
+        let mut dests: Box<[DestInfo]> = book
+            .dests
+            .slots()
             .iter()
             .map(|&slot| DestInfo {
                 slot,
@@ -333,7 +433,7 @@ impl Services {
             index,
             services,
             dests,
-            service_slots: svc_slots.slots.into_boxed_slice(),
+            service_slots: book.services.slots().into_boxed_slice(),
         })
     }
 
@@ -522,5 +622,40 @@ mod tests {
         assert_eq!(b.dest(b.services[0].reals[0].dest), DestStatus::Unresolved);
         assert!(b.is_vip(Ipv4Addr::new(198, 18, 0, 100)));
         assert!(!b.is_vip(Ipv4Addr::new(198, 18, 0, 101)));
+    }
+
+    proptest::proptest! {
+        /// Whatever sequence of builds is kept or abandoned, a (slot, generation) pair
+        /// only ever names one real server of one service.
+        #[test]
+        fn a_dest_ref_never_changes_meaning(
+            steps in proptest::collection::vec(
+                (proptest::collection::vec(1u8..12, 0..6), proptest::bool::ANY), 1..40),
+        ) {
+            let limits = Limits { max_services: 2, max_dests: 6, conn_capacity: 16 };
+            let mut book = SlotBook::new(&limits);
+            let mut current: Option<Services> = None;
+            let mut named: HashMap<DestRef, Ipv4Addr> = HashMap::new();
+            for (reals, keep) in steps {
+                let mut reals = reals;
+                reals.sort_unstable();
+                reals.dedup();
+                let cp = book.checkpoint();
+                let Ok(built) = Services::build_with(
+                    &cfg(vec![svc(80, &reals)]), &limits, &mut book, current.as_ref())
+                else {
+                    continue;
+                };
+                for r in &built.services[0].reals {
+                    let first = *named.entry(r.dest).or_insert(r.addr);
+                    proptest::prop_assert_eq!(first, r.addr, "{:?} named two real servers", r.dest);
+                }
+                if keep {
+                    current = Some(built);
+                } else {
+                    book.rollback(cp);
+                }
+            }
+        }
     }
 }

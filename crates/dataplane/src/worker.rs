@@ -29,6 +29,7 @@ pub enum Control {
 
 /// How a worker waits when there is no traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum IdlePolicy {
     /// Spin forever: lowest latency, one core at 100%.
     Busy,

@@ -4,7 +4,6 @@ use std::collections::HashSet;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
-use std::str::FromStr;
 
 use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
 use xdpvs_sched::ServiceKey;
@@ -13,17 +12,19 @@ use crate::sys::link::xdp_link;
 
 static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdpvs.bpf.o"));
 const PROGRAM: &str = "xdpvs_steer";
-const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+use libbpf_sys::{XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE};
 
 /// Where the XDP program runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum XdpMode {
     /// Native if the driver supports it, else generic.
     Auto,
     /// In the driver (fast path).
+    #[cfg_attr(feature = "clap", value(alias = "drv"))]
     Native,
     /// Generic (SKB) mode: works everywhere, slower.
+    #[cfg_attr(feature = "clap", value(alias = "skb"))]
     Generic,
 }
 
@@ -34,20 +35,6 @@ impl fmt::Display for XdpMode {
             XdpMode::Native => "native",
             XdpMode::Generic => "generic",
         })
-    }
-}
-
-impl FromStr for XdpMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(XdpMode::Auto),
-            "native" | "drv" => Ok(XdpMode::Native),
-            "generic" | "skb" => Ok(XdpMode::Generic),
-            _ => Err(format!(
-                "unknown XDP mode '{s}': use auto, native or generic"
-            )),
-        }
     }
 }
 

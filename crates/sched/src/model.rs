@@ -10,7 +10,9 @@ use std::time::Duration;
 pub type Mac = [u8; 6];
 
 /// The transport protocol of a virtual service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[repr(u8)]
 pub enum Protocol {
     /// TCP (IP protocol 6), `-t` in ipvsadm.
@@ -50,7 +52,9 @@ impl fmt::Display for Protocol {
 }
 
 /// What identifies a virtual service: protocol, virtual IP and port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ServiceKey {
     /// TCP or UDP.
     pub proto: Protocol,
@@ -67,7 +71,9 @@ impl fmt::Display for ServiceKey {
 }
 
 /// The scheduling algorithms, named as ipvsadm names them (`-s NAME`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum SchedKind {
     /// Round robin.
     Rr,
@@ -127,7 +133,7 @@ impl FromStr for SchedKind {
 
 /// Persistence (ipvsadm `-p [timeout]` and `-M netmask`): a client, masked by `netmask`,
 /// stays on one real server across connections while its template lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Persistence {
     /// How long a template outlives the last connection it controls (ipvsadm default 300 s).
     pub timeout: Duration,
@@ -240,7 +246,7 @@ impl ServiceSpec {
 }
 
 /// Why a configuration was refused. Every message says what to change.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ConfigError {
     /// `-s` named no scheduler we have.
     #[error("unknown scheduler '{0}': use one of rr, wrr, lc, wlc, sh, mh")]

@@ -21,10 +21,12 @@ use crate::device::{next_device_id, Device};
 
 /// How to bind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum CopyMode {
     /// Zero-copy if the driver supports it, else copy.
     Auto,
     /// Zero-copy or fail.
+    #[cfg_attr(feature = "clap", value(name = "zerocopy", alias = "zero-copy"))]
     ZeroCopy,
     /// Copy mode.
     Copy,
@@ -86,17 +88,17 @@ impl Default for XskConfig {
     }
 }
 
-/// Why a socket could not be opened. The `Debug` form carries the errno.
+/// Why a socket could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum XskError {
     /// Bad sizes.
     #[error("AF_XDP ring/UMEM sizes: {0}")]
     Config(String),
     /// UMEM creation failed (often: RLIMIT_MEMLOCK or no CAP_IPC_LOCK).
-    #[error("creating the UMEM failed: {0:?} (root or CAP_IPC_LOCK is needed to lock its memory)")]
-    Umem(xsk_rs::umem::UmemCreateError),
+    #[error("creating the UMEM failed: {0} (CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK is needed to lock its memory)")]
+    Umem(String),
     /// Socket creation or bind failed.
-    #[error("binding an AF_XDP socket to {ifname} queue {queue} ({mode}) failed: {source:?}")]
+    #[error("binding an AF_XDP socket to {ifname} queue {queue} ({mode}) failed: {reason}")]
     Bind {
         /// Interface.
         ifname: String,
@@ -104,8 +106,8 @@ pub enum XskError {
         queue: u32,
         /// Mode tried.
         mode: &'static str,
-        /// What libxdp said.
-        source: xsk_rs::socket::SocketCreateError,
+        /// What libxdp said, with the system's error.
+        reason: String,
     },
     /// A socket option was refused.
     #[error("setting up busy polling on the AF_XDP socket failed: {0} (needs Linux 5.11+ and CAP_NET_ADMIN)")]
@@ -113,6 +115,15 @@ pub enum XskError {
     /// The socket came without fill/completion rings.
     #[error("the AF_XDP socket on queue {0} came without fill/completion rings")]
     NoRings(u32),
+}
+
+/// xsk-rs errors say what failed but keep the system's error as their source: one line
+/// with both.
+fn with_cause(e: &dyn std::error::Error) -> String {
+    match e.source() {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 const BATCH: usize = 64;
@@ -192,7 +203,8 @@ impl XskDevice {
         };
         let mut last = None;
         for &(flag, name) in tries {
-            let (umem, descs) = Umem::new(umem_cfg, frames, false).map_err(XskError::Umem)?;
+            let (umem, descs) =
+                Umem::new(umem_cfg, frames, false).map_err(|e| XskError::Umem(with_cause(&e)))?;
             let sock_cfg = SocketConfig::builder()
                 .rx_queue_size(qsize(cfg.ring)?)
                 .tx_queue_size(qsize(cfg.ring)?)
@@ -245,7 +257,7 @@ impl XskDevice {
             ifname: ifname.to_string(),
             queue,
             mode,
-            source,
+            reason: with_cause(&source),
         })
     }
 

@@ -109,7 +109,7 @@ fn ip(args: &[&str]) -> Result<Output> {
 /// Whether this process may build a lab (root, `ip`, AF_XDP in the kernel). `Err` says
 /// why not, to be printed by a skipping test.
 pub fn available() -> Result<(), String> {
-    let root = crate::is_root();
+    let root = is_root();
     if !root {
         return Err("not root: the lab needs network namespaces".into());
     }
@@ -122,6 +122,18 @@ pub fn available() -> Result<(), String> {
         return Err("the kernel lacks AF_XDP sockets (CONFIG_XDP_SOCKETS)".into());
     }
     Ok(())
+}
+
+/// Whether this process runs as root (effective uid 0), read from /proc.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
 }
 
 /// Deletes namespaces left by labs whose process is gone.

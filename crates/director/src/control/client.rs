@@ -1,0 +1,34 @@
+//! The client side of the control socket: what `xdpvs -A ...` runs.
+
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::proto::{read_message, write_message, Answer, Request, WireError};
+
+/// Why the director could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nobody listens on the socket.
+    #[error("cannot reach the director at {path} ({source}): is `xdpvs run` running? (--socket or XDPVS_SOCKET choose another)")]
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The exchange failed.
+    #[error("talking to the director: {0}")]
+    Wire(#[from] WireError),
+}
+
+/// Sends `req` to the director at `socket` and returns its answer.
+pub fn request(socket: &Path, req: &Request) -> Result<Answer, ClientError> {
+    let mut s = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.to_path_buf(),
+        source,
+    })?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    write_message(&mut s, req)?;
+    Ok(read_message(&mut s)?)
+}

@@ -1,0 +1,361 @@
+//! The control plane: the wanted configuration, requests applied to it, and how a change
+//! reaches the dataplane all or nothing.
+//!
+//! Applying a change: compile a snapshot (slots from the director's one [`SlotBook`]),
+//! install it on every worker, then point the XDP program at the new services, then
+//! announce new VIPs. If the XDP maps cannot be updated, the workers get the previous
+//! snapshot back and the XDP maps the previous services: the change is rolled back
+//! everywhere and the client told so. If a worker does not take a snapshot (it died or
+//! hangs), the control plane can no longer know what every worker runs: it marks itself
+//! failed, answers every later change with that error, and the director stops.
+//! Generations only move forward in the book, so even a snapshot that some workers ran
+//! and that was then abandoned never makes a connection reach another real server.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+
+use xdpvs_dataplane::{Config, Limits, Options, Services, SlotBook};
+use xdpvs_sched::conn::DestRef;
+use xdpvs_sched::{Load, Mac, RealSpec, ServiceKey, ServiceSpec};
+
+use super::proto::{ControlError, RealRow, Reply, Request, ServiceRow, Table};
+
+/// Why the dataplane did not take a change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataplaneError {
+    /// A worker thread is gone.
+    #[error("worker {0} is gone")]
+    WorkerGone(usize),
+    /// A worker did not acknowledge a snapshot in time.
+    #[error("worker {worker} did not take the new configuration within {seconds} s")]
+    InstallTimeout {
+        /// Which worker.
+        worker: usize,
+        /// How long it was given.
+        seconds: u64,
+    },
+    /// The XDP program's maps could not be updated.
+    #[error("updating the XDP program's maps failed: {0}")]
+    Steer(String),
+}
+
+/// Where configuration goes: the workers and the XDP program (or a test double).
+pub trait Dataplane {
+    /// Hands a new snapshot to every worker and waits until all run with it.
+    fn install(&mut self, services: &Services) -> Result<(), DataplaneError>;
+    /// Makes the XDP program steer exactly these services.
+    fn steer(&mut self, keys: &[ServiceKey]) -> Result<(), DataplaneError>;
+    /// Announces a VIP (gratuitous ARP).
+    fn announce(&mut self, vip: Ipv4Addr);
+    /// ActiveConn/InActConn of a real server, summed over workers.
+    fn load(&self, dest: DestRef) -> Load;
+    /// Connection-table capacity over all workers (ipvsadm's "size").
+    fn capacity(&self) -> usize;
+}
+
+/// The director's configuration state.
+pub struct ControlPlane<D: Dataplane> {
+    services: Vec<ServiceSpec>,
+    macs: HashMap<Ipv4Addr, Mac>,
+    director_mac: Mac,
+    options: Options,
+    limits: Limits,
+    book: SlotBook,
+    current: Services,
+    failed: Option<String>,
+    dp: D,
+}
+
+impl<D: Dataplane> std::fmt::Debug for ControlPlane<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("services", &self.services.len())
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl<D: Dataplane> ControlPlane<D> {
+    /// An empty configuration, already installed in `dp`.
+    pub fn new(
+        director_mac: Mac,
+        options: Options,
+        limits: Limits,
+        mut dp: D,
+    ) -> Result<Self, ControlError> {
+        let cfg = Config {
+            director_mac,
+            services: Vec::new(),
+            options,
+        };
+        let mut book = SlotBook::new(&limits);
+        let current = Services::build_with(&cfg, &limits, &mut book, None)?;
+        dp.install(&current)
+            .and_then(|()| dp.steer(&[]))
+            .map_err(|e| ControlError::Fatal(e.to_string()))?;
+        Ok(ControlPlane {
+            services: Vec::new(),
+            macs: HashMap::new(),
+            director_mac,
+            options,
+            limits,
+            book,
+            current,
+            failed: None,
+            dp,
+        })
+    }
+
+    /// The dataplane.
+    pub fn dataplane(&self) -> &D {
+        &self.dp
+    }
+
+    /// Gives the dataplane back (at shutdown).
+    pub fn into_dataplane(self) -> D {
+        self.dp
+    }
+
+    /// Why the control plane gave up, if it did: the director must stop.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// The snapshot every worker runs.
+    pub fn current(&self) -> &Services {
+        &self.current
+    }
+
+    /// Every real-server address of the configuration.
+    pub fn real_addrs(&self) -> Vec<Ipv4Addr> {
+        let set: HashSet<Ipv4Addr> = self
+            .services
+            .iter()
+            .flat_map(|s| s.reals.iter().map(|r| r.addr))
+            .collect();
+        let mut v: Vec<_> = set.into_iter().collect();
+        v.sort();
+        v
+    }
+
+    /// Real servers whose MAC is not known.
+    pub fn unresolved(&self) -> Vec<Ipv4Addr> {
+        self.real_addrs()
+            .into_iter()
+            .filter(|a| !self.macs.contains_key(a))
+            .collect()
+    }
+
+    /// Takes what the neighbour table says of real servers: `Some(mac)` reachable there,
+    /// `None` unreachable (its MAC is forgotten and it gets no traffic). Re-applies the
+    /// configuration if anything changed; returns what changed.
+    pub fn learn_macs(
+        &mut self,
+        seen: &HashMap<Ipv4Addr, Option<Mac>>,
+    ) -> Result<Vec<(Ipv4Addr, Option<Mac>)>, ControlError> {
+        let mut changed = Vec::new();
+        for a in self.real_addrs() {
+            if let Some(&m) = seen.get(&a) {
+                if self.macs.get(&a).copied() != m {
+                    changed.push((a, m));
+                }
+            }
+        }
+        if changed.is_empty() {
+            return Ok(changed);
+        }
+        let before = self.macs.clone();
+        for &(a, m) in &changed {
+            match m {
+                Some(m) => self.macs.insert(a, m),
+                None => self.macs.remove(&a),
+            };
+        }
+        if let Err(e) = self.apply(self.services.clone()) {
+            self.macs = before;
+            return Err(e);
+        }
+        Ok(changed)
+    }
+
+    /// Compiles and installs `services`, all or nothing (see the module's documentation).
+    fn apply(&mut self, services: Vec<ServiceSpec>) -> Result<(), ControlError> {
+        if let Some(why) = &self.failed {
+            return Err(ControlError::Fatal(why.clone()));
+        }
+        let with_macs = services
+            .iter()
+            .cloned()
+            .map(|mut s| {
+                for r in &mut s.reals {
+                    r.mac = self.macs.get(&r.addr).copied();
+                }
+                s
+            })
+            .collect();
+        let cfg = Config {
+            director_mac: self.director_mac,
+            services: with_macs,
+            options: self.options,
+        };
+        let checkpoint = self.book.checkpoint();
+        let built = Services::build_with(&cfg, &self.limits, &mut self.book, Some(&self.current))?;
+        // Workers first, then the XDP program: a newly steered service always meets a
+        // worker that knows it.
+        if let Err(e) = self.dp.install(&built) {
+            return Err(self.fail(e.to_string()));
+        }
+        let keys: Vec<ServiceKey> = services.iter().map(|s| s.key).collect();
+        if let Err(e) = self.dp.steer(&keys) {
+            // Back to the snapshot and services in force.
+            let old_keys: Vec<ServiceKey> = self.services.iter().map(|s| s.key).collect();
+            if let Err(e2) = self.dp.install(&self.current) {
+                return Err(self.fail(format!("{e}, and rolling the workers back failed: {e2}")));
+            }
+            if let Err(e2) = self.dp.steer(&old_keys) {
+                return Err(self.fail(format!("{e}, and restoring the XDP maps failed: {e2}")));
+            }
+            self.book.rollback(checkpoint);
+            return Err(ControlError::RolledBack(e.to_string()));
+        }
+        let old_vips: HashSet<Ipv4Addr> = self.current.vips().iter().copied().collect();
+        for &v in built.vips() {
+            if !old_vips.contains(&v) {
+                self.dp.announce(v);
+            }
+        }
+        self.current = built;
+        self.services = services;
+        Ok(())
+    }
+
+    fn fail(&mut self, why: String) -> ControlError {
+        self.failed = Some(why.clone());
+        ControlError::Fatal(why)
+    }
+
+    fn find(&self, key: &ServiceKey) -> Result<usize, ControlError> {
+        self.services
+            .iter()
+            .position(|s| s.key == *key)
+            .ok_or(ControlError::NoSuchService(*key))
+    }
+
+    /// Executes one request.
+    pub fn execute(&mut self, req: &Request) -> Result<Reply, ControlError> {
+        let mut next = self.services.clone();
+        match req {
+            Request::List => return Ok(Reply::Table(self.table())),
+            Request::Clear => next.clear(),
+            Request::AddService {
+                key,
+                scheduler,
+                persistence,
+            } => {
+                if self.find(key).is_ok() {
+                    return Err(ControlError::ServiceExists(*key));
+                }
+                let mut s = ServiceSpec::new(*key, *scheduler);
+                s.persistence = *persistence;
+                next.push(s);
+            }
+            Request::EditService {
+                key,
+                scheduler,
+                persistence,
+            } => {
+                let i = self.find(key)?;
+                if let Some(s) = scheduler {
+                    next[i].scheduler = *s;
+                }
+                if let Some(p) = persistence {
+                    next[i].persistence = *p;
+                }
+            }
+            Request::DeleteService { key } => {
+                next.remove(self.find(key)?);
+            }
+            Request::AddReal { key, addr, weight } => {
+                let i = self.find(key)?;
+                if next[i].reals.iter().any(|r| r.addr == *addr) {
+                    return Err(ControlError::RealExists {
+                        service: *key,
+                        addr: *addr,
+                    });
+                }
+                next[i].reals.push(RealSpec {
+                    addr: *addr,
+                    weight: *weight,
+                    mac: None,
+                });
+            }
+            Request::EditReal { key, addr, weight } => {
+                let i = self.find(key)?;
+                let r = next[i].reals.iter_mut().find(|r| r.addr == *addr).ok_or(
+                    ControlError::NoSuchReal {
+                        service: *key,
+                        addr: *addr,
+                    },
+                )?;
+                if let Some(w) = weight {
+                    r.weight = *w;
+                }
+            }
+            Request::DeleteReal { key, addr } => {
+                let i = self.find(key)?;
+                let before = next[i].reals.len();
+                next[i].reals.retain(|r| r.addr != *addr);
+                if next[i].reals.len() == before {
+                    return Err(ControlError::NoSuchReal {
+                        service: *key,
+                        addr: *addr,
+                    });
+                }
+            }
+        }
+        self.apply(next)?;
+        Ok(Reply::Done)
+    }
+
+    /// The table as `-L` shows it.
+    pub fn table(&self) -> Table {
+        let services = self
+            .services
+            .iter()
+            .map(|s| {
+                let compiled = self
+                    .current
+                    .find(&s.key)
+                    .map(|i| &self.current.services()[i]);
+                ServiceRow {
+                    key: s.key,
+                    scheduler: s.scheduler,
+                    persistence: s.persistence,
+                    reals: s
+                        .reals
+                        .iter()
+                        .map(|r| {
+                            let load = compiled
+                                .and_then(|c| c.reals.iter().find(|cr| cr.addr == r.addr))
+                                .map_or(Load::default(), |cr| self.dp.load(cr.dest));
+                            RealRow {
+                                addr: r.addr,
+                                weight: r.weight,
+                                active: u64::from(load.active),
+                                inactive: u64::from(load.inactive),
+                                resolved: self.macs.contains_key(&r.addr),
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Table {
+            size: self.dp.capacity(),
+            services,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

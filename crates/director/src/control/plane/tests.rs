@@ -1,0 +1,329 @@
+use xdpvs_dataplane::{process, Tables, Verdict};
+use xdpvs_sched::tcp::{flags, Timeouts};
+use xdpvs_sched::{Protocol, SchedKind, Time};
+use xdpvs_testkit::frames::{self, Endpoints};
+
+use super::*;
+
+const DIRECTOR: Mac = [2, 0, 0, 0, 0, 1];
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+
+fn key() -> ServiceKey {
+    ServiceKey {
+        proto: Protocol::Tcp,
+        vip: VIP,
+        port: 80,
+    }
+}
+
+fn rs(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, last)
+}
+
+fn mac_of(last: u8) -> Mac {
+    [2, 0, 0, 0, 1, last]
+}
+
+fn limits() -> Limits {
+    Limits {
+        max_services: 4,
+        max_dests: 4,
+        conn_capacity: 1024,
+    }
+}
+
+/// A dataplane of real worker tables that can be told to fail.
+struct Fake {
+    workers: Vec<Tables>,
+    fail_install_on: Option<usize>,
+    /// How many steer calls still fail.
+    fail_steers: usize,
+    /// Flows opened on worker 0 while a failing steer is under way (the workers run the
+    /// new snapshot then), with the MAC each was sent to.
+    open_during_steer: Vec<u16>,
+    opened: Vec<(u16, Mac)>,
+    steered: Vec<ServiceKey>,
+    announced: Vec<Ipv4Addr>,
+    now: Time,
+}
+
+impl Fake {
+    fn new(workers: usize) -> Fake {
+        let empty = Services::build(
+            &Config {
+                director_mac: DIRECTOR,
+                services: vec![],
+                options: Options::default(),
+            },
+            &limits(),
+            None,
+        )
+        .expect("valid");
+        Fake {
+            workers: (0..workers)
+                .map(|i| {
+                    Tables::new(empty.clone(), &limits(), Timeouts::default(), i as u64 + 7)
+                        .expect("tables")
+                })
+                .collect(),
+            fail_install_on: None,
+            fail_steers: 0,
+            open_during_steer: Vec::new(),
+            opened: Vec::new(),
+            steered: Vec::new(),
+            announced: Vec::new(),
+            now: Time::from_nanos(1),
+        }
+    }
+
+    /// Sends one segment of client port `cport` through worker 0; the MAC it went to.
+    fn send(&mut self, cport: u16, tcp_flags: u8) -> Option<Mac> {
+        let e = Endpoints {
+            src_mac: [2, 0, 0, 0, 0, 2],
+            dst_mac: DIRECTOR,
+            src_ip: Ipv4Addr::new(198, 19, 0, 1),
+            dst_ip: VIP,
+            sport: cport,
+            dport: 80,
+        };
+        let mut f = frames::tcp(&e, tcp_flags, b"");
+        self.now = Time::from_nanos(self.now.as_nanos() + 1000);
+        match process(&mut f, &mut self.workers[0], self.now) {
+            Verdict::Tx => Some(f[0..6].try_into().expect("6 bytes")),
+            _ => None,
+        }
+    }
+}
+
+impl Dataplane for Fake {
+    fn install(&mut self, services: &Services) -> Result<(), DataplaneError> {
+        for (i, t) in self.workers.iter_mut().enumerate() {
+            if self.fail_install_on == Some(i) {
+                return Err(DataplaneError::InstallTimeout {
+                    worker: i,
+                    seconds: 3,
+                });
+            }
+            t.install(Box::new(services.clone()));
+        }
+        Ok(())
+    }
+
+    fn steer(&mut self, keys: &[ServiceKey]) -> Result<(), DataplaneError> {
+        if self.fail_steers > 0 {
+            self.fail_steers -= 1;
+            for cport in std::mem::take(&mut self.open_during_steer) {
+                if let Some(m) = self.send(cport, flags::SYN) {
+                    self.opened.push((cport, m));
+                }
+            }
+            return Err(DataplaneError::Steer("map full".into()));
+        }
+        self.steered = keys.to_vec();
+        Ok(())
+    }
+
+    fn announce(&mut self, vip: Ipv4Addr) {
+        self.announced.push(vip);
+    }
+
+    fn load(&self, _: DestRef) -> Load {
+        Load {
+            active: 1,
+            inactive: 2,
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        1 << 20
+    }
+}
+
+fn plane(workers: usize) -> ControlPlane<Fake> {
+    ControlPlane::new(DIRECTOR, Options::default(), limits(), Fake::new(workers)).expect("ok")
+}
+
+/// `-a` of `.last`, with its MAC resolved as the neighbour table would.
+fn add_real(p: &mut ControlPlane<Fake>, last: u8) -> Result<Reply, ControlError> {
+    p.macs.insert(rs(last), mac_of(last));
+    p.execute(&Request::AddReal {
+        key: key(),
+        addr: rs(last),
+        weight: 1,
+    })
+}
+
+fn add_service(p: &mut ControlPlane<Fake>) {
+    p.execute(&Request::AddService {
+        key: key(),
+        scheduler: SchedKind::Rr,
+        persistence: None,
+    })
+    .expect("service added");
+}
+
+/// Every established flow still reaches the MAC it was scheduled to, or is dropped.
+fn assert_flows_stay(p: &mut ControlPlane<Fake>, flows: &HashMap<u16, Mac>) {
+    for (&cport, &mac) in flows {
+        if let Some(now) = p.dp.send(cport, flags::ACK) {
+            assert_eq!(now, mac, "flow {cport} moved from {mac:?} to {now:?}");
+        }
+    }
+}
+
+#[test]
+fn a_failed_steer_rolls_back_and_no_connection_changes_real_server() {
+    let mut p = plane(2);
+    add_service(&mut p);
+    for last in [11, 12, 13] {
+        add_real(&mut p, last).expect("added");
+    }
+    let mut flows = HashMap::new();
+    for cport in 1000..1030 {
+        flows.insert(cport, p.dp.send(cport, flags::SYN).expect("scheduled"));
+    }
+    assert_eq!(flows.values().collect::<HashSet<_>>().len(), 3);
+
+    // A removal whose XDP update fails is rolled back: nothing changes.
+    p.dp.fail_steers = 1;
+    let e = p
+        .execute(&Request::DeleteReal {
+            key: key(),
+            addr: rs(11),
+        })
+        .expect_err("steer fails");
+    assert!(matches!(e, ControlError::RolledBack(_)), "{e}");
+    assert!(
+        e.to_string().contains("rolled back and nothing changed"),
+        "{e}"
+    );
+    assert!(p.failure().is_none());
+    assert_eq!(p.table().services[0].reals.len(), 3);
+    for (&cport, &mac) in &flows {
+        assert_eq!(
+            p.dp.send(cport, flags::ACK),
+            Some(mac),
+            "rolled back: still served"
+        );
+    }
+
+    // Remove .11 for real, then add .14 while the XDP update fails; connections opened in
+    // between (the workers ran the abandoned snapshot) go to .14, in .11's old slot.
+    p.execute(&Request::DeleteReal {
+        key: key(),
+        addr: rs(11),
+    })
+    .expect("removed");
+    p.dp.fail_steers = 1;
+    p.dp.open_during_steer = (2000..2012).collect();
+    let e = add_real(&mut p, 14).expect_err("steer fails");
+    assert!(matches!(e, ControlError::RolledBack(_)), "{e}");
+    let during = std::mem::take(&mut p.dp.opened);
+    assert!(
+        during.iter().any(|&(_, m)| m == mac_of(14)),
+        "some connections reached .14 while the abandoned snapshot ran: {during:?}"
+    );
+    flows.extend(during);
+    assert_flows_stay(&mut p, &flows);
+
+    // Now .15 and .16 are added for real: they take the slots .11 and .14 had.
+    add_real(&mut p, 15).expect("added");
+    add_real(&mut p, 16).expect("added");
+    assert_flows_stay(&mut p, &flows);
+    // New connections do reach .15 and .16.
+    let fresh: HashSet<Mac> = (3000..3040)
+        .filter_map(|c| p.dp.send(c, flags::SYN))
+        .collect();
+    assert!(
+        fresh.contains(&mac_of(15)) && fresh.contains(&mac_of(16)),
+        "{fresh:?}"
+    );
+}
+
+#[test]
+fn a_worker_that_does_not_take_a_snapshot_stops_the_director() {
+    let mut p = plane(2);
+    add_service(&mut p);
+    p.dp.fail_install_on = Some(1);
+    let e = add_real(&mut p, 11).expect_err("install fails");
+    assert!(matches!(e, ControlError::Fatal(_)), "{e}");
+    assert!(
+        e.to_string().contains(
+            "worker 1 did not take the new configuration within 3 s; the director is stopping"
+        ),
+        "{e}"
+    );
+    assert!(p.failure().is_some());
+    // Nothing more is applied, even once the worker would answer again.
+    p.dp.fail_install_on = None;
+    let e = add_real(&mut p, 12).expect_err("failed for good");
+    assert!(matches!(e, ControlError::Fatal(_)), "{e}");
+}
+
+#[test]
+fn add_list_and_announce() {
+    let mut p = plane(1);
+    add_service(&mut p);
+    assert_eq!(p.dp.announced, vec![VIP]);
+    assert_eq!(p.dp.steered, vec![key()]);
+    for last in [11, 12] {
+        p.execute(&Request::AddReal {
+            key: key(),
+            addr: rs(last),
+            weight: 1,
+        })
+        .expect("ok");
+    }
+    let t = p.table();
+    assert_eq!(t.services[0].reals[0].active, 1);
+    assert_eq!(t.services[0].reals[0].inactive, 2);
+    assert!(!t.services[0].reals[0].resolved);
+    assert_eq!(p.unresolved().len(), 2);
+    let seen = HashMap::from([(rs(11), Some(mac_of(11)))]);
+    assert_eq!(p.learn_macs(&seen).expect("ok").len(), 1);
+    assert!(p.learn_macs(&seen).expect("ok").is_empty(), "nothing new");
+    assert_eq!(p.unresolved(), vec![rs(12)]);
+    assert!(p.table().services[0].reals[0].resolved);
+    // A neighbour that failed is forgotten: no traffic until it is reachable again.
+    let gone = HashMap::from([(rs(11), None)]);
+    assert_eq!(p.learn_macs(&gone).expect("ok"), vec![(rs(11), None)]);
+    assert_eq!(p.unresolved(), vec![rs(11), rs(12)]);
+}
+
+#[test]
+fn errors_change_nothing() {
+    let mut p = plane(1);
+    assert_eq!(
+        p.execute(&Request::AddReal {
+            key: key(),
+            addr: rs(11),
+            weight: 1
+        }),
+        Err(ControlError::NoSuchService(key()))
+    );
+    add_service(&mut p);
+    let e = p.execute(&Request::AddService {
+        key: key(),
+        scheduler: SchedKind::Wrr,
+        persistence: None,
+    });
+    assert_eq!(e, Err(ControlError::ServiceExists(key())));
+    assert_eq!(
+        e.expect_err("exists").to_string(),
+        "service TCP 198.18.0.100:80 already exists"
+    );
+}
+
+#[test]
+fn a_rollback_that_fails_stops_the_director() {
+    let mut p = plane(1);
+    add_service(&mut p);
+    p.dp.fail_steers = 2;
+    let e = add_real(&mut p, 11).expect_err("steer and its undo fail");
+    assert!(matches!(e, ControlError::Fatal(_)), "{e}");
+    assert!(
+        e.to_string().contains("restoring the XDP maps failed"),
+        "{e}"
+    );
+    assert!(p.failure().is_some());
+}

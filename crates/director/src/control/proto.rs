@@ -1,0 +1,302 @@
+//! The control protocol between `xdpvs` commands and a running director.
+//!
+//! The client parses ipvsadm's grammar once into a typed [`Request`] and sends it; the
+//! director executes it and answers with a typed [`Reply`] or a [`ControlError`]; the client
+//! renders the answer. On the wire, one request per connection, in each direction a single
+//! message: a 4-byte big-endian length, then that many bytes of JSON ([`Envelope`]), at
+//! most [`MAX_MESSAGE`] bytes. A message of another [`VERSION`] is refused with an error
+//! that says so.
+
+use std::io::{self, Read, Write};
+use std::net::Ipv4Addr;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use xdpvs_sched::{ConfigError, Persistence, SchedKind, ServiceKey};
+
+/// Version of the protocol; both ends must speak the same.
+pub const VERSION: u32 = 1;
+/// The largest message either end accepts.
+pub const MAX_MESSAGE: usize = 1 << 20;
+
+/// What a client asks of the director.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// `-A`: add a virtual service.
+    AddService {
+        /// Protocol, VIP, port.
+        key: ServiceKey,
+        /// Scheduler.
+        scheduler: SchedKind,
+        /// Persistence (`-p`, `-M`).
+        persistence: Option<Persistence>,
+    },
+    /// `-E`: edit a virtual service (what is `None` stays).
+    EditService {
+        /// Protocol, VIP, port.
+        key: ServiceKey,
+        /// New scheduler.
+        scheduler: Option<SchedKind>,
+        /// New persistence (`Some(None)` turns it off).
+        persistence: Option<Option<Persistence>>,
+    },
+    /// `-D`: delete a virtual service and its real servers.
+    DeleteService {
+        /// Protocol, VIP, port.
+        key: ServiceKey,
+    },
+    /// `-C`: clear the whole table.
+    Clear,
+    /// `-a`: add a real server.
+    AddReal {
+        /// The service.
+        key: ServiceKey,
+        /// Real server address.
+        addr: Ipv4Addr,
+        /// Weight (0 = quiescent).
+        weight: u16,
+    },
+    /// `-e`: edit a real server.
+    EditReal {
+        /// The service.
+        key: ServiceKey,
+        /// Real server address.
+        addr: Ipv4Addr,
+        /// New weight.
+        weight: Option<u16>,
+    },
+    /// `-d`: delete a real server.
+    DeleteReal {
+        /// The service.
+        key: ServiceKey,
+        /// Real server address.
+        addr: Ipv4Addr,
+    },
+    /// `-L`: the table.
+    List,
+}
+
+/// One real server in a [`Table`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RealRow {
+    /// Address.
+    pub addr: Ipv4Addr,
+    /// Weight.
+    pub weight: u16,
+    /// ActiveConn, summed over workers.
+    pub active: u64,
+    /// InActConn, summed over workers.
+    pub inactive: u64,
+    /// Whether its MAC is resolved (no traffic goes to it until it is).
+    pub resolved: bool,
+}
+
+/// One virtual service in a [`Table`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRow {
+    /// Protocol, VIP, port.
+    pub key: ServiceKey,
+    /// Scheduler.
+    pub scheduler: SchedKind,
+    /// Persistence.
+    pub persistence: Option<Persistence>,
+    /// Real servers, in configuration order.
+    pub reals: Vec<RealRow>,
+}
+
+/// The virtual server table, as `-L` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Table {
+    /// Connection-table capacity over all workers (ipvsadm's "size").
+    pub size: usize,
+    /// Services, in configuration order.
+    pub services: Vec<ServiceRow>,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The change was applied.
+    Done,
+    /// The table.
+    Table(Table),
+}
+
+/// Why a request failed. Crosses the control socket, so it carries data, not sources.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ControlError {
+    /// `-A` of a service that exists.
+    #[error("service {0} already exists")]
+    ServiceExists(ServiceKey),
+    /// A service that does not exist.
+    #[error("no such service: {0}")]
+    NoSuchService(ServiceKey),
+    /// `-a` of a real server that exists.
+    #[error("real server {addr} already exists in service {service}")]
+    RealExists {
+        /// The service.
+        service: ServiceKey,
+        /// The real server.
+        addr: Ipv4Addr,
+    },
+    /// A real server that does not exist.
+    #[error("no such real server {addr} in service {service}")]
+    NoSuchReal {
+        /// The service.
+        service: ServiceKey,
+        /// The real server.
+        addr: Ipv4Addr,
+    },
+    /// The configuration would be invalid or over a limit.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The dataplane refused the change; it was rolled back everywhere.
+    #[error("{0}; the change was rolled back and nothing changed")]
+    RolledBack(String),
+    /// The dataplane failed in a way that cannot be undone: the director stops.
+    #[error("{0}; the director is stopping: restart it and apply the configuration again")]
+    Fatal(String),
+    /// The message could not be read as a request.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The two ends speak different protocol versions.
+    #[error("protocol version {got} is not the director's {want}: use the same xdpvs for the director and its commands")]
+    Version {
+        /// What the message said.
+        got: u32,
+        /// What the director speaks.
+        want: u32,
+    },
+}
+
+/// A message on the wire: the version and the payload.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// [`VERSION`].
+    pub version: u32,
+    /// The request or the answer.
+    pub body: T,
+}
+
+/// The director's answer.
+pub type Answer = Result<Reply, ControlError>;
+
+/// Why a message could not be exchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The socket failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// A length over [`MAX_MESSAGE`].
+    #[error("message of {0} bytes is over the limit of {MAX_MESSAGE}")]
+    TooLarge(usize),
+    /// Not the JSON expected.
+    #[error("unreadable message: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Another protocol version.
+    #[error("protocol version {0} is not {VERSION}")]
+    Version(u32),
+}
+
+/// Writes one message.
+pub fn write_message<T: Serialize>(w: &mut impl Write, body: &T) -> Result<(), WireError> {
+    let bytes = serde_json::to_vec(&Envelope {
+        version: VERSION,
+        body,
+    })?;
+    if bytes.len() > MAX_MESSAGE {
+        return Err(WireError::TooLarge(bytes.len()));
+    }
+    w.write_all(&(bytes.len() as u32).to_be_bytes())?;
+    w.write_all(&bytes)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads one message (at most [`MAX_MESSAGE`] bytes; nothing larger is buffered).
+pub fn read_message<T: DeserializeOwned>(r: &mut impl Read) -> Result<T, WireError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_MESSAGE {
+        return Err(WireError::TooLarge(len));
+    }
+    let mut bytes = vec![0u8; len];
+    r.read_exact(&mut bytes)?;
+    // The version first, so that a newer client's request is refused for what it is.
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    let v: Version = serde_json::from_slice(&bytes)?;
+    if v.version != VERSION {
+        return Err(WireError::Version(v.version));
+    }
+    let e: Envelope<T> = serde_json::from_slice(&bytes)?;
+    Ok(e.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xdpvs_sched::Protocol;
+
+    fn key() -> ServiceKey {
+        ServiceKey {
+            proto: Protocol::Tcp,
+            vip: Ipv4Addr::new(198, 18, 0, 100),
+            port: 80,
+        }
+    }
+
+    #[test]
+    fn requests_and_answers_round_trip() {
+        let req = Request::AddService {
+            key: key(),
+            scheduler: SchedKind::Wrr,
+            persistence: Some(
+                Persistence::new(
+                    std::time::Duration::from_secs(60),
+                    Ipv4Addr::new(255, 255, 255, 0),
+                )
+                .expect("valid"),
+            ),
+        };
+        let mut buf = Vec::new();
+        write_message(&mut buf, &req).expect("written");
+        assert_eq!(read_message::<Request>(&mut &buf[..]).expect("read"), req);
+        let answer: Answer = Err(ControlError::NoSuchReal {
+            service: key(),
+            addr: Ipv4Addr::new(198, 18, 0, 11),
+        });
+        let mut buf = Vec::new();
+        write_message(&mut buf, &answer).expect("written");
+        assert_eq!(read_message::<Answer>(&mut &buf[..]).expect("read"), answer);
+    }
+
+    #[test]
+    fn bad_messages_are_errors_not_crashes() {
+        let huge = ((MAX_MESSAGE + 1) as u32).to_be_bytes();
+        assert!(matches!(
+            read_message::<Request>(&mut &huge[..]),
+            Err(WireError::TooLarge(_))
+        ));
+        let mut junk = 5u32.to_be_bytes().to_vec();
+        junk.extend_from_slice(b"{oops");
+        assert!(matches!(
+            read_message::<Request>(&mut &junk[..]),
+            Err(WireError::Json(_))
+        ));
+        let body = br#"{"version":99,"body":"List"}"#;
+        let mut other = (body.len() as u32).to_be_bytes().to_vec();
+        other.extend_from_slice(body);
+        assert!(matches!(
+            read_message::<Request>(&mut &other[..]),
+            Err(WireError::Version(99))
+        ));
+        let short = [0u8, 0, 0, 9, b'{'];
+        assert!(matches!(
+            read_message::<Request>(&mut &short[..]),
+            Err(WireError::Io(_))
+        ));
+    }
+}

@@ -1,0 +1,19 @@
+//! The xdpvs director runtime: everything `xdpvs run` does around the packet core.
+//!
+//! - [`setup`]: interface facts, capabilities, the XDP program, one AF_XDP socket per queue.
+//! - [`workers`]: one pinned worker thread per queue, supervised; the live dataplane the
+//!   control plane configures.
+//! - [`control`]: the typed control protocol, its socket server and client, and the
+//!   control plane that applies changes all or nothing.
+//! - [`neighbours`]: real servers' MACs from the kernel's neighbour table.
+//! - [`run`]: the director's life: set up, serve, stop, tear down.
+#![forbid(unsafe_code)]
+
+pub mod control;
+pub mod iface;
+pub mod neighbours;
+pub mod run;
+pub mod setup;
+pub mod workers;
+
+pub use run::{run, RunError, RunOptions};

@@ -1,0 +1,222 @@
+//! `xdpvs run`: the director's life — set up, serve the control socket and resolve real
+//! servers until SIGINT/SIGTERM (or a worker's failure), then tear down.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use tracing::{error, info, warn};
+use xdpvs_dataplane::sys::xsk::CopyMode;
+use xdpvs_dataplane::worker::IdlePolicy;
+use xdpvs_dataplane::xdp::XdpMode;
+use xdpvs_dataplane::{Config, Limits, Options, Services, Tables};
+use xdpvs_sched::tcp::Timeouts;
+
+use crate::control::plane::ControlPlane;
+use crate::control::proto::ControlError;
+use crate::control::server::{ControlSocket, SocketError};
+use crate::iface::format_mac;
+use crate::neighbours;
+use crate::setup::{self, Interface, SetupError};
+use crate::workers::{self, Live, WorkerError, Workers};
+
+/// Options of `xdpvs run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunOptions {
+    /// The interface clients reach the VIPs through (and real servers are on).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    pub iface: String,
+    /// RX queues to serve (default: all of the interface's queues).
+    #[arg(long)]
+    pub queues: Option<u32>,
+    /// Cores to pin workers to, comma-separated (worker N gets the Nth; default: core N).
+    #[arg(long, value_delimiter = ',')]
+    pub cores: Vec<usize>,
+    /// Where the XDP program runs: auto (native, else generic), native, generic.
+    #[arg(long, value_enum, default_value_t = XdpMode::Auto)]
+    pub xdp_mode: XdpMode,
+    /// AF_XDP bind: auto (zero-copy, else copy), zerocopy, copy.
+    #[arg(long, value_enum, default_value_t = CopyMode::Auto)]
+    pub bind: CopyMode,
+    /// Worker polling: busy (spin always), adaptive (spin under traffic, sleep in
+    /// poll(2) after a long idle spell) or yield (spin, yielding the core after each
+    /// empty poll: for a worker sharing its core with its interface's NAPI thread).
+    #[arg(long, value_enum, default_value_t = IdlePolicy::Adaptive)]
+    pub poll: IdlePolicy,
+    /// Connection-table entries per worker (48 bytes of table per 3/4 entry).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub conn_capacity: usize,
+    /// Preferred busy polling: each worker runs its queue's RX processing (NAPI) itself,
+    /// spinning up to this many microseconds per poll (0 = off; the kernel's softirq or
+    /// NAPI thread does it). Pair with the interface's `napi_defer_hard_irqs` and
+    /// `gro_flush_timeout` (see docs/OPERATIONS.md).
+    #[arg(long, default_value_t = 0, value_name = "USECS")]
+    pub busy_poll: u32,
+    /// Frames one busy poll may process.
+    #[arg(long, default_value_t = 64)]
+    pub busy_poll_budget: u32,
+    /// Schedule TCP segments without SYN that have no connection (IPVS sloppy_tcp).
+    #[arg(long)]
+    pub sloppy_tcp: bool,
+}
+
+/// Why the director stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Setting up.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The control socket.
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    /// Starting a worker.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// Signal handlers.
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// The control plane gave up (a worker did not take a configuration).
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// A worker thread ended on its own.
+    #[error("worker {0} stopped unexpectedly")]
+    WorkerDied(usize),
+}
+
+/// Runs the director until `stop` is raised (SIGINT/SIGTERM set it) or it fails.
+pub fn run(opts: &RunOptions, socket: &Path, stop: &AtomicBool) -> Result<(), RunError> {
+    setup::check_capabilities()?;
+    let ifc = Interface::probe(opts)?;
+    let control = ControlSocket::bind(socket)?;
+    let limits = Limits {
+        conn_capacity: opts.conn_capacity,
+        ..Limits::default()
+    };
+    let options = Options {
+        sloppy_tcp: opts.sloppy_tcp,
+        ..Options::default()
+    };
+
+    // Setup: the XDP program, then a socket and a worker per queue.
+    let steering = setup::steering(&ifc, opts)?;
+    let empty = Services::build(
+        &Config {
+            director_mac: ifc.mac,
+            services: vec![],
+            options,
+        },
+        &limits,
+        None,
+    )
+    .map_err(ControlError::from)?;
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut workers = Workers::new();
+    for q in 0..ifc.queues {
+        let dev = setup::socket(&ifc, q, opts, &steering)?;
+        let tables = Tables::new(
+            empty.clone(),
+            &limits,
+            Timeouts::default(),
+            workers::random_seed()?,
+        )
+        .map_err(WorkerError::from)?;
+        let core = opts
+            .cores
+            .get(q as usize)
+            .copied()
+            .or_else(|| cores.get(q as usize % cores.len().max(1)).map(|c| c.id));
+        let zero_copy = dev.is_zero_copy();
+        workers.spawn(q, dev, tables, core, opts.poll)?;
+        info!(
+            "queue {q}: AF_XDP socket bound in {} mode, worker on core {}, {:?} polling",
+            if zero_copy { "zero-copy" } else { "copy" },
+            core.map_or("any".to_string(), |c| c.to_string()),
+            opts.poll
+        );
+    }
+    let capacity = limits.conn_capacity * workers.len();
+    let live = Live {
+        workers,
+        steering,
+        director_mac: ifc.mac,
+        capacity,
+    };
+    let mut plane = ControlPlane::new(ifc.mac, options, limits, live)?;
+    info!(
+        "director {} ready on {}: control socket {} (try: xdpvs -Ln)",
+        format_mac(&ifc.mac),
+        ifc.name,
+        control.path().display()
+    );
+
+    let failure = serve(&mut plane, &control, &ifc, stop);
+
+    // Teardown: the XDP program first (traffic goes back to the kernel), then the workers.
+    info!("stopping");
+    let Live {
+        workers,
+        mut steering,
+        ..
+    } = plane.into_dataplane();
+    steering.detach();
+    let t = workers.stop();
+    info!(
+        "frames: {} received, {} transmitted, {} dropped, {} unhandled; XDP program detached",
+        t.rx, t.tx, t.dropped, t.unhandled
+    );
+    drop(control);
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The control loop: requests, neighbour resolution, supervision. Returns why it ended
+/// early, if it did.
+fn serve(
+    plane: &mut ControlPlane<Live>,
+    control: &ControlSocket,
+    ifc: &Interface,
+    stop: &AtomicBool,
+) -> Option<RunError> {
+    let mut next_resolve = Instant::now();
+    let mut next_probe_all = Instant::now() + Duration::from_secs(30);
+    while !stop.load(Relaxed) {
+        match control.serve_one(|req| plane.execute(&req)) {
+            Ok(true) => {}
+            Ok(false) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => warn!("control socket: {e}"),
+        }
+        if let Some(why) = plane.failure() {
+            error!("{why}: stopping");
+            return Some(RunError::Control(ControlError::Fatal(why.to_string())));
+        }
+        plane.dataplane().workers.drop_retired();
+        let now = Instant::now();
+        if now >= next_resolve {
+            next_resolve = now + Duration::from_millis(500);
+            match plane.learn_macs(&neighbours::neighbours(&ifc.name)) {
+                Ok(changed) => {
+                    for (a, m) in changed {
+                        match m {
+                            Some(m) => info!("real server {a} is at {}", format_mac(&m)),
+                            None => warn!("real server {a} does not answer ARP: no traffic to it until it does"),
+                        }
+                    }
+                }
+                Err(e) => warn!("applying resolved MACs failed: {e}"),
+            }
+            let mut probe = plane.unresolved();
+            if now >= next_probe_all {
+                next_probe_all = now + Duration::from_secs(30);
+                probe = plane.real_addrs();
+            }
+            neighbours::probe(&probe);
+        }
+        if let Some(i) = plane.dataplane().workers.first_dead() {
+            error!("worker {i} stopped unexpectedly");
+            return Some(RunError::WorkerDied(i));
+        }
+    }
+    None
+}

@@ -1,0 +1,153 @@
+//! Setting the director up: checks, the XDP program, one AF_XDP socket per RX queue.
+
+use caps::{CapSet, Capability};
+use tracing::{info, warn};
+use xdpvs_dataplane::limits::MAX_QUEUES;
+use xdpvs_dataplane::sys::xsk::{BusyPoll, XskConfig, XskDevice, XskError};
+use xdpvs_dataplane::xdp::{Steering, XdpError};
+use xdpvs_sched::Mac;
+
+use crate::iface::{self, IfaceError};
+use crate::run::RunOptions;
+
+/// Why the director could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Capabilities missing.
+    #[error("xdpvs run lacks {missing}: run it as root, or grant the capabilities (e.g. systemd AmbientCapabilities=CAP_NET_ADMIN CAP_BPF CAP_IPC_LOCK CAP_SYS_ADMIN)")]
+    Capabilities {
+        /// Which, by name.
+        missing: String,
+    },
+    /// The interface.
+    #[error(transparent)]
+    Iface(#[from] IfaceError),
+    /// `--queues` out of range.
+    #[error(
+        "--queues {asked}: {iface} has {available} RX queue(s) (xdpvs serves at most {MAX_QUEUES})"
+    )]
+    Queues {
+        /// Asked for.
+        asked: u32,
+        /// The interface.
+        iface: String,
+        /// What it has.
+        available: u32,
+    },
+    /// The XDP program.
+    #[error(transparent)]
+    Xdp(#[from] XdpError),
+    /// An AF_XDP socket.
+    #[error(transparent)]
+    Xsk(#[from] XskError),
+}
+
+/// The effective capabilities `xdpvs run` needs, and what each is for.
+const NEEDED: &[(&[Capability], &str)] = &[
+    (
+        &[Capability::CAP_NET_ADMIN],
+        "CAP_NET_ADMIN (attach XDP, bind AF_XDP sockets)",
+    ),
+    (
+        &[Capability::CAP_BPF, Capability::CAP_SYS_ADMIN],
+        "CAP_BPF or CAP_SYS_ADMIN (load the XDP program and its maps)",
+    ),
+    (&[Capability::CAP_IPC_LOCK], "CAP_IPC_LOCK (lock the UMEM)"),
+];
+
+/// Checks that the process has the capabilities the director needs (root has them all).
+pub fn check_capabilities() -> Result<(), SetupError> {
+    let has = |c: &Capability| caps::has_cap(None, CapSet::Effective, *c).unwrap_or(false);
+    let missing: Vec<&str> = NEEDED
+        .iter()
+        .filter(|(any_of, _)| !any_of.iter().any(has))
+        .map(|&(_, what)| what)
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(SetupError::Capabilities {
+            missing: missing.join(", "),
+        })
+    }
+}
+
+/// The interface the director serves.
+#[derive(Debug, Clone)]
+pub struct Interface {
+    /// Name.
+    pub name: String,
+    /// Index.
+    pub index: u32,
+    /// Its (the director's) MAC.
+    pub mac: Mac,
+    /// RX queues to serve.
+    pub queues: u32,
+}
+
+impl Interface {
+    /// Reads the facts of `opts.iface` and checks `--queues`.
+    pub fn probe(opts: &RunOptions) -> Result<Interface, SetupError> {
+        let name = opts.iface.clone();
+        let index = iface::ifindex(&name)?;
+        let mac = iface::mac_of(&name)?;
+        let available = iface::rx_queues(&name)?.max(1);
+        let queues = opts.queues.unwrap_or(available.min(MAX_QUEUES as u32));
+        if queues == 0 || queues > available || queues as usize > MAX_QUEUES {
+            return Err(SetupError::Queues {
+                asked: queues,
+                iface: name,
+                available,
+            });
+        }
+        Ok(Interface {
+            name,
+            index,
+            mac,
+            queues,
+        })
+    }
+}
+
+/// Loads the steering program and attaches it to the interface (detached when dropped).
+pub fn steering(ifc: &Interface, opts: &RunOptions) -> Result<Steering, SetupError> {
+    let mut steering = Steering::load()?;
+    let mode = steering.attach(ifc.index, opts.xdp_mode)?;
+    info!(
+        "XDP program attached to {} (ifindex {}) in {mode} mode",
+        ifc.name, ifc.index
+    );
+    if opts.busy_poll > 0 && iface::attr(&ifc.name, "napi_defer_hard_irqs").is_ok_and(|v| v == "0")
+    {
+        warn!(
+            "busy polling without deferred interrupts: the kernel keeps processing RX \
+             itself between polls; set /sys/class/net/{0}/napi_defer_hard_irqs (e.g. 2) \
+             and /sys/class/net/{0}/gro_flush_timeout (e.g. 200000)",
+            ifc.name
+        );
+    }
+    Ok(steering)
+}
+
+/// Opens the AF_XDP socket of `queue` and steers the queue to it.
+pub fn socket(
+    ifc: &Interface,
+    queue: u32,
+    opts: &RunOptions,
+    steering: &Steering,
+) -> Result<XskDevice, SetupError> {
+    let dev = XskDevice::open(
+        &ifc.name,
+        queue,
+        &XskConfig {
+            mode: opts.bind,
+            busy_poll: (opts.busy_poll > 0).then_some(BusyPoll {
+                usecs: opts.busy_poll,
+                budget: opts.busy_poll_budget,
+            }),
+            ..XskConfig::default()
+        },
+    )?;
+    steering.set_socket(queue, dev.fd())?;
+    Ok(dev)
+}

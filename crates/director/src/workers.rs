@@ -1,0 +1,285 @@
+//! One pinned worker thread per RX queue, and the live dataplane the control plane
+//! configures through them.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use tracing::info;
+use xdpvs_dataplane::sys::xsk::XskDevice;
+use xdpvs_dataplane::worker::{Control, IdlePolicy, LoopStats, Worker};
+use xdpvs_dataplane::xdp::Steering;
+use xdpvs_dataplane::{Services, Tables, WorkerStats};
+use xdpvs_sched::conn::{DestRef, Loads};
+use xdpvs_sched::{Load, Mac, ServiceKey, Time};
+
+use crate::control::plane::{Dataplane, DataplaneError};
+use crate::iface::format_mac;
+
+/// How long a worker may take to acknowledge a configuration snapshot.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a worker could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// `--cores` names a CPU this process may not run on.
+    #[error("cannot pin worker {queue} to core {core}: this process may run on cores {allowed}")]
+    Pin {
+        /// The queue.
+        queue: u32,
+        /// The core asked for.
+        core: usize,
+        /// The cores there are.
+        allowed: String,
+    },
+    /// The thread could not be spawned.
+    #[error("starting worker {queue}: {source}")]
+    Spawn {
+        /// The queue.
+        queue: u32,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No randomness for the connection-table seed.
+    #[error("reading OS entropy for the connection-table seed: {0}")]
+    Entropy(String),
+    /// The connection table could not be allocated.
+    #[error("allocating the connection table: {0}")]
+    Table(#[from] xdpvs_sched::conn::ConnTableError),
+}
+
+/// A running worker, seen from the control thread.
+#[derive(Debug)]
+struct Handle {
+    ctrl: Sender<Control>,
+    loop_stats: Arc<LoopStats>,
+    loads: Arc<Loads>,
+    stats: Arc<WorkerStats>,
+    thread: JoinHandle<()>,
+}
+
+/// The workers, one per queue.
+#[derive(Debug)]
+pub struct Workers {
+    list: Vec<Handle>,
+    stop: Arc<AtomicBool>,
+    retired: Receiver<Box<Services>>,
+    retired_tx: Sender<Box<Services>>,
+    start: Instant,
+}
+
+/// Totals over all workers, reported when the director stops.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Totals {
+    /// Frames received.
+    pub rx: u64,
+    /// Frames transmitted.
+    pub tx: u64,
+    /// Frames dropped.
+    pub dropped: u64,
+    /// Frames steered here that the engine did not handle (recycled).
+    pub unhandled: u64,
+}
+
+impl Workers {
+    /// No workers yet.
+    pub fn new() -> Workers {
+        let (retired_tx, retired) = unbounded();
+        Workers {
+            list: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            retired,
+            retired_tx,
+            start: Instant::now(),
+        }
+    }
+
+    /// Starts the worker of `queue` over `dev` with `tables`, pinned to `core` (an error if
+    /// that fails), polling with `poll`.
+    pub fn spawn(
+        &mut self,
+        queue: u32,
+        dev: XskDevice,
+        tables: Tables,
+        core: Option<usize>,
+        poll: IdlePolicy,
+    ) -> Result<(), WorkerError> {
+        let (ctrl, crx) = unbounded();
+        let mut w = Worker::new(dev, tables, crx, self.retired_tx.clone());
+        let (loop_stats, loads, stats) = (
+            Arc::clone(w.loop_stats()),
+            Arc::clone(w.tables().conns().loads()),
+            Arc::clone(w.tables().stats()),
+        );
+        let (stop, start) = (Arc::clone(&self.stop), self.start);
+        let (pinned_tx, pinned) = bounded(1);
+        let thread = std::thread::Builder::new()
+            .name(format!("xdpvs-q{queue}"))
+            .spawn(move || {
+                let ok = core
+                    .is_none_or(|id| core_affinity::set_for_current(core_affinity::CoreId { id }));
+                let _ = pinned_tx.send(ok);
+                if ok {
+                    w.run(
+                        || Time::from_nanos(start.elapsed().as_nanos() as u64),
+                        &stop,
+                        poll,
+                    );
+                }
+            })
+            .map_err(|source| WorkerError::Spawn { queue, source })?;
+        if pinned.recv() != Ok(true) {
+            let _ = thread.join();
+            return Err(WorkerError::Pin {
+                queue,
+                core: core.unwrap_or_default(),
+                allowed: allowed_cores(),
+            });
+        }
+        self.list.push(Handle {
+            ctrl,
+            loop_stats,
+            loads,
+            stats,
+            thread,
+        });
+        Ok(())
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The first worker that stopped on its own, if any.
+    pub fn first_dead(&self) -> Option<usize> {
+        self.list.iter().position(|w| w.thread.is_finished())
+    }
+
+    /// Frees snapshots the workers replaced (off the packet path).
+    pub fn drop_retired(&self) {
+        while self.retired.try_recv().is_ok() {}
+    }
+
+    /// Stops and joins every worker; their totals.
+    pub fn stop(self) -> Totals {
+        self.stop.store(true, Relaxed);
+        let mut t = Totals::default();
+        for w in self.list {
+            drop(w.ctrl);
+            let _ = w.thread.join();
+            t.rx += w.stats.rx.get();
+            t.tx += w.stats.tx.get();
+            t.dropped += w.stats.drops_total();
+            t.unhandled += w.stats.unhandled.get();
+        }
+        t
+    }
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Workers::new()
+    }
+}
+
+/// A fresh connection-table seed from the OS's entropy, so that nobody can aim flows at
+/// one probe chain.
+pub fn random_seed() -> Result<u64, WorkerError> {
+    getrandom::u64().map_err(|e| WorkerError::Entropy(e.to_string()))
+}
+
+/// The cores this process may be pinned to, for messages.
+pub fn allowed_cores() -> String {
+    let ids: Vec<String> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.id.to_string())
+        .collect();
+    if ids.is_empty() {
+        "(unknown)".into()
+    } else {
+        ids.join(",")
+    }
+}
+
+/// The real dataplane: workers over AF_XDP and the steering program.
+#[derive(Debug)]
+pub struct Live {
+    /// The workers.
+    pub workers: Workers,
+    /// The XDP program.
+    pub steering: Steering,
+    /// The director's MAC (source of gratuitous ARP).
+    pub director_mac: Mac,
+    /// Connection-table entries over all workers.
+    pub capacity: usize,
+}
+
+impl Dataplane for Live {
+    fn install(&mut self, services: &Services) -> Result<(), DataplaneError> {
+        let list = &self.workers.list;
+        let before: Vec<u64> = list.iter().map(|w| w.loop_stats.installs.get()).collect();
+        for (i, w) in list.iter().enumerate() {
+            w.ctrl
+                .send(Control::Install(Box::new(services.clone())))
+                .map_err(|_| DataplaneError::WorkerGone(i))?;
+        }
+        let deadline = Instant::now() + INSTALL_TIMEOUT;
+        for (i, w) in list.iter().enumerate() {
+            while w.loop_stats.installs.get() == before[i] {
+                if w.thread.is_finished() {
+                    return Err(DataplaneError::WorkerGone(i));
+                }
+                if Instant::now() > deadline {
+                    return Err(DataplaneError::InstallTimeout {
+                        worker: i,
+                        seconds: INSTALL_TIMEOUT.as_secs(),
+                    });
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        Ok(())
+    }
+
+    fn steer(&mut self, keys: &[ServiceKey]) -> Result<(), DataplaneError> {
+        self.steering
+            .set_services(keys)
+            .map_err(|e| DataplaneError::Steer(e.to_string()))
+    }
+
+    fn announce(&mut self, vip: Ipv4Addr) {
+        if let Some(w) = self.workers.list.first() {
+            let _ = w
+                .ctrl
+                .send(Control::Send(xdpvs_arp::gratuitous(vip, self.director_mac)));
+            info!(
+                "announced {vip} at {} (gratuitous ARP)",
+                format_mac(&self.director_mac)
+            );
+        }
+    }
+
+    fn load(&self, dest: DestRef) -> Load {
+        self.workers.list.iter().fold(Load::default(), |acc, w| {
+            let l = w.loads.load(dest);
+            Load {
+                active: acc.active + l.active,
+                inactive: acc.inactive + l.inactive,
+            }
+        })
+    }
+
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
