@@ -3,6 +3,6 @@
 include!("../bpf/compile.rs");
 
 fn main() {
-    compile_bpf("../bpf/bench.bpf.c", "bench.bpf.o");
+    compile_bpf("../bpf/bench.bpf.c", "bench.bpf.o", None);
     println!("cargo:rerun-if-changed=../bpf/compile.rs");
 }

@@ -1,8 +1,9 @@
 // Shared by the build scripts that compile programs of `bpf/` (included with `include!`).
 
 /// Compiles the BPF C file `src` (relative to the crate) into `$OUT_DIR/<obj>` with
-/// libbpf-cargo (clang, target bpf).
-fn compile_bpf(src: &str, obj: &str) {
+/// libbpf-cargo (clang, target bpf) and, if `skel` is given, generates its typed skeleton
+/// (maps, programs, and the C structs as Rust types) into `$OUT_DIR/<skel>`.
+fn compile_bpf(src: &str, obj: &str, skel: Option<&str>) {
     use std::env;
     use std::path::PathBuf;
 
@@ -14,12 +15,13 @@ fn compile_bpf(src: &str, obj: &str) {
     if PathBuf::from(&multiarch).is_dir() {
         args.push(format!("-I{multiarch}"));
     }
-    if let Err(e) = libbpf_cargo::SkeletonBuilder::new()
-        .source(&src)
-        .obj(&out)
-        .clang_args(args)
-        .build()
-    {
+    let mut builder = libbpf_cargo::SkeletonBuilder::new();
+    builder.source(&src).obj(&out).clang_args(args);
+    let built = match skel {
+        Some(skel) => builder.build_and_generate(out.with_file_name(skel)),
+        None => builder.build(),
+    };
+    if let Err(e) = built {
         panic!(
             "compiling {}: {e:#}\n(is clang installed? `bash .ci/setup` installs what the build needs)",
             src.display()

@@ -65,70 +65,88 @@ struct arp_eth_ipv4 {
 	__u8 tpa[4];
 } __attribute__((packed));
 
-static __always_inline int to_socket(struct xdp_md *ctx)
-{
-	return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
-}
+/* What the classifier decides. */
+#define PASS 0
+#define STEER 1
 
-static __always_inline int handle_arp(struct xdp_md *ctx, void *l3, void *end)
+static __always_inline int classify_arp(void *l3, void *end)
 {
 	struct arp_eth_ipv4 *arp = l3;
 	__u32 tpa;
 
 	if ((void *)(arp + 1) > end)
-		return XDP_PASS;
+		return PASS;
 	if (arp->ar_op != bpf_htons(ARPOP_REQUEST) ||
 	    arp->ar_hrd != bpf_htons(ARPHRD_ETHER) ||
 	    arp->ar_pro != bpf_htons(ETH_P_IP))
-		return XDP_PASS;
+		return PASS;
 	/* Byte copy: the field is not 4-byte aligned. */
 	__builtin_memcpy(&tpa, arp->tpa, sizeof(tpa));
 	if (!bpf_map_lookup_elem(&vips, &tpa))
-		return XDP_PASS;
-	return to_socket(ctx);
+		return PASS;
+	return STEER;
 }
 
-static __always_inline int handle_ipv4(struct xdp_md *ctx, void *l3, void *end)
+static __always_inline int classify_ipv4(void *l3, void *end)
 {
 	struct iphdr *ip = l3;
 	struct service_key key = {};
 	__u16 *ports;
 
 	if ((void *)(ip + 1) > end)
-		return XDP_PASS;
+		return PASS;
 	if (!bpf_map_lookup_elem(&vips, &ip->daddr))
-		return XDP_PASS;
+		return PASS;
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
-		return XDP_PASS;
+		return PASS;
 	if (ip->frag_off & bpf_htons(0x3fff))
-		return to_socket(ctx);
+		return STEER;
 	if (ip->ihl < 5)
-		return XDP_PASS;
+		return PASS;
 	ports = (void *)ip + ip->ihl * 4;
 	if ((void *)(ports + 2) > end)
-		return XDP_PASS;
+		return PASS;
 	key.vip = ip->daddr;
 	key.port = ports[1];
 	key.proto = ip->protocol;
 	if (!bpf_map_lookup_elem(&services, &key))
-		return XDP_PASS;
-	return to_socket(ctx);
+		return PASS;
+	return STEER;
 }
 
-SEC("xdp")
-int xdpvs_steer(struct xdp_md *ctx)
+/* Whether the director handles this frame (STEER) or the kernel does (PASS). */
+static __always_inline int classify(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 
 	if ((void *)(eth + 1) > end)
-		return XDP_PASS;
+		return PASS;
 	if (eth->h_proto == bpf_htons(ETH_P_ARP))
-		return handle_arp(ctx, eth + 1, end);
+		return classify_arp(eth + 1, end);
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
-		return handle_ipv4(ctx, eth + 1, end);
+		return classify_ipv4(eth + 1, end);
+	return PASS;
+}
+
+SEC("xdp")
+int xdpvs_steer(struct xdp_md *ctx)
+{
+	if (classify(ctx) == STEER)
+		return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 	return XDP_PASS;
+}
+
+/*
+ * The same decision, for BPF_PROG_TEST_RUN only (never attached): XDP_TX where
+ * xdpvs_steer would redirect to the socket, XDP_PASS where it would pass. The shared
+ * fixture table runs its frames through this and through the Rust engine.
+ */
+SEC("xdp")
+int xdpvs_classify(struct xdp_md *ctx)
+{
+	return classify(ctx) == STEER ? XDP_TX : XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

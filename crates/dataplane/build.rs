@@ -8,7 +8,11 @@ fn main() {
     shared_limits("../../bpf/limits.h");
     #[cfg(feature = "afxdp")]
     {
-        compile_bpf("../../bpf/xdpvs.bpf.c", "xdpvs.bpf.o");
+        compile_bpf(
+            "../../bpf/xdpvs.bpf.c",
+            "xdpvs.bpf.o",
+            Some("xdpvs.skel.rs"),
+        );
         println!("cargo:rerun-if-changed=../../bpf/compile.rs");
     }
 }

@@ -3,15 +3,15 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::io;
+use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 
-use libbpf_rs::{MapCore, MapFlags, MapHandle, Object, ObjectBuilder};
+use libbpf_rs::{MapCore, MapFlags, ProgramInput};
 use xdpvs_sched::ServiceKey;
 
 use crate::sys::link::xdp_link;
+use crate::sys::skel::{bytes_of, types, Loaded};
 
-static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/xdpvs.bpf.o"));
-const PROGRAM: &str = "xdpvs_steer";
 use libbpf_sys::{XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE};
 
 /// Where the XDP program runs.
@@ -56,6 +56,9 @@ pub enum XdpError {
         /// What to do about it.
         hint: &'static str,
     },
+    /// A test run of the classifier failed.
+    #[error("test-running the XDP classifier failed: {0}")]
+    TestRun(#[source] libbpf_rs::Error),
     /// A map update failed.
     #[error("updating the XDP map '{map}' failed: {source}")]
     Map {
@@ -69,11 +72,9 @@ pub enum XdpError {
 
 /// The loaded steering program and its maps; attached to at most one interface.
 pub struct Steering {
-    object: Object,
-    xsks: MapHandle,
-    vips: MapHandle,
-    services: MapHandle,
+    // Field order is drop order: the attachment before the program.
     link: Option<OwnedFd>,
+    loaded: Loaded,
 }
 
 impl fmt::Debug for Steering {
@@ -84,37 +85,30 @@ impl fmt::Debug for Steering {
     }
 }
 
-/// A service as the program's `services` map keys it (network byte order).
-fn service_key_bytes(k: &ServiceKey) -> [u8; 8] {
-    let mut b = [0u8; 8];
-    b[0..4].copy_from_slice(&k.vip.octets());
-    b[4..6].copy_from_slice(&k.port.to_be_bytes());
-    b[6] = k.proto.ip_number();
-    b
+/// A service as the program's `services` map keys it (the C struct, network byte order).
+fn service_key(k: &ServiceKey) -> types::service_key {
+    types::service_key {
+        vip: u32::from_ne_bytes(k.vip.octets()),
+        port: k.port.to_be(),
+        proto: k.proto.ip_number(),
+        pad: 0,
+    }
 }
+
+/// A VIP as the program's `vips` map keys it (network byte order).
+fn vip_key(vip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(vip.octets())
+}
+
+const XDP_TX: u32 = 3;
+const ETH_HLEN: usize = 14;
 
 impl Steering {
     /// Loads the program and creates its maps (not attached yet).
     pub fn load() -> Result<Steering, XdpError> {
-        let object = ObjectBuilder::default()
-            .open_memory(OBJECT)
-            .and_then(|o| o.load())
-            .map_err(XdpError::Load)?;
-        let map = |name: &str| -> Result<MapHandle, XdpError> {
-            let m = object.maps().find(|m| m.name() == name).ok_or_else(|| {
-                XdpError::Load(libbpf_rs::Error::from(io::Error::other(format!(
-                    "no map {name}"
-                ))))
-            })?;
-            MapHandle::try_from(&m).map_err(XdpError::Load)
-        };
-        let (xsks, vips, services) = (map("xsks")?, map("vips")?, map("services")?);
         Ok(Steering {
-            object,
-            xsks,
-            vips,
-            services,
             link: None,
+            loaded: Loaded::load().map_err(XdpError::Load)?,
         })
     }
 
@@ -122,13 +116,7 @@ impl Steering {
     /// tries native first, then generic. Returns the mode in force.
     pub fn attach(&mut self, ifindex: u32, mode: XdpMode) -> Result<XdpMode, XdpError> {
         self.link = None;
-        let prog = self
-            .object
-            .progs()
-            .find(|p| p.name() == PROGRAM)
-            .ok_or_else(|| {
-                XdpError::Load(libbpf_rs::Error::from(io::Error::other("no program")))
-            })?;
+        let prog = &self.loaded.skel().progs.xdpvs_steer;
         let (link, mode) = attach(prog.as_fd(), ifindex, mode)?;
         self.link = Some(link);
         Ok(mode)
@@ -141,12 +129,11 @@ impl Steering {
 
     /// Steers RX queue `queue` to the AF_XDP socket `fd`.
     pub fn set_socket(&self, queue: u32, fd: RawFd) -> Result<(), XdpError> {
-        self.xsks
-            .update(
-                &queue.to_ne_bytes(),
-                &(fd as u32).to_ne_bytes(),
-                MapFlags::ANY,
-            )
+        self.loaded
+            .skel()
+            .maps
+            .xsks
+            .update(bytes_of(&queue), bytes_of(&(fd as u32)), MapFlags::ANY)
             .map_err(|source| XdpError::Map {
                 map: "xsks",
                 source,
@@ -155,13 +142,43 @@ impl Steering {
 
     /// Makes the program steer exactly these services (and ARP for their VIPs).
     pub fn set_services(&self, keys: &[ServiceKey]) -> Result<(), XdpError> {
-        let vips: HashSet<Vec<u8>> = keys.iter().map(|k| k.vip.octets().to_vec()).collect();
-        let svcs: HashSet<Vec<u8>> = keys.iter().map(|k| service_key_bytes(k).to_vec()).collect();
+        let maps = &self.loaded.skel().maps;
+        let vips: HashSet<Vec<u8>> = keys
+            .iter()
+            .map(|k| bytes_of(&vip_key(k.vip)).to_vec())
+            .collect();
+        let svcs: HashSet<Vec<u8>> = keys
+            .iter()
+            .map(|k| bytes_of(&service_key(k)).to_vec())
+            .collect();
         // Add first, then remove: a VIP or service that stays is never missing.
-        insert_all(&self.vips, "vips", &vips)?;
-        insert_all(&self.services, "services", &svcs)?;
-        remove_others(&self.services, "services", &svcs)?;
-        remove_others(&self.vips, "vips", &vips)
+        insert_all(&maps.vips, "vips", &vips)?;
+        insert_all(&maps.services, "services", &svcs)?;
+        remove_others(&maps.services, "services", &svcs)?;
+        remove_others(&maps.vips, "vips", &vips)
+    }
+
+    /// Whether the program steers `frame` to the director (true) or passes it to the
+    /// kernel (false), with the maps as they are: the program's own decision, run by the
+    /// kernel (`BPF_PROG_TEST_RUN` of `xdpvs_classify`, which shares it with
+    /// `xdpvs_steer`). Needs the same privileges as loading. A frame shorter than an
+    /// Ethernet header never reaches XDP: false.
+    pub fn classify(&self, frame: &[u8]) -> Result<bool, XdpError> {
+        if frame.len() < ETH_HLEN {
+            return Ok(false);
+        }
+        let input = ProgramInput {
+            data_in: Some(frame),
+            ..ProgramInput::default()
+        };
+        let out = self
+            .loaded
+            .skel()
+            .progs
+            .xdpvs_classify
+            .test_run(input)
+            .map_err(XdpError::TestRun)?;
+        Ok(out.return_value == XDP_TX)
     }
 }
 
@@ -205,7 +222,7 @@ pub fn attach(
 }
 
 fn insert_all(
-    map: &MapHandle,
+    map: &impl MapCore,
     name: &'static str,
     keys: &HashSet<Vec<u8>>,
 ) -> Result<(), XdpError> {
@@ -217,7 +234,7 @@ fn insert_all(
 }
 
 fn remove_others(
-    map: &MapHandle,
+    map: &impl MapCore,
     name: &'static str,
     keep: &HashSet<Vec<u8>>,
 ) -> Result<(), XdpError> {

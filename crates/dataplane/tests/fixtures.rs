@@ -159,13 +159,15 @@ fn run(t: &mut Tables, rows: Vec<Row>) {
     }
 }
 
-#[test]
-fn rr_service_table() {
-    let mut t = tables(&config(vec![service(
-        Protocol::Tcp,
-        SchedKind::Rr,
-        &[1, 1, 1],
-    )]));
+/// The configuration of the shared classification table.
+fn shared_config() -> Config {
+    config(vec![service(Protocol::Tcp, SchedKind::Rr, &[1, 1, 1])])
+}
+
+/// The shared classification table: one frame of each kind the director meets, run in
+/// order. The engine's verdicts are asserted by `rr_service_table`; the XDP program runs
+/// the same frames in `the_xdp_program_steers_what_the_engine_handles`.
+fn shared_rows() -> Vec<Row> {
     let c2 = Ipv4Addr::new(198, 19, 0, 2);
     let other = Ipv4Addr::new(198, 18, 0, 1);
 
@@ -193,71 +195,74 @@ fn rr_service_table() {
     let mut later_frag = tcp(CLIENT, 1000, SYN);
     later_frag[14 + 7] = 0x10; // offset 16 * 8 bytes
 
-    run(
-        &mut t,
-        vec![
-            fwd(
-                "SYN to VIP: Tx to the first real, only the MACs change",
-                tcp(CLIENT, 1000, SYN),
-                1,
-            ),
-            fwd("ACK of the same flow: same real", tcp(CLIENT, 1000, ACK), 1),
-            fwd(
-                "data of the same flow: same real",
-                tcp(CLIENT, 1000, ACK | PSH),
-                1,
-            ),
-            fwd("next flow: next real (rr)", tcp(CLIENT, 1001, SYN), 2),
-            fwd("third flow", tcp(c2, 1000, SYN), 3),
-            fwd("fourth flow wraps around", tcp(c2, 1001, SYN), 1),
-            fwd(
-                "first flow still on its real",
-                tcp(CLIENT, 1000, ACK | FIN),
-                1,
-            ),
-            drop(
-                "ACK without a connection",
-                tcp(CLIENT, 2000, ACK),
-                DropReason::NoConnection,
-            ),
-            drop(
-                "RST without a connection",
-                tcp(CLIENT, 2001, RST),
-                DropReason::NoConnection,
-            ),
-            drop(
-                "SYN+RST without a connection",
-                tcp(CLIENT, 2002, SYN | RST),
-                DropReason::NoConnection,
-            ),
-            row(
-                "ARP request for the VIP: reply in place",
-                arp_req,
-                Verdict::Reply,
-                Out::Exactly(arp_reply),
-            ),
-            pass("ARP request for another address", arp_other),
-            pass("ARP reply", arp_is_reply),
-            pass(
-                "IPv4 to another address",
-                frames::tcp(&ep(CLIENT, 1000, other, 80), SYN, b""),
-            ),
-            pass(
-                "VIP, port without a service",
-                frames::tcp(&ep(CLIENT, 1000, VIP, 443), SYN, b""),
-            ),
-            pass("UDP to the VIP without a UDP service", udp(CLIENT, 1000)),
-            pass("ICMP to the VIP", icmp),
-            pass("IPv6", ipv6),
-            pass("VLAN-tagged", vlan),
-            drop("first fragment to the VIP", frag, DropReason::Fragment),
-            drop(
-                "later fragment to the VIP",
-                later_frag,
-                DropReason::Fragment,
-            ),
-        ],
-    );
+    vec![
+        fwd(
+            "SYN to VIP: Tx to the first real, only the MACs change",
+            tcp(CLIENT, 1000, SYN),
+            1,
+        ),
+        fwd("ACK of the same flow: same real", tcp(CLIENT, 1000, ACK), 1),
+        fwd(
+            "data of the same flow: same real",
+            tcp(CLIENT, 1000, ACK | PSH),
+            1,
+        ),
+        fwd("next flow: next real (rr)", tcp(CLIENT, 1001, SYN), 2),
+        fwd("third flow", tcp(c2, 1000, SYN), 3),
+        fwd("fourth flow wraps around", tcp(c2, 1001, SYN), 1),
+        fwd(
+            "first flow still on its real",
+            tcp(CLIENT, 1000, ACK | FIN),
+            1,
+        ),
+        drop(
+            "ACK without a connection",
+            tcp(CLIENT, 2000, ACK),
+            DropReason::NoConnection,
+        ),
+        drop(
+            "RST without a connection",
+            tcp(CLIENT, 2001, RST),
+            DropReason::NoConnection,
+        ),
+        drop(
+            "SYN+RST without a connection",
+            tcp(CLIENT, 2002, SYN | RST),
+            DropReason::NoConnection,
+        ),
+        row(
+            "ARP request for the VIP: reply in place",
+            arp_req,
+            Verdict::Reply,
+            Out::Exactly(arp_reply),
+        ),
+        pass("ARP request for another address", arp_other),
+        pass("ARP reply", arp_is_reply),
+        pass(
+            "IPv4 to another address",
+            frames::tcp(&ep(CLIENT, 1000, other, 80), SYN, b""),
+        ),
+        pass(
+            "VIP, port without a service",
+            frames::tcp(&ep(CLIENT, 1000, VIP, 443), SYN, b""),
+        ),
+        pass("UDP to the VIP without a UDP service", udp(CLIENT, 1000)),
+        pass("ICMP to the VIP", icmp),
+        pass("IPv6", ipv6),
+        pass("VLAN-tagged", vlan),
+        drop("first fragment to the VIP", frag, DropReason::Fragment),
+        drop(
+            "later fragment to the VIP",
+            later_frag,
+            DropReason::Fragment,
+        ),
+    ]
+}
+
+#[test]
+fn rr_service_table() {
+    let mut t = tables(&shared_config());
+    run(&mut t, shared_rows());
     let s = t.stats();
     assert_eq!(s.tx.get(), 7);
     assert_eq!(s.reply.get(), 1);
@@ -622,4 +627,65 @@ fn a_full_table_drops_new_flows_only() {
             fwd("first still flows", tcp(client(1), 1, ACK), 1),
         ],
     );
+}
+
+/// Whether the engine's verdict says the director handles the frame: it forwards it,
+/// answers it, or drops it by a decision of its own. `None` for frames it drops as
+/// malformed, which the kernel drops as well, so either classifier may take them.
+fn handled(v: Verdict) -> Option<bool> {
+    match v {
+        Verdict::Tx | Verdict::Reply => Some(true),
+        Verdict::Pass => Some(false),
+        Verdict::Drop(
+            DropReason::EthTruncated
+            | DropReason::ArpTruncated
+            | DropReason::Ipv4Header
+            | DropReason::Ipv4Length
+            | DropReason::L4Header,
+        ) => None,
+        Verdict::Drop(_) => Some(true),
+    }
+}
+
+/// The XDP program (run by the kernel through BPF_PROG_TEST_RUN) and the engine over the
+/// same frames: the program steers a frame to the director exactly when the engine
+/// handles it, and never one the engine would pass (it would be lost: a frame steered to
+/// AF_XDP cannot go back to the kernel).
+#[cfg(feature = "afxdp")]
+#[test]
+fn the_xdp_program_steers_what_the_engine_handles() {
+    use xdpvs_dataplane::xdp::Steering;
+    if !xdpvs_testkit::lab::is_root() {
+        eprintln!("skipped: loading the XDP program for BPF_PROG_TEST_RUN needs root");
+        return;
+    }
+    let steering = Steering::load().expect("the XDP program loads");
+    let cfg = shared_config();
+    let keys: Vec<ServiceKey> = cfg.services.iter().map(|s| s.key).collect();
+    steering.set_services(&keys).expect("maps updated");
+    let mut t = tables(&cfg);
+    let mut frames: Vec<(String, Vec<u8>)> = shared_rows()
+        .into_iter()
+        .map(|r| (r.what.to_string(), r.frame))
+        .collect();
+    // Every truncation of a SYN to the service and of an ARP request for the VIP.
+    let syn = tcp(CLIENT, 4000, SYN);
+    let arp = xdpvs_arp::request(CLIENT_MAC, CLIENT, VIP).to_vec();
+    for (name, f) in [("SYN", &syn), ("ARP request", &arp)] {
+        for len in 0..f.len() {
+            frames.push((format!("{name} cut to {len} bytes"), f[..len].to_vec()));
+        }
+    }
+    let mut steered = 0;
+    for (what, frame) in frames {
+        let bpf = steering.classify(&frame).expect("test run");
+        let mut f = frame.clone();
+        let v = process(&mut f, &mut t, Time::from_secs(1));
+        steered += usize::from(bpf);
+        // None: malformed; the engine drops it, and so would the kernel.
+        if let Some(h) = handled(v) {
+            assert_eq!(bpf, h, "{what}: XDP steers {bpf}, engine says {v:?}");
+        }
+    }
+    assert!(steered >= 12, "the program steered {steered} frames");
 }

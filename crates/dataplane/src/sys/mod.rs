@@ -42,6 +42,8 @@ pub(crate) fn advise_huge_pages<T>(v: &mut Vec<T>) -> bool {
 #[cfg(feature = "afxdp")]
 pub(crate) mod link;
 #[cfg(feature = "afxdp")]
+pub mod skel;
+#[cfg(feature = "afxdp")]
 pub mod xsk;
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns()`, so a timestamp
