@@ -270,3 +270,60 @@ fn bad_commands_are_one_line_errors_and_change_nothing() {
     }
     assert_eq!(x(&lab, "-Ln"), before);
 }
+
+/// Waits up to `secs` for the director's log to contain `what` `times` times.
+fn log_shows(lab: &Lab, what: &str, times: usize, secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if lab.director_log().matches(what).count() >= times {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn neighbour_changes_reach_the_director_through_rtnetlink() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&[]).expect("director starts");
+    configure_rr(&lab);
+    let d = lab.ns("d");
+    // A new MAC for rs1 in the director's neighbour table: seen without any probe (the
+    // next full probe is 30 s away).
+    lab.sh(
+        &d,
+        "ip neigh replace 198.18.0.11 lladdr 02:00:00:00:99:99 dev eth0 nud reachable",
+    )
+    .expect("neighbour changed");
+    assert!(
+        log_shows(
+            &lab,
+            "real server 198.18.0.11 is at 02:00:00:00:99:99",
+            1,
+            3
+        ),
+        "{}",
+        lab.director_log()
+    );
+    // The entry deleted: rs1 gets no new traffic, is probed, and resolves to its real MAC.
+    lab.sh(&d, "ip neigh del 198.18.0.11 dev eth0")
+        .expect("neighbour deleted");
+    assert!(
+        log_shows(&lab, "real server 198.18.0.11 does not answer ARP", 1, 3),
+        "{}",
+        lab.director_log()
+    );
+    // Once when first resolved, once again now.
+    let rs1 = lab.mac("r1").expect("rs1 MAC");
+    assert!(
+        log_shows(&lab, &format!("real server 198.18.0.11 is at {rs1}"), 2, 5),
+        "{}",
+        lab.director_log()
+    );
+    lab.wait_resolved().expect("resolved again");
+    let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
+    assert_eq!(counts(&answers).get("rs1"), Some(&2), "{answers:?}");
+}

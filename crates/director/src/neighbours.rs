@@ -1,40 +1,223 @@
-//! Real servers' MACs, from the kernel's neighbour table.
+//! Real servers' MACs, from the kernel's neighbour table, over rtnetlink.
 //!
-//! The director asks the kernel: it reads the neighbour table (`/proc/net/arp` of its
-//! network namespace) and, for real servers not listed yet, sends one empty UDP datagram
-//! to port 9 (discard) so that the kernel resolves them. Repeated periodically, this also
-//! notices a real server whose MAC changed or that stopped answering.
+//! [`Neighbours`] dumps the table once (`RTM_GETNEIGH`) and then follows it through the
+//! kernel's neighbour events (the `RTNLGRP_NEIGH` multicast group), so a real server whose
+//! MAC changed or that stopped answering ARP (`NUD_FAILED`) is seen at the next turn of
+//! the control loop. The director does not talk IP to real servers itself, so it makes the
+//! kernel resolve them with [`probe`]: one empty UDP datagram to the discard port for
+//! each real server not resolved yet, and for all of them every so often, which also
+//! makes the kernel re-check entries gone stale.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::{Ipv4Addr, UdpSocket};
 
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use xdpvs_sched::Mac;
 
-use crate::iface::parse_mac;
+/// `RTNLGRP_NEIGH` of linux/rtnetlink.h.
+const RTNLGRP_NEIGH: u32 = 3;
 
-const ATF_COM: u32 = 0x2;
-
-/// What the neighbour table says of the addresses it lists on `iface`: `Some(mac)` for a
-/// complete entry, `None` for one being resolved or failed.
-pub fn neighbours(iface: &str) -> HashMap<Ipv4Addr, Option<Mac>> {
-    let text = std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
-    parse_proc_arp(&text, iface)
+/// Why the neighbour table could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum NeighbourError {
+    /// A netlink socket call failed.
+    #[error("rtnetlink {call} failed: {source}")]
+    Socket {
+        /// Which call.
+        call: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+    /// The kernel answered a dump with an error.
+    #[error("the kernel refused the neighbour dump: {0}")]
+    Refused(String),
 }
 
-/// Parses `/proc/net/arp` (`IP address  HW type  Flags  HW address  Mask  Device`).
-pub fn parse_proc_arp(text: &str, iface: &str) -> HashMap<Ipv4Addr, Option<Mac>> {
-    let mut out = HashMap::new();
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 6 || f[5] != iface {
-            continue;
+fn socket_err(call: &'static str) -> impl FnOnce(io::Error) -> NeighbourError {
+    move |source| NeighbourError::Socket { call, source }
+}
+
+/// What one neighbour-table message says of an IPv4 neighbour on our interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// The neighbour.
+    pub addr: Ipv4Addr,
+    /// `Some(mac)` while the kernel holds a usable MAC for it, `None` when it failed,
+    /// is being resolved or was deleted.
+    pub mac: Option<Mac>,
+}
+
+/// Reads one neighbour message: `None` if it is not about IPv4 on `ifindex`.
+pub fn entry(msg: &NeighbourMessage, deleted: bool, ifindex: u32) -> Option<Entry> {
+    if msg.header.family != AddressFamily::Inet || msg.header.ifindex != ifindex {
+        return None;
+    }
+    let mut addr = None;
+    let mut lladdr = None;
+    for a in &msg.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => addr = Some(*ip),
+            NeighbourAttribute::LinkLayerAddress(b) => lladdr = <Mac>::try_from(&b[..]).ok(),
+            _ => {}
         }
-        let flags = u32::from_str_radix(f[2].trim_start_matches("0x"), 16).unwrap_or(0);
-        let Ok(ip) = f[0].parse::<Ipv4Addr>() else {
-            continue;
+    }
+    let usable = matches!(
+        msg.header.state,
+        NeighbourState::Reachable
+            | NeighbourState::Stale
+            | NeighbourState::Delay
+            | NeighbourState::Probe
+            | NeighbourState::Permanent
+            | NeighbourState::Noarp
+    );
+    Some(Entry {
+        addr: addr?,
+        mac: lladdr.filter(|m| usable && !deleted && *m != [0; 6]),
+    })
+}
+
+/// The neighbour table of one interface, followed through rtnetlink events.
+#[derive(Debug)]
+pub struct Neighbours {
+    ifindex: u32,
+    events: Socket,
+    buf: Vec<u8>,
+    table: HashMap<Ipv4Addr, Option<Mac>>,
+}
+
+impl Neighbours {
+    /// Subscribes to neighbour events, then dumps the table of `ifindex`.
+    pub fn open(ifindex: u32) -> Result<Neighbours, NeighbourError> {
+        let mut events = Socket::new(NETLINK_ROUTE).map_err(socket_err("socket"))?;
+        events.bind_auto().map_err(socket_err("bind"))?;
+        events
+            .add_membership(RTNLGRP_NEIGH)
+            .map_err(socket_err("add_membership"))?;
+        events
+            .set_non_blocking(true)
+            .map_err(socket_err("set_non_blocking"))?;
+        let mut n = Neighbours {
+            ifindex,
+            events,
+            buf: vec![0; 1 << 16],
+            table: HashMap::new(),
         };
-        let mac = parse_mac(f[3]).filter(|m| *m != [0; 6] && flags & ATF_COM != 0);
-        out.insert(ip, mac);
+        n.dump()?;
+        Ok(n)
+    }
+
+    /// What is known now: address -> `Some(mac)` or `None` (failed, incomplete, gone).
+    pub fn table(&self) -> &HashMap<Ipv4Addr, Option<Mac>> {
+        &self.table
+    }
+
+    /// Reads the table afresh (at start, and when events were lost).
+    fn dump(&mut self) -> Result<(), NeighbourError> {
+        let mut s = Socket::new(NETLINK_ROUTE).map_err(socket_err("socket"))?;
+        s.bind_auto().map_err(socket_err("bind"))?;
+        s.connect(&SocketAddr::new(0, 0))
+            .map_err(socket_err("connect"))?;
+        let mut hdr = NetlinkHeader::default();
+        hdr.flags = NLM_F_DUMP | NLM_F_REQUEST;
+        let mut req = NetlinkMessage::new(
+            hdr,
+            NetlinkPayload::from(RouteNetlinkMessage::GetNeighbour(
+                NeighbourMessage::default(),
+            )),
+        );
+        req.finalize();
+        let mut out = vec![0; req.header.length as usize];
+        req.serialize(&mut out);
+        s.send(&out, 0).map_err(socket_err("send"))?;
+        let mut table = HashMap::new();
+        loop {
+            let n = s
+                .recv(&mut &mut self.buf[..], 0)
+                .map_err(socket_err("recv"))?;
+            let mut done = false;
+            for msg in messages(&self.buf[..n]) {
+                match msg.payload {
+                    NetlinkPayload::Done(_) => done = true,
+                    NetlinkPayload::Error(e) => {
+                        return Err(NeighbourError::Refused(format!("{e:?}")))
+                    }
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) => {
+                        if let Some(e) = entry(&m, false, self.ifindex) {
+                            table.insert(e.addr, e.mac);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if done || n == 0 {
+                break;
+            }
+        }
+        self.table = table;
+        Ok(())
+    }
+
+    /// Takes the events that arrived since the last call (never blocks). Returns whether
+    /// the table changed.
+    pub fn poll(&mut self) -> Result<bool, NeighbourError> {
+        let mut changed = false;
+        loop {
+            let n = match self.events.recv(&mut &mut self.buf[..], 0) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(changed),
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    // Events were lost: read the whole table again.
+                    self.dump()?;
+                    changed = true;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(NeighbourError::Socket {
+                        call: "recv",
+                        source: e,
+                    })
+                }
+            };
+            for msg in messages(&self.buf[..n]) {
+                let found = match &msg.payload {
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) => {
+                        entry(m, false, self.ifindex)
+                    }
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(m)) => {
+                        entry(m, true, self.ifindex)
+                    }
+                    _ => None,
+                };
+                if let Some(e) = found {
+                    changed |= self.table.insert(e.addr, e.mac) != Some(e.mac);
+                }
+            }
+        }
+    }
+}
+
+/// The netlink messages in one datagram (unreadable ones are skipped).
+fn messages(mut bytes: &[u8]) -> Vec<NetlinkMessage<RouteNetlinkMessage>> {
+    let mut out = Vec::new();
+    while bytes.len() >= 16 {
+        let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) else {
+            break;
+        };
+        let len = msg.header.length as usize;
+        out.push(msg);
+        if len == 0 || len > bytes.len() {
+            break;
+        }
+        // Messages are 4-byte aligned.
+        bytes = &bytes[len.next_multiple_of(4).min(bytes.len())..];
     }
     out
 }
@@ -52,19 +235,95 @@ pub fn probe(addrs: &[Ipv4Addr]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_route::neighbour::NeighbourHeader;
+
+    fn msg(ifindex: u32, state: NeighbourState, last: u8) -> NeighbourMessage {
+        let mut m = NeighbourMessage::default();
+        m.header = NeighbourHeader {
+            family: AddressFamily::Inet,
+            ifindex,
+            state,
+            ..NeighbourHeader::default()
+        };
+        m.attributes = vec![
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(Ipv4Addr::new(
+                198, 18, 0, last,
+            ))),
+            NeighbourAttribute::LinkLayerAddress(vec![2, 0x78, 0x64, 0, 1, last]),
+        ];
+        m
+    }
 
     #[test]
-    fn reads_entries_of_the_interface() {
-        let t = "IP address       HW type     Flags       HW address            Mask     Device\n\
-                 198.18.0.11      0x1         0x2         02:78:64:00:01:0b     *        eth0\n\
-                 198.18.0.12      0x1         0x0         00:00:00:00:00:00     *        eth0\n\
-                 198.18.0.13      0x1         0x2         02:78:64:00:01:0d     *        eth1\n";
-        let m = parse_proc_arp(t, "eth0");
-        assert_eq!(m.len(), 2);
+    fn states_map_to_usable_or_not() {
+        let a = Ipv4Addr::new(198, 18, 0, 11);
+        let mac = Some([2, 0x78, 0x64, 0, 1, 11]);
+        for s in [
+            NeighbourState::Reachable,
+            NeighbourState::Stale,
+            NeighbourState::Delay,
+            NeighbourState::Probe,
+            NeighbourState::Permanent,
+        ] {
+            assert_eq!(
+                entry(&msg(4, s, 11), false, 4),
+                Some(Entry { addr: a, mac }),
+                "{s:?}"
+            );
+        }
+        for s in [NeighbourState::Failed, NeighbourState::Incomplete] {
+            assert_eq!(
+                entry(&msg(4, s, 11), false, 4),
+                Some(Entry { addr: a, mac: None }),
+                "{s:?}"
+            );
+        }
         assert_eq!(
-            m[&Ipv4Addr::new(198, 18, 0, 11)],
-            Some([2, 0x78, 0x64, 0, 1, 11])
+            entry(&msg(4, NeighbourState::Reachable, 11), true, 4),
+            Some(Entry { addr: a, mac: None }),
+            "deleted"
         );
-        assert_eq!(m[&Ipv4Addr::new(198, 18, 0, 12)], None);
+        assert_eq!(
+            entry(&msg(5, NeighbourState::Reachable, 11), false, 4),
+            None,
+            "another interface"
+        );
+    }
+
+    #[test]
+    fn datagrams_with_several_messages_are_split() {
+        let mut bytes = Vec::new();
+        for last in [11, 12] {
+            let mut m = NetlinkMessage::new(
+                NetlinkHeader::default(),
+                NetlinkPayload::from(RouteNetlinkMessage::NewNeighbour(msg(
+                    4,
+                    NeighbourState::Reachable,
+                    last,
+                ))),
+            );
+            m.finalize();
+            let mut b = vec![0; m.header.length as usize];
+            m.serialize(&mut b);
+            bytes.extend_from_slice(&b);
+        }
+        let got: Vec<Entry> = messages(&bytes)
+            .iter()
+            .filter_map(|m| match &m.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
+                    entry(n, false, 4)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].addr, Ipv4Addr::new(198, 18, 0, 12));
+    }
+
+    #[test]
+    fn the_table_of_this_namespace_can_be_read() {
+        // Loopback has no neighbours, but the dump and the subscription must work.
+        let mut n = Neighbours::open(1).expect("rtnetlink dump works");
+        n.poll().expect("reading events works");
     }
 }

@@ -16,7 +16,7 @@ use crate::control::plane::ControlPlane;
 use crate::control::proto::ControlError;
 use crate::control::server::{ControlSocket, SocketError};
 use crate::iface::format_mac;
-use crate::neighbours;
+use crate::neighbours::{self, Neighbours};
 use crate::setup::{self, Interface, SetupError};
 use crate::workers::{self, Live, WorkerError, Workers};
 
@@ -78,6 +78,9 @@ pub enum RunError {
     /// The control plane gave up (a worker did not take a configuration).
     #[error(transparent)]
     Control(#[from] ControlError),
+    /// The neighbour table.
+    #[error(transparent)]
+    Neighbours(#[from] crate::neighbours::NeighbourError),
     /// A worker thread ended on its own.
     #[error("worker {0} stopped unexpectedly")]
     WorkerDied(usize),
@@ -149,7 +152,8 @@ pub fn run(opts: &RunOptions, socket: &Path, stop: &AtomicBool) -> Result<(), Ru
         control.path().display()
     );
 
-    let failure = serve(&mut plane, &control, &ifc, stop);
+    let mut neighbours = Neighbours::open(ifc.index)?;
+    let failure = serve(&mut plane, &control, &mut neighbours, stop);
 
     // Teardown: the XDP program first (traffic goes back to the kernel), then the workers.
     info!("stopping");
@@ -176,11 +180,13 @@ pub fn run(opts: &RunOptions, socket: &Path, stop: &AtomicBool) -> Result<(), Ru
 fn serve(
     plane: &mut ControlPlane<Live>,
     control: &ControlSocket,
-    ifc: &Interface,
+    neigh: &mut Neighbours,
     stop: &AtomicBool,
 ) -> Option<RunError> {
-    let mut next_resolve = Instant::now();
-    let mut next_probe_all = Instant::now() + Duration::from_secs(30);
+    let mut next_probe = Instant::now();
+    let mut next_probe_all = Instant::now() + PROBE_ALL;
+    // Learn from the table at every turn: cheap when nothing changed, and it also covers
+    // real servers added by a request since (the kernel may know them already).
     while !stop.load(Relaxed) {
         match control.serve_one(|req| plane.execute(&req)) {
             Ok(true) => {}
@@ -192,23 +198,28 @@ fn serve(
             return Some(RunError::Control(ControlError::Fatal(why.to_string())));
         }
         plane.dataplane().workers.drop_retired();
-        let now = Instant::now();
-        if now >= next_resolve {
-            next_resolve = now + Duration::from_millis(500);
-            match plane.learn_macs(&neighbours::neighbours(&ifc.name)) {
-                Ok(changed) => {
-                    for (a, m) in changed {
-                        match m {
-                            Some(m) => info!("real server {a} is at {}", format_mac(&m)),
-                            None => warn!("real server {a} does not answer ARP: no traffic to it until it does"),
-                        }
+        if let Err(e) = neigh.poll() {
+            warn!("neighbour events: {e}");
+        }
+        match plane.learn_macs(neigh.table()) {
+            Ok(changed) => {
+                for (a, m) in changed {
+                    match m {
+                        Some(m) => info!("real server {a} is at {}", format_mac(&m)),
+                        None => warn!(
+                            "real server {a} does not answer ARP: no new traffic to it until it does"
+                        ),
                     }
                 }
-                Err(e) => warn!("applying resolved MACs failed: {e}"),
             }
+            Err(e) => warn!("applying resolved MACs failed: {e}"),
+        }
+        let now = Instant::now();
+        if now >= next_probe {
+            next_probe = now + PROBE_UNRESOLVED;
             let mut probe = plane.unresolved();
             if now >= next_probe_all {
-                next_probe_all = now + Duration::from_secs(30);
+                next_probe_all = now + PROBE_ALL;
                 probe = plane.real_addrs();
             }
             neighbours::probe(&probe);
@@ -220,3 +231,8 @@ fn serve(
     }
     None
 }
+
+/// How often unresolved real servers are probed.
+const PROBE_UNRESOLVED: Duration = Duration::from_millis(500);
+/// How often every real server is probed, so the kernel re-checks entries gone stale.
+const PROBE_ALL: Duration = Duration::from_secs(30);
