@@ -17,7 +17,53 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+/// Why a lab step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A command could not be started, or a file not be used.
+    #[error("{what}: {cause}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        cause: std::io::Error,
+    },
+    /// A step did not succeed: what happened, with the output that says why.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<std::io::Error> for LabError {
+    fn from(cause: std::io::Error) -> LabError {
+        LabError::Io {
+            what: "lab I/O".into(),
+            cause,
+        }
+    }
+}
+
+/// A lab step's result.
+pub type Result<T, E = LabError> = std::result::Result<T, E>;
+
+macro_rules! fail {
+    ($($t:tt)*) => {
+        return Err(LabError::Failed(format!($($t)*)))
+    };
+}
+
+/// Says what was being done when an I/O call failed.
+trait Doing<T> {
+    fn doing(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Doing<T> for std::io::Result<T> {
+    fn doing(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|cause| LabError::Io {
+            what: what(),
+            cause,
+        })
+    }
+}
 
 /// The VIP of the lab.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
@@ -92,9 +138,9 @@ fn run(cmd: &mut Command) -> Result<Output> {
     let out = cmd
         .stdin(Stdio::null())
         .output()
-        .with_context(|| format!("running {cmd:?}"))?;
+        .doing(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!(
+        fail!(
             "{cmd:?} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
@@ -216,7 +262,7 @@ impl Lab {
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .with_context(|| format!("running {args:?} in {ns}"))
+            .doing(|| format!("running {args:?} in {ns}"))
     }
 
     fn link_host(&mut self, role: &str, addr: Ipv4Addr, queues: u32) -> Result<()> {
@@ -272,7 +318,7 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()
-            .context("reading an interface counter")
+            .map_err(|e| LabError::Failed(format!("reading the interface counter {name}: {e}")))
     }
 
     /// Starts an HTTP server answering `name` on `port` in a role's namespace.
@@ -322,7 +368,7 @@ impl Lab {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .with_context(|| format!("starting {} in {ns}", args[0]))?;
+            .doing(|| format!("starting {} in {ns}", args[0]))?;
         self.children.push((ns.to_string(), child));
         Ok(())
     }
@@ -341,7 +387,7 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("nothing listens on port {port} in {ns} after 10 s")
+        fail!("nothing listens on port {port} in {ns} after 10 s")
     }
 
     /// Starts the director in its namespace (`xdpvs run -i eth0 ...` plus `extra`) and
@@ -362,7 +408,7 @@ impl Lab {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("starting the director")?;
+            .doing(|| "starting the director".into())?;
         self.director = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -371,14 +417,14 @@ impl Lab {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                bail!("the director exited ({status}):\n{}", self.director_log());
+                fail!("the director exited ({status}):\n{}", self.director_log());
             }
             if self.xdpvs(&["-Ln"]).is_ok() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!(
+        fail!(
             "the director did not come up in 20 s:\n{}",
             self.director_log()
         )
@@ -397,7 +443,10 @@ impl Lab {
 
     /// Sends `signal` (e.g. "TERM", "KILL") to the director and waits for it to exit.
     pub fn stop_director(&mut self, signal: &str) -> Result<std::process::ExitStatus> {
-        let mut child = self.director.take().context("no director running")?;
+        let mut child = self
+            .director
+            .take()
+            .ok_or_else(|| LabError::Failed("no director running".into()))?;
         // `ip netns exec` execs the program, so the child's pid is the director's.
         run(Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]))?;
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -407,7 +456,7 @@ impl Lab {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                bail!("the director did not stop within 10 s of SIG{signal}");
+                fail!("the director did not stop within 10 s of SIG{signal}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -422,7 +471,7 @@ impl Lab {
             .env("XDPVS_SOCKET", &self.socket)
             .output()?;
         if !out.status.success() {
-            bail!(
+            fail!(
                 "xdpvs {}: {}",
                 args.join(" "),
                 String::from_utf8_lossy(&out.stderr).trim()
@@ -440,7 +489,7 @@ impl Lab {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                bail!("real servers still unresolved after 15 s:\n{l}");
+                fail!("real servers still unresolved after 15 s:\n{l}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -450,7 +499,7 @@ impl Lab {
     pub fn curl(&self, url: &str) -> Result<String> {
         let out = self.exec(&self.ns("c"), &["curl", "-sS", "--max-time", "5", url])?;
         if !out.status.success() {
-            bail!(
+            fail!(
                 "curl {url}: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             );
