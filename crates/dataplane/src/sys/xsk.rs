@@ -292,6 +292,16 @@ impl XskDevice {
 }
 
 impl XskDevice {
+    /// Copies the descriptors behind `frames` (tokens of this device, checked) into
+    /// `txbuf`, for a ring call.
+    fn stage(&mut self, frames: &[XskFrame]) {
+        self.txbuf.clear();
+        for f in frames {
+            let d = self.desc(f);
+            self.txbuf.push(d);
+        }
+    }
+
     /// The descriptor behind a token of this device.
     fn desc(&self, f: &XskFrame) -> FrameDesc {
         assert_eq!(
@@ -383,11 +393,7 @@ impl Device for XskDevice {
         if frames.is_empty() {
             return;
         }
-        self.txbuf.clear();
-        for f in frames.iter() {
-            let d = self.desc(f);
-            self.txbuf.push(d);
-        }
+        self.stage(frames);
         // SAFETY: every descriptor comes from a token of this device (checked above): a
         // frame of this UMEM, received and in no ring. The tokens of the frames the ring
         // took are consumed just below, so they cannot be used again.
@@ -400,11 +406,7 @@ impl Device for XskDevice {
         if frames.is_empty() {
             return;
         }
-        self.txbuf.clear();
-        for f in frames.iter() {
-            let d = self.desc(f);
-            self.txbuf.push(d);
-        }
+        self.stage(frames);
         frames.clear();
         // SAFETY: frames of this UMEM, received and in no ring (their tokens were checked
         // and are consumed).
