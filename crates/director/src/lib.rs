@@ -6,14 +6,17 @@
 //! - [`control`]: the typed control protocol, its socket server and client, and the
 //!   control plane that applies changes all or nothing.
 //! - [`neighbours`]: real servers' MACs from the kernel's neighbour table.
-//! - [`run`]: the director's life: set up, serve, stop, tear down.
+//! - [`options`]: what `xdpvs run` is told; [`run`]: the director's life — set up,
+//!   serve, stop, tear down.
 #![forbid(unsafe_code)]
 
 pub mod control;
 pub mod iface;
 pub mod neighbours;
+pub mod options;
 pub mod run;
 pub mod setup;
 pub mod workers;
 
-pub use run::{run, RunError, RunOptions};
+pub use options::RunOptions;
+pub use run::{run, RunError};

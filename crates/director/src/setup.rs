@@ -8,7 +8,7 @@ use xdpvs_dataplane::xdp::{Steering, XdpError};
 use xdpvs_sched::Mac;
 
 use crate::iface::{self, IfaceError};
-use crate::run::RunOptions;
+use crate::options::RunOptions;
 
 /// Why the director could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,45 @@
+//! What `xdpvs run` is told on its command line.
+
+use xdpvs_dataplane::sys::xsk::CopyMode;
+use xdpvs_dataplane::worker::IdlePolicy;
+use xdpvs_dataplane::xdp::XdpMode;
+
+/// Options of `xdpvs run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunOptions {
+    /// The interface clients reach the VIPs through (and real servers are on).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    pub iface: String,
+    /// RX queues to serve (default: all of the interface's queues).
+    #[arg(long)]
+    pub queues: Option<u32>,
+    /// Cores to pin workers to, comma-separated (worker N gets the Nth; default: core N).
+    #[arg(long, value_delimiter = ',')]
+    pub cores: Vec<usize>,
+    /// Where the XDP program runs: auto (native, else generic), native, generic.
+    #[arg(long, value_enum, default_value_t = XdpMode::Auto)]
+    pub xdp_mode: XdpMode,
+    /// AF_XDP bind: auto (zero-copy, else copy), zerocopy, copy.
+    #[arg(long, value_enum, default_value_t = CopyMode::Auto)]
+    pub bind: CopyMode,
+    /// Worker polling: busy (spin always), adaptive (spin under traffic, sleep in
+    /// poll(2) after a long idle spell) or yield (spin, yielding the core after each
+    /// empty poll: for a worker sharing its core with its interface's NAPI thread).
+    #[arg(long, value_enum, default_value_t = IdlePolicy::Adaptive)]
+    pub poll: IdlePolicy,
+    /// Connection-table entries per worker (48 bytes of table per 3/4 entry).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub conn_capacity: usize,
+    /// Preferred busy polling: each worker runs its queue's RX processing (NAPI) itself,
+    /// spinning up to this many microseconds per poll (0 = off; the kernel's softirq or
+    /// NAPI thread does it). Pair with the interface's `napi_defer_hard_irqs` and
+    /// `gro_flush_timeout` (see docs/OPERATIONS.md).
+    #[arg(long, default_value_t = 0, value_name = "USECS")]
+    pub busy_poll: u32,
+    /// Frames one busy poll may process.
+    #[arg(long, default_value_t = 64)]
+    pub busy_poll_budget: u32,
+    /// Schedule TCP segments without SYN that have no connection (IPVS sloppy_tcp).
+    #[arg(long)]
+    pub sloppy_tcp: bool,
+}
