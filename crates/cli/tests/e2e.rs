@@ -288,6 +288,12 @@ fn neighbour_changes_reach_the_director_through_rtnetlink() {
     let Some((_one, mut lab)) = lab_or_skip() else {
         return;
     };
+    // A core the director cannot be pinned to is an error at start, not a log line.
+    let e = lab
+        .start_director(&["--cores", "99"])
+        .expect_err("no core 99")
+        .to_string();
+    assert!(e.contains("cannot pin worker 0 to core 99"), "{e}");
     lab.start_director(&[]).expect("director starts");
     configure_rr(&lab);
     let d = lab.ns("d");

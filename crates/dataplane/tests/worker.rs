@@ -103,6 +103,9 @@ fn forwards_a_batch_and_recycles_every_buffer() {
     assert!(dev.transmitted.iter().all(|f| f[6..12] == DIRECTOR));
     assert_eq!(dev.released, 1);
     assert_eq!(dev.outstanding(), 0, "every buffer is back");
+    // Steered to the worker but not the engine's: counted apart from `pass` (the kernel's).
+    let s = r.w.tables().stats();
+    assert_eq!((s.unhandled.get(), s.pass.get()), (1, 0));
 }
 
 #[test]
