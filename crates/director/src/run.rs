@@ -89,10 +89,11 @@ pub fn run(opts: &RunOptions, socket: &Path, stop: &AtomicBool) -> Result<(), Ru
         let zero_copy = dev.is_zero_copy();
         workers.spawn(q, dev, tables, core, opts.poll)?;
         info!(
-            "queue {q}: AF_XDP socket bound in {} mode, worker on core {}, {:?} polling",
+            "queue {q}: AF_XDP socket bound in {} mode, worker on core {}, {} polling",
             if zero_copy { "zero-copy" } else { "copy" },
             core.map_or("any".to_string(), |c| c.to_string()),
-            opts.poll
+            clap::ValueEnum::to_possible_value(&opts.poll)
+                .map_or_else(String::new, |v| v.get_name().to_string())
         );
     }
     let capacity = limits.conn_capacity * workers.len();
