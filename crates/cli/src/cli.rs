@@ -7,9 +7,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use clap::{ArgAction, Parser, Subcommand};
-use xdpvs_director::control::{client, proto::Reply, DEFAULT_SOCKET};
+use xdpvs_director::control::proto::{ControlError, Reply, Request};
+use xdpvs_director::control::{client, DEFAULT_SOCKET};
 use xdpvs_director::RunOptions;
 
+use crate::ipvsadm::Action;
 use crate::{demo, ipvsadm, selfcheck};
 
 /// An LVS Direct-Routing director in userspace on AF_XDP.
@@ -21,10 +23,13 @@ use crate::{demo, ipvsadm, selfcheck};
 #[command(
     name = "xdpvs",
     version,
-    args_conflicts_with_subcommands = true,
-    arg_required_else_help = true
+    disable_version_flag = true,
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    /// Print the version (`-v`, as ipvsadm).
+    #[arg(short = 'v', short_alias = 'V', long = "version", action = ArgAction::Version)]
+    version: (),
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -32,8 +37,8 @@ struct Cli {
     /// Control socket of the director to talk to.
     #[arg(long, env = "XDPVS_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
     socket: PathBuf,
-    /// More log output (-v: debug, -vv: trace); RUST_LOG overrides.
-    #[arg(short = 'v', long = "verbose", action = ArgAction::Count, global = true)]
+    /// More log output (once: debug, twice: trace); RUST_LOG overrides.
+    #[arg(long = "verbose", action = ArgAction::Count, global = true)]
     verbose: u8,
     /// Less log output (-q: warnings and errors only).
     #[arg(short = 'q', long = "quiet", action = ArgAction::Count, global = true)]
@@ -43,13 +48,24 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the director on an interface (foreground; stops on SIGINT/SIGTERM).
-    Run(RunOptions),
+    Run(RunArgs),
     /// Build a lab in network namespaces (client, director, three real servers), run the
     /// director, configure it with ipvsadm commands and send it HTTP requests (root).
     Demo(demo::DemoArgs),
     /// Run the packet pipeline over built-in frames and check every outcome (no NIC,
     /// no root needed).
     Selfcheck(selfcheck::Args),
+}
+
+/// `xdpvs run`'s options: the director's, and a table to start with.
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    opts: RunOptions,
+    /// Start with this table, in ipvsadm-save format (what `xdpvs -S -n` printed), applied
+    /// as one change before the control socket opens.
+    #[arg(long, value_name = "FILE")]
+    restore: Option<PathBuf>,
 }
 
 /// Logs to standard error with timestamps, at info by default.
@@ -86,16 +102,14 @@ pub fn main(raw: Vec<String>) -> ExitCode {
                 let _ = e.print();
             } else {
                 // One line, as every other error of xdpvs.
-                let text = e.to_string();
-                let first = text.lines().next().unwrap_or("invalid command line");
-                eprintln!("xdpvs: {}", first.trim_start_matches("error: "));
+                eprintln!("xdpvs: {}", ipvsadm::error_line(&e));
             }
             return ExitCode::from(e.exit_code() as u8);
         }
     };
     init_logging(cli.verbose, cli.quiet);
     let result = match &cli.command {
-        Some(Command::Run(opts)) => run(opts, &cli),
+        Some(Command::Run(args)) => run(args, &cli),
         Some(Command::Selfcheck(args)) => selfcheck::run(args),
         Some(Command::Demo(args)) => demo::run(args),
         None => return ipvsadm_command(&cli),
@@ -110,41 +124,92 @@ pub fn main(raw: Vec<String>) -> ExitCode {
 }
 
 /// `xdpvs run`: the director until SIGINT or SIGTERM.
-fn run(opts: &RunOptions, cli: &Cli) -> anyhow::Result<()> {
+fn run(args: &RunArgs, cli: &Cli) -> anyhow::Result<()> {
+    let initial = match &args.restore {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            let reqs = ipvsadm::parse_restore(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Some(Request::Batch(reqs.into_iter().map(|(_, r)| r).collect()))
+        }
+        None => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| anyhow::anyhow!("{}", xdpvs_director::RunError::Signals(e)))?;
     }
     // The director's errors say everything in their one line (their sources are in it).
-    xdpvs_director::run(opts, &cli.socket, &stop).map_err(|e| anyhow::anyhow!("{e}"))?;
+    xdpvs_director::run(&args.opts, &cli.socket, &stop, initial)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Parses an ipvsadm command into a request, has the director execute it and prints
-/// the answer.
+/// Says what went wrong, as one line, with ipvsadm's exit status for it.
+fn fail(e: impl std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("xdpvs: {e}");
+    ExitCode::from(code)
+}
+
+/// Has the director answer `req`.
+fn ask(cli: &Cli, req: &Request) -> Result<Reply, ExitCode> {
+    match client::request(&cli.socket, req) {
+        Ok(Ok(reply)) => Ok(reply),
+        Ok(Err(e)) => Err(fail(e, 1)),
+        Err(e) => Err(fail(e, 1)),
+    }
+}
+
+/// Parses an ipvsadm command line, has the director execute it and prints the answer.
 fn ipvsadm_command(cli: &Cli) -> ExitCode {
-    let req = match cli.ipvs.request() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("xdpvs: {e}");
-            return ExitCode::from(2);
-        }
+    let action = match cli.ipvs.action() {
+        Ok(a) => a,
+        Err(e) => return fail(e, 2),
     };
-    match client::request(&cli.socket, &req) {
-        Ok(Ok(Reply::Done)) => ExitCode::SUCCESS,
-        Ok(Ok(Reply::Table(t))) => {
-            print!("{}", ipvsadm::format_list(&t));
+    let result = match action {
+        Action::Change(req) => ask(cli, &req).map(|_| String::new()),
+        Action::List(service) => ask(cli, &Request::List { service }).map(|r| match r {
+            Reply::Table(t) => ipvsadm::format_list(&t, service.is_none()),
+            _ => String::new(),
+        }),
+        Action::Save => ask(cli, &Request::List { service: None }).map(|r| match r {
+            Reply::Table(t) => ipvsadm::format_rules(&t),
+            _ => String::new(),
+        }),
+        Action::Timeouts => ask(cli, &Request::GetTimeouts).map(|r| match r {
+            Reply::Timeouts(t) => ipvsadm::format_timeouts(&t),
+            _ => String::new(),
+        }),
+        Action::Restore => restore(cli),
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
-        Ok(Err(e)) => {
-            eprintln!("xdpvs: {e}");
-            ExitCode::FAILURE
+        Err(code) => code,
+    }
+}
+
+/// `-R`: the commands on standard input, sent as one change; an error names its line.
+fn restore(cli: &Cli) -> Result<String, ExitCode> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+        .map_err(|e| fail(format!("reading standard input: {e}"), 1))?;
+    let lines = ipvsadm::parse_restore(&text).map_err(|e| fail(e, 2))?;
+    let (numbers, reqs): (Vec<usize>, Vec<Request>) = lines.into_iter().unzip();
+    match client::request(&cli.socket, &Request::Batch(reqs)) {
+        Ok(Ok(_)) => Ok(String::new()),
+        Ok(Err(ControlError::InBatch { index, error })) => {
+            let line = numbers.get(index.wrapping_sub(1)).copied().unwrap_or(0);
+            Err(fail(
+                format!("line {line}: {error}; nothing of the restore was applied"),
+                1,
+            ))
         }
-        Err(e) => {
-            eprintln!("xdpvs: {e}");
-            ExitCode::FAILURE
-        }
+        Ok(Err(e)) => Err(fail(e, 1)),
+        Err(e) => Err(fail(e, 1)),
     }
 }

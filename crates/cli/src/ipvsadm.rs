@@ -1,15 +1,22 @@
-//! ipvsadm's command grammar, for the subset xdpvs supports, and its listing format.
+//! ipvsadm's command grammar and its listing and save formats.
 //!
 //! `xdpvs -A -t 198.18.0.100:80 -s rr`, `xdpvs -a -t 198.18.0.100:80 -r 198.18.0.11 -g -w 2`,
-//! `xdpvs -Ln`, `xdpvs -C` work exactly as with ipvsadm.
+//! `xdpvs -Ln`, `xdpvs -S -n`, `xdpvs -R < rules`, `xdpvs --set 900 120 300` work as with
+//! ipvsadm: the same options, the same checks of which options go with which command
+//! (ipvsadm's table of commands and options), the same defaults (`-E` resets the
+//! scheduler to wlc and turns persistence off unless given; `-e` sets weight 1 unless
+//! `-w` says otherwise) and the same output layouts.
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use clap::Args;
-use xdpvs_director::control::proto::{Request, Table};
+use xdpvs_director::control::proto::{Request, Table, TimeoutSet};
 use xdpvs_sched::{ConfigError, Persistence, Protocol, SchedKind, ServiceKey};
+
+/// ipvsadm's largest timeout (31 days), for `-p` and `--set`.
+pub const MAX_TIMEOUT: u32 = 86400 * 31;
 
 /// A real server as `-r` names it: an address and, optionally, a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,9 +29,7 @@ pub struct RealAddr {
 
 fn parse_service_addr(s: &str) -> Result<SocketAddrV4, String> {
     s.parse::<SocketAddrV4>().map_err(|_| {
-        format!(
-            "invalid service address '{s}': use an IPv4 address and a port, e.g. 198.18.0.100:80"
-        )
+        format!("illegal virtual server address[:port] '{s}': use an IPv4 address and a port, e.g. 198.18.0.100:80")
     })
 }
 
@@ -37,16 +42,49 @@ fn parse_real(s: &str) -> Result<RealAddr, String> {
     }
     s.parse::<Ipv4Addr>()
         .map(|addr| RealAddr { addr, port: None })
-        .map_err(|_| format!("invalid real server '{s}': use an IPv4 address, e.g. 198.18.0.11"))
+        .map_err(|_| {
+            format!(
+                "illegal real server address[:port] '{s}': use an IPv4 address, e.g. 198.18.0.11"
+            )
+        })
 }
 
 fn parse_weight(s: &str) -> Result<u16, String> {
     s.parse::<u16>()
-        .map_err(|_| format!("invalid weight '{s}': use a whole number from 0 to 65535"))
+        .map_err(|_| format!("illegal weight '{s}': use a whole number from 0 to 65535"))
 }
 
 fn parse_scheduler(s: &str) -> Result<SchedKind, String> {
     s.parse::<SchedKind>().map_err(|e| e.to_string())
+}
+
+fn parse_timeout(s: &str, min: u32) -> Result<u32, String> {
+    s.parse::<u32>()
+        .ok()
+        .filter(|t| (min..=MAX_TIMEOUT).contains(t))
+        .ok_or_else(|| {
+            format!("invalid timeout value `{s}' specified: use {min} to {MAX_TIMEOUT} seconds")
+        })
+}
+
+fn parse_persistence_timeout(s: &str) -> Result<u32, String> {
+    parse_timeout(s, 1)
+}
+
+fn parse_set_timeout(s: &str) -> Result<u32, String> {
+    parse_timeout(s, 0)
+}
+
+/// `-M`: a dotted netmask (255.255.255.0) or a prefix length (24).
+fn parse_netmask(s: &str) -> Result<Ipv4Addr, String> {
+    if let Ok(m) = s.parse::<Ipv4Addr>() {
+        return Ok(m);
+    }
+    s.parse::<u8>()
+        .ok()
+        .filter(|&p| p <= 32)
+        .map(|p| Ipv4Addr::from(xdpvs_sched::model::prefix_mask(p)))
+        .ok_or_else(|| format!("illegal virtual server persistent mask '{s}': use a netmask like 255.255.255.0 or a prefix length like 24"))
 }
 
 /// ipvsadm-style options (given without a subcommand).
@@ -54,29 +92,42 @@ fn parse_scheduler(s: &str) -> Result<SchedKind, String> {
 #[command(next_help_heading = "ipvsadm commands (sent to a running director)")]
 pub struct IpvsArgs {
     /// Add a virtual service.
-    #[arg(short = 'A', long = "add-service", group = "cmd")]
+    #[arg(short = 'A', long = "add-service")]
     pub add_service: bool,
-    /// Edit a virtual service.
-    #[arg(short = 'E', long = "edit-service", group = "cmd")]
+    /// Edit a virtual service (its scheduler and persistence are replaced, as in ipvsadm).
+    #[arg(short = 'E', long = "edit-service")]
     pub edit_service: bool,
     /// Delete a virtual service and its real servers.
-    #[arg(short = 'D', long = "delete-service", group = "cmd")]
+    #[arg(short = 'D', long = "delete-service")]
     pub delete_service: bool,
     /// Clear the whole table.
-    #[arg(short = 'C', long = "clear", group = "cmd")]
+    #[arg(short = 'C', long = "clear")]
     pub clear: bool,
     /// Add a real server to a virtual service.
-    #[arg(short = 'a', long = "add-server", group = "cmd")]
+    #[arg(short = 'a', long = "add-server")]
     pub add_server: bool,
-    /// Edit a real server.
-    #[arg(short = 'e', long = "edit-server", group = "cmd")]
+    /// Edit a real server (weight 1 unless -w is given, as in ipvsadm).
+    #[arg(short = 'e', long = "edit-server")]
     pub edit_server: bool,
     /// Delete a real server.
-    #[arg(short = 'd', long = "delete-server", group = "cmd")]
+    #[arg(short = 'd', long = "delete-server")]
     pub delete_server: bool,
-    /// List the table.
-    #[arg(short = 'L', visible_short_alias = 'l', long = "list", group = "cmd")]
+    /// List the table (or one service with -t/-u).
+    #[arg(short = 'L', visible_short_alias = 'l', long = "list")]
     pub list: bool,
+    /// Zero the packet, byte and rate counters.
+    #[arg(short = 'Z', long = "zero")]
+    pub zero: bool,
+    /// Print the table as ipvsadm commands (ipvsadm-save format).
+    #[arg(short = 'S', long = "save")]
+    pub save: bool,
+    /// Read commands in ipvsadm-save format from standard input and apply them as one
+    /// change, all or nothing.
+    #[arg(short = 'R', long = "restore")]
+    pub restore: bool,
+    /// Set the TCP, TCP-FIN and UDP idle timeouts in seconds (0 leaves one unchanged).
+    #[arg(long = "set", num_args = 3, value_names = ["TCP", "TCPFIN", "UDP"], value_parser = parse_set_timeout)]
+    pub set: Option<Vec<u32>>,
     /// TCP service VIP:PORT.
     #[arg(short = 't', long = "tcp-service", value_name = "VIP:PORT", value_parser = parse_service_addr)]
     pub tcp: Option<SocketAddrV4>,
@@ -86,11 +137,12 @@ pub struct IpvsArgs {
     /// Scheduler: rr, wrr, lc, wlc (default), sh, mh.
     #[arg(short = 's', long = "scheduler", value_parser = parse_scheduler)]
     pub scheduler: Option<SchedKind>,
-    /// Persistent service, with an optional timeout in seconds (default 300).
-    #[arg(short = 'p', long = "persistent", value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "300")]
-    pub persistent: Option<u64>,
-    /// Persistence granularity netmask (default 255.255.255.255).
-    #[arg(short = 'M', long = "netmask")]
+    /// Persistent service, with an optional timeout in seconds (default 300, at most
+    /// 2678400).
+    #[arg(short = 'p', long = "persistent", value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "300", value_parser = parse_persistence_timeout)]
+    pub persistent: Option<u32>,
+    /// Persistence granularity: a netmask or a prefix length (default 255.255.255.255).
+    #[arg(short = 'M', long = "netmask", value_parser = parse_netmask)]
     pub netmask: Option<Ipv4Addr>,
     /// Real server address RIP[:PORT].
     #[arg(short = 'r', long = "real-server", value_name = "RIP[:PORT]", value_parser = parse_real)]
@@ -98,51 +150,285 @@ pub struct IpvsArgs {
     /// Direct routing (the default and the only method supported).
     #[arg(short = 'g', long = "gatewaying")]
     pub gatewaying: bool,
-    /// Masquerading (NAT): not supported.
-    #[arg(short = 'm', long = "masquerading")]
-    pub masquerading: bool,
-    /// IP-in-IP tunnelling: not supported.
-    #[arg(short = 'i', long = "ipip")]
-    pub ipip: bool,
     /// Weight of the real server, 0..65535 (0 = quiescent).
     #[arg(short = 'w', long = "weight", value_parser = parse_weight)]
     pub weight: Option<u16>,
     /// Numeric output (xdpvs never resolves names, so this is always the case).
     #[arg(short = 'n', long = "numeric")]
     pub numeric: bool,
+    /// List connections (-L -c).
+    #[arg(short = 'c', long = "connection")]
+    pub connection: bool,
+    /// List the timeouts (-L --timeout).
+    #[arg(long = "timeout")]
+    pub timeout: bool,
+    /// List with statistics.
+    #[arg(long = "stats")]
+    pub stats: bool,
+    /// List with rates.
+    #[arg(long = "rate")]
+    pub rate: bool,
+    /// List persistent connection counts, or templates with -c.
+    #[arg(long = "persistent-conn")]
+    pub persistent_conn: bool,
+    /// Exact numbers in --stats and --rate.
+    #[arg(short = 'X', long = "exact")]
+    pub exact: bool,
+    /// List in configuration order (xdpvs lists sorted, as ipvsadm does, either way).
+    #[arg(long = "nosort")]
+    pub nosort: bool,
+    /// Sorted listing (the default; accepted for compatibility).
+    #[arg(long = "sort")]
+    pub sort: bool,
+
+    // ipvsadm options xdpvs does not support: accepted by the parser so that the answer
+    // is one line saying so.
+    #[arg(short = 'm', long = "masquerading", hide = true)]
+    masquerading: bool,
+    #[arg(short = 'i', long = "ipip", hide = true)]
+    ipip: bool,
+    #[arg(short = 'f', long = "fwmark-service", hide = true)]
+    fwmark: Option<String>,
+    #[arg(short = '6', long = "ipv6", hide = true)]
+    ipv6: bool,
+    #[arg(long = "sctp-service", hide = true)]
+    sctp: Option<String>,
+    #[arg(long = "pe", hide = true)]
+    pe: Option<String>,
+    #[arg(short = 'o', long = "ops", hide = true)]
+    ops: bool,
+    #[arg(short = 'x', long = "u-threshold", hide = true)]
+    u_threshold: Option<String>,
+    #[arg(short = 'y', long = "l-threshold", hide = true)]
+    l_threshold: Option<String>,
+    #[arg(long = "thresholds", hide = true)]
+    thresholds: bool,
+    #[arg(long = "start-daemon", hide = true)]
+    start_daemon: Option<String>,
+    #[arg(long = "stop-daemon", hide = true)]
+    stop_daemon: Option<String>,
+    #[arg(long = "mcast-interface", hide = true)]
+    mcast_interface: Option<String>,
+    #[arg(long = "syncid", hide = true)]
+    syncid: Option<String>,
+    #[arg(long = "daemon", hide = true)]
+    daemon: bool,
 }
 
-/// Why a command line is not a request. Each message says what to change.
+/// ipvsadm's commands, by its names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cmd {
+    /// `-A`
+    AddService,
+    /// `-E`
+    EditService,
+    /// `-D`
+    DeleteService,
+    /// `-C`
+    Flush,
+    /// `-L`
+    List,
+    /// `-a`
+    AddServer,
+    /// `-d`
+    DeleteServer,
+    /// `-e`
+    EditServer,
+    /// `--set`
+    Set,
+    /// `-R`
+    Restore,
+    /// `-S`
+    Save,
+    /// `-Z`
+    Zero,
+}
+
+impl Cmd {
+    /// ipvsadm's name of the command, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cmd::AddService => "add-service",
+            Cmd::EditService => "edit-service",
+            Cmd::DeleteService => "delete-service",
+            Cmd::Flush => "flush",
+            Cmd::List => "list",
+            Cmd::AddServer => "add-server",
+            Cmd::DeleteServer => "delete-server",
+            Cmd::EditServer => "edit-server",
+            Cmd::Set => "set",
+            Cmd::Restore => "restore",
+            Cmd::Save => "save",
+            Cmd::Zero => "zero",
+        }
+    }
+}
+
+/// ipvsadm's options, by its names, for the table of what goes with what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opt {
+    Numeric,
+    Connection,
+    Service,
+    Scheduler,
+    Persistent,
+    Netmask,
+    Server,
+    Forward,
+    Weight,
+    Timeout,
+    Stats,
+    Rate,
+    PersistentConn,
+    NoSort,
+    Exact,
+}
+
+const OPTS: [Opt; 15] = [
+    Opt::Numeric,
+    Opt::Connection,
+    Opt::Service,
+    Opt::Scheduler,
+    Opt::Persistent,
+    Opt::Netmask,
+    Opt::Server,
+    Opt::Forward,
+    Opt::Weight,
+    Opt::Timeout,
+    Opt::Stats,
+    Opt::Rate,
+    Opt::PersistentConn,
+    Opt::NoSort,
+    Opt::Exact,
+];
+
+impl Opt {
+    fn name(self) -> &'static str {
+        match self {
+            Opt::Numeric => "numeric",
+            Opt::Connection => "connection",
+            Opt::Service => "service-address",
+            Opt::Scheduler => "scheduler",
+            Opt::Persistent => "persistent",
+            Opt::Netmask => "netmask",
+            Opt::Server => "real-server",
+            Opt::Forward => "forwarding-method",
+            Opt::Weight => "weight",
+            Opt::Timeout => "timeout",
+            Opt::Stats => "stats",
+            Opt::Rate => "rate",
+            Opt::PersistentConn => "persistent-conn",
+            Opt::NoSort => "nosort",
+            Opt::Exact => "exact",
+        }
+    }
+}
+
+/// How an option goes with a command (ipvsadm's table: `+`, `x`, `1`, ` `).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    Required,
+    Illegal,
+    Exclusive,
+    Optional,
+}
+
+fn rule(cmd: Cmd, opt: Opt) -> Rule {
+    use Opt::*;
+    use Rule::*;
+    match cmd {
+        Cmd::AddService | Cmd::EditService => match opt {
+            Service => Required,
+            Scheduler | Persistent | Netmask => Optional,
+            _ => Illegal,
+        },
+        Cmd::DeleteService => match opt {
+            Service => Required,
+            _ => Illegal,
+        },
+        Cmd::Flush | Cmd::Set | Cmd::Restore => Illegal,
+        Cmd::List => match opt {
+            Numeric | Stats | Rate | PersistentConn | NoSort | Exact => Optional,
+            Connection | Service | Timeout => Exclusive,
+            _ => Illegal,
+        },
+        Cmd::AddServer | Cmd::EditServer => match opt {
+            Service | Server => Required,
+            Forward | Weight => Optional,
+            _ => Illegal,
+        },
+        Cmd::DeleteServer => match opt {
+            Service | Server => Required,
+            _ => Illegal,
+        },
+        Cmd::Save => match opt {
+            Numeric => Optional,
+            _ => Illegal,
+        },
+        Cmd::Zero => match opt {
+            Service => Optional,
+            _ => Illegal,
+        },
+    }
+}
+
+/// Why a command line is not a request. Each message says what to change; the wording
+/// follows ipvsadm's where it has one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UsageError {
-    /// `-m` or `-i`.
-    #[error("{flag} ({what}) is not supported: xdpvs only does direct routing (-g)")]
-    Forwarding {
-        /// The flag.
+    /// An ipvsadm option xdpvs does not implement.
+    #[error("{flag} ({what}) is not supported: {why}")]
+    Unsupported {
+        /// The option.
         flag: &'static str,
         /// What it asks for.
         what: &'static str,
+        /// Why, and what to do instead.
+        why: &'static str,
     },
-    /// An option given to a command it does not apply to.
-    #[error("{flag} does not apply to {command}")]
-    NotFor {
+    /// An ipvsadm listing xdpvs does not provide yet.
+    #[error("{0} is not implemented yet")]
+    NotYet(&'static str),
+    /// More than one command.
+    #[error("multiple commands specified")]
+    MultipleCommands,
+    /// An option a command needs.
+    #[error("You need to supply the '{option}' option for the '{command}' command")]
+    Missing {
         /// The option.
-        flag: &'static str,
+        option: &'static str,
         /// The command.
         command: &'static str,
     },
+    /// An option a command does not take.
+    #[error("Illegal '{option}' option with the '{command}' command")]
+    Illegal {
+        /// The option.
+        option: &'static str,
+        /// The command.
+        command: &'static str,
+    },
+    /// Two options of which a command takes one.
+    #[error(
+        "The option '{option}' conflicts with the '{other}' option in the '{command}' command"
+    )]
+    Conflict {
+        /// The option.
+        option: &'static str,
+        /// The other.
+        other: &'static str,
+        /// The command.
+        command: &'static str,
+    },
+    /// Listing options that do not go together.
+    #[error("options conflicts in the list command")]
+    ListConflict,
     /// Both `-t` and `-u`.
     #[error("give either -t or -u, not both")]
     TwoServices,
-    /// Neither `-t` nor `-u`.
-    #[error("a service is needed: -t VIP:PORT or -u VIP:PORT")]
-    NoService,
     /// Port 0.
-    #[error("service {0}: port 0 (all ports) is not supported; give the service's port")]
+    #[error("Zero port specified for service {0}: all-ports services are not supported; give the service's port")]
     ZeroPort(SocketAddrV4),
-    /// No `-r`.
-    #[error("a real server is needed: -r RIP[:PORT]")]
-    NoReal,
     /// `-r RIP:PORT` with another port than the service's.
     #[error("real server port {real} differs from the virtual port {virt}: direct routing cannot map ports (the real server must serve on {virt})")]
     PortMapping {
@@ -158,21 +444,206 @@ pub enum UsageError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// No command.
-    #[error("no command given: use one of -A -E -D -C -a -e -d -L (see --help)")]
+    #[error("no command given: use one of -A -E -D -C -a -e -d -L -S -R --set (see --help)")]
     NoCommand,
 }
 
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// A change to send to the director.
+    Change(Request),
+    /// `-L` (or a bare `xdpvs`): the table, or one service.
+    List(Option<ServiceKey>),
+    /// `-L --timeout`.
+    Timeouts,
+    /// `-S`: the table as commands.
+    Save,
+    /// `-R`: commands from standard input.
+    Restore,
+}
+
 impl IpvsArgs {
-    /// Whether any ipvsadm command was given.
-    pub fn any(&self) -> bool {
-        self.add_service
-            || self.edit_service
-            || self.delete_service
-            || self.clear
-            || self.add_server
-            || self.edit_server
-            || self.delete_server
-            || self.list
+    /// Whether the line holds any ipvsadm option at all.
+    pub fn is_empty(&self) -> bool {
+        self.command().is_ok_and(|c| c.is_none())
+            && self.present().is_empty()
+            && self.unsupported().is_ok()
+    }
+
+    fn command(&self) -> Result<Option<Cmd>, UsageError> {
+        let all = [
+            (self.add_service, Cmd::AddService),
+            (self.edit_service, Cmd::EditService),
+            (self.delete_service, Cmd::DeleteService),
+            (self.clear, Cmd::Flush),
+            (self.list, Cmd::List),
+            (self.add_server, Cmd::AddServer),
+            (self.delete_server, Cmd::DeleteServer),
+            (self.edit_server, Cmd::EditServer),
+            (self.set.is_some(), Cmd::Set),
+            (self.restore, Cmd::Restore),
+            (self.save, Cmd::Save),
+            (self.zero, Cmd::Zero),
+        ];
+        let mut given = all.iter().filter(|(on, _)| *on).map(|&(_, c)| c);
+        let first = given.next();
+        if given.next().is_some() {
+            return Err(UsageError::MultipleCommands);
+        }
+        Ok(first)
+    }
+
+    fn present(&self) -> Vec<Opt> {
+        OPTS.into_iter()
+            .filter(|o| match o {
+                Opt::Numeric => self.numeric,
+                Opt::Connection => self.connection,
+                Opt::Service => self.tcp.is_some() || self.udp.is_some(),
+                Opt::Scheduler => self.scheduler.is_some(),
+                Opt::Persistent => self.persistent.is_some(),
+                Opt::Netmask => self.netmask.is_some(),
+                Opt::Server => self.real.is_some(),
+                Opt::Forward => self.gatewaying,
+                Opt::Weight => self.weight.is_some(),
+                Opt::Timeout => self.timeout,
+                Opt::Stats => self.stats,
+                Opt::Rate => self.rate,
+                Opt::PersistentConn => self.persistent_conn,
+                Opt::NoSort => self.nosort,
+                Opt::Exact => self.exact,
+            })
+            .collect()
+    }
+
+    fn unsupported(&self) -> Result<(), UsageError> {
+        let dr = "xdpvs only does direct routing (-g)";
+        let checks: [(bool, &'static str, &'static str, &'static str); 15] = [
+            (self.masquerading, "-m", "masquerading/NAT", dr),
+            (self.ipip, "-i", "IP-in-IP tunnelling", dr),
+            (
+                self.fwmark.is_some(),
+                "-f",
+                "firewall-mark services",
+                "give the service as -t/-u VIP:PORT",
+            ),
+            (
+                self.ipv6,
+                "-6",
+                "IPv6 firewall-mark services",
+                "xdpvs serves IPv4 services only",
+            ),
+            (
+                self.sctp.is_some(),
+                "--sctp-service",
+                "SCTP services",
+                "xdpvs serves TCP and UDP",
+            ),
+            (
+                self.pe.is_some(),
+                "--pe",
+                "persistence engines",
+                "use -p and -M",
+            ),
+            (
+                self.ops,
+                "-o",
+                "one-packet scheduling",
+                "UDP flows are scheduled per flow",
+            ),
+            (
+                self.u_threshold.is_some(),
+                "-x",
+                "connection thresholds",
+                "use -w 0 to drain a real server",
+            ),
+            (
+                self.l_threshold.is_some(),
+                "-y",
+                "connection thresholds",
+                "use -w 0 to drain a real server",
+            ),
+            (
+                self.thresholds,
+                "--thresholds",
+                "connection thresholds",
+                "use -w 0 to drain a real server",
+            ),
+            (
+                self.start_daemon.is_some(),
+                "--start-daemon",
+                "the connection sync daemon",
+                "connections are not synchronised between directors",
+            ),
+            (
+                self.stop_daemon.is_some(),
+                "--stop-daemon",
+                "the connection sync daemon",
+                "connections are not synchronised between directors",
+            ),
+            (
+                self.mcast_interface.is_some(),
+                "--mcast-interface",
+                "the connection sync daemon",
+                "connections are not synchronised between directors",
+            ),
+            (
+                self.syncid.is_some(),
+                "--syncid",
+                "the connection sync daemon",
+                "connections are not synchronised between directors",
+            ),
+            (
+                self.daemon,
+                "--daemon",
+                "the connection sync daemon",
+                "connections are not synchronised between directors",
+            ),
+        ];
+        match checks.iter().find(|c| c.0) {
+            Some(&(_, flag, what, why)) => Err(UsageError::Unsupported { flag, what, why }),
+            None => Ok(()),
+        }
+    }
+
+    fn check(&self, cmd: Cmd) -> Result<(), UsageError> {
+        let present = self.present();
+        let mut exclusive: Option<Opt> = None;
+        for o in OPTS {
+            let on = present.contains(&o);
+            match (rule(cmd, o), on) {
+                (Rule::Required, false) => {
+                    return Err(UsageError::Missing {
+                        option: o.name(),
+                        command: cmd.name(),
+                    })
+                }
+                (Rule::Illegal, true) => {
+                    return Err(UsageError::Illegal {
+                        option: o.name(),
+                        command: cmd.name(),
+                    })
+                }
+                (Rule::Exclusive, true) => {
+                    if let Some(other) = exclusive {
+                        return Err(UsageError::Conflict {
+                            option: o.name(),
+                            other: other.name(),
+                            command: cmd.name(),
+                        });
+                    }
+                    exclusive = Some(o);
+                }
+                _ => {}
+            }
+        }
+        if cmd == Cmd::List
+            && ((self.connection || self.timeout) && (self.stats || self.rate)
+                || self.timeout && self.persistent_conn)
+        {
+            return Err(UsageError::ListConflict);
+        }
+        Ok(())
     }
 
     fn service(&self) -> Result<ServiceKey, UsageError> {
@@ -180,7 +651,12 @@ impl IpvsArgs {
             (Some(a), None) => (Protocol::Tcp, a),
             (None, Some(a)) => (Protocol::Udp, a),
             (Some(_), Some(_)) => return Err(UsageError::TwoServices),
-            (None, None) => return Err(UsageError::NoService),
+            (None, None) => {
+                return Err(UsageError::Missing {
+                    option: Opt::Service.name(),
+                    command: "this",
+                })
+            }
         };
         if a.port() == 0 {
             return Err(UsageError::ZeroPort(a));
@@ -197,30 +673,17 @@ impl IpvsArgs {
             (None, None) => Ok(None),
             (None, Some(_)) => Err(UsageError::NetmaskWithoutPersistence),
             (Some(t), m) => Ok(Some(Persistence::new(
-                Duration::from_secs(t),
+                Duration::from_secs(u64::from(t)),
                 m.unwrap_or(Ipv4Addr::BROADCAST),
             )?)),
         }
     }
 
-    fn forwarding(&self) -> Result<(), UsageError> {
-        if self.masquerading {
-            return Err(UsageError::Forwarding {
-                flag: "-m",
-                what: "masquerading/NAT",
-            });
-        }
-        if self.ipip {
-            return Err(UsageError::Forwarding {
-                flag: "-i",
-                what: "IP-in-IP tunnelling",
-            });
-        }
-        Ok(())
-    }
-
     fn real(&self, key: &ServiceKey) -> Result<Ipv4Addr, UsageError> {
-        let r = self.real.ok_or(UsageError::NoReal)?;
+        let r = self.real.ok_or(UsageError::Missing {
+            option: Opt::Server.name(),
+            command: "this",
+        })?;
         if let Some(p) = r.port.filter(|&p| p != key.port) {
             return Err(UsageError::PortMapping {
                 real: p,
@@ -230,85 +693,145 @@ impl IpvsArgs {
         Ok(r.addr)
     }
 
-    /// Checks the combination and turns it into a request.
-    pub fn request(&self) -> Result<Request, UsageError> {
-        self.forwarding()?;
-        let not_for = |flag: bool, name: &'static str, command: &'static str| {
-            if flag {
-                Err(UsageError::NotFor {
-                    flag: name,
-                    command,
-                })
+    /// Checks the line as ipvsadm does and says what it asks for. A line with no
+    /// ipvsadm option at all lists the table, as a bare `ipvsadm` does.
+    pub fn action(&self) -> Result<Action, UsageError> {
+        self.unsupported()?;
+        let Some(cmd) = self.command()? else {
+            return if self.present().is_empty() {
+                Ok(Action::List(None))
             } else {
-                Ok(())
-            }
+                Err(UsageError::NoCommand)
+            };
         };
-        if self.add_service || self.edit_service {
-            not_for(
-                self.real.is_some(),
-                "-r",
-                "a service command (use -a to add a real server)",
-            )?;
-            not_for(self.weight.is_some(), "-w", "a service command")?;
-            let key = self.service()?;
-            return Ok(if self.add_service {
-                Request::AddService {
-                    key,
-                    scheduler: self.scheduler.unwrap_or_default(),
-                    persistence: self.persistence()?,
-                }
-            } else {
-                Request::EditService {
-                    key,
-                    scheduler: self.scheduler,
-                    persistence: if self.persistent.is_some() {
-                        Some(self.persistence()?)
-                    } else {
-                        None
-                    },
-                }
-            });
-        }
-        if self.delete_service {
-            return Ok(Request::DeleteService {
+        self.check(cmd)?;
+        let change = |r| Ok(Action::Change(r));
+        match cmd {
+            Cmd::AddService => change(Request::AddService {
                 key: self.service()?,
-            });
-        }
-        if self.add_server || self.edit_server || self.delete_server {
-            not_for(self.scheduler.is_some(), "-s", "a real-server command")?;
-            not_for(self.persistent.is_some(), "-p", "a real-server command")?;
-            let key = self.service()?;
-            let addr = self.real(&key)?;
-            return Ok(if self.add_server {
-                Request::AddReal {
-                    key,
-                    addr,
-                    weight: self.weight.unwrap_or(1),
+                scheduler: self.scheduler.unwrap_or_default(),
+                persistence: self.persistence()?,
+            }),
+            Cmd::EditService => change(Request::EditService {
+                key: self.service()?,
+                scheduler: self.scheduler.unwrap_or_default(),
+                persistence: self.persistence()?,
+            }),
+            Cmd::DeleteService => change(Request::DeleteService {
+                key: self.service()?,
+            }),
+            Cmd::Flush => change(Request::Clear),
+            Cmd::AddServer | Cmd::EditServer | Cmd::DeleteServer => {
+                let key = self.service()?;
+                let addr = self.real(&key)?;
+                let weight = self.weight.unwrap_or(1);
+                change(match cmd {
+                    Cmd::AddServer => Request::AddReal { key, addr, weight },
+                    Cmd::EditServer => Request::EditReal { key, addr, weight },
+                    _ => Request::DeleteReal { key, addr },
+                })
+            }
+            Cmd::Set => {
+                let v = self.set.as_deref().unwrap_or_default();
+                change(Request::SetTimeouts(TimeoutSet {
+                    tcp: v.first().copied().unwrap_or(0),
+                    tcpfin: v.get(1).copied().unwrap_or(0),
+                    udp: v.get(2).copied().unwrap_or(0),
+                }))
+            }
+            Cmd::List => {
+                if self.stats {
+                    return Err(UsageError::NotYet("--stats"));
                 }
-            } else if self.edit_server {
-                Request::EditReal {
-                    key,
-                    addr,
-                    weight: self.weight,
+                if self.rate {
+                    return Err(UsageError::NotYet("--rate"));
                 }
-            } else {
-                Request::DeleteReal { key, addr }
-            });
+                if self.connection {
+                    return Err(UsageError::NotYet("-c (connection listing)"));
+                }
+                if self.persistent_conn {
+                    return Err(UsageError::NotYet("--persistent-conn"));
+                }
+                if self.timeout {
+                    return Ok(Action::Timeouts);
+                }
+                Ok(Action::List(if self.tcp.is_some() || self.udp.is_some() {
+                    Some(self.service()?)
+                } else {
+                    None
+                }))
+            }
+            Cmd::Save => Ok(Action::Save),
+            Cmd::Restore => Ok(Action::Restore),
+            Cmd::Zero => Err(UsageError::NotYet("-Z (zeroing counters)")),
         }
-        if self.clear {
-            return Ok(Request::Clear);
-        }
-        if self.list {
-            return Ok(Request::List);
-        }
-        Err(UsageError::NoCommand)
     }
 }
 
-/// ipvsadm's `-L -n` layout.
-pub fn format_list(table: &Table) -> String {
+/// A command-line error as one line, without clap's "error: " and its help hints.
+pub fn error_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .next()
+        .unwrap_or("invalid command line")
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
+/// Why a restore could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// A line that is not an ipvsadm command.
+    #[error("line {line}: {error}")]
+    Line {
+        /// Its number, from 1.
+        line: usize,
+        /// What is wrong with it.
+        error: String,
+    },
+}
+
+/// Parses ipvsadm-save/ipvsadm-restore input: one command per line (blank lines and
+/// `#` comments skipped). Returns each change with its line number.
+pub fn parse_restore(text: &str) -> Result<Vec<(usize, Request)>, RestoreError> {
+    #[derive(clap::Parser)]
+    #[command(
+        no_binary_name = true,
+        disable_help_flag = true,
+        disable_version_flag = true
+    )]
+    struct Line {
+        #[command(flatten)]
+        a: IpvsArgs,
+    }
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let words: Vec<&str> = raw.split_whitespace().collect();
+        if words.is_empty() || words[0].starts_with('#') {
+            continue;
+        }
+        let err = |error: String| RestoreError::Line { line, error };
+        let parsed =
+            <Line as clap::Parser>::try_parse_from(&words).map_err(|e| err(error_line(&e)))?;
+        match parsed.a.action().map_err(|e| err(e.to_string()))? {
+            Action::Change(r) => out.push((line, r)),
+            _ => {
+                return Err(err(
+                    "only -A -E -D -C -a -e -d and --set belong in a restore".into(),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// ipvsadm's `-L -n` layout (with the version line when listing the whole table).
+pub fn format_list(table: &Table, header: bool) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "IP Virtual Server version 1.2.1 (size={})", table.size);
+    if header {
+        let _ = writeln!(out, "IP Virtual Server version 1.2.1 (size={})", table.size);
+    }
     let _ = writeln!(out, "Prot LocalAddress:Port Scheduler Flags");
     let _ = writeln!(
         out,
@@ -346,126 +869,41 @@ pub fn format_list(table: &Table) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-    use xdpvs_director::control::proto::{RealRow, ServiceRow};
-
-    #[derive(Parser)]
-    struct T {
-        #[command(flatten)]
-        a: IpvsArgs,
-    }
-
-    fn req(args: &str) -> Result<Request, String> {
-        let t = T::try_parse_from(std::iter::once("xdpvs").chain(args.split_whitespace()))
-            .map_err(|e| e.to_string())?;
-        t.a.request().map_err(|e| e.to_string())
-    }
-
-    fn key() -> ServiceKey {
-        ServiceKey {
-            proto: Protocol::Tcp,
-            vip: Ipv4Addr::new(198, 18, 0, 100),
-            port: 80,
+/// ipvsadm's `-S -n` (ipvsadm-save) layout: the commands that rebuild the table.
+pub fn format_rules(table: &Table) -> String {
+    let mut out = String::new();
+    for s in &table.services {
+        let flag = match s.key.proto {
+            Protocol::Tcp => "-t",
+            Protocol::Udp => "-u",
+        };
+        let svc = format!("{flag} {}:{}", s.key.vip, s.key.port);
+        let _ = write!(out, "-A {svc} -s {}", s.scheduler);
+        if let Some(p) = s.persistence {
+            let _ = write!(out, " -p {}", p.timeout.as_secs());
+            if p.prefix_len != 32 {
+                let _ = write!(out, " -M {}", p.netmask());
+            }
+        }
+        out.push('\n');
+        for r in &s.reals {
+            let _ = writeln!(
+                out,
+                "-a {svc} -r {}:{} -g -w {}",
+                r.addr, s.key.port, r.weight
+            );
         }
     }
-
-    #[test]
-    fn the_dr_howto_commands() {
-        assert_eq!(req("-C"), Ok(Request::Clear));
-        assert_eq!(
-            req("-A -t 198.18.0.100:80 -s rr"),
-            Ok(Request::AddService {
-                key: key(),
-                scheduler: SchedKind::Rr,
-                persistence: None
-            })
-        );
-        assert_eq!(
-            req("-a -t 198.18.0.100:80 -r 198.18.0.11 -g"),
-            Ok(Request::AddReal {
-                key: key(),
-                addr: Ipv4Addr::new(198, 18, 0, 11),
-                weight: 1
-            })
-        );
-        assert_eq!(req("-Ln"), Ok(Request::List));
-        assert_eq!(req("-L -n"), Ok(Request::List));
-    }
-
-    #[test]
-    fn defaults_and_options() {
-        assert_eq!(
-            req("-A -t 198.18.0.100:80"),
-            Ok(Request::AddService {
-                key: key(),
-                scheduler: SchedKind::Wlc,
-                persistence: None
-            })
-        );
-        let Ok(Request::AddService {
-            persistence: Some(p),
-            ..
-        }) = req("-A -t 198.18.0.100:80 -p -M 255.255.255.0")
-        else {
-            panic!("persistent service expected")
-        };
-        assert_eq!((p.timeout.as_secs(), p.prefix_len), (300, 24));
-        assert_eq!(
-            req("-a -t 198.18.0.100:80 -r 198.18.0.11:80 -g -w 0"),
-            Ok(Request::AddReal {
-                key: key(),
-                addr: Ipv4Addr::new(198, 18, 0, 11),
-                weight: 0
-            })
-        );
-    }
-
-    #[test]
-    fn clear_errors() {
-        let e = req("-a -t 198.18.0.100:80 -r 198.18.0.11 -m").expect_err("NAT refused");
-        assert!(e.contains("only does direct routing"), "{e}");
-        let e = req("-a -t 198.18.0.100:80 -r 198.18.0.11 -i").expect_err("tunnel refused");
-        assert!(e.contains("only does direct routing"), "{e}");
-        let e = req("-a -t 198.18.0.100:80 -r 198.18.0.11:8080").expect_err("port mapping refused");
-        assert!(e.contains("cannot map ports"), "{e}");
-        let e = req("-a -t 198.18.0.100:80 -r 198.18.0.11 -w 70000").expect_err("weight range");
-        assert!(e.contains("0 to 65535"), "{e}");
-        let e = req("-A -t 198.18.0.100:80 -s fancy").expect_err("scheduler");
-        assert!(e.contains("unknown scheduler"), "{e}");
-        let e = req("-A -t 198.18.0.100").expect_err("port");
-        assert!(e.contains("e.g. 198.18.0.100:80"), "{e}");
-        assert!(
-            req("-A -a -t 198.18.0.100:80").is_err(),
-            "two commands at once"
-        );
-    }
-
-    #[test]
-    fn listing_layout() {
-        let s = ServiceRow {
-            key: key(),
-            scheduler: SchedKind::Rr,
-            persistence: None,
-            reals: vec![RealRow {
-                addr: Ipv4Addr::new(198, 18, 0, 11),
-                weight: 1,
-                active: 2,
-                inactive: 30,
-                resolved: true,
-            }],
-        };
-        let out = format_list(&Table {
-            size: 4096,
-            services: vec![s],
-        });
-        let want = "IP Virtual Server version 1.2.1 (size=4096)\n\
-                    Prot LocalAddress:Port Scheduler Flags\n  \
-                    -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
-                    TCP  198.18.0.100:80 rr\n  \
-                    -> 198.18.0.11:80               Route   1      2          30        \n";
-        assert_eq!(out, want);
-    }
+    out
 }
+
+/// ipvsadm's `-L --timeout` line.
+pub fn format_timeouts(t: &TimeoutSet) -> String {
+    format!(
+        "Timeout (tcp tcpfin udp): {} {} {}\n",
+        t.tcp, t.tcpfin, t.udp
+    )
+}
+
+#[cfg(test)]
+mod tests;

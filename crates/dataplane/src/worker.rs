@@ -25,6 +25,8 @@ pub enum Control {
     Install(Box<Services>),
     /// Transmit this frame (gratuitous ARP, ARP request).
     Send([u8; 60]),
+    /// Use these idle timeouts from now on (ipvsadm `--set`).
+    Timeouts(xdpvs_sched::tcp::Timeouts),
 }
 
 /// How a worker waits when there is no traffic.
@@ -133,6 +135,7 @@ impl<D: Device> Worker<D> {
                     // If the control plane is gone the snapshot is simply dropped here.
                     let _ = self.retired.send(old);
                 }
+                Ok(Control::Timeouts(t)) => self.tables.conns_mut().set_timeouts(t),
                 Ok(Control::Send(frame)) => {
                     if self.dev.send(&frame) {
                         self.stats.sent.inc();

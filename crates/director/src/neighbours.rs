@@ -15,12 +15,15 @@ use std::net::{Ipv4Addr, UdpSocket};
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
 };
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use xdpvs_sched::Mac;
+
+use crate::control::plane::LocalNet;
 
 /// `RTNLGRP_NEIGH` of linux/rtnetlink.h.
 const RTNLGRP_NEIGH: u32 = 3;
@@ -220,6 +223,53 @@ fn messages(mut bytes: &[u8]) -> Vec<NetlinkMessage<RouteNetlinkMessage>> {
         bytes = &bytes[len.next_multiple_of(4).min(bytes.len())..];
     }
     out
+}
+
+/// The IPv4 addresses (with prefix lengths) of interface `ifindex`, from an rtnetlink
+/// dump (`RTM_GETADDR`).
+pub fn local_addresses(ifindex: u32) -> Result<Vec<LocalNet>, NeighbourError> {
+    let mut s = Socket::new(NETLINK_ROUTE).map_err(socket_err("socket"))?;
+    s.bind_auto().map_err(socket_err("bind"))?;
+    s.connect(&SocketAddr::new(0, 0))
+        .map_err(socket_err("connect"))?;
+    let mut hdr = NetlinkHeader::default();
+    hdr.flags = NLM_F_DUMP | NLM_F_REQUEST;
+    let mut req = NetlinkMessage::new(
+        hdr,
+        NetlinkPayload::from(RouteNetlinkMessage::GetAddress(AddressMessage::default())),
+    );
+    req.finalize();
+    let mut out = vec![0; req.header.length as usize];
+    req.serialize(&mut out);
+    s.send(&out, 0).map_err(socket_err("send"))?;
+    let mut buf = vec![0; 1 << 16];
+    let mut nets = Vec::new();
+    loop {
+        let n = s.recv(&mut &mut buf[..], 0).map_err(socket_err("recv"))?;
+        let mut done = n == 0;
+        for msg in messages(&buf[..n]) {
+            match msg.payload {
+                NetlinkPayload::Done(_) => done = true,
+                NetlinkPayload::Error(e) => return Err(NeighbourError::Refused(format!("{e:?}"))),
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(m))
+                    if m.header.index == ifindex && m.header.family == AddressFamily::Inet =>
+                {
+                    for a in &m.attributes {
+                        if let AddressAttribute::Address(std::net::IpAddr::V4(addr)) = a {
+                            nets.push(LocalNet {
+                                addr: *addr,
+                                prefix_len: m.header.prefix_len,
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if done {
+            return Ok(nets);
+        }
+    }
 }
 
 /// Makes the kernel resolve `addrs` (one empty datagram each to the discard port).

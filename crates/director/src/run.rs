@@ -10,7 +10,7 @@ use xdpvs_dataplane::{Config, Limits, Options, Services, Tables};
 use xdpvs_sched::tcp::Timeouts;
 
 use crate::control::plane::ControlPlane;
-use crate::control::proto::ControlError;
+use crate::control::proto::{ControlError, Request};
 use crate::control::server::{ControlSocket, SocketError};
 use crate::iface::format_mac;
 use crate::neighbours::{self, Neighbours};
@@ -39,13 +39,23 @@ pub enum RunError {
     /// The neighbour table.
     #[error(transparent)]
     Neighbours(#[from] crate::neighbours::NeighbourError),
+    /// The table to start with was refused.
+    #[error("restoring the table: {0}")]
+    Restore(ControlError),
     /// A worker thread ended on its own.
     #[error("worker {0} stopped unexpectedly")]
     WorkerDied(usize),
 }
 
 /// Runs the director until `stop` is raised (SIGINT/SIGTERM set it) or it fails.
-pub fn run(opts: &RunOptions, socket: &Path, stop: &AtomicBool) -> Result<(), RunError> {
+/// `initial`, if any, is applied before the control socket serves anyone (a restored
+/// table); if it fails, the director does not start.
+pub fn run(
+    opts: &RunOptions,
+    socket: &Path,
+    stop: &AtomicBool,
+    initial: Option<Request>,
+) -> Result<(), RunError> {
     setup::check_capabilities()?;
     let ifc = Interface::probe(opts)?;
     let control = ControlSocket::bind(socket)?;
@@ -103,7 +113,18 @@ pub fn run(opts: &RunOptions, socket: &Path, stop: &AtomicBool) -> Result<(), Ru
         director_mac: ifc.mac,
         capacity,
     };
-    let mut plane = ControlPlane::new(ifc.mac, options, limits, live)?;
+    let local = neighbours::local_addresses(ifc.index)?;
+    if local.is_empty() {
+        warn!(
+            "{} has no IPv4 address: real servers are not checked against its subnet",
+            ifc.name
+        );
+    }
+    let mut plane = ControlPlane::new(ifc.mac, options, limits, local, live)?;
+    let restored = match &initial {
+        Some(req) => plane.execute(req).map(|_| ()),
+        None => Ok(()),
+    };
     info!(
         "director {} ready on {}: control socket {} (try: xdpvs -Ln)",
         format_mac(&ifc.mac),
@@ -111,8 +132,18 @@ pub fn run(opts: &RunOptions, socket: &Path, stop: &AtomicBool) -> Result<(), Ru
         control.path().display()
     );
 
-    let mut neighbours = Neighbours::open(ifc.index)?;
-    let failure = serve(&mut plane, &control, &mut neighbours, stop);
+    let failure = match restored {
+        Err(e) => Some(RunError::Restore(e)),
+        Ok(()) => {
+            if initial.is_some() {
+                info!("table restored");
+            }
+            match Neighbours::open(ifc.index) {
+                Ok(mut neighbours) => serve(&mut plane, &control, &mut neighbours, stop),
+                Err(e) => Some(RunError::Neighbours(e)),
+            }
+        }
+    };
 
     // Teardown: the XDP program first (traffic goes back to the kernel), then the workers.
     info!("stopping");

@@ -14,6 +14,7 @@ use xdpvs_dataplane::worker::{Control, IdlePolicy, LoopStats, Worker};
 use xdpvs_dataplane::xdp::Steering;
 use xdpvs_dataplane::{Services, Tables, WorkerStats};
 use xdpvs_sched::conn::{DestRef, Loads};
+use xdpvs_sched::tcp::Timeouts;
 use xdpvs_sched::{Load, Mac, ServiceKey, Time};
 
 use crate::control::plane::{Dataplane, DataplaneError};
@@ -281,5 +282,11 @@ impl Dataplane for Live {
 
     fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    fn set_timeouts(&mut self, timeouts: Timeouts) {
+        for w in &self.workers.list {
+            let _ = w.ctrl.send(Control::Timeouts(timeouts));
+        }
     }
 }

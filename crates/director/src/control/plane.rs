@@ -18,7 +18,11 @@ use xdpvs_dataplane::{Config, Limits, Options, Services, SlotBook};
 use xdpvs_sched::conn::DestRef;
 use xdpvs_sched::{Load, Mac, RealSpec, ServiceKey, ServiceSpec};
 
-use super::proto::{ControlError, RealRow, Reply, Request, ServiceRow, Table};
+use std::time::Duration;
+
+use xdpvs_sched::tcp::{State, Timeouts};
+
+use super::proto::{ControlError, RealRow, Reply, Request, ServiceRow, Table, TimeoutSet};
 
 /// Why the dataplane did not take a change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +55,25 @@ pub trait Dataplane {
     fn load(&self, dest: DestRef) -> Load;
     /// Connection-table capacity over all workers (ipvsadm's "size").
     fn capacity(&self) -> usize;
+    /// Applies idle timeouts on every worker (from their next batch on).
+    fn set_timeouts(&mut self, timeouts: Timeouts);
+}
+
+/// An IPv4 address of the director's interface with its prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalNet {
+    /// The address.
+    pub addr: Ipv4Addr,
+    /// Its prefix length.
+    pub prefix_len: u8,
+}
+
+impl LocalNet {
+    /// Whether `a` is on this subnet.
+    pub fn contains(&self, a: Ipv4Addr) -> bool {
+        let mask = xdpvs_sched::model::prefix_mask(self.prefix_len);
+        u32::from(a) & mask == u32::from(self.addr) & mask
+    }
 }
 
 /// The director's configuration state.
@@ -63,6 +86,8 @@ pub struct ControlPlane<D: Dataplane> {
     book: SlotBook,
     current: Services,
     failed: Option<String>,
+    timeouts: Timeouts,
+    local: Vec<LocalNet>,
     dp: D,
 }
 
@@ -76,11 +101,14 @@ impl<D: Dataplane> std::fmt::Debug for ControlPlane<D> {
 }
 
 impl<D: Dataplane> ControlPlane<D> {
-    /// An empty configuration, already installed in `dp`.
+    /// An empty configuration, already installed in `dp`. `local` are the addresses of
+    /// the director's interface: real servers must be on one of their subnets and must
+    /// not be one of them (no check when empty).
     pub fn new(
         director_mac: Mac,
         options: Options,
         limits: Limits,
+        local: Vec<LocalNet>,
         mut dp: D,
     ) -> Result<Self, ControlError> {
         let cfg = Config {
@@ -102,6 +130,8 @@ impl<D: Dataplane> ControlPlane<D> {
             book,
             current,
             failed: None,
+            timeouts: Timeouts::default(),
+            local,
             dp,
         })
     }
@@ -234,25 +264,109 @@ impl<D: Dataplane> ControlPlane<D> {
         ControlError::Fatal(why)
     }
 
-    fn find(&self, key: &ServiceKey) -> Result<usize, ControlError> {
-        self.services
-            .iter()
-            .position(|s| s.key == *key)
-            .ok_or(ControlError::NoSuchService(*key))
-    }
-
     /// Executes one request.
     pub fn execute(&mut self, req: &Request) -> Result<Reply, ControlError> {
-        let mut next = self.services.clone();
         match req {
-            Request::List => return Ok(Reply::Table(self.table())),
+            Request::List { service } => return self.table(service.as_ref()).map(Reply::Table),
+            Request::GetTimeouts => return Ok(Reply::Timeouts(self.timeout_set())),
+            Request::SetTimeouts(t) => {
+                let t = self.merged_timeouts(self.timeouts, t);
+                self.timeouts = t;
+                self.dp.set_timeouts(t);
+                return Ok(Reply::Done);
+            }
+            _ => {}
+        }
+        let mut next = self.services.clone();
+        let mut timeouts = None;
+        if let Request::Batch(reqs) = req {
+            for (i, r) in reqs.iter().enumerate() {
+                let step = match r {
+                    Request::SetTimeouts(t) => {
+                        timeouts = Some(self.merged_timeouts(timeouts.unwrap_or(self.timeouts), t));
+                        Ok(())
+                    }
+                    _ => self.edit(&mut next, r),
+                };
+                step.map_err(|e| ControlError::InBatch {
+                    index: i + 1,
+                    error: Box::new(e),
+                })?;
+            }
+        } else {
+            self.edit(&mut next, req)?;
+        }
+        self.apply(next)?;
+        if let Some(t) = timeouts {
+            self.timeouts = t;
+            self.dp.set_timeouts(t);
+        }
+        Ok(Reply::Done)
+    }
+
+    /// ipvsadm's `--set`: a 0 leaves that timeout as it is.
+    fn merged_timeouts(&self, base: Timeouts, t: &TimeoutSet) -> Timeouts {
+        let secs = |v: u32, state: State| {
+            if v == 0 {
+                base.get(state)
+            } else {
+                Duration::from_secs(u64::from(v))
+            }
+        };
+        base.with_ipvsadm_set(
+            secs(t.tcp, State::Established),
+            secs(t.tcpfin, State::FinWait),
+            secs(t.udp, State::Udp),
+        )
+    }
+
+    fn timeout_set(&self) -> TimeoutSet {
+        let secs = |s: State| self.timeouts.get(s).as_secs() as u32;
+        TimeoutSet {
+            tcp: secs(State::Established),
+            tcpfin: secs(State::FinWait),
+            udp: secs(State::Udp),
+        }
+    }
+
+    /// Whether `addr` can be a real server of `key` by direct routing.
+    fn check_real(&self, key: &ServiceKey, addr: Ipv4Addr) -> Result<(), ControlError> {
+        let bad = |why: String| Err(ControlError::BadReal { addr, why });
+        if addr == key.vip || self.services.iter().any(|s| s.key.vip == addr) {
+            return bad("it is a virtual IP: direct routing forwards to another host that holds the VIP on its loopback".into());
+        }
+        if self.local.iter().any(|l| l.addr == addr) {
+            return bad("it is the director's own address".into());
+        }
+        if !self.local.is_empty() && !self.local.iter().any(|l| l.contains(addr)) {
+            let nets: Vec<String> = self
+                .local
+                .iter()
+                .map(|l| format!("{}/{}", l.addr, l.prefix_len))
+                .collect();
+            return bad(format!(
+                "it is not on the director's subnet ({}): direct routing reaches real servers on the same LAN only",
+                nets.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies one change to `next` (a copy of the configuration).
+    fn edit(&self, next: &mut Vec<ServiceSpec>, req: &Request) -> Result<(), ControlError> {
+        let find = |next: &Vec<ServiceSpec>, key: &ServiceKey| {
+            next.iter()
+                .position(|s| s.key == *key)
+                .ok_or(ControlError::NoSuchService(*key))
+        };
+        match req {
             Request::Clear => next.clear(),
             Request::AddService {
                 key,
                 scheduler,
                 persistence,
             } => {
-                if self.find(key).is_ok() {
+                if find(next, key).is_ok() {
                     return Err(ControlError::ServiceExists(*key));
                 }
                 let mut s = ServiceSpec::new(*key, *scheduler);
@@ -264,25 +378,23 @@ impl<D: Dataplane> ControlPlane<D> {
                 scheduler,
                 persistence,
             } => {
-                let i = self.find(key)?;
-                if let Some(s) = scheduler {
-                    next[i].scheduler = *s;
-                }
-                if let Some(p) = persistence {
-                    next[i].persistence = *p;
-                }
+                let i = find(next, key)?;
+                next[i].scheduler = *scheduler;
+                next[i].persistence = *persistence;
             }
             Request::DeleteService { key } => {
-                next.remove(self.find(key)?);
+                let i = find(next, key)?;
+                next.remove(i);
             }
             Request::AddReal { key, addr, weight } => {
-                let i = self.find(key)?;
+                let i = find(next, key)?;
                 if next[i].reals.iter().any(|r| r.addr == *addr) {
                     return Err(ControlError::RealExists {
                         service: *key,
                         addr: *addr,
                     });
                 }
+                self.check_real(key, *addr)?;
                 next[i].reals.push(RealSpec {
                     addr: *addr,
                     weight: *weight,
@@ -290,19 +402,17 @@ impl<D: Dataplane> ControlPlane<D> {
                 });
             }
             Request::EditReal { key, addr, weight } => {
-                let i = self.find(key)?;
+                let i = find(next, key)?;
                 let r = next[i].reals.iter_mut().find(|r| r.addr == *addr).ok_or(
                     ControlError::NoSuchReal {
                         service: *key,
                         addr: *addr,
                     },
                 )?;
-                if let Some(w) = weight {
-                    r.weight = *w;
-                }
+                r.weight = *weight;
             }
             Request::DeleteReal { key, addr } => {
-                let i = self.find(key)?;
+                let i = find(next, key)?;
                 let before = next[i].reals.len();
                 next[i].reals.retain(|r| r.addr != *addr);
                 if next[i].reals.len() == before {
@@ -312,48 +422,64 @@ impl<D: Dataplane> ControlPlane<D> {
                     });
                 }
             }
+            Request::List { .. }
+            | Request::GetTimeouts
+            | Request::SetTimeouts(_)
+            | Request::Batch(_) => {
+                return Err(ControlError::NotInBatch(format!("{req:?}")));
+            }
         }
-        self.apply(next)?;
-        Ok(Reply::Done)
+        Ok(())
     }
 
-    /// The table as `-L` shows it.
-    pub fn table(&self) -> Table {
-        let services = self
-            .services
-            .iter()
+    /// The table as `-L` shows it (services sorted by protocol, VIP and port, real
+    /// servers by address, as ipvsadm sorts them), or only `service`.
+    pub fn table(&self, service: Option<&ServiceKey>) -> Result<Table, ControlError> {
+        let mut chosen: Vec<&ServiceSpec> = match service {
+            Some(k) => vec![self
+                .services
+                .iter()
+                .find(|s| s.key == *k)
+                .ok_or(ControlError::NoSuchService(*k))?],
+            None => self.services.iter().collect(),
+        };
+        chosen.sort_by_key(|s| (s.key.proto.ip_number(), s.key.vip, s.key.port));
+        let services = chosen
+            .into_iter()
             .map(|s| {
                 let compiled = self
                     .current
                     .find(&s.key)
                     .map(|i| &self.current.services()[i]);
+                let mut reals: Vec<RealRow> = s
+                    .reals
+                    .iter()
+                    .map(|r| {
+                        let load = compiled
+                            .and_then(|c| c.reals.iter().find(|cr| cr.addr == r.addr))
+                            .map_or(Load::default(), |cr| self.dp.load(cr.dest));
+                        RealRow {
+                            addr: r.addr,
+                            weight: r.weight,
+                            active: u64::from(load.active),
+                            inactive: u64::from(load.inactive),
+                            resolved: self.macs.contains_key(&r.addr),
+                        }
+                    })
+                    .collect();
+                reals.sort_by_key(|r| r.addr);
                 ServiceRow {
                     key: s.key,
                     scheduler: s.scheduler,
                     persistence: s.persistence,
-                    reals: s
-                        .reals
-                        .iter()
-                        .map(|r| {
-                            let load = compiled
-                                .and_then(|c| c.reals.iter().find(|cr| cr.addr == r.addr))
-                                .map_or(Load::default(), |cr| self.dp.load(cr.dest));
-                            RealRow {
-                                addr: r.addr,
-                                weight: r.weight,
-                                active: u64::from(load.active),
-                                inactive: u64::from(load.inactive),
-                                resolved: self.macs.contains_key(&r.addr),
-                            }
-                        })
-                        .collect(),
+                    reals,
                 }
             })
             .collect();
-        Table {
+        Ok(Table {
             size: self.dp.capacity(),
             services,
-        }
+        })
     }
 }
 

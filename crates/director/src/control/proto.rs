@@ -30,14 +30,15 @@ pub enum Request {
         /// Persistence (`-p`, `-M`).
         persistence: Option<Persistence>,
     },
-    /// `-E`: edit a virtual service (what is `None` stays).
+    /// `-E`: edit a virtual service. As with ipvsadm, the scheduler and the persistence
+    /// are replaced: `-E` without `-s` sets wlc, without `-p` turns persistence off.
     EditService {
         /// Protocol, VIP, port.
         key: ServiceKey,
-        /// New scheduler.
-        scheduler: Option<SchedKind>,
-        /// New persistence (`Some(None)` turns it off).
-        persistence: Option<Option<Persistence>>,
+        /// Scheduler.
+        scheduler: SchedKind,
+        /// Persistence.
+        persistence: Option<Persistence>,
     },
     /// `-D`: delete a virtual service and its real servers.
     DeleteService {
@@ -55,14 +56,14 @@ pub enum Request {
         /// Weight (0 = quiescent).
         weight: u16,
     },
-    /// `-e`: edit a real server.
+    /// `-e`: edit a real server (its weight: ipvsadm's default 1 when `-w` is not given).
     EditReal {
         /// The service.
         key: ServiceKey,
         /// Real server address.
         addr: Ipv4Addr,
-        /// New weight.
-        weight: Option<u16>,
+        /// Weight.
+        weight: u16,
     },
     /// `-d`: delete a real server.
     DeleteReal {
@@ -71,8 +72,28 @@ pub enum Request {
         /// Real server address.
         addr: Ipv4Addr,
     },
-    /// `-L`: the table.
-    List,
+    /// `-L`/`-S`: the table, or one service of it.
+    List {
+        /// Only this service (`-L -t VIP:PORT`).
+        service: Option<ServiceKey>,
+    },
+    /// `--set TCP TCPFIN UDP`: idle timeouts in seconds; 0 leaves one unchanged.
+    SetTimeouts(TimeoutSet),
+    /// `-L --timeout`.
+    GetTimeouts,
+    /// `-R`: changes applied as one, all or nothing.
+    Batch(Vec<Request>),
+}
+
+/// ipvsadm's three timeouts, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutSet {
+    /// Established TCP connections.
+    pub tcp: u32,
+    /// TCP connections after the client's FIN.
+    pub tcpfin: u32,
+    /// UDP flows.
+    pub udp: u32,
 }
 
 /// One real server in a [`Table`].
@@ -119,6 +140,8 @@ pub enum Reply {
     Done,
     /// The table.
     Table(Table),
+    /// The timeouts in force.
+    Timeouts(TimeoutSet),
 }
 
 /// Why a request failed. Crosses the control socket, so it carries data, not sources.
@@ -149,6 +172,25 @@ pub enum ControlError {
     /// The configuration would be invalid or over a limit.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A real server that cannot be reached by direct routing.
+    #[error("real server {addr}: {why}")]
+    BadReal {
+        /// The real server.
+        addr: Ipv4Addr,
+        /// Why it cannot be one.
+        why: String,
+    },
+    /// One request of a batch failed; nothing of the batch was applied.
+    #[error("request {index} of the batch: {error}")]
+    InBatch {
+        /// Its position, from 1.
+        index: usize,
+        /// What went wrong.
+        error: Box<ControlError>,
+    },
+    /// A request that may not be part of a batch.
+    #[error("{0} cannot be part of a restore")]
+    NotInBatch(String),
     /// The dataplane refused the change; it was rolled back everywhere.
     #[error("{0}; the change was rolled back and nothing changed")]
     RolledBack(String),

@@ -1,6 +1,10 @@
+use std::time::Duration;
 use xdpvs_dataplane::{process, Tables, Verdict};
 use xdpvs_sched::tcp::{flags, Timeouts};
-use xdpvs_sched::{Protocol, SchedKind, Time};
+
+use xdpvs_sched::{Persistence, Protocol, SchedKind, Time};
+
+use super::super::proto::TimeoutSet;
 use xdpvs_testkit::frames::{self, Endpoints};
 
 use super::*;
@@ -44,6 +48,7 @@ struct Fake {
     opened: Vec<(u16, Mac)>,
     steered: Vec<ServiceKey>,
     announced: Vec<Ipv4Addr>,
+    timeouts: Option<Timeouts>,
     now: Time,
 }
 
@@ -72,6 +77,7 @@ impl Fake {
             opened: Vec::new(),
             steered: Vec::new(),
             announced: Vec::new(),
+            timeouts: None,
             now: Time::from_nanos(1),
         }
     }
@@ -137,10 +143,24 @@ impl Dataplane for Fake {
     fn capacity(&self) -> usize {
         1 << 20
     }
+
+    fn set_timeouts(&mut self, timeouts: Timeouts) {
+        self.timeouts = Some(timeouts);
+    }
 }
 
 fn plane(workers: usize) -> ControlPlane<Fake> {
-    ControlPlane::new(DIRECTOR, Options::default(), limits(), Fake::new(workers)).expect("ok")
+    ControlPlane::new(
+        DIRECTOR,
+        Options::default(),
+        limits(),
+        vec![LocalNet {
+            addr: Ipv4Addr::new(198, 18, 0, 1),
+            prefix_len: 24,
+        }],
+        Fake::new(workers),
+    )
+    .expect("ok")
 }
 
 /// `-a` of `.last`, with its MAC resolved as the neighbour table would.
@@ -198,7 +218,7 @@ fn a_failed_steer_rolls_back_and_no_connection_changes_real_server() {
         "{e}"
     );
     assert!(p.failure().is_none());
-    assert_eq!(p.table().services[0].reals.len(), 3);
+    assert_eq!(p.table(None).expect("table").services[0].reals.len(), 3);
     for (&cport, &mac) in &flows {
         assert_eq!(
             p.dp.send(cport, flags::ACK),
@@ -274,7 +294,7 @@ fn add_list_and_announce() {
         })
         .expect("ok");
     }
-    let t = p.table();
+    let t = p.table(None).expect("table");
     assert_eq!(t.services[0].reals[0].active, 1);
     assert_eq!(t.services[0].reals[0].inactive, 2);
     assert!(!t.services[0].reals[0].resolved);
@@ -283,7 +303,7 @@ fn add_list_and_announce() {
     assert_eq!(p.learn_macs(&seen).expect("ok").len(), 1);
     assert!(p.learn_macs(&seen).expect("ok").is_empty(), "nothing new");
     assert_eq!(p.unresolved(), vec![rs(12)]);
-    assert!(p.table().services[0].reals[0].resolved);
+    assert!(p.table(None).expect("table").services[0].reals[0].resolved);
     // A neighbour that failed is forgotten: no traffic until it is reachable again.
     let gone = HashMap::from([(rs(11), None)]);
     assert_eq!(p.learn_macs(&gone).expect("ok"), vec![(rs(11), None)]);
@@ -326,4 +346,198 @@ fn a_rollback_that_fails_stops_the_director() {
         "{e}"
     );
     assert!(p.failure().is_some());
+}
+
+fn key_at(proto: Protocol, last: u8, port: u16) -> ServiceKey {
+    ServiceKey {
+        proto,
+        vip: Ipv4Addr::new(198, 18, 0, last),
+        port,
+    }
+}
+
+#[test]
+fn edit_replaces_scheduler_and_persistence_as_ipvsadm_does() {
+    let mut p = plane(1);
+    let persistent =
+        Persistence::new(Duration::from_secs(60), Ipv4Addr::new(255, 255, 255, 0)).expect("valid");
+    p.execute(&Request::AddService {
+        key: key(),
+        scheduler: SchedKind::Rr,
+        persistence: Some(persistent),
+    })
+    .expect("added");
+    p.execute(&Request::EditService {
+        key: key(),
+        scheduler: SchedKind::Wlc,
+        persistence: None,
+    })
+    .expect("edited");
+    let t = p.table(None).expect("table");
+    assert_eq!(t.services[0].scheduler, SchedKind::Wlc);
+    assert_eq!(
+        t.services[0].persistence, None,
+        "-E without -p turns it off"
+    );
+}
+
+#[test]
+fn listing_is_sorted_like_ipvsadm_and_can_show_one_service() {
+    let mut p = plane(1);
+    for k in [
+        key_at(Protocol::Udp, 100, 53),
+        key_at(Protocol::Tcp, 101, 80),
+        key_at(Protocol::Tcp, 100, 443),
+        key_at(Protocol::Tcp, 100, 80),
+    ] {
+        p.execute(&Request::AddService {
+            key: k,
+            scheduler: SchedKind::Rr,
+            persistence: None,
+        })
+        .expect("added");
+    }
+    for last in [13, 11, 12] {
+        add_real(&mut p, last).expect("added");
+    }
+    let t = p.table(None).expect("table");
+    let order: Vec<String> = t.services.iter().map(|s| s.key.to_string()).collect();
+    assert_eq!(
+        order,
+        [
+            "TCP 198.18.0.100:80",
+            "TCP 198.18.0.100:443",
+            "TCP 198.18.0.101:80",
+            "UDP 198.18.0.100:53"
+        ]
+    );
+    let reals: Vec<Ipv4Addr> = t.services[0].reals.iter().map(|r| r.addr).collect();
+    assert_eq!(reals, [rs(11), rs(12), rs(13)]);
+    let one = p.table(Some(&key())).expect("exists");
+    assert_eq!(one.services.len(), 1);
+    let missing = key_at(Protocol::Tcp, 100, 8080);
+    assert_eq!(
+        p.table(Some(&missing)),
+        Err(ControlError::NoSuchService(missing))
+    );
+}
+
+#[test]
+fn a_batch_is_applied_whole_or_not_at_all() {
+    let mut p = plane(1);
+    add_service(&mut p);
+    add_real(&mut p, 11).expect("added");
+    let before = p.table(None).expect("table");
+    let e = p
+        .execute(&Request::Batch(vec![
+            Request::Clear,
+            Request::AddService {
+                key: key(),
+                scheduler: SchedKind::Wrr,
+                persistence: None,
+            },
+            Request::AddReal {
+                key: key(),
+                addr: rs(12),
+                weight: 3,
+            },
+            Request::AddReal {
+                key: key(),
+                addr: rs(12),
+                weight: 3,
+            },
+        ]))
+        .expect_err("duplicate real");
+    assert_eq!(
+        e,
+        ControlError::InBatch {
+            index: 4,
+            error: Box::new(ControlError::RealExists {
+                service: key(),
+                addr: rs(12)
+            })
+        }
+    );
+    assert_eq!(p.table(None).expect("table"), before, "nothing applied");
+    p.execute(&Request::Batch(vec![
+        Request::Clear,
+        Request::AddService {
+            key: key(),
+            scheduler: SchedKind::Wrr,
+            persistence: None,
+        },
+        Request::AddReal {
+            key: key(),
+            addr: rs(12),
+            weight: 3,
+        },
+        Request::SetTimeouts(TimeoutSet {
+            tcp: 10,
+            tcpfin: 0,
+            udp: 30,
+        }),
+    ]))
+    .expect("applied");
+    let t = p.table(None).expect("table");
+    assert_eq!(t.services[0].scheduler, SchedKind::Wrr);
+    assert_eq!(t.services[0].reals.len(), 1);
+    assert_eq!(t.services[0].reals[0].weight, 3);
+    assert_eq!(
+        p.execute(&Request::GetTimeouts),
+        Ok(Reply::Timeouts(TimeoutSet {
+            tcp: 10,
+            tcpfin: 120,
+            udp: 30
+        }))
+    );
+    assert!(p.dp.timeouts.is_some(), "the workers got them");
+}
+
+#[test]
+fn timeouts_as_ipvsadm_sets_and_shows_them() {
+    let mut p = plane(1);
+    assert_eq!(
+        p.execute(&Request::GetTimeouts),
+        Ok(Reply::Timeouts(TimeoutSet {
+            tcp: 900,
+            tcpfin: 120,
+            udp: 300
+        }))
+    );
+    p.execute(&Request::SetTimeouts(TimeoutSet {
+        tcp: 0,
+        tcpfin: 5,
+        udp: 0,
+    }))
+    .expect("set");
+    let t = p.dp.timeouts.expect("sent to the workers");
+    assert_eq!(t.get(State::FinWait), Duration::from_secs(5));
+    assert_eq!(t.get(State::Established), Duration::from_secs(900));
+}
+
+#[test]
+fn real_servers_direct_routing_cannot_reach_are_refused() {
+    let mut p = plane(1);
+    add_service(&mut p);
+    for (addr, why) in [
+        (VIP, "it is a virtual IP"),
+        (Ipv4Addr::new(198, 18, 0, 1), "the director's own address"),
+        (
+            Ipv4Addr::new(198, 19, 0, 5),
+            "not on the director's subnet (198.18.0.1/24)",
+        ),
+    ] {
+        let e = p
+            .execute(&Request::AddReal {
+                key: key(),
+                addr,
+                weight: 1,
+            })
+            .expect_err("refused");
+        assert!(
+            matches!(e, ControlError::BadReal { .. }) && e.to_string().contains(why),
+            "{addr}: {e}"
+        );
+    }
+    assert!(p.table(None).expect("table").services[0].reals.is_empty());
 }
