@@ -333,3 +333,87 @@ fn neighbour_changes_reach_the_director_through_rtnetlink() {
     let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
     assert_eq!(counts(&answers).get("rs1"), Some(&2), "{answers:?}");
 }
+
+#[test]
+fn save_clear_restore_is_identical_and_a_restart_restores() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&[]).expect("director starts");
+    for c in [
+        "-A -t 198.18.0.100:80 -s wrr",
+        "-a -t 198.18.0.100:80 -r 198.18.0.11 -g -w 3",
+        "-a -t 198.18.0.100:80 -r 198.18.0.12 -g -w 2",
+        "-a -t 198.18.0.100:80 -r 198.18.0.13 -g -w 1",
+        "-A -u 198.18.0.100:53 -s sh -p 600 -M 24",
+        "-a -u 198.18.0.100:53 -r 198.18.0.12 -g",
+    ] {
+        x(&lab, c);
+    }
+    let saved = x(&lab, "-S -n");
+    assert_eq!(
+        saved,
+        "-A -t 198.18.0.100:80 -s wrr\n\
+         -a -t 198.18.0.100:80 -r 198.18.0.11:80 -g -w 3\n\
+         -a -t 198.18.0.100:80 -r 198.18.0.12:80 -g -w 2\n\
+         -a -t 198.18.0.100:80 -r 198.18.0.13:80 -g -w 1\n\
+         -A -u 198.18.0.100:53 -s sh -p 600 -M 255.255.255.0\n\
+         -a -u 198.18.0.100:53 -r 198.18.0.12:53 -g -w 1\n"
+    );
+    x(&lab, "-C");
+    assert!(!x(&lab, "-Ln").contains("198.18.0.100"), "cleared");
+    lab.xdpvs_with_input(&["-R"], &saved).expect("restored");
+    assert_eq!(
+        x(&lab, "-S -n"),
+        saved,
+        "save, clear, restore, save: identical"
+    );
+
+    // The weights hold after the restore: wrr 3,2,1 over 60 requests.
+    lab.wait_resolved().expect("resolved");
+    let answers: Vec<String> = (0..60).map(|_| get(&lab)).collect();
+    let c = counts(&answers);
+    assert_eq!(
+        (c.get("rs1"), c.get("rs2"), c.get("rs3")),
+        (Some(&30), Some(&20), Some(&10)),
+        "{c:?}"
+    );
+
+    // A restore with a bad line changes nothing and names the line.
+    let e = lab
+        .xdpvs_with_input(
+            &["-R"],
+            "-C\n-A -t 198.18.0.100:81 -s rr\n-a -t 198.18.0.100:82 -r 198.18.0.11 -g\n",
+        )
+        .expect_err("no such service on line 3")
+        .to_string();
+    assert!(
+        e.contains(
+            "line 3: no such service: TCP 198.18.0.100:82; nothing of the restore was applied"
+        ),
+        "{e}"
+    );
+    assert_eq!(x(&lab, "-S -n"), saved);
+
+    // Timeouts: --set and -L --timeout.
+    assert_eq!(
+        x(&lab, "-L --timeout"),
+        "Timeout (tcp tcpfin udp): 900 120 300\n"
+    );
+    x(&lab, "--set 100 0 50");
+    assert_eq!(
+        x(&lab, "-L --timeout"),
+        "Timeout (tcp tcpfin udp): 100 120 50\n"
+    );
+
+    // A restarted director starts with the saved table.
+    let file = std::env::temp_dir().join(format!("xdpvs-e2e-{}.rules", std::process::id()));
+    std::fs::write(&file, &saved).expect("rules written");
+    lab.stop_director("TERM").expect("stopped");
+    let started = lab.start_director(&["--restore", file.to_str().expect("utf-8 path")]);
+    let _ = std::fs::remove_file(&file);
+    started.expect("director restarts with --restore");
+    assert_eq!(x(&lab, "-S -n"), saved, "restored at start");
+    lab.wait_resolved().expect("resolved");
+    assert_eq!(get(&lab).len(), 3, "answers after the restart");
+}

@@ -465,11 +465,27 @@ impl Lab {
     /// Runs `xdpvs ARGS` against the lab's director; its standard output, or an error with
     /// its standard error.
     pub fn xdpvs(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(&self.exe)
+        self.xdpvs_with_input(args, "")
+    }
+
+    /// Runs an xdpvs command with `input` on its standard input (e.g. `-R`).
+    pub fn xdpvs_with_input(&self, args: &[&str], input: &str) -> Result<String> {
+        use std::io::Write as _;
+        let mut child = Command::new(&self.exe)
             .args(&self.exe_args)
             .args(args)
             .env("XDPVS_SOCKET", &self.socket)
-            .output()?;
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .doing(|| format!("starting xdpvs {}", args.join(" ")))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input.as_bytes())
+                .doing(|| "writing xdpvs's standard input".into())?;
+        }
+        let out = child.wait_with_output()?;
         if !out.status.success() {
             fail!(
                 "xdpvs {}: {}",
