@@ -124,46 +124,19 @@ impl Neighbours {
 
     /// Reads the table afresh (at start, and when events were lost).
     fn dump(&mut self) -> Result<(), NeighbourError> {
-        let mut s = Socket::new(NETLINK_ROUTE).map_err(socket_err("socket"))?;
-        s.bind_auto().map_err(socket_err("bind"))?;
-        s.connect(&SocketAddr::new(0, 0))
-            .map_err(socket_err("connect"))?;
-        let mut hdr = NetlinkHeader::default();
-        hdr.flags = NLM_F_DUMP | NLM_F_REQUEST;
-        let mut req = NetlinkMessage::new(
-            hdr,
-            NetlinkPayload::from(RouteNetlinkMessage::GetNeighbour(
-                NeighbourMessage::default(),
-            )),
-        );
-        req.finalize();
-        let mut out = vec![0; req.header.length as usize];
-        req.serialize(&mut out);
-        s.send(&out, 0).map_err(socket_err("send"))?;
         let mut table = HashMap::new();
-        loop {
-            let n = s
-                .recv(&mut &mut self.buf[..], 0)
-                .map_err(socket_err("recv"))?;
-            let mut done = false;
-            for msg in messages(&self.buf[..n]) {
-                match msg.payload {
-                    NetlinkPayload::Done(_) => done = true,
-                    NetlinkPayload::Error(e) => {
-                        return Err(NeighbourError::Refused(format!("{e:?}")))
+        let ifindex = self.ifindex;
+        dump(
+            RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
+            &mut self.buf,
+            |m| {
+                if let RouteNetlinkMessage::NewNeighbour(m) = m {
+                    if let Some(e) = entry(&m, false, ifindex) {
+                        table.insert(e.addr, e.mac);
                     }
-                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) => {
-                        if let Some(e) = entry(&m, false, self.ifindex) {
-                            table.insert(e.addr, e.mac);
-                        }
-                    }
-                    _ => {}
                 }
-            }
-            if done || n == 0 {
-                break;
-            }
-        }
+            },
+        )?;
         self.table = table;
         Ok(())
     }
@@ -225,25 +198,23 @@ fn messages(mut bytes: &[u8]) -> Vec<NetlinkMessage<RouteNetlinkMessage>> {
     out
 }
 
-/// The IPv4 addresses (with prefix lengths) of interface `ifindex`, from an rtnetlink
-/// dump (`RTM_GETADDR`).
-pub fn local_addresses(ifindex: u32) -> Result<Vec<LocalNet>, NeighbourError> {
+/// Sends one rtnetlink dump request and hands every message of the answer to `each`.
+fn dump(
+    request: RouteNetlinkMessage,
+    buf: &mut [u8],
+    mut each: impl FnMut(RouteNetlinkMessage),
+) -> Result<(), NeighbourError> {
     let mut s = Socket::new(NETLINK_ROUTE).map_err(socket_err("socket"))?;
     s.bind_auto().map_err(socket_err("bind"))?;
     s.connect(&SocketAddr::new(0, 0))
         .map_err(socket_err("connect"))?;
     let mut hdr = NetlinkHeader::default();
     hdr.flags = NLM_F_DUMP | NLM_F_REQUEST;
-    let mut req = NetlinkMessage::new(
-        hdr,
-        NetlinkPayload::from(RouteNetlinkMessage::GetAddress(AddressMessage::default())),
-    );
+    let mut req = NetlinkMessage::new(hdr, NetlinkPayload::from(request));
     req.finalize();
     let mut out = vec![0; req.header.length as usize];
     req.serialize(&mut out);
     s.send(&out, 0).map_err(socket_err("send"))?;
-    let mut buf = vec![0; 1 << 16];
-    let mut nets = Vec::new();
     loop {
         let n = s.recv(&mut &mut buf[..], 0).map_err(socket_err("recv"))?;
         let mut done = n == 0;
@@ -251,25 +222,40 @@ pub fn local_addresses(ifindex: u32) -> Result<Vec<LocalNet>, NeighbourError> {
             match msg.payload {
                 NetlinkPayload::Done(_) => done = true,
                 NetlinkPayload::Error(e) => return Err(NeighbourError::Refused(format!("{e:?}"))),
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(m))
-                    if m.header.index == ifindex && m.header.family == AddressFamily::Inet =>
-                {
-                    for a in &m.attributes {
-                        if let AddressAttribute::Address(std::net::IpAddr::V4(addr)) = a {
-                            nets.push(LocalNet {
-                                addr: *addr,
-                                prefix_len: m.header.prefix_len,
-                            });
-                        }
-                    }
-                }
+                NetlinkPayload::InnerMessage(m) => each(m),
                 _ => {}
             }
         }
         if done {
-            return Ok(nets);
+            return Ok(());
         }
     }
+}
+
+/// The IPv4 addresses (with prefix lengths) of interface `ifindex`, from an rtnetlink
+/// dump (`RTM_GETADDR`).
+pub fn local_addresses(ifindex: u32) -> Result<Vec<LocalNet>, NeighbourError> {
+    let mut nets = Vec::new();
+    dump(
+        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        &mut vec![0; 1 << 16],
+        |m| match m {
+            RouteNetlinkMessage::NewAddress(m)
+                if m.header.index == ifindex && m.header.family == AddressFamily::Inet =>
+            {
+                for a in &m.attributes {
+                    if let AddressAttribute::Address(std::net::IpAddr::V4(addr)) = a {
+                        nets.push(LocalNet {
+                            addr: *addr,
+                            prefix_len: m.header.prefix_len,
+                        });
+                    }
+                }
+            }
+            _ => {}
+        },
+    )?;
+    Ok(nets)
 }
 
 /// Makes the kernel resolve `addrs` (one empty datagram each to the discard port).
