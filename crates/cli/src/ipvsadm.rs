@@ -464,13 +464,6 @@ pub enum Action {
 }
 
 impl IpvsArgs {
-    /// Whether the line holds any ipvsadm option at all.
-    pub fn is_empty(&self) -> bool {
-        self.command().is_ok_and(|c| c.is_none())
-            && self.present().is_empty()
-            && self.unsupported().is_ok()
-    }
-
     fn command(&self) -> Result<Option<Cmd>, UsageError> {
         let all = [
             (self.add_service, Cmd::AddService),

@@ -175,12 +175,18 @@ fn serve(
 ) -> Option<RunError> {
     let mut next_probe = Instant::now();
     let mut next_probe_all = Instant::now() + PROBE_ALL;
-    // Learn from the table at every turn: cheap when nothing changed, and it also covers
-    // real servers added by a request since (the kernel may know them already).
+    // Learn from the neighbour table when it changed, and after every request (a real
+    // server just added may be known to the kernel already); at start for a restored
+    // table. A failed apply is tried again at the next turn.
+    let mut learn = true;
     while !stop.load(Relaxed) {
         match control.serve_one(|req| plane.execute(&req)) {
-            Ok(true) => {}
-            Ok(false) => std::thread::sleep(Duration::from_millis(10)),
+            Ok(served) => {
+                learn |= served;
+                if !served {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
             Err(e) => warn!("control socket: {e}"),
         }
         if let Some(why) = plane.failure() {
@@ -188,21 +194,25 @@ fn serve(
             return Some(RunError::Control(ControlError::Fatal(why.to_string())));
         }
         plane.dataplane().workers.drop_retired();
-        if let Err(e) = neigh.poll() {
-            warn!("neighbour events: {e}");
+        match neigh.poll() {
+            Ok(changed) => learn |= changed,
+            Err(e) => warn!("neighbour events: {e}"),
         }
-        match plane.learn_macs(neigh.table()) {
-            Ok(changed) => {
-                for (a, m) in changed {
-                    match m {
-                        Some(m) => info!("real server {a} is at {}", format_mac(&m)),
-                        None => warn!(
-                            "real server {a} does not answer ARP: no new traffic to it until it does"
-                        ),
+        if learn {
+            match plane.learn_macs(neigh.table()) {
+                Ok(changed) => {
+                    learn = false;
+                    for (a, m) in changed {
+                        match m {
+                            Some(m) => info!("real server {a} is at {}", format_mac(&m)),
+                            None => warn!(
+                                "real server {a} does not answer ARP: no new traffic to it until it does"
+                            ),
+                        }
                     }
                 }
+                Err(e) => warn!("applying resolved MACs failed: {e}"),
             }
-            Err(e) => warn!("applying resolved MACs failed: {e}"),
         }
         let now = Instant::now();
         if now >= next_probe {

@@ -330,9 +330,15 @@ impl<D: Dataplane> ControlPlane<D> {
     }
 
     /// Whether `addr` can be a real server of `key` by direct routing.
-    fn check_real(&self, key: &ServiceKey, addr: Ipv4Addr) -> Result<(), ControlError> {
+    /// `next` is the configuration being built (a batch may add VIPs before this).
+    fn check_real(
+        &self,
+        next: &[ServiceSpec],
+        key: &ServiceKey,
+        addr: Ipv4Addr,
+    ) -> Result<(), ControlError> {
         let bad = |why: String| Err(ControlError::BadReal { addr, why });
-        if addr == key.vip || self.services.iter().any(|s| s.key.vip == addr) {
+        if addr == key.vip || next.iter().any(|s| s.key.vip == addr) {
             return bad("it is a virtual IP: direct routing forwards to another host that holds the VIP on its loopback".into());
         }
         if self.local.iter().any(|l| l.addr == addr) {
@@ -394,7 +400,7 @@ impl<D: Dataplane> ControlPlane<D> {
                         addr: *addr,
                     });
                 }
-                self.check_real(key, *addr)?;
+                self.check_real(next, key, *addr)?;
                 next[i].reals.push(RealSpec {
                     addr: *addr,
                     weight: *weight,

@@ -422,6 +422,24 @@ fn listing_is_sorted_like_ipvsadm_and_can_show_one_service() {
     );
 }
 
+/// A restore-like batch: clear, a wrr service, real server .12 with weight 3, then `last`.
+fn rebuild_then(last: Request) -> Request {
+    Request::Batch(vec![
+        Request::Clear,
+        Request::AddService {
+            key: key(),
+            scheduler: SchedKind::Wrr,
+            persistence: None,
+        },
+        Request::AddReal {
+            key: key(),
+            addr: rs(12),
+            weight: 3,
+        },
+        last,
+    ])
+}
+
 #[test]
 fn a_batch_is_applied_whole_or_not_at_all() {
     let mut p = plane(1);
@@ -429,24 +447,11 @@ fn a_batch_is_applied_whole_or_not_at_all() {
     add_real(&mut p, 11).expect("added");
     let before = p.table(None).expect("table");
     let e = p
-        .execute(&Request::Batch(vec![
-            Request::Clear,
-            Request::AddService {
-                key: key(),
-                scheduler: SchedKind::Wrr,
-                persistence: None,
-            },
-            Request::AddReal {
-                key: key(),
-                addr: rs(12),
-                weight: 3,
-            },
-            Request::AddReal {
-                key: key(),
-                addr: rs(12),
-                weight: 3,
-            },
-        ]))
+        .execute(&rebuild_then(Request::AddReal {
+            key: key(),
+            addr: rs(12),
+            weight: 3,
+        }))
         .expect_err("duplicate real");
     assert_eq!(
         e,
@@ -459,24 +464,11 @@ fn a_batch_is_applied_whole_or_not_at_all() {
         }
     );
     assert_eq!(p.table(None).expect("table"), before, "nothing applied");
-    p.execute(&Request::Batch(vec![
-        Request::Clear,
-        Request::AddService {
-            key: key(),
-            scheduler: SchedKind::Wrr,
-            persistence: None,
-        },
-        Request::AddReal {
-            key: key(),
-            addr: rs(12),
-            weight: 3,
-        },
-        Request::SetTimeouts(TimeoutSet {
-            tcp: 10,
-            tcpfin: 0,
-            udp: 30,
-        }),
-    ]))
+    p.execute(&rebuild_then(Request::SetTimeouts(TimeoutSet {
+        tcp: 10,
+        tcpfin: 0,
+        udp: 30,
+    })))
     .expect("applied");
     let t = p.table(None).expect("table");
     assert_eq!(t.services[0].scheduler, SchedKind::Wrr);
@@ -540,4 +532,21 @@ fn real_servers_direct_routing_cannot_reach_are_refused() {
         );
     }
     assert!(p.table(None).expect("table").services[0].reals.is_empty());
+    // A VIP added earlier in the same batch counts too.
+    let other_vip = Ipv4Addr::new(198, 18, 0, 101);
+    let e = p
+        .execute(&Request::Batch(vec![
+            Request::AddService {
+                key: key_at(Protocol::Tcp, 101, 80),
+                scheduler: SchedKind::Rr,
+                persistence: None,
+            },
+            Request::AddReal {
+                key: key(),
+                addr: other_vip,
+                weight: 1,
+            },
+        ]))
+        .expect_err("refused");
+    assert!(e.to_string().contains("it is a virtual IP"), "{e}");
 }
