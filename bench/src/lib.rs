@@ -163,11 +163,7 @@ pub fn config(sched: SchedKind, reals: u8) -> Config {
             mac: Some([2, 0, 0, 0, 1, i]),
         })
         .collect();
-    Config {
-        director_mac: DIRECTOR_MAC,
-        services: vec![s],
-        options: Options::default(),
-    }
+    Config::new(DIRECTOR_MAC, vec![s], Options::default())
 }
 
 /// The endpoints of flow number `k` (distinct client address/port per flow).

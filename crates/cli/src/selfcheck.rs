@@ -60,11 +60,7 @@ pub fn run(args: &Args) -> Result<()> {
             mac: Some(real_mac(i)),
         })
         .collect();
-    let cfg = Config {
-        director_mac: DIRECTOR,
-        services: vec![svc],
-        options: Options::default(),
-    };
+    let cfg = Config::new(DIRECTOR, vec![svc], Options::default());
     let limits = Limits {
         conn_capacity: 65536,
         ..Limits::default()

@@ -29,6 +29,22 @@ pub struct Options {
     /// and the client rescheduled (IPVS `expire_quiescent_template`). Off by default, as
     /// in IPVS: persistent clients stay on a quiescent server.
     pub expire_quiescent_template: bool,
+    /// A connection whose real server was removed is expired at its next packet, and a
+    /// TCP client gets a reset from the VIP so that it fails fast (IPVS
+    /// `expire_nodest_conn`, plus the reset). Off by default: such connections keep
+    /// going to the removed real server while its MAC is known, so a planned removal
+    /// never breaks a request.
+    pub expire_nodest_conn: bool,
+}
+
+/// A real server removed from the configuration whose connections may still be alive:
+/// they keep reaching it at `mac` (see [`Options::expire_nodest_conn`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Draining {
+    /// The slot and generation it had.
+    pub dest: DestRef,
+    /// Its MAC, if still known.
+    pub mac: Option<Mac>,
 }
 
 /// What the director should do.
@@ -40,6 +56,20 @@ pub struct Config {
     pub services: Vec<ServiceSpec>,
     /// Behaviour switches.
     pub options: Options,
+    /// Removed real servers still draining their connections.
+    pub draining: Vec<Draining>,
+}
+
+impl Config {
+    /// A configuration of `services` with nothing draining.
+    pub fn new(director_mac: Mac, services: Vec<ServiceSpec>, options: Options) -> Config {
+        Config {
+            director_mac,
+            services,
+            options,
+            draining: Vec::new(),
+        }
+    }
 }
 
 /// Sizes fixed when a worker starts (tables are allocated once).
@@ -125,6 +155,11 @@ pub enum DestStatus {
         /// Its weight.
         weight: u16,
     },
+    /// The real server was removed but still drains its connections at this MAC.
+    Draining {
+        /// The removed real server's MAC.
+        mac: Mac,
+    },
     /// The real server was removed (or its slot went to another).
     Removed,
     /// The real server exists but its MAC is not resolved.
@@ -136,6 +171,8 @@ struct DestInfo {
     slot: SlotInfo,
     mac: Option<Mac>,
     weight: u16,
+    /// Not live, but a removed real server of this generation drains here.
+    draining: bool,
 }
 
 /// A scheduler's view of one service: configured reals plus live loads.
@@ -230,27 +267,37 @@ impl<K: Hash + Eq + Copy> Book<K> {
     }
 
     /// Makes exactly `wanted` hold slots: keeps those already held, frees the others and
-    /// gives new ones the lowest free slot with the next generation. `None` when the
-    /// slots run out.
-    fn hold(&mut self, wanted: &[K]) -> Option<()> {
+    /// gives new ones the lowest free slot with the next generation, preferring slots
+    /// not in `avoid` (those of draining real servers). `None` when the slots run out.
+    fn hold(&mut self, wanted: &[K], avoid: &HashSet<u32>) -> Option<()> {
         let set: HashSet<K> = wanted.iter().copied().collect();
         self.held.retain(|k, _| set.contains(k));
         let mut taken = vec![false; self.issued.len()];
         for &(slot, _) in self.held.values() {
             taken[slot as usize] = true;
         }
-        let mut next = 0;
+        let (mut next, mut fallback) = (0, 0);
         for k in wanted {
             if self.held.contains_key(k) {
                 continue;
             }
-            while taken.get(next) == Some(&true) {
+            while next < taken.len() && (taken[next] || avoid.contains(&(next as u32))) {
                 next += 1;
             }
-            let issued = self.issued.get_mut(next)?;
+            let slot = if next < taken.len() {
+                next
+            } else {
+                // Only slots of draining real servers are left: take one (its
+                // connections then find their real server removed).
+                while taken.get(fallback) == Some(&true) {
+                    fallback += 1;
+                }
+                fallback
+            };
+            let issued = self.issued.get_mut(slot)?;
             *issued = issued.wrapping_add(1);
-            taken[next] = true;
-            self.held.insert(*k, (next as u32, *issued));
+            taken[slot] = true;
+            self.held.insert(*k, (slot as u32, *issued));
         }
         Some(())
     }
@@ -367,11 +414,12 @@ impl Services {
             .iter()
             .flat_map(|s| s.reals.iter().map(move |r| (s.key, r.addr)))
             .collect();
-        if book.services.hold(&svc_keys).is_none() {
+        if book.services.hold(&svc_keys, &HashSet::new()).is_none() {
             book.rollback(checkpoint);
             return Err(ConfigError::TooManyServices(limits.max_services));
         }
-        if book.dests.hold(&real_keys).is_none() {
+        let avoid: HashSet<u32> = cfg.draining.iter().map(|d| d.dest.slot).collect();
+        if book.dests.hold(&real_keys, &avoid).is_none() {
             book.rollback(checkpoint);
             return Err(ConfigError::TooManyDests(limits.max_dests));
         }
@@ -416,8 +464,17 @@ impl Services {
                 slot,
                 mac: None,
                 weight: 0,
+                draining: false,
             })
             .collect();
+        for d in &cfg.draining {
+            if let Some(info) = dests.get_mut(d.dest.slot as usize) {
+                if !info.slot.live && info.slot.gen == d.dest.gen {
+                    info.draining = true;
+                    info.mac = d.mac;
+                }
+            }
+        }
         for r in services.iter().flat_map(|s| &s.reals) {
             let d = &mut dests[r.dest.slot as usize];
             d.mac = r.mac;
@@ -487,6 +544,10 @@ impl Services {
                 },
                 None => DestStatus::Unresolved,
             },
+            Some(info) if info.draining && info.slot.gen == d.gen => match info.mac {
+                Some(mac) => DestStatus::Draining { mac },
+                None => DestStatus::Removed,
+            },
             _ => DestStatus::Removed,
         }
     }
@@ -555,11 +616,7 @@ mod tests {
     }
 
     fn cfg(services: Vec<ServiceSpec>) -> Config {
-        Config {
-            director_mac: MAC,
-            services,
-            options: Options::default(),
-        }
+        Config::new(MAC, services, Options::default())
     }
 
     fn svc(port: u16, reals: &[u8]) -> ServiceSpec {

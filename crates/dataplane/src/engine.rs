@@ -195,6 +195,10 @@ fn arp(frame: &mut [u8], services: &Services) -> Verdict {
 struct Flow {
     key: ConnKey,
     tcp_flags: Option<u8>,
+    /// The IP packet's length (IPVS counts bytes at the IP layer).
+    ip_len: usize,
+    /// Where the L4 header starts in the frame.
+    l4: usize,
 }
 
 #[inline]
@@ -238,6 +242,8 @@ fn parse_ipv4(frame: &[u8], services: &Services) -> Result<Flow, Verdict> {
             vport,
         },
         tcp_flags,
+        ip_len: total_len,
+        l4: ETH_LEN + header_len,
     })
 }
 
@@ -256,34 +262,12 @@ fn ipv4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
     let Some(si) = t.services.find(&skey) else {
         return Verdict::Pass; // a VIP, but not a service port: the kernel's
     };
-    let idx = match t.conns.lookup(key, now) {
-        Some(i) => i,
-        None => {
-            if let Some(f) = flow.tcp_flags {
-                let may_open = f & flags::SYN != 0 || t.services.options().sloppy_tcp;
-                if !may_open || f & flags::RST != 0 {
-                    return Verdict::Drop(DropReason::NoConnection);
-                }
-            }
-            match schedule(t, si, key, now) {
-                Ok(i) => i,
-                Err(r) => return Verdict::Drop(r),
-            }
-        }
+    let (idx, dest, mac) = match connect(frame, t, &flow, si, now) {
+        Ok(found) => found,
+        Err(v) => return v,
     };
-    let dest = t.conns.entry(idx).dest();
-    let mac = match t.services.dest(dest) {
-        DestStatus::Up { mac, .. } => mac,
-        DestStatus::Removed => {
-            // Its real server is gone: forget the connection so that the client's next
-            // SYN is scheduled afresh (IPVS with expire_nodest_conn).
-            t.conns.remove(idx, now);
-            return Verdict::Drop(DropReason::DestRemoved);
-        }
-        DestStatus::Unresolved => return Verdict::Drop(DropReason::DestUnresolved),
-    };
-    let len = frame.len() as u64;
-    t.conns.seen(idx, now, frame.len(), flow.tcp_flags);
+    let len = flow.ip_len as u64;
+    t.conns.seen(idx, now, flow.ip_len, flow.tcp_flags);
     let director = t.services.director_mac();
     frame[0..6].copy_from_slice(&mac);
     frame[6..12].copy_from_slice(&director);
@@ -297,6 +281,141 @@ fn ipv4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
         c.bytes.add(len);
     }
     Verdict::Tx
+}
+
+/// Finds (or schedules) the connection of `flow` and where it goes now: its table index,
+/// its real server and that server's MAC; or the verdict when it goes nowhere.
+#[inline]
+fn connect(
+    frame: &mut [u8],
+    t: &mut Tables,
+    flow: &Flow,
+    si: usize,
+    now: Time,
+) -> Result<(usize, DestRef, xdpvs_sched::Mac), Verdict> {
+    let key = &flow.key;
+    let idx = match t.conns.lookup(key, now) {
+        Some(i) => i,
+        None => {
+            if let Some(f) = flow.tcp_flags {
+                let may_open = f & flags::SYN != 0 || t.services.options().sloppy_tcp;
+                if !may_open || f & flags::RST != 0 {
+                    return Err(Verdict::Drop(DropReason::NoConnection));
+                }
+            }
+            schedule(t, si, key, now).map_err(Verdict::Drop)?
+        }
+    };
+    let dest = t.conns.entry(idx).dest();
+    let expire_nodest = t.services.options().expire_nodest_conn;
+    let pure_syn = flow
+        .tcp_flags
+        .is_some_and(|f| f & (flags::SYN | flags::ACK | flags::RST) == flags::SYN);
+    match t.services.dest(dest) {
+        DestStatus::Up { mac, .. } => Ok((idx, dest, mac)),
+        // A removed real server keeps its connections while its MAC is known, unless
+        // the operator asked for them to be expired; a SYN that reuses the ports of one
+        // of them (not a retransmission) opens a new connection.
+        DestStatus::Draining { mac }
+            if !expire_nodest && !(pure_syn && t.conns.entry(idx).state() != State::SynRecv) =>
+        {
+            Ok((idx, dest, mac))
+        }
+        DestStatus::Draining { .. } | DestStatus::Removed => {
+            t.conns.remove(idx, now);
+            match flow.tcp_flags {
+                // A new connection on the same ports: schedule it afresh (the lookup
+                // now misses, and only live real servers are scheduled).
+                Some(_) if pure_syn => {
+                    let idx = schedule(t, si, key, now).map_err(Verdict::Drop)?;
+                    let dest = t.conns.entry(idx).dest();
+                    match t.services.dest(dest) {
+                        DestStatus::Up { mac, .. } => Ok((idx, dest, mac)),
+                        _ => Err(Verdict::Drop(DropReason::DestRemoved)),
+                    }
+                }
+                // With expire_nodest_conn a TCP client learns at once, with a reset,
+                // that its connection is gone; otherwise the packet is dropped and the
+                // connection forgotten, so the client's next SYN is scheduled afresh.
+                Some(f) if expire_nodest && f & flags::RST == 0 => {
+                    reset_in_place(frame, flow, f, t.services.director_mac());
+                    t.stats.resets.inc();
+                    Err(Verdict::Reply)
+                }
+                _ => Err(Verdict::Drop(DropReason::DestRemoved)),
+            }
+        }
+        DestStatus::Unresolved => Err(Verdict::Drop(DropReason::DestUnresolved)),
+    }
+}
+
+/// Rewrites the TCP segment in `frame` (described by `flow`, carrying `tcp_flags`) into
+/// a reset from the VIP to the client, as a host with no such connection answers it
+/// (RFC 9293 3.10.7.1): after an ACK, `RST` with the sequence number the client
+/// expects; otherwise `RST|ACK` acknowledging the segment. The frame keeps its length
+/// (the bytes after the 40-byte IP packet are zeroed padding).
+fn reset_in_place(frame: &mut [u8], flow: &Flow, tcp_flags: u8, director: xdpvs_sched::Mac) {
+    let l4 = flow.l4;
+    let word = |o: usize| u32::from_be_bytes([frame[o], frame[o + 1], frame[o + 2], frame[o + 3]]);
+    let (seq, ack) = (word(l4 + 4), word(l4 + 8));
+    let tcp_len = usize::from(frame[l4 + 12] >> 4) * 4;
+    let ip_start = ETH_LEN;
+    let payload = flow.ip_len.saturating_sub(l4 - ip_start + tcp_len) as u32;
+    let (out_seq, out_ack, out_flags) = if tcp_flags & flags::ACK != 0 {
+        (ack, 0, flags::RST)
+    } else {
+        let len = payload
+            + u32::from(tcp_flags & flags::SYN != 0)
+            + u32::from(tcp_flags & flags::FIN != 0);
+        (0, seq.wrapping_add(len), flags::RST | flags::ACK)
+    };
+    let key = flow.key;
+    let client_mac: [u8; 6] = [frame[6], frame[7], frame[8], frame[9], frame[10], frame[11]];
+    frame[0..6].copy_from_slice(&client_mac);
+    frame[6..12].copy_from_slice(&director);
+    frame[ETH_LEN..].fill(0);
+    let ip = &mut frame[ETH_LEN..ETH_LEN + 40];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+    ip[6] = 0x40; // don't fragment
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&key.vip.octets());
+    ip[16..20].copy_from_slice(&key.client.octets());
+    let c = checksum(0, &ip[..20]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let tcp = &mut ip[20..40];
+    tcp[0..2].copy_from_slice(&key.vport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&key.cport.to_be_bytes());
+    tcp[4..8].copy_from_slice(&out_seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&out_ack.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = out_flags;
+    // Pseudo-header: source, destination, protocol, TCP length.
+    let mut pseudo = [0u8; 12];
+    pseudo[0..4].copy_from_slice(&key.vip.octets());
+    pseudo[4..8].copy_from_slice(&key.client.octets());
+    pseudo[9] = 6;
+    pseudo[10..12].copy_from_slice(&20u16.to_be_bytes());
+    let c = checksum(sum_words(0, &pseudo), tcp);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Adds `bytes` (an even number of them) to a ones'-complement running sum.
+fn sum_words(mut acc: u32, bytes: &[u8]) -> u32 {
+    for w in bytes.chunks_exact(2) {
+        acc += u32::from(u16::from_be_bytes([w[0], w[1]]));
+    }
+    acc
+}
+
+/// The Internet checksum of `bytes`, starting from the running sum `acc`.
+fn checksum(acc: u32, bytes: &[u8]) -> u16 {
+    let mut s = sum_words(acc, bytes);
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
 }
 
 /// Picks a real server for a new connection (honouring persistence) and records it.
@@ -315,7 +434,10 @@ fn schedule(t: &mut Tables, si: usize, key: &ConnKey, now: Time) -> Result<usize
             let found = t.conns.lookup_template(key, p.prefix_len, now);
             let usable = found.filter(|&ti| match t.services.dest(t.conns.entry(ti).dest()) {
                 DestStatus::Up { weight, .. } => weight > 0 || !opts.expire_quiescent_template,
-                _ => false,
+                // A template of a removed real server sends nobody new there.
+                DestStatus::Draining { .. } | DestStatus::Removed | DestStatus::Unresolved => {
+                    false
+                }
             });
             match (found, usable) {
                 (_, Some(ti)) => {

@@ -115,7 +115,7 @@ impl fmt::Display for DropReason {
 pub struct Traffic {
     /// Frames forwarded.
     pub packets: Counter,
-    /// Bytes forwarded (whole frames).
+    /// Bytes forwarded (IP packet lengths, as IPVS counts them).
     pub bytes: Counter,
     /// Connections scheduled.
     pub conns: Counter,
@@ -151,6 +151,8 @@ pub struct WorkerStats {
     pub drops: [Counter; DropReason::COUNT],
     /// Connection-table entries removed by the expiry sweep.
     pub expired: Counter,
+    /// TCP resets sent for connections of removed real servers (expire_nodest_conn).
+    pub resets: Counter,
     /// Per service slot.
     pub services: Box<[Traffic]>,
     /// Per real-server slot.
@@ -169,6 +171,7 @@ impl WorkerStats {
             unhandled: Counter::default(),
             drops: Default::default(),
             expired: Counter::default(),
+            resets: Counter::default(),
             services: (0..max_services).map(|_| Traffic::default()).collect(),
             dests: (0..max_dests).map(|_| Traffic::default()).collect(),
         }

@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use xdpvs_dataplane::{process, Config, DropReason, Limits, Options, Services, Tables, Verdict};
+use xdpvs_dataplane::{process, Config, Draining, DropReason, Limits, Options, Services, Tables, Verdict};
 use xdpvs_sched::tcp::flags::{ACK, FIN, RST, SYN};
 use xdpvs_sched::tcp::Timeouts;
 use xdpvs_sched::{Mac, Persistence, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec, Time};
@@ -47,11 +47,7 @@ fn service(proto: Protocol, sched: SchedKind, weights: &[u16]) -> ServiceSpec {
 }
 
 fn config(services: Vec<ServiceSpec>) -> Config {
-    Config {
-        director_mac: DIRECTOR,
-        services,
-        options: Options::default(),
-    }
+    Config::new(DIRECTOR, services, Options::default())
 }
 
 fn limits() -> Limits {
@@ -279,7 +275,8 @@ fn rr_service_table() {
     assert_eq!(s.dests[r1].conns.get(), 2);
     assert_eq!(
         s.dests[r1].bytes.get(),
-        4 * 60 + tcp(CLIENT, 1000, ACK | PSH).len() as u64
+        // IP packet lengths, as IPVS counts bytes: four 40-byte segments and one with data.
+        4 * 40 + (tcp(CLIENT, 1000, ACK | PSH).len() - 14) as u64
     );
     // ActiveConn/InActConn as ipvsadm shows them: flow 1 went SYN, ACK (ESTABLISHED),
     // data, FIN (FIN_WAIT); the others are in SYN_RECV.
@@ -414,12 +411,15 @@ fn quiescent_real_keeps_its_flows_but_gets_no_new_ones() {
 }
 
 #[test]
-fn removed_real_drops_its_flows_and_they_reschedule() {
+fn removed_real_without_a_mac_drops_its_flows_and_they_reschedule() {
     let mut cfg = config(vec![service(Protocol::Tcp, SchedKind::Rr, &[1, 1])]);
     let mut t = tables(&cfg);
     run(
         &mut t,
-        vec![fwd("flow A to the first real", tcp(client(1), 1, SYN), 1)],
+        vec![
+            fwd("flow A to the first real", tcp(client(1), 1, SYN), 1),
+            fwd("flow B to the second real", tcp(client(2), 1, SYN), 2),
+        ],
     );
     cfg.services[0].reals.remove(0);
     reconfigure(&mut t, &cfg);
@@ -427,7 +427,7 @@ fn removed_real_drops_its_flows_and_they_reschedule() {
         &mut t,
         vec![
             drop(
-                "flow A: its real is gone",
+                "flow A: its real is gone and nothing drains it",
                 tcp(client(1), 1, ACK),
                 DropReason::DestRemoved,
             ),
@@ -438,6 +438,144 @@ fn removed_real_drops_its_flows_and_they_reschedule() {
             ),
         ],
     );
+}
+
+/// The configuration after removing the first real server, with it draining.
+fn remove_first_draining(t: &Tables, cfg: &mut Config) {
+    let dest = t.services().services()[0].reals[0].dest;
+    cfg.services[0].reals.remove(0);
+    cfg.draining = vec![Draining {
+        dest,
+        mac: Some(rs_mac(1)),
+    }];
+}
+
+#[test]
+fn removed_real_drains_its_flows_gracefully() {
+    let mut cfg = config(vec![service(Protocol::Tcp, SchedKind::Rr, &[1, 1])]);
+    let mut t = tables(&cfg);
+    run(
+        &mut t,
+        vec![fwd("flow A to the first real", tcp(client(1), 1, SYN), 1)],
+    );
+    remove_first_draining(&t, &mut cfg);
+    reconfigure(&mut t, &cfg);
+    // A new real server must not take the draining one's slot while another is free.
+    cfg.services[0].reals.push(RealSpec {
+        addr: rs_ip(3),
+        weight: 1,
+        mac: Some(rs_mac(3)),
+    });
+    reconfigure(&mut t, &cfg);
+    assert_ne!(
+        t.services().services()[0].reals[1].dest.slot,
+        cfg.draining[0].dest.slot
+    );
+    run(
+        &mut t,
+        vec![
+            fwd(
+                "flow A keeps reaching its removed real",
+                tcp(client(1), 1, ACK | PSH),
+                1,
+            ),
+            fwd("new flows: live reals only", tcp(client(2), 1, SYN), 2),
+            fwd("new flows: live reals only", tcp(client(3), 1, SYN), 3),
+            fwd("flow A closes on its removed real", tcp(client(1), 1, ACK | FIN), 1),
+            fwd(
+                "a new connection on flow A's ports goes to a live real",
+                tcp(client(1), 1, SYN),
+                2,
+            ),
+        ],
+    );
+}
+
+/// The RST|ACK or RST the director answers `incoming` with (built with etherparse, so
+/// independently of the engine's own checksum code).
+fn reset_for(incoming: &[u8]) -> Vec<u8> {
+    let eth = etherparse::Ethernet2HeaderSlice::from_slice(incoming).expect("ethernet");
+    let ip = etherparse::Ipv4HeaderSlice::from_slice(&incoming[14..]).expect("ipv4");
+    let tcp = etherparse::TcpHeaderSlice::from_slice(&incoming[14 + ip.slice().len()..])
+        .expect("tcp");
+    let payload = usize::from(ip.total_len()) - ip.slice().len() - tcp.slice().len();
+    let mut h = etherparse::TcpHeader::new(tcp.destination_port(), tcp.source_port(), 0, 0);
+    h.rst = true;
+    if tcp.ack() {
+        h.sequence_number = tcp.acknowledgment_number();
+    } else {
+        h.ack = true;
+        h.acknowledgment_number = tcp
+            .sequence_number()
+            .wrapping_add(payload as u32 + u32::from(tcp.syn()) + u32::from(tcp.fin()));
+    }
+    let mut iph = etherparse::Ipv4Header::new(
+        20,
+        64,
+        etherparse::IpNumber::TCP,
+        ip.destination(),
+        ip.source(),
+    )
+    .expect("header");
+    iph.dont_fragment = true;
+    iph.header_checksum = iph.calc_header_checksum();
+    h.checksum = h.calc_checksum_ipv4(&iph, &[]).expect("checksum");
+    let mut out = Vec::new();
+    out.extend_from_slice(&eth.source());
+    out.extend_from_slice(&DIRECTOR);
+    out.extend_from_slice(&[0x08, 0x00]);
+    iph.write(&mut out).expect("written");
+    h.write(&mut out).expect("written");
+    out.resize(incoming.len(), 0);
+    out
+}
+
+#[test]
+fn expire_nodest_conn_resets_the_removed_reals_clients() {
+    let mut cfg = config(vec![service(Protocol::Tcp, SchedKind::Rr, &[1, 1])]);
+    cfg.options.expire_nodest_conn = true;
+    let mut t = tables(&cfg);
+    run(
+        &mut t,
+        vec![
+            fwd("flow A to the first real", tcp(client(1), 1, SYN), 1),
+            fwd("flow B to the second real", tcp(client(2), 1, SYN), 2),
+            fwd("flow C to the first real", tcp(client(3), 1, SYN), 1),
+        ],
+    );
+    remove_first_draining(&t, &mut cfg);
+    reconfigure(&mut t, &cfg);
+    let a = tcp(client(1), 1, ACK | PSH);
+    let fin = tcp(client(3), 1, FIN);
+    run(
+        &mut t,
+        vec![
+            row(
+                "flow A: reset from the VIP, acknowledged sequence",
+                a.clone(),
+                Verdict::Reply,
+                Out::Exactly(reset_for(&a)),
+            ),
+            fwd(
+                "flow A's next SYN is scheduled afresh",
+                tcp(client(1), 1, SYN),
+                2,
+            ),
+            row(
+                "flow C's FIN without ACK: RST|ACK acknowledging it",
+                fin.clone(),
+                Verdict::Reply,
+                Out::Exactly(reset_for(&fin)),
+            ),
+            drop(
+                "flow C is forgotten: no reset for a reset",
+                tcp(client(3), 1, RST),
+                DropReason::NoConnection,
+            ),
+            fwd("flow B is untouched", tcp(client(2), 1, ACK), 2),
+        ],
+    );
+    assert_eq!(t.stats().resets.get(), 2);
 }
 
 #[test]

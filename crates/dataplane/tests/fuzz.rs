@@ -29,14 +29,14 @@ fn tables() -> Tables {
         });
         services.push(s);
     }
-    let cfg = Config {
-        director_mac: [2, 0, 0, 0, 0, 0xd1],
+    let cfg = Config::new(
+        [2, 0, 0, 0, 0, 0xd1],
         services,
-        options: Options {
+        Options {
             sloppy_tcp: true,
             ..Options::default()
         },
-    };
+    );
     let limits = Limits {
         max_services: 4,
         max_dests: 8,

@@ -36,11 +36,7 @@ fn config(reals: &[u8], port: u16) -> Config {
             mac: Some(rs_mac(i)),
         })
         .collect();
-    Config {
-        director_mac: DIRECTOR,
-        services: vec![s],
-        options: Options::default(),
-    }
+    Config::new(DIRECTOR, vec![s], Options::default())
 }
 
 fn limits() -> Limits {

@@ -71,11 +71,7 @@ pub fn run(
     // Setup: the XDP program, then a socket and a worker per queue.
     let steering = setup::steering(&ifc, opts)?;
     let empty = Services::build(
-        &Config {
-            director_mac: ifc.mac,
-            services: vec![],
-            options,
-        },
+        &Config::new(ifc.mac, vec![], options),
         &limits,
         None,
     )

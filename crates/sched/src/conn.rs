@@ -173,7 +173,7 @@ impl Entry {
             self.packets
         }
     }
-    /// Bytes forwarded on this connection (whole frames).
+    /// Bytes forwarded on this connection (IP packet lengths).
     pub fn bytes(&self) -> u64 {
         if self.is_template() {
             0
@@ -593,7 +593,7 @@ impl ConnTable {
         })
     }
 
-    /// Accounts one packet of `frame_len` bytes on connection `idx` at `now`; for TCP
+    /// Accounts one packet of `frame_len` bytes (the IP packet's length) on connection `idx` at `now`; for TCP
     /// `tcp_flags` (byte 13 of the header) drives the state machine. Returns the new state.
     #[inline]
     pub fn seen(

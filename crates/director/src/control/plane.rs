@@ -111,11 +111,7 @@ impl<D: Dataplane> ControlPlane<D> {
         local: Vec<LocalNet>,
         mut dp: D,
     ) -> Result<Self, ControlError> {
-        let cfg = Config {
-            director_mac,
-            services: Vec::new(),
-            options,
-        };
+        let cfg = Config::new(director_mac, Vec::new(), options);
         let mut book = SlotBook::new(&limits);
         let current = Services::build_with(&cfg, &limits, &mut book, None)?;
         dp.install(&current)
@@ -223,11 +219,7 @@ impl<D: Dataplane> ControlPlane<D> {
                 s
             })
             .collect();
-        let cfg = Config {
-            director_mac: self.director_mac,
-            services: with_macs,
-            options: self.options,
-        };
+        let cfg = Config::new(self.director_mac, with_macs, self.options);
         let checkpoint = self.book.checkpoint();
         let built = Services::build_with(&cfg, &self.limits, &mut self.book, Some(&self.current))?;
         // Workers first, then the XDP program: a newly steered service always meets a

@@ -55,11 +55,7 @@ struct Fake {
 impl Fake {
     fn new(workers: usize) -> Fake {
         let empty = Services::build(
-            &Config {
-                director_mac: DIRECTOR,
-                services: vec![],
-                options: Options::default(),
-            },
+            &Config::new(DIRECTOR, vec![], Options::default()),
             &limits(),
             None,
         )
