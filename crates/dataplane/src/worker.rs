@@ -9,6 +9,7 @@ use crate::config::Services;
 use crate::device::Device;
 use crate::engine::{prefetch, process_steered, Tables, Verdict};
 use crate::stats::Counter;
+use xdpvs_sched::conn::Listed;
 use crate::Time;
 
 /// Frames taken from the RX ring per loop.
@@ -27,6 +28,34 @@ pub enum Control {
     Send([u8; 60]),
     /// Use these idle timeouts from now on (ipvsadm `--set`).
     Timeouts(xdpvs_sched::tcp::Timeouts),
+    /// Copy a piece of the connection table (ipvsadm `-c`).
+    List(ListRequest),
+}
+
+/// Slots of the connection table one [`Control::List`] examines at most: a bounded piece
+/// of work between two batches (about 800 KiB of table read).
+pub const LIST_SLOTS: usize = 16 * 1024;
+
+/// A request for a piece of a worker's connection table: the entries of at most
+/// [`LIST_SLOTS`] slots from `cursor`, into `buf` up to its capacity (the worker never
+/// grows it), sent back on `reply`.
+#[derive(Debug)]
+pub struct ListRequest {
+    /// Where to start.
+    pub cursor: usize,
+    /// Where to put the entries; only its spare capacity is used.
+    pub buf: Vec<Listed>,
+    /// Where the piece goes.
+    pub reply: Sender<ListPiece>,
+}
+
+/// A piece of a worker's connection table.
+#[derive(Debug)]
+pub struct ListPiece {
+    /// The entries.
+    pub rows: Vec<Listed>,
+    /// Where the next piece starts, or `None` at the end of the table.
+    pub next: Option<usize>,
 }
 
 /// How a worker waits when there is no traffic.
@@ -136,6 +165,18 @@ impl<D: Device> Worker<D> {
                     let _ = self.retired.send(old);
                 }
                 Ok(Control::Timeouts(t)) => self.tables.conns_mut().set_timeouts(t),
+                Ok(Control::List(mut req)) => {
+                    let now = self.last.unwrap_or_default();
+                    let next = self
+                        .tables
+                        .conns()
+                        .list(req.cursor, LIST_SLOTS, now, &mut req.buf);
+                    // A requester that went away no longer wants it.
+                    let _ = req.reply.send(ListPiece {
+                        rows: req.buf,
+                        next,
+                    });
+                }
                 Ok(Control::Send(frame)) => {
                     if self.dev.send(&frame) {
                         self.stats.sent.inc();

@@ -183,3 +183,33 @@ fn run_stops_on_flag_or_when_control_goes_away() {
     let go = AtomicBool::new(false);
     r.w.run(|| Time::ZERO, &go, IdlePolicy::Adaptive); // returns: control plane gone
 }
+
+#[test]
+fn the_connection_table_is_listed_in_bounded_pieces_between_batches() {
+    use xdpvs_dataplane::worker::{ListRequest, LIST_SLOTS};
+    let mut r = rig(&config(&[1, 2], 80));
+    for c in 1..=40 {
+        r.w.device_mut().inject(&syn(c, 80));
+    }
+    while r.w.poll(Time::from_secs(1)) > 0 {}
+    let (tx, rx) = unbounded();
+    let mut rows = Vec::new();
+    let mut cursor = Some(0);
+    while let Some(c) = cursor {
+        r.ctrl
+            .send(Control::List(ListRequest {
+                cursor: c,
+                buf: Vec::with_capacity(16),
+                reply: tx.clone(),
+            }))
+            .expect("worker listens");
+        assert!(r.w.control());
+        let piece = rx.try_recv().expect("answered within one control pass");
+        assert!(piece.rows.len() <= 16);
+        assert!(piece.next.is_none_or(|n| n > c && n - c <= LIST_SLOTS));
+        rows.extend(piece.rows);
+        cursor = piece.next;
+    }
+    assert_eq!(rows.len(), 40);
+    assert!(rows.iter().all(|l| l.entry.key().vport == 80));
+}

@@ -701,6 +701,57 @@ impl ConnTable {
     pub fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
         self.slots.iter().filter(|e| e.occupied())
     }
+
+    /// How long `e` has left to live at `now` if nothing is seen on it (a template that
+    /// still controls connections: its whole timeout).
+    pub fn expires_in(&self, e: &Entry, now: Time) -> Duration {
+        let idle = now.as_nanos().saturating_sub(e.last_seen);
+        Duration::from_nanos(match e.timeout_nanos(&self.timeouts) {
+            Some(t) => t.saturating_sub(idle),
+            None => e.bytes,
+        })
+    }
+
+    /// Copies the entries in use among at most `max_slots` slots from `cursor` into
+    /// `out`, stopping early when `out` is full (it never grows: bounded work and no
+    /// allocation, so a worker can list its table a piece at a time between batches).
+    /// Returns where to continue, or `None` once the end of the table is reached.
+    ///
+    /// Entries move only towards their home slot when others are deleted, so a listing
+    /// done in pieces while the table changes may miss an entry that moved back across
+    /// the cursor, or show one twice: a listing of a live table, as IPVS's is.
+    pub fn list(
+        &self,
+        cursor: usize,
+        max_slots: usize,
+        now: Time,
+        out: &mut Vec<Listed>,
+    ) -> Option<usize> {
+        let end = cursor.saturating_add(max_slots).min(self.slots.len());
+        for i in cursor..end {
+            let e = &self.slots[i];
+            if !e.occupied() {
+                continue;
+            }
+            if out.len() == out.capacity() {
+                return Some(i);
+            }
+            out.push(Listed {
+                entry: *e,
+                expires_in: self.expires_in(e, now),
+            });
+        }
+        (end < self.slots.len()).then_some(end)
+    }
+}
+
+/// A connection-table entry as listed, with the time it has left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// The entry.
+    pub entry: Entry,
+    /// Time left before it expires if nothing is seen on it.
+    pub expires_in: Duration,
 }
 
 /// The template key for a connection key: client masked, client port 0.

@@ -333,3 +333,35 @@ fn a_late_sweep_dates_template_release_from_the_connection_expiry() {
     assert!(t.lookup_template(&k, 32, Time::from_secs(1000)).is_none());
     assert!(t.is_empty());
 }
+
+#[test]
+fn listing_in_pieces_sees_every_entry_once_with_its_time_left() {
+    let mut t = table(1000);
+    let t0 = Time::from_secs(10);
+    for c in 0..300u16 {
+        t.insert(&key((c % 250) as u8, 1000 + c), D0, State::SynRecv, t0, None)
+            .expect("room");
+    }
+    let now = Time::from_secs(12);
+    let mut seen = Vec::new();
+    let mut cursor = Some(0);
+    let mut pieces = 0;
+    while let Some(c) = cursor {
+        // A small buffer and a small slot budget: many pieces, none larger than asked.
+        let mut out = Vec::with_capacity(7);
+        cursor = t.list(c, 64, now, &mut out);
+        assert!(out.len() <= 7 && out.capacity() == 7, "the buffer never grows");
+        seen.extend(out);
+        pieces += 1;
+    }
+    assert!(pieces > 300 / 7);
+    assert_eq!(seen.len(), 300);
+    let mut keys: Vec<ConnKey> = seen.iter().map(|l| l.entry.key()).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 300);
+    let syn_recv = Timeouts::default().get(State::SynRecv);
+    assert!(seen
+        .iter()
+        .all(|l| l.expires_in == syn_recv - Duration::from_secs(2)));
+}
