@@ -316,9 +316,7 @@ fn connect(
         // A removed real server keeps its connections while its MAC is known, unless
         // the operator asked for them to be expired; a SYN that reuses the ports of one
         // of them (not a retransmission) opens a new connection.
-        DestStatus::Draining { mac }
-            if !expire_nodest && !(pure_syn && t.conns.entry(idx).state() != State::SynRecv) =>
-        {
+        DestStatus::Draining { mac } if !expire_nodest && !(pure_syn && reused(t, idx)) => {
             Ok((idx, dest, mac))
         }
         DestStatus::Draining { .. } | DestStatus::Removed => {
@@ -347,6 +345,12 @@ fn connect(
         }
         DestStatus::Unresolved => Err(Verdict::Drop(DropReason::DestUnresolved)),
     }
+}
+
+/// Whether a pure SYN met on connection `idx` opens a new connection on its ports
+/// rather than being a retransmission of the SYN that opened it.
+fn reused(t: &Tables, idx: usize) -> bool {
+    t.conns.entry(idx).state() != State::SynRecv
 }
 
 /// Rewrites the TCP segment in `frame` (described by `flow`, carrying `tcp_flags`) into
