@@ -316,7 +316,7 @@ fn connect(
         // A removed real server keeps its connections while its MAC is known, unless
         // the operator asked for them to be expired; a SYN that reuses the ports of one
         // of them (not a retransmission) opens a new connection.
-        DestStatus::Draining { mac } if !expire_nodest && !(pure_syn && reused(t, idx)) => {
+        DestStatus::Draining { mac } if !(expire_nodest || pure_syn && reused(t, idx)) => {
             Ok((idx, dest, mac))
         }
         DestStatus::Draining { .. } | DestStatus::Removed => {
