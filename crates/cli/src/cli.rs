@@ -12,7 +12,7 @@ use xdpvs_director::control::{client, DEFAULT_SOCKET};
 use xdpvs_director::RunOptions;
 
 use crate::ipvsadm::Action;
-use crate::{demo, ipvsadm, selfcheck};
+use crate::{demo, format, ipvsadm, selfcheck};
 
 /// An LVS Direct-Routing director in userspace on AF_XDP.
 ///
@@ -170,18 +170,30 @@ fn ipvsadm_command(cli: &Cli) -> ExitCode {
     };
     let result = match action {
         Action::Change(req) => ask(cli, &req).map(|_| String::new()),
-        Action::List(service) => ask(cli, &Request::List { service }).map(|r| match r {
-            Reply::Table(t) => ipvsadm::format_list(&t, service.is_none()),
+        Action::Zero(service) => ask(cli, &Request::Zero { service }).map(|_| String::new()),
+        Action::List {
+            service,
+            kind,
+            exact,
+            json,
+        } => ask(cli, &Request::List { service }).map(|r| match r {
+            Reply::Table(t) if json => format::json_table(&t),
+            Reply::Table(t) => format::format_list(&t, service.is_none(), kind, exact),
             _ => String::new(),
         }),
         Action::Save => ask(cli, &Request::List { service: None }).map(|r| match r {
-            Reply::Table(t) => ipvsadm::format_rules(&t),
+            Reply::Table(t) => format::format_rules(&t),
             _ => String::new(),
         }),
-        Action::Timeouts => ask(cli, &Request::GetTimeouts).map(|r| match r {
-            Reply::Timeouts(t) => ipvsadm::format_timeouts(&t),
+        Action::Timeouts { json } => ask(cli, &Request::GetTimeouts).map(|r| match r {
+            Reply::Timeouts(t) if json => format::json_timeouts(&t),
+            Reply::Timeouts(t) => format::format_timeouts(&t),
             _ => String::new(),
         }),
+        Action::Connections {
+            persistent_conn,
+            json,
+        } => connections(cli, persistent_conn, json),
         Action::Restore => restore(cli),
     };
     match result {
@@ -190,6 +202,43 @@ fn ipvsadm_command(cli: &Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+/// `-L -c`: the connection table, printed as its pieces arrive (a table of millions of
+/// connections is never held whole).
+fn connections(cli: &Cli, persistent_conn: bool, json: bool) -> Result<String, ExitCode> {
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut first = true;
+    let head = if json {
+        "{\"connections\": [".to_string()
+    } else {
+        format::connections_title(persistent_conn)
+    };
+    let _ = out.write_all(head.as_bytes());
+    let answer = client::request_pieces(&cli.socket, &Request::Connections, |piece| {
+        if let Reply::Connections(rows) = piece {
+            for r in &rows {
+                let line = if json {
+                    let sep = if first { "\n  " } else { ",\n  " };
+                    format!("{sep}{}", format::json_connection(r))
+                } else {
+                    format::connection_line(r)
+                };
+                first = false;
+                let _ = out.write_all(line.as_bytes());
+            }
+        }
+    });
+    if json {
+        let _ = out.write_all(b"\n]}\n");
+    }
+    let _ = out.flush();
+    match answer {
+        Ok(Ok(_)) => Ok(String::new()),
+        Ok(Err(e)) => Err(fail(e, 1)),
+        Err(e) => Err(fail(e, 1)),
     }
 }
 

@@ -7,12 +7,13 @@
 //! scheduler to wlc and turns persistence off unless given; `-e` sets weight 1 unless
 //! `-w` says otherwise) and the same output layouts.
 
-use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use clap::Args;
-use xdpvs_director::control::proto::{Request, Table, TimeoutSet};
+use xdpvs_director::control::proto::{Request, TimeoutSet};
+
+pub use crate::format::{format_list, format_rules, format_timeouts, ListKind};
 use xdpvs_sched::{ConfigError, Persistence, Protocol, SchedKind, ServiceKey};
 
 /// ipvsadm's largest timeout (31 days), for `-p` and `--set`.
@@ -180,6 +181,10 @@ pub struct IpvsArgs {
     /// Sorted listing (the default; accepted for compatibility).
     #[arg(long = "sort")]
     pub sort: bool,
+    /// Print a listing (-L, --stats, --rate, -c, --timeout) as JSON, for scripts (schema
+    /// in docs/OPERATIONS.md).
+    #[arg(long = "json")]
+    pub json: bool,
 
     // ipvsadm options xdpvs does not support: accepted by the parser so that the answer
     // is one line saying so.
@@ -282,9 +287,10 @@ enum Opt {
     PersistentConn,
     NoSort,
     Exact,
+    Json,
 }
 
-const OPTS: [Opt; 15] = [
+const OPTS: [Opt; 16] = [
     Opt::Numeric,
     Opt::Connection,
     Opt::Service,
@@ -300,6 +306,7 @@ const OPTS: [Opt; 15] = [
     Opt::PersistentConn,
     Opt::NoSort,
     Opt::Exact,
+    Opt::Json,
 ];
 
 impl Opt {
@@ -320,6 +327,7 @@ impl Opt {
             Opt::PersistentConn => "persistent-conn",
             Opt::NoSort => "nosort",
             Opt::Exact => "exact",
+            Opt::Json => "json",
         }
     }
 }
@@ -348,7 +356,7 @@ fn rule(cmd: Cmd, opt: Opt) -> Rule {
         },
         Cmd::Flush | Cmd::Set | Cmd::Restore => Illegal,
         Cmd::List => match opt {
-            Numeric | Stats | Rate | PersistentConn | NoSort | Exact => Optional,
+            Numeric | Stats | Rate | PersistentConn | NoSort | Exact | Json => Optional,
             Connection | Service | Timeout => Exclusive,
             _ => Illegal,
         },
@@ -386,9 +394,6 @@ pub enum UsageError {
         /// Why, and what to do instead.
         why: &'static str,
     },
-    /// An ipvsadm listing xdpvs does not provide yet.
-    #[error("{0} is not implemented yet")]
-    NotYet(&'static str),
     /// More than one command.
     #[error("multiple commands specified")]
     MultipleCommands,
@@ -454,9 +459,30 @@ pub enum Action {
     /// A change to send to the director.
     Change(Request),
     /// `-L` (or a bare `xdpvs`): the table, or one service.
-    List(Option<ServiceKey>),
+    List {
+        /// Only this service.
+        service: Option<ServiceKey>,
+        /// Which layout.
+        kind: ListKind,
+        /// `--exact`.
+        exact: bool,
+        /// `--json`.
+        json: bool,
+    },
     /// `-L --timeout`.
-    Timeouts,
+    Timeouts {
+        /// `--json`.
+        json: bool,
+    },
+    /// `-L -c`: the connection table.
+    Connections {
+        /// `--persistent-conn` (ipvsadm's title with the persistence-engine columns).
+        persistent_conn: bool,
+        /// `--json`.
+        json: bool,
+    },
+    /// `-Z`: zero the counters of every service or of one.
+    Zero(Option<ServiceKey>),
     /// `-S`: the table as commands.
     Save,
     /// `-R`: commands from standard input.
@@ -505,6 +531,7 @@ impl IpvsArgs {
                 Opt::PersistentConn => self.persistent_conn,
                 Opt::NoSort => self.nosort,
                 Opt::Exact => self.exact,
+                Opt::Json => self.json,
             })
             .collect()
     }
@@ -692,7 +719,12 @@ impl IpvsArgs {
         self.unsupported()?;
         let Some(cmd) = self.command()? else {
             return if self.present().is_empty() {
-                Ok(Action::List(None))
+                Ok(Action::List {
+                    service: None,
+                    kind: ListKind::Plain,
+                    exact: false,
+                    json: false,
+                })
             } else {
                 Err(UsageError::NoCommand)
             };
@@ -733,30 +765,44 @@ impl IpvsArgs {
                 }))
             }
             Cmd::List => {
-                if self.stats {
-                    return Err(UsageError::NotYet("--stats"));
-                }
-                if self.rate {
-                    return Err(UsageError::NotYet("--rate"));
+                let json = self.json;
+                if self.timeout {
+                    return Ok(Action::Timeouts { json });
                 }
                 if self.connection {
-                    return Err(UsageError::NotYet("-c (connection listing)"));
+                    return Ok(Action::Connections {
+                        persistent_conn: self.persistent_conn,
+                        json,
+                    });
                 }
-                if self.persistent_conn {
-                    return Err(UsageError::NotYet("--persistent-conn"));
-                }
-                if self.timeout {
-                    return Ok(Action::Timeouts);
-                }
-                Ok(Action::List(if self.tcp.is_some() || self.udp.is_some() {
-                    Some(self.service()?)
+                // As ipvsadm: --stats wins over --rate, which wins over --persistent-conn.
+                let kind = if self.stats {
+                    ListKind::Stats
+                } else if self.rate {
+                    ListKind::Rate
+                } else if self.persistent_conn {
+                    ListKind::PersistentConn
                 } else {
-                    None
-                }))
+                    ListKind::Plain
+                };
+                Ok(Action::List {
+                    service: if self.tcp.is_some() || self.udp.is_some() {
+                        Some(self.service()?)
+                    } else {
+                        None
+                    },
+                    kind,
+                    exact: self.exact,
+                    json,
+                })
             }
             Cmd::Save => Ok(Action::Save),
             Cmd::Restore => Ok(Action::Restore),
-            Cmd::Zero => Err(UsageError::NotYet("-Z (zeroing counters)")),
+            Cmd::Zero => Ok(Action::Zero(if self.tcp.is_some() || self.udp.is_some() {
+                Some(self.service()?)
+            } else {
+                None
+            })),
         }
     }
 }
@@ -817,85 +863,6 @@ pub fn parse_restore(text: &str) -> Result<Vec<(usize, Request)>, RestoreError> 
         }
     }
     Ok(out)
-}
-
-/// ipvsadm's `-L -n` layout (with the version line when listing the whole table).
-pub fn format_list(table: &Table, header: bool) -> String {
-    let mut out = String::new();
-    if header {
-        let _ = writeln!(out, "IP Virtual Server version 1.2.1 (size={})", table.size);
-    }
-    let _ = writeln!(out, "Prot LocalAddress:Port Scheduler Flags");
-    let _ = writeln!(
-        out,
-        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"
-    );
-    for s in &table.services {
-        let _ = write!(
-            out,
-            "{}  {}:{} {}",
-            s.key.proto, s.key.vip, s.key.port, s.scheduler
-        );
-        if let Some(p) = s.persistence {
-            let _ = write!(out, " persistent {}", p.timeout.as_secs());
-            if p.prefix_len != 32 {
-                let _ = write!(out, " mask {}", p.netmask());
-            }
-        }
-        out.push('\n');
-        for r in &s.reals {
-            let _ = write!(
-                out,
-                "  -> {:<28} {:<7} {:<6} {:<10} {:<10}",
-                format!("{}:{}", r.addr, s.key.port),
-                "Route",
-                r.weight,
-                r.active,
-                r.inactive
-            );
-            if !r.resolved {
-                out.push_str(" (MAC unresolved: no traffic)");
-            }
-            out.push('\n');
-        }
-    }
-    out
-}
-
-/// ipvsadm's `-S -n` (ipvsadm-save) layout: the commands that rebuild the table.
-pub fn format_rules(table: &Table) -> String {
-    let mut out = String::new();
-    for s in &table.services {
-        let flag = match s.key.proto {
-            Protocol::Tcp => "-t",
-            Protocol::Udp => "-u",
-        };
-        let svc = format!("{flag} {}:{}", s.key.vip, s.key.port);
-        let _ = write!(out, "-A {svc} -s {}", s.scheduler);
-        if let Some(p) = s.persistence {
-            let _ = write!(out, " -p {}", p.timeout.as_secs());
-            if p.prefix_len != 32 {
-                let _ = write!(out, " -M {}", p.netmask());
-            }
-        }
-        out.push('\n');
-        for r in &s.reals {
-            let _ = writeln!(
-                out,
-                "-a {svc} -r {}:{} -g -w {}",
-                r.addr, s.key.port, r.weight
-            );
-        }
-    }
-    out
-}
-
-/// ipvsadm's `-L --timeout` line.
-pub fn format_timeouts(t: &TimeoutSet) -> String {
-    format!(
-        "Timeout (tcp tcpfin udp): {} {} {}\n",
-        t.tcp, t.tcpfin, t.udp
-    )
 }
 
 #[cfg(test)]

@@ -5,5 +5,6 @@
 
 pub mod cli;
 pub mod demo;
+pub mod format;
 pub mod ipvsadm;
 pub mod selfcheck;

@@ -131,6 +131,8 @@ pub struct Service {
     pub key: ServiceKey,
     /// Its counter slot.
     pub slot: u32,
+    /// The generation of that slot (a service deleted and added again gets a new one).
+    pub gen: u32,
     /// Persistence, if any.
     pub persistence: Option<Persistence>,
     pub(crate) sched: AnyScheduler,
@@ -428,7 +430,7 @@ impl Services {
 
         let mut services = Vec::with_capacity(cfg.services.len());
         for s in &cfg.services {
-            let (slot, _) = book.services.get(&s.key);
+            let (slot, svc_gen) = book.services.get(&s.key);
             let mut reals = Vec::with_capacity(s.reals.len());
             for r in &s.reals {
                 let (slot, gen) = book.dests.get(&(s.key, r.addr));
@@ -450,6 +452,7 @@ impl Services {
             services.push(Service {
                 key: s.key,
                 slot,
+                gen: svc_gen,
                 persistence: s.persistence,
                 sched,
                 reals,

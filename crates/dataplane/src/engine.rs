@@ -439,9 +439,7 @@ fn schedule(t: &mut Tables, si: usize, key: &ConnKey, now: Time) -> Result<usize
             let usable = found.filter(|&ti| match t.services.dest(t.conns.entry(ti).dest()) {
                 DestStatus::Up { weight, .. } => weight > 0 || !opts.expire_quiescent_template,
                 // A template of a removed real server sends nobody new there.
-                DestStatus::Draining { .. } | DestStatus::Removed | DestStatus::Unresolved => {
-                    false
-                }
+                DestStatus::Draining { .. } | DestStatus::Removed | DestStatus::Unresolved => false,
             });
             match (found, usable) {
                 (_, Some(ti)) => {

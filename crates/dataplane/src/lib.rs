@@ -29,7 +29,9 @@ pub mod limits {
     include!(concat!(env!("OUT_DIR"), "/limits.rs"));
 }
 
-pub use config::{Config, DestStatus, Draining, Limits, Options, Services, SlotBook, SlotCheckpoint};
+pub use config::{
+    Config, DestStatus, Draining, Limits, Options, Services, SlotBook, SlotCheckpoint,
+};
 pub use engine::{prefetch, process, process_steered, Tables, Verdict};
 pub use stats::{DropReason, WorkerStats};
 pub use xdpvs_sched::Time;

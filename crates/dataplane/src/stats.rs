@@ -121,7 +121,38 @@ pub struct Traffic {
     pub conns: Counter,
 }
 
+/// A snapshot of [`Traffic`] (or a sum of several).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrafficTotals {
+    /// Frames forwarded.
+    pub packets: u64,
+    /// Bytes forwarded (IP packet lengths).
+    pub bytes: u64,
+    /// Connections scheduled.
+    pub conns: u64,
+}
+
+impl std::ops::Add for TrafficTotals {
+    type Output = TrafficTotals;
+    fn add(self, o: TrafficTotals) -> TrafficTotals {
+        TrafficTotals {
+            packets: self.packets.wrapping_add(o.packets),
+            bytes: self.bytes.wrapping_add(o.bytes),
+            conns: self.conns.wrapping_add(o.conns),
+        }
+    }
+}
+
 impl Traffic {
+    /// The counters now.
+    pub fn totals(&self) -> TrafficTotals {
+        TrafficTotals {
+            packets: self.packets.get(),
+            bytes: self.bytes.get(),
+            conns: self.conns.get(),
+        }
+    }
+
     fn reset(&self) {
         self.packets.reset();
         self.bytes.reset();
@@ -175,6 +206,20 @@ impl WorkerStats {
             services: (0..max_services).map(|_| Traffic::default()).collect(),
             dests: (0..max_dests).map(|_| Traffic::default()).collect(),
         }
+    }
+
+    /// The counters of service slot `slot` (zero for a slot out of range).
+    pub fn service_totals(&self, slot: u32) -> TrafficTotals {
+        self.services
+            .get(slot as usize)
+            .map_or_else(TrafficTotals::default, Traffic::totals)
+    }
+
+    /// The counters of real-server slot `slot` (zero for a slot out of range).
+    pub fn dest_totals(&self, slot: u32) -> TrafficTotals {
+        self.dests
+            .get(slot as usize)
+            .map_or_else(TrafficTotals::default, Traffic::totals)
     }
 
     /// The drop counter for `r`.

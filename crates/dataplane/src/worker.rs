@@ -9,8 +9,8 @@ use crate::config::Services;
 use crate::device::Device;
 use crate::engine::{prefetch, process_steered, Tables, Verdict};
 use crate::stats::Counter;
-use xdpvs_sched::conn::Listed;
 use crate::Time;
+use xdpvs_sched::conn::Listed;
 
 /// Frames taken from the RX ring per loop.
 pub const BATCH: usize = 64;

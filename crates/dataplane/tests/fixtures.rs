@@ -6,7 +6,9 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use xdpvs_dataplane::{process, Config, Draining, DropReason, Limits, Options, Services, Tables, Verdict};
+use xdpvs_dataplane::{
+    process, Config, Draining, DropReason, Limits, Options, Services, Tables, Verdict,
+};
 use xdpvs_sched::tcp::flags::{ACK, FIN, RST, SYN};
 use xdpvs_sched::tcp::Timeouts;
 use xdpvs_sched::{Mac, Persistence, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec, Time};
@@ -481,7 +483,11 @@ fn removed_real_drains_its_flows_gracefully() {
             ),
             fwd("new flows: live reals only", tcp(client(2), 1, SYN), 2),
             fwd("new flows: live reals only", tcp(client(3), 1, SYN), 3),
-            fwd("flow A closes on its removed real", tcp(client(1), 1, ACK | FIN), 1),
+            fwd(
+                "flow A closes on its removed real",
+                tcp(client(1), 1, ACK | FIN),
+                1,
+            ),
             fwd(
                 "a new connection on flow A's ports goes to a live real",
                 tcp(client(1), 1, SYN),
@@ -496,8 +502,8 @@ fn removed_real_drains_its_flows_gracefully() {
 fn reset_for(incoming: &[u8]) -> Vec<u8> {
     let eth = etherparse::Ethernet2HeaderSlice::from_slice(incoming).expect("ethernet");
     let ip = etherparse::Ipv4HeaderSlice::from_slice(&incoming[14..]).expect("ipv4");
-    let tcp = etherparse::TcpHeaderSlice::from_slice(&incoming[14 + ip.slice().len()..])
-        .expect("tcp");
+    let tcp =
+        etherparse::TcpHeaderSlice::from_slice(&incoming[14 + ip.slice().len()..]).expect("tcp");
     let payload = usize::from(ip.total_len()) - ip.slice().len() - tcp.slice().len();
     let mut h = etherparse::TcpHeader::new(tcp.destination_port(), tcp.source_port(), 0, 0);
     h.rst = true;

@@ -39,7 +39,18 @@ pub struct RunOptions {
     /// Frames one busy poll may process.
     #[arg(long, default_value_t = 64)]
     pub busy_poll_budget: u32,
-    /// Schedule TCP segments without SYN that have no connection (IPVS sloppy_tcp).
+    /// Schedule TCP segments without SYN that have no connection (IPVS sloppy_tcp),
+    /// e.g. to take over connections after a director restart or failover. Default off.
     #[arg(long)]
     pub sloppy_tcp: bool,
+    /// Expire the connections of a removed real server at their next packet, and answer
+    /// a TCP client with a reset from the VIP so it fails fast (IPVS expire_nodest_conn).
+    /// Default off: a removed real server keeps its connections while it answers ARP.
+    #[arg(long)]
+    pub expire_nodest_conn: bool,
+    /// Drop the persistence template of a real server set to weight 0, so its persistent
+    /// clients move at their next connection (IPVS expire_quiescent_template). Default
+    /// off: persistent clients stay on a quiescent real server.
+    #[arg(long)]
+    pub expire_quiescent_template: bool,
 }

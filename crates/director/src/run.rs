@@ -65,17 +65,14 @@ pub fn run(
     };
     let options = Options {
         sloppy_tcp: opts.sloppy_tcp,
-        ..Options::default()
+        expire_nodest_conn: opts.expire_nodest_conn,
+        expire_quiescent_template: opts.expire_quiescent_template,
     };
 
     // Setup: the XDP program, then a socket and a worker per queue.
     let steering = setup::steering(&ifc, opts)?;
-    let empty = Services::build(
-        &Config::new(ifc.mac, vec![], options),
-        &limits,
-        None,
-    )
-    .map_err(ControlError::from)?;
+    let empty = Services::build(&Config::new(ifc.mac, vec![], options), &limits, None)
+        .map_err(ControlError::from)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut workers = Workers::new();
     for q in 0..ifc.queues {
@@ -175,8 +172,9 @@ fn serve(
     // server just added may be known to the kernel already); at start for a restored
     // table. A failed apply is tried again at the next turn.
     let mut learn = true;
+    let mut next_sample = Instant::now() + crate::control::stats::SAMPLE_EVERY;
     while !stop.load(Relaxed) {
-        match control.serve_one(|req| plane.execute(&req)) {
+        match control.serve_one(|req, pieces| plane.execute_pieced(&req, &mut |p| pieces.send(p))) {
             Ok(served) => {
                 learn |= served;
                 if !served {
@@ -211,6 +209,14 @@ fn serve(
             }
         }
         let now = Instant::now();
+        if now >= next_sample {
+            // Keep the 2-second cadence whatever the loop's own timing.
+            next_sample += crate::control::stats::SAMPLE_EVERY;
+            if next_sample < now {
+                next_sample = now + crate::control::stats::SAMPLE_EVERY;
+            }
+            plane.tick();
+        }
         if now >= next_probe {
             next_probe = now + PROBE_UNRESOLVED;
             let mut probe = plane.unresolved();

@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use tracing::info;
+use xdpvs_dataplane::stats::TrafficTotals;
 use xdpvs_dataplane::sys::xsk::XskDevice;
-use xdpvs_dataplane::worker::{Control, IdlePolicy, LoopStats, Worker};
+use xdpvs_dataplane::worker::{Control, IdlePolicy, ListRequest, LoopStats, Worker};
 use xdpvs_dataplane::xdp::Steering;
 use xdpvs_dataplane::{Services, Tables, WorkerStats};
-use xdpvs_sched::conn::{DestRef, Loads};
+use xdpvs_sched::conn::{DestRef, Listed, Loads};
 use xdpvs_sched::tcp::Timeouts;
 use xdpvs_sched::{Load, Mac, ServiceKey, Time};
 
@@ -289,4 +290,60 @@ impl Dataplane for Live {
             let _ = w.ctrl.send(Control::Timeouts(timeouts));
         }
     }
+
+    fn persistent(&self, dest: DestRef) -> u64 {
+        self.workers
+            .list
+            .iter()
+            .map(|w| u64::from(w.loads.persistent(dest)))
+            .sum()
+    }
+
+    fn service_traffic(&self, slot: u32) -> TrafficTotals {
+        self.workers
+            .list
+            .iter()
+            .fold(TrafficTotals::default(), |acc, w| {
+                acc + w.stats.service_totals(slot)
+            })
+    }
+
+    fn dest_traffic(&self, slot: u32) -> TrafficTotals {
+        self.workers
+            .list
+            .iter()
+            .fold(TrafficTotals::default(), |acc, w| {
+                acc + w.stats.dest_totals(slot)
+            })
+    }
+
+    fn list_connections(
+        &mut self,
+        sink: &mut dyn FnMut(&[Listed]) -> bool,
+    ) -> Result<(), DataplaneError> {
+        let (tx, rx) = bounded(1);
+        for (i, w) in self.workers.list.iter().enumerate() {
+            let mut cursor = Some(0);
+            while let Some(c) = cursor {
+                w.ctrl
+                    .send(Control::List(ListRequest {
+                        cursor: c,
+                        buf: Vec::with_capacity(LIST_ROWS),
+                        reply: tx.clone(),
+                    }))
+                    .map_err(|_| DataplaneError::WorkerGone(i))?;
+                let piece = rx
+                    .recv_timeout(INSTALL_TIMEOUT)
+                    .map_err(|_| DataplaneError::ListTimeout(i))?;
+                if !sink(&piece.rows) {
+                    return Ok(());
+                }
+                cursor = piece.next;
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Entries a worker copies per listing request at most.
+const LIST_ROWS: usize = 4096;

@@ -1,6 +1,7 @@
 use super::*;
+use crate::format::{connection_line, connections_title, json_connection, json_table};
 use clap::Parser;
-use xdpvs_director::control::proto::{RealRow, ServiceRow};
+use xdpvs_director::control::proto::{ConnRow, Counters, Rates, RealRow, ServiceRow, Table};
 
 #[derive(Parser)]
 struct T {
@@ -52,10 +53,104 @@ fn the_dr_howto_commands() {
             weight: 1
         })
     );
-    assert_eq!(action("-Ln"), Ok(Action::List(None)));
-    assert_eq!(action("-L -n"), Ok(Action::List(None)));
-    assert_eq!(action("-l"), Ok(Action::List(None)));
-    assert_eq!(action(""), Ok(Action::List(None)), "bare ipvsadm lists");
+    assert_eq!(action("-Ln"), Ok(list(None, ListKind::Plain)));
+    assert_eq!(action("-L -n"), Ok(list(None, ListKind::Plain)));
+    assert_eq!(action("-l"), Ok(list(None, ListKind::Plain)));
+    assert_eq!(
+        action(""),
+        Ok(list(None, ListKind::Plain)),
+        "bare ipvsadm lists"
+    );
+}
+
+fn list(service: Option<ServiceKey>, kind: ListKind) -> Action {
+    Action::List {
+        service,
+        kind,
+        exact: false,
+        json: false,
+    }
+}
+
+#[test]
+fn statistics_rates_connections_and_zero() {
+    assert_eq!(action("-L -n --stats"), Ok(list(None, ListKind::Stats)));
+    assert_eq!(action("-Ln --rate"), Ok(list(None, ListKind::Rate)));
+    assert_eq!(
+        action("-L --persistent-conn"),
+        Ok(list(None, ListKind::PersistentConn))
+    );
+    assert_eq!(
+        action("-L -n --stats --rate"),
+        Ok(list(None, ListKind::Stats)),
+        "ipvsadm prints the statistics when both are asked"
+    );
+    assert_eq!(
+        action("-L -n --stats --exact -t 198.18.0.100:80"),
+        Ok(Action::List {
+            service: Some(key()),
+            kind: ListKind::Stats,
+            exact: true,
+            json: false
+        })
+    );
+    assert_eq!(
+        action("-L -n --rate -X --json"),
+        Ok(Action::List {
+            service: None,
+            kind: ListKind::Rate,
+            exact: true,
+            json: true
+        })
+    );
+    assert_eq!(
+        action("-L -n -c"),
+        Ok(Action::Connections {
+            persistent_conn: false,
+            json: false
+        })
+    );
+    assert_eq!(
+        action("-Lnc --persistent-conn --json"),
+        Ok(Action::Connections {
+            persistent_conn: true,
+            json: true
+        })
+    );
+    assert_eq!(
+        action("-L --timeout --json"),
+        Ok(Action::Timeouts { json: true })
+    );
+    assert_eq!(action("-Z"), Ok(Action::Zero(None)));
+    assert_eq!(
+        action("--zero -t 198.18.0.100:80"),
+        Ok(Action::Zero(Some(key())))
+    );
+    for (args, want) in [
+        ("-L -c --stats", "options conflicts in the list command"),
+        ("-L -c --rate", "options conflicts in the list command"),
+        (
+            "-L --timeout --rate",
+            "options conflicts in the list command",
+        ),
+        (
+            "-L -c -t 198.18.0.100:80",
+            "'service-address' conflicts with the 'connection' option",
+        ),
+        (
+            "-Z -r 198.18.0.11",
+            "Illegal 'real-server' option with the 'zero'",
+        ),
+        ("-Z --stats", "Illegal 'stats' option with the 'zero'"),
+        (
+            "-A -t 198.18.0.100:80 --json",
+            "Illegal 'json' option with the 'add-service'",
+        ),
+        ("-S --json", "Illegal 'json' option with the 'save'"),
+    ] {
+        let e = action(args).expect_err(args);
+        assert!(e.contains(want), "{args}: {e}");
+    }
 }
 
 #[test]
@@ -131,12 +226,12 @@ fn defaults_are_ipvsadm_s() {
             udp: 300
         }))
     );
-    assert_eq!(action("-L --timeout"), Ok(Action::Timeouts));
+    assert_eq!(action("-L --timeout"), Ok(Action::Timeouts { json: false }));
     assert_eq!(action("-S -n"), Ok(Action::Save));
     assert_eq!(action("-R"), Ok(Action::Restore));
     assert_eq!(
         action("-L -n -t 198.18.0.100:80"),
-        Ok(Action::List(Some(key())))
+        Ok(list(Some(key()), ListKind::Plain))
     );
 }
 
@@ -225,13 +320,28 @@ fn clear_errors() {
         ),
         ("-A -t 198.18.0.100:80 -p -M 255.0.255.0", "not contiguous"),
         ("-A -t 198.18.0.100:80 -p -M 33", "prefix length"),
-        ("-L --stats", "--stats is not implemented yet"),
     ] {
         let e = action(args).expect_err(args);
         assert!(e.contains(want), "{args}: {e}");
         assert_eq!(e.trim().lines().count(), 1, "{args}: one line: {e}");
     }
 }
+
+/// Figures large enough for ipvsadm's K and M columns.
+const BUSY: Counters = Counters {
+    conns: 42,
+    inpkts: 123_456_789,
+    outpkts: 0,
+    inbytes: 98_765_432_100,
+    outbytes: 0,
+};
+const BUSY_RATES: Rates = Rates {
+    cps: 5,
+    inpps: 1200,
+    outpps: 0,
+    inbps: 150_000_000,
+    outbps: 0,
+};
 
 fn table() -> Table {
     let mut persistent = ServiceRow {
@@ -246,13 +356,18 @@ fn table() -> Table {
                 .expect("valid"),
         ),
         reals: vec![],
+        stats: Counters::default(),
+        rates: Rates::default(),
     };
     persistent.reals.push(RealRow {
         addr: rs(12),
         weight: 0,
         active: 0,
         inactive: 0,
+        persistent: 7,
         resolved: true,
+        stats: Counters::default(),
+        rates: Rates::default(),
     });
     Table {
         size: 4096,
@@ -266,8 +381,13 @@ fn table() -> Table {
                     weight: 1,
                     active: 2,
                     inactive: 30,
+                    persistent: 0,
                     resolved: true,
+                    stats: BUSY,
+                    rates: BUSY_RATES,
                 }],
+                stats: BUSY,
+                rates: BUSY_RATES,
             },
             persistent,
         ],
@@ -284,8 +404,8 @@ fn listing_layout() {
                 -> 198.18.0.11:80               Route   1      2          30        \n\
                 UDP  198.18.0.100:53 sh persistent 600 mask 255.255.255.0\n  \
                 -> 198.18.0.12:53               Route   0      0          0         \n";
-    assert_eq!(format_list(&table(), true), want);
-    let one = format_list(&table(), false);
+    assert_eq!(format_list(&table(), true, ListKind::Plain, false), want);
+    let one = format_list(&table(), false, ListKind::Plain, false);
     assert!(
         one.starts_with("Prot LocalAddress:Port"),
         "-L -t has no version line"
@@ -348,4 +468,119 @@ fn timeout_line() {
         }),
         "Timeout (tcp tcpfin udp): 900 120 300\n"
     );
+}
+
+#[test]
+fn statistics_layout() {
+    // ipvsadm: title "%-33s %8s %8s %8s %8s %8s", service "%-33s" then print_largenum
+    // ("%9llu" below 100 million, then "%8lluK", "%8lluM"...), real "  -> %-28s".
+    let want = concat!(
+        "IP Virtual Server version 1.2.1 (size=4096)\n",
+        "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n",
+        "  -> RemoteAddress:Port\n",
+        "TCP  198.18.0.100:80                    42  123456K        0   98765M        0\n",
+        "  -> 198.18.0.11:80                     42  123456K        0   98765M        0\n",
+        "UDP  198.18.0.100:53                     0        0        0        0        0\n",
+        "  -> 198.18.0.12:53                      0        0        0        0        0\n",
+    );
+    assert_eq!(format_list(&table(), true, ListKind::Stats, false), want);
+    // --exact: "%*llu", width 9, or the number's length + 1.
+    let exact = format_list(&table(), false, ListKind::Stats, true);
+    assert!(
+        exact.contains(
+            "TCP  198.18.0.100:80                    42 123456789        0 98765432100        0\n"
+        ),
+        "{exact}"
+    );
+}
+
+#[test]
+fn rate_layout() {
+    // ipvsadm: service figures all print_largenum; a real's "  -> %-28s %8u %8u %8u"
+    // then print_largenum for the two byte rates.
+    let want = concat!(
+        "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n",
+        "  -> RemoteAddress:Port\n",
+        "TCP  198.18.0.100:80                     5     1200        0  150000K        0\n",
+        "  -> 198.18.0.11:80                      5     1200        0  150000K        0\n",
+        "UDP  198.18.0.100:53                     0        0        0        0        0\n",
+        "  -> 198.18.0.12:53                      0        0        0        0        0\n",
+    );
+    assert_eq!(format_list(&table(), false, ListKind::Rate, false), want);
+}
+
+#[test]
+fn persistent_conn_layout() {
+    // ipvsadm: title "%-33s %-9s %-11s %-10s %-10s", real "  -> %-28s %-9u %-11u %-10u %-10u".
+    let want = concat!(
+        "Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn \n",
+        "  -> RemoteAddress:Port\n",
+        "TCP  198.18.0.100:80 rr\n",
+        "  -> 198.18.0.11:80               1         0           2          30        \n",
+        "UDP  198.18.0.100:53 sh persistent 600 mask 255.255.255.0\n",
+        "  -> 198.18.0.12:53               0         7           0          0         \n",
+    );
+    assert_eq!(
+        format_list(&table(), false, ListKind::PersistentConn, false),
+        want
+    );
+}
+
+fn conn(expires: u64, state: &str, template: bool) -> ConnRow {
+    ConnRow {
+        proto: Protocol::Tcp,
+        expires,
+        state: state.into(),
+        source: SocketAddrV4::new(
+            Ipv4Addr::new(198, 19, 0, 1),
+            if template { 0 } else { 40000 },
+        ),
+        virtual_addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 100), 80),
+        destination: SocketAddrV4::new(rs(11), 80),
+        template,
+    }
+}
+
+#[test]
+fn connection_layout() {
+    // ipvsadm: "pro expire %-11s %-18s %-18s %s" and rows "%-3s %-6s %-11s %-18s %-18s %s"
+    // with expire as "%02d:%02d" (minutes may pass 99).
+    let mut got = connections_title(false);
+    got.push_str(&connection_line(&conn(899, "ESTABLISHED", false)));
+    got.push_str(&connection_line(&conn(6005, "NONE", true)));
+    let want = "IPVS connection entries\n\
+                pro expire state       source             virtual            destination\n\
+                TCP 14:59  ESTABLISHED 198.19.0.1:40000   198.18.0.100:80    198.18.0.11:80\n\
+                TCP 100:05 NONE        198.19.0.1:0       198.18.0.100:80    198.18.0.11:80\n";
+    assert_eq!(got, want);
+    assert_eq!(
+        connections_title(true),
+        "IPVS connection entries\n\
+         pro expire state       source             virtual            destination        pe name          pe_data\n"
+    );
+}
+
+#[test]
+fn json_documents() {
+    let v: serde_json::Value = serde_json::from_str(&json_table(&table())).expect("json");
+    assert_eq!(v["size"], 4096);
+    let s = &v["services"][0];
+    assert_eq!(s["protocol"], "TCP");
+    assert_eq!(s["vip"], "198.18.0.100");
+    assert_eq!(s["scheduler"], "rr");
+    assert_eq!(s["persistent"], serde_json::Value::Null);
+    assert_eq!(s["stats"]["in_pkts"], 123_456_789);
+    assert_eq!(s["rate"]["in_bps"], 150_000_000);
+    let r = &s["reals"][0];
+    assert_eq!(r["address"], "198.18.0.11");
+    assert_eq!(r["active_conns"], 2);
+    assert_eq!(r["inactive_conns"], 30);
+    assert_eq!(v["services"][1]["persistent"]["netmask"], "255.255.255.0");
+    assert_eq!(v["services"][1]["reals"][0]["persistent_conns"], 7);
+    let c: serde_json::Value =
+        serde_json::from_str(&json_connection(&conn(60, "SYN_RECV", false))).expect("json");
+    assert_eq!(c["state"], "SYN_RECV");
+    assert_eq!(c["expire"], 60);
+    assert_eq!(c["source"], "198.19.0.1:40000");
+    assert_eq!(c["template"], false);
 }

@@ -4,7 +4,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::proto::{read_message, write_message, Answer, Request, WireError};
+use super::proto::{read_message, write_message, Answer, Reply, Request, WireError};
 
 /// Why the director could not be asked.
 #[derive(Debug, thiserror::Error)]
@@ -22,13 +22,35 @@ pub enum ClientError {
     Wire(#[from] WireError),
 }
 
-/// Sends `req` to the director at `socket` and returns its answer.
-pub fn request(socket: &Path, req: &Request) -> Result<Answer, ClientError> {
+/// Connects to the director at `socket` and sends `req`.
+fn send(socket: &Path, req: &Request) -> Result<UnixStream, ClientError> {
     let mut s = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
         path: socket.to_path_buf(),
         source,
     })?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     write_message(&mut s, req)?;
+    Ok(s)
+}
+
+/// Sends `req` to the director at `socket` and returns its answer.
+pub fn request(socket: &Path, req: &Request) -> Result<Answer, ClientError> {
+    let mut s = send(socket, req)?;
     Ok(read_message(&mut s)?)
+}
+
+/// Sends `req` to the director at `socket` and hands each piece of a pieced answer
+/// ([`Reply::Connections`]) to `piece` as it arrives; returns the final answer.
+pub fn request_pieces(
+    socket: &Path,
+    req: &Request,
+    mut piece: impl FnMut(Reply),
+) -> Result<Answer, ClientError> {
+    let mut s = send(socket, req)?;
+    loop {
+        match read_message::<Answer>(&mut s)? {
+            Ok(p @ Reply::Connections(_)) => piece(p),
+            other => return Ok(other),
+        }
+    }
 }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod plane;
 pub mod proto;
 pub mod server;
+pub mod stats;
 
 /// The default control socket.
 pub const DEFAULT_SOCKET: &str = "/run/xdpvs/xdpvs.sock";

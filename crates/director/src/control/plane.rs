@@ -14,15 +14,20 @@
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
-use xdpvs_dataplane::{Config, Limits, Options, Services, SlotBook};
-use xdpvs_sched::conn::DestRef;
-use xdpvs_sched::{Load, Mac, RealSpec, ServiceKey, ServiceSpec};
-
+use std::net::SocketAddrV4;
 use std::time::Duration;
 
+use xdpvs_dataplane::stats::TrafficTotals;
+use xdpvs_dataplane::{Config, Draining, Limits, Options, Services, SlotBook};
+use xdpvs_sched::conn::{DestRef, Listed};
 use xdpvs_sched::tcp::{State, Timeouts};
+use xdpvs_sched::{Load, Mac, RealSpec, ServiceKey, ServiceSpec};
 
-use super::proto::{ControlError, RealRow, Reply, Request, ServiceRow, Table, TimeoutSet};
+use super::proto::{
+    ConnRow, ControlError, Counters, RealRow, Reply, Request, ServiceRow, Table, TimeoutSet,
+    CONN_ROWS_PER_MESSAGE,
+};
+use super::stats::Tracked;
 
 /// Why the dataplane did not take a change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +46,9 @@ pub enum DataplaneError {
     /// The XDP program's maps could not be updated.
     #[error("updating the XDP program's maps failed: {0}")]
     Steer(String),
+    /// A worker did not answer a listing request in time.
+    #[error("worker {0} did not answer the connection listing in time")]
+    ListTimeout(usize),
 }
 
 /// Where configuration goes: the workers and the XDP program (or a test double).
@@ -57,6 +65,40 @@ pub trait Dataplane {
     fn capacity(&self) -> usize;
     /// Applies idle timeouts on every worker (from their next batch on).
     fn set_timeouts(&mut self, timeouts: Timeouts);
+    /// Persistence templates pointing at a real server, summed over workers.
+    fn persistent(&self, dest: DestRef) -> u64;
+    /// The counters of a service slot, summed over workers.
+    fn service_traffic(&self, slot: u32) -> TrafficTotals;
+    /// The counters of a real-server slot, summed over workers.
+    fn dest_traffic(&self, slot: u32) -> TrafficTotals;
+    /// Hands every worker's connection-table entries to `sink`, a piece at a time,
+    /// without stopping any worker; stops early when `sink` returns false.
+    fn list_connections(
+        &mut self,
+        sink: &mut dyn FnMut(&[Listed]) -> bool,
+    ) -> Result<(), DataplaneError>;
+}
+
+/// A real server removed from the configuration whose connections still reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DrainingReal {
+    /// Its address (its MAC keeps being learnt).
+    addr: Ipv4Addr,
+    /// The slot and generation its connections carry.
+    dest: DestRef,
+    /// Its port (the service's).
+    port: u16,
+}
+
+/// What `--stats` counts, from the dataplane's counters.
+fn counters(t: TrafficTotals) -> Counters {
+    Counters {
+        conns: t.conns,
+        inpkts: t.packets,
+        outpkts: 0,
+        inbytes: t.bytes,
+        outbytes: 0,
+    }
 }
 
 /// An IPv4 address of the director's interface with its prefix length.
@@ -88,6 +130,10 @@ pub struct ControlPlane<D: Dataplane> {
     failed: Option<String>,
     timeouts: Timeouts,
     local: Vec<LocalNet>,
+    draining: Vec<DrainingReal>,
+    /// Statistics of service slots and of real-server slots.
+    svc_stats: HashMap<u32, Tracked>,
+    dest_stats: HashMap<u32, Tracked>,
     dp: D,
 }
 
@@ -128,6 +174,9 @@ impl<D: Dataplane> ControlPlane<D> {
             failed: None,
             timeouts: Timeouts::default(),
             local,
+            draining: Vec::new(),
+            svc_stats: HashMap::new(),
+            dest_stats: HashMap::new(),
             dp,
         })
     }
@@ -152,12 +201,14 @@ impl<D: Dataplane> ControlPlane<D> {
         &self.current
     }
 
-    /// Every real-server address of the configuration.
+    /// Every real-server address of the configuration, and of removed real servers still
+    /// draining connections.
     pub fn real_addrs(&self) -> Vec<Ipv4Addr> {
         let set: HashSet<Ipv4Addr> = self
             .services
             .iter()
             .flat_map(|s| s.reals.iter().map(|r| r.addr))
+            .chain(self.draining.iter().map(|d| d.addr))
             .collect();
         let mut v: Vec<_> = set.into_iter().collect();
         v.sort();
@@ -219,7 +270,29 @@ impl<D: Dataplane> ControlPlane<D> {
                 s
             })
             .collect();
-        let cfg = Config::new(self.director_mac, with_macs, self.options);
+        // Real servers this change removes keep their connections (drain) while their
+        // MAC is known.
+        let mut draining = self.draining.clone();
+        for cs in self.current.services() {
+            let kept = services.iter().find(|s| s.key == cs.key);
+            for r in &cs.reals {
+                if !kept.is_some_and(|s| s.reals.iter().any(|k| k.addr == r.addr)) {
+                    draining.push(DrainingReal {
+                        addr: r.addr,
+                        dest: r.dest,
+                        port: cs.key.port,
+                    });
+                }
+            }
+        }
+        let mut cfg = Config::new(self.director_mac, with_macs, self.options);
+        cfg.draining = draining
+            .iter()
+            .map(|d| Draining {
+                dest: d.dest,
+                mac: self.macs.get(&d.addr).copied(),
+            })
+            .collect();
         let checkpoint = self.book.checkpoint();
         let built = Services::build_with(&cfg, &self.limits, &mut self.book, Some(&self.current))?;
         // Workers first, then the XDP program: a newly steered service always meets a
@@ -248,6 +321,137 @@ impl<D: Dataplane> ControlPlane<D> {
         }
         self.current = built;
         self.services = services;
+        self.draining = draining;
+        self.track();
+        Ok(())
+    }
+
+    /// Starts tracking the statistics of services and real servers new to the snapshot
+    /// in force, and forgets those gone.
+    fn track(&mut self) {
+        let mut live_svcs = HashSet::new();
+        let mut live_dests = HashSet::new();
+        for s in self.current.services() {
+            live_svcs.insert(s.slot);
+            let raw = counters(self.dp.service_traffic(s.slot));
+            let t = self
+                .svc_stats
+                .entry(s.slot)
+                .or_insert_with(|| Tracked::new(s.gen, raw));
+            if t.gen != s.gen {
+                *t = Tracked::new(s.gen, raw);
+            }
+            for r in &s.reals {
+                live_dests.insert(r.dest.slot);
+                let raw = counters(self.dp.dest_traffic(r.dest.slot));
+                let t = self
+                    .dest_stats
+                    .entry(r.dest.slot)
+                    .or_insert_with(|| Tracked::new(r.dest.gen, raw));
+                if t.gen != r.dest.gen {
+                    *t = Tracked::new(r.dest.gen, raw);
+                }
+            }
+        }
+        self.svc_stats.retain(|slot, _| live_svcs.contains(slot));
+        self.dest_stats.retain(|slot, _| live_dests.contains(slot));
+    }
+
+    /// Every [`super::stats::SAMPLE_EVERY`]: samples the rate estimators, and forgets
+    /// removed real servers that no longer hold any connection.
+    pub fn tick(&mut self) {
+        for (&slot, t) in &mut self.svc_stats {
+            t.sample(counters(self.dp.service_traffic(slot)));
+        }
+        for (&slot, t) in &mut self.dest_stats {
+            t.sample(counters(self.dp.dest_traffic(slot)));
+        }
+        let dp = &self.dp;
+        self.draining.retain(|d| {
+            let l = dp.load(d.dest);
+            l.active > 0 || l.inactive > 0 || dp.persistent(d.dest) > 0
+        });
+    }
+
+    /// `-Z`: zeroes the counters and rates of `service` and its real servers, or of all.
+    fn zero(&mut self, service: Option<&ServiceKey>) -> Result<(), ControlError> {
+        let chosen: Vec<&xdpvs_dataplane::config::Service> = match service {
+            Some(k) => {
+                let i = self
+                    .current
+                    .find(k)
+                    .ok_or(ControlError::NoSuchService(*k))?;
+                vec![&self.current.services()[i]]
+            }
+            None => self.current.services().iter().collect(),
+        };
+        for s in chosen {
+            if let Some(t) = self.svc_stats.get_mut(&s.slot) {
+                t.zero(counters(self.dp.service_traffic(s.slot)));
+            }
+            for r in &s.reals {
+                if let Some(t) = self.dest_stats.get_mut(&r.dest.slot) {
+                    t.zero(counters(self.dp.dest_traffic(r.dest.slot)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `-L -c`: hands the connection table to `sink` in messages of at most
+    /// [`CONN_ROWS_PER_MESSAGE`] rows; stops early when `sink` returns false.
+    pub fn connections(
+        &mut self,
+        sink: &mut dyn FnMut(Vec<ConnRow>) -> bool,
+    ) -> Result<(), ControlError> {
+        let mut dests: HashMap<DestRef, SocketAddrV4> = self
+            .draining
+            .iter()
+            .map(|d| (d.dest, SocketAddrV4::new(d.addr, d.port)))
+            .collect();
+        for s in self.current.services() {
+            for r in &s.reals {
+                dests.insert(r.dest, SocketAddrV4::new(r.addr, s.key.port));
+            }
+        }
+        let mut rows = Vec::with_capacity(CONN_ROWS_PER_MESSAGE);
+        let mut open = true;
+        let mut each = |piece: &[Listed]| {
+            for l in piece {
+                let e = &l.entry;
+                // A connection whose real server's slot went to another is dead: its
+                // next packet drops it.
+                let Some(&destination) = dests.get(&e.dest()) else {
+                    continue;
+                };
+                let k = e.key();
+                rows.push(ConnRow {
+                    proto: k.proto,
+                    expires: l.expires_in.as_secs(),
+                    state: e.state().name().to_string(),
+                    source: SocketAddrV4::new(k.client, k.cport),
+                    virtual_addr: SocketAddrV4::new(k.vip, k.vport),
+                    destination,
+                    template: e.is_template(),
+                });
+                if rows.len() == CONN_ROWS_PER_MESSAGE {
+                    open = sink(std::mem::replace(
+                        &mut rows,
+                        Vec::with_capacity(CONN_ROWS_PER_MESSAGE),
+                    ));
+                    if !open {
+                        return false;
+                    }
+                }
+            }
+            true
+        };
+        self.dp
+            .list_connections(&mut each)
+            .map_err(|e| ControlError::Dataplane(e.to_string()))?;
+        if open && !rows.is_empty() {
+            sink(rows);
+        }
         Ok(())
     }
 
@@ -256,11 +460,32 @@ impl<D: Dataplane> ControlPlane<D> {
         ControlError::Fatal(why)
     }
 
+    /// Executes one request whose answer may come in pieces (`-L -c`): the pieces go to
+    /// `piece` (false: the client is gone), then the final answer is returned.
+    pub fn execute_pieced(
+        &mut self,
+        req: &Request,
+        piece: &mut dyn FnMut(Reply) -> bool,
+    ) -> Result<Reply, ControlError> {
+        match req {
+            Request::Connections => {
+                self.connections(&mut |rows| piece(Reply::Connections(rows)))?;
+                Ok(Reply::Done)
+            }
+            _ => self.execute(req),
+        }
+    }
+
     /// Executes one request.
     pub fn execute(&mut self, req: &Request) -> Result<Reply, ControlError> {
         match req {
             Request::List { service } => return self.table(service.as_ref()).map(Reply::Table),
             Request::GetTimeouts => return Ok(Reply::Timeouts(self.timeout_set())),
+            Request::Zero { service } => return self.zero(service.as_ref()).map(|()| Reply::Done),
+            Request::Connections => {
+                // Answered in pieces: see `connections`; alone it lists nothing.
+                return Ok(Reply::Done);
+            }
             Request::SetTimeouts(t) => {
                 let t = self.merged_timeouts(self.timeouts, t);
                 self.timeouts = t;
@@ -422,6 +647,8 @@ impl<D: Dataplane> ControlPlane<D> {
             }
             Request::List { .. }
             | Request::GetTimeouts
+            | Request::Zero { .. }
+            | Request::Connections
             | Request::SetTimeouts(_)
             | Request::Batch(_) => {
                 return Err(ControlError::NotInBatch(format!("{req:?}")));
@@ -456,21 +683,47 @@ impl<D: Dataplane> ControlPlane<D> {
                         let load = compiled
                             .and_then(|c| c.reals.iter().find(|cr| cr.addr == r.addr))
                             .map_or(Load::default(), |cr| self.dp.load(cr.dest));
+                        let dest = compiled
+                            .and_then(|c| c.reals.iter().find(|cr| cr.addr == r.addr))
+                            .map(|cr| cr.dest);
+                        let (stats, rates) = dest
+                            .and_then(|d| {
+                                let t = self.dest_stats.get(&d.slot).filter(|t| t.gen == d.gen)?;
+                                Some((
+                                    t.counters(counters(self.dp.dest_traffic(d.slot))),
+                                    t.rates(),
+                                ))
+                            })
+                            .unwrap_or_default();
                         RealRow {
                             addr: r.addr,
                             weight: r.weight,
                             active: u64::from(load.active),
                             inactive: u64::from(load.inactive),
+                            persistent: dest.map_or(0, |d| self.dp.persistent(d)),
                             resolved: self.macs.contains_key(&r.addr),
+                            stats,
+                            rates,
                         }
                     })
                     .collect();
                 reals.sort_by_key(|r| r.addr);
+                let (stats, rates) = compiled
+                    .and_then(|c| {
+                        let t = self.svc_stats.get(&c.slot).filter(|t| t.gen == c.gen)?;
+                        Some((
+                            t.counters(counters(self.dp.service_traffic(c.slot))),
+                            t.rates(),
+                        ))
+                    })
+                    .unwrap_or_default();
                 ServiceRow {
                     key: s.key,
                     scheduler: s.scheduler,
                     persistence: s.persistence,
                     reals,
+                    stats,
+                    rates,
                 }
             })
             .collect();

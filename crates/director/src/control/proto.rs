@@ -81,6 +81,14 @@ pub enum Request {
     SetTimeouts(TimeoutSet),
     /// `-L --timeout`.
     GetTimeouts,
+    /// `-Z`: zero the counters and rates of every service, or of one and its real servers.
+    Zero {
+        /// Only this service.
+        service: Option<ServiceKey>,
+    },
+    /// `-L -c`: the connection table. Answered with any number of
+    /// [`Reply::Connections`] messages, then [`Reply::Done`] (or an error).
+    Connections,
     /// `-R`: changes applied as one, all or nothing.
     Batch(Vec<Request>),
 }
@@ -96,6 +104,49 @@ pub struct TimeoutSet {
     pub udp: u32,
 }
 
+/// ipvsadm's `--stats` counters, summed over workers, since the last `-Z`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Connections scheduled.
+    pub conns: u64,
+    /// Packets in (client to real server, through the director).
+    pub inpkts: u64,
+    /// Packets out: always 0 in direct routing (replies do not cross the director).
+    pub outpkts: u64,
+    /// Bytes in (IP packet lengths).
+    pub inbytes: u64,
+    /// Bytes out: always 0 in direct routing.
+    pub outbytes: u64,
+}
+
+impl Counters {
+    /// These counters less `base` (counters only grow; a slot restarted reads from 0).
+    pub fn since(&self, base: &Counters) -> Counters {
+        Counters {
+            conns: self.conns.saturating_sub(base.conns),
+            inpkts: self.inpkts.saturating_sub(base.inpkts),
+            outpkts: self.outpkts.saturating_sub(base.outpkts),
+            inbytes: self.inbytes.saturating_sub(base.inbytes),
+            outbytes: self.outbytes.saturating_sub(base.outbytes),
+        }
+    }
+}
+
+/// ipvsadm's `--rate` figures, per second.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rates {
+    /// Connections per second.
+    pub cps: u64,
+    /// Packets in per second.
+    pub inpps: u64,
+    /// Packets out per second (0 in direct routing).
+    pub outpps: u64,
+    /// Bytes in per second.
+    pub inbps: u64,
+    /// Bytes out per second (0 in direct routing).
+    pub outbps: u64,
+}
+
 /// One real server in a [`Table`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RealRow {
@@ -107,8 +158,14 @@ pub struct RealRow {
     pub active: u64,
     /// InActConn, summed over workers.
     pub inactive: u64,
+    /// PersistConn: persistence templates pointing at it, summed over workers.
+    pub persistent: u64,
     /// Whether its MAC is resolved (no traffic goes to it until it is).
     pub resolved: bool,
+    /// Counters.
+    pub stats: Counters,
+    /// Rates.
+    pub rates: Rates,
 }
 
 /// One virtual service in a [`Table`].
@@ -120,8 +177,12 @@ pub struct ServiceRow {
     pub scheduler: SchedKind,
     /// Persistence.
     pub persistence: Option<Persistence>,
-    /// Real servers, in configuration order.
+    /// Real servers, sorted by address.
     pub reals: Vec<RealRow>,
+    /// Counters.
+    pub stats: Counters,
+    /// Rates.
+    pub rates: Rates,
 }
 
 /// The virtual server table, as `-L` shows it.
@@ -142,7 +203,31 @@ pub enum Reply {
     Table(Table),
     /// The timeouts in force.
     Timeouts(TimeoutSet),
+    /// A piece of the connection table (more follow until [`Reply::Done`]).
+    Connections(Vec<ConnRow>),
 }
+
+/// One entry of the connection table, as `-L -c` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnRow {
+    /// TCP or UDP.
+    pub proto: xdpvs_sched::Protocol,
+    /// Seconds left before it expires if nothing is seen on it.
+    pub expires: u64,
+    /// ipvsadm's state name (`ESTABLISHED`, `SYN_RECV`, `UDP`; `NONE` for a template).
+    pub state: String,
+    /// Client address and port (a template: the masked client, port 0).
+    pub source: std::net::SocketAddrV4,
+    /// VIP and port.
+    pub virtual_addr: std::net::SocketAddrV4,
+    /// Real server and port.
+    pub destination: std::net::SocketAddrV4,
+    /// A persistence template rather than a connection.
+    pub template: bool,
+}
+
+/// How many [`ConnRow`]s go in one message at most (well under [`MAX_MESSAGE`]).
+pub const CONN_ROWS_PER_MESSAGE: usize = 2048;
 
 /// Why a request failed. Crosses the control socket, so it carries data, not sources.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -194,6 +279,9 @@ pub enum ControlError {
     /// The dataplane refused the change; it was rolled back everywhere.
     #[error("{0}; the change was rolled back and nothing changed")]
     RolledBack(String),
+    /// The dataplane could not answer (a listing).
+    #[error("{0}")]
+    Dataplane(String),
     /// The dataplane failed in a way that cannot be undone: the director stops.
     #[error("{0}; the director is stopping: restart it and apply the configuration again")]
     Fatal(String),

@@ -5,7 +5,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::proto::{read_message, write_message, Answer, ControlError, Request, WireError};
+use super::proto::{read_message, write_message, Answer, ControlError, Reply, Request, WireError};
 
 /// Why the control socket could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +73,7 @@ impl ControlSocket {
     /// Serves the connection waiting, if any, with `handle`. Returns whether there was one.
     pub fn serve_one(
         &self,
-        handle: impl FnOnce(Request) -> Answer,
+        handle: impl FnOnce(Request, &mut Pieces<'_>) -> Answer,
     ) -> Result<bool, std::io::Error> {
         match self.listener.accept() {
             Ok((stream, _)) => {
@@ -92,14 +92,40 @@ impl Drop for ControlSocket {
     }
 }
 
-/// Reads one request from `stream`, runs it through `handle` and writes the answer. A
-/// message that cannot be read gets an error answer; a client that went away is ignored.
-pub fn serve(mut stream: UnixStream, handle: impl FnOnce(Request) -> Answer) {
+/// Where a request answered in pieces writes them, before its final answer.
+#[derive(Debug)]
+pub struct Pieces<'a> {
+    stream: &'a mut UnixStream,
+    open: bool,
+}
+
+impl Pieces<'_> {
+    /// Sends one piece of the answer. False once the client is gone (stop producing).
+    pub fn send(&mut self, piece: Reply) -> bool {
+        self.open = self.open && write_message(self.stream, &Ok::<_, ControlError>(piece)).is_ok();
+        self.open
+    }
+}
+
+/// Reads one request from `stream`, runs it through `handle` (which may send pieces of
+/// its answer first) and writes the answer. A message that cannot be read gets an error
+/// answer; a client that went away is ignored.
+pub fn serve(mut stream: UnixStream, handle: impl FnOnce(Request, &mut Pieces<'_>) -> Answer) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
     let answer: Answer = match read_message::<Request>(&mut stream) {
-        Ok(req) => handle(req),
+        Ok(req) => {
+            let mut pieces = Pieces {
+                stream: &mut stream,
+                open: true,
+            };
+            let answer = handle(req, &mut pieces);
+            if !pieces.open {
+                return;
+            }
+            answer
+        }
         Err(WireError::Version(got)) => Err(ControlError::Version {
             got,
             want: super::proto::VERSION,
@@ -112,14 +138,14 @@ pub fn serve(mut stream: UnixStream, handle: impl FnOnce(Request) -> Answer) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::proto::{Reply, MAX_MESSAGE};
+    use super::super::proto::MAX_MESSAGE;
     use super::*;
     use std::io::{Read, Write};
 
     fn exchange(bytes: &[u8]) -> Answer {
         let (mut client, server) = UnixStream::pair().expect("pair");
         client.write_all(bytes).expect("written");
-        serve(server, |_| Ok(Reply::Done));
+        serve(server, |_, _| Ok(Reply::Done));
         read_message(&mut client).expect("an answer")
     }
 
@@ -148,7 +174,7 @@ mod tests {
     fn a_client_that_hangs_up_is_ignored() {
         let (client, server) = UnixStream::pair().expect("pair");
         drop(client);
-        serve(server, |_| panic!("no request was sent"));
+        serve(server, |_, _| panic!("no request was sent"));
         let (mut client, server) = UnixStream::pair().expect("pair");
         client.write_all(&[0, 0]).expect("written");
         drop(server);

@@ -339,8 +339,14 @@ fn listing_in_pieces_sees_every_entry_once_with_its_time_left() {
     let mut t = table(1000);
     let t0 = Time::from_secs(10);
     for c in 0..300u16 {
-        t.insert(&key((c % 250) as u8, 1000 + c), D0, State::SynRecv, t0, None)
-            .expect("room");
+        t.insert(
+            &key((c % 250) as u8, 1000 + c),
+            D0,
+            State::SynRecv,
+            t0,
+            None,
+        )
+        .expect("room");
     }
     let now = Time::from_secs(12);
     let mut seen = Vec::new();
@@ -350,7 +356,10 @@ fn listing_in_pieces_sees_every_entry_once_with_its_time_left() {
         // A small buffer and a small slot budget: many pieces, none larger than asked.
         let mut out = Vec::with_capacity(7);
         cursor = t.list(c, 64, now, &mut out);
-        assert!(out.len() <= 7 && out.capacity() == 7, "the buffer never grows");
+        assert!(
+            out.len() <= 7 && out.capacity() == 7,
+            "the buffer never grows"
+        );
         seen.extend(out);
         pieces += 1;
     }

@@ -4,7 +4,7 @@ use xdpvs_sched::tcp::{flags, Timeouts};
 
 use xdpvs_sched::{Persistence, Protocol, SchedKind, Time};
 
-use super::super::proto::TimeoutSet;
+use super::super::proto::{ConnRow, Counters, TimeoutSet};
 use xdpvs_testkit::frames::{self, Endpoints};
 
 use super::*;
@@ -129,11 +129,14 @@ impl Dataplane for Fake {
         self.announced.push(vip);
     }
 
-    fn load(&self, _: DestRef) -> Load {
-        Load {
-            active: 1,
-            inactive: 2,
-        }
+    fn load(&self, dest: DestRef) -> Load {
+        self.workers.iter().fold(Load::default(), |acc, t| {
+            let l = t.conns().load(dest);
+            Load {
+                active: acc.active + l.active,
+                inactive: acc.inactive + l.inactive,
+            }
+        })
     }
 
     fn capacity(&self) -> usize {
@@ -142,6 +145,46 @@ impl Dataplane for Fake {
 
     fn set_timeouts(&mut self, timeouts: Timeouts) {
         self.timeouts = Some(timeouts);
+        for t in &mut self.workers {
+            t.conns_mut().set_timeouts(timeouts);
+        }
+    }
+
+    fn persistent(&self, dest: DestRef) -> u64 {
+        self.workers
+            .iter()
+            .map(|t| u64::from(t.conns().loads().persistent(dest)))
+            .sum()
+    }
+
+    fn service_traffic(&self, slot: u32) -> TrafficTotals {
+        self.workers.iter().fold(TrafficTotals::default(), |a, t| {
+            a + t.stats().service_totals(slot)
+        })
+    }
+
+    fn dest_traffic(&self, slot: u32) -> TrafficTotals {
+        self.workers.iter().fold(TrafficTotals::default(), |a, t| {
+            a + t.stats().dest_totals(slot)
+        })
+    }
+
+    fn list_connections(
+        &mut self,
+        sink: &mut dyn FnMut(&[Listed]) -> bool,
+    ) -> Result<(), DataplaneError> {
+        for t in &self.workers {
+            let mut cursor = Some(0);
+            while let Some(c) = cursor {
+                // Tiny pieces, to exercise the piecing.
+                let mut buf = Vec::with_capacity(3);
+                cursor = t.conns().list(c, 64, self.now, &mut buf);
+                if !sink(&buf) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -291,8 +334,8 @@ fn add_list_and_announce() {
         .expect("ok");
     }
     let t = p.table(None).expect("table");
-    assert_eq!(t.services[0].reals[0].active, 1);
-    assert_eq!(t.services[0].reals[0].inactive, 2);
+    assert_eq!(t.services[0].reals[0].active, 0);
+    assert_eq!(t.services[0].reals[0].inactive, 0);
     assert!(!t.services[0].reals[0].resolved);
     assert_eq!(p.unresolved().len(), 2);
     let seen = HashMap::from([(rs(11), Some(mac_of(11)))]);
@@ -545,4 +588,171 @@ fn real_servers_direct_routing_cannot_reach_are_refused() {
         ]))
         .expect_err("refused");
     assert!(e.to_string().contains("it is a virtual IP"), "{e}");
+}
+
+fn two_reals() -> ControlPlane<Fake> {
+    let mut p = plane(1);
+    add_service(&mut p);
+    add_real(&mut p, 11).expect("added");
+    add_real(&mut p, 12).expect("added");
+    p
+}
+
+#[test]
+fn stats_count_what_the_workers_forwarded_and_zero_restarts_them() {
+    let mut p = two_reals();
+    for c in 1000..1010 {
+        assert!(p.dp.send(c, flags::SYN).is_some());
+        assert!(p.dp.send(c, flags::ACK).is_some());
+    }
+    p.tick();
+    let t = p.table(None).expect("table");
+    let s = &t.services[0];
+    assert_eq!(
+        s.stats,
+        Counters {
+            conns: 10,
+            inpkts: 20,
+            outpkts: 0,
+            inbytes: 20 * 40,
+            outbytes: 0
+        }
+    );
+    assert_eq!(s.reals.iter().map(|r| r.stats.conns).sum::<u64>(), 10);
+    assert_eq!(s.reals[0].stats.inpkts, 10);
+    // One 2-second sample of IPVS's estimator: a quarter of the rate, rounded as IPVS.
+    assert_eq!(
+        (s.rates.cps, s.rates.inpps, s.rates.inbps, s.rates.outpps),
+        (1, 2, 100, 0)
+    );
+    assert_eq!(
+        p.execute(&Request::Zero {
+            service: Some(key_at(Protocol::Udp, 100, 53))
+        }),
+        Err(ControlError::NoSuchService(key_at(Protocol::Udp, 100, 53)))
+    );
+    p.execute(&Request::Zero {
+        service: Some(key()),
+    })
+    .expect("zeroed");
+    let t = p.table(None).expect("table");
+    assert_eq!(t.services[0].stats, Counters::default());
+    assert_eq!(t.services[0].rates, Default::default());
+    assert!(t.services[0]
+        .reals
+        .iter()
+        .all(|r| r.stats == Counters::default()));
+    p.dp.send(1000, flags::ACK);
+    let t = p.table(None).expect("table");
+    assert_eq!(
+        (t.services[0].stats.inpkts, t.services[0].stats.conns),
+        (1, 0)
+    );
+    // ActiveConn from the workers' tables.
+    assert_eq!(
+        t.services[0].reals.iter().map(|r| r.active).sum::<u64>(),
+        10
+    );
+}
+
+fn list(p: &mut ControlPlane<Fake>) -> Vec<ConnRow> {
+    let mut rows = Vec::new();
+    let answer = p.execute_pieced(&Request::Connections, &mut |piece| {
+        match piece {
+            Reply::Connections(r) => rows.extend(r),
+            other => panic!("unexpected piece {other:?}"),
+        }
+        true
+    });
+    assert_eq!(answer, Ok(Reply::Done));
+    rows
+}
+
+#[test]
+fn connections_are_listed_with_real_server_state_and_time_left() {
+    let mut p = two_reals();
+    for c in 2000..2005 {
+        p.dp.send(c, flags::SYN);
+    }
+    let rows = list(&mut p);
+    assert_eq!(rows.len(), 5);
+    let syn_recv = Timeouts::default().get(State::SynRecv).as_secs();
+    for r in &rows {
+        assert_eq!(r.state, "SYN_RECV");
+        assert!(r.expires <= syn_recv && r.expires + 1 >= syn_recv, "{r:?}");
+        assert_eq!(r.virtual_addr, SocketAddrV4::new(VIP, 80));
+        assert!([rs(11), rs(12)].contains(r.destination.ip()));
+        assert_eq!(r.destination.port(), 80);
+        assert!(!r.template);
+    }
+    // --set changes what the listing shows as expire.
+    for c in 2000..2005 {
+        p.dp.send(c, flags::ACK);
+    }
+    p.execute(&Request::SetTimeouts(TimeoutSet {
+        tcp: 100,
+        tcpfin: 0,
+        udp: 0,
+    }))
+    .expect("set");
+    let rows = list(&mut p);
+    assert!(rows
+        .iter()
+        .all(|r| r.state == "ESTABLISHED" && (99..=100).contains(&r.expires)));
+}
+
+#[test]
+fn a_removed_real_drains_and_is_forgotten_when_its_connections_end() {
+    let mut p = two_reals();
+    let flows: HashMap<u16, Mac> = (3000..3010)
+        .filter_map(|c| Some((c, p.dp.send(c, flags::SYN)?)))
+        .collect();
+    assert!(flows.values().any(|&m| m == mac_of(11)));
+    p.execute(&Request::DeleteReal {
+        key: key(),
+        addr: rs(11),
+    })
+    .expect("deleted");
+    // Its connections keep reaching it; new ones go to the others only.
+    assert_flows_stay(&mut p, &flows);
+    for c in 3100..3110 {
+        assert_eq!(p.dp.send(c, flags::SYN), Some(mac_of(12)));
+    }
+    assert!(p.real_addrs().contains(&rs(11)), "its MAC is still learnt");
+    assert!(list(&mut p).iter().any(|r| *r.destination.ip() == rs(11)));
+    p.tick();
+    assert!(p.real_addrs().contains(&rs(11)), "connections remain");
+    // Its connections end: it is forgotten.
+    p.dp.now = Time::from_nanos(p.dp.now.as_nanos() + 3_600_000_000_000);
+    let now = p.dp.now;
+    p.dp.workers[0].expire(now, 1 << 16);
+    p.tick();
+    assert!(!p.real_addrs().contains(&rs(11)));
+}
+
+#[test]
+fn with_expire_nodest_conn_a_removed_reals_clients_are_reset() {
+    let mut p = ControlPlane::new(
+        DIRECTOR,
+        Options {
+            expire_nodest_conn: true,
+            ..Options::default()
+        },
+        limits(),
+        vec![],
+        Fake::new(1),
+    )
+    .expect("ok");
+    add_service(&mut p);
+    add_real(&mut p, 11).expect("added");
+    assert_eq!(p.dp.send(4000, flags::SYN), Some(mac_of(11)));
+    add_real(&mut p, 12).expect("added");
+    p.execute(&Request::DeleteReal {
+        key: key(),
+        addr: rs(11),
+    })
+    .expect("deleted");
+    assert_eq!(p.dp.send(4000, flags::ACK), None, "answered, not forwarded");
+    assert_eq!(p.dp.workers[0].stats().resets.get(), 1);
+    assert_eq!(p.dp.send(4000, flags::SYN), Some(mac_of(12)));
 }

@@ -1,0 +1,294 @@
+//! What `xdpvs` prints: ipvsadm's listing, statistics, rate, connection, timeout and save
+//! layouts (from ipvsadm's own format strings), and the `--json` forms of each (schema in
+//! docs/OPERATIONS.md).
+
+use std::fmt::Write as _;
+
+use serde_json::{json, Value};
+use xdpvs_director::control::proto::{ConnRow, Counters, Rates, Table, TimeoutSet};
+use xdpvs_sched::Protocol;
+
+/// Which `-L` listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// `-L`: scheduler, weights, ActiveConn, InActConn.
+    Plain,
+    /// `-L --stats`: Conns, InPkts, OutPkts, InBytes, OutBytes.
+    Stats,
+    /// `-L --rate`: CPS, InPPS, OutPPS, InBPS, OutBPS.
+    Rate,
+    /// `-L --persistent-conn`: Weight, PersistConn, ActiveConn, InActConn.
+    PersistentConn,
+}
+
+/// ipvsadm's `print_largenum`: 9 columns; with `--exact` the whole number, otherwise
+/// numbers from 100 million on in K, M, G or T (thousands, millions...).
+fn largenum(out: &mut String, v: u64, exact: bool) {
+    if exact {
+        let digits = v.to_string();
+        let width = if digits.len() <= 8 {
+            9
+        } else {
+            digits.len() + 1
+        };
+        let _ = write!(out, "{digits:>width$}");
+        return;
+    }
+    let _ = match v {
+        0..=99_999_999 => write!(out, "{v:>9}"),
+        100_000_000..=999_999_999 => write!(out, "{:>8}K", v / 1_000),
+        1_000_000_000..=99_999_999_999 => write!(out, "{:>8}M", v / 1_000_000),
+        100_000_000_000..=99_999_999_999_999 => write!(out, "{:>8}G", v / 1_000_000_000),
+        _ => write!(out, "{:>8}T", v / 1_000_000_000_000),
+    };
+}
+
+fn counters(out: &mut String, c: &Counters, exact: bool) {
+    for v in [c.conns, c.inpkts, c.outpkts, c.inbytes, c.outbytes] {
+        largenum(out, v, exact);
+    }
+}
+
+/// ipvsadm's `-L -n` layouts (with the version line when listing the whole table).
+pub fn format_list(table: &Table, header: bool, kind: ListKind, exact: bool) -> String {
+    let mut out = String::new();
+    if header {
+        let _ = writeln!(out, "IP Virtual Server version 1.2.1 (size={})", table.size);
+    }
+    let title = "Prot LocalAddress:Port";
+    let _ = match kind {
+        ListKind::Plain => writeln!(
+            out,
+            "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn"
+        ),
+        ListKind::Stats => writeln!(
+            out,
+            "{title:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n  -> RemoteAddress:Port",
+            "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"
+        ),
+        ListKind::Rate => writeln!(
+            out,
+            "{title:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n  -> RemoteAddress:Port",
+            "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"
+        ),
+        ListKind::PersistentConn => writeln!(
+            out,
+            "{title:<33} {:<9} {:<11} {:<10} {:<10}\n  -> RemoteAddress:Port",
+            "Weight", "PersistConn", "ActiveConn", "InActConn"
+        ),
+    };
+    for s in &table.services {
+        let name = format!("{}  {}:{}", s.key.proto, s.key.vip, s.key.port);
+        match kind {
+            ListKind::Stats => {
+                let _ = write!(out, "{name:<33}");
+                counters(&mut out, &s.stats, exact);
+            }
+            ListKind::Rate => {
+                let _ = write!(out, "{name:<33}");
+                let r = &s.rates;
+                for v in [r.cps, r.inpps, r.outpps, r.inbps, r.outbps] {
+                    largenum(&mut out, v, exact);
+                }
+            }
+            ListKind::Plain | ListKind::PersistentConn => {
+                let _ = write!(out, "{name} {}", s.scheduler);
+                if let Some(p) = s.persistence {
+                    let _ = write!(out, " persistent {}", p.timeout.as_secs());
+                    if p.prefix_len != 32 {
+                        let _ = write!(out, " mask {}", p.netmask());
+                    }
+                }
+            }
+        }
+        out.push('\n');
+        for r in &s.reals {
+            let dest = format!("{}:{}", r.addr, s.key.port);
+            let _ = match kind {
+                ListKind::Plain => write!(
+                    out,
+                    "  -> {dest:<28} {:<7} {:<6} {:<10} {:<10}",
+                    "Route", r.weight, r.active, r.inactive
+                ),
+                ListKind::Stats => {
+                    let _ = write!(out, "  -> {dest:<28}");
+                    counters(&mut out, &r.stats, exact);
+                    Ok(())
+                }
+                ListKind::Rate => {
+                    let q = &r.rates;
+                    let _ = write!(
+                        out,
+                        "  -> {dest:<28} {:>8} {:>8} {:>8}",
+                        q.cps, q.inpps, q.outpps
+                    );
+                    largenum(&mut out, q.inbps, exact);
+                    largenum(&mut out, q.outbps, exact);
+                    Ok(())
+                }
+                ListKind::PersistentConn => write!(
+                    out,
+                    "  -> {dest:<28} {:<9} {:<11} {:<10} {:<10}",
+                    r.weight, r.persistent, r.active, r.inactive
+                ),
+            };
+            if !r.resolved {
+                out.push_str(" (MAC unresolved: no traffic)");
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// ipvsadm's `-S -n` (ipvsadm-save) layout: the commands that rebuild the table.
+pub fn format_rules(table: &Table) -> String {
+    let mut out = String::new();
+    for s in &table.services {
+        let flag = match s.key.proto {
+            Protocol::Tcp => "-t",
+            Protocol::Udp => "-u",
+        };
+        let svc = format!("{flag} {}:{}", s.key.vip, s.key.port);
+        let _ = write!(out, "-A {svc} -s {}", s.scheduler);
+        if let Some(p) = s.persistence {
+            let _ = write!(out, " -p {}", p.timeout.as_secs());
+            if p.prefix_len != 32 {
+                let _ = write!(out, " -M {}", p.netmask());
+            }
+        }
+        out.push('\n');
+        for r in &s.reals {
+            let _ = writeln!(
+                out,
+                "-a {svc} -r {}:{} -g -w {}",
+                r.addr, s.key.port, r.weight
+            );
+        }
+    }
+    out
+}
+
+/// ipvsadm's `-L --timeout` line.
+pub fn format_timeouts(t: &TimeoutSet) -> String {
+    format!(
+        "Timeout (tcp tcpfin udp): {} {} {}\n",
+        t.tcp, t.tcpfin, t.udp
+    )
+}
+
+/// ipvsadm's `-L -c` title (with `--persistent-conn`: the persistence-engine columns).
+pub fn connections_title(persistent_conn: bool) -> String {
+    if persistent_conn {
+        format!(
+            "IPVS connection entries\npro expire {:<11} {:<18} {:<18} {:<18} {:<16} {}\n",
+            "state", "source", "virtual", "destination", "pe name", "pe_data"
+        )
+    } else {
+        format!(
+            "IPVS connection entries\npro expire {:<11} {:<18} {:<18} {}\n",
+            "state", "source", "virtual", "destination"
+        )
+    }
+}
+
+/// One `-L -c` line: protocol, expire as mm:ss, state, source, virtual, destination.
+pub fn connection_line(r: &ConnRow) -> String {
+    let expire = format!("{:02}:{:02}", r.expires / 60, r.expires % 60);
+    format!(
+        "{:<3} {:<6} {:<11} {:<18} {:<18} {}\n",
+        r.proto.name(),
+        expire,
+        r.state,
+        r.source.to_string(),
+        r.virtual_addr.to_string(),
+        r.destination
+    )
+}
+
+fn json_counters(c: &Counters) -> Value {
+    json!({
+        "conns": c.conns,
+        "in_pkts": c.inpkts,
+        "out_pkts": c.outpkts,
+        "in_bytes": c.inbytes,
+        "out_bytes": c.outbytes,
+    })
+}
+
+fn json_rates(r: &Rates) -> Value {
+    json!({
+        "cps": r.cps,
+        "in_pps": r.inpps,
+        "out_pps": r.outpps,
+        "in_bps": r.inbps,
+        "out_bps": r.outbps,
+    })
+}
+
+/// `-L --json` (also with `--stats`, `--rate`, `--persistent-conn`: one document has
+/// every figure).
+pub fn json_table(table: &Table) -> String {
+    let services: Vec<Value> = table
+        .services
+        .iter()
+        .map(|s| {
+            let reals: Vec<Value> = s
+                .reals
+                .iter()
+                .map(|r| {
+                    json!({
+                        "address": r.addr.to_string(),
+                        "port": s.key.port,
+                        "forward": "route",
+                        "weight": r.weight,
+                        "active_conns": r.active,
+                        "inactive_conns": r.inactive,
+                        "persistent_conns": r.persistent,
+                        "mac_resolved": r.resolved,
+                        "stats": json_counters(&r.stats),
+                        "rate": json_rates(&r.rates),
+                    })
+                })
+                .collect();
+            json!({
+                "protocol": s.key.proto.name(),
+                "vip": s.key.vip.to_string(),
+                "port": s.key.port,
+                "scheduler": s.scheduler.to_string(),
+                "persistent": s.persistence.map(|p| json!({
+                    "timeout": p.timeout.as_secs(),
+                    "netmask": p.netmask().to_string(),
+                })),
+                "stats": json_counters(&s.stats),
+                "rate": json_rates(&s.rates),
+                "reals": reals,
+            })
+        })
+        .collect();
+    let doc = json!({ "size": table.size, "services": services });
+    format!("{doc:#}\n")
+}
+
+/// `-L --timeout --json`.
+pub fn json_timeouts(t: &TimeoutSet) -> String {
+    format!(
+        "{:#}\n",
+        json!({ "tcp": t.tcp, "tcpfin": t.tcpfin, "udp": t.udp })
+    )
+}
+
+/// One connection of `-L -c --json` (the listing is `{"connections": [...]}`, written a
+/// row at a time).
+pub fn json_connection(r: &ConnRow) -> String {
+    json!({
+        "protocol": r.proto.name(),
+        "expire": r.expires,
+        "state": r.state,
+        "source": r.source.to_string(),
+        "virtual": r.virtual_addr.to_string(),
+        "destination": r.destination.to_string(),
+        "template": r.template,
+    })
+    .to_string()
+}
