@@ -417,3 +417,362 @@ fn save_clear_restore_is_identical_and_a_restart_restores() {
     lab.wait_resolved().expect("resolved");
     assert_eq!(get(&lab).len(), 3, "answers after the restart");
 }
+
+fn json(lab: &Lab, args: &str) -> serde_json::Value {
+    let out = x(lab, args);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args}: {e}: {out}"))
+}
+
+/// Runs ab in the client's namespace (with `-k`: keep-alive, many requests per
+/// connection); its report.
+fn ab(lab: &Lab, requests: u32, concurrency: u32, keepalive: bool) -> String {
+    let url = format!("http://{VIP}/");
+    let (n, c) = (requests.to_string(), concurrency.to_string());
+    let mut args = vec!["ab", "-q", "-n", &n, "-c", &c, "-s", "20"];
+    if keepalive {
+        args.push("-k");
+    }
+    args.push(&url);
+    let out = lab.exec(&lab.ns("c"), &args).expect("ab runs");
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "ab failed: {report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report
+}
+
+/// A TCP counter of the client's kernel (/proc/net/snmp in its namespace).
+fn client_tcp(lab: &Lab, name: &str) -> u64 {
+    let out = lab
+        .exec(&lab.ns("c"), &["cat", "/proc/net/snmp"])
+        .expect("snmp");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().expect("names"), tcp.next().expect("values"));
+    let i = names
+        .split_whitespace()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no {name} in {names}"));
+    values
+        .split_whitespace()
+        .nth(i)
+        .and_then(|v| v.parse().ok())
+        .expect("a number")
+}
+
+#[test]
+fn stats_rates_and_connections_agree_with_the_load() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&[]).expect("director starts");
+    configure_rr(&lab);
+    x(&lab, "-Z");
+    let stats = json(&lab, "-Ln --stats --json");
+    assert_eq!(stats["services"][0]["stats"]["conns"], 0, "zeroed");
+
+    let segs = |lab: &Lab| client_tcp(lab, "OutSegs") + client_tcp(lab, "RetransSegs");
+    let (opens0, segs0) = (client_tcp(&lab, "ActiveOpens"), segs(&lab));
+    let report = ab(&lab, 1000, 10, false);
+    assert!(report.contains("Complete requests:      1000"), "{report}");
+    // ab opens a few connections more than it has requests for (it closes them unused
+    // at the end): count what the client's kernel opened and sent (every TCP segment of
+    // the client goes to the VIP here).
+    let opens = client_tcp(&lab, "ActiveOpens") - opens0;
+    let sent = segs(&lab) - segs0;
+    assert!(
+        (1000..=1010).contains(&opens),
+        "{opens} connections for 1000 requests"
+    );
+
+    // --stats: the connections the client opened (to within the few that ab opens as
+    // it exits, racing the counters' reading), and the segments it sent.
+    let text = x(&lab, "-Ln --stats --exact");
+    let stats = json(&lab, "-Ln --stats --json");
+    let svc = &stats["services"][0];
+    let conns = svc["stats"]["conns"].as_u64().expect("number");
+    assert!(
+        conns >= 1000 && conns.abs_diff(opens) <= opens / 100,
+        "{conns} connections scheduled for {opens} opened\n{text}"
+    );
+    let inpkts = svc["stats"]["in_pkts"].as_u64().expect("number");
+    assert!(
+        inpkts.abs_diff(sent) <= sent / 100,
+        "InPkts {inpkts} for {sent} segments the client sent\n{text}"
+    );
+    let per_real: Vec<u64> = svc["reals"]
+        .as_array()
+        .expect("reals")
+        .iter()
+        .map(|r| r["stats"]["conns"].as_u64().expect("number"))
+        .collect();
+    assert_eq!(per_real.iter().sum::<u64>(), 1000, "{text}");
+    assert!(
+        per_real.iter().all(|&c| c.abs_diff(333) <= 1),
+        "rr: {per_real:?}"
+    );
+    assert!(
+        text.contains(&format!("TCP  {VIP}:80")) && text.contains("Conns   InPkts  OutPkts"),
+        "{text}"
+    );
+
+    // --rate: once the estimator took a sample (every 2 s) that saw the load.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let rate = json(&lab, "-Ln --rate --json");
+    let r = &rate["services"][0]["rate"];
+    assert!(
+        r["cps"].as_u64() > Some(0) && r["in_pps"].as_u64() > Some(0),
+        "{rate:#}"
+    );
+    assert_eq!(r["out_pps"], 0);
+    assert!(x(&lab, "-Ln --rate").contains("CPS    InPPS   OutPPS"));
+
+    // -c: the load's connections, each to one of the real servers.
+    let listing = json(&lab, "-Lnc --json");
+    let rows = listing["connections"].as_array().expect("connections");
+    assert_eq!(
+        rows.len() as u64,
+        conns,
+        "one entry per connection scheduled"
+    );
+    let mut sources: Vec<&str> = rows.iter().filter_map(|r| r["source"].as_str()).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    assert_eq!(sources.len(), rows.len(), "no connection listed twice");
+    let reals: Vec<String> = (1..=3).map(|n| format!("{}:80", lab::real_ip(n))).collect();
+    for r in rows {
+        assert_eq!(r["virtual"], format!("{VIP}:80"));
+        assert!(r["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("198.18.0.2:")));
+        assert!(reals.iter().any(|d| r["destination"] == d.as_str()), "{r}");
+    }
+    let text = x(&lab, "-Lnc");
+    assert!(
+        text.starts_with("IPVS connection entries\npro expire state"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().count(),
+        1002,
+        "two title lines and a line per entry"
+    );
+
+    // --set changes what -c shows as expire (FIN_WAIT entries follow the tcpfin timeout).
+    let fin_wait = |v: &serde_json::Value| -> Vec<u64> {
+        v["connections"]
+            .as_array()
+            .expect("connections")
+            .iter()
+            .filter(|r| r["state"] == "FIN_WAIT")
+            .map(|r| r["expire"].as_u64().expect("number"))
+            .collect()
+    };
+    let before = fin_wait(&listing);
+    assert!(!before.is_empty(), "the load's connections end in FIN_WAIT");
+    assert!(before.iter().all(|&e| e > 30), "{before:?}");
+    x(&lab, "--set 100 30 50");
+    let after = fin_wait(&json(&lab, "-Lnc --json"));
+    assert_eq!(after.len(), before.len());
+    assert!(after.iter().all(|&e| e <= 30), "{after:?}");
+
+    // -Z: counters and rates from zero again.
+    x(&lab, "-Z -t 198.18.0.100:80");
+    let stats = json(&lab, "-Ln --stats --json");
+    assert_eq!(stats["services"][0]["stats"]["conns"], 0);
+    assert_eq!(stats["services"][0]["rate"]["cps"], 0);
+}
+
+#[test]
+fn live_changes_under_load_never_fail_a_request() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&[]).expect("director starts");
+    for c in [
+        "-A -t 198.18.0.100:80 -s rr",
+        "-a -t 198.18.0.100:80 -r 198.18.0.11 -g",
+        "-a -t 198.18.0.100:80 -r 198.18.0.12 -g",
+    ] {
+        x(&lab, c);
+    }
+    lab.wait_resolved().expect("resolved");
+    let packets = |lab: &Lab| {
+        json(lab, "-Ln --stats --json")["services"][0]["stats"]["in_pkts"]
+            .as_u64()
+            .expect("number")
+    };
+    // Two loads at once: ab as the issue runs it (a connection per request) and ab -k
+    // (4000 requests per connection, so connections are open to rs1 when it is removed).
+    // Each change waits for the load to have moved on by some packets.
+    let steps = [
+        (2000, "-e -t 198.18.0.100:80 -r 198.18.0.12 -w 3"),
+        (4000, "-a -t 198.18.0.100:80 -r 198.18.0.13 -g -w 2"),
+        (6000, "-d -t 198.18.0.100:80 -r 198.18.0.11"),
+        (8000, "-E -t 198.18.0.100:80 -s wrr"),
+        (10000, "-e -t 198.18.0.100:80 -r 198.18.0.13 -w 1"),
+        (12000, "-E -t 198.18.0.100:80 -s lc"),
+    ];
+    let started = std::time::Instant::now();
+    let (plain, kept) = std::thread::scope(|s| {
+        let plain = s.spawn(|| ab(&lab, 4000, 20, false));
+        let kept = s.spawn(|| ab(&lab, 40_000, 10, true));
+        for (at, change) in steps {
+            while packets(&lab) < at && !plain.is_finished() && !kept.is_finished() {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            eprintln!(
+                "{:?}: {} packets, plain done {}, kept done {}: {change}",
+                started.elapsed(),
+                packets(&lab),
+                plain.is_finished(),
+                kept.is_finished()
+            );
+            assert!(
+                !plain.is_finished() && !kept.is_finished(),
+                "a load ended before `{change}`: the changes must happen under load"
+            );
+            if change.starts_with("-d") {
+                let l = x(&lab, "-Ln");
+                let line = l
+                    .lines()
+                    .find(|l| l.contains("198.18.0.11:80"))
+                    .expect("rs1 listed");
+                let active: u64 = line
+                    .split_whitespace()
+                    .nth(4)
+                    .and_then(|n| n.parse().ok())
+                    .expect("ActiveConn");
+                assert!(
+                    active > 0,
+                    "rs1 holds open connections when removed: {line}"
+                );
+            }
+            x(&lab, change);
+        }
+        (
+            plain.join().expect("ab thread"),
+            kept.join().expect("ab -k thread"),
+        )
+    });
+    eprintln!("{:?}: {} packets", started.elapsed(), packets(&lab));
+    assert!(plain.contains("Complete requests:      4000\n"), "{plain}");
+    assert!(kept.contains("Complete requests:      40000\n"), "{kept}");
+    for report in [&plain, &kept] {
+        assert!(report.contains("Failed requests:        0"), "{report}");
+        assert!(!report.contains("Non-2xx"), "{report}");
+    }
+    let l = x(&lab, "-Ln");
+    assert!(
+        !l.contains("198.18.0.11:80") && l.contains("TCP  198.18.0.100:80 lc"),
+        "{l}"
+    );
+}
+
+/// A client in the lab that opens one keep-alive connection to the VIP, asks once,
+/// waits for `go`, then asks again on the same connection and prints both answers
+/// ("reset" when the connection was reset).
+const HELD_CLIENT: &str = r#"
+import os, socket, sys, time
+sync = sys.argv[1]
+s = socket.create_connection(("198.18.0.100", 80), timeout=10)
+def get():
+    s.sendall(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        c = s.recv(4096)
+        if not c:
+            raise ConnectionError("closed")
+        buf += c
+    head, body = buf.split(b"\r\n\r\n", 1)
+    n = [int(l.split(b":")[1]) for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0]
+    while len(body) < n:
+        body += s.recv(4096)
+    return body.decode().strip()
+print(get(), flush=True)
+open(sync + ".ready", "w").close()
+for _ in range(600):
+    if os.path.exists(sync + ".go"):
+        break
+    time.sleep(0.05)
+try:
+    print(get())
+except ConnectionResetError:
+    print("reset")
+except Exception as e:
+    print("error", type(e).__name__)
+"#;
+
+/// Holds a connection to rs1, removes rs1 (adding rs2) while it is open, then uses the
+/// connection again; what the client saw.
+fn remove_under_a_held_connection(lab: &Lab) -> String {
+    for c in [
+        "-C",
+        "-A -t 198.18.0.100:80 -s rr",
+        "-a -t 198.18.0.100:80 -r 198.18.0.11 -g",
+    ] {
+        x(lab, c);
+    }
+    lab.wait_resolved().expect("resolved");
+    let sync = std::env::temp_dir().join(format!("xdpvs-e2e-held-{}", std::process::id()));
+    let sync = sync.to_str().expect("utf-8").to_string();
+    let (ready, go) = (format!("{sync}.ready"), format!("{sync}.go"));
+    let _ = (std::fs::remove_file(&ready), std::fs::remove_file(&go));
+    let out = std::thread::scope(|s| {
+        let client = s.spawn(|| lab.exec(&lab.ns("c"), &["python3", "-c", HELD_CLIENT, &sync]));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !Path::new(&ready).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the client never got its first answer"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // The held connection is listed, and --set changes its expire.
+        x(lab, "--set 100 0 0");
+        let conns = json(lab, "-Lnc --json");
+        let held = conns["connections"]
+            .as_array()
+            .expect("connections")
+            .iter()
+            .find(|r| r["state"] == "ESTABLISHED")
+            .unwrap_or_else(|| panic!("the held connection is listed: {conns:#}"))
+            .clone();
+        assert_eq!(held["destination"], "198.18.0.11:80");
+        assert!(held["expire"].as_u64() <= Some(100), "{held}");
+        x(lab, "-a -t 198.18.0.100:80 -r 198.18.0.12 -g");
+        x(lab, "-d -t 198.18.0.100:80 -r 198.18.0.11");
+        lab.wait_resolved().expect("resolved");
+        std::fs::write(&go, "").expect("go");
+        client.join().expect("client thread").expect("client ran")
+    });
+    let _ = (std::fs::remove_file(&ready), std::fs::remove_file(&go));
+    x(lab, "--set 900 120 300");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn a_removed_real_server_drains_by_default_and_resets_with_expire_nodest_conn() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&[]).expect("director starts");
+    assert_eq!(
+        remove_under_a_held_connection(&lab),
+        "rs1\nrs1\n",
+        "the open connection keeps reaching its removed real server"
+    );
+    assert_eq!(get(&lab), "rs2", "new connections go to the others");
+
+    lab.stop_director("TERM").expect("stopped");
+    lab.start_director(&["--expire-nodest-conn"])
+        .expect("director starts");
+    assert_eq!(
+        remove_under_a_held_connection(&lab),
+        "rs1\nreset\n",
+        "the client is reset at its next packet"
+    );
+    assert_eq!(get(&lab), "rs2");
+}

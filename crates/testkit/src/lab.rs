@@ -85,10 +85,16 @@ import sys, http.server, socketserver
 name = sys.argv[1].encode() + b"\n"
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out as two writes: without this, Nagle holds the body until
+    # the client's delayed ACK of the headers (40 ms per keep-alive request).
+    disable_nagle_algorithm = True
     def do_GET(self):
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(name)))
+        # Say so when the connection stays open (ab -k waits for a close otherwise).
+        if self.headers.get("Connection", "").lower() == "keep-alive":
+            self.send_header("Connection", "keep-alive")
         self.end_headers()
         self.wfile.write(name)
     def log_message(self, *a):
