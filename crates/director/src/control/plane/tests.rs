@@ -756,3 +756,36 @@ fn with_expire_nodest_conn_a_removed_reals_clients_are_reset() {
     assert_eq!(p.dp.workers[0].stats().resets.get(), 1);
     assert_eq!(p.dp.send(4000, flags::SYN), Some(mac_of(12)));
 }
+
+#[test]
+fn persistence_templates_are_listed_and_counted_as_ipvsadm_shows_them() {
+    let mut p = plane(1);
+    p.execute(&Request::AddService {
+        key: key(),
+        scheduler: SchedKind::Rr,
+        persistence: Some(
+            Persistence::new(Duration::from_secs(600), Ipv4Addr::new(255, 255, 255, 0))
+                .expect("valid"),
+        ),
+    })
+    .expect("added");
+    add_real(&mut p, 11).expect("added");
+    add_real(&mut p, 12).expect("added");
+    let to = p.dp.send(5000, flags::SYN).expect("forwarded");
+    assert_eq!(p.dp.send(5001, flags::SYN), Some(to), "persistent client");
+    let rows = list(&mut p);
+    let templates: Vec<&ConnRow> = rows.iter().filter(|r| r.template).collect();
+    assert_eq!(templates.len(), 1, "{rows:?}");
+    let t = templates[0];
+    assert_eq!(t.state, "NONE");
+    assert_eq!(t.source, SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 0), 0));
+    assert_eq!(t.expires, 600, "controls connections: its whole timeout");
+    assert_eq!(rows.len(), 3);
+    let table = p.table(None).expect("table");
+    let persist: Vec<u64> = table.services[0]
+        .reals
+        .iter()
+        .map(|r| r.persistent)
+        .collect();
+    assert_eq!(persist.iter().sum::<u64>(), 1, "{persist:?}");
+}
