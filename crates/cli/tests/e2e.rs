@@ -508,9 +508,9 @@ fn stats_rates_and_connections_agree_with_the_load() {
         .iter()
         .map(|r| r["stats"]["conns"].as_u64().expect("number"))
         .collect();
-    assert_eq!(per_real.iter().sum::<u64>(), 1000, "{text}");
+    assert_eq!(per_real.iter().sum::<u64>(), conns, "{text}");
     assert!(
-        per_real.iter().all(|&c| c.abs_diff(333) <= 1),
+        per_real.iter().all(|&c| c.abs_diff(conns / 3) <= 1),
         "rr: {per_real:?}"
     );
     assert!(
@@ -555,8 +555,8 @@ fn stats_rates_and_connections_agree_with_the_load() {
         "{text}"
     );
     assert_eq!(
-        text.lines().count(),
-        1002,
+        text.lines().count() as u64,
+        conns + 2,
         "two title lines and a line per entry"
     );
 
