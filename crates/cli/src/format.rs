@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
-use xdpvs_director::control::proto::{ConnRow, Counters, Rates, Table, TimeoutSet};
+use xdpvs_director::control::proto::{
+    CheckSpec, ConnRow, Counters, OnFailure, Probe, Rates, Table, TimeoutSet,
+};
 use xdpvs_sched::Protocol;
 
 /// Which `-L` listing.
@@ -135,6 +137,18 @@ pub fn format_list(table: &Table, header: bool, kind: ListKind, exact: bool) -> 
             if !r.resolved {
                 out.push_str(" (MAC unresolved: no traffic)");
             }
+            if r.sorry {
+                out.push_str(" (sorry server)");
+            }
+            if let (Some(h), Some(c)) = (&r.health, &r.check) {
+                if !h.up {
+                    let what = match c.on_failure {
+                        OnFailure::Inhibit => "weight 0",
+                        OnFailure::Remove => "removed",
+                    };
+                    let _ = write!(out, " (check failed, {what}: {})", h.last);
+                }
+            }
             out.push('\n');
         }
     }
@@ -157,14 +171,56 @@ pub fn format_rules(table: &Table) -> String {
                 let _ = write!(out, " -M {}", p.netmask());
             }
         }
+        if let Some(a) = s.sorry {
+            let _ = write!(out, " --sorry-server {a}");
+        }
         out.push('\n');
-        for r in &s.reals {
-            let _ = writeln!(
+        for r in s.reals.iter().filter(|r| !r.sorry) {
+            let _ = write!(
                 out,
                 "-a {svc} -r {}:{} -g -w {}",
                 r.addr, s.key.port, r.weight
             );
+            if let Some(c) = &r.check {
+                out.push_str(&check_options(c));
+            }
+            out.push('\n');
         }
+    }
+    out
+}
+
+/// The `--check` options that rebuild `c` (those at their default left out).
+pub fn check_options(c: &CheckSpec) -> String {
+    let mut out = format!(" --check {}", c.probe_word());
+    if let Probe::Http { digest, host, .. } = &c.probe {
+        if let Some(d) = digest {
+            let _ = write!(out, " --check-digest {d}");
+        }
+        if let Some(h) = host {
+            let _ = write!(out, " --check-host {h}");
+        }
+    }
+    if let Some(p) = c.port {
+        let _ = write!(out, " --check-port {p}");
+    }
+    let d = CheckSpec::new(c.probe.clone());
+    for (flag, v, default) in [
+        ("--check-interval", c.interval, d.interval),
+        ("--check-timeout", c.timeout, d.timeout),
+        ("--check-retry-delay", c.retry_delay, d.retry_delay),
+    ] {
+        if v != default {
+            let _ = write!(out, " {flag} {v}");
+        }
+    }
+    for (flag, v, default) in [("--fall", c.fall, d.fall), ("--rise", c.rise, d.rise)] {
+        if v != default {
+            let _ = write!(out, " {flag} {v}");
+        }
+    }
+    if c.on_failure != d.on_failure {
+        let _ = write!(out, " --on-failure {}", c.on_failure.name());
     }
     out
 }
@@ -246,6 +302,16 @@ pub fn json_table(table: &Table) -> String {
                         "inactive_conns": r.inactive,
                         "persistent_conns": r.persistent,
                         "mac_resolved": r.resolved,
+                        "sorry_server": r.sorry,
+                        "check": r.check.as_ref().map(json_check),
+                        "health": r.health.as_ref().map(|h| json!({
+                            "up": h.up,
+                            "last": h.last,
+                            "checks": h.checks,
+                            "failures": h.failures,
+                            "transitions": h.transitions,
+                            "latency_us": h.latency_us,
+                        })),
                         "stats": json_counters(&r.stats),
                         "rate": json_rates(&r.rates),
                     })
@@ -260,6 +326,7 @@ pub fn json_table(table: &Table) -> String {
                     "timeout": p.timeout.as_secs(),
                     "netmask": p.netmask().to_string(),
                 })),
+                "sorry_server": s.sorry.map(|a| a.to_string()),
                 "stats": json_counters(&s.stats),
                 "rate": json_rates(&s.rates),
                 "reals": reals,
@@ -268,6 +335,32 @@ pub fn json_table(table: &Table) -> String {
         .collect();
     let doc = json!({ "size": table.size, "services": services });
     format!("{doc:#}\n")
+}
+
+fn json_check(c: &CheckSpec) -> Value {
+    let (path, status, digest, host) = match &c.probe {
+        Probe::Tcp => (None, None, None, None),
+        Probe::Http {
+            path,
+            status,
+            digest,
+            host,
+        } => (Some(path), *status, digest.as_ref(), host.as_ref()),
+    };
+    json!({
+        "type": c.kind(),
+        "path": path,
+        "status": status,
+        "digest": digest,
+        "host": host,
+        "port": c.port,
+        "interval_ms": c.interval.0,
+        "timeout_ms": c.timeout.0,
+        "retry_delay_ms": c.retry_delay.0,
+        "fall": c.fall,
+        "rise": c.rise,
+        "on_failure": c.on_failure.name(),
+    })
 }
 
 /// `-L --timeout --json`.

@@ -11,7 +11,10 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use clap::Args;
-use xdpvs_director::control::proto::{Request, TimeoutSet};
+use xdpvs_director::control::proto::{
+    CheckEdit, CheckSpec, Millis, OnFailure, Probe, Request, TimeoutSet,
+};
+use xdpvs_director::health::spec::{parse_digest, parse_probe};
 
 pub use crate::format::{format_list, format_rules, format_timeouts, ListKind};
 use xdpvs_sched::{ConfigError, Persistence, Protocol, SchedKind, ServiceKey};
@@ -53,6 +56,14 @@ fn parse_real(s: &str) -> Result<RealAddr, String> {
 fn parse_weight(s: &str) -> Result<u16, String> {
     s.parse::<u16>()
         .map_err(|_| format!("illegal weight '{s}': use a whole number from 0 to 65535"))
+}
+
+fn parse_on_failure(s: &str) -> Result<OnFailure, String> {
+    match s {
+        "inhibit" => Ok(OnFailure::Inhibit),
+        "remove" => Ok(OnFailure::Remove),
+        _ => Err(format!("illegal --on-failure '{s}': use inhibit or remove")),
+    }
 }
 
 fn parse_scheduler(s: &str) -> Result<SchedKind, String> {
@@ -185,6 +196,55 @@ pub struct IpvsArgs {
     /// in docs/OPERATIONS.md).
     #[arg(long = "json")]
     pub json: bool,
+    /// Health check of the real server (-a/-e): tcp (connect), http[:/PATH[:STATUS]]
+    /// (GET; any 2xx unless STATUS), or none (-e: remove it). Without it, -e keeps the
+    /// check in force.
+    #[arg(
+        long = "check",
+        value_name = "tcp|http:/PATH[:STATUS]|none",
+        help_heading = "health checks (xdpvs)"
+    )]
+    pub check: Option<String>,
+    /// Port the check connects to (default: the service's port).
+    #[arg(
+        long = "check-port",
+        value_name = "PORT",
+        help_heading = "health checks (xdpvs)"
+    )]
+    pub check_port: Option<u16>,
+    /// Seconds between checks (keepalived delay_loop; default 5).
+    #[arg(long = "check-interval", value_name = "SECS", value_parser = Millis::parse_secs, help_heading = "health checks (xdpvs)")]
+    pub check_interval: Option<Millis>,
+    /// Seconds a check may take (keepalived connect_timeout; default 5).
+    #[arg(long = "check-timeout", value_name = "SECS", value_parser = Millis::parse_secs, help_heading = "health checks (xdpvs)")]
+    pub check_timeout: Option<Millis>,
+    /// Seconds before retrying a failed check (keepalived delay_before_retry; default 1).
+    #[arg(long = "check-retry-delay", value_name = "SECS", value_parser = Millis::parse_secs, help_heading = "health checks (xdpvs)")]
+    pub check_retry_delay: Option<Millis>,
+    /// Failures in a row that take a real server out (keepalived retry + 1; default 2).
+    #[arg(long = "fall", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100), help_heading = "health checks (xdpvs)")]
+    pub fall: Option<u32>,
+    /// Successes in a row that bring it back (default 1).
+    #[arg(long = "rise", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100), help_heading = "health checks (xdpvs)")]
+    pub rise: Option<u32>,
+    /// What a failed real server gets: inhibit (weight 0, the default; keepalived
+    /// inhibit_on_failure) or remove (its connections drain as with -d).
+    #[arg(long = "on-failure", value_name = "inhibit|remove", value_parser = parse_on_failure, help_heading = "health checks (xdpvs)")]
+    pub on_failure: Option<OnFailure>,
+    /// MD5 of the body an HTTP check expects (keepalived digest).
+    #[arg(long = "check-digest", value_name = "MD5", value_parser = parse_digest, help_heading = "health checks (xdpvs)")]
+    pub check_digest: Option<String>,
+    /// Host header of an HTTP check (keepalived virtualhost; default RIP:PORT).
+    #[arg(
+        long = "check-host",
+        value_name = "HOST",
+        help_heading = "health checks (xdpvs)"
+    )]
+    pub check_host: Option<String>,
+    /// Sorry server of the service (-A/-E): gets new connections while no real server
+    /// is up with a weight above 0 (keepalived sorry_server).
+    #[arg(long = "sorry-server", value_name = "ADDR", value_parser = parse_real, help_heading = "health checks (xdpvs)")]
+    pub sorry_server: Option<RealAddr>,
 
     // ipvsadm options xdpvs does not support: accepted by the parser so that the answer
     // is one line saying so.
@@ -288,9 +348,12 @@ enum Opt {
     NoSort,
     Exact,
     Json,
+    Check,
+    CheckOption,
+    Sorry,
 }
 
-const OPTS: [Opt; 16] = [
+const OPTS: [Opt; 19] = [
     Opt::Numeric,
     Opt::Connection,
     Opt::Service,
@@ -307,6 +370,9 @@ const OPTS: [Opt; 16] = [
     Opt::NoSort,
     Opt::Exact,
     Opt::Json,
+    Opt::Check,
+    Opt::CheckOption,
+    Opt::Sorry,
 ];
 
 impl Opt {
@@ -328,6 +394,9 @@ impl Opt {
             Opt::NoSort => "nosort",
             Opt::Exact => "exact",
             Opt::Json => "json",
+            Opt::Check => "check",
+            Opt::CheckOption => "check-*/fall/rise/on-failure",
+            Opt::Sorry => "sorry-server",
         }
     }
 }
@@ -347,7 +416,7 @@ fn rule(cmd: Cmd, opt: Opt) -> Rule {
     match cmd {
         Cmd::AddService | Cmd::EditService => match opt {
             Service => Required,
-            Scheduler | Persistent | Netmask => Optional,
+            Scheduler | Persistent | Netmask | Sorry => Optional,
             _ => Illegal,
         },
         Cmd::DeleteService => match opt {
@@ -362,7 +431,7 @@ fn rule(cmd: Cmd, opt: Opt) -> Rule {
         },
         Cmd::AddServer | Cmd::EditServer => match opt {
             Service | Server => Required,
-            Forward | Weight => Optional,
+            Forward | Weight | Check | CheckOption => Optional,
             _ => Illegal,
         },
         Cmd::DeleteServer => match opt {
@@ -448,6 +517,12 @@ pub enum UsageError {
     /// Bad persistence.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A health-check option without `--check`.
+    #[error("--check-port, --check-interval, --check-timeout, --check-retry-delay, --fall, --rise, --on-failure, --check-digest and --check-host describe a check: give --check tcp or --check http:/PATH too")]
+    CheckOptionWithoutCheck,
+    /// `--check-digest`/`--check-host` with a TCP check, or options with `--check none`.
+    #[error("{0}")]
+    BadCheck(String),
     /// No command.
     #[error("no command given: use one of -A -E -D -C -a -e -d -L -S -R --set (see --help)")]
     NoCommand,
@@ -532,6 +607,19 @@ impl IpvsArgs {
                 Opt::NoSort => self.nosort,
                 Opt::Exact => self.exact,
                 Opt::Json => self.json,
+                Opt::Check => self.check.is_some(),
+                Opt::CheckOption => {
+                    self.check_port.is_some()
+                        || self.check_interval.is_some()
+                        || self.check_timeout.is_some()
+                        || self.check_retry_delay.is_some()
+                        || self.fall.is_some()
+                        || self.rise.is_some()
+                        || self.on_failure.is_some()
+                        || self.check_digest.is_some()
+                        || self.check_host.is_some()
+                }
+                Opt::Sorry => self.sorry_server.is_some(),
             })
             .collect()
     }
@@ -713,6 +801,65 @@ impl IpvsArgs {
         Ok(r.addr)
     }
 
+    /// The health check the line describes: `Ok(None)` without `--check` (and without
+    /// check options), `Ok(Some(None))` for `--check none`.
+    fn check_spec(&self) -> Result<Option<Option<CheckSpec>>, UsageError> {
+        let options = self.present().contains(&Opt::CheckOption);
+        let Some(word) = &self.check else {
+            return if options {
+                Err(UsageError::CheckOptionWithoutCheck)
+            } else {
+                Ok(None)
+            };
+        };
+        if word == "none" {
+            return if options {
+                Err(UsageError::BadCheck(
+                    "--check none removes the check: give no other check option".into(),
+                ))
+            } else {
+                Ok(Some(None))
+            };
+        }
+        let mut probe = parse_probe(word).map_err(UsageError::BadCheck)?;
+        match &mut probe {
+            Probe::Http { digest, host, .. } => {
+                digest.clone_from(&self.check_digest);
+                host.clone_from(&self.check_host);
+            }
+            Probe::Tcp => {
+                if self.check_digest.is_some() || self.check_host.is_some() {
+                    return Err(UsageError::BadCheck(
+                        "--check-digest and --check-host go with an HTTP check (--check http:/PATH)".into(),
+                    ));
+                }
+            }
+        }
+        let mut c = CheckSpec::new(probe);
+        c.port = self.check_port;
+        c.interval = self.check_interval.unwrap_or(c.interval);
+        c.timeout = self.check_timeout.unwrap_or(c.timeout);
+        c.retry_delay = self.check_retry_delay.unwrap_or(c.retry_delay);
+        c.fall = self.fall.unwrap_or(c.fall);
+        c.rise = self.rise.unwrap_or(c.rise);
+        c.on_failure = self.on_failure.unwrap_or(c.on_failure);
+        Ok(Some(Some(c)))
+    }
+
+    /// The sorry server of `-A`/`-E`.
+    fn sorry(&self, key: &ServiceKey) -> Result<Option<Ipv4Addr>, UsageError> {
+        match self.sorry_server {
+            None => Ok(None),
+            Some(r) => match r.port.filter(|&p| p != key.port) {
+                Some(p) => Err(UsageError::PortMapping {
+                    real: p,
+                    virt: key.port,
+                }),
+                None => Ok(Some(r.addr)),
+            },
+        }
+    }
+
     /// Checks the line as ipvsadm does and says what it asks for. A line with no
     /// ipvsadm option at all lists the table, as a bare `ipvsadm` does.
     pub fn action(&self) -> Result<Action, UsageError> {
@@ -732,16 +879,27 @@ impl IpvsArgs {
         self.check(cmd)?;
         let change = |r| Ok(Action::Change(r));
         match cmd {
-            Cmd::AddService => change(Request::AddService {
-                key: self.service()?,
-                scheduler: self.scheduler.unwrap_or_default(),
-                persistence: self.persistence()?,
-            }),
-            Cmd::EditService => change(Request::EditService {
-                key: self.service()?,
-                scheduler: self.scheduler.unwrap_or_default(),
-                persistence: self.persistence()?,
-            }),
+            Cmd::AddService | Cmd::EditService => {
+                let key = self.service()?;
+                let (scheduler, persistence) =
+                    (self.scheduler.unwrap_or_default(), self.persistence()?);
+                let sorry = self.sorry(&key)?;
+                change(if cmd == Cmd::AddService {
+                    Request::AddService {
+                        key,
+                        scheduler,
+                        persistence,
+                        sorry,
+                    }
+                } else {
+                    Request::EditService {
+                        key,
+                        scheduler,
+                        persistence,
+                        sorry,
+                    }
+                })
+            }
             Cmd::DeleteService => change(Request::DeleteService {
                 key: self.service()?,
             }),
@@ -750,9 +908,24 @@ impl IpvsArgs {
                 let key = self.service()?;
                 let addr = self.real(&key)?;
                 let weight = self.weight.unwrap_or(1);
+                let check = self.check_spec()?;
                 change(match cmd {
-                    Cmd::AddServer => Request::AddReal { key, addr, weight },
-                    Cmd::EditServer => Request::EditReal { key, addr, weight },
+                    Cmd::AddServer => Request::AddReal {
+                        key,
+                        addr,
+                        weight,
+                        check: check.flatten(),
+                    },
+                    Cmd::EditServer => Request::EditReal {
+                        key,
+                        addr,
+                        weight,
+                        check: match check {
+                            None => CheckEdit::Keep,
+                            Some(None) => CheckEdit::Remove,
+                            Some(Some(c)) => CheckEdit::Set(c),
+                        },
+                    },
                     _ => Request::DeleteReal { key, addr },
                 })
             }

@@ -5,12 +5,14 @@
 //!   control plane configures.
 //! - [`control`]: the typed control protocol, its socket server and client, and the
 //!   control plane that applies changes all or nothing.
+//! - [`health`]: real servers' health checks (keepalived's TCP_CHECK and HTTP_GET).
 //! - [`neighbours`]: real servers' MACs from the kernel's neighbour table.
 //! - [`options`]: what `xdpvs run` is told; [`run`]: the director's life — set up,
 //!   serve, stop, tear down.
 #![forbid(unsafe_code)]
 
 pub mod control;
+pub mod health;
 pub mod iface;
 pub mod neighbours;
 pub mod options;

@@ -12,6 +12,7 @@ use xdpvs_sched::tcp::Timeouts;
 use crate::control::plane::ControlPlane;
 use crate::control::proto::{ControlError, Request};
 use crate::control::server::{ControlSocket, SocketError};
+use crate::health::{Checker, Health, OnFailure, Target};
 use crate::iface::format_mac;
 use crate::neighbours::{self, Neighbours};
 use crate::options::RunOptions;
@@ -42,6 +43,9 @@ pub enum RunError {
     /// The table to start with was refused.
     #[error("restoring the table: {0}")]
     Restore(ControlError),
+    /// The health checker's thread could not start.
+    #[error("starting the health checker: {0}")]
+    Checker(std::io::Error),
     /// A worker thread ended on its own.
     #[error("worker {0} stopped unexpectedly")]
     WorkerDied(usize),
@@ -75,6 +79,7 @@ pub fn run(
         .map_err(ControlError::from)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut workers = Workers::new();
+    let mut worker_cores = Vec::new();
     for q in 0..ifc.queues {
         let dev = setup::socket(&ifc, q, opts, &steering)?;
         let tables = Tables::new(
@@ -89,6 +94,7 @@ pub fn run(
             .get(q as usize)
             .copied()
             .or_else(|| cores.get(q as usize % cores.len().max(1)).map(|c| c.id));
+        worker_cores.extend(core);
         let zero_copy = dev.is_zero_copy();
         workers.spawn(q, dev, tables, core, opts.poll)?;
         info!(
@@ -131,9 +137,18 @@ pub fn run(
             if initial.is_some() {
                 info!("table restored");
             }
-            match Neighbours::open(ifc.index) {
-                Ok(mut neighbours) => serve(&mut plane, &control, &mut neighbours, stop),
-                Err(e) => Some(RunError::Neighbours(e)),
+            match (
+                Neighbours::open(ifc.index),
+                Checker::start(checker_core(
+                    &cores.iter().map(|c| c.id).collect::<Vec<_>>(),
+                    &worker_cores,
+                )),
+            ) {
+                (Ok(mut neighbours), Ok(checker)) => {
+                    serve(&mut plane, &control, &mut neighbours, &checker, stop)
+                }
+                (Err(e), _) => Some(RunError::Neighbours(e)),
+                (_, Err(e)) => Some(RunError::Checker(e)),
             }
         }
     };
@@ -164,8 +179,10 @@ fn serve(
     plane: &mut ControlPlane<Live>,
     control: &ControlSocket,
     neigh: &mut Neighbours,
+    checker: &Checker,
     stop: &AtomicBool,
 ) -> Option<RunError> {
+    let mut checks: Vec<Target> = Vec::new();
     let mut next_probe = Instant::now();
     let mut next_probe_all = Instant::now() + PROBE_ALL;
     // Learn from the neighbour table when it changed, and after every request (a real
@@ -226,12 +243,53 @@ fn serve(
             }
             neighbours::probe(&probe);
         }
+        for o in checker.results().try_iter() {
+            match plane.health_outcome(&o) {
+                Ok(Some(t)) => match t.state {
+                    Health::Down => warn!(
+                        "real server {} of {} failed its check ({}): {}",
+                        t.addr,
+                        t.service,
+                        t.detail,
+                        match t.on_failure {
+                            OnFailure::Inhibit => "weight 0 until it passes again",
+                            OnFailure::Remove => "removed until it passes again",
+                        }
+                    ),
+                    Health::Up => info!(
+                        "real server {} of {} passes its check again: back in service",
+                        t.addr, t.service
+                    ),
+                },
+                Ok(None) => {}
+                Err(e) => warn!("applying a health check's result failed: {e}"),
+            }
+        }
+        let wanted = plane.check_targets();
+        if !same_checks(&wanted, &checks) {
+            checker.set(wanted.clone());
+            checks = wanted;
+        }
         if let Some(i) = plane.dataplane().workers.first_dead() {
             error!("worker {i} stopped unexpectedly");
             return Some(RunError::WorkerDied(i));
         }
     }
     None
+}
+
+/// Whether two sets of checks run the same checks (their start states aside).
+fn same_checks(a: &[Target], b: &[Target]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            (x.service, x.addr, x.port, &x.spec) == (y.service, y.addr, y.port, &y.spec)
+        })
+}
+
+/// The core for the health checker: the first one no worker is pinned to, so checks
+/// never run on a worker's core; `None` (it floats) when workers hold every core.
+fn checker_core(all: &[usize], workers: &[usize]) -> Option<usize> {
+    all.iter().copied().find(|c| !workers.contains(c))
 }
 
 /// How often unresolved real servers are probed.

@@ -1,7 +1,10 @@
 use super::*;
 use crate::format::{connection_line, connections_title, json_connection, json_table};
 use clap::Parser;
-use xdpvs_director::control::proto::{ConnRow, Counters, Rates, RealRow, ServiceRow, Table};
+use xdpvs_director::control::proto::{
+    CheckEdit, CheckSpec, ConnRow, Counters, HealthRow, Millis, OnFailure, Probe, Rates, RealRow,
+    ServiceRow, Table,
+};
 
 #[derive(Parser)]
 struct T {
@@ -42,7 +45,8 @@ fn the_dr_howto_commands() {
         Ok(Request::AddService {
             key: key(),
             scheduler: SchedKind::Rr,
-            persistence: None
+            persistence: None,
+            sorry: None
         })
     );
     assert_eq!(
@@ -50,7 +54,8 @@ fn the_dr_howto_commands() {
         Ok(Request::AddReal {
             key: key(),
             addr: rs(11),
-            weight: 1
+            weight: 1,
+            check: None
         })
     );
     assert_eq!(action("-Ln"), Ok(list(None, ListKind::Plain)));
@@ -160,7 +165,8 @@ fn defaults_are_ipvsadm_s() {
         Ok(Request::AddService {
             key: key(),
             scheduler: SchedKind::Wlc,
-            persistence: None
+            persistence: None,
+            sorry: None
         })
     );
     // -E replaces: no -s means wlc, no -p means not persistent.
@@ -169,7 +175,8 @@ fn defaults_are_ipvsadm_s() {
         Ok(Request::EditService {
             key: key(),
             scheduler: SchedKind::Wlc,
-            persistence: None
+            persistence: None,
+            sorry: None
         })
     );
     // -e without -w: weight 1.
@@ -178,7 +185,8 @@ fn defaults_are_ipvsadm_s() {
         Ok(Request::EditReal {
             key: key(),
             addr: rs(11),
-            weight: 1
+            weight: 1,
+            check: CheckEdit::Keep
         })
     );
     let Ok(Request::AddService {
@@ -207,7 +215,8 @@ fn defaults_are_ipvsadm_s() {
         Ok(Request::AddReal {
             key: key(),
             addr: rs(11),
-            weight: 0
+            weight: 0,
+            check: None
         })
     );
     assert_eq!(
@@ -215,7 +224,7 @@ fn defaults_are_ipvsadm_s() {
         Ok(Request::AddReal {
             key: key(),
             addr: rs(11),
-            weight: 5
+            weight: 5, check: None
         })
     );
     assert_eq!(
@@ -358,6 +367,7 @@ fn table() -> Table {
         reals: vec![],
         stats: Counters::default(),
         rates: Rates::default(),
+        sorry: None,
     };
     persistent.reals.push(RealRow {
         addr: rs(12),
@@ -366,6 +376,9 @@ fn table() -> Table {
         inactive: 0,
         persistent: 7,
         resolved: true,
+        check: None,
+        health: None,
+        sorry: false,
         stats: Counters::default(),
         rates: Rates::default(),
     });
@@ -383,11 +396,15 @@ fn table() -> Table {
                     inactive: 30,
                     persistent: 0,
                     resolved: true,
+                    check: None,
+                    health: None,
+                    sorry: false,
                     stats: BUSY,
                     rates: BUSY_RATES,
                 }],
                 stats: BUSY,
                 rates: BUSY_RATES,
+                sorry: None,
             },
             persistent,
         ],
@@ -431,6 +448,7 @@ fn save_layout_and_round_trip() {
             key: table().services[1].key,
             scheduler: SchedKind::Sh,
             persistence: table().services[1].persistence,
+            sorry: None,
         }
     );
     assert_eq!(
@@ -438,7 +456,8 @@ fn save_layout_and_round_trip() {
         Request::AddReal {
             key: table().services[1].key,
             addr: rs(12),
-            weight: 0
+            weight: 0,
+            check: None
         }
     );
 }
@@ -583,4 +602,194 @@ fn json_documents() {
     assert_eq!(c["expire"], 60);
     assert_eq!(c["source"], "198.19.0.1:40000");
     assert_eq!(c["template"], false);
+}
+
+fn add_real_check(args: &str) -> Result<Option<CheckSpec>, String> {
+    match req(&format!("-a -t 198.18.0.100:80 -r 198.18.0.11 {args}"))? {
+        Request::AddReal { check, .. } => Ok(check),
+        other => Err(format!("not -a: {other:?}")),
+    }
+}
+
+#[test]
+fn health_check_options() {
+    assert_eq!(add_real_check(""), Ok(None));
+    assert_eq!(
+        add_real_check("--check tcp"),
+        Ok(Some(CheckSpec::new(Probe::Tcp)))
+    );
+    let c = add_real_check(
+        "--check http:/health:204 --check-port 8080 --check-interval 1 --check-timeout 0.5 \
+         --check-retry-delay 0.2 --fall 3 --rise 2 --on-failure remove \
+         --check-digest 5B6D74F1453E20C09D6A20D909779AD7 --check-host www.example.org",
+    )
+    .expect("parsed")
+    .expect("a check");
+    assert_eq!(
+        c,
+        CheckSpec {
+            probe: Probe::Http {
+                path: "/health".into(),
+                status: Some(204),
+                digest: Some("5b6d74f1453e20c09d6a20d909779ad7".into()),
+                host: Some("www.example.org".into()),
+            },
+            port: Some(8080),
+            interval: Millis(1000),
+            timeout: Millis(500),
+            retry_delay: Millis(200),
+            fall: 3,
+            rise: 2,
+            on_failure: OnFailure::Remove,
+        }
+    );
+    // -e: no --check keeps the check, --check none removes it.
+    let edit = |args: &str| match req(&format!("-e -t 198.18.0.100:80 -r 198.18.0.11 {args}")) {
+        Ok(Request::EditReal { check, .. }) => Ok(check),
+        Ok(other) => Err(format!("not -e: {other:?}")),
+        Err(e) => Err(e),
+    };
+    assert_eq!(edit("-w 3"), Ok(CheckEdit::Keep));
+    assert_eq!(edit("--check none"), Ok(CheckEdit::Remove));
+    assert_eq!(
+        edit("--check tcp --fall 4"),
+        Ok(CheckEdit::Set(CheckSpec {
+            fall: 4,
+            ..CheckSpec::new(Probe::Tcp)
+        }))
+    );
+    // Errors, each one line.
+    for (args, says) in [
+        ("--fall 3", "describe a check: give --check"),
+        ("--check udp", "illegal check 'udp'"),
+        (
+            "--check tcp --check-digest 5b6d74f1453e20c09d6a20d909779ad7",
+            "go with an HTTP check",
+        ),
+        ("--check http --check-digest abc", "illegal digest 'abc'"),
+        ("--check tcp --fall 0", "--fall"),
+        ("--check tcp --check-interval 0", "is not a time in seconds"),
+        ("--check tcp --on-failure drop", "use inhibit or remove"),
+    ] {
+        let e = add_real_check(args).expect_err(args);
+        assert!(e.contains(says), "{args}: {e}");
+        assert!(!e.contains('\n'), "{args}: {e}");
+    }
+    assert_eq!(
+        edit("--check none --fall 2"),
+        Err("--check none removes the check: give no other check option".into())
+    );
+    // Check options belong to -a/-e only; --sorry-server to -A/-E only.
+    assert_eq!(
+        req("-A -t 198.18.0.100:80 --check tcp"),
+        Err("Illegal 'check' option with the 'add-service' command".into())
+    );
+    assert_eq!(
+        req("-d -t 198.18.0.100:80 -r 198.18.0.11 --fall 2"),
+        Err(
+            "Illegal 'check-*/fall/rise/on-failure' option with the 'delete-server' command".into()
+        )
+    );
+    assert_eq!(
+        req("-a -t 198.18.0.100:80 -r 198.18.0.11 --sorry-server 198.18.0.50"),
+        Err("Illegal 'sorry-server' option with the 'add-server' command".into())
+    );
+    assert_eq!(
+        req("-A -t 198.18.0.100:80 -s rr --sorry-server 198.18.0.50:80"),
+        Ok(Request::AddService {
+            key: key(),
+            scheduler: SchedKind::Rr,
+            persistence: None,
+            sorry: Some(rs(50)),
+        })
+    );
+    assert!(req("-A -t 198.18.0.100:80 --sorry-server 198.18.0.50:81")
+        .expect_err("port mapping")
+        .contains("cannot map ports"));
+}
+
+#[test]
+fn checks_and_sorry_servers_are_saved_restored_and_listed() {
+    let mut t = table();
+    t.services[0].sorry = Some(rs(50));
+    let check = CheckSpec {
+        probe: Probe::Http {
+            path: "/h".into(),
+            status: Some(200),
+            digest: None,
+            host: None,
+        },
+        interval: Millis(1500),
+        fall: 3,
+        on_failure: OnFailure::Remove,
+        ..CheckSpec::new(Probe::Tcp)
+    };
+    t.services[0].reals[0].check = Some(check.clone());
+    t.services[0].reals[0].health = Some(HealthRow {
+        up: false,
+        last: "GET /h: status 500, want 200".into(),
+        checks: 9,
+        failures: 3,
+        transitions: 1,
+        latency_us: 900,
+    });
+    let mut standing_in = t.services[0].reals[0].clone();
+    standing_in.addr = rs(50);
+    standing_in.check = None;
+    standing_in.health = None;
+    standing_in.sorry = true;
+    t.services[0].reals.push(standing_in);
+    let saved = format_rules(&t);
+    assert_eq!(
+        saved,
+        "-A -t 198.18.0.100:80 -s rr --sorry-server 198.18.0.50\n\
+         -a -t 198.18.0.100:80 -r 198.18.0.11:80 -g -w 1 --check http:/h:200 \
+         --check-interval 1.5 --fall 3 --on-failure remove\n\
+         -A -u 198.18.0.100:53 -s sh -p 600 -M 255.255.255.0\n\
+         -a -u 198.18.0.100:53 -r 198.18.0.12:53 -g -w 0\n"
+    );
+    let back: Vec<Request> = parse_restore(&saved)
+        .expect("what -S prints, -R reads")
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(
+        back[0],
+        Request::AddService {
+            key: key(),
+            scheduler: SchedKind::Rr,
+            persistence: None,
+            sorry: Some(rs(50)),
+        }
+    );
+    assert_eq!(
+        back[1],
+        Request::AddReal {
+            key: key(),
+            addr: rs(11),
+            weight: 1,
+            check: Some(check),
+        }
+    );
+    let listed = format_list(&t, false, ListKind::Plain, false);
+    assert!(
+        listed.contains(
+            "  -> 198.18.0.11:80               Route   1      2          30         \
+             (check failed, removed: GET /h: status 500, want 200)\n"
+        ),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("  -> 198.18.0.50:80               Route   1      2          30         (sorry server)\n"),
+        "{listed}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&json_table(&t)).expect("json");
+    let r = &doc["services"][0]["reals"][0];
+    assert_eq!(r["check"]["type"], "http");
+    assert_eq!(r["check"]["interval_ms"], 1500);
+    assert_eq!(r["check"]["on_failure"], "remove");
+    assert_eq!(r["health"]["up"], false);
+    assert_eq!(r["health"]["failures"], 3);
+    assert_eq!(doc["services"][0]["sorry_server"], "198.18.0.50");
+    assert_eq!(doc["services"][0]["reals"][1]["sorry_server"], true);
 }

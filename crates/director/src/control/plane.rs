@@ -24,10 +24,11 @@ use xdpvs_sched::tcp::{State, Timeouts};
 use xdpvs_sched::{Load, Mac, RealSpec, ServiceKey, ServiceSpec};
 
 use super::proto::{
-    ConnRow, ControlError, Counters, RealRow, Reply, Request, ServiceRow, Table, TimeoutSet,
-    CONN_ROWS_PER_MESSAGE,
+    CheckEdit, CheckSpec, ConnRow, ControlError, Counters, HealthRow, OnFailure, RealRow, Reply,
+    Request, ServiceRow, Table, TimeoutSet, CONN_ROWS_PER_MESSAGE,
 };
 use super::stats::Tracked;
+use crate::health::{Health, Outcome, Target};
 
 /// Why the dataplane did not take a change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,9 +119,120 @@ impl LocalNet {
     }
 }
 
+/// The configuration as the operator gave it: services with their real servers and
+/// weights, health checks, sorry servers. What the dataplane runs is derived from it and
+/// from what the checks found ([`ControlPlane::effective`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// Services and real servers, with the weights configured.
+    pub services: Vec<ServiceSpec>,
+    /// Health checks, by service and real server.
+    pub checks: HashMap<(ServiceKey, Ipv4Addr), CheckSpec>,
+    /// Sorry servers, by service.
+    pub sorry: HashMap<ServiceKey, Ipv4Addr>,
+}
+
+/// What a real server's check has found so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HealthRecord {
+    state: Health,
+    last: String,
+    checks: u64,
+    failures: u64,
+    transitions: u64,
+    latency: Duration,
+}
+
+impl HealthRecord {
+    fn new() -> HealthRecord {
+        HealthRecord {
+            state: Health::Up,
+            last: "not checked yet".into(),
+            checks: 0,
+            failures: 0,
+            transitions: 0,
+            latency: Duration::ZERO,
+        }
+    }
+}
+
+/// A health transition the control plane acted on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The service.
+    pub service: ServiceKey,
+    /// The real server.
+    pub addr: Ipv4Addr,
+    /// Its new state.
+    pub state: Health,
+    /// The result that moved it.
+    pub detail: String,
+    /// What that does to it.
+    pub on_failure: OnFailure,
+}
+
+/// What the dataplane runs for `wanted`, given what the checks found: real servers whose check failed get weight 0
+/// or are left out (as their check says), and a service whose real servers are all
+/// down or at weight 0 gets its sorry server with weight 1 (keepalived's quorum of 1).
+fn effective(
+    wanted: &Wanted,
+    health: &HashMap<(ServiceKey, Ipv4Addr), HealthRecord>,
+) -> Vec<ServiceSpec> {
+    wanted
+        .services
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            s.reals.retain_mut(|r| {
+                let Some(check) = wanted.checks.get(&(s.key, r.addr)) else {
+                    return true;
+                };
+                let down = health
+                    .get(&(s.key, r.addr))
+                    .is_some_and(|h| h.state == Health::Down);
+                match (down, check.on_failure) {
+                    (false, _) => true,
+                    (true, OnFailure::Inhibit) => {
+                        r.weight = 0;
+                        true
+                    }
+                    (true, OnFailure::Remove) => false,
+                }
+            });
+            if let Some(&sorry) = wanted.sorry.get(&s.key) {
+                let quorum = s.reals.iter().any(|r| r.weight > 0);
+                if !quorum && !s.reals.iter().any(|r| r.addr == sorry) {
+                    s.reals.push(RealSpec {
+                        addr: sorry,
+                        weight: 1,
+                        mac: None,
+                    });
+                }
+            }
+            s
+        })
+        .collect()
+}
+
+/// The health records for `wanted`'s checks: a check that stays as it is keeps its
+/// record, a new or changed one starts afresh (up, as keepalived starts its checks).
+fn next_health(
+    now: &HashMap<(ServiceKey, Ipv4Addr), HealthRecord>,
+    old: &HashMap<(ServiceKey, Ipv4Addr), CheckSpec>,
+    new: &HashMap<(ServiceKey, Ipv4Addr), CheckSpec>,
+) -> HashMap<(ServiceKey, Ipv4Addr), HealthRecord> {
+    new.iter()
+        .map(|(id, c)| {
+            let kept = now.get(id).filter(|_| old.get(id) == Some(c));
+            (*id, kept.cloned().unwrap_or_else(HealthRecord::new))
+        })
+        .collect()
+}
+
 /// The director's configuration state.
 pub struct ControlPlane<D: Dataplane> {
-    services: Vec<ServiceSpec>,
+    wanted: Wanted,
+    health: HashMap<(ServiceKey, Ipv4Addr), HealthRecord>,
     macs: HashMap<Ipv4Addr, Mac>,
     director_mac: Mac,
     options: Options,
@@ -140,7 +252,7 @@ pub struct ControlPlane<D: Dataplane> {
 impl<D: Dataplane> std::fmt::Debug for ControlPlane<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlPlane")
-            .field("services", &self.services.len())
+            .field("services", &self.wanted.services.len())
             .field("failed", &self.failed)
             .finish()
     }
@@ -164,7 +276,8 @@ impl<D: Dataplane> ControlPlane<D> {
             .and_then(|()| dp.steer(&[]))
             .map_err(|e| ControlError::Fatal(e.to_string()))?;
         Ok(ControlPlane {
-            services: Vec::new(),
+            wanted: Wanted::default(),
+            health: HashMap::new(),
             macs: HashMap::new(),
             director_mac,
             options,
@@ -201,13 +314,15 @@ impl<D: Dataplane> ControlPlane<D> {
         &self.current
     }
 
-    /// Every real-server address of the configuration, and of removed real servers still
-    /// draining connections.
+    /// Every real-server address of the configuration (sorry servers included), and of
+    /// removed real servers still draining connections.
     pub fn real_addrs(&self) -> Vec<Ipv4Addr> {
         let set: HashSet<Ipv4Addr> = self
+            .wanted
             .services
             .iter()
             .flat_map(|s| s.reals.iter().map(|r| r.addr))
+            .chain(self.wanted.sorry.values().copied())
             .chain(self.draining.iter().map(|d| d.addr))
             .collect();
         let mut v: Vec<_> = set.into_iter().collect();
@@ -248,18 +363,77 @@ impl<D: Dataplane> ControlPlane<D> {
                 None => self.macs.remove(&a),
             };
         }
-        if let Err(e) = self.apply(self.services.clone()) {
+        if let Err(e) = self.apply(self.wanted.clone()) {
             self.macs = before;
             return Err(e);
         }
         Ok(changed)
     }
 
-    /// Compiles and installs `services`, all or nothing (see the module's documentation).
-    fn apply(&mut self, services: Vec<ServiceSpec>) -> Result<(), ControlError> {
+    /// The checks to run for the configuration in force, each starting in the state its
+    /// real server is in now.
+    pub fn check_targets(&self) -> Vec<Target> {
+        let mut v: Vec<Target> = self
+            .wanted
+            .checks
+            .iter()
+            .map(|(&(service, addr), spec)| Target {
+                service,
+                addr,
+                port: spec.port.unwrap_or(service.port),
+                spec: spec.clone(),
+                start: self
+                    .health
+                    .get(&(service, addr))
+                    .map_or(Health::Up, |h| h.state),
+            })
+            .collect();
+        v.sort_by_key(|t| {
+            (
+                t.service.proto.ip_number(),
+                t.service.vip,
+                t.service.port,
+                t.addr,
+            )
+        });
+        v
+    }
+
+    /// Takes one check result. A result that moves its real server up or down
+    /// re-applies the configuration and is returned; a result for a check no longer
+    /// configured is ignored.
+    pub fn health_outcome(&mut self, o: &Outcome) -> Result<Option<Transition>, ControlError> {
+        let id = (o.service, o.addr);
+        let Some(on_failure) = self.wanted.checks.get(&id).map(|c| c.on_failure) else {
+            return Ok(None);
+        };
+        let h = self.health.entry(id).or_insert_with(HealthRecord::new);
+        h.checks += 1;
+        h.failures += u64::from(!o.ok);
+        h.last.clone_from(&o.detail);
+        h.latency = o.latency;
+        let Some(state) = o.changed.filter(|&s| s != h.state) else {
+            return Ok(None);
+        };
+        h.state = state;
+        h.transitions += 1;
+        self.apply(self.wanted.clone())?;
+        Ok(Some(Transition {
+            service: o.service,
+            addr: o.addr,
+            state,
+            detail: o.detail.clone(),
+            on_failure,
+        }))
+    }
+
+    /// Compiles and installs `wanted`, all or nothing (see the module's documentation).
+    fn apply(&mut self, wanted: Wanted) -> Result<(), ControlError> {
         if let Some(why) = &self.failed {
             return Err(ControlError::Fatal(why.clone()));
         }
+        let health = next_health(&self.health, &self.wanted.checks, &wanted.checks);
+        let services = effective(&wanted, &health);
         let with_macs = services
             .iter()
             .cloned()
@@ -303,7 +477,7 @@ impl<D: Dataplane> ControlPlane<D> {
         let keys: Vec<ServiceKey> = services.iter().map(|s| s.key).collect();
         if let Err(e) = self.dp.steer(&keys) {
             // Back to the snapshot and services in force.
-            let old_keys: Vec<ServiceKey> = self.services.iter().map(|s| s.key).collect();
+            let old_keys: Vec<ServiceKey> = self.current.services().iter().map(|s| s.key).collect();
             if let Err(e2) = self.dp.install(&self.current) {
                 return Err(self.fail(format!("{e}, and rolling the workers back failed: {e2}")));
             }
@@ -320,7 +494,8 @@ impl<D: Dataplane> ControlPlane<D> {
             }
         }
         self.current = built;
-        self.services = services;
+        self.health = health;
+        self.wanted = wanted;
         self.draining = draining;
         self.track();
         Ok(())
@@ -494,7 +669,7 @@ impl<D: Dataplane> ControlPlane<D> {
             }
             _ => {}
         }
-        let mut next = self.services.clone();
+        let mut next = self.wanted.clone();
         let mut timeouts = None;
         if let Request::Batch(reqs) = req {
             for (i, r) in reqs.iter().enumerate() {
@@ -576,74 +751,113 @@ impl<D: Dataplane> ControlPlane<D> {
     }
 
     /// Applies one change to `next` (a copy of the configuration).
-    fn edit(&self, next: &mut Vec<ServiceSpec>, req: &Request) -> Result<(), ControlError> {
-        let find = |next: &Vec<ServiceSpec>, key: &ServiceKey| {
-            next.iter()
+    fn edit(&self, next: &mut Wanted, req: &Request) -> Result<(), ControlError> {
+        let find = |next: &Wanted, key: &ServiceKey| {
+            next.services
+                .iter()
                 .position(|s| s.key == *key)
                 .ok_or(ControlError::NoSuchService(*key))
         };
+        let no_real = |key: &ServiceKey, addr: &Ipv4Addr| ControlError::NoSuchReal {
+            service: *key,
+            addr: *addr,
+        };
         match req {
-            Request::Clear => next.clear(),
+            Request::Clear => *next = Wanted::default(),
             Request::AddService {
                 key,
                 scheduler,
                 persistence,
-            } => {
-                if find(next, key).is_ok() {
-                    return Err(ControlError::ServiceExists(*key));
-                }
-                let mut s = ServiceSpec::new(*key, *scheduler);
-                s.persistence = *persistence;
-                next.push(s);
+                sorry,
             }
-            Request::EditService {
+            | Request::EditService {
                 key,
                 scheduler,
                 persistence,
+                sorry,
             } => {
-                let i = find(next, key)?;
-                next[i].scheduler = *scheduler;
-                next[i].persistence = *persistence;
+                let i = if matches!(req, Request::AddService { .. }) {
+                    if find(next, key).is_ok() {
+                        return Err(ControlError::ServiceExists(*key));
+                    }
+                    next.services.push(ServiceSpec::new(*key, *scheduler));
+                    next.services.len() - 1
+                } else {
+                    find(next, key)?
+                };
+                next.services[i].scheduler = *scheduler;
+                next.services[i].persistence = *persistence;
+                match sorry {
+                    Some(a) => {
+                        self.check_real(&next.services, key, *a)?;
+                        next.sorry.insert(*key, *a);
+                    }
+                    None => {
+                        next.sorry.remove(key);
+                    }
+                }
             }
             Request::DeleteService { key } => {
                 let i = find(next, key)?;
-                next.remove(i);
+                next.services.remove(i);
+                next.sorry.remove(key);
+                next.checks.retain(|(k, _), _| k != key);
             }
-            Request::AddReal { key, addr, weight } => {
+            Request::AddReal {
+                key,
+                addr,
+                weight,
+                check,
+            } => {
                 let i = find(next, key)?;
-                if next[i].reals.iter().any(|r| r.addr == *addr) {
+                if next.services[i].reals.iter().any(|r| r.addr == *addr) {
                     return Err(ControlError::RealExists {
                         service: *key,
                         addr: *addr,
                     });
                 }
-                self.check_real(next, key, *addr)?;
-                next[i].reals.push(RealSpec {
+                self.check_real(&next.services, key, *addr)?;
+                next.services[i].reals.push(RealSpec {
                     addr: *addr,
                     weight: *weight,
                     mac: None,
                 });
+                if let Some(c) = check {
+                    next.checks.insert((*key, *addr), c.clone());
+                }
             }
-            Request::EditReal { key, addr, weight } => {
+            Request::EditReal {
+                key,
+                addr,
+                weight,
+                check,
+            } => {
                 let i = find(next, key)?;
-                let r = next[i].reals.iter_mut().find(|r| r.addr == *addr).ok_or(
-                    ControlError::NoSuchReal {
-                        service: *key,
-                        addr: *addr,
-                    },
-                )?;
+                let r = next.services[i]
+                    .reals
+                    .iter_mut()
+                    .find(|r| r.addr == *addr)
+                    .ok_or_else(|| no_real(key, addr))?;
                 r.weight = *weight;
+                match check {
+                    CheckEdit::Keep => {}
+                    CheckEdit::Set(c) => {
+                        next.checks.insert((*key, *addr), c.clone());
+                    }
+                    CheckEdit::Remove => {
+                        next.checks.remove(&(*key, *addr));
+                    }
+                }
             }
             Request::DeleteReal { key, addr } => {
                 let i = find(next, key)?;
-                let before = next[i].reals.len();
-                next[i].reals.retain(|r| r.addr != *addr);
-                if next[i].reals.len() == before {
-                    return Err(ControlError::NoSuchReal {
-                        service: *key,
-                        addr: *addr,
-                    });
+                let reals = &mut next.services[i].reals;
+                let before = reals.len();
+                reals.retain(|r| r.addr != *addr);
+                if reals.len() == before {
+                    return Err(no_real(key, addr));
                 }
+                next.checks.remove(&(*key, *addr));
             }
             Request::List { .. }
             | Request::GetTimeouts
@@ -660,77 +874,104 @@ impl<D: Dataplane> ControlPlane<D> {
     /// The table as `-L` shows it (services sorted by protocol, VIP and port, real
     /// servers by address, as ipvsadm sorts them), or only `service`.
     pub fn table(&self, service: Option<&ServiceKey>) -> Result<Table, ControlError> {
+        let all = &self.wanted.services;
         let mut chosen: Vec<&ServiceSpec> = match service {
-            Some(k) => vec![self
-                .services
+            Some(k) => vec![all
                 .iter()
                 .find(|s| s.key == *k)
                 .ok_or(ControlError::NoSuchService(*k))?],
-            None => self.services.iter().collect(),
+            None => all.iter().collect(),
         };
         chosen.sort_by_key(|s| (s.key.proto.ip_number(), s.key.vip, s.key.port));
-        let services = chosen
-            .into_iter()
-            .map(|s| {
-                let compiled = self
-                    .current
-                    .find(&s.key)
-                    .map(|i| &self.current.services()[i]);
-                let mut reals: Vec<RealRow> = s
-                    .reals
-                    .iter()
-                    .map(|r| {
-                        let load = compiled
-                            .and_then(|c| c.reals.iter().find(|cr| cr.addr == r.addr))
-                            .map_or(Load::default(), |cr| self.dp.load(cr.dest));
-                        let dest = compiled
-                            .and_then(|c| c.reals.iter().find(|cr| cr.addr == r.addr))
-                            .map(|cr| cr.dest);
-                        let (stats, rates) = dest
-                            .and_then(|d| {
-                                let t = self.dest_stats.get(&d.slot).filter(|t| t.gen == d.gen)?;
-                                Some((
-                                    t.counters(counters(self.dp.dest_traffic(d.slot))),
-                                    t.rates(),
-                                ))
-                            })
-                            .unwrap_or_default();
-                        RealRow {
-                            addr: r.addr,
-                            weight: r.weight,
-                            active: u64::from(load.active),
-                            inactive: u64::from(load.inactive),
-                            persistent: dest.map_or(0, |d| self.dp.persistent(d)),
-                            resolved: self.macs.contains_key(&r.addr),
-                            stats,
-                            rates,
-                        }
-                    })
-                    .collect();
-                reals.sort_by_key(|r| r.addr);
-                let (stats, rates) = compiled
-                    .and_then(|c| {
-                        let t = self.svc_stats.get(&c.slot).filter(|t| t.gen == c.gen)?;
-                        Some((
-                            t.counters(counters(self.dp.service_traffic(c.slot))),
-                            t.rates(),
-                        ))
-                    })
-                    .unwrap_or_default();
-                ServiceRow {
-                    key: s.key,
-                    scheduler: s.scheduler,
-                    persistence: s.persistence,
-                    reals,
-                    stats,
-                    rates,
-                }
-            })
-            .collect();
+        let services = chosen.into_iter().map(|s| self.service_row(s)).collect();
         Ok(Table {
             size: self.dp.capacity(),
             services,
         })
+    }
+
+    /// One service of the listing.
+    fn service_row(&self, s: &ServiceSpec) -> ServiceRow {
+        let compiled = self
+            .current
+            .find(&s.key)
+            .map(|i| &self.current.services()[i]);
+        let row = |addr: Ipv4Addr, weight: u16, sorry: bool| {
+            let dest = compiled
+                .and_then(|c| c.reals.iter().find(|cr| cr.addr == addr))
+                .map(|cr| cr.dest);
+            let load = dest.map_or(Load::default(), |d| self.dp.load(d));
+            let (stats, rates) = dest
+                .and_then(|d| {
+                    let t = self.dest_stats.get(&d.slot).filter(|t| t.gen == d.gen)?;
+                    Some((
+                        t.counters(counters(self.dp.dest_traffic(d.slot))),
+                        t.rates(),
+                    ))
+                })
+                .unwrap_or_default();
+            let id = (s.key, addr);
+            RealRow {
+                addr,
+                weight,
+                active: u64::from(load.active),
+                inactive: u64::from(load.inactive),
+                persistent: dest.map_or(0, |d| self.dp.persistent(d)),
+                resolved: self.macs.contains_key(&addr),
+                check: if sorry {
+                    None
+                } else {
+                    self.wanted.checks.get(&id).cloned()
+                },
+                health: if sorry {
+                    None
+                } else {
+                    self.health.get(&id).map(|h| HealthRow {
+                        up: h.state == Health::Up,
+                        last: h.last.clone(),
+                        checks: h.checks,
+                        failures: h.failures,
+                        transitions: h.transitions,
+                        latency_us: h.latency.as_micros() as u64,
+                    })
+                },
+                sorry,
+                stats,
+                rates,
+            }
+        };
+        let mut reals: Vec<RealRow> = s
+            .reals
+            .iter()
+            .map(|r| row(r.addr, r.weight, false))
+            .collect();
+        let sorry = self.wanted.sorry.get(&s.key).copied();
+        if let Some(a) = sorry {
+            let standing_in = !s.reals.iter().any(|r| r.addr == a)
+                && compiled.is_some_and(|c| c.reals.iter().any(|cr| cr.addr == a));
+            if standing_in {
+                reals.push(row(a, 1, true));
+            }
+        }
+        reals.sort_by_key(|r| r.addr);
+        let (stats, rates) = compiled
+            .and_then(|c| {
+                let t = self.svc_stats.get(&c.slot).filter(|t| t.gen == c.gen)?;
+                Some((
+                    t.counters(counters(self.dp.service_traffic(c.slot))),
+                    t.rates(),
+                ))
+            })
+            .unwrap_or_default();
+        ServiceRow {
+            key: s.key,
+            scheduler: s.scheduler,
+            persistence: s.persistence,
+            sorry,
+            reals,
+            stats,
+            rates,
+        }
     }
 }
 

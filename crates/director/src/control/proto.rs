@@ -13,6 +13,8 @@ use std::net::Ipv4Addr;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use xdpvs_sched::{ConfigError, Persistence, SchedKind, ServiceKey};
 
+pub use crate::health::spec::{CheckSpec, Millis, OnFailure, Probe};
+
 /// Version of the protocol; both ends must speak the same.
 pub const VERSION: u32 = 1;
 /// The largest message either end accepts.
@@ -29,6 +31,9 @@ pub enum Request {
         scheduler: SchedKind,
         /// Persistence (`-p`, `-M`).
         persistence: Option<Persistence>,
+        /// The sorry server (`--sorry-server`): gets the service's new connections while
+        /// no real server is up with a weight above 0 (keepalived's `sorry_server`).
+        sorry: Option<Ipv4Addr>,
     },
     /// `-E`: edit a virtual service. As with ipvsadm, the scheduler and the persistence
     /// are replaced: `-E` without `-s` sets wlc, without `-p` turns persistence off.
@@ -39,6 +44,8 @@ pub enum Request {
         scheduler: SchedKind,
         /// Persistence.
         persistence: Option<Persistence>,
+        /// The sorry server (replaced too: `-E` without `--sorry-server` drops it).
+        sorry: Option<Ipv4Addr>,
     },
     /// `-D`: delete a virtual service and its real servers.
     DeleteService {
@@ -55,6 +62,8 @@ pub enum Request {
         addr: Ipv4Addr,
         /// Weight (0 = quiescent).
         weight: u16,
+        /// Its health check (`--check ...`), if any.
+        check: Option<CheckSpec>,
     },
     /// `-e`: edit a real server (its weight: ipvsadm's default 1 when `-w` is not given).
     EditReal {
@@ -64,6 +73,8 @@ pub enum Request {
         addr: Ipv4Addr,
         /// Weight.
         weight: u16,
+        /// What happens to its health check.
+        check: CheckEdit,
     },
     /// `-d`: delete a real server.
     DeleteReal {
@@ -91,6 +102,18 @@ pub enum Request {
     Connections,
     /// `-R`: changes applied as one, all or nothing.
     Batch(Vec<Request>),
+}
+
+/// What `-e` does to a real server's health check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckEdit {
+    /// No `--check` given: the check stays as it is.
+    Keep,
+    /// `--check tcp|http...`: this check from now on (its state starts afresh when it
+    /// differs from the one in force).
+    Set(CheckSpec),
+    /// `--check none`: no check any more.
+    Remove,
 }
 
 /// ipvsadm's three timeouts, in seconds.
@@ -162,10 +185,33 @@ pub struct RealRow {
     pub persistent: u64,
     /// Whether its MAC is resolved (no traffic goes to it until it is).
     pub resolved: bool,
+    /// Its health check, if it has one.
+    pub check: Option<CheckSpec>,
+    /// What its check found, if it has one.
+    pub health: Option<HealthRow>,
+    /// The service's sorry server, listed while it stands in for the real servers.
+    pub sorry: bool,
     /// Counters.
     pub stats: Counters,
     /// Rates.
     pub rates: Rates,
+}
+
+/// What a real server's health check found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthRow {
+    /// Passing (true) or failed (false: inhibited or removed, as its check says).
+    pub up: bool,
+    /// The last result in words (`ok`, `connect to ...: Connection refused`).
+    pub last: String,
+    /// Checks run.
+    pub checks: u64,
+    /// Checks failed.
+    pub failures: u64,
+    /// Times it went down or up.
+    pub transitions: u64,
+    /// How long the last check took, in microseconds.
+    pub latency_us: u64,
 }
 
 /// One virtual service in a [`Table`].
@@ -177,6 +223,8 @@ pub struct ServiceRow {
     pub scheduler: SchedKind,
     /// Persistence.
     pub persistence: Option<Persistence>,
+    /// Its sorry server, if it has one.
+    pub sorry: Option<Ipv4Addr>,
     /// Real servers, sorted by address.
     pub reals: Vec<RealRow>,
     /// Counters.
@@ -390,6 +438,7 @@ mod tests {
                 )
                 .expect("valid"),
             ),
+            sorry: Some(Ipv4Addr::new(198, 18, 0, 50)),
         };
         let mut buf = Vec::new();
         write_message(&mut buf, &req).expect("written");

@@ -209,6 +209,7 @@ fn add_real(p: &mut ControlPlane<Fake>, last: u8) -> Result<Reply, ControlError>
         key: key(),
         addr: rs(last),
         weight: 1,
+        check: None,
     })
 }
 
@@ -217,6 +218,7 @@ fn add_service(p: &mut ControlPlane<Fake>) {
         key: key(),
         scheduler: SchedKind::Rr,
         persistence: None,
+        sorry: None,
     })
     .expect("service added");
 }
@@ -330,6 +332,7 @@ fn add_list_and_announce() {
             key: key(),
             addr: rs(last),
             weight: 1,
+            check: None,
         })
         .expect("ok");
     }
@@ -356,7 +359,8 @@ fn errors_change_nothing() {
         p.execute(&Request::AddReal {
             key: key(),
             addr: rs(11),
-            weight: 1
+            weight: 1,
+            check: None
         }),
         Err(ControlError::NoSuchService(key()))
     );
@@ -365,6 +369,7 @@ fn errors_change_nothing() {
         key: key(),
         scheduler: SchedKind::Wrr,
         persistence: None,
+        sorry: None,
     });
     assert_eq!(e, Err(ControlError::ServiceExists(key())));
     assert_eq!(
@@ -404,12 +409,14 @@ fn edit_replaces_scheduler_and_persistence_as_ipvsadm_does() {
         key: key(),
         scheduler: SchedKind::Rr,
         persistence: Some(persistent),
+        sorry: None,
     })
     .expect("added");
     p.execute(&Request::EditService {
         key: key(),
         scheduler: SchedKind::Wlc,
         persistence: None,
+        sorry: None,
     })
     .expect("edited");
     let t = p.table(None).expect("table");
@@ -433,6 +440,7 @@ fn listing_is_sorted_like_ipvsadm_and_can_show_one_service() {
             key: k,
             scheduler: SchedKind::Rr,
             persistence: None,
+            sorry: None,
         })
         .expect("added");
     }
@@ -469,11 +477,13 @@ fn rebuild_then(last: Request) -> Request {
             key: key(),
             scheduler: SchedKind::Wrr,
             persistence: None,
+            sorry: None,
         },
         Request::AddReal {
             key: key(),
             addr: rs(12),
             weight: 3,
+            check: None,
         },
         last,
     ])
@@ -490,6 +500,7 @@ fn a_batch_is_applied_whole_or_not_at_all() {
             key: key(),
             addr: rs(12),
             weight: 3,
+            check: None,
         }))
         .expect_err("duplicate real");
     assert_eq!(
@@ -563,6 +574,7 @@ fn real_servers_direct_routing_cannot_reach_are_refused() {
                 key: key(),
                 addr,
                 weight: 1,
+                check: None,
             })
             .expect_err("refused");
         assert!(
@@ -579,11 +591,13 @@ fn real_servers_direct_routing_cannot_reach_are_refused() {
                 key: key_at(Protocol::Tcp, 101, 80),
                 scheduler: SchedKind::Rr,
                 persistence: None,
+                sorry: None,
             },
             Request::AddReal {
                 key: key(),
                 addr: other_vip,
                 weight: 1,
+                check: None,
             },
         ]))
         .expect_err("refused");
@@ -767,6 +781,7 @@ fn persistence_templates_are_listed_and_counted_as_ipvsadm_shows_them() {
             Persistence::new(Duration::from_secs(600), Ipv4Addr::new(255, 255, 255, 0))
                 .expect("valid"),
         ),
+        sorry: None,
     })
     .expect("added");
     add_real(&mut p, 11).expect("added");
@@ -788,4 +803,204 @@ fn persistence_templates_are_listed_and_counted_as_ipvsadm_shows_them() {
         .map(|r| r.persistent)
         .collect();
     assert_eq!(persist.iter().sum::<u64>(), 1, "{persist:?}");
+}
+
+fn checked(on_failure: OnFailure) -> CheckSpec {
+    CheckSpec {
+        on_failure,
+        ..CheckSpec::new(crate::health::Probe::Tcp)
+    }
+}
+
+fn outcome(last: u8, ok: bool, changed: Option<Health>) -> Outcome {
+    Outcome {
+        service: key(),
+        addr: rs(last),
+        ok,
+        detail: if ok {
+            "ok".into()
+        } else {
+            "connect to x: Connection refused".into()
+        },
+        latency: Duration::from_micros(250),
+        changed,
+    }
+}
+
+/// `-a` of `.last` with a check.
+fn add_checked(p: &mut ControlPlane<Fake>, last: u8, check: CheckSpec) {
+    p.macs.insert(rs(last), mac_of(last));
+    p.execute(&Request::AddReal {
+        key: key(),
+        addr: rs(last),
+        weight: 2,
+        check: Some(check),
+    })
+    .expect("added");
+}
+
+/// The compiled weight of `.last` in the snapshot in force, if it is there.
+fn compiled_weight(p: &ControlPlane<Fake>, last: u8) -> Option<u16> {
+    let s = &p.current().services()[p.current().find(&key()).expect("service")];
+    s.reals
+        .iter()
+        .find(|r| r.addr == rs(last))
+        .map(|r| r.weight)
+}
+
+#[test]
+fn a_failed_check_inhibits_or_removes_and_a_pass_brings_it_back() {
+    let mut p = plane(1);
+    add_service(&mut p);
+    add_checked(&mut p, 11, checked(OnFailure::Inhibit));
+    add_checked(&mut p, 12, checked(OnFailure::Remove));
+    add_real(&mut p, 13).expect("added");
+    let targets = p.check_targets();
+    assert_eq!(targets.len(), 2);
+    assert!(targets
+        .iter()
+        .all(|t| t.port == 80 && t.start == Health::Up));
+
+    // A flow to each real server first (rr: 11, 12, 13).
+    let mut flows = HashMap::new();
+    for cport in 1000..1003 {
+        flows.insert(cport, p.dp.send(cport, flags::SYN).expect("scheduled"));
+    }
+    // A failure that does not move the state changes nothing.
+    assert_eq!(p.health_outcome(&outcome(11, false, None)), Ok(None));
+    assert_eq!(compiled_weight(&p, 11), Some(2));
+    let t = p
+        .health_outcome(&outcome(11, false, Some(Health::Down)))
+        .expect("applied")
+        .expect("a transition");
+    assert_eq!((t.state, t.on_failure), (Health::Down, OnFailure::Inhibit));
+    assert_eq!(compiled_weight(&p, 11), Some(0));
+    p.health_outcome(&outcome(12, false, Some(Health::Down)))
+        .expect("applied");
+    assert_eq!(compiled_weight(&p, 12), None);
+    // Established connections keep their real servers; new ones all go to .13.
+    assert_flows_stay(&mut p, &flows);
+    for cport in 2000..2010 {
+        assert_eq!(p.dp.send(cport, flags::SYN), Some(mac_of(13)));
+    }
+    // The listing keeps the configured weight and says what the check found.
+    let t = p.table(None).expect("table");
+    let r11 = &t.services[0].reals[0];
+    assert_eq!((r11.addr, r11.weight), (rs(11), 2));
+    let h = r11.health.as_ref().expect("health");
+    assert!(!h.up);
+    assert_eq!(
+        (h.checks, h.failures, h.transitions, h.latency_us),
+        (2, 2, 1, 250)
+    );
+    assert!(t.services[0].reals[2].health.is_none());
+    // A state the checker reports again is no new transition.
+    assert_eq!(
+        p.health_outcome(&outcome(11, false, Some(Health::Down))),
+        Ok(None)
+    );
+    // A check that starts again (say after the checker was told again) starts down.
+    assert!(p.check_targets().iter().all(|t| t.start == Health::Down));
+    p.health_outcome(&outcome(11, true, Some(Health::Up)))
+        .expect("applied");
+    p.health_outcome(&outcome(12, true, Some(Health::Up)))
+        .expect("applied");
+    assert_eq!(compiled_weight(&p, 11), Some(2));
+    assert_eq!(compiled_weight(&p, 12), Some(2));
+    assert_flows_stay(&mut p, &flows);
+}
+
+#[test]
+fn check_state_survives_unrelated_changes_and_restarts_when_the_check_changes() {
+    let mut p = plane(1);
+    add_service(&mut p);
+    add_checked(&mut p, 11, checked(OnFailure::Inhibit));
+    add_real(&mut p, 12).expect("added");
+    p.health_outcome(&outcome(11, false, Some(Health::Down)))
+        .expect("applied");
+    // A weight edit elsewhere, and -e of .11 that keeps its check: still down.
+    let edit = |p: &mut ControlPlane<Fake>, last, check| {
+        p.execute(&Request::EditReal {
+            key: key(),
+            addr: rs(last),
+            weight: 3,
+            check,
+        })
+        .expect("edited");
+    };
+    edit(&mut p, 12, CheckEdit::Keep);
+    edit(&mut p, 11, CheckEdit::Keep);
+    assert_eq!(compiled_weight(&p, 11), Some(0));
+    // A changed check starts afresh (up), as keepalived starts a new checker.
+    let mut other = checked(OnFailure::Inhibit);
+    other.fall = 5;
+    edit(&mut p, 11, CheckEdit::Set(other));
+    assert_eq!(compiled_weight(&p, 11), Some(3));
+    p.health_outcome(&outcome(11, false, Some(Health::Down)))
+        .expect("applied");
+    // No check: its results are ignored and it is up.
+    edit(&mut p, 11, CheckEdit::Remove);
+    assert_eq!(compiled_weight(&p, 11), Some(3));
+    assert_eq!(
+        p.health_outcome(&outcome(11, false, Some(Health::Down))),
+        Ok(None)
+    );
+    assert!(p.check_targets().is_empty());
+    // Deleting the real server forgets its check.
+    edit(&mut p, 11, CheckEdit::Set(checked(OnFailure::Inhibit)));
+    p.execute(&Request::DeleteReal {
+        key: key(),
+        addr: rs(11),
+    })
+    .expect("deleted");
+    assert!(p.check_targets().is_empty());
+}
+
+#[test]
+fn the_sorry_server_stands_in_while_no_real_server_is_up() {
+    let mut p = plane(1);
+    p.macs.insert(rs(50), mac_of(50));
+    p.execute(&Request::AddService {
+        key: key(),
+        scheduler: SchedKind::Rr,
+        persistence: None,
+        sorry: Some(rs(50)),
+    })
+    .expect("service added");
+    // No real server at all: the sorry server serves.
+    assert_eq!(p.dp.send(1000, flags::SYN), Some(mac_of(50)));
+    let t = p.table(None).expect("table");
+    assert_eq!(t.services[0].sorry, Some(rs(50)));
+    assert!(t.services[0].reals[0].sorry);
+    add_checked(&mut p, 11, checked(OnFailure::Inhibit));
+    assert_eq!(compiled_weight(&p, 50), None);
+    assert_eq!(p.dp.send(1001, flags::SYN), Some(mac_of(11)));
+    assert!(p.table(None).expect("table").services[0]
+        .reals
+        .iter()
+        .all(|r| !r.sorry));
+    p.health_outcome(&outcome(11, false, Some(Health::Down)))
+        .expect("applied");
+    assert_eq!(compiled_weight(&p, 50), Some(1));
+    assert_eq!(p.dp.send(1002, flags::SYN), Some(mac_of(50)));
+    // The connection opened on .11 before it failed goes on there.
+    assert_eq!(p.dp.send(1001, flags::ACK), Some(mac_of(11)));
+    // A sorry server must be reachable by direct routing too.
+    let e = p.execute(&Request::EditService {
+        key: key(),
+        scheduler: SchedKind::Rr,
+        persistence: None,
+        sorry: Some(Ipv4Addr::new(198, 19, 0, 5)),
+    });
+    assert!(matches!(e, Err(ControlError::BadReal { .. })), "{e:?}");
+    // -E without it drops it.
+    p.execute(&Request::EditService {
+        key: key(),
+        scheduler: SchedKind::Rr,
+        persistence: None,
+        sorry: None,
+    })
+    .expect("edited");
+    assert_eq!(compiled_weight(&p, 50), None);
+    assert_eq!(p.dp.send(1003, flags::SYN), None);
 }

@@ -1,0 +1,11 @@
+//! Health checks of real servers, with keepalived's semantics: what a check is
+//! ([`spec`]), how results move a real server between up and down ([`machine`]), and the
+//! thread that runs them ([`checker`]).
+
+pub mod checker;
+pub mod machine;
+pub mod spec;
+
+pub use checker::{Checker, Outcome, Target};
+pub use machine::{Health, Machine};
+pub use spec::{CheckSpec, Millis, OnFailure, Probe};
