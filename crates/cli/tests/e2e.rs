@@ -776,3 +776,161 @@ fn a_removed_real_server_drains_by_default_and_resets_with_expire_nodest_conn() 
     );
     assert_eq!(get(&lab), "rs2");
 }
+
+/// A load client: one request per connection, one after another, until `SYNC.end`
+/// exists. Each line: seconds since `SYNC.stopped` appeared (or -1 before), seconds since
+/// `SYNC.restarted` appeared (or -1), and who answered or `fail`.
+const CHECKED_LOAD: &str = r#"
+import os, sys, time, urllib.request
+sync = sys.argv[1]
+marks = {"stopped": None, "restarted": None}
+while not os.path.exists(sync + ".end"):
+    for m in marks:
+        if marks[m] is None and os.path.exists(sync + "." + m):
+            marks[m] = time.monotonic()
+    t = time.monotonic()
+    try:
+        who = urllib.request.urlopen("http://198.18.0.100/", timeout=2).read().decode().strip()
+    except Exception:
+        who = "fail"
+    rel = [("%.3f" % (t - v)) if v is not None else "-1" for v in marks.values()]
+    print(rel[0], rel[1], who, flush=True)
+    time.sleep(0.005)
+"#;
+
+/// What the load client saw: (since stopped, since restarted, answer) per request.
+fn checked_load_lines(out: &str) -> Vec<(f64, f64, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((
+                w.next()?.parse().ok()?,
+                w.next()?.parse().ok()?,
+                w.next()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Stops the HTTP server of `role` under load, then starts it again; asserts what a
+/// health check with `fall` and `interval` promises; returns the load client's lines.
+fn stop_and_restart_under_load(
+    lab: &mut Lab,
+    role: &str,
+    name: &str,
+    fall: f64,
+    interval: f64,
+) -> Vec<(f64, f64, String)> {
+    let sync = std::env::temp_dir().join(format!("xdpvs-e2e-check-{}-{role}", std::process::id()));
+    let sync = sync.to_str().expect("utf-8").to_string();
+    for m in ["stopped", "restarted", "end"] {
+        let _ = std::fs::remove_file(format!("{sync}.{m}"));
+    }
+    let ns = lab.ns("c");
+    let client = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "python3", "-c", CHECKED_LOAD, &sync])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("load client");
+    let sleep = |s: f64| std::thread::sleep(std::time::Duration::from_secs_f64(s));
+    sleep(1.5);
+    lab.stop_programs(role);
+    std::fs::write(format!("{sync}.stopped"), "").expect("mark");
+    // Out within fall x interval (plus a little for the apply and the client's turn).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let l = x(lab, "-Ln");
+        if l.contains("check failed") {
+            eprintln!("{l}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never marked failed:\n{l}"
+        );
+        sleep(0.05);
+    }
+    sleep(2.0);
+    lab.start_http(role, name, 80).expect("http again");
+    std::fs::write(format!("{sync}.restarted"), "").expect("mark");
+    sleep(interval * 2.0 + 2.0);
+    std::fs::write(format!("{sync}.end"), "").expect("mark");
+    let out = client.wait_with_output().expect("load client ends");
+    let lines = checked_load_lines(&String::from_utf8_lossy(&out.stdout));
+    let settled = fall * interval + 0.5;
+    let after: Vec<_> = lines
+        .iter()
+        .filter(|(stopped, restarted, _)| *stopped > settled && *restarted < 0.0)
+        .collect();
+    assert!(
+        after.len() > 20,
+        "too few requests after the check took it out: {after:?}"
+    );
+    let bad: Vec<_> = after
+        .iter()
+        .filter(|(_, _, who)| who == "fail" || who == name)
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "requests after {settled} s failed or reached {name}: {bad:?}"
+    );
+    let after_restart: Vec<_> = lines.iter().filter(|(_, r, _)| *r >= 0.0).collect();
+    assert!(
+        after_restart.iter().all(|(_, _, who)| who != "fail"),
+        "a request failed after the restart: {after_restart:?}"
+    );
+    assert!(
+        after_restart.iter().any(|(_, _, who)| who == name),
+        "{name} did not rejoin after its restart"
+    );
+    lines
+}
+
+#[test]
+fn health_checks_take_a_dead_real_server_out_and_bring_it_back() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&[]).expect("director starts");
+    let check =
+        "--check http:/ --check-interval 0.5 --check-timeout 0.5 --check-retry-delay 0.2 --fall 2";
+    x(&lab, "-A -t 198.18.0.100:80 -s rr");
+    for n in 1..=3 {
+        x(
+            &lab,
+            &format!("-a -t 198.18.0.100:80 -r 198.18.0.1{n} -g {check}"),
+        );
+    }
+    lab.wait_resolved().expect("resolved");
+    let lines = stop_and_restart_under_load(&mut lab, "r3", "rs3", 2.0, 0.5);
+    eprintln!("http check: {} requests", lines.len());
+    let log = lab.director_log();
+    assert!(
+        log.contains("real server 198.18.0.13 of TCP 198.18.0.100:80 failed its check"),
+        "{log}"
+    );
+    assert!(
+        log.contains("198.18.0.13 of TCP 198.18.0.100:80 passes its check again"),
+        "{log}"
+    );
+    let doc = json(&lab, "-Ln --json");
+    let r3 = &doc["services"][0]["reals"][2];
+    assert_eq!(r3["health"]["up"], true, "{r3}");
+    assert_eq!(r3["health"]["transitions"], 2, "{r3}");
+    assert!(r3["health"]["failures"].as_u64().expect("n") >= 2, "{r3}");
+
+    // The same with a TCP check that removes instead of inhibiting, on rs2.
+    x(
+        &lab,
+        "-e -t 198.18.0.100:80 -r 198.18.0.12 --check tcp --check-interval 0.5 --check-timeout 0.5 --check-retry-delay 0.2 --fall 2 --on-failure remove",
+    );
+    stop_and_restart_under_load(&mut lab, "r2", "rs2", 2.0, 0.5);
+    let saved = x(&lab, "-S -n");
+    assert!(
+        saved.contains(
+            "-a -t 198.18.0.100:80 -r 198.18.0.12:80 -g -w 1 --check tcp --check-interval 0.5 \
+             --check-timeout 0.5 --check-retry-delay 0.2 --on-failure remove"
+        ),
+        "{saved}"
+    );
+}

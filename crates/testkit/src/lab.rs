@@ -334,6 +334,19 @@ impl Lab {
         self.wait_port(&ns, port)
     }
 
+    /// Stops every program started in a role's namespace (its HTTP server, say).
+    pub fn stop_programs(&mut self, role: &str) {
+        let ns = self.ns(role);
+        self.children.retain_mut(|(n, c)| {
+            if *n != ns {
+                return true;
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+            false
+        });
+    }
+
     fn build(&mut self, spec: LabSpec) -> Result<()> {
         let sw = self.add_ns("sw")?;
         self.sh(&sw, "ip link add br0 type bridge && ip link set br0 up")?;
