@@ -63,9 +63,14 @@ struct RunArgs {
     #[command(flatten)]
     opts: RunOptions,
     /// Start with this table, in ipvsadm-save format (what `xdpvs -S -n` printed), applied
-    /// as one change before the control socket opens.
+    /// as one change before the control socket opens; read again on SIGHUP.
     #[arg(long, value_name = "FILE")]
     restore: Option<PathBuf>,
+    /// Start with the virtual_server blocks of this keepalived.conf (schedulers,
+    /// persistence, real servers, weights, TCP_CHECK/HTTP_GET health checks, sorry
+    /// servers); read again on SIGHUP. VRRP and global sections are skipped.
+    #[arg(long, value_name = "FILE", conflicts_with = "restore")]
+    keepalived: Option<PathBuf>,
 }
 
 /// Logs to standard error with timestamps, at info by default.
@@ -125,23 +130,46 @@ pub fn main(raw: Vec<String>) -> ExitCode {
 
 /// `xdpvs run`: the director until SIGINT or SIGTERM.
 fn run(args: &RunArgs, cli: &Cli) -> anyhow::Result<()> {
-    let initial = match &args.restore {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-            let reqs = ipvsadm::parse_restore(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            Some(Request::Batch(reqs.into_iter().map(|(_, r)| r).collect()))
-        }
-        None => None,
-    };
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&stop))
+    let hup = Arc::new(AtomicBool::new(false));
+    let signals = [
+        (signal_hook::consts::SIGINT, &stop),
+        (signal_hook::consts::SIGTERM, &stop),
+        (signal_hook::consts::SIGHUP, &hup),
+    ];
+    for (sig, flag) in signals {
+        signal_hook::flag::register(sig, Arc::clone(flag))
             .map_err(|e| anyhow::anyhow!("{}", xdpvs_director::RunError::Signals(e)))?;
     }
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))
+    };
+    let source = match (&args.restore, &args.keepalived) {
+        (Some(path), _) => Some(xdpvs_director::Source {
+            name: path.display().to_string(),
+            load: Box::new(move || {
+                let reqs = ipvsadm::parse_restore(&read(path)?)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok(reqs.into_iter().map(|(_, r)| r).collect())
+            }),
+            reload: &hup,
+        }),
+        (None, Some(path)) => Some(xdpvs_director::Source {
+            name: path.display().to_string(),
+            load: Box::new(move || {
+                let got = xdpvs_director::keepalived::parse(&read(path)?)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                for note in &got.notes {
+                    tracing::info!("{}: {note}", path.display());
+                }
+                Ok(got.requests)
+            }),
+            reload: &hup,
+        }),
+        (None, None) => None,
+    };
     // The director's errors say everything in their one line (their sources are in it).
-    xdpvs_director::run(&args.opts, &cli.socket, &stop, initial)
+    xdpvs_director::run(&args.opts, &cli.socket, &stop, source)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!("stopped");
     Ok(())

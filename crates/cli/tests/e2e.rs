@@ -934,3 +934,176 @@ fn health_checks_take_a_dead_real_server_out_and_bring_it_back() {
         "{saved}"
     );
 }
+
+/// keepalived.conf with two virtual servers (and sections xdpvs skips).
+fn keepalived_conf(weight_12: u16) -> String {
+    format!(
+        r#"! migrated as is
+global_defs {{
+   router_id LVS_LAB
+}}
+vrrp_instance VI_1 {{
+    state MASTER
+    interface eth0
+    virtual_router_id 51
+    virtual_ipaddress {{
+        198.18.0.100
+    }}
+}}
+virtual_server 198.18.0.100 80 {{
+    delay_loop 1
+    lb_algo wrr
+    lb_kind DR
+    protocol TCP
+    real_server 198.18.0.11 80 {{
+        weight 1
+        HTTP_GET {{
+            url {{
+              path /
+              status_code 200
+            }}
+            connect_timeout 1
+            retry 1
+            delay_before_retry 0.5
+        }}
+    }}
+    real_server 198.18.0.12 80 {{
+        weight {weight_12}
+        inhibit_on_failure
+        TCP_CHECK {{
+            connect_timeout 1
+        }}
+    }}
+}}
+virtual_server 198.18.0.100 81 {{
+    lb_algo rr
+    lb_kind DR
+    protocol TCP
+    real_server 198.18.0.13 81 {{
+        weight 1
+    }}
+}}
+"#
+    )
+}
+
+#[test]
+fn a_keepalived_conf_is_served_and_sighup_applies_its_edits_without_breaking_a_connection() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_http("r3", "rs3-81", 81)
+        .expect("a second service on rs3");
+    let conf =
+        std::env::temp_dir().join(format!("xdpvs-e2e-keepalived-{}.conf", std::process::id()));
+    std::fs::write(&conf, keepalived_conf(1)).expect("conf");
+    lab.start_director(&["--keepalived", conf.to_str().expect("utf-8")])
+        .expect("director starts with the keepalived.conf");
+    lab.wait_resolved().expect("resolved");
+    let log = lab.director_log();
+    assert!(
+        log.contains("global_defs skipped") && log.contains("vrrp_instance skipped"),
+        "{log}"
+    );
+    assert_eq!(
+        x(&lab, "-S -n"),
+        "-A -t 198.18.0.100:80 -s wrr\n\
+         -a -t 198.18.0.100:80 -r 198.18.0.11:80 -g -w 1 --check http:/:200 --check-interval 1 \
+         --check-timeout 1 --check-retry-delay 0.5 --on-failure remove\n\
+         -a -t 198.18.0.100:80 -r 198.18.0.12:80 -g -w 1 --check tcp --check-interval 1 \
+         --check-timeout 1\n\
+         -A -t 198.18.0.100:81 -s rr\n\
+         -a -t 198.18.0.100:81 -r 198.18.0.13:81 -g -w 1\n"
+    );
+    // Both virtual servers serve.
+    let answers: Vec<String> = (0..4).map(|_| get(&lab)).collect();
+    assert_eq!(counts(&answers).len(), 2, "{answers:?}");
+    assert_eq!(
+        lab.curl(&format!("http://{VIP}:81/")).expect("port 81"),
+        "rs3-81"
+    );
+
+    // A long-lived connection to rs1 (rs1 and rs2 take turns: open until rs1 answers).
+    let sync = std::env::temp_dir().join(format!("xdpvs-e2e-hup-{}", std::process::id()));
+    let sync = sync.to_str().expect("utf-8").to_string();
+    let (ready, go) = (format!("{sync}.ready"), format!("{sync}.go"));
+    let checks_before = |lab: &Lab| {
+        json(lab, "-Ln --json")["services"][0]["reals"][0]["health"]["checks"]
+            .as_u64()
+            .expect("checks")
+    };
+    let pid = lab.director().expect("running").id().to_string();
+    let lab = &lab;
+    let out = std::thread::scope(|s| {
+        let _ = (std::fs::remove_file(&ready), std::fs::remove_file(&go));
+        let client = s.spawn(|| lab.exec(&lab.ns("c"), &["python3", "-c", HELD_CLIENT, &sync]));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !Path::new(&ready).exists() {
+            assert!(std::time::Instant::now() < deadline, "no first answer");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let before = checks_before(lab);
+        // Edit the file: rs2's weight 1 -> 5. SIGHUP.
+        std::fs::write(&conf, keepalived_conf(5)).expect("conf");
+        let hup = std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill");
+        assert!(hup.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !lab.director_log().contains("SIGHUP:") {
+            assert!(std::time::Instant::now() < deadline, "no reload logged");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let l = x(lab, "-Ln");
+        assert!(
+            l.lines().any(|line| line.contains("198.18.0.12:80")
+                && line.split_whitespace().nth(3) == Some("5")),
+            "{l}\n{}",
+            lab.director_log()
+        );
+        // The held connection is still there, and the checks went on (not restarted).
+        let conns = json(lab, "-Lnc --json");
+        assert!(
+            conns["connections"]
+                .as_array()
+                .expect("rows")
+                .iter()
+                .any(|r| r["state"] == "ESTABLISHED"),
+            "{conns:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert!(
+            checks_before(lab) > before,
+            "the checks of unchanged real servers go on"
+        );
+        std::fs::write(&go, "").expect("go");
+        client.join().expect("client thread").expect("client ran")
+    });
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let answers: Vec<&str> = said.lines().collect();
+    assert_eq!(answers.len(), 2, "{said}");
+    assert_eq!(
+        answers[0], answers[1],
+        "the long-lived connection kept its real server"
+    );
+    assert!(lab
+        .director_log()
+        .contains(&format!("SIGHUP: {} applied", conf.display())));
+    // A broken edit changes nothing.
+    std::fs::write(&conf, "virtual_server 198.18.0.100 80 {\n lb_kind NAT\n}\n").expect("conf");
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !lab
+        .director_log()
+        .contains("the configuration in force stays")
+    {
+        assert!(std::time::Instant::now() < deadline, "no refusal logged");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(x(lab, "-Ln").contains("TCP  198.18.0.100:81 rr"));
+    let _ = std::fs::remove_file(&conf);
+}

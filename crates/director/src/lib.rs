@@ -14,6 +14,7 @@
 pub mod control;
 pub mod health;
 pub mod iface;
+pub mod keepalived;
 pub mod neighbours;
 pub mod options;
 pub mod run;
@@ -21,4 +22,4 @@ pub mod setup;
 pub mod workers;
 
 pub use options::RunOptions;
-pub use run::{run, RunError};
+pub use run::{run, RunError, Source};

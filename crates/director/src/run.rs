@@ -40,6 +40,9 @@ pub enum RunError {
     /// The neighbour table.
     #[error(transparent)]
     Neighbours(#[from] crate::neighbours::NeighbourError),
+    /// The file to start with could not be read.
+    #[error("{0}")]
+    Load(String),
     /// The table to start with was refused.
     #[error("restoring the table: {0}")]
     Restore(ControlError),
@@ -51,15 +54,38 @@ pub enum RunError {
     WorkerDied(usize),
 }
 
+/// Where the director's configuration comes from at start and on SIGHUP: a file read
+/// into changes (`--restore`, `--keepalived`).
+pub struct Source<'a> {
+    /// What it is, for the log (`/etc/xdpvs/rules`).
+    pub name: String,
+    /// Reads it; the changes build its table from an empty one.
+    pub load: Box<dyn Fn() -> Result<Vec<Request>, String> + 'a>,
+    /// Raised by SIGHUP: read it again and apply the difference.
+    pub reload: &'a AtomicBool,
+}
+
+impl std::fmt::Debug for Source<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source").field("name", &self.name).finish()
+    }
+}
+
 /// Runs the director until `stop` is raised (SIGINT/SIGTERM set it) or it fails.
-/// `initial`, if any, is applied before the control socket serves anyone (a restored
-/// table); if it fails, the director does not start.
+/// `source`, if any, is read and applied before the control socket serves anyone; if
+/// that fails, the director does not start. On SIGHUP it is read again and applied as
+/// one change (a clear and the file's table: real servers and checks that stay as they
+/// are keep their connections, counters and state).
 pub fn run(
     opts: &RunOptions,
     socket: &Path,
     stop: &AtomicBool,
-    initial: Option<Request>,
+    source: Option<Source<'_>>,
 ) -> Result<(), RunError> {
+    let initial = match &source {
+        Some(s) => Some(Request::Batch((s.load)().map_err(RunError::Load)?)),
+        None => None,
+    };
     setup::check_capabilities()?;
     let ifc = Interface::probe(opts)?;
     let control = ControlSocket::bind(socket)?;
@@ -134,8 +160,8 @@ pub fn run(
     let failure = match restored {
         Err(e) => Some(RunError::Restore(e)),
         Ok(()) => {
-            if initial.is_some() {
-                info!("table restored");
+            if let Some(s) = &source {
+                info!("{} applied", s.name);
             }
             match (
                 Neighbours::open(ifc.index),
@@ -145,7 +171,15 @@ pub fn run(
                 )),
             ) {
                 (Ok(mut neighbours), Ok(checker)) => {
-                    serve(&mut plane, &control, &mut neighbours, &checker, stop)
+                    ready();
+                    serve(
+                        &mut plane,
+                        &control,
+                        &mut neighbours,
+                        &checker,
+                        stop,
+                        source.as_ref(),
+                    )
                 }
                 (Err(e), _) => Some(RunError::Neighbours(e)),
                 (_, Err(e)) => Some(RunError::Checker(e)),
@@ -181,6 +215,7 @@ fn serve(
     neigh: &mut Neighbours,
     checker: &Checker,
     stop: &AtomicBool,
+    source: Option<&Source<'_>>,
 ) -> Option<RunError> {
     let mut checks: Vec<Target> = Vec::new();
     let mut next_probe = Instant::now();
@@ -270,12 +305,40 @@ fn serve(
             checker.set(wanted.clone());
             checks = wanted;
         }
+        if let Some(src) = source.filter(|s| s.reload.swap(false, Relaxed)) {
+            reload(plane, src);
+            learn = true;
+        }
         if let Some(i) = plane.dataplane().workers.first_dead() {
             error!("worker {i} stopped unexpectedly");
             return Some(RunError::WorkerDied(i));
         }
     }
     None
+}
+
+/// Tells systemd (when it started us with `Type=notify`) that the director is ready.
+fn ready() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+}
+
+/// SIGHUP: reads the source again and applies it as one change.
+fn reload(plane: &mut ControlPlane<Live>, src: &Source<'_>) {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+    match (src.load)() {
+        Err(e) => warn!("SIGHUP: {e}; the configuration in force stays"),
+        Ok(reqs) => {
+            let batch = Request::Batch(std::iter::once(Request::Clear).chain(reqs).collect());
+            match plane.execute(&batch) {
+                Ok(_) => info!("SIGHUP: {} applied", src.name),
+                Err(e) => warn!(
+                    "SIGHUP: {}: {e}; nothing of it was applied, the configuration in force stays",
+                    src.name
+                ),
+            }
+        }
+    }
+    ready();
 }
 
 /// Whether two sets of checks run the same checks (their start states aside).

@@ -1,0 +1,562 @@
+//! keepalived.conf's `virtual_server` blocks, read as xdpvs requests.
+//!
+//! An operator migrating from IPVS + keepalived points `xdpvs run --keepalived FILE` at
+//! the file they have. What keepalived does for a direct-routing director is taken:
+//! `lb_algo`/`lvs_sched`, `lb_kind`/`lvs_method DR`, `persistence_timeout`,
+//! `persistence_granularity`, `protocol`, `delay_loop`, `virtualhost`, `sorry_server`,
+//! `inhibit_on_failure` and `real_server` blocks with `weight`, `inhibit_on_failure`,
+//! `TCP_CHECK` and `HTTP_GET` (`connect_port`, `connect_timeout`, `retry`/`nb_get_retry`,
+//! `delay_before_retry`, `delay_loop`, `url { path status_code digest }`). Anything else
+//! inside those blocks is refused with its line; `global_defs` and the VRRP sections are
+//! skipped with a note (xdpvs does not do VRRP).
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use xdpvs_sched::{Persistence, Protocol, SchedKind, ServiceKey};
+
+use crate::control::proto::Request;
+use crate::health::spec::{parse_digest, CheckSpec, Millis, OnFailure, Probe};
+
+/// Why a keepalived.conf was refused. Nothing of it is applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct KeepalivedError {
+    /// Where, from 1.
+    pub line: usize,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// What a keepalived.conf asks of xdpvs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    /// The changes that build its table (on an empty one), in the file's order.
+    pub requests: Vec<Request>,
+    /// Sections skipped, for the log.
+    pub notes: Vec<String>,
+}
+
+/// One statement: a keyword, its arguments, and a block if it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Node {
+    line: usize,
+    key: String,
+    args: Vec<String>,
+    block: Option<Vec<Node>>,
+}
+
+fn err<T>(line: usize, message: impl Into<String>) -> Result<T, KeepalivedError> {
+    Err(KeepalivedError {
+        line,
+        message: message.into(),
+    })
+}
+
+/// Words with their line numbers; `{` and `}` are words of their own; `#` and `!` start
+/// a comment; a "quoted string" is one word.
+fn words(text: &str) -> Result<Vec<(usize, String)>, KeepalivedError> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let mut chars = raw.chars().peekable();
+        let mut word = String::new();
+        let flush = |word: &mut String, out: &mut Vec<(usize, String)>| {
+            if !word.is_empty() {
+                out.push((line, std::mem::take(word)));
+            }
+        };
+        while let Some(c) = chars.next() {
+            match c {
+                '#' | '!' => break,
+                '"' => {
+                    flush(&mut word, &mut out);
+                    let mut q = String::new();
+                    let mut closed = false;
+                    for c in chars.by_ref() {
+                        if c == '"' {
+                            closed = true;
+                            break;
+                        }
+                        q.push(c);
+                    }
+                    if !closed {
+                        return err(line, "a quoted string is not closed on its line");
+                    }
+                    out.push((line, q));
+                }
+                '{' | '}' => {
+                    flush(&mut word, &mut out);
+                    out.push((line, c.to_string()));
+                }
+                c if c.is_whitespace() => flush(&mut word, &mut out),
+                c => word.push(c),
+            }
+        }
+        flush(&mut word, &mut out);
+    }
+    Ok(out)
+}
+
+/// Statements until a `}` (when `nested`) or the end.
+fn nodes(
+    words: &[(usize, String)],
+    at: &mut usize,
+    nested: Option<usize>,
+) -> Result<Vec<Node>, KeepalivedError> {
+    let mut out = Vec::new();
+    while *at < words.len() {
+        let (line, w) = &words[*at];
+        match w.as_str() {
+            "}" => {
+                if nested.is_none() {
+                    return err(*line, "'}' without a block to close");
+                }
+                *at += 1;
+                return Ok(out);
+            }
+            "{" => return err(*line, "'{' without a keyword before it"),
+            _ => {}
+        }
+        let mut node = Node {
+            line: *line,
+            key: w.clone(),
+            args: Vec::new(),
+            block: None,
+        };
+        *at += 1;
+        while let Some((l, a)) = words.get(*at) {
+            if *l != node.line || a == "}" {
+                break;
+            }
+            *at += 1;
+            if a == "{" {
+                node.block = Some(nodes(words, at, Some(node.line))?);
+                break;
+            }
+            node.args.push(a.clone());
+        }
+        out.push(node);
+    }
+    match nested {
+        Some(opened) => err(opened, "this block is never closed with '}'"),
+        None => Ok(out),
+    }
+}
+
+/// Top-level sections skipped with a note.
+const SKIPPED: [&str; 12] = [
+    "global_defs",
+    "vrrp_instance",
+    "vrrp_sync_group",
+    "vrrp_script",
+    "vrrp_track_process",
+    "track_file",
+    "garp_group",
+    "static_ipaddress",
+    "static_routes",
+    "static_rules",
+    "linkbeat_interfaces",
+    "bfd_instance",
+];
+
+/// Reads a keepalived.conf.
+pub fn parse(text: &str) -> Result<Imported, KeepalivedError> {
+    let words = words(text)?;
+    let mut at = 0;
+    let top = nodes(&words, &mut at, None)?;
+    let mut imported = Imported {
+        requests: Vec::new(),
+        notes: Vec::new(),
+    };
+    let mut keys: Vec<ServiceKey> = Vec::new();
+    for n in &top {
+        match n.key.as_str() {
+            "virtual_server" => {
+                let (key, reqs) = virtual_server(n)?;
+                if keys.contains(&key) {
+                    return err(n.line, format!("virtual_server {key} is defined twice"));
+                }
+                keys.push(key);
+                imported.requests.extend(reqs);
+            }
+            k if SKIPPED.contains(&k) => imported.notes.push(format!(
+                "line {}: {k} skipped (xdpvs takes only the virtual_server blocks{})",
+                n.line,
+                if k.starts_with("vrrp") {
+                    "; VRRP failover is not part of xdpvs"
+                } else {
+                    ""
+                }
+            )),
+            "virtual_server_group" => return err(
+                n.line,
+                "virtual_server_group is not supported: write one virtual_server per VIP and port",
+            ),
+            "include" => {
+                return err(
+                    n.line,
+                    "include is not supported: give xdpvs one file with the virtual_server blocks",
+                )
+            }
+            k => {
+                return err(
+                    n.line,
+                    format!("'{k}' is not a keepalived section xdpvs knows"),
+                )
+            }
+        }
+    }
+    Ok(imported)
+}
+
+fn one_arg<'a>(n: &'a Node, what: &str) -> Result<&'a str, KeepalivedError> {
+    match n.args.as_slice() {
+        [a] => Ok(a),
+        _ => err(n.line, format!("{} takes one {what}", n.key)),
+    }
+}
+
+fn no_block(n: &Node) -> Result<(), KeepalivedError> {
+    if n.block.is_some() {
+        return err(n.line, format!("{} takes no block", n.key));
+    }
+    Ok(())
+}
+
+fn block(n: &Node) -> Result<&[Node], KeepalivedError> {
+    n.block.as_deref().ok_or_else(|| KeepalivedError {
+        line: n.line,
+        message: format!("{} needs a block {{ ... }}", n.key),
+    })
+}
+
+fn number<T: std::str::FromStr>(n: &Node, what: &str) -> Result<T, KeepalivedError> {
+    no_block(n)?;
+    one_arg(n, what)?.parse().or_else(|_| {
+        err(
+            n.line,
+            format!("{} {}: not a {what}", n.key, n.args.join(" ")),
+        )
+    })
+}
+
+fn seconds(n: &Node) -> Result<Millis, KeepalivedError> {
+    no_block(n)?;
+    Millis::parse_secs(one_arg(n, "time in seconds")?)
+        .or_else(|e| err(n.line, format!("{}: {e}", n.key)))
+}
+
+fn addr_port(n: &Node, args: &[String]) -> Result<(Ipv4Addr, u16), KeepalivedError> {
+    match args {
+        [a, p] => {
+            let addr = a.parse::<Ipv4Addr>().or_else(|_| {
+                err(
+                    n.line,
+                    format!("{} {a}: xdpvs takes an IPv4 address here", n.key),
+                )
+            })?;
+            let port = p.parse::<u16>().ok().filter(|&p| p != 0).map_or_else(
+                || {
+                    err(
+                        n.line,
+                        format!("{} {a} {p}: not a port from 1 to 65535", n.key),
+                    )
+                },
+                Ok,
+            )?;
+            Ok((addr, port))
+        }
+        _ => err(n.line, format!("{} takes an address and a port", n.key)),
+    }
+}
+
+/// What a virtual_server block sets for its checks.
+#[derive(Debug, Clone)]
+struct CheckDefaults {
+    delay_loop: Millis,
+    virtualhost: Option<String>,
+    inhibit: bool,
+}
+
+fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<Request>), KeepalivedError> {
+    if n.args
+        .first()
+        .is_some_and(|a| a == "fwmark" || a == "group")
+    {
+        return err(
+            n.line,
+            format!(
+                "virtual_server {}: firewall-mark and group services are not supported: give the VIP and port",
+                n.args.join(" ")
+            ),
+        );
+    }
+    let (vip, port) = addr_port(n, &n.args)?;
+    let mut proto = Protocol::Tcp;
+    let mut scheduler = SchedKind::default();
+    let mut timeout: Option<u32> = None;
+    let mut granularity = Ipv4Addr::BROADCAST;
+    let mut sorry: Option<Ipv4Addr> = None;
+    let mut defaults = CheckDefaults {
+        // keepalived's default delay_loop.
+        delay_loop: Millis::secs(60),
+        virtualhost: None,
+        inhibit: false,
+    };
+    let mut reals = Vec::new();
+    let name = format!("virtual_server {vip} {port}");
+    for c in block(n)? {
+        let refuse = |why: &str| err(c.line, format!("{name}: {} is not supported{why}", c.key));
+        match c.key.as_str() {
+            "delay_loop" => defaults.delay_loop = seconds(c)?,
+            "lb_algo" | "lvs_sched" => {
+                no_block(c)?;
+                let s = one_arg(c, "scheduler")?;
+                scheduler = s.parse().or_else(|_| {
+                    err(
+                        c.line,
+                        format!("{name}: {} {s}: xdpvs schedules with rr, wrr, lc, wlc, sh or mh", c.key),
+                    )
+                })?;
+            }
+            "lb_kind" | "lvs_method" => {
+                no_block(c)?;
+                let k = one_arg(c, "forwarding method")?;
+                if k != "DR" {
+                    return err(
+                        c.line,
+                        format!("{name}: {} {k}: xdpvs does direct routing only (DR)", c.key),
+                    );
+                }
+            }
+            "persistence_timeout" => {
+                let t: u32 = number(c, "number of seconds")?;
+                timeout = (t > 0).then_some(t);
+            }
+            "persistence_granularity" => {
+                no_block(c)?;
+                let m = one_arg(c, "netmask")?;
+                granularity = m.parse().or_else(|_| {
+                    err(c.line, format!("{name}: persistence_granularity {m}: not a netmask"))
+                })?;
+                if let Err(e) = Persistence::new(Duration::from_secs(1), granularity) {
+                    return err(c.line, format!("{name}: {e}"));
+                }
+            }
+            "protocol" => {
+                no_block(c)?;
+                proto = match one_arg(c, "protocol")? {
+                    "TCP" => Protocol::Tcp,
+                    "UDP" => Protocol::Udp,
+                    p => return err(c.line, format!("{name}: protocol {p}: xdpvs serves TCP and UDP")),
+                };
+            }
+            "virtualhost" => {
+                no_block(c)?;
+                defaults.virtualhost = Some(one_arg(c, "host name")?.to_string());
+            }
+            "inhibit_on_failure" => {
+                no_block(c)?;
+                defaults.inhibit = true;
+            }
+            "sorry_server" => {
+                no_block(c)?;
+                let (a, p) = addr_port(c, &c.args)?;
+                if p != port {
+                    return err(
+                        c.line,
+                        format!("{name}: sorry_server {a} {p}: direct routing cannot map ports: it must serve on {port}"),
+                    );
+                }
+                sorry = Some(a);
+            }
+            "real_server" => reals.push(c),
+            "ops" => return refuse(": UDP flows are scheduled per flow"),
+            "quorum" | "hysteresis" | "quorum_up" | "quorum_down" | "alpha" | "omega" | "ha_suspend" => {
+                return refuse(": xdpvs takes a real server out on its own check only (the sorry server stands in when none is up)")
+            }
+            _ => return refuse(""),
+        }
+    }
+    let key = ServiceKey { proto, vip, port };
+    let persistence = match timeout {
+        Some(t) => Some(
+            Persistence::new(Duration::from_secs(u64::from(t)), granularity)
+                .or_else(|e| err(n.line, format!("{name}: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut out = vec![Request::AddService {
+        key,
+        scheduler,
+        persistence,
+        sorry,
+    }];
+    let mut seen = Vec::new();
+    for r in reals {
+        let (addr, weight, check) = real_server(r, &name, port, &defaults)?;
+        if seen.contains(&addr) {
+            return err(
+                r.line,
+                format!("{name}: real_server {addr} is listed twice"),
+            );
+        }
+        seen.push(addr);
+        out.push(Request::AddReal {
+            key,
+            addr,
+            weight,
+            check,
+        });
+    }
+    Ok((key, out))
+}
+
+fn real_server(
+    n: &Node,
+    vs: &str,
+    vport: u16,
+    defaults: &CheckDefaults,
+) -> Result<(Ipv4Addr, u16, Option<CheckSpec>), KeepalivedError> {
+    let (addr, port) = addr_port(n, &n.args)?;
+    let name = format!("{vs}: real_server {addr} {port}");
+    if port != vport {
+        return err(
+            n.line,
+            format!(
+                "{name}: direct routing cannot map ports: the real server must serve on {vport}"
+            ),
+        );
+    }
+    let mut weight = 1u16;
+    let mut inhibit = defaults.inhibit;
+    let mut check: Option<CheckSpec> = None;
+    for c in block(n)? {
+        match c.key.as_str() {
+            "weight" => weight = number(c, "weight from 0 to 65535")?,
+            "inhibit_on_failure" => {
+                no_block(c)?;
+                inhibit = true;
+            }
+            "TCP_CHECK" | "HTTP_GET" => {
+                if check.is_some() {
+                    return err(
+                        c.line,
+                        format!("{name}: one check per real server (xdpvs runs one)"),
+                    );
+                }
+                check = Some(checker(c, &name, defaults)?);
+            }
+            k @ ("MISC_CHECK" | "SSL_GET" | "SMTP_CHECK" | "DNS_CHECK" | "UDP_CHECK"
+            | "PING_CHECK" | "FILE_CHECK" | "BFD_CHECK") => {
+                return err(
+                    c.line,
+                    format!("{name}: {k} is not supported: use TCP_CHECK or HTTP_GET"),
+                )
+            }
+            k => return err(c.line, format!("{name}: {k} is not supported")),
+        }
+    }
+    if let Some(c) = &mut check {
+        c.on_failure = if inhibit {
+            OnFailure::Inhibit
+        } else {
+            OnFailure::Remove
+        };
+    }
+    Ok((addr, weight, check))
+}
+
+fn checker(n: &Node, rs: &str, defaults: &CheckDefaults) -> Result<CheckSpec, KeepalivedError> {
+    let http = n.key == "HTTP_GET";
+    let mut spec = CheckSpec::new(Probe::Tcp);
+    spec.interval = defaults.delay_loop;
+    // keepalived: one retry by default, so down at the second failure in a row; up at
+    // the first success.
+    let mut retry = 1u32;
+    let mut url: Option<(String, Option<u16>, Option<String>)> = None;
+    let mut virtualhost = defaults.virtualhost.clone();
+    let name = format!("{rs}: {}", n.key);
+    for c in block(n)? {
+        match c.key.as_str() {
+            "connect_port" => spec.port = Some(number(c, "port")?),
+            "connect_timeout" => spec.timeout = seconds(c)?,
+            "retry" | "nb_get_retry" => retry = number(c, "number of retries")?,
+            "delay_before_retry" => spec.retry_delay = seconds(c)?,
+            "delay_loop" => spec.interval = seconds(c)?,
+            "virtualhost" if http => {
+                no_block(c)?;
+                virtualhost = Some(one_arg(c, "host name")?.to_string());
+            }
+            "url" if http => {
+                if url.is_some() {
+                    return err(
+                        c.line,
+                        format!("{name}: one url per check (xdpvs checks one)"),
+                    );
+                }
+                url = Some(url_block(c, &name)?);
+            }
+            k => return err(c.line, format!("{name}: {k} is not supported")),
+        }
+    }
+    spec.fall = retry.saturating_add(1).min(100);
+    spec.rise = 1;
+    if http {
+        let Some((path, status, digest)) = url else {
+            return err(n.line, format!("{name}: needs a url {{ path ... }} block"));
+        };
+        spec.probe = Probe::Http {
+            path,
+            status,
+            digest,
+            host: virtualhost,
+        };
+    }
+    Ok(spec)
+}
+
+fn url_block(
+    n: &Node,
+    check: &str,
+) -> Result<(String, Option<u16>, Option<String>), KeepalivedError> {
+    let (mut path, mut status, mut digest) = (None, None, None);
+    for c in block(n)? {
+        match c.key.as_str() {
+            "path" => {
+                no_block(c)?;
+                let p = one_arg(c, "path")?;
+                if !p.starts_with('/') {
+                    return err(c.line, format!("{check}: path {p}: a path starts with '/'"));
+                }
+                path = Some(p.to_string());
+            }
+            "status_code" => {
+                let s: u16 = number(c, "status code (one, e.g. 200)")?;
+                if !(100..=599).contains(&s) {
+                    return err(
+                        c.line,
+                        format!("{check}: status_code {s}: not an HTTP status"),
+                    );
+                }
+                status = Some(s);
+            }
+            "digest" => {
+                no_block(c)?;
+                digest = Some(
+                    parse_digest(one_arg(c, "digest")?)
+                        .or_else(|e| err(c.line, format!("{check}: {e}")))?,
+                );
+            }
+            k => return err(c.line, format!("{check}: url: {k} is not supported")),
+        }
+    }
+    let Some(path) = path else {
+        return err(n.line, format!("{check}: url needs a path"));
+    };
+    Ok((path, status, digest))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,396 @@
+use super::*;
+use crate::health::spec::Millis;
+
+/// A keepalived.conf as operators write them: globals, VRRP, two virtual servers.
+const REAL_WORLD: &str = r#"
+! Configuration File for keepalived
+global_defs {
+   notification_email {
+     ops@example.org
+   }
+   notification_email_from lb1@example.org
+   smtp_server 127.0.0.1
+   smtp_connect_timeout 30
+   router_id LVS_DEVEL
+}
+
+vrrp_instance VI_1 {
+    state MASTER
+    interface eth0
+    virtual_router_id 51
+    priority 100
+    advert_int 1
+    authentication {
+        auth_type PASS
+        auth_pass 1111
+    }
+    virtual_ipaddress {
+        198.18.0.100
+    }
+}
+
+virtual_server 198.18.0.100 80 {
+    delay_loop 6
+    lb_algo wrr
+    lb_kind DR
+    persistence_timeout 600
+    persistence_granularity 255.255.255.0
+    protocol TCP
+    virtualhost www.example.org
+    sorry_server 198.18.0.50 80
+
+    real_server 198.18.0.11 80 {
+        weight 3
+        inhibit_on_failure
+        HTTP_GET {
+            url {
+              path /health
+              status_code 200
+              digest 5B6D74F1453E20C09D6A20D909779AD7
+            }
+            connect_port 8080
+            connect_timeout 3
+            nb_get_retry 3
+            delay_before_retry 2
+        }
+    }
+    real_server 198.18.0.12 80 {
+        weight 1
+        TCP_CHECK {
+            connect_timeout 2.5
+            retry 0
+            delay_loop 1
+        }
+    }
+    real_server 198.18.0.13 80 {
+        weight 0
+    }
+}
+
+virtual_server 198.18.0.100 53 {   # DNS
+    lvs_sched sh
+    lvs_method DR
+    protocol UDP
+    inhibit_on_failure
+    real_server 198.18.0.11 53 {
+        TCP_CHECK { connect_port 53 }
+    }
+}
+"#;
+
+fn key(proto: Protocol, port: u16) -> ServiceKey {
+    ServiceKey {
+        proto,
+        vip: Ipv4Addr::new(198, 18, 0, 100),
+        port,
+    }
+}
+
+fn rs(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, last)
+}
+
+#[test]
+fn a_real_world_file_with_every_supported_keyword() {
+    let got = parse(REAL_WORLD).expect("parsed");
+    assert_eq!(got.notes.len(), 2, "{:?}", got.notes);
+    assert!(
+        got.notes[0].starts_with("line 3: global_defs skipped"),
+        "{:?}",
+        got.notes
+    );
+    assert!(got.notes[1].contains("vrrp_instance skipped") && got.notes[1].contains("VRRP"));
+    let web = key(Protocol::Tcp, 80);
+    let dns = key(Protocol::Udp, 53);
+    let want = vec![
+        Request::AddService {
+            key: web,
+            scheduler: SchedKind::Wrr,
+            persistence: Some(
+                Persistence::new(Duration::from_secs(600), Ipv4Addr::new(255, 255, 255, 0))
+                    .expect("valid"),
+            ),
+            sorry: Some(rs(50)),
+        },
+        Request::AddReal {
+            key: web,
+            addr: rs(11),
+            weight: 3,
+            check: Some(CheckSpec {
+                probe: Probe::Http {
+                    path: "/health".into(),
+                    status: Some(200),
+                    digest: Some("5b6d74f1453e20c09d6a20d909779ad7".into()),
+                    host: Some("www.example.org".into()),
+                },
+                port: Some(8080),
+                interval: Millis::secs(6),
+                timeout: Millis::secs(3),
+                retry_delay: Millis::secs(2),
+                fall: 4,
+                rise: 1,
+                on_failure: OnFailure::Inhibit,
+            }),
+        },
+        Request::AddReal {
+            key: web,
+            addr: rs(12),
+            weight: 1,
+            check: Some(CheckSpec {
+                probe: Probe::Tcp,
+                port: None,
+                interval: Millis::secs(1),
+                timeout: Millis(2500),
+                retry_delay: Millis::secs(1),
+                fall: 1,
+                rise: 1,
+                on_failure: OnFailure::Remove,
+            }),
+        },
+        Request::AddReal {
+            key: web,
+            addr: rs(13),
+            weight: 0,
+            check: None,
+        },
+        Request::AddService {
+            key: dns,
+            scheduler: SchedKind::Sh,
+            persistence: None,
+            sorry: None,
+        },
+        Request::AddReal {
+            key: dns,
+            addr: rs(11),
+            weight: 1,
+            check: Some(CheckSpec {
+                port: Some(53),
+                interval: Millis::secs(60),
+                fall: 2,
+                on_failure: OnFailure::Inhibit,
+                ..CheckSpec::new(Probe::Tcp)
+            }),
+        },
+    ];
+    assert_eq!(got.requests, want);
+}
+
+#[test]
+fn defaults_are_keepalived_s() {
+    let got = parse(
+        "virtual_server 198.18.0.100 80 {\n real_server 198.18.0.11 80 {\n HTTP_GET {\n url {\n path /\n }\n }\n }\n}\n",
+    )
+    .expect("parsed");
+    assert_eq!(
+        got.requests,
+        vec![
+            Request::AddService {
+                key: key(Protocol::Tcp, 80),
+                scheduler: SchedKind::Wlc,
+                persistence: None,
+                sorry: None,
+            },
+            Request::AddReal {
+                key: key(Protocol::Tcp, 80),
+                addr: rs(11),
+                weight: 1,
+                check: Some(CheckSpec {
+                    probe: Probe::Http {
+                        path: "/".into(),
+                        status: None,
+                        digest: None,
+                        host: None,
+                    },
+                    port: None,
+                    interval: Millis::secs(60),
+                    timeout: Millis::secs(5),
+                    retry_delay: Millis::secs(1),
+                    fall: 2,
+                    rise: 1,
+                    on_failure: OnFailure::Remove,
+                }),
+            },
+        ]
+    );
+}
+
+fn refused(conf: &str) -> KeepalivedError {
+    parse(conf).expect_err("refused")
+}
+
+fn vs(body: &str) -> String {
+    format!("virtual_server 198.18.0.100 80 {{\n{body}\n}}\n")
+}
+
+fn rs11(body: &str) -> String {
+    vs(&format!("real_server 198.18.0.11 80 {{\n{body}\n}}"))
+}
+
+#[test]
+fn everything_else_is_refused_with_its_line() {
+    let cases: Vec<(String, usize, &str)> = vec![
+        (
+            vs("lb_kind NAT"),
+            2,
+            "lb_kind NAT: xdpvs does direct routing only",
+        ),
+        (vs("lvs_method TUN"), 2, "direct routing only"),
+        (
+            vs("lb_algo lblc"),
+            2,
+            "lb_algo lblc: xdpvs schedules with rr",
+        ),
+        (
+            vs("protocol SCTP"),
+            2,
+            "protocol SCTP: xdpvs serves TCP and UDP",
+        ),
+        (vs("quorum 2"), 2, "quorum is not supported"),
+        (vs("alpha"), 2, "alpha is not supported"),
+        (vs("ops"), 2, "ops is not supported"),
+        (vs("ha_suspend"), 2, "ha_suspend is not supported"),
+        (vs("nat_mask 255.255.255.0"), 2, "nat_mask is not supported"),
+        (vs("sorry_server 198.18.0.50 8080"), 2, "cannot map ports"),
+        (vs("persistence_granularity 255.0.255.0"), 2, "contiguous"),
+        (
+            vs("real_server 198.18.0.11 8080 {\n}"),
+            2,
+            "cannot map ports",
+        ),
+        (
+            rs11("MISC_CHECK {\n misc_path /bin/true\n}"),
+            3,
+            "MISC_CHECK is not supported: use TCP_CHECK or HTTP_GET",
+        ),
+        (rs11("SSL_GET {\n}"), 3, "SSL_GET is not supported"),
+        (
+            rs11("notify_down /bin/alert"),
+            3,
+            "notify_down is not supported",
+        ),
+        (rs11("uthreshold 100"), 3, "uthreshold is not supported"),
+        (rs11("weight heavy"), 3, "not a weight"),
+        (
+            rs11("TCP_CHECK {\n bindto 198.18.0.1\n}"),
+            4,
+            "TCP_CHECK: bindto is not supported",
+        ),
+        (
+            rs11("TCP_CHECK {\n connect_ip 198.18.0.9\n}"),
+            4,
+            "connect_ip is not supported",
+        ),
+        (
+            rs11("TCP_CHECK {\n url {\n path /\n }\n}"),
+            4,
+            "TCP_CHECK: url is not supported",
+        ),
+        (
+            rs11("TCP_CHECK {\n}\nHTTP_GET {\n url {\n path /\n }\n}"),
+            5,
+            "one check per real server",
+        ),
+        (rs11("HTTP_GET {\n connect_timeout 3\n}"), 3, "needs a url"),
+        (
+            rs11("HTTP_GET {\n url {\n path /a\n }\n url {\n path /b\n }\n}"),
+            7,
+            "one url per check",
+        ),
+        (
+            rs11("HTTP_GET {\n url {\n path /\n status_code 200-299\n }\n}"),
+            6,
+            "not a status code",
+        ),
+        (
+            rs11("HTTP_GET {\n url {\n path /\n digest xyz\n }\n}"),
+            6,
+            "illegal digest",
+        ),
+        (
+            rs11("HTTP_GET {\n url {\n path /\n regex ok\n }\n}"),
+            6,
+            "url: regex is not supported",
+        ),
+        (
+            rs11("HTTP_GET {\n url {\n path health\n }\n}"),
+            5,
+            "a path starts with '/'",
+        ),
+        (
+            "virtual_server fwmark 1 {\n}\n".into(),
+            1,
+            "firewall-mark and group services",
+        ),
+        (
+            "virtual_server group G {\n}\n".into(),
+            1,
+            "firewall-mark and group services",
+        ),
+        (
+            "virtual_server_group G {\n}\n".into(),
+            1,
+            "virtual_server_group is not supported",
+        ),
+        (
+            "virtual_server 2001:db8::1 80 {\n}\n".into(),
+            1,
+            "IPv4 address",
+        ),
+        (
+            "virtual_server 198.18.0.100 0 {\n}\n".into(),
+            1,
+            "not a port",
+        ),
+        (
+            "include /etc/keepalived/*.conf\n".into(),
+            1,
+            "include is not supported",
+        ),
+        (
+            "bogus_section {\n}\n".into(),
+            1,
+            "'bogus_section' is not a keepalived section",
+        ),
+        (
+            "virtual_server 198.18.0.100 80 {\n".into(),
+            1,
+            "never closed",
+        ),
+        ("}\n".into(), 1, "without a block"),
+        (
+            "virtual_server 198.18.0.100 80 {\n virtualhost \"www\n}\n".into(),
+            2,
+            "quoted string",
+        ),
+        (format!("{}{}", vs(""), vs("")), 4, "defined twice"),
+        (
+            vs("real_server 198.18.0.11 80 {\n}\nreal_server 198.18.0.11 80 {\n}"),
+            4,
+            "listed twice",
+        ),
+    ];
+    for (conf, line, says) in cases {
+        let e = refused(&conf);
+        assert_eq!(e.line, line, "{conf}: {e}");
+        assert!(e.message.contains(says), "{conf}: {e}");
+        assert!(!e.to_string().contains('\n'), "{e}");
+    }
+}
+
+#[test]
+fn one_line_blocks_comments_and_quotes() {
+    let got = parse(
+        "virtual_server 198.18.0.100 80 { # web\n  lb_algo rr ! round robin\n  real_server 198.18.0.11 80 { weight 2 }\n  virtualhost \"www.example.org\"\n}\n",
+    )
+    .expect("parsed");
+    assert_eq!(got.requests.len(), 2);
+    assert_eq!(
+        got.requests[1],
+        Request::AddReal {
+            key: key(Protocol::Tcp, 80),
+            addr: rs(11),
+            weight: 2,
+            check: None,
+        }
+    );
+}
