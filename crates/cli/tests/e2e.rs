@@ -1107,3 +1107,111 @@ fn a_keepalived_conf_is_served_and_sighup_applies_its_edits_without_breaking_a_c
     assert!(x(lab, "-Ln").contains("TCP  198.18.0.100:81 rr"));
     let _ = std::fs::remove_file(&conf);
 }
+
+#[test]
+fn metrics_are_prometheus_text_and_agree_with_the_traffic() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&["--metrics", "198.18.0.1:9100"])
+        .expect("director starts");
+    configure_rr(&lab);
+    x(
+        &lab,
+        "-e -t 198.18.0.100:80 -r 198.18.0.11 --check tcp --check-interval 0.5",
+    );
+    let report = ab(&lab, 300, 10, false);
+    assert!(report.contains("Failed requests:        0"), "{report}");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let scrape = || {
+        let out = lab
+            .exec(
+                &lab.ns("c"),
+                &[
+                    "curl",
+                    "-sS",
+                    "--max-time",
+                    "5",
+                    "http://198.18.0.1:9100/metrics",
+                ],
+            )
+            .expect("curl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let lines: Vec<std::io::Result<String>> = text.lines().map(|l| Ok(l.to_string())).collect();
+        (
+            prometheus_parse::Scrape::parse(lines.into_iter()).expect("Prometheus text"),
+            text,
+        )
+    };
+    let (m, text) = scrape();
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        m.samples
+            .iter()
+            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    let stats = json(&lab, "-Ln --stats --json");
+    let svc = &stats["services"][0]["stats"];
+    assert_eq!(
+        value("xdpvs_service_connections_total", &[]) as u64,
+        svc["conns"].as_u64().expect("conns"),
+        "{text}"
+    );
+    assert!(value("xdpvs_service_connections_total", &[]) >= 300.0);
+    assert_eq!(
+        value("xdpvs_service_packets_total", &[]) as u64,
+        svc["in_pkts"].as_u64().expect("pkts")
+    );
+    assert_eq!(
+        value("xdpvs_real_connections_total", &[]),
+        value("xdpvs_service_connections_total", &[])
+    );
+    // Every frame the worker received was forwarded, answered (ARP) or dropped by reason.
+    let rx = value("xdpvs_worker_received_packets_total", &[]);
+    let accounted = value("xdpvs_worker_forwarded_packets_total", &[])
+        + value("xdpvs_worker_arp_replies_total", &[])
+        + value("xdpvs_worker_dropped_packets_total", &[])
+        + value("xdpvs_worker_unhandled_packets_total", &[]);
+    assert_eq!(rx, accounted, "{text}");
+    assert!(
+        value(
+            "xdpvs_health_checks_total",
+            &[("real", "198.18.0.11"), ("result", "ok")]
+        ) >= 1.0
+    );
+    assert_eq!(value("xdpvs_real_up", &[("real", "198.18.0.11")]), 1.0);
+    assert!(
+        value("xdpvs_worker_connection_table_entries", &[]) > 0.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("xdpvs_xsk_rx_ring_full_total{worker=\"0\"}"),
+        "{text}"
+    );
+    let missing = lab
+        .exec(
+            &lab.ns("c"),
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "http://198.18.0.1:9100/",
+            ],
+        )
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&missing.stdout), "404");
+}

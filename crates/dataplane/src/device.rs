@@ -51,6 +51,31 @@ pub trait Device {
     /// Blocks up to `timeout_ms` until a frame may be ready (idle back-off). Returns
     /// whether something arrived.
     fn wait(&mut self, timeout_ms: i32) -> bool;
+
+    /// The device's own counters, for devices that have them (a syscall: call it
+    /// seldom, never per frame).
+    fn stats(&self) -> Option<DeviceStats> {
+        None
+    }
+}
+
+/// Counters of an AF_XDP socket: the kernel's (`XDP_STATISTICS`) and its wake-ups.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Received frames the kernel dropped for other reasons.
+    pub rx_dropped: u64,
+    /// Received frames dropped for an invalid descriptor.
+    pub rx_invalid_descs: u64,
+    /// Received frames dropped because the RX ring was full.
+    pub rx_ring_full: u64,
+    /// Times the kernel found the fill ring empty.
+    pub rx_fill_ring_empty: u64,
+    /// Frames to send dropped for an invalid descriptor.
+    pub tx_invalid_descs: u64,
+    /// Times the kernel found the TX ring empty.
+    pub tx_ring_empty: u64,
+    /// Wake-up calls made to the kernel (TX kicks and fill-ring wake-ups).
+    pub wakeups: u64,
 }
 
 /// A process-unique device number, stamped into every frame token a device hands out.

@@ -29,6 +29,11 @@ impl Counter {
         self.0.load(Relaxed)
     }
 
+    /// Sets the value (the owning worker, for a figure it copies from elsewhere).
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Relaxed);
+    }
+
     /// Resets to zero (the owning worker, when a slot changes hands).
     pub fn reset(&self) {
         self.0.store(0, Relaxed);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::config::Services;
-use crate::device::Device;
+use crate::device::{Device, DeviceStats};
 use crate::engine::{prefetch, process_steered, Tables, Verdict};
 use crate::stats::Counter;
 use crate::Time;
@@ -87,7 +87,45 @@ pub struct LoopStats {
     pub installs: Counter,
     /// Frames of our own sent (gratuitous ARP...).
     pub sent: Counter,
+    /// Entries in the connection table (copied about once a second).
+    pub table_entries: Counter,
+    /// The socket's counters (copied about once a second, for devices that have them).
+    pub device: DeviceCounters,
 }
+
+/// [`DeviceStats`] as counters another thread can read.
+#[derive(Debug, Default)]
+pub struct DeviceCounters {
+    /// Received frames the kernel dropped for other reasons.
+    pub rx_dropped: Counter,
+    /// Received frames dropped for an invalid descriptor.
+    pub rx_invalid_descs: Counter,
+    /// Received frames dropped because the RX ring was full.
+    pub rx_ring_full: Counter,
+    /// Times the kernel found the fill ring empty.
+    pub rx_fill_ring_empty: Counter,
+    /// Frames to send dropped for an invalid descriptor.
+    pub tx_invalid_descs: Counter,
+    /// Times the kernel found the TX ring empty.
+    pub tx_ring_empty: Counter,
+    /// Wake-up calls made to the kernel.
+    pub wakeups: Counter,
+}
+
+impl DeviceCounters {
+    fn set(&self, d: &DeviceStats) {
+        self.rx_dropped.set(d.rx_dropped);
+        self.rx_invalid_descs.set(d.rx_invalid_descs);
+        self.rx_ring_full.set(d.rx_ring_full);
+        self.rx_fill_ring_empty.set(d.rx_fill_ring_empty);
+        self.tx_invalid_descs.set(d.tx_invalid_descs);
+        self.tx_ring_empty.set(d.tx_ring_empty);
+        self.wakeups.set(d.wakeups);
+    }
+}
+
+/// How often a worker copies its table occupancy and its device's counters.
+const STATS_EVERY_NANOS: u64 = 1_000_000_000;
 
 /// One worker: a device, its tables, and its control channel.
 pub struct Worker<D: Device> {
@@ -236,14 +274,31 @@ impl<D: Device> Worker<D> {
         }
     }
 
+    /// Copies what other threads read of this worker but cannot count themselves: the
+    /// table's occupancy and the device's counters.
+    pub fn publish(&self) {
+        self.stats
+            .table_entries
+            .set(self.tables.conns().len() as u64);
+        if let Some(d) = self.dev.stats() {
+            self.stats.device.set(&d);
+        }
+    }
+
     /// Runs until `stop` is set or the control plane goes away, reading time from `clock`.
     pub fn run(&mut self, clock: impl Fn() -> Time, stop: &AtomicBool, idle: IdlePolicy) {
         let mut empty = 0u32;
+        let mut next_publish = 0u64;
         while !stop.load(Relaxed) {
             if !self.control() {
                 break;
             }
-            if self.poll(clock()) > 0 {
+            let now = clock();
+            if now.as_nanos() >= next_publish {
+                self.publish();
+                next_publish = now.as_nanos() + STATS_EVERY_NANOS;
+            }
+            if self.poll(now) > 0 {
                 empty = 0;
                 continue;
             }

@@ -15,6 +15,7 @@ pub mod control;
 pub mod health;
 pub mod iface;
 pub mod keepalived;
+pub mod metrics;
 pub mod neighbours;
 pub mod options;
 pub mod run;

@@ -53,4 +53,8 @@ pub struct RunOptions {
     /// off: persistent clients stay on a quiescent real server.
     #[arg(long)]
     pub expire_quiescent_template: bool,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 198.18.0.1:9100 or
+    /// 127.0.0.1:9100), from a thread off the workers' cores. Default: no metrics.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
 }

@@ -14,6 +14,7 @@ use crate::control::proto::{ControlError, Request};
 use crate::control::server::{ControlSocket, SocketError};
 use crate::health::{Checker, Health, OnFailure, Target};
 use crate::iface::format_mac;
+use crate::metrics::{answer_scrapes, MetricsServer, Scrape};
 use crate::neighbours::{self, Neighbours};
 use crate::options::RunOptions;
 use crate::setup::{self, Interface, SetupError};
@@ -49,6 +50,9 @@ pub enum RunError {
     /// The health checker's thread could not start.
     #[error("starting the health checker: {0}")]
     Checker(std::io::Error),
+    /// The metrics server could not start.
+    #[error("--metrics: {0}")]
+    Metrics(std::io::Error),
     /// A worker thread ended on its own.
     #[error("worker {0} stopped unexpectedly")]
     WorkerDied(usize),
@@ -163,26 +167,36 @@ pub fn run(
             if let Some(s) = &source {
                 info!("{} applied", s.name);
             }
-            match (
-                Neighbours::open(ifc.index),
-                Checker::start(checker_core(
-                    &cores.iter().map(|c| c.id).collect::<Vec<_>>(),
-                    &worker_cores,
-                )),
-            ) {
-                (Ok(mut neighbours), Ok(checker)) => {
+            let aside = checker_core(
+                &cores.iter().map(|c| c.id).collect::<Vec<_>>(),
+                &worker_cores,
+            );
+            let (scrape_tx, scrapes) = crossbeam_channel::unbounded();
+            let metrics = opts
+                .metrics
+                .map(|addr| MetricsServer::start(addr, scrape_tx, aside))
+                .transpose();
+            match (Neighbours::open(ifc.index), Checker::start(aside), metrics) {
+                (Ok(mut neighbours), Ok(checker), Ok(metrics)) => {
+                    if let Some(m) = &metrics {
+                        info!("metrics at http://{}/metrics", m.addr());
+                    }
                     ready();
                     serve(
                         &mut plane,
                         &control,
                         &mut neighbours,
-                        &checker,
+                        &Aside {
+                            checker: &checker,
+                            scrapes: &scrapes,
+                        },
                         stop,
                         source.as_ref(),
                     )
                 }
-                (Err(e), _) => Some(RunError::Neighbours(e)),
-                (_, Err(e)) => Some(RunError::Checker(e)),
+                (Err(e), _, _) => Some(RunError::Neighbours(e)),
+                (_, Err(e), _) => Some(RunError::Checker(e)),
+                (_, _, Err(e)) => Some(RunError::Metrics(e)),
             }
         }
     };
@@ -213,10 +227,11 @@ fn serve(
     plane: &mut ControlPlane<Live>,
     control: &ControlSocket,
     neigh: &mut Neighbours,
-    checker: &Checker,
+    aside: &Aside<'_>,
     stop: &AtomicBool,
     source: Option<&Source<'_>>,
 ) -> Option<RunError> {
+    let checker = aside.checker;
     let mut checks: Vec<Target> = Vec::new();
     let mut next_probe = Instant::now();
     let mut next_probe_all = Instant::now() + PROBE_ALL;
@@ -305,6 +320,7 @@ fn serve(
             checker.set(wanted.clone());
             checks = wanted;
         }
+        answer_scrapes(aside.scrapes, plane, &plane.dataplane().workers.stats());
         if let Some(src) = source.filter(|s| s.reload.swap(false, Relaxed)) {
             reload(plane, src);
             learn = true;
@@ -315,6 +331,12 @@ fn serve(
         }
     }
     None
+}
+
+/// What runs beside the workers and the control loop: health checks, metrics scrapes.
+struct Aside<'a> {
+    checker: &'a Checker,
+    scrapes: &'a crossbeam_channel::Receiver<Scrape>,
 }
 
 /// Tells systemd (when it started us with `Type=notify`) that the director is ready.

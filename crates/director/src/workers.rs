@@ -161,6 +161,14 @@ impl Workers {
         self.list.is_empty()
     }
 
+    /// Each worker's loop and packet counters, in queue order.
+    pub fn stats(&self) -> Vec<(&LoopStats, &WorkerStats)> {
+        self.list
+            .iter()
+            .map(|w| (&*w.loop_stats, &*w.stats))
+            .collect()
+    }
+
     /// The first worker that stopped on its own, if any.
     pub fn first_dead(&self) -> Option<usize> {
         self.list.iter().position(|w| w.thread.is_finished())

@@ -17,7 +17,7 @@ use xsk_rs::config::{
 };
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
-use crate::device::{next_device_id, Device};
+use crate::device::{next_device_id, Device, DeviceStats};
 
 /// How to bind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,6 +161,7 @@ pub struct XskDevice {
     zero_copy: bool,
     busy_poll: bool,
     queue: u32,
+    wakeups: u64,
 }
 
 impl std::fmt::Debug for XskDevice {
@@ -229,6 +230,7 @@ impl XskDevice {
                         in_flight: 0,
                         zero_copy: name == "zero-copy",
                         busy_poll: cfg.busy_poll.is_some(),
+                        wakeups: 0,
                         queue,
                     };
                     if let Some(bp) = cfg.busy_poll {
@@ -334,10 +336,12 @@ impl Device for XskDevice {
         // anything is in flight. With need-wakeup, zero-copy kicks only when asked.
         if self.in_flight > 0 && (!self.zero_copy || self.tx.needs_wakeup()) {
             let _ = self.tx.wakeup();
+            self.wakeups += 1;
         }
         if self.fq.needs_wakeup() {
             let fd = self.rx.fd_mut();
             let _ = self.fq.wakeup(fd, 0);
+            self.wakeups += 1;
         }
     }
 
@@ -435,5 +439,18 @@ impl Device for XskDevice {
 
     fn wait(&mut self, timeout_ms: i32) -> bool {
         self.rx.poll(timeout_ms).unwrap_or(false)
+    }
+
+    fn stats(&self) -> Option<DeviceStats> {
+        let k = self.statistics().ok()?;
+        Some(DeviceStats {
+            rx_dropped: k.rx_dropped(),
+            rx_invalid_descs: k.rx_invalid_descs(),
+            rx_ring_full: k.rx_ring_full(),
+            rx_fill_ring_empty: k.rx_fill_ring_empty_descs(),
+            tx_invalid_descs: k.tx_invalid_descs(),
+            tx_ring_empty: k.tx_ring_empty_descs(),
+            wakeups: self.wakeups,
+        })
     }
 }

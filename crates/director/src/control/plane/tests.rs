@@ -1004,3 +1004,89 @@ fn the_sorry_server_stands_in_while_no_real_server_is_up() {
     assert_eq!(compiled_weight(&p, 50), None);
     assert_eq!(p.dp.send(1003, flags::SYN), None);
 }
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_count_what_was_forwarded() {
+    let mut p = plane(1);
+    add_service(&mut p);
+    add_checked(&mut p, 11, checked(OnFailure::Inhibit));
+    add_real(&mut p, 12).expect("added");
+    for cport in 1000..1010 {
+        p.dp.send(cport, flags::SYN).expect("scheduled");
+        p.dp.send(cport, flags::ACK).expect("forwarded");
+    }
+    p.health_outcome(&outcome(11, false, Some(Health::Down)))
+        .expect("applied");
+    let loops = xdpvs_dataplane::worker::LoopStats::default();
+    loops.table_entries.set(10);
+    let w = p.dp.workers[0].stats().clone();
+    let text = crate::metrics::render(&p, &[(&loops, &w)]).expect("rendered");
+    let lines: Vec<Result<String, std::io::Error>> =
+        text.lines().map(|l| Ok(l.to_string())).collect();
+    let scrape =
+        prometheus_parse::Scrape::parse(lines.into_iter()).expect("parses as Prometheus text");
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        let s = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"));
+        match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("{name}: {other:?}"),
+        }
+    };
+    let svc = [("protocol", "TCP"), ("vip", "198.18.0.100"), ("port", "80")];
+    assert_eq!(value("xdpvs_service_connections_total", &svc), 10.0);
+    assert_eq!(value("xdpvs_service_packets_total", &svc), 20.0);
+    let r11 = [("vip", "198.18.0.100"), ("real", "198.18.0.11")];
+    let r12 = [("vip", "198.18.0.100"), ("real", "198.18.0.12")];
+    assert_eq!(
+        value("xdpvs_real_connections_total", &r11) + value("xdpvs_real_connections_total", &r12),
+        10.0
+    );
+    assert_eq!(value("xdpvs_real_up", &r11), 0.0);
+    assert_eq!(value("xdpvs_real_up", &r12), 1.0);
+    assert_eq!(value("xdpvs_real_weight", &r11), 2.0);
+    assert_eq!(
+        value(
+            "xdpvs_health_checks_total",
+            &[("real", "198.18.0.11"), ("result", "failed")]
+        ),
+        1.0
+    );
+    assert_eq!(value("xdpvs_health_check_duration_seconds", &r11), 0.00025);
+    assert_eq!(
+        value("xdpvs_worker_received_packets_total", &[("worker", "0")]),
+        20.0
+    );
+    assert_eq!(
+        value("xdpvs_worker_forwarded_packets_total", &[("worker", "0")]),
+        20.0
+    );
+    assert_eq!(
+        value(
+            "xdpvs_worker_dropped_packets_total",
+            &[("worker", "0"), ("reason", "table_full")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        value("xdpvs_worker_connection_table_entries", &[("worker", "0")]),
+        10.0
+    );
+    assert_eq!(
+        value("xdpvs_worker_connection_table_capacity", &[("worker", "0")]),
+        p.dp.capacity() as f64
+    );
+    assert!(
+        text.contains("# TYPE xdpvs_service_bytes counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# UNIT xdpvs_health_check_duration_seconds seconds"),
+        "{text}"
+    );
+}

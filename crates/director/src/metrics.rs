@@ -1,0 +1,469 @@
+//! Prometheus metrics: `xdpvs run --metrics ADDR:PORT` serves `/metrics` from a thread of
+//! its own. A scrape asks the control loop for the figures (between two of its turns),
+//! which reads the workers' single-writer counters: the packet path is never touched.
+//! Names and labels are in docs/OPERATIONS.md.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+use xdpvs_dataplane::stats::{DropReason, WorkerStats};
+use xdpvs_dataplane::worker::LoopStats;
+use xdpvs_sched::ServiceKey;
+
+use crate::control::plane::{ControlPlane, Dataplane};
+use crate::control::proto::ControlError;
+
+/// The content type of what [`render`] writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A scrape waiting for the control loop: it answers with the text.
+#[derive(Debug)]
+pub struct Scrape {
+    /// Where the text goes.
+    pub reply: Sender<String>,
+}
+
+/// The HTTP server of `/metrics`; stops when dropped.
+#[derive(Debug)]
+pub struct MetricsServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    addr: SocketAddr,
+}
+
+impl MetricsServer {
+    /// Listens on `addr`; each scrape is handed to `scrapes` and answered with what comes
+    /// back (503 if nothing does within 2 s). Runs on its own thread, pinned to `core`.
+    pub fn start(
+        addr: SocketAddr,
+        scrapes: Sender<Scrape>,
+        core: Option<usize>,
+    ) -> Result<MetricsServer, std::io::Error> {
+        let server = tiny_http::Server::http(addr)
+            .map_err(|e| std::io::Error::other(format!("listening on {addr}: {e}")))?;
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| std::io::Error::other("the metrics server has no IP address"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("xdpvs-metrics".into())
+            .spawn(move || {
+                if let Some(id) = core {
+                    core_affinity::set_for_current(core_affinity::CoreId { id });
+                }
+                while !flag.load(Relaxed) {
+                    match server.recv_timeout(Duration::from_millis(200)) {
+                        Ok(Some(req)) => answer(req, &scrapes),
+                        Ok(None) => {}
+                        Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                }
+            })?;
+        Ok(MetricsServer {
+            stop,
+            thread: Some(thread),
+            addr,
+        })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn answer(req: tiny_http::Request, scrapes: &Sender<Scrape>) {
+    let path = req.url().split('?').next().unwrap_or("");
+    if path != "/metrics" {
+        let _ = req.respond(
+            tiny_http::Response::from_string("xdpvs serves /metrics\n").with_status_code(404),
+        );
+        return;
+    }
+    let (tx, rx) = bounded(1);
+    let text = scrapes
+        .send(Scrape { reply: tx })
+        .ok()
+        .and_then(|()| rx.recv_timeout(Duration::from_secs(2)).ok());
+    let response = match text {
+        Some(t) => {
+            let mut r = tiny_http::Response::from_string(t);
+            if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE) {
+                r.add_header(h);
+            }
+            r
+        }
+        None => tiny_http::Response::from_string("the director did not answer in time\n")
+            .with_status_code(503),
+    };
+    let _ = req.respond(response);
+}
+
+/// Answers the scrapes waiting (from the control loop, between two turns).
+pub fn answer_scrapes<D: Dataplane>(
+    scrapes: &Receiver<Scrape>,
+    plane: &ControlPlane<D>,
+    workers: &[(&LoopStats, &WorkerStats)],
+) {
+    for s in scrapes.try_iter() {
+        let text = render(plane, workers).unwrap_or_else(|e| format!("# error: {e}\n"));
+        let _ = s.reply.send(text);
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabels {
+    protocol: String,
+    vip: String,
+    port: u16,
+}
+
+impl ServiceLabels {
+    fn of(k: &ServiceKey) -> ServiceLabels {
+        ServiceLabels {
+            protocol: k.proto.name().to_string(),
+            vip: k.vip.to_string(),
+            port: k.port,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RealLabels {
+    protocol: String,
+    vip: String,
+    port: u16,
+    real: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    protocol: String,
+    vip: String,
+    port: u16,
+    real: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    worker: String,
+    reason: String,
+}
+
+type Counters<L> = Family<L, Counter>;
+type Gauges<L> = Family<L, Gauge>;
+type FloatGauges<L> = Family<L, Gauge<f64, std::sync::atomic::AtomicU64>>;
+
+fn counter<L>(r: &mut Registry, name: &str, help: &str) -> Counters<L>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let f = Counters::<L>::default();
+    r.register(name, help, f.clone());
+    f
+}
+
+fn counter_in<L>(r: &mut Registry, name: &str, help: &str, unit: Unit) -> Counters<L>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let f = Counters::<L>::default();
+    r.register_with_unit(name, help, unit, f.clone());
+    f
+}
+
+fn gauge<L>(r: &mut Registry, name: &str, help: &str) -> Gauges<L>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    let f = Gauges::<L>::default();
+    r.register(name, help, f.clone());
+    f
+}
+
+/// The metrics now, in the OpenMetrics text format.
+pub fn render<D: Dataplane>(
+    plane: &ControlPlane<D>,
+    workers: &[(&LoopStats, &WorkerStats)],
+) -> Result<String, ControlError> {
+    let mut reg = Registry::with_prefix("xdpvs");
+    let svc_conns = counter::<ServiceLabels>(
+        &mut reg,
+        "service_connections",
+        "Connections scheduled to the virtual service.",
+    );
+    let svc_pkts = counter::<ServiceLabels>(
+        &mut reg,
+        "service_packets",
+        "Packets forwarded for the virtual service.",
+    );
+    let svc_bytes = counter_in::<ServiceLabels>(
+        &mut reg,
+        "service",
+        "Bytes (IP packet lengths) forwarded for the virtual service.",
+        Unit::Bytes,
+    );
+    let real_conns = counter::<RealLabels>(
+        &mut reg,
+        "real_connections",
+        "Connections scheduled to the real server.",
+    );
+    let real_pkts = counter::<RealLabels>(
+        &mut reg,
+        "real_packets",
+        "Packets forwarded to the real server.",
+    );
+    let real_bytes = counter_in::<RealLabels>(
+        &mut reg,
+        "real",
+        "Bytes (IP packet lengths) forwarded to the real server.",
+        Unit::Bytes,
+    );
+    let active = gauge::<RealLabels>(
+        &mut reg,
+        "real_active_connections",
+        "ActiveConn: established connections, over all workers.",
+    );
+    let inactive = gauge::<RealLabels>(
+        &mut reg,
+        "real_inactive_connections",
+        "InActConn: other connections, over all workers.",
+    );
+    let weight = gauge::<RealLabels>(&mut reg, "real_weight", "Configured weight.");
+    let up = gauge::<RealLabels>(&mut reg, "real_up", "1 when the real server gets new connections by its health check (or has none), 0 when its check failed.");
+    let resolved = gauge::<RealLabels>(
+        &mut reg,
+        "real_mac_resolved",
+        "1 when the real server's MAC is known.",
+    );
+    let checks = counter::<CheckLabels>(
+        &mut reg,
+        "health_checks",
+        "Health checks run, by result (ok, failed).",
+    );
+    let transitions = counter::<RealLabels>(
+        &mut reg,
+        "health_transitions",
+        "Times a health check moved the real server up or down.",
+    );
+    let latency = FloatGauges::<RealLabels>::default();
+    reg.register_with_unit(
+        "health_check_duration",
+        "How long the last health check took.",
+        Unit::Seconds,
+        latency.clone(),
+    );
+    let rx = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_received_packets",
+        "Frames the worker received from its AF_XDP socket.",
+    );
+    let rx_bytes = counter_in::<WorkerLabels>(
+        &mut reg,
+        "worker_received",
+        "Bytes the worker received.",
+        Unit::Bytes,
+    );
+    let tx = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_forwarded_packets",
+        "Frames rewritten and sent to a real server.",
+    );
+    let replies =
+        counter::<WorkerLabels>(&mut reg, "worker_arp_replies", "ARP replies sent for VIPs.");
+    let unhandled = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_unhandled_packets",
+        "Frames steered to the worker that were not its to handle (recycled).",
+    );
+    let dropped = counter::<DropLabels>(
+        &mut reg,
+        "worker_dropped_packets",
+        "Frames dropped, by reason.",
+    );
+    let expired = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_expired_connections",
+        "Connection-table entries expired.",
+    );
+    let resets = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_resets_sent",
+        "TCP resets sent for connections of removed real servers.",
+    );
+    let entries = gauge::<WorkerLabels>(
+        &mut reg,
+        "worker_connection_table_entries",
+        "Entries in the worker's connection table.",
+    );
+    let capacity = gauge::<WorkerLabels>(
+        &mut reg,
+        "worker_connection_table_capacity",
+        "Capacity of the worker's connection table.",
+    );
+    let tx_full = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_tx_ring_full",
+        "Frames that found the TX ring full.",
+    );
+    let waits = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_idle_waits",
+        "Times the worker slept in poll(2).",
+    );
+    let wakeups = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_wakeups",
+        "Wake-up calls to the kernel (TX kicks, fill-ring wake-ups).",
+    );
+    let k_drop = counter::<WorkerLabels>(
+        &mut reg,
+        "xsk_rx_dropped",
+        "Kernel: received frames dropped for other reasons (XDP_STATISTICS).",
+    );
+    let k_rx_inval = counter::<WorkerLabels>(
+        &mut reg,
+        "xsk_rx_invalid_descs",
+        "Kernel: received frames dropped for an invalid descriptor.",
+    );
+    let k_rx_full = counter::<WorkerLabels>(
+        &mut reg,
+        "xsk_rx_ring_full",
+        "Kernel: received frames dropped because the RX ring was full.",
+    );
+    let k_fill = counter::<WorkerLabels>(
+        &mut reg,
+        "xsk_rx_fill_ring_empty",
+        "Kernel: times the fill ring was empty.",
+    );
+    let k_tx_inval = counter::<WorkerLabels>(
+        &mut reg,
+        "xsk_tx_invalid_descs",
+        "Kernel: frames to send dropped for an invalid descriptor.",
+    );
+    let k_tx_empty = counter::<WorkerLabels>(
+        &mut reg,
+        "xsk_tx_ring_empty",
+        "Kernel: times the TX ring was empty.",
+    );
+
+    // Services and real servers: raw counters (they only grow; -Z does not touch them).
+    let table = plane.table(None)?;
+    let dp = plane.dataplane();
+    for s in &table.services {
+        let sl = ServiceLabels::of(&s.key);
+        let compiled = plane
+            .current()
+            .find(&s.key)
+            .map(|i| &plane.current().services()[i]);
+        if let Some(c) = compiled {
+            let t = dp.service_traffic(c.slot);
+            svc_conns.get_or_create(&sl).inc_by(t.conns);
+            svc_pkts.get_or_create(&sl).inc_by(t.packets);
+            svc_bytes.get_or_create(&sl).inc_by(t.bytes);
+        }
+        for r in &s.reals {
+            let rl = RealLabels {
+                protocol: sl.protocol.clone(),
+                vip: sl.vip.clone(),
+                port: sl.port,
+                real: r.addr.to_string(),
+            };
+            if let Some(cr) = compiled.and_then(|c| c.reals.iter().find(|cr| cr.addr == r.addr)) {
+                let t = dp.dest_traffic(cr.dest.slot);
+                real_conns.get_or_create(&rl).inc_by(t.conns);
+                real_pkts.get_or_create(&rl).inc_by(t.packets);
+                real_bytes.get_or_create(&rl).inc_by(t.bytes);
+            }
+            active.get_or_create(&rl).set(r.active as i64);
+            inactive.get_or_create(&rl).set(r.inactive as i64);
+            weight.get_or_create(&rl).set(i64::from(r.weight));
+            up.get_or_create(&rl)
+                .set(i64::from(r.health.as_ref().is_none_or(|h| h.up)));
+            resolved.get_or_create(&rl).set(i64::from(r.resolved));
+            if let Some(h) = &r.health {
+                let cl = |result: &str| CheckLabels {
+                    protocol: rl.protocol.clone(),
+                    vip: rl.vip.clone(),
+                    port: rl.port,
+                    real: rl.real.clone(),
+                    result: result.to_string(),
+                };
+                checks
+                    .get_or_create(&cl("ok"))
+                    .inc_by(h.checks - h.failures);
+                checks.get_or_create(&cl("failed")).inc_by(h.failures);
+                transitions.get_or_create(&rl).inc_by(h.transitions);
+                latency
+                    .get_or_create(&rl)
+                    .set(h.latency_us as f64 / 1_000_000.0);
+            }
+        }
+    }
+    let per_worker = dp.capacity() / workers.len().max(1);
+    for (i, (l, w)) in workers.iter().enumerate() {
+        let wl = WorkerLabels {
+            worker: i.to_string(),
+        };
+        rx.get_or_create(&wl).inc_by(w.rx.get());
+        rx_bytes.get_or_create(&wl).inc_by(w.rx_bytes.get());
+        tx.get_or_create(&wl).inc_by(w.tx.get());
+        replies.get_or_create(&wl).inc_by(w.reply.get());
+        unhandled.get_or_create(&wl).inc_by(w.unhandled.get());
+        for r in DropReason::ALL {
+            dropped
+                .get_or_create(&DropLabels {
+                    worker: wl.worker.clone(),
+                    reason: r.name().to_string(),
+                })
+                .inc_by(w.drop_count(r));
+        }
+        expired.get_or_create(&wl).inc_by(w.expired.get());
+        resets.get_or_create(&wl).inc_by(w.resets.get());
+        entries.get_or_create(&wl).set(l.table_entries.get() as i64);
+        capacity.get_or_create(&wl).set(per_worker as i64);
+        tx_full.get_or_create(&wl).inc_by(l.tx_full.get());
+        waits.get_or_create(&wl).inc_by(l.idle_waits.get());
+        let d = &l.device;
+        wakeups.get_or_create(&wl).inc_by(d.wakeups.get());
+        k_drop.get_or_create(&wl).inc_by(d.rx_dropped.get());
+        k_rx_inval
+            .get_or_create(&wl)
+            .inc_by(d.rx_invalid_descs.get());
+        k_rx_full.get_or_create(&wl).inc_by(d.rx_ring_full.get());
+        k_fill.get_or_create(&wl).inc_by(d.rx_fill_ring_empty.get());
+        k_tx_inval
+            .get_or_create(&wl)
+            .inc_by(d.tx_invalid_descs.get());
+        k_tx_empty.get_or_create(&wl).inc_by(d.tx_ring_empty.get());
+    }
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &reg)
+        .map_err(|e| ControlError::Dataplane(format!("encoding the metrics: {e}")))?;
+    Ok(out)
+}
