@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use clap::{ArgAction, Parser, Subcommand};
+use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use xdpvs_director::control::proto::{ControlError, Reply, Request};
 use xdpvs_director::control::{client, DEFAULT_SOCKET};
 use xdpvs_director::RunOptions;
@@ -55,6 +55,14 @@ enum Command {
     /// Run the packet pipeline over built-in frames and check every outcome (no NIC,
     /// no root needed).
     Selfcheck(selfcheck::Args),
+    /// Print the man page (roff), e.g. `xdpvs manpage > /usr/local/share/man/man8/xdpvs.8`.
+    Manpage,
+    /// Print shell completions, e.g. `xdpvs completions bash > /etc/bash_completion.d/xdpvs`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `xdpvs run`'s options: the director's, and a table to start with.
@@ -117,6 +125,11 @@ pub fn main(raw: Vec<String>) -> ExitCode {
         Some(Command::Run(args)) => run(args, &cli),
         Some(Command::Selfcheck(args)) => selfcheck::run(args),
         Some(Command::Demo(args)) => demo::run(args),
+        Some(Command::Manpage) => manpage(),
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(*shell, &mut Cli::command(), "xdpvs", &mut std::io::stdout());
+            Ok(())
+        }
         None => return ipvsadm_command(&cli),
     };
     match result {
@@ -126,6 +139,22 @@ pub fn main(raw: Vec<String>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `xdpvs manpage`: xdpvs(8), from the same clap definitions as `--help`.
+fn manpage() -> anyhow::Result<()> {
+    let cmd = Cli::command().name("xdpvs");
+    let mut out = std::io::stdout().lock();
+    clap_mangen::Man::new(cmd.clone())
+        .section("8")
+        .render(&mut out)?;
+    // The subcommands, each with its options (xdpvs-run is the director).
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        use std::io::Write as _;
+        writeln!(out, ".SH \"XDPVS {}\"", sub.get_name().to_uppercase())?;
+        clap_mangen::Man::new(sub.clone()).render_options_section(&mut out)?;
+    }
+    Ok(())
 }
 
 /// `xdpvs run`: the director until SIGINT or SIGTERM.

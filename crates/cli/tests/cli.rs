@@ -49,3 +49,38 @@ fn bad_input_is_one_clear_error() {
     let out = xdpvs(&["selfcheck", "-w", "70000"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn man_page_and_completions_come_from_the_command_line_definitions() {
+    let man = xdpvs(&["manpage"]);
+    assert!(man.status.success());
+    let text = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        text.starts_with(".ie") && text.contains(".TH xdpvs 8"),
+        "{text}"
+    );
+    for word in [
+        r"\-\-check\-interval",
+        r"\-\-sorry\-server",
+        ".SH \"XDPVS RUN\"",
+        r"\-\-keepalived",
+        r"\-\-metrics",
+    ] {
+        assert!(text.contains(word), "man page lacks {word}");
+    }
+    for (shell, word) in [
+        ("bash", "--check-interval"),
+        ("zsh", "--keepalived"),
+        ("fish", "sorry-server"),
+    ] {
+        let out = xdpvs(&["completions", shell]);
+        assert!(out.status.success(), "{shell}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(word),
+            "{shell} lacks {word}"
+        );
+    }
+    let bad = xdpvs(&["completions", "cmd.exe"]);
+    assert!(!bad.status.success());
+    assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1);
+}
