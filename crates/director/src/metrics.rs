@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
-use xdpvs_dataplane::stats::{DropReason, WorkerStats};
+use xdpvs_dataplane::stats::{DropReason, TrafficTotals, WorkerStats};
 use xdpvs_dataplane::worker::LoopStats;
 use xdpvs_sched::ServiceKey;
 
@@ -206,44 +206,55 @@ where
     f
 }
 
+/// Connections, packets and bytes of a service or a real server.
+struct TrafficFamilies<L> {
+    conns: Counters<L>,
+    packets: Counters<L>,
+    bytes: Counters<L>,
+}
+
+impl<L> TrafficFamilies<L>
+where
+    L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    /// `xdpvs_{what}_connections_total`, `_packets_total`, `_bytes_total`.
+    fn register(r: &mut Registry, what: &str, of: &str) -> Self {
+        TrafficFamilies {
+            conns: counter(
+                r,
+                &format!("{what}_connections"),
+                &format!("Connections scheduled to {of}."),
+            ),
+            packets: counter(
+                r,
+                &format!("{what}_packets"),
+                &format!("Packets forwarded to {of}."),
+            ),
+            bytes: counter_in(
+                r,
+                what,
+                &format!("Bytes (IP packet lengths) forwarded to {of}."),
+                Unit::Bytes,
+            ),
+        }
+    }
+
+    fn add(&self, l: &L, t: TrafficTotals) {
+        self.conns.get_or_create(l).inc_by(t.conns);
+        self.packets.get_or_create(l).inc_by(t.packets);
+        self.bytes.get_or_create(l).inc_by(t.bytes);
+    }
+}
+
 /// The metrics now, in the OpenMetrics text format.
 pub fn render<D: Dataplane>(
     plane: &ControlPlane<D>,
     workers: &[(&LoopStats, &WorkerStats)],
 ) -> Result<String, ControlError> {
     let mut reg = Registry::with_prefix("xdpvs");
-    let svc_conns = counter::<ServiceLabels>(
-        &mut reg,
-        "service_connections",
-        "Connections scheduled to the virtual service.",
-    );
-    let svc_pkts = counter::<ServiceLabels>(
-        &mut reg,
-        "service_packets",
-        "Packets forwarded for the virtual service.",
-    );
-    let svc_bytes = counter_in::<ServiceLabels>(
-        &mut reg,
-        "service",
-        "Bytes (IP packet lengths) forwarded for the virtual service.",
-        Unit::Bytes,
-    );
-    let real_conns = counter::<RealLabels>(
-        &mut reg,
-        "real_connections",
-        "Connections scheduled to the real server.",
-    );
-    let real_pkts = counter::<RealLabels>(
-        &mut reg,
-        "real_packets",
-        "Packets forwarded to the real server.",
-    );
-    let real_bytes = counter_in::<RealLabels>(
-        &mut reg,
-        "real",
-        "Bytes (IP packet lengths) forwarded to the real server.",
-        Unit::Bytes,
-    );
+    let svc =
+        TrafficFamilies::<ServiceLabels>::register(&mut reg, "service", "the virtual service");
+    let real = TrafficFamilies::<RealLabels>::register(&mut reg, "real", "the real server");
     let active = gauge::<RealLabels>(
         &mut reg,
         "real_active_connections",
@@ -383,9 +394,7 @@ pub fn render<D: Dataplane>(
             .map(|i| &plane.current().services()[i]);
         if let Some(c) = compiled {
             let t = dp.service_traffic(c.slot);
-            svc_conns.get_or_create(&sl).inc_by(t.conns);
-            svc_pkts.get_or_create(&sl).inc_by(t.packets);
-            svc_bytes.get_or_create(&sl).inc_by(t.bytes);
+            svc.add(&sl, t);
         }
         for r in &s.reals {
             let rl = RealLabels {
@@ -396,9 +405,7 @@ pub fn render<D: Dataplane>(
             };
             if let Some(cr) = compiled.and_then(|c| c.reals.iter().find(|cr| cr.addr == r.addr)) {
                 let t = dp.dest_traffic(cr.dest.slot);
-                real_conns.get_or_create(&rl).inc_by(t.conns);
-                real_pkts.get_or_create(&rl).inc_by(t.packets);
-                real_bytes.get_or_create(&rl).inc_by(t.bytes);
+                real.add(&rl, t);
             }
             active.get_or_create(&rl).set(r.active as i64);
             inactive.get_or_create(&rl).set(r.inactive as i64);
