@@ -21,7 +21,7 @@ use crate::report::{
     CpuShare, LoadPoint, Report, ScalingPoint, SearchResult, ThroughputSummary, TrialRecord,
 };
 use crate::traffic::Proto;
-use crate::{Variant, PORT, VIP};
+use crate::{Variant, HEALTH_CHECKS, PORT, VIP};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -297,7 +297,33 @@ struct Bench {
     dir_mac: Mac,
     rs_mac: Mac,
     progress: Progress,
+    /// Whether the sink has the addresses and the listener of the checked real servers.
+    check_targets: bool,
 }
+
+/// Last bytes of the checked real servers' addresses (198.18.0.X on the sink): clear of
+/// the lab's own (.1 director, .2 client, .11 sink, .100 VIP).
+const CHECK_ADDRS: [u8; 200] = {
+    let mut a = [0u8; 200];
+    let mut i = 0;
+    while i < 200 {
+        let x = 20 + i;
+        a[i] = if x < 100 { x as u8 } else { (x + 1) as u8 };
+        i += 1;
+    }
+    a
+};
+
+/// A TCP listener on port 8000 that accepts and closes: what the checks connect to.
+const CHECK_LISTENER: &str = r#"
+import asyncio
+async def main():
+    async def handle(r, w):
+        w.close()
+    s = await asyncio.start_server(handle, "0.0.0.0", 8000, backlog=4096)
+    await s.serve_forever()
+asyncio.run(main())
+"#;
 
 /// The live progress line (stderr).
 struct Progress {
@@ -413,6 +439,7 @@ impl Bench {
             dir_mac,
             rs_mac,
             progress,
+            check_targets: false,
         })
     }
 
@@ -529,7 +556,7 @@ impl Bench {
         let ns = self.lab.ns("d");
         let core = self.opts.director_core.to_string();
         let active = match v {
-            Variant::Xdpvs => {
+            Variant::Xdpvs | Variant::XdpvsChecks => {
                 let cap = (flows as usize + flows as usize / 8)
                     .max(1 << 16)
                     .to_string();
@@ -557,6 +584,9 @@ impl Bench {
                     let rs = format!("{}:{PORT}", xdpvs_testkit::lab::real_ip(1));
                     self.lab.xdpvs(&["-A", proto, &svc, "-s", "rr"])?;
                     self.lab.xdpvs(&["-a", proto, &svc, "-r", &rs, "-g"])?;
+                }
+                if v == Variant::XdpvsChecks {
+                    self.add_checked_reals()?;
                 }
                 self.lab.wait_resolved()?;
                 Active::Director
@@ -637,7 +667,7 @@ impl Bench {
         self.pin_napi(v)?;
         // Flows the director must know before the measurement: one packet per flow, at
         // a rate it takes without loss, so that the table really holds them all.
-        if v == Variant::Xdpvs {
+        if v.is_director() {
             self.progress.show(&format!("{v}: opening {flows} flows"));
             self.generate(
                 flows,
@@ -649,6 +679,39 @@ impl Bench {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(active)
+    }
+
+    /// [`HEALTH_CHECKS`] real servers with a TCP check every second, in services of their
+    /// own (no traffic goes to them): addresses on the sink's interface, a listener on
+    /// port 8000 there, and a restore batch to the director.
+    fn add_checked_reals(&mut self) -> Result<()> {
+        let per_service = CHECK_ADDRS.len();
+        if !self.check_targets {
+            let sink = self.lab.ns("r1");
+            let adds: Vec<String> = CHECK_ADDRS
+                .iter()
+                .map(|a| format!("ip addr add 198.18.0.{a}/24 dev eth0"))
+                .collect();
+            self.lab.sh(&sink, &adds.join(" && "))?;
+            self.lab.spawn(&sink, &["python3", "-c", CHECK_LISTENER])?;
+            self.check_targets = true;
+        }
+        let mut batch = String::new();
+        for i in 0..HEALTH_CHECKS.div_ceil(per_service) {
+            let svc = format!("{VIP}:{}", 10_001 + i);
+            batch.push_str(&format!(
+                "-A -t {svc} -s rr
+"
+            ));
+            for a in CHECK_ADDRS.iter().take(HEALTH_CHECKS - i * per_service) {
+                batch.push_str(&format!(
+                    "-a -t {svc} -r 198.18.0.{a} -g --check tcp --check-port 8000 --check-interval 1
+"
+                ));
+            }
+        }
+        self.lab.xdpvs_with_input(&["-R"], &batch)?;
+        Ok(())
     }
 
     fn deactivate(&mut self, a: Active) -> Result<()> {

@@ -44,6 +44,11 @@ pub const PORT: u16 = 80;
 pub enum Variant {
     /// xdpvs, full pipeline.
     Xdpvs,
+    /// xdpvs with [`HEALTH_CHECKS`] more real servers (in services of their own that get
+    /// no traffic), each with a passing TCP check every second: what checks cost
+    /// forwarding.
+    #[value(name = "xdpvs-checks")]
+    XdpvsChecks,
     /// The bare AF_XDP MAC-rewrite forwarder (the socket path's floor).
     #[value(name = "afxdp")]
     AfXdp,
@@ -58,12 +63,23 @@ impl std::fmt::Display for Variant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Variant::Xdpvs => "xdpvs",
+            Variant::XdpvsChecks => "xdpvs-checks",
             Variant::AfXdp => "afxdp",
             Variant::Testpmd => "testpmd",
             Variant::XdpTx => "xdp-tx",
         })
     }
 }
+
+impl Variant {
+    /// Whether this is the xdpvs director (with or without checks).
+    pub fn is_director(self) -> bool {
+        matches!(self, Variant::Xdpvs | Variant::XdpvsChecks)
+    }
+}
+
+/// Health-checked real servers of the `xdpvs-checks` variant.
+pub const HEALTH_CHECKS: usize = 1000;
 
 /// A MAC address on a command line (`aa:bb:cc:dd:ee:ff`).
 pub fn parse_mac_arg(s: &str) -> Result<Mac, String> {

@@ -305,6 +305,7 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<Request>), KeepalivedErro
         inhibit: false,
     };
     let mut reals = Vec::new();
+    let mut direct_routing = false;
     let name = format!("virtual_server {vip} {port}");
     for c in block(n)? {
         let refuse = |why: &str| err(c.line, format!("{name}: {} is not supported{why}", c.key));
@@ -329,6 +330,7 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<Request>), KeepalivedErro
                         format!("{name}: {} {k}: xdpvs does direct routing only (DR)", c.key),
                     );
                 }
+                direct_routing = true;
             }
             "persistence_timeout" => {
                 let t: u32 = number(c, "number of seconds")?;
@@ -378,6 +380,12 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<Request>), KeepalivedErro
             }
             _ => return refuse(""),
         }
+    }
+    if !direct_routing {
+        return err(
+            n.line,
+            format!("{name}: no lb_kind: keepalived's default is NAT, and xdpvs does direct routing only: add lb_kind DR"),
+        );
     }
     let key = ServiceKey { proto, vip, port };
     let persistence = match timeout {

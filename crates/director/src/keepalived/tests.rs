@@ -178,7 +178,7 @@ fn a_real_world_file_with_every_supported_keyword() {
 #[test]
 fn defaults_are_keepalived_s() {
     let got = parse(
-        "virtual_server 198.18.0.100 80 {\n real_server 198.18.0.11 80 {\n HTTP_GET {\n url {\n path /\n }\n }\n }\n}\n",
+        "virtual_server 198.18.0.100 80 {\n lb_kind DR\n real_server 198.18.0.11 80 {\n HTTP_GET {\n url {\n path /\n }\n }\n }\n}\n",
     )
     .expect("parsed");
     assert_eq!(
@@ -219,7 +219,7 @@ fn refused(conf: &str) -> KeepalivedError {
 }
 
 fn vs(body: &str) -> String {
-    format!("virtual_server 198.18.0.100 80 {{\n{body}\n}}\n")
+    format!("virtual_server 198.18.0.100 80 {{\nlb_kind DR\n{body}\n}}\n")
 }
 
 fn rs11(body: &str) -> String {
@@ -231,89 +231,89 @@ fn everything_else_is_refused_with_its_line() {
     let cases: Vec<(String, usize, &str)> = vec![
         (
             vs("lb_kind NAT"),
-            2,
+            3,
             "lb_kind NAT: xdpvs does direct routing only",
         ),
-        (vs("lvs_method TUN"), 2, "direct routing only"),
+        (vs("lvs_method TUN"), 3, "direct routing only"),
         (
             vs("lb_algo lblc"),
-            2,
+            3,
             "lb_algo lblc: xdpvs schedules with rr",
         ),
         (
             vs("protocol SCTP"),
-            2,
+            3,
             "protocol SCTP: xdpvs serves TCP and UDP",
         ),
-        (vs("quorum 2"), 2, "quorum is not supported"),
-        (vs("alpha"), 2, "alpha is not supported"),
-        (vs("ops"), 2, "ops is not supported"),
-        (vs("ha_suspend"), 2, "ha_suspend is not supported"),
-        (vs("nat_mask 255.255.255.0"), 2, "nat_mask is not supported"),
-        (vs("sorry_server 198.18.0.50 8080"), 2, "cannot map ports"),
-        (vs("persistence_granularity 255.0.255.0"), 2, "contiguous"),
+        (vs("quorum 2"), 3, "quorum is not supported"),
+        (vs("alpha"), 3, "alpha is not supported"),
+        (vs("ops"), 3, "ops is not supported"),
+        (vs("ha_suspend"), 3, "ha_suspend is not supported"),
+        (vs("nat_mask 255.255.255.0"), 3, "nat_mask is not supported"),
+        (vs("sorry_server 198.18.0.50 8080"), 3, "cannot map ports"),
+        (vs("persistence_granularity 255.0.255.0"), 3, "contiguous"),
         (
             vs("real_server 198.18.0.11 8080 {\n}"),
-            2,
+            3,
             "cannot map ports",
         ),
         (
             rs11("MISC_CHECK {\n misc_path /bin/true\n}"),
-            3,
+            4,
             "MISC_CHECK is not supported: use TCP_CHECK or HTTP_GET",
         ),
-        (rs11("SSL_GET {\n}"), 3, "SSL_GET is not supported"),
+        (rs11("SSL_GET {\n}"), 4, "SSL_GET is not supported"),
         (
             rs11("notify_down /bin/alert"),
-            3,
+            4,
             "notify_down is not supported",
         ),
-        (rs11("uthreshold 100"), 3, "uthreshold is not supported"),
-        (rs11("weight heavy"), 3, "not a weight"),
+        (rs11("uthreshold 100"), 4, "uthreshold is not supported"),
+        (rs11("weight heavy"), 4, "not a weight"),
         (
             rs11("TCP_CHECK {\n bindto 198.18.0.1\n}"),
-            4,
+            5,
             "TCP_CHECK: bindto is not supported",
         ),
         (
             rs11("TCP_CHECK {\n connect_ip 198.18.0.9\n}"),
-            4,
+            5,
             "connect_ip is not supported",
         ),
         (
             rs11("TCP_CHECK {\n url {\n path /\n }\n}"),
-            4,
+            5,
             "TCP_CHECK: url is not supported",
         ),
         (
             rs11("TCP_CHECK {\n}\nHTTP_GET {\n url {\n path /\n }\n}"),
-            5,
+            6,
             "one check per real server",
         ),
-        (rs11("HTTP_GET {\n connect_timeout 3\n}"), 3, "needs a url"),
+        (rs11("HTTP_GET {\n connect_timeout 3\n}"), 4, "needs a url"),
         (
             rs11("HTTP_GET {\n url {\n path /a\n }\n url {\n path /b\n }\n}"),
-            7,
+            8,
             "one url per check",
         ),
         (
             rs11("HTTP_GET {\n url {\n path /\n status_code 200-299\n }\n}"),
-            6,
+            7,
             "not a status code",
         ),
         (
             rs11("HTTP_GET {\n url {\n path /\n digest xyz\n }\n}"),
-            6,
+            7,
             "illegal digest",
         ),
         (
             rs11("HTTP_GET {\n url {\n path /\n regex ok\n }\n}"),
-            6,
+            7,
             "url: regex is not supported",
         ),
         (
             rs11("HTTP_GET {\n url {\n path health\n }\n}"),
-            5,
+            6,
             "a path starts with '/'",
         ),
         (
@@ -362,10 +362,10 @@ fn everything_else_is_refused_with_its_line() {
             2,
             "quoted string",
         ),
-        (format!("{}{}", vs(""), vs("")), 4, "defined twice"),
+        (format!("{}{}", vs(""), vs("")), 5, "defined twice"),
         (
             vs("real_server 198.18.0.11 80 {\n}\nreal_server 198.18.0.11 80 {\n}"),
-            4,
+            5,
             "listed twice",
         ),
     ];
@@ -380,7 +380,7 @@ fn everything_else_is_refused_with_its_line() {
 #[test]
 fn one_line_blocks_comments_and_quotes() {
     let got = parse(
-        "virtual_server 198.18.0.100 80 { # web\n  lb_algo rr ! round robin\n  real_server 198.18.0.11 80 { weight 2 }\n  virtualhost \"www.example.org\"\n}\n",
+        "virtual_server 198.18.0.100 80 { # web\n  lb_algo rr ! round robin\n  lb_kind DR\n  real_server 198.18.0.11 80 { weight 2 }\n  virtualhost \"www.example.org\"\n}\n",
     )
     .expect("parsed");
     assert_eq!(got.requests.len(), 2);
