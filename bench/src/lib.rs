@@ -44,7 +44,7 @@ pub const PORT: u16 = 80;
 pub enum Variant {
     /// xdpvs, full pipeline.
     Xdpvs,
-    /// xdpvs with [`HEALTH_CHECKS`] more real servers (in services of their own that get
+    /// xdpvs with 1000 ([`HEALTH_CHECKS`]) more real servers (in services of their own that get
     /// no traffic), each with a passing TCP check every second: what checks cost
     /// forwarding.
     #[value(name = "xdpvs-checks")]

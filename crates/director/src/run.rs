@@ -12,7 +12,7 @@ use xdpvs_sched::tcp::Timeouts;
 use crate::control::plane::ControlPlane;
 use crate::control::proto::{ControlError, Request};
 use crate::control::server::{ControlSocket, SocketError};
-use crate::health::{Checker, Health, OnFailure, Target};
+use crate::health::{Checker, Health, OnFailure};
 use crate::iface::format_mac;
 use crate::metrics::{answer_scrapes, MetricsServer, Scrape};
 use crate::neighbours::{self, Neighbours};
@@ -232,7 +232,8 @@ fn serve(
     source: Option<&Source<'_>>,
 ) -> Option<RunError> {
     let checker = aside.checker;
-    let mut checks: Vec<Target> = Vec::new();
+    // The checker is told the checks after every change applied (and only then).
+    let mut checks_of = u64::MAX;
     let mut next_probe = Instant::now();
     let mut next_probe_all = Instant::now() + PROBE_ALL;
     // Learn from the neighbour table when it changed, and after every request (a real
@@ -315,10 +316,9 @@ fn serve(
                 Err(e) => warn!("applying a health check's result failed: {e}"),
             }
         }
-        let wanted = plane.check_targets();
-        if !same_checks(&wanted, &checks) {
-            checker.set(wanted.clone());
-            checks = wanted;
+        if plane.applied() != checks_of {
+            checks_of = plane.applied();
+            checker.set(plane.check_targets());
         }
         answer_scrapes(aside.scrapes, plane, &plane.dataplane().workers.stats());
         if let Some(src) = source.filter(|s| s.reload.swap(false, Relaxed)) {
@@ -361,14 +361,6 @@ fn reload(plane: &mut ControlPlane<Live>, src: &Source<'_>) {
         }
     }
     ready();
-}
-
-/// Whether two sets of checks run the same checks (their start states aside).
-fn same_checks(a: &[Target], b: &[Target]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            (x.service, x.addr, x.port, &x.spec) == (y.service, y.addr, y.port, &y.spec)
-        })
 }
 
 /// The core for the health checker: the first one no worker is pinned to, so checks

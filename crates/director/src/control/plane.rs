@@ -233,6 +233,8 @@ fn next_health(
 pub struct ControlPlane<D: Dataplane> {
     wanted: Wanted,
     health: HashMap<(ServiceKey, Ipv4Addr), HealthRecord>,
+    /// Changes applied so far.
+    applied: u64,
     macs: HashMap<Ipv4Addr, Mac>,
     director_mac: Mac,
     options: Options,
@@ -278,6 +280,7 @@ impl<D: Dataplane> ControlPlane<D> {
         Ok(ControlPlane {
             wanted: Wanted::default(),
             health: HashMap::new(),
+            applied: 0,
             macs: HashMap::new(),
             director_mac,
             options,
@@ -368,6 +371,12 @@ impl<D: Dataplane> ControlPlane<D> {
             return Err(e);
         }
         Ok(changed)
+    }
+
+    /// How many changes have been applied: what depends on the configuration in force
+    /// (the checks to run) needs looking at again when this moves.
+    pub fn applied(&self) -> u64 {
+        self.applied
     }
 
     /// The checks to run for the configuration in force, each starting in the state its
@@ -496,6 +505,7 @@ impl<D: Dataplane> ControlPlane<D> {
         self.current = built;
         self.health = health;
         self.wanted = wanted;
+        self.applied += 1;
         self.draining = draining;
         self.track();
         Ok(())
