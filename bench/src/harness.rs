@@ -693,7 +693,12 @@ impl Bench {
                 .map(|a| format!("ip addr add 198.18.0.{a}/24 dev eth0"))
                 .collect();
             self.lab.sh(&sink, &adds.join(" && "))?;
-            self.lab.spawn(&sink, &["python3", "-c", CHECK_LISTENER])?;
+            // The real server's work stays off the director's core, like the generator.
+            let gen = self.opts.gen_core.to_string();
+            self.lab.spawn(
+                &sink,
+                &["taskset", "-c", &gen, "python3", "-c", CHECK_LISTENER],
+            )?;
             self.check_targets = true;
         }
         let mut batch = String::new();
