@@ -4,8 +4,10 @@
  *
  * - ARP requests whose target is a VIP                  -> AF_XDP socket of the RX queue
  * - IPv4 TCP/UDP to a configured (VIP, port, protocol)  -> AF_XDP socket of the RX queue
- * - IPv4 fragments to a VIP (no ports to match on)      -> AF_XDP socket (dropped, counted)
- * - everything else (the director's own address, ICMP, other ports, IPv6...) -> kernel
+ * - IPv4 TCP/UDP fragments to a VIP (no ports to match on) -> AF_XDP socket (they follow
+ *   their first fragment)
+ * - ICMP to a VIP (echo, errors about connections)        -> AF_XDP socket
+ * - everything else (the director's own address, other ports, IPv6...) -> kernel
  *
  * bpf_redirect_map() falls back to XDP_PASS when no socket is bound to the queue.
  * The maps are filled by xdpvs at run time: adding a service needs no reload.
@@ -97,6 +99,9 @@ static __always_inline int classify_ipv4(void *l3, void *end)
 		return PASS;
 	if (!bpf_map_lookup_elem(&vips, &ip->daddr))
 		return PASS;
+	/* ICMP to a VIP: echo answered, errors sent to their connection's real server. */
+	if (ip->protocol == IPPROTO_ICMP)
+		return STEER;
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
 		return PASS;
 	if (ip->frag_off & bpf_htons(0x3fff))

@@ -1180,7 +1180,7 @@ fn metrics_are_prometheus_text_and_agree_with_the_traffic() {
     // Every frame the worker received was forwarded, answered (ARP) or dropped by reason.
     let rx = value("xdpvs_worker_received_packets_total", &[]);
     let accounted = value("xdpvs_worker_forwarded_packets_total", &[])
-        + value("xdpvs_worker_arp_replies_total", &[])
+        + value("xdpvs_worker_replies_total", &[])
         + value("xdpvs_worker_dropped_packets_total", &[])
         + value("xdpvs_worker_unhandled_packets_total", &[]);
     assert_eq!(rx, accounted, "{text}");
@@ -1214,4 +1214,179 @@ fn metrics_are_prometheus_text_and_agree_with_the_traffic() {
         )
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&missing.stdout), "404");
+}
+
+/// A UDP server on a real server: answers each datagram with its name and the size it
+/// received (from the VIP, directly to the client: direct routing).
+const UDP_SIZES: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[2])))
+while True:
+    data, peer = s.recvfrom(65535)
+    s.sendto(("%s %d" % (sys.argv[1], len(data))).encode(), peer)
+"#;
+
+/// The client side: `N` datagrams of `SIZE` bytes from as many source ports; prints each
+/// answer (or `lost`).
+const UDP_BIG: &str = r#"
+import socket, sys
+n, size = int(sys.argv[1]), int(sys.argv[2])
+for i in range(n):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    s.sendto(bytes([i % 251]) * size, ("198.18.0.100", 9000))
+    try:
+        print(s.recv(100).decode())
+    except socket.timeout:
+        print("lost")
+    s.close()
+"#;
+
+/// Opens a connection to the VIP, gets an answer, then sends the VIP an ICMP
+/// "fragmentation needed" (as a router would) quoting the real server's reply of that
+/// connection; prints who answered.
+const PMTU_CLIENT: &str = r#"
+import socket, struct
+def csum(b):
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s > 0xffff:
+        s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+import http.client
+h = http.client.HTTPConnection("198.18.0.100", 80, timeout=5)
+h.request("GET", "/")
+answer = h.getresponse().read().decode().strip()
+me, port = h.sock.getsockname()
+vip = socket.inet_aton("198.18.0.100")
+quoted_ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 1500, 0, 0x4000, 64, 6, 0, vip, socket.inet_aton(me))
+quoted_ip = quoted_ip[:10] + struct.pack("!H", csum(quoted_ip)) + quoted_ip[12:]
+quoted = quoted_ip + struct.pack("!HHI", 80, port, 0)
+icmp = struct.pack("!BBHHH", 3, 4, 0, 0, 1280) + quoted
+icmp = icmp[:2] + struct.pack("!H", csum(icmp)) + icmp[4:]
+r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+r.sendto(icmp, ("198.18.0.100", 0))
+print(answer)
+"#;
+
+/// A counter of a namespace's kernel from /proc/net/snmp (`Icmp: InDestUnreachs`...).
+fn snmp(lab: &Lab, role: &str, group: &str, name: &str) -> u64 {
+    let out = lab
+        .exec(&lab.ns(role), &["cat", "/proc/net/snmp"])
+        .expect("snmp");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let prefix = format!("{group}:");
+    let mut rows = text.lines().filter(|l| l.starts_with(&prefix));
+    let (names, values) = (rows.next().expect("names"), rows.next().expect("values"));
+    let i = names
+        .split_whitespace()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no {name} in {names}"));
+    values
+        .split_whitespace()
+        .nth(i)
+        .and_then(|v| v.parse().ok())
+        .expect("a number")
+}
+
+#[test]
+fn ping_icmp_errors_and_fragments_to_a_vip() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&[]).expect("director starts");
+    configure_rr(&lab);
+    // Ping: the director answers for the VIP.
+    let out = lab
+        .exec(
+            &lab.ns("c"),
+            &["ping", "-c", "5", "-i", "0.2", "-W", "2", &VIP.to_string()],
+        )
+        .expect("ping");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && said.contains("5 received"),
+        "{said}"
+    );
+    let m = json(&lab, "-Ln --json");
+    assert!(m["services"].is_array());
+
+    // An ICMP error about a connection reaches that connection's real server.
+    let before: Vec<u64> = (1..=3)
+        .map(|n| snmp(&lab, &format!("r{n}"), "Icmp", "InDestUnreachs"))
+        .collect();
+    let out = lab
+        .exec(&lab.ns("c"), &["python3", "-c", PMTU_CLIENT])
+        .expect("pmtu client");
+    let who = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        out.status.success(),
+        "{who}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: usize = who.trim_start_matches("rs").parse().expect("rsN");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let after: Vec<u64> = (1..=3)
+            .map(|k| snmp(&lab, &format!("r{k}"), "Icmp", "InDestUnreachs"))
+            .collect();
+        let got: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        if got[n - 1] >= 1 {
+            assert_eq!(
+                got.iter().sum::<u64>(),
+                got[n - 1],
+                "only {who} got it: {got:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{who} never got the ICMP error: {got:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // 4,000-byte UDP datagrams (three fragments each on this 1500-byte LAN) arrive whole.
+    for n in 1..=3 {
+        let ns = lab.ns(&format!("r{n}"));
+        lab.spawn(
+            &ns,
+            &["python3", "-c", UDP_SIZES, &format!("rs{n}"), "9000"],
+        )
+        .expect("udp server");
+    }
+    x(&lab, "-A -u 198.18.0.100:9000 -s rr");
+    for n in 1..=3 {
+        x(
+            &lab,
+            &format!("-a -u 198.18.0.100:9000 -r 198.18.0.1{n} -g"),
+        );
+    }
+    lab.wait_resolved().expect("resolved");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = lab
+        .exec(&lab.ns("c"), &["python3", "-c", UDP_BIG, "30", "4000"])
+        .expect("udp client");
+    let answers: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(answers.len(), 30, "{answers:?}");
+    assert!(answers.iter().all(|a| a.ends_with(" 4000")), "{answers:?}");
+    let by_real = counts(&answers);
+    assert_eq!(by_real.len(), 3, "rr spreads the datagrams: {by_real:?}");
+    let stats = json(&lab, "-Ln --stats --json");
+    let udp = stats["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["protocol"] == "UDP")
+        .expect("the UDP service")
+        .clone();
+    assert_eq!(
+        udp["stats"]["in_pkts"], 90,
+        "three fragments per datagram: {udp}"
+    );
 }

@@ -15,7 +15,10 @@ use xdpvs_sched::conn::{ConnKey, ConnTable, ConnTableError, DestRef};
 use xdpvs_sched::tcp::{flags, State, Timeouts};
 use xdpvs_sched::{Protocol, Scheduler, ServiceKey, Time};
 
+use crate::checksum::{checksum, sum_words};
 use crate::config::{DestStatus, Limits, Services, View};
+use crate::frag::{FragDest, FragKey, FragTable, FRAG_SLOTS};
+use crate::icmp::{self, EchoLimit};
 use crate::stats::{DropReason, WorkerStats};
 
 /// What to do with a frame after [`process`].
@@ -37,6 +40,8 @@ pub enum Verdict {
 pub struct Tables {
     services: Box<Services>,
     conns: ConnTable,
+    frags: FragTable,
+    echo: EchoLimit,
     stats: Arc<WorkerStats>,
 }
 
@@ -59,6 +64,8 @@ impl Tables {
                     crate::sys::advise_huge_pages(v);
                 },
             )?,
+            frags: FragTable::new(FRAG_SLOTS, seed.rotate_left(17)),
+            echo: EchoLimit::default(),
             stats: Arc::new(WorkerStats::new(limits.max_services, limits.max_dests)),
         })
     }
@@ -199,27 +206,61 @@ struct Flow {
     ip_len: usize,
     /// Where the L4 header starts in the frame.
     l4: usize,
+    /// The datagram's identity when this is its first fragment.
+    first_fragment: Option<FragKey>,
+}
+
+/// An IPv4 packet to a VIP that the director handles.
+enum Inbound {
+    /// TCP or UDP with its ports (a whole datagram or its first fragment).
+    Flow(Flow),
+    /// A later fragment: no ports, only the datagram's identity.
+    Later { key: FragKey, ip_len: usize },
+    /// ICMP: the header is `hlen` bytes, the packet `total`.
+    Icmp { hlen: usize, total: usize },
 }
 
 #[inline]
-fn parse_ipv4(frame: &[u8], services: &Services) -> Result<Flow, Verdict> {
+fn parse_ipv4(frame: &[u8], services: &Services) -> Result<Inbound, Verdict> {
     let ip = Ipv4HeaderSlice::from_slice(&frame[ETH_LEN..])
         .map_err(|_| Verdict::Drop(DropReason::Ipv4Header))?;
     let vip = ip.destination_addr();
     if !services.is_vip(vip) {
         return Err(Verdict::Pass);
     }
-    // ICMP and other protocols to a VIP are the kernel's (it answers ping if it owns the VIP).
-    let proto = Protocol::from_ip_number(ip.protocol().0).ok_or(Verdict::Pass)?;
+    let number = ip.protocol().0;
+    let proto = Protocol::from_ip_number(number);
+    // Protocols other than TCP, UDP and ICMP to a VIP are the kernel's.
+    if proto.is_none() && number != ICMP {
+        return Err(Verdict::Pass);
+    }
     let header_len = ip.slice().len();
     let total_len = usize::from(ip.total_len());
     if total_len < header_len || ETH_LEN + total_len > frame.len() {
         return Err(Verdict::Drop(DropReason::Ipv4Length));
     }
-    // Later fragments carry no ports, so they cannot be matched to a flow: drop them all
-    // (the first one too, since its followers would be lost anyway).
-    if ip.more_fragments() || ip.fragments_offset().value() != 0 {
-        return Err(Verdict::Drop(DropReason::Fragment));
+    let offset = ip.fragments_offset().value();
+    let fragment = ip.more_fragments() || offset != 0;
+    let Some(proto) = proto else {
+        if fragment {
+            return Err(Verdict::Drop(DropReason::Fragment));
+        }
+        return Ok(Inbound::Icmp {
+            hlen: header_len,
+            total: total_len,
+        });
+    };
+    let frag_key = FragKey {
+        src: u32::from(ip.source_addr()),
+        dst: u32::from(vip),
+        id: ip.identification(),
+        proto: number,
+    };
+    if offset != 0 {
+        return Ok(Inbound::Later {
+            key: frag_key,
+            ip_len: total_len,
+        });
     }
     let l4 = &frame[ETH_LEN + header_len..ETH_LEN + total_len];
     let bad_l4 = Verdict::Drop(DropReason::L4Header);
@@ -233,7 +274,7 @@ fn parse_ipv4(frame: &[u8], services: &Services) -> Result<Flow, Verdict> {
             (h.source_port(), h.destination_port(), None)
         }
     };
-    Ok(Flow {
+    Ok(Inbound::Flow(Flow {
         key: ConnKey {
             proto,
             client: ip.source_addr(),
@@ -244,13 +285,19 @@ fn parse_ipv4(frame: &[u8], services: &Services) -> Result<Flow, Verdict> {
         tcp_flags,
         ip_len: total_len,
         l4: ETH_LEN + header_len,
-    })
+        first_fragment: fragment.then_some(frag_key),
+    }))
 }
+
+/// IP protocol number of ICMP.
+const ICMP: u8 = 1;
 
 #[inline]
 fn ipv4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
     let flow = match parse_ipv4(frame, &t.services) {
-        Ok(f) => f,
+        Ok(Inbound::Flow(f)) => f,
+        Ok(Inbound::Later { key, ip_len }) => return later_fragment(frame, t, &key, ip_len, now),
+        Ok(Inbound::Icmp { hlen, total }) => return icmp_to_vip(frame, t, hlen, total, now),
         Err(v) => return v,
     };
     let key = &flow.key;
@@ -266,12 +313,36 @@ fn ipv4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
         Ok(found) => found,
         Err(v) => return v,
     };
-    let len = flow.ip_len as u64;
     t.conns.seen(idx, now, flow.ip_len, flow.tcp_flags);
+    let svc_slot = t.services.services[si].slot;
+    if let Some(k) = flow.first_fragment {
+        t.frags.insert(
+            k,
+            FragDest {
+                dest,
+                service_slot: svc_slot,
+            },
+            now,
+        );
+    }
+    forward(frame, t, svc_slot, dest, mac, flow.ip_len);
+    Verdict::Tx
+}
+
+/// Rewrites the MACs towards real server `dest` at `mac` and counts the packet.
+#[inline]
+fn forward(
+    frame: &mut [u8],
+    t: &Tables,
+    svc_slot: u32,
+    dest: DestRef,
+    mac: xdpvs_sched::Mac,
+    ip_len: usize,
+) {
     let director = t.services.director_mac();
     frame[0..6].copy_from_slice(&mac);
     frame[6..12].copy_from_slice(&director);
-    let svc_slot = t.services.services[si].slot;
+    let len = ip_len as u64;
     if let Some(c) = t.stats.services.get(svc_slot as usize) {
         c.packets.inc();
         c.bytes.add(len);
@@ -280,7 +351,79 @@ fn ipv4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
         c.packets.inc();
         c.bytes.add(len);
     }
+}
+
+/// The MAC of a real server that may still receive packets of existing connections.
+fn reachable(t: &Tables, dest: DestRef) -> Option<xdpvs_sched::Mac> {
+    match t.services.dest(dest) {
+        DestStatus::Up { mac, .. } | DestStatus::Draining { mac } => Some(mac),
+        DestStatus::Removed | DestStatus::Unresolved => None,
+    }
+}
+
+/// A later fragment goes where its datagram's first fragment went.
+fn later_fragment(
+    frame: &mut [u8],
+    t: &mut Tables,
+    key: &FragKey,
+    ip_len: usize,
+    now: Time,
+) -> Verdict {
+    let Some(to) = t.frags.lookup(key, now) else {
+        return Verdict::Drop(DropReason::Fragment);
+    };
+    let Some(mac) = reachable(t, to.dest) else {
+        return Verdict::Drop(DropReason::DestRemoved);
+    };
+    forward(frame, t, to.service_slot, to.dest, mac, ip_len);
+    t.stats.fragments_forwarded.inc();
     Verdict::Tx
+}
+
+/// ICMP to a VIP (see [`crate::icmp`]).
+fn icmp_to_vip(frame: &mut [u8], t: &mut Tables, hlen: usize, total: usize, now: Time) -> Verdict {
+    let msg = &frame[ETH_LEN + hlen..ETH_LEN + total];
+    if msg.len() < 8 {
+        return Verdict::Drop(DropReason::L4Header);
+    }
+    match icmp::kind(msg[0], msg[1]) {
+        icmp::Kind::EchoRequest => {
+            if !t.echo.take(now) {
+                return Verdict::Drop(DropReason::IcmpRateLimited);
+            }
+            icmp::echo_reply_in_place(frame, ETH_LEN, hlen, total, t.services.director_mac());
+            t.stats.echo_replies.inc();
+            Verdict::Reply
+        }
+        icmp::Kind::Error => {
+            let Some(key) = icmp::quoted_connection(msg) else {
+                return Verdict::Drop(DropReason::IcmpNoConnection);
+            };
+            if !t.services.is_vip(key.vip) {
+                return Verdict::Drop(DropReason::IcmpNoConnection);
+            }
+            let Some(idx) = t.conns.lookup(&key, now) else {
+                return Verdict::Drop(DropReason::IcmpNoConnection);
+            };
+            let dest = t.conns.entry(idx).dest();
+            let Some(mac) = reachable(t, dest) else {
+                return Verdict::Drop(DropReason::DestRemoved);
+            };
+            let skey = ServiceKey {
+                proto: key.proto,
+                vip: key.vip,
+                port: key.vport,
+            };
+            let svc_slot = t
+                .services
+                .find(&skey)
+                .map_or(u32::MAX, |si| t.services.services[si].slot);
+            forward(frame, t, svc_slot, dest, mac, total);
+            t.stats.icmp_forwarded.inc();
+            Verdict::Tx
+        }
+        icmp::Kind::Other => Verdict::Drop(DropReason::IcmpUnsupported),
+    }
 }
 
 /// Finds (or schedules) the connection of `flow` and where it goes now: its table index,
@@ -403,23 +546,6 @@ fn reset_in_place(frame: &mut [u8], flow: &Flow, tcp_flags: u8, director: xdpvs_
     pseudo[10..12].copy_from_slice(&20u16.to_be_bytes());
     let c = checksum(sum_words(0, &pseudo), tcp);
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
-}
-
-/// Adds `bytes` (an even number of them) to a ones'-complement running sum.
-fn sum_words(mut acc: u32, bytes: &[u8]) -> u32 {
-    for w in bytes.chunks_exact(2) {
-        acc += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    acc
-}
-
-/// The Internet checksum of `bytes`, starting from the running sum `acc`.
-fn checksum(acc: u32, bytes: &[u8]) -> u16 {
-    let mut s = sum_words(acc, bytes);
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !(s as u16)
 }
 
 /// Picks a real server for a new connection (honouring persistence) and records it.

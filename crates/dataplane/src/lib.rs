@@ -15,9 +15,12 @@
 //! is checked by `#![deny(unsafe_code)]`.
 #![deny(unsafe_code)]
 
+mod checksum;
 pub mod config;
 pub mod device;
 pub mod engine;
+pub mod frag;
+pub mod icmp;
 pub mod stats;
 pub mod sys;
 pub mod worker;

@@ -57,7 +57,8 @@ pub enum DropReason {
     Ipv4Header,
     /// IPv4 total length shorter than the header or longer than the frame.
     Ipv4Length,
-    /// An IPv4 fragment to a VIP (not supported: see the README).
+    /// A later IPv4 fragment to a VIP whose first fragment was not seen (it came later,
+    /// or too long ago), or a fragmented ICMP message.
     Fragment,
     /// TCP or UDP header cut short or invalid.
     L4Header,
@@ -71,11 +72,17 @@ pub enum DropReason {
     DestUnresolved,
     /// The connection table is full.
     TableFull,
+    /// An echo request to a VIP over the reply rate limit.
+    IcmpRateLimited,
+    /// An ICMP error to a VIP that quotes no known connection.
+    IcmpNoConnection,
+    /// ICMP to a VIP of a type the director does not handle (not echo, not an error).
+    IcmpUnsupported,
 }
 
 impl DropReason {
     /// How many reasons there are.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 14;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::EthTruncated,
@@ -89,6 +96,9 @@ impl DropReason {
         DropReason::DestRemoved,
         DropReason::DestUnresolved,
         DropReason::TableFull,
+        DropReason::IcmpRateLimited,
+        DropReason::IcmpNoConnection,
+        DropReason::IcmpUnsupported,
     ];
 
     /// A stable snake_case name (for logs and metrics labels).
@@ -105,6 +115,9 @@ impl DropReason {
             DropReason::DestRemoved => "dest_removed",
             DropReason::DestUnresolved => "dest_unresolved",
             DropReason::TableFull => "table_full",
+            DropReason::IcmpRateLimited => "icmp_rate_limited",
+            DropReason::IcmpNoConnection => "icmp_no_connection",
+            DropReason::IcmpUnsupported => "icmp_unsupported",
         }
     }
 }
@@ -189,6 +202,13 @@ pub struct WorkerStats {
     pub expired: Counter,
     /// TCP resets sent for connections of removed real servers (expire_nodest_conn).
     pub resets: Counter,
+    /// Echo replies sent for VIPs (counted in `reply` too).
+    pub echo_replies: Counter,
+    /// ICMP errors forwarded to the real server of the connection they quote (counted
+    /// in `tx` too).
+    pub icmp_forwarded: Counter,
+    /// Later fragments forwarded after their first one (counted in `tx` too).
+    pub fragments_forwarded: Counter,
     /// Per service slot.
     pub services: Box<[Traffic]>,
     /// Per real-server slot.
@@ -208,6 +228,9 @@ impl WorkerStats {
             drops: Default::default(),
             expired: Counter::default(),
             resets: Counter::default(),
+            echo_replies: Counter::default(),
+            icmp_forwarded: Counter::default(),
+            fragments_forwarded: Counter::default(),
             services: (0..max_services).map(|_| Traffic::default()).collect(),
             dests: (0..max_dests).map(|_| Traffic::default()).collect(),
         }

@@ -186,12 +186,41 @@ fn shared_rows() -> Vec<Row> {
     ipv6[12..14].copy_from_slice(&[0x86, 0xdd]);
     let mut vlan = tcp(CLIENT, 1000, SYN);
     vlan[12..14].copy_from_slice(&[0x81, 0x00]);
-    let mut icmp = tcp(CLIENT, 1000, SYN);
-    icmp[14 + 9] = 1; // protocol: ICMP
+    let ping = frames::icmp_echo_request(&ep(CLIENT, 0, VIP, 0), 0x1234, 7, b"are you there?");
+    let pong = {
+        let e = Endpoints {
+            src_mac: DIRECTOR,
+            dst_mac: CLIENT_MAC,
+            src_ip: VIP,
+            dst_ip: CLIENT,
+            sport: 0,
+            dport: 0,
+        };
+        let b = etherparse::PacketBuilder::ethernet2(e.src_mac, e.dst_mac)
+            .ipv4(VIP.octets(), CLIENT.octets(), 64)
+            .icmpv4_echo_reply(0x1234, 7);
+        let mut v = Vec::new();
+        b.write(&mut v, b"are you there?").expect("vec");
+        v.resize(v.len().max(60), 0);
+        v
+    };
+    // A router on the client's path says a reply of the first flow (VIP:80 -> CLIENT:1000,
+    // sent by its real server) needs fragmenting: the error quotes its IP header and 8 bytes.
+    let router = Ipv4Addr::new(198, 18, 0, 254);
+    let reply_of = |cport: u16| {
+        let f = frames::tcp(&ep(VIP, 80, CLIENT, cport), ACK, &[0u8; 100]);
+        f[14..14 + 28].to_vec()
+    };
+    let mtu = [0, 0, 0x05, 0x00]; // next-hop MTU 1280
+    let frag_needed = frames::icmp_error(&ep(router, 0, VIP, 0), 3, 4, mtu, &reply_of(1000));
+    let unknown_error = frames::icmp_error(&ep(router, 0, VIP, 0), 3, 4, mtu, &reply_of(4242));
+    let timestamp = frames::icmp_error(&ep(CLIENT, 0, VIP, 0), 13, 0, [0; 4], &[0u8; 12]);
     let mut frag = tcp(CLIENT, 1000, SYN);
     frag[14 + 6] = 0x20; // more fragments
     let mut later_frag = tcp(CLIENT, 1000, SYN);
     later_frag[14 + 7] = 0x10; // offset 16 * 8 bytes
+    let mut orphan = later_frag.clone();
+    orphan[14 + 4] ^= 0x55; // another datagram (IP ID)
 
     vec![
         fwd(
@@ -245,13 +274,38 @@ fn shared_rows() -> Vec<Row> {
             frames::tcp(&ep(CLIENT, 1000, VIP, 443), SYN, b""),
         ),
         pass("UDP to the VIP without a UDP service", udp(CLIENT, 1000)),
-        pass("ICMP to the VIP", icmp),
+        row(
+            "ICMP echo request to the VIP: the director answers from the VIP",
+            ping,
+            Verdict::Reply,
+            Out::Exactly(pong),
+        ),
+        fwd(
+            "ICMP fragmentation needed quoting the first flow's reply: to its real",
+            frag_needed,
+            1,
+        ),
+        drop(
+            "ICMP error quoting no known connection",
+            unknown_error,
+            DropReason::IcmpNoConnection,
+        ),
+        drop(
+            "ICMP timestamp request to the VIP",
+            timestamp,
+            DropReason::IcmpUnsupported,
+        ),
         pass("IPv6", ipv6),
         pass("VLAN-tagged", vlan),
-        drop("first fragment to the VIP", frag, DropReason::Fragment),
+        fwd(
+            "first fragment of a datagram of the first flow: its real",
+            frag,
+            1,
+        ),
+        fwd("a later fragment of it: the same real", later_frag, 1),
         drop(
-            "later fragment to the VIP",
-            later_frag,
+            "a later fragment of a datagram whose first was not seen",
+            orphan,
             DropReason::Fragment,
         ),
     ]
@@ -262,23 +316,34 @@ fn rr_service_table() {
     let mut t = tables(&shared_config());
     run(&mut t, shared_rows());
     let s = t.stats();
-    assert_eq!(s.tx.get(), 7);
-    assert_eq!(s.reply.get(), 1);
-    assert_eq!(s.pass.get(), 8);
+    assert_eq!(s.tx.get(), 10);
+    assert_eq!(s.reply.get(), 2);
+    assert_eq!(s.pass.get(), 7);
     assert_eq!(s.drop_count(DropReason::NoConnection), 3);
-    assert_eq!(s.drop_count(DropReason::Fragment), 2);
-    assert_eq!(s.rx.get(), 21);
+    assert_eq!(s.drop_count(DropReason::Fragment), 1);
+    assert_eq!(s.drop_count(DropReason::IcmpNoConnection), 1);
+    assert_eq!(s.drop_count(DropReason::IcmpUnsupported), 1);
+    assert_eq!(s.rx.get(), 25);
+    assert_eq!(
+        (
+            s.echo_replies.get(),
+            s.icmp_forwarded.get(),
+            s.fragments_forwarded.get()
+        ),
+        (1, 1, 1)
+    );
     // Per service and per real: packets, bytes, connections.
     let svc = &t.services().services()[0];
-    assert_eq!(s.services[svc.slot as usize].packets.get(), 7);
+    assert_eq!(s.services[svc.slot as usize].packets.get(), 10);
     assert_eq!(s.services[svc.slot as usize].conns.get(), 4);
     let r1 = svc.reals[0].dest.slot as usize;
-    assert_eq!(s.dests[r1].packets.get(), 5);
+    assert_eq!(s.dests[r1].packets.get(), 8);
     assert_eq!(s.dests[r1].conns.get(), 2);
     assert_eq!(
         s.dests[r1].bytes.get(),
-        // IP packet lengths, as IPVS counts bytes: four 40-byte segments and one with data.
-        4 * 40 + (tcp(CLIENT, 1000, ACK | PSH).len() - 14) as u64
+        // IP packet lengths, as IPVS counts bytes: four 40-byte segments and one with data,
+        // the 56-byte ICMP error, two 40-byte fragments.
+        4 * 40 + (tcp(CLIENT, 1000, ACK | PSH).len() - 14) as u64 + 56 + 2 * 40
     );
     // ActiveConn/InActConn as ipvsadm shows them: flow 1 went SYN, ACK (ESTABLISHED),
     // data, FIN (FIN_WAIT); the others are in SYN_RECV.

@@ -305,8 +305,26 @@ pub fn render<D: Dataplane>(
         "worker_forwarded_packets",
         "Frames rewritten and sent to a real server.",
     );
-    let replies =
-        counter::<WorkerLabels>(&mut reg, "worker_arp_replies", "ARP replies sent for VIPs.");
+    let replies = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_replies",
+        "Frames answered in place: ARP replies and ICMP echo replies for VIPs.",
+    );
+    let echo = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_echo_replies",
+        "ICMP echo replies sent from VIPs (rate-limited).",
+    );
+    let icmp_fwd = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_icmp_errors_forwarded",
+        "ICMP errors forwarded to the real server of the connection they quote.",
+    );
+    let frags = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_fragments_forwarded",
+        "Later fragments forwarded where their first fragment went.",
+    );
     let unhandled = counter::<WorkerLabels>(
         &mut reg,
         "worker_unhandled_packets",
@@ -441,6 +459,9 @@ pub fn render<D: Dataplane>(
         rx_bytes.get_or_create(&wl).inc_by(w.rx_bytes.get());
         tx.get_or_create(&wl).inc_by(w.tx.get());
         replies.get_or_create(&wl).inc_by(w.reply.get());
+        echo.get_or_create(&wl).inc_by(w.echo_replies.get());
+        icmp_fwd.get_or_create(&wl).inc_by(w.icmp_forwarded.get());
+        frags.get_or_create(&wl).inc_by(w.fragments_forwarded.get());
         unhandled.get_or_create(&wl).inc_by(w.unhandled.get());
         for r in DropReason::ALL {
             dropped

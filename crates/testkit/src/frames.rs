@@ -70,3 +70,28 @@ pub fn udp(e: &Endpoints, payload: &[u8]) -> Vec<u8> {
         .expect("writing to a Vec cannot fail");
     pad(v)
 }
+
+/// An ICMP echo request (`id`, `seq`, `payload`) from `e.src_ip` to `e.dst_ip` (ports
+/// unused).
+pub fn icmp_echo_request(e: &Endpoints, id: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(e.src_mac, e.dst_mac)
+        .ipv4(e.src_ip.octets(), e.dst_ip.octets(), 64)
+        .icmpv4_echo_request(id, seq);
+    let mut v = Vec::with_capacity(b.size(payload.len()));
+    b.write(&mut v, payload)
+        .expect("writing to a Vec cannot fail");
+    pad(v)
+}
+
+/// An ICMP error of `icmp_type`/`code` (bytes 4..8 of its header: `rest`) from
+/// `e.src_ip` (a router) to `e.dst_ip`, quoting `quoted` (an IP packet: its header and
+/// at least 8 bytes of what follows, as routers quote).
+pub fn icmp_error(e: &Endpoints, icmp_type: u8, code: u8, rest: [u8; 4], quoted: &[u8]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(e.src_mac, e.dst_mac)
+        .ipv4(e.src_ip.octets(), e.dst_ip.octets(), 64)
+        .icmpv4_raw(icmp_type, code, rest);
+    let mut v = Vec::with_capacity(b.size(quoted.len()));
+    b.write(&mut v, quoted)
+        .expect("writing to a Vec cannot fail");
+    pad(v)
+}
