@@ -1390,3 +1390,144 @@ fn ping_icmp_errors_and_fragments_to_a_vip() {
         "three fragments per datagram: {udp}"
     );
 }
+
+/// Sends `N` TCP SYNs to VIP:80 from spoofed sources in 198.19.0.0/16 (raw socket), at
+/// most `RATE` a second (0: as fast as it can); prints how long that took.
+const SYN_FLOOD: &str = r#"
+import socket, struct, sys, time, random
+n, rate = int(sys.argv[1]), float(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
+vip = socket.inet_aton("198.18.0.100")
+rnd = random.Random(7)
+t0 = time.monotonic()
+for i in range(n):
+    src = struct.pack("!BBH", 198, 19, rnd.randrange(1, 65535))
+    sport = rnd.randrange(1024, 65535)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, i & 0xffff, 0, 64, 6, 0, src, vip)
+    tcp = struct.pack("!HHIIBBHHH", sport, 80, rnd.getrandbits(32), 0, 5 << 4, 0x02, 64240, 0, 0)
+    s.sendto(ip + tcp, ("198.18.0.100", 0))
+    if rate and i % 500 == 499:
+        ahead = (i + 1) / rate - (time.monotonic() - t0)
+        if ahead > 0:
+            time.sleep(ahead)
+print("%.3f" % (time.monotonic() - t0))
+"#;
+
+/// One keep-alive connection asking every 20 ms until `SYNC.end` exists; prints each
+/// answer (or `fail`).
+const KEEPALIVE_LOAD: &str = r#"
+import http.client, os, sys, time
+sync = sys.argv[1]
+h = http.client.HTTPConnection("198.18.0.100", 80, timeout=3)
+while not os.path.exists(sync + ".end"):
+    try:
+        h.request("GET", "/")
+        print(h.getresponse().read().decode().strip(), flush=True)
+    except Exception as e:
+        print("fail", type(e).__name__, flush=True)
+        h = http.client.HTTPConnection("198.18.0.100", 80, timeout=3)
+    time.sleep(0.02)
+"#;
+
+#[test]
+fn a_syn_flood_on_a_full_table_denies_no_one() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&["--conn-capacity", "1000"])
+        .expect("director starts");
+    configure_rr(&lab);
+    let sync = std::env::temp_dir().join(format!("xdpvs-e2e-flood-{}", std::process::id()));
+    let sync = sync.to_str().expect("utf-8").to_string();
+    let _ = std::fs::remove_file(format!("{sync}.end"));
+    let ns = lab.ns("c");
+    let held = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "python3", "-c", KEEPALIVE_LOAD, &sync])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("keep-alive client");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let before = json(&lab, "-Ln --stats --json")["services"][0]["stats"]["conns"]
+        .as_u64()
+        .expect("conns");
+    // The flood, with new clients during it.
+    let (flood, during) = std::thread::scope(|s| {
+        let flood = s.spawn(|| {
+            lab.exec(
+                &lab.ns("c"),
+                &["python3", "-c", SYN_FLOOD, "50000", "20000"],
+            )
+        });
+        let mut during = Vec::new();
+        while !flood.is_finished() {
+            during.push(lab.curl(&format!("http://{VIP}/")));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        (
+            flood.join().expect("flood thread").expect("flood ran"),
+            during,
+        )
+    });
+    let secs: f64 = String::from_utf8_lossy(&flood.stdout)
+        .trim()
+        .parse()
+        .expect("seconds");
+    let after = json(&lab, "-Ln --stats --json")["services"][0]["stats"]["conns"]
+        .as_u64()
+        .expect("conns");
+    let l = x(&lab, "-Ln");
+    eprintln!(
+        "flood: 50000 SYNs in {secs:.2} s ({:.0}/s); {} connections scheduled ({:.0}/s); {} new clients during it\n{l}",
+        50000.0 / secs,
+        after - before,
+        (after - before) as f64 / secs,
+        during.len()
+    );
+    // New clients right after the flood.
+    let right_after: Vec<_> = (0..6)
+        .map(|_| lab.curl(&format!("http://{VIP}/")))
+        .collect();
+    std::fs::write(format!("{sync}.end"), "").expect("mark");
+    let out = held.wait_with_output().expect("keep-alive client ends");
+    let answers: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(answers.len() > 20, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a == &answers[0] && a.starts_with("rs")),
+        "the long-lived connection kept its real server with no failure: {:?}",
+        counts(&answers)
+    );
+    let failed: Vec<_> = during
+        .iter()
+        .chain(&right_after)
+        .filter(|r| r.is_err())
+        .collect();
+    assert!(failed.is_empty(), "new clients were refused: {failed:?}");
+    assert!(!during.is_empty(), "clients tried during the flood");
+    // The flood filled the table and was scheduled (evicting half-open entries), not
+    // dropped: 1,000 entries took 50,000 SYNs.
+    assert!(
+        after - before >= 40_000,
+        "most SYNs were scheduled: {}",
+        after - before
+    );
+    let table = json(&lab, "-Ln --json");
+    let held: u64 = table["services"][0]["reals"]
+        .as_array()
+        .expect("reals")
+        .iter()
+        .map(|r| {
+            r["active_conns"].as_u64().unwrap_or(0) + r["inactive_conns"].as_u64().unwrap_or(0)
+        })
+        .sum();
+    assert!(
+        held <= 1000,
+        "the table never holds more than its capacity: {held}"
+    );
+    let _ = std::fs::remove_file(format!("{sync}.end"));
+}

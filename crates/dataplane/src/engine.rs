@@ -42,6 +42,8 @@ pub struct Tables {
     conns: ConnTable,
     frags: FragTable,
     echo: EchoLimit,
+    /// When a new connection last found the table full (the fallback's window).
+    full_at: Option<Time>,
     stats: Arc<WorkerStats>,
 }
 
@@ -66,6 +68,7 @@ impl Tables {
             )?,
             frags: FragTable::new(FRAG_SLOTS, seed.rotate_left(17)),
             echo: EchoLimit::default(),
+            full_at: None,
             stats: Arc::new(WorkerStats::new(limits.max_services, limits.max_dests)),
         })
     }
@@ -311,9 +314,14 @@ fn ipv4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
     };
     let (idx, dest, mac) = match connect(frame, t, &flow, si, now) {
         Ok(found) => found,
-        Err(v) => return v,
+        Err(Miss::Verdict(v)) => return v,
+        Err(Miss::Stateless(dest, mac)) => (None, dest, mac),
     };
-    t.conns.seen(idx, now, flow.ip_len, flow.tcp_flags);
+    if let Some(idx) = idx {
+        t.conns.seen(idx, now, flow.ip_len, flow.tcp_flags);
+    } else {
+        t.stats.stateless.inc();
+    }
     let svc_slot = t.services.services[si].slot;
     if let Some(k) = flow.first_fragment {
         t.frags.insert(
@@ -426,8 +434,34 @@ fn icmp_to_vip(frame: &mut [u8], t: &mut Tables, hlen: usize, total: usize, now:
     }
 }
 
-/// Finds (or schedules) the connection of `flow` and where it goes now: its table index,
-/// its real server and that server's MAC; or the verdict when it goes nowhere.
+/// Why [`connect`] found no table entry to forward with.
+enum Miss {
+    /// The packet's fate.
+    Verdict(Verdict),
+    /// The table is full: forward to this real server without an entry (the stateless
+    /// fallback).
+    Stateless(DestRef, xdpvs_sched::Mac),
+}
+
+impl From<Verdict> for Miss {
+    fn from(v: Verdict) -> Miss {
+        Miss::Verdict(v)
+    }
+}
+
+/// For how long after the table was last found full new connections are placed by the
+/// stateless hash instead of the scheduler: their entries may be evicted (half-open) or
+/// missing (table full), and the hash sends their later segments to the same place.
+pub const HASH_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// For how long after the table was last found full a TCP segment without an entry may
+/// belong to a connection the hash placed (IPVS's established timeout): it is recorded
+/// with the hash's real server (adopted) instead of dropped.
+pub const ADOPT_WINDOW: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// Finds (or schedules) the connection of `flow` and where it goes now: its table index
+/// (none when the table is full and the stateless fallback carries it), its real server
+/// and that server's MAC; or the verdict when it goes nowhere.
 #[inline]
 fn connect(
     frame: &mut [u8],
@@ -435,18 +469,42 @@ fn connect(
     flow: &Flow,
     si: usize,
     now: Time,
-) -> Result<(usize, DestRef, xdpvs_sched::Mac), Verdict> {
+) -> Result<(Option<usize>, DestRef, xdpvs_sched::Mac), Miss> {
     let key = &flow.key;
     let idx = match t.conns.lookup(key, now) {
         Some(i) => i,
         None => {
+            if t.conns.len() >= t.conns.capacity() {
+                t.full_at = Some(now);
+            }
+            let since_full = t.full_at.map(|at| now.since(at));
+            let mut by_hash = since_full.is_some_and(|d| d < HASH_WINDOW)
+                && t.services.services[si].persistence.is_none();
             if let Some(f) = flow.tcp_flags {
                 let may_open = f & flags::SYN != 0 || t.services.options().sloppy_tcp;
-                if !may_open || f & flags::RST != 0 {
-                    return Err(Verdict::Drop(DropReason::NoConnection));
+                // After the table was full, a segment without an entry may be a
+                // connection the hash placed: it goes where the hash sends it.
+                let adopt = since_full.is_some_and(|d| d < ADOPT_WINDOW);
+                if f & flags::RST != 0 || !(may_open || adopt) {
+                    return Err(Verdict::Drop(DropReason::NoConnection).into());
                 }
+                by_hash |= !may_open;
             }
-            schedule(t, si, key, now).map_err(Verdict::Drop)?
+            let placed = if by_hash {
+                adopt_stateless(t, si, key, now)
+            } else {
+                schedule(t, si, key, now)
+            };
+            match placed {
+                Ok(i) => i,
+                Err(DropReason::TableFull) => {
+                    t.full_at = Some(now);
+                    let (dest, mac) =
+                        fallback(t, si, key).ok_or(Verdict::Drop(DropReason::NoDestination))?;
+                    return Err(Miss::Stateless(dest, mac));
+                }
+                Err(r) => return Err(Verdict::Drop(r).into()),
+            }
         }
     };
     let dest = t.conns.entry(idx).dest();
@@ -455,12 +513,12 @@ fn connect(
         .tcp_flags
         .is_some_and(|f| f & (flags::SYN | flags::ACK | flags::RST) == flags::SYN);
     match t.services.dest(dest) {
-        DestStatus::Up { mac, .. } => Ok((idx, dest, mac)),
+        DestStatus::Up { mac, .. } => Ok((Some(idx), dest, mac)),
         // A removed real server keeps its connections while its MAC is known, unless
         // the operator asked for them to be expired; a SYN that reuses the ports of one
         // of them (not a retransmission) opens a new connection.
         DestStatus::Draining { mac } if !(expire_nodest || pure_syn && reused(t, idx)) => {
-            Ok((idx, dest, mac))
+            Ok((Some(idx), dest, mac))
         }
         DestStatus::Draining { .. } | DestStatus::Removed => {
             t.conns.remove(idx, now);
@@ -471,8 +529,8 @@ fn connect(
                     let idx = schedule(t, si, key, now).map_err(Verdict::Drop)?;
                     let dest = t.conns.entry(idx).dest();
                     match t.services.dest(dest) {
-                        DestStatus::Up { mac, .. } => Ok((idx, dest, mac)),
-                        _ => Err(Verdict::Drop(DropReason::DestRemoved)),
+                        DestStatus::Up { mac, .. } => Ok((Some(idx), dest, mac)),
+                        _ => Err(Verdict::Drop(DropReason::DestRemoved).into()),
                     }
                 }
                 // With expire_nodest_conn a TCP client learns at once, with a reset,
@@ -481,12 +539,12 @@ fn connect(
                 Some(f) if expire_nodest && f & flags::RST == 0 => {
                     reset_in_place(frame, flow, f, t.services.director_mac());
                     t.stats.resets.inc();
-                    Err(Verdict::Reply)
+                    Err(Verdict::Reply.into())
                 }
-                _ => Err(Verdict::Drop(DropReason::DestRemoved)),
+                _ => Err(Verdict::Drop(DropReason::DestRemoved).into()),
             }
         }
-        DestStatus::Unresolved => Err(Verdict::Drop(DropReason::DestUnresolved)),
+        DestStatus::Unresolved => Err(Verdict::Drop(DropReason::DestUnresolved).into()),
     }
 }
 
@@ -546,6 +604,61 @@ fn reset_in_place(frame: &mut [u8], flow: &Flow, tcp_flags: u8, director: xdpvs_
     pseudo[10..12].copy_from_slice(&20u16.to_be_bytes());
     let c = checksum(sum_words(0, &pseudo), tcp);
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The stateless fallback: the real server the 5-tuple hashes to by weighted rendezvous
+/// hashing over the service's real servers that are up with a weight above 0. The same
+/// flow always hashes to the same real server while that set stays the same, and a
+/// change moves only the flows of the real servers that changed.
+fn fallback(t: &Tables, si: usize, key: &ConnKey) -> Option<(DestRef, xdpvs_sched::Mac)> {
+    let flow = u64::from(u32::from(key.client)) << 32
+        ^ u64::from(key.cport) << 16
+        ^ u64::from(key.vport)
+        ^ u64::from(u32::from(key.vip)).rotate_left(48)
+        ^ u64::from(key.proto.ip_number()) << 56;
+    let mut best: Option<(f64, DestRef, xdpvs_sched::Mac)> = None;
+    for r in &t.services.services[si].reals {
+        let DestStatus::Up { mac, weight } = t.services.dest(r.dest) else {
+            continue;
+        };
+        if weight == 0 {
+            continue;
+        }
+        // splitmix64 of the flow and the real server's slot: a uniform draw in (0, 1).
+        let mut h = flow ^ u64::from(r.dest.slot).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h = (h ^ h >> 30).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h = (h ^ h >> 27).wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^= h >> 31;
+        let u = ((h >> 11) + 1) as f64 / (1u64 << 53) as f64;
+        let score = f64::from(weight) / -u.ln();
+        if best.is_none_or(|(s, _, _)| score > s) {
+            best = Some((score, r.dest, mac));
+        }
+    }
+    best.map(|(_, d, m)| (d, m))
+}
+
+/// A new flow while the table is, or lately was, full, or a TCP segment without an entry
+/// after that: recorded with the real server the stateless hash gives it.
+fn adopt_stateless(
+    t: &mut Tables,
+    si: usize,
+    key: &ConnKey,
+    now: Time,
+) -> Result<usize, DropReason> {
+    let (dest, _) = fallback(t, si, key).ok_or(DropReason::NoDestination)?;
+    let idx = t
+        .conns
+        .insert(key, dest, State::None, now, None)
+        .map_err(|_| DropReason::TableFull)?;
+    let svc_slot = t.services.services[si].slot;
+    if let Some(c) = t.stats.services.get(svc_slot as usize) {
+        c.conns.inc();
+    }
+    if let Some(c) = t.stats.dests.get(dest.slot as usize) {
+        c.conns.inc();
+    }
+    Ok(idx)
 }
 
 /// Picks a real server for a new connection (honouring persistence) and records it.

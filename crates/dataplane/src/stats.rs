@@ -209,6 +209,9 @@ pub struct WorkerStats {
     pub icmp_forwarded: Counter,
     /// Later fragments forwarded after their first one (counted in `tx` too).
     pub fragments_forwarded: Counter,
+    /// Packets forwarded by the stateless fallback, without a table entry, because the
+    /// connection table was full (counted in `tx` too).
+    pub stateless: Counter,
     /// Per service slot.
     pub services: Box<[Traffic]>,
     /// Per real-server slot.
@@ -231,6 +234,7 @@ impl WorkerStats {
             echo_replies: Counter::default(),
             icmp_forwarded: Counter::default(),
             fragments_forwarded: Counter::default(),
+            stateless: Counter::default(),
             services: (0..max_services).map(|_| Traffic::default()).collect(),
             dests: (0..max_dests).map(|_| Traffic::default()).collect(),
         }

@@ -89,6 +89,8 @@ pub struct LoopStats {
     pub sent: Counter,
     /// Entries in the connection table (copied about once a second).
     pub table_entries: Counter,
+    /// Half-open connections evicted from the full table (copied about once a second).
+    pub half_open_evicted: Counter,
     /// The socket's counters (copied about once a second, for devices that have them).
     pub device: DeviceCounters,
 }
@@ -280,6 +282,9 @@ impl<D: Device> Worker<D> {
         self.stats
             .table_entries
             .set(self.tables.conns().len() as u64);
+        self.stats
+            .half_open_evicted
+            .set(self.tables.conns().evictions());
         if let Some(d) = self.dev.stats() {
             self.stats.device.set(&d);
         }

@@ -809,33 +809,99 @@ fn every_truncation_is_dropped_never_a_panic() {
     assert_eq!(t.stats().drops_total(), (74 + 74 + 42) as u64);
 }
 
-#[test]
-fn a_full_table_drops_new_flows_only() {
-    let cfg = config(vec![service(Protocol::Tcp, SchedKind::Rr, &[1])]);
+fn small_table(weights: &[u16], capacity: usize) -> Tables {
+    let cfg = config(vec![service(Protocol::Tcp, SchedKind::Rr, weights)]);
     let lim = Limits {
-        conn_capacity: 2,
+        conn_capacity: capacity,
         ..limits()
     };
-    let mut t = Tables::new(
+    Tables::new(
         Services::build(&cfg, &lim, None).expect("valid"),
         &lim,
         Timeouts::default(),
         1,
     )
-    .expect("valid");
-    run(
-        &mut t,
-        vec![
-            fwd("first", tcp(client(1), 1, SYN), 1),
-            fwd("second", tcp(client(2), 1, SYN), 1),
-            drop(
-                "third: table full",
-                tcp(client(3), 1, SYN),
-                DropReason::TableFull,
-            ),
-            fwd("first still flows", tcp(client(1), 1, ACK), 1),
-        ],
+    .expect("valid")
+}
+
+/// Sends a TCP segment at second `at`: the verdict and the destination MAC.
+fn send(t: &mut Tables, c: u32, fl: u8, at: u64) -> (Verdict, Mac) {
+    let mut f = tcp(client(c), 1, fl);
+    let v = process(&mut f, t, Time::from_secs(at));
+    (v, f[0..6].try_into().expect("6 bytes"))
+}
+
+#[test]
+fn a_full_table_never_evicts_an_established_connection_and_serves_new_flows_statelessly() {
+    let mut t = small_table(&[1, 1], 2);
+    assert_eq!(send(&mut t, 1, SYN, 1), (Verdict::Tx, rs_mac(1)));
+    assert_eq!(send(&mut t, 1, ACK, 1), (Verdict::Tx, rs_mac(1)));
+    assert_eq!(send(&mut t, 2, SYN, 1), (Verdict::Tx, rs_mac(2)));
+    assert_eq!(send(&mut t, 2, ACK, 1), (Verdict::Tx, rs_mac(2)));
+    // Full of established connections: new flows go by the stateless hash, every
+    // segment of a flow to the same real server, and both real servers get some.
+    let mut seen = std::collections::HashSet::new();
+    for c in 10..60 {
+        let (v, mac) = send(&mut t, c, SYN, 2);
+        assert_eq!(v, Verdict::Tx, "flow {c}");
+        assert!(mac == rs_mac(1) || mac == rs_mac(2));
+        for fl in [ACK, ACK | PSH, ACK | FIN] {
+            assert_eq!(send(&mut t, c, fl, 3), (Verdict::Tx, mac), "flow {c} moved");
+        }
+        seen.insert(mac);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "the hash spreads flows over both real servers"
     );
+    assert_eq!(t.stats().stateless.get(), 50 * 4);
+    assert_eq!(t.conns().evictions(), 0);
+    // The established connections never moved, and were never evicted.
+    assert_eq!(send(&mut t, 1, ACK, 4), (Verdict::Tx, rs_mac(1)));
+    assert_eq!(send(&mut t, 2, ACK, 4), (Verdict::Tx, rs_mac(2)));
+    assert_eq!(t.conns().len(), 2);
+    assert_eq!(t.stats().drop_count(DropReason::TableFull), 0);
+    // Long after the table was last full (its entries expired and swept), a segment
+    // without an entry is dropped again.
+    let later = 5 + xdpvs_dataplane::engine::ADOPT_WINDOW.as_secs();
+    t.expire(Time::from_secs(later), 1 << 16);
+    assert_eq!(t.conns().len(), 0);
+    let (v, _) = send(&mut t, 99, ACK, later);
+    assert_eq!(v, Verdict::Drop(DropReason::NoConnection));
+}
+
+#[test]
+fn a_full_table_evicts_a_half_open_connection_first() {
+    let mut t = small_table(&[1, 1], 2);
+    assert_eq!(send(&mut t, 1, SYN, 1), (Verdict::Tx, rs_mac(1)));
+    assert_eq!(send(&mut t, 1, ACK, 1), (Verdict::Tx, rs_mac(1)));
+    assert_eq!(send(&mut t, 2, SYN, 1), (Verdict::Tx, rs_mac(2))); // half-open
+                                                                   // A new SYN finds the table full: the half-open entry goes, the established stays.
+    let (v, mac3) = send(&mut t, 3, SYN, 2);
+    assert_eq!(v, Verdict::Tx);
+    assert_eq!(t.conns().evictions(), 1);
+    assert_eq!(t.conns().len(), 2);
+    assert_eq!(send(&mut t, 1, ACK, 2), (Verdict::Tx, rs_mac(1)));
+    assert_eq!(
+        send(&mut t, 3, ACK, 2),
+        (Verdict::Tx, mac3),
+        "its entry was recorded"
+    );
+    // The evicted client's handshake completes by the hash, not dropped.
+    let (v, _) = send(&mut t, 2, ACK, 2);
+    assert_eq!(v, Verdict::Tx);
+    assert_eq!(t.stats().drop_count(DropReason::NoConnection), 0);
+}
+
+#[test]
+fn the_stateless_hash_sends_nothing_to_a_quiescent_real_server() {
+    let mut t = small_table(&[1, 0], 1);
+    assert_eq!(send(&mut t, 1, SYN, 1), (Verdict::Tx, rs_mac(1)));
+    assert_eq!(send(&mut t, 1, ACK, 1), (Verdict::Tx, rs_mac(1)));
+    for c in 10..40 {
+        assert_eq!(send(&mut t, c, SYN, 2), (Verdict::Tx, rs_mac(1)));
+    }
 }
 
 /// Whether the engine's verdict says the director handles the frame: it forwards it,

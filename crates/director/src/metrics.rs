@@ -320,6 +320,16 @@ pub fn render<D: Dataplane>(
         "worker_icmp_errors_forwarded",
         "ICMP errors forwarded to the real server of the connection they quote.",
     );
+    let stateless = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_stateless_packets",
+        "Packets forwarded by the stateless hash because the connection table was full.",
+    );
+    let evicted = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_half_open_evicted",
+        "Half-open connections evicted from the full connection table.",
+    );
     let frags = counter::<WorkerLabels>(
         &mut reg,
         "worker_fragments_forwarded",
@@ -462,6 +472,8 @@ pub fn render<D: Dataplane>(
         echo.get_or_create(&wl).inc_by(w.echo_replies.get());
         icmp_fwd.get_or_create(&wl).inc_by(w.icmp_forwarded.get());
         frags.get_or_create(&wl).inc_by(w.fragments_forwarded.get());
+        stateless.get_or_create(&wl).inc_by(w.stateless.get());
+        evicted.get_or_create(&wl).inc_by(l.half_open_evicted.get());
         unhandled.get_or_create(&wl).inc_by(w.unhandled.get());
         for r in DropReason::ALL {
             dropped

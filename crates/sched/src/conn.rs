@@ -332,7 +332,12 @@ pub struct ConnTable {
     seeds: (u64, u64),
     timeouts: Timeouts,
     loads: Arc<Loads>,
+    evictions: u64,
 }
+
+/// Slots examined from a new entry's home slot for a half-open connection to evict
+/// when the table is full.
+pub const EVICT_SCAN: usize = 32;
 
 impl fmt::Debug for ConnTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -395,6 +400,7 @@ impl ConnTable {
             ),
             timeouts,
             loads: Arc::new(Loads::new(max_dests)),
+            evictions: 0,
         })
     }
 
@@ -509,11 +515,42 @@ impl ConnTable {
         &self.slots[idx]
     }
 
-    fn place(&mut self, e: Entry) -> Result<usize, TableFull> {
-        if self.len >= self.capacity {
-            return Err(TableFull);
+    /// Half-open connections (a SYN seen, nothing since) evicted to make room so far.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Makes room in a full table for an entry whose home slot is `home`: removes the
+    /// first half-open connection (SYN_RECV, or a TCP entry in no state yet) among the
+    /// [`EVICT_SCAN`] slots from there. Established connections, closing ones, UDP
+    /// flows and templates are never evicted.
+    fn evict_half_open(&mut self, home: usize, now: Time) -> bool {
+        for n in 0..EVICT_SCAN {
+            let j = (home + n) & self.mask;
+            let e = &self.slots[j];
+            let half_open = e.occupied()
+                && !e.is_template()
+                && matches!(e.state(), State::SynRecv | State::None)
+                && e.key().proto == crate::Protocol::Tcp;
+            if half_open {
+                self.remove(j, now);
+                self.evictions += 1;
+                return true;
+            }
         }
-        let mut i = self.hash(&e.packed()) & self.mask;
+        false
+    }
+
+    fn place(&mut self, e: Entry, now: Time) -> Result<(usize, bool), TableFull> {
+        let home = self.hash(&e.packed()) & self.mask;
+        let mut evicted = false;
+        if self.len >= self.capacity {
+            if !self.evict_half_open(home, now) {
+                return Err(TableFull);
+            }
+            evicted = true;
+        }
+        let mut i = home;
         while self.slots[i].occupied() {
             debug_assert!(self.slots[i].packed() != e.packed(), "duplicate insert");
             i = (i + 1) & self.mask;
@@ -521,7 +558,7 @@ impl ConnTable {
         self.slots[i] = e;
         self.len += 1;
         self.loads.adjust(e.dest, which(&e), 1, true);
-        Ok(i)
+        Ok((i, evicted))
     }
 
     /// Records a new connection to `dest` in `state`, seen at `now`. The key must not be
@@ -554,10 +591,17 @@ impl ConnTable {
             e.flags = F_PERSISTENT;
             e.prefix = self.slots[t].prefix;
         }
-        let i = self.place(e)?;
+        let (i, evicted) = self.place(e, now)?;
         if e.is_persistent() {
-            if let Some(t) = template {
-                // `place` moved nothing, so `t` still points at the template.
+            // `place` moved nothing unless it evicted: then find the template again.
+            let t = match template {
+                Some(_) if evicted => {
+                    let tk = template_key(key, e.prefix);
+                    self.find(&Packed::of(&tk, true))
+                }
+                t => t,
+            };
+            if let Some(t) = t {
                 let tpl = &mut self.slots[t];
                 tpl.packets += 1;
                 tpl.last_seen = tpl.last_seen.max(now.as_nanos());
@@ -577,20 +621,24 @@ impl ConnTable {
         now: Time,
     ) -> Result<usize, TableFull> {
         let k = Packed::of(&template_key(key, prefix_len), true);
-        self.place(Entry {
-            client: k.client,
-            vip: k.vip,
-            cport: 0,
-            vport: k.vport,
-            proto: k.proto,
-            state: State::None as u8,
-            flags: F_TEMPLATE,
-            prefix: prefix_len.min(32),
-            dest,
-            last_seen: now.as_nanos(),
-            packets: 0,
-            bytes: u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
-        })
+        let placed = self.place(
+            Entry {
+                client: k.client,
+                vip: k.vip,
+                cport: 0,
+                vport: k.vport,
+                proto: k.proto,
+                state: State::None as u8,
+                flags: F_TEMPLATE,
+                prefix: prefix_len.min(32),
+                dest,
+                last_seen: now.as_nanos(),
+                packets: 0,
+                bytes: u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
+            },
+            now,
+        );
+        placed.map(|(i, _)| i)
     }
 
     /// Accounts one packet of `frame_len` bytes (the IP packet's length) on connection `idx` at `now`; for TCP

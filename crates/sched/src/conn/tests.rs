@@ -245,21 +245,22 @@ proptest! {
 
     /// The table behaves like a HashMap of live entries: a lookup finds exactly the
     /// entries the model holds alive, the sweep never removes a live entry, inserts fail
-    /// only at capacity, the table never exceeds capacity, and per-real-server loads equal
-    /// a recount.
+    /// only at capacity, an insert into a full table succeeds only by evicting exactly
+    /// one half-open TCP connection (never an established one, never a UDP flow), the
+    /// table never exceeds capacity, and per-real-server loads equal a recount.
     #[test]
     fn behaves_like_a_hashmap(cap in 1usize..64, seed in any::<u64>(), ops in prop::collection::vec(op(), 1..400)) {
         let mut t = ConnTable::new(cap, 4, Timeouts::default(), seed).expect("valid");
         let timeouts = Timeouts::default();
-        // key -> (last_seen, timeout secs, dest)
-        let mut model: HashMap<ConnKey, (u64, u64, DestRef)> = HashMap::new();
+        // key -> (last_seen, timeout secs, dest, state)
+        let mut model: HashMap<ConnKey, (u64, u64, DestRef, State)> = HashMap::new();
         let mut now = 0u64;
         for op in ops {
             match op {
                 Op::Touch { client, port, tcp } => {
                     let mut k = key(client, port);
                     if !tcp { k.proto = Protocol::Udp; }
-                    let live = model.get(&k).is_some_and(|&(seen, to, _)| now - seen <= to);
+                    let live = model.get(&k).is_some_and(|&(seen, to, _, _)| now - seen <= to);
                     let found = t.lookup(&k, Time::from_secs(now));
                     prop_assert_eq!(found.is_some(), live, "lookup of {:?} at {}", k, now);
                     if !live { model.remove(&k); }
@@ -267,22 +268,31 @@ proptest! {
                         Some(i) => {
                             let e = t.entry(i);
                             prop_assert_eq!(e.key(), k);
-                            let (_, _, d) = model[&k];
+                            let (_, _, d, _) = model[&k];
                             prop_assert_eq!(e.dest(), d);
                             // UDP refresh; TCP segment with ACK keeps SYN_RECV -> ESTABLISHED
                             let st = t.seen(i, Time::from_secs(now), 64, if tcp { Some(ACK) } else { None });
                             let to = timeouts.get(st).as_secs();
-                            model.insert(k, (now, to, d));
+                            model.insert(k, (now, to, d, st));
                         }
                         None => {
                             let d = DestRef { slot: u32::from(client % 4), gen: 1 };
                             let (st, flags) = if tcp { (State::None, Some(SYN)) } else { (State::Udp, None) };
                             let full = t.len() == cap;
+                            let evictions = t.evictions();
                             match t.insert(&k, d, st, Time::from_secs(now), None) {
                                 Ok(i) => {
-                                    prop_assert!(!full);
                                     let st = t.seen(i, Time::from_secs(now), 64, flags);
-                                    model.insert(k, (now, timeouts.get(st).as_secs(), d));
+                                    if full {
+                                        prop_assert_eq!(t.evictions(), evictions + 1);
+                                        let present: std::collections::HashSet<ConnKey> = t.iter().map(|e| e.key()).collect();
+                                        let gone: Vec<ConnKey> = model.keys().filter(|m| !present.contains(m)).copied().collect();
+                                        prop_assert_eq!(gone.len(), 1, "one entry evicted: {:?}", gone);
+                                        let (_, _, _, gst) = model[&gone[0]];
+                                        prop_assert!(gone[0].proto == Protocol::Tcp && matches!(gst, State::SynRecv | State::None), "evicted {:?} in {:?}", gone[0], gst);
+                                        model.remove(&gone[0]);
+                                    }
+                                    model.insert(k, (now, timeouts.get(st).as_secs(), d, st));
                                 }
                                 Err(TableFull) => prop_assert!(full, "refused below capacity"),
                             }
@@ -293,7 +303,7 @@ proptest! {
                 Op::Expire { budget } => {
                     t.expire(Time::from_secs(now), usize::from(budget));
                     let present: HashMap<ConnKey, DestRef> = t.iter().map(|e| (e.key(), e.dest())).collect();
-                    for (k, &(seen, to, _)) in &model {
+                    for (k, &(seen, to, _, _)) in &model {
                         if !present.contains_key(k) {
                             prop_assert!(now - seen > to, "sweep removed live {:?}", k);
                         }
