@@ -1531,3 +1531,103 @@ fn a_syn_flood_on_a_full_table_denies_no_one() {
     );
     let _ = std::fs::remove_file(format!("{sync}.end"));
 }
+
+#[test]
+fn a_second_director_on_the_interface_is_refused_in_one_line() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&[]).expect("director starts");
+    let other = std::env::temp_dir().join(format!("xdpvs-e2e-second-{}.sock", std::process::id()));
+    let started = std::time::Instant::now();
+    let out = lab
+        .exec(
+            &lab.ns("d"),
+            &[
+                env!("CARGO_BIN_EXE_xdpvs"),
+                "run",
+                "-i",
+                "eth0",
+                "--socket",
+                other.to_str().expect("utf-8"),
+            ],
+        )
+        .expect("second director");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("xdpvs:")).collect();
+    assert_eq!(
+        errors,
+        ["xdpvs: another xdpvs director runs on eth0: stop it first, or give this one another interface"],
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    // The first one is untouched.
+    configure_rr(&lab);
+    assert!(get(&lab).starts_with("rs"));
+    let _ = std::fs::remove_file(&other);
+}
+
+#[test]
+fn the_director_rides_out_a_replaced_real_server_a_link_flap_and_an_mtu_change() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&[]).expect("director starts");
+    configure_rr(&lab);
+    // rs1 gets new hardware: a new MAC, announced by a gratuitous ARP (as a host with
+    // arp_notify does when its link comes up). The director uses it within a second.
+    let r1 = lab.ns("r1");
+    lab.sh(
+        &r1,
+        "ip link set eth0 address 02:00:00:00:77:01 && arping -q -U -c 1 -I eth0 198.18.0.11",
+    )
+    .expect("new MAC announced");
+    assert!(
+        log_shows(
+            &lab,
+            "real server 198.18.0.11 is at 02:00:00:00:77:01",
+            1,
+            1
+        ),
+        "{}",
+        lab.director_log()
+    );
+    let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
+    assert_eq!(counts(&answers).get("rs1"), Some(&2), "{answers:?}");
+    // The director's link goes down and up: it serves again.
+    let d = lab.ns("d");
+    lab.sh(
+        &d,
+        "ip link set eth0 down && sleep 0.5 && ip link set eth0 up",
+    )
+    .expect("link flap");
+    let serves = |lab: &Lab| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if lab.curl(&format!("http://{VIP}/")).is_ok() {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    assert!(serves(&lab), "after a link flap:\n{}", lab.director_log());
+    // Its MTU changes: it serves again.
+    let mtu = lab.sh(
+        &d,
+        "ip link set eth0 mtu 1400 && cat /sys/class/net/eth0/mtu",
+    );
+    eprintln!("mtu change: {mtu:?}");
+    assert!(serves(&lab), "after an MTU change:\n{}", lab.director_log());
+    let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
+    assert_eq!(counts(&answers).len(), 3, "{answers:?}");
+    assert!(lab
+        .director()
+        .expect("running")
+        .try_wait()
+        .expect("status")
+        .is_none());
+}

@@ -56,6 +56,14 @@ pub enum XdpError {
         /// What to do about it.
         hint: &'static str,
     },
+    /// Another XDP program holds the interface.
+    #[error("{}", busy_message(*ifindex, other))]
+    Busy {
+        /// Interface index.
+        ifindex: u32,
+        /// The program attached there (id, name), when it could be read.
+        other: Option<(u32, String)>,
+    },
     /// A test run of the classifier failed.
     #[error("test-running the XDP classifier failed: {0}")]
     TestRun(#[source] libbpf_rs::Error),
@@ -117,7 +125,17 @@ impl Steering {
     pub fn attach(&mut self, ifindex: u32, mode: XdpMode) -> Result<XdpMode, XdpError> {
         self.link = None;
         let prog = &self.loaded.skel().progs.xdpvs_steer;
-        let (link, mode) = attach(prog.as_fd(), ifindex, mode)?;
+        let (link, mode) = match attach(prog.as_fd(), ifindex, mode) {
+            Err(XdpError::Attach { source, .. })
+                if matches!(source.raw_os_error(), Some(libc::EBUSY | libc::EEXIST)) =>
+            {
+                return Err(XdpError::Busy {
+                    ifindex,
+                    other: attached_program(prog.as_fd(), ifindex),
+                })
+            }
+            r => r?,
+        };
         self.link = Some(link);
         Ok(mode)
     }
@@ -207,9 +225,6 @@ pub fn attach(
     }
     let (mode, source) = last.expect("at least one mode is tried");
     let hint = match source.raw_os_error() {
-        Some(libc::EBUSY) | Some(libc::EEXIST) => {
-            " (another XDP program is attached: `ip link set dev IFACE xdp off` removes one attached without a link)"
-        }
         Some(libc::EOPNOTSUPP) => " (the driver lacks native XDP: try --xdp-mode generic)",
         _ => "",
     };
@@ -219,6 +234,51 @@ pub fn attach(
         source,
         hint,
     })
+}
+
+/// The id and name of the XDP program attached to `ifindex`, if any (`prog` is any XDP
+/// program of ours: the query goes through it).
+fn attached_program(prog: BorrowedFd<'_>, ifindex: u32) -> Option<(u32, String)> {
+    let id = libbpf_rs::Xdp::new(prog)
+        .query_id(ifindex as i32, libbpf_rs::XdpFlags::NONE)
+        .ok()
+        .filter(|&id| id != 0)?;
+    let name = libbpf_rs::query::ProgInfoIter::default()
+        .find(|p| p.id == id)
+        .map(|p| p.name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Some((id, name))
+}
+
+/// What to say when another XDP program holds the interface.
+fn busy_message(ifindex: u32, other: &Option<(u32, String)>) -> String {
+    let iface = crate::xdp::interface_name(ifindex);
+    match other {
+        Some((_, name)) if name == "xdpvs_steer" => format!(
+            "another xdpvs director runs on {iface}: stop it first, or give this one another interface"
+        ),
+        Some((id, name)) => format!(
+            "another XDP program ({}id {id}) is attached to {iface}: remove it first (`ip link set dev {iface} xdp off` if it was attached without a link)",
+            if name.is_empty() { String::new() } else { format!("{name}, ") }
+        ),
+        None => format!(
+            "another XDP program is attached to {iface}: remove it first (`ip link set dev {iface} xdp off` if it was attached without a link)"
+        ),
+    }
+}
+
+/// The name of interface `ifindex` (its index in words when it has none).
+pub fn interface_name(ifindex: u32) -> String {
+    std::fs::read_dir("/sys/class/net")
+        .ok()
+        .and_then(|dir| {
+            dir.flatten().find_map(|e| {
+                let idx = std::fs::read_to_string(e.path().join("ifindex")).ok()?;
+                (idx.trim().parse::<u32>().ok()? == ifindex)
+                    .then(|| e.file_name().to_string_lossy().into_owned())
+            })
+        })
+        .unwrap_or_else(|| format!("interface index {ifindex}"))
 }
 
 fn insert_all(
