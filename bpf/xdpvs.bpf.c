@@ -3,6 +3,7 @@
  * xdpvs XDP program: steers the director's traffic to its AF_XDP sockets.
  *
  * - ARP requests whose target is a VIP                  -> AF_XDP socket of the RX queue
+ * - ARP whose sender is a VIP (another host claiming it) -> AF_XDP socket (a conflict)
  * - IPv4 TCP/UDP to a configured (VIP, port, protocol)  -> AF_XDP socket of the RX queue
  * - IPv4 TCP/UDP fragments to a VIP (no ports to match on) -> AF_XDP socket (they follow
  *   their first fragment)
@@ -74,13 +75,19 @@ struct arp_eth_ipv4 {
 static __always_inline int classify_arp(void *l3, void *end)
 {
 	struct arp_eth_ipv4 *arp = l3;
-	__u32 tpa;
+	__u32 tpa, spa;
 
 	if ((void *)(arp + 1) > end)
 		return PASS;
-	if (arp->ar_op != bpf_htons(ARPOP_REQUEST) ||
-	    arp->ar_hrd != bpf_htons(ARPHRD_ETHER) ||
-	    arp->ar_pro != bpf_htons(ETH_P_IP))
+	if (arp->ar_hrd != bpf_htons(ARPHRD_ETHER) ||
+	    arp->ar_pro != bpf_htons(ETH_P_IP) ||
+	    arp->ar_hln != ETH_ALEN || arp->ar_pln != 4)
+		return PASS;
+	/* Another host claiming a VIP (reply or gratuitous ARP): a conflict to count. */
+	__builtin_memcpy(&spa, arp->spa, sizeof(spa));
+	if (bpf_map_lookup_elem(&vips, &spa))
+		return STEER;
+	if (arp->ar_op != bpf_htons(ARPOP_REQUEST))
 		return PASS;
 	/* Byte copy: the field is not 4-byte aligned. */
 	__builtin_memcpy(&tpa, arp->tpa, sizeof(tpa));

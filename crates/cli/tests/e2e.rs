@@ -1631,3 +1631,33 @@ fn the_director_rides_out_a_replaced_real_server_a_link_flap_and_an_mtu_change()
         .expect("status")
         .is_none());
 }
+
+#[test]
+fn a_real_server_that_answers_arp_for_the_vip_is_a_logged_conflict() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&[]).expect("director starts");
+    configure_rr(&lab);
+    // rs2 announces the VIP as its own (what arp_ignore=0 plus a gratuitous ARP does).
+    let r2 = lab.ns("r2");
+    lab.sh(
+        &r2,
+        "arping -q -U -c 2 -s 198.18.0.100 -I eth0 198.18.0.100",
+    )
+    .expect("gratuitous ARP for the VIP");
+    let rs2 = lab.mac("r2").expect("rs2 MAC");
+    assert!(
+        log_shows(
+            &lab,
+            &format!("VIP conflict: {rs2} says 198.18.0.100 is at it"),
+            1,
+            3
+        ),
+        "{}",
+        lab.director_log()
+    );
+    // The client still reaches the VIP through the director.
+    let answers: Vec<String> = (0..3).map(|_| get(&lab)).collect();
+    assert_eq!(counts(&answers).len(), 3, "{answers:?}");
+}

@@ -186,13 +186,28 @@ fn classify(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
     };
     match ether_type {
         EtherType::IPV4 => ipv4(frame, t, now),
-        EtherType::ARP => arp(frame, &t.services),
+        EtherType::ARP => arp(frame, &t.services, &t.stats),
         // IPv6, VLAN-tagged and everything else belong to the kernel.
         _ => Verdict::Pass,
     }
 }
 
-fn arp(frame: &mut [u8], services: &Services) -> Verdict {
+fn arp(frame: &mut [u8], services: &Services, stats: &WorkerStats) -> Verdict {
+    // Another host saying a VIP is at its MAC: a conflict, never passed on or answered;
+    // the director's own word coming back: nothing new.
+    if let Ok(a) = xdpvs_arp::parse(frame) {
+        if services.is_vip(a.sender_ip) && a.sender_mac == services.director_mac() {
+            return Verdict::Drop(DropReason::ArpOwn);
+        }
+        if services.is_vip(a.sender_ip) {
+            stats.conflict_vip.set(u64::from(u32::from(a.sender_ip)));
+            let m = a.sender_mac;
+            stats.conflict_mac.set(u64::from_be_bytes([
+                0, 0, m[0], m[1], m[2], m[3], m[4], m[5],
+            ]));
+            return Verdict::Drop(DropReason::VipConflict);
+        }
+    }
     match xdpvs_arp::reply_in_place(frame, |ip| services.is_vip(ip), services.director_mac()) {
         Outcome::Replied(_) => Verdict::Reply,
         Outcome::Ignored(Ignore::Truncated) => Verdict::Drop(DropReason::ArpTruncated),

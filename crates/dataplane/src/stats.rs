@@ -78,11 +78,17 @@ pub enum DropReason {
     IcmpNoConnection,
     /// ICMP to a VIP of a type the director does not handle (not echo, not an error).
     IcmpUnsupported,
+    /// ARP from another host claiming a VIP (a reply, or a gratuitous ARP, whose sender
+    /// address is a VIP): a VIP conflict, typically a real server that answers ARP for it.
+    VipConflict,
+    /// ARP whose sender is a VIP at the director's own MAC: a copy of its own reply or
+    /// announcement, which says nothing new.
+    ArpOwn,
 }
 
 impl DropReason {
     /// How many reasons there are.
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 16;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::EthTruncated,
@@ -99,6 +105,8 @@ impl DropReason {
         DropReason::IcmpRateLimited,
         DropReason::IcmpNoConnection,
         DropReason::IcmpUnsupported,
+        DropReason::VipConflict,
+        DropReason::ArpOwn,
     ];
 
     /// A stable snake_case name (for logs and metrics labels).
@@ -118,6 +126,8 @@ impl DropReason {
             DropReason::IcmpRateLimited => "icmp_rate_limited",
             DropReason::IcmpNoConnection => "icmp_no_connection",
             DropReason::IcmpUnsupported => "icmp_unsupported",
+            DropReason::VipConflict => "vip_conflict",
+            DropReason::ArpOwn => "arp_own",
         }
     }
 }
@@ -209,6 +219,11 @@ pub struct WorkerStats {
     pub icmp_forwarded: Counter,
     /// Later fragments forwarded after their first one (counted in `tx` too).
     pub fragments_forwarded: Counter,
+    /// The last VIP conflict seen: the VIP (as a `u32`) and the MAC that claimed it (the
+    /// low 48 bits), for the control plane's log.
+    pub conflict_vip: Counter,
+    /// See `conflict_vip`.
+    pub conflict_mac: Counter,
     /// Packets forwarded by the stateless fallback, without a table entry, because the
     /// connection table was full (counted in `tx` too).
     pub stateless: Counter,
@@ -235,6 +250,8 @@ impl WorkerStats {
             icmp_forwarded: Counter::default(),
             fragments_forwarded: Counter::default(),
             stateless: Counter::default(),
+            conflict_vip: Counter::default(),
+            conflict_mac: Counter::default(),
             services: (0..max_services).map(|_| Traffic::default()).collect(),
             dests: (0..max_dests).map(|_| Traffic::default()).collect(),
         }

@@ -222,6 +222,37 @@ fn shared_rows() -> Vec<Row> {
     let mut orphan = later_frag.clone();
     orphan[14 + 4] ^= 0x55; // another datagram (IP ID)
 
+    // Malformed and unusual frames, each with its verdict.
+    let first = || tcp(CLIENT, 1000, ACK);
+    let with = |f: fn(&mut Vec<u8>)| {
+        let mut v = first();
+        f(&mut v);
+        v
+    };
+    let ihl_4 = with(|v| v[14] = 0x44);
+    let ihl_15 = with(|v| v[14] = 0x4f);
+    let total_short = with(|v| v[16..18].copy_from_slice(&12u16.to_be_bytes()));
+    let total_long = with(|v| v[16..18].copy_from_slice(&1000u16.to_be_bytes()));
+    let padded = with(|v| v.extend_from_slice(&[0xee; 30]));
+    let options = with(|v| {
+        // IHL 6: four bytes of options (NOP NOP NOP EOL) between the header and TCP.
+        v.splice(14 + 20..14 + 20, [1u8, 1, 1, 0]);
+        v[14] = 0x46;
+        let total = u16::from_be_bytes([v[16], v[17]]) + 4;
+        v[16..18].copy_from_slice(&total.to_be_bytes());
+    });
+    let ttl_0 = with(|v| v[14 + 8] = 0);
+    let ttl_1 = with(|v| v[14 + 8] = 1);
+    let big = frames::tcp(&ep(CLIENT, 1000, VIP, 80), ACK, &[0x5a; 2960]);
+    let bad_ethertype = with(|v| v[12..14].copy_from_slice(&[0x12, 0x34]));
+    let qinq = with(|v| v[12..14].copy_from_slice(&[0x88, 0xa8]));
+    let mut arp_hlen_7 = xdpvs_arp::request(CLIENT_MAC, CLIENT, VIP).to_vec();
+    arp_hlen_7[14 + 4] = 7;
+    let impostor: Mac = [0x02, 0, 0, 0, 0x01, 0x99];
+    let mut vip_claim = xdpvs_arp::request(impostor, VIP, CLIENT).to_vec();
+    vip_claim[20..22].copy_from_slice(&[0, 2]); // a reply: "the VIP is at impostor"
+    let vip_garp = xdpvs_arp::gratuitous(VIP, impostor).to_vec();
+
     vec![
         fwd(
             "SYN to VIP: Tx to the first real, only the MACs change",
@@ -264,7 +295,11 @@ fn shared_rows() -> Vec<Row> {
             Out::Exactly(arp_reply),
         ),
         pass("ARP request for another address", arp_other),
-        pass("ARP reply", arp_is_reply),
+        drop(
+            "ARP reply from the VIP at the director's own MAC (its own, echoed)",
+            arp_is_reply,
+            DropReason::ArpOwn,
+        ),
         pass(
             "IPv4 to another address",
             frames::tcp(&ep(CLIENT, 1000, other, 80), SYN, b""),
@@ -308,6 +343,40 @@ fn shared_rows() -> Vec<Row> {
             orphan,
             DropReason::Fragment,
         ),
+        drop("IHL 4 (below 5)", ihl_4, DropReason::Ipv4Header),
+        drop("IHL 15 (past the frame)", ihl_15, DropReason::Ipv4Header),
+        drop(
+            "total length shorter than the header",
+            total_short,
+            DropReason::Ipv4Length,
+        ),
+        drop(
+            "total length longer than the frame",
+            total_long,
+            DropReason::Ipv4Length,
+        ),
+        fwd("total length shorter than the frame (padding)", padded, 1),
+        fwd("IPv4 options: the 5-tuple after them", options, 1),
+        fwd(
+            "TTL 0: forwarded as is (direct routing routes nothing)",
+            ttl_0,
+            1,
+        ),
+        fwd("TTL 1: forwarded as is", ttl_1, 1),
+        fwd("a 3000-byte frame of the flow: forwarded as is", big, 1),
+        pass("another EtherType", bad_ethertype),
+        pass("QinQ-tagged (802.1ad)", qinq),
+        pass("ARP with 7-byte hardware addresses", arp_hlen_7),
+        drop(
+            "ARP reply from another host claiming the VIP",
+            vip_claim,
+            DropReason::VipConflict,
+        ),
+        drop(
+            "gratuitous ARP from another host for the VIP",
+            vip_garp,
+            DropReason::VipConflict,
+        ),
     ]
 }
 
@@ -316,14 +385,20 @@ fn rr_service_table() {
     let mut t = tables(&shared_config());
     run(&mut t, shared_rows());
     let s = t.stats();
-    assert_eq!(s.tx.get(), 10);
+    assert_eq!(s.tx.get(), 15);
     assert_eq!(s.reply.get(), 2);
-    assert_eq!(s.pass.get(), 7);
+    assert_eq!(s.pass.get(), 9);
+    assert_eq!(s.drop_count(DropReason::Ipv4Header), 2);
+    assert_eq!(s.drop_count(DropReason::Ipv4Length), 2);
+    assert_eq!(s.drop_count(DropReason::ArpOwn), 1);
+    assert_eq!(s.drop_count(DropReason::VipConflict), 2);
+    assert_eq!(s.conflict_vip.get(), u64::from(u32::from(VIP)));
+    assert_eq!(s.conflict_mac.get(), 0x0200_0000_0199);
     assert_eq!(s.drop_count(DropReason::NoConnection), 3);
     assert_eq!(s.drop_count(DropReason::Fragment), 1);
     assert_eq!(s.drop_count(DropReason::IcmpNoConnection), 1);
     assert_eq!(s.drop_count(DropReason::IcmpUnsupported), 1);
-    assert_eq!(s.rx.get(), 25);
+    assert_eq!(s.rx.get(), 39);
     assert_eq!(
         (
             s.echo_replies.get(),
@@ -334,21 +409,31 @@ fn rr_service_table() {
     );
     // Per service and per real: packets, bytes, connections.
     let svc = &t.services().services()[0];
-    assert_eq!(s.services[svc.slot as usize].packets.get(), 10);
+    assert_eq!(s.services[svc.slot as usize].packets.get(), 15);
     assert_eq!(s.services[svc.slot as usize].conns.get(), 4);
     let r1 = svc.reals[0].dest.slot as usize;
-    assert_eq!(s.dests[r1].packets.get(), 8);
+    assert_eq!(s.dests[r1].packets.get(), 13);
     assert_eq!(s.dests[r1].conns.get(), 2);
     assert_eq!(
         s.dests[r1].bytes.get(),
         // IP packet lengths, as IPVS counts bytes: four 40-byte segments and one with data,
-        // the 56-byte ICMP error, two 40-byte fragments.
-        4 * 40 + (tcp(CLIENT, 1000, ACK | PSH).len() - 14) as u64 + 56 + 2 * 40
+        // the 56-byte ICMP error, two 40-byte fragments, the padded one (40), the one with
+        // options (44), the two TTL ones (40), the 3000-byte one.
+        4 * 40
+            + (tcp(CLIENT, 1000, ACK | PSH).len() - 14) as u64
+            + 56
+            + 2 * 40
+            + 40
+            + 44
+            + 2 * 40
+            + 3000
     );
     // ActiveConn/InActConn as ipvsadm shows them: flow 1 went SYN, ACK (ESTABLISHED),
-    // data, FIN (FIN_WAIT); the others are in SYN_RECV.
+    // data, FIN (FIN_WAIT), then a SYN (its first fragment: SYN_RECV, as IPVS's
+    // input-only table has it) and ACKs (ESTABLISHED again); the other flow of real 1
+    // is in SYN_RECV.
     let l = t.conns().load(svc.reals[0].dest);
-    assert_eq!((l.active, l.inactive), (0, 2));
+    assert_eq!((l.active, l.inactive), (1, 1));
 }
 
 #[test]

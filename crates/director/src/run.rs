@@ -234,6 +234,7 @@ fn serve(
     let checker = aside.checker;
     // The checker is told the checks after every change applied (and only then).
     let mut checks_of = u64::MAX;
+    let mut conflicts = (0u64, None);
     let mut next_probe = Instant::now();
     let mut next_probe_all = Instant::now() + PROBE_ALL;
     // Learn from the neighbour table when it changed, and after every request (a real
@@ -321,6 +322,7 @@ fn serve(
             checker.set(plane.check_targets());
         }
         answer_scrapes(aside.scrapes, plane, &plane.dataplane().workers.stats());
+        report_conflicts(&plane.dataplane().workers.stats(), &mut conflicts);
         if let Some(src) = source.filter(|s| s.reload.swap(false, Relaxed)) {
             reload(plane, src);
             learn = true;
@@ -331,6 +333,40 @@ fn serve(
         }
     }
     None
+}
+
+/// Logs a VIP conflict (another host answering ARP for a VIP) when the workers have
+/// counted new ones since the last report, at most every 10 s.
+fn report_conflicts(
+    workers: &[(
+        &xdpvs_dataplane::worker::LoopStats,
+        &xdpvs_dataplane::WorkerStats,
+    )],
+    seen: &mut (u64, Option<Instant>),
+) {
+    use xdpvs_dataplane::DropReason;
+    let total: u64 = workers
+        .iter()
+        .map(|(_, w)| w.drop_count(DropReason::VipConflict))
+        .sum();
+    let recent = seen
+        .1
+        .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+    if total <= seen.0 || recent {
+        return;
+    }
+    *seen = (total, Some(Instant::now()));
+    for (_, w) in workers {
+        let (vip, mac) = (w.conflict_vip.get(), w.conflict_mac.get());
+        if vip != 0 {
+            let vip = std::net::Ipv4Addr::from(vip as u32);
+            let m = mac.to_be_bytes();
+            warn!(
+                "VIP conflict: {} says {vip} is at it ({total} such ARP frames so far): a host                  on the LAN answers ARP for a VIP — on a real server set arp_ignore=1 and                  arp_announce=2",
+                format_mac(&[m[2], m[3], m[4], m[5], m[6], m[7]])
+            );
+        }
+    }
 }
 
 /// What runs beside the workers and the control loop: health checks, metrics scrapes.
