@@ -1661,3 +1661,257 @@ fn a_real_server_that_answers_arp_for_the_vip_is_a_logged_conflict() {
     let answers: Vec<String> = (0..3).map(|_| get(&lab)).collect();
     assert_eq!(counts(&answers).len(), 3, "{answers:?}");
 }
+
+/// Junk at the director: random frames to its MAC, half of them IPv4 to the VIP with
+/// random contents, until `SYNC.end` exists; prints how many it sent.
+const JUNK: &str = r#"
+import os, random, socket, struct, sys, time
+sync, dmac = sys.argv[1], bytes.fromhex(sys.argv[2].replace(":", ""))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+me = open("/sys/class/net/eth0/address").read().strip()
+smac = bytes.fromhex(me.replace(":", ""))
+rnd = random.Random(11)
+sent = 0
+while not os.path.exists(sync + ".end"):
+    n = rnd.randrange(14, 200)
+    body = bytes(rnd.getrandbits(8) for _ in range(n))
+    if rnd.random() < 0.5:
+        ip = bytearray(body.ljust(40, b"\0"))
+        ip[0] = 0x40 | rnd.choice([4, 5, 5, 5, 6, 15])
+        ip[9] = rnd.choice([1, 6, 17, 47])
+        ip[16:20] = socket.inet_aton("198.18.0.100")
+        frame = dmac + smac + b"\x08\x00" + bytes(ip)
+    else:
+        frame = dmac + smac + struct.pack("!H", rnd.choice([0x0806, 0x0800, 0x86dd, 0x8100, 0x1234])) + body
+    s.send(frame)
+    sent += 1
+    time.sleep(0.002)
+print(sent)
+"#;
+
+/// A UDP stream to VIP:9000 until `SYNC.end` exists, 100 datagrams a second from a few
+/// source ports; prints sent and answered.
+const UDP_STREAM: &str = r#"
+import os, socket, sys, time
+sync = sys.argv[1]
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+for s in socks:
+    s.settimeout(1)
+sent = answered = 0
+while not os.path.exists(sync + ".end"):
+    s = socks[sent % 4]
+    s.sendto(b"x" * 100, ("198.18.0.100", 9000))
+    sent += 1
+    try:
+        s.recv(100)
+        answered += 1
+    except socket.timeout:
+        pass
+    time.sleep(0.01)
+print(sent, answered)
+"#;
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Mixed traffic with configuration changes every few seconds. `XDPVS_SOAK_SECS` long
+/// (default 120; `XDPVS_SOAK_SECS=1800` for the 30-minute soak of docs/ROBUSTNESS.md).
+#[test]
+fn soak_mixed_traffic_and_changes() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    let secs: u64 = std::env::var("XDPVS_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    lab.start_director(&["--conn-capacity", "65536", "--metrics", "198.18.0.1:9100"])
+        .expect("director starts");
+    configure_rr(&lab);
+    for n in 1..=3 {
+        let ns = lab.ns(&format!("r{n}"));
+        lab.spawn(
+            &ns,
+            &["python3", "-c", UDP_SIZES, &format!("rs{n}"), "9000"],
+        )
+        .expect("udp server");
+    }
+    x(&lab, "-A -u 198.18.0.100:9000 -s sh");
+    for n in 1..=3 {
+        x(
+            &lab,
+            &format!("-a -u 198.18.0.100:9000 -r 198.18.0.1{n} -g"),
+        );
+    }
+    lab.wait_resolved().expect("resolved");
+    let pid = lab.director().expect("running").id();
+    let dmac = lab.mac("d").expect("director MAC");
+    let sync = std::env::temp_dir().join(format!("xdpvs-e2e-soak-{}", std::process::id()));
+    let sync = sync.to_str().expect("utf-8").to_string();
+    let _ = std::fs::remove_file(format!("{sync}.end"));
+    let ns = lab.ns("c");
+    let bg = |script: &str, extra: &[&str]| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "python3", "-c", script, &sync])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("background client")
+    };
+    let junk = bg(JUNK, &[&dmac]);
+    let udp = bg(UDP_STREAM, &[]);
+    let ping = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "ping",
+            "-q",
+            "-i",
+            "0.2",
+            "-w",
+            &secs.to_string(),
+            "198.18.0.100",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ping");
+    let changes = [
+        "-e -t 198.18.0.100:80 -r 198.18.0.12 -w 3",
+        "-E -t 198.18.0.100:80 -s wrr",
+        "-d -t 198.18.0.100:80 -r 198.18.0.13",
+        "-e -u 198.18.0.100:9000 -r 198.18.0.11 -w 2",
+        "-a -t 198.18.0.100:80 -r 198.18.0.13 -g -w 2",
+        "-E -t 198.18.0.100:80 -s lc",
+        "--set 900 120 300",
+        "-e -t 198.18.0.100:80 -r 198.18.0.12 -w 1",
+        "-E -t 198.18.0.100:80 -s rr",
+    ];
+    let started = std::time::Instant::now();
+    let mut rss = Vec::new();
+    let report = std::thread::scope(|s| {
+        let load = s.spawn(|| {
+            let t = secs.to_string();
+            let url = format!("http://{VIP}/");
+            let out = lab
+                .exec(
+                    &lab.ns("c"),
+                    &[
+                        "ab",
+                        "-q",
+                        "-t",
+                        &t,
+                        "-n",
+                        "100000000",
+                        "-c",
+                        "4",
+                        "-s",
+                        "10",
+                        &url,
+                    ],
+                )
+                .expect("ab");
+            String::from_utf8_lossy(&out.stdout).to_string()
+        });
+        let mut i = 0;
+        while !load.is_finished() {
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            if started.elapsed() < std::time::Duration::from_secs(secs.saturating_sub(5)) {
+                x(&lab, changes[i % changes.len()]);
+                i += 1;
+            }
+            rss.push((started.elapsed().as_secs(), rss_kib(pid)));
+        }
+        load.join().expect("ab thread")
+    });
+    std::fs::write(format!("{sync}.end"), "").expect("mark");
+    let udp = udp.wait_with_output().expect("udp");
+    let junk = junk.wait_with_output().expect("junk");
+    let ping = ping.wait_with_output().expect("ping");
+    let (udp, junk, ping) = (
+        String::from_utf8_lossy(&udp.stdout).trim().to_string(),
+        String::from_utf8_lossy(&junk.stdout).trim().to_string(),
+        String::from_utf8_lossy(&ping.stdout).to_string(),
+    );
+    let complete = report
+        .lines()
+        .find(|l| l.starts_with("Complete requests:"))
+        .unwrap_or("?")
+        .to_string();
+    eprintln!(
+        "soak {secs} s: {complete}; UDP sent/answered {udp}; junk frames {junk}; ping {}; RSS KiB {:?}",
+        ping.lines().find(|l| l.contains("packet loss")).unwrap_or("?"),
+        rss
+    );
+    assert!(report.contains("Failed requests:        0"), "{report}");
+    assert!(!report.contains("Non-2xx"), "{report}");
+    let (sent, answered): (u64, u64) = {
+        let mut w = udp.split_whitespace().map(|v| v.parse().unwrap_or(0));
+        (w.next().unwrap_or(0), w.next().unwrap_or(0))
+    };
+    assert!(
+        sent > 0 && answered * 100 >= sent * 99,
+        "UDP {answered} of {sent}"
+    );
+    assert!(ping.contains(" 0% packet loss"), "{ping}");
+    // Memory stays flat once warm (the first 20 s fill the table and the allocator).
+    let warm: Vec<u64> = rss
+        .iter()
+        .filter(|(t, _)| *t >= 20)
+        .map(|(_, k)| *k)
+        .collect();
+    if let (Some(lo), Some(hi)) = (warm.iter().min(), warm.iter().max()) {
+        assert!(
+            hi - lo < 8 * 1024,
+            "RSS grew from {lo} to {hi} KiB: {rss:?}"
+        );
+    }
+    // Every frame each worker received is accounted for by a verdict.
+    let out = lab
+        .exec(
+            &lab.ns("c"),
+            &["curl", "-sS", "http://198.18.0.1:9100/metrics"],
+        )
+        .expect("metrics");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<std::io::Result<String>> = text.lines().map(|l| Ok(l.to_string())).collect();
+    let m = prometheus_parse::Scrape::parse(lines.into_iter()).expect("Prometheus text");
+    let sum = |name: &str| -> f64 {
+        m.samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    let rx = sum("xdpvs_worker_received_packets_total");
+    let verdicts = sum("xdpvs_worker_forwarded_packets_total")
+        + sum("xdpvs_worker_replies_total")
+        + sum("xdpvs_worker_dropped_packets_total")
+        + sum("xdpvs_worker_unhandled_packets_total");
+    assert!(rx > 0.0);
+    assert_eq!(rx, verdicts, "verdicts add up to the frames received");
+    assert_eq!(
+        sum("xdpvs_worker_unhandled_packets_total"),
+        0.0,
+        "the XDP program and the engine agree"
+    );
+    assert!(lab
+        .director()
+        .expect("running")
+        .try_wait()
+        .expect("status")
+        .is_none());
+}

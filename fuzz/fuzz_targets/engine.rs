@@ -1,0 +1,102 @@
+//! The packet engine over arbitrary frames, with a small configuration decoded from the
+//! input: `process()` never panics, a frame it does not transmit is unchanged, a
+//! forwarded frame changes only in its two MACs and goes to a configured real server.
+#![no_main]
+
+use std::net::Ipv4Addr;
+
+use libfuzzer_sys::fuzz_target;
+use xdpvs_dataplane::{process, Config, Limits, Options, Services, Tables, Time, Verdict};
+use xdpvs_sched::tcp::Timeouts;
+use xdpvs_sched::{Persistence, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec};
+
+const DIRECTOR: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+fn mac(n: u8) -> [u8; 6] {
+    [2, 0, 0, 0, 1, n]
+}
+
+/// Bytes taken one at a time from the input (0 once it runs out).
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn byte(&mut self) -> u8 {
+        let (b, rest) = self.0.split_first().map_or((0, &[][..]), |(b, r)| (*b, r));
+        self.0 = rest;
+        b
+    }
+    fn take(&mut self, n: usize) -> &[u8] {
+        let n = n.min(self.0.len());
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        a
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let mut inp = Input(data);
+    let flags = inp.byte();
+    let options = Options {
+        sloppy_tcp: flags & 1 != 0,
+        expire_quiescent_template: flags & 2 != 0,
+        expire_nodest_conn: flags & 4 != 0,
+    };
+    let mut services = Vec::new();
+    for s in 0..(inp.byte() % 3 + 1) {
+        let b = inp.byte();
+        let key = ServiceKey {
+            proto: if b & 1 == 0 { Protocol::Tcp } else { Protocol::Udp },
+            vip: Ipv4Addr::new(198, 18, 0, 100 + s),
+            port: if b & 2 == 0 { 80 } else { 53 },
+        };
+        if services.iter().any(|x: &ServiceSpec| x.key == key) {
+            continue;
+        }
+        let sched = SchedKind::ALL[usize::from(b >> 2) % SchedKind::ALL.len()];
+        let mut spec = ServiceSpec::new(key, sched);
+        if b & 0x80 != 0 {
+            spec.persistence = Persistence::new(
+                std::time::Duration::from_secs(60),
+                Ipv4Addr::new(255, 255, 255, 0),
+            )
+            .ok();
+        }
+        for r in 0..(inp.byte() % 4) {
+            let w = inp.byte();
+            spec.reals.push(RealSpec {
+                addr: Ipv4Addr::new(198, 18, 0, 11 + r),
+                weight: u16::from(w % 4),
+                mac: (w & 0x80 == 0).then(|| mac(11 + r)),
+            });
+        }
+        services.push(spec);
+    }
+    let limits = Limits {
+        max_services: 8,
+        max_dests: 32,
+        conn_capacity: usize::from(inp.byte() % 16) + 1,
+    };
+    let Ok(built) = Services::build(&Config::new(DIRECTOR, services, options), &limits, None) else {
+        return;
+    };
+    let Ok(mut tables) = Tables::new(built, &limits, Timeouts::default(), 1) else {
+        return;
+    };
+    let mut now = 1_000_000_000u64;
+    while !inp.0.is_empty() {
+        now += u64::from(inp.byte()) * 50_000_000;
+        let len = usize::from(inp.byte()) | usize::from(inp.byte() & 0x0f) << 8;
+        let mut frame = inp.take(len).to_vec();
+        let before = frame.clone();
+        match process(&mut frame, &mut tables, Time::from_nanos(now)) {
+            Verdict::Tx => {
+                assert_eq!(frame.len(), before.len());
+                assert_eq!(frame[12..], before[12..], "only the MACs change");
+                assert_eq!(frame[6..12], DIRECTOR);
+                assert!((11..15).any(|n| frame[0..6] == mac(n)), "to a real server");
+            }
+            Verdict::Reply => assert_eq!(frame.len(), before.len()),
+            Verdict::Pass | Verdict::Drop(_) => assert_eq!(frame, before, "untouched"),
+        }
+    }
+});
