@@ -1630,6 +1630,18 @@ fn the_director_rides_out_a_replaced_real_server_a_link_flap_and_an_mtu_change()
         .try_wait()
         .expect("status")
         .is_none());
+    // SIGINT stops it as cleanly as SIGTERM: exit 0, XDP detached, socket removed.
+    let status = lab.stop_director("INT").expect("stops on SIGINT");
+    assert!(status.success(), "exit status {status}");
+    let link = lab
+        .exec(&d, &["ip", "link", "show", "dev", "eth0"])
+        .expect("ip link");
+    let link = String::from_utf8_lossy(&link.stdout).to_string();
+    assert!(
+        !link.contains("xdp"),
+        "XDP still attached after SIGINT: {link}"
+    );
+    assert!(!lab.socket().exists(), "the control socket is removed");
 }
 
 #[test]
