@@ -445,21 +445,7 @@ fn ab(lab: &Lab, requests: u32, concurrency: u32, keepalive: bool) -> String {
 
 /// A TCP counter of the client's kernel (/proc/net/snmp in its namespace).
 fn client_tcp(lab: &Lab, name: &str) -> u64 {
-    let out = lab
-        .exec(&lab.ns("c"), &["cat", "/proc/net/snmp"])
-        .expect("snmp");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (tcp.next().expect("names"), tcp.next().expect("values"));
-    let i = names
-        .split_whitespace()
-        .position(|n| n == name)
-        .unwrap_or_else(|| panic!("no {name} in {names}"));
-    values
-        .split_whitespace()
-        .nth(i)
-        .and_then(|v| v.parse().ok())
-        .expect("a number")
+    snmp(lab, "c", "Tcp", name)
 }
 
 #[test]
@@ -1123,44 +1109,8 @@ fn metrics_are_prometheus_text_and_agree_with_the_traffic() {
     let report = ab(&lab, 300, 10, false);
     assert!(report.contains("Failed requests:        0"), "{report}");
     std::thread::sleep(std::time::Duration::from_millis(1200));
-    let scrape = || {
-        let out = lab
-            .exec(
-                &lab.ns("c"),
-                &[
-                    "curl",
-                    "-sS",
-                    "--max-time",
-                    "5",
-                    "http://198.18.0.1:9100/metrics",
-                ],
-            )
-            .expect("curl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let lines: Vec<std::io::Result<String>> = text.lines().map(|l| Ok(l.to_string())).collect();
-        (
-            prometheus_parse::Scrape::parse(lines.into_iter()).expect("Prometheus text"),
-            text,
-        )
-    };
-    let (m, text) = scrape();
-    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
-        m.samples
-            .iter()
-            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => 0.0,
-            })
-            .sum()
-    };
+    let (m, text) = scrape(&lab);
+    let value = |name: &str, labels: &[(&str, &str)]| metric(&m, name, labels);
     let stats = json(&lab, "-Ln --stats --json");
     let svc = &stats["services"][0]["stats"];
     assert_eq!(
@@ -1289,6 +1239,48 @@ fn snmp(lab: &Lab, role: &str, group: &str, name: &str) -> u64 {
         .nth(i)
         .and_then(|v| v.parse().ok())
         .expect("a number")
+}
+
+/// `/metrics` of a director started with `--metrics 198.18.0.1:9100`, parsed as
+/// Prometheus text (with a real parser), and its text.
+fn scrape(lab: &Lab) -> (prometheus_parse::Scrape, String) {
+    let out = lab
+        .exec(
+            &lab.ns("c"),
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                "http://198.18.0.1:9100/metrics",
+            ],
+        )
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<std::io::Result<String>> = text.lines().map(|l| Ok(l.to_string())).collect();
+    (
+        prometheus_parse::Scrape::parse(lines.into_iter()).expect("Prometheus text"),
+        text,
+    )
+}
+
+/// The sum of the samples of `name` whose labels include `labels`.
+fn metric(m: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    m.samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
 }
 
 #[test]
@@ -1889,25 +1881,8 @@ fn soak_mixed_traffic_and_changes() {
         );
     }
     // Every frame each worker received is accounted for by a verdict.
-    let out = lab
-        .exec(
-            &lab.ns("c"),
-            &["curl", "-sS", "http://198.18.0.1:9100/metrics"],
-        )
-        .expect("metrics");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let lines: Vec<std::io::Result<String>> = text.lines().map(|l| Ok(l.to_string())).collect();
-    let m = prometheus_parse::Scrape::parse(lines.into_iter()).expect("Prometheus text");
-    let sum = |name: &str| -> f64 {
-        m.samples
-            .iter()
-            .filter(|s| s.metric == name)
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
-                _ => 0.0,
-            })
-            .sum()
-    };
+    let (m, _) = scrape(&lab);
+    let sum = |name: &str| metric(&m, name, &[]);
     let rx = sum("xdpvs_worker_received_packets_total");
     let verdicts = sum("xdpvs_worker_forwarded_packets_total")
         + sum("xdpvs_worker_replies_total")
@@ -1926,4 +1901,66 @@ fn soak_mixed_traffic_and_changes() {
         .try_wait()
         .expect("status")
         .is_none());
+}
+
+#[test]
+fn two_queues_two_workers_every_flow_on_one() {
+    if let Err(why) = lab::available() {
+        eprintln!("SKIP end-to-end test: {why}");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let spec = LabSpec {
+        director_queues: 2,
+        ..LabSpec::default()
+    };
+    let mut lab = Lab::up(Path::new(env!("CARGO_BIN_EXE_xdpvs")), spec).expect("lab builds");
+    lab.start_director(&["--metrics", "198.18.0.1:9100"])
+        .expect("director starts on two queues");
+    assert!(
+        lab.director_log().contains("queue 1: AF_XDP socket bound"),
+        "{}",
+        lab.director_log()
+    );
+    configure_rr(&lab);
+    let report = ab(&lab, 3000, 8, false);
+    assert!(report.contains("Failed requests:        0"), "{report}");
+    let kept = ab(&lab, 3000, 8, true);
+    assert!(kept.contains("Failed requests:        0"), "{kept}");
+    // Both workers carried traffic.
+    let (m, _) = scrape(&lab);
+    let forwarded = |w: &str| metric(&m, "xdpvs_worker_forwarded_packets_total", &[("worker", w)]);
+    let (w0, w1) = (forwarded("0"), forwarded("1"));
+    eprintln!("forwarded: worker 0 {w0}, worker 1 {w1}");
+    assert!(w0 > 100.0 && w1 > 100.0, "both workers forward: {w0} {w1}");
+    // Every flow on one worker: no connection is in both tables, and -Ln sums both.
+    let conns = json(&lab, "-Lnc --json");
+    let rows = conns["connections"].as_array().expect("rows");
+    let mut seen = std::collections::HashSet::new();
+    for r in rows {
+        let k = (r["source"].to_string(), r["virtual"].to_string());
+        assert!(
+            seen.insert(k.clone()),
+            "a flow in two workers' tables: {k:?}"
+        );
+    }
+    let table = json(&lab, "-Ln --json");
+    let listed: u64 = table["services"][0]["reals"]
+        .as_array()
+        .expect("reals")
+        .iter()
+        .map(|r| {
+            r["active_conns"].as_u64().unwrap_or(0) + r["inactive_conns"].as_u64().unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(
+        listed,
+        rows.len() as u64,
+        "-Ln counts what the two tables hold"
+    );
+    assert_eq!(
+        table["size"].as_u64(),
+        Some(2 * 1_048_576),
+        "the size is both workers' capacity"
+    );
 }
