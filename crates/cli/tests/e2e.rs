@@ -1177,6 +1177,24 @@ while True:
     s.sendto(("%s %d" % (sys.argv[1], len(data))).encode(), peer)
 "#;
 
+/// A UDP service VIP:9000 with scheduler `sched` on the three real servers, each
+/// running [`UDP_SIZES`].
+fn configure_udp(lab: &mut Lab, sched: &str) {
+    for n in 1..=3 {
+        let ns = lab.ns(&format!("r{n}"));
+        lab.spawn(
+            &ns,
+            &["python3", "-c", UDP_SIZES, &format!("rs{n}"), "9000"],
+        )
+        .expect("udp server");
+    }
+    x(lab, &format!("-A -u 198.18.0.100:9000 -s {sched}"));
+    for n in 1..=3 {
+        x(lab, &format!("-a -u 198.18.0.100:9000 -r 198.18.0.1{n} -g"));
+    }
+    lab.wait_resolved().expect("resolved");
+}
+
 /// The client side: `N` datagrams of `SIZE` bytes from as many source ports; prints each
 /// answer (or `lost`).
 const UDP_BIG: &str = r#"
@@ -1341,22 +1359,7 @@ fn ping_icmp_errors_and_fragments_to_a_vip() {
     }
 
     // 4,000-byte UDP datagrams (three fragments each on this 1500-byte LAN) arrive whole.
-    for n in 1..=3 {
-        let ns = lab.ns(&format!("r{n}"));
-        lab.spawn(
-            &ns,
-            &["python3", "-c", UDP_SIZES, &format!("rs{n}"), "9000"],
-        )
-        .expect("udp server");
-    }
-    x(&lab, "-A -u 198.18.0.100:9000 -s rr");
-    for n in 1..=3 {
-        x(
-            &lab,
-            &format!("-a -u 198.18.0.100:9000 -r 198.18.0.1{n} -g"),
-        );
-    }
-    lab.wait_resolved().expect("resolved");
+    configure_udp(&mut lab, "rr");
     std::thread::sleep(std::time::Duration::from_millis(300));
     let out = lab
         .exec(&lab.ns("c"), &["python3", "-c", UDP_BIG, "30", "4000"])
@@ -1742,22 +1745,7 @@ fn soak_mixed_traffic_and_changes() {
     lab.start_director(&["--conn-capacity", "65536", "--metrics", "198.18.0.1:9100"])
         .expect("director starts");
     configure_rr(&lab);
-    for n in 1..=3 {
-        let ns = lab.ns(&format!("r{n}"));
-        lab.spawn(
-            &ns,
-            &["python3", "-c", UDP_SIZES, &format!("rs{n}"), "9000"],
-        )
-        .expect("udp server");
-    }
-    x(&lab, "-A -u 198.18.0.100:9000 -s sh");
-    for n in 1..=3 {
-        x(
-            &lab,
-            &format!("-a -u 198.18.0.100:9000 -r 198.18.0.1{n} -g"),
-        );
-    }
-    lab.wait_resolved().expect("resolved");
+    configure_udp(&mut lab, "sh");
     let pid = lab.director().expect("running").id();
     let dmac = lab.mac("d").expect("director MAC");
     let sync = std::env::temp_dir().join(format!("xdpvs-e2e-soak-{}", std::process::id()));

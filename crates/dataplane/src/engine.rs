@@ -666,14 +666,18 @@ fn adopt_stateless(
         .conns
         .insert(key, dest, State::None, now, None)
         .map_err(|_| DropReason::TableFull)?;
-    let svc_slot = t.services.services[si].slot;
+    count_connection(t, t.services.services[si].slot, dest);
+    Ok(idx)
+}
+
+/// Counts a connection recorded for service slot `svc_slot` and real server `dest`.
+fn count_connection(t: &Tables, svc_slot: u32, dest: DestRef) {
     if let Some(c) = t.stats.services.get(svc_slot as usize) {
         c.conns.inc();
     }
     if let Some(c) = t.stats.dests.get(dest.slot as usize) {
         c.conns.inc();
     }
-    Ok(idx)
 }
 
 /// Picks a real server for a new connection (honouring persistence) and records it.
@@ -720,12 +724,7 @@ fn schedule(t: &mut Tables, si: usize, key: &ConnKey, now: Time) -> Result<usize
         .conns
         .insert(key, dest, state, now, template)
         .map_err(|_| DropReason::TableFull)?;
-    if let Some(c) = t.stats.services.get(svc_slot as usize) {
-        c.conns.inc();
-    }
-    if let Some(c) = t.stats.dests.get(dest.slot as usize) {
-        c.conns.inc();
-    }
+    count_connection(t, svc_slot, dest);
     Ok(idx)
 }
 

@@ -321,8 +321,9 @@ fn serve(
             checks_of = plane.applied();
             checker.set(plane.check_targets());
         }
-        answer_scrapes(aside.scrapes, plane, &plane.dataplane().workers.stats());
-        report_conflicts(&plane.dataplane().workers.stats(), &mut conflicts);
+        let worker_stats = plane.dataplane().workers.stats();
+        answer_scrapes(aside.scrapes, plane, &worker_stats);
+        report_conflicts(&worker_stats, &mut conflicts);
         if let Some(src) = source.filter(|s| s.reload.swap(false, Relaxed)) {
             reload(plane, src);
             learn = true;
