@@ -5,9 +5,11 @@
  * - xdpvs_bench_sink: on the sink real server. Counts benchmark frames whose MACs show
  *   they were forwarded (destination = the real server, source = the forwarder) and drops
  *   them; frames to the VIP with any other MACs are counted as "wrong" and dropped;
- *   everything else (ARP...) goes to the kernel. Every (mask+1)-th good frame's one-way
- *   latency (now - the generator's timestamp in its payload, both CLOCK_MONOTONIC) goes
- *   to a ring buffer that the harness reads into an HDR histogram.
+ *   everything else (ARP...) goes to the kernel. A good frame carries a stamp at the
+ *   start of its L4 payload: the harness generator's (magic "XVBN", CLOCK_MONOTONIC ns)
+ *   or kernel pktgen's header (magic 0xbe9be955, sequence, realtime seconds and
+ *   microseconds). Every (mask+1)-th good frame's receive time and stamp go to a ring
+ *   buffer; the harness turns them into one-way latencies in an HDR histogram.
  * - xdpvs_bench_mac_tx: the in-kernel ceiling. Rewrites the MACs of IPv4 frames to the
  *   VIP as the director would and sends them back out with XDP_TX.
  * - xdpvs_bench_pass: XDP_PASS. On veth, XDP_TX into a peer only delivers when the peer
@@ -25,11 +27,18 @@
 
 /* The stamp a generator frame carries at the start of its L4 payload. */
 #define STAMP_MAGIC 0x5856424eu /* "XVBN" */
+#define PKTGEN_MAGIC 0xbe9be955u
 struct stamp {
 	__u32 magic;
 	__u32 pad;
 	__u64 tx_ns;
 } __attribute__((packed));
+
+/* A latency sample: when the frame arrived and its stamp, as it was. */
+struct sample {
+	__u64 rx_ns;
+	__u8 stamp[16];
+};
 
 struct sink_cfg {
 	__u8 rs_mac[6];
@@ -126,14 +135,17 @@ int xdpvs_bench_sink(struct xdp_md *ctx)
 	else
 		return XDP_PASS;
 	st = (void *)ip + ip->ihl * 4 + l4;
-	if ((void *)(st + 1) > end || st->magic != bpf_htonl(STAMP_MAGIC))
+	if ((void *)(st + 1) > end ||
+	    (st->magic != bpf_htonl(STAMP_MAGIC) && st->magic != bpf_htonl(PKTGEN_MAGIC)))
 		return XDP_PASS;
 	cnt->good++;
 	cnt->good_bytes += end - data;
 	if ((cnt->good & cfg->sample_mask) == 0) {
-		__u64 lat = bpf_ktime_get_ns() - st->tx_ns;
+		struct sample smp;
 
-		if (bpf_ringbuf_output(&latency, &lat, sizeof(lat), BPF_RB_NO_WAKEUP))
+		smp.rx_ns = bpf_ktime_get_ns();
+		__builtin_memcpy(smp.stamp, st, sizeof(smp.stamp));
+		if (bpf_ringbuf_output(&latency, &smp, sizeof(smp), BPF_RB_NO_WAKEUP))
 			cnt->samples_lost++;
 	}
 	return XDP_DROP;

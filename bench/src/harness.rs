@@ -52,6 +52,13 @@ pub struct Options {
     pub scaling_repeats: usize,
     /// Instructions per packet with callgrind.
     pub callgrind: bool,
+    /// Flow counts of the per-packet system-call budget of the userspace forwarders
+    /// (perf stat); empty: skipped.
+    pub budget_flows: Vec<u32>,
+    /// Rounds of the new-connection rate (0: skip).
+    pub new_conn_rounds: usize,
+    /// Rounds of the multi-queue table (0: skip).
+    pub multi_queue_rounds: usize,
     /// Core of the generator (and of the harness itself).
     pub gen_core: usize,
     /// Core of all the director's work.
@@ -66,8 +73,24 @@ pub struct Options {
     pub napi: NapiMode,
     /// How the userspace forwarders poll.
     pub poll: PollMode,
+    /// Which generator sends the plain trials.
+    pub generator: GeneratorChoice,
     /// The command line, for the record.
     pub command: String,
+}
+
+/// Which generator sends the trials' frames.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum GeneratorChoice {
+    /// Kernel pktgen where the kernel has it, else the harness's own.
+    Auto,
+    /// The harness's own AF_XDP generator.
+    Afxdp,
+    /// Kernel pktgen (an error where the kernel lacks it).
+    Pktgen,
 }
 
 /// How a userspace forwarder's interface RX processing (NAPI) lands on its core.
@@ -98,6 +121,80 @@ pub enum PollMode {
 /// Rate of the packets that open the flows before a measurement (well under what the
 /// director forwards without loss here: about 190 kpps).
 const WARM_UP_PPS: u64 = 100_000;
+
+/// Events `perf stat` counts for the per-packet budget (software events and syscall
+/// tracepoints only: no hardware counters in this VM).
+const BUDGET_EVENTS: &[&str] = &[
+    "task-clock",
+    "context-switches",
+    "raw_syscalls:sys_enter",
+    "syscalls:sys_enter_sendto",
+    "syscalls:sys_enter_poll",
+    "syscalls:sys_enter_ppoll",
+    "syscalls:sys_enter_recvfrom",
+    "syscalls:sys_enter_sched_yield",
+    "syscalls:sys_enter_clock_gettime",
+];
+
+/// Distinct flows of the new-connection trials: more than any trial sends, so every
+/// SYN opens a new connection.
+const NEW_CONN_FLOWS: u32 = 1 << 24;
+
+/// Table of the director in the new-connection trials: room for every SYN of a trial.
+const NEW_CONN_CAPACITY: usize = 4 << 20;
+
+/// Queues the director's link is created with (the multi-queue table uses them all).
+const MAX_QUEUES: u32 = 2;
+
+/// Sets the RX and TX queues in use on both ends of the director's link.
+/// veth refuses more TX queues than the XDP-carrying peer has RX queues: the bridge end
+/// (which carries `XDP_PASS`) grows first and shrinks last.
+fn set_queues(lab: &Lab, n: u32) -> Result<()> {
+    let cmd = format!("rx {n} tx {n}");
+    let dir = || lab.sh(&lab.ns("d"), &format!("ethtool -L eth0 {cmd}"));
+    let bridge = || lab.sh(&lab.ns("sw"), &format!("ethtool -L d {cmd}"));
+    let current = lab
+        .exec(&lab.ns("d"), &["ls", "/sys/class/net/eth0/queues"])
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter(|q| q.starts_with("rx-"))
+                .count() as u32
+        })
+        .unwrap_or(0);
+    if n >= current {
+        bridge().and_then(|_| dir())
+    } else {
+        dir().and_then(|_| bridge())
+    }
+    .with_context(|| format!("setting {n} queues on the director's veth (ethtool -L)"))?;
+    Ok(())
+}
+
+/// Where the director of the multi-queue table serves its metrics (in its namespace).
+const MQ_METRICS: &str = "127.0.0.1:9917";
+
+/// One row of the multi-queue table: queues, and the cores of their workers.
+const MULTI_QUEUE: &[(u32, &str)] = &[(1, "1"), (2, "1,1"), (2, "1,0")];
+
+/// (event, count) from `perf stat -x,` output.
+pub fn parse_perf_stat(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let n: f64 = f.first()?.trim().parse().ok()?;
+            let event = f.get(2)?.trim();
+            let event = event.strip_prefix("syscalls:sys_enter_").unwrap_or(event);
+            let event = if event == "raw_syscalls:sys_enter" {
+                "syscalls"
+            } else {
+                event
+            };
+            Some((event.to_string(), n))
+        })
+        .collect()
+}
 
 /// Microseconds one busy poll may spin (DPDK's af_xdp driver uses the same).
 const BUSY_POLL_USECS: &str = "20";
@@ -133,6 +230,11 @@ struct Helper {
 }
 
 impl Helper {
+    /// The process id (`ip netns exec` execs the program in place).
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `program ARGS` in `ns` and waits until it prints a line containing `ready`.
     fn start<S: AsRef<std::ffi::OsStr>>(
         ns: &str,
@@ -287,6 +389,8 @@ struct Trial {
 
 /// A running benchmark.
 struct Bench {
+    /// Plain trials sent by kernel pktgen.
+    use_pktgen: bool,
     opts: Options,
     exe: PathBuf,
     lab: Lab,
@@ -379,10 +483,13 @@ impl Bench {
             &exe,
             LabSpec {
                 reals: 1,
-                director_queues: 1,
+                director_queues: MAX_QUEUES,
                 http: false,
             },
         )?;
+        // One queue until the multi-queue table asks for more: a single-queue forwarder
+        // must see every frame on its queue.
+        set_queues(&lab, 1)?;
         lab.set_exe_args(&["xdpvs"]);
         let mac = |role: &str| -> Result<Mac> {
             let s = lab.mac(role)?;
@@ -422,13 +529,28 @@ impl Bench {
             tty: std::io::stderr().is_terminal(),
             start: Instant::now(),
         };
-        if Path::new("/proc/net/pktgen").exists() {
-            progress.show(
-                "kernel pktgen is present but not used: the sink reads the stamp of the \
-                 harness's own AF_XDP generator",
-            );
-        }
+        // Kernel pktgen, where the kernel has it, in the generator's namespace.
+        let has_pktgen = lab
+            .exec(&lab.ns("c"), &["test", "-e", "/proc/net/pktgen/pgctrl"])
+            .is_ok_and(|o| o.status.success());
+        let use_pktgen = match opts.generator {
+            GeneratorChoice::Pktgen if !has_pktgen => bail!(
+                "--generator pktgen: this kernel has no pktgen (CONFIG_NET_PKTGEN, /proc/net/pktgen)"
+            ),
+            GeneratorChoice::Pktgen => true,
+            GeneratorChoice::Afxdp => false,
+            GeneratorChoice::Auto => has_pktgen,
+        };
+        progress.show(if use_pktgen {
+            "generator: kernel pktgen (/proc/net/pktgen); the harness's own for opening flows"
+        } else if has_pktgen {
+            "generator: the harness's own AF_XDP generator (--generator afxdp)"
+        } else {
+            "generator: kernel pktgen is not built into this kernel (no /proc/net/pktgen): \
+             using the harness's own AF_XDP generator"
+        });
         Ok(Bench {
+            use_pktgen,
             opts,
             exe,
             lab,
@@ -452,18 +574,33 @@ impl Bench {
         dur: Duration,
         opening: bool,
     ) -> Result<GenReport> {
+        self.generate_as(self.opts.proto, flows, rate, count, dur, opening)
+    }
+
+    /// Runs the generator once, sending `proto`.
+    fn generate_as(
+        &self,
+        proto: Proto,
+        flows: u32,
+        rate: u64,
+        count: u64,
+        dur: Duration,
+        opening: bool,
+    ) -> Result<GenReport> {
+        let size = self.opts.size.max(proto.min_size());
+        // Kernel pktgen sends UDP only, and opens nothing: the harness's own generator
+        // does the rest.
+        let pktgen = self.use_pktgen && proto == Proto::Udp && !opening;
         let mut args: Vec<String> = vec![
-            "gen".into(),
+            if pktgen { "pktgen" } else { "gen" }.into(),
             "--iface".into(),
             "eth0".into(),
             "--src-mac".into(),
             format_mac(&self.gen_mac),
             "--dst-mac".into(),
             format_mac(&self.dir_mac),
-            "--proto".into(),
-            format!("{:?}", self.opts.proto).to_lowercase(),
             "--size".into(),
-            self.opts.size.to_string(),
+            size.to_string(),
             "--flows".into(),
             flows.to_string(),
             "--rate".into(),
@@ -472,11 +609,20 @@ impl Bench {
             count.to_string(),
             "--duration-ms".into(),
             dur.as_millis().to_string(),
-            "--core".into(),
-            self.opts.gen_core.to_string(),
         ];
-        if opening {
-            args.push("--opening".into());
+        let core = self.opts.gen_core.to_string();
+        if pktgen {
+            args.extend(["--cpu".into(), core]);
+        } else {
+            args.extend([
+                "--proto".into(),
+                format!("{proto:?}").to_lowercase(),
+                "--core".into(),
+                core,
+            ]);
+            if opening {
+                args.push("--opening".into());
+            }
         }
         let out = Command::new("ip")
             .args(["netns", "exec", &self.lab.ns("c")])
@@ -484,10 +630,11 @@ impl Bench {
             .args(&args)
             .stdin(Stdio::null())
             .output()
-            .context("running the generator")?;
+            .with_context(|| format!("running the generator ({})", args[0]))?;
         if !out.status.success() {
             bail!(
-                "generator failed: {}",
+                "generator ({}) failed: {}",
+                args[0],
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
@@ -495,10 +642,28 @@ impl Bench {
     }
 
     fn trial(&mut self, flows: u32, rate: u64, dur: Duration) -> Result<Trial> {
+        self.trial_of(flows, rate, dur, None)
+    }
+
+    /// A maximum-rate trial in which every frame is the SYN of a new TCP connection.
+    fn opening_trial(&mut self, dur: Duration) -> Result<Trial> {
+        self.trial_of(NEW_CONN_FLOWS, 0, dur, Some(Proto::Tcp))
+    }
+
+    fn trial_of(
+        &mut self,
+        flows: u32,
+        rate: u64,
+        dur: Duration,
+        opening: Option<Proto>,
+    ) -> Result<Trial> {
         check_stop()?;
         self.sink.ask("reset")?;
         let before = cpu_times();
-        let g = self.generate(flows, rate, 0, dur, false)?;
+        let g = match opening {
+            None => self.generate(flows, rate, 0, dur, false)?,
+            Some(p) => self.generate_as(p, flows, rate, 0, dur, true)?,
+        };
         let cpu = cpu_shares(&before, &cpu_times());
         // Frames still in flight arrive within microseconds; leave a margin.
         std::thread::sleep(Duration::from_millis(30));
@@ -536,74 +701,84 @@ impl Bench {
                 &format!("cd /sys/class/net/eth0 && {{ {script}; }}"),
             )
             .context("setting the director interface's NAPI mode")?;
-        let core = self.opts.director_core.to_string();
+        let core = self.opts.director_core;
+        self.pin_napi_to(&[core])
+    }
+
+    /// Pins the director interface's NAPI threads, in the order of their NAPI ids (queue
+    /// order), to `cores` (queue i to `cores[i]`, the last core for the rest).
+    fn pin_napi_to(&self, cores: &[usize]) -> Result<()> {
+        let mut threads = Vec::new();
         for entry in std::fs::read_dir("/proc")? {
             let entry = entry?;
             let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-            if comm.starts_with("napi/eth0-") {
+            if let Some(id) = comm.trim().strip_prefix("napi/eth0-") {
                 let pid = entry.file_name().to_string_lossy().to_string();
-                Command::new("taskset")
-                    .args(["-pc", &core, &pid])
-                    .stdout(Stdio::null())
-                    .status()
-                    .context("taskset (util-linux)")?;
+                threads.push((id.parse::<u64>().unwrap_or(u64::MAX), pid));
             }
+        }
+        threads.sort();
+        for (i, (_, pid)) in threads.iter().enumerate() {
+            let core = cores.get(i).or(cores.last()).copied().unwrap_or(0);
+            Command::new("taskset")
+                .args(["-pc", &core.to_string(), pid])
+                .stdout(Stdio::null())
+                .status()
+                .context("taskset (util-linux)")?;
         }
         Ok(())
     }
 
     fn activate(&mut self, v: Variant, flows: u32) -> Result<Active> {
+        let cap = (flows as usize + flows as usize / 8).max(1 << 16);
+        self.activate_with(v, cap, Some(flows))
+    }
+
+    /// Starts `v` (a director with a table of `capacity` entries) and, for a director,
+    /// opens `warm` flows first.
+    fn activate_with(&mut self, v: Variant, capacity: usize, warm: Option<u32>) -> Result<Active> {
         let ns = self.lab.ns("d");
         let core = self.opts.director_core.to_string();
         let active = match v {
             Variant::Xdpvs | Variant::XdpvsChecks => {
-                let cap = (flows as usize + flows as usize / 8)
-                    .max(1 << 16)
-                    .to_string();
-                let mut args = vec![
-                    "--queues",
-                    "1",
-                    "--cores",
-                    &core,
-                    "--poll",
-                    if self.opts.poll == PollMode::Yield {
-                        "yield"
-                    } else {
-                        "busy"
-                    },
-                    "--conn-capacity",
-                    &cap,
-                ];
+                let cap = capacity.to_string();
+                // Default flags (the headline): only the placement and the table size;
+                // `--director-arg` adds tuning for comparisons.
+                let mut args = vec!["--queues", "1", "--cores", &core, "--conn-capacity", &cap];
                 if self.opts.napi == NapiMode::BusyPoll {
                     args.extend(["--busy-poll", BUSY_POLL_USECS]);
                 }
                 args.extend(self.opts.director_args.iter().map(|s| s.as_str()));
                 self.lab.start_director(&args)?;
-                for proto in ["-u", "-t"] {
-                    let svc = format!("{VIP}:{PORT}");
-                    let rs = format!("{}:{PORT}", xdpvs_testkit::lab::real_ip(1));
-                    self.lab.xdpvs(&["-A", proto, &svc, "-s", "rr"])?;
-                    self.lab.xdpvs(&["-a", proto, &svc, "-r", &rs, "-g"])?;
-                }
+                self.configure_services()?;
                 if v == Variant::XdpvsChecks {
                     self.add_checked_reals()?;
+                    self.lab.wait_resolved()?;
                 }
-                self.lab.wait_resolved()?;
                 Active::Director
             }
-            Variant::AfXdp => {
+            Variant::AfXdp | Variant::Lean => {
                 let rs_mac = format_mac(&self.rs_mac);
+                let lean = v == Variant::Lean;
                 let mut args = vec![
                     "fwd", "--iface", "eth0", "--rs-mac", &rs_mac, "--core", &core,
                 ];
-                if self.opts.napi == NapiMode::BusyPoll {
+                if lean {
+                    args.push("--lean");
+                }
+                if self.opts.napi == NapiMode::BusyPoll && !lean {
                     args.extend(["--busy-poll", BUSY_POLL_USECS]);
                 }
                 if self.opts.poll == PollMode::Yield {
                     args.push("--yield-when-idle");
                 }
                 Active::Helper(Helper::start(
-                    &ns, &self.exe, &args, "afxdp", &self.logs, "ready",
+                    &ns,
+                    &self.exe,
+                    &args,
+                    if lean { "lean" } else { "afxdp" },
+                    &self.logs,
+                    "ready",
                 )?)
             }
             Variant::XdpTx => {
@@ -665,20 +840,39 @@ impl Bench {
             }
         };
         self.pin_napi(v)?;
-        // Flows the director must know before the measurement: one packet per flow, at
-        // a rate it takes without loss, so that the table really holds them all.
-        if v.is_director() {
+        // Flows the director must know before the measurement.
+        if let Some(flows) = warm.filter(|_| v.is_director()) {
             self.progress.show(&format!("{v}: opening {flows} flows"));
-            self.generate(
-                flows,
-                WARM_UP_PPS,
-                u64::from(flows),
-                Duration::from_secs(120),
-                true,
-            )?;
-            std::thread::sleep(Duration::from_millis(50));
+            self.open_flows(flows)?;
         }
         Ok(active)
+    }
+
+    /// The benchmark's services on the running director: UDP and TCP VIP:80, `rr`, the
+    /// sink as the one real server, its MAC resolved.
+    fn configure_services(&mut self) -> Result<()> {
+        for proto in ["-u", "-t"] {
+            let svc = format!("{VIP}:{PORT}");
+            let rs = format!("{}:{PORT}", xdpvs_testkit::lab::real_ip(1));
+            self.lab.xdpvs(&["-A", proto, &svc, "-s", "rr"])?;
+            self.lab.xdpvs(&["-a", proto, &svc, "-r", &rs, "-g"])?;
+        }
+        self.lab.wait_resolved()?;
+        Ok(())
+    }
+
+    /// One packet per flow, at a rate the director takes without loss, so that its table
+    /// really holds them all before a measurement.
+    fn open_flows(&self, flows: u32) -> Result<()> {
+        self.generate(
+            flows,
+            WARM_UP_PPS,
+            u64::from(flows),
+            Duration::from_secs(120),
+            true,
+        )?;
+        std::thread::sleep(Duration::from_millis(50));
+        Ok(())
     }
 
     /// [`HEALTH_CHECKS`] real servers with a TCP check every second, in services of their
@@ -738,6 +932,145 @@ impl Bench {
         Ok(())
     }
 
+    /// xdpvs on `queues` queues with workers on `cores` (comma-separated), `flows` flows
+    /// opened, at maximum rate: the trial and each worker's received frames.
+    fn multi_queue_trial(
+        &mut self,
+        queues: u32,
+        cores: &str,
+        flows: u32,
+        dur: Duration,
+    ) -> Result<(Trial, Vec<u64>)> {
+        set_queues(&self.lab, queues)?;
+        let cap = (flows as usize * 2).max(1 << 16).to_string();
+        let q = queues.to_string();
+        let mut args = vec![
+            "--queues",
+            &q,
+            "--cores",
+            cores,
+            "--conn-capacity",
+            &cap,
+            "--metrics",
+            MQ_METRICS,
+        ];
+        args.extend(self.opts.director_args.iter().map(|s| s.as_str()));
+        self.lab.start_director(&args)?;
+        let result = (|| -> Result<(Trial, Vec<u64>)> {
+            self.configure_services()?;
+            let cores: Vec<usize> = cores.split(',').filter_map(|c| c.parse().ok()).collect();
+            self.pin_napi_to(&cores)?;
+            self.open_flows(flows)?;
+            let before = self.worker_rx()?;
+            let t = self.trial(flows, 0, dur)?;
+            let after = self.worker_rx()?;
+            let per_queue = after
+                .iter()
+                .zip(before.iter().chain(std::iter::repeat(&0)))
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect();
+            Ok((t, per_queue))
+        })();
+        self.deactivate(Active::Director)?;
+        result
+    }
+
+    /// Frames each worker of the director forwarded so far, in worker order (its
+    /// metrics endpoint, `xdpvs_worker_forwarded_packets_total`).
+    fn worker_rx(&mut self) -> Result<Vec<u64>> {
+        let url = format!("http://{MQ_METRICS}/metrics");
+        let out = self
+            .lab
+            .exec(&self.lab.ns("d"), &["curl", "-s", "--max-time", "5", &url])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut per: Vec<(usize, u64)> = text
+            .lines()
+            .filter(|l| l.starts_with("xdpvs_worker_forwarded_packets_total{"))
+            .filter_map(|l| {
+                let w = l
+                    .split("worker=\"")
+                    .nth(1)?
+                    .split('"')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                let v: f64 = l.rsplit(' ').next()?.parse().ok()?;
+                Some((w, v as u64))
+            })
+            .collect();
+        per.sort();
+        Ok(per.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// The process of the active userspace forwarder, if it has one.
+    fn pid_of(&mut self, a: &Active) -> Option<u32> {
+        match a {
+            Active::Director => self.lab.director().map(|c| c.id()),
+            Active::Helper(h) => Some(h.pid()),
+        }
+    }
+
+    /// A maximum-rate trial of one flow with `perf stat` counting the forwarder's system
+    /// calls and scheduling events over the middle of it.
+    fn budget(&mut self, v: Variant, flows: u32) -> Result<Option<crate::report::BudgetRow>> {
+        let a = self.activate(v, flows)?;
+        let Some(pid) = self.pid_of(&a) else {
+            self.deactivate(a)?;
+            return Ok(None);
+        };
+        self.progress
+            .show(&format!("budget: {v}, {flows} flows, under perf stat"));
+        let dur = self.opts.duration.max(Duration::from_secs(2));
+        let window = dur.as_secs_f64() - 0.8;
+        let out = self.logs.join(format!("perf-stat-{v}.csv"));
+        let events = BUDGET_EVENTS.join(",");
+        let out2 = out.clone();
+        let perf = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            Command::new("perf")
+                .args(["stat", "-x", ",", "-o"])
+                .arg(&out2)
+                .args(["-e", &events, "-p", &pid.to_string(), "--", "sleep"])
+                .arg(format!("{window:.2}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+        });
+        let t = self.trial(flows, 0, dur);
+        let status = perf.join().map_err(|_| anyhow::anyhow!("perf thread"))?;
+        self.deactivate(a)?;
+        let t = t?;
+        if !status
+            .context("starting perf (Debian package linux-perf)")?
+            .success()
+        {
+            bail!("perf stat failed on {v}");
+        }
+        let text = std::fs::read_to_string(&out)?;
+        let packets = t.delivered_pps * window;
+        let per_packet = parse_perf_stat(&text)
+            .into_iter()
+            .map(|(e, n)| (e, n / packets.max(1.0)))
+            .collect();
+        Ok(Some(crate::report::BudgetRow {
+            variant: v,
+            flows,
+            delivered_pps: t.delivered_pps,
+            seconds: window,
+            per_packet,
+        }))
+    }
+
+    /// Resident memory of a process, bytes.
+    fn rss(pid: u32) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+
     /// Connection-table occupancy as the director reports it (ActiveConn + InActConn).
     fn occupancy(&self) -> Result<u64> {
         let l = self.lab.xdpvs(&["-Ln"])?;
@@ -774,6 +1107,7 @@ pub fn run(opts: Options) -> Result<Report> {
     check_stop()?;
     let mut b = Bench::up(opts.clone())?;
     let mut report = Report::new(&opts);
+    report.config.generator = if b.use_pktgen { "pktgen" } else { "afxdp" }.into();
     let dur = opts.duration;
     let variants = opts.variants.clone();
 
@@ -890,7 +1224,57 @@ pub fn run(opts: Options) -> Result<Report> {
         result?;
     }
 
-    // 4. Scaling with connection-table occupancy: xdpvs against the bare forwarder.
+    // 4. Where the userspace forwarders' time goes, per packet, at one flow.
+    for &flows in &opts.budget_flows {
+        for &v in &variants {
+            if v == Variant::XdpTx {
+                continue;
+            }
+            if let Some(row) = b.budget(v, flows)? {
+                report.budget.push(row);
+            }
+        }
+    }
+
+    // 5. New connections per second: every frame a SYN of a new 5-tuple.
+    if opts.new_conn_rounds > 0 {
+        let mut rows: Vec<crate::report::NewConnRow> = [Variant::Xdpvs, Variant::Lean]
+            .into_iter()
+            .map(|variant| crate::report::NewConnRow {
+                variant,
+                median_pps: 0.0,
+                runs_pps: Vec::new(),
+                offered_pps: 0.0,
+            })
+            .collect();
+        let mut offered = vec![Vec::new(); rows.len()];
+        for round in 0..opts.new_conn_rounds {
+            for (i, row) in rows.iter_mut().enumerate() {
+                let v = row.variant;
+                let a = b.activate_with(v, NEW_CONN_CAPACITY, None)?;
+                b.progress.show(&format!(
+                    "new connections: {v} round {}/{}",
+                    round + 1,
+                    opts.new_conn_rounds
+                ));
+                let t = b.opening_trial(dur);
+                b.deactivate(a)?;
+                let t = t?;
+                report
+                    .trials
+                    .push(b.record(v, "new-conn", NEW_CONN_FLOWS, 0, &t));
+                row.runs_pps.push(t.delivered_pps);
+                offered[i].push(t.offered_pps);
+            }
+        }
+        for (row, o) in rows.iter_mut().zip(offered.iter_mut()) {
+            row.median_pps = median(&mut row.runs_pps.clone());
+            row.offered_pps = median(o);
+        }
+        report.new_conns = rows;
+    }
+
+    // 6. Scaling with connection-table occupancy: xdpvs against the lean floor.
     for &flows in &opts.scaling {
         let mut point = ScalingPoint {
             flows,
@@ -898,10 +1282,11 @@ pub fn run(opts: Options) -> Result<Report> {
         };
         let (mut x, mut f) = (Vec::new(), Vec::new());
         for round in 0..opts.scaling_repeats {
-            for v in [Variant::Xdpvs, Variant::AfXdp] {
+            for v in [Variant::Xdpvs, Variant::Lean] {
                 let a = b.activate(v, flows)?;
                 if v == Variant::Xdpvs {
                     point.occupancy = b.occupancy().unwrap_or(0);
+                    point.director_rss_bytes = b.pid_of(&a).map_or(0, Bench::rss);
                 }
                 b.progress.show(&format!(
                     "scaling: {flows} flows, {v} round {}/{}",
@@ -916,7 +1301,7 @@ pub fn run(opts: Options) -> Result<Report> {
             }
         }
         point.xdpvs_pps = median(&mut x);
-        point.afxdp_pps = median(&mut f);
+        point.floor_pps = median(&mut f);
         b.progress
             .show(&format!("scaling: {flows} flows: pipeline cost"));
         let mut replay = crate::pipeline::Replay::new(flows);
@@ -925,7 +1310,9 @@ pub fn run(opts: Options) -> Result<Report> {
             .collect();
         point.ns_per_packet = median(&mut ns);
         drop(replay);
-        if opts.callgrind {
+        // The count does not depend on the table's size; building 10M flows under
+        // valgrind would take most of an hour.
+        if opts.callgrind && flows <= 1_000_000 {
             b.progress
                 .show(&format!("scaling: {flows} flows: callgrind"));
             point.instructions_per_packet = crate::callgrind(&b.exe, flows, &b.logs).ok();
@@ -933,7 +1320,47 @@ pub fn run(opts: Options) -> Result<Report> {
         report.scaling.push(point);
     }
 
-    // 5. Where the director's time goes.
+    // 7. Queues and cores: the director on 1 and 2 queues of a multi-queue veth.
+    if opts.multi_queue_rounds > 0 {
+        let flows = opts.flows.max(1000);
+        let mut rows: Vec<crate::report::MultiQueueRow> = MULTI_QUEUE
+            .iter()
+            .map(|&(queues, cores)| crate::report::MultiQueueRow {
+                queues,
+                cores: cores.to_string(),
+                median_pps: 0.0,
+                runs_pps: Vec::new(),
+                per_queue_rx: Vec::new(),
+                cpu: Vec::new(),
+            })
+            .collect();
+        for round in 0..opts.multi_queue_rounds {
+            for row in rows.iter_mut() {
+                b.progress.show(&format!(
+                    "multi-queue: {} queue(s), workers on cores {} round {}/{}",
+                    row.queues,
+                    row.cores,
+                    round + 1,
+                    opts.multi_queue_rounds
+                ));
+                let t = b.multi_queue_trial(row.queues, &row.cores, flows, dur);
+                set_queues(&b.lab, 1)?;
+                let (t, per_queue) = t?;
+                report
+                    .trials
+                    .push(b.record(Variant::Xdpvs, "multi-queue", flows, 0, &t));
+                row.runs_pps.push(t.delivered_pps);
+                row.per_queue_rx = per_queue;
+                row.cpu = t.cpu;
+            }
+        }
+        for row in &mut rows {
+            row.median_pps = median(&mut row.runs_pps.clone());
+        }
+        report.multi_queue = rows;
+    }
+
+    // 8. Where the director's time goes.
     if let Some(svg) = &opts.flamegraph {
         let a = b.activate(Variant::Xdpvs, opts.flows)?;
         let pid = b
@@ -986,18 +1413,13 @@ pub fn table(r: &Report) -> String {
         "forwarder", "delivered", "offered"
     );
     for t in &r.throughput {
-        let runs: Vec<String> = t
-            .runs_pps
-            .iter()
-            .map(|p| format!("{:.0}", p / 1e3))
-            .collect();
         let _ = writeln!(
             s,
             "  {:<10} {:>8.0} kpps {:>7.0} kpps   {}",
             t.variant.to_string(),
             t.median_pps / 1e3,
             t.offered_median_pps / 1e3,
-            runs.join(" ")
+            kpps_list(&t.runs_pps)
         );
     }
     let _ = writeln!(
@@ -1059,25 +1481,103 @@ pub fn table(r: &Report) -> String {
         let _ = writeln!(s, "\nScaling with connection-table occupancy");
         let _ = writeln!(
             s,
-            "  {:>9} {:>10} {:>11} {:>11} {:>7} {:>9} {:>10}",
-            "flows", "in table", "xdpvs kpps", "afxdp kpps", "ratio", "ns/pkt", "instr/pkt"
+            "  {:>9} {:>10} {:>11} {:>11} {:>7} {:>7} {:>9} {:>10} {:>8}",
+            "flows",
+            "in table",
+            "xdpvs kpps",
+            "lean kpps",
+            "/lean",
+            "/1flow",
+            "ns/pkt",
+            "instr/pkt",
+            "RSS"
         );
+        let one = r.scaling.first().map_or(0.0, |p| p.xdpvs_pps);
         for p in &r.scaling {
             let _ = writeln!(
                 s,
-                "  {:>9} {:>10} {:>11.0} {:>11.0} {:>7.2} {:>9.1} {:>10}",
+                "  {:>9} {:>10} {:>11.0} {:>11.0} {:>7.2} {:>7.2} {:>9.1} {:>10} {:>8}",
                 p.flows,
                 p.occupancy,
                 p.xdpvs_pps / 1e3,
-                p.afxdp_pps / 1e3,
-                if p.afxdp_pps > 0.0 {
-                    p.xdpvs_pps / p.afxdp_pps
-                } else {
-                    0.0
-                },
+                p.floor_pps / 1e3,
+                ratio(p.xdpvs_pps, p.floor_pps),
+                ratio(p.xdpvs_pps, one),
                 p.ns_per_packet,
                 p.instructions_per_packet
-                    .map_or("-".to_string(), |i| format!("{i:.0}"))
+                    .map_or("-".to_string(), |i| format!("{i:.0}")),
+                format!("{} MiB", p.director_rss_bytes >> 20)
+            );
+        }
+    }
+    if !r.budget.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nPer delivered packet at maximum rate (perf stat on the forwarder's process)"
+        );
+        let _ = writeln!(
+            s,
+            "  {:<10} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9}",
+            "forwarder",
+            "flows",
+            "kpps",
+            "cpu ns",
+            "syscalls",
+            "sendto",
+            "poll",
+            "yield",
+            "recvfrom",
+            "ctx sw"
+        );
+        for b in &r.budget {
+            let _ = writeln!(
+                s,
+                "  {:<10} {:>8} {:>9.0} {:>9.0} {:>9.3} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>9.4}",
+                b.variant.to_string(),
+                b.flows,
+                b.delivered_pps / 1e3,
+                b.get("task-clock") * 1e6,
+                b.get("syscalls"),
+                b.get("sendto"),
+                b.get("poll") + b.get("ppoll"),
+                b.get("sched_yield"),
+                b.get("recvfrom"),
+                b.get("context-switches"),
+            );
+        }
+    }
+    if !r.new_conns.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nNew connections (every frame the SYN of a new 5-tuple)"
+        );
+        for n in &r.new_conns {
+            let _ = writeln!(
+                s,
+                "  {:<10} {:>8.0} k/s (offered {:.0} k/s)   runs {}",
+                n.variant.to_string(),
+                n.median_pps / 1e3,
+                n.offered_pps / 1e3,
+                kpps_list(&n.runs_pps)
+            );
+        }
+    }
+    if !r.multi_queue.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nQueues and cores (xdpvs, median; per-worker frames of the last round)"
+        );
+        for m in &r.multi_queue {
+            let per: Vec<String> = m.per_queue_rx.iter().map(|p| p.to_string()).collect();
+            let _ = writeln!(
+                s,
+                "  {} queue(s), workers on cores {:<5} {:>6.0} kpps   runs {}   per worker {}   {}",
+                m.queues,
+                m.cores,
+                m.median_pps / 1e3,
+                kpps_list(&m.runs_pps),
+                per.join("/"),
+                cpu_text(&m.cpu)
             );
         }
     }
@@ -1085,4 +1585,20 @@ pub fn table(r: &Report) -> String {
         let _ = writeln!(s, "\nFlame graph of the director: {f}");
     }
     s
+}
+
+/// Rates in kpps, space-separated.
+fn kpps_list(runs: &[f64]) -> String {
+    runs.iter()
+        .map(|p| format!("{:.0}", p / 1e3))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        0.0
+    }
 }

@@ -17,6 +17,7 @@ use xdpvs_dataplane::sys::xsk::{BusyPoll, CopyMode, XskConfig, XskDevice};
 use xdpvs_dataplane::xdp::{Steering, XdpMode};
 use xdpvs_sched::{Mac, Protocol, ServiceKey};
 
+use crate::pktgen::Stamp;
 use crate::progs::{Attached, Prog, SinkCounts};
 use crate::traffic::{Factory, Proto};
 
@@ -114,6 +115,8 @@ pub fn generate(spec: &GenSpec) -> Result<GenReport> {
             ring: 2048,
             mode: CopyMode::Auto,
             busy_poll: None,
+            // The generator leaves reserved huge pages to the forwarders.
+            huge_pages: false,
         },
     )?;
     pin(spec.core)?;
@@ -141,16 +144,27 @@ pub fn generate(spec: &GenSpec) -> Result<GenReport> {
             sent += 1;
         }
         dev.housekeeping();
+        dev.kick();
         now = monotonic_ns();
     }
     // Let the last frames leave (copy mode sends only when kicked).
     for _ in 0..64 {
         dev.housekeeping();
+        dev.kick();
     }
     Ok(GenReport {
         sent,
         elapsed_ns: now - start,
     })
+}
+
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC, ns (read back to back).
+fn realtime_minus_monotonic_ns() -> i128 {
+    let mono = i128::from(monotonic_ns());
+    let real = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128);
+    real - mono
 }
 
 /// Latency percentiles, in ns.
@@ -213,13 +227,19 @@ pub fn sink(iface: &str, rs_mac: Mac, fwd_mac: Mac, vip: Ipv4Addr, shift: u32) -
         Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).context("histogram")?,
     ));
     let h = hist.clone();
+    // pktgen stamps frames with the realtime clock, the sink reads the monotonic one.
+    let offset = realtime_minus_monotonic_ns();
     let mut rb = RingBufferBuilder::new();
     rb.add(&ring, move |data: &[u8]| {
-        if let Ok(b) = <[u8; 8]>::try_from(&data[..8.min(data.len())]) {
+        // A sample: receive time (monotonic ns), then the frame's 16-byte stamp.
+        let rx = data
+            .get(..8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_ne_bytes);
+        let stamp = data.get(8..24).and_then(Stamp::parse);
+        if let Some(lat) = rx.zip(stamp).and_then(|(rx, s)| s.latency_ns(rx, offset)) {
             // Clamped: a frame stamped on another clock would be nonsense anyway.
-            let _ = h
-                .borrow_mut()
-                .record(u64::from_ne_bytes(b).clamp(1, 60_000_000_000));
+            let _ = h.borrow_mut().record(lat.clamp(1, 60_000_000_000));
         }
         0
     })?;
@@ -277,18 +297,9 @@ pub fn xdp(prog: Prog, iface: &str, macs: Option<(Mac, Mac)>, vip: Ipv4Addr) -> 
     Ok(())
 }
 
-/// The bare AF_XDP forwarder: the director's socket path (steering program, one socket in
-/// the same configuration, the same ring handling) with nothing but the MAC rewrite in
-/// between. Runs until standard input closes.
-pub fn forward(
-    iface: &str,
-    rs_mac: Mac,
-    own_mac: Mac,
-    core: Option<usize>,
-    busy_poll: Option<BusyPoll>,
-    yield_when_idle: bool,
-) -> Result<()> {
-    let stop = stop_on_stdin_eof();
+/// The director's steering program on `iface` with the benchmark's services, and one
+/// socket on queue 0 in its XSKMAP: what every userspace forwarder of the harness sits on.
+fn steered_socket(iface: &str, busy_poll: Option<BusyPoll>) -> Result<(Steering, XskDevice)> {
     let mut steering = Steering::load()?;
     steering.attach(xdpvs_director::iface::ifindex(iface)?, XdpMode::Auto)?;
     let keys: Vec<ServiceKey> = [Protocol::Udp, Protocol::Tcp]
@@ -300,7 +311,7 @@ pub fn forward(
         })
         .collect();
     steering.set_services(&keys)?;
-    let mut dev = XskDevice::open(
+    let dev = XskDevice::open(
         iface,
         0,
         &XskConfig {
@@ -309,12 +320,29 @@ pub fn forward(
         },
     )?;
     steering.set_socket(0, dev.fd())?;
+    Ok((steering, dev))
+}
+
+/// The bare AF_XDP forwarder: the director's socket path (steering program, one socket in
+/// the same configuration, the same ring handling through the `Device` layer) with
+/// nothing but the MAC rewrite in between. Runs until standard input closes.
+pub fn forward(
+    iface: &str,
+    rs_mac: Mac,
+    own_mac: Mac,
+    core: Option<usize>,
+    busy_poll: Option<BusyPoll>,
+    yield_when_idle: bool,
+) -> Result<()> {
+    let stop = stop_on_stdin_eof();
+    let (_steering, mut dev) = steered_socket(iface, busy_poll)?;
     pin(core)?;
     ready();
     let mut frames = Vec::with_capacity(64);
     while !stop.load(Ordering::Relaxed) {
         dev.housekeeping();
         dev.receive(&mut frames, 64);
+        dev.kick();
         let idle = frames.is_empty();
         for f in frames.iter_mut() {
             let bytes = dev.frame_mut(f);
@@ -327,5 +355,27 @@ pub fn forward(
             std::thread::yield_now();
         }
     }
+    Ok(())
+}
+
+/// The lean floor: the smallest MAC-rewrite loop on xsk-rs' rings
+/// ([`XskDevice::lean_forward`]), on the same steering program and socket. Runs until
+/// standard input closes, then prints its loop counts as a JSON line.
+pub fn lean(
+    iface: &str,
+    rs_mac: Mac,
+    own_mac: Mac,
+    core: Option<usize>,
+    yield_when_idle: bool,
+) -> Result<()> {
+    let stop = stop_on_stdin_eof();
+    let (_steering, dev) = steered_socket(iface, None)?;
+    pin(core)?;
+    ready();
+    let s = dev.lean_forward(rs_mac, own_mac, yield_when_idle, &stop);
+    eprintln!(
+        "lean: {} loops, {} empty, {} received, {} transmitted, {} kicks",
+        s.loops, s.empty_polls, s.received, s.transmitted, s.kicks
+    );
     Ok(())
 }

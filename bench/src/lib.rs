@@ -9,6 +9,7 @@
 pub mod harness;
 pub mod helpers;
 pub mod pipeline;
+pub mod pktgen;
 pub mod progs;
 pub mod report;
 pub mod traffic;
@@ -49,9 +50,11 @@ pub enum Variant {
     /// forwarding.
     #[value(name = "xdpvs-checks")]
     XdpvsChecks,
-    /// The bare AF_XDP MAC-rewrite forwarder (the socket path's floor).
+    /// The bare AF_XDP MAC-rewrite forwarder on the director's `Device` layer.
     #[value(name = "afxdp")]
     AfXdp,
+    /// The lean floor: the smallest MAC-rewrite loop written directly on xsk-rs.
+    Lean,
     /// DPDK testpmd, MAC forwarding over net_af_xdp.
     Testpmd,
     /// The in-kernel ceiling: MAC rewrite with XDP_TX.
@@ -65,6 +68,7 @@ impl std::fmt::Display for Variant {
             Variant::Xdpvs => "xdpvs",
             Variant::XdpvsChecks => "xdpvs-checks",
             Variant::AfXdp => "afxdp",
+            Variant::Lean => "lean",
             Variant::Testpmd => "testpmd",
             Variant::XdpTx => "xdp-tx",
         })

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use xdpvs_bench::harness::{self, NapiMode, Options, PollMode};
+use xdpvs_bench::harness::{self, GeneratorChoice, NapiMode, Options, PollMode};
 use xdpvs_bench::helpers::{self, GenSpec};
 use xdpvs_bench::progs::Prog;
 use xdpvs_bench::traffic::Proto;
@@ -75,6 +75,18 @@ struct RunArgs {
     /// Skip instruction counts (callgrind).
     #[arg(long)]
     no_callgrind: bool,
+    /// Skip the per-packet system-call budget (perf stat).
+    #[arg(long)]
+    no_budget: bool,
+    /// Flow counts of the per-packet budget.
+    #[arg(long, value_delimiter = ',')]
+    budget_flows: Option<Vec<u32>>,
+    /// Rounds of the new-connection rate (0 skips it).
+    #[arg(long)]
+    new_conn_rounds: Option<usize>,
+    /// Rounds of the multi-queue table (0 skips it).
+    #[arg(long)]
+    multi_queue_rounds: Option<usize>,
     /// Core of the generator.
     #[arg(long, default_value_t = 0)]
     gen_core: usize,
@@ -93,6 +105,10 @@ struct RunArgs {
     /// to the NAPI thread after each empty poll).
     #[arg(long, default_value = "yield")]
     poll: PollMode,
+    /// Generator of the trials: auto (kernel pktgen where the kernel has it, else the
+    /// harness's own AF_XDP generator), afxdp or pktgen.
+    #[arg(long, default_value = "auto")]
+    generator: GeneratorChoice,
     /// Extra arguments for `xdpvs run` (e.g. "--poll=busy"), repeatable.
     #[arg(long = "director-arg", allow_hyphen_values = true)]
     director_args: Vec<String>,
@@ -103,6 +119,29 @@ enum Helper {
     /// AF_XDP generator (prints a JSON report).
     #[command(hide = true)]
     Gen(GenSpec),
+    /// Kernel pktgen run (prints a JSON report like `gen`).
+    #[command(hide = true)]
+    Pktgen {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, value_parser = xdpvs_bench::parse_mac_arg)]
+        src_mac: Mac,
+        #[arg(long, value_parser = xdpvs_bench::parse_mac_arg)]
+        dst_mac: Mac,
+        #[arg(long, default_value_t = 1)]
+        flows: u32,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        #[arg(long, default_value_t = 0)]
+        count: u64,
+        #[arg(long, default_value_t = 1000)]
+        duration_ms: u64,
+        /// The pktgen kernel thread (kpktgend_N) to send from.
+        #[arg(long, default_value_t = 0)]
+        cpu: usize,
+    },
     /// XDP counting sink (answers reset/read on stdin).
     #[command(hide = true)]
     Sink {
@@ -144,6 +183,9 @@ enum Helper {
         /// Yield the core after each empty poll (as `xdpvs run --poll yield`).
         #[arg(long)]
         yield_when_idle: bool,
+        /// The lean floor instead: the smallest loop, directly on xsk-rs' rings.
+        #[arg(long, conflicts_with = "busy_poll")]
+        lean: bool,
     },
     /// Pure pipeline at an occupancy (for callgrind).
     #[command(hide = true)]
@@ -164,7 +206,7 @@ enum Helper {
 fn options(a: RunArgs) -> Result<Options> {
     let q = a.quick;
     let variants = if a.variants.is_empty() {
-        let mut v = vec![Variant::Xdpvs, Variant::AfXdp];
+        let mut v = vec![Variant::Xdpvs, Variant::Lean, Variant::AfXdp];
         if !q && xdpvs_bench::testpmd_path().is_some() {
             v.push(Variant::Testpmd);
         }
@@ -213,11 +255,18 @@ fn options(a: RunArgs) -> Result<Options> {
             a.scaling.unwrap_or(if q {
                 vec![1, 1000]
             } else {
-                vec![1, 1000, 100_000, 1_000_000]
+                vec![1, 1000, 1_000_000, 10_000_000]
             })
         },
         scaling_repeats: if q { 1 } else { 3 },
         callgrind: !a.no_callgrind,
+        budget_flows: if a.no_budget || q {
+            Vec::new()
+        } else {
+            a.budget_flows.unwrap_or_else(|| vec![1, 1_000_000])
+        },
+        new_conn_rounds: a.new_conn_rounds.unwrap_or(if q { 0 } else { 3 }),
+        multi_queue_rounds: a.multi_queue_rounds.unwrap_or(if q { 0 } else { 3 }),
         gen_core: a.gen_core,
         director_core: a.director_core,
         out_dir: a.out,
@@ -225,6 +274,7 @@ fn options(a: RunArgs) -> Result<Options> {
         director_args: a.director_args,
         napi: a.napi,
         poll: a.poll,
+        generator: a.generator,
         command,
     })
 }
@@ -266,6 +316,41 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
+        Some(Helper::Pktgen {
+            iface,
+            src_mac,
+            dst_mac,
+            flows,
+            size,
+            rate,
+            count,
+            duration_ms,
+            cpu,
+        }) => {
+            let spec = xdpvs_bench::pktgen::PktgenSpec {
+                dev: iface,
+                cpu,
+                dst_mac,
+                src_mac,
+                dst: VIP,
+                dport: xdpvs_bench::PORT,
+                flows,
+                size,
+                rate_pps: rate,
+                count,
+            };
+            let r = xdpvs_bench::pktgen::run(
+                &spec,
+                std::path::Path::new(xdpvs_bench::pktgen::PROC_DIR),
+                Duration::from_millis(duration_ms),
+            )?;
+            let report = helpers::GenReport {
+                sent: r.sent,
+                elapsed_ns: r.elapsed_ns,
+            };
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
         Some(Helper::Sink {
             iface,
             rs_mac,
@@ -299,8 +384,12 @@ fn run(cli: Cli) -> Result<()> {
             core,
             busy_poll,
             yield_when_idle,
+            lean,
         }) => {
             let own = xdpvs_director::iface::mac_of(&iface)?;
+            if lean {
+                return helpers::lean(&iface, rs_mac, own, core, yield_when_idle);
+            }
             let bp = (busy_poll > 0).then_some(BusyPoll {
                 usecs: busy_poll,
                 budget: 64,

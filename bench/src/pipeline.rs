@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use xdpvs_dataplane::{prefetch, process, Tables, Verdict};
+use xdpvs_dataplane::{prefetch, prefetch_frame, process, Tables, Verdict};
 use xdpvs_sched::Time;
 
 use crate::established;
@@ -46,7 +46,8 @@ impl Replay {
     }
 
     /// Processes `packets` packets, flow after flow, in batches of 32: each batch is
-    /// copied in (standing in for the NIC writing the frames), prefetched, processed.
+    /// copied in (standing in for the NIC writing the frames), prefetched (headers, then
+    /// connection slots), processed.
     /// Returns how many were transmitted.
     #[inline(never)]
     pub fn run(&mut self, packets: u64, now: Time) -> u64 {
@@ -59,6 +60,9 @@ impl Replay {
             }
             let n = n.min(self.frames.len());
             self.batch[..n].copy_from_slice(&self.frames[self.next..self.next + n]);
+            for f in &self.batch[..n] {
+                prefetch_frame(f);
+            }
             for f in &self.batch[..n] {
                 prefetch(f, &self.tables);
             }

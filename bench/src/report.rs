@@ -39,6 +39,9 @@ pub struct RunConfig {
     pub kernel: String,
     /// CPUs online.
     pub cpus: usize,
+    /// The generator of the plain trials: "afxdp" (the harness's own) or "pktgen".
+    #[serde(default)]
+    pub generator: String,
 }
 
 /// One trial.
@@ -141,12 +144,74 @@ pub struct ScalingPoint {
     pub occupancy: u64,
     /// xdpvs delivered (median).
     pub xdpvs_pps: f64,
-    /// Bare AF_XDP forwarder delivered (median).
-    pub afxdp_pps: f64,
+    /// The lean floor delivered (median).
+    #[serde(alias = "afxdp_pps")]
+    pub floor_pps: f64,
+    /// The director's resident memory with the flows in its table (VmRSS), bytes.
+    #[serde(default)]
+    pub director_rss_bytes: u64,
     /// Pure pipeline, ns per packet.
     pub ns_per_packet: f64,
     /// Pure pipeline, instructions per packet (callgrind).
     pub instructions_per_packet: Option<f64>,
+}
+
+/// What a forwarder spends per delivered packet at maximum rate, one flow: system calls
+/// and scheduling counted by `perf stat` on its process (software events and syscall
+/// tracepoints: this VM has no hardware counters).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct BudgetRow {
+    /// Forwarder.
+    pub variant: Variant,
+    /// Flows (and connections in a director's table).
+    #[serde(default)]
+    pub flows: u32,
+    /// Delivered during the trial (pps).
+    pub delivered_pps: f64,
+    /// Seconds perf counted.
+    pub seconds: f64,
+    /// (event, count per delivered packet).
+    pub per_packet: Vec<(String, f64)>,
+}
+
+impl BudgetRow {
+    /// The per-packet figure of `event` (0 when not counted).
+    pub fn get(&self, event: &str) -> f64 {
+        self.per_packet
+            .iter()
+            .find(|(e, _)| e == event)
+            .map_or(0.0, |(_, v)| *v)
+    }
+}
+
+/// New connections per second: every frame a SYN of a new 5-tuple.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct NewConnRow {
+    /// Forwarder.
+    pub variant: Variant,
+    /// Median delivered SYNs per second (for xdpvs: connections scheduled).
+    pub median_pps: f64,
+    /// Every round.
+    pub runs_pps: Vec<f64>,
+    /// Median offered.
+    pub offered_pps: f64,
+}
+
+/// One row of the multi-queue table.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct MultiQueueRow {
+    /// Queues (and workers).
+    pub queues: u32,
+    /// Cores of the workers, comma-separated, queue order.
+    pub cores: String,
+    /// Median delivered.
+    pub median_pps: f64,
+    /// Every round.
+    pub runs_pps: Vec<f64>,
+    /// Frames each worker received in the last round.
+    pub per_queue_rx: Vec<u64>,
+    /// CPU load in the last round.
+    pub cpu: Vec<CpuShare>,
 }
 
 /// Everything a run measured.
@@ -166,6 +231,15 @@ pub struct Report {
     pub search: Vec<SearchResult>,
     /// Scaling table.
     pub scaling: Vec<ScalingPoint>,
+    /// Per-packet system-call budget, one flow.
+    #[serde(default)]
+    pub budget: Vec<BudgetRow>,
+    /// New-connection rate.
+    #[serde(default)]
+    pub new_conns: Vec<NewConnRow>,
+    /// Queues and cores.
+    #[serde(default)]
+    pub multi_queue: Vec<MultiQueueRow>,
     /// Every trial.
     pub trials: Vec<TrialRecord>,
     /// Flame graph written, if any.
@@ -195,12 +269,16 @@ impl Report {
                     .to_string(),
                 // Online CPUs of the machine (the harness itself is pinned to one).
                 cpus: crate::harness::cpu_times().len(),
+                generator: String::new(),
             },
             throughput: Vec::new(),
             ratios: Vec::new(),
             loads: Vec::new(),
             search: Vec::new(),
             scaling: Vec::new(),
+            budget: Vec::new(),
+            new_conns: Vec::new(),
+            multi_queue: Vec::new(),
             trials: Vec::new(),
             flamegraph: None,
         }

@@ -22,8 +22,13 @@ pub trait Device {
     type Frame;
 
     /// Moves transmitted frames back to the receive side and does whatever keeps the
-    /// device going (kicking transmission). Called once per loop.
+    /// receive side going. Called once per loop.
     fn housekeeping(&mut self);
+
+    /// Has frames queued for transmission sent (a system call on AF_XDP). Called once per
+    /// loop, after [`Device::housekeeping`]; the worker calls it after it has prefetched
+    /// what the batch in hand needs, so that those loads complete meanwhile.
+    fn kick(&mut self) {}
 
     /// Appends up to `max` received frames to `out` (whose capacity the caller keeps, so
     /// nothing is allocated).

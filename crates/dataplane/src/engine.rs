@@ -157,6 +157,22 @@ const ETH_LEN: usize = 14;
 /// wrong guess costs one useless prefetch, never a wrong verdict.
 #[inline]
 pub fn prefetch(frame: &[u8], t: &Tables) {
+    prefetch_connection(frame, t);
+}
+
+/// Hints the CPU to bring a received frame's headers (its first 64 bytes) into the cache.
+/// A worker calls it on every frame of a batch before [`prefetch`] reads any: a frame
+/// the kernel copied into the UMEM a while ago is often out of the cache and its page
+/// out of the TLB, and these misses then overlap instead of stalling one by one.
+#[inline]
+pub fn prefetch_frame(frame: &[u8]) {
+    if let Some(b) = frame.first() {
+        crate::sys::prefetch(b);
+    }
+}
+
+#[inline]
+fn prefetch_connection(frame: &[u8], t: &Tables) {
     let Some(h) = frame.get(..ETH_LEN + 24) else {
         return;
     };
@@ -175,7 +191,7 @@ pub fn prefetch(frame: &[u8], t: &Tables) {
         vip: ip(30),
         vport: port(36),
     };
-    crate::sys::prefetch(t.conns.home(&key));
+    crate::sys::prefetch_head(t.conns.home(&key), xdpvs_sched::conn::HOT_BYTES);
 }
 
 #[inline]
@@ -333,7 +349,7 @@ fn ipv4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
         Err(Miss::Stateless(dest, mac)) => (None, dest, mac),
     };
     if let Some(idx) = idx {
-        t.conns.seen(idx, now, flow.ip_len, flow.tcp_flags);
+        t.conns.seen(idx, now, flow.tcp_flags);
     } else {
         t.stats.stateless.inc();
     }

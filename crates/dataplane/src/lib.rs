@@ -35,6 +35,6 @@ pub mod limits {
 pub use config::{
     Config, DestStatus, Draining, Limits, Options, Services, SlotBook, SlotCheckpoint,
 };
-pub use engine::{prefetch, process, process_steered, Tables, Verdict};
+pub use engine::{prefetch, prefetch_frame, process, process_steered, Tables, Verdict};
 pub use stats::{DropReason, WorkerStats};
 pub use xdpvs_sched::Time;

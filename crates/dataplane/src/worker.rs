@@ -7,15 +7,22 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::config::Services;
 use crate::device::{Device, DeviceStats};
-use crate::engine::{prefetch, process_steered, Tables, Verdict};
+use crate::engine::{prefetch, prefetch_frame, process_steered, Tables, Verdict};
 use crate::stats::Counter;
 use crate::Time;
 use xdpvs_sched::conn::Listed;
 
 /// Frames taken from the RX ring per loop.
 pub const BATCH: usize = 64;
-/// Target time for one full sweep of the connection table.
+/// Target time for one full sweep of the connection table, for tables of up to
+/// `sweep_rate` slots.
 const SWEEP_NANOS: u64 = 1_000_000_000;
+/// Slots the expiry sweep examines per second at most, by default: larger tables take
+/// longer per sweep (16Mi slots: 8 s), so that the sweep never streams more than about
+/// 100 MB/s of table through the cache. (Measured on veth at 1M flows, 2Mi slots a
+/// second and 256Ki a second forwarded alike: docs/BENCHMARKS.md.)
+pub const DEFAULT_SWEEP_RATE: u64 = 2 << 20;
+
 /// Empty polls before an adaptive worker sleeps in poll(2).
 const SPIN_BEFORE_WAIT: u32 = 20_000;
 
@@ -30,6 +37,9 @@ pub enum Control {
     Timeouts(xdpvs_sched::tcp::Timeouts),
     /// Copy a piece of the connection table (ipvsadm `-c`).
     List(ListRequest),
+    /// Poll this way from now on (the director re-decides `--poll auto` as the placement
+    /// of the interface's RX processing changes).
+    Idle(IdlePolicy),
 }
 
 /// Slots of the connection table one [`Control::List`] examines at most: a bounded piece
@@ -72,6 +82,10 @@ pub enum IdlePolicy {
     /// (threaded NAPI), which otherwise waits for the scheduler to preempt the spinning
     /// worker.
     Yield,
+    /// Chosen by the director from where the interface's RX processing runs: `yield`
+    /// when it may run on the worker's core, else `adaptive` (re-decided every second).
+    /// A worker told `auto` itself polls as `adaptive`.
+    Auto,
 }
 
 /// Counters of the loop itself.
@@ -140,7 +154,9 @@ pub struct Worker<D: Device> {
     tx: Vec<D::Frame>,
     done: Vec<D::Frame>,
     sweep_debt: u64,
+    sweep_rate: u64,
     last: Option<Time>,
+    idle: IdlePolicy,
 }
 
 impl<D: Device> std::fmt::Debug for Worker<D> {
@@ -170,8 +186,16 @@ impl<D: Device> Worker<D> {
             tx: Vec::with_capacity(BATCH),
             done: Vec::with_capacity(BATCH),
             sweep_debt: 0,
+            sweep_rate: DEFAULT_SWEEP_RATE,
             last: None,
+            idle: IdlePolicy::Adaptive,
         }
+    }
+
+    /// Lets the expiry sweep examine at most `slots_per_sec` slots a second (at least one
+    /// full sweep a second for tables of up to that many slots).
+    pub fn set_sweep_rate(&mut self, slots_per_sec: u64) {
+        self.sweep_rate = slots_per_sec.max(1);
     }
 
     /// The loop's counters.
@@ -205,6 +229,7 @@ impl<D: Device> Worker<D> {
                     let _ = self.retired.send(old);
                 }
                 Ok(Control::Timeouts(t)) => self.tables.conns_mut().set_timeouts(t),
+                Ok(Control::Idle(p)) => self.idle = p,
                 Ok(Control::List(mut req)) => {
                     let now = self.last.unwrap_or_default();
                     let next = self
@@ -228,18 +253,26 @@ impl<D: Device> Worker<D> {
         }
     }
 
-    /// One pass: recycle, receive a batch, process it, transmit, sweep. Returns the number
+    /// One pass: recycle, receive a batch, prefetch, kick, process it, transmit, sweep.
+    /// Returns the number
     /// of frames received.
     pub fn poll(&mut self, now: Time) -> usize {
         self.dev.housekeeping();
         debug_assert!(self.rx.is_empty() && self.tx.is_empty() && self.done.is_empty());
         self.dev.receive(&mut self.rx, BATCH);
         let n = self.rx.len();
+        // Two passes before processing: the frames' headers, then (reading them) the
+        // connections' slots, so that the misses of a batch overlap; then the kick that
+        // sends the previous batch, so that they complete while the kernel transmits.
+        for f in &self.rx {
+            prefetch_frame(self.dev.frame(f));
+        }
+        for f in &self.rx {
+            prefetch(self.dev.frame(f), &self.tables);
+        }
+        self.dev.kick();
         if n > 0 {
             self.stats.batches.inc();
-            for f in &self.rx {
-                prefetch(self.dev.frame(f), &self.tables);
-            }
             for mut f in self.rx.drain(..) {
                 match process_steered(self.dev.frame_mut(&mut f), &mut self.tables, now) {
                     Verdict::Tx | Verdict::Reply => self.tx.push(f),
@@ -260,12 +293,13 @@ impl<D: Device> Worker<D> {
         n
     }
 
-    /// Expiry, paced so that one full sweep of the table takes about a second.
+    /// Expiry, paced so that one full sweep of the table takes about a second, or
+    /// `slots / sweep_rate` seconds when that is longer.
     fn sweep(&mut self, now: Time) {
         let last = *self.last.get_or_insert(now);
         let dt = now.as_nanos().saturating_sub(last.as_nanos());
         self.last = Some(now);
-        let slots = self.tables.conns().slot_count() as u64;
+        let slots = (self.tables.conns().slot_count() as u64).min(self.sweep_rate);
         self.sweep_debt = self
             .sweep_debt
             .saturating_add((u128::from(dt) * u128::from(slots) / u128::from(SWEEP_NANOS)) as u64);
@@ -290,8 +324,15 @@ impl<D: Device> Worker<D> {
         }
     }
 
-    /// Runs until `stop` is set or the control plane goes away, reading time from `clock`.
+    /// How the worker polls now.
+    pub fn idle_policy(&self) -> IdlePolicy {
+        self.idle
+    }
+
+    /// Runs until `stop` is set or the control plane goes away, reading time from `clock`,
+    /// polling as `idle` until told otherwise ([`Control::Idle`]).
     pub fn run(&mut self, clock: impl Fn() -> Time, stop: &AtomicBool, idle: IdlePolicy) {
+        self.idle = idle;
         let mut empty = 0u32;
         let mut next_publish = 0u64;
         while !stop.load(Relaxed) {
@@ -308,9 +349,11 @@ impl<D: Device> Worker<D> {
                 continue;
             }
             empty = empty.saturating_add(1);
-            if idle == IdlePolicy::Yield {
+            if self.idle == IdlePolicy::Yield {
                 std::thread::yield_now();
-            } else if idle == IdlePolicy::Adaptive && empty >= SPIN_BEFORE_WAIT {
+            } else if matches!(self.idle, IdlePolicy::Adaptive | IdlePolicy::Auto)
+                && empty >= SPIN_BEFORE_WAIT
+            {
                 self.stats.idle_waits.inc();
                 self.dev.wait(10);
             }

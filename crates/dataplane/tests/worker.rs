@@ -175,6 +175,47 @@ fn the_sweep_expires_idle_connections_over_time() {
 }
 
 #[test]
+fn a_slow_sweep_rate_spreads_the_sweep_over_more_time() {
+    let mut r = rig(&config(&[1], 80));
+    // 1024 entries → 2048 slots; at 256 slots a second a full sweep takes 8 s.
+    r.w.set_sweep_rate(256);
+    for c in 1..=20 {
+        r.w.device_mut().inject(&syn(c, 80));
+    }
+    // A poll a second, as an idle worker's loop does many times over.
+    for s in 1..62 {
+        r.w.poll(Time::from_secs(s));
+    }
+    assert_eq!(r.w.tables().conns().len(), 20);
+    for s in 62..66 {
+        r.w.poll(Time::from_secs(s));
+    }
+    // Four seconds after expiry only about half the slots were examined.
+    let left = r.w.tables().conns().len();
+    assert!(
+        left > 0,
+        "a sweep of 2048 slots at 256/s is not over in 4 s"
+    );
+    for s in 66..72 {
+        r.w.poll(Time::from_secs(s));
+    }
+    assert_eq!(r.w.tables().conns().len(), 0);
+}
+
+#[test]
+fn the_poll_policy_follows_the_control_plane() {
+    let mut r = rig(&config(&[1], 80));
+    let stop = AtomicBool::new(true);
+    r.w.run(|| Time::ZERO, &stop, IdlePolicy::Adaptive);
+    assert_eq!(r.w.idle_policy(), IdlePolicy::Adaptive);
+    r.ctrl
+        .send(Control::Idle(IdlePolicy::Yield))
+        .expect("worker");
+    assert!(r.w.control());
+    assert_eq!(r.w.idle_policy(), IdlePolicy::Yield);
+}
+
+#[test]
 fn run_stops_on_flag_or_when_control_goes_away() {
     let mut r = rig(&config(&[1], 80));
     let stop = AtomicBool::new(true);

@@ -7,6 +7,7 @@
 //!   control plane that applies changes all or nothing.
 //! - [`health`]: real servers' health checks (keepalived's TCP_CHECK and HTTP_GET).
 //! - [`neighbours`]: real servers' MACs from the kernel's neighbour table.
+//! - [`placement`]: where the interface's RX processing runs, for `--poll auto`.
 //! - [`options`]: what `xdpvs run` is told; [`run`]: the director's life — set up,
 //!   serve, stop, tear down.
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod keepalived;
 pub mod metrics;
 pub mod neighbours;
 pub mod options;
+pub mod placement;
 pub mod run;
 pub mod setup;
 pub mod workers;

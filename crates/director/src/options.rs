@@ -22,14 +22,22 @@ pub struct RunOptions {
     /// AF_XDP bind: auto (zero-copy, else copy), zerocopy, copy.
     #[arg(long, value_enum, default_value_t = CopyMode::Auto)]
     pub bind: CopyMode,
-    /// Worker polling: busy (spin always), adaptive (spin under traffic, sleep in
-    /// poll(2) after a long idle spell) or yield (spin, yielding the core after each
-    /// empty poll: for a worker sharing its core with its interface's NAPI thread).
-    #[arg(long, value_enum, default_value_t = IdlePolicy::Adaptive)]
+    /// Worker polling: auto (yield where the interface's RX processing may run on the
+    /// worker's core, else adaptive; re-read every second), busy (spin always), adaptive
+    /// (spin under traffic, sleep in poll(2) after a long idle spell) or yield (spin,
+    /// yielding the core after each empty poll).
+    #[arg(long, value_enum, default_value_t = IdlePolicy::Auto)]
     pub poll: IdlePolicy,
     /// Connection-table entries per worker (48 bytes of table per 3/4 entry).
     #[arg(long, default_value_t = 1 << 20)]
     pub conn_capacity: usize,
+    /// Connection-table slots each worker's expiry sweep examines per second at most:
+    /// one full sweep a second for tables of up to that many slots, slots/rate seconds for
+    /// larger ones (default 262144: the default table is swept every 8 s). An idle
+    /// connection leaves `-Lnc` and the connection counts up to one sweep late; a higher
+    /// rate costs forwarding speed on big tables.
+    #[arg(long, default_value_t = xdpvs_dataplane::worker::DEFAULT_SWEEP_RATE, value_name = "SLOTS")]
+    pub sweep_rate: u64,
     /// Preferred busy polling: each worker runs its queue's RX processing (NAPI) itself,
     /// spinning up to this many microseconds per poll (0 = off; the kernel's softirq or
     /// NAPI thread does it). Pair with the interface's `napi_defer_hard_irqs` and

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
+use xdpvs_dataplane::worker::IdlePolicy;
 use xdpvs_dataplane::{Config, Limits, Options, Services, Tables};
 use xdpvs_sched::tcp::Timeouts;
 
@@ -110,6 +111,25 @@ pub fn run(
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut workers = Workers::new();
     let mut worker_cores = Vec::new();
+    let placed: Vec<Option<usize>> = (0..ifc.queues)
+        .map(|q| {
+            opts.cores
+                .get(q as usize)
+                .copied()
+                .or_else(|| cores.get(q as usize % cores.len().max(1)).map(|c| c.id))
+        })
+        .collect();
+    // `--poll auto`: decided per worker from where the interface's RX processing runs,
+    // now and again every second.
+    let mut auto = (opts.poll == IdlePolicy::Auto)
+        .then(|| crate::placement::AutoPoll::new(&ifc.name, placed.clone()));
+    let mut policies = vec![opts.poll; placed.len()];
+    if let Some(a) = auto.as_mut() {
+        for (i, p, why) in a.recheck(Instant::now()) {
+            policies[i] = p;
+            info!("queue {i}: {} polling: {why}", policy_name(p));
+        }
+    }
     for q in 0..ifc.queues {
         let dev = setup::socket(&ifc, q, opts, &steering)?;
         let tables = Tables::new(
@@ -119,20 +139,19 @@ pub fn run(
             workers::random_seed()?,
         )
         .map_err(WorkerError::from)?;
-        let core = opts
-            .cores
-            .get(q as usize)
-            .copied()
-            .or_else(|| cores.get(q as usize % cores.len().max(1)).map(|c| c.id));
+        let core = placed[q as usize];
         worker_cores.extend(core);
         let zero_copy = dev.is_zero_copy();
-        workers.spawn(q, dev, tables, core, opts.poll)?;
+        let huge = dev.has_huge_pages();
+        let poll = policies[q as usize];
+        workers.spawn(q, dev, tables, core, poll, opts.sweep_rate)?;
         info!(
-            "queue {q}: AF_XDP socket bound in {} mode, worker on core {}, {} polling",
+            "queue {q}: AF_XDP socket bound in {} mode (UMEM in {}), worker on core {}, {} polling{}",
             if zero_copy { "zero-copy" } else { "copy" },
+            if huge { "huge pages" } else { "4 KiB pages: reserve huge pages (vm.nr_hugepages) to save a TLB miss per frame" },
             core.map_or("any".to_string(), |c| c.to_string()),
-            clap::ValueEnum::to_possible_value(&opts.poll)
-                .map_or_else(String::new, |v| v.get_name().to_string())
+            policy_name(poll),
+            if auto.is_some() { " (auto)" } else { "" }
         );
     }
     let capacity = limits.conn_capacity * workers.len();
@@ -192,6 +211,7 @@ pub fn run(
                         },
                         stop,
                         source.as_ref(),
+                        auto.as_mut(),
                     )
                 }
                 (Err(e), _, _) => Some(RunError::Neighbours(e)),
@@ -230,6 +250,7 @@ fn serve(
     aside: &Aside<'_>,
     stop: &AtomicBool,
     source: Option<&Source<'_>>,
+    mut auto: Option<&mut crate::placement::AutoPoll>,
 ) -> Option<RunError> {
     let checker = aside.checker;
     // The checker is told the checks after every change applied (and only then).
@@ -328,6 +349,12 @@ fn serve(
             reload(plane, src);
             learn = true;
         }
+        if let Some(a) = auto.as_deref_mut() {
+            for (i, p, why) in a.recheck(now) {
+                info!("queue {i}: now {} polling: {why}", policy_name(p));
+                plane.dataplane().workers.set_idle(i, p);
+            }
+        }
         if let Some(i) = plane.dataplane().workers.first_dead() {
             error!("worker {i} stopped unexpectedly");
             return Some(RunError::WorkerDied(i));
@@ -374,6 +401,11 @@ fn report_conflicts(
 struct Aside<'a> {
     checker: &'a Checker,
     scrapes: &'a crossbeam_channel::Receiver<Scrape>,
+}
+
+/// A polling policy as `--poll` spells it.
+fn policy_name(p: IdlePolicy) -> String {
+    clap::ValueEnum::to_possible_value(&p).map_or_else(String::new, |v| v.get_name().to_string())
 }
 
 /// Tells systemd (when it started us with `Type=notify`) that the director is ready.

@@ -108,9 +108,11 @@ impl Workers {
         tables: Tables,
         core: Option<usize>,
         poll: IdlePolicy,
+        sweep_rate: u64,
     ) -> Result<(), WorkerError> {
         let (ctrl, crx) = unbounded();
         let mut w = Worker::new(dev, tables, crx, self.retired_tx.clone());
+        w.set_sweep_rate(sweep_rate);
         let (loop_stats, loads, stats) = (
             Arc::clone(w.loop_stats()),
             Arc::clone(w.tables().conns().loads()),
@@ -149,6 +151,13 @@ impl Workers {
             thread,
         });
         Ok(())
+    }
+
+    /// Tells worker `i` to poll as `p` from now on.
+    pub fn set_idle(&self, i: usize, p: IdlePolicy) {
+        if let Some(w) = self.list.get(i) {
+            let _ = w.ctrl.send(Control::Idle(p));
+        }
     }
 
     /// How many there are.

@@ -46,8 +46,8 @@ fn insert_lookup_state_and_loads() {
             inactive: 1
         }
     );
-    assert_eq!(t.seen(i, now, 60, Some(SYN)), State::SynRecv);
-    assert_eq!(t.seen(i, now, 60, Some(ACK)), State::Established);
+    assert_eq!(t.seen(i, now, Some(SYN)), State::SynRecv);
+    assert_eq!(t.seen(i, now, Some(ACK)), State::Established);
     assert_eq!(
         t.load(D0),
         Load {
@@ -56,9 +56,9 @@ fn insert_lookup_state_and_loads() {
         }
     );
     let i = t.lookup(&key(1, 1000), now).expect("present");
-    assert_eq!(t.entry(i).packets(), 2);
-    assert_eq!(t.entry(i).bytes(), 120);
-    assert_eq!(t.seen(i, now, 60, Some(FIN | ACK)), State::FinWait);
+    assert_eq!(t.entry(i).state(), State::Established);
+    assert_eq!(t.entry(i).last_seen(), now);
+    assert_eq!(t.seen(i, now, Some(FIN | ACK)), State::FinWait);
     assert_eq!(
         t.load(D0),
         Load {
@@ -77,7 +77,7 @@ fn expiry_follows_state_timeouts() {
     let i = t
         .insert(&key(1, 1), D0, State::None, Time::ZERO, None)
         .expect("room");
-    t.seen(i, Time::ZERO, 60, Some(SYN)); // SYN_RECV: 60 s
+    t.seen(i, Time::ZERO, Some(SYN)); // SYN_RECV: 60 s
     assert!(t.lookup(&key(1, 1), Time::from_secs(60)).is_some());
     assert!(t.lookup(&key(1, 1), Time::from_secs(121)).is_none());
     assert_eq!(t.len(), 0, "an expired entry met by a lookup is removed");
@@ -136,8 +136,8 @@ fn templates_live_while_they_control_connections() {
         .insert(&k, D1, State::None, Time::ZERO, Some(tpl))
         .expect("room");
     assert!(t.entry(c).is_persistent());
-    t.seen(c, Time::ZERO, 60, Some(SYN)); // SYN_RECV: lives 60 s
-                                          // Another client of the same /24 finds the template.
+    t.seen(c, Time::ZERO, Some(SYN)); // SYN_RECV: lives 60 s
+                                      // Another client of the same /24 finds the template.
     let other = key(99, 1);
     let found = t
         .lookup_template(&other, 24, Time::from_secs(10))
@@ -148,7 +148,7 @@ fn templates_live_while_they_control_connections() {
         .lookup(&k, Time::from_secs(50))
         .expect("SYN_RECV still alive");
     assert_eq!(
-        t.seen(c, Time::from_secs(50), 60, Some(ACK)),
+        t.seen(c, Time::from_secs(50), Some(ACK)),
         State::Established
     );
     assert!(t
@@ -271,7 +271,7 @@ proptest! {
                             let (_, _, d, _) = model[&k];
                             prop_assert_eq!(e.dest(), d);
                             // UDP refresh; TCP segment with ACK keeps SYN_RECV -> ESTABLISHED
-                            let st = t.seen(i, Time::from_secs(now), 64, if tcp { Some(ACK) } else { None });
+                            let st = t.seen(i, Time::from_secs(now), if tcp { Some(ACK) } else { None });
                             let to = timeouts.get(st).as_secs();
                             model.insert(k, (now, to, d, st));
                         }
@@ -282,7 +282,7 @@ proptest! {
                             let evictions = t.evictions();
                             match t.insert(&k, d, st, Time::from_secs(now), None) {
                                 Ok(i) => {
-                                    let st = t.seen(i, Time::from_secs(now), 64, flags);
+                                    let st = t.seen(i, Time::from_secs(now), flags);
                                     if full {
                                         prop_assert_eq!(t.evictions(), evictions + 1);
                                         let present: std::collections::HashSet<ConnKey> = t.iter().map(|e| e.key()).collect();
@@ -336,8 +336,8 @@ fn a_late_sweep_dates_template_release_from_the_connection_expiry() {
     let c = t
         .insert(&k, D1, State::Udp, Time::ZERO, Some(tpl))
         .expect("room");
-    t.seen(c, Time::ZERO, 60, None); // UDP: expires at 300 s
-                                     // The sweep only comes round at 1000 s: the template ended at 300 + 30 s.
+    t.seen(c, Time::ZERO, None); // UDP: expires at 300 s
+                                 // The sweep only comes round at 1000 s: the template ended at 300 + 30 s.
     let slots = t.slot_count();
     t.expire(Time::from_secs(1000), slots);
     assert!(t.lookup_template(&k, 32, Time::from_secs(1000)).is_none());
