@@ -1315,7 +1315,8 @@ pub fn run(opts: Options) -> Result<Report> {
         if opts.callgrind && flows <= 1_000_000 {
             b.progress
                 .show(&format!("scaling: {flows} flows: callgrind"));
-            point.instructions_per_packet = crate::callgrind(&b.exe, flows, &b.logs).ok();
+            point.cache = crate::callgrind(&b.exe, flows, &b.logs).ok();
+            point.instructions_per_packet = point.cache.map(|c| c.instructions);
         }
         report.scaling.push(point);
     }
@@ -1481,7 +1482,7 @@ pub fn table(r: &Report) -> String {
         let _ = writeln!(s, "\nScaling with connection-table occupancy");
         let _ = writeln!(
             s,
-            "  {:>9} {:>10} {:>11} {:>11} {:>7} {:>7} {:>9} {:>10} {:>8}",
+            "  {:>9} {:>10} {:>11} {:>11} {:>7} {:>7} {:>9} {:>22} {:>8}",
             "flows",
             "in table",
             "xdpvs kpps",
@@ -1489,14 +1490,14 @@ pub fn table(r: &Report) -> String {
             "/lean",
             "/1flow",
             "ns/pkt",
-            "instr/pkt",
+            "instr (D1/LL miss)/pkt",
             "RSS"
         );
         let one = r.scaling.first().map_or(0.0, |p| p.xdpvs_pps);
         for p in &r.scaling {
             let _ = writeln!(
                 s,
-                "  {:>9} {:>10} {:>11.0} {:>11.0} {:>7.2} {:>7.2} {:>9.1} {:>10} {:>8}",
+                "  {:>9} {:>10} {:>11.0} {:>11.0} {:>7.2} {:>7.2} {:>9.1} {:>22} {:>8}",
                 p.flows,
                 p.occupancy,
                 p.xdpvs_pps / 1e3,
@@ -1504,8 +1505,10 @@ pub fn table(r: &Report) -> String {
                 ratio(p.xdpvs_pps, p.floor_pps),
                 ratio(p.xdpvs_pps, one),
                 p.ns_per_packet,
-                p.instructions_per_packet
-                    .map_or("-".to_string(), |i| format!("{i:.0}")),
+                p.cache.map_or("-".to_string(), |c| format!(
+                    "{:.0} ({:.1}/{:.1})",
+                    c.instructions, c.d1_misses, c.ll_misses
+                )),
                 format!("{} MiB", p.director_rss_bytes >> 20)
             );
         }

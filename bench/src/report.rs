@@ -154,6 +154,9 @@ pub struct ScalingPoint {
     pub ns_per_packet: f64,
     /// Pure pipeline, instructions per packet (callgrind).
     pub instructions_per_packet: Option<f64>,
+    /// Pure pipeline, simulated cache misses per packet (callgrind --cache-sim).
+    #[serde(default)]
+    pub cache: Option<crate::Callgrind>,
 }
 
 /// What a forwarder spends per delivered packet at maximum rate, one flow: system calls
