@@ -177,31 +177,6 @@ pub fn parse_callgrind(text: &str, packets: u64) -> Result<Callgrind> {
     })
 }
 
-#[cfg(test)]
-mod callgrind_tests {
-    use super::*;
-
-    #[test]
-    fn counts_per_packet_come_from_the_events_and_summary_lines() {
-        let text = "version: 1\nevents: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw\n\
-                    fn=(1) x\n0 1 2 3\nsummary: 4000 1000 500 10 200 100 4 60 20\n";
-        let c = parse_callgrind(text, 10).expect("parsed");
-        assert_eq!(
-            c,
-            Callgrind {
-                instructions: 400.0,
-                d1_misses: 30.0,
-                ll_misses: 8.0
-            }
-        );
-        // Without the cache simulation: instructions only.
-        let c = parse_callgrind("events: Ir\nsummary: 90\n", 3).expect("parsed");
-        assert_eq!(c.instructions, 30.0);
-        assert_eq!(c.d1_misses, 0.0);
-        assert!(parse_callgrind("nothing here", 1).is_err());
-    }
-}
-
 /// Renders `perf.data` as a flame graph SVG (`perf script` + inferno).
 pub fn flamegraph(perf_data: &Path, svg: &Path) -> Result<()> {
     let script = Command::new("perf")
@@ -285,4 +260,29 @@ pub fn established(flows: u32, capacity: usize) -> (Tables, Vec<Vec<u8>>) {
         acks.push(ack);
     }
     (t, acks)
+}
+
+#[cfg(test)]
+mod callgrind_tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_packet_come_from_the_events_and_summary_lines() {
+        let text = "version: 1\nevents: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw\n\
+                    fn=(1) x\n0 1 2 3\nsummary: 4000 1000 500 10 200 100 4 60 20\n";
+        let c = parse_callgrind(text, 10).expect("parsed");
+        assert_eq!(
+            c,
+            Callgrind {
+                instructions: 400.0,
+                d1_misses: 30.0,
+                ll_misses: 8.0
+            }
+        );
+        // Without the cache simulation: instructions only.
+        let c = parse_callgrind("events: Ir\nsummary: 90\n", 3).expect("parsed");
+        assert_eq!(c.instructions, 30.0);
+        assert_eq!(c.d1_misses, 0.0);
+        assert!(parse_callgrind("nothing here", 1).is_err());
+    }
 }
