@@ -5,11 +5,15 @@
 //!   VIPs: every other address is left to the kernel.
 //! - [`gratuitous`] builds the announcement sent when a VIP is added and at start.
 //! - [`request`] and [`parse`] let the director resolve real servers' MACs itself.
+//! - [`ndp`]: the same for IPv6 (neighbour solicitations for VIPs answered in place,
+//!   unsolicited advertisements).
 //!
 //! Replies, malformed and truncated frames are never answered.
 #![forbid(unsafe_code)]
 
 use std::net::Ipv4Addr;
+
+pub mod ndp;
 
 use etherparse::{
     ArpEthIpv4Packet, ArpHardwareId, ArpOperation, ArpPacketSlice, EtherType, Ethernet2Header,

@@ -7,6 +7,8 @@
 //! - [`device`]: the [`device::Device`] trait (move-only frame tokens) and the in-memory
 //!   device; [`worker`]: the loop generic over it.
 //! - [`limits`]: the limits shared with the XDP program (`bpf/limits.h`).
+//! - [`ipv6`]: IPv6 frames parsed (extension headers, fragments); not yet used by the
+//!   engine.
 //!
 //! The AF_XDP shell, with the `afxdp` feature (default; needs clang and libelf):
 //! `sys::xsk` (the AF_XDP device) and [`xdp`] (the steering program).
@@ -21,6 +23,7 @@ pub mod device;
 pub mod engine;
 pub mod frag;
 pub mod icmp;
+pub mod ipv6;
 pub mod stats;
 pub mod sys;
 pub mod worker;

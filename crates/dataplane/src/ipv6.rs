@@ -1,0 +1,220 @@
+//! IPv6 frames to a VIP, parsed: the first piece of IPv6 support (issue 13). Not yet
+//! called by [`crate::process`]: the XDP program does not steer IPv6 to the sockets yet,
+//! so every IPv6 frame still goes to the kernel.
+//!
+//! [`parse`] reads an Ethernet frame carrying IPv6 with etherparse's slices (zero-copy),
+//! walks the extension headers that may precede the transport header (hop-by-hop,
+//! routing, destination options, fragment, authentication), and returns what the engine
+//! schedules and forwards by: the 5-tuple and TCP flags of a TCP or UDP packet or first
+//! fragment, the fragment key of a later fragment, or the ICMPv6 message.
+//! [`echo_reply_in_place`] answers an echo request to a VIP where it lies.
+
+use std::net::Ipv6Addr;
+
+use etherparse::{Ipv6ExtensionSlice, Ipv6Slice};
+use xdpvs_sched::Protocol;
+
+/// Length of an Ethernet header without VLAN tag.
+const ETH_LEN: usize = 14;
+/// EtherType of IPv6.
+const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
+
+/// A fragment's identity: later fragments carry no ports, and follow their first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FragKey6 {
+    /// Source address.
+    pub src: Ipv6Addr,
+    /// Destination address.
+    pub dst: Ipv6Addr,
+    /// The fragment header's identification.
+    pub id: u32,
+}
+
+/// A TCP or UDP packet (or a datagram's first fragment) to schedule or to look up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow6 {
+    /// TCP or UDP.
+    pub proto: Protocol,
+    /// Client address.
+    pub src: Ipv6Addr,
+    /// Destination (a VIP if it is ours).
+    pub dst: Ipv6Addr,
+    /// Client port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// TCP flags (byte 13 of the TCP header).
+    pub tcp_flags: Option<u8>,
+    /// The IPv6 packet's length (header, extensions and payload), as IPVS counts bytes.
+    pub ip_len: usize,
+    /// Set for a first fragment: the key its later fragments will carry.
+    pub first_fragment: Option<FragKey6>,
+}
+
+/// What an IPv6 frame is, for the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inbound6 {
+    /// A TCP or UDP packet, or the first fragment of a datagram.
+    Flow(Flow6),
+    /// A later fragment: no transport header; it follows its first fragment.
+    Later {
+        /// Its datagram.
+        key: FragKey6,
+        /// The IPv6 packet's length.
+        ip_len: usize,
+    },
+    /// An ICMPv6 message (neighbour discovery, echo, errors).
+    Icmp {
+        /// Source.
+        src: Ipv6Addr,
+        /// Destination.
+        dst: Ipv6Addr,
+        /// The ICMPv6 type.
+        icmp_type: u8,
+    },
+    /// Another upper-layer protocol (SCTP, ESP, ...): not ours to balance.
+    Other,
+}
+
+/// Why an IPv6 frame could not be parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error6 {
+    /// Not IPv6 (another EtherType, a VLAN tag, shorter than an Ethernet header).
+    NotIpv6,
+    /// The IPv6 header is cut short, not version 6, or its payload length runs past the
+    /// frame.
+    BadHeader,
+    /// An extension header is cut short or malformed.
+    BadExtension,
+    /// A TCP or UDP header (of an unfragmented packet or a first fragment) is cut short.
+    Truncated,
+}
+
+fn addr(b: [u8; 16]) -> Ipv6Addr {
+    Ipv6Addr::from(b)
+}
+
+/// Parses an Ethernet frame carrying IPv6.
+pub fn parse(frame: &[u8]) -> Result<Inbound6, Error6> {
+    if frame.len() < ETH_LEN || frame[12..14] != ETHERTYPE_IPV6 {
+        return Err(Error6::NotIpv6);
+    }
+    let ip = Ipv6Slice::from_slice(&frame[ETH_LEN..]).map_err(|e| {
+        use etherparse::err::{ipv6::SliceError, Layer};
+        match e {
+            SliceError::Exts(_) => Error6::BadExtension,
+            SliceError::Len(l) if !matches!(l.layer, Layer::Ipv6Header | Layer::Ipv6Packet) => {
+                Error6::BadExtension
+            }
+            _ => Error6::BadHeader,
+        }
+    })?;
+    let h = ip.header();
+    let (src, dst) = (addr(h.source()), addr(h.destination()));
+    let ip_len = 40 + usize::from(h.payload_length());
+    let mut fragment = None;
+    for ext in ip.extensions().clone() {
+        if let Ipv6ExtensionSlice::Fragment(f) = ext {
+            fragment = Some((
+                f.identification(),
+                f.fragment_offset().value(),
+                f.more_fragments(),
+            ));
+        }
+    }
+    let payload = ip.payload();
+    let key = |id| FragKey6 { src, dst, id };
+    // A fragment header with offset 0 and no more fragments is an atomic fragment: a
+    // whole packet (RFC 6946).
+    let first_fragment = match fragment {
+        Some((id, 0, true)) => Some(key(id)),
+        Some((id, offset, _)) if offset > 0 => {
+            return Ok(Inbound6::Later {
+                key: key(id),
+                ip_len,
+            })
+        }
+        _ => None,
+    };
+    let body = payload.payload;
+    let proto = match payload.ip_number {
+        etherparse::IpNumber::TCP => Protocol::Tcp,
+        etherparse::IpNumber::UDP => Protocol::Udp,
+        etherparse::IpNumber::IPV6_ICMP => {
+            return match body.first() {
+                Some(&icmp_type) => Ok(Inbound6::Icmp {
+                    src,
+                    dst,
+                    icmp_type,
+                }),
+                None => Err(Error6::Truncated),
+            }
+        }
+        _ => return Ok(Inbound6::Other),
+    };
+    let need = if proto == Protocol::Tcp { 20 } else { 8 };
+    if body.len() < need {
+        return Err(Error6::Truncated);
+    }
+    let port = |o: usize| u16::from_be_bytes([body[o], body[o + 1]]);
+    Ok(Inbound6::Flow(Flow6 {
+        proto,
+        src,
+        dst,
+        sport: port(0),
+        dport: port(2),
+        tcp_flags: (proto == Protocol::Tcp).then(|| body[13]),
+        ip_len,
+        first_fragment,
+    }))
+}
+
+/// ICMPv6 types of an echo request and reply.
+const ECHO_REQUEST: u8 = 128;
+const ECHO_REPLY: u8 = 129;
+
+/// If `frame` is an ICMPv6 echo request (directly after the IPv6 header) to an address
+/// `is_vip`, with a valid checksum, turns it in place into the echo reply from that
+/// address: MACs and addresses swapped, hop limit 64, type 129, checksum updated (the
+/// pseudo-header's sum does not change when source and destination swap). Returns the
+/// VIP, or `None` with the frame untouched.
+pub fn echo_reply_in_place(
+    frame: &mut [u8],
+    is_vip: impl FnOnce(&Ipv6Addr) -> bool,
+) -> Option<Ipv6Addr> {
+    let Ok(Inbound6::Icmp {
+        src,
+        dst,
+        icmp_type: ECHO_REQUEST,
+    }) = parse(frame)
+    else {
+        return None;
+    };
+    const IP: usize = ETH_LEN;
+    const ICMP: usize = ETH_LEN + 40;
+    // Extension headers before an echo request: leave it to the kernel.
+    if frame[IP + 6] != 58 || !is_vip(&dst) {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([frame[IP + 4], frame[IP + 5]]));
+    let msg = frame.get(ICMP..ICMP + len)?;
+    let slice = etherparse::Icmpv6Slice::from_slice(msg).ok()?;
+    if msg[1] != 0 || !slice.is_checksum_valid(src.octets(), dst.octets()) {
+        return None;
+    }
+    let (a, b) = frame.split_at_mut(6);
+    a.swap_with_slice(&mut b[..6]);
+    frame[IP + 7] = 64;
+    frame[IP + 8..IP + 24].copy_from_slice(&dst.octets());
+    frame[IP + 24..IP + 40].copy_from_slice(&src.octets());
+    frame[ICMP] = ECHO_REPLY;
+    // Type 128 -> 129 adds 0x0100 to the sum: the checksum (its complement) loses it.
+    let old = u16::from_be_bytes([frame[ICMP + 2], frame[ICMP + 3]]);
+    let sum = u32::from(!old) + 0x0100;
+    let folded = ((sum & 0xffff) + (sum >> 16)) as u16;
+    frame[ICMP + 2..ICMP + 4].copy_from_slice(&(!folded).to_be_bytes());
+    Some(dst)
+}
+
+#[cfg(test)]
+mod tests;
