@@ -642,28 +642,21 @@ impl Bench {
     }
 
     fn trial(&mut self, flows: u32, rate: u64, dur: Duration) -> Result<Trial> {
-        self.trial_of(flows, rate, dur, None)
+        self.trial_of(flows, rate, dur, false)
     }
 
     /// A maximum-rate trial in which every frame is the SYN of a new TCP connection.
     fn opening_trial(&mut self, dur: Duration) -> Result<Trial> {
-        self.trial_of(NEW_CONN_FLOWS, 0, dur, Some(Proto::Tcp))
+        self.trial_of(NEW_CONN_FLOWS, 0, dur, true)
     }
 
-    fn trial_of(
-        &mut self,
-        flows: u32,
-        rate: u64,
-        dur: Duration,
-        opening: Option<Proto>,
-    ) -> Result<Trial> {
+    fn trial_of(&mut self, flows: u32, rate: u64, dur: Duration, opening: bool) -> Result<Trial> {
         check_stop()?;
         self.sink.ask("reset")?;
         let before = cpu_times();
-        let g = match opening {
-            None => self.generate(flows, rate, 0, dur, false)?,
-            Some(p) => self.generate_as(p, flows, rate, 0, dur, true)?,
-        };
+        // Opening trials send TCP SYNs whatever the run's protocol.
+        let proto = if opening { Proto::Tcp } else { self.opts.proto };
+        let g = self.generate_as(proto, flows, rate, 0, dur, opening)?;
         let cpu = cpu_shares(&before, &cpu_times());
         // Frames still in flight arrive within microseconds; leave a margin.
         std::thread::sleep(Duration::from_millis(30));

@@ -18,9 +18,9 @@ use std::net::Ipv6Addr;
 use crate::Mac;
 
 /// EtherType of IPv6.
-const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
+pub const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
 /// IPv6 next header of ICMPv6.
-const ICMPV6: u8 = 58;
+pub const ICMPV6: u8 = 58;
 /// ICMPv6 type of a neighbour solicitation.
 const NEIGHBOR_SOLICITATION: u8 = 135;
 /// ICMPv6 type of a neighbour advertisement.

@@ -149,17 +149,6 @@ fn count(s: &WorkerStats, len: usize, v: Verdict, pass: &crate::stats::Counter) 
 
 const ETH_LEN: usize = 14;
 
-/// Starts loading the connection-table slot `frame` will need, without waiting for it.
-///
-/// A worker with a batch of frames calls this on every frame of the batch, then
-/// [`process`] on each: the table's cache misses then overlap instead of queueing. It
-/// reads the 5-tuple at fixed offsets (IPv4 without options) and validates nothing: a
-/// wrong guess costs one useless prefetch, never a wrong verdict.
-#[inline]
-pub fn prefetch(frame: &[u8], t: &Tables) {
-    prefetch_connection(frame, t);
-}
-
 /// Hints the CPU to bring a received frame's headers (its first 64 bytes) into the cache.
 /// A worker calls it on every frame of a batch before [`prefetch`] reads any: a frame
 /// the kernel copied into the UMEM a while ago is often out of the cache and its page
@@ -171,8 +160,14 @@ pub fn prefetch_frame(frame: &[u8]) {
     }
 }
 
+/// Starts loading the connection-table slot `frame` will need, without waiting for it.
+///
+/// A worker with a batch of frames calls this on every frame of the batch, then
+/// [`process`] on each: the table's cache misses then overlap instead of queueing. It
+/// reads the 5-tuple at fixed offsets (IPv4 without options) and validates nothing: a
+/// wrong guess costs one useless prefetch, never a wrong verdict.
 #[inline]
-fn prefetch_connection(frame: &[u8], t: &Tables) {
+pub fn prefetch(frame: &[u8], t: &Tables) {
     let Some(h) = frame.get(..ETH_LEN + 24) else {
         return;
     };

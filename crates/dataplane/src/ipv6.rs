@@ -12,12 +12,11 @@
 use std::net::Ipv6Addr;
 
 use etherparse::{Ipv6ExtensionSlice, Ipv6Slice};
+use xdpvs_arp::ndp::{icmpv6_checksum, ETHERTYPE_IPV6, ICMPV6};
 use xdpvs_sched::Protocol;
 
 /// Length of an Ethernet header without VLAN tag.
 const ETH_LEN: usize = 14;
-/// EtherType of IPv6.
-const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
 
 /// A fragment's identity: later fragments carry no ports, and follow their first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -90,10 +89,6 @@ pub enum Error6 {
     Truncated,
 }
 
-fn addr(b: [u8; 16]) -> Ipv6Addr {
-    Ipv6Addr::from(b)
-}
-
 /// Parses an Ethernet frame carrying IPv6.
 pub fn parse(frame: &[u8]) -> Result<Inbound6, Error6> {
     if frame.len() < ETH_LEN || frame[12..14] != ETHERTYPE_IPV6 {
@@ -110,7 +105,7 @@ pub fn parse(frame: &[u8]) -> Result<Inbound6, Error6> {
         }
     })?;
     let h = ip.header();
-    let (src, dst) = (addr(h.source()), addr(h.destination()));
+    let (src, dst) = (Ipv6Addr::from(h.source()), Ipv6Addr::from(h.destination()));
     let ip_len = 40 + usize::from(h.payload_length());
     let mut fragment = None;
     for ext in ip.extensions().clone() {
@@ -175,9 +170,8 @@ const ECHO_REPLY: u8 = 129;
 
 /// If `frame` is an ICMPv6 echo request (directly after the IPv6 header) to an address
 /// `is_vip`, with a valid checksum, turns it in place into the echo reply from that
-/// address: MACs and addresses swapped, hop limit 64, type 129, checksum updated (the
-/// pseudo-header's sum does not change when source and destination swap). Returns the
-/// VIP, or `None` with the frame untouched.
+/// address: MACs and addresses swapped, hop limit 64, type 129, checksum recomputed.
+/// Returns the VIP, or `None` with the frame untouched.
 pub fn echo_reply_in_place(
     frame: &mut [u8],
     is_vip: impl FnOnce(&Ipv6Addr) -> bool,
@@ -193,13 +187,13 @@ pub fn echo_reply_in_place(
     const IP: usize = ETH_LEN;
     const ICMP: usize = ETH_LEN + 40;
     // Extension headers before an echo request: leave it to the kernel.
-    if frame[IP + 6] != 58 || !is_vip(&dst) {
+    if frame[IP + 6] != ICMPV6 || !is_vip(&dst) {
         return None;
     }
     let len = usize::from(u16::from_be_bytes([frame[IP + 4], frame[IP + 5]]));
     let msg = frame.get(ICMP..ICMP + len)?;
-    let slice = etherparse::Icmpv6Slice::from_slice(msg).ok()?;
-    if msg[1] != 0 || !slice.is_checksum_valid(src.octets(), dst.octets()) {
+    // Echo header: type, code, checksum, identifier, sequence.
+    if msg.len() < 8 || msg[1] != 0 || icmpv6_checksum(&src, &dst, msg) != 0 {
         return None;
     }
     let (a, b) = frame.split_at_mut(6);
@@ -208,11 +202,9 @@ pub fn echo_reply_in_place(
     frame[IP + 8..IP + 24].copy_from_slice(&dst.octets());
     frame[IP + 24..IP + 40].copy_from_slice(&src.octets());
     frame[ICMP] = ECHO_REPLY;
-    // Type 128 -> 129 adds 0x0100 to the sum: the checksum (its complement) loses it.
-    let old = u16::from_be_bytes([frame[ICMP + 2], frame[ICMP + 3]]);
-    let sum = u32::from(!old) + 0x0100;
-    let folded = ((sum & 0xffff) + (sum >> 16)) as u16;
-    frame[ICMP + 2..ICMP + 4].copy_from_slice(&(!folded).to_be_bytes());
+    frame[ICMP + 2..ICMP + 4].fill(0);
+    let sum = icmpv6_checksum(&dst, &src, &frame[ICMP..ICMP + len]);
+    frame[ICMP + 2..ICMP + 4].copy_from_slice(&sum.to_be_bytes());
     Some(dst)
 }
 

@@ -254,8 +254,7 @@ impl<D: Device> Worker<D> {
     }
 
     /// One pass: recycle, receive a batch, prefetch, kick, process it, transmit, sweep.
-    /// Returns the number
-    /// of frames received.
+    /// Returns the number of frames received.
     pub fn poll(&mut self, now: Time) -> usize {
         self.dev.housekeeping();
         debug_assert!(self.rx.is_empty() && self.tx.is_empty() && self.done.is_empty());

@@ -110,7 +110,6 @@ pub fn run(
         .map_err(ControlError::from)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut workers = Workers::new();
-    let mut worker_cores = Vec::new();
     let placed: Vec<Option<usize>> = (0..ifc.queues)
         .map(|q| {
             opts.cores
@@ -140,7 +139,6 @@ pub fn run(
         )
         .map_err(WorkerError::from)?;
         let core = placed[q as usize];
-        worker_cores.extend(core);
         let zero_copy = dev.is_zero_copy();
         let huge = dev.has_huge_pages();
         let poll = policies[q as usize];
@@ -188,7 +186,7 @@ pub fn run(
             }
             let aside = checker_core(
                 &cores.iter().map(|c| c.id).collect::<Vec<_>>(),
-                &worker_cores,
+                &placed.iter().flatten().copied().collect::<Vec<_>>(),
             );
             let (scrape_tx, scrapes) = crossbeam_channel::unbounded();
             let metrics = opts

@@ -222,9 +222,8 @@ impl XskDevice {
             CopyMode::Copy => &[(BindFlags::XDP_COPY, "copy")],
         };
         let mut last = None;
+        let huge = cfg.huge_pages && huge_pages_free() * HUGE_PAGE >= frames.get() as u64 * 2048;
         for &(flag, name) in tries {
-            let huge =
-                cfg.huge_pages && huge_pages_free() * HUGE_PAGE >= frames.get() as u64 * 2048;
             let (umem, descs, huge) = match Umem::new(umem_cfg, frames, huge) {
                 Ok((u, d)) => (u, d, huge),
                 Err(_) if huge => Umem::new(umem_cfg, frames, false)
