@@ -8,7 +8,11 @@
  * - IPv4 TCP/UDP fragments to a VIP (no ports to match on) -> AF_XDP socket (they follow
  *   their first fragment)
  * - ICMP to a VIP (echo, errors about connections)        -> AF_XDP socket
- * - everything else (the director's own address, other ports, IPv6...) -> kernel
+ * - IPv6 TCP/UDP to a configured (VIP, port, protocol), through the extension headers
+ *   that may precede them; IPv6 fragments to a VIP; ICMPv6 to a VIP -> AF_XDP socket
+ * - neighbour solicitations and advertisements whose target is an IPv6 VIP (sent to
+ *   its solicited-node multicast address or unicast)   -> AF_XDP socket
+ * - everything else (the director's own addresses, other ports...) -> kernel
  *
  * bpf_redirect_map() falls back to XDP_PASS when no socket is bound to the queue.
  * The maps are filled by xdpvs at run time: adding a service needs no reload.
@@ -17,6 +21,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -25,6 +30,17 @@
 /* Keys are in network byte order, as they appear in the frame. */
 struct service_key {
 	__u32 vip;
+	__u16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct vip6_key {
+	__u8 addr[16];
+};
+
+struct service6_key {
+	__u8 vip[16];
 	__u16 port;
 	__u8 proto;
 	__u8 pad;
@@ -50,6 +66,20 @@ struct {
 	__type(key, struct service_key);
 	__type(value, __u8);
 } services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XDPVS_MAX_VIPS);
+	__type(key, struct vip6_key);
+	__type(value, __u8);
+} vips6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XDPVS_MAX_SERVICES);
+	__type(key, struct service6_key);
+	__type(value, __u8);
+} services6 SEC(".maps");
 
 /* From linux/if_arp.h, which pulls in libc headers unusable for the BPF target. */
 #define ARPHRD_ETHER 1
@@ -126,6 +156,80 @@ static __always_inline int classify_ipv4(void *l3, void *end)
 	return STEER;
 }
 
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH 51
+#define NEXTHDR_DEST 60
+#define NEXTHDR_ICMPV6 58
+#define ND_SOLICIT 135
+#define ND_ADVERT 136
+/* Extension headers walked before giving up (to the kernel). */
+#define MAX_EXTS 4
+
+static __always_inline int classify_ipv6(void *l3, void *end)
+{
+	struct ipv6hdr *ip = l3;
+	struct service6_key key = {};
+	void *p = ip + 1;
+	__u8 next;
+	__u16 *ports;
+	int i;
+
+	if ((void *)(ip + 1) > end)
+		return PASS;
+	next = ip->nexthdr;
+	/* Neighbour discovery for a VIP: its target, not its destination, says. */
+	if (next == NEXTHDR_ICMPV6) {
+		__u8 *icmp = p;
+
+		if ((void *)(icmp + 1) > end)
+			return PASS;
+		if (icmp[0] == ND_SOLICIT || icmp[0] == ND_ADVERT) {
+			if ((void *)(icmp + 24) > end)
+				return PASS;
+			return bpf_map_lookup_elem(&vips6, icmp + 8) ? STEER : PASS;
+		}
+	}
+	if (!bpf_map_lookup_elem(&vips6, &ip->daddr))
+		return PASS;
+#pragma unroll
+	for (i = 0; i < MAX_EXTS; i++) {
+		__u8 *ext = p;
+
+		if (next != NEXTHDR_HOP && next != NEXTHDR_ROUTING && next != NEXTHDR_DEST &&
+		    next != NEXTHDR_FRAGMENT && next != NEXTHDR_AUTH)
+			break;
+		if ((void *)(ext + 8) > end)
+			return PASS;
+		if (next == NEXTHDR_FRAGMENT) {
+			/* A later fragment has no ports: it follows its first. */
+			if ((ext[2] << 8 | ext[3]) & 0xfff8)
+				return STEER;
+			p = ext + 8;
+		} else if (next == NEXTHDR_AUTH) {
+			p = ext + ((__u32)ext[1] + 2) * 4;
+		} else {
+			p = ext + ((__u32)ext[1] + 1) * 8;
+		}
+		next = ext[0];
+	}
+	/* ICMPv6 to a VIP: echo answered, errors sent to their connection's real server. */
+	if (next == NEXTHDR_ICMPV6)
+		return STEER;
+	if (next != IPPROTO_TCP && next != IPPROTO_UDP)
+		return PASS;
+	ports = p;
+	if ((void *)(ports + 2) > end)
+		return PASS;
+	__builtin_memcpy(key.vip, &ip->daddr, sizeof(key.vip));
+	key.port = ports[1];
+	key.proto = next;
+	if (!bpf_map_lookup_elem(&services6, &key))
+		return PASS;
+	return STEER;
+}
+
 /* Whether the director handles this frame (STEER) or the kernel does (PASS). */
 static __always_inline int classify(struct xdp_md *ctx)
 {
@@ -139,6 +243,8 @@ static __always_inline int classify(struct xdp_md *ctx)
 		return classify_arp(eth + 1, end);
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
 		return classify_ipv4(eth + 1, end);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return classify_ipv6(eth + 1, end);
 	return PASS;
 }
 

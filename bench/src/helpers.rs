@@ -306,7 +306,7 @@ fn steered_socket(iface: &str, busy_poll: Option<BusyPoll>) -> Result<(Steering,
         .into_iter()
         .map(|proto| ServiceKey {
             proto,
-            vip: crate::VIP,
+            vip: crate::VIP.into(),
             port: crate::PORT,
         })
         .collect();

@@ -212,14 +212,14 @@ pub fn config(sched: SchedKind, reals: u8) -> Config {
     let mut s = ServiceSpec::new(
         ServiceKey {
             proto: Protocol::Tcp,
-            vip: VIP,
+            vip: VIP.into(),
             port: 80,
         },
         sched,
     );
     s.reals = (1..=reals)
         .map(|i| RealSpec {
-            addr: Ipv4Addr::new(198, 18, 0, 10 + i),
+            addr: Ipv4Addr::new(198, 18, 0, 10 + i).into(),
             weight: 1,
             mac: Some([2, 0, 0, 0, 1, i]),
         })

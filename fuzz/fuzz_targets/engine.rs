@@ -1,10 +1,11 @@
 //! The packet engine over arbitrary frames, with a small configuration decoded from the
 //! input: `process()` never panics, a frame it does not transmit is unchanged, a
-//! forwarded frame changes only in its two MACs and goes to a configured real server;
-//! the IPv6 parser over the same bytes never panics.
+//! forwarded frame changes only in its two MACs and goes to a configured real server.
+//! Services are IPv4 or IPv6 (2001:2::100.., real servers 2001:2::11..); the IPv6 parser
+//! over the raw input never panics either.
 #![no_main]
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use libfuzzer_sys::fuzz_target;
 use xdpvs_dataplane::{process, Config, Limits, Options, Services, Tables, Time, Verdict};
@@ -35,8 +36,8 @@ impl Input<'_> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    // The IPv6 parser (not yet behind `process`) over the same bytes: never panics, and
-    // a flow it reports lies within the frame.
+    // The IPv6 parser over the raw input: never panics, and a flow it reports lies
+    // within the frame.
     if let Ok(xdpvs_dataplane::ipv6::Inbound6::Flow(f)) = xdpvs_dataplane::ipv6::parse(data) {
         assert!(14 + f.ip_len <= data.len());
     }
@@ -50,9 +51,17 @@ fuzz_target!(|data: &[u8]| {
     let mut services = Vec::new();
     for s in 0..(inp.byte() % 3 + 1) {
         let b = inp.byte();
+        let v6 = inp.byte() & 1 != 0;
+        let addr = |last: u8| -> IpAddr {
+            if v6 {
+                Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, u16::from(last)).into()
+            } else {
+                Ipv4Addr::new(198, 18, 0, last).into()
+            }
+        };
         let key = ServiceKey {
             proto: if b & 1 == 0 { Protocol::Tcp } else { Protocol::Udp },
-            vip: Ipv4Addr::new(198, 18, 0, 100 + s),
+            vip: addr(100 + s),
             port: if b & 2 == 0 { 80 } else { 53 },
         };
         if services.iter().any(|x: &ServiceSpec| x.key == key) {
@@ -61,16 +70,17 @@ fuzz_target!(|data: &[u8]| {
         let sched = SchedKind::ALL[usize::from(b >> 2) % SchedKind::ALL.len()];
         let mut spec = ServiceSpec::new(key, sched);
         if b & 0x80 != 0 {
-            spec.persistence = Persistence::new(
-                std::time::Duration::from_secs(60),
-                Ipv4Addr::new(255, 255, 255, 0),
-            )
-            .ok();
+            let t = std::time::Duration::from_secs(60);
+            spec.persistence = if v6 {
+                Persistence::with_prefix(t, 64).ok()
+            } else {
+                Persistence::new(t, Ipv4Addr::new(255, 255, 255, 0)).ok()
+            };
         }
         for r in 0..(inp.byte() % 4) {
             let w = inp.byte();
             spec.reals.push(RealSpec {
-                addr: Ipv4Addr::new(198, 18, 0, 11 + r),
+                addr: addr(11 + r),
                 weight: u16::from(w % 4),
                 mac: (w & 0x80 == 0).then(|| mac(11 + r)),
             });

@@ -289,6 +289,54 @@ pub fn advertise_in_place(
     Outcome::Advertised(ns.target)
 }
 
+/// A neighbour solicitation from `asker` (at `asker_mac`) for `target`, to the target's
+/// solicited-node multicast address, with a source link-layer address option: what a
+/// host sends to resolve an address (for tests, tools and probes; not the packet path).
+pub fn solicitation(asker_mac: Mac, asker: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let dst = solicited_node(target);
+    let mut msg = vec![NEIGHBOR_SOLICITATION, 0, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&target.octets());
+    msg.extend_from_slice(&[OPT_SOURCE_LLADDR, 1]);
+    msg.extend_from_slice(&asker_mac);
+    let sum = icmpv6_checksum(&asker, &dst, &msg);
+    msg[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut f = Vec::with_capacity(14 + 40 + msg.len());
+    f.extend_from_slice(&multicast_mac(dst));
+    f.extend_from_slice(&asker_mac);
+    f.extend_from_slice(&ETHERTYPE_IPV6);
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[ICMPV6, 255]);
+    f.extend_from_slice(&asker.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&msg);
+    f
+}
+
+/// Defends `vip` against another host's duplicate address probe (a solicitation from
+/// the unspecified address, [`Outcome::Defend`]): rewrites the probe in place into the
+/// advertisement to all nodes, override flag set, solicited flag clear (RFC 4861
+/// §7.2.4), with our MAC in a target link-layer address option when the frame has room
+/// for it (an 86-byte frame; a probe without options has 78, and the advertisement alone
+/// already makes the prober's detection fail). Returns false, the frame untouched, when
+/// it is shorter than an advertisement.
+pub fn defend_in_place(frame: &mut [u8], vip: Ipv6Addr, our_mac: Mac) -> bool {
+    if frame.len() < field::OPTIONS {
+        return false;
+    }
+    let with_tlla = frame.len() >= ADVERTISEMENT_LEN;
+    write_advertisement(
+        frame,
+        vip,
+        our_mac,
+        multicast_mac(ALL_NODES),
+        ALL_NODES,
+        FLAG_OVERRIDE,
+        with_tlla,
+    );
+    true
+}
+
 /// The unsolicited advertisement of `vip` at `our_mac` to all nodes (override flag set,
 /// solicited flag clear, our MAC in a target link-layer address option): sent when a VIP
 /// is added, and to defend it against duplicate address detection.

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 use xdpvs_director::control::proto::{
     CheckSpec, ConnRow, Counters, OnFailure, Probe, Rates, Table, TimeoutSet,
 };
-use xdpvs_sched::Protocol;
+use xdpvs_sched::model::addr_port;
+use xdpvs_sched::{Persistence, Protocol, ServiceKey};
 
 /// Which `-L` listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,19 @@ fn counters(out: &mut String, c: &Counters, exact: bool) {
     }
 }
 
+/// The persistence mask as ipvsadm prints it (after ` mask ` or ` -M `): a dotted
+/// netmask for IPv4, a prefix length for IPv6; `None` at the default (per client
+/// address: /32 or /128).
+fn mask_word(key: &ServiceKey, p: &Persistence) -> Option<String> {
+    if p.prefix_len == key.max_prefix() {
+        None
+    } else if key.is_ipv6() {
+        Some(p.prefix_len.to_string())
+    } else {
+        Some(p.netmask().to_string())
+    }
+}
+
 /// ipvsadm's `-L -n` layouts (with the version line when listing the whole table).
 pub fn format_list(table: &Table, header: bool, kind: ListKind, exact: bool) -> String {
     let mut out = String::new();
@@ -80,7 +94,11 @@ pub fn format_list(table: &Table, header: bool, kind: ListKind, exact: bool) -> 
         ),
     };
     for s in &table.services {
-        let name = format!("{}  {}:{}", s.key.proto, s.key.vip, s.key.port);
+        let name = format!(
+            "{:<4} {}",
+            s.key.proto.name(),
+            addr_port(s.key.vip, s.key.port)
+        );
         match kind {
             ListKind::Stats => {
                 let _ = write!(out, "{name:<33}");
@@ -97,15 +115,15 @@ pub fn format_list(table: &Table, header: bool, kind: ListKind, exact: bool) -> 
                 let _ = write!(out, "{name} {}", s.scheduler);
                 if let Some(p) = s.persistence {
                     let _ = write!(out, " persistent {}", p.timeout.as_secs());
-                    if p.prefix_len != 32 {
-                        let _ = write!(out, " mask {}", p.netmask());
+                    if let Some(m) = mask_word(&s.key, &p) {
+                        let _ = write!(out, " mask {m}");
                     }
                 }
             }
         }
         out.push('\n');
         for r in &s.reals {
-            let dest = format!("{}:{}", r.addr, s.key.port);
+            let dest = addr_port(r.addr, s.key.port);
             let _ = match kind {
                 ListKind::Plain => write!(
                     out,
@@ -163,12 +181,12 @@ pub fn format_rules(table: &Table) -> String {
             Protocol::Tcp => "-t",
             Protocol::Udp => "-u",
         };
-        let svc = format!("{flag} {}:{}", s.key.vip, s.key.port);
+        let svc = format!("{flag} {}", addr_port(s.key.vip, s.key.port));
         let _ = write!(out, "-A {svc} -s {}", s.scheduler);
         if let Some(p) = s.persistence {
             let _ = write!(out, " -p {}", p.timeout.as_secs());
-            if p.prefix_len != 32 {
-                let _ = write!(out, " -M {}", p.netmask());
+            if let Some(m) = mask_word(&s.key, &p) {
+                let _ = write!(out, " -M {m}");
             }
         }
         if let Some(a) = s.sorry {
@@ -178,8 +196,9 @@ pub fn format_rules(table: &Table) -> String {
         for r in s.reals.iter().filter(|r| !r.sorry) {
             let _ = write!(
                 out,
-                "-a {svc} -r {}:{} -g -w {}",
-                r.addr, s.key.port, r.weight
+                "-a {svc} -r {} -g -w {}",
+                addr_port(r.addr, s.key.port),
+                r.weight
             );
             if let Some(c) = &r.check {
                 out.push_str(&check_options(c));
@@ -324,7 +343,12 @@ pub fn json_table(table: &Table) -> String {
                 "scheduler": s.scheduler.to_string(),
                 "persistent": s.persistence.map(|p| json!({
                     "timeout": p.timeout.as_secs(),
-                    "netmask": p.netmask().to_string(),
+                    "netmask": if s.key.is_ipv6() {
+                        p.prefix_len.to_string()
+                    } else {
+                        p.netmask().to_string()
+                    },
+                    "prefix_len": p.prefix_len,
                 })),
                 "sorry_server": s.sorry.map(|a| a.to_string()),
                 "stats": json_counters(&s.stats),

@@ -7,7 +7,7 @@
 //! scheduler to wlc and turns persistence off unless given; `-e` sets weight 1 unless
 //! `-w` says otherwise) and the same output layouts.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::Args;
@@ -26,29 +26,29 @@ pub const MAX_TIMEOUT: u32 = 86400 * 31;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RealAddr {
     /// Address.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// Port, if given (it must be the virtual port: DR cannot map ports).
     pub port: Option<u16>,
 }
 
-fn parse_service_addr(s: &str) -> Result<SocketAddrV4, String> {
-    s.parse::<SocketAddrV4>().map_err(|_| {
-        format!("illegal virtual server address[:port] '{s}': use an IPv4 address and a port, e.g. 198.18.0.100:80")
+fn parse_service_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>().map_err(|_| {
+        format!("illegal virtual server address[:port] '{s}': use an address and a port, e.g. 198.18.0.100:80 or [2001:2::100]:80")
     })
 }
 
 fn parse_real(s: &str) -> Result<RealAddr, String> {
-    if let Ok(a) = s.parse::<SocketAddrV4>() {
+    if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(RealAddr {
-            addr: *a.ip(),
+            addr: a.ip(),
             port: Some(a.port()),
         });
     }
-    s.parse::<Ipv4Addr>()
+    s.parse::<IpAddr>()
         .map(|addr| RealAddr { addr, port: None })
         .map_err(|_| {
             format!(
-                "illegal real server address[:port] '{s}': use an IPv4 address, e.g. 198.18.0.11"
+                "illegal real server address[:port] '{s}': use an address, e.g. 198.18.0.11, 2001:2::11 or [2001:2::11]:80"
             )
         })
 }
@@ -87,16 +87,39 @@ fn parse_set_timeout(s: &str) -> Result<u32, String> {
     parse_timeout(s, 0)
 }
 
-/// `-M`: a dotted netmask (255.255.255.0) or a prefix length (24).
-fn parse_netmask(s: &str) -> Result<Ipv4Addr, String> {
+/// Refuses a real (or sorry) server of the other address family than the service's, as
+/// IPVS does for direct routing.
+fn same_family(key: &ServiceKey, addr: IpAddr) -> Result<(), UsageError> {
+    if addr.is_ipv6() == key.is_ipv6() {
+        Ok(())
+    } else {
+        Err(ConfigError::FamilyMismatch {
+            service: *key,
+            real: addr,
+        }
+        .into())
+    }
+}
+
+/// `-M` as given: a dotted netmask or a prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Netmask {
+    /// `255.255.255.0` (IPv4 services).
+    Dotted(Ipv4Addr),
+    /// `24` (IPv4) or `64` (IPv6: ipvsadm takes only a prefix length there).
+    Prefix(u8),
+}
+
+/// `-M`: a dotted netmask (255.255.255.0) or a prefix length (24, or 64 for IPv6).
+fn parse_netmask(s: &str) -> Result<Netmask, String> {
     if let Ok(m) = s.parse::<Ipv4Addr>() {
-        return Ok(m);
+        return Ok(Netmask::Dotted(m));
     }
     s.parse::<u8>()
         .ok()
-        .filter(|&p| p <= 32)
-        .map(|p| Ipv4Addr::from(xdpvs_sched::model::prefix_mask(p)))
-        .ok_or_else(|| format!("illegal virtual server persistent mask '{s}': use a netmask like 255.255.255.0 or a prefix length like 24"))
+        .filter(|&p| p <= 128)
+        .map(Netmask::Prefix)
+        .ok_or_else(|| format!("illegal virtual server persistent mask '{s}': use a netmask like 255.255.255.0 or a prefix length like 24 (IPv4) or 64 (IPv6)"))
 }
 
 /// ipvsadm-style options (given without a subcommand).
@@ -142,10 +165,10 @@ pub struct IpvsArgs {
     pub set: Option<Vec<u32>>,
     /// TCP service VIP:PORT.
     #[arg(short = 't', long = "tcp-service", value_name = "VIP:PORT", value_parser = parse_service_addr)]
-    pub tcp: Option<SocketAddrV4>,
+    pub tcp: Option<SocketAddr>,
     /// UDP service VIP:PORT.
     #[arg(short = 'u', long = "udp-service", value_name = "VIP:PORT", value_parser = parse_service_addr)]
-    pub udp: Option<SocketAddrV4>,
+    pub udp: Option<SocketAddr>,
     /// Scheduler: rr, wrr, lc, wlc (default), sh, mh.
     #[arg(short = 's', long = "scheduler", value_parser = parse_scheduler)]
     pub scheduler: Option<SchedKind>,
@@ -153,9 +176,10 @@ pub struct IpvsArgs {
     /// 2678400).
     #[arg(short = 'p', long = "persistent", value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "300", value_parser = parse_persistence_timeout)]
     pub persistent: Option<u32>,
-    /// Persistence granularity: a netmask or a prefix length (default 255.255.255.255).
+    /// Persistence granularity: a netmask or a prefix length (default 255.255.255.255;
+    /// for IPv6 a prefix length, default 128).
     #[arg(short = 'M', long = "netmask", value_parser = parse_netmask)]
-    pub netmask: Option<Ipv4Addr>,
+    pub netmask: Option<Netmask>,
     /// Real server address RIP[:PORT].
     #[arg(short = 'r', long = "real-server", value_name = "RIP[:PORT]", value_parser = parse_real)]
     pub real: Option<RealAddr>,
@@ -502,7 +526,7 @@ pub enum UsageError {
     TwoServices,
     /// Port 0.
     #[error("Zero port specified for service {0}: all-ports services are not supported; give the service's port")]
-    ZeroPort(SocketAddrV4),
+    ZeroPort(SocketAddr),
     /// `-r RIP:PORT` with another port than the service's.
     #[error("real server port {real} differs from the virtual port {virt}: direct routing cannot map ports (the real server must serve on {virt})")]
     PortMapping {
@@ -512,6 +536,8 @@ pub enum UsageError {
         virt: u16,
     },
     /// `-M` without `-p`.
+    #[error("illegal ipv6 netmask specified: an IPv6 service's -M is a prefix length from 1 to 128, e.g. -M 64")]
+    Ipv6Netmask,
     #[error("-M (netmask) only applies to a persistent service: add -p")]
     NetmaskWithoutPersistence,
     /// Bad persistence.
@@ -639,7 +665,7 @@ impl IpvsArgs {
                 self.ipv6,
                 "-6",
                 "IPv6 firewall-mark services",
-                "xdpvs serves IPv4 services only",
+                "give an IPv6 service as -t/-u [VIP]:PORT",
             ),
             (
                 self.sctp.is_some(),
@@ -771,23 +797,32 @@ impl IpvsArgs {
         }
         Ok(ServiceKey {
             proto,
-            vip: *a.ip(),
+            vip: a.ip(),
             port: a.port(),
         })
     }
 
-    fn persistence(&self) -> Result<Option<Persistence>, UsageError> {
-        match (self.persistent, self.netmask) {
-            (None, None) => Ok(None),
-            (None, Some(_)) => Err(UsageError::NetmaskWithoutPersistence),
-            (Some(t), m) => Ok(Some(Persistence::new(
-                Duration::from_secs(u64::from(t)),
-                m.unwrap_or(Ipv4Addr::BROADCAST),
-            )?)),
-        }
+    fn persistence(&self, key: &ServiceKey) -> Result<Option<Persistence>, UsageError> {
+        let t = match (self.persistent, self.netmask) {
+            (None, None) => return Ok(None),
+            (None, Some(_)) => return Err(UsageError::NetmaskWithoutPersistence),
+            (Some(t), _) => Duration::from_secs(u64::from(t)),
+        };
+        let p = match (key.is_ipv6(), self.netmask) {
+            (false, None) => Persistence::new(t, Ipv4Addr::BROADCAST)?,
+            (false, Some(Netmask::Dotted(m))) => Persistence::new(t, m)?,
+            (false, Some(Netmask::Prefix(p))) if p <= 32 => {
+                Persistence::new(t, Ipv4Addr::from(xdpvs_sched::model::prefix_mask(p)))?
+            }
+            (false, Some(Netmask::Prefix(p))) => return Err(ConfigError::BadPrefix(p).into()),
+            (true, None) => Persistence::with_prefix(t, 128)?,
+            (true, Some(Netmask::Prefix(p))) => Persistence::with_prefix(t, p)?,
+            (true, Some(Netmask::Dotted(_))) => return Err(UsageError::Ipv6Netmask),
+        };
+        Ok(Some(p))
     }
 
-    fn real(&self, key: &ServiceKey) -> Result<Ipv4Addr, UsageError> {
+    fn real(&self, key: &ServiceKey) -> Result<IpAddr, UsageError> {
         let r = self.real.ok_or(UsageError::Missing {
             option: Opt::Server.name(),
             command: "this",
@@ -798,6 +833,7 @@ impl IpvsArgs {
                 virt: key.port,
             });
         }
+        same_family(key, r.addr)?;
         Ok(r.addr)
     }
 
@@ -847,7 +883,7 @@ impl IpvsArgs {
     }
 
     /// The sorry server of `-A`/`-E`.
-    fn sorry(&self, key: &ServiceKey) -> Result<Option<Ipv4Addr>, UsageError> {
+    fn sorry(&self, key: &ServiceKey) -> Result<Option<IpAddr>, UsageError> {
         match self.sorry_server {
             None => Ok(None),
             Some(r) => match r.port.filter(|&p| p != key.port) {
@@ -855,7 +891,10 @@ impl IpvsArgs {
                     real: p,
                     virt: key.port,
                 }),
-                None => Ok(Some(r.addr)),
+                None => {
+                    same_family(key, r.addr)?;
+                    Ok(Some(r.addr))
+                }
             },
         }
     }
@@ -882,7 +921,7 @@ impl IpvsArgs {
             Cmd::AddService | Cmd::EditService => {
                 let key = self.service()?;
                 let (scheduler, persistence) =
-                    (self.scheduler.unwrap_or_default(), self.persistence()?);
+                    (self.scheduler.unwrap_or_default(), self.persistence(&key)?);
                 let sorry = self.sorry(&key)?;
                 change(if cmd == Cmd::AddService {
                     Request::AddService {

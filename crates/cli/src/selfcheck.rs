@@ -46,7 +46,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     let key = ServiceKey {
         proto: Protocol::Tcp,
-        vip: VIP,
+        vip: VIP.into(),
         port: 80,
     };
     let mut svc = ServiceSpec::new(key, args.scheduler);
@@ -55,7 +55,7 @@ pub fn run(args: &Args) -> Result<()> {
         .iter()
         .enumerate()
         .map(|(i, &w)| RealSpec {
-            addr: Ipv4Addr::new(198, 18, 0, 11 + i as u8),
+            addr: Ipv4Addr::new(198, 18, 0, 11 + i as u8).into(),
             weight: w,
             mac: Some(real_mac(i)),
         })

@@ -12,11 +12,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use xdpvs_sched::conn::{ConnTable, DestRef, Loads};
 use xdpvs_sched::{
-    AnyScheduler, ConfigError, DestView, Load, Mac, Persistence, ServiceKey, ServiceSpec,
+    AnyScheduler, ConfigError, DestView, Load, Mac, Persistence, Protocol, ServiceKey, ServiceSpec,
 };
 
 /// Behaviour switches, named after the IPVS sysctls they mirror.
@@ -103,8 +103,8 @@ struct SlotInfo {
 /// A real server as a service sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Real {
-    /// Address.
-    pub addr: Ipv4Addr,
+    /// Address (of its service's family).
+    pub addr: IpAddr,
     /// Configured weight (0 = quiescent).
     pub weight: u16,
     /// Its slot in the real-server table.
@@ -187,7 +187,7 @@ impl DestView for View<'_> {
     fn len(&self) -> usize {
         self.reals.len()
     }
-    fn addr(&self, i: usize) -> Ipv4Addr {
+    fn addr(&self, i: usize) -> IpAddr {
         self.reals[i].addr
     }
     #[inline]
@@ -207,9 +207,12 @@ pub struct Services {
     director_mac: Mac,
     options: Options,
     vips: Vec<Ipv4Addr>,
+    vips6: Vec<Ipv6Addr>,
     /// (packed key, service index), sorted by key: binary search beats hashing for the
-    /// handful of services a director has.
+    /// handful of services a director has. IPv4 services.
     index: Vec<(u64, u32)>,
+    /// Likewise for IPv6 services: ((VIP, protocol and port), index).
+    index6: Vec<((u128, u32), u32)>,
     pub(crate) services: Vec<Service>,
     dests: Box<[DestInfo]>,
     service_slots: Box<[SlotInfo]>,
@@ -230,14 +233,14 @@ pub struct Services {
 #[derive(Clone, Debug)]
 pub struct SlotBook {
     services: Book<ServiceKey>,
-    dests: Book<(ServiceKey, Ipv4Addr)>,
+    dests: Book<(ServiceKey, IpAddr)>,
 }
 
 /// The assignments of a [`SlotBook`] at one moment.
 #[derive(Clone, Debug)]
 pub struct SlotCheckpoint {
     services: HashMap<ServiceKey, (u32, u32)>,
-    dests: HashMap<(ServiceKey, Ipv4Addr), (u32, u32)>,
+    dests: HashMap<(ServiceKey, IpAddr), (u32, u32)>,
 }
 
 #[derive(Clone, Debug)]
@@ -397,21 +400,28 @@ impl Services {
         if total_reals > limits.max_dests {
             return Err(ConfigError::TooManyDests(limits.max_dests));
         }
-        let mut index = Vec::with_capacity(cfg.services.len());
+        let (mut index, mut index6) = (Vec::new(), Vec::new());
         for (i, s) in cfg.services.iter().enumerate() {
             s.validate()?;
-            index.push((pack(&s.key), i as u32));
+            match s.key.vip {
+                IpAddr::V4(vip) => index.push((pack(s.key.proto, vip, s.key.port), i as u32)),
+                IpAddr::V6(vip) => index6.push((pack6(s.key.proto, vip, s.key.port), i as u32)),
+            }
         }
         index.sort_unstable();
-        if let Some(w) = index.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(ConfigError::DuplicateService(
-                cfg.services[w[1].1 as usize].key,
-            ));
+        index6.sort_unstable();
+        let dup = index
+            .windows(2)
+            .find(|w| w[0].0 == w[1].0)
+            .map(|w| w[1].1)
+            .or_else(|| index6.windows(2).find(|w| w[0].0 == w[1].0).map(|w| w[1].1));
+        if let Some(i) = dup {
+            return Err(ConfigError::DuplicateService(cfg.services[i as usize].key));
         }
 
         let checkpoint = book.checkpoint();
         let svc_keys: Vec<ServiceKey> = cfg.services.iter().map(|s| s.key).collect();
-        let real_keys: Vec<(ServiceKey, Ipv4Addr)> = cfg
+        let real_keys: Vec<(ServiceKey, IpAddr)> = cfg
             .services
             .iter()
             .flat_map(|s| s.reals.iter().map(move |r| (s.key, r.addr)))
@@ -483,14 +493,24 @@ impl Services {
             d.mac = r.mac;
             d.weight = r.weight;
         }
-        let mut vips: Vec<Ipv4Addr> = cfg.services.iter().map(|s| s.key.vip).collect();
+        let (mut vips, mut vips6) = (Vec::new(), Vec::new());
+        for s in &cfg.services {
+            match s.key.vip {
+                IpAddr::V4(v) => vips.push(v),
+                IpAddr::V6(v) => vips6.push(v),
+            }
+        }
         vips.sort_unstable();
         vips.dedup();
+        vips6.sort_unstable();
+        vips6.dedup();
         Ok(Services {
             director_mac: cfg.director_mac,
             options: cfg.options,
             vips,
+            vips6,
             index,
+            index6,
             services,
             dests,
             service_slots: book.services.slots().into_boxed_slice(),
@@ -509,9 +529,28 @@ impl Services {
         self.options
     }
 
-    /// Every VIP served, sorted.
+    /// Every IPv4 VIP served, sorted.
     pub fn vips(&self) -> &[Ipv4Addr] {
         &self.vips
+    }
+
+    /// Every VIP served, IPv4 then IPv6.
+    pub fn all_vips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.vips
+            .iter()
+            .map(|&v| IpAddr::V4(v))
+            .chain(self.vips6.iter().map(|&v| IpAddr::V6(v)))
+    }
+
+    /// Every IPv6 VIP served, sorted.
+    pub fn vips6(&self) -> &[Ipv6Addr] {
+        &self.vips6
+    }
+
+    /// Whether `ip` is an IPv6 VIP of some service.
+    #[inline]
+    pub fn is_vip6(&self, ip: Ipv6Addr) -> bool {
+        self.vips6.contains(&ip)
     }
 
     /// Whether `ip` is a VIP of some service.
@@ -524,11 +563,30 @@ impl Services {
     /// The index of the service with this key.
     #[inline]
     pub fn find(&self, key: &ServiceKey) -> Option<usize> {
-        let k = pack(key);
+        match key.vip {
+            IpAddr::V4(vip) => self.find4(key.proto, vip, key.port),
+            IpAddr::V6(vip) => self.find6(key.proto, vip, key.port),
+        }
+    }
+
+    /// The index of the IPv4 service (`proto`, `vip`, `port`).
+    #[inline]
+    pub fn find4(&self, proto: Protocol, vip: Ipv4Addr, port: u16) -> Option<usize> {
+        let k = pack(proto, vip, port);
         self.index
             .binary_search_by_key(&k, |&(p, _)| p)
             .ok()
             .map(|i| self.index[i].1 as usize)
+    }
+
+    /// The index of the IPv6 service (`proto`, `vip`, `port`).
+    #[inline]
+    pub fn find6(&self, proto: Protocol, vip: Ipv6Addr, port: u16) -> Option<usize> {
+        let k = pack6(proto, vip, port);
+        self.index6
+            .binary_search_by_key(&k, |&(p, _)| p)
+            .ok()
+            .map(|i| self.index6[i].1 as usize)
     }
 
     /// The compiled services, in configuration order.
@@ -579,10 +637,19 @@ impl Services {
     }
 }
 
-/// A service key as one integer: protocol, VIP, port.
+/// An IPv4 service key as one integer: protocol, VIP, port.
 #[inline]
-fn pack(k: &ServiceKey) -> u64 {
-    (u64::from(k.proto.ip_number()) << 48) | (u64::from(u32::from(k.vip)) << 16) | u64::from(k.port)
+fn pack(proto: Protocol, vip: Ipv4Addr, port: u16) -> u64 {
+    (u64::from(proto.ip_number()) << 48) | (u64::from(u32::from(vip)) << 16) | u64::from(port)
+}
+
+/// An IPv6 service key as a pair: VIP, then protocol and port.
+#[inline]
+fn pack6(proto: Protocol, vip: Ipv6Addr, port: u16) -> (u128, u32) {
+    (
+        u128::from(vip),
+        (u32::from(proto.ip_number()) << 16) | u32::from(port),
+    )
 }
 
 fn changed<'a>(
@@ -605,14 +672,14 @@ mod tests {
     fn key(port: u16) -> ServiceKey {
         ServiceKey {
             proto: Protocol::Tcp,
-            vip: Ipv4Addr::new(198, 18, 0, 100),
+            vip: Ipv4Addr::new(198, 18, 0, 100).into(),
             port,
         }
     }
 
     fn real(last: u8) -> RealSpec {
         RealSpec {
-            addr: Ipv4Addr::new(198, 18, 0, last),
+            addr: Ipv4Addr::new(198, 18, 0, last).into(),
             weight: 1,
             mac: Some([2, 0, 0, 0, 1, last]),
         }
@@ -695,7 +762,7 @@ mod tests {
             let limits = Limits { max_services: 2, max_dests: 6, conn_capacity: 16 };
             let mut book = SlotBook::new(&limits);
             let mut current: Option<Services> = None;
-            let mut named: HashMap<DestRef, Ipv4Addr> = HashMap::new();
+            let mut named: HashMap<DestRef, IpAddr> = HashMap::new();
             for (reals, keep) in steps {
                 let mut reals = reals;
                 reals.sort_unstable();

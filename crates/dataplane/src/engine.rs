@@ -3,22 +3,27 @@
 //! Pure: no syscall, no clock read, no allocation. The frame is rewritten in place; in
 //! the forwarding case only the two Ethernet addresses change (destination := the real
 //! server's MAC, source := the director's), never an IP or L4 byte.
+//!
+//! IPv4 and IPv6 take the same path once parsed: the connection logic is generic over
+//! the address family ([`Fam`]), each family with its own connection and fragment
+//! tables (one set of real-server loads per worker).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use etherparse::{
     EtherType, Ethernet2HeaderSlice, Ipv4HeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
 };
-use xdpvs_arp::{Ignore, Outcome};
-use xdpvs_sched::conn::{ConnKey, ConnTable, ConnTableError, DestRef};
+use xdpvs_arp::{ndp, Ignore, Outcome};
+use xdpvs_sched::conn::{ConnKey, ConnTable, ConnTableError, DestRef, Family, Listed, Loads};
 use xdpvs_sched::tcp::{flags, State, Timeouts};
-use xdpvs_sched::{Protocol, Scheduler, ServiceKey, Time};
+use xdpvs_sched::{Protocol, Scheduler, Time};
 
 use crate::checksum::{checksum, sum_words};
 use crate::config::{DestStatus, Limits, Services, View};
-use crate::frag::{FragDest, FragKey, FragTable, FRAG_SLOTS};
+use crate::frag::{FragDest, FragId, FragKey, FragTable, FRAG_SLOTS};
 use crate::icmp::{self, EchoLimit};
+use crate::ipv6::{self, Error6, FragKey6, Inbound6};
 use crate::stats::{DropReason, WorkerStats};
 
 /// What to do with a frame after [`process`].
@@ -40,7 +45,11 @@ pub enum Verdict {
 pub struct Tables {
     services: Box<Services>,
     conns: ConnTable,
+    conns6: ConnTable<Ipv6Addr>,
+    /// The real servers' loads, kept by both connection tables.
+    loads: Arc<Loads>,
     frags: FragTable,
+    frags6: FragTable<FragKey6>,
     echo: EchoLimit,
     /// When a new connection last found the table full (the fallback's window).
     full_at: Option<Time>,
@@ -55,18 +64,30 @@ impl Tables {
         timeouts: Timeouts,
         seed: u64,
     ) -> Result<Tables, ConnTableError> {
+        // Both tables in lazily zeroed memory: a family without traffic costs no memory.
+        let conns = ConnTable::with_slots(
+            limits.conn_capacity,
+            limits.max_dests,
+            timeouts,
+            seed,
+            crate::sys::zeroed_slots,
+        )?;
+        let loads = Arc::clone(conns.loads());
+        let mut conns6 = ConnTable::with_slots(
+            limits.conn_capacity,
+            0,
+            timeouts,
+            seed.rotate_left(29),
+            crate::sys::zeroed_slots,
+        )?;
+        conns6.share_loads(Arc::clone(&loads));
         Ok(Tables {
             services: Box::new(services),
-            conns: ConnTable::with_memory_advice(
-                limits.conn_capacity,
-                limits.max_dests,
-                timeouts,
-                seed,
-                |v| {
-                    crate::sys::advise_huge_pages(v);
-                },
-            )?,
+            conns,
+            conns6,
+            loads,
             frags: FragTable::new(FRAG_SLOTS, seed.rotate_left(17)),
+            frags6: FragTable::new(FRAG_SLOTS, seed.rotate_left(41)),
             echo: EchoLimit::default(),
             full_at: None,
             stats: Arc::new(WorkerStats::new(limits.max_services, limits.max_dests)),
@@ -86,9 +107,10 @@ impl Tables {
         std::mem::replace(&mut self.services, new)
     }
 
-    /// Runs the incremental expiry: examines at most `budget` connection-table slots.
+    /// Runs the incremental expiry: examines at most `budget` slots of each family's
+    /// connection table.
     pub fn expire(&mut self, now: Time, budget: usize) -> usize {
-        let n = self.conns.expire(now, budget);
+        let n = self.conns.expire(now, budget) + self.conns6.expire(now, budget);
         self.stats.expired.add(n as u64);
         n
     }
@@ -98,14 +120,53 @@ impl Tables {
         &self.services
     }
 
-    /// The connection table.
+    /// The IPv4 connection table (its loads are the worker's, both families).
     pub fn conns(&self) -> &ConnTable {
         &self.conns
     }
 
-    /// The connection table, for maintenance (not the packet path).
-    pub fn conns_mut(&mut self) -> &mut ConnTable {
-        &mut self.conns
+    /// The IPv6 connection table.
+    pub fn conns6(&self) -> &ConnTable<Ipv6Addr> {
+        &self.conns6
+    }
+
+    /// Entries in use in both tables.
+    pub fn conn_count(&self) -> usize {
+        self.conns.len() + self.conns6.len()
+    }
+
+    /// Half-open connections evicted from both tables.
+    pub fn evictions(&self) -> u64 {
+        self.conns.evictions() + self.conns6.evictions()
+    }
+
+    /// Slots of the larger table (a sweep covers both in this many steps).
+    pub fn slot_count(&self) -> usize {
+        self.conns.slot_count().max(self.conns6.slot_count())
+    }
+
+    /// Changes the timeouts of both tables.
+    pub fn set_timeouts(&mut self, t: Timeouts) {
+        self.conns.set_timeouts(t);
+        self.conns6.set_timeouts(t);
+    }
+
+    /// Lists at most `max_slots` slots from `cursor` of both tables (the IPv4 table's
+    /// slots first, then the IPv6 table's), as [`ConnTable::list`] does for one.
+    pub fn list(
+        &self,
+        cursor: usize,
+        max_slots: usize,
+        now: Time,
+        out: &mut Vec<Listed>,
+    ) -> Option<usize> {
+        let n4 = self.conns.slot_count();
+        if cursor < n4 {
+            return Some(self.conns.list(cursor, max_slots, now, out).unwrap_or(n4));
+        }
+        self.conns6
+            .list(cursor - n4, max_slots, now, out)
+            .map(|c| c + n4)
     }
 
     /// The counters (share the `Arc` with whoever reports them).
@@ -168,6 +229,9 @@ pub fn prefetch_frame(frame: &[u8]) {
 /// wrong guess costs one useless prefetch, never a wrong verdict.
 #[inline]
 pub fn prefetch(frame: &[u8], t: &Tables) {
+    if frame.get(12..14) == Some(&[0x86, 0xdd]) {
+        return prefetch6(frame, t);
+    }
     let Some(h) = frame.get(..ETH_LEN + 24) else {
         return;
     };
@@ -186,7 +250,32 @@ pub fn prefetch(frame: &[u8], t: &Tables) {
         vip: ip(30),
         vport: port(36),
     };
-    crate::sys::prefetch_head(t.conns.home(&key), xdpvs_sched::conn::HOT_BYTES);
+    crate::sys::prefetch_head(t.conns.home(&key), Ipv4Addr::HOT_BYTES);
+}
+
+/// [`prefetch`] of an IPv6 frame whose transport header follows the IPv6 header.
+#[inline]
+fn prefetch6(frame: &[u8], t: &Tables) {
+    let Some(h) = frame.get(..ETH_LEN + 44) else {
+        return;
+    };
+    let Some(proto) = Protocol::from_ip_number(h[20]) else {
+        return;
+    };
+    let ip = |o: usize| {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&h[o..o + 16]);
+        Ipv6Addr::from(b)
+    };
+    let port = |o: usize| u16::from_be_bytes([h[o], h[o + 1]]);
+    let key = ConnKey {
+        proto,
+        client: ip(22),
+        cport: port(54),
+        vip: ip(38),
+        vport: port(56),
+    };
+    crate::sys::prefetch_head(t.conns6.home(&key), Ipv6Addr::HOT_BYTES);
 }
 
 #[inline]
@@ -198,7 +287,8 @@ fn classify(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
     match ether_type {
         EtherType::IPV4 => ipv4(frame, t, now),
         EtherType::ARP => arp(frame, &t.services, &t.stats),
-        // IPv6, VLAN-tagged and everything else belong to the kernel.
+        EtherType::IPV6 => ipv6(frame, t, now),
+        // VLAN-tagged and everything else belong to the kernel.
         _ => Verdict::Pass,
     }
 }
@@ -228,21 +318,96 @@ fn arp(frame: &mut [u8], services: &Services, stats: &WorkerStats) -> Verdict {
 }
 
 /// The parts of an inbound packet the pipeline needs.
-struct Flow {
-    key: ConnKey,
+struct Flow<A: Fam> {
+    key: ConnKey<A>,
     tcp_flags: Option<u8>,
     /// The IP packet's length (IPVS counts bytes at the IP layer).
     ip_len: usize,
     /// Where the L4 header starts in the frame.
     l4: usize,
     /// The datagram's identity when this is its first fragment.
-    first_fragment: Option<FragKey>,
+    first_fragment: Option<A::Frag>,
+}
+
+/// What the pipeline needs of an address family: its tables in [`Tables`], its service
+/// lookup and its reset's IP header.
+trait Fam: Family {
+    /// The identity of a fragmented datagram.
+    type Frag: FragId;
+    fn conns(t: &Tables) -> &ConnTable<Self>;
+    fn conns_mut(t: &mut Tables) -> &mut ConnTable<Self>;
+    fn frags(t: &mut Tables) -> &mut FragTable<Self::Frag>;
+    fn find(s: &Services, proto: Protocol, vip: Self, port: u16) -> Option<usize>;
+    /// Writes the IP header of a reset from `vip` to `client` at the start of `ip` and
+    /// returns its length and the TCP checksum's pseudo-header sum.
+    fn reset_header(ip: &mut [u8], vip: Self, client: Self) -> (usize, u32);
+}
+
+impl Fam for Ipv4Addr {
+    type Frag = FragKey;
+    #[inline]
+    fn conns(t: &Tables) -> &ConnTable<Self> {
+        &t.conns
+    }
+    #[inline]
+    fn conns_mut(t: &mut Tables) -> &mut ConnTable<Self> {
+        &mut t.conns
+    }
+    #[inline]
+    fn frags(t: &mut Tables) -> &mut FragTable<FragKey> {
+        &mut t.frags
+    }
+    #[inline]
+    fn find(s: &Services, proto: Protocol, vip: Self, port: u16) -> Option<usize> {
+        s.find4(proto, vip, port)
+    }
+    fn reset_header(ip: &mut [u8], vip: Self, client: Self) -> (usize, u32) {
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+        ip[6] = 0x40; // don't fragment
+        ip[8] = 64;
+        ip[9] = 6;
+        ip[12..16].copy_from_slice(&vip.octets());
+        ip[16..20].copy_from_slice(&client.octets());
+        let c = checksum(0, &ip[..20]);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        // Pseudo-header: source, destination, protocol, TCP length.
+        let mut pseudo = [0u8; 12];
+        pseudo[0..4].copy_from_slice(&vip.octets());
+        pseudo[4..8].copy_from_slice(&client.octets());
+        pseudo[9] = 6;
+        pseudo[10..12].copy_from_slice(&20u16.to_be_bytes());
+        (20, sum_words(0, &pseudo))
+    }
+}
+
+impl Fam for Ipv6Addr {
+    type Frag = FragKey6;
+    #[inline]
+    fn conns(t: &Tables) -> &ConnTable<Self> {
+        &t.conns6
+    }
+    #[inline]
+    fn conns_mut(t: &mut Tables) -> &mut ConnTable<Self> {
+        &mut t.conns6
+    }
+    #[inline]
+    fn frags(t: &mut Tables) -> &mut FragTable<FragKey6> {
+        &mut t.frags6
+    }
+    #[inline]
+    fn find(s: &Services, proto: Protocol, vip: Self, port: u16) -> Option<usize> {
+        s.find6(proto, vip, port)
+    }
+    fn reset_header(ip: &mut [u8], vip: Self, client: Self) -> (usize, u32) {
+        (40, ipv6::write_reset_header(ip, vip, client))
+    }
 }
 
 /// An IPv4 packet to a VIP that the director handles.
 enum Inbound {
     /// TCP or UDP with its ports (a whole datagram or its first fragment).
-    Flow(Flow),
+    Flow(Flow<Ipv4Addr>),
     /// A later fragment: no ports, only the datagram's identity.
     Later { key: FragKey, ip_len: usize },
     /// ICMP: the header is `hlen` bytes, the packet `total`.
@@ -325,32 +490,35 @@ const ICMP: u8 = 1;
 fn ipv4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
     let flow = match parse_ipv4(frame, &t.services) {
         Ok(Inbound::Flow(f)) => f,
-        Ok(Inbound::Later { key, ip_len }) => return later_fragment(frame, t, &key, ip_len, now),
+        Ok(Inbound::Later { key, ip_len }) => {
+            return later_fragment::<Ipv4Addr>(frame, t, &key, ip_len, now)
+        }
         Ok(Inbound::Icmp { hlen, total }) => return icmp_to_vip(frame, t, hlen, total, now),
         Err(v) => return v,
     };
+    deliver(frame, t, &flow, now)
+}
+
+/// A TCP or UDP packet to a VIP, of either family: to its connection's real server.
+#[inline]
+fn deliver<A: Fam>(frame: &mut [u8], t: &mut Tables, flow: &Flow<A>, now: Time) -> Verdict {
     let key = &flow.key;
-    let skey = ServiceKey {
-        proto: key.proto,
-        vip: key.vip,
-        port: key.vport,
-    };
-    let Some(si) = t.services.find(&skey) else {
+    let Some(si) = A::find(&t.services, key.proto, key.vip, key.vport) else {
         return Verdict::Pass; // a VIP, but not a service port: the kernel's
     };
-    let (idx, dest, mac) = match connect(frame, t, &flow, si, now) {
+    let (idx, dest, mac) = match connect(frame, t, flow, si, now) {
         Ok(found) => found,
         Err(Miss::Verdict(v)) => return v,
         Err(Miss::Stateless(dest, mac)) => (None, dest, mac),
     };
     if let Some(idx) = idx {
-        t.conns.seen(idx, now, flow.tcp_flags);
+        A::conns_mut(t).seen(idx, now, flow.tcp_flags);
     } else {
         t.stats.stateless.inc();
     }
     let svc_slot = t.services.services[si].slot;
     if let Some(k) = flow.first_fragment {
-        t.frags.insert(
+        A::frags(t).insert(
             k,
             FragDest {
                 dest,
@@ -360,6 +528,147 @@ fn ipv4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
         );
     }
     forward(frame, t, svc_slot, dest, mac, flow.ip_len);
+    Verdict::Tx
+}
+
+/// An IPv6 frame: neighbour discovery for a VIP, ICMPv6 to a VIP, TCP/UDP to a service.
+#[inline]
+fn ipv6(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
+    let inbound = match ipv6::parse(frame) {
+        Ok(i) => i,
+        Err(Error6::NotIpv6) => return Verdict::Pass,
+        Err(Error6::BadHeader) => return Verdict::Drop(DropReason::Ipv6Header),
+        Err(Error6::BadExtension) => return Verdict::Drop(DropReason::Ipv6Extension),
+        Err(Error6::Truncated) => return Verdict::Drop(DropReason::L4Header),
+    };
+    match inbound {
+        Inbound6::Flow(f) => {
+            if !t.services.is_vip6(f.dst) {
+                return Verdict::Pass;
+            }
+            let flow = Flow {
+                key: ConnKey {
+                    proto: f.proto,
+                    client: f.src,
+                    cport: f.sport,
+                    vip: f.dst,
+                    vport: f.dport,
+                },
+                tcp_flags: f.tcp_flags,
+                ip_len: f.ip_len,
+                l4: 0, // only a reset needs it: see `reset_in_place`
+                first_fragment: f.first_fragment,
+            };
+            deliver(frame, t, &flow, now)
+        }
+        Inbound6::Later { key, ip_len } => {
+            if !t.services.is_vip6(key.dst) {
+                return Verdict::Pass;
+            }
+            later_fragment::<Ipv6Addr>(frame, t, &key, ip_len, now)
+        }
+        Inbound6::Icmp { dst, icmp_type, .. } => icmp6(frame, t, dst, icmp_type, now),
+        Inbound6::Other => Verdict::Pass,
+    }
+}
+
+const ND_SOLICITATION: u8 = 135;
+const ND_ADVERTISEMENT: u8 = 136;
+
+/// ICMPv6: neighbour discovery for a VIP (answered, defended, conflicts counted), and to
+/// a VIP echo (answered, rate-limited with IPv4's echoes), errors about a known
+/// connection (to its real server); everything else to a VIP dropped.
+fn icmp6(frame: &mut [u8], t: &mut Tables, dst: Ipv6Addr, icmp_type: u8, now: Time) -> Verdict {
+    let our_mac = t.services.director_mac();
+    match icmp_type {
+        ND_SOLICITATION => {
+            return match ndp::advertise_in_place(frame, |ip| t.services.is_vip6(*ip), our_mac) {
+                ndp::Outcome::Advertised(_) => Verdict::Reply,
+                ndp::Outcome::Defend(vip) if ndp::defend_in_place(frame, vip, our_mac) => {
+                    Verdict::Reply
+                }
+                ndp::Outcome::NotForUs | ndp::Outcome::Ignored(ndp::Ignore::NotIcmpv6) => {
+                    Verdict::Pass
+                }
+                ndp::Outcome::Defend(_) | ndp::Outcome::Ignored(_) => {
+                    Verdict::Drop(DropReason::NdpInvalid)
+                }
+            };
+        }
+        ND_ADVERTISEMENT => {
+            // Another host advertising a VIP (a conflict), or our own advertisement.
+            let target = frame
+                .get(ETH_LEN + 48..ETH_LEN + 64)
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .map(Ipv6Addr::from);
+            return match target {
+                Some(vip) if t.services.is_vip6(vip) => {
+                    if frame[6..12] == our_mac {
+                        Verdict::Drop(DropReason::ArpOwn)
+                    } else {
+                        Verdict::Drop(DropReason::VipConflict)
+                    }
+                }
+                _ => Verdict::Pass,
+            };
+        }
+        _ => {}
+    }
+    if !t.services.is_vip6(dst) {
+        return Verdict::Pass;
+    }
+    const ECHO_REQUEST: u8 = 128;
+    match icmp_type {
+        ECHO_REQUEST => {
+            if !t.echo.take(now) {
+                return Verdict::Drop(DropReason::IcmpRateLimited);
+            }
+            if ipv6::echo_reply_in_place(frame, |_| true).is_none() {
+                return Verdict::Drop(DropReason::IcmpUnsupported);
+            }
+            t.stats.echo_replies.inc();
+            Verdict::Reply
+        }
+        // Destination unreachable, packet too big, time exceeded, parameter problem.
+        1..=4 => {
+            // The message directly after the IPv6 header (errors carry no extensions).
+            let plen = usize::from(u16::from_be_bytes([frame[ETH_LEN + 4], frame[ETH_LEN + 5]]));
+            let msg = frame.get(ETH_LEN + 40..ETH_LEN + 40 + plen);
+            let key = match msg {
+                Some(m) if frame[ETH_LEN + 6] == ndp::ICMPV6 => ipv6::quoted_connection(m),
+                _ => None,
+            };
+            match key {
+                Some(key) if t.services.is_vip6(key.vip) => {
+                    icmp_error(frame, t, &key, 40 + plen, now)
+                }
+                _ => Verdict::Drop(DropReason::IcmpNoConnection),
+            }
+        }
+        _ => Verdict::Drop(DropReason::IcmpUnsupported),
+    }
+}
+
+/// An ICMP error quoting connection `key` (`ip_len` bytes at the IP layer): to that
+/// connection's real server, if it is known.
+fn icmp_error<A: Fam>(
+    frame: &mut [u8],
+    t: &mut Tables,
+    key: &ConnKey<A>,
+    ip_len: usize,
+    now: Time,
+) -> Verdict {
+    let Some(idx) = A::conns_mut(t).lookup(key, now) else {
+        return Verdict::Drop(DropReason::IcmpNoConnection);
+    };
+    let dest = A::conns(t).entry(idx).dest();
+    let Some(mac) = reachable(t, dest) else {
+        return Verdict::Drop(DropReason::DestRemoved);
+    };
+    let svc_slot = A::find(&t.services, key.proto, key.vip, key.vport)
+        .map_or(u32::MAX, |si| t.services.services[si].slot);
+    forward(frame, t, svc_slot, dest, mac, ip_len);
+    t.stats.icmp_forwarded.inc();
     Verdict::Tx
 }
 
@@ -396,14 +705,14 @@ fn reachable(t: &Tables, dest: DestRef) -> Option<xdpvs_sched::Mac> {
 }
 
 /// A later fragment goes where its datagram's first fragment went.
-fn later_fragment(
+fn later_fragment<A: Fam>(
     frame: &mut [u8],
     t: &mut Tables,
-    key: &FragKey,
+    key: &A::Frag,
     ip_len: usize,
     now: Time,
 ) -> Verdict {
-    let Some(to) = t.frags.lookup(key, now) else {
+    let Some(to) = A::frags(t).lookup(key, now) else {
         return Verdict::Drop(DropReason::Fragment);
     };
     let Some(mac) = reachable(t, to.dest) else {
@@ -436,25 +745,7 @@ fn icmp_to_vip(frame: &mut [u8], t: &mut Tables, hlen: usize, total: usize, now:
             if !t.services.is_vip(key.vip) {
                 return Verdict::Drop(DropReason::IcmpNoConnection);
             }
-            let Some(idx) = t.conns.lookup(&key, now) else {
-                return Verdict::Drop(DropReason::IcmpNoConnection);
-            };
-            let dest = t.conns.entry(idx).dest();
-            let Some(mac) = reachable(t, dest) else {
-                return Verdict::Drop(DropReason::DestRemoved);
-            };
-            let skey = ServiceKey {
-                proto: key.proto,
-                vip: key.vip,
-                port: key.vport,
-            };
-            let svc_slot = t
-                .services
-                .find(&skey)
-                .map_or(u32::MAX, |si| t.services.services[si].slot);
-            forward(frame, t, svc_slot, dest, mac, total);
-            t.stats.icmp_forwarded.inc();
-            Verdict::Tx
+            icmp_error(frame, t, &key, total, now)
         }
         icmp::Kind::Other => Verdict::Drop(DropReason::IcmpUnsupported),
     }
@@ -489,18 +780,19 @@ pub const ADOPT_WINDOW: std::time::Duration = std::time::Duration::from_secs(900
 /// (none when the table is full and the stateless fallback carries it), its real server
 /// and that server's MAC; or the verdict when it goes nowhere.
 #[inline]
-fn connect(
+fn connect<A: Fam>(
     frame: &mut [u8],
     t: &mut Tables,
-    flow: &Flow,
+    flow: &Flow<A>,
     si: usize,
     now: Time,
 ) -> Result<(Option<usize>, DestRef, xdpvs_sched::Mac), Miss> {
     let key = &flow.key;
-    let idx = match t.conns.lookup(key, now) {
+    let idx = match A::conns_mut(t).lookup(key, now) {
         Some(i) => i,
         None => {
-            if t.conns.len() >= t.conns.capacity() {
+            let conns = A::conns(t);
+            if conns.len() >= conns.capacity() {
                 t.full_at = Some(now);
             }
             let since_full = t.full_at.map(|at| now.since(at));
@@ -533,7 +825,7 @@ fn connect(
             }
         }
     };
-    let dest = t.conns.entry(idx).dest();
+    let dest = A::conns(t).entry(idx).dest();
     let expire_nodest = t.services.options().expire_nodest_conn;
     let pure_syn = flow
         .tcp_flags
@@ -543,17 +835,17 @@ fn connect(
         // A removed real server keeps its connections while its MAC is known, unless
         // the operator asked for them to be expired; a SYN that reuses the ports of one
         // of them (not a retransmission) opens a new connection.
-        DestStatus::Draining { mac } if !(expire_nodest || pure_syn && reused(t, idx)) => {
+        DestStatus::Draining { mac } if !(expire_nodest || pure_syn && reused::<A>(t, idx)) => {
             Ok((Some(idx), dest, mac))
         }
         DestStatus::Draining { .. } | DestStatus::Removed => {
-            t.conns.remove(idx, now);
+            A::conns_mut(t).remove(idx, now);
             match flow.tcp_flags {
                 // A new connection on the same ports: schedule it afresh (the lookup
                 // now misses, and only live real servers are scheduled).
                 Some(_) if pure_syn => {
                     let idx = schedule(t, si, key, now).map_err(Verdict::Drop)?;
-                    let dest = t.conns.entry(idx).dest();
+                    let dest = A::conns(t).entry(idx).dest();
                     match t.services.dest(dest) {
                         DestStatus::Up { mac, .. } => Ok((Some(idx), dest, mac)),
                         _ => Err(Verdict::Drop(DropReason::DestRemoved).into()),
@@ -576,17 +868,28 @@ fn connect(
 
 /// Whether a pure SYN met on connection `idx` opens a new connection on its ports
 /// rather than being a retransmission of the SYN that opened it.
-fn reused(t: &Tables, idx: usize) -> bool {
-    t.conns.entry(idx).state() != State::SynRecv
+fn reused<A: Fam>(t: &Tables, idx: usize) -> bool {
+    A::conns(t).entry(idx).state() != State::SynRecv
 }
 
 /// Rewrites the TCP segment in `frame` (described by `flow`, carrying `tcp_flags`) into
 /// a reset from the VIP to the client, as a host with no such connection answers it
 /// (RFC 9293 3.10.7.1): after an ACK, `RST` with the sequence number the client
 /// expects; otherwise `RST|ACK` acknowledging the segment. The frame keeps its length
-/// (the bytes after the 40-byte IP packet are zeroed padding).
-fn reset_in_place(frame: &mut [u8], flow: &Flow, tcp_flags: u8, director: xdpvs_sched::Mac) {
-    let l4 = flow.l4;
+/// (the bytes after the reset are zeroed padding).
+fn reset_in_place<A: Fam>(
+    frame: &mut [u8],
+    flow: &Flow<A>,
+    tcp_flags: u8,
+    director: xdpvs_sched::Mac,
+) {
+    // IPv6 flows do not record where their TCP header is (behind extension headers):
+    // the segment's length is its IP length less the headers before the TCP header.
+    let l4 = if flow.l4 != 0 {
+        flow.l4
+    } else {
+        ETH_LEN + flow.ip_len - tcp_segment_len6(frame, flow.ip_len)
+    };
     let word = |o: usize| u32::from_be_bytes([frame[o], frame[o + 1], frame[o + 2], frame[o + 3]]);
     let (seq, ack) = (word(l4 + 4), word(l4 + 8));
     let tcp_len = usize::from(frame[l4 + 12] >> 4) * 4;
@@ -605,42 +908,37 @@ fn reset_in_place(frame: &mut [u8], flow: &Flow, tcp_flags: u8, director: xdpvs_
     frame[0..6].copy_from_slice(&client_mac);
     frame[6..12].copy_from_slice(&director);
     frame[ETH_LEN..].fill(0);
-    let ip = &mut frame[ETH_LEN..ETH_LEN + 40];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
-    ip[6] = 0x40; // don't fragment
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&key.vip.octets());
-    ip[16..20].copy_from_slice(&key.client.octets());
-    let c = checksum(0, &ip[..20]);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    let tcp = &mut ip[20..40];
+    let (hlen, pseudo) = A::reset_header(&mut frame[ETH_LEN..], key.vip, key.client);
+    let tcp = &mut frame[ETH_LEN + hlen..ETH_LEN + hlen + 20];
     tcp[0..2].copy_from_slice(&key.vport.to_be_bytes());
     tcp[2..4].copy_from_slice(&key.cport.to_be_bytes());
     tcp[4..8].copy_from_slice(&out_seq.to_be_bytes());
     tcp[8..12].copy_from_slice(&out_ack.to_be_bytes());
     tcp[12] = 5 << 4;
     tcp[13] = out_flags;
-    // Pseudo-header: source, destination, protocol, TCP length.
-    let mut pseudo = [0u8; 12];
-    pseudo[0..4].copy_from_slice(&key.vip.octets());
-    pseudo[4..8].copy_from_slice(&key.client.octets());
-    pseudo[9] = 6;
-    pseudo[10..12].copy_from_slice(&20u16.to_be_bytes());
-    let c = checksum(sum_words(0, &pseudo), tcp);
+    let c = checksum(pseudo, tcp);
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
+}
+
+/// The length of the TCP segment (header and payload) of an IPv6 packet of `ip_len`
+/// bytes that [`ipv6::parse`] accepted: the IP length less the headers before it.
+fn tcp_segment_len6(frame: &[u8], ip_len: usize) -> usize {
+    etherparse::Ipv6Slice::from_slice(&frame[ETH_LEN..])
+        .map_or(ip_len - 40, |ip| ip.payload().payload.len())
 }
 
 /// The stateless fallback: the real server the 5-tuple hashes to by weighted rendezvous
 /// hashing over the service's real servers that are up with a weight above 0. The same
 /// flow always hashes to the same real server while that set stays the same, and a
 /// change moves only the flows of the real servers that changed.
-fn fallback(t: &Tables, si: usize, key: &ConnKey) -> Option<(DestRef, xdpvs_sched::Mac)> {
-    let flow = u64::from(u32::from(key.client)) << 32
+fn fallback<A: Fam>(
+    t: &Tables,
+    si: usize,
+    key: &ConnKey<A>,
+) -> Option<(DestRef, xdpvs_sched::Mac)> {
+    let flow = A::fold(key.client.raw(), key.vip.raw()).rotate_left(16)
         ^ u64::from(key.cport) << 16
         ^ u64::from(key.vport)
-        ^ u64::from(u32::from(key.vip)).rotate_left(48)
         ^ u64::from(key.proto.ip_number()) << 56;
     let mut best: Option<(f64, DestRef, xdpvs_sched::Mac)> = None;
     for r in &t.services.services[si].reals {
@@ -666,15 +964,14 @@ fn fallback(t: &Tables, si: usize, key: &ConnKey) -> Option<(DestRef, xdpvs_sche
 
 /// A new flow while the table is, or lately was, full, or a TCP segment without an entry
 /// after that: recorded with the real server the stateless hash gives it.
-fn adopt_stateless(
+fn adopt_stateless<A: Fam>(
     t: &mut Tables,
     si: usize,
-    key: &ConnKey,
+    key: &ConnKey<A>,
     now: Time,
 ) -> Result<usize, DropReason> {
     let (dest, _) = fallback(t, si, key).ok_or(DropReason::NoDestination)?;
-    let idx = t
-        .conns
+    let idx = A::conns_mut(t)
         .insert(key, dest, State::None, now, None)
         .map_err(|_| DropReason::TableFull)?;
     count_connection(t, t.services.services[si].slot, dest);
@@ -692,7 +989,12 @@ fn count_connection(t: &Tables, svc_slot: u32, dest: DestRef) {
 }
 
 /// Picks a real server for a new connection (honouring persistence) and records it.
-fn schedule(t: &mut Tables, si: usize, key: &ConnKey, now: Time) -> Result<usize, DropReason> {
+fn schedule<A: Fam>(
+    t: &mut Tables,
+    si: usize,
+    key: &ConnKey<A>,
+    now: Time,
+) -> Result<usize, DropReason> {
     let state = match key.proto {
         Protocol::Tcp => State::None,
         Protocol::Udp => State::Udp,
@@ -704,8 +1006,8 @@ fn schedule(t: &mut Tables, si: usize, key: &ConnKey, now: Time) -> Result<usize
     let mut template = None;
     let dest = match persistence {
         Some(p) => {
-            let found = t.conns.lookup_template(key, p.prefix_len, now);
-            let usable = found.filter(|&ti| match t.services.dest(t.conns.entry(ti).dest()) {
+            let found = A::conns_mut(t).lookup_template(key, p.prefix_len, now);
+            let usable = found.filter(|&ti| match t.services.dest(A::conns(t).entry(ti).dest()) {
                 DestStatus::Up { weight, .. } => weight > 0 || !opts.expire_quiescent_template,
                 // A template of a removed real server sends nobody new there.
                 DestStatus::Draining { .. } | DestStatus::Removed | DestStatus::Unresolved => false,
@@ -713,15 +1015,14 @@ fn schedule(t: &mut Tables, si: usize, key: &ConnKey, now: Time) -> Result<usize
             match (found, usable) {
                 (_, Some(ti)) => {
                     template = Some(ti);
-                    t.conns.entry(ti).dest()
+                    A::conns(t).entry(ti).dest()
                 }
                 (stale, None) => {
                     if let Some(ti) = stale {
-                        t.conns.remove(ti, now);
+                        A::conns_mut(t).remove(ti, now);
                     }
-                    let d = pick(t, si, key.client)?;
-                    let ti = t
-                        .conns
+                    let d = pick(t, si, key.client.ip())?;
+                    let ti = A::conns_mut(t)
                         .insert_template(key, p.prefix_len, d, p.timeout, now)
                         .map_err(|_| DropReason::TableFull)?;
                     template = Some(ti);
@@ -729,10 +1030,9 @@ fn schedule(t: &mut Tables, si: usize, key: &ConnKey, now: Time) -> Result<usize
                 }
             }
         }
-        None => pick(t, si, key.client)?,
+        None => pick(t, si, key.client.ip())?,
     };
-    let idx = t
-        .conns
+    let idx = A::conns_mut(t)
         .insert(key, dest, state, now, template)
         .map_err(|_| DropReason::TableFull)?;
     count_connection(t, svc_slot, dest);
@@ -740,11 +1040,11 @@ fn schedule(t: &mut Tables, si: usize, key: &ConnKey, now: Time) -> Result<usize
 }
 
 #[inline]
-fn pick(t: &mut Tables, si: usize, client: Ipv4Addr) -> Result<DestRef, DropReason> {
+fn pick(t: &mut Tables, si: usize, client: IpAddr) -> Result<DestRef, DropReason> {
     let svc = &mut t.services.services[si];
     let view = View {
         reals: &svc.reals,
-        loads: Some(t.conns.loads()),
+        loads: Some(&t.loads),
     };
     let i = svc
         .sched

@@ -36,6 +36,23 @@ pub struct FragKey {
     pub proto: u8,
 }
 
+/// A datagram's identity as the fragment table hashes it (IPv4's [`FragKey`], IPv6's
+/// [`crate::ipv6::FragKey6`]).
+pub trait FragId: Copy + Default + Eq {
+    /// The identity as two words.
+    fn words(&self) -> (u64, u64);
+}
+
+impl FragId for FragKey {
+    #[inline]
+    fn words(&self) -> (u64, u64) {
+        (
+            u64::from(self.src) << 32 | u64::from(self.dst),
+            u64::from(self.id) << 8 | u64::from(self.proto),
+        )
+    }
+}
+
 /// Where a datagram's fragments go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FragDest {
@@ -46,24 +63,24 @@ pub struct FragDest {
 }
 
 #[derive(Clone, Copy, Debug, Default)]
-struct Slot {
-    key: FragKey,
+struct Slot<K> {
+    key: K,
     to: FragDest,
     /// Nanoseconds; 0 when free.
     expires: u64,
 }
 
-/// The fragment table of one worker.
+/// The fragment table of one worker (IPv4 unless said).
 #[derive(Debug)]
-pub struct FragTable {
-    slots: Box<[Slot]>,
+pub struct FragTable<K = FragKey> {
+    slots: Box<[Slot<K>]>,
     sets: usize,
     seed: u64,
 }
 
-impl FragTable {
+impl<K: FragId> FragTable<K> {
     /// A table of about `slots` entries (at least one set), hashed with `seed`.
-    pub fn new(slots: usize, seed: u64) -> FragTable {
+    pub fn new(slots: usize, seed: u64) -> FragTable<K> {
         let sets = (slots / WAYS).max(1).next_power_of_two();
         FragTable {
             slots: vec![Slot::default(); sets * WAYS].into_boxed_slice(),
@@ -72,17 +89,18 @@ impl FragTable {
         }
     }
 
-    fn set(&self, k: &FragKey) -> usize {
-        let mut h = self.seed ^ u64::from(k.src) << 32 ^ u64::from(k.dst);
+    fn set(&self, k: &K) -> usize {
+        let (a, b) = k.words();
+        let mut h = self.seed ^ a;
         h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        h ^= u64::from(k.id) << 8 | u64::from(k.proto);
+        h ^= b;
         h = (h ^ h >> 29).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         h ^= h >> 32;
         (h as usize & (self.sets - 1)) * WAYS
     }
 
     /// Remembers where the datagram `k` went (its first fragment, at `now`).
-    pub fn insert(&mut self, k: FragKey, to: FragDest, now: Time) {
+    pub fn insert(&mut self, k: K, to: FragDest, now: Time) {
         let base = self.set(&k);
         let now_ns = now.as_nanos();
         let set = &mut self.slots[base..base + WAYS];
@@ -108,7 +126,7 @@ impl FragTable {
     }
 
     /// Where a later fragment of `k` goes, if its first fragment was seen.
-    pub fn lookup(&self, k: &FragKey, now: Time) -> Option<FragDest> {
+    pub fn lookup(&self, k: &K, now: Time) -> Option<FragDest> {
         let base = self.set(k);
         let now_ns = now.as_nanos();
         self.slots[base..base + WAYS]

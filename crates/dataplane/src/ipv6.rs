@@ -1,6 +1,4 @@
-//! IPv6 frames to a VIP, parsed: the first piece of IPv6 support (issue 13). Not yet
-//! called by [`crate::process`]: the XDP program does not steer IPv6 to the sockets yet,
-//! so every IPv6 frame still goes to the kernel.
+//! IPv6 frames, parsed for the engine.
 //!
 //! [`parse`] reads an Ethernet frame carrying IPv6 with etherparse's slices (zero-copy),
 //! walks the extension headers that may precede the transport header (hop-by-hop,
@@ -13,6 +11,7 @@ use std::net::Ipv6Addr;
 
 use etherparse::{Ipv6ExtensionSlice, Ipv6Slice};
 use xdpvs_arp::ndp::{icmpv6_checksum, ETHERTYPE_IPV6, ICMPV6};
+use xdpvs_sched::conn::ConnKey;
 use xdpvs_sched::Protocol;
 
 /// Length of an Ethernet header without VLAN tag.
@@ -27,6 +26,27 @@ pub struct FragKey6 {
     pub dst: Ipv6Addr,
     /// The fragment header's identification.
     pub id: u32,
+}
+
+impl Default for FragKey6 {
+    fn default() -> FragKey6 {
+        FragKey6 {
+            src: Ipv6Addr::UNSPECIFIED,
+            dst: Ipv6Addr::UNSPECIFIED,
+            id: 0,
+        }
+    }
+}
+
+impl crate::frag::FragId for FragKey6 {
+    #[inline]
+    fn words(&self) -> (u64, u64) {
+        let (s, d) = (u128::from(self.src), u128::from(self.dst));
+        (
+            (s as u64) ^ (s >> 64) as u64 ^ (d as u64).rotate_left(32),
+            (d >> 64) as u64 ^ u64::from(self.id) << 16,
+        )
+    }
 }
 
 /// A TCP or UDP packet (or a datagram's first fragment) to schedule or to look up.
@@ -206,6 +226,49 @@ pub fn echo_reply_in_place(
     let sum = icmpv6_checksum(&dst, &src, &frame[ICMP..ICMP + len]);
     frame[ICMP + 2..ICMP + 4].copy_from_slice(&sum.to_be_bytes());
     Some(dst)
+}
+
+/// The connection an ICMPv6 error quotes (after the 8-byte ICMPv6 header of `msg`): a
+/// real server's reply from the VIP to the client, so the connection is (client = its
+/// destination, VIP = its source). `None` when the quote is too short, not IPv6, or its
+/// transport header is not TCP or UDP directly after the IPv6 header.
+pub fn quoted_connection(msg: &[u8]) -> Option<ConnKey<Ipv6Addr>> {
+    let q = msg.get(8..)?;
+    if q.len() < 44 || q[0] >> 4 != 6 {
+        return None;
+    }
+    let proto = Protocol::from_ip_number(q[6])?;
+    let addr = |o: usize| {
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&q[o..o + 16]);
+        Ipv6Addr::from(b)
+    };
+    let port = |o: usize| u16::from_be_bytes([q[o], q[o + 1]]);
+    Some(ConnKey {
+        proto,
+        client: addr(24),
+        cport: port(42),
+        vip: addr(8),
+        vport: port(40),
+    })
+}
+
+/// Writes the IPv6 header of a TCP reset from `vip` to `client` at the start of `ip`
+/// (40 bytes; a 20-byte TCP header follows) and returns the checksum's pseudo-header
+/// sum (RFC 8200 §8.1).
+pub(crate) fn write_reset_header(ip: &mut [u8], vip: Ipv6Addr, client: Ipv6Addr) -> u32 {
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&20u16.to_be_bytes());
+    ip[6] = 6;
+    ip[7] = 64;
+    ip[8..24].copy_from_slice(&vip.octets());
+    ip[24..40].copy_from_slice(&client.octets());
+    let mut pseudo = [0u8; 40];
+    pseudo[0..16].copy_from_slice(&vip.octets());
+    pseudo[16..32].copy_from_slice(&client.octets());
+    pseudo[32..36].copy_from_slice(&20u32.to_be_bytes());
+    pseudo[39] = 6;
+    crate::checksum::sum_words(0, &pseudo)
 }
 
 #[cfg(test)]

@@ -79,16 +79,24 @@ pub enum DropReason {
     /// ICMP to a VIP of a type the director does not handle (not echo, not an error).
     IcmpUnsupported,
     /// ARP from another host claiming a VIP (a reply, or a gratuitous ARP, whose sender
-    /// address is a VIP): a VIP conflict, typically a real server that answers ARP for it.
+    /// address is a VIP), or a neighbour advertisement of an IPv6 VIP from another host:
+    /// a VIP conflict, typically a real server that answers ARP or NDP for it.
     VipConflict,
-    /// ARP whose sender is a VIP at the director's own MAC: a copy of its own reply or
-    /// announcement, which says nothing new.
+    /// ARP whose sender is a VIP, or a neighbour advertisement of a VIP, at the
+    /// director's own MAC: a copy of its own reply or announcement, which says nothing new.
     ArpOwn,
+    /// IPv6 header cut short, not version 6, or a payload length past the frame.
+    Ipv6Header,
+    /// An IPv6 extension header cut short or malformed.
+    Ipv6Extension,
+    /// A neighbour solicitation for a VIP that fails RFC 4861's checks (hop limit,
+    /// checksum, options) or is cut short.
+    NdpInvalid,
 }
 
 impl DropReason {
     /// How many reasons there are.
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 19;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::EthTruncated,
@@ -107,6 +115,9 @@ impl DropReason {
         DropReason::IcmpUnsupported,
         DropReason::VipConflict,
         DropReason::ArpOwn,
+        DropReason::Ipv6Header,
+        DropReason::Ipv6Extension,
+        DropReason::NdpInvalid,
     ];
 
     /// A stable snake_case name (for logs and metrics labels).
@@ -128,6 +139,9 @@ impl DropReason {
             DropReason::IcmpUnsupported => "icmp_unsupported",
             DropReason::VipConflict => "vip_conflict",
             DropReason::ArpOwn => "arp_own",
+            DropReason::Ipv6Header => "ipv6_header",
+            DropReason::Ipv6Extension => "ipv6_extension",
+            DropReason::NdpInvalid => "ndp_invalid",
         }
     }
 }

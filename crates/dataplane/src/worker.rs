@@ -31,8 +31,9 @@ const SPIN_BEFORE_WAIT: u32 = 20_000;
 pub enum Control {
     /// Swap in this configuration snapshot; the old one is sent back for dropping.
     Install(Box<Services>),
-    /// Transmit this frame (gratuitous ARP, ARP request).
-    Send([u8; 60]),
+    /// Transmit this frame (gratuitous ARP, ARP request, unsolicited neighbour
+    /// advertisement).
+    Send(ControlFrame),
     /// Use these idle timeouts from now on (ipvsadm `--set`).
     Timeouts(xdpvs_sched::tcp::Timeouts),
     /// Copy a piece of the connection table (ipvsadm `-c`).
@@ -40,6 +41,33 @@ pub enum Control {
     /// Poll this way from now on (the director re-decides `--poll auto` as the placement
     /// of the interface's RX processing changes).
     Idle(IdlePolicy),
+}
+
+/// A small frame the control plane has a worker send (no allocation to hand over).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControlFrame {
+    buf: [u8; ControlFrame::MAX],
+    len: usize,
+}
+
+impl ControlFrame {
+    /// The longest frame it holds.
+    pub const MAX: usize = 128;
+
+    /// `bytes` as a control frame, or `None` if longer than [`ControlFrame::MAX`].
+    pub fn new(bytes: &[u8]) -> Option<ControlFrame> {
+        let mut buf = [0u8; ControlFrame::MAX];
+        buf.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(ControlFrame {
+            buf,
+            len: bytes.len(),
+        })
+    }
+
+    /// The frame.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// Slots of the connection table one [`Control::List`] examines at most: a bounded piece
@@ -228,14 +256,11 @@ impl<D: Device> Worker<D> {
                     // If the control plane is gone the snapshot is simply dropped here.
                     let _ = self.retired.send(old);
                 }
-                Ok(Control::Timeouts(t)) => self.tables.conns_mut().set_timeouts(t),
+                Ok(Control::Timeouts(t)) => self.tables.set_timeouts(t),
                 Ok(Control::Idle(p)) => self.idle = p,
                 Ok(Control::List(mut req)) => {
                     let now = self.last.unwrap_or_default();
-                    let next = self
-                        .tables
-                        .conns()
-                        .list(req.cursor, LIST_SLOTS, now, &mut req.buf);
+                    let next = self.tables.list(req.cursor, LIST_SLOTS, now, &mut req.buf);
                     // A requester that went away no longer wants it.
                     let _ = req.reply.send(ListPiece {
                         rows: req.buf,
@@ -243,7 +268,7 @@ impl<D: Device> Worker<D> {
                     });
                 }
                 Ok(Control::Send(frame)) => {
-                    if self.dev.send(&frame) {
+                    if self.dev.send(frame.bytes()) {
                         self.stats.sent.inc();
                     }
                 }
@@ -298,7 +323,7 @@ impl<D: Device> Worker<D> {
         let last = *self.last.get_or_insert(now);
         let dt = now.as_nanos().saturating_sub(last.as_nanos());
         self.last = Some(now);
-        let slots = (self.tables.conns().slot_count() as u64).min(self.sweep_rate);
+        let slots = (self.tables.slot_count() as u64).min(self.sweep_rate);
         self.sweep_debt = self
             .sweep_debt
             .saturating_add((u128::from(dt) * u128::from(slots) / u128::from(SWEEP_NANOS)) as u64);
@@ -314,10 +339,8 @@ impl<D: Device> Worker<D> {
     pub fn publish(&self) {
         self.stats
             .table_entries
-            .set(self.tables.conns().len() as u64);
-        self.stats
-            .half_open_evicted
-            .set(self.tables.conns().evictions());
+            .set(self.tables.conn_count() as u64);
+        self.stats.half_open_evicted.set(self.tables.evictions());
         if let Some(d) = self.dev.stats() {
             self.stats.device.set(&d);
         }

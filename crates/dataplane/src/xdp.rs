@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 
 use libbpf_rs::{MapCore, MapFlags, ProgramInput};
@@ -93,13 +93,30 @@ impl fmt::Debug for Steering {
     }
 }
 
-/// A service as the program's `services` map keys it (the C struct, network byte order).
-fn service_key(k: &ServiceKey) -> types::service_key {
-    types::service_key {
-        vip: u32::from_ne_bytes(k.vip.octets()),
-        port: k.port.to_be(),
-        proto: k.proto.ip_number(),
-        pad: 0,
+/// A service as the program's `services` or `services6` map keys it (the C struct,
+/// network byte order), with the map's key bytes for its VIP.
+fn service_keys(k: &ServiceKey) -> (Vec<u8>, Vec<u8>) {
+    match k.vip {
+        IpAddr::V4(vip) => (
+            bytes_of(&vip_key(vip)).to_vec(),
+            bytes_of(&types::service_key {
+                vip: vip_key(vip),
+                port: k.port.to_be(),
+                proto: k.proto.ip_number(),
+                pad: 0,
+            })
+            .to_vec(),
+        ),
+        IpAddr::V6(vip) => (
+            bytes_of(&types::vip6_key { addr: vip.octets() }).to_vec(),
+            bytes_of(&types::service6_key {
+                vip: vip.octets(),
+                port: k.port.to_be(),
+                proto: k.proto.ip_number(),
+                pad: 0,
+            })
+            .to_vec(),
+        ),
     }
 }
 
@@ -161,19 +178,27 @@ impl Steering {
     /// Makes the program steer exactly these services (and ARP for their VIPs).
     pub fn set_services(&self, keys: &[ServiceKey]) -> Result<(), XdpError> {
         let maps = &self.loaded.skel().maps;
-        let vips: HashSet<Vec<u8>> = keys
-            .iter()
-            .map(|k| bytes_of(&vip_key(k.vip)).to_vec())
-            .collect();
-        let svcs: HashSet<Vec<u8>> = keys
-            .iter()
-            .map(|k| bytes_of(&service_key(k)).to_vec())
-            .collect();
+        let (mut vips, mut svcs) = (HashSet::new(), HashSet::new());
+        let (mut vips6, mut svcs6) = (HashSet::new(), HashSet::new());
+        for k in keys {
+            let (v, s) = service_keys(k);
+            if k.is_ipv6() {
+                vips6.insert(v);
+                svcs6.insert(s);
+            } else {
+                vips.insert(v);
+                svcs.insert(s);
+            }
+        }
         // Add first, then remove: a VIP or service that stays is never missing.
         insert_all(&maps.vips, "vips", &vips)?;
         insert_all(&maps.services, "services", &svcs)?;
+        insert_all(&maps.vips6, "vips6", &vips6)?;
+        insert_all(&maps.services6, "services6", &svcs6)?;
         remove_others(&maps.services, "services", &svcs)?;
-        remove_others(&maps.vips, "vips", &vips)
+        remove_others(&maps.vips, "vips", &vips)?;
+        remove_others(&maps.services6, "services6", &svcs6)?;
+        remove_others(&maps.vips6, "vips6", &vips6)
     }
 
     /// Whether the program steers `frame` to the director (true) or passes it to the

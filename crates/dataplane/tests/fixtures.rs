@@ -3,7 +3,7 @@
 //! Each scenario runs its rows in order against one set of tables, so later rows see the
 //! connections earlier rows created.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use xdpvs_dataplane::{
@@ -12,7 +12,7 @@ use xdpvs_dataplane::{
 use xdpvs_sched::tcp::flags::{ACK, FIN, RST, SYN};
 use xdpvs_sched::tcp::Timeouts;
 use xdpvs_sched::{Mac, Persistence, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec, Time};
-use xdpvs_testkit::frames::{self, Endpoints};
+use xdpvs_testkit::frames::{self, Endpoints, Endpoints6};
 
 const DIRECTOR: Mac = [0x02, 0, 0, 0, 0, 0xd1];
 const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0, 0xc1];
@@ -31,7 +31,7 @@ fn service(proto: Protocol, sched: SchedKind, weights: &[u16]) -> ServiceSpec {
     let mut s = ServiceSpec::new(
         ServiceKey {
             proto,
-            vip: VIP,
+            vip: VIP.into(),
             port: 80,
         },
         sched,
@@ -40,7 +40,7 @@ fn service(proto: Protocol, sched: SchedKind, weights: &[u16]) -> ServiceSpec {
         .iter()
         .enumerate()
         .map(|(i, &w)| RealSpec {
-            addr: rs_ip(i as u8 + 1),
+            addr: rs_ip(i as u8 + 1).into(),
             weight: w,
             mac: Some(rs_mac(i as u8 + 1)),
         })
@@ -330,7 +330,11 @@ fn shared_rows() -> Vec<Row> {
             timestamp,
             DropReason::IcmpUnsupported,
         ),
-        pass("IPv6", ipv6),
+        drop(
+            "IPv4 bytes under the IPv6 EtherType",
+            ipv6,
+            DropReason::Ipv6Header,
+        ),
         pass("VLAN-tagged", vlan),
         fwd(
             "first fragment of a datagram of the first flow: its real",
@@ -387,7 +391,8 @@ fn rr_service_table() {
     let s = t.stats();
     assert_eq!(s.tx.get(), 15);
     assert_eq!(s.reply.get(), 2);
-    assert_eq!(s.pass.get(), 9);
+    assert_eq!(s.pass.get(), 8);
+    assert_eq!(s.drop_count(DropReason::Ipv6Header), 1);
     assert_eq!(s.drop_count(DropReason::Ipv4Header), 2);
     assert_eq!(s.drop_count(DropReason::Ipv4Length), 2);
     assert_eq!(s.drop_count(DropReason::ArpOwn), 1);
@@ -614,7 +619,7 @@ fn removed_real_drains_its_flows_gracefully() {
     reconfigure(&mut t, &cfg);
     // A new real server must not take the draining one's slot while another is free.
     cfg.services[0].reals.push(RealSpec {
-        addr: rs_ip(3),
+        addr: rs_ip(3).into(),
         weight: 1,
         mac: Some(rs_mac(3)),
     });
@@ -989,6 +994,348 @@ fn the_stateless_hash_sends_nothing_to_a_quiescent_real_server() {
     }
 }
 
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x2);
+
+fn rs6_ip(n: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10 + u16::from(n))
+}
+
+/// One IPv6 TCP service on VIP6:80, rr over three real servers (the IPv4 ones' MACs),
+/// next to the IPv4 service of the shared table.
+fn v6_config() -> Config {
+    let mut s = ServiceSpec::new(
+        ServiceKey {
+            proto: Protocol::Tcp,
+            vip: VIP6.into(),
+            port: 80,
+        },
+        SchedKind::Rr,
+    );
+    s.reals = (1..=3)
+        .map(|n| RealSpec {
+            addr: rs6_ip(n).into(),
+            weight: 1,
+            mac: Some(rs_mac(n)),
+        })
+        .collect();
+    config(vec![service(Protocol::Tcp, SchedKind::Rr, &[1, 1, 1]), s])
+}
+
+fn ep6(client: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> Endpoints6 {
+    Endpoints6 {
+        src_mac: CLIENT_MAC,
+        dst_mac: DIRECTOR,
+        src_ip: client,
+        dst_ip: dst,
+        sport,
+        dport,
+    }
+}
+
+fn tcp6(client: Ipv6Addr, sport: u16, fl: u8) -> Vec<u8> {
+    frames::tcp6(&ep6(client, sport, VIP6, 80), fl, b"")
+}
+
+/// `f` (an IPv6 frame whose transport header follows the IPv6 header) with extension
+/// headers inserted before it: `exts` are (kind, 8 bytes of header body after the
+/// next-header byte).
+fn with_exts(f: &[u8], exts: &[(u8, [u8; 7])]) -> Vec<u8> {
+    let mut v = f[..54].to_vec();
+    let proto = v[20];
+    v[20] = exts[0].0;
+    for (i, (_, body)) in exts.iter().enumerate() {
+        v.push(exts.get(i + 1).map_or(proto, |e| e.0));
+        v.extend_from_slice(body);
+    }
+    v.extend_from_slice(&f[54..]);
+    let plen = (v.len() - 54) as u16;
+    v[18..20].copy_from_slice(&plen.to_be_bytes());
+    v
+}
+
+const PAD_OPTS: [u8; 7] = [0, 1, 4, 0, 0, 0, 0]; // length 0, PadN of 4
+const ROUTING_EMPTY: [u8; 7] = [0, 4, 0, 0, 0, 0, 0]; // type 4, segments left 0
+
+fn frag_header(offset: u16, more: bool, id: u32) -> [u8; 7] {
+    let o = (offset << 3 | u16::from(more)).to_be_bytes();
+    let i = id.to_be_bytes();
+    [0, o[0], o[1], i[0], i[1], i[2], i[3]]
+}
+
+/// The IPv6 table: scheduling and stickiness, extension-header chains, fragments,
+/// neighbour discovery, ICMPv6, malformed frames. Run by the engine here and by the XDP
+/// program in `the_xdp_program_steers_what_the_engine_handles`.
+fn v6_rows() -> Vec<Row> {
+    let c2 = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x3);
+    let other = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x1);
+    let ns = xdpvs_arp::ndp::solicitation(CLIENT_MAC, CLIENT6, VIP6);
+    let na = {
+        let mut f = ns.clone();
+        let out = xdpvs_arp::ndp::advertise_in_place(&mut f, |a| *a == VIP6, DIRECTOR);
+        assert_eq!(out, xdpvs_arp::ndp::Outcome::Advertised(VIP6));
+        f
+    };
+    let ns_other = xdpvs_arp::ndp::solicitation(CLIENT_MAC, CLIENT6, other);
+    let mut ns_hop_254 = ns.clone();
+    ns_hop_254[21] = 254;
+    let impostor: Mac = [0x02, 0, 0, 0, 0x01, 0x99];
+    let na_impostor = {
+        let mut f = xdpvs_arp::ndp::unsolicited(VIP6, impostor).to_vec();
+        f[6..12].copy_from_slice(&impostor);
+        f
+    };
+    let na_own = xdpvs_arp::ndp::unsolicited(VIP6, DIRECTOR).to_vec();
+    let ping = frames::icmp6_echo_request(&ep6(CLIENT6, 0, VIP6, 0), 0x77, 3, b"ping6");
+    let pong = {
+        let mut f = ping.clone();
+        xdpvs_dataplane::ipv6::echo_reply_in_place(&mut f, |a| *a == VIP6).expect("an echo");
+        f
+    };
+    // A router says a real server's reply of the first flow (VIP6:80 -> CLIENT6:1000)
+    // is too big for the next link: the error quotes the reply's start.
+    let router = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0xfe);
+    let reply_of =
+        |cport: u16| frames::tcp6(&ep6(VIP6, 80, CLIENT6, cport), ACK, &[0; 64])[14..].to_vec();
+    let mtu = 1280u32.to_be_bytes();
+    let too_big = frames::icmp6_error(&ep6(router, 0, VIP6, 0), 2, 0, mtu, &reply_of(1000));
+    let too_big_unknown = frames::icmp6_error(&ep6(router, 0, VIP6, 0), 2, 0, mtu, &reply_of(4242));
+    let unreachable = frames::icmp6_error(&ep6(router, 0, VIP6, 0), 1, 4, [0; 4], &reply_of(1001));
+    let mld_query = frames::icmp6_error(&ep6(CLIENT6, 0, VIP6, 0), 130, 0, [0; 4], &[0; 16]);
+    let chain = with_exts(
+        &tcp6(c2, 2000, SYN),
+        &[(0, PAD_OPTS), (43, ROUTING_EMPTY), (60, PAD_OPTS)],
+    );
+    let chain_ack = with_exts(&tcp6(c2, 2000, ACK), &[(0, PAD_OPTS), (60, PAD_OPTS)]);
+    let first_frag = with_exts(&tcp6(c2, 3000, SYN), &[(44, frag_header(0, true, 0xabc))]);
+    let later_frag = {
+        // The rest of the datagram: no TCP header, offset 3 (24 bytes).
+        let mut f = tcp6(c2, 3000, SYN)[..54].to_vec();
+        f.extend_from_slice(&[0x5a; 24]);
+        with_exts(&f, &[(44, frag_header(3, false, 0xabc))])
+    };
+    let orphan = {
+        let mut f = tcp6(c2, 3000, SYN)[..54].to_vec();
+        f.extend_from_slice(&[0x5a; 24]);
+        with_exts(&f, &[(44, frag_header(3, false, 0xdef))])
+    };
+    let atomic = with_exts(&tcp6(c2, 3001, SYN), &[(44, frag_header(0, false, 9))]);
+    let bad_ext = {
+        let mut f = with_exts(&tcp6(c2, 2000, ACK), &[(0, PAD_OPTS)]);
+        f[55] = 200; // hop-by-hop length running past the packet
+        f
+    };
+    let plen_long = {
+        let mut f = tcp6(CLIENT6, 1000, ACK);
+        f[18..20].copy_from_slice(&1000u16.to_be_bytes());
+        f
+    };
+    let version_4 = {
+        let mut f = tcp6(CLIENT6, 1000, ACK);
+        f[14] = 0x40;
+        f
+    };
+    vec![
+        fwd(
+            "IPv6 SYN to the VIP: the first real, only the MACs change",
+            tcp6(CLIENT6, 1000, SYN),
+            1,
+        ),
+        fwd(
+            "ACK of the same flow: same real",
+            tcp6(CLIENT6, 1000, ACK),
+            1,
+        ),
+        fwd("next flow: next real (rr)", tcp6(CLIENT6, 1001, SYN), 2),
+        fwd(
+            "an IPv4 flow between them: its own service's first real",
+            tcp(CLIENT, 1000, SYN),
+            1,
+        ),
+        fwd("third IPv6 flow: the third real", tcp6(c2, 1000, SYN), 3),
+        drop(
+            "IPv6 ACK without a connection",
+            tcp6(CLIENT6, 2000, ACK),
+            DropReason::NoConnection,
+        ),
+        fwd(
+            "SYN behind hop-by-hop, routing and destination options: scheduled (rr wraps)",
+            chain,
+            1,
+        ),
+        fwd(
+            "its ACK behind two extension headers: same real",
+            chain_ack,
+            1,
+        ),
+        fwd(
+            "first fragment of a datagram: scheduled by its ports",
+            first_frag,
+            2,
+        ),
+        fwd("a later fragment of it: the same real", later_frag, 2),
+        drop(
+            "a later fragment whose first was not seen",
+            orphan,
+            DropReason::Fragment,
+        ),
+        fwd(
+            "an atomic fragment (offset 0, no more): a whole packet",
+            atomic,
+            3,
+        ),
+        row(
+            "neighbour solicitation for the VIP: advertisement in place",
+            ns,
+            Verdict::Reply,
+            Out::Exactly(na),
+        ),
+        pass("neighbour solicitation for another address", ns_other),
+        drop(
+            "solicitation for the VIP with hop limit 254",
+            ns_hop_254,
+            DropReason::NdpInvalid,
+        ),
+        drop(
+            "another host advertising the VIP",
+            na_impostor,
+            DropReason::VipConflict,
+        ),
+        drop(
+            "our own advertisement of the VIP, echoed",
+            na_own,
+            DropReason::ArpOwn,
+        ),
+        row(
+            "ICMPv6 echo request to the VIP: answered from the VIP",
+            ping,
+            Verdict::Reply,
+            Out::Exactly(pong),
+        ),
+        fwd(
+            "packet too big quoting the first flow's reply: to its real",
+            too_big,
+            1,
+        ),
+        fwd(
+            "unreachable quoting the second flow's reply: to its real",
+            unreachable,
+            2,
+        ),
+        drop(
+            "packet too big quoting no known connection",
+            too_big_unknown,
+            DropReason::IcmpNoConnection,
+        ),
+        drop(
+            "an MLD query to the VIP",
+            mld_query,
+            DropReason::IcmpUnsupported,
+        ),
+        pass(
+            "IPv6 to another address",
+            frames::tcp6(&ep6(CLIENT6, 1000, other, 80), SYN, b""),
+        ),
+        pass(
+            "VIP, port without a service",
+            frames::tcp6(&ep6(CLIENT6, 1000, VIP6, 443), SYN, b""),
+        ),
+        pass(
+            "UDP to the VIP without a UDP service",
+            frames::udp6(&ep6(CLIENT6, 1000, VIP6, 80), b"hi"),
+        ),
+        drop(
+            "a hop-by-hop header running past the packet",
+            bad_ext,
+            DropReason::Ipv6Extension,
+        ),
+        drop(
+            "payload length past the frame",
+            plen_long,
+            DropReason::Ipv6Header,
+        ),
+        drop(
+            "version 4 in an IPv6 header",
+            version_4,
+            DropReason::Ipv6Header,
+        ),
+    ]
+}
+
+#[test]
+fn rr_ipv6_service_table() {
+    let mut t = tables(&v6_config());
+    run(&mut t, v6_rows());
+    assert_eq!(t.conns6().len(), 6, "six IPv6 connections");
+    assert_eq!(t.conns().len(), 1, "one IPv4 connection");
+}
+
+#[test]
+fn every_truncation_of_an_ipv6_frame_is_dropped_never_forwarded() {
+    let mut t = tables(&v6_config());
+    let syn = tcp6(CLIENT6, 5000, SYN);
+    let ns = xdpvs_arp::ndp::solicitation(CLIENT_MAC, CLIENT6, VIP6);
+    let chain = with_exts(&tcp6(CLIENT6, 5001, SYN), &[(0, PAD_OPTS), (60, PAD_OPTS)]);
+    for f in [&syn, &ns, &chain] {
+        for len in 0..f.len() {
+            let mut cut = f[..len].to_vec();
+            let v = process(&mut cut, &mut t, Time::from_secs(1));
+            assert!(
+                matches!(
+                    v,
+                    Verdict::Drop(
+                        DropReason::EthTruncated
+                            | DropReason::Ipv6Header
+                            | DropReason::Ipv6Extension
+                            | DropReason::L4Header
+                            | DropReason::NdpInvalid
+                    )
+                ),
+                "cut to {len} of {}: {v:?}",
+                f.len()
+            );
+            assert_eq!(cut, f[..len], "a dropped frame is untouched");
+        }
+    }
+    assert_eq!(t.conns6().len(), 0);
+}
+
+#[test]
+fn an_ipv6_reset_for_a_removed_real_server_has_valid_checksums() {
+    let mut cfg = v6_config();
+    cfg.options.expire_nodest_conn = true;
+    let mut t = tables(&cfg);
+    let mut f = tcp6(CLIENT6, 1000, SYN);
+    assert_eq!(process(&mut f, &mut t, Time::from_secs(1)), Verdict::Tx);
+    // Real server 1 goes (its MAC still known as draining), the client sends data.
+    let dest = t.services().services()[1].reals[0].dest;
+    cfg.services[1].reals.remove(0);
+    cfg.draining.push(Draining {
+        dest,
+        mac: Some(rs_mac(1)),
+    });
+    reconfigure(&mut t, &cfg);
+    let mut f = tcp6(CLIENT6, 1000, ACK);
+    assert_eq!(process(&mut f, &mut t, Time::from_secs(2)), Verdict::Reply);
+    let p = etherparse::SlicedPacket::from_ethernet(&f).expect("a valid packet");
+    let Some(etherparse::NetSlice::Ipv6(ip)) = p.net else {
+        panic!("IPv6 expected")
+    };
+    assert_eq!(Ipv6Addr::from(ip.header().source()), VIP6);
+    assert_eq!(Ipv6Addr::from(ip.header().destination()), CLIENT6);
+    let Some(etherparse::TransportSlice::Tcp(tcp)) = p.transport else {
+        panic!("TCP expected")
+    };
+    assert!(tcp.rst());
+    assert_eq!((tcp.source_port(), tcp.destination_port()), (80, 1000));
+    let sum = tcp
+        .to_header()
+        .calc_checksum_ipv6(&ip.header().to_header(), tcp.payload())
+        .expect("sums");
+    assert_eq!(sum, tcp.checksum(), "TCP checksum");
+    assert_eq!(&f[0..6], &CLIENT_MAC);
+}
+
 /// Whether the engine's verdict says the director handles the frame: it forwards it,
 /// answers it, or drops it by a decision of its own. `None` for frames it drops as
 /// malformed, which the kernel drops as well, so either classifier may take them.
@@ -1001,7 +1348,9 @@ fn handled(v: Verdict) -> Option<bool> {
             | DropReason::ArpTruncated
             | DropReason::Ipv4Header
             | DropReason::Ipv4Length
-            | DropReason::L4Header,
+            | DropReason::L4Header
+            | DropReason::Ipv6Header
+            | DropReason::Ipv6Extension,
         ) => None,
         Verdict::Drop(_) => Some(true),
     }
@@ -1020,18 +1369,27 @@ fn the_xdp_program_steers_what_the_engine_handles() {
         return;
     }
     let steering = Steering::load().expect("the XDP program loads");
-    let cfg = shared_config();
+    let cfg = v6_config();
     let keys: Vec<ServiceKey> = cfg.services.iter().map(|s| s.key).collect();
     steering.set_services(&keys).expect("maps updated");
     let mut t = tables(&cfg);
     let mut frames: Vec<(String, Vec<u8>)> = shared_rows()
         .into_iter()
+        .chain(v6_rows())
         .map(|r| (r.what.to_string(), r.frame))
         .collect();
-    // Every truncation of a SYN to the service and of an ARP request for the VIP.
+    // Every truncation of a SYN to the service and of an ARP request for the VIP, and of
+    // their IPv6 counterparts.
     let syn = tcp(CLIENT, 4000, SYN);
     let arp = xdpvs_arp::request(CLIENT_MAC, CLIENT, VIP).to_vec();
-    for (name, f) in [("SYN", &syn), ("ARP request", &arp)] {
+    let syn6 = tcp6(CLIENT6, 4000, SYN);
+    let ns = xdpvs_arp::ndp::solicitation(CLIENT_MAC, CLIENT6, VIP6);
+    for (name, f) in [
+        ("SYN", &syn),
+        ("ARP request", &arp),
+        ("IPv6 SYN", &syn6),
+        ("neighbour solicitation", &ns),
+    ] {
         for len in 0..f.len() {
             frames.push((format!("{name} cut to {len} bytes"), f[..len].to_vec()));
         }
@@ -1047,5 +1405,5 @@ fn the_xdp_program_steers_what_the_engine_handles() {
             assert_eq!(bpf, h, "{what}: XDP steers {bpf}, engine says {v:?}");
         }
     }
-    assert!(steered >= 12, "the program steered {steered} frames");
+    assert!(steered >= 30, "the program steered {steered} frames");
 }

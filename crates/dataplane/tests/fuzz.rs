@@ -17,13 +17,13 @@ fn tables() -> Tables {
         let mut s = ServiceSpec::new(
             ServiceKey {
                 proto,
-                vip: VIP,
+                vip: VIP.into(),
                 port: 80,
             },
             SchedKind::Wlc,
         );
         s.reals.push(RealSpec {
-            addr: Ipv4Addr::new(198, 18, 0, 11),
+            addr: Ipv4Addr::new(198, 18, 0, 11).into(),
             weight: 1,
             mac: Some([2, 0, 0, 0, 1, 11]),
         });

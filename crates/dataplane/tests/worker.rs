@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use xdpvs_dataplane::device::MemDevice;
-use xdpvs_dataplane::worker::{Control, IdlePolicy, Worker};
+use xdpvs_dataplane::worker::{Control, ControlFrame, IdlePolicy, Worker};
 use xdpvs_dataplane::{Config, Limits, Options, Services, Tables};
 use xdpvs_sched::tcp::flags::{ACK, SYN};
 use xdpvs_sched::tcp::Timeouts;
@@ -23,7 +23,7 @@ fn config(reals: &[u8], port: u16) -> Config {
     let mut s = ServiceSpec::new(
         ServiceKey {
             proto: Protocol::Tcp,
-            vip: VIP,
+            vip: VIP.into(),
             port,
         },
         SchedKind::Rr,
@@ -31,7 +31,7 @@ fn config(reals: &[u8], port: u16) -> Config {
     s.reals = reals
         .iter()
         .map(|&i| RealSpec {
-            addr: Ipv4Addr::new(198, 18, 0, 10 + i),
+            addr: Ipv4Addr::new(198, 18, 0, 10 + i).into(),
             weight: 1,
             mac: Some(rs_mac(i)),
         })
@@ -147,7 +147,9 @@ fn a_full_tx_ring_gives_frames_back_and_counts_them() {
 fn control_can_send_frames_and_arp_is_answered() {
     let mut r = rig(&config(&[1], 80));
     let garp = xdpvs_arp::gratuitous(VIP, DIRECTOR);
-    r.ctrl.send(Control::Send(garp)).expect("worker listens");
+    r.ctrl
+        .send(Control::Send(ControlFrame::new(&garp).expect("fits")))
+        .expect("worker listens");
     r.w.control();
     assert_eq!(r.w.device().transmitted, vec![garp.to_vec()]);
     let who_has = xdpvs_arp::request([2, 0, 0, 0, 0, 0xc1], Ipv4Addr::new(198, 18, 0, 2), VIP);
@@ -252,5 +254,5 @@ fn the_connection_table_is_listed_in_bounded_pieces_between_batches() {
         cursor = piece.next;
     }
     assert_eq!(rows.len(), 40);
-    assert!(rows.iter().all(|l| l.entry.key().vport == 80));
+    assert!(rows.iter().all(|l| l.key.vport == 80));
 }

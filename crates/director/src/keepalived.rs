@@ -10,7 +10,7 @@
 //! inside those blocks is refused with its line; `global_defs` and the VRRP sections are
 //! skipped with a note (xdpvs does not do VRRP).
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use xdpvs_sched::{Persistence, Protocol, SchedKind, ServiceKey};
@@ -247,13 +247,13 @@ fn seconds(n: &Node) -> Result<Millis, KeepalivedError> {
         .or_else(|e| err(n.line, format!("{}: {e}", n.key)))
 }
 
-fn addr_port(n: &Node, args: &[String]) -> Result<(Ipv4Addr, u16), KeepalivedError> {
+fn addr_port(n: &Node, args: &[String]) -> Result<(IpAddr, u16), KeepalivedError> {
     match args {
         [a, p] => {
-            let addr = a.parse::<Ipv4Addr>().or_else(|_| {
+            let addr = a.parse::<IpAddr>().or_else(|_| {
                 err(
                     n.line,
-                    format!("{} {a}: xdpvs takes an IPv4 address here", n.key),
+                    format!("{} {a}: xdpvs takes an IPv4 or IPv6 address here", n.key),
                 )
             })?;
             let port = p.parse::<u16>().ok().filter(|&p| p != 0).map_or_else(
@@ -296,8 +296,8 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<Request>), KeepalivedErro
     let mut proto = Protocol::Tcp;
     let mut scheduler = SchedKind::default();
     let mut timeout: Option<u32> = None;
-    let mut granularity = Ipv4Addr::BROADCAST;
-    let mut sorry: Option<Ipv4Addr> = None;
+    let mut granularity: Option<u8> = None;
+    let mut sorry: Option<IpAddr> = None;
     let mut defaults = CheckDefaults {
         // keepalived's default delay_loop.
         delay_loop: Millis::secs(60),
@@ -339,12 +339,25 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<Request>), KeepalivedErro
             "persistence_granularity" => {
                 no_block(c)?;
                 let m = one_arg(c, "netmask")?;
-                granularity = m.parse().or_else(|_| {
-                    err(c.line, format!("{name}: persistence_granularity {m}: not a netmask"))
-                })?;
-                if let Err(e) = Persistence::new(Duration::from_secs(1), granularity) {
-                    return err(c.line, format!("{name}: {e}"));
-                }
+                // A netmask for IPv4, a prefix length (1 to 128) for IPv6, as keepalived.
+                let p = if vip.is_ipv6() {
+                    m.parse::<u8>().map_err(|_| ()).and_then(|p| {
+                        Persistence::with_prefix(Duration::from_secs(1), p).map_err(|_| ())
+                    })
+                } else {
+                    m.parse::<Ipv4Addr>().map_err(|_| ()).and_then(|mask| {
+                        Persistence::new(Duration::from_secs(1), mask).map_err(|_| ())
+                    })
+                };
+                let Ok(p) = p else {
+                    let want = if vip.is_ipv6() {
+                        "not a prefix length from 1 to 128 (an IPv6 service's granularity)"
+                    } else {
+                        "not a contiguous netmask like 255.255.255.0"
+                    };
+                    return err(c.line, format!("{name}: persistence_granularity {m}: {want}"));
+                };
+                granularity = Some(p.prefix_len);
             }
             "protocol" => {
                 no_block(c)?;
@@ -371,6 +384,9 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<Request>), KeepalivedErro
                         format!("{name}: sorry_server {a} {p}: direct routing cannot map ports: it must serve on {port}"),
                     );
                 }
+                if a.is_ipv6() != vip.is_ipv6() {
+                    return err(c.line, format!("{name}: sorry_server {a}: {}", family_clash(a, vip)));
+                }
                 sorry = Some(a);
             }
             "real_server" => reals.push(c),
@@ -390,8 +406,11 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<Request>), KeepalivedErro
     let key = ServiceKey { proto, vip, port };
     let persistence = match timeout {
         Some(t) => Some(
-            Persistence::new(Duration::from_secs(u64::from(t)), granularity)
-                .or_else(|e| err(n.line, format!("{name}: {e}")))?,
+            Persistence::with_prefix(
+                Duration::from_secs(u64::from(t)),
+                granularity.unwrap_or(xdpvs_sched::model::family_bits(vip)),
+            )
+            .or_else(|e| err(n.line, format!("{name}: {e}")))?,
         ),
         None => None,
     };
@@ -403,7 +422,7 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<Request>), KeepalivedErro
     }];
     let mut seen = Vec::new();
     for r in reals {
-        let (addr, weight, check) = real_server(r, &name, port, &defaults)?;
+        let (addr, weight, check) = real_server(r, &name, vip, port, &defaults)?;
         if seen.contains(&addr) {
             return err(
                 r.line,
@@ -421,14 +440,28 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<Request>), KeepalivedErro
     Ok((key, out))
 }
 
+/// Why a real or sorry server at `addr` cannot serve a VIP of the other family.
+fn family_clash(addr: IpAddr, vip: IpAddr) -> String {
+    use xdpvs_sched::model::family_name;
+    format!(
+        "an {} server cannot serve the {} virtual server {vip}: direct routing needs real servers of the VIP's address family",
+        family_name(addr),
+        family_name(vip)
+    )
+}
+
 fn real_server(
     n: &Node,
     vs: &str,
+    vip: IpAddr,
     vport: u16,
     defaults: &CheckDefaults,
-) -> Result<(Ipv4Addr, u16, Option<CheckSpec>), KeepalivedError> {
+) -> Result<(IpAddr, u16, Option<CheckSpec>), KeepalivedError> {
     let (addr, port) = addr_port(n, &n.args)?;
     let name = format!("{vs}: real_server {addr} {port}");
+    if addr.is_ipv6() != vip.is_ipv6() {
+        return err(n.line, format!("{name}: {}", family_clash(addr, vip)));
+    }
     if port != vport {
         return err(
             n.line,

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, UdpSocket};
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
@@ -48,26 +48,34 @@ fn socket_err(call: &'static str) -> impl FnOnce(io::Error) -> NeighbourError {
     move |source| NeighbourError::Socket { call, source }
 }
 
-/// What one neighbour-table message says of an IPv4 neighbour on our interface.
+/// What one neighbour-table message says of an IPv4 or IPv6 neighbour on our interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     /// The neighbour.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// `Some(mac)` while the kernel holds a usable MAC for it, `None` when it failed,
     /// is being resolved or was deleted.
     pub mac: Option<Mac>,
 }
 
-/// Reads one neighbour message: `None` if it is not about IPv4 on `ifindex`.
+/// Reads one neighbour message: `None` if it is not about IPv4 or IPv6 on `ifindex`.
 pub fn entry(msg: &NeighbourMessage, deleted: bool, ifindex: u32) -> Option<Entry> {
-    if msg.header.family != AddressFamily::Inet || msg.header.ifindex != ifindex {
+    let family = msg.header.family;
+    if !(family == AddressFamily::Inet || family == AddressFamily::Inet6)
+        || msg.header.ifindex != ifindex
+    {
         return None;
     }
     let mut addr = None;
     let mut lladdr = None;
     for a in &msg.attributes {
         match a {
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => addr = Some(*ip),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
+                addr = Some(IpAddr::V4(*ip))
+            }
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
+                addr = Some(IpAddr::V6(*ip))
+            }
             NeighbourAttribute::LinkLayerAddress(b) => lladdr = <Mac>::try_from(&b[..]).ok(),
             _ => {}
         }
@@ -93,7 +101,7 @@ pub struct Neighbours {
     ifindex: u32,
     events: Socket,
     buf: Vec<u8>,
-    table: HashMap<Ipv4Addr, Option<Mac>>,
+    table: HashMap<IpAddr, Option<Mac>>,
 }
 
 impl Neighbours {
@@ -118,7 +126,7 @@ impl Neighbours {
     }
 
     /// What is known now: address -> `Some(mac)` or `None` (failed, incomplete, gone).
-    pub fn table(&self) -> &HashMap<Ipv4Addr, Option<Mac>> {
+    pub fn table(&self) -> &HashMap<IpAddr, Option<Mac>> {
         &self.table
     }
 
@@ -232,19 +240,17 @@ fn dump(
     }
 }
 
-/// The IPv4 addresses (with prefix lengths) of interface `ifindex`, from an rtnetlink
-/// dump (`RTM_GETADDR`).
+/// The IPv4 and IPv6 addresses (with prefix lengths) of interface `ifindex`, from an
+/// rtnetlink dump (`RTM_GETADDR`).
 pub fn local_addresses(ifindex: u32) -> Result<Vec<LocalNet>, NeighbourError> {
     let mut nets = Vec::new();
     dump(
         RouteNetlinkMessage::GetAddress(AddressMessage::default()),
         &mut vec![0; 1 << 16],
         |m| match m {
-            RouteNetlinkMessage::NewAddress(m)
-                if m.header.index == ifindex && m.header.family == AddressFamily::Inet =>
-            {
+            RouteNetlinkMessage::NewAddress(m) if m.header.index == ifindex => {
                 for a in &m.attributes {
-                    if let AddressAttribute::Address(std::net::IpAddr::V4(addr)) = a {
+                    if let AddressAttribute::Address(addr) = a {
                         nets.push(LocalNet {
                             addr: *addr,
                             prefix_len: m.header.prefix_len,
@@ -258,13 +264,16 @@ pub fn local_addresses(ifindex: u32) -> Result<Vec<LocalNet>, NeighbourError> {
     Ok(nets)
 }
 
-/// Makes the kernel resolve `addrs` (one empty datagram each to the discard port).
-pub fn probe(addrs: &[Ipv4Addr]) {
-    let Ok(sock) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)) else {
-        return;
-    };
-    for a in addrs {
-        let _ = sock.send_to(&[], (*a, 9));
+/// Makes the kernel resolve `addrs` (one empty datagram each to the discard port: an
+/// ARP request or a neighbour solicitation).
+pub fn probe(addrs: &[IpAddr]) {
+    let v4 = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0));
+    let v6 = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0));
+    for &a in addrs {
+        let sock = if a.is_ipv4() { &v4 } else { &v6 };
+        if let Ok(sock) = sock {
+            let _ = sock.send_to(&[], (a, 9));
+        }
     }
 }
 
@@ -303,20 +312,29 @@ mod tests {
         ] {
             assert_eq!(
                 entry(&msg(4, s, 11), false, 4),
-                Some(Entry { addr: a, mac }),
+                Some(Entry {
+                    addr: a.into(),
+                    mac
+                }),
                 "{s:?}"
             );
         }
         for s in [NeighbourState::Failed, NeighbourState::Incomplete] {
             assert_eq!(
                 entry(&msg(4, s, 11), false, 4),
-                Some(Entry { addr: a, mac: None }),
+                Some(Entry {
+                    addr: a.into(),
+                    mac: None
+                }),
                 "{s:?}"
             );
         }
         assert_eq!(
             entry(&msg(4, NeighbourState::Reachable, 11), true, 4),
-            Some(Entry { addr: a, mac: None }),
+            Some(Entry {
+                addr: a.into(),
+                mac: None
+            }),
             "deleted"
         );
         assert_eq!(

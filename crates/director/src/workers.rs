@@ -1,7 +1,7 @@
 //! One pinned worker thread per RX queue, and the live dataplane the control plane
 //! configures through them.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -11,7 +11,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use tracing::info;
 use xdpvs_dataplane::stats::TrafficTotals;
 use xdpvs_dataplane::sys::xsk::XskDevice;
-use xdpvs_dataplane::worker::{Control, IdlePolicy, ListRequest, LoopStats, Worker};
+use xdpvs_dataplane::worker::{Control, ControlFrame, IdlePolicy, ListRequest, LoopStats, Worker};
 use xdpvs_dataplane::xdp::Steering;
 use xdpvs_dataplane::{Services, Tables, WorkerStats};
 use xdpvs_sched::conn::{DestRef, Listed, Loads};
@@ -276,13 +276,24 @@ impl Dataplane for Live {
             .map_err(|e| DataplaneError::Steer(e.to_string()))
     }
 
-    fn announce(&mut self, vip: Ipv4Addr) {
-        if let Some(w) = self.workers.list.first() {
-            let _ = w
-                .ctrl
-                .send(Control::Send(xdpvs_arp::gratuitous(vip, self.director_mac)));
+    fn announce(&mut self, vip: IpAddr) {
+        let Some(w) = self.workers.list.first() else {
+            return;
+        };
+        let (frame, how) = match vip {
+            IpAddr::V4(v) => (
+                ControlFrame::new(&xdpvs_arp::gratuitous(v, self.director_mac)),
+                "gratuitous ARP",
+            ),
+            IpAddr::V6(v) => (
+                ControlFrame::new(&xdpvs_arp::ndp::unsolicited(v, self.director_mac)),
+                "unsolicited neighbour advertisement",
+            ),
+        };
+        if let Some(frame) = frame {
+            let _ = w.ctrl.send(Control::Send(frame));
             info!(
-                "announced {vip} at {} (gratuitous ARP)",
+                "announced {vip} at {} ({how})",
                 format_mac(&self.director_mac)
             );
         }

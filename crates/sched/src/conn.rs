@@ -3,7 +3,10 @@
 //!
 //! - **Fixed capacity**, chosen at start: every slot is allocated up front, so neither
 //!   insert nor lookup allocates. The slot array is a power of two at least 4/3 of the
-//!   capacity (load factor <= 0.75); an [`Entry`] is 48 bytes.
+//!   capacity (load factor <= 0.75); an [`Entry`] is 48 bytes for IPv4 and 64 for IPv6.
+//! - **One table per address family**: the table is generic over its [`Family`]
+//!   (`Ipv4Addr`, `Ipv6Addr`), so IPv4 keeps its 48-byte entries while IPv6 entries hold
+//!   two 16-byte addresses; a worker keeps one of each, sharing one set of [`Loads`].
 //! - **Open addressing with linear probing** and backward-shift deletion (no tombstones):
 //!   a hit usually costs one cache line.
 //! - **Seeded hash**: the shell picks a random seed so that crafted flows cannot aim at
@@ -21,12 +24,14 @@
 //!   plane may read at any time (single writer: the worker that owns the table).
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::hash::fold_mul;
+use crate::hash::mix64;
 use crate::model::{prefix_mask, Protocol};
 use crate::scheduler::Load;
 use crate::tcp::{next_state, State, Timeouts};
@@ -43,17 +48,115 @@ pub struct DestRef {
     pub gen: u32,
 }
 
-/// A connection's identity.
+/// An address family a connection table can hold: `Ipv4Addr` or `Ipv6Addr`.
+pub trait Family:
+    Copy + Eq + Ord + Hash + fmt::Debug + fmt::Display + Send + Sync + 'static
+{
+    /// The address as stored: `u32` or `u128`.
+    type Raw: Copy + Eq + fmt::Debug + Send + Sync;
+    /// The all-zero raw address.
+    const ZERO: Self::Raw;
+    /// Bits in an address (the longest persistence prefix).
+    const BITS: u8;
+    /// Bytes at the start of an entry that a packet of a live connection reads and writes.
+    const HOT_BYTES: usize;
+    /// The raw form.
+    fn raw(self) -> Self::Raw;
+    /// Back from the raw form.
+    fn from_raw(r: Self::Raw) -> Self;
+    /// `r` with only its first `prefix_len` bits kept.
+    fn mask(r: Self::Raw, prefix_len: u8) -> Self::Raw;
+    /// The two addresses folded into one 64-bit word for the table's hash.
+    fn fold(client: Self::Raw, vip: Self::Raw) -> u64;
+    /// As an `IpAddr`.
+    fn ip(self) -> IpAddr;
+}
+
+impl Family for Ipv4Addr {
+    type Raw = u32;
+    const ZERO: u32 = 0;
+    const BITS: u8 = 32;
+    const HOT_BYTES: usize = 32;
+    #[inline]
+    fn raw(self) -> u32 {
+        u32::from(self)
+    }
+    #[inline]
+    fn from_raw(r: u32) -> Ipv4Addr {
+        Ipv4Addr::from(r)
+    }
+    #[inline]
+    fn mask(r: u32, prefix_len: u8) -> u32 {
+        r & prefix_mask(prefix_len)
+    }
+    #[inline]
+    fn fold(client: u32, vip: u32) -> u64 {
+        (u64::from(client) << 32) | u64::from(vip)
+    }
+    fn ip(self) -> IpAddr {
+        IpAddr::V4(self)
+    }
+}
+
+impl Family for Ipv6Addr {
+    type Raw = u128;
+    const ZERO: u128 = 0;
+    const BITS: u8 = 128;
+    const HOT_BYTES: usize = 56;
+    #[inline]
+    fn raw(self) -> u128 {
+        u128::from(self)
+    }
+    #[inline]
+    fn from_raw(r: u128) -> Ipv6Addr {
+        Ipv6Addr::from(r)
+    }
+    #[inline]
+    fn mask(r: u128, prefix_len: u8) -> u128 {
+        match prefix_len {
+            0 => 0,
+            p if p >= 128 => r,
+            p => r & (u128::MAX << (128 - u32::from(p))),
+        }
+    }
+    #[inline]
+    fn fold(client: u128, vip: u128) -> u64 {
+        // Every bit of the client reaches the word through the mix; the VIP (a handful
+        // of values) is folded in plainly.
+        fold_mul(
+            client as u64 ^ 0x9E37_79B9_7F4A_7C15,
+            (client >> 64) as u64 | 1,
+        ) ^ mix64(vip as u64 ^ (vip >> 64) as u64)
+    }
+    fn ip(self) -> IpAddr {
+        IpAddr::V6(self)
+    }
+}
+
+impl<A: Family> ConnKey<A> {
+    /// The key with its addresses as `IpAddr`.
+    pub fn any(&self) -> ConnKey<IpAddr> {
+        ConnKey {
+            proto: self.proto,
+            client: self.client.ip(),
+            cport: self.cport,
+            vip: self.vip.ip(),
+            vport: self.vport,
+        }
+    }
+}
+
+/// A connection's identity (IPv4 unless said otherwise).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnKey {
+pub struct ConnKey<A = Ipv4Addr> {
     /// TCP or UDP.
     pub proto: Protocol,
     /// Client address.
-    pub client: Ipv4Addr,
+    pub client: A,
     /// Client port.
     pub cport: u16,
     /// Virtual IP.
-    pub vip: Ipv4Addr,
+    pub vip: A,
     /// Virtual port.
     pub vport: u16,
 }
@@ -63,20 +166,20 @@ const F_PERSISTENT: u8 = 2;
 
 /// The packed key as stored and hashed.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct Packed {
-    client: u32,
-    vip: u32,
+struct Packed<A: Family> {
+    client: A::Raw,
+    vip: A::Raw,
     cport: u16,
     vport: u16,
     proto: u8,
     template: bool,
 }
 
-impl Packed {
-    fn of(k: &ConnKey, template: bool) -> Packed {
+impl<A: Family> Packed<A> {
+    fn of(k: &ConnKey<A>, template: bool) -> Packed<A> {
         Packed {
-            client: u32::from(k.client),
-            vip: u32::from(k.vip),
+            client: k.client.raw(),
+            vip: k.vip.raw(),
             cport: k.cport,
             vport: k.vport,
             proto: k.proto.ip_number(),
@@ -85,17 +188,18 @@ impl Packed {
     }
 }
 
-/// One slot of the table (48 bytes).
+/// One slot of the table: 48 bytes for IPv4, 64 for IPv6.
 ///
 /// What a packet of a live connection reads and writes (key, flags, real server,
-/// last-seen time) is the first 32 bytes, so a hit touches one cache line for three
-/// slots in four. The last 16 are a template's: how many connections it controls, and
-/// its timeout in nanoseconds (no per-connection counters: IPVS shows none either).
+/// last-seen time) is the first [`Family::HOT_BYTES`] (32 for IPv4, so a hit touches one
+/// cache line for three slots in four; 56 for IPv6, one line per entry). The last 8 are a
+/// template's: how many connections it controls, and its timeout in milliseconds (no
+/// per-connection counters: IPVS shows none either).
 #[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(C)]
-pub struct Entry {
-    client: u32,
-    vip: u32,
+#[repr(C, align(16))]
+pub struct Entry<A: Family = Ipv4Addr> {
+    client: A::Raw,
+    vip: A::Raw,
     cport: u16,
     vport: u16,
     /// IP protocol number; 0 marks an empty slot.
@@ -107,22 +211,27 @@ pub struct Entry {
     dest: DestRef,
     last_seen: u64,
     /// A template's: connections it controls.
-    controlled: u64,
-    /// A template's: its timeout, ns.
-    template_timeout: u64,
+    controlled: u32,
+    /// A template's: its timeout, ms.
+    template_timeout_ms: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<Entry>() == 48);
+const _: () = assert!(std::mem::size_of::<Entry<Ipv4Addr>>() == 48);
+const _: () = assert!(std::mem::size_of::<Entry<Ipv6Addr>>() == 64);
+const _: () = assert!(std::mem::offset_of!(Entry<Ipv4Addr>, controlled) == Ipv4Addr::HOT_BYTES);
+const _: () = assert!(std::mem::offset_of!(Entry<Ipv6Addr>, controlled) == Ipv6Addr::HOT_BYTES);
 
-/// Bytes at the start of an [`Entry`] that a packet of a live connection reads and
+/// Bytes at the start of an IPv4 [`Entry`] that a packet of a live connection reads and
 /// writes (for prefetching exactly those lines).
-pub const HOT_BYTES: usize = 32;
-const _: () = assert!(std::mem::offset_of!(Entry, controlled) == HOT_BYTES);
+pub const HOT_BYTES: usize = Ipv4Addr::HOT_BYTES;
 
-impl Entry {
-    const EMPTY: Entry = Entry {
-        client: 0,
-        vip: 0,
+impl<A: Family> Entry<A> {
+    /// The empty slot. Every field is an integer and the empty slot is all zero bytes,
+    /// so memory of all zero bytes is a valid array of empty entries (the shell may hand
+    /// the table lazily zeroed pages: see [`ConnTable::with_slots`]).
+    pub const EMPTY: Entry<A> = Entry {
+        client: A::ZERO,
+        vip: A::ZERO,
         cport: 0,
         vport: 0,
         proto: 0,
@@ -132,7 +241,7 @@ impl Entry {
         dest: DestRef { slot: 0, gen: 0 },
         last_seen: 0,
         controlled: 0,
-        template_timeout: 0,
+        template_timeout_ms: 0,
     };
 
     #[inline]
@@ -141,7 +250,7 @@ impl Entry {
     }
 
     #[inline]
-    fn packed(&self) -> Packed {
+    fn packed(&self) -> Packed<A> {
         Packed {
             client: self.client,
             vip: self.vip,
@@ -153,12 +262,12 @@ impl Entry {
     }
 
     /// The connection's key (for a template: masked client, client port 0).
-    pub fn key(&self) -> ConnKey {
+    pub fn key(&self) -> ConnKey<A> {
         ConnKey {
             proto: Protocol::from_ip_number(self.proto).unwrap_or(Protocol::Tcp),
-            client: Ipv4Addr::from(self.client),
+            client: A::from_raw(self.client),
             cport: self.cport,
-            vip: Ipv4Addr::from(self.vip),
+            vip: A::from_raw(self.vip),
             vport: self.vport,
         }
     }
@@ -185,7 +294,7 @@ impl Entry {
     /// For a template: how many connections it controls.
     pub fn controlled(&self) -> u64 {
         if self.is_template() {
-            self.controlled
+            u64::from(self.controlled)
         } else {
             0
         }
@@ -198,14 +307,14 @@ impl Entry {
     /// How long this entry may stay idle, or `None` while it cannot expire.
     fn timeout_nanos(&self, t: &Timeouts) -> Option<u64> {
         if self.is_template() {
-            (self.controlled == 0).then_some(self.template_timeout)
+            (self.controlled == 0).then_some(u64::from(self.template_timeout_ms) * 1_000_000)
         } else {
             Some(t.nanos(self.state()))
         }
     }
 }
 
-impl fmt::Debug for Entry {
+impl<A: Family> fmt::Debug for Entry<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Entry")
             .field("key", &self.key())
@@ -214,7 +323,7 @@ impl fmt::Debug for Entry {
             .field("state", &self.state())
             .field("last_seen", &self.last_seen)
             .field("controlled", &self.controlled)
-            .field("template_timeout", &self.template_timeout)
+            .field("template_timeout_ms", &self.template_timeout_ms)
             .finish()
     }
 }
@@ -292,7 +401,7 @@ enum Which {
     Persist,
 }
 
-fn which(e: &Entry) -> Which {
+fn which<A: Family>(e: &Entry<A>) -> Which {
     if e.is_template() {
         Which::Persist
     } else if e.state().is_active() {
@@ -315,9 +424,9 @@ pub enum ConnTableError {
     Capacity(usize),
 }
 
-/// The connection table of one worker.
-pub struct ConnTable {
-    slots: Box<[Entry]>,
+/// The connection table of one worker for one address family (IPv4 unless said).
+pub struct ConnTable<A: Family = Ipv4Addr> {
+    slots: Box<[Entry<A>]>,
     mask: usize,
     len: usize,
     capacity: usize,
@@ -332,7 +441,7 @@ pub struct ConnTable {
 /// when the table is full.
 pub const EVICT_SCAN: usize = 32;
 
-impl fmt::Debug for ConnTable {
+impl<A: Family> fmt::Debug for ConnTable<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnTable")
             .field("len", &self.len)
@@ -342,15 +451,19 @@ impl fmt::Debug for ConnTable {
     }
 }
 
-/// Bytes of memory per table slot (an [`Entry`]).
-pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry>();
+/// Bytes of memory per IPv4 table slot (an [`Entry`]).
+pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry<Ipv4Addr>>();
+/// Bytes of memory per IPv6 table slot.
+pub const ENTRY_BYTES_V6: usize = std::mem::size_of::<Entry<Ipv6Addr>>();
 
-impl ConnTable {
-    /// The largest capacity accepted.
+impl ConnTable<Ipv4Addr> {
+    /// The largest capacity accepted (of either family's table).
     pub const MAX_CAPACITY: usize = 1 << 30;
-    /// The default capacity (per worker).
+    /// The default capacity (per worker and family).
     pub const DEFAULT_CAPACITY: usize = 1 << 20;
+}
 
+impl<A: Family> ConnTable<A> {
     /// A table for `capacity` entries and real-server slots `0..max_dests`, with a hash
     /// `seed` (random in production, fixed in tests).
     pub fn new(
@@ -358,29 +471,40 @@ impl ConnTable {
         max_dests: usize,
         timeouts: Timeouts,
         seed: u64,
-    ) -> Result<ConnTable, ConnTableError> {
-        Self::with_memory_advice(capacity, max_dests, timeouts, seed, |_| {})
+    ) -> Result<ConnTable<A>, ConnTableError> {
+        Self::with_slots(capacity, max_dests, timeouts, seed, |n| {
+            vec![Entry::EMPTY; n]
+        })
     }
 
-    /// Like [`ConnTable::new`], but lets the caller advise the kernel about the slot
-    /// memory before it is first touched: `advise` receives the allocated, still empty
-    /// vector (e.g. to ask for transparent huge pages over its spare capacity).
-    pub fn with_memory_advice(
+    /// Keeps this table's real-server counts in `loads` from now on (those of another
+    /// family's table of the same worker: one set of counts per worker). Call it before
+    /// the first insert.
+    pub fn share_loads(&mut self, loads: Arc<Loads>) {
+        debug_assert!(self.is_empty());
+        self.loads = loads;
+    }
+
+    /// Like [`ConnTable::new`], but the caller provides the slots: `alloc(n)` returns `n`
+    /// empty entries (e.g. lazily zeroed pages with transparent huge pages advised, so a
+    /// table nobody uses costs no memory). Anything else is replaced by `n` empty entries.
+    pub fn with_slots(
         capacity: usize,
         max_dests: usize,
         timeouts: Timeouts,
         seed: u64,
-        advise: impl FnOnce(&mut Vec<Entry>),
-    ) -> Result<ConnTable, ConnTableError> {
-        if capacity == 0 || capacity > Self::MAX_CAPACITY {
+        alloc: impl FnOnce(usize) -> Vec<Entry<A>>,
+    ) -> Result<ConnTable<A>, ConnTableError> {
+        if capacity == 0 || capacity > ConnTable::MAX_CAPACITY {
             return Err(ConnTableError::Capacity(capacity));
         }
         let n = (capacity + capacity.div_ceil(3))
             .next_power_of_two()
             .max(16);
-        let mut slots = Vec::with_capacity(n);
-        advise(&mut slots);
-        slots.resize(n, Entry::EMPTY);
+        let mut slots = alloc(n);
+        if slots.len() != n {
+            slots = vec![Entry::EMPTY; n];
+        }
         Ok(ConnTable {
             slots: slots.into_boxed_slice(),
             mask: n - 1,
@@ -399,7 +523,7 @@ impl ConnTable {
 
     /// Bytes this table occupies (slots only).
     pub fn memory_bytes(&self) -> usize {
-        self.slots.len() * ENTRY_BYTES
+        self.slots.len() * std::mem::size_of::<Entry<A>>()
     }
 
     /// Entries in use (connections and templates).
@@ -439,8 +563,8 @@ impl ConnTable {
     }
 
     #[inline]
-    fn hash(&self, k: &Packed) -> usize {
-        let a = (u64::from(k.client) << 32) | u64::from(k.vip);
+    fn hash(&self, k: &Packed<A>) -> usize {
+        let a = A::fold(k.client, k.vip);
         let b = (u64::from(k.cport) << 32)
             | (u64::from(k.vport) << 16)
             | (u64::from(k.proto) << 8)
@@ -449,7 +573,7 @@ impl ConnTable {
     }
 
     #[inline]
-    fn find(&self, k: &Packed) -> Option<usize> {
+    fn find(&self, k: &Packed<A>) -> Option<usize> {
         let mut i = self.hash(k) & self.mask;
         loop {
             let e = &self.slots[i];
@@ -464,7 +588,7 @@ impl ConnTable {
     }
 
     #[inline]
-    fn expired(&self, e: &Entry, now: Time) -> bool {
+    fn expired(&self, e: &Entry<A>, now: Time) -> bool {
         match e.timeout_nanos(&self.timeouts) {
             Some(t) => now.as_nanos().saturating_sub(e.last_seen) > t,
             None => false,
@@ -475,17 +599,22 @@ impl ConnTable {
     /// and reported as absent. The returned index stays valid until the next call that
     /// removes entries (`lookup*`, `remove`, `expire`).
     #[inline]
-    pub fn lookup(&mut self, key: &ConnKey, now: Time) -> Option<usize> {
+    pub fn lookup(&mut self, key: &ConnKey<A>, now: Time) -> Option<usize> {
         self.lookup_packed(&Packed::of(key, false), now)
     }
 
     /// Finds the live persistence template for `(proto, client, vip, vport)` masked to
     /// `prefix_len` bits of client address.
-    pub fn lookup_template(&mut self, key: &ConnKey, prefix_len: u8, now: Time) -> Option<usize> {
+    pub fn lookup_template(
+        &mut self,
+        key: &ConnKey<A>,
+        prefix_len: u8,
+        now: Time,
+    ) -> Option<usize> {
         self.lookup_packed(&Packed::of(&template_key(key, prefix_len), true), now)
     }
 
-    fn lookup_packed(&mut self, k: &Packed, now: Time) -> Option<usize> {
+    fn lookup_packed(&mut self, k: &Packed<A>, now: Time) -> Option<usize> {
         let i = self.find(k)?;
         if self.expired(&self.slots[i], now) {
             self.remove(i, now);
@@ -498,13 +627,13 @@ impl ConnTable {
     /// worker that has a batch of frames in hand touches every frame's home slot before
     /// processing any, so that the cache misses of the batch overlap.
     #[inline]
-    pub fn home(&self, key: &ConnKey) -> &Entry {
+    pub fn home(&self, key: &ConnKey<A>) -> &Entry<A> {
         &self.slots[self.hash(&Packed::of(key, false)) & self.mask]
     }
 
     /// The entry at `idx` (from a lookup or insert).
     #[inline]
-    pub fn entry(&self, idx: usize) -> &Entry {
+    pub fn entry(&self, idx: usize) -> &Entry<A> {
         &self.slots[idx]
     }
 
@@ -534,7 +663,7 @@ impl ConnTable {
         false
     }
 
-    fn place(&mut self, e: Entry, now: Time) -> Result<(usize, bool), TableFull> {
+    fn place(&mut self, e: Entry<A>, now: Time) -> Result<(usize, bool), TableFull> {
         let home = self.hash(&e.packed()) & self.mask;
         let mut evicted = false;
         if self.len >= self.capacity {
@@ -559,7 +688,7 @@ impl ConnTable {
     /// template controlling it, if any.
     pub fn insert(
         &mut self,
-        key: &ConnKey,
+        key: &ConnKey<A>,
         dest: DestRef,
         state: State,
         now: Time,
@@ -578,7 +707,7 @@ impl ConnTable {
             dest,
             last_seen: now.as_nanos(),
             controlled: 0,
-            template_timeout: 0,
+            template_timeout_ms: 0,
         };
         if let Some(t) = template.filter(|&t| self.slots[t].is_template()) {
             e.flags = F_PERSISTENT;
@@ -607,7 +736,7 @@ impl ConnTable {
     /// bits go to `dest` for `timeout` after the last connection it controls.
     pub fn insert_template(
         &mut self,
-        key: &ConnKey,
+        key: &ConnKey<A>,
         prefix_len: u8,
         dest: DestRef,
         timeout: Duration,
@@ -623,11 +752,11 @@ impl ConnTable {
                 proto: k.proto,
                 state: State::None as u8,
                 flags: F_TEMPLATE,
-                prefix: prefix_len.min(32),
+                prefix: prefix_len.min(A::BITS),
                 dest,
                 last_seen: now.as_nanos(),
                 controlled: 0,
-                template_timeout: u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
+                template_timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
             },
             now,
         );
@@ -731,18 +860,18 @@ impl ConnTable {
     }
 
     /// Every entry in use (connections and templates), in slot order.
-    pub fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = &Entry<A>> + '_ {
         self.slots.iter().filter(|e| e.occupied())
     }
 
     /// How long `e` has left to live at `now` if nothing is seen on it (a template that
     /// still controls connections: its whole timeout).
-    pub fn expires_in(&self, e: &Entry, now: Time) -> Duration {
+    pub fn expires_in(&self, e: &Entry<A>, now: Time) -> Duration {
         let idle = now.as_nanos().saturating_sub(e.last_seen);
-        Duration::from_nanos(match e.timeout_nanos(&self.timeouts) {
-            Some(t) => t.saturating_sub(idle),
-            None => e.template_timeout,
-        })
+        match e.timeout_nanos(&self.timeouts) {
+            Some(t) => Duration::from_nanos(t.saturating_sub(idle)),
+            None => Duration::from_millis(u64::from(e.template_timeout_ms)),
+        }
     }
 
     /// Copies the entries in use among at most `max_slots` slots from `cursor` into
@@ -770,7 +899,13 @@ impl ConnTable {
                 return Some(i);
             }
             out.push(Listed {
-                entry: *e,
+                key: e.key().any(),
+                dest: e.dest,
+                state: e.state(),
+                template: e.is_template(),
+                persistent: e.is_persistent(),
+                controlled: e.controlled(),
+                prefix_len: e.prefix,
                 expires_in: self.expires_in(e, now),
             });
         }
@@ -778,19 +913,31 @@ impl ConnTable {
     }
 }
 
-/// A connection-table entry as listed, with the time it has left.
+/// A connection-table entry as listed (of either family), with the time it has left.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Listed {
-    /// The entry.
-    pub entry: Entry,
+    /// The connection's key (for a template: masked client, client port 0).
+    pub key: ConnKey<IpAddr>,
+    /// The real server.
+    pub dest: DestRef,
+    /// The state.
+    pub state: State,
+    /// A persistence template rather than a connection.
+    pub template: bool,
+    /// Controlled by a persistence template.
+    pub persistent: bool,
+    /// For a template: how many connections it controls.
+    pub controlled: u64,
+    /// For a template (and the connections it controls): the persistence prefix length.
+    pub prefix_len: u8,
     /// Time left before it expires if nothing is seen on it.
     pub expires_in: Duration,
 }
 
 /// The template key for a connection key: client masked, client port 0.
-fn template_key(key: &ConnKey, prefix_len: u8) -> ConnKey {
+fn template_key<A: Family>(key: &ConnKey<A>, prefix_len: u8) -> ConnKey<A> {
     ConnKey {
-        client: Ipv4Addr::from(u32::from(key.client) & prefix_mask(prefix_len)),
+        client: A::from_raw(A::mask(key.client.raw(), prefix_len)),
         cport: 0,
         ..*key
     }

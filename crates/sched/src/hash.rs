@@ -5,6 +5,19 @@
 //! adds a per-table seed (chosen by the shell) so that crafted flows cannot aim at one
 //! probe chain.
 
+/// An address as one 32-bit word for the hashing schedulers: an IPv4 address as it is,
+/// an IPv6 address folded (its four words xored, as IPVS's source hashing does).
+#[inline]
+pub fn addr_word(a: std::net::IpAddr) -> u32 {
+    match a {
+        std::net::IpAddr::V4(a) => u32::from(a),
+        std::net::IpAddr::V6(a) => {
+            let v = u128::from(a);
+            (v as u32) ^ ((v >> 32) as u32) ^ ((v >> 64) as u32) ^ ((v >> 96) as u32)
+        }
+    }
+}
+
 /// Fibonacci hashing of a 32-bit value to `bits` bits (the multiplier is 2^32 / phi).
 #[inline]
 pub const fn fib32(v: u32, bits: u32) -> u32 {

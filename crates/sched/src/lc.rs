@@ -2,7 +2,7 @@
 //! `active * 256 + inactive`; ties go to the first in service order. Weights only
 //! decide availability (0 takes nothing).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::scheduler::{DestView, Scheduler};
 
@@ -13,7 +13,7 @@ pub struct Lc;
 impl Scheduler for Lc {
     fn rebuild<D: DestView + ?Sized>(&mut self, _dests: &D) {}
 
-    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, _client: Ipv4Addr) -> Option<usize> {
+    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, _client: IpAddr) -> Option<usize> {
         let mut best: Option<(usize, u64)> = None;
         for i in 0..dests.len() {
             if dests.weight(i) == 0 {
@@ -33,6 +33,7 @@ mod tests {
     use super::*;
     use crate::scheduler::testutil::dests;
     use crate::Load;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn picks_least_overhead_first_on_ties() {
@@ -50,9 +51,12 @@ mod tests {
             inactive: 255,
         }; // 255
         d[3].load = Load::default(); // quiescent: never
-        assert_eq!(Lc.pick(&d[..], Ipv4Addr::LOCALHOST), Some(2));
+        assert_eq!(Lc.pick(&d[..], IpAddr::from(Ipv4Addr::LOCALHOST)), Some(2));
         d[2].load.inactive = 256;
-        assert_eq!(Lc.pick(&d[..], Ipv4Addr::LOCALHOST), Some(0));
-        assert_eq!(Lc.pick(&dests(&[0])[..], Ipv4Addr::LOCALHOST), None);
+        assert_eq!(Lc.pick(&d[..], IpAddr::from(Ipv4Addr::LOCALHOST)), Some(0));
+        assert_eq!(
+            Lc.pick(&dests(&[0])[..], IpAddr::from(Ipv4Addr::LOCALHOST)),
+            None
+        );
     }
 }

@@ -11,7 +11,7 @@
 //! - A server's place depends only on its address, and a client's slot only on its
 //!   address: every worker and a standby director agree.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::hash::mix64;
 use crate::scheduler::{DestView, Scheduler};
@@ -66,9 +66,9 @@ impl Mh {
         self.table.len()
     }
 
-    fn slot(&self, client: Ipv4Addr) -> usize {
+    fn slot(&self, client: IpAddr) -> usize {
         reduce(
-            mix64(u64::from(u32::from(client)) ^ CLIENT_SEED),
+            mix64(u64::from(crate::hash::addr_word(client)) ^ CLIENT_SEED),
             self.table.len(),
         )
     }
@@ -84,7 +84,7 @@ impl Scheduler for Mh {
         let mut perms: Vec<(u16, u64, usize, usize, u64)> = (0..n)
             .filter(|&i| dests.weight(i) > 0)
             .map(|i| {
-                let a = u64::from(u32::from(dests.addr(i)));
+                let a = u64::from(crate::hash::addr_word(dests.addr(i)));
                 let offset = reduce(mix64(a ^ OFFSET_SEED), m);
                 let skip = reduce(mix64(a ^ SKIP_SEED), m - 1) + 1;
                 (i as u16, u64::from(dests.weight(i)), offset, skip, 0)
@@ -116,7 +116,7 @@ impl Scheduler for Mh {
         }
     }
 
-    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, client: Ipv4Addr) -> Option<usize> {
+    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, client: IpAddr) -> Option<usize> {
         if self.table.is_empty() {
             return None;
         }
@@ -138,11 +138,12 @@ mod tests {
     use crate::scheduler::testutil::dests;
     use crate::scheduler::Candidate;
     use proptest::prelude::*;
+    use std::net::Ipv4Addr;
 
-    fn owners(s: &mut Mh, d: &[Candidate], clients: &[Ipv4Addr]) -> Vec<Option<Ipv4Addr>> {
+    fn owners(s: &mut Mh, d: &[Candidate], clients: &[Ipv4Addr]) -> Vec<Option<IpAddr>> {
         clients
             .iter()
-            .map(|&c| s.pick(d, c).map(|i| d[i].addr))
+            .map(|&c| s.pick(d, c.into()).map(|i| d[i].addr))
             .collect()
     }
 
@@ -182,7 +183,10 @@ mod tests {
         assert!(!s.table.contains(&1));
         let mut e = Mh::default();
         e.rebuild(&dests(&[0, 0])[..]);
-        assert_eq!(e.pick(&dests(&[0, 0])[..], Ipv4Addr::LOCALHOST), None);
+        assert_eq!(
+            e.pick(&dests(&[0, 0])[..], IpAddr::from(Ipv4Addr::LOCALHOST)),
+            None
+        );
     }
 
     proptest! {

@@ -2,7 +2,7 @@
 //! scheduler, optional persistence, and a list of *real servers*.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -58,15 +58,52 @@ impl fmt::Display for Protocol {
 pub struct ServiceKey {
     /// TCP or UDP.
     pub proto: Protocol,
-    /// The virtual IP (VIP).
-    pub vip: Ipv4Addr,
+    /// The virtual IP (VIP), IPv4 or IPv6.
+    pub vip: IpAddr,
     /// The virtual port; in direct routing the real servers serve on this same port.
     pub port: u16,
 }
 
 impl fmt::Display for ServiceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}:{}", self.proto, self.vip, self.port)
+        write!(f, "{} {}", self.proto, addr_port(self.vip, self.port))
+    }
+}
+
+impl ServiceKey {
+    /// True for an IPv6 service.
+    pub const fn is_ipv6(&self) -> bool {
+        self.vip.is_ipv6()
+    }
+
+    /// The longest persistence prefix for this service's family (32 or 128).
+    pub const fn max_prefix(&self) -> u8 {
+        family_bits(self.vip)
+    }
+}
+
+/// `ADDR:PORT`, with the address in brackets for IPv6 (`[2001:2::100]:80`), as ipvsadm
+/// prints and parses it.
+pub fn addr_port(addr: IpAddr, port: u16) -> String {
+    match addr {
+        IpAddr::V4(a) => format!("{a}:{port}"),
+        IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// Bits in an address of `addr`'s family: 32 or 128.
+pub const fn family_bits(addr: IpAddr) -> u8 {
+    match addr {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+/// `IPv4` or `IPv6`.
+pub const fn family_name(addr: IpAddr) -> &'static str {
+    match addr {
+        IpAddr::V4(_) => "IPv4",
+        IpAddr::V6(_) => "IPv6",
     }
 }
 
@@ -137,7 +174,8 @@ impl FromStr for SchedKind {
 pub struct Persistence {
     /// How long a template outlives the last connection it controls (ipvsadm default 300 s).
     pub timeout: Duration,
-    /// Prefix length of the client netmask (32 = per client address, ipvsadm's default).
+    /// Prefix length of the client netmask (32 for IPv4 and 128 for IPv6 = per client
+    /// address, ipvsadm's default).
     pub prefix_len: u8,
 }
 
@@ -161,7 +199,22 @@ impl Persistence {
         })
     }
 
-    /// The netmask as a host-order mask.
+    /// Persistence with `timeout` and a prefix length (IPv6's `-M 64`), which must be
+    /// 1..=128 (ipvsadm's bounds).
+    pub fn with_prefix(timeout: Duration, prefix_len: u8) -> Result<Persistence, ConfigError> {
+        if !(1..=128).contains(&prefix_len) {
+            return Err(ConfigError::BadPrefix(prefix_len));
+        }
+        if timeout.is_zero() {
+            return Err(ConfigError::ZeroPersistenceTimeout);
+        }
+        Ok(Persistence {
+            timeout,
+            prefix_len,
+        })
+    }
+
+    /// The IPv4 netmask as a host-order mask.
     pub const fn mask(self) -> u32 {
         prefix_mask(self.prefix_len)
     }
@@ -186,8 +239,8 @@ pub const fn prefix_mask(prefix_len: u8) -> u32 {
 /// A real server of a virtual service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RealSpec {
-    /// The real server's IPv4 address (on the director's LAN).
-    pub addr: Ipv4Addr,
+    /// The real server's address (on the director's LAN), of its service's family.
+    pub addr: IpAddr,
     /// Weight 0..=65535. 0 is *quiescent*: no new connections, existing ones continue.
     pub weight: u16,
     /// The real server's MAC, once resolved. Unresolved real servers get no new traffic.
@@ -221,14 +274,25 @@ impl ServiceSpec {
     /// Checks what can be checked of one service alone.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let vip = self.key.vip;
-        if vip.is_unspecified() || vip.is_broadcast() || vip.is_multicast() {
+        if !is_unicast(vip) {
             return Err(ConfigError::BadVip(vip));
         }
         if self.key.port == 0 {
             return Err(ConfigError::ZeroPort(self.key));
         }
+        if let Some(p) = self.persistence {
+            if p.prefix_len > self.key.max_prefix() {
+                return Err(ConfigError::BadPrefix(p.prefix_len));
+            }
+        }
         for (i, r) in self.reals.iter().enumerate() {
-            if r.addr.is_unspecified() || r.addr.is_broadcast() || r.addr.is_multicast() {
+            if r.addr.is_ipv6() != vip.is_ipv6() {
+                return Err(ConfigError::FamilyMismatch {
+                    service: self.key,
+                    real: r.addr,
+                });
+            }
+            if !is_unicast(r.addr) {
                 return Err(ConfigError::BadRealAddr(r.addr));
             }
             if self.reals[..i].iter().any(|o| o.addr == r.addr) {
@@ -242,6 +306,15 @@ impl ServiceSpec {
             return Err(ConfigError::TooManyReals(self.key));
         }
         Ok(())
+    }
+}
+
+/// True for an address a VIP or a real server may have: not unspecified, broadcast,
+/// multicast or (IPv6) loopback.
+pub fn is_unicast(addr: IpAddr) -> bool {
+    match addr {
+        IpAddr::V4(a) => !(a.is_unspecified() || a.is_broadcast() || a.is_multicast()),
+        IpAddr::V6(a) => !(a.is_unspecified() || a.is_multicast() || a.is_loopback()),
     }
 }
 
@@ -259,13 +332,24 @@ pub enum ConfigError {
     ZeroPersistenceTimeout,
     /// VIP 0.0.0.0, broadcast or multicast.
     #[error("virtual IP {0} is not a unicast address")]
-    BadVip(Ipv4Addr),
+    BadVip(IpAddr),
+    /// `-M` out of 1..=128 for IPv6, or above 32 for IPv4.
+    #[error("persistence prefix length {0} is out of range: use 1 to 128 for an IPv6 service, a netmask (or 1 to 32) for IPv4")]
+    BadPrefix(u8),
+    /// A real server of the other address family.
+    #[error("real server {real} is {} but service {service} is {}: direct routing needs real servers of the service's address family", family_name(*real), family_name(service.vip))]
+    FamilyMismatch {
+        /// The service.
+        service: ServiceKey,
+        /// The real server.
+        real: IpAddr,
+    },
     /// Port 0 (all-ports services are not supported).
     #[error("service {0}: port 0 (all ports) is not supported; give the service's port")]
     ZeroPort(ServiceKey),
     /// Real server address 0.0.0.0, broadcast or multicast.
     #[error("real server {0} is not a unicast address")]
-    BadRealAddr(Ipv4Addr),
+    BadRealAddr(IpAddr),
     /// The same service twice.
     #[error("service {0} already exists")]
     DuplicateService(ServiceKey),
@@ -275,7 +359,7 @@ pub enum ConfigError {
         /// The service.
         service: ServiceKey,
         /// The real server.
-        real: Ipv4Addr,
+        real: IpAddr,
     },
     /// More real servers than a service can index.
     #[error("service {0} has too many real servers (at most 65534)")]
@@ -327,12 +411,12 @@ mod tests {
     fn duplicate_reals_are_refused() {
         let key = ServiceKey {
             proto: Protocol::Tcp,
-            vip: Ipv4Addr::new(198, 18, 0, 100),
+            vip: Ipv4Addr::new(198, 18, 0, 100).into(),
             port: 80,
         };
         let mut s = ServiceSpec::new(key, SchedKind::Rr);
         let r = RealSpec {
-            addr: Ipv4Addr::new(198, 18, 0, 11),
+            addr: Ipv4Addr::new(198, 18, 0, 11).into(),
             weight: 1,
             mac: None,
         };
@@ -342,5 +426,48 @@ mod tests {
             s.validate(),
             Err(ConfigError::DuplicateReal { .. })
         ));
+    }
+
+    #[test]
+    fn ipv6_services_take_ipv6_reals_only() {
+        let vip: IpAddr = "2001:2::100".parse().expect("valid");
+        let key = ServiceKey {
+            proto: Protocol::Tcp,
+            vip,
+            port: 80,
+        };
+        assert_eq!(key.to_string(), "TCP [2001:2::100]:80");
+        assert_eq!(key.max_prefix(), 128);
+        let mut s = ServiceSpec::new(key, SchedKind::Rr);
+        s.reals.push(RealSpec {
+            addr: "2001:2::11".parse().expect("valid"),
+            weight: 1,
+            mac: None,
+        });
+        assert_eq!(s.validate(), Ok(()));
+        s.reals.push(RealSpec {
+            addr: Ipv4Addr::new(198, 18, 0, 11).into(),
+            weight: 1,
+            mac: None,
+        });
+        let e = s.validate().expect_err("refused");
+        assert_eq!(
+            e.to_string(),
+            "real server 198.18.0.11 is IPv4 but service TCP [2001:2::100]:80 is IPv6: \
+             direct routing needs real servers of the service's address family"
+        );
+        s.reals.pop();
+        s.persistence = Some(Persistence::with_prefix(Duration::from_secs(60), 64).expect("valid"));
+        assert_eq!(s.validate(), Ok(()));
+        assert_eq!(
+            Persistence::with_prefix(Duration::from_secs(60), 0),
+            Err(ConfigError::BadPrefix(0))
+        );
+        for bad in ["::", "ff02::1", "::1"] {
+            let mut b = s.clone();
+            b.key.vip = bad.parse().expect("valid");
+            b.reals.clear();
+            assert!(matches!(b.validate(), Err(ConfigError::BadVip(_))), "{bad}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Round robin (IPVS `rr`): the next available real server after the last one picked.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::scheduler::{DestView, Scheduler};
 
@@ -18,7 +18,7 @@ impl Scheduler for Rr {
         }
     }
 
-    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, _client: Ipv4Addr) -> Option<usize> {
+    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, _client: IpAddr) -> Option<usize> {
         let n = dests.len();
         for k in 0..n {
             let mut i = self.next + k;

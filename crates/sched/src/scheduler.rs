@@ -1,4 +1,4 @@
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::model::SchedKind;
 use crate::{lc, mh, rr, sh, wlc, wrr};
@@ -32,7 +32,7 @@ pub trait DestView {
         self.len() == 0
     }
     /// The real server's address (hashing schedulers use it to place servers).
-    fn addr(&self, i: usize) -> Ipv4Addr;
+    fn addr(&self, i: usize) -> IpAddr;
     /// Effective weight; 0 takes no new connections.
     fn weight(&self, i: usize) -> u32;
     /// Current connection counts.
@@ -43,7 +43,7 @@ pub trait DestView {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Candidate {
     /// Address.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// Effective weight.
     pub weight: u32,
     /// Connection counts.
@@ -54,7 +54,7 @@ impl DestView for [Candidate] {
     fn len(&self) -> usize {
         <[Candidate]>::len(self)
     }
-    fn addr(&self, i: usize) -> Ipv4Addr {
+    fn addr(&self, i: usize) -> IpAddr {
         self[i].addr
     }
     fn weight(&self, i: usize) -> u32 {
@@ -73,7 +73,7 @@ pub trait Scheduler {
 
     /// Picks a real server (an index into `dests`) for a new connection from `client`,
     /// or `None` when no real server is available. Never allocates.
-    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, client: Ipv4Addr) -> Option<usize>;
+    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, client: IpAddr) -> Option<usize>;
 }
 
 /// Any of the schedulers, dispatched without a vtable.
@@ -151,7 +151,7 @@ impl Scheduler for AnyScheduler {
     }
 
     #[inline]
-    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, client: Ipv4Addr) -> Option<usize> {
+    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, client: IpAddr) -> Option<usize> {
         match self {
             AnyScheduler::Rr(s) => s.pick(dests, client),
             AnyScheduler::Wrr(s) => s.pick(dests, client),
@@ -168,6 +168,7 @@ mod tests {
     use super::testutil::dests;
     use super::*;
     use proptest::prelude::*;
+    use std::net::Ipv4Addr;
 
     proptest! {
         /// Every scheduler picks only servers with weight > 0, and returns `None` only
@@ -185,7 +186,7 @@ mod tests {
                 let mut s = AnyScheduler::new(kind, &d[..]);
                 prop_assert_eq!(s.kind(), kind);
                 for &c in &clients {
-                    match s.pick(&d[..], Ipv4Addr::from(c)) {
+                    match s.pick(&d[..], Ipv4Addr::from(c).into()) {
                         Some(i) => prop_assert!(d[i].weight > 0, "{} picked quiescent {}", kind, i),
                         None => prop_assert!(!any_available, "{} found nothing", kind),
                     }
@@ -216,6 +217,7 @@ mod inherit_tests {
 #[cfg(test)]
 pub(crate) mod testutil {
     use super::*;
+    use std::net::Ipv4Addr;
 
     /// Real servers 10.0.0.1.. with the given weights and no load.
     pub fn dests(weights: &[u32]) -> Vec<Candidate> {
@@ -223,7 +225,7 @@ pub(crate) mod testutil {
             .iter()
             .enumerate()
             .map(|(i, &w)| Candidate {
-                addr: Ipv4Addr::new(198, 18, 1, i as u8 + 1),
+                addr: Ipv4Addr::new(198, 18, 1, i as u8 + 1).into(),
                 weight: w,
                 load: Load::default(),
             })
@@ -233,7 +235,7 @@ pub(crate) mod testutil {
     /// `n` picks from the same client.
     pub fn picks<S: Scheduler>(s: &mut S, d: &[Candidate], n: usize) -> Vec<Option<usize>> {
         (0..n)
-            .map(|_| s.pick(d, Ipv4Addr::new(198, 19, 0, 1)))
+            .map(|_| s.pick(d, Ipv4Addr::new(198, 19, 0, 1).into()))
             .collect()
     }
 }

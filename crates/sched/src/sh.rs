@@ -6,7 +6,7 @@
 //! with an available server is used, as with ipvsadm's `-b sh-fallback`: xdpvs always
 //! falls back rather than refusing the connection.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::hash::fib32;
 use crate::scheduler::{DestView, Scheduler};
@@ -31,8 +31,8 @@ impl Default for Sh {
 
 impl Sh {
     /// The bucket a client hashes to.
-    pub fn bucket(client: Ipv4Addr) -> usize {
-        fib32(u32::from(client), BITS) as usize
+    pub fn bucket(client: IpAddr) -> usize {
+        fib32(crate::hash::addr_word(client), BITS) as usize
     }
 }
 
@@ -54,7 +54,7 @@ impl Scheduler for Sh {
         }
     }
 
-    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, client: Ipv4Addr) -> Option<usize> {
+    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, client: IpAddr) -> Option<usize> {
         let start = Sh::bucket(client);
         for k in 0..BUCKETS {
             let i = usize::from(self.buckets[(start + k) % BUCKETS]);
@@ -70,6 +70,7 @@ impl Scheduler for Sh {
 mod tests {
     use super::*;
     use crate::scheduler::testutil::dests;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn same_client_same_server_and_fallback() {
@@ -77,22 +78,22 @@ mod tests {
         let mut s = Sh::default();
         s.rebuild(&d[..]);
         let c = Ipv4Addr::new(198, 19, 7, 9);
-        let first = s.pick(&d[..], c).expect("available");
+        let first = s.pick(&d[..], c.into()).expect("available");
         for _ in 0..10 {
-            assert_eq!(s.pick(&d[..], c), Some(first));
+            assert_eq!(s.pick(&d[..], c.into()), Some(first));
         }
         // Quiesce that server: the client falls back, others keep their server.
         let others: Vec<_> = (0..200u8)
             .map(|k| Ipv4Addr::new(198, 19, 8, k))
-            .map(|c| (c, s.pick(&d[..], c)))
+            .map(|c| (c, s.pick(&d[..], c.into())))
             .filter(|(_, p)| *p != Some(first))
             .collect();
         d[first].weight = 0;
         s.rebuild(&d[..]);
-        let fb = s.pick(&d[..], c).expect("fallback");
+        let fb = s.pick(&d[..], c.into()).expect("fallback");
         assert_ne!(fb, first);
         for (c, p) in others {
-            assert_eq!(s.pick(&d[..], c), p);
+            assert_eq!(s.pick(&d[..], c.into()), p);
         }
     }
 
@@ -103,6 +104,9 @@ mod tests {
         s.rebuild(&d[..]);
         let zeros = s.buckets.iter().filter(|&&b| b == 0).count();
         assert_eq!(zeros, 192);
-        assert_eq!(s.pick(&dests(&[0, 0])[..], Ipv4Addr::LOCALHOST), None);
+        assert_eq!(
+            s.pick(&dests(&[0, 0])[..], IpAddr::from(Ipv4Addr::LOCALHOST)),
+            None
+        );
     }
 }

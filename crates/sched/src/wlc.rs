@@ -2,7 +2,7 @@
 //! with the smallest overhead / weight, compared by cross-multiplication as IPVS does;
 //! ties go to the first in service order.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::scheduler::{DestView, Scheduler};
 
@@ -13,7 +13,7 @@ pub struct Wlc;
 impl Scheduler for Wlc {
     fn rebuild<D: DestView + ?Sized>(&mut self, _dests: &D) {}
 
-    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, _client: Ipv4Addr) -> Option<usize> {
+    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, _client: IpAddr) -> Option<usize> {
         let mut best: Option<(usize, u64, u64)> = None; // (index, overhead, weight)
         for i in 0..dests.len() {
             let w = u64::from(dests.weight(i));
@@ -36,6 +36,7 @@ mod tests {
     use super::*;
     use crate::scheduler::testutil::dests;
     use crate::Load;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn weighs_overhead() {
@@ -48,16 +49,16 @@ mod tests {
             active: 2,
             inactive: 0,
         }; // 512 / 3 = 170.7
-        assert_eq!(Wlc.pick(&d[..], Ipv4Addr::LOCALHOST), Some(1));
+        assert_eq!(Wlc.pick(&d[..], IpAddr::from(Ipv4Addr::LOCALHOST)), Some(1));
         d[1].load = Load {
             active: 3,
             inactive: 1,
         }; // 769 / 3 = 256.3
-        assert_eq!(Wlc.pick(&d[..], Ipv4Addr::LOCALHOST), Some(0));
+        assert_eq!(Wlc.pick(&d[..], IpAddr::from(Ipv4Addr::LOCALHOST)), Some(0));
         d[1].load = Load {
             active: 3,
             inactive: 0,
         }; // 768 / 3 = 256: tie -> first
-        assert_eq!(Wlc.pick(&d[..], Ipv4Addr::LOCALHOST), Some(0));
+        assert_eq!(Wlc.pick(&d[..], IpAddr::from(Ipv4Addr::LOCALHOST)), Some(0));
     }
 }

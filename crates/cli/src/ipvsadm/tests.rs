@@ -1,6 +1,7 @@
 use super::*;
 use crate::format::{connection_line, connections_title, json_connection, json_table};
 use clap::Parser;
+use std::net::IpAddr;
 use xdpvs_director::control::proto::{
     CheckEdit, CheckSpec, ConnRow, Counters, HealthRow, Millis, OnFailure, Probe, Rates, RealRow,
     ServiceRow, Table,
@@ -28,13 +29,13 @@ fn req(args: &str) -> Result<Request, String> {
 fn key() -> ServiceKey {
     ServiceKey {
         proto: Protocol::Tcp,
-        vip: Ipv4Addr::new(198, 18, 0, 100),
+        vip: Ipv4Addr::new(198, 18, 0, 100).into(),
         port: 80,
     }
 }
 
-fn rs(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(198, 18, 0, last)
+fn rs(last: u8) -> IpAddr {
+    Ipv4Addr::new(198, 18, 0, last).into()
 }
 
 #[test]
@@ -356,7 +357,7 @@ fn table() -> Table {
     let mut persistent = ServiceRow {
         key: ServiceKey {
             proto: Protocol::Udp,
-            vip: Ipv4Addr::new(198, 18, 0, 100),
+            vip: Ipv4Addr::new(198, 18, 0, 100).into(),
             port: 53,
         },
         scheduler: SchedKind::Sh,
@@ -470,7 +471,7 @@ fn restore_names_the_bad_line() {
         parse_restore(text).map(|v| v.len()),
         Err(RestoreError::Line {
             line: 4,
-            error: "invalid value 'nowhere' for '--real-server <RIP[:PORT]>': illegal real server address[:port] 'nowhere': use an IPv4 address, e.g. 198.18.0.11".into()
+            error: "invalid value 'nowhere' for '--real-server <RIP[:PORT]>': illegal real server address[:port] 'nowhere': use an address, e.g. 198.18.0.11, 2001:2::11 or [2001:2::11]:80".into()
         })
     );
     let e = parse_restore("-L -n\n").expect_err("not a change");
@@ -550,12 +551,12 @@ fn conn(expires: u64, state: &str, template: bool) -> ConnRow {
         proto: Protocol::Tcp,
         expires,
         state: state.into(),
-        source: SocketAddrV4::new(
-            Ipv4Addr::new(198, 19, 0, 1),
+        source: SocketAddr::new(
+            Ipv4Addr::new(198, 19, 0, 1).into(),
             if template { 0 } else { 40000 },
         ),
-        virtual_addr: SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 100), 80),
-        destination: SocketAddrV4::new(rs(11), 80),
+        virtual_addr: SocketAddr::new(Ipv4Addr::new(198, 18, 0, 100).into(), 80),
+        destination: SocketAddr::new(rs(11), 80),
         template,
     }
 }
@@ -792,4 +793,163 @@ fn checks_and_sorry_servers_are_saved_restored_and_listed() {
     assert_eq!(r["health"]["failures"], 3);
     assert_eq!(doc["services"][0]["sorry_server"], "198.18.0.50");
     assert_eq!(doc["services"][0]["reals"][1]["sorry_server"], true);
+}
+
+fn key6() -> ServiceKey {
+    ServiceKey {
+        proto: Protocol::Tcp,
+        vip: "2001:2::100".parse().expect("valid"),
+        port: 80,
+    }
+}
+
+fn rs6(last: u16) -> IpAddr {
+    std::net::Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, last).into()
+}
+
+fn table6() -> Table {
+    let real = |addr, weight| RealRow {
+        addr,
+        weight,
+        active: 1,
+        inactive: 2,
+        persistent: 0,
+        resolved: true,
+        check: None,
+        health: None,
+        sorry: false,
+        stats: BUSY,
+        rates: BUSY_RATES,
+    };
+    Table {
+        size: 4096,
+        services: vec![ServiceRow {
+            key: key6(),
+            scheduler: SchedKind::Rr,
+            persistence: Some(
+                Persistence::with_prefix(Duration::from_secs(300), 64).expect("valid"),
+            ),
+            reals: vec![real(rs6(0x11), 1), real(rs6(0x12), 2)],
+            stats: BUSY,
+            rates: BUSY_RATES,
+            sorry: None,
+        }],
+    }
+}
+
+#[test]
+fn ipv6_services_in_ipvsadm_s_grammar() {
+    assert_eq!(
+        req("-A -t [2001:2::100]:80 -s rr"),
+        Ok(Request::AddService {
+            key: key6(),
+            scheduler: SchedKind::Rr,
+            persistence: None,
+            sorry: None,
+        })
+    );
+    // Real servers bare, with a port in brackets; -M is a prefix length (1..128).
+    for r in ["2001:2::11", "[2001:2::11]:80"] {
+        assert_eq!(
+            req(&format!("-a -t [2001:2::100]:80 -r {r} -g -w 3")),
+            Ok(Request::AddReal {
+                key: key6(),
+                addr: rs6(0x11),
+                weight: 3,
+                check: None,
+            }),
+            "{r}"
+        );
+    }
+    let Ok(Request::AddService { persistence, .. }) = req("-A -t [2001:2::100]:80 -p 60 -M 64")
+    else {
+        panic!()
+    };
+    assert_eq!(persistence.map(|p| p.prefix_len), Some(64));
+    let Ok(Request::AddService { persistence, .. }) = req("-A -u [2001:2::100]:53 -p") else {
+        panic!()
+    };
+    assert_eq!(persistence.map(|p| p.prefix_len), Some(128), "default /128");
+    assert_eq!(
+        req("-A -t [2001:2::100]:80 -p 60 -M 255.255.255.0"),
+        Err("illegal ipv6 netmask specified: an IPv6 service's -M is a prefix length from 1 to 128, e.g. -M 64".into())
+    );
+    assert!(req("-A -t [2001:2::100]:80 -p 60 -M 0").is_err());
+    assert!(
+        req("-A -t 198.18.0.100:80 -p 60 -M 64").is_err(),
+        "/64 is not IPv4"
+    );
+    // Mixing families is refused, both ways.
+    assert_eq!(
+        req("-a -t [2001:2::100]:80 -r 198.18.0.11"),
+        Err("real server 198.18.0.11 is IPv4 but service TCP [2001:2::100]:80 is IPv6: direct routing needs real servers of the service's address family".into())
+    );
+    assert!(req("-a -t 198.18.0.100:80 -r 2001:2::11").is_err());
+    assert!(req("-A -t [2001:2::100]:80 --sorry-server 198.18.0.50").is_err());
+    // Unbracketed IPv6 with a port, or brackets without one: not an address.
+    assert!(req("-A -t 2001:2::100:80").is_err());
+    assert!(req("-a -t [2001:2::100]:80 -r [2001:2::11]").is_err());
+    assert!(
+        req("-A -t [2001:2::100]:80 -6").is_err(),
+        "-6 qualifies -f only"
+    );
+}
+
+#[test]
+fn ipv6_listing_save_and_json_as_ipvsadm() {
+    let want = "Prot LocalAddress:Port Scheduler Flags\n  \
+                -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+                TCP  [2001:2::100]:80 rr persistent 300 mask 64\n  \
+                -> [2001:2::11]:80              Route   1      1          2         \n  \
+                -> [2001:2::12]:80              Route   2      1          2         \n";
+    assert_eq!(format_list(&table6(), false, ListKind::Plain, false), want);
+    let stats = format_list(&table6(), false, ListKind::Stats, false);
+    assert!(
+        stats.contains("\nTCP  [2001:2::100]:80                "),
+        "{stats}"
+    );
+    assert!(
+        stats.contains("\n  -> [2001:2::11]:80              "),
+        "{stats}"
+    );
+    let saved = format_rules(&table6());
+    assert_eq!(
+        saved,
+        "-A -t [2001:2::100]:80 -s rr -p 300 -M 64\n\
+         -a -t [2001:2::100]:80 -r [2001:2::11]:80 -g -w 1\n\
+         -a -t [2001:2::100]:80 -r [2001:2::12]:80 -g -w 2\n"
+    );
+    let back: Vec<Request> = parse_restore(&saved)
+        .expect("what -S prints, -R reads")
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(
+        back[0],
+        Request::AddService {
+            key: key6(),
+            scheduler: SchedKind::Rr,
+            persistence: table6().services[0].persistence,
+            sorry: None,
+        }
+    );
+    let json: serde_json::Value = serde_json::from_str(&json_table(&table6())).expect("valid");
+    assert_eq!(json["services"][0]["vip"], "2001:2::100");
+    assert_eq!(json["services"][0]["persistent"]["prefix_len"], 64);
+    assert_eq!(json["services"][0]["reals"][1]["address"], "2001:2::12");
+    let row = ConnRow {
+        proto: Protocol::Tcp,
+        expires: 61,
+        state: "ESTABLISHED".into(),
+        source: "[2001:2::21]:40000".parse().expect("valid"),
+        virtual_addr: "[2001:2::100]:80".parse().expect("valid"),
+        destination: "[2001:2::11]:80".parse().expect("valid"),
+        template: false,
+    };
+    assert_eq!(
+        connection_line(&row),
+        "TCP 01:01  ESTABLISHED [2001:2::21]:40000 [2001:2::100]:80   [2001:2::11]:80\n"
+    );
+    let j: serde_json::Value = serde_json::from_str(&json_connection(&row)).expect("valid");
+    assert_eq!(j["source"], "[2001:2::21]:40000");
 }

@@ -12,9 +12,9 @@
 //! and that was then abandoned never makes a connection reach another real server.
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use xdpvs_dataplane::stats::TrafficTotals;
@@ -59,7 +59,7 @@ pub trait Dataplane {
     /// Makes the XDP program steer exactly these services.
     fn steer(&mut self, keys: &[ServiceKey]) -> Result<(), DataplaneError>;
     /// Announces a VIP (gratuitous ARP).
-    fn announce(&mut self, vip: Ipv4Addr);
+    fn announce(&mut self, vip: IpAddr);
     /// ActiveConn/InActConn of a real server, summed over workers.
     fn load(&self, dest: DestRef) -> Load;
     /// Connection-table capacity over all workers (ipvsadm's "size").
@@ -84,7 +84,7 @@ pub trait Dataplane {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct DrainingReal {
     /// Its address (its MAC keeps being learnt).
-    addr: Ipv4Addr,
+    addr: IpAddr,
     /// The slot and generation its connections carry.
     dest: DestRef,
     /// Its port (the service's).
@@ -102,20 +102,32 @@ fn counters(t: TrafficTotals) -> Counters {
     }
 }
 
-/// An IPv4 address of the director's interface with its prefix length.
+/// An address of the director's interface with its prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocalNet {
     /// The address.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// Its prefix length.
     pub prefix_len: u8,
 }
 
 impl LocalNet {
     /// Whether `a` is on this subnet.
-    pub fn contains(&self, a: Ipv4Addr) -> bool {
-        let mask = xdpvs_sched::model::prefix_mask(self.prefix_len);
-        u32::from(a) & mask == u32::from(self.addr) & mask
+    pub fn contains(&self, a: IpAddr) -> bool {
+        match (a, self.addr) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mask = xdpvs_sched::model::prefix_mask(self.prefix_len);
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mask = match self.prefix_len {
+                    0 => 0,
+                    p => u128::MAX << (128 - u32::from(p.min(128))),
+                };
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
     }
 }
 
@@ -127,9 +139,9 @@ pub struct Wanted {
     /// Services and real servers, with the weights configured.
     pub services: Vec<ServiceSpec>,
     /// Health checks, by service and real server.
-    pub checks: HashMap<(ServiceKey, Ipv4Addr), CheckSpec>,
+    pub checks: HashMap<(ServiceKey, IpAddr), CheckSpec>,
     /// Sorry servers, by service.
-    pub sorry: HashMap<ServiceKey, Ipv4Addr>,
+    pub sorry: HashMap<ServiceKey, IpAddr>,
 }
 
 /// What a real server's check has found so far.
@@ -162,7 +174,7 @@ pub struct Transition {
     /// The service.
     pub service: ServiceKey,
     /// The real server.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// Its new state.
     pub state: Health,
     /// The result that moved it.
@@ -176,7 +188,7 @@ pub struct Transition {
 /// down or at weight 0 gets its sorry server with weight 1 (keepalived's quorum of 1).
 fn effective(
     wanted: &Wanted,
-    health: &HashMap<(ServiceKey, Ipv4Addr), HealthRecord>,
+    health: &HashMap<(ServiceKey, IpAddr), HealthRecord>,
 ) -> Vec<ServiceSpec> {
     wanted
         .services
@@ -217,10 +229,10 @@ fn effective(
 /// The health records for `wanted`'s checks: a check that stays as it is keeps its
 /// record, a new or changed one starts afresh (up, as keepalived starts its checks).
 fn next_health(
-    now: &HashMap<(ServiceKey, Ipv4Addr), HealthRecord>,
-    old: &HashMap<(ServiceKey, Ipv4Addr), CheckSpec>,
-    new: &HashMap<(ServiceKey, Ipv4Addr), CheckSpec>,
-) -> HashMap<(ServiceKey, Ipv4Addr), HealthRecord> {
+    now: &HashMap<(ServiceKey, IpAddr), HealthRecord>,
+    old: &HashMap<(ServiceKey, IpAddr), CheckSpec>,
+    new: &HashMap<(ServiceKey, IpAddr), CheckSpec>,
+) -> HashMap<(ServiceKey, IpAddr), HealthRecord> {
     new.iter()
         .map(|(id, c)| {
             let kept = now.get(id).filter(|_| old.get(id) == Some(c));
@@ -232,10 +244,10 @@ fn next_health(
 /// The director's configuration state.
 pub struct ControlPlane<D: Dataplane> {
     wanted: Wanted,
-    health: HashMap<(ServiceKey, Ipv4Addr), HealthRecord>,
+    health: HashMap<(ServiceKey, IpAddr), HealthRecord>,
     /// Changes applied so far.
     applied: u64,
-    macs: HashMap<Ipv4Addr, Mac>,
+    macs: HashMap<IpAddr, Mac>,
     director_mac: Mac,
     options: Options,
     limits: Limits,
@@ -319,8 +331,8 @@ impl<D: Dataplane> ControlPlane<D> {
 
     /// Every real-server address of the configuration (sorry servers included), and of
     /// removed real servers still draining connections.
-    pub fn real_addrs(&self) -> Vec<Ipv4Addr> {
-        let set: HashSet<Ipv4Addr> = self
+    pub fn real_addrs(&self) -> Vec<IpAddr> {
+        let set: HashSet<IpAddr> = self
             .wanted
             .services
             .iter()
@@ -334,7 +346,7 @@ impl<D: Dataplane> ControlPlane<D> {
     }
 
     /// Real servers whose MAC is not known.
-    pub fn unresolved(&self) -> Vec<Ipv4Addr> {
+    pub fn unresolved(&self) -> Vec<IpAddr> {
         self.real_addrs()
             .into_iter()
             .filter(|a| !self.macs.contains_key(a))
@@ -346,8 +358,8 @@ impl<D: Dataplane> ControlPlane<D> {
     /// configuration if anything changed; returns what changed.
     pub fn learn_macs(
         &mut self,
-        seen: &HashMap<Ipv4Addr, Option<Mac>>,
-    ) -> Result<Vec<(Ipv4Addr, Option<Mac>)>, ControlError> {
+        seen: &HashMap<IpAddr, Option<Mac>>,
+    ) -> Result<Vec<(IpAddr, Option<Mac>)>, ControlError> {
         let mut changed = Vec::new();
         for a in self.real_addrs() {
             if let Some(&m) = seen.get(&a) {
@@ -496,8 +508,8 @@ impl<D: Dataplane> ControlPlane<D> {
             self.book.rollback(checkpoint);
             return Err(ControlError::RolledBack(e.to_string()));
         }
-        let old_vips: HashSet<Ipv4Addr> = self.current.vips().iter().copied().collect();
-        for &v in built.vips() {
+        let old_vips: HashSet<IpAddr> = self.current.all_vips().collect();
+        for v in built.all_vips() {
             if !old_vips.contains(&v) {
                 self.dp.announce(v);
             }
@@ -589,35 +601,34 @@ impl<D: Dataplane> ControlPlane<D> {
         &mut self,
         sink: &mut dyn FnMut(Vec<ConnRow>) -> bool,
     ) -> Result<(), ControlError> {
-        let mut dests: HashMap<DestRef, SocketAddrV4> = self
+        let mut dests: HashMap<DestRef, SocketAddr> = self
             .draining
             .iter()
-            .map(|d| (d.dest, SocketAddrV4::new(d.addr, d.port)))
+            .map(|d| (d.dest, SocketAddr::new(d.addr, d.port)))
             .collect();
         for s in self.current.services() {
             for r in &s.reals {
-                dests.insert(r.dest, SocketAddrV4::new(r.addr, s.key.port));
+                dests.insert(r.dest, SocketAddr::new(r.addr, s.key.port));
             }
         }
         let mut rows = Vec::with_capacity(CONN_ROWS_PER_MESSAGE);
         let mut open = true;
         let mut each = |piece: &[Listed]| {
             for l in piece {
-                let e = &l.entry;
                 // A connection whose real server's slot went to another is dead: its
                 // next packet drops it.
-                let Some(&destination) = dests.get(&e.dest()) else {
+                let Some(&destination) = dests.get(&l.dest) else {
                     continue;
                 };
-                let k = e.key();
+                let k = l.key;
                 rows.push(ConnRow {
                     proto: k.proto,
                     expires: l.expires_in.as_secs(),
-                    state: e.state().name().to_string(),
-                    source: SocketAddrV4::new(k.client, k.cport),
-                    virtual_addr: SocketAddrV4::new(k.vip, k.vport),
+                    state: l.state.name().to_string(),
+                    source: SocketAddr::new(k.client, k.cport),
+                    virtual_addr: SocketAddr::new(k.vip, k.vport),
                     destination,
-                    template: e.is_template(),
+                    template: l.template,
                 });
                 if rows.len() == CONN_ROWS_PER_MESSAGE {
                     open = sink(std::mem::replace(
@@ -737,7 +748,7 @@ impl<D: Dataplane> ControlPlane<D> {
         &self,
         next: &[ServiceSpec],
         key: &ServiceKey,
-        addr: Ipv4Addr,
+        addr: IpAddr,
     ) -> Result<(), ControlError> {
         let bad = |why: String| Err(ControlError::BadReal { addr, why });
         if addr == key.vip || next.iter().any(|s| s.key.vip == addr) {
@@ -768,7 +779,7 @@ impl<D: Dataplane> ControlPlane<D> {
                 .position(|s| s.key == *key)
                 .ok_or(ControlError::NoSuchService(*key))
         };
-        let no_real = |key: &ServiceKey, addr: &Ipv4Addr| ControlError::NoSuchReal {
+        let no_real = |key: &ServiceKey, addr: &IpAddr| ControlError::NoSuchReal {
             service: *key,
             addr: *addr,
         };
@@ -906,7 +917,7 @@ impl<D: Dataplane> ControlPlane<D> {
             .current
             .find(&s.key)
             .map(|i| &self.current.services()[i]);
-        let row = |addr: Ipv4Addr, weight: u16, sorry: bool| {
+        let row = |addr: IpAddr, weight: u16, sorry: bool| {
             let dest = compiled
                 .and_then(|c| c.reals.iter().find(|cr| cr.addr == addr))
                 .map(|cr| cr.dest);

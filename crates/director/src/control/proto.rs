@@ -8,7 +8,7 @@
 //! that says so.
 
 use std::io::{self, Read, Write};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use xdpvs_sched::{ConfigError, Persistence, SchedKind, ServiceKey};
@@ -33,7 +33,7 @@ pub enum Request {
         persistence: Option<Persistence>,
         /// The sorry server (`--sorry-server`): gets the service's new connections while
         /// no real server is up with a weight above 0 (keepalived's `sorry_server`).
-        sorry: Option<Ipv4Addr>,
+        sorry: Option<IpAddr>,
     },
     /// `-E`: edit a virtual service. As with ipvsadm, the scheduler and the persistence
     /// are replaced: `-E` without `-s` sets wlc, without `-p` turns persistence off.
@@ -45,7 +45,7 @@ pub enum Request {
         /// Persistence.
         persistence: Option<Persistence>,
         /// The sorry server (replaced too: `-E` without `--sorry-server` drops it).
-        sorry: Option<Ipv4Addr>,
+        sorry: Option<IpAddr>,
     },
     /// `-D`: delete a virtual service and its real servers.
     DeleteService {
@@ -59,7 +59,7 @@ pub enum Request {
         /// The service.
         key: ServiceKey,
         /// Real server address.
-        addr: Ipv4Addr,
+        addr: IpAddr,
         /// Weight (0 = quiescent).
         weight: u16,
         /// Its health check (`--check ...`), if any.
@@ -70,7 +70,7 @@ pub enum Request {
         /// The service.
         key: ServiceKey,
         /// Real server address.
-        addr: Ipv4Addr,
+        addr: IpAddr,
         /// Weight.
         weight: u16,
         /// What happens to its health check.
@@ -81,7 +81,7 @@ pub enum Request {
         /// The service.
         key: ServiceKey,
         /// Real server address.
-        addr: Ipv4Addr,
+        addr: IpAddr,
     },
     /// `-L`/`-S`: the table, or one service of it.
     List {
@@ -174,7 +174,7 @@ pub struct Rates {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RealRow {
     /// Address.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// Weight.
     pub weight: u16,
     /// ActiveConn, summed over workers.
@@ -224,7 +224,7 @@ pub struct ServiceRow {
     /// Persistence.
     pub persistence: Option<Persistence>,
     /// Its sorry server, if it has one.
-    pub sorry: Option<Ipv4Addr>,
+    pub sorry: Option<IpAddr>,
     /// Real servers, sorted by address.
     pub reals: Vec<RealRow>,
     /// Counters.
@@ -265,11 +265,11 @@ pub struct ConnRow {
     /// ipvsadm's state name (`ESTABLISHED`, `SYN_RECV`, `UDP`; `NONE` for a template).
     pub state: String,
     /// Client address and port (a template: the masked client, port 0).
-    pub source: std::net::SocketAddrV4,
+    pub source: std::net::SocketAddr,
     /// VIP and port.
-    pub virtual_addr: std::net::SocketAddrV4,
+    pub virtual_addr: std::net::SocketAddr,
     /// Real server and port.
-    pub destination: std::net::SocketAddrV4,
+    pub destination: std::net::SocketAddr,
     /// A persistence template rather than a connection.
     pub template: bool,
 }
@@ -292,7 +292,7 @@ pub enum ControlError {
         /// The service.
         service: ServiceKey,
         /// The real server.
-        addr: Ipv4Addr,
+        addr: IpAddr,
     },
     /// A real server that does not exist.
     #[error("no such real server {addr} in service {service}")]
@@ -300,7 +300,7 @@ pub enum ControlError {
         /// The service.
         service: ServiceKey,
         /// The real server.
-        addr: Ipv4Addr,
+        addr: IpAddr,
     },
     /// The configuration would be invalid or over a limit.
     #[error(transparent)]
@@ -309,7 +309,7 @@ pub enum ControlError {
     #[error("real server {addr}: {why}")]
     BadReal {
         /// The real server.
-        addr: Ipv4Addr,
+        addr: IpAddr,
         /// Why it cannot be one.
         why: String,
     },
@@ -416,12 +416,13 @@ pub fn read_message<T: DeserializeOwned>(r: &mut impl Read) -> Result<T, WireErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
     use xdpvs_sched::Protocol;
 
     fn key() -> ServiceKey {
         ServiceKey {
             proto: Protocol::Tcp,
-            vip: Ipv4Addr::new(198, 18, 0, 100),
+            vip: Ipv4Addr::new(198, 18, 0, 100).into(),
             port: 80,
         }
     }
@@ -438,14 +439,14 @@ mod tests {
                 )
                 .expect("valid"),
             ),
-            sorry: Some(Ipv4Addr::new(198, 18, 0, 50)),
+            sorry: Some(Ipv4Addr::new(198, 18, 0, 50).into()),
         };
         let mut buf = Vec::new();
         write_message(&mut buf, &req).expect("written");
         assert_eq!(read_message::<Request>(&mut &buf[..]).expect("read"), req);
         let answer: Answer = Err(ControlError::NoSuchReal {
             service: key(),
-            addr: Ipv4Addr::new(198, 18, 0, 11),
+            addr: Ipv4Addr::new(198, 18, 0, 11).into(),
         });
         let mut buf = Vec::new();
         write_message(&mut buf, &answer).expect("written");

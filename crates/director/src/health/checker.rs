@@ -4,7 +4,7 @@
 //! result; the control plane decides what a result changes.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
@@ -23,7 +23,7 @@ pub struct Target {
     /// The service of the real server.
     pub service: ServiceKey,
     /// The real server.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// The port tried.
     pub port: u16,
     /// The check.
@@ -33,7 +33,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn id(&self) -> (ServiceKey, Ipv4Addr) {
+    fn id(&self) -> (ServiceKey, IpAddr) {
         (self.service, self.addr)
     }
 }
@@ -44,7 +44,7 @@ pub struct Outcome {
     /// The service of the real server.
     pub service: ServiceKey,
     /// The real server.
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     /// Passed.
     pub ok: bool,
     /// `ok`, or why it failed.
@@ -117,7 +117,7 @@ async fn serve(
     mut rx: mpsc::UnboundedReceiver<Vec<Target>>,
     out: crossbeam_channel::Sender<Outcome>,
 ) {
-    let mut running: HashMap<(ServiceKey, Ipv4Addr), (Target, AbortHandle)> = HashMap::new();
+    let mut running: HashMap<(ServiceKey, IpAddr), (Target, AbortHandle)> = HashMap::new();
     while let Some(targets) = rx.recv().await {
         let mut wanted: HashMap<_, Target> = targets.into_iter().map(|t| (t.id(), t)).collect();
         running.retain(|id, (t, task)| {
@@ -143,7 +143,7 @@ async fn serve(
 
 /// A first delay spread over up to a second, so that many checks do not all start at once.
 fn spread(t: &Target) -> Duration {
-    let h = u32::from(t.addr)
+    let h = xdpvs_sched::hash::addr_word(t.addr)
         .wrapping_mul(2_654_435_761)
         .wrapping_add(u32::from(t.port).wrapping_mul(40_503));
     let max = t.spec.interval.0.clamp(1, 1000);
@@ -294,6 +294,7 @@ mod tests {
     use super::*;
     use crate::health::spec::Millis;
     use std::io::{Read, Write};
+    use std::net::Ipv4Addr;
     use std::net::TcpListener;
     use xdpvs_sched::Protocol;
 
@@ -321,10 +322,10 @@ mod tests {
         Target {
             service: ServiceKey {
                 proto: Protocol::Tcp,
-                vip: Ipv4Addr::new(198, 18, 0, 100),
+                vip: Ipv4Addr::new(198, 18, 0, 100).into(),
                 port: 80,
             },
-            addr: Ipv4Addr::LOCALHOST,
+            addr: Ipv4Addr::LOCALHOST.into(),
             port,
             spec: CheckSpec {
                 interval: Millis(50),

@@ -1,5 +1,6 @@
 use super::*;
 use crate::health::spec::Millis;
+use std::net::IpAddr;
 
 /// A keepalived.conf as operators write them: globals, VRRP, two virtual servers.
 const REAL_WORLD: &str = r#"
@@ -81,13 +82,13 @@ virtual_server 198.18.0.100 53 {   # DNS
 fn key(proto: Protocol, port: u16) -> ServiceKey {
     ServiceKey {
         proto,
-        vip: Ipv4Addr::new(198, 18, 0, 100),
+        vip: Ipv4Addr::new(198, 18, 0, 100).into(),
         port,
     }
 }
 
-fn rs(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(198, 18, 0, last)
+fn rs(last: u8) -> IpAddr {
+    Ipv4Addr::new(198, 18, 0, last).into()
 }
 
 #[test]
@@ -332,9 +333,21 @@ fn everything_else_is_refused_with_its_line() {
             "virtual_server_group is not supported",
         ),
         (
-            "virtual_server 2001:db8::1 80 {\n}\n".into(),
+            "virtual_server 2001:2::100 80 {\nlb_kind DR\nreal_server 198.18.0.11 80 {\n}\n}\n"
+                .into(),
+            3,
+            "an IPv4 server cannot serve the IPv6 virtual server 2001:2::100",
+        ),
+        (
+            "virtual_server 2001:2::100 80 {\nlb_kind DR\npersistence_timeout 60\npersistence_granularity 255.255.255.0\n}\n"
+                .into(),
+            4,
+            "not a prefix length from 1 to 128",
+        ),
+        (
+            "virtual_server 2001:2::zz 80 {\n}\n".into(),
             1,
-            "IPv4 address",
+            "IPv4 or IPv6 address",
         ),
         (
             "virtual_server 198.18.0.100 0 {\n}\n".into(),
@@ -393,4 +406,49 @@ fn one_line_blocks_comments_and_quotes() {
             check: None,
         }
     );
+}
+
+#[test]
+fn ipv6_virtual_and_real_servers_are_imported() {
+    let conf = "virtual_server 2001:2::100 80 {\n  lb_algo rr\n  lb_kind DR\n  protocol TCP\n  persistence_timeout 120\n  persistence_granularity 64\n  sorry_server 2001:2::50 80\n  real_server 2001:2::11 80 {\n    weight 2\n    TCP_CHECK {\n      connect_timeout 3\n    }\n  }\n}\n";
+    let got = parse(conf).expect("parsed");
+    let key = ServiceKey {
+        proto: Protocol::Tcp,
+        vip: "2001:2::100".parse().expect("valid"),
+        port: 80,
+    };
+    let Request::AddService {
+        key: k,
+        scheduler,
+        persistence,
+        sorry,
+    } = &got.requests[0]
+    else {
+        panic!("{:?}", got.requests)
+    };
+    assert_eq!((*k, *scheduler), (key, SchedKind::Rr));
+    let p = persistence.expect("persistent");
+    assert_eq!((p.timeout, p.prefix_len), (Duration::from_secs(120), 64));
+    assert_eq!(*sorry, Some("2001:2::50".parse().expect("valid")));
+    let Request::AddReal {
+        key: k,
+        addr,
+        weight,
+        check,
+    } = &got.requests[1]
+    else {
+        panic!("{:?}", got.requests)
+    };
+    assert_eq!(
+        (*k, *addr, *weight),
+        (key, "2001:2::11".parse().expect("valid"), 2)
+    );
+    assert!(check.is_some());
+    // Without a granularity an IPv6 service persists per client address (/128).
+    let conf = "virtual_server 2001:2::100 80 {\n  lb_kind DR\n  persistence_timeout 60\n}\n";
+    let got = parse(conf).expect("parsed");
+    let Request::AddService { persistence, .. } = &got.requests[0] else {
+        panic!()
+    };
+    assert_eq!(persistence.expect("persistent").prefix_len, 128);
 }

@@ -24,8 +24,10 @@ fn table(cap: usize) -> ConnTable {
 
 #[test]
 fn capacity_is_checked() {
-    assert!(ConnTable::new(0, 1, Timeouts::default(), 0).is_err());
-    assert!(ConnTable::new(ConnTable::MAX_CAPACITY + 1, 1, Timeouts::default(), 0).is_err());
+    assert!(ConnTable::<Ipv4Addr>::new(0, 1, Timeouts::default(), 0).is_err());
+    assert!(
+        ConnTable::<Ipv4Addr>::new(ConnTable::MAX_CAPACITY + 1, 1, Timeouts::default(), 0).is_err()
+    );
     let t = table(1000);
     assert!(t.slot_count() * 3 >= 1000 * 4);
     assert_eq!(t.memory_bytes(), t.slot_count() * 48);
@@ -375,7 +377,7 @@ fn listing_in_pieces_sees_every_entry_once_with_its_time_left() {
     }
     assert!(pieces > 300 / 7);
     assert_eq!(seen.len(), 300);
-    let mut keys: Vec<ConnKey> = seen.iter().map(|l| l.entry.key()).collect();
+    let mut keys: Vec<ConnKey<IpAddr>> = seen.iter().map(|l| l.key).collect();
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), 300);
@@ -383,4 +385,74 @@ fn listing_in_pieces_sees_every_entry_once_with_its_time_left() {
     assert!(seen
         .iter()
         .all(|l| l.expires_in == syn_recv - Duration::from_secs(2)));
+}
+
+fn key6(client: &str, cport: u16) -> ConnKey<Ipv6Addr> {
+    ConnKey {
+        proto: Protocol::Tcp,
+        client: client.parse().expect("address"),
+        cport,
+        vip: "2001:2::100".parse().expect("address"),
+        vport: 80,
+    }
+}
+
+#[test]
+fn ipv6_entries_are_one_cache_line_and_share_the_workers_loads() {
+    assert_eq!(ENTRY_BYTES, 48);
+    assert_eq!(ENTRY_BYTES_V6, 64);
+    let v4 = table(100);
+    let mut t = ConnTable::<Ipv6Addr>::new(100, 0, Timeouts::default(), 7).expect("valid");
+    t.share_loads(v4.loads().clone());
+    assert_eq!(t.memory_bytes(), t.slot_count() * 64);
+    let now = Time::from_secs(1);
+    let i = t
+        .insert(&key6("2001:2:1::1", 1000), D0, State::None, now, None)
+        .expect("room");
+    t.seen(i, now, Some(SYN));
+    t.seen(i, now, Some(ACK));
+    // The IPv4 table of the same worker reports the IPv6 connection's load.
+    assert_eq!(v4.load(D0).active, 1);
+    // Addresses differing only in their last bits, or only in their first, are distinct.
+    assert_eq!(t.lookup(&key6("2001:2:1::2", 1000), now), None);
+    assert_eq!(t.lookup(&key6("2001:3:1::1", 1000), now), None);
+    let i = t.lookup(&key6("2001:2:1::1", 1000), now).expect("present");
+    assert_eq!(t.entry(i).key(), key6("2001:2:1::1", 1000));
+    assert_eq!(t.entry(i).state(), State::Established);
+    // Expiry as for IPv4.
+    assert_eq!(
+        t.lookup(&key6("2001:2:1::1", 1000), Time::from_secs(1_000_000)),
+        None
+    );
+    assert_eq!(v4.load(D0), Load::default());
+}
+
+#[test]
+fn ipv6_templates_are_keyed_by_the_client_prefix() {
+    let mut t = ConnTable::<Ipv6Addr>::new(100, 16, Timeouts::default(), 9).expect("valid");
+    let k = key6("2001:2:1:0:aaaa::1", 5000);
+    let timeout = Duration::from_secs(30);
+    let tpl = t
+        .insert_template(&k, 64, D1, timeout, Time::ZERO)
+        .expect("room");
+    assert_eq!(
+        t.entry(tpl).key().client,
+        "2001:2:1::".parse::<Ipv6Addr>().expect("valid")
+    );
+    assert_eq!(t.entry(tpl).prefix_len(), 64);
+    // Same /64: found; the next /64: not.
+    let same = key6("2001:2:1:0:bbbb::9", 6000);
+    let found = t
+        .lookup_template(&same, 64, Time::from_secs(1))
+        .expect("found");
+    assert_eq!(t.entry(found).dest(), D1);
+    assert_eq!(
+        t.lookup_template(&key6("2001:2:1:1::1", 6000), 64, Time::from_secs(1)),
+        None
+    );
+    assert_eq!(
+        t.expires_in(t.entry(found), Time::from_secs(10)),
+        Duration::from_secs(20)
+    );
+    assert_eq!(t.lookup_template(&same, 64, Time::from_secs(31)), None);
 }

@@ -1,3 +1,4 @@
+use std::net::Ipv4Addr;
 use std::time::Duration;
 use xdpvs_dataplane::{process, Tables, Verdict};
 use xdpvs_sched::tcp::{flags, Timeouts};
@@ -15,13 +16,13 @@ const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 fn key() -> ServiceKey {
     ServiceKey {
         proto: Protocol::Tcp,
-        vip: VIP,
+        vip: VIP.into(),
         port: 80,
     }
 }
 
-fn rs(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(198, 18, 0, last)
+fn rs(last: u8) -> IpAddr {
+    Ipv4Addr::new(198, 18, 0, last).into()
 }
 
 fn mac_of(last: u8) -> Mac {
@@ -47,7 +48,7 @@ struct Fake {
     open_during_steer: Vec<u16>,
     opened: Vec<(u16, Mac)>,
     steered: Vec<ServiceKey>,
-    announced: Vec<Ipv4Addr>,
+    announced: Vec<IpAddr>,
     timeouts: Option<Timeouts>,
     now: Time,
 }
@@ -125,7 +126,7 @@ impl Dataplane for Fake {
         Ok(())
     }
 
-    fn announce(&mut self, vip: Ipv4Addr) {
+    fn announce(&mut self, vip: IpAddr) {
         self.announced.push(vip);
     }
 
@@ -146,7 +147,7 @@ impl Dataplane for Fake {
     fn set_timeouts(&mut self, timeouts: Timeouts) {
         self.timeouts = Some(timeouts);
         for t in &mut self.workers {
-            t.conns_mut().set_timeouts(timeouts);
+            t.set_timeouts(timeouts);
         }
     }
 
@@ -194,7 +195,7 @@ fn plane(workers: usize) -> ControlPlane<Fake> {
         Options::default(),
         limits(),
         vec![LocalNet {
-            addr: Ipv4Addr::new(198, 18, 0, 1),
+            addr: Ipv4Addr::new(198, 18, 0, 1).into(),
             prefix_len: 24,
         }],
         Fake::new(workers),
@@ -395,7 +396,7 @@ fn a_rollback_that_fails_stops_the_director() {
 fn key_at(proto: Protocol, last: u8, port: u16) -> ServiceKey {
     ServiceKey {
         proto,
-        vip: Ipv4Addr::new(198, 18, 0, last),
+        vip: Ipv4Addr::new(198, 18, 0, last).into(),
         port,
     }
 }
@@ -458,7 +459,7 @@ fn listing_is_sorted_like_ipvsadm_and_can_show_one_service() {
             "UDP 198.18.0.100:53"
         ]
     );
-    let reals: Vec<Ipv4Addr> = t.services[0].reals.iter().map(|r| r.addr).collect();
+    let reals: Vec<IpAddr> = t.services[0].reals.iter().map(|r| r.addr).collect();
     assert_eq!(reals, [rs(11), rs(12), rs(13)]);
     let one = p.table(Some(&key())).expect("exists");
     assert_eq!(one.services.len(), 1);
@@ -572,7 +573,7 @@ fn real_servers_direct_routing_cannot_reach_are_refused() {
         let e = p
             .execute(&Request::AddReal {
                 key: key(),
-                addr,
+                addr: addr.into(),
                 weight: 1,
                 check: None,
             })
@@ -595,7 +596,7 @@ fn real_servers_direct_routing_cannot_reach_are_refused() {
             },
             Request::AddReal {
                 key: key(),
-                addr: other_vip,
+                addr: other_vip.into(),
                 weight: 1,
                 check: None,
             },
@@ -694,8 +695,8 @@ fn connections_are_listed_with_real_server_state_and_time_left() {
     for r in &rows {
         assert_eq!(r.state, "SYN_RECV");
         assert!(r.expires <= syn_recv && r.expires + 1 >= syn_recv, "{r:?}");
-        assert_eq!(r.virtual_addr, SocketAddrV4::new(VIP, 80));
-        assert!([rs(11), rs(12)].contains(r.destination.ip()));
+        assert_eq!(r.virtual_addr, SocketAddr::new(VIP.into(), 80));
+        assert!([rs(11), rs(12)].contains(&r.destination.ip()));
         assert_eq!(r.destination.port(), 80);
         assert!(!r.template);
     }
@@ -733,7 +734,7 @@ fn a_removed_real_drains_and_is_forgotten_when_its_connections_end() {
         assert_eq!(p.dp.send(c, flags::SYN), Some(mac_of(12)));
     }
     assert!(p.real_addrs().contains(&rs(11)), "its MAC is still learnt");
-    assert!(list(&mut p).iter().any(|r| *r.destination.ip() == rs(11)));
+    assert!(list(&mut p).iter().any(|r| r.destination.ip() == rs(11)));
     p.tick();
     assert!(p.real_addrs().contains(&rs(11)), "connections remain");
     // Its connections end: it is forgotten.
@@ -793,7 +794,10 @@ fn persistence_templates_are_listed_and_counted_as_ipvsadm_shows_them() {
     assert_eq!(templates.len(), 1, "{rows:?}");
     let t = templates[0];
     assert_eq!(t.state, "NONE");
-    assert_eq!(t.source, SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 0), 0));
+    assert_eq!(
+        t.source,
+        SocketAddr::new(Ipv4Addr::new(198, 19, 0, 0).into(), 0)
+    );
     assert_eq!(t.expires, 600, "controls connections: its whole timeout");
     assert_eq!(rows.len(), 3);
     let table = p.table(None).expect("table");
@@ -990,7 +994,7 @@ fn the_sorry_server_stands_in_while_no_real_server_is_up() {
         key: key(),
         scheduler: SchedKind::Rr,
         persistence: None,
-        sorry: Some(Ipv4Addr::new(198, 19, 0, 5)),
+        sorry: Some(Ipv4Addr::new(198, 19, 0, 5).into()),
     });
     assert!(matches!(e, Err(ControlError::BadReal { .. })), "{e:?}");
     // -E without it drops it.
