@@ -485,6 +485,7 @@ impl Bench {
                 reals: 1,
                 director_queues: MAX_QUEUES,
                 http: false,
+                ipv6: true,
             },
         )?;
         // One queue until the multi-queue table asks for more: a single-queue forwarder

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 
-use xdpvs_testkit::lab::{self, Lab, LabSpec, VIP};
+use xdpvs_testkit::lab::{self, Lab, LabSpec, VIP, VIP6};
 
 /// Options of `xdpvs demo`.
 #[derive(Debug, clap::Args)]
@@ -35,9 +35,21 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
     let exe = std::env::current_exe()?;
-    println!("== building the lab: client 198.18.0.2, director 198.18.0.1, real servers 198.18.0.11-13, one switch");
-    println!("   each real server: VIP {VIP}/32 on lo, arp_ignore=1, arp_announce=2, an HTTP server saying its name");
-    let mut lab = Lab::up(&exe, LabSpec::default())?;
+    println!(
+        "== building the lab: client 198.18.0.2 and 2001:2::2, director 198.18.0.1 and 2001:2::1,"
+    );
+    println!("   real servers 198.18.0.11-13 and 2001:2::11-13, one switch");
+    println!(
+        "   each real server: VIP {VIP}/32 and {VIP6}/128 on lo, arp_ignore=1, arp_announce=2,"
+    );
+    println!(
+        "   an HTTP server saying its name (IPv6 needs no arp_ignore: see docs/OPERATIONS.md)"
+    );
+    let spec = LabSpec {
+        ipv6: true,
+        ..LabSpec::default()
+    };
+    let mut lab = Lab::up(&exe, spec)?;
     check(&stop)?;
     println!("== starting the director: xdpvs run -i eth0 (in the director's namespace)");
     lab.start_director(&[])?;
@@ -52,6 +64,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         vec!["-a", "-t", "198.18.0.100:80", "-r", "198.18.0.11", "-g"],
         vec!["-a", "-t", "198.18.0.100:80", "-r", "198.18.0.12", "-g"],
         vec!["-a", "-t", "198.18.0.100:80", "-r", "198.18.0.13", "-g"],
+        vec!["-A", "-t", "[2001:2::100]:80", "-s", sched],
+        vec!["-a", "-t", "[2001:2::100]:80", "-r", "2001:2::11", "-g"],
+        vec!["-a", "-t", "[2001:2::100]:80", "-r", "2001:2::12", "-g"],
+        vec!["-a", "-t", "[2001:2::100]:80", "-r", "2001:2::13", "-g"],
     ];
     println!("== configuring it with ipvsadm's commands");
     for c in &commands {
@@ -78,25 +94,39 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     for (rs, n) in &seen {
         println!("   {rs}: {n}");
     }
+    println!(
+        "== {} requests over IPv6: curl http://[{VIP6}]/",
+        args.requests
+    );
+    let mut order6 = Vec::new();
+    for _ in 0..args.requests {
+        check(&stop)?;
+        order6.push(lab.curl(&format!("http://[{VIP6}]/"))?);
+    }
+    println!("   answers in order: {}", order6.join(" "));
     println!("$ xdpvs -Ln");
     print!("{}", lab.xdpvs(&["-Ln"])?);
-    let neigh = lab.exec(&lab.ns("c"), &["ip", "neigh", "show", &VIP.to_string()])?;
-    println!(
-        "client's neighbour entry for the VIP: {}",
-        String::from_utf8_lossy(&neigh.stdout).trim()
-    );
+    for vip in [VIP.to_string(), VIP6.to_string()] {
+        let neigh = lab.exec(&lab.ns("c"), &["ip", "neigh", "show", &vip])?;
+        println!(
+            "client's neighbour entry for {vip}: {}",
+            String::from_utf8_lossy(&neigh.stdout).trim()
+        );
+    }
     println!("== tearing the lab down");
     lab.down();
-    if order.len() != args.requests {
+    if order.len() != args.requests || order6.len() != args.requests {
         bail!(
-            "only {} of {} requests were answered",
+            "only {} and {} of {} requests (IPv4, IPv6) were answered",
             order.len(),
+            order6.len(),
             args.requests
         );
     }
     println!(
-        "demo finished: {} requests answered by {} real servers, replies straight from them",
+        "demo finished: {} IPv4 and {} IPv6 requests answered by {} real servers, replies straight from them",
         order.len(),
+        order6.len(),
         seen.len()
     );
     Ok(())

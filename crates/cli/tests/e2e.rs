@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use xdpvs_testkit::lab::{self, Lab, LabSpec, DIRECTOR_IP, VIP};
+use xdpvs_testkit::lab::{self, Lab, LabSpec, DIRECTOR_IP, VIP, VIP6};
 
 /// One lab at a time: each runs a director that spins under load, on a 2-core machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -1950,5 +1950,137 @@ fn two_queues_two_workers_every_flow_on_one() {
         table["size"].as_u64(),
         Some(2 * 1_048_576),
         "the size is both workers' capacity"
+    );
+}
+
+#[test]
+fn ipv6_and_ipv4_services_side_by_side() {
+    if let Err(why) = lab::available() {
+        eprintln!("SKIP end-to-end test: {why}");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let spec = LabSpec {
+        ipv6: true,
+        ..LabSpec::default()
+    };
+    let mut lab = Lab::up(Path::new(env!("CARGO_BIN_EXE_xdpvs")), spec).expect("lab builds");
+    lab.start_director(&[]).expect("director starts");
+    let director_mac = lab.mac("d").expect("director MAC");
+    for c in [
+        "-A -t [2001:2::100]:80 -s rr",
+        "-a -t [2001:2::100]:80 -r 2001:2::11 -g",
+        "-a -t [2001:2::100]:80 -r [2001:2::12]:80 -g",
+        "-a -t [2001:2::100]:80 -r 2001:2::13 -g",
+        "-A -t 198.18.0.100:80 -s rr",
+        "-a -t 198.18.0.100:80 -r 198.18.0.11 -g",
+        "-a -t 198.18.0.100:80 -r 198.18.0.12 -g",
+    ] {
+        x(&lab, c);
+    }
+    // Mixing families is refused, in one line, and changes nothing.
+    let e = lab
+        .xdpvs(&["-a", "-t", "[2001:2::100]:80", "-r", "198.18.0.13"])
+        .expect_err("an IPv4 real server of an IPv6 service");
+    assert!(
+        e.to_string()
+            .contains("direct routing needs real servers of the service's address family"),
+        "{e}"
+    );
+    lab.wait_resolved()
+        .expect("real servers resolve over NDP and ARP");
+    let listing = x(&lab, "-Ln");
+    assert!(listing.contains("TCP  [2001:2::100]:80 rr\n"), "{listing}");
+    assert!(
+        listing.contains("  -> [2001:2::13]:80              Route   1      0          0"),
+        "{listing}"
+    );
+    assert!(listing.contains("TCP  198.18.0.100:80 rr\n"), "{listing}");
+
+    // rr across the three IPv6 real servers, in rotation; IPv4 alongside.
+    let url6 = format!("http://[{VIP6}]/");
+    let answers: Vec<String> = (0..9)
+        .map(|_| {
+            lab.curl(&url6)
+                .unwrap_or_else(|e| panic!("{e}\ndirector log:\n{}", lab.director_log()))
+        })
+        .collect();
+    let first = answers
+        .iter()
+        .position(|a| a == "rs1")
+        .expect("rs1 answers");
+    for (i, a) in answers.iter().enumerate() {
+        let want = format!("rs{}", (i + 3 - first % 3) % 3 + 1);
+        assert_eq!(a, &want, "request {i} in {answers:?}");
+    }
+    let v4: Vec<String> = (0..4).map(|_| get(&lab)).collect();
+    assert_eq!(counts(&v4).values().copied().collect::<Vec<_>>(), [2, 2]);
+
+    // Neighbour discovery: the client's entry for the VIP is the director's MAC.
+    let neigh = lab
+        .exec(
+            &lab.ns("c"),
+            &["ip", "-6", "neigh", "show", &VIP6.to_string()],
+        )
+        .expect("ip neigh");
+    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
+    assert!(
+        neigh.contains(&director_mac),
+        "client's entry {neigh:?}, director {director_mac}"
+    );
+
+    // ping -6: the director answers for the VIP.
+    let out = lab
+        .exec(
+            &lab.ns("c"),
+            &[
+                "ping",
+                "-6",
+                "-c",
+                "5",
+                "-i",
+                "0.2",
+                "-W",
+                "2",
+                &VIP6.to_string(),
+            ],
+        )
+        .expect("ping -6");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && said.contains("5 received"),
+        "{said}"
+    );
+
+    // ab over IPv6: every request answered.
+    let out = lab
+        .exec(
+            &lab.ns("c"),
+            &["ab", "-q", "-n", "3000", "-c", "20", "-s", "20", &url6],
+        )
+        .expect("ab runs");
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "ab failed: {report}");
+    assert!(report.contains("Complete requests:      3000"), "{report}");
+    assert!(report.contains("Failed requests:        0"), "{report}");
+
+    // Connections are listed with IPv6 addresses, and the stats count them.
+    let conns = x(&lab, "-Lnc");
+    assert!(
+        conns
+            .lines()
+            .any(|l| l.contains("[2001:2::2]:") && l.contains("[2001:2::100]:80")),
+        "{conns}"
+    );
+    let m = json(&lab, "-Ln --stats --json");
+    let svc6 = m["services"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["vip"] == "2001:2::100"))
+        .expect("the IPv6 service in --json");
+    assert!(svc6["stats"]["conns"].as_u64() >= Some(3009), "{svc6}");
+    let saved = x(&lab, "-Sn");
+    assert!(
+        saved.contains("-a -t [2001:2::100]:80 -r [2001:2::12]:80 -g -w 1\n"),
+        "{saved}"
     );
 }

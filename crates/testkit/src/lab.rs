@@ -1,17 +1,21 @@
 //! A test LAN in network namespaces: a client, the director, real servers and a switch.
 //!
 //! ```text
-//!   client 198.18.0.2 ─┐
-//! director 198.18.0.1 ─┼─ bridge (switch namespace)
-//!  rs1..N 198.18.0.11+ ┘      VIP 198.18.0.100 on the real servers' lo
+//!   client 198.18.0.2  2001:2::2  ─┐
+//! director 198.18.0.1  2001:2::1  ─┼─ bridge (switch namespace)
+//!  rs1..N 198.18.0.11+ 2001:2::11+ ┘  VIPs 198.18.0.100, 2001:2::100 on the real servers' lo
 //! ```
+//!
+//! IPv6 (the benchmark range 2001:2::/48 of RFC 5180) only with [`LabSpec::ipv6`]:
+//! otherwise it is disabled in every namespace, so that no router or neighbour
+//! discovery chatter reaches the tests.
 //!
 //! Every namespace is named `xv<pid><n>-<role>`. Dropping the [`Lab`] kills what it
 //! started and deletes its namespaces (their interfaces go with them); labs left by a
 //! killed process are removed by the next [`Lab::up`]. Only addresses of the benchmark
-//! range 198.18.0.0/15 are used.
+//! ranges 198.18.0.0/15 and 2001:2::/48 are used.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -77,6 +81,18 @@ pub fn real_ip(n: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, 10 + n as u8)
 }
 
+/// The IPv6 VIP of the lab.
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
+/// The client's IPv6 address.
+pub const CLIENT_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 2);
+/// The director's own IPv6 address.
+pub const DIRECTOR_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1);
+
+/// The n-th real server's IPv6 address (1-based): 2001:2::11, ::12, ...
+pub fn real_ip6(n: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10 + n as u16)
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A tiny HTTP/1.1 server (keep-alive) answering every GET with its name.
@@ -103,7 +119,10 @@ class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 1024
-S(("0.0.0.0", int(sys.argv[2])), H).serve_forever()
+    if len(sys.argv) > 3:
+        import socket
+        address_family = socket.AF_INET6
+S(("::" if len(sys.argv) > 3 else "0.0.0.0", int(sys.argv[2])), H).serve_forever()
 "#;
 
 /// Shape of a lab.
@@ -115,6 +134,9 @@ pub struct LabSpec {
     pub director_queues: u32,
     /// Whether each real server runs the HTTP server.
     pub http: bool,
+    /// IPv6 as well: every host gets its 2001:2::/64 address, the real servers the IPv6
+    /// VIP on `lo`, and the HTTP servers listen on both families.
+    pub ipv6: bool,
 }
 
 impl Default for LabSpec {
@@ -123,6 +145,7 @@ impl Default for LabSpec {
             reals: 3,
             director_queues: 1,
             http: true,
+            ipv6: false,
         }
     }
 }
@@ -135,6 +158,7 @@ pub struct Lab {
     exe_args: Vec<String>,
     socket: PathBuf,
     reals: usize,
+    ipv6: bool,
     children: Vec<(String, Child)>,
     director: Option<Child>,
     namespaces: Vec<String>,
@@ -224,6 +248,7 @@ impl Lab {
             exe: exe.to_path_buf(),
             exe_args: Vec::new(),
             reals: spec.reals,
+            ipv6: spec.ipv6,
             children: Vec::new(),
             director: None,
             namespaces: Vec::new(),
@@ -252,7 +277,15 @@ impl Lab {
         let ns = self.ns(role);
         ip(&["netns", "add", &ns])?;
         self.namespaces.push(ns.clone());
-        self.sh(&ns, "ip link set lo up; sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")?;
+        let v6 = if self.ipv6 {
+            // No duplicate address detection (addresses usable at once), no router
+            // solicitations.
+            "sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 \
+             net.ipv6.conf.default.router_solicitations=0"
+        } else {
+            "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1"
+        };
+        self.sh(&ns, &format!("ip link set lo up; {v6}"))?;
         Ok(ns)
     }
 
@@ -271,7 +304,13 @@ impl Lab {
             .doing(|| format!("running {args:?} in {ns}"))
     }
 
-    fn link_host(&mut self, role: &str, addr: Ipv4Addr, queues: u32) -> Result<()> {
+    fn link_host(
+        &mut self,
+        role: &str,
+        addr: Ipv4Addr,
+        addr6: Ipv6Addr,
+        queues: u32,
+    ) -> Result<()> {
         let (ns, sw) = (self.ns(role), self.ns("sw"));
         let q = queues.to_string();
         ip(&[
@@ -301,6 +340,9 @@ impl Lab {
             &ns,
             &format!("ip addr add {addr}/24 dev eth0 && ip link set eth0 up"),
         )?;
+        if self.ipv6 {
+            self.sh(&ns, &format!("ip addr add {addr6}/64 dev eth0 nodad"))?;
+        }
         // A static forwarding entry: the switch never floods frames for this host, so
         // each port sees only its own traffic.
         let mac = self.mac(role)?;
@@ -330,7 +372,12 @@ impl Lab {
     /// Starts an HTTP server answering `name` on `port` in a role's namespace.
     pub fn start_http(&mut self, role: &str, name: &str, port: u16) -> Result<()> {
         let ns = self.ns(role);
-        self.spawn(&ns, &["python3", "-c", HTTPD, name, &port.to_string()])?;
+        let port_s = port.to_string();
+        let mut args = vec!["python3", "-c", HTTPD, name, &port_s];
+        if self.ipv6 {
+            args.push("dual-stack");
+        }
+        self.spawn(&ns, &args)?;
         self.wait_port(&ns, port)
     }
 
@@ -351,16 +398,16 @@ impl Lab {
         let sw = self.add_ns("sw")?;
         self.sh(&sw, "ip link add br0 type bridge && ip link set br0 up")?;
         self.add_ns("c")?;
-        self.link_host("c", CLIENT_IP, 1)?;
+        self.link_host("c", CLIENT_IP, CLIENT_IP6, 1)?;
         // Frames from the client go through AF_XDP, which copies them as they are: the
         // client must not leave checksums to offload.
         self.sh(&self.ns("c"), "ethtool -K eth0 tx off >/dev/null")?;
         self.add_ns("d")?;
-        self.link_host("d", DIRECTOR_IP, spec.director_queues)?;
+        self.link_host("d", DIRECTOR_IP, DIRECTOR_IP6, spec.director_queues)?;
         for n in 1..=spec.reals {
             let role = format!("r{n}");
             let ns = self.add_ns(&role)?;
-            self.link_host(&role, real_ip(n), 1)?;
+            self.link_host(&role, real_ip(n), real_ip6(n), 1)?;
             // An LVS-DR real server: the VIP on lo, never answering ARP for it.
             self.sh(
                 &ns,
@@ -371,6 +418,11 @@ impl Lab {
                      net.ipv4.conf.lo.arp_ignore=1 net.ipv4.conf.lo.arp_announce=2"
                 ),
             )?;
+            if spec.ipv6 {
+                // The IPv6 VIP on lo: the kernel never answers neighbour solicitations
+                // for it on eth0 (no arp_ignore needed, see docs/OPERATIONS.md).
+                self.sh(&ns, &format!("ip addr add {VIP6}/128 dev lo nodad"))?;
+            }
             if spec.http {
                 self.start_http(&role, &format!("rs{n}"), 80)?;
             }
