@@ -10,8 +10,11 @@
  *   or kernel pktgen's header (magic 0xbe9be955, sequence, realtime seconds and
  *   microseconds). Every (mask+1)-th good frame's receive time and stamp go to a ring
  *   buffer; the harness turns them into one-way latencies in an HDR histogram.
- * - xdpvs_bench_mac_tx: the in-kernel ceiling. Rewrites the MACs of IPv4 frames to the
- *   VIP as the director would and sends them back out with XDP_TX.
+ * - xdpvs_bench_mac_tx: the in-kernel ceiling. Rewrites the MACs of frames to the VIP
+ *   (IPv4 or IPv6) as the director would and sends them back out with XDP_TX.
+ *
+ * IPv6 frames count when their transport header follows the IPv6 header directly (the
+ * harness sends no extension headers).
  * - xdpvs_bench_pass: XDP_PASS. On veth, XDP_TX into a peer only delivers when the peer
  *   has an XDP program.
  *
@@ -22,6 +25,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -45,6 +49,7 @@ struct sink_cfg {
 	__u8 fwd_mac[6];
 	__u32 vip;         /* network byte order */
 	__u32 sample_mask; /* a latency sample every (mask+1) good frames */
+	__u8 vip6[16];
 };
 
 struct sink_counts {
@@ -58,6 +63,7 @@ struct tx_cfg {
 	__u8 dst_mac[6];
 	__u8 src_mac[6];
 	__u32 vip;
+	__u8 vip6[16];
 };
 
 struct {
@@ -106,6 +112,42 @@ static __always_inline struct iphdr *ipv4_to(void *data, void *end, __u32 vip)
 	return ip;
 }
 
+static __always_inline int addr6_eq(const __u8 *a, const __u8 *b)
+{
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 16; i++)
+		if (a[i] != b[i])
+			return 0;
+	return 1;
+}
+
+/* Where the transport header of a frame to the VIP (IPv4) or to `vip6` starts, and
+ * its protocol; NULL for any other frame. */
+static __always_inline void *l4_to(void *data, void *end, __u32 vip, const __u8 *vip6,
+				   __u8 *proto)
+{
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > end)
+		return NULL;
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > end || !addr6_eq((void *)&ip6->daddr, vip6))
+			return NULL;
+		*proto = ip6->nexthdr;
+		return ip6 + 1;
+	}
+	struct iphdr *ip = ipv4_to(data, end, vip);
+
+	if (!ip)
+		return NULL;
+	*proto = ip->protocol;
+	return (void *)ip + ip->ihl * 4;
+}
+
 SEC("xdp")
 int xdpvs_bench_sink(struct xdp_md *ctx)
 {
@@ -115,26 +157,25 @@ int xdpvs_bench_sink(struct xdp_md *ctx)
 	struct sink_cfg *cfg = bpf_map_lookup_elem(&sink_cfg, &zero);
 	struct sink_counts *cnt = bpf_map_lookup_elem(&sink_counts, &zero);
 	struct ethhdr *eth = data;
-	struct iphdr *ip;
 	struct stamp *st;
-	__u32 l4;
+	void *l4;
+	__u8 proto = 0;
 
 	if (!cfg || !cnt)
 		return XDP_PASS;
-	ip = ipv4_to(data, end, cfg->vip);
-	if (!ip)
+	l4 = l4_to(data, end, cfg->vip, cfg->vip6, &proto);
+	if (!l4)
 		return XDP_PASS;
 	if (!mac_eq(eth->h_dest, cfg->rs_mac) || !mac_eq(eth->h_source, cfg->fwd_mac)) {
 		cnt->wrong_mac++;
 		return XDP_DROP;
 	}
-	if (ip->protocol == IPPROTO_UDP)
-		l4 = 8;
-	else if (ip->protocol == IPPROTO_TCP)
-		l4 = 20;
+	if (proto == IPPROTO_UDP)
+		st = l4 + 8;
+	else if (proto == IPPROTO_TCP)
+		st = l4 + 20;
 	else
 		return XDP_PASS;
-	st = (void *)ip + ip->ihl * 4 + l4;
 	if ((void *)(st + 1) > end ||
 	    (st->magic != bpf_htonl(STAMP_MAGIC) && st->magic != bpf_htonl(PKTGEN_MAGIC)))
 		return XDP_PASS;
@@ -159,9 +200,10 @@ int xdpvs_bench_mac_tx(struct xdp_md *ctx)
 	__u32 zero = 0;
 	struct tx_cfg *cfg = bpf_map_lookup_elem(&tx_cfg, &zero);
 	struct ethhdr *eth = data;
+	__u8 proto;
 	int i;
 
-	if (!cfg || !ipv4_to(data, end, cfg->vip))
+	if (!cfg || !l4_to(data, end, cfg->vip, cfg->vip6, &proto))
 		return XDP_PASS;
 #pragma unroll
 	for (i = 0; i < 6; i++) {

@@ -59,6 +59,8 @@ pub struct Options {
     pub new_conn_rounds: usize,
     /// Rounds of the multi-queue table (0: skip).
     pub multi_queue_rounds: usize,
+    /// Alternating rounds of the IPv6 rows of the maximum-rate table (0: skip).
+    pub ipv6_rounds: usize,
     /// Core of the generator (and of the harness itself).
     pub gen_core: usize,
     /// Core of all the director's work.
@@ -403,6 +405,8 @@ struct Bench {
     progress: Progress,
     /// Whether the sink has the addresses and the listener of the checked real servers.
     check_targets: bool,
+    /// What the trials send: the run's protocol, or its IPv6 form in the IPv6 rows.
+    proto: Proto,
 }
 
 /// Last bytes of the checked real servers' addresses (198.18.0.X on the sink): clear of
@@ -474,6 +478,7 @@ enum Active {
 
 impl Bench {
     fn up(opts: Options) -> Result<Bench> {
+        let proto = opts.proto;
         let exe = std::env::current_exe().context("locating xdpvs-bench")?;
         std::fs::create_dir_all(&opts.out_dir)
             .with_context(|| format!("creating {}", opts.out_dir.display()))?;
@@ -563,6 +568,7 @@ impl Bench {
             rs_mac,
             progress,
             check_targets: false,
+            proto,
         })
     }
 
@@ -575,7 +581,7 @@ impl Bench {
         dur: Duration,
         opening: bool,
     ) -> Result<GenReport> {
-        self.generate_as(self.opts.proto, flows, rate, count, dur, opening)
+        self.generate_as(self.proto, flows, rate, count, dur, opening)
     }
 
     /// Runs the generator once, sending `proto`.
@@ -656,7 +662,7 @@ impl Bench {
         self.sink.ask("reset")?;
         let before = cpu_times();
         // Opening trials send TCP SYNs whatever the run's protocol.
-        let proto = if opening { Proto::Tcp } else { self.opts.proto };
+        let proto = if opening { Proto::Tcp } else { self.proto };
         let g = self.generate_as(proto, flows, rate, 0, dur, opening)?;
         let cpu = cpu_shares(&before, &cpu_times());
         // Frames still in flight arrive within microseconds; leave a margin.
@@ -842,14 +848,21 @@ impl Bench {
         Ok(active)
     }
 
-    /// The benchmark's services on the running director: UDP and TCP VIP:80, `rr`, the
-    /// sink as the one real server, its MAC resolved.
+    /// The benchmark's services on the running director: UDP and TCP VIP:80 over IPv4
+    /// and IPv6, `rr`, the sink as the one real server, its MAC resolved.
     fn configure_services(&mut self) -> Result<()> {
-        for proto in ["-u", "-t"] {
-            let svc = format!("{VIP}:{PORT}");
-            let rs = format!("{}:{PORT}", xdpvs_testkit::lab::real_ip(1));
-            self.lab.xdpvs(&["-A", proto, &svc, "-s", "rr"])?;
-            self.lab.xdpvs(&["-a", proto, &svc, "-r", &rs, "-g"])?;
+        let rs4 = xdpvs_testkit::lab::real_ip(1).into();
+        let rs6 = xdpvs_testkit::lab::real_ip6(1).into();
+        for (vip, rs) in [
+            (std::net::IpAddr::from(VIP), rs4),
+            (crate::VIP6.into(), rs6),
+        ] {
+            for proto in ["-u", "-t"] {
+                let svc = xdpvs_sched::model::addr_port(vip, PORT);
+                let rs = xdpvs_sched::model::addr_port(rs, PORT);
+                self.lab.xdpvs(&["-A", proto, &svc, "-s", "rr"])?;
+                self.lab.xdpvs(&["-a", proto, &svc, "-r", &rs, "-g"])?;
+            }
         }
         self.lab.wait_resolved()?;
         Ok(())
@@ -1079,6 +1092,59 @@ impl Bench {
             .sum())
     }
 
+    /// Maximum-rate trials of `variants` sending `proto`, alternating for `rounds`
+    /// rounds (the trials recorded as phase "max-ipv6" when `proto` is IPv6).
+    fn max_rate_rounds(
+        &mut self,
+        variants: &[Variant],
+        proto: Proto,
+        rounds: usize,
+        trials: &mut Vec<TrialRecord>,
+    ) -> Result<Vec<ThroughputSummary>> {
+        let phase = if proto.is_ipv6() { "max-ipv6" } else { "max" };
+        let mut rows: Vec<ThroughputSummary> = variants
+            .iter()
+            .map(|&variant| ThroughputSummary {
+                variant,
+                runs_pps: Vec::new(),
+                offered_runs_pps: Vec::new(),
+                median_pps: 0.0,
+                offered_median_pps: 0.0,
+                cpu: Vec::new(),
+            })
+            .collect();
+        let run_proto = std::mem::replace(&mut self.proto, proto);
+        let result = (|| -> Result<()> {
+            for round in 0..rounds {
+                for row in rows.iter_mut() {
+                    let v = row.variant;
+                    let a = self.activate(v, self.opts.flows)?;
+                    let t = self.trial(self.opts.flows, 0, self.opts.duration);
+                    self.deactivate(a)?;
+                    let t = t?;
+                    self.progress.show(&format!(
+                        "{phase}: {v} round {}/{rounds}: {:.0} kpps delivered of {:.0} offered",
+                        round + 1,
+                        t.delivered_pps / 1e3,
+                        t.offered_pps / 1e3,
+                    ));
+                    trials.push(self.record(v, phase, self.opts.flows, 0, &t));
+                    row.runs_pps.push(t.delivered_pps);
+                    row.offered_runs_pps.push(t.offered_pps);
+                    row.cpu = t.cpu;
+                }
+            }
+            Ok(())
+        })();
+        self.proto = run_proto;
+        result?;
+        for r in &mut rows {
+            r.median_pps = median(&mut r.runs_pps.clone());
+            r.offered_median_pps = median(&mut r.offered_runs_pps.clone());
+        }
+        Ok(rows)
+    }
+
     fn record(&self, v: Variant, phase: &str, flows: u32, target: u64, t: &Trial) -> TrialRecord {
         TrialRecord {
             variant: v,
@@ -1146,6 +1212,18 @@ pub fn run(opts: Options) -> Result<Report> {
     for s in &mut report.throughput {
         s.median_pps = median(&mut s.runs_pps.clone());
         s.offered_median_pps = median(&mut s.offered_runs_pps.clone());
+    }
+
+    // 1b. The same at maximum rate with IPv6 frames (the IPv6 service of the director;
+    // the baselines rewrite MACs whatever the frame carries), alternating likewise.
+    if opts.ipv6_rounds > 0 {
+        let v6: Vec<Variant> = variants
+            .iter()
+            .copied()
+            .filter(|&v| v != Variant::XdpvsChecks)
+            .collect();
+        report.ipv6 =
+            b.max_rate_rounds(&v6, opts.proto.v6(), opts.ipv6_rounds, &mut report.trials)?;
     }
 
     // 2. Latency and loss at fractions of each forwarder's own maximum; 3. the search.
@@ -1429,6 +1507,40 @@ pub fn table(r: &Report) -> String {
         let _ = writeln!(s, "\nxdpvs relative to each (median / median)");
         for (name, ratio) in &r.ratios {
             let _ = writeln!(s, "  xdpvs / {name:<8} {ratio:.2}x");
+        }
+    }
+    if !r.ipv6.is_empty() {
+        let size = r.config.size.max(r.config.proto.v6().min_size());
+        let _ = writeln!(
+            s,
+            "\nMaximum rate over IPv6 (median of {} alternating runs, {} flows, {size}-byte {:?} frames)",
+            r.ipv6.first().map_or(0, |t| t.runs_pps.len()),
+            r.config.flows,
+            r.config.proto.v6()
+        );
+        let x6 = r
+            .ipv6
+            .iter()
+            .find(|t| t.variant == Variant::Xdpvs)
+            .map_or(0.0, |t| t.median_pps);
+        for t in &r.ipv6 {
+            let vs = if t.variant != Variant::Xdpvs && t.median_pps > 0.0 {
+                format!("   xdpvs / {}: {:.2}x", t.variant, x6 / t.median_pps)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "  {:<10} {:>8.0} kpps {:>7.0} kpps   {}{vs}",
+                t.variant.to_string(),
+                t.median_pps / 1e3,
+                t.offered_median_pps / 1e3,
+                kpps_list(&t.runs_pps)
+            );
+        }
+        let x4 = r.median(Variant::Xdpvs);
+        if x4 > 0.0 && x6 > 0.0 {
+            let _ = writeln!(s, "  xdpvs IPv6 / IPv4: {:.2}x", x6 / x4);
         }
     }
     let _ = writeln!(

@@ -34,6 +34,9 @@ pub const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0, 0xc1];
 /// The VIP (RFC 2544 benchmark range).
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 
+/// The IPv6 VIP (RFC 5180 benchmark range), the lab's.
+pub const VIP6: std::net::Ipv6Addr = xdpvs_testkit::lab::VIP6;
+
 /// The service port of benchmark traffic (UDP and TCP).
 pub const PORT: u16 = 80;
 
@@ -207,24 +210,32 @@ pub fn flamegraph(perf_data: &Path, svg: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One TCP service on VIP:80 with `reals` real servers under `sched`.
+/// TCP services on VIP:80 and \[VIP6\]:80, each with `reals` real servers under
+/// `sched`.
 pub fn config(sched: SchedKind, reals: u8) -> Config {
-    let mut s = ServiceSpec::new(
-        ServiceKey {
-            proto: Protocol::Tcp,
-            vip: VIP.into(),
-            port: 80,
-        },
-        sched,
-    );
-    s.reals = (1..=reals)
-        .map(|i| RealSpec {
-            addr: Ipv4Addr::new(198, 18, 0, 10 + i).into(),
-            weight: 1,
-            mac: Some([2, 0, 0, 0, 1, i]),
-        })
-        .collect();
-    Config::new(DIRECTOR_MAC, vec![s], Options::default())
+    let service = |vip: std::net::IpAddr, addr: &dyn Fn(u8) -> std::net::IpAddr| {
+        let mut s = ServiceSpec::new(
+            ServiceKey {
+                proto: Protocol::Tcp,
+                vip,
+                port: 80,
+            },
+            sched,
+        );
+        s.reals = (1..=reals)
+            .map(|i| RealSpec {
+                addr: addr(i),
+                weight: 1,
+                mac: Some([2, 0, 0, 0, 1, i]),
+            })
+            .collect();
+        s
+    };
+    let v4 = service(VIP.into(), &|i| Ipv4Addr::new(198, 18, 0, 10 + i).into());
+    let v6 = service(VIP6.into(), &|i| {
+        std::net::Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10 + u16::from(i)).into()
+    });
+    Config::new(DIRECTOR_MAC, vec![v4, v6], Options::default())
 }
 
 /// The endpoints of flow number `k` (distinct client address/port per flow).
@@ -240,9 +251,39 @@ pub fn flow(k: u32) -> Endpoints {
     }
 }
 
+/// The IPv6 endpoints of flow number `k`: flow `k`'s IPv4 client address in the last
+/// 32 bits of 2001:2:1::/96, its ports, to the IPv6 VIP.
+pub fn flow6(k: u32) -> frames::Endpoints6 {
+    let e = flow(k);
+    let mut src = traffic::CLIENT6_PREFIX.octets();
+    src[12..].copy_from_slice(&e.src_ip.octets());
+    frames::Endpoints6 {
+        src_mac: e.src_mac,
+        dst_mac: e.dst_mac,
+        src_ip: src.into(),
+        dst_ip: VIP6,
+        sport: e.sport,
+        dport: e.dport,
+    }
+}
+
+/// A TCP frame of flow `k` with `flags`, over IPv6 when `v6`.
+pub fn flow_frame(k: u32, flags: u8, v6: bool) -> Vec<u8> {
+    if v6 {
+        frames::tcp6(&flow6(k), flags, b"")
+    } else {
+        frames::tcp(&flow(k), flags, b"")
+    }
+}
+
 /// Tables with room for `capacity` connections holding `flows` established flows, and
 /// one ACK frame per flow.
 pub fn established(flows: u32, capacity: usize) -> (Tables, Vec<Vec<u8>>) {
+    established_in(flows, capacity, false)
+}
+
+/// [`established`] with IPv6 flows when `v6`.
+pub fn established_in(flows: u32, capacity: usize, v6: bool) -> (Tables, Vec<Vec<u8>>) {
     let limits = Limits {
         conn_capacity: capacity,
         ..Limits::default()
@@ -252,10 +293,9 @@ pub fn established(flows: u32, capacity: usize) -> (Tables, Vec<Vec<u8>>) {
     let mut t = Tables::new(services, &limits, Timeouts::default(), 0x5eed).expect("valid limits");
     let mut acks = Vec::with_capacity(flows as usize);
     for k in 0..flows {
-        let e = flow(k);
-        let mut syn = frames::tcp(&e, SYN, b"");
+        let mut syn = flow_frame(k, SYN, v6);
         assert_eq!(process(&mut syn, &mut t, Time::from_secs(1)), Verdict::Tx);
-        let mut ack = frames::tcp(&e, ACK, b"");
+        let mut ack = flow_frame(k, ACK, v6);
         assert_eq!(process(&mut ack, &mut t, Time::from_secs(1)), Verdict::Tx);
         acks.push(ack);
     }

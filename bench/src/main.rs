@@ -87,6 +87,9 @@ struct RunArgs {
     /// Rounds of the multi-queue table (0 skips it).
     #[arg(long)]
     multi_queue_rounds: Option<usize>,
+    /// Rounds of the IPv6 rows of the maximum-rate table (0 skips them).
+    #[arg(long)]
+    ipv6_rounds: Option<usize>,
     /// Core of the generator.
     #[arg(long, default_value_t = 0)]
     gen_core: usize,
@@ -267,6 +270,7 @@ fn options(a: RunArgs) -> Result<Options> {
         },
         new_conn_rounds: a.new_conn_rounds.unwrap_or(if q { 0 } else { 3 }),
         multi_queue_rounds: a.multi_queue_rounds.unwrap_or(if q { 0 } else { 3 }),
+        ipv6_rounds: a.ipv6_rounds.unwrap_or(if q { 1 } else { 3 }),
         gen_core: a.gen_core,
         director_core: a.director_core,
         out_dir: a.out,

@@ -13,10 +13,15 @@ use crate::established;
 #[derive(Debug)]
 pub struct Replay {
     tables: Tables,
-    frames: Vec<[u8; 60]>,
-    batch: [[u8; 60]; 32],
+    frames: Vec<[u8; MAX_FRAME]>,
+    /// Bytes of each frame (all are the same length).
+    len: usize,
+    batch: [[u8; MAX_FRAME]; 32],
     next: usize,
 }
+
+/// The longest frame replayed (an IPv6 TCP ACK is 74 bytes, an IPv4 one 60).
+const MAX_FRAME: usize = 80;
 
 impl Replay {
     /// Tables holding `flows` established TCP flows (capacity at least `flows`).
@@ -26,16 +31,24 @@ impl Replay {
         Replay::with(tables, &acks)
     }
 
-    /// Replays `acks` (60-byte frames of flows established in `tables`).
+    /// Replays `acks` (frames of flows established in `tables`, all of one length of
+    /// at most 80 bytes).
     pub fn with(tables: Tables, acks: &[Vec<u8>]) -> Replay {
+        let len = acks.first().map_or(0, Vec::len);
         let frames = acks
             .iter()
-            .map(|a| a[..60].try_into().expect("60-byte frames"))
+            .map(|a| {
+                assert_eq!(a.len(), len, "frames of one length");
+                let mut f = [0u8; MAX_FRAME];
+                f[..len].copy_from_slice(a);
+                f
+            })
             .collect();
         Replay {
             tables,
             frames,
-            batch: [[0; 60]; 32],
+            len,
+            batch: [[0; MAX_FRAME]; 32],
             next: 0,
         }
     }
@@ -59,15 +72,19 @@ impl Replay {
                 self.next = 0;
             }
             let n = n.min(self.frames.len());
-            self.batch[..n].copy_from_slice(&self.frames[self.next..self.next + n]);
-            for f in &self.batch[..n] {
-                prefetch_frame(f);
+            let len = self.len;
+            for (b, f) in self.batch[..n].iter_mut().zip(&self.frames[self.next..]) {
+                b[..len].copy_from_slice(&f[..len]);
             }
             for f in &self.batch[..n] {
-                prefetch(f, &self.tables);
+                prefetch_frame(&f[..len]);
+            }
+            for f in &self.batch[..n] {
+                prefetch(&f[..len], &self.tables);
             }
             for f in &mut self.batch[..n] {
-                tx += u64::from(black_box(process(f, &mut self.tables, now)) == Verdict::Tx);
+                let v = process(&mut f[..len], &mut self.tables, now);
+                tx += u64::from(black_box(v) == Verdict::Tx);
             }
             self.next += n;
             left -= n as u64;

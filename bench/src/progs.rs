@@ -86,8 +86,8 @@ impl Attached {
             .with_context(|| format!("configuring {map}"))
     }
 
-    /// Configures the sink: frames to `vip` count when they go from `fwd_mac` to
-    /// `rs_mac`; every `2^sample_shift`-th is a latency sample.
+    /// Configures the sink: frames to `vip` (or to the IPv6 VIP) count when they go from
+    /// `fwd_mac` to `rs_mac`; every `2^sample_shift`-th is a latency sample.
     pub fn configure_sink(
         &self,
         rs_mac: Mac,
@@ -100,15 +100,18 @@ impl Attached {
         v.extend_from_slice(&fwd_mac);
         v.extend_from_slice(&vip.octets());
         v.extend_from_slice(&((1u32 << sample_shift) - 1).to_ne_bytes());
+        v.extend_from_slice(&crate::VIP6.octets());
         self.set_config("sink_cfg", &v)
     }
 
-    /// Configures the `XDP_TX` program: frames to `vip` leave with these MACs.
+    /// Configures the `XDP_TX` program: frames to `vip` (or to the IPv6 VIP) leave with
+    /// these MACs.
     pub fn configure_tx(&self, dst_mac: Mac, src_mac: Mac, vip: Ipv4Addr) -> Result<()> {
         let mut v = Vec::with_capacity(16);
         v.extend_from_slice(&dst_mac);
         v.extend_from_slice(&src_mac);
         v.extend_from_slice(&vip.octets());
+        v.extend_from_slice(&crate::VIP6.octets());
         self.set_config("tx_cfg", &v)
     }
 }

@@ -243,6 +243,9 @@ pub struct Report {
     /// Queues and cores.
     #[serde(default)]
     pub multi_queue: Vec<MultiQueueRow>,
+    /// Maximum rate per forwarder with IPv6 frames.
+    #[serde(default)]
+    pub ipv6: Vec<ThroughputSummary>,
     /// Every trial.
     pub trials: Vec<TrialRecord>,
     /// Flame graph written, if any.
@@ -282,6 +285,7 @@ impl Report {
             budget: Vec::new(),
             new_conns: Vec::new(),
             multi_queue: Vec::new(),
+            ipv6: Vec::new(),
             trials: Vec::new(),
             flamegraph: None,
         }

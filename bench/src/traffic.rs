@@ -1,5 +1,6 @@
-//! Benchmark frames: prebuilt UDP or TCP frames to the VIP, one per flow, stamped with
-//! their transmit time. Pure: building and stamping frames touches no device.
+//! Benchmark frames: prebuilt UDP or TCP frames over IPv4 or IPv6 to the VIP, one per
+//! flow, stamped with their transmit time. Pure: building and stamping frames touches no
+//! device.
 
 use xdpvs_sched::tcp::flags::{ACK, SYN};
 use xdpvs_sched::Mac;
@@ -14,6 +15,11 @@ pub const STAMP_MAGIC: [u8; 4] = *b"XVBN";
 pub const STAMP_LEN: usize = 16;
 /// Ethernet header + IPv4 header (no options).
 const L3: usize = 14 + 20;
+/// Ethernet header + IPv6 header (no extension headers).
+const L3_V6: usize = 14 + 40;
+/// The IPv6 flows' client prefix: flow k's client is 2001:2:1::/96 plus the IPv4
+/// client address of flow k in its last 32 bits.
+pub const CLIENT6_PREFIX: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 2, 1, 0, 0, 0, 0, 0);
 /// Frame check sequence: counted in a frame's size (RFC 2544), not sent by us.
 pub const FCS: usize = 4;
 
@@ -27,19 +33,49 @@ pub enum Proto {
     Udp,
     /// TCP segments (SYN first for each flow, then ACK).
     Tcp,
+    /// UDP over IPv6 (to the IPv6 VIP).
+    Udp6,
+    /// TCP over IPv6.
+    Tcp6,
 }
 
 impl Proto {
     fn l4_header(self) -> usize {
         match self {
-            Proto::Udp => 8,
-            Proto::Tcp => 20,
+            Proto::Udp | Proto::Udp6 => 8,
+            Proto::Tcp | Proto::Tcp6 => 20,
+        }
+    }
+
+    /// Whether frames are IPv6.
+    pub fn is_ipv6(self) -> bool {
+        matches!(self, Proto::Udp6 | Proto::Tcp6)
+    }
+
+    /// Whether frames are TCP.
+    pub fn is_tcp(self) -> bool {
+        matches!(self, Proto::Tcp | Proto::Tcp6)
+    }
+
+    /// The same transport over IPv6.
+    pub fn v6(self) -> Proto {
+        match self {
+            Proto::Udp | Proto::Udp6 => Proto::Udp6,
+            Proto::Tcp | Proto::Tcp6 => Proto::Tcp6,
+        }
+    }
+
+    fn l3(self) -> usize {
+        if self.is_ipv6() {
+            L3_V6
+        } else {
+            L3
         }
     }
 
     /// Smallest frame size (with FCS) that carries a stamp.
     pub fn min_size(self) -> usize {
-        (L3 + self.l4_header() + STAMP_LEN).max(frames::MIN_FRAME) + FCS
+        (self.l3() + self.l4_header() + STAMP_LEN).max(frames::MIN_FRAME) + FCS
     }
 }
 
@@ -74,7 +110,8 @@ pub struct Factory {
     flows: u32,
     payload: usize,
     /// L4 checksum of the template with source address, port and stamp time zeroed
-    /// (TCP only; UDP goes without, which IPv4 allows).
+    /// (TCP, and UDP over IPv6 where it is mandatory; UDP over IPv4 goes without, which
+    /// IPv4 allows).
     l4_sum0: u16,
 }
 
@@ -115,7 +152,8 @@ impl Factory {
                 max: MAX_SIZE,
             });
         }
-        let payload_len = size - FCS - L3 - proto.l4_header();
+        let l4 = proto.l3();
+        let payload_len = size - FCS - l4 - proto.l4_header();
         let mut payload = vec![0u8; payload_len];
         payload[..4].copy_from_slice(&STAMP_MAGIC);
         let mut e = flow(0);
@@ -124,34 +162,45 @@ impl Factory {
         e.dport = port;
         e.src_ip = std::net::Ipv4Addr::UNSPECIFIED;
         e.sport = 0;
+        let e6 = frames::Endpoints6 {
+            src_mac,
+            dst_mac,
+            src_ip: CLIENT6_PREFIX,
+            dst_ip: crate::VIP6,
+            sport: 0,
+            dport: port,
+        };
         let mut template = match proto {
             Proto::Udp => frames::udp(&e, &payload),
             Proto::Tcp => frames::tcp(&e, ACK, &payload),
+            Proto::Udp6 => frames::udp6(&e6, &payload),
+            Proto::Tcp6 => frames::tcp6(&e6, ACK, &payload),
         };
-        let l4 = L3;
-        let l4_sum0 = match proto {
-            Proto::Udp => {
-                template[l4 + 6..l4 + 8].fill(0);
-                0
-            }
-            Proto::Tcp => {
-                // Zero the source fields and recompute: later frames add their own.
-                let mut pseudo = Vec::new();
+        let sum_at = l4 + if proto.is_tcp() { 16 } else { 6 };
+        template[sum_at..sum_at + 2].fill(0);
+        let l4_sum0 = if proto == Proto::Udp {
+            0
+        } else {
+            // The checksum with the source fields zeroed: later frames add their own.
+            let seg_len = template.len() - l4;
+            let mut pseudo = Vec::new();
+            if proto.is_ipv6() {
+                pseudo.extend_from_slice(&template[22..54]);
+                pseudo.extend_from_slice(&(seg_len as u32).to_be_bytes());
+                pseudo.extend_from_slice(&[0, 0, 0, template[20]]);
+            } else {
                 pseudo.extend_from_slice(&[0; 4]);
                 pseudo.extend_from_slice(&template[30..34]);
                 pseudo.extend_from_slice(&[0, 6]);
-                let seg_len = (template.len() - l4) as u16;
-                pseudo.extend_from_slice(&seg_len.to_be_bytes());
-                template[l4 + 16..l4 + 18].fill(0);
-                let sum = sum16(&pseudo) + sum16(&template[l4..]);
-                !fold(sum)
+                pseudo.extend_from_slice(&(seg_len as u16).to_be_bytes());
             }
+            !fold(sum16(&pseudo) + sum16(&template[l4..]))
         };
         Ok(Factory {
             template,
             proto,
             flows,
-            payload: L3 + proto.l4_header(),
+            payload: l4 + proto.l4_header(),
             l4_sum0,
         })
     }
@@ -177,29 +226,41 @@ impl Factory {
     pub fn write(&self, out: &mut [u8], seq: u64, now_ns: u64, opening: bool) {
         out.copy_from_slice(&self.template);
         let e = flow((seq % u64::from(self.flows)) as u32);
+        // The flow's IPv4 client address: the whole IPv4 source, or the last 32 bits of
+        // the IPv6 one.
         let src = e.src_ip.octets();
         let sport = e.sport.to_be_bytes();
-        out[26..30].copy_from_slice(&src);
-        out[L3..L3 + 2].copy_from_slice(&sport);
+        let (src_at, l4) = if self.proto.is_ipv6() {
+            (34, L3_V6)
+        } else {
+            (26, L3)
+        };
+        out[src_at..src_at + 4].copy_from_slice(&src);
+        out[l4..l4 + 2].copy_from_slice(&sport);
         let stamp = self.payload + 8;
         out[stamp..stamp + 8].copy_from_slice(&now_ns.to_ne_bytes());
-        // IPv4 header checksum over the 20 bytes.
-        out[24..26].fill(0);
-        let ip = !fold(sum16(&out[14..34]));
-        out[24..26].copy_from_slice(&ip.to_be_bytes());
-        if self.proto == Proto::Tcp {
-            let flags_at = L3 + 13;
-            let mut added = 0u32;
-            if opening {
-                // ACK (0x10) -> SYN (0x02) changes the flags word by -0x0e.
-                out[flags_at] = SYN;
-                added += 0xffff - 0x000e;
-            }
-            added += sum16(&src) + sum16(&sport) + sum16(&out[stamp..stamp + 8]);
-            let sum = u32::from(!self.l4_sum0) + added;
-            let c = !fold(sum);
-            out[L3 + 16..L3 + 18].copy_from_slice(&c.to_be_bytes());
+        if !self.proto.is_ipv6() {
+            // IPv4 header checksum over the 20 bytes.
+            out[24..26].fill(0);
+            let ip = !fold(sum16(&out[14..34]));
+            out[24..26].copy_from_slice(&ip.to_be_bytes());
         }
+        if self.proto == Proto::Udp {
+            return;
+        }
+        let mut added = 0u32;
+        if opening && self.proto.is_tcp() {
+            // ACK (0x10) -> SYN (0x02) changes the flags word by -0x0e.
+            out[l4 + 13] = SYN;
+            added += 0xffff - 0x000e;
+        }
+        added += sum16(&src) + sum16(&sport) + sum16(&out[stamp..stamp + 8]);
+        let mut c = !fold(u32::from(!self.l4_sum0) + added);
+        if c == 0 && !self.proto.is_tcp() {
+            c = 0xffff; // UDP sends a computed zero as all ones (RFC 768, RFC 8200)
+        }
+        let sum_at = l4 + if self.proto.is_tcp() { 16 } else { 6 };
+        out[sum_at..sum_at + 2].copy_from_slice(&c.to_be_bytes());
     }
 }
 
@@ -224,20 +285,20 @@ mod tests {
             for opening in [false, true] {
                 f.write(&mut buf, seq, 0x0123_4567_89ab_cdef ^ seq, opening);
                 let p = SlicedPacket::from_ethernet(&buf).expect("parses");
-                let Some(NetSlice::Ipv4(ip)) = p.net else {
-                    panic!("not IPv4")
-                };
-                let h = ip.header().to_header();
-                assert_eq!(h.header_checksum, h.calc_header_checksum());
                 let want = flow((seq % u64::from(flows)) as u32);
-                assert_eq!(h.source, want.src_ip.octets());
-                let payload = match p.transport {
-                    Some(TransportSlice::Udp(u)) => {
+                let payload = match (p.net, p.transport) {
+                    (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Udp(u))) => {
+                        let h = ip.header().to_header();
+                        assert_eq!(h.header_checksum, h.calc_header_checksum());
+                        assert_eq!(h.source, want.src_ip.octets());
                         assert_eq!(u.source_port(), want.sport);
                         assert_eq!(u.checksum(), 0);
                         u.payload()
                     }
-                    Some(TransportSlice::Tcp(t)) => {
+                    (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(t))) => {
+                        let h = ip.header().to_header();
+                        assert_eq!(h.header_checksum, h.calc_header_checksum());
+                        assert_eq!(h.source, want.src_ip.octets());
                         assert_eq!(t.source_port(), want.sport);
                         assert_eq!(t.syn(), opening);
                         assert_eq!(t.ack(), !opening);
@@ -248,7 +309,36 @@ mod tests {
                         assert_eq!(t.checksum(), c, "TCP checksum seq {seq}");
                         t.payload()
                     }
-                    _ => panic!("no transport"),
+                    (Some(NetSlice::Ipv6(ip)), Some(transport)) => {
+                        let h = ip.header().to_header();
+                        let mut src = CLIENT6_PREFIX.octets();
+                        src[12..].copy_from_slice(&want.src_ip.octets());
+                        assert_eq!(h.source, src);
+                        assert_eq!(h.destination, crate::VIP6.octets());
+                        match transport {
+                            TransportSlice::Udp(u) => {
+                                assert_eq!(u.source_port(), want.sport);
+                                let c = u
+                                    .to_header()
+                                    .calc_checksum_ipv6(&h, u.payload())
+                                    .expect("fits");
+                                assert_eq!(u.checksum(), c, "UDP checksum seq {seq}");
+                                u.payload()
+                            }
+                            TransportSlice::Tcp(t) => {
+                                assert_eq!(t.source_port(), want.sport);
+                                assert_eq!(t.syn(), opening);
+                                let c = t
+                                    .to_header()
+                                    .calc_checksum_ipv6(&h, t.payload())
+                                    .expect("fits");
+                                assert_eq!(t.checksum(), c, "TCP checksum seq {seq}");
+                                t.payload()
+                            }
+                            _ => panic!("no transport"),
+                        }
+                    }
+                    _ => panic!("no network or transport layer"),
                 };
                 assert_eq!(&payload[..4], b"XVBN");
                 let ts = u64::from_ne_bytes(payload[8..16].try_into().expect("8 bytes"));
@@ -263,6 +353,10 @@ mod tests {
         check(Proto::Udp, 1518, 1_000_000);
         check(Proto::Tcp, 74, 1000);
         check(Proto::Tcp, 1000, 1_000_000);
+        check(Proto::Udp6, 82, 1);
+        check(Proto::Udp6, 1518, 1_000_000);
+        check(Proto::Tcp6, 94, 1000);
+        check(Proto::Tcp6, 1000, 1_000_000);
     }
 
     #[test]

@@ -53,7 +53,16 @@ fn quick_mode_moves_packets_and_writes_valid_files() {
         .map(|t| t["delivered_pps"].as_f64().expect("a number"))
         .sum();
     assert!(xdpvs_delivered > 0.0, "no packet went through xdpvs");
-    for key in ["throughput", "loads", "search", "scaling"] {
+    let ipv6_delivered: f64 = json["trials"]
+        .as_array()
+        .expect("trials")
+        .iter()
+        .filter(|t| t["variant"] == "xdpvs" && t["phase"] == "max-ipv6")
+        .map(|t| t["delivered_pps"].as_f64().expect("a number"))
+        .sum();
+    assert!(ipv6_delivered > 0.0, "no IPv6 packet went through xdpvs");
+    assert!(stdout.contains("Maximum rate over IPv6"), "{stdout}");
+    for key in ["throughput", "loads", "search", "scaling", "ipv6"] {
         assert!(
             !json[key].as_array().expect(key).is_empty(),
             "{key} is empty"

@@ -64,13 +64,16 @@ impl Tables {
         timeouts: Timeouts,
         seed: u64,
     ) -> Result<Tables, ConnTableError> {
-        // Both tables in lazily zeroed memory: a family without traffic costs no memory.
+        // The IPv4 table written in full now, so that it never faults on the packet
+        // path; the IPv6 table in lazily zeroed memory, so that it costs no memory until
+        // IPv6 traffic comes (its pages then fault in once each, as they are first
+        // written).
         let conns = ConnTable::with_slots(
             limits.conn_capacity,
             limits.max_dests,
             timeouts,
             seed,
-            crate::sys::zeroed_slots,
+            crate::sys::touched_slots,
         )?;
         let loads = Arc::clone(conns.loads());
         let mut conns6 = ConnTable::with_slots(

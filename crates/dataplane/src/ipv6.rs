@@ -9,7 +9,7 @@
 
 use std::net::Ipv6Addr;
 
-use etherparse::{Ipv6ExtensionSlice, Ipv6Slice};
+use etherparse::{Ipv6ExtensionSlice, Ipv6HeaderSlice, Ipv6Slice};
 use xdpvs_arp::ndp::{icmpv6_checksum, ETHERTYPE_IPV6, ICMPV6};
 use xdpvs_sched::conn::ConnKey;
 use xdpvs_sched::Protocol;
@@ -110,10 +110,36 @@ pub enum Error6 {
 }
 
 /// Parses an Ethernet frame carrying IPv6.
+#[inline]
 pub fn parse(frame: &[u8]) -> Result<Inbound6, Error6> {
     if frame.len() < ETH_LEN || frame[12..14] != ETHERTYPE_IPV6 {
         return Err(Error6::NotIpv6);
     }
+    // The common case first: TCP or UDP straight after the fixed header (no extension
+    // header to walk).
+    if let Ok(h) = Ipv6HeaderSlice::from_slice(&frame[ETH_LEN..]) {
+        let next = h.next_header();
+        if next == etherparse::IpNumber::TCP || next == etherparse::IpNumber::UDP {
+            let ip_len = 40 + usize::from(h.payload_length());
+            let Some(body) = frame.get(ETH_LEN + 40..ETH_LEN + ip_len) else {
+                return Err(Error6::BadHeader);
+            };
+            let proto = if next == etherparse::IpNumber::TCP {
+                Protocol::Tcp
+            } else {
+                Protocol::Udp
+            };
+            let (src, dst) = (Ipv6Addr::from(h.source()), Ipv6Addr::from(h.destination()));
+            return flow(proto, src, dst, body, ip_len, None);
+        }
+    }
+    parse_walking(frame)
+}
+
+/// [`parse`] of a frame with extension headers (or anything but TCP/UDP after the IPv6
+/// header): etherparse walks the chain.
+#[inline(never)]
+fn parse_walking(frame: &[u8]) -> Result<Inbound6, Error6> {
     let ip = Ipv6Slice::from_slice(&frame[ETH_LEN..]).map_err(|e| {
         use etherparse::err::{ipv6::SliceError, Layer};
         match e {
@@ -167,6 +193,19 @@ pub fn parse(frame: &[u8]) -> Result<Inbound6, Error6> {
         }
         _ => return Ok(Inbound6::Other),
     };
+    flow(proto, src, dst, body, ip_len, first_fragment)
+}
+
+/// The flow of a TCP or UDP packet whose transport header and payload are `body`.
+#[inline]
+fn flow(
+    proto: Protocol,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    body: &[u8],
+    ip_len: usize,
+    first_fragment: Option<FragKey6>,
+) -> Result<Inbound6, Error6> {
     let need = if proto == Protocol::Tcp { 20 } else { 8 };
     if body.len() < need {
         return Err(Error6::Truncated);
