@@ -297,17 +297,21 @@ pub fn xdp(prog: Prog, iface: &str, macs: Option<(Mac, Mac)>, vip: Ipv4Addr) -> 
     Ok(())
 }
 
-/// The director's steering program on `iface` with the benchmark's services, and one
+/// The director's steering program on `iface` with the benchmark's services (IPv4 and
+/// IPv6), and one
 /// socket on queue 0 in its XSKMAP: what every userspace forwarder of the harness sits on.
 fn steered_socket(iface: &str, busy_poll: Option<BusyPoll>) -> Result<(Steering, XskDevice)> {
     let mut steering = Steering::load()?;
     steering.attach(xdpvs_director::iface::ifindex(iface)?, XdpMode::Auto)?;
-    let keys: Vec<ServiceKey> = [Protocol::Udp, Protocol::Tcp]
+    let vips: [std::net::IpAddr; 2] = [crate::VIP.into(), crate::VIP6.into()];
+    let keys: Vec<ServiceKey> = vips
         .into_iter()
-        .map(|proto| ServiceKey {
-            proto,
-            vip: crate::VIP.into(),
-            port: crate::PORT,
+        .flat_map(|vip| {
+            [Protocol::Udp, Protocol::Tcp].map(|proto| ServiceKey {
+                proto,
+                vip,
+                port: crate::PORT,
+            })
         })
         .collect();
     steering.set_services(&keys)?;

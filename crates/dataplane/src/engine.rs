@@ -111,9 +111,16 @@ impl Tables {
     }
 
     /// Runs the incremental expiry: examines at most `budget` slots of each family's
-    /// connection table.
+    /// connection table that holds entries (an empty table is not swept: sweeping it
+    /// would only stream its memory through the cache).
     pub fn expire(&mut self, now: Time, budget: usize) -> usize {
-        let n = self.conns.expire(now, budget) + self.conns6.expire(now, budget);
+        let mut n = 0;
+        if !self.conns.is_empty() {
+            n += self.conns.expire(now, budget);
+        }
+        if !self.conns6.is_empty() {
+            n += self.conns6.expire(now, budget);
+        }
         self.stats.expired.add(n as u64);
         n
     }
