@@ -345,6 +345,31 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_neighbours_are_read_too() {
+        let mut m = NeighbourMessage::default();
+        m.header = NeighbourHeader {
+            family: AddressFamily::Inet6,
+            ifindex: 4,
+            state: NeighbourState::Reachable,
+            ..NeighbourHeader::default()
+        };
+        let a: std::net::Ipv6Addr = "2001:2::11".parse().expect("valid");
+        m.attributes = vec![
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)),
+            NeighbourAttribute::LinkLayerAddress(vec![2, 0x78, 0x64, 0, 1, 11]),
+        ];
+        assert_eq!(
+            entry(&m, false, 4),
+            Some(Entry {
+                addr: a.into(),
+                mac: Some([2, 0x78, 0x64, 0, 1, 11])
+            })
+        );
+        m.header.family = AddressFamily::Bridge;
+        assert_eq!(entry(&m, false, 4), None, "not an IP neighbour");
+    }
+
+    #[test]
     fn datagrams_with_several_messages_are_split() {
         let mut bytes = Vec::new();
         for last in [11, 12] {

@@ -1094,3 +1094,69 @@ fn metrics_parse_as_prometheus_text_and_count_what_was_forwarded() {
         "{text}"
     );
 }
+
+#[test]
+fn an_ipv6_service_is_announced_and_takes_ipv6_reals_on_the_directors_ipv6_subnet() {
+    let mut p = ControlPlane::new(
+        DIRECTOR,
+        Options::default(),
+        limits(),
+        vec![
+            LocalNet {
+                addr: Ipv4Addr::new(198, 18, 0, 1).into(),
+                prefix_len: 24,
+            },
+            LocalNet {
+                addr: "2001:2::1".parse().expect("valid"),
+                prefix_len: 64,
+            },
+        ],
+        Fake::new(1),
+    )
+    .expect("ok");
+    let vip6: IpAddr = "2001:2::100".parse().expect("valid");
+    let key6 = ServiceKey {
+        proto: Protocol::Tcp,
+        vip: vip6,
+        port: 80,
+    };
+    p.execute(&Request::AddService {
+        key: key6,
+        scheduler: SchedKind::Rr,
+        persistence: Some(Persistence::with_prefix(Duration::from_secs(60), 64).expect("valid")),
+        sorry: None,
+    })
+    .expect("an IPv6 service");
+    assert_eq!(p.dp.announced, vec![vip6], "an unsolicited advertisement");
+    assert_eq!(p.dp.steered, vec![key6]);
+    let rs6: IpAddr = "2001:2::11".parse().expect("valid");
+    p.macs.insert(rs6, mac_of(11));
+    p.execute(&Request::AddReal {
+        key: key6,
+        addr: rs6,
+        weight: 1,
+        check: None,
+    })
+    .expect("an IPv6 real server on the director's IPv6 subnet");
+    for (addr, why) in [
+        ("2001:3::11", "not on the director's subnet"),
+        ("2001:2::1", "the director's own address"),
+        (
+            "198.18.0.11",
+            "direct routing needs real servers of the service's address family",
+        ),
+    ] {
+        let e = p
+            .execute(&Request::AddReal {
+                key: key6,
+                addr: addr.parse().expect("valid"),
+                weight: 1,
+                check: None,
+            })
+            .expect_err("refused");
+        assert!(e.to_string().contains(why), "{addr}: {e}");
+    }
+    let t = p.table(None).expect("listed");
+    assert_eq!(t.services[0].reals.len(), 1);
+    assert!(t.services[0].reals[0].resolved);
+}
