@@ -1093,7 +1093,7 @@ impl Bench {
     }
 
     /// Maximum-rate trials of `variants` sending `proto`, alternating for `rounds`
-    /// rounds (the trials recorded as phase "max-ipv6" when `proto` is IPv6).
+    /// rounds (the trials recorded as phase "max", or "max-ipv6" when `proto` is IPv6).
     fn max_rate_rounds(
         &mut self,
         variants: &[Variant],
@@ -1101,7 +1101,12 @@ impl Bench {
         rounds: usize,
         trials: &mut Vec<TrialRecord>,
     ) -> Result<Vec<ThroughputSummary>> {
-        let phase = if proto.is_ipv6() { "max-ipv6" } else { "max" };
+        // The progress line's words, and the trials' phase in the report.
+        let (phase, name) = if proto.is_ipv6() {
+            ("max rate over IPv6", "max-ipv6")
+        } else {
+            ("max rate", "max")
+        };
         let mut rows: Vec<ThroughputSummary> = variants
             .iter()
             .map(|&variant| ThroughputSummary {
@@ -1119,16 +1124,19 @@ impl Bench {
                 for row in rows.iter_mut() {
                     let v = row.variant;
                     let a = self.activate(v, self.opts.flows)?;
+                    self.progress
+                        .show(&format!("{phase}: {v} round {}/{rounds}", round + 1));
                     let t = self.trial(self.opts.flows, 0, self.opts.duration);
                     self.deactivate(a)?;
                     let t = t?;
                     self.progress.show(&format!(
-                        "{phase}: {v} round {}/{rounds}: {:.0} kpps delivered of {:.0} offered",
+                        "{phase}: {v} round {}/{rounds}: {:.0} kpps delivered of {:.0} offered; {}",
                         round + 1,
                         t.delivered_pps / 1e3,
                         t.offered_pps / 1e3,
+                        cpu_text(&t.cpu)
                     ));
-                    trials.push(self.record(v, phase, self.opts.flows, 0, &t));
+                    trials.push(self.record(v, name, self.opts.flows, 0, &t));
                     row.runs_pps.push(t.delivered_pps);
                     row.offered_runs_pps.push(t.offered_pps);
                     row.cpu = t.cpu;
@@ -1172,47 +1180,8 @@ pub fn run(opts: Options) -> Result<Report> {
     let variants = opts.variants.clone();
 
     // 1. Maximum rate, alternating forwarders round after round.
-    report.throughput = variants
-        .iter()
-        .map(|&variant| ThroughputSummary {
-            variant,
-            runs_pps: Vec::new(),
-            offered_runs_pps: Vec::new(),
-            median_pps: 0.0,
-            offered_median_pps: 0.0,
-            cpu: Vec::new(),
-        })
-        .collect();
-    for round in 0..opts.repeats {
-        for (i, &v) in variants.iter().enumerate() {
-            let a = b.activate(v, opts.flows)?;
-            b.progress.show(&format!(
-                "max rate: {v} round {}/{}",
-                round + 1,
-                opts.repeats
-            ));
-            let t = b.trial(opts.flows, 0, dur);
-            b.deactivate(a)?;
-            let t = t?;
-            b.progress.show(&format!(
-                "max rate: {v} round {}/{}: {:.0} kpps delivered of {:.0} offered; {}",
-                round + 1,
-                opts.repeats,
-                t.delivered_pps / 1e3,
-                t.offered_pps / 1e3,
-                cpu_text(&t.cpu)
-            ));
-            report.trials.push(b.record(v, "max", opts.flows, 0, &t));
-            let s = &mut report.throughput[i];
-            s.runs_pps.push(t.delivered_pps);
-            s.offered_runs_pps.push(t.offered_pps);
-            s.cpu = t.cpu;
-        }
-    }
-    for s in &mut report.throughput {
-        s.median_pps = median(&mut s.runs_pps.clone());
-        s.offered_median_pps = median(&mut s.offered_runs_pps.clone());
-    }
+    report.throughput =
+        b.max_rate_rounds(&variants, opts.proto, opts.repeats, &mut report.trials)?;
 
     // 1b. The same at maximum rate with IPv6 frames (the IPv6 service of the director;
     // the baselines rewrite MACs whatever the frame carries), alternating likewise.

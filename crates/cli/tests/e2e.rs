@@ -46,6 +46,18 @@ fn get(lab: &Lab) -> String {
         .unwrap_or_else(|e| panic!("{e}\ndirector log:\n{}", lab.director_log()))
 }
 
+/// Asserts that `answers` go round rs1, rs2, rs3 in order (rr over three real servers).
+fn assert_rotation(answers: &[String]) {
+    let first = answers
+        .iter()
+        .position(|a| a == "rs1")
+        .expect("rs1 answers");
+    for (i, a) in answers.iter().enumerate() {
+        let want = format!("rs{}", (i + 3 - first % 3) % 3 + 1);
+        assert_eq!(a, &want, "request {i} in {answers:?}");
+    }
+}
+
 fn counts(answers: &[String]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for a in answers {
@@ -75,14 +87,7 @@ fn lvs_dr_end_to_end() {
 
     // 30 sequential requests: each real server exactly 10 times, in rotation.
     let answers: Vec<String> = (0..30).map(|_| get(&lab)).collect();
-    let first = answers
-        .iter()
-        .position(|a| a == "rs1")
-        .expect("rs1 answers");
-    for (i, a) in answers.iter().enumerate() {
-        let want = format!("rs{}", (i + 3 - first % 3) % 3 + 1);
-        assert_eq!(a, &want, "request {i} in {answers:?}");
-    }
+    assert_rotation(&answers);
     assert_eq!(
         counts(&answers).values().copied().collect::<Vec<_>>(),
         [10, 10, 10]
@@ -2005,14 +2010,7 @@ fn ipv6_and_ipv4_services_side_by_side() {
                 .unwrap_or_else(|e| panic!("{e}\ndirector log:\n{}", lab.director_log()))
         })
         .collect();
-    let first = answers
-        .iter()
-        .position(|a| a == "rs1")
-        .expect("rs1 answers");
-    for (i, a) in answers.iter().enumerate() {
-        let want = format!("rs{}", (i + 3 - first % 3) % 3 + 1);
-        assert_eq!(a, &want, "request {i} in {answers:?}");
-    }
+    assert_rotation(&answers);
     let v4: Vec<String> = (0..4).map(|_| get(&lab)).collect();
     assert_eq!(counts(&v4).values().copied().collect::<Vec<_>>(), [2, 2]);
 
