@@ -2075,7 +2075,23 @@ fn ipv6_and_ipv4_services_side_by_side() {
         .as_array()
         .and_then(|s| s.iter().find(|s| s["vip"] == "2001:2::100"))
         .expect("the IPv6 service in --json");
-    assert!(svc6["stats"]["conns"].as_u64() >= Some(3009), "{svc6}");
+    // 9 curls and 3000 ab connections. A client port reused while the director's entry
+    // of its previous connection lives (FIN_WAIT: the real server closed first) continues
+    // that entry instead of counting a new connection, as IPVS does for direct routing
+    // (conn_reuse_mode 1 reschedules only from TIME_WAIT), hence the 1% allowance, as
+    // for IPv4 in `stats_rates_and_connections_agree_with_the_load`.
+    let conns = svc6["stats"]["conns"].as_u64().expect("a number");
+    assert!(
+        conns.abs_diff(3009) <= 30,
+        "{conns} connections counted: {svc6}"
+    );
+    let per_real: u64 = svc6["reals"]
+        .as_array()
+        .expect("reals")
+        .iter()
+        .map(|r| r["stats"]["conns"].as_u64().expect("a number"))
+        .sum();
+    assert_eq!(per_real, conns, "{svc6}");
     let saved = x(&lab, "-Sn");
     assert!(
         saved.contains("-a -t [2001:2::100]:80 -r [2001:2::12]:80 -g -w 1\n"),
