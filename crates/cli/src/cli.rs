@@ -12,7 +12,7 @@ use xdpvs_director::control::{client, DEFAULT_SOCKET};
 use xdpvs_director::RunOptions;
 
 use crate::ipvsadm::Action;
-use crate::{demo, format, ipvsadm, selfcheck};
+use crate::{demo, format, ipvsadm, rssetup, selfcheck};
 
 /// An LVS Direct-Routing director in userspace on AF_XDP.
 ///
@@ -55,6 +55,10 @@ enum Command {
     /// Run the packet pipeline over built-in frames and check every outcome (no NIC,
     /// no root needed).
     Selfcheck(selfcheck::Args),
+    /// On a real server: put the VIP on lo and stop the host answering ARP for it
+    /// (`--apply`), or print the commands (`--print`); `--undo` reverts an earlier apply.
+    #[command(name = "rs-setup")]
+    RsSetup(rssetup::Args),
     /// Print the man page (roff), e.g. `xdpvs manpage > /usr/local/share/man/man8/xdpvs.8`.
     Manpage,
     /// Print shell completions, e.g. `xdpvs completions bash > /etc/bash_completion.d/xdpvs`.
@@ -125,6 +129,12 @@ pub fn main(raw: Vec<String>) -> ExitCode {
         Some(Command::Run(args)) => run(args, &cli),
         Some(Command::Selfcheck(args)) => selfcheck::run(args),
         Some(Command::Demo(args)) => demo::run(args),
+        Some(Command::RsSetup(args)) => {
+            return rssetup::run(args).unwrap_or_else(|e| {
+                eprintln!("xdpvs: {e:#}");
+                ExitCode::FAILURE
+            })
+        }
         Some(Command::Manpage) => manpage(),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(*shell, &mut Cli::command(), "xdpvs", &mut std::io::stdout());

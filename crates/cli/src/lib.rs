@@ -1,5 +1,6 @@
 //! The `xdpvs` binary's library: the command line (ipvsadm's grammar parsed once into a
-//! typed request, rendering of the director's answers), the demo and the self-check.
+//! typed request, rendering of the director's answers), the demo, the self-check and the
+//! real-server set-up.
 //! The director itself is `xdpvs-director`.
 #![forbid(unsafe_code)]
 
@@ -7,4 +8,5 @@ pub mod cli;
 pub mod demo;
 pub mod format;
 pub mod ipvsadm;
+pub mod rssetup;
 pub mod selfcheck;

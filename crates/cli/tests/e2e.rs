@@ -2098,3 +2098,115 @@ fn ipv6_and_ipv4_services_side_by_side() {
         "{saved}"
     );
 }
+
+/// The MACs that answer ARP for the VIP on the lab's LAN (arping from the client).
+fn arp_answers(lab: &Lab) -> BTreeMap<String, usize> {
+    let out = lab
+        .exec(
+            &lab.ns("c"),
+            &[
+                "arping",
+                "-c",
+                "3",
+                "-w",
+                "4",
+                "-I",
+                "eth0",
+                &VIP.to_string(),
+            ],
+        )
+        .expect("arping");
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    let mut macs = BTreeMap::new();
+    for l in text.lines().filter(|l| l.contains("reply from")) {
+        if let Some(mac) = l.split(['[', ']']).nth(1) {
+            *macs.entry(mac.to_string()).or_default() += 1;
+        }
+    }
+    macs
+}
+
+#[test]
+fn rs_setup_fixes_a_real_server_that_answers_arp_for_the_vip_and_undo_restores_it() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&[]).expect("director starts");
+    let director_mac = lab.mac("d").expect("director MAC");
+    let rs1_mac = lab.mac("r1").expect("rs1 MAC");
+    configure_rr(&lab);
+    // The classic mistake: the VIP on the LAN interface, ARP sysctls at their defaults.
+    let r1 = lab.ns("r1");
+    let broken = "ip addr del 198.18.0.100/32 dev lo && ip addr add 198.18.0.100/24 dev eth0 && \
+                  sysctl -qw net.ipv4.conf.all.arp_ignore=0 net.ipv4.conf.all.arp_announce=0 \
+                  net.ipv4.conf.eth0.arp_ignore=0 net.ipv4.conf.eth0.arp_announce=0 && \
+                  ip route add default via 198.18.0.254 dev eth0 onlink";
+    lab.sh(&r1, broken).expect("misconfigured");
+    let before = arp_answers(&lab);
+    assert!(
+        before.contains_key(&rs1_mac) && before.contains_key(&director_mac),
+        "the real server steals ARP for the VIP: {before:?}"
+    );
+    let state = std::env::temp_dir().join(format!("{}-rs-setup", lab.ns("r1")));
+    let exe = env!("CARGO_BIN_EXE_xdpvs");
+    let rs_setup = |args: &[&str]| {
+        let mut a = vec![exe, "rs-setup", "--vip", "198.18.0.100", "--state-dir"];
+        let dir = state.to_string_lossy().to_string();
+        a.push(&dir);
+        a.extend_from_slice(args);
+        let out = lab.exec(&r1, &a).expect("rs-setup runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // --print changes nothing and says what --apply would do.
+    let (code, printed, _) = rs_setup(&["--print"]);
+    assert_eq!(code, Some(0), "{printed}");
+    assert!(
+        printed.contains("ip addr del 198.18.0.100/24 dev eth0\n"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("ip addr add 198.18.0.100/32 dev lo\n"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("sysctl -w net.ipv4.conf.eth0.arp_ignore=1\n"),
+        "{printed}"
+    );
+    assert!(
+        arp_answers(&lab).contains_key(&rs1_mac),
+        "--print changed something"
+    );
+    // --apply: only the director answers ARP for the VIP, and traffic still flows.
+    let (code, applied, err) = rs_setup(&["--apply", "--iface", "eth0"]);
+    assert_eq!(code, Some(0), "{applied}{err}");
+    let after = arp_answers(&lab);
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        [&director_mac],
+        "{after:?}"
+    );
+    let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
+    assert_eq!(counts(&answers).len(), 3, "{answers:?}");
+    // Idempotent.
+    let (code, again, _) = rs_setup(&["--apply", "--iface", "eth0"]);
+    assert_eq!(code, Some(0));
+    assert!(again.contains("nothing to change"), "{again}");
+    // A default route through the director is named, with a non-zero exit.
+    let (code, _, err) = rs_setup(&["--print", "--iface", "eth0", "--director", "198.18.0.254"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("goes through the director"), "{err}");
+    // --undo restores exactly the state before.
+    let (code, undone, err) = rs_setup(&["--undo"]);
+    assert_eq!(code, Some(0), "{undone}{err}");
+    let addrs = lab.sh(&r1, "ip -o addr show; sysctl -n net.ipv4.conf.eth0.arp_ignore net.ipv4.conf.all.arp_announce").expect("read back");
+    let addrs = String::from_utf8_lossy(&addrs.stdout).to_string();
+    assert!(addrs.contains("inet 198.18.0.100/24"), "{addrs}");
+    assert!(!addrs.contains("inet 198.18.0.100/32"), "{addrs}");
+    assert!(addrs.ends_with("0\n0\n"), "{addrs}");
+    assert!(arp_answers(&lab).contains_key(&rs1_mac));
+    let _ = std::fs::remove_dir_all(&state);
+}
