@@ -491,6 +491,9 @@ impl Bench {
                 director_queues: MAX_QUEUES,
                 http: false,
                 ipv6: true,
+                // The generator's frames carry no socket hash: the veth already picks
+                // each frame's queue from its addresses and ports.
+                rss: false,
             },
         )?;
         // One queue until the multi-queue table asks for more: a single-queue forwarder

@@ -286,7 +286,7 @@ fn options(a: RunArgs) -> Result<Options> {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         None => {
-            if !xdpvs_testkit::lab::is_root() {
+            if !xdpvs_testkit::is_root() {
                 bail!("the benchmark builds network namespaces: run it as root");
             }
             xdpvs_testkit::lab::available().map_err(anyhow::Error::msg)?;

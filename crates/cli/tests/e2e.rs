@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use xdpvs_testkit::lab::{self, Lab, LabSpec, DIRECTOR_IP, VIP, VIP6};
+use xdpvs_testkit::lab::{self, Lab, LabSpec, CLIENT_IP, DIRECTOR_IP, VIP, VIP6};
 
 /// One lab at a time: each runs a director that spins under load, on a 2-core machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -1896,6 +1896,28 @@ fn soak_mixed_traffic_and_changes() {
         .is_none());
 }
 
+/// A client source port the two-queue test reuses (outside the ephemeral range ab uses).
+const REUSED_PORT: u16 = 20000;
+
+/// Ten HTTP/1.0 requests to argv[1]:80, each from a new socket bound to port argv[2]; prints
+/// each answer's body on one line.
+const REUSE_CLIENT: &str = r#"
+import socket, sys, time
+for _ in range(10):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.settimeout(5)
+    s.bind(("0.0.0.0", int(sys.argv[2])))
+    s.connect((sys.argv[1], 80))
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+    s.close()
+    print(data.split(b"\r\n\r\n", 1)[1].decode().strip())
+    time.sleep(0.05)
+"#;
+
 #[test]
 fn two_queues_two_workers_every_flow_on_one() {
     if let Err(why) = lab::available() {
@@ -1926,6 +1948,30 @@ fn two_queues_two_workers_every_flow_on_one() {
     let (w0, w1) = (forwarded("0"), forwarded("1"));
     eprintln!("forwarded: worker 0 {w0}, worker 1 {w1}");
     assert!(w0 > 100.0 && w1 > 100.0, "both workers forward: {w0} {w1}");
+    // Ten sockets in turn on one source port: one 4-tuple, one queue, one worker, one
+    // entry, every request answered by the real server the entry holds. Each reads to the
+    // end, so the server closes first and the port is free again at once (curl closes
+    // first and would leave it in TIME_WAIT).
+    let reused = lab
+        .exec(
+            &lab.ns("c"),
+            &[
+                "python3",
+                "-c",
+                REUSE_CLIENT,
+                &VIP.to_string(),
+                &REUSED_PORT.to_string(),
+            ],
+        )
+        .expect("python runs");
+    let answers = String::from_utf8_lossy(&reused.stdout).to_string();
+    assert!(
+        reused.status.success() && answers.lines().count() == 10,
+        "{answers}{}",
+        String::from_utf8_lossy(&reused.stderr)
+    );
+    let distinct: std::collections::BTreeSet<&str> = answers.lines().collect();
+    assert_eq!(distinct.len(), 1, "one 4-tuple, one real server: {answers}");
     // Every flow on one worker: no connection is in both tables, and -Ln sums both.
     let conns = json(&lab, "-Lnc --json");
     let rows = conns["connections"].as_array().expect("rows");
@@ -1937,6 +1983,11 @@ fn two_queues_two_workers_every_flow_on_one() {
             "a flow in two workers' tables: {k:?}"
         );
     }
+    let reused_source = format!("\"{CLIENT_IP}:{REUSED_PORT}\"");
+    assert!(
+        seen.iter().any(|(src, _)| *src == reused_source),
+        "the reused port's entry is listed"
+    );
     let table = json(&lab, "-Ln --json");
     let listed: u64 = table["services"][0]["reals"]
         .as_array()

@@ -1364,7 +1364,7 @@ fn handled(v: Verdict) -> Option<bool> {
 #[test]
 fn the_xdp_program_steers_what_the_engine_handles() {
     use xdpvs_dataplane::xdp::Steering;
-    if !xdpvs_testkit::lab::is_root() {
+    if !xdpvs_testkit::is_root() {
         eprintln!("skipped: loading the XDP program for BPF_PROG_TEST_RUN needs root");
         return;
     }

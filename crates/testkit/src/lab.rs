@@ -93,6 +93,9 @@ pub fn real_ip6(n: usize) -> Ipv6Addr {
     Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10 + n as u16)
 }
 
+/// The lab's tc program (`bpf/lab.bpf.c`), compiled by the build script.
+static LAB_BPF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lab.bpf.o"));
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A tiny HTTP/1.1 server (keep-alive) answering every GET with its name.
@@ -137,6 +140,11 @@ pub struct LabSpec {
     /// IPv6 as well: every host gets its 2001:2::/64 address, the real servers the IPv6
     /// VIP on `lo`, and the HTTP servers listen on both families.
     pub ipv6: bool,
+    /// With several director queues, the switch spreads frames over them by a hash of
+    /// addresses and ports, as a NIC's RSS does (`bpf/lab.bpf.c`). Without it a veth
+    /// picks the queue from the sending socket's random hash: one 4-tuple from two
+    /// sockets (a reused source port), or a retransmitted SYN, may land on two queues.
+    pub rss: bool,
 }
 
 impl Default for LabSpec {
@@ -146,6 +154,7 @@ impl Default for LabSpec {
             director_queues: 1,
             http: true,
             ipv6: false,
+            rss: true,
         }
     }
 }
@@ -200,17 +209,7 @@ pub fn available() -> Result<(), String> {
     Ok(())
 }
 
-/// Whether this process runs as root (effective uid 0), read from /proc.
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
+pub use crate::is_root;
 
 /// Deletes namespaces left by labs whose process is gone.
 fn remove_stale() {
@@ -353,6 +352,23 @@ impl Lab {
         Ok(())
     }
 
+    /// Attaches `bpf/lab.bpf.c` to the switch's egress port to `role`: the queue of each
+    /// frame is then chosen from its addresses and ports.
+    fn steer_by_flow(&mut self, role: &str) -> Result<()> {
+        let obj = std::env::temp_dir().join(format!("{}-lab.bpf.o", self.prefix));
+        std::fs::write(&obj, LAB_BPF).doing(|| format!("writing {}", obj.display()))?;
+        let attached = self.sh(
+            &self.ns("sw"),
+            &format!(
+                "tc qdisc add dev {role} clsact && \
+                 tc filter add dev {role} egress bpf direct-action obj {} sec tc",
+                obj.display()
+            ),
+        );
+        let _ = std::fs::remove_file(&obj);
+        attached.map(drop)
+    }
+
     /// The MAC of a role's eth0.
     pub fn mac(&self, role: &str) -> Result<String> {
         let out = self.exec(&self.ns(role), &["cat", "/sys/class/net/eth0/address"])?;
@@ -404,6 +420,9 @@ impl Lab {
         self.sh(&self.ns("c"), "ethtool -K eth0 tx off >/dev/null")?;
         self.add_ns("d")?;
         self.link_host("d", DIRECTOR_IP, DIRECTOR_IP6, spec.director_queues)?;
+        if spec.rss && spec.director_queues > 1 {
+            self.steer_by_flow("d")?;
+        }
         for n in 1..=spec.reals {
             let role = format!("r{n}");
             let ns = self.add_ns(&role)?;
