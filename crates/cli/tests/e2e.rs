@@ -1573,10 +1573,13 @@ fn the_director_rides_out_a_replaced_real_server_a_link_flap_and_an_mtu_change()
     let Some((_one, mut lab)) = lab_or_skip() else {
         return;
     };
-    lab.start_director(&[]).expect("director starts");
+    lab.start_director(&["--metrics", "198.18.0.1:9100"])
+        .expect("director starts");
     configure_rr(&lab);
     // rs1 gets new hardware: a new MAC, announced by a gratuitous ARP (as a host with
-    // arp_notify does when its link comes up). The director uses it within a second.
+    // arp_notify does when its link comes up). The director uses it within a second, and
+    // says and counts the change.
+    let old_mac = lab.mac("r1").expect("rs1 MAC");
     let r1 = lab.ns("r1");
     lab.sh(
         &r1,
@@ -1586,12 +1589,24 @@ fn the_director_rides_out_a_replaced_real_server_a_link_flap_and_an_mtu_change()
     assert!(
         log_shows(
             &lab,
-            "real server 198.18.0.11 is at 02:00:00:00:77:01",
+            &format!(
+                "real server 198.18.0.11 moved from {old_mac} to 02:00:00:00:77:01: its \
+                 connections now go to 02:00:00:00:77:01. If it was replaced, nothing to do"
+            ),
             1,
             1
         ),
         "{}",
         lab.director_log()
+    );
+    let (m, _) = scrape(&lab);
+    assert_eq!(
+        metric(
+            &m,
+            "xdpvs_real_mac_changes_total",
+            &[("real", "198.18.0.11")]
+        ),
+        1.0
     );
     let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
     assert_eq!(counts(&answers).get("rs1"), Some(&2), "{answers:?}");
@@ -1649,26 +1664,37 @@ fn a_real_server_that_answers_arp_for_the_vip_is_a_logged_conflict() {
     let Some((_one, mut lab)) = lab_or_skip() else {
         return;
     };
-    lab.start_director(&[]).expect("director starts");
+    lab.start_director(&["--metrics", "198.18.0.1:9100"])
+        .expect("director starts");
     configure_rr(&lab);
-    // rs2 announces the VIP as its own (what arp_ignore=0 plus a gratuitous ARP does).
+    // rs2 announces the VIP as its own (what arp_ignore=0 plus a gratuitous ARP does),
+    // while the director runs.
     let r2 = lab.ns("r2");
-    lab.sh(
-        &r2,
-        "arping -q -U -c 2 -s 198.18.0.100 -I eth0 198.18.0.100",
-    )
-    .expect("gratuitous ARP for the VIP");
+    let garp = "arping -q -U -c 2 -s 198.18.0.100 -I eth0 198.18.0.100";
+    lab.sh(&r2, garp).expect("gratuitous ARP for the VIP");
     let rs2 = lab.mac("r2").expect("rs2 MAC");
-    assert!(
-        log_shows(
-            &lab,
-            &format!("VIP conflict: {rs2} says 198.18.0.100 is at it"),
-            1,
-            3
-        ),
-        "{}",
-        lab.director_log()
+    let said = format!(
+        "VIP conflict: real server 198.18.0.12 ({rs2}) answers ARP for 198.18.0.100: clients \
+         that reach it bypass the director. Fix, on that host: xdpvs rs-setup --vip \
+         198.18.0.100 --apply --persist"
     );
+    assert!(log_shows(&lab, &said, 1, 3), "{}", lab.director_log());
+    // Said once, counted every time: two more frames, one line still, four counted.
+    lab.sh(&r2, garp).expect("gratuitous ARP for the VIP");
+    let conflicts = || {
+        let (m, _) = scrape(&lab);
+        metric(
+            &m,
+            "xdpvs_vip_conflicts_total",
+            &[("vip", "198.18.0.100"), ("mac", rs2.as_str())],
+        )
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while conflicts() < 4.0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(conflicts(), 4.0, "every frame counted");
+    assert_eq!(lab.director_log().matches("VIP conflict").count(), 1);
     // The client still reaches the VIP through the director.
     let answers: Vec<String> = (0..3).map(|_| get(&lab)).collect();
     assert_eq!(counts(&answers).len(), 3, "{answers:?}");

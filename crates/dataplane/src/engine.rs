@@ -311,11 +311,9 @@ fn arp(frame: &mut [u8], services: &Services, stats: &WorkerStats) -> Verdict {
             return Verdict::Drop(DropReason::ArpOwn);
         }
         if services.is_vip(a.sender_ip) {
-            stats.conflict_vip.set(u64::from(u32::from(a.sender_ip)));
-            let m = a.sender_mac;
-            stats.conflict_mac.set(u64::from_be_bytes([
-                0, 0, m[0], m[1], m[2], m[3], m[4], m[5],
-            ]));
+            stats
+                .conflicts
+                .record(IpAddr::V4(a.sender_ip), a.sender_mac);
             return Verdict::Drop(DropReason::VipConflict);
         }
     }
@@ -613,9 +611,12 @@ fn icmp6(frame: &mut [u8], t: &mut Tables, dst: Ipv6Addr, icmp_type: u8, now: Ti
                 .map(Ipv6Addr::from);
             return match target {
                 Some(vip) if t.services.is_vip6(vip) => {
-                    if frame[6..12] == our_mac {
+                    let mut mac = [0; 6];
+                    mac.copy_from_slice(&frame[6..12]);
+                    if mac == our_mac {
                         Verdict::Drop(DropReason::ArpOwn)
                     } else {
+                        t.stats.conflicts.record(IpAddr::V6(vip), mac);
                         Verdict::Drop(DropReason::VipConflict)
                     }
                 }

@@ -5,7 +5,10 @@
 //! on the packet path.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{
+    fence, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 
 /// A single-writer counter.
 #[derive(Default)]
@@ -233,11 +236,8 @@ pub struct WorkerStats {
     pub icmp_forwarded: Counter,
     /// Later fragments forwarded after their first one (counted in `tx` too).
     pub fragments_forwarded: Counter,
-    /// The last VIP conflict seen: the VIP (as a `u32`) and the MAC that claimed it (the
-    /// low 48 bits), for the control plane's log.
-    pub conflict_vip: Counter,
-    /// See `conflict_vip`.
-    pub conflict_mac: Counter,
+    /// The hosts seen claiming a VIP, for the control plane's log and metrics.
+    pub conflicts: ConflictLog,
     /// Packets forwarded by the stateless fallback, without a table entry, because the
     /// connection table was full (counted in `tx` too).
     pub stateless: Counter,
@@ -264,8 +264,7 @@ impl WorkerStats {
             icmp_forwarded: Counter::default(),
             fragments_forwarded: Counter::default(),
             stateless: Counter::default(),
-            conflict_vip: Counter::default(),
-            conflict_mac: Counter::default(),
+            conflicts: ConflictLog::default(),
             services: (0..max_services).map(|_| Traffic::default()).collect(),
             dests: (0..max_dests).map(|_| Traffic::default()).collect(),
         }
@@ -305,5 +304,166 @@ impl WorkerStats {
         if let Some(t) = self.dests.get(slot as usize) {
             t.reset();
         }
+    }
+}
+
+/// How many (VIP, MAC) pairs a worker's [`ConflictLog`] holds.
+pub const CONFLICT_SLOTS: usize = 8;
+
+/// Hosts other than the director seen claiming a VIP (ARP replies and gratuitous ARP,
+/// IPv6 neighbour advertisements): up to [`CONFLICT_SLOTS`] (VIP, MAC) pairs, each with how
+/// many frames said it. Written by the owning worker only (a new pair takes a free slot or
+/// the least-seen one's), read by any thread at any time: each slot is a sequence lock
+/// (odd while the worker rewrites it), so a reader never mixes two pairs.
+#[derive(Default)]
+pub struct ConflictLog {
+    slots: [ConflictSlot; CONFLICT_SLOTS],
+}
+
+impl fmt::Debug for ConflictLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.seen()).finish()
+    }
+}
+
+#[derive(Default)]
+struct ConflictSlot {
+    /// 0: never used; odd: being rewritten; bumped by two for every new pair.
+    seq: AtomicU64,
+    /// The VIP as an IPv6 address (IPv4 mapped into `::ffff:0:0/96`).
+    vip_hi: AtomicU64,
+    vip_lo: AtomicU64,
+    /// The MAC in the low 48 bits.
+    mac: AtomicU64,
+    count: AtomicU64,
+}
+
+/// One (VIP, MAC) pair of a [`ConflictLog`], read consistently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConflictSeen {
+    /// The slot it was read from.
+    pub slot: usize,
+    /// Which pair the slot holds: a new pair in the same slot has another `seq`.
+    pub seq: u64,
+    /// The VIP claimed.
+    pub vip: IpAddr,
+    /// The MAC that claimed it.
+    pub mac: [u8; 6],
+    /// Frames seen saying so, since the pair took the slot.
+    pub count: u64,
+}
+
+fn vip_bits(vip: IpAddr) -> u128 {
+    match vip {
+        IpAddr::V4(v) => u128::from(v.to_ipv6_mapped()),
+        IpAddr::V6(v) => u128::from(v),
+    }
+}
+
+fn mac_bits(m: [u8; 6]) -> u64 {
+    u64::from_be_bytes([0, 0, m[0], m[1], m[2], m[3], m[4], m[5]])
+}
+
+impl ConflictLog {
+    /// Counts a frame in which `mac` claims `vip`. Only the owning worker may call this.
+    pub fn record(&self, vip: IpAddr, mac: [u8; 6]) {
+        let (bits, m) = (vip_bits(vip), mac_bits(mac));
+        let (hi, lo) = ((bits >> 64) as u64, bits as u64);
+        let held = |s: &ConflictSlot| {
+            s.seq.load(Relaxed) != 0
+                && s.vip_hi.load(Relaxed) == hi
+                && s.vip_lo.load(Relaxed) == lo
+                && s.mac.load(Relaxed) == m
+        };
+        if let Some(s) = self.slots.iter().find(|s| held(s)) {
+            s.count.store(s.count.load(Relaxed) + 1, Relaxed);
+            return;
+        }
+        let s = self
+            .slots
+            .iter()
+            .min_by_key(|s| (s.seq.load(Relaxed) != 0, s.count.load(Relaxed)))
+            .expect("CONFLICT_SLOTS > 0");
+        let seq = s.seq.load(Relaxed);
+        s.seq.store(seq + 1, Relaxed);
+        // Readers that see the new fields see the odd sequence first.
+        fence(Release);
+        s.vip_hi.store(hi, Relaxed);
+        s.vip_lo.store(lo, Relaxed);
+        s.mac.store(m, Relaxed);
+        s.count.store(1, Relaxed);
+        s.seq.store(seq + 2, Release);
+    }
+
+    /// The pairs held, each read consistently (a slot being rewritten at that instant is
+    /// left out: it is read at the next call).
+    pub fn seen(&self) -> impl Iterator<Item = ConflictSeen> + '_ {
+        self.slots.iter().enumerate().filter_map(|(slot, s)| {
+            let seq = s.seq.load(Acquire);
+            if seq == 0 || seq % 2 == 1 {
+                return None;
+            }
+            let (hi, lo, m, count) = (
+                s.vip_hi.load(Relaxed),
+                s.vip_lo.load(Relaxed),
+                s.mac.load(Relaxed),
+                s.count.load(Relaxed),
+            );
+            fence(Acquire);
+            if s.seq.load(Relaxed) != seq {
+                return None;
+            }
+            let v6 = Ipv6Addr::from((u128::from(hi) << 64) | u128::from(lo));
+            let vip = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
+            let b = m.to_be_bytes();
+            Some(ConflictSeen {
+                slot,
+                seq,
+                vip,
+                mac: [b[2], b[3], b[4], b[5], b[6], b[7]],
+                count,
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn a_conflict_log_counts_pairs_and_gives_a_new_pair_the_least_seen_slot() {
+        let log = ConflictLog::default();
+        assert_eq!(log.seen().count(), 0);
+        let v4 = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 100));
+        let v6 = IpAddr::V6("2001:2::100".parse().expect("address"));
+        let mac = |n: u8| [2, 0, 0, 0, 0, n];
+        log.record(v4, mac(1));
+        log.record(v4, mac(1));
+        log.record(v6, mac(1));
+        let seen: Vec<_> = log.seen().map(|c| (c.vip, c.mac, c.count)).collect();
+        assert_eq!(seen, [(v4, mac(1), 2), (v6, mac(1), 1)]);
+        // Fill every slot, seen twice each but the IPv6 pair; the next new pair takes the
+        // least seen slot (the IPv6 pair's), whose sequence changes.
+        for n in 2..=CONFLICT_SLOTS as u8 - 1 {
+            log.record(v4, mac(n));
+            log.record(v4, mac(n));
+        }
+        let before: Vec<_> = log.seen().collect();
+        assert_eq!(before.len(), CONFLICT_SLOTS);
+        log.record(v4, mac(0xee));
+        let after: Vec<_> = log.seen().collect();
+        let taken = after
+            .iter()
+            .find(|c| c.mac == mac(0xee))
+            .expect("the new pair");
+        assert_eq!((taken.slot, taken.count), (1, 1));
+        assert_ne!(taken.seq, before[1].seq, "another pair in slot 1");
+        assert!(
+            after.iter().all(|c| c.vip != v6),
+            "the least seen made room"
+        );
+        assert_eq!(after[0], before[0], "the others unchanged");
     }
 }

@@ -3,7 +3,7 @@
 //! Each scenario runs its rows in order against one set of tables, so later rows see the
 //! connections earlier rows created.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use xdpvs_dataplane::{
@@ -397,8 +397,12 @@ fn rr_service_table() {
     assert_eq!(s.drop_count(DropReason::Ipv4Length), 2);
     assert_eq!(s.drop_count(DropReason::ArpOwn), 1);
     assert_eq!(s.drop_count(DropReason::VipConflict), 2);
-    assert_eq!(s.conflict_vip.get(), u64::from(u32::from(VIP)));
-    assert_eq!(s.conflict_mac.get(), 0x0200_0000_0199);
+    let seen: Vec<_> = s
+        .conflicts
+        .seen()
+        .map(|c| (c.vip, c.mac, c.count))
+        .collect();
+    assert_eq!(seen, [(IpAddr::V4(VIP), [2, 0, 0, 0, 1, 0x99], 2)]);
     assert_eq!(s.drop_count(DropReason::NoConnection), 3);
     assert_eq!(s.drop_count(DropReason::Fragment), 1);
     assert_eq!(s.drop_count(DropReason::IcmpNoConnection), 1);
@@ -1268,6 +1272,17 @@ fn rr_ipv6_service_table() {
     run(&mut t, v6_rows());
     assert_eq!(t.conns6().len(), 6, "six IPv6 connections");
     assert_eq!(t.conns().len(), 1, "one IPv4 connection");
+    let seen: Vec<_> = t
+        .stats()
+        .conflicts
+        .seen()
+        .map(|c| (c.vip, c.count))
+        .collect();
+    assert_eq!(
+        seen,
+        [(IpAddr::V6(VIP6), 1)],
+        "the impostor's advertisement"
+    );
 }
 
 #[test]

@@ -7,6 +7,8 @@
 //!   control plane that applies changes all or nothing.
 //! - [`health`]: real servers' health checks (keepalived's TCP_CHECK and HTTP_GET).
 //! - [`neighbours`]: real servers' MACs from the kernel's neighbour table.
+//! - [`watch`]: other hosts claiming a VIP and real servers changing MAC, noticed while
+//!   running.
 //! - [`placement`]: where the interface's RX processing runs, for `--poll auto`.
 //! - [`options`]: what `xdpvs run` is told; [`run`]: the director's life — set up,
 //!   serve, stop, tear down.
@@ -22,6 +24,7 @@ pub mod options;
 pub mod placement;
 pub mod run;
 pub mod setup;
+pub mod watch;
 pub mod workers;
 
 pub use options::RunOptions;

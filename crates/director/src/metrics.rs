@@ -20,6 +20,8 @@ use xdpvs_sched::ServiceKey;
 
 use crate::control::plane::{ControlPlane, Dataplane};
 use crate::control::proto::ControlError;
+use crate::iface::format_mac;
+use crate::watch::Watch;
 
 /// The content type of what [`render`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -123,9 +125,10 @@ pub fn answer_scrapes<D: Dataplane>(
     scrapes: &Receiver<Scrape>,
     plane: &ControlPlane<D>,
     workers: &[(&LoopStats, &WorkerStats)],
+    watch: &Watch,
 ) {
     for s in scrapes.try_iter() {
-        let text = render(plane, workers).unwrap_or_else(|e| format!("# error: {e}\n"));
+        let text = render(plane, workers, watch).unwrap_or_else(|e| format!("# error: {e}\n"));
         let _ = s.reply.send(text);
     }
 }
@@ -162,6 +165,17 @@ struct CheckLabels {
     port: u16,
     real: String,
     result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConflictLabels {
+    vip: String,
+    mac: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MoveLabels {
+    real: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -250,6 +264,7 @@ where
 pub fn render<D: Dataplane>(
     plane: &ControlPlane<D>,
     workers: &[(&LoopStats, &WorkerStats)],
+    watch: &Watch,
 ) -> Result<String, ControlError> {
     let mut reg = Registry::with_prefix("xdpvs");
     let svc =
@@ -501,6 +516,31 @@ pub fn render<D: Dataplane>(
             .get_or_create(&wl)
             .inc_by(d.tx_invalid_descs.get());
         k_tx_empty.get_or_create(&wl).inc_by(d.tx_ring_empty.get());
+    }
+    let conflicts = counter::<ConflictLabels>(
+        &mut reg,
+        "vip_conflicts",
+        "Frames in which another host claimed a VIP (ARP reply, gratuitous ARP, neighbour advertisement), by VIP and MAC.",
+    );
+    for (&(vip, mac), &n) in watch.conflicts() {
+        conflicts
+            .get_or_create(&ConflictLabels {
+                vip: vip.to_string(),
+                mac: format_mac(&mac),
+            })
+            .inc_by(n);
+    }
+    let moves = counter::<MoveLabels>(
+        &mut reg,
+        "real_mac_changes",
+        "Times a real server was seen at another MAC (a replaced server, or two hosts with its address).",
+    );
+    for (&a, &n) in watch.moves() {
+        moves
+            .get_or_create(&MoveLabels {
+                real: a.to_string(),
+            })
+            .inc_by(n);
     }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &reg)

@@ -253,7 +253,7 @@ fn serve(
     let checker = aside.checker;
     // The checker is told the checks after every change applied (and only then).
     let mut checks_of = u64::MAX;
-    let mut conflicts = (0u64, None);
+    let mut watch = crate::watch::Watch::default();
     let mut next_probe = Instant::now();
     let mut next_probe_all = Instant::now() + PROBE_ALL;
     // Learn from the neighbour table when it changed, and after every request (a real
@@ -286,7 +286,10 @@ fn serve(
                     learn = false;
                     for (a, m) in changed {
                         match m {
-                            Some(m) => info!("real server {a} is at {}", format_mac(&m)),
+                            Some(m) => match watch.real_at(a, m) {
+                                Some(moved) => warn!("{}", moved.message()),
+                                None => info!("real server {a} is at {}", format_mac(&m)),
+                            },
                             None => warn!(
                                 "real server {a} does not answer ARP: no new traffic to it until it does"
                             ),
@@ -341,8 +344,15 @@ fn serve(
             checker.set(plane.check_targets());
         }
         let worker_stats = plane.dataplane().workers.stats();
-        answer_scrapes(aside.scrapes, plane, &worker_stats);
-        report_conflicts(&worker_stats, &mut conflicts);
+        for c in watch.conflicts_from(worker_stats.iter().map(|(_, w)| &w.conflicts)) {
+            let host = neigh
+                .table()
+                .iter()
+                .find(|(_, m)| **m == Some(c.mac))
+                .map(|(a, _)| *a);
+            warn!("{}", c.message(host));
+        }
+        answer_scrapes(aside.scrapes, plane, &worker_stats, &watch);
         if let Some(src) = source.filter(|s| s.reload.swap(false, Relaxed)) {
             reload(plane, src);
             learn = true;
@@ -359,40 +369,6 @@ fn serve(
         }
     }
     None
-}
-
-/// Logs a VIP conflict (another host answering ARP for a VIP) when the workers have
-/// counted new ones since the last report, at most every 10 s.
-fn report_conflicts(
-    workers: &[(
-        &xdpvs_dataplane::worker::LoopStats,
-        &xdpvs_dataplane::WorkerStats,
-    )],
-    seen: &mut (u64, Option<Instant>),
-) {
-    use xdpvs_dataplane::DropReason;
-    let total: u64 = workers
-        .iter()
-        .map(|(_, w)| w.drop_count(DropReason::VipConflict))
-        .sum();
-    let recent = seen
-        .1
-        .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
-    if total <= seen.0 || recent {
-        return;
-    }
-    *seen = (total, Some(Instant::now()));
-    for (_, w) in workers {
-        let (vip, mac) = (w.conflict_vip.get(), w.conflict_mac.get());
-        if vip != 0 {
-            let vip = std::net::Ipv4Addr::from(vip as u32);
-            let m = mac.to_be_bytes();
-            warn!(
-                "VIP conflict: {} says {vip} is at it ({total} such ARP frames so far): a host                  on the LAN answers ARP for a VIP — on a real server set arp_ignore=1 and                  arp_announce=2",
-                format_mac(&[m[2], m[3], m[4], m[5], m[6], m[7]])
-            );
-        }
-    }
 }
 
 /// What runs beside the workers and the control loop: health checks, metrics scrapes.

@@ -1024,7 +1024,8 @@ fn metrics_parse_as_prometheus_text_and_count_what_was_forwarded() {
     let loops = xdpvs_dataplane::worker::LoopStats::default();
     loops.table_entries.set(10);
     let w = p.dp.workers[0].stats().clone();
-    let text = crate::metrics::render(&p, &[(&loops, &w)]).expect("rendered");
+    let text = crate::metrics::render(&p, &[(&loops, &w)], &crate::watch::Watch::default())
+        .expect("rendered");
     let lines: Vec<Result<String, std::io::Error>> =
         text.lines().map(|l| Ok(l.to_string())).collect();
     let scrape =

@@ -1,0 +1,210 @@
+//! What the director notices on its own while it runs: other hosts claiming a VIP (the
+//! workers' [`ConflictLog`]s) and real servers whose MAC changes. Each new finding is
+//! said once, with its fix; the counts go to the metrics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use xdpvs_dataplane::stats::{ConflictLog, ConflictSeen};
+use xdpvs_sched::model::Mac;
+
+use crate::iface::format_mac;
+
+/// The findings so far, and where each worker's log was read up to.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// Per (worker, slot): the pair's sequence and the count already taken in.
+    read: HashMap<(usize, usize), (u64, u64)>,
+    conflicts: BTreeMap<(IpAddr, Mac), u64>,
+    /// The last MAC each real server was seen at, and the changes logged.
+    macs: HashMap<IpAddr, Mac>,
+    moves: BTreeMap<IpAddr, u64>,
+    moves_said: std::collections::HashSet<(IpAddr, Mac, Mac)>,
+}
+
+/// A VIP claimed by another host, the first time it is seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conflict {
+    /// The VIP.
+    pub vip: IpAddr,
+    /// The MAC that claims it.
+    pub mac: Mac,
+}
+
+impl Conflict {
+    /// What to tell the operator: who it is (`host`: the real server at that MAC, if one
+    /// is) and the fix.
+    pub fn message(&self, host: Option<IpAddr>) -> String {
+        let who = match host {
+            Some(a) => format!("real server {a} ({})", format_mac(&self.mac)),
+            None => format!("the host at {}", format_mac(&self.mac)),
+        };
+        let (what, fix) = match self.vip {
+            IpAddr::V4(_) => ("answers ARP", "the VIP on lo, arp_ignore=1, arp_announce=2"),
+            IpAddr::V6(_) => ("answers neighbour solicitations", "the VIP on lo only"),
+        };
+        format!(
+            "VIP conflict: {who} {what} for {vip}: clients that reach it bypass the director. \
+             Fix, on that host: xdpvs rs-setup --vip {vip} --apply --persist ({fix})",
+            vip = self.vip
+        )
+    }
+}
+
+/// A real server seen at another MAC than before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MacMove {
+    /// The real server.
+    pub addr: IpAddr,
+    /// Where it was.
+    pub from: Mac,
+    /// Where it is now.
+    pub to: Mac,
+}
+
+impl MacMove {
+    /// What to tell the operator.
+    pub fn message(&self) -> String {
+        format!(
+            "real server {a} moved from {f} to {t}: its connections now go to {t}. If it was \
+             replaced, nothing to do; if two hosts answer ARP for {a} (a duplicate address), \
+             its connections flip between them: give one of them another address",
+            a = self.addr,
+            f = format_mac(&self.from),
+            t = format_mac(&self.to)
+        )
+    }
+}
+
+impl Watch {
+    /// Takes in what the workers' logs hold now; returns the (VIP, MAC) pairs never seen
+    /// before.
+    pub fn conflicts_from<'a>(
+        &mut self,
+        logs: impl IntoIterator<Item = &'a ConflictLog>,
+    ) -> Vec<Conflict> {
+        let mut new = Vec::new();
+        for (w, log) in logs.into_iter().enumerate() {
+            for c in log.seen() {
+                let ConflictSeen {
+                    slot,
+                    seq,
+                    vip,
+                    mac,
+                    count,
+                } = c;
+                let taken = match self.read.insert((w, slot), (seq, count)) {
+                    Some((s, n)) if s == seq => n,
+                    _ => 0,
+                };
+                if count <= taken {
+                    continue;
+                }
+                let total = self.conflicts.entry((vip, mac)).or_insert(0);
+                if *total == 0 {
+                    new.push(Conflict { vip, mac });
+                }
+                *total += count - taken;
+            }
+        }
+        new
+    }
+
+    /// Frames seen claiming each VIP, by VIP and MAC.
+    pub fn conflicts(&self) -> &BTreeMap<(IpAddr, Mac), u64> {
+        &self.conflicts
+    }
+
+    /// Takes in a real server's MAC as the neighbour table now has it; returns the move
+    /// when it differs from the last one seen and this move was not said before (two
+    /// hosts taking turns are said once, and counted every time).
+    pub fn real_at(&mut self, addr: IpAddr, mac: Mac) -> Option<MacMove> {
+        let from = self.macs.insert(addr, mac)?;
+        if from == mac {
+            return None;
+        }
+        *self.moves.entry(addr).or_insert(0) += 1;
+        let m = MacMove {
+            addr,
+            from,
+            to: mac,
+        };
+        self.moves_said.insert((addr, from, mac)).then_some(m)
+    }
+
+    /// MAC changes seen, by real server.
+    pub fn moves(&self) -> &BTreeMap<IpAddr, u64> {
+        &self.moves
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 100));
+    const RS: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 11));
+    const M1: Mac = [2, 0, 0, 0, 0, 1];
+    const M2: Mac = [2, 0, 0, 0, 0, 2];
+
+    #[test]
+    fn each_conflict_is_new_once_and_every_frame_counts_across_workers() {
+        let (a, b) = (ConflictLog::default(), ConflictLog::default());
+        let mut w = Watch::default();
+        assert!(w.conflicts_from([&a, &b]).is_empty());
+        a.record(VIP, M1);
+        a.record(VIP, M1);
+        b.record(VIP, M1);
+        assert_eq!(w.conflicts_from([&a, &b]), [Conflict { vip: VIP, mac: M1 }]);
+        assert_eq!(w.conflicts()[&(VIP, M1)], 3);
+        // Read again: nothing new, nothing counted twice.
+        assert!(w.conflicts_from([&a, &b]).is_empty());
+        assert_eq!(w.conflicts()[&(VIP, M1)], 3);
+        b.record(VIP, M1);
+        b.record(VIP, M2);
+        assert_eq!(w.conflicts_from([&a, &b]), [Conflict { vip: VIP, mac: M2 }]);
+        assert_eq!(w.conflicts()[&(VIP, M1)], 4);
+        assert_eq!(w.conflicts()[&(VIP, M2)], 1);
+    }
+
+    #[test]
+    fn a_real_server_moving_is_said_once_per_move_and_counted_each_time() {
+        let mut w = Watch::default();
+        assert_eq!(w.real_at(RS, M1), None, "first seen: not a move");
+        assert_eq!(w.real_at(RS, M1), None);
+        let m = w.real_at(RS, M2).expect("moved");
+        assert_eq!((m.from, m.to), (M1, M2));
+        assert!(m
+            .message()
+            .contains("02:00:00:00:00:01 to 02:00:00:00:00:02"));
+        assert_eq!(
+            w.real_at(RS, M1).map(|m| m.to),
+            Some(M1),
+            "back: another move"
+        );
+        assert_eq!(w.real_at(RS, M2), None, "flipping again: said already");
+        assert_eq!(w.moves()[&RS], 3);
+    }
+
+    #[test]
+    fn a_conflict_names_the_real_server_and_the_fix() {
+        let c = Conflict { vip: VIP, mac: M1 };
+        let m = c.message(Some(RS));
+        assert!(
+            m.contains("real server 198.18.0.11 (02:00:00:00:00:01) answers ARP for 198.18.0.100"),
+            "{m}"
+        );
+        assert!(
+            m.contains("xdpvs rs-setup --vip 198.18.0.100 --apply --persist"),
+            "{m}"
+        );
+        let v6 = Conflict {
+            vip: "2001:2::100".parse().expect("address"),
+            mac: M2,
+        };
+        assert!(v6.message(None).contains(
+            "the host at 02:00:00:00:00:02 answers neighbour solicitations for 2001:2::100"
+        ));
+    }
+}
