@@ -12,7 +12,7 @@ use xdpvs_director::control::{client, DEFAULT_SOCKET};
 use xdpvs_director::RunOptions;
 
 use crate::ipvsadm::Action;
-use crate::{demo, format, ipvsadm, rssetup, selfcheck};
+use crate::{check, demo, format, ipvsadm, rssetup, selfcheck};
 
 /// An LVS Direct-Routing director in userspace on AF_XDP.
 ///
@@ -59,6 +59,10 @@ enum Command {
     /// (`--apply`), or print the commands (`--print`); `--undo` reverts an earlier apply.
     #[command(name = "rs-setup")]
     RsSetup(rssetup::Args),
+    /// On the director: probe every VIP (who answers ARP for it) and every real server
+    /// (MAC resolved, takes traffic for the VIP, port open); a checklist with the fix for
+    /// each failure, exit status 1 if anything failed.
+    Check(check::Args),
     /// Print the man page (roff), e.g. `xdpvs manpage > /usr/local/share/man/man8/xdpvs.8`.
     Manpage,
     /// Print shell completions, e.g. `xdpvs completions bash > /etc/bash_completion.d/xdpvs`.
@@ -135,6 +139,7 @@ pub fn main(raw: Vec<String>) -> ExitCode {
                 ExitCode::FAILURE
             })
         }
+        Some(Command::Check(args)) => return check::run(&cli.socket, args),
         Some(Command::Manpage) => manpage(),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(*shell, &mut Cli::command(), "xdpvs", &mut std::io::stdout());

@@ -2174,6 +2174,33 @@ fn ipv6_and_ipv4_services_side_by_side() {
         saved.contains("-a -t [2001:2::100]:80 -r [2001:2::12]:80 -g -w 1\n"),
         "{saved}"
     );
+
+    // `xdpvs check` over both families; then rs1 with the IPv6 VIP on its LAN interface.
+    let (code, found) = check(&lab);
+    assert_eq!(code, Some(0), "{found}");
+    for line in [
+        "✓ VIP 2001:2::100: no host but the director answers neighbour solicitations for it\n",
+        "✓ VIP 198.18.0.100: no host but the director answers ARP for it\n",
+        "✓ TCP [2001:2::100]:80 real server 2001:2::13: port 80 is open (SYN-ACK)\n",
+        "✓ TCP 198.18.0.100:80 real server 198.18.0.12: port 80 is open (SYN-ACK)\n",
+    ] {
+        assert!(found.contains(line), "{line} in {found}");
+    }
+    let rs1 = lab.mac("r1").expect("rs1 MAC");
+    lab.sh(
+        &lab.ns("r1"),
+        "ip -6 addr add 2001:2::100/64 dev eth0 nodad",
+    )
+    .expect("the IPv6 VIP on eth0");
+    let (code, found) = check(&lab);
+    assert_eq!(code, Some(1), "{found}");
+    let named = format!(
+        "✗ VIP 2001:2::100: real server 2001:2::11 ({rs1}) answers neighbour solicitations for \
+         it: the clients it answers bypass the director\n    fix: on 2001:2::11: xdpvs rs-setup \
+         --vip 2001:2::100 --apply --persist\n"
+    );
+    assert!(found.contains(&named), "{found}");
+    assert!(found.ends_with("1 failed\n"), "{found}");
 }
 
 /// The MACs that answer ARP for the VIP on the lab's LAN (arping from the client).
@@ -2224,6 +2251,24 @@ fn rs_setup_fixes_a_real_server_that_answers_arp_for_the_vip_and_undo_restores_i
         before.contains_key(&rs1_mac) && before.contains_key(&director_mac),
         "the real server steals ARP for the VIP: {before:?}"
     );
+    // `xdpvs check` on the director names it, with the fix, and fails.
+    let (code, found) = check(&lab);
+    assert_eq!(code, Some(1), "{found}");
+    let named = format!(
+        "✗ VIP 198.18.0.100: real server 198.18.0.11 ({rs1_mac}) answers ARP for it: the \
+         clients it answers bypass the director\n    fix: on 198.18.0.11: xdpvs rs-setup --vip \
+         198.18.0.100 --apply --persist\n"
+    );
+    assert!(found.contains(&named), "{found}");
+    assert!(found.ends_with("1 failed\n"), "only that: {found}");
+    for rs in ["198.18.0.11", "198.18.0.12", "198.18.0.13"] {
+        assert!(
+            found.contains(&format!(
+                "✓ TCP 198.18.0.100:80 real server {rs}: port 80 is open (SYN-ACK)\n"
+            )),
+            "{found}"
+        );
+    }
     let state = std::env::temp_dir().join(format!("{}-rs-setup", lab.ns("r1")));
     let exe = env!("CARGO_BIN_EXE_xdpvs");
     let rs_setup = |args: &[&str]| {
@@ -2268,6 +2313,16 @@ fn rs_setup_fixes_a_real_server_that_answers_arp_for_the_vip_and_undo_restores_i
     );
     let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
     assert_eq!(counts(&answers).len(), 3, "{answers:?}");
+    let (code, found) = check(&lab);
+    assert_eq!(code, Some(0), "{found}");
+    assert!(
+        found.contains("✓ VIP 198.18.0.100: no host but the director answers ARP for it\n"),
+        "{found}"
+    );
+    assert!(
+        found.ends_with("10 checks: 10 passed, 0 failed\n"),
+        "{found}"
+    );
     // Idempotent.
     let (code, again, _) = rs_setup(&["--apply", "--iface", "eth0"]);
     assert_eq!(code, Some(0));
@@ -2285,5 +2340,40 @@ fn rs_setup_fixes_a_real_server_that_answers_arp_for_the_vip_and_undo_restores_i
     assert!(!addrs.contains("inet 198.18.0.100/32"), "{addrs}");
     assert!(addrs.ends_with("0\n0\n"), "{addrs}");
     assert!(arp_answers(&lab).contains_key(&rs1_mac));
+    assert_eq!(check(&lab).0, Some(1), "broken again");
+    // A real server without the VIP, and one with nothing on the port.
+    lab.sh(&r1, "ip addr del 198.18.0.100/24 dev eth0")
+        .expect("VIP gone");
+    lab.stop_programs("r2");
+    let (code, found) = check(&lab);
+    assert_eq!(code, Some(1), "{found}");
+    assert!(
+        found.contains(
+            "✗ TCP 198.18.0.100:80 real server 198.18.0.11: a SYN sent to its MAC got no \
+             answer: it does not take traffic for 198.18.0.100 (the VIP is not on its lo, or a \
+             firewall drops it)\n    fix: on 198.18.0.11: xdpvs rs-setup --vip 198.18.0.100 \
+             --apply --persist\n"
+        ),
+        "{found}"
+    );
+    assert!(
+        found.contains(
+            "✗ TCP 198.18.0.100:80 real server 198.18.0.12: port 80 is closed: the SYN was reset\n"
+        ),
+        "{found}"
+    );
     let _ = std::fs::remove_dir_all(&state);
+}
+
+/// `xdpvs check` against the lab's director: its exit status and what it printed.
+fn check(lab: &Lab) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_xdpvs"))
+        .arg("check")
+        .env("XDPVS_SOCKET", lab.socket())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("xdpvs check runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
 }

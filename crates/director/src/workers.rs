@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use tracing::info;
-use xdpvs_dataplane::stats::TrafficTotals;
+use xdpvs_dataplane::stats::{ConflictSeen, TrafficTotals};
 use xdpvs_dataplane::sys::xsk::XskDevice;
 use xdpvs_dataplane::worker::{Control, ControlFrame, IdlePolicy, ListRequest, LoopStats, Worker};
 use xdpvs_dataplane::xdp::Steering;
@@ -18,6 +18,7 @@ use xdpvs_sched::conn::{DestRef, Listed, Loads};
 use xdpvs_sched::tcp::Timeouts;
 use xdpvs_sched::{Load, Mac, ServiceKey, Time};
 
+use crate::control::check::{Heard, Packet};
 use crate::control::plane::{Dataplane, DataplaneError};
 use crate::iface::format_mac;
 
@@ -371,6 +372,93 @@ impl Dataplane for Live {
         }
         Ok(())
     }
+
+    fn probe(&mut self, frames: &[Vec<u8>], listen: Duration) -> Result<Heard, DataplaneError> {
+        let Some(first) = self.workers.list.first() else {
+            return Ok(Heard::default());
+        };
+        let sockets = if listen.is_zero() {
+            Vec::new()
+        } else {
+            raw_sockets()?
+        };
+        let seen = |w: &Handle| -> Vec<ConflictSeen> { w.stats.conflicts.seen().collect() };
+        let before: Vec<Vec<ConflictSeen>> = self.workers.list.iter().map(seen).collect();
+        for f in frames {
+            if let Some(frame) = ControlFrame::new(f) {
+                first
+                    .ctrl
+                    .send(Control::Send(frame))
+                    .map_err(|_| DataplaneError::WorkerGone(0))?;
+            }
+        }
+        let mut heard = Heard::default();
+        let deadline = Instant::now() + listen;
+        let mut buf = [0u8; 2048];
+        while Instant::now() < deadline {
+            let mut any = false;
+            for (wrap, s) in &sockets {
+                while let Ok(n) = std::io::Read::read(&mut &*s, &mut buf) {
+                    any = true;
+                    if heard.packets.len() < PROBE_PACKETS {
+                        heard.packets.push(wrap(buf[..n].to_vec()));
+                    }
+                }
+            }
+            if !any {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        // A pair seen more often than before the probes (or new in its slot) answered.
+        for (w, old) in self.workers.list.iter().zip(&before) {
+            for c in seen(w) {
+                let known = old.iter().find(|o| o.slot == c.slot && o.seq == c.seq);
+                if known.is_none_or(|o| c.count > o.count) {
+                    heard.claims.push((c.vip, c.mac));
+                }
+            }
+        }
+        Ok(heard)
+    }
+}
+
+/// Packets `probe` keeps at most (the director's own traffic is heard too).
+const PROBE_PACKETS: usize = 10_000;
+
+/// What a raw socket's bytes are, as a [`Packet`].
+type Wrap = fn(Vec<u8>) -> Packet;
+
+/// The raw sockets that hear the answers to `xdpvs check`'s probes: TCP and ICMP to the
+/// director's addresses (the kernel gets them too, and ignores them).
+fn raw_sockets() -> Result<Vec<(Wrap, socket2::Socket)>, DataplaneError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let open = |domain, proto| {
+        let s = Socket::new(domain, Type::RAW, Some(proto))?;
+        s.set_nonblocking(true)?;
+        Ok::<_, std::io::Error>(s)
+    };
+    let wanted: [(Domain, Protocol, Wrap); 4] = [
+        (Domain::IPV4, Protocol::TCP, Packet::V4),
+        (Domain::IPV4, Protocol::ICMPV4, Packet::V4),
+        (Domain::IPV6, Protocol::TCP, Packet::Tcp6),
+        (Domain::IPV6, Protocol::ICMPV6, Packet::Icmp6),
+    ];
+    let mut out = Vec::new();
+    for (domain, proto, wrap) in wanted {
+        match open(domain, proto) {
+            Ok(s) => out.push((wrap, s)),
+            // No IPv6 on this host: only IPv4 answers to hear.
+            Err(e) if domain == Domain::IPV6 && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {}
+            Err(e) => {
+                return Err(DataplaneError::Probe(format!(
+                    "opening a raw socket to hear the real servers' answers: {e} \
+                     (xdpvs check needs the director to have CAP_NET_RAW: run it as root, or \
+                     add CAP_NET_RAW to its capabilities)"
+                )))
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Entries a worker copies per listing request at most.

@@ -2,6 +2,7 @@
 //! the socket server of a running director ([`server`]) and the control plane that applies
 //! requests to the dataplane all or nothing ([`plane`]).
 
+pub mod check;
 pub mod client;
 pub mod plane;
 pub mod proto;

@@ -23,12 +23,16 @@ use xdpvs_sched::conn::{DestRef, Listed};
 use xdpvs_sched::tcp::{State, Timeouts};
 use xdpvs_sched::{Load, Mac, RealSpec, ServiceKey, ServiceSpec};
 
+use super::check::{self, CheckReport, Heard};
 use super::proto::{
     CheckEdit, CheckSpec, ConnRow, ControlError, Counters, HealthRow, OnFailure, RealRow, Reply,
     Request, ServiceRow, Table, TimeoutSet, CONN_ROWS_PER_MESSAGE,
 };
 use super::stats::Tracked;
 use crate::health::{Health, Outcome, Target};
+
+/// How long `xdpvs check` listens for the answers to its probes.
+const CHECK_LISTEN: Duration = Duration::from_secs(1);
 
 /// Why the dataplane did not take a change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +54,9 @@ pub enum DataplaneError {
     /// A worker did not answer a listing request in time.
     #[error("worker {0} did not answer the connection listing in time")]
     ListTimeout(usize),
+    /// `xdpvs check` could not listen for the answers to its probes.
+    #[error("{0}")]
+    Probe(String),
 }
 
 /// Where configuration goes: the workers and the XDP program (or a test double).
@@ -78,6 +85,10 @@ pub trait Dataplane {
         &mut self,
         sink: &mut dyn FnMut(&[Listed]) -> bool,
     ) -> Result<(), DataplaneError>;
+    /// Sends `frames` out of the interface and gathers for `listen` what comes back
+    /// (`xdpvs check`): TCP and ICMP packets to the director's own addresses, and the
+    /// hosts that claimed a VIP meanwhile. With `listen` zero, only sends.
+    fn probe(&mut self, frames: &[Vec<u8>], listen: Duration) -> Result<Heard, DataplaneError>;
 }
 
 /// A real server removed from the configuration whose connections still reach it.
@@ -672,9 +683,66 @@ impl<D: Dataplane> ControlPlane<D> {
         }
     }
 
+    /// `xdpvs check`: probes every VIP and every real server (see [`super::check`]); the
+    /// probes' source ports start at `first_port`, their echo requests carry `echo_id`.
+    pub fn check(&mut self, first_port: u16, echo_id: u16) -> Result<CheckReport, ControlError> {
+        let mut targets = Vec::new();
+        for s in &self.wanted.services {
+            let sorry = self.wanted.sorry.get(&s.key).map(|&addr| (addr, true));
+            for (addr, sorry) in s.reals.iter().map(|r| (r.addr, false)).chain(sorry) {
+                targets.push(check::Target {
+                    service: s.key,
+                    addr,
+                    mac: self.macs.get(&addr).copied(),
+                    sorry,
+                });
+            }
+        }
+        let global = |a: &IpAddr| match a {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(v) => !v.is_unicast_link_local(),
+        };
+        let origin = check::Origin {
+            mac: self.director_mac,
+            v4: self.local.iter().find_map(|l| match l.addr {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            }),
+            v6: self
+                .local
+                .iter()
+                .filter(|l| global(&l.addr))
+                .find_map(|l| match l.addr {
+                    IpAddr::V6(a) => Some(a),
+                    IpAddr::V4(_) => None,
+                }),
+        };
+        let plan = check::plan(targets, &origin, first_port, echo_id);
+        let heard = self
+            .dp
+            .probe(&plan.frames(), CHECK_LISTEN)
+            .map_err(|e| ControlError::Dataplane(e.to_string()))?;
+        let resets = check::resets(&plan, &heard, &origin);
+        if !resets.is_empty() {
+            self.dp
+                .probe(&resets, Duration::ZERO)
+                .map_err(|e| ControlError::Dataplane(e.to_string()))?;
+        }
+        Ok(check::report(&plan, &heard, &origin))
+    }
+
     /// Executes one request.
     pub fn execute(&mut self, req: &Request) -> Result<Reply, ControlError> {
         match req {
+            Request::Check => {
+                let r = getrandom::u32().unwrap_or(0);
+                return self
+                    .check(
+                        check::FIRST_PORT + (r as u16) % check::PORTS,
+                        (r >> 16) as u16,
+                    )
+                    .map(Reply::Check);
+            }
             Request::List { service } => return self.table(service.as_ref()).map(Reply::Table),
             Request::GetTimeouts => return Ok(Reply::Timeouts(self.timeout_set())),
             Request::Zero { service } => return self.zero(service.as_ref()).map(|()| Reply::Done),
@@ -884,6 +952,7 @@ impl<D: Dataplane> ControlPlane<D> {
             | Request::GetTimeouts
             | Request::Zero { .. }
             | Request::Connections
+            | Request::Check
             | Request::SetTimeouts(_)
             | Request::Batch(_) => {
                 return Err(ControlError::NotInBatch(format!("{req:?}")));

@@ -102,6 +102,8 @@ pub enum Request {
     Connections,
     /// `-R`: changes applied as one, all or nothing.
     Batch(Vec<Request>),
+    /// `xdpvs check`: probe every VIP and real server for LVS-DR's usual mistakes.
+    Check,
 }
 
 /// What `-e` does to a real server's health check.
@@ -253,6 +255,8 @@ pub enum Reply {
     Timeouts(TimeoutSet),
     /// A piece of the connection table (more follow until [`Reply::Done`]).
     Connections(Vec<ConnRow>),
+    /// What `xdpvs check` found.
+    Check(super::check::CheckReport),
 }
 
 /// One entry of the connection table, as `-L -c` shows it.

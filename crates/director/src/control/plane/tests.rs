@@ -51,6 +51,9 @@ struct Fake {
     announced: Vec<IpAddr>,
     timeouts: Option<Timeouts>,
     now: Time,
+    /// Frames `probe` was given, and the hosts it says claimed a VIP.
+    probed: Vec<Vec<u8>>,
+    claims: Vec<(IpAddr, Mac)>,
 }
 
 impl Fake {
@@ -76,6 +79,8 @@ impl Fake {
             announced: Vec::new(),
             timeouts: None,
             now: Time::from_nanos(1),
+            probed: Vec::new(),
+            claims: Vec::new(),
         }
     }
 
@@ -186,6 +191,37 @@ impl Dataplane for Fake {
             }
         }
         Ok(())
+    }
+
+    /// The real server at `mac_of(11)` answers SYNs with a SYN-ACK; nobody else answers.
+    fn probe(&mut self, frames: &[Vec<u8>], _listen: Duration) -> Result<Heard, DataplaneError> {
+        self.probed.extend(frames.iter().cloned());
+        let mut heard = Heard {
+            packets: Vec::new(),
+            claims: self.claims.clone(),
+        };
+        for f in frames {
+            let Ok(p) = etherparse::SlicedPacket::from_ethernet(f) else {
+                continue;
+            };
+            let (Some(etherparse::NetSlice::Ipv4(ip)), Some(etherparse::TransportSlice::Tcp(t))) =
+                (&p.net, &p.transport)
+            else {
+                continue;
+            };
+            if f[0..6] != mac_of(11) || !t.syn() {
+                continue;
+            }
+            let h = ip.header();
+            let b = etherparse::PacketBuilder::ipv4(h.destination(), h.source(), 64)
+                .tcp(t.destination_port(), t.source_port(), 5, 100)
+                .syn()
+                .ack(t.sequence_number().wrapping_add(1));
+            let mut out = Vec::new();
+            b.write(&mut out, &[]).expect("written");
+            heard.packets.push(super::check::Packet::V4(out));
+        }
+        Ok(heard)
     }
 }
 
@@ -1160,4 +1196,44 @@ fn an_ipv6_service_is_announced_and_takes_ipv6_reals_on_the_directors_ipv6_subne
     let t = p.table(None).expect("listed");
     assert_eq!(t.services[0].reals.len(), 1);
     assert!(t.services[0].reals[0].resolved);
+}
+
+#[test]
+fn check_probes_the_vip_and_each_real_server_and_resets_what_answered() {
+    let mut p = plane(1);
+    p.execute(&Request::AddService {
+        key: key(),
+        scheduler: SchedKind::Rr,
+        persistence: None,
+        sorry: None,
+    })
+    .expect("added");
+    add_real(&mut p, 11).expect("added");
+    add_real(&mut p, 12).expect("added");
+    p.dp.claims = vec![(VIP.into(), mac_of(12))];
+    let r = p.check(check::FIRST_PORT, 9).expect("checked");
+    let failed: Vec<_> = r
+        .items
+        .iter()
+        .filter(|i| !i.ok)
+        .map(|i| i.detail.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "real server 198.18.0.12 (02:00:00:00:01:0c) answers ARP for it: the clients it answers bypass the director",
+            "a SYN sent to its MAC got no answer: it does not take traffic for 198.18.0.100 (the VIP is not on its lo, or a firewall drops it)",
+        ]
+    );
+    // An ARP request, a SYN to each real server, then the reset of rs11's SYN-ACK.
+    assert_eq!(p.dp.probed.len(), 4);
+    let last = p.dp.probed[3].clone();
+    let rst = etherparse::SlicedPacket::from_ethernet(&last).expect("parses");
+    let Some(etherparse::TransportSlice::Tcp(t)) = &rst.transport else {
+        panic!("TCP");
+    };
+    assert!(t.rst());
+    assert_eq!(last[0..6], mac_of(11));
+    // Through `execute`, as the control socket asks.
+    assert!(matches!(p.execute(&Request::Check), Ok(Reply::Check(_))));
 }

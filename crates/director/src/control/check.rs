@@ -1,0 +1,637 @@
+//! `xdpvs check`: the director probes its own LAN for the mistakes LVS-DR is prone to, and
+//! says what it found as a checklist with the fix for every failure.
+//!
+//! - For each VIP, an ARP request (IPv6: a neighbour solicitation) from the director: any
+//!   host that answers it, other than the director, steals clients from it (a real server
+//!   with the VIP on an ARP-answering interface, or with `arp_ignore=0`).
+//! - For each real server: its MAC is resolved; a TCP SYN for VIP:port sent to its MAC
+//!   gets an answer from the VIP (it has the VIP, on `lo`), and that answer is a SYN-ACK
+//!   (something listens on the port). A UDP service's real server gets an ICMP echo
+//!   request to the VIP instead, and an empty datagram to the port: an ICMP port
+//!   unreachable says nothing listens. Each SYN-ACK is closed with a reset.
+//!
+//! This module is pure: the probe frames from the targets ([`plan`]), the checklist from
+//! what was heard ([`report`]). The control plane gathers the targets; the dataplane
+//! sends the frames and listens ([`super::plane::Dataplane::probe`]).
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use etherparse::PacketBuilder;
+use serde::{Deserialize, Serialize};
+use xdpvs_sched::model::Mac;
+use xdpvs_sched::{Protocol, ServiceKey};
+
+use crate::iface::format_mac;
+
+/// The first TCP/UDP source port the probes use: above Linux's ephemeral range
+/// (32768-60999), so that no socket of the director's own can take their answers.
+pub const FIRST_PORT: u16 = 61000;
+/// How many source ports the probes take turns on.
+pub const PORTS: u16 = 4000;
+
+/// Where the probes come from: the director's MAC and its address in each family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The director's MAC.
+    pub mac: Mac,
+    /// Its IPv4 address, if it has one.
+    pub v4: Option<Ipv4Addr>,
+    /// Its IPv6 address, if it has one.
+    pub v6: Option<Ipv6Addr>,
+}
+
+impl Origin {
+    fn of(&self, family: IpAddr) -> Option<IpAddr> {
+        match family {
+            IpAddr::V4(_) => self.v4.map(IpAddr::V4),
+            IpAddr::V6(_) => self.v6.map(IpAddr::V6),
+        }
+    }
+}
+
+/// A real server of a service, as the control plane knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    /// The service.
+    pub service: ServiceKey,
+    /// The real server.
+    pub addr: IpAddr,
+    /// Its MAC, if resolved.
+    pub mac: Option<Mac>,
+    /// The service's sorry server rather than one of its real servers.
+    pub sorry: bool,
+}
+
+/// What a probe asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Question {
+    /// Who answers ARP (or NDP) for this VIP.
+    Who(IpAddr),
+    /// A SYN for the target's VIP:port from source port `sport` to its MAC.
+    Syn {
+        /// Index into [`Plan::targets`].
+        target: usize,
+        /// The SYN's source port.
+        sport: u16,
+    },
+    /// An ICMP echo request to the target's VIP, at its MAC.
+    Echo {
+        /// Index into [`Plan::targets`].
+        target: usize,
+    },
+    /// An empty UDP datagram to the target's VIP:port from `sport`, at its MAC.
+    Udp {
+        /// Index into [`Plan::targets`].
+        target: usize,
+        /// The datagram's source port.
+        sport: u16,
+    },
+}
+
+/// The probes of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The VIPs asked about, in order.
+    pub vips: Vec<IpAddr>,
+    /// The real servers, in the order of the configuration.
+    pub targets: Vec<Target>,
+    /// Each question and the frame that asks it (none for a question that cannot be
+    /// asked: no director address of that family).
+    pub probes: Vec<(Question, Option<Vec<u8>>)>,
+    /// The echo requests' identifier.
+    pub echo_id: u16,
+}
+
+impl Plan {
+    /// The frames to send.
+    pub fn frames(&self) -> Vec<Vec<u8>> {
+        self.probes.iter().filter_map(|(_, f)| f.clone()).collect()
+    }
+}
+
+fn octets4(a: IpAddr) -> [u8; 4] {
+    match a {
+        IpAddr::V4(a) => a.octets(),
+        IpAddr::V6(_) => [0; 4],
+    }
+}
+
+fn octets6(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V6(a) => a.octets(),
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+    }
+}
+
+/// The start of a frame from `src` to `dst` at `dst_mac`, by family.
+fn ip(
+    origin: &Origin,
+    dst_mac: Mac,
+    src: IpAddr,
+    dst: IpAddr,
+) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
+    let eth = PacketBuilder::ethernet2(origin.mac, dst_mac);
+    match dst {
+        IpAddr::V4(_) => eth.ipv4(octets4(src), octets4(dst), 64),
+        IpAddr::V6(_) => eth.ipv6(octets6(src), octets6(dst), 64),
+    }
+}
+
+fn written(size: usize, write: impl FnOnce(&mut Vec<u8>) -> bool) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(size);
+    write(&mut out).then_some(out)
+}
+
+/// The probes for `targets` from `origin`; the source ports start at `first_port`
+/// (within [`FIRST_PORT`]..+[`PORTS`]), the echo requests carry `echo_id`.
+pub fn plan(targets: Vec<Target>, origin: &Origin, first_port: u16, echo_id: u16) -> Plan {
+    let mut vips: Vec<IpAddr> = Vec::new();
+    for t in &targets {
+        if !vips.contains(&t.service.vip) {
+            vips.push(t.service.vip);
+        }
+    }
+    let mut probes = Vec::new();
+    for &vip in &vips {
+        let frame = match (vip, origin.of(vip)) {
+            (IpAddr::V4(v), Some(IpAddr::V4(me))) => {
+                Some(xdpvs_arp::request(origin.mac, me, v).to_vec())
+            }
+            (IpAddr::V6(v), Some(IpAddr::V6(me))) => {
+                Some(xdpvs_arp::ndp::solicitation(origin.mac, me, v))
+            }
+            _ => None,
+        };
+        probes.push((Question::Who(vip), frame));
+    }
+    let mut port = first_port.wrapping_sub(FIRST_PORT) % PORTS;
+    let mut next_port = || {
+        let p = FIRST_PORT + port;
+        port = (port + 1) % PORTS;
+        p
+    };
+    for (i, t) in targets.iter().enumerate() {
+        let (Some(mac), Some(me)) = (t.mac, origin.of(t.service.vip)) else {
+            continue;
+        };
+        let (vip, dport) = (t.service.vip, t.service.port);
+        match t.service.proto {
+            Protocol::Tcp => {
+                let sport = next_port();
+                let b = ip(origin, mac, me, vip)
+                    .tcp(sport, dport, syn_seq(sport), 64240)
+                    .syn();
+                let frame = written(b.size(0), |o| b.write(o, &[]).is_ok());
+                probes.push((Question::Syn { target: i, sport }, frame));
+            }
+            Protocol::Udp => {
+                let b = ip(origin, mac, me, vip);
+                let frame = match vip {
+                    IpAddr::V4(_) => {
+                        let b = b.icmpv4_echo_request(echo_id, i as u16);
+                        written(b.size(8), |o| b.write(o, &[0; 8]).is_ok())
+                    }
+                    IpAddr::V6(_) => {
+                        let b = b.icmpv6_echo_request(echo_id, i as u16);
+                        written(b.size(8), |o| b.write(o, &[0; 8]).is_ok())
+                    }
+                };
+                probes.push((Question::Echo { target: i }, frame));
+                let sport = next_port();
+                let b = ip(origin, mac, me, vip).udp(sport, dport);
+                let frame = written(b.size(0), |o| b.write(o, &[]).is_ok());
+                probes.push((Question::Udp { target: i, sport }, frame));
+            }
+        }
+    }
+    Plan {
+        vips,
+        targets,
+        probes,
+        echo_id,
+    }
+}
+
+/// The sequence number of the SYN from `sport` (any will do; this one is recognisable).
+fn syn_seq(sport: u16) -> u32 {
+    0x7864_0000 | u32::from(sport)
+}
+
+/// A packet that reached one of the director's own addresses while the probes were out:
+/// what the raw sockets read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packet {
+    /// An IPv4 packet, from its header (TCP or ICMP).
+    V4(Vec<u8>),
+    /// An IPv6 TCP segment, from its TCP header (the raw socket keeps no IPv6 header).
+    Tcp6(Vec<u8>),
+    /// An ICMPv6 message, from its header.
+    Icmp6(Vec<u8>),
+}
+
+/// What the dataplane heard while the probes were out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Heard {
+    /// Packets to the director's addresses.
+    pub packets: Vec<Packet>,
+    /// Hosts that claimed a VIP meanwhile (from the workers' conflict logs).
+    pub claims: Vec<(IpAddr, Mac)>,
+}
+
+/// What a packet says, as far as a probe goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Said {
+    /// A TCP segment from `src` (`None`: unknown, IPv6), ports, flags, ack.
+    Tcp {
+        src: Option<IpAddr>,
+        sport: u16,
+        dport: u16,
+        flags: u8,
+        ack: u32,
+    },
+    /// An echo reply.
+    EchoReply { id: u16, seq: u16 },
+    /// A port unreachable quoting a UDP datagram from `sport`.
+    PortUnreachable { sport: u16 },
+}
+
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn tcp(src: Option<IpAddr>, t: &[u8]) -> Option<Said> {
+    Some(Said::Tcp {
+        src,
+        sport: be16(t, 0)?,
+        dport: be16(t, 2)?,
+        ack: be32(t, 8)?,
+        flags: *t.get(13)?,
+    })
+}
+
+/// The UDP source port of a quoted IPv4 or IPv6 datagram.
+fn quoted_udp_sport(q: &[u8]) -> Option<u16> {
+    match q.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(q[0] & 0x0f) * 4;
+            (*q.get(9)? == 17).then_some(())?;
+            be16(q, ihl)
+        }
+        6 => {
+            (*q.get(6)? == 17).then_some(())?;
+            be16(q, 40)
+        }
+        _ => None,
+    }
+}
+
+fn parse(p: &Packet) -> Option<Said> {
+    match p {
+        Packet::V4(b) => {
+            let ihl = usize::from(b.first()? & 0x0f) * 4;
+            let src = IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(b.get(12..16)?).ok()?));
+            let l4 = b.get(ihl..)?;
+            match *b.get(9)? {
+                6 => tcp(Some(src), l4),
+                1 => match (*l4.first()?, *l4.get(1)?) {
+                    (0, 0) => Some(Said::EchoReply {
+                        id: be16(l4, 4)?,
+                        seq: be16(l4, 6)?,
+                    }),
+                    (3, 3) => Some(Said::PortUnreachable {
+                        sport: quoted_udp_sport(l4.get(8..)?)?,
+                    }),
+                    _ => None,
+                },
+                _ => None,
+            }
+        }
+        Packet::Tcp6(t) => tcp(None, t),
+        Packet::Icmp6(m) => match (*m.first()?, *m.get(1)?) {
+            (129, 0) => Some(Said::EchoReply {
+                id: be16(m, 4)?,
+                seq: be16(m, 6)?,
+            }),
+            (1, 4) => Some(Said::PortUnreachable {
+                sport: quoted_udp_sport(m.get(8..)?)?,
+            }),
+            _ => None,
+        },
+    }
+}
+
+/// How a SYN was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SynAnswer {
+    Open { ack: u32 },
+    Reset,
+}
+
+fn syn_answer(plan: &Plan, said: &[Said], target: usize, sport: u16) -> Option<SynAnswer> {
+    let t = plan.targets.get(target)?;
+    said.iter().find_map(|s| match *s {
+        Said::Tcp {
+            src,
+            sport: from,
+            dport,
+            flags,
+            ack,
+        } if dport == sport && from == t.service.port && src.is_none_or(|a| a == t.service.vip) => {
+            if flags & TCP_RST != 0 {
+                Some(SynAnswer::Reset)
+            } else if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+                Some(SynAnswer::Open { ack })
+            } else {
+                None
+            }
+        }
+        _ => None,
+    })
+}
+
+/// Resets for the SYN-ACKs heard: the real servers forget the probes' half-open
+/// connections at once.
+pub fn resets(plan: &Plan, heard: &Heard, origin: &Origin) -> Vec<Vec<u8>> {
+    let said: Vec<Said> = heard.packets.iter().filter_map(parse).collect();
+    let mut out = Vec::new();
+    for (q, _) in &plan.probes {
+        let &Question::Syn { target, sport } = q else {
+            continue;
+        };
+        let t = &plan.targets[target];
+        let (Some(SynAnswer::Open { ack }), Some(mac), Some(me)) = (
+            syn_answer(plan, &said, target, sport),
+            t.mac,
+            origin.of(t.service.vip),
+        ) else {
+            continue;
+        };
+        let b = ip(origin, mac, me, t.service.vip)
+            .tcp(sport, t.service.port, ack, 0)
+            .rst();
+        if let Some(f) = written(b.size(0), |o| b.write(o, &[]).is_ok()) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+/// One line of the checklist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckItem {
+    /// What was checked: `VIP 198.18.0.100`, `TCP 198.18.0.100:80 real server 198.18.0.11`.
+    pub subject: String,
+    /// Passed.
+    pub ok: bool,
+    /// What was found.
+    pub detail: String,
+    /// For a failure, what to do about it.
+    pub fix: Option<String>,
+}
+
+/// The checklist.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    /// Every check, VIPs first, then each service's real servers.
+    pub items: Vec<CheckItem>,
+}
+
+impl CheckReport {
+    /// How many checks failed.
+    pub fn failed(&self) -> usize {
+        self.items.iter().filter(|i| !i.ok).count()
+    }
+}
+
+fn rs_setup(vip: IpAddr) -> String {
+    format!("xdpvs rs-setup --vip {vip} --apply --persist")
+}
+
+fn service_name(k: &ServiceKey) -> String {
+    format!(
+        "{} {}",
+        k.proto.name().to_uppercase(),
+        xdpvs_sched::model::addr_port(k.vip, k.port)
+    )
+}
+
+/// The checklist from what was heard (a claiming MAC is named by the real server at it).
+pub fn report(plan: &Plan, heard: &Heard, origin: &Origin) -> CheckReport {
+    let said: Vec<Said> = heard.packets.iter().filter_map(parse).collect();
+    let mut items = Vec::new();
+    // The real server at a MAC, by its address of the VIP's family if it has one.
+    let real_at = |mac: Mac, vip: IpAddr| {
+        let at = |t: &&Target| t.mac == Some(mac);
+        let family = |t: &&Target| t.addr.is_ipv4() == vip.is_ipv4();
+        let mut all = plan.targets.iter().filter(at);
+        all.clone()
+            .find(family)
+            .or_else(|| all.next())
+            .map(|t| t.addr)
+    };
+    for (q, frame) in &plan.probes {
+        let &Question::Who(vip) = q else {
+            continue;
+        };
+        let subject = format!("VIP {vip}");
+        let (what, family) = match vip {
+            IpAddr::V4(_) => ("ARP", "IPv4"),
+            IpAddr::V6(_) => ("neighbour solicitations", "IPv6"),
+        };
+        if frame.is_none() {
+            items.push(CheckItem {
+                subject,
+                ok: false,
+                detail: format!("not asked: the director's interface has no {family} address"),
+                fix: Some(format!(
+                    "give the director's interface an {family} address on the VIP's LAN"
+                )),
+            });
+            continue;
+        }
+        let claimers: BTreeSet<Mac> = heard
+            .claims
+            .iter()
+            .filter(|(v, m)| *v == vip && *m != origin.mac)
+            .map(|(_, m)| *m)
+            .collect();
+        if claimers.is_empty() {
+            items.push(CheckItem {
+                subject: subject.clone(),
+                ok: true,
+                detail: format!("no host but the director answers {what} for it"),
+                fix: None,
+            });
+        }
+        for m in claimers {
+            let (who, on) = match real_at(m, vip) {
+                Some(a) => (
+                    format!("real server {a} ({})", format_mac(&m)),
+                    format!("on {a}"),
+                ),
+                None => (
+                    format!("the host at {}", format_mac(&m)),
+                    format!("on the host at {}", format_mac(&m)),
+                ),
+            };
+            items.push(CheckItem {
+                subject: subject.clone(),
+                ok: false,
+                detail: format!(
+                    "{who} answers {what} for it: the clients it answers bypass the director"
+                ),
+                fix: Some(format!("{on}: {}", rs_setup(vip))),
+            });
+        }
+    }
+    for (i, t) in plan.targets.iter().enumerate() {
+        let k = &t.service;
+        let role = if t.sorry {
+            "sorry server"
+        } else {
+            "real server"
+        };
+        let subject = format!("{} {role} {}", service_name(k), t.addr);
+        let mut push = |ok: bool, detail: String, fix: Option<String>| {
+            items.push(CheckItem {
+                subject: subject.clone(),
+                ok,
+                detail,
+                fix,
+            })
+        };
+        let Some(mac) = t.mac else {
+            push(
+                false,
+                "its MAC is not resolved: it does not answer ARP (or neighbour solicitations), and gets no traffic".into(),
+                Some(format!(
+                    "check that {} is up and on the director's LAN (ping {} from the director)",
+                    t.addr, t.addr
+                )),
+            );
+            continue;
+        };
+        push(
+            true,
+            format!("its MAC is resolved: {}", format_mac(&mac)),
+            None,
+        );
+        let probes = plan.probes.iter().filter(|(q, _)| match *q {
+            Question::Syn { target, .. }
+            | Question::Echo { target }
+            | Question::Udp { target, .. } => target == i,
+            Question::Who(_) => false,
+        });
+        let vip = k.vip;
+        let no_vip = |how: &str| {
+            (
+                false,
+                format!(
+                    "{how} sent to its MAC got no answer: it does not take traffic for {vip} (the VIP is not on its lo, or a firewall drops it)"
+                ),
+                Some(format!("on {}: {}", t.addr, rs_setup(vip))),
+            )
+        };
+        for (q, frame) in probes {
+            if frame.is_none() {
+                continue;
+            }
+            match *q {
+                Question::Syn { sport, .. } => match syn_answer(plan, &said, i, sport) {
+                    Some(SynAnswer::Open { .. }) => {
+                        push(
+                            true,
+                            format!(
+                                "takes traffic for {vip}: a SYN sent to its MAC was answered from the VIP"
+                            ),
+                            None,
+                        );
+                        push(true, format!("port {} is open (SYN-ACK)", k.port), None);
+                    }
+                    Some(SynAnswer::Reset) => {
+                        push(
+                            true,
+                            format!(
+                                "takes traffic for {vip}: a SYN sent to its MAC was answered from the VIP"
+                            ),
+                            None,
+                        );
+                        push(
+                            false,
+                            format!("port {} is closed: the SYN was reset", k.port),
+                            Some(format!(
+                                "start the service on {} port {} (listening on the VIP, or on every address)",
+                                t.addr, k.port
+                            )),
+                        );
+                    }
+                    None => {
+                        let (ok, d, f) = no_vip("a SYN");
+                        push(ok, d, f);
+                    }
+                },
+                Question::Echo { .. } => {
+                    let answered = said.iter().any(|s| {
+                        *s == Said::EchoReply {
+                            id: plan.echo_id,
+                            seq: i as u16,
+                        }
+                    });
+                    if answered {
+                        push(
+                            true,
+                            format!("takes traffic for {vip}: an echo request sent to its MAC was answered"),
+                            None,
+                        );
+                    } else {
+                        let (ok, d, f) = no_vip("an echo request");
+                        push(ok, d, f);
+                    }
+                }
+                Question::Udp { sport, .. } => {
+                    let closed = said.contains(&Said::PortUnreachable { sport });
+                    if closed {
+                        push(
+                            false,
+                            format!("UDP port {} is closed: port unreachable", k.port),
+                            Some(format!(
+                                "start the service on {} UDP port {} (listening on the VIP, or on every address)",
+                                t.addr, k.port
+                            )),
+                        );
+                    } else {
+                        push(
+                            true,
+                            format!(
+                                "UDP port {} did not say it is closed (no port unreachable)",
+                                k.port
+                            ),
+                            None,
+                        );
+                    }
+                }
+                Question::Who(_) => {}
+            }
+        }
+        if origin.of(vip).is_none() {
+            push(
+                false,
+                "not probed: the director's interface has no address of the VIP's family".into(),
+                None,
+            );
+        }
+    }
+    CheckReport { items }
+}
+
+#[cfg(test)]
+mod tests;
