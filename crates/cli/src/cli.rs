@@ -12,7 +12,7 @@ use xdpvs_director::control::{client, DEFAULT_SOCKET};
 use xdpvs_director::RunOptions;
 
 use crate::ipvsadm::Action;
-use crate::{check, demo, format, ipvsadm, rssetup, selfcheck};
+use crate::{check, demo, explain, format, ipvsadm, rssetup, selfcheck};
 
 /// An LVS Direct-Routing director in userspace on AF_XDP.
 ///
@@ -63,6 +63,9 @@ enum Command {
     /// (MAC resolved, takes traffic for the VIP, port open); a checklist with the fix for
     /// each failure, exit status 1 if anything failed.
     Check(check::Args),
+    /// On the director: where a client's flow to a service goes and why (its connection,
+    /// its persistence template, or the scheduler's pick now), from the workers' tables.
+    Explain(explain::Args),
     /// Print the man page (roff), e.g. `xdpvs manpage > /usr/local/share/man/man8/xdpvs.8`.
     Manpage,
     /// Print shell completions, e.g. `xdpvs completions bash > /etc/bash_completion.d/xdpvs`.
@@ -140,6 +143,7 @@ pub fn main(raw: Vec<String>) -> ExitCode {
             })
         }
         Some(Command::Check(args)) => return check::run(&cli.socket, args),
+        Some(Command::Explain(args)) => return explain::run(&cli.socket, args),
         Some(Command::Manpage) => manpage(),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(*shell, &mut Cli::command(), "xdpvs", &mut std::io::stdout());

@@ -31,7 +31,7 @@ pub struct RealAddr {
     pub port: Option<u16>,
 }
 
-fn parse_service_addr(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_service_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse::<SocketAddr>().map_err(|_| {
         format!("illegal virtual server address[:port] '{s}': use an address and a port, e.g. 198.18.0.100:80 or [2001:2::100]:80")
     })

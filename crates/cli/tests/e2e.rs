@@ -1925,11 +1925,11 @@ fn soak_mixed_traffic_and_changes() {
 /// A client source port the two-queue test reuses (outside the ephemeral range ab uses).
 const REUSED_PORT: u16 = 20000;
 
-/// Ten HTTP/1.0 requests to argv[1]:80, each from a new socket bound to port argv[2]; prints
-/// each answer's body on one line.
+/// HTTP/1.0 requests to argv[1]:80 (argv[3] of them, default ten), each from a new socket
+/// bound to port argv[2]; prints each answer's body on one line.
 const REUSE_CLIENT: &str = r#"
 import socket, sys, time
-for _ in range(10):
+for _ in range(int(sys.argv[3]) if len(sys.argv) > 3 else 10):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.settimeout(5)
@@ -1995,6 +1995,17 @@ fn two_queues_two_workers_every_flow_on_one() {
         reused.status.success() && answers.lines().count() == 10,
         "{answers}{}",
         String::from_utf8_lossy(&reused.stderr)
+    );
+    // explain finds that flow's entry, in one of the two workers, at the server that
+    // answered.
+    let rs = answers.lines().next().expect("an answer");
+    let said = explain(&lab, REUSED_PORT);
+    assert!(
+        said.starts_with(&format!(
+            "TCP 198.18.0.100:80 from 198.18.0.2:{REUSED_PORT} -> {}\n  why: its connection",
+            real_of(rs)
+        )),
+        "{said}"
     );
     let distinct: std::collections::BTreeSet<&str> = answers.lines().collect();
     assert_eq!(distinct.len(), 1, "one 4-tuple, one real server: {answers}");
@@ -2376,4 +2387,104 @@ fn check(lab: &Lab) -> (Option<i32>, String) {
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code(), text)
+}
+
+/// `xdpvs explain` of the client's port `cport` to the lab's TCP service.
+fn explain(lab: &Lab, cport: u16) -> String {
+    x(
+        lab,
+        &format!("explain -t 198.18.0.100:80 --client {CLIENT_IP}:{cport}"),
+    )
+}
+
+/// The address of the real server that answered `rsN`.
+fn real_of(answer: &str) -> std::net::Ipv4Addr {
+    let n = answer
+        .strip_prefix("rs")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a real server's answer: {answer}"));
+    lab::real_ip(n)
+}
+
+/// One HTTP request from the client's port `cport`: the answering server's name.
+fn request_from(lab: &Lab, cport: u16) -> String {
+    let out = lab
+        .exec(
+            &lab.ns("c"),
+            &[
+                "python3",
+                "-c",
+                REUSE_CLIENT,
+                &VIP.to_string(),
+                &cport.to_string(),
+                "1",
+            ],
+        )
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn explain_agrees_with_where_the_traffic_goes() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&[]).expect("director starts");
+    configure_rr(&lab);
+    // A new flow: the pick explain predicts is where the flow then goes, and explain
+    // then finds its entry there.
+    for cport in [21001, 21002, 21003, 21004] {
+        let before = explain(&lab, cport);
+        assert!(
+            before.contains("why: no entry: a new connection; rr in worker 0 would pick it now"),
+            "{before}"
+        );
+        let predicted = before
+            .lines()
+            .next()
+            .and_then(|l| l.rsplit(" -> ").next())
+            .expect("a pick")
+            .to_string();
+        let rs = request_from(&lab, cport);
+        assert_eq!(real_of(&rs).to_string(), predicted, "{before}");
+        let after = explain(&lab, cport);
+        assert!(
+            after.contains(&format!(
+                "-> {predicted}\n  why: its connection: an entry in worker 0's table"
+            )),
+            "{after}"
+        );
+    }
+    // Persistence: a client's new port follows its template.
+    x(&lab, "-E -t 198.18.0.100:80 -s rr -p 300");
+    let rs = request_from(&lab, 21010);
+    let said = explain(&lab, 21011);
+    assert!(
+        said.starts_with(&format!(
+            "TCP 198.18.0.100:80 from {CLIENT_IP}:21011 -> {}\n  why: no entry; the client's persistence template",
+            real_of(&rs)
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains("persistence: 300 s, clients grouped by /32"),
+        "{said}"
+    );
+    assert_eq!(request_from(&lab, 21011), rs);
+    // A service that does not exist: one line, non-zero.
+    let e = lab
+        .xdpvs(&[
+            "explain",
+            "-t",
+            "198.18.0.100:81",
+            "--client",
+            "198.18.0.2:1",
+        ])
+        .expect_err("no such service");
+    assert!(e.to_string().contains("no such service"), "{e}");
 }

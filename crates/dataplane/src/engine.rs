@@ -26,6 +26,9 @@ use crate::icmp::{self, EchoLimit};
 use crate::ipv6::{self, Error6, FragKey6, Inbound6};
 use crate::stats::{DropReason, WorkerStats};
 
+mod explain;
+pub use explain::{Explained, RealNow, Why};
+
 /// What to do with a frame after [`process`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Verdict {
@@ -1010,7 +1013,6 @@ fn schedule<A: Fam>(
         Protocol::Tcp => State::None,
         Protocol::Udp => State::Udp,
     };
-    let opts = t.services.options();
     let svc = &t.services.services[si];
     let (svc_slot, persistence) = (svc.slot, svc.persistence);
 
@@ -1018,11 +1020,8 @@ fn schedule<A: Fam>(
     let dest = match persistence {
         Some(p) => {
             let found = A::conns_mut(t).lookup_template(key, p.prefix_len, now);
-            let usable = found.filter(|&ti| match t.services.dest(A::conns(t).entry(ti).dest()) {
-                DestStatus::Up { weight, .. } => weight > 0 || !opts.expire_quiescent_template,
-                // A template of a removed real server sends nobody new there.
-                DestStatus::Draining { .. } | DestStatus::Removed | DestStatus::Unresolved => false,
-            });
+            let usable =
+                found.filter(|&ti| template_usable(&t.services, A::conns(t).entry(ti).dest()));
             match (found, usable) {
                 (_, Some(ti)) => {
                     template = Some(ti);
@@ -1048,6 +1047,17 @@ fn schedule<A: Fam>(
         .map_err(|_| DropReason::TableFull)?;
     count_connection(t, svc_slot, dest);
     Ok(idx)
+}
+
+/// Whether a persistence template to `dest` still sends new connections there.
+fn template_usable(services: &Services, dest: DestRef) -> bool {
+    match services.dest(dest) {
+        DestStatus::Up { weight, .. } => {
+            weight > 0 || !services.options().expire_quiescent_template
+        }
+        // A template of a removed real server sends nobody new there.
+        DestStatus::Draining { .. } | DestStatus::Removed | DestStatus::Unresolved => false,
+    }
 }
 
 #[inline]

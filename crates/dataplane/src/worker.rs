@@ -7,7 +7,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::config::Services;
 use crate::device::{Device, DeviceStats};
-use crate::engine::{prefetch, prefetch_frame, process_steered, Tables, Verdict};
+use crate::engine::{prefetch, prefetch_frame, process_steered, Explained, Tables, Verdict};
 use crate::stats::Counter;
 use crate::Time;
 use xdpvs_sched::conn::Listed;
@@ -38,6 +38,8 @@ pub enum Control {
     Timeouts(xdpvs_sched::tcp::Timeouts),
     /// Copy a piece of the connection table (ipvsadm `-c`).
     List(ListRequest),
+    /// Say where a flow would go and why (`xdpvs explain`).
+    Explain(ExplainRequest),
     /// Poll this way from now on (the director re-decides `--poll auto` as the placement
     /// of the interface's RX processing changes).
     Idle(IdlePolicy),
@@ -85,6 +87,17 @@ pub struct ListRequest {
     pub buf: Vec<Listed>,
     /// Where the piece goes.
     pub reply: Sender<ListPiece>,
+}
+
+/// Where a flow would go, asked of a worker's own tables ([`Tables::explain`]).
+#[derive(Debug)]
+pub struct ExplainRequest {
+    /// The service.
+    pub key: xdpvs_sched::ServiceKey,
+    /// The client's address and port.
+    pub client: std::net::SocketAddr,
+    /// Where the answer goes (`None`: the worker has no such service).
+    pub reply: Sender<Option<Explained>>,
 }
 
 /// A piece of a worker's connection table.
@@ -266,6 +279,12 @@ impl<D: Device> Worker<D> {
                         rows: req.buf,
                         next,
                     });
+                }
+                Ok(Control::Explain(req)) => {
+                    let now = self.last.unwrap_or_default();
+                    let _ = req
+                        .reply
+                        .send(self.tables.explain(&req.key, req.client, now));
                 }
                 Ok(Control::Send(frame)) => {
                     if self.dev.send(frame.bytes()) {

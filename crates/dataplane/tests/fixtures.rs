@@ -10,7 +10,7 @@ use xdpvs_dataplane::{
     process, Config, Draining, DropReason, Limits, Options, Services, Tables, Verdict,
 };
 use xdpvs_sched::tcp::flags::{ACK, FIN, RST, SYN};
-use xdpvs_sched::tcp::Timeouts;
+use xdpvs_sched::tcp::{State, Timeouts};
 use xdpvs_sched::{Mac, Persistence, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec, Time};
 use xdpvs_testkit::frames::{self, Endpoints, Endpoints6};
 
@@ -1421,4 +1421,109 @@ fn the_xdp_program_steers_what_the_engine_handles() {
         }
     }
     assert!(steered >= 30, "the program steered {steered} frames");
+}
+
+/// What `explain` says for `client:port` to VIP:80 at second `at`.
+fn explained(
+    t: &Tables,
+    client: Ipv4Addr,
+    port: u16,
+    at: u64,
+) -> xdpvs_dataplane::engine::Explained {
+    let key = ServiceKey {
+        proto: Protocol::Tcp,
+        vip: VIP.into(),
+        port: 80,
+    };
+    t.explain(&key, (client, port).into(), Time::from_secs(at))
+        .expect("the service")
+}
+
+#[test]
+fn explain_predicts_the_pick_without_taking_it_and_then_finds_the_entry() {
+    use xdpvs_dataplane::engine::Why;
+    let mut t = tables(&config(vec![service(
+        Protocol::Tcp,
+        SchedKind::Rr,
+        &[1, 1, 1],
+    )]));
+    // A new flow: rr would pick rs1, and asking twice does not move rr on.
+    for _ in 0..2 {
+        let e = explained(&t, CLIENT, 1000, 1);
+        assert_eq!(e.real, Some(rs_ip(1).into()));
+        assert_eq!(
+            e.why,
+            Why::Scheduled {
+                stale_template: None
+            }
+        );
+        assert_eq!(e.scheduler, SchedKind::Rr);
+        assert_eq!(e.reals.len(), 3);
+    }
+    // The flow goes where it was predicted; it now has an entry.
+    run(
+        &mut t,
+        vec![fwd("the predicted flow", tcp(CLIENT, 1000, SYN), 1)],
+    );
+    let e = explained(&t, CLIENT, 1000, 2);
+    assert_eq!(e.real, Some(rs_ip(1).into()));
+    assert!(
+        matches!(
+            e.why,
+            Why::Connection {
+                state: State::SynRecv,
+                ..
+            }
+        ),
+        "{:?}",
+        e.why
+    );
+    assert_eq!(e.reals[0].load.inactive, 1, "the entry counts on rs1");
+    // The next new flow: rs2, as it then goes.
+    assert_eq!(explained(&t, CLIENT, 1001, 2).real, Some(rs_ip(2).into()));
+    run(
+        &mut t,
+        vec![fwd("the next flow", tcp(CLIENT, 1001, SYN), 2)],
+    );
+    // Another family or service: no answer.
+    let other = ServiceKey {
+        proto: Protocol::Udp,
+        vip: VIP.into(),
+        port: 80,
+    };
+    assert!(t
+        .explain(&other, (CLIENT, 1).into(), Time::from_secs(2))
+        .is_none());
+}
+
+#[test]
+fn explain_names_a_persistence_template() {
+    use xdpvs_dataplane::engine::Why;
+    let mut svc = service(Protocol::Tcp, SchedKind::Rr, &[1, 1, 1]);
+    svc.persistence = Some(
+        Persistence::new(Duration::from_secs(300), Ipv4Addr::new(255, 255, 255, 0)).expect("valid"),
+    );
+    let mut t = tables(&config(vec![svc]));
+    run(&mut t, vec![fwd("client A", tcp(CLIENT, 1, SYN), 1)]);
+    rr_moves_on(&mut t);
+    // Another port of the client (no entry): the template, to rs1, not the scheduler.
+    let e = explained(&t, CLIENT, 2, 3);
+    assert_eq!(e.real, Some(rs_ip(1).into()));
+    let Why::Template { expires_in } = e.why else {
+        panic!("{:?}", e.why);
+    };
+    assert!(expires_in > Duration::from_secs(290), "{expires_in:?}");
+    assert!(e.persistence.is_some());
+}
+
+/// Another client takes rs2, so that a scheduled pick would not be rs1.
+fn rr_moves_on(t: &mut Tables) {
+    run(
+        t,
+        vec![fwd(
+            "client B",
+            tcp(Ipv4Addr::new(198, 19, 9, 9), 1, SYN),
+            2,
+        )],
+    );
 }

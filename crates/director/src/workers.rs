@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use tracing::info;
+use xdpvs_dataplane::engine::Explained;
 use xdpvs_dataplane::stats::{ConflictSeen, TrafficTotals};
 use xdpvs_dataplane::sys::xsk::XskDevice;
-use xdpvs_dataplane::worker::{Control, ControlFrame, IdlePolicy, ListRequest, LoopStats, Worker};
+use xdpvs_dataplane::worker::{
+    Control, ControlFrame, ExplainRequest, IdlePolicy, ListRequest, LoopStats, Worker,
+};
 use xdpvs_dataplane::xdp::Steering;
 use xdpvs_dataplane::{Services, Tables, WorkerStats};
 use xdpvs_sched::conn::{DestRef, Listed, Loads};
@@ -371,6 +374,29 @@ impl Dataplane for Live {
             }
         }
         Ok(())
+    }
+
+    fn explain(
+        &mut self,
+        key: &ServiceKey,
+        client: std::net::SocketAddr,
+    ) -> Result<Vec<Option<Explained>>, DataplaneError> {
+        let (tx, rx) = bounded(1);
+        let mut out = Vec::new();
+        for (i, w) in self.workers.list.iter().enumerate() {
+            w.ctrl
+                .send(Control::Explain(ExplainRequest {
+                    key: *key,
+                    client,
+                    reply: tx.clone(),
+                }))
+                .map_err(|_| DataplaneError::WorkerGone(i))?;
+            out.push(
+                rx.recv_timeout(INSTALL_TIMEOUT)
+                    .map_err(|_| DataplaneError::ListTimeout(i))?,
+            );
+        }
+        Ok(out)
     }
 
     fn probe(&mut self, frames: &[Vec<u8>], listen: Duration) -> Result<Heard, DataplaneError> {

@@ -623,6 +623,22 @@ impl<A: Family> ConnTable<A> {
         Some(i)
     }
 
+    /// Finds the live connection for `key` without changing the table (an expired entry
+    /// is absent, left for the sweep): what `lookup` finds, for `xdpvs explain`.
+    pub fn peek(&self, key: &ConnKey<A>, now: Time) -> Option<usize> {
+        self.peek_packed(&Packed::of(key, false), now)
+    }
+
+    /// [`ConnTable::lookup_template`] without changing the table.
+    pub fn peek_template(&self, key: &ConnKey<A>, prefix_len: u8, now: Time) -> Option<usize> {
+        self.peek_packed(&Packed::of(&template_key(key, prefix_len), true), now)
+    }
+
+    fn peek_packed(&self, k: &Packed<A>, now: Time) -> Option<usize> {
+        let i = self.find(k)?;
+        (!self.expired(&self.slots[i], now)).then_some(i)
+    }
+
     /// The slot where a lookup of `key` starts (its home slot), for prefetching: a
     /// worker that has a batch of frames in hand touches every frame's home slot before
     /// processing any, so that the cache misses of the batch overlap.

@@ -17,6 +17,7 @@ use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use xdpvs_dataplane::engine::{Explained, Why};
 use xdpvs_dataplane::stats::TrafficTotals;
 use xdpvs_dataplane::{Config, Draining, Limits, Options, Services, SlotBook};
 use xdpvs_sched::conn::{DestRef, Listed};
@@ -25,8 +26,9 @@ use xdpvs_sched::{Load, Mac, RealSpec, ServiceKey, ServiceSpec};
 
 use super::check::{self, CheckReport, Heard};
 use super::proto::{
-    CheckEdit, CheckSpec, ConnRow, ControlError, Counters, HealthRow, OnFailure, RealRow, Reply,
-    Request, ServiceRow, Table, TimeoutSet, CONN_ROWS_PER_MESSAGE,
+    CheckEdit, CheckSpec, ConnRow, ControlError, Counters, Explanation, HealthRow, OnFailure,
+    RealRow, Reason, Reply, Request, SchedReal, ServiceRow, Table, TimeoutSet, WorkerAnswer,
+    CONN_ROWS_PER_MESSAGE,
 };
 use super::stats::Tracked;
 use crate::health::{Health, Outcome, Target};
@@ -89,6 +91,13 @@ pub trait Dataplane {
     /// (`xdpvs check`): TCP and ICMP packets to the director's own addresses, and the
     /// hosts that claimed a VIP meanwhile. With `listen` zero, only sends.
     fn probe(&mut self, frames: &[Vec<u8>], listen: Duration) -> Result<Heard, DataplaneError>;
+    /// Each worker's answer to where `client`'s flow to `key` goes, from its own tables
+    /// (`xdpvs explain`); `None` from a worker without the service.
+    fn explain(
+        &mut self,
+        key: &ServiceKey,
+        client: SocketAddr,
+    ) -> Result<Vec<Option<Explained>>, DataplaneError>;
 }
 
 /// A real server removed from the configuration whose connections still reach it.
@@ -731,9 +740,94 @@ impl<D: Dataplane> ControlPlane<D> {
         Ok(check::report(&plan, &heard, &origin))
     }
 
+    /// `xdpvs explain`: where `client`'s flow to `key` goes, and why, as each worker's
+    /// own tables and scheduler say.
+    pub fn explain(
+        &mut self,
+        key: &ServiceKey,
+        client: SocketAddr,
+    ) -> Result<Explanation, ControlError> {
+        let spec = self
+            .wanted
+            .services
+            .iter()
+            .find(|s| s.key == *key)
+            .ok_or(ControlError::NoSuchService(*key))?;
+        if client.is_ipv4() != key.vip.is_ipv4() {
+            return Err(ControlError::BadRequest(format!(
+                "client {client} and service {key} are of different address families"
+            )));
+        }
+        let (scheduler, persistence) = (spec.scheduler, spec.persistence);
+        let answers = self
+            .dp
+            .explain(key, client)
+            .map_err(|e| ControlError::Dataplane(e.to_string()))?;
+        let mut workers = Vec::new();
+        for (worker, e) in answers.into_iter().enumerate() {
+            let Some(e) = e else { continue };
+            let drained = e
+                .dest
+                .and_then(|d| self.draining.iter().find(|r| r.dest == d).map(|r| r.addr));
+            let (reason, state, expires) = match e.why {
+                Why::Connection { state, expires_in } => (
+                    Reason::Connection,
+                    Some(state.name().to_string()),
+                    Some(expires_in.as_secs()),
+                ),
+                Why::Template { expires_in } => {
+                    (Reason::Template, None, Some(expires_in.as_secs()))
+                }
+                Why::Scheduled { stale_template } => {
+                    let reason = if stale_template.is_some() {
+                        Reason::StaleTemplate
+                    } else {
+                        Reason::Scheduled
+                    };
+                    (reason, None, None)
+                }
+                Why::Stateless => (Reason::Stateless, None, None),
+            };
+            let reason = if e.dest.is_none() {
+                Reason::NoRealServer
+            } else {
+                reason
+            };
+            workers.push(WorkerAnswer {
+                worker,
+                real: e.real.or(drained),
+                draining: e.real.is_none() && drained.is_some(),
+                reason,
+                state,
+                expires_in: expires,
+                reals: e
+                    .reals
+                    .iter()
+                    .map(|r| SchedReal {
+                        addr: r.addr,
+                        weight: r.weight,
+                        resolved: r.mac.is_some(),
+                        active: u64::from(r.load.active),
+                        inactive: u64::from(r.load.inactive),
+                    })
+                    .collect(),
+            });
+        }
+        Ok(Explanation {
+            service: *key,
+            client,
+            scheduler,
+            persistence,
+            workers,
+        })
+    }
+
     /// Executes one request.
     pub fn execute(&mut self, req: &Request) -> Result<Reply, ControlError> {
         match req {
+            Request::Explain { key, client } => {
+                return self.explain(key, *client).map(Reply::Explain);
+            }
             Request::Check => {
                 let r = getrandom::u32().unwrap_or(0);
                 return self
@@ -953,6 +1047,7 @@ impl<D: Dataplane> ControlPlane<D> {
             | Request::Zero { .. }
             | Request::Connections
             | Request::Check
+            | Request::Explain { .. }
             | Request::SetTimeouts(_)
             | Request::Batch(_) => {
                 return Err(ControlError::NotInBatch(format!("{req:?}")));

@@ -104,6 +104,14 @@ pub enum Request {
     Batch(Vec<Request>),
     /// `xdpvs check`: probe every VIP and real server for LVS-DR's usual mistakes.
     Check,
+    /// `xdpvs explain`: where a client's flow to a service goes, and why, from the
+    /// workers' own tables and schedulers.
+    Explain {
+        /// The service.
+        key: ServiceKey,
+        /// The client's address and port.
+        client: std::net::SocketAddr,
+    },
 }
 
 /// What `-e` does to a real server's health check.
@@ -257,6 +265,77 @@ pub enum Reply {
     Connections(Vec<ConnRow>),
     /// What `xdpvs check` found.
     Check(super::check::CheckReport),
+    /// Where a flow goes, and why.
+    Explain(Explanation),
+}
+
+/// Why a worker sends a flow where it does (`xdpvs explain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The flow has a connection-table entry.
+    Connection,
+    /// No entry: the client's persistence template.
+    Template,
+    /// No entry, no template: the scheduler's pick for a new connection now.
+    Scheduled,
+    /// As `Scheduled`, past a template whose real server no longer takes anybody new.
+    StaleTemplate,
+    /// No entry, the table full lately: the stateless hash.
+    Stateless,
+    /// No real server can take a new connection (none up with a weight above 0).
+    NoRealServer,
+}
+
+/// A real server as a worker's scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedReal {
+    /// Its address.
+    pub addr: IpAddr,
+    /// Its weight.
+    pub weight: u16,
+    /// Whether its MAC is resolved (no new connections until it is).
+    pub resolved: bool,
+    /// ActiveConn on this worker.
+    pub active: u64,
+    /// InActConn on this worker.
+    pub inactive: u64,
+}
+
+/// One worker's answer to `xdpvs explain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerAnswer {
+    /// The worker (its queue).
+    pub worker: usize,
+    /// The real server the flow goes to (none: nowhere).
+    pub real: Option<IpAddr>,
+    /// That real server was removed from the configuration and drains its connections.
+    pub draining: bool,
+    /// Why.
+    pub reason: Reason,
+    /// The entry's state (ipvsadm's name), for a connection.
+    pub state: Option<String>,
+    /// Seconds left on the entry or template.
+    pub expires_in: Option<u64>,
+    /// The service's real servers as this worker's scheduler sees them.
+    pub reals: Vec<SchedReal>,
+}
+
+/// Where a flow goes, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Explanation {
+    /// The service.
+    pub service: ServiceKey,
+    /// The client.
+    pub client: std::net::SocketAddr,
+    /// The service's scheduler.
+    pub scheduler: SchedKind,
+    /// Its persistence.
+    pub persistence: Option<Persistence>,
+    /// Each worker's answer. The flow's packets reach one worker only (the NIC's RSS
+    /// chooses it from the addresses and ports): a worker with an entry or a template
+    /// for it is where it is; otherwise any of them may get its first packet.
+    pub workers: Vec<WorkerAnswer>,
 }
 
 /// One entry of the connection table, as `-L -c` shows it.

@@ -193,6 +193,18 @@ impl Dataplane for Fake {
         Ok(())
     }
 
+    fn explain(
+        &mut self,
+        key: &ServiceKey,
+        client: SocketAddr,
+    ) -> Result<Vec<Option<Explained>>, DataplaneError> {
+        Ok(self
+            .workers
+            .iter()
+            .map(|t| t.explain(key, client, self.now))
+            .collect())
+    }
+
     /// The real server at `mac_of(11)` answers SYNs with a SYN-ACK; nobody else answers.
     fn probe(&mut self, frames: &[Vec<u8>], _listen: Duration) -> Result<Heard, DataplaneError> {
         self.probed.extend(frames.iter().cloned());
@@ -1236,4 +1248,75 @@ fn check_probes_the_vip_and_each_real_server_and_resets_what_answered() {
     assert_eq!(last[0..6], mac_of(11));
     // Through `execute`, as the control socket asks.
     assert!(matches!(p.execute(&Request::Check), Ok(Reply::Check(_))));
+}
+
+#[test]
+fn explain_answers_from_the_workers_tables_and_names_a_draining_real_server() {
+    let mut p = plane(1);
+    p.execute(&Request::AddService {
+        key: key(),
+        scheduler: SchedKind::Rr,
+        persistence: None,
+        sorry: None,
+    })
+    .expect("added");
+    add_real(&mut p, 11).expect("added");
+    add_real(&mut p, 12).expect("added");
+    let client: SocketAddr = (Ipv4Addr::new(198, 19, 0, 1), 4000).into();
+    let ask = |p: &mut ControlPlane<Fake>| match p.execute(&Request::Explain { key: key(), client })
+    {
+        Ok(Reply::Explain(e)) => e,
+        other => panic!("{other:?}"),
+    };
+    let e = ask(&mut p);
+    assert_eq!((e.scheduler, e.workers.len()), (SchedKind::Rr, 1));
+    let w = &e.workers[0];
+    assert_eq!((w.real, w.reason), (Some(rs(11)), Reason::Scheduled));
+    assert_eq!(
+        w.reals.iter().map(|r| r.addr).collect::<Vec<_>>(),
+        [rs(11), rs(12)]
+    );
+    // The flow goes there; then it is a connection.
+    assert_eq!(p.dp.send(4000, flags::SYN), Some(mac_of(11)));
+    let w = ask(&mut p).workers.remove(0);
+    assert_eq!((w.real, w.reason), (Some(rs(11)), Reason::Connection));
+    assert_eq!(w.state.as_deref(), Some("SYN_RECV"));
+    assert_eq!(w.reals[0].inactive, 1);
+    // rs11 removed: its connection drains there, and says so.
+    p.execute(&Request::DeleteReal {
+        key: key(),
+        addr: rs(11),
+    })
+    .expect("removed");
+    let w = ask(&mut p).workers.remove(0);
+    assert_eq!(
+        (w.real, w.draining, w.reason),
+        (Some(rs(11)), true, Reason::Connection)
+    );
+    // Another client port: rs12, the only one left.
+    let other = (Ipv4Addr::new(198, 19, 0, 1), 4001).into();
+    let Ok(Reply::Explain(e)) = p.execute(&Request::Explain {
+        key: key(),
+        client: other,
+    }) else {
+        panic!("explained");
+    };
+    assert_eq!(e.workers[0].real, Some(rs(12)));
+    // Errors: no such service, a client of the other family.
+    let missing = ServiceKey { port: 81, ..key() };
+    assert!(matches!(
+        p.execute(&Request::Explain {
+            key: missing,
+            client
+        }),
+        Err(ControlError::NoSuchService(_))
+    ));
+    let v6: SocketAddr = "[2001:2::2]:4000".parse().expect("address");
+    assert!(matches!(
+        p.execute(&Request::Explain {
+            key: key(),
+            client: v6
+        }),
+        Err(ControlError::BadRequest(_))
+    ));
 }
