@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use xdpvs_director::control::check::CheckReport;
-use xdpvs_director::control::client;
 use xdpvs_director::control::proto::{Reply, Request};
+
+use crate::cli::{ask_at, fail, print_answer};
 
 /// Options of `xdpvs check`.
 #[derive(Debug, clap::Args)]
@@ -42,31 +43,13 @@ pub fn render(r: &CheckReport) -> String {
 
 /// Asks the director at `socket` and prints what it found.
 pub fn run(socket: &Path, args: &Args) -> ExitCode {
-    let report = match client::request(socket, &Request::Check) {
-        Ok(Ok(Reply::Check(r))) => r,
-        Ok(Ok(other)) => {
-            eprintln!("xdpvs: the director answered a check with {other:?}");
-            return ExitCode::FAILURE;
-        }
-        Ok(Err(e)) => {
-            eprintln!("xdpvs: {e}");
-            return ExitCode::FAILURE;
-        }
-        Err(e) => {
-            eprintln!("xdpvs: {e}");
-            return ExitCode::FAILURE;
-        }
+    let report = match ask_at(socket, &Request::Check) {
+        Ok(Reply::Check(r)) => r,
+        Ok(other) => return fail(format!("the director answered a check with {other:?}"), 1),
+        Err(code) => return code,
     };
-    if args.json {
-        match serde_json::to_string_pretty(&report) {
-            Ok(j) => println!("{j}"),
-            Err(e) => {
-                eprintln!("xdpvs: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        print!("{}", render(&report));
+    if let Err(code) = print_answer(&report, args.json, render) {
+        return code;
     }
     if report.failed() == 0 {
         ExitCode::SUCCESS

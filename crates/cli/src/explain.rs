@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
-use xdpvs_director::control::client;
 use xdpvs_director::control::proto::{Explanation, Reason, Reply, Request, WorkerAnswer};
 use xdpvs_sched::{Protocol, ServiceKey};
 
+use crate::cli::{ask_at, fail, print_answer};
 use crate::ipvsadm::parse_service_addr;
 
 /// Options of `xdpvs explain`.
@@ -141,33 +141,14 @@ pub fn run(socket: &Path, args: &Args) -> ExitCode {
         key,
         client: args.client,
     };
-    let e = match client::request(socket, &req) {
-        Ok(Ok(Reply::Explain(e))) => e,
-        Ok(Ok(other)) => {
-            eprintln!("xdpvs: the director answered with {other:?}");
-            return ExitCode::FAILURE;
-        }
-        Ok(Err(e)) => {
-            eprintln!("xdpvs: {e}");
-            return ExitCode::FAILURE;
-        }
-        Err(e) => {
-            eprintln!("xdpvs: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if args.json {
-        match serde_json::to_string_pretty(&e) {
-            Ok(j) => println!("{j}"),
-            Err(err) => {
-                eprintln!("xdpvs: {err}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        print!("{}", render(&e));
+    match ask_at(socket, &req) {
+        Ok(Reply::Explain(e)) => match print_answer(&e, args.json, render) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(code) => code,
+        },
+        Ok(other) => fail(format!("the director answered with {other:?}"), 1),
+        Err(code) => code,
     }
-    ExitCode::SUCCESS
 }
 
 #[cfg(test)]
