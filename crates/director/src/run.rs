@@ -92,7 +92,22 @@ pub fn run(
         None => None,
     };
     setup::check_capabilities()?;
+    if !setup::has_net_raw() {
+        warn!("no CAP_NET_RAW: `xdpvs check` will not hear the real servers' answers (add CAP_NET_RAW to the director's capabilities)");
+    }
     let ifc = Interface::probe(opts)?;
+    let max_mtu = xdpvs_dataplane::sys::xsk::MAX_RX_FRAME - 14;
+    if let Some(mtu) = crate::iface::attr(&ifc.name, "mtu")
+        .ok()
+        .and_then(|m| m.parse::<u32>().ok())
+        .filter(|&m| m > max_mtu)
+    {
+        warn!(
+            "{} has MTU {mtu}: frames longer than {} bytes do not fit an AF_XDP frame and are dropped by the kernel (xdpvs_xsk_rx_dropped_total); the LAN's MTU must be at most {max_mtu}",
+            ifc.name,
+            xdpvs_dataplane::sys::xsk::MAX_RX_FRAME
+        );
+    }
     let control = ControlSocket::bind(socket)?;
     let limits = Limits {
         conn_capacity: opts.conn_capacity,

@@ -72,6 +72,11 @@ pub fn check_capabilities() -> Result<(), SetupError> {
     }
 }
 
+/// Whether the process may open raw sockets (`xdpvs check` listens with them).
+pub fn has_net_raw() -> bool {
+    caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_RAW).unwrap_or(false)
+}
+
 /// The interface the director serves.
 #[derive(Debug, Clone)]
 pub struct Interface {

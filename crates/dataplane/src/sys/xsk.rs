@@ -173,6 +173,13 @@ pub struct XskDevice {
 /// Size of a reserved huge page (x86-64's default).
 const HUGE_PAGE: u64 = 2 << 20;
 
+/// The size of a UMEM frame.
+pub const FRAME_SIZE: u32 = 2048;
+/// The longest frame a UMEM frame receives: the kernel keeps `XDP_PACKET_HEADROOM` (256
+/// bytes) in front of every received frame, and drops a longer frame (counted as
+/// `rx_dropped` in `XDP_STATISTICS`: the socket does not take multi-buffer frames).
+pub const MAX_RX_FRAME: u32 = FRAME_SIZE - 256;
+
 /// Free reserved huge pages of the default size (`HugePages_Free` in /proc/meminfo).
 fn huge_pages_free() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -204,7 +211,7 @@ impl XskDevice {
         let frames = NonZeroU32::new(cfg.frames.max(2 * cfg.ring))
             .ok_or_else(|| XskError::Config("zero frames".into()))?;
         let umem_cfg = UmemConfig::builder()
-            .frame_size(FrameSize::new(2048).map_err(|e| XskError::Config(format!("{e}")))?)
+            .frame_size(FrameSize::new(FRAME_SIZE).map_err(|e| XskError::Config(format!("{e}")))?)
             .fill_queue_size(qsize(cfg.ring)?)
             .comp_queue_size(qsize(cfg.ring)?)
             .build()
@@ -222,7 +229,8 @@ impl XskDevice {
             CopyMode::Copy => &[(BindFlags::XDP_COPY, "copy")],
         };
         let mut last = None;
-        let huge = cfg.huge_pages && huge_pages_free() * HUGE_PAGE >= frames.get() as u64 * 2048;
+        let huge = cfg.huge_pages
+            && huge_pages_free() * HUGE_PAGE >= frames.get() as u64 * u64::from(FRAME_SIZE);
         for &(flag, name) in tries {
             let (umem, descs, huge) = match Umem::new(umem_cfg, frames, huge) {
                 Ok((u, d)) => (u, d, huge),
