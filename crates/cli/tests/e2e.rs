@@ -1698,6 +1698,19 @@ fn a_real_server_that_answers_arp_for_the_vip_is_a_logged_conflict() {
     // The client still reaches the VIP through the director.
     let answers: Vec<String> = (0..3).map(|_| get(&lab)).collect();
     assert_eq!(counts(&answers).len(), 3, "{answers:?}");
+    // rs3 starts answering ARP for the VIP without a word (arp_ignore back to 0, no
+    // gratuitous ARP): its replies go to whoever asks, never to the director, but the
+    // director asks who has each VIP every 5 s, so it is named within seconds.
+    let rs3 = lab.mac("r3").expect("rs3 MAC");
+    lab.sh(
+        &lab.ns("r3"),
+        "sysctl -qw net.ipv4.conf.all.arp_ignore=0 net.ipv4.conf.eth0.arp_ignore=0 \
+         net.ipv4.conf.lo.arp_ignore=0",
+    )
+    .expect("rs3 misconfigured");
+    let named =
+        format!("VIP conflict: real server 198.18.0.13 ({rs3}) answers ARP for 198.18.0.100");
+    assert!(log_shows(&lab, &named, 1, 7), "{}", lab.director_log());
 }
 
 /// Junk at the director: random frames to its MAC, half of them IPv4 to the VIP with

@@ -271,6 +271,7 @@ fn serve(
     let mut watch = crate::watch::Watch::default();
     let mut next_probe = Instant::now();
     let mut next_probe_all = Instant::now() + PROBE_ALL;
+    let mut next_vip_probe = Instant::now() + VIP_PROBE;
     // Learn from the neighbour table when it changed, and after every request (a real
     // server just added may be known to the kernel already); at start for a restored
     // table. A failed apply is tried again at the next turn.
@@ -322,6 +323,10 @@ fn serve(
                 next_sample = now + crate::control::stats::SAMPLE_EVERY;
             }
             plane.tick();
+        }
+        if now >= next_vip_probe {
+            next_vip_probe = now + VIP_PROBE;
+            plane.ask_who_has_the_vips();
         }
         if now >= next_probe {
             next_probe = now + PROBE_UNRESOLVED;
@@ -431,3 +436,5 @@ fn checker_core(all: &[usize], workers: &[usize]) -> Option<usize> {
 const PROBE_UNRESOLVED: Duration = Duration::from_millis(500);
 /// How often every real server is probed, so the kernel re-checks entries gone stale.
 const PROBE_ALL: Duration = Duration::from_secs(30);
+/// How often the director asks who has each VIP (any answer but its own is a conflict).
+const VIP_PROBE: Duration = Duration::from_secs(5);

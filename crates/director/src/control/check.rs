@@ -143,6 +143,20 @@ fn written(size: usize, write: impl FnOnce(&mut Vec<u8>) -> bool) -> Option<Vec<
     write(&mut out).then_some(out)
 }
 
+/// The frame that asks who has `vip` (an ARP request, or a neighbour solicitation), from
+/// `origin`'s address of its family (none without one).
+pub fn who(vip: IpAddr, origin: &Origin) -> Option<Vec<u8>> {
+    match (vip, origin.of(vip)) {
+        (IpAddr::V4(v), Some(IpAddr::V4(me))) => {
+            Some(xdpvs_arp::request(origin.mac, me, v).to_vec())
+        }
+        (IpAddr::V6(v), Some(IpAddr::V6(me))) => {
+            Some(xdpvs_arp::ndp::solicitation(origin.mac, me, v))
+        }
+        _ => None,
+    }
+}
+
 /// The probes for `targets` from `origin`; the source ports start at `first_port`
 /// (within [`FIRST_PORT`]..+[`PORTS`]), the echo requests carry `echo_id`.
 pub fn plan(targets: Vec<Target>, origin: &Origin, first_port: u16, echo_id: u16) -> Plan {
@@ -154,16 +168,7 @@ pub fn plan(targets: Vec<Target>, origin: &Origin, first_port: u16, echo_id: u16
     }
     let mut probes = Vec::new();
     for &vip in &vips {
-        let frame = match (vip, origin.of(vip)) {
-            (IpAddr::V4(v), Some(IpAddr::V4(me))) => {
-                Some(xdpvs_arp::request(origin.mac, me, v).to_vec())
-            }
-            (IpAddr::V6(v), Some(IpAddr::V6(me))) => {
-                Some(xdpvs_arp::ndp::solicitation(origin.mac, me, v))
-            }
-            _ => None,
-        };
-        probes.push((Question::Who(vip), frame));
+        probes.push((Question::Who(vip), who(vip, origin)));
     }
     let mut port = first_port.wrapping_sub(FIRST_PORT) % PORTS;
     let mut next_port = || {

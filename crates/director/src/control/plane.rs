@@ -692,6 +692,48 @@ impl<D: Dataplane> ControlPlane<D> {
         }
     }
 
+    /// Where the director's probes come from: its MAC and its (global) address of each
+    /// family.
+    fn origin(&self) -> check::Origin {
+        let global = |a: &IpAddr| match a {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(v) => !v.is_unicast_link_local(),
+        };
+        check::Origin {
+            mac: self.director_mac,
+            v4: self.local.iter().find_map(|l| match l.addr {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            }),
+            v6: self
+                .local
+                .iter()
+                .filter(|l| global(&l.addr))
+                .find_map(|l| match l.addr {
+                    IpAddr::V6(a) => Some(a),
+                    IpAddr::V4(_) => None,
+                }),
+        }
+    }
+
+    /// Asks who has each VIP (an ARP request or a neighbour solicitation each), without
+    /// waiting: a host that answers shows in the workers' conflict logs. The director
+    /// does this every few seconds, so that a host that starts answering for a VIP is
+    /// noticed even when no broadcast of its own reaches the director.
+    pub fn ask_who_has_the_vips(&mut self) {
+        let origin = self.origin();
+        let mut vips: Vec<IpAddr> = self.wanted.services.iter().map(|s| s.key.vip).collect();
+        vips.sort();
+        vips.dedup();
+        let frames: Vec<Vec<u8>> = vips
+            .iter()
+            .filter_map(|&v| check::who(v, &origin))
+            .collect();
+        if !frames.is_empty() {
+            let _ = self.dp.probe(&frames, Duration::ZERO);
+        }
+    }
+
     /// `xdpvs check`: probes every VIP and every real server (see [`super::check`]); the
     /// probes' source ports start at `first_port`, their echo requests carry `echo_id`.
     pub fn check(&mut self, first_port: u16, echo_id: u16) -> Result<CheckReport, ControlError> {
@@ -707,25 +749,7 @@ impl<D: Dataplane> ControlPlane<D> {
                 });
             }
         }
-        let global = |a: &IpAddr| match a {
-            IpAddr::V4(_) => true,
-            IpAddr::V6(v) => !v.is_unicast_link_local(),
-        };
-        let origin = check::Origin {
-            mac: self.director_mac,
-            v4: self.local.iter().find_map(|l| match l.addr {
-                IpAddr::V4(a) => Some(a),
-                IpAddr::V6(_) => None,
-            }),
-            v6: self
-                .local
-                .iter()
-                .filter(|l| global(&l.addr))
-                .find_map(|l| match l.addr {
-                    IpAddr::V6(a) => Some(a),
-                    IpAddr::V4(_) => None,
-                }),
-        };
+        let origin = self.origin();
         let plan = check::plan(targets, &origin, first_port, echo_id);
         let heard = self
             .dp
