@@ -2500,4 +2500,17 @@ fn explain_agrees_with_where_the_traffic_goes() {
         ])
         .expect_err("no such service");
     assert!(e.to_string().contains("no such service"), "{e}");
+    // A real server that does not exist (an address on the LAN nobody holds) is said
+    // within seconds, not only shown as unresolved by -Ln.
+    x(&lab, "-a -t 198.18.0.100:80 -r 198.18.0.14 -g");
+    assert!(
+        log_shows(
+            &lab,
+            "real server 198.18.0.14 has not answered ARP for 3 s: it gets no traffic until it does",
+            1,
+            8
+        ),
+        "{}",
+        lab.director_log()
+    );
 }

@@ -221,6 +221,7 @@ pub fn run(
                         &Aside {
                             checker: &checker,
                             scrapes: &scrapes,
+                            iface: &ifc.name,
                         },
                         stop,
                         source.as_ref(),
@@ -331,6 +332,9 @@ fn serve(
         if now >= next_probe {
             next_probe = now + PROBE_UNRESOLVED;
             let mut probe = plane.unresolved();
+            for a in watch.unresolved(now, &probe) {
+                warn!("{}", crate::watch::unresolved_message(a, aside.iface));
+            }
             if now >= next_probe_all {
                 next_probe_all = now + PROBE_ALL;
                 probe = plane.real_addrs();
@@ -395,6 +399,8 @@ fn serve(
 struct Aside<'a> {
     checker: &'a Checker,
     scrapes: &'a crossbeam_channel::Receiver<Scrape>,
+    /// The interface's name, for messages.
+    iface: &'a str,
 }
 
 /// A polling policy as `--poll` spells it.

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use xdpvs_dataplane::stats::{ConflictLog, ConflictSeen};
 use xdpvs_sched::model::Mac;
@@ -20,7 +21,12 @@ pub struct Watch {
     macs: HashMap<IpAddr, Mac>,
     moves: BTreeMap<IpAddr, u64>,
     moves_said: std::collections::HashSet<(IpAddr, Mac, Mac)>,
+    /// Real servers unresolved, since when, and whether that was said.
+    unresolved: HashMap<IpAddr, (Instant, bool)>,
 }
+
+/// How long a real server may stay unresolved before the director says so.
+pub const UNRESOLVED_GRACE: Duration = Duration::from_secs(3);
 
 /// A VIP claimed by another host, the first time it is seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +142,35 @@ impl Watch {
     pub fn moves(&self) -> &BTreeMap<IpAddr, u64> {
         &self.moves
     }
+
+    /// Takes in the real servers unresolved `now`; returns those unresolved for
+    /// [`UNRESOLVED_GRACE`] and not said yet (said again only after they resolved once).
+    pub fn unresolved(&mut self, now: Instant, addrs: &[IpAddr]) -> Vec<IpAddr> {
+        self.unresolved.retain(|a, _| addrs.contains(a));
+        let mut say = Vec::new();
+        for &a in addrs {
+            let (since, said) = self.unresolved.entry(a).or_insert((now, false));
+            if !*said && now.duration_since(*since) >= UNRESOLVED_GRACE {
+                *said = true;
+                say.push(a);
+            }
+        }
+        say
+    }
+}
+
+/// What to tell the operator about a real server that does not resolve.
+pub fn unresolved_message(addr: IpAddr, iface: &str) -> String {
+    let how = if addr.is_ipv4() {
+        "ARP"
+    } else {
+        "neighbour solicitations"
+    };
+    format!(
+        "real server {addr} has not answered {how} for {} s: it gets no traffic until it does. \
+         Is it up, and on {iface}'s LAN? (xdpvs check probes every real server)",
+        UNRESOLVED_GRACE.as_secs()
+    )
 }
 
 #[cfg(test)]
@@ -185,6 +220,25 @@ mod tests {
         );
         assert_eq!(w.real_at(RS, M2), None, "flipping again: said already");
         assert_eq!(w.moves()[&RS], 3);
+    }
+
+    #[test]
+    fn an_unresolved_real_server_is_said_once_after_the_grace_until_it_resolves() {
+        let mut w = Watch::default();
+        let t0 = Instant::now();
+        assert!(w.unresolved(t0, &[RS]).is_empty());
+        assert!(w.unresolved(t0 + Duration::from_secs(1), &[RS]).is_empty());
+        assert_eq!(w.unresolved(t0 + UNRESOLVED_GRACE, &[RS]), [RS]);
+        assert!(
+            w.unresolved(t0 + Duration::from_secs(10), &[RS]).is_empty(),
+            "once"
+        );
+        // Resolved, then unresolved again: said again after the grace.
+        assert!(w.unresolved(t0 + Duration::from_secs(11), &[]).is_empty());
+        let t1 = t0 + Duration::from_secs(12);
+        assert!(w.unresolved(t1, &[RS]).is_empty());
+        assert_eq!(w.unresolved(t1 + UNRESOLVED_GRACE, &[RS]), [RS]);
+        assert!(unresolved_message(RS, "eth0").contains("has not answered ARP for 3 s"));
     }
 
     #[test]
