@@ -2225,6 +2225,11 @@ fn ipv6_and_ipv4_services_side_by_side() {
     );
     assert!(found.contains(&named), "{found}");
     assert!(found.ends_with("1 failed\n"), "{found}");
+    // The director's watch says it too, by its IPv6 address.
+    let said = format!(
+        "VIP conflict: real server 2001:2::11 ({rs1}) answers neighbour solicitations for 2001:2::100"
+    );
+    assert!(log_shows(&lab, &said, 1, 7), "{}", lab.director_log());
 }
 
 /// The MACs that answer ARP for the VIP on the lab's LAN (arping from the client).
