@@ -22,9 +22,9 @@ pub const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
 /// IPv6 next header of ICMPv6.
 pub const ICMPV6: u8 = 58;
 /// ICMPv6 type of a neighbour solicitation.
-const NEIGHBOR_SOLICITATION: u8 = 135;
+pub const NEIGHBOR_SOLICITATION: u8 = 135;
 /// ICMPv6 type of a neighbour advertisement.
-const NEIGHBOR_ADVERTISEMENT: u8 = 136;
+pub const NEIGHBOR_ADVERTISEMENT: u8 = 136;
 /// Option: source link-layer address.
 const OPT_SOURCE_LLADDR: u8 = 1;
 /// Option: target link-layer address.
@@ -49,6 +49,13 @@ mod field {
     pub const ICMP_SUM: Range<usize> = ICMP + 2..ICMP + 4;
     pub const TARGET: Range<usize> = ICMP + 8..ICMP + 24;
     pub const OPTIONS: usize = ICMP + 24;
+}
+
+/// The target address of a neighbour solicitation or advertisement carried right after
+/// the IPv6 header (`None` when the frame is too short to hold one).
+pub fn target(frame: &[u8]) -> Option<Ipv6Addr> {
+    let t: [u8; 16] = frame.get(field::TARGET)?.try_into().ok()?;
+    Some(Ipv6Addr::from(t))
 }
 
 /// An advertisement with its target link-layer address option: Ethernet, IPv6, 24 bytes

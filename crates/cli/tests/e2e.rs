@@ -103,30 +103,12 @@ fn lvs_dr_end_to_end() {
         neigh.contains(&director_mac),
         "client's entry {neigh:?}, director {director_mac}"
     );
-    let arping = lab
-        .exec(
-            &lab.ns("c"),
-            &[
-                "arping",
-                "-c",
-                "3",
-                "-w",
-                "4",
-                "-I",
-                "eth0",
-                &VIP.to_string(),
-            ],
-        )
-        .expect("arping");
-    let arping = String::from_utf8_lossy(&arping.stdout).to_lowercase();
-    let replies: Vec<&str> = arping
-        .lines()
-        .filter(|l| l.contains("reply from"))
-        .collect();
-    assert!(replies.len() >= 3, "arping: {arping}");
-    assert!(
-        replies.iter().all(|l| l.contains(&director_mac)),
-        "a reply not from the director: {arping}"
+    // ARP for the VIP: only the director answers, every time.
+    let answers = arp_answers(&lab);
+    assert_eq!(
+        answers.into_iter().collect::<Vec<_>>(),
+        [(director_mac.clone(), 3)],
+        "who answers ARP for the VIP"
     );
 
     // wrr 3,2,1 over 60 requests: 30/20/10.

@@ -583,16 +583,13 @@ fn ipv6(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
     }
 }
 
-const ND_SOLICITATION: u8 = 135;
-const ND_ADVERTISEMENT: u8 = 136;
-
 /// ICMPv6: neighbour discovery for a VIP (answered, defended, conflicts counted), and to
 /// a VIP echo (answered, rate-limited with IPv4's echoes), errors about a known
 /// connection (to its real server); everything else to a VIP dropped.
 fn icmp6(frame: &mut [u8], t: &mut Tables, dst: Ipv6Addr, icmp_type: u8, now: Time) -> Verdict {
     let our_mac = t.services.director_mac();
     match icmp_type {
-        ND_SOLICITATION => {
+        ndp::NEIGHBOR_SOLICITATION => {
             return match ndp::advertise_in_place(frame, |ip| t.services.is_vip6(*ip), our_mac) {
                 ndp::Outcome::Advertised(_) => Verdict::Reply,
                 ndp::Outcome::Defend(vip) if ndp::defend_in_place(frame, vip, our_mac) => {
@@ -606,13 +603,9 @@ fn icmp6(frame: &mut [u8], t: &mut Tables, dst: Ipv6Addr, icmp_type: u8, now: Ti
                 }
             };
         }
-        ND_ADVERTISEMENT => {
+        ndp::NEIGHBOR_ADVERTISEMENT => {
             // Another host advertising a VIP (a conflict), or our own advertisement.
-            let target = frame
-                .get(ETH_LEN + 48..ETH_LEN + 64)
-                .and_then(|b| <[u8; 16]>::try_from(b).ok())
-                .map(Ipv6Addr::from);
-            return match target {
+            return match ndp::target(frame) {
                 Some(vip) if t.services.is_vip6(vip) => {
                     let mut mac = [0; 6];
                     mac.copy_from_slice(&frame[6..12]);
