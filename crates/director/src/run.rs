@@ -303,10 +303,12 @@ fn serve(
                     learn = false;
                     for (a, m) in changed {
                         match m {
-                            Some(m) => match watch.real_at(a, m) {
-                                Some(moved) => warn!("{}", moved.message()),
-                                None => info!("real server {a} is at {}", format_mac(&m)),
-                            },
+                            Some(m) => {
+                                info!("real server {a} is at {}", format_mac(&m));
+                                if let Some(moved) = watch.real_at(a, m) {
+                                    warn!("{}", moved.message());
+                                }
+                            }
                             None => warn!(
                                 "real server {a} does not answer ARP: no new traffic to it until it does"
                             ),

@@ -363,6 +363,36 @@ fn syn_answer(plan: &Plan, said: &[Said], target: usize, sport: u16) -> Option<S
     })
 }
 
+/// The frames to send again after a first round heard `heard`: every ARP request and
+/// neighbour solicitation (answers add up), and each SYN or echo request not answered
+/// yet (a frame may be lost; TCP would retransmit too). Empty datagrams are not repeated:
+/// silence is their pass, and an answer is an ICMP error hosts rate-limit.
+pub fn unanswered(plan: &Plan, heard: &Heard) -> Vec<Vec<u8>> {
+    let said: Vec<Said> = heard.packets.iter().filter_map(parse).collect();
+    plan.probes
+        .iter()
+        .filter(|(q, _)| match *q {
+            Question::Who(_) => true,
+            Question::Syn { target, sport } => syn_answer(plan, &said, target, sport).is_none(),
+            Question::Echo { target } => !said.contains(&Said::EchoReply {
+                id: plan.echo_id,
+                seq: target as u16,
+            }),
+            Question::Udp { .. } => false,
+        })
+        .filter_map(|(_, f)| f.clone())
+        .collect()
+}
+
+impl Heard {
+    /// What this and `more` heard.
+    pub fn merged(mut self, more: Heard) -> Heard {
+        self.packets.extend(more.packets);
+        self.claims.extend(more.claims);
+        self
+    }
+}
+
 /// Resets for the SYN-ACKs heard: the real servers forget the probes' half-open
 /// connections at once.
 pub fn resets(plan: &Plan, heard: &Heard, origin: &Origin) -> Vec<Vec<u8>> {

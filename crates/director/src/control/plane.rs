@@ -34,7 +34,9 @@ use super::stats::Tracked;
 use crate::health::{Health, Outcome, Target};
 
 /// How long `xdpvs check` listens for the answers to its probes.
-const CHECK_LISTEN: Duration = Duration::from_secs(1);
+/// How long `xdpvs check` listens for the answers to its probes, and again after sending
+/// the unanswered ones a second time.
+const CHECK_LISTEN: [Duration; 2] = [Duration::from_millis(500), Duration::from_millis(700)];
 
 /// Why the dataplane did not take a change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -751,15 +753,19 @@ impl<D: Dataplane> ControlPlane<D> {
         }
         let origin = self.origin();
         let plan = check::plan(targets, &origin, first_port, echo_id);
-        let heard = self
+        let dp_error = |e: DataplaneError| ControlError::Dataplane(e.to_string());
+        let first = self
             .dp
-            .probe(&plan.frames(), CHECK_LISTEN)
-            .map_err(|e| ControlError::Dataplane(e.to_string()))?;
+            .probe(&plan.frames(), CHECK_LISTEN[0])
+            .map_err(dp_error)?;
+        let again = check::unanswered(&plan, &first);
+        let heard = match again.is_empty() {
+            true => first,
+            false => first.merged(self.dp.probe(&again, CHECK_LISTEN[1]).map_err(dp_error)?),
+        };
         let resets = check::resets(&plan, &heard, &origin);
         if !resets.is_empty() {
-            self.dp
-                .probe(&resets, Duration::ZERO)
-                .map_err(|e| ControlError::Dataplane(e.to_string()))?;
+            self.dp.probe(&resets, Duration::ZERO).map_err(dp_error)?;
         }
         Ok(check::report(&plan, &heard, &origin))
     }

@@ -308,3 +308,26 @@ fn answers_cut_short_are_ignored() {
         }
     }
 }
+
+#[test]
+fn a_second_round_repeats_the_questions_and_only_the_unanswered_probes() {
+    let p = the_plan();
+    let again = unanswered(&p, &heard(&p));
+    // Both VIPs asked again; the SYN to rs4 (answered by nobody) and nothing else: rs1
+    // (open), rs2 (reset), the echo (answered) and the datagram (never repeated).
+    assert_eq!(again.len(), 3);
+    assert_eq!(again[0], p.probes[0].1.clone().expect("ARP"));
+    assert_eq!(again[1], p.probes[1].1.clone().expect("NS"));
+    let rs4 = p
+        .probes
+        .iter()
+        .find(|(q, _)| matches!(q, Question::Syn { target: 3, .. }))
+        .and_then(|(_, f)| f.clone())
+        .expect("rs4's SYN");
+    assert_eq!(again[2], rs4);
+    // Everything answered: only the questions again.
+    let mut all = heard(&p);
+    all.packets
+        .push(tcp4("198.18.0.100", 80, sport_of(&p, 3), true));
+    assert_eq!(unanswered(&p, &all).len(), 2);
+}

@@ -1237,9 +1237,19 @@ fn check_probes_the_vip_and_each_real_server_and_resets_what_answered() {
             "a SYN sent to its MAC got no answer: it does not take traffic for 198.18.0.100 (the VIP is not on its lo, or a firewall drops it)",
         ]
     );
-    // An ARP request, a SYN to each real server, then the reset of rs11's SYN-ACK.
-    assert_eq!(p.dp.probed.len(), 4);
-    let last = p.dp.probed[3].clone();
+    // An ARP request and a SYN to each real server; again the ARP request and the SYN
+    // nobody answered; then the reset of rs11's SYN-ACK.
+    let to: Vec<Mac> =
+        p.dp.probed
+            .iter()
+            .map(|f| f[0..6].try_into().expect("6 bytes"))
+            .collect();
+    let bcast = [0xff; 6];
+    assert_eq!(
+        to,
+        [bcast, mac_of(11), mac_of(12), bcast, mac_of(12), mac_of(11)]
+    );
+    let last = p.dp.probed[5].clone();
     let rst = etherparse::SlicedPacket::from_ethernet(&last).expect("parses");
     let Some(etherparse::TransportSlice::Tcp(t)) = &rst.transport else {
         panic!("TCP");
