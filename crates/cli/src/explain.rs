@@ -112,12 +112,17 @@ pub fn render(e: &Explanation) -> String {
         out.push_str(&format!("  {} in worker {}:", e.scheduler.name(), w.worker));
         for r in &w.reals {
             out.push_str(&format!(
-                " {} (weight {}, {} active, {} inactive{})",
+                " {} (weight {}, {} active, {} inactive{}{})",
                 r.addr,
                 r.weight,
                 r.active,
                 r.inactive,
-                if r.resolved { "" } else { ", MAC unresolved" }
+                if r.resolved { "" } else { ", MAC unresolved" },
+                if r.up {
+                    ""
+                } else {
+                    ", out of service by its check"
+                }
             ));
         }
         out.push('\n');
@@ -169,6 +174,7 @@ mod tests {
                 addr: real.parse().expect("address"),
                 weight: 1,
                 resolved: true,
+                up: true,
                 active: 2,
                 inactive: 0,
             }],

@@ -58,6 +58,10 @@ pub struct Config {
     pub options: Options,
     /// Removed real servers still draining their connections.
     pub draining: Vec<Draining>,
+    /// Real servers a health check took out of service: no new connections (as weight
+    /// 0), but a consistent-hash scheduler (`mh`) keeps their place in its table, so that
+    /// only their own clients move.
+    pub down: Vec<(ServiceKey, IpAddr)>,
 }
 
 impl Config {
@@ -68,6 +72,7 @@ impl Config {
             services,
             options,
             draining: Vec::new(),
+            down: Vec::new(),
         }
     }
 }
@@ -111,12 +116,15 @@ pub struct Real {
     pub dest: DestRef,
     /// Resolved MAC, if any.
     pub mac: Option<Mac>,
+    /// In service by its health check (or it has none).
+    pub up: bool,
 }
 
 impl Real {
-    /// The weight the scheduler uses: 0 while the MAC is unresolved.
+    /// The weight the scheduler uses: 0 while the MAC is unresolved or its health check
+    /// fails.
     pub fn effective_weight(&self) -> u32 {
-        if self.mac.is_some() {
+        if self.mac.is_some() && self.up {
             u32::from(self.weight)
         } else {
             0
@@ -193,6 +201,9 @@ impl DestView for View<'_> {
     #[inline]
     fn weight(&self, i: usize) -> u32 {
         self.reals[i].effective_weight()
+    }
+    fn placement_weight(&self, i: usize) -> u32 {
+        u32::from(self.reals[i].weight)
     }
     #[inline]
     fn load(&self, i: usize) -> Load {
@@ -449,6 +460,7 @@ impl Services {
                     weight: r.weight,
                     dest: DestRef { slot, gen },
                     mac: r.mac,
+                    up: !cfg.down.contains(&(s.key, r.addr)),
                 });
             }
             let view = View {
@@ -491,7 +503,8 @@ impl Services {
         for r in services.iter().flat_map(|s| &s.reals) {
             let d = &mut dests[r.dest.slot as usize];
             d.mac = r.mac;
-            d.weight = r.weight;
+            // A real server out of service takes nobody new, as a quiescent one.
+            d.weight = if r.up { r.weight } else { 0 };
         }
         let (mut vips, mut vips6) = (Vec::new(), Vec::new());
         for s in &cfg.services {

@@ -17,7 +17,7 @@ use etherparse::{
 use xdpvs_arp::{ndp, Ignore, Outcome};
 use xdpvs_sched::conn::{ConnKey, ConnTable, ConnTableError, DestRef, Family, Listed, Loads};
 use xdpvs_sched::tcp::{flags, State, Timeouts};
-use xdpvs_sched::{Protocol, Scheduler, Time};
+use xdpvs_sched::{Protocol, SchedKind, Scheduler, Time};
 
 use crate::checksum::{checksum, sum_words};
 use crate::config::{DestStatus, Limits, Services, View};
@@ -803,10 +803,16 @@ fn connect<A: Fam>(
                 t.full_at = Some(now);
             }
             let since_full = t.full_at.map(|at| now.since(at));
+            let svc = &t.services.services[si];
+            // A consistent-hash service places every flow the same way on every
+            // director: a segment of a connection another director opened (ECMP moved
+            // it here) is scheduled by that hash and goes on to its real server.
+            let consistent = svc.scheduler() == SchedKind::Mh;
             let mut by_hash = since_full.is_some_and(|d| d < HASH_WINDOW)
-                && t.services.services[si].persistence.is_none();
+                && svc.persistence.is_none()
+                && !consistent;
             if let Some(f) = flow.tcp_flags {
-                let may_open = f & flags::SYN != 0 || t.services.options().sloppy_tcp;
+                let may_open = f & flags::SYN != 0 || t.services.options().sloppy_tcp || consistent;
                 // After the table was full, a segment without an entry may be a
                 // connection the hash placed: it goes where the hash sends it.
                 let adopt = since_full.is_some_and(|d| d < ADOPT_WINDOW);
@@ -943,6 +949,20 @@ fn fallback<A: Fam>(
     si: usize,
     key: &ConnKey<A>,
 ) -> Option<(DestRef, xdpvs_sched::Mac)> {
+    let svc = &t.services.services[si];
+    let view = View {
+        reals: &svc.reals,
+        loads: Some(&t.loads),
+    };
+    // A consistent-hash service's own hash is already stateless, and the same on every
+    // director.
+    if let Some(pick) = svc.sched.consistent_pick(&view, key.client.ip()) {
+        let r = &svc.reals[pick?];
+        return match t.services.dest(r.dest) {
+            DestStatus::Up { mac, .. } => Some((r.dest, mac)),
+            _ => None,
+        };
+    }
     let flow = A::fold(key.client.raw(), key.vip.raw()).rotate_left(16)
         ^ u64::from(key.cport) << 16
         ^ u64::from(key.vport)

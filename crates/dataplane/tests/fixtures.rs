@@ -1527,3 +1527,80 @@ fn rr_moves_on(t: &mut Tables) {
         )],
     );
 }
+
+/// The real server `mh` sends `c`'s flows to, as a fresh director would pick it.
+fn mh_owner(weights: &[u16], down: &[u8], c: Ipv4Addr) -> Mac {
+    let mut cfg = config(vec![service(Protocol::Tcp, SchedKind::Mh, weights)]);
+    cfg.down = down
+        .iter()
+        .map(|&n| (cfg.services[0].key, IpAddr::V4(rs_ip(n))))
+        .collect();
+    let mut t = tables(&cfg);
+    let mut f = tcp(c, 7, SYN);
+    assert_eq!(process(&mut f, &mut t, Time::from_secs(1)), Verdict::Tx);
+    f[0..6].try_into().expect("6 bytes")
+}
+
+#[test]
+fn an_mh_service_takes_over_a_connection_another_director_opened() {
+    // Segments of established connections, no SYN seen here: each goes where a SYN from
+    // that client would have gone (the other director's choice), and its entry holds.
+    let mut t = tables(&config(vec![service(
+        Protocol::Tcp,
+        SchedKind::Mh,
+        &[1, 1, 1],
+    )]));
+    let mut to = std::collections::BTreeSet::new();
+    for c in 0..40 {
+        let owner = mh_owner(&[1, 1, 1], &[], client(c));
+        to.insert(owner);
+        for fl in [ACK, ACK | PSH] {
+            let mut f = tcp(client(c), 1, fl);
+            assert_eq!(process(&mut f, &mut t, Time::from_secs(2)), Verdict::Tx);
+            assert_eq!(f[0..6], owner, "client {c}");
+        }
+    }
+    assert_eq!(to.len(), 3, "the clients spread over the three");
+    assert_eq!(t.conns().len(), 40, "each taken over with an entry");
+    // A reset still opens nothing.
+    let mut f = tcp(client(99), 1, RST);
+    assert_eq!(
+        process(&mut f, &mut t, Time::from_secs(2)),
+        Verdict::Drop(DropReason::NoConnection)
+    );
+    // Other schedulers keep IPVS's behaviour: dropped without sloppy_tcp.
+    let mut rr = tables(&config(vec![service(
+        Protocol::Tcp,
+        SchedKind::Rr,
+        &[1, 1],
+    )]));
+    let mut f = tcp(client(1), 1, ACK);
+    assert_eq!(
+        process(&mut f, &mut rr, Time::from_secs(2)),
+        Verdict::Drop(DropReason::NoConnection)
+    );
+}
+
+#[test]
+fn an_mh_real_server_out_of_service_moves_only_its_clients() {
+    let weights = [1, 2, 1, 1];
+    let mut moved = 0;
+    for c in 0..200 {
+        let before = mh_owner(&weights, &[], client(c));
+        let after = mh_owner(&weights, &[2], client(c));
+        if before == rs_mac(2) {
+            assert_ne!(
+                after,
+                rs_mac(2),
+                "client {c} leaves the server out of service"
+            );
+            moved += 1;
+        } else {
+            assert_eq!(after, before, "client {c} stays");
+        }
+    }
+    assert!(
+        (60..=100).contains(&moved),
+        "rs2 had 2/5 of 200 clients: {moved}"
+    );
+}

@@ -9,7 +9,13 @@
 //!   weight and claims one slot per `max_weight` of credit, so its share of the table is
 //!   its share of the total weight.
 //! - A server's place depends only on its address, and a client's slot only on its
-//!   address: every worker and a standby director agree.
+//!   address; servers fill the table in address order, not in the order they were
+//!   added: every worker, and every director with the same configuration, builds the
+//!   same table.
+//! - The table is built from the configured weights ([`DestView::placement_weight`]),
+//!   whatever the servers' health: a client whose server is unavailable (a failed
+//!   check, an unresolved MAC) falls back along the table to the next available one, so a
+//!   server going down or coming back moves only its own clients.
 
 use std::net::IpAddr;
 
@@ -80,14 +86,23 @@ impl Scheduler for Mh {
         let m = table_size(n);
         self.table.clear();
         self.table.resize(m, NONE);
-        // (index, weight, position, skip, credit) for the available servers
-        let mut perms: Vec<(u16, u64, usize, usize, u64)> = (0..n)
-            .filter(|&i| dests.weight(i) > 0)
+        // (index, weight, position, skip, credit) for the configured servers, in address
+        // order (the filling order decides who wins a contested slot)
+        let mut placed: Vec<usize> = (0..n).filter(|&i| dests.placement_weight(i) > 0).collect();
+        placed.sort_by_key(|&i| dests.addr(i));
+        let mut perms: Vec<(u16, u64, usize, usize, u64)> = placed
+            .into_iter()
             .map(|i| {
                 let a = u64::from(crate::hash::addr_word(dests.addr(i)));
                 let offset = reduce(mix64(a ^ OFFSET_SEED), m);
                 let skip = reduce(mix64(a ^ SKIP_SEED), m - 1) + 1;
-                (i as u16, u64::from(dests.weight(i)), offset, skip, 0)
+                (
+                    i as u16,
+                    u64::from(dests.placement_weight(i)),
+                    offset,
+                    skip,
+                    0,
+                )
             })
             .collect();
         let Some(max_w) = perms.iter().map(|p| p.1).max() else {
@@ -117,6 +132,13 @@ impl Scheduler for Mh {
     }
 
     fn pick<D: DestView + ?Sized>(&mut self, dests: &D, client: IpAddr) -> Option<usize> {
+        self.lookup(dests, client)
+    }
+}
+
+impl Mh {
+    /// [`Scheduler::pick`], which changes nothing.
+    pub fn lookup<D: DestView + ?Sized>(&self, dests: &D, client: IpAddr) -> Option<usize> {
         if self.table.is_empty() {
             return None;
         }
@@ -124,7 +146,11 @@ impl Scheduler for Mh {
         if i < dests.len() && dests.weight(i) > 0 {
             return Some(i);
         }
-        // Only reachable when weights changed without a rebuild: fall back in table order.
+        // Its server is unavailable (down, unresolved, or weights changed without a
+        // rebuild): the next available one along the table, the same on every director.
+        if !(0..dests.len()).any(|i| dests.weight(i) > 0) {
+            return None;
+        }
         let start = self.slot(client);
         (1..self.table.len())
             .map(|k| usize::from(self.table[(start + k) % self.table.len()]))
@@ -189,8 +215,102 @@ mod tests {
         );
     }
 
+    /// Real servers with a configured weight and whether they are available now.
+    struct Health(Vec<(IpAddr, u32, bool)>);
+
+    impl DestView for Health {
+        fn len(&self) -> usize {
+            self.0.len()
+        }
+        fn addr(&self, i: usize) -> IpAddr {
+            self.0[i].0
+        }
+        fn weight(&self, i: usize) -> u32 {
+            if self.0[i].2 {
+                self.0[i].1
+            } else {
+                0
+            }
+        }
+        fn placement_weight(&self, i: usize) -> u32 {
+            self.0[i].1
+        }
+        fn load(&self, _: usize) -> crate::scheduler::Load {
+            crate::scheduler::Load::default()
+        }
+    }
+
+    fn owners_of(s: &mut Mh, d: &Health, clients: &[Ipv4Addr]) -> Vec<Option<IpAddr>> {
+        clients
+            .iter()
+            .map(|&c| s.pick(d, c.into()).map(|i| d.0[i].0))
+            .collect()
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// The order in which real servers were added does not matter: every director
+        /// with the same servers and weights sends every client to the same server.
+        #[test]
+        fn the_table_does_not_depend_on_the_order_of_the_servers(
+            weights in prop::collection::vec(1u32..4, 2..12),
+            seed in any::<u64>(),
+        ) {
+            let cs = clients(5_000);
+            let servers: Vec<(IpAddr, u32, bool)> = weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| (IpAddr::from(Ipv4Addr::new(198, 18, 0, 10 + i as u8)), w, true))
+                .collect();
+            let mut shuffled = servers.clone();
+            // A deterministic shuffle from the seed.
+            let mut x = seed | 1;
+            for i in (1..shuffled.len()).rev() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+            }
+            let (a, b) = (Health(servers), Health(shuffled));
+            let (mut s, mut t) = (Mh::default(), Mh::default());
+            s.rebuild(&a);
+            t.rebuild(&b);
+            prop_assert_eq!(owners_of(&mut s, &a, &cs), owners_of(&mut t, &b, &cs));
+        }
+
+        /// A server going down moves only its own clients, spread over the others, and
+        /// coming back takes exactly them back.
+        #[test]
+        fn a_server_going_down_moves_only_its_clients(
+            n in 2usize..20,
+            down in any::<prop::sample::Index>(),
+        ) {
+            let cs = clients(10_000);
+            let mut servers: Vec<(IpAddr, u32, bool)> = (0..n)
+                .map(|i| (IpAddr::from(Ipv4Addr::new(198, 18, 1, 10 + i as u8)), 1, true))
+                .collect();
+            let mut s = Mh::default();
+            let up = Health(servers.clone());
+            s.rebuild(&up);
+            let before = owners_of(&mut s, &up, &cs);
+            let d = down.index(n);
+            servers[d].2 = false;
+            let one_down = Health(servers.clone());
+            s.rebuild(&one_down);
+            let after = owners_of(&mut s, &one_down, &cs);
+            for (b, a) in before.iter().zip(&after) {
+                if *b == Some(servers[d].0) {
+                    prop_assert!(a.is_some() && *a != *b, "its clients go elsewhere");
+                } else {
+                    prop_assert_eq!(a, b, "others stay");
+                }
+            }
+            servers[d].2 = true;
+            let back = Health(servers);
+            s.rebuild(&back);
+            prop_assert_eq!(owners_of(&mut s, &back, &cs), before);
+        }
 
         /// Removing one of N real servers moves the clients it had (about 1/N) plus at most
         /// 2% of all clients more; adding one moves at most 1/(N+1) + 2%.

@@ -35,6 +35,13 @@ pub trait DestView {
     fn addr(&self, i: usize) -> IpAddr;
     /// Effective weight; 0 takes no new connections.
     fn weight(&self, i: usize) -> u32;
+    /// The weight a consistent-hash table places the real server with: its configured
+    /// weight, whatever its health or MAC say now, so that a real server going down or
+    /// up moves only its own clients (it falls back while unavailable). By default the
+    /// effective weight.
+    fn placement_weight(&self, i: usize) -> u32 {
+        self.weight(i)
+    }
     /// Current connection counts.
     fn load(&self, i: usize) -> Load;
 }
@@ -134,6 +141,21 @@ impl AnyScheduler {
             AnyScheduler::Wlc(_) => SchedKind::Wlc,
             AnyScheduler::Sh(_) => SchedKind::Sh,
             AnyScheduler::Mh(_) => SchedKind::Mh,
+        }
+    }
+
+    /// For a consistent-hash scheduler (`mh`), its pick for `client` without changing
+    /// anything: the same on every worker and every director with the same
+    /// configuration, so it can place a flow that has no entry (a connection another
+    /// director opened, or one the full table could not record). `None` for the others.
+    pub fn consistent_pick<D: DestView + ?Sized>(
+        &self,
+        dests: &D,
+        client: IpAddr,
+    ) -> Option<Option<usize>> {
+        match self {
+            AnyScheduler::Mh(s) => Some(s.lookup(dests, client)),
+            _ => None,
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct RealNow {
     pub weight: u16,
     /// Its MAC (no new connections while unresolved).
     pub mac: Option<Mac>,
+    /// In service by its health check (or it has none).
+    pub up: bool,
     /// Its connections on this worker.
     pub load: Load,
 }
@@ -113,6 +115,7 @@ fn explain_in<A: Fam>(
                 addr: r.addr,
                 weight: r.weight,
                 mac: r.mac,
+                up: r.up,
                 load: t.loads.load(r.dest),
             })
             .collect(),

@@ -22,7 +22,7 @@ use xdpvs_dataplane::stats::TrafficTotals;
 use xdpvs_dataplane::{Config, Draining, Limits, Options, Services, SlotBook};
 use xdpvs_sched::conn::{DestRef, Listed};
 use xdpvs_sched::tcp::{State, Timeouts};
-use xdpvs_sched::{Load, Mac, RealSpec, ServiceKey, ServiceSpec};
+use xdpvs_sched::{Load, Mac, RealSpec, SchedKind, ServiceKey, ServiceSpec};
 
 use super::check::{self, CheckReport, Heard};
 use super::proto::{
@@ -211,12 +211,16 @@ pub struct Transition {
 fn effective(
     wanted: &Wanted,
     health: &HashMap<(ServiceKey, IpAddr), HealthRecord>,
-) -> Vec<ServiceSpec> {
-    wanted
+) -> (Vec<ServiceSpec>, Vec<(ServiceKey, IpAddr)>) {
+    let mut out_of_service = Vec::new();
+    let services = wanted
         .services
         .iter()
         .map(|s| {
             let mut s = s.clone();
+            // A consistent-hash table keeps a failed real server's place, so that only
+            // its clients move: it stays, out of service, whatever `on_failure` says.
+            let keeps_places = s.scheduler == SchedKind::Mh;
             s.reals.retain_mut(|r| {
                 let Some(check) = wanted.checks.get(&(s.key, r.addr)) else {
                     return true;
@@ -226,15 +230,18 @@ fn effective(
                     .is_some_and(|h| h.state == Health::Down);
                 match (down, check.on_failure) {
                     (false, _) => true,
-                    (true, OnFailure::Inhibit) => {
-                        r.weight = 0;
+                    (true, OnFailure::Remove) if !keeps_places => false,
+                    (true, _) => {
+                        out_of_service.push((s.key, r.addr));
                         true
                     }
-                    (true, OnFailure::Remove) => false,
                 }
             });
             if let Some(&sorry) = wanted.sorry.get(&s.key) {
-                let quorum = s.reals.iter().any(|r| r.weight > 0);
+                let quorum = s
+                    .reals
+                    .iter()
+                    .any(|r| r.weight > 0 && !out_of_service.contains(&(s.key, r.addr)));
                 if !quorum && !s.reals.iter().any(|r| r.addr == sorry) {
                     s.reals.push(RealSpec {
                         addr: sorry,
@@ -245,7 +252,8 @@ fn effective(
             }
             s
         })
-        .collect()
+        .collect();
+    (services, out_of_service)
 }
 
 /// The health records for `wanted`'s checks: a check that stays as it is keeps its
@@ -476,7 +484,7 @@ impl<D: Dataplane> ControlPlane<D> {
             return Err(ControlError::Fatal(why.clone()));
         }
         let health = next_health(&self.health, &self.wanted.checks, &wanted.checks);
-        let services = effective(&wanted, &health);
+        let (services, out_of_service) = effective(&wanted, &health);
         let with_macs = services
             .iter()
             .cloned()
@@ -503,6 +511,7 @@ impl<D: Dataplane> ControlPlane<D> {
             }
         }
         let mut cfg = Config::new(self.director_mac, with_macs, self.options);
+        cfg.down = out_of_service;
         cfg.draining = draining
             .iter()
             .map(|d| Draining {
@@ -837,6 +846,7 @@ impl<D: Dataplane> ControlPlane<D> {
                         addr: r.addr,
                         weight: r.weight,
                         resolved: r.mac.is_some(),
+                        up: r.up,
                         active: u64::from(r.load.active),
                         inactive: u64::from(r.load.inactive),
                     })

@@ -296,6 +296,8 @@ pub struct SchedReal {
     pub weight: u16,
     /// Whether its MAC is resolved (no new connections until it is).
     pub resolved: bool,
+    /// In service by its health check (or it has none).
+    pub up: bool,
     /// ActiveConn on this worker.
     pub active: u64,
     /// InActConn on this worker.

@@ -892,12 +892,14 @@ fn add_checked(p: &mut ControlPlane<Fake>, last: u8, check: CheckSpec) {
 }
 
 /// The compiled weight of `.last` in the snapshot in force, if it is there.
+/// The weight the workers' schedulers use for `.last` (0: out of service), if the
+/// compiled configuration has it.
 fn compiled_weight(p: &ControlPlane<Fake>, last: u8) -> Option<u16> {
     let s = &p.current().services()[p.current().find(&key()).expect("service")];
     s.reals
         .iter()
         .find(|r| r.addr == rs(last))
-        .map(|r| r.weight)
+        .map(|r| r.effective_weight() as u16)
 }
 
 #[test]
@@ -1329,4 +1331,44 @@ fn explain_answers_from_the_workers_tables_and_names_a_draining_real_server() {
         }),
         Err(ControlError::BadRequest(_))
     ));
+}
+
+#[test]
+fn an_mh_service_keeps_a_failed_real_server_in_place_out_of_service() {
+    for (sched, on_failure, kept) in [
+        (SchedKind::Mh, OnFailure::Remove, true),
+        (SchedKind::Mh, OnFailure::Inhibit, true),
+        (SchedKind::Rr, OnFailure::Remove, false),
+        (SchedKind::Rr, OnFailure::Inhibit, true),
+    ] {
+        let mut s = ServiceSpec::new(key(), sched);
+        for last in [11, 12] {
+            s.reals.push(RealSpec {
+                addr: rs(last),
+                weight: 2,
+                mac: None,
+            });
+        }
+        let mut wanted = Wanted::default();
+        wanted.services.push(s);
+        wanted.checks.insert((key(), rs(12)), checked(on_failure));
+        let mut health = HashMap::new();
+        let mut down = HealthRecord::new();
+        down.state = Health::Down;
+        health.insert((key(), rs(12)), down);
+        let (services, out) = effective(&wanted, &health);
+        let reals: Vec<(IpAddr, u16)> = services[0]
+            .reals
+            .iter()
+            .map(|r| (r.addr, r.weight))
+            .collect();
+        if kept {
+            // In place with its weight (the table keeps its slots), out of service.
+            assert_eq!(reals, [(rs(11), 2), (rs(12), 2)], "{sched} {on_failure:?}");
+            assert_eq!(out, [(key(), rs(12))]);
+        } else {
+            assert_eq!(reals, [(rs(11), 2)], "{sched} {on_failure:?}");
+            assert!(out.is_empty());
+        }
+    }
 }
