@@ -371,15 +371,8 @@ fn serve(
         }
         let worker_stats = plane.dataplane().workers.stats();
         for c in watch.conflicts_from(worker_stats.iter().map(|(_, w)| &w.conflicts)) {
-            // The real server at that MAC, by its address of the VIP's family if it has one.
-            let mut at: Vec<std::net::IpAddr> = neigh
-                .table()
-                .iter()
-                .filter(|(_, m)| **m == Some(c.mac))
-                .map(|(a, _)| *a)
-                .collect();
-            at.sort_by_key(|a| (a.is_ipv4() != c.vip.is_ipv4(), *a));
-            let host = at.first().copied();
+            let known = neigh.table().iter().map(|(&a, &m)| (a, m));
+            let host = crate::control::check::host_at(known, c.mac, c.vip);
             warn!("{}", c.message(host));
         }
         answer_scrapes(aside.scrapes, plane, &worker_stats, &watch);

@@ -299,6 +299,21 @@ fn quoted_udp_sport(q: &[u8]) -> Option<u16> {
     }
 }
 
+/// An echo reply or a port unreachable in an ICMP (`v6` false) or ICMPv6 message.
+fn icmp(m: &[u8], v6: bool) -> Option<Said> {
+    let (echo_reply, unreachable, port) = if v6 { (129, 1, 4) } else { (0, 3, 3) };
+    match (*m.first()?, *m.get(1)?) {
+        (t, 0) if t == echo_reply => Some(Said::EchoReply {
+            id: be16(m, 4)?,
+            seq: be16(m, 6)?,
+        }),
+        (t, c) if t == unreachable && c == port => Some(Said::PortUnreachable {
+            sport: quoted_udp_sport(m.get(8..)?)?,
+        }),
+        _ => None,
+    }
+}
+
 fn parse(p: &Packet) -> Option<Said> {
     match p {
         Packet::V4(b) => {
@@ -307,30 +322,12 @@ fn parse(p: &Packet) -> Option<Said> {
             let l4 = b.get(ihl..)?;
             match *b.get(9)? {
                 6 => tcp(Some(src), l4),
-                1 => match (*l4.first()?, *l4.get(1)?) {
-                    (0, 0) => Some(Said::EchoReply {
-                        id: be16(l4, 4)?,
-                        seq: be16(l4, 6)?,
-                    }),
-                    (3, 3) => Some(Said::PortUnreachable {
-                        sport: quoted_udp_sport(l4.get(8..)?)?,
-                    }),
-                    _ => None,
-                },
+                1 => icmp(l4, false),
                 _ => None,
             }
         }
         Packet::Tcp6(t) => tcp(None, t),
-        Packet::Icmp6(m) => match (*m.first()?, *m.get(1)?) {
-            (129, 0) => Some(Said::EchoReply {
-                id: be16(m, 4)?,
-                seq: be16(m, 6)?,
-            }),
-            (1, 4) => Some(Said::PortUnreachable {
-                sport: quoted_udp_sport(m.get(8..)?)?,
-            }),
-            _ => None,
-        },
+        Packet::Icmp6(m) => icmp(m, true),
     }
 }
 
@@ -420,6 +417,20 @@ pub fn resets(plan: &Plan, heard: &Heard, origin: &Origin) -> Vec<Vec<u8>> {
     out
 }
 
+/// The host among `known` (address, MAC) that is at `mac`, by its address of `vip`'s
+/// family if it has one (the lowest such address): who a claim on `vip` comes from.
+pub fn host_at(
+    known: impl IntoIterator<Item = (IpAddr, Option<Mac>)>,
+    mac: Mac,
+    vip: IpAddr,
+) -> Option<IpAddr> {
+    known
+        .into_iter()
+        .filter(|(_, m)| *m == Some(mac))
+        .map(|(a, _)| a)
+        .min_by_key(|a| (a.is_ipv4() != vip.is_ipv4(), *a))
+}
+
 /// One line of the checklist.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckItem {
@@ -464,15 +475,8 @@ pub fn report(plan: &Plan, heard: &Heard, origin: &Origin) -> CheckReport {
     let said: Vec<Said> = heard.packets.iter().filter_map(parse).collect();
     let mut items = Vec::new();
     // The real server at a MAC, by its address of the VIP's family if it has one.
-    let real_at = |mac: Mac, vip: IpAddr| {
-        let at = |t: &&Target| t.mac == Some(mac);
-        let family = |t: &&Target| t.addr.is_ipv4() == vip.is_ipv4();
-        let mut all = plan.targets.iter().filter(at);
-        all.clone()
-            .find(family)
-            .or_else(|| all.next())
-            .map(|t| t.addr)
-    };
+    let real_at =
+        |mac: Mac, vip: IpAddr| host_at(plan.targets.iter().map(|t| (t.addr, t.mac)), mac, vip);
     for (q, frame) in &plan.probes {
         let &Question::Who(vip) = q else {
             continue;
@@ -582,7 +586,7 @@ pub fn report(plan: &Plan, heard: &Heard, origin: &Origin) -> CheckReport {
             }
             match *q {
                 Question::Syn { sport, .. } => match syn_answer(plan, &said, i, sport) {
-                    Some(SynAnswer::Open { .. }) => {
+                    Some(answer) => {
                         push(
                             true,
                             format!(
@@ -590,24 +594,19 @@ pub fn report(plan: &Plan, heard: &Heard, origin: &Origin) -> CheckReport {
                             ),
                             None,
                         );
-                        push(true, format!("port {} is open (SYN-ACK)", k.port), None);
-                    }
-                    Some(SynAnswer::Reset) => {
-                        push(
-                            true,
-                            format!(
-                                "takes traffic for {vip}: a SYN sent to its MAC was answered from the VIP"
+                        match answer {
+                            SynAnswer::Open { .. } => {
+                                push(true, format!("port {} is open (SYN-ACK)", k.port), None)
+                            }
+                            SynAnswer::Reset => push(
+                                false,
+                                format!("port {} is closed: the SYN was reset", k.port),
+                                Some(format!(
+                                    "start the service on {} port {} (listening on the VIP, or on every address)",
+                                    t.addr, k.port
+                                )),
                             ),
-                            None,
-                        );
-                        push(
-                            false,
-                            format!("port {} is closed: the SYN was reset", k.port),
-                            Some(format!(
-                                "start the service on {} port {} (listening on the VIP, or on every address)",
-                                t.addr, k.port
-                            )),
-                        );
+                        }
                     }
                     None => {
                         let (ok, d, f) = no_vip("a SYN");

@@ -1215,13 +1215,7 @@ fn an_ipv6_service_is_announced_and_takes_ipv6_reals_on_the_directors_ipv6_subne
 #[test]
 fn check_probes_the_vip_and_each_real_server_and_resets_what_answered() {
     let mut p = plane(1);
-    p.execute(&Request::AddService {
-        key: key(),
-        scheduler: SchedKind::Rr,
-        persistence: None,
-        sorry: None,
-    })
-    .expect("added");
+    add_service(&mut p);
     add_real(&mut p, 11).expect("added");
     add_real(&mut p, 12).expect("added");
     p.dp.claims = vec![(VIP.into(), mac_of(12))];
@@ -1265,13 +1259,7 @@ fn check_probes_the_vip_and_each_real_server_and_resets_what_answered() {
 #[test]
 fn explain_answers_from_the_workers_tables_and_names_a_draining_real_server() {
     let mut p = plane(1);
-    p.execute(&Request::AddService {
-        key: key(),
-        scheduler: SchedKind::Rr,
-        persistence: None,
-        sorry: None,
-    })
-    .expect("added");
+    add_service(&mut p);
     add_real(&mut p, 11).expect("added");
     add_real(&mut p, 12).expect("added");
     let client: SocketAddr = (Ipv4Addr::new(198, 19, 0, 1), 4000).into();
