@@ -47,7 +47,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the director on an interface (foreground; stops on SIGINT/SIGTERM).
+    /// Run the director on an interface (foreground; stops on SIGINT, and on SIGTERM —
+    /// after draining, with --announce).
     Run(RunArgs),
     /// Build a lab in network namespaces (client, director, three real servers), run the
     /// director, configure it with ipvsadm commands and send it HTTP requests (root).
@@ -66,6 +67,10 @@ enum Command {
     /// On the director: where a client's flow to a service goes and why (its connection,
     /// its persistence template, or the scheduler's pick now), from the workers' tables.
     Explain(explain::Args),
+    /// On the director: withdraw its VIPs (`run --announce`), forward the flows that
+    /// still arrive until none has for 2 s or the grace time passes, then stop; waits
+    /// until the director has stopped.
+    Drain(DrainArgs),
     /// Print the man page (roff), e.g. `xdpvs manpage > /usr/local/share/man/man8/xdpvs.8`.
     Manpage,
     /// Print shell completions, e.g. `xdpvs completions bash > /etc/bash_completion.d/xdpvs`.
@@ -90,6 +95,17 @@ struct RunArgs {
     /// servers); read again on SIGHUP. VRRP and global sections are skipped.
     #[arg(long, value_name = "FILE", conflicts_with = "restore")]
     keepalived: Option<PathBuf>,
+}
+
+/// `xdpvs drain`'s options.
+#[derive(Debug, clap::Args)]
+struct DrainArgs {
+    /// The most seconds to forward for (default: the director's --drain-grace).
+    #[arg(long, value_name = "SECS")]
+    grace: Option<u32>,
+    /// Return at once instead of waiting for the director to stop.
+    #[arg(long)]
+    no_wait: bool,
 }
 
 /// Logs to standard error with timestamps, at info by default.
@@ -144,6 +160,7 @@ pub fn main(raw: Vec<String>) -> ExitCode {
         }
         Some(Command::Check(args)) => return check::run(&cli.socket, args),
         Some(Command::Explain(args)) => return explain::run(&cli.socket, args),
+        Some(Command::Drain(args)) => return drain(&cli.socket, args),
         Some(Command::Manpage) => manpage(),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(*shell, &mut Cli::command(), "xdpvs", &mut std::io::stdout());
@@ -179,10 +196,11 @@ fn manpage() -> anyhow::Result<()> {
 /// `xdpvs run`: the director until SIGINT or SIGTERM.
 fn run(args: &RunArgs, cli: &Cli) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
+    let term = Arc::new(AtomicBool::new(false));
     let hup = Arc::new(AtomicBool::new(false));
     let signals = [
         (signal_hook::consts::SIGINT, &stop),
-        (signal_hook::consts::SIGTERM, &stop),
+        (signal_hook::consts::SIGTERM, &term),
         (signal_hook::consts::SIGHUP, &hup),
     ];
     for (sig, flag) in signals {
@@ -217,10 +235,48 @@ fn run(args: &RunArgs, cli: &Cli) -> anyhow::Result<()> {
         (None, None) => None,
     };
     // The director's errors say everything in their one line (their sources are in it).
-    xdpvs_director::run(&args.opts, &cli.socket, &stop, source)
+    let stop = xdpvs_director::Stop {
+        now: &stop,
+        drain: &term,
+    };
+    xdpvs_director::run(&args.opts, &cli.socket, stop, source)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `xdpvs drain`: asks the director to drain, then (unless `--no-wait`) waits until its
+/// control socket stops answering.
+fn drain(socket: &std::path::Path, args: &DrainArgs) -> ExitCode {
+    let (announced, grace_s) = match ask_at(socket, &Request::Drain { grace: args.grace }) {
+        Ok(Reply::Draining { announced, grace_s }) => (announced, grace_s),
+        Ok(other) => return fail(format!("unexpected answer: {other:?}"), 1),
+        Err(code) => return code,
+    };
+    if announced {
+        println!("draining: VIPs withdrawn; forwarding until no flow has arrived for 2 s, {grace_s} s at most");
+    } else {
+        println!("draining (the director does not --announce: nothing withdrawn); forwarding until no flow has arrived for 2 s, {grace_s} s at most");
+    }
+    if args.no_wait {
+        return ExitCode::SUCCESS;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(grace_s + 15);
+    while std::time::Instant::now() < deadline {
+        if std::os::unix::net::UnixStream::connect(socket).is_err() {
+            println!("stopped");
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    fail(
+        format!(
+            "the director still answers at {} {} s after draining began",
+            socket.display(),
+            grace_s + 15
+        ),
+        1,
+    )
 }
 
 /// Says what went wrong, as one line, with ipvsadm's exit status for it.

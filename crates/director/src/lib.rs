@@ -1,5 +1,7 @@
 //! The xdpvs director runtime: everything `xdpvs run` does around the packet core.
 //!
+//! - [`announce`]: `run --announce`: the VIPs as addresses for a routing daemon (ECMP), and
+//!   the nftables guard for when the director is gone.
 //! - [`setup`]: interface facts, capabilities, the XDP program, one AF_XDP socket per queue.
 //! - [`workers`]: one pinned worker thread per queue, supervised; the live dataplane the
 //!   control plane configures.
@@ -14,6 +16,7 @@
 //!   serve, stop, tear down.
 #![forbid(unsafe_code)]
 
+pub mod announce;
 pub mod control;
 pub mod health;
 pub mod iface;
@@ -28,4 +31,4 @@ pub mod watch;
 pub mod workers;
 
 pub use options::RunOptions;
-pub use run::{run, RunError, Source};
+pub use run::{run, RunError, Source, Stop};

@@ -189,7 +189,7 @@ impl Neighbours {
 }
 
 /// The netlink messages in one datagram (unreadable ones are skipped).
-fn messages(mut bytes: &[u8]) -> Vec<NetlinkMessage<RouteNetlinkMessage>> {
+pub(crate) fn messages(mut bytes: &[u8]) -> Vec<NetlinkMessage<RouteNetlinkMessage>> {
     let mut out = Vec::new();
     while bytes.len() >= 16 {
         let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) else {

@@ -65,4 +65,17 @@ pub struct RunOptions {
     /// 127.0.0.1:9100), from a thread off the workers' cores. Default: no metrics.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Scale-out behind ECMP routers: keep, as /32 (/128) addresses on IFACE, every VIP
+    /// with a real server in service, for a routing daemon to announce (BIRD `protocol
+    /// direct`, FRR `redistribute connected`). The addresses live 4 s unless renewed, so
+    /// a director that dies stops attracting traffic on its own; an nftables rule keeps
+    /// its kernel from answering the VIPs meanwhile. IFACE is created as a dummy
+    /// interface if it does not exist. SIGTERM then drains (see `xdpvs drain`).
+    #[arg(long, value_name = "IFACE")]
+    pub announce: Option<String>,
+    /// Draining (SIGTERM with --announce, `xdpvs drain`): the most seconds the director
+    /// forwards the flows that still arrive after withdrawing its VIPs; it stops sooner,
+    /// once none has arrived for 2 s.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub drain_grace: u64,
 }

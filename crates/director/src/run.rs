@@ -57,6 +57,20 @@ pub enum RunError {
     /// A worker thread ended on its own.
     #[error("worker {0} stopped unexpectedly")]
     WorkerDied(usize),
+    /// `--announce` could not start.
+    #[error(transparent)]
+    Announce(#[from] crate::announce::AnnounceError),
+}
+
+/// What makes the director stop: `stop` at once (SIGINT), `drain` after draining
+/// (SIGTERM, or `xdpvs drain` on the control socket).
+#[derive(Debug, Clone, Copy)]
+pub struct Stop<'a> {
+    /// Stop now: VIPs withdrawn, XDP program detached, workers stopped.
+    pub now: &'a AtomicBool,
+    /// Drain first (with `--announce`; without it, the same as `now`): withdraw the
+    /// VIPs, forward until the flows go idle or `--drain-grace` passes, then stop.
+    pub drain: &'a AtomicBool,
 }
 
 /// Where the director's configuration comes from at start and on SIGHUP: a file read
@@ -76,7 +90,7 @@ impl std::fmt::Debug for Source<'_> {
     }
 }
 
-/// Runs the director until `stop` is raised (SIGINT/SIGTERM set it) or it fails.
+/// Runs the director until `stop` says so (SIGINT/SIGTERM set it) or it fails.
 /// `source`, if any, is read and applied before the control socket serves anyone; if
 /// that fails, the director does not start. On SIGHUP it is read again and applied as
 /// one change (a clear and the file's table: real servers and checks that stay as they
@@ -84,7 +98,7 @@ impl std::fmt::Debug for Source<'_> {
 pub fn run(
     opts: &RunOptions,
     socket: &Path,
-    stop: &AtomicBool,
+    stop: Stop<'_>,
     source: Option<Source<'_>>,
 ) -> Result<(), RunError> {
     let initial = match &source {
@@ -108,6 +122,11 @@ pub fn run(
             xdpvs_dataplane::sys::xsk::MAX_RX_FRAME
         );
     }
+    let mut announcer = opts
+        .announce
+        .as_deref()
+        .map(crate::announce::Announcer::start)
+        .transpose()?;
     let control = ControlSocket::bind(socket)?;
     let limits = Limits {
         conn_capacity: opts.conn_capacity,
@@ -218,10 +237,12 @@ pub fn run(
                         &mut plane,
                         &control,
                         &mut neighbours,
-                        &Aside {
+                        &mut Aside {
                             checker: &checker,
                             scrapes: &scrapes,
                             iface: &ifc.name,
+                            announcer: announcer.as_mut(),
+                            grace: Duration::from_secs(opts.drain_grace),
                         },
                         stop,
                         source.as_ref(),
@@ -235,8 +256,12 @@ pub fn run(
         }
     };
 
-    // Teardown: the XDP program first (traffic goes back to the kernel), then the workers.
+    // Teardown: the VIPs withdrawn, then the XDP program (traffic goes back to the
+    // kernel), then the workers; the nftables guard last.
     info!("stopping");
+    if let Some(a) = announcer.as_mut() {
+        a.withdraw();
+    }
     let Live {
         workers,
         mut steering,
@@ -248,6 +273,7 @@ pub fn run(
         "frames: {} received, {} transmitted, {} dropped, {} unhandled; XDP program detached",
         t.rx, t.tx, t.dropped, t.unhandled
     );
+    drop(announcer);
     drop(control);
     match failure {
         Some(e) => Err(e),
@@ -261,8 +287,8 @@ fn serve(
     plane: &mut ControlPlane<Live>,
     control: &ControlSocket,
     neigh: &mut Neighbours,
-    aside: &Aside<'_>,
-    stop: &AtomicBool,
+    aside: &mut Aside<'_>,
+    stop: Stop<'_>,
     source: Option<&Source<'_>>,
     mut auto: Option<&mut crate::placement::AutoPoll>,
 ) -> Option<RunError> {
@@ -278,8 +304,22 @@ fn serve(
     // table. A failed apply is tried again at the next turn.
     let mut learn = true;
     let mut next_sample = Instant::now() + crate::control::stats::SAMPLE_EVERY;
-    while !stop.load(Relaxed) {
-        match control.serve_one(|req, pieces| plane.execute_pieced(&req, &mut |p| pieces.send(p))) {
+    // What is announced is worked out again after every change applied.
+    let mut announced_of = u64::MAX;
+    let mut drain: Option<Drain> = None;
+    while !stop.now.load(Relaxed) {
+        let mut asked_to_drain = None;
+        match control.serve_one(|req, pieces| match req {
+            Request::Drain { grace } => {
+                let grace = grace.map_or(aside.grace, |g| Duration::from_secs(g.into()));
+                asked_to_drain = Some(grace);
+                Ok(crate::control::proto::Reply::Draining {
+                    announced: aside.announcer.is_some(),
+                    grace_s: grace.as_secs(),
+                })
+            }
+            _ => plane.execute_pieced(&req, &mut |p| pieces.send(p)),
+        }) {
             Ok(served) => {
                 learn |= served;
                 if !served {
@@ -370,6 +410,7 @@ fn serve(
             checker.set(plane.check_targets());
         }
         let worker_stats = plane.dataplane().workers.stats();
+        let forwarded: u64 = worker_stats.iter().map(|(_, w)| w.tx.get()).sum();
         for c in watch.conflicts_from(worker_stats.iter().map(|(_, w)| &w.conflicts)) {
             let known = neigh.table().iter().map(|(&a, &m)| (a, m));
             let host = crate::control::check::host_at(known, c.mac, c.vip);
@@ -390,8 +431,92 @@ fn serve(
             error!("worker {i} stopped unexpectedly");
             return Some(RunError::WorkerDied(i));
         }
+        if stop.drain.swap(false, Relaxed) && drain.is_none() {
+            match aside.announcer {
+                // Nothing attracts traffic elsewhere: SIGTERM stops at once, as before.
+                None => return None,
+                Some(_) => asked_to_drain = Some(aside.grace),
+            }
+        }
+        if let (Some(grace), None) = (asked_to_drain, &drain) {
+            match aside.announcer.as_deref_mut() {
+                Some(a) => {
+                    a.withdraw();
+                    info!(
+                        "draining: VIPs withdrawn; forwarding the flows that still arrive until none has for {} s, {} s at most",
+                        DRAIN_IDLE.as_secs(),
+                        grace.as_secs()
+                    );
+                }
+                None => info!(
+                    "draining without --announce: nothing to withdraw; forwarding until no flow has arrived for {} s, {} s at most",
+                    DRAIN_IDLE.as_secs(),
+                    grace.as_secs()
+                ),
+            }
+            drain = Some(Drain::new(now, grace, forwarded));
+        } else if let Some(a) = aside.announcer.as_deref_mut().filter(|_| drain.is_none()) {
+            if plane.applied() != announced_of {
+                announced_of = plane.applied();
+                a.set(plane.vips());
+            }
+        }
+        if let Some(d) = drain.as_mut() {
+            if let Some(why) = d.done(now, forwarded) {
+                info!("drained: {why}");
+                return None;
+            }
+        }
     }
     None
+}
+
+/// How long no frame may have been forwarded for a drain to end.
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
+
+/// A drain under way: it ends when nothing was forwarded for [`DRAIN_IDLE`] (and at
+/// least that long after it began: routers take a moment to follow the withdrawal), or
+/// when the grace time is up.
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    since: Instant,
+    grace: Duration,
+    forwarded: u64,
+    last_forward: Instant,
+}
+
+impl Drain {
+    fn new(now: Instant, grace: Duration, forwarded: u64) -> Drain {
+        Drain {
+            since: now,
+            grace,
+            forwarded,
+            last_forward: now,
+        }
+    }
+
+    /// Whether the drain is over at `now`, the workers having forwarded `forwarded`
+    /// frames in all: why, if so.
+    fn done(&mut self, now: Instant, forwarded: u64) -> Option<String> {
+        if forwarded != self.forwarded {
+            self.forwarded = forwarded;
+            self.last_forward = now;
+        }
+        if now.duration_since(self.last_forward) >= DRAIN_IDLE {
+            return Some(format!(
+                "no frame forwarded for {} s ({:.1} s after the drain began)",
+                DRAIN_IDLE.as_secs(),
+                now.duration_since(self.since).as_secs_f64()
+            ));
+        }
+        if now.duration_since(self.since) >= self.grace {
+            return Some(format!(
+                "the grace time of {} s is up (flows still arriving)",
+                self.grace.as_secs()
+            ));
+        }
+        None
+    }
 }
 
 /// What runs beside the workers and the control loop: health checks, metrics scrapes.
@@ -400,6 +525,10 @@ struct Aside<'a> {
     scrapes: &'a crossbeam_channel::Receiver<Scrape>,
     /// The interface's name, for messages.
     iface: &'a str,
+    /// `--announce`'s thread, if any.
+    announcer: Option<&'a mut crate::announce::Announcer>,
+    /// `--drain-grace`.
+    grace: Duration,
 }
 
 /// A polling policy as `--poll` spells it.
@@ -443,3 +572,32 @@ const PROBE_UNRESOLVED: Duration = Duration::from_millis(500);
 const PROBE_ALL: Duration = Duration::from_secs(30);
 /// How often the director asks who has each VIP (any answer but its own is a conflict).
 const VIP_PROBE: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drain_ends_when_forwarding_stops_or_the_grace_is_up() {
+        let t0 = Instant::now();
+        let s = |secs: f64| t0 + Duration::from_secs_f64(secs);
+        // Frames keep coming for 3 s after the withdrawal, then none.
+        let mut d = Drain::new(t0, Duration::from_secs(30), 100);
+        assert_eq!(d.done(s(1.0), 150), None);
+        assert_eq!(d.done(s(3.0), 170), None);
+        assert_eq!(d.done(s(4.9), 170), None, "idle for 1.9 s only");
+        let why = d.done(s(5.0), 170).expect("idle for 2 s");
+        assert!(why.contains("no frame forwarded"), "{why}");
+        // Nothing at all arrives: it still waits DRAIN_IDLE for the routers.
+        let mut d = Drain::new(t0, Duration::from_secs(30), 7);
+        assert_eq!(d.done(s(1.5), 7), None);
+        assert!(d.done(s(2.0), 7).is_some());
+        // Flows never go idle: the grace time ends it.
+        let mut d = Drain::new(t0, Duration::from_secs(5), 0);
+        for i in 1..50u64 {
+            assert_eq!(d.done(s(i as f64 * 0.1), i), None);
+        }
+        let why = d.done(s(5.0), 51).expect("grace up");
+        assert!(why.contains("grace time of 5 s"), "{why}");
+    }
+}

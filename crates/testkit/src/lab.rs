@@ -211,6 +211,29 @@ pub fn available() -> Result<(), String> {
 
 pub use crate::is_root;
 
+/// A fresh lab's namespace prefix, `xv<pid>l<n>`, once the namespaces of labs whose
+/// process is gone are deleted.
+fn new_prefix() -> String {
+    remove_stale();
+    format!(
+        "xv{}l{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Starts a long-running command in `ns`, its output discarded.
+fn spawn_in(ns: &str, args: &[&str]) -> Result<Child> {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .doing(|| format!("starting {} in {ns}", args[0]))
+}
+
 /// Deletes namespaces left by labs whose process is gone.
 fn remove_stale() {
     let Ok(out) = ip(&["netns", "list"]) else {
@@ -235,12 +258,7 @@ fn remove_stale() {
 impl Lab {
     /// Builds a lab; `exe` is the xdpvs binary used for the director and its commands.
     pub fn up(exe: &Path, spec: LabSpec) -> Result<Lab> {
-        remove_stale();
-        let prefix = format!(
-            "xv{}l{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let prefix = new_prefix();
         let mut lab = Lab {
             socket: std::env::temp_dir().join(format!("{prefix}.sock")),
             prefix,
@@ -451,14 +469,7 @@ impl Lab {
 
     /// Starts a long-running command in `ns`, killed when the lab is dropped.
     pub fn spawn(&mut self, ns: &str, args: &[&str]) -> Result<()> {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .doing(|| format!("starting {} in {ns}", args[0]))?;
+        let child = spawn_in(ns, args)?;
         self.children.push((ns.to_string(), child));
         Ok(())
     }
@@ -650,3 +661,5 @@ impl Drop for Lab {
         self.down();
     }
 }
+
+pub mod ecmp;

@@ -375,6 +375,26 @@ impl<D: Dataplane> ControlPlane<D> {
         v
     }
 
+    /// Every VIP of the configuration, and those with a real server in service (weight
+    /// above 0, its check passing, its MAC known; a sorry server in force counts): what
+    /// `run --announce` guards and announces.
+    pub fn vips(&self) -> crate::announce::Wanted {
+        let (services, out_of_service) = effective(&self.wanted, &self.health);
+        let mut w = crate::announce::Wanted::default();
+        for s in &services {
+            w.configured.insert(s.key.vip);
+            let serves = s.reals.iter().any(|r| {
+                r.weight > 0
+                    && !out_of_service.contains(&(s.key, r.addr))
+                    && self.macs.contains_key(&r.addr)
+            });
+            if serves {
+                w.in_service.insert(s.key.vip);
+            }
+        }
+        w
+    }
+
     /// Real servers whose MAC is not known.
     pub fn unresolved(&self) -> Vec<IpAddr> {
         self.real_addrs()
@@ -1088,6 +1108,7 @@ impl<D: Dataplane> ControlPlane<D> {
             | Request::Connections
             | Request::Check
             | Request::Explain { .. }
+            | Request::Drain { .. }
             | Request::SetTimeouts(_)
             | Request::Batch(_) => {
                 return Err(ControlError::NotInBatch(format!("{req:?}")));

@@ -112,6 +112,13 @@ pub enum Request {
         /// The client's address and port.
         client: std::net::SocketAddr,
     },
+    /// `xdpvs drain`: withdraw the VIPs (`run --announce`), forward the flows that still
+    /// arrive until they go idle or the grace time passes, then stop. Answered by the
+    /// running director's control loop at once, with [`Reply::Draining`].
+    Drain {
+        /// Seconds to forward at most (default: the director's `--drain-grace`).
+        grace: Option<u32>,
+    },
 }
 
 /// What `-e` does to a real server's health check.
@@ -267,6 +274,13 @@ pub enum Reply {
     Check(super::check::CheckReport),
     /// Where a flow goes, and why.
     Explain(Explanation),
+    /// The director drains, then stops.
+    Draining {
+        /// Whether it withdrew VIPs (it runs with `--announce`).
+        announced: bool,
+        /// The most it forwards for, in seconds.
+        grace_s: u64,
+    },
 }
 
 /// Why a worker sends a flow where it does (`xdpvs explain`).

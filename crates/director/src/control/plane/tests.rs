@@ -1360,3 +1360,38 @@ fn an_mh_service_keeps_a_failed_real_server_in_place_out_of_service() {
         }
     }
 }
+
+#[test]
+fn a_vip_is_announced_while_a_real_server_is_in_service() {
+    let mut p = plane(1);
+    let vip: IpAddr = VIP.into();
+    add_service(&mut p);
+    let w = p.vips();
+    assert!(
+        w.configured.contains(&vip) && w.in_service.is_empty(),
+        "{w:?}"
+    );
+    // A real server whose MAC is unknown takes no traffic: nothing to announce yet.
+    p.execute(&Request::AddReal {
+        key: key(),
+        addr: rs(12),
+        weight: 1,
+        check: None,
+    })
+    .expect("added");
+    assert!(p.vips().in_service.is_empty());
+    add_real(&mut p, 11).expect("added");
+    assert!(p.vips().in_service.contains(&vip));
+    // Quiescent: no new connections, so no new clients should be attracted.
+    p.execute(&Request::EditReal {
+        key: key(),
+        addr: rs(11),
+        weight: 0,
+        check: CheckEdit::Keep,
+    })
+    .expect("edited");
+    assert!(p.vips().in_service.is_empty());
+    p.execute(&Request::DeleteService { key: key() })
+        .expect("deleted");
+    assert_eq!(p.vips(), crate::announce::Wanted::default());
+}
