@@ -2501,3 +2501,101 @@ fn explain_agrees_with_where_the_traffic_goes() {
         lab.director_log()
     );
 }
+
+/// `run --announce`: both families' VIPs kept on the interface with a short lifetime
+/// while in service, guarded by the nftables table, withdrawn one by one, and all gone
+/// at a clean stop (SIGTERM drains first).
+#[test]
+fn announced_vips_of_both_families_live_on_the_interface_while_in_service() {
+    if let Err(why) = lab::available() {
+        eprintln!("SKIP end-to-end test: {why}");
+        return;
+    }
+    if xdpvs_testkit::lab::ecmp::available().is_err() {
+        eprintln!("SKIP end-to-end test: nft is not installed (bash .ci/setup installs it)");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let spec = LabSpec {
+        ipv6: true,
+        reals: 1,
+        ..LabSpec::default()
+    };
+    let mut lab = Lab::up(Path::new(env!("CARGO_BIN_EXE_xdpvs")), spec).expect("lab builds");
+    let d = lab.ns("d");
+    lab.sh(&d, "ip link add ifb0 type ifb").expect("ifb");
+    lab.start_director(&["--announce", "ifb0"])
+        .expect("director starts");
+    for c in [
+        "-A -t [2001:2::100]:80 -s mh",
+        "-a -t [2001:2::100]:80 -r 2001:2::11 -g",
+        "-A -t 198.18.0.100:80 -s mh",
+        "-a -t 198.18.0.100:80 -r 198.18.0.11 -g",
+    ] {
+        x(&lab, c);
+    }
+    lab.wait_resolved().expect("resolved");
+    let addrs = |lab: &Lab| {
+        String::from_utf8_lossy(&lab.sh(&d, "ip addr show dev ifb0").expect("ip").stdout)
+            .into_owned()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !(addrs(&lab).contains("198.18.0.100/32") && addrs(&lab).contains("2001:2::100/128")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}\n{}",
+            addrs(&lab),
+            lab.director_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Short-lived: never `forever`, at most 4 s left.
+    let shown = addrs(&lab);
+    for line in shown.lines().filter(|l| l.contains("valid_lft")) {
+        if line.contains("forever") {
+            continue; // the link-local address
+        }
+        let secs: u32 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.strip_suffix("sec"))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(secs <= 4, "{line}");
+    }
+    assert_eq!(shown.matches("dynamic").count(), 2, "{shown}");
+    let table = lab
+        .sh(&d, "nft list table inet xdpvs")
+        .expect("the guard exists");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("198.18.0.100") && table.contains("2001:2::100"),
+        "{table}"
+    );
+    // Traffic the director forwards never meets the guard.
+    assert_eq!(get(&lab), "rs1");
+    let v6 = lab
+        .curl("http://[2001:2::100]/")
+        .expect("IPv6 through the director");
+    assert_eq!(v6, "rs1");
+    // The IPv6 service gone: its /128 is withdrawn, the IPv4 VIP stays.
+    x(&lab, "-D -t [2001:2::100]:80");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let shown = addrs(&lab);
+    assert!(
+        !shown.contains("2001:2::100") && shown.contains("198.18.0.100/32"),
+        "{shown}"
+    );
+    let status = lab.stop_director("TERM").expect("stops");
+    assert!(status.success(), "{status}\n{}", lab.director_log());
+    assert!(
+        lab.director_log().contains("drained:"),
+        "{}",
+        lab.director_log()
+    );
+    assert!(!addrs(&lab).contains("198.18.0.100"), "{}", addrs(&lab));
+    assert!(
+        lab.sh(&d, "nft list table inet xdpvs").is_err(),
+        "a clean stop removes the guard"
+    );
+}
