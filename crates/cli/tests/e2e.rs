@@ -2524,7 +2524,7 @@ fn announced_vips_of_both_families_live_on_the_interface_while_in_service() {
     let mut lab = Lab::up(Path::new(env!("CARGO_BIN_EXE_xdpvs")), spec).expect("lab builds");
     let d = lab.ns("d");
     lab.sh(&d, "ip link add ifb0 type ifb").expect("ifb");
-    lab.start_director(&["--announce", "ifb0"])
+    lab.start_director(&["--announce", "ifb0", "--metrics", "198.18.0.1:9100"])
         .expect("director starts");
     for c in [
         "-A -t [2001:2::100]:80 -s mh",
@@ -2578,6 +2578,31 @@ fn announced_vips_of_both_families_live_on_the_interface_while_in_service() {
         .curl("http://[2001:2::100]/")
         .expect("IPv6 through the director");
     assert_eq!(v6, "rs1");
+    let (m, text) = scrape(&lab);
+    for vip in ["198.18.0.100", "2001:2::100"] {
+        assert_eq!(
+            metric(&m, "xdpvs_vip_announced", &[("vip", vip)]),
+            1.0,
+            "{text}"
+        );
+    }
+    // Quiesced: withdrawn (and said so in the metrics), back at weight 1.
+    x(&lab, "-e -t 198.18.0.100:80 -r 198.18.0.11 -g -w 0");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!addrs(&lab).contains("198.18.0.100/32"), "{}", addrs(&lab));
+    let (m, text) = scrape(&lab);
+    assert_eq!(
+        metric(&m, "xdpvs_vip_announced", &[("vip", "198.18.0.100")]),
+        0.0,
+        "{text}"
+    );
+    assert!(
+        text.contains("xdpvs_vip_announced{vip=\"198.18.0.100\"} 0"),
+        "{text}"
+    );
+    x(&lab, "-e -t 198.18.0.100:80 -r 198.18.0.11 -g -w 1");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(addrs(&lab).contains("198.18.0.100/32"), "{}", addrs(&lab));
     // The IPv6 service gone: its /128 is withdrawn, the IPv4 VIP stays.
     x(&lab, "-D -t [2001:2::100]:80");
     std::thread::sleep(std::time::Duration::from_millis(300));

@@ -174,6 +174,11 @@ struct ConflictLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VipLabels {
+    vip: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MoveLabels {
     real: String,
 }
@@ -541,6 +546,18 @@ pub fn render<D: Dataplane>(
                 real: a.to_string(),
             })
             .inc_by(n);
+    }
+    if let Some(vips) = watch.announced() {
+        let announced = gauge::<VipLabels>(
+            &mut reg,
+            "vip_announced",
+            "With run --announce: 1 while the VIP is kept on the announce interface (a real server in service, not draining), 0 when withdrawn.",
+        );
+        for (v, &on) in vips {
+            announced
+                .get_or_create(&VipLabels { vip: v.to_string() })
+                .set(i64::from(on));
+        }
     }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &reg)

@@ -442,6 +442,8 @@ fn serve(
             match aside.announcer.as_deref_mut() {
                 Some(a) => {
                     a.withdraw();
+                    let w = plane.vips();
+                    watch.set_announced(&w.configured, &Default::default());
                     info!(
                         "draining: VIPs withdrawn; forwarding the flows that still arrive until none has for {} s, {} s at most",
                         DRAIN_IDLE.as_secs(),
@@ -458,7 +460,9 @@ fn serve(
         } else if let Some(a) = aside.announcer.as_deref_mut().filter(|_| drain.is_none()) {
             if plane.applied() != announced_of {
                 announced_of = plane.applied();
-                a.set(plane.vips());
+                let w = plane.vips();
+                watch.set_announced(&w.configured, &w.in_service);
+                a.set(w);
             }
         }
         if let Some(d) = drain.as_mut() {

@@ -23,6 +23,8 @@ pub struct Watch {
     moves_said: std::collections::HashSet<(IpAddr, Mac, Mac)>,
     /// Real servers unresolved, since when, and whether that was said.
     unresolved: HashMap<IpAddr, (Instant, bool)>,
+    /// With `run --announce`: every configured VIP, and whether it is announced now.
+    announced: Option<BTreeMap<IpAddr, bool>>,
 }
 
 /// How long a real server may stay unresolved before the director says so.
@@ -136,6 +138,26 @@ impl Watch {
             to: mac,
         };
         self.moves_said.insert((addr, from, mac)).then_some(m)
+    }
+
+    /// Takes in what `--announce` keeps now: `in_service` announced, the rest of
+    /// `configured` withdrawn.
+    pub fn set_announced(
+        &mut self,
+        configured: &std::collections::BTreeSet<IpAddr>,
+        in_service: &std::collections::BTreeSet<IpAddr>,
+    ) {
+        self.announced = Some(
+            configured
+                .union(in_service)
+                .map(|&v| (v, in_service.contains(&v)))
+                .collect(),
+        );
+    }
+
+    /// With `run --announce`: each configured VIP and whether it is announced.
+    pub fn announced(&self) -> Option<&BTreeMap<IpAddr, bool>> {
+        self.announced.as_ref()
     }
 
     /// MAC changes seen, by real server.
