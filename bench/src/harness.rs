@@ -739,19 +739,39 @@ impl Bench {
 
     /// Starts `v` (a director with a table of `capacity` entries) and, for a director,
     /// opens `warm` flows first.
+    /// xdpvs's command line in a trial. Default flags (the headline): only the placement
+    /// and the table size, busy polling when `--napi busy-poll` asks for it, `extra`;
+    /// then `--director-arg`s (tuning, for comparisons).
+    fn director_args(
+        &self,
+        queues: u32,
+        cores: &str,
+        capacity: usize,
+        extra: &[&str],
+    ) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "--queues".into(),
+            queues.to_string(),
+            "--cores".into(),
+            cores.into(),
+            "--conn-capacity".into(),
+            capacity.to_string(),
+        ];
+        if self.opts.napi == NapiMode::BusyPoll {
+            args.extend(["--busy-poll".into(), BUSY_POLL_USECS.into()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(self.opts.director_args.iter().cloned());
+        args
+    }
+
     fn activate_with(&mut self, v: Variant, capacity: usize, warm: Option<u32>) -> Result<Active> {
         let ns = self.lab.ns("d");
         let core = self.opts.director_core.to_string();
         let active = match v {
             Variant::Xdpvs | Variant::XdpvsChecks => {
-                let cap = capacity.to_string();
-                // Default flags (the headline): only the placement and the table size;
-                // `--director-arg` adds tuning for comparisons.
-                let mut args = vec!["--queues", "1", "--cores", &core, "--conn-capacity", &cap];
-                if self.opts.napi == NapiMode::BusyPoll {
-                    args.extend(["--busy-poll", BUSY_POLL_USECS]);
-                }
-                args.extend(self.opts.director_args.iter().map(|s| s.as_str()));
+                let args = self.director_args(1, &core, capacity, &[]);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 self.lab.start_director(&args)?;
                 self.configure_services()?;
                 if v == Variant::XdpvsChecks {
@@ -952,19 +972,9 @@ impl Bench {
         dur: Duration,
     ) -> Result<(Trial, Vec<u64>)> {
         set_queues(&self.lab, queues)?;
-        let cap = (flows as usize * 2).max(1 << 16).to_string();
-        let q = queues.to_string();
-        let mut args = vec![
-            "--queues",
-            &q,
-            "--cores",
-            cores,
-            "--conn-capacity",
-            &cap,
-            "--metrics",
-            MQ_METRICS,
-        ];
-        args.extend(self.opts.director_args.iter().map(|s| s.as_str()));
+        let cap = (flows as usize * 2).max(1 << 16);
+        let args = self.director_args(queues, cores, cap, &["--metrics", MQ_METRICS]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.lab.start_director(&args)?;
         let result = (|| -> Result<(Trial, Vec<u64>)> {
             self.configure_services()?;
