@@ -26,14 +26,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL,
-    NLM_F_REPLACE, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, CacheInfo};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use netlink_sys::Socket;
 use tracing::{info, warn};
 
 /// Seconds an announced address lives unless renewed.
@@ -167,7 +164,6 @@ enum Msg {
 pub struct Announcer {
     tx: Option<Sender<Msg>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    last: Wanted,
     withdrawn: bool,
 }
 
@@ -189,18 +185,15 @@ impl Announcer {
         Ok(Announcer {
             tx: Some(tx),
             thread: Some(thread),
-            last: Wanted::default(),
             withdrawn: false,
         })
     }
 
-    /// Announces `w.in_service`, guards `w.configured` (no-op when unchanged; nothing
-    /// once withdrawn).
+    /// Announces `w.in_service`, guards `w.configured` (nothing once withdrawn).
     pub fn set(&mut self, w: Wanted) {
-        if self.withdrawn || w == self.last {
+        if self.withdrawn {
             return;
         }
-        self.last = w.clone();
         if let Some(tx) = &self.tx {
             let _ = tx.send(Msg::Set(w));
         }
@@ -254,10 +247,8 @@ impl Link {
                 source,
             }
         };
-        let mut sock = Socket::new(NETLINK_ROUTE).map_err(err("socket"))?;
-        sock.bind_auto().map_err(err("bind"))?;
-        sock.connect(&SocketAddr::new(0, 0))
-            .map_err(err("connect"))?;
+        let sock =
+            crate::neighbours::request_socket().map_err(|(what, source)| err(what)(source))?;
         let mut link = Link {
             iface: iface.to_string(),
             ifindex: 0,
@@ -300,14 +291,10 @@ impl Link {
     /// Sends one request and waits for the kernel's acknowledgement.
     fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
-        let mut hdr = NetlinkHeader::default();
-        hdr.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        hdr.sequence_number = self.seq;
-        let mut req = NetlinkMessage::new(hdr, NetlinkPayload::from(msg));
-        req.finalize();
-        let mut out = vec![0; req.header.length as usize];
-        req.serialize(&mut out);
-        self.sock.send(&out, 0)?;
+        self.sock.send(
+            &crate::neighbours::encode(msg, NLM_F_ACK | flags, self.seq),
+            0,
+        )?;
         loop {
             let n = self.sock.recv(&mut &mut self.buf[..], 0)?;
             if n == 0 {
@@ -421,12 +408,8 @@ mod tests {
         assert_eq!(m.header.family, AddressFamily::Inet6);
         assert_eq!(m.header.prefix_len, 128);
         // It serializes (the kernel gets what we built).
-        let mut msg = NetlinkMessage::new(
-            NetlinkHeader::default(),
-            NetlinkPayload::from(RouteNetlinkMessage::NewAddress(m)),
-        );
-        msg.finalize();
-        assert!(msg.header.length > 40);
+        let bytes = crate::neighbours::encode(RouteNetlinkMessage::NewAddress(m), 0, 1);
+        assert!(bytes.len() > 40);
     }
 
     #[test]

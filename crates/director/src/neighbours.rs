@@ -206,23 +206,38 @@ pub(crate) fn messages(mut bytes: &[u8]) -> Vec<NetlinkMessage<RouteNetlinkMessa
     out
 }
 
+/// An rtnetlink socket for requests to the kernel: bound, connected to it. Which call
+/// failed, if one did.
+pub(crate) fn request_socket() -> Result<Socket, (&'static str, io::Error)> {
+    let mut s = Socket::new(NETLINK_ROUTE).map_err(|e| ("socket", e))?;
+    s.bind_auto().map_err(|e| ("bind", e))?;
+    s.connect(&SocketAddr::new(0, 0))
+        .map_err(|e| ("connect", e))?;
+    Ok(s)
+}
+
+/// The bytes of one rtnetlink request with `flags` (besides `NLM_F_REQUEST`) and
+/// sequence number `seq`.
+pub(crate) fn encode(request: RouteNetlinkMessage, flags: u16, seq: u32) -> Vec<u8> {
+    let mut hdr = NetlinkHeader::default();
+    hdr.flags = NLM_F_REQUEST | flags;
+    hdr.sequence_number = seq;
+    let mut req = NetlinkMessage::new(hdr, NetlinkPayload::from(request));
+    req.finalize();
+    let mut out = vec![0; req.header.length as usize];
+    req.serialize(&mut out);
+    out
+}
+
 /// Sends one rtnetlink dump request and hands every message of the answer to `each`.
 fn dump(
     request: RouteNetlinkMessage,
     buf: &mut [u8],
     mut each: impl FnMut(RouteNetlinkMessage),
 ) -> Result<(), NeighbourError> {
-    let mut s = Socket::new(NETLINK_ROUTE).map_err(socket_err("socket"))?;
-    s.bind_auto().map_err(socket_err("bind"))?;
-    s.connect(&SocketAddr::new(0, 0))
-        .map_err(socket_err("connect"))?;
-    let mut hdr = NetlinkHeader::default();
-    hdr.flags = NLM_F_DUMP | NLM_F_REQUEST;
-    let mut req = NetlinkMessage::new(hdr, NetlinkPayload::from(request));
-    req.finalize();
-    let mut out = vec![0; req.header.length as usize];
-    req.serialize(&mut out);
-    s.send(&out, 0).map_err(socket_err("send"))?;
+    let s = request_socket().map_err(|(call, source)| NeighbourError::Socket { call, source })?;
+    s.send(&encode(request, NLM_F_DUMP, 0), 0)
+        .map_err(socket_err("send"))?;
     loop {
         let n = s.recv(&mut &mut buf[..], 0).map_err(socket_err("recv"))?;
         let mut done = n == 0;

@@ -442,8 +442,10 @@ fn serve(
             match aside.announcer.as_deref_mut() {
                 Some(a) => {
                     a.withdraw();
-                    let w = plane.vips();
-                    watch.set_announced(&w.configured, &Default::default());
+                    watch.set_announced(&crate::announce::Wanted {
+                        configured: plane.vips().configured,
+                        in_service: Default::default(),
+                    });
                     info!(
                         "draining: VIPs withdrawn; forwarding the flows that still arrive until none has for {} s, {} s at most",
                         DRAIN_IDLE.as_secs(),
@@ -461,7 +463,7 @@ fn serve(
             if plane.applied() != announced_of {
                 announced_of = plane.applied();
                 let w = plane.vips();
-                watch.set_announced(&w.configured, &w.in_service);
+                watch.set_announced(&w);
                 a.set(w);
             }
         }

@@ -140,17 +140,13 @@ impl Watch {
         self.moves_said.insert((addr, from, mac)).then_some(m)
     }
 
-    /// Takes in what `--announce` keeps now: `in_service` announced, the rest of
-    /// `configured` withdrawn.
-    pub fn set_announced(
-        &mut self,
-        configured: &std::collections::BTreeSet<IpAddr>,
-        in_service: &std::collections::BTreeSet<IpAddr>,
-    ) {
+    /// Takes in what `--announce` keeps now: `w.in_service` announced, the rest of
+    /// `w.configured` withdrawn.
+    pub fn set_announced(&mut self, w: &crate::announce::Wanted) {
         self.announced = Some(
-            configured
-                .union(in_service)
-                .map(|&v| (v, in_service.contains(&v)))
+            w.configured
+                .union(&w.in_service)
+                .map(|&v| (v, w.in_service.contains(&v)))
                 .collect(),
         );
     }

@@ -234,6 +234,22 @@ fn spawn_in(ns: &str, args: &[&str]) -> Result<Child> {
         .doing(|| format!("starting {} in {ns}", args[0]))
 }
 
+/// Runs a shell command line in namespace `ns`.
+fn sh_in(ns: &str, script: &str) -> Result<Output> {
+    run(Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]))
+}
+
+/// Kills what a lab started and deletes its namespaces, last made first.
+fn teardown(children: &mut Vec<(String, Child)>, namespaces: &mut Vec<String>) {
+    for (_, mut c) in children.drain(..) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    for ns in namespaces.drain(..).rev() {
+        let _ = ip(&["netns", "del", &ns]);
+    }
+}
+
 /// Deletes namespaces left by labs whose process is gone.
 fn remove_stale() {
     let Ok(out) = ip(&["netns", "list"]) else {
@@ -308,7 +324,7 @@ impl Lab {
 
     /// Runs a shell command line in namespace `ns`.
     pub fn sh(&self, ns: &str, script: &str) -> Result<Output> {
-        run(Command::new("ip").args(["netns", "exec", ns, "sh", "-c", script]))
+        sh_in(ns, script)
     }
 
     /// Runs a command in namespace `ns` (not failing on a non-zero exit).
@@ -642,13 +658,7 @@ impl Lab {
             let _ = d.kill();
             let _ = d.wait();
         }
-        for (_, mut c) in self.children.drain(..) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in self.namespaces.drain(..).rev() {
-            let _ = ip(&["netns", "del", &ns]);
-        }
+        teardown(&mut self.children, &mut self.namespaces);
         let _ = std::fs::remove_file(&self.socket);
         let _ = std::fs::remove_file(
             std::env::temp_dir().join(format!("{}-director.log", self.prefix)),

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{ip, new_prefix, run, spawn_in, Doing, LabError, Result, HTTPD};
+use super::{ip, new_prefix, run, sh_in, spawn_in, teardown, Doing, LabError, Result, HTTPD};
 
 /// The VIP both directors announce.
 pub const ECMP_VIP: Ipv4Addr = Ipv4Addr::new(198, 19, 255, 10);
@@ -173,7 +173,7 @@ impl EcmpLab {
 
     /// Runs a shell command line in a role's namespace.
     pub fn sh(&self, role: &str, script: &str) -> Result<std::process::Output> {
-        run(Command::new("ip").args(["netns", "exec", &self.ns(role), "sh", "-c", script]))
+        sh_in(&self.ns(role), script)
     }
 
     fn add_ns(&mut self, role: &str) -> Result<()> {
@@ -524,30 +524,15 @@ impl EcmpLab {
                 let _ = c.wait();
             }
         }
-        for (_, mut c) in self.children.drain(..) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in self.namespaces.drain(..).rev() {
-            let _ = ip(&["netns", "del", &ns]);
-        }
-        for what in [
-            "rules",
-            "d1.sock",
-            "d2.sock",
-            "d1.log",
-            "d2.log",
-            "rt-bird.conf",
-            "rt-bird.ctl",
-            "rt-bird.pid",
-            "d1-bird.conf",
-            "d1-bird.ctl",
-            "d1-bird.pid",
-            "d2-bird.conf",
-            "d2-bird.ctl",
-            "d2-bird.pid",
-        ] {
-            let _ = std::fs::remove_file(self.tmp(what));
+        teardown(&mut self.children, &mut self.namespaces);
+        // Every file of this lab is named `<prefix>-...` in the temporary directory.
+        let mine = format!("{}-", self.prefix);
+        if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
+            for f in dir.flatten() {
+                if f.file_name().to_string_lossy().starts_with(&mine) {
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
         }
     }
 }
