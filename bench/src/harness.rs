@@ -16,109 +16,13 @@ use xdpvs_director::iface::{format_mac, parse_mac};
 use xdpvs_sched::Mac;
 use xdpvs_testkit::lab::{Lab, LabSpec};
 
-use crate::helpers::{GenReport, Latency, SinkReading};
+use crate::helpers::{cpu_times, GenReport, Latency, SinkReading};
+pub use crate::options::{GeneratorChoice, NapiMode, Options, PollMode};
 use crate::report::{
     CpuShare, LoadPoint, Report, ScalingPoint, SearchResult, ThroughputSummary, TrialRecord,
 };
 use crate::traffic::Proto;
 use crate::{Variant, HEALTH_CHECKS, PORT, VIP};
-
-/// What to run.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// Short run for CI: few, short trials.
-    pub quick: bool,
-    /// Forwarders to compare, in alternation order.
-    pub variants: Vec<Variant>,
-    /// Flows in the comparison, the load sweep and the search.
-    pub flows: u32,
-    /// Frame size with FCS.
-    pub size: usize,
-    /// Protocol.
-    pub proto: Proto,
-    /// One trial's length.
-    pub duration: Duration,
-    /// Alternating rounds at maximum rate.
-    pub repeats: usize,
-    /// Offered loads, % of each forwarder's own maximum.
-    pub loads: Vec<u32>,
-    /// Search steps (RFC 2544 throughput).
-    pub search_steps: usize,
-    /// Loss allowed by the search, in %.
-    pub search_loss: f64,
-    /// Flow counts of the scaling table.
-    pub scaling: Vec<u32>,
-    /// Rounds per scaling point.
-    pub scaling_repeats: usize,
-    /// Instructions per packet with callgrind.
-    pub callgrind: bool,
-    /// Flow counts of the per-packet system-call budget of the userspace forwarders
-    /// (perf stat); empty: skipped.
-    pub budget_flows: Vec<u32>,
-    /// Rounds of the new-connection rate (0: skip).
-    pub new_conn_rounds: usize,
-    /// Rounds of the multi-queue table (0: skip).
-    pub multi_queue_rounds: usize,
-    /// Alternating rounds of the IPv6 rows of the maximum-rate table (0: skip).
-    pub ipv6_rounds: usize,
-    /// Core of the generator (and of the harness itself).
-    pub gen_core: usize,
-    /// Core of all the director's work.
-    pub director_core: usize,
-    /// Where results go.
-    pub out_dir: PathBuf,
-    /// Flame graph of the director's workers.
-    pub flamegraph: Option<PathBuf>,
-    /// Extra arguments for `xdpvs run`.
-    pub director_args: Vec<String>,
-    /// Where the userspace forwarders' RX processing runs.
-    pub napi: NapiMode,
-    /// How the userspace forwarders poll.
-    pub poll: PollMode,
-    /// Which generator sends the plain trials.
-    pub generator: GeneratorChoice,
-    /// The command line, for the record.
-    pub command: String,
-}
-
-/// Which generator sends the trials' frames.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum GeneratorChoice {
-    /// Kernel pktgen where the kernel has it, else the harness's own.
-    Auto,
-    /// The harness's own AF_XDP generator.
-    Afxdp,
-    /// Kernel pktgen (an error where the kernel lacks it).
-    Pktgen,
-}
-
-/// How a userspace forwarder's interface RX processing (NAPI) lands on its core.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum NapiMode {
-    /// Preferred busy polling: the forwarding thread runs NAPI itself; interrupts are
-    /// deferred (`napi_defer_hard_irqs` 2, `gro_flush_timeout` 200 us).
-    BusyPoll,
-    /// A threaded NAPI kernel thread pinned to the forwarder's core.
-    Threaded,
-}
-
-/// How the userspace forwarders (xdpvs, the bare forwarder) poll their socket.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum PollMode {
-    /// Spin.
-    Busy,
-    /// Spin, yielding the core after each empty poll.
-    Yield,
-}
 
 /// Rate of the packets that open the flows before a measurement (well under what the
 /// director forwards without loss here: about 190 kpps).
@@ -328,24 +232,6 @@ impl Drop for Helper {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Per-CPU time from /proc/stat: (busy, softirq, total) jiffies.
-pub(crate) fn cpu_times() -> Vec<(u64, u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    stat.lines()
-        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
-        .map(|l| {
-            let v: Vec<u64> = l
-                .split_whitespace()
-                .skip(1)
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            let total: u64 = v.iter().take(8).sum();
-            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-            (total - idle, v.get(6).copied().unwrap_or(0), total)
-        })
-        .collect()
 }
 
 /// Busy and softirq shares of each CPU between two [`cpu_times`] readings.
@@ -756,6 +642,8 @@ impl Bench {
             cores.into(),
             "--conn-capacity".into(),
             capacity.to_string(),
+            "--metrics".into(),
+            MQ_METRICS.into(),
         ];
         if self.opts.napi == NapiMode::BusyPoll {
             args.extend(["--busy-poll".into(), BUSY_POLL_USECS.into()]);
@@ -973,7 +861,7 @@ impl Bench {
     ) -> Result<(Trial, Vec<u64>)> {
         set_queues(&self.lab, queues)?;
         let cap = (flows as usize * 2).max(1 << 16);
-        let args = self.director_args(queues, cores, cap, &["--metrics", MQ_METRICS]);
+        let args = self.director_args(queues, cores, cap, &[]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.lab.start_director(&args)?;
         let result = (|| -> Result<(Trial, Vec<u64>)> {
@@ -998,6 +886,11 @@ impl Bench {
     /// Frames each worker of the director forwarded so far, in worker order (its
     /// metrics endpoint, `xdpvs_worker_forwarded_packets_total`).
     fn worker_rx(&mut self) -> Result<Vec<u64>> {
+        self.worker_metric("xdpvs_worker_forwarded_packets_total")
+    }
+
+    /// A per-worker counter of the director's metrics endpoint, in worker order.
+    fn worker_metric(&mut self, name: &str) -> Result<Vec<u64>> {
         let url = format!("http://{MQ_METRICS}/metrics");
         let out = self
             .lab
@@ -1005,7 +898,7 @@ impl Bench {
         let text = String::from_utf8_lossy(&out.stdout);
         let mut per: Vec<(usize, u64)> = text
             .lines()
-            .filter(|l| l.starts_with("xdpvs_worker_forwarded_packets_total{"))
+            .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{')))
             .filter_map(|l| {
                 let w = l
                     .split("worker=\"")
@@ -1129,8 +1022,10 @@ impl Bench {
                 median_pps: 0.0,
                 offered_median_pps: 0.0,
                 cpu: Vec::new(),
+                tx_full_per_million: None,
             })
             .collect();
+        let mut tx_full = (0u64, 0u64);
         let run_proto = std::mem::replace(&mut self.proto, proto);
         let result = (|| -> Result<()> {
             for round in 0..rounds {
@@ -1140,6 +1035,15 @@ impl Bench {
                     self.progress
                         .show(&format!("{phase}: {v} round {}/{rounds}", round + 1));
                     let t = self.trial(self.opts.flows, 0, self.opts.duration);
+                    if v == Variant::Xdpvs {
+                        // Counted since the director started: this trial's alone.
+                        let full = self.worker_metric("xdpvs_worker_tx_ring_full_total");
+                        let fwd = self.worker_rx();
+                        if let (Ok(full), Ok(fwd)) = (full, fwd) {
+                            tx_full.0 += full.iter().sum::<u64>();
+                            tx_full.1 += fwd.iter().sum::<u64>();
+                        }
+                    }
                     self.deactivate(a)?;
                     let t = t?;
                     self.progress.show(&format!(
@@ -1162,6 +1066,9 @@ impl Bench {
         for r in &mut rows {
             r.median_pps = median(&mut r.runs_pps.clone());
             r.offered_median_pps = median(&mut r.offered_runs_pps.clone());
+            if r.variant == Variant::Xdpvs && tx_full.1 > 0 {
+                r.tx_full_per_million = Some(tx_full.0 as f64 * 1e6 / tx_full.1 as f64);
+            }
         }
         Ok(rows)
     }
@@ -1484,6 +1391,15 @@ pub fn table(r: &Report) -> String {
     );
     for t in &r.throughput {
         let _ = writeln!(s, "    {:<10} {}", t.variant.to_string(), cpu_text(&t.cpu));
+    }
+    for t in &r.throughput {
+        if let Some(f) = t.tx_full_per_million {
+            let _ = writeln!(
+                s,
+                "  {} TX ring full: {f:.0} frames per million forwarded (given back, not sent)",
+                t.variant
+            );
+        }
     }
     if !r.ratios.is_empty() {
         let _ = writeln!(s, "\nxdpvs relative to each (median / median)");

@@ -383,3 +383,21 @@ pub fn lean(
     );
     Ok(())
 }
+
+/// Per-CPU time from /proc/stat: (busy, softirq, total) jiffies.
+pub fn cpu_times() -> Vec<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let total: u64 = v.iter().take(8).sum();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            (total - idle, v.get(6).copied().unwrap_or(0), total)
+        })
+        .collect()
+}

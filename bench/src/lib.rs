@@ -8,6 +8,7 @@
 
 pub mod harness;
 pub mod helpers;
+pub mod options;
 pub mod pipeline;
 pub mod pktgen;
 pub mod progs;

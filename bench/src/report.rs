@@ -5,8 +5,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 
-use crate::harness::Options;
 use crate::helpers::Latency;
+use crate::options::Options;
 use crate::traffic::Proto;
 use crate::Variant;
 
@@ -30,9 +30,9 @@ pub struct RunConfig {
     /// Director core (workers and the interface's RX processing).
     pub director_core: usize,
     /// How the userspace forwarders' RX processing ran on that core.
-    pub napi: crate::harness::NapiMode,
+    pub napi: crate::options::NapiMode,
     /// How the userspace forwarders polled.
-    pub poll: crate::harness::PollMode,
+    pub poll: crate::options::PollMode,
     /// The command line.
     pub command: String,
     /// Kernel release.
@@ -97,6 +97,10 @@ pub struct ThroughputSummary {
     pub offered_median_pps: f64,
     /// CPU load during the last round.
     pub cpu: Vec<CpuShare>,
+    /// xdpvs only: frames that found the TX ring full, per million frames forwarded,
+    /// over all rounds (its metrics: `xdpvs_worker_tx_ring_full_total`).
+    #[serde(default)]
+    pub tx_full_per_million: Option<f64>,
 }
 
 /// One point of the load sweep.
@@ -274,7 +278,7 @@ impl Report {
                     .trim()
                     .to_string(),
                 // Online CPUs of the machine (the harness itself is pinned to one).
-                cpus: crate::harness::cpu_times().len(),
+                cpus: crate::helpers::cpu_times().len(),
                 generator: String::new(),
             },
             throughput: Vec::new(),

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use xdpvs_director::control::check::CheckReport;
 use xdpvs_director::control::proto::{Reply, Request};
 
-use crate::cli::{ask_at, fail, print_answer};
+use crate::ask::{ask_at, fail, print_answer};
 
 /// Options of `xdpvs check`.
 #[derive(Debug, clap::Args)]
@@ -45,7 +45,7 @@ pub fn render(r: &CheckReport) -> String {
 pub fn run(socket: &Path, args: &Args) -> ExitCode {
     let report = match ask_at(socket, &Request::Check) {
         Ok(Reply::Check(r)) => r,
-        Ok(other) => return fail(format!("the director answered a check with {other:?}"), 1),
+        Ok(other) => return fail(format!("the director answered {} to a check: use the same xdpvs for the director and its commands", other.name()), 1),
         Err(code) => return code,
     };
     if let Err(code) = print_answer(&report, args.json, render) {

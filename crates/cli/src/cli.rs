@@ -11,6 +11,7 @@ use xdpvs_director::control::proto::{ControlError, Reply, Request};
 use xdpvs_director::control::{client, DEFAULT_SOCKET};
 use xdpvs_director::RunOptions;
 
+use crate::ask::{ask_at, fail};
 use crate::ipvsadm::Action;
 use crate::{check, demo, explain, format, ipvsadm, rssetup, selfcheck};
 
@@ -205,7 +206,7 @@ fn run(args: &RunArgs, cli: &Cli) -> anyhow::Result<()> {
     ];
     for (sig, flag) in signals {
         signal_hook::flag::register(sig, Arc::clone(flag))
-            .map_err(|e| anyhow::anyhow!("{}", xdpvs_director::RunError::Signals(e)))?;
+            .map_err(|e| anyhow::Error::new(e).context("installing signal handlers"))?;
     }
     let read = |path: &PathBuf| {
         std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))
@@ -234,13 +235,12 @@ fn run(args: &RunArgs, cli: &Cli) -> anyhow::Result<()> {
         }),
         (None, None) => None,
     };
-    // The director's errors say everything in their one line (their sources are in it).
+    // The director's errors name what failed; `{:#}` prints each cause once after it.
     let stop = xdpvs_director::Stop {
         now: &stop,
         drain: &term,
     };
-    xdpvs_director::run(&args.opts, &cli.socket, stop, source)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    xdpvs_director::run(&args.opts, &cli.socket, stop, source)?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -250,7 +250,7 @@ fn run(args: &RunArgs, cli: &Cli) -> anyhow::Result<()> {
 fn drain(socket: &std::path::Path, args: &DrainArgs) -> ExitCode {
     let (announced, grace_s) = match ask_at(socket, &Request::Drain { grace: args.grace }) {
         Ok(Reply::Draining { announced, grace_s }) => (announced, grace_s),
-        Ok(other) => return fail(format!("unexpected answer: {other:?}"), 1),
+        Ok(other) => return fail(format!("the director answered {} to xdpvs drain: use the same xdpvs for the director and its commands", other.name()), 1),
         Err(code) => return code,
     };
     if announced {
@@ -279,39 +279,9 @@ fn drain(socket: &std::path::Path, args: &DrainArgs) -> ExitCode {
     )
 }
 
-/// Says what went wrong, as one line, with ipvsadm's exit status for it.
-pub(crate) fn fail(e: impl std::fmt::Display, code: u8) -> ExitCode {
-    eprintln!("xdpvs: {e}");
-    ExitCode::from(code)
-}
-
 /// Has the director answer `req`.
 fn ask(cli: &Cli, req: &Request) -> Result<Reply, ExitCode> {
     ask_at(&cli.socket, req)
-}
-
-/// Has the director at `socket` answer `req`; a failure is said in one line.
-pub(crate) fn ask_at(socket: &std::path::Path, req: &Request) -> Result<Reply, ExitCode> {
-    match client::request(socket, req) {
-        Ok(Ok(reply)) => Ok(reply),
-        Ok(Err(e)) => Err(fail(e, 1)),
-        Err(e) => Err(fail(e, 1)),
-    }
-}
-
-/// Prints `answer` as pretty JSON with `json`, else as `text` renders it.
-pub(crate) fn print_answer<T: serde::Serialize>(
-    answer: &T,
-    json: bool,
-    text: impl Fn(&T) -> String,
-) -> Result<(), ExitCode> {
-    if json {
-        let j = serde_json::to_string_pretty(answer).map_err(|e| fail(e, 1))?;
-        println!("{j}");
-    } else {
-        print!("{}", text(answer));
-    }
-    Ok(())
 }
 
 /// Parses an ipvsadm command line, has the director execute it and prints the answer.

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use xdpvs_director::control::proto::{Explanation, Reason, Reply, Request, WorkerAnswer};
 use xdpvs_sched::{Protocol, ServiceKey};
 
-use crate::cli::{ask_at, fail, print_answer};
+use crate::ask::{ask_at, fail, print_answer};
 use crate::ipvsadm::parse_service_addr;
 
 /// Options of `xdpvs explain`.
@@ -151,7 +151,7 @@ pub fn run(socket: &Path, args: &Args) -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(code) => code,
         },
-        Ok(other) => fail(format!("the director answered with {other:?}"), 1),
+        Ok(other) => fail(format!("the director answered {} to explain: use the same xdpvs for the director and its commands", other.name()), 1),
         Err(code) => code,
     }
 }

@@ -4,6 +4,7 @@
 //! The director itself is `xdpvs-director`.
 #![forbid(unsafe_code)]
 
+pub mod ask;
 pub mod check;
 pub mod cli;
 pub mod demo;

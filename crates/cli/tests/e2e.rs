@@ -1,7 +1,8 @@
 //! End to end, as root: a real LVS-DR cluster in network namespaces, the director on
 //! AF_XDP, real clients (curl, ab, arping) and real HTTP servers.
 //!
-//! Skips (with a message) when not root or when the kernel lacks AF_XDP.
+//! Skips (with a message) when not root or when the kernel lacks AF_XDP; under CI=true
+//! that is a failure instead.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,7 +15,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn lab_or_skip() -> Option<(MutexGuard<'static, ()>, Lab)> {
     if let Err(why) = lab::available() {
-        eprintln!("SKIP end-to-end test: {why}");
+        xdpvs_testkit::cannot_run("end-to-end test", &why);
         return None;
     }
     let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -1942,7 +1943,7 @@ for _ in range(int(sys.argv[3]) if len(sys.argv) > 3 else 10):
 #[test]
 fn two_queues_two_workers_every_flow_on_one() {
     if let Err(why) = lab::available() {
-        eprintln!("SKIP end-to-end test: {why}");
+        xdpvs_testkit::cannot_run("end-to-end test", &why);
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -2044,7 +2045,7 @@ fn two_queues_two_workers_every_flow_on_one() {
 #[test]
 fn ipv6_and_ipv4_services_side_by_side() {
     if let Err(why) = lab::available() {
-        eprintln!("SKIP end-to-end test: {why}");
+        xdpvs_testkit::cannot_run("end-to-end test", &why);
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -2508,11 +2509,14 @@ fn explain_agrees_with_where_the_traffic_goes() {
 #[test]
 fn announced_vips_of_both_families_live_on_the_interface_while_in_service() {
     if let Err(why) = lab::available() {
-        eprintln!("SKIP end-to-end test: {why}");
+        xdpvs_testkit::cannot_run("end-to-end test", &why);
         return;
     }
     if xdpvs_testkit::lab::ecmp::available().is_err() {
-        eprintln!("SKIP end-to-end test: nft is not installed (bash .ci/setup installs it)");
+        xdpvs_testkit::cannot_run(
+            "end-to-end test",
+            "nft is not installed (bash .ci/setup installs it)",
+        );
         return;
     }
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());

@@ -30,7 +30,7 @@ const SPIN_BEFORE_WAIT: u32 = 20_000;
 #[derive(Debug)]
 pub enum Control {
     /// Swap in this configuration snapshot; the old one is sent back for dropping.
-    Install(Box<Services>),
+    Install(Install),
     /// Transmit this frame (gratuitous ARP, ARP request, unsolicited neighbour
     /// advertisement).
     Send(ControlFrame),
@@ -43,6 +43,17 @@ pub enum Control {
     /// Poll this way from now on (the director re-decides `--poll auto` as the placement
     /// of the interface's RX processing changes).
     Idle(IdlePolicy),
+}
+
+/// A configuration snapshot to swap in, and where to say it is in force.
+#[derive(Debug)]
+pub struct Install {
+    /// The snapshot.
+    pub services: Box<Services>,
+    /// Told once the worker runs with `services` (before its next batch). A message on a
+    /// channel orders the worker's writes before the control side's reads on every
+    /// architecture; nothing is inferred from a counter.
+    pub done: Sender<()>,
 }
 
 /// A small frame the control plane has a worker send (no allocation to hand over).
@@ -140,6 +151,10 @@ pub struct LoopStats {
     pub idle_waits: Counter,
     /// Configuration snapshots installed.
     pub installs: Counter,
+    /// The longest time, in nanoseconds, the worker spent between two batches answering
+    /// the control side (installs, listing pieces, explanations): how long the control
+    /// side ever held up forwarding.
+    pub longest_control_pause_ns: Counter,
     /// Frames of our own sent (gratuitous ARP...).
     pub sent: Counter,
     /// Entries in the connection table (copied about once a second).
@@ -261,13 +276,22 @@ impl<D: Device> Worker<D> {
 
     /// Applies pending control messages. Returns false once the control plane is gone.
     pub fn control(&mut self) -> bool {
+        self.control_counted().0
+    }
+
+    /// [`Worker::control`], and how many messages it applied.
+    fn control_counted(&mut self) -> (bool, usize) {
+        let mut applied = 0;
         loop {
-            match self.ctrl.try_recv() {
-                Ok(Control::Install(s)) => {
-                    let old = self.tables.install(s);
+            let msg = self.ctrl.try_recv();
+            applied += usize::from(msg.is_ok());
+            match msg {
+                Ok(Control::Install(i)) => {
+                    let old = self.tables.install(i.services);
                     self.stats.installs.inc();
                     // If the control plane is gone the snapshot is simply dropped here.
                     let _ = self.retired.send(old);
+                    let _ = i.done.send(());
                 }
                 Ok(Control::Timeouts(t)) => self.tables.set_timeouts(t),
                 Ok(Control::Idle(p)) => self.idle = p,
@@ -291,8 +315,8 @@ impl<D: Device> Worker<D> {
                         self.stats.sent.inc();
                     }
                 }
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => return (true, applied),
+                Err(TryRecvError::Disconnected) => return (false, applied),
             }
         }
     }
@@ -377,10 +401,22 @@ impl<D: Device> Worker<D> {
         let mut empty = 0u32;
         let mut next_publish = 0u64;
         while !stop.load(Relaxed) {
-            if !self.control() {
+            let before = clock();
+            let (open, applied) = self.control_counted();
+            if !open {
                 break;
             }
-            let now = clock();
+            // A second clock read only when the control side asked for something.
+            let now = if applied > 0 {
+                let now = clock();
+                let pause = now.as_nanos().saturating_sub(before.as_nanos());
+                if pause > self.stats.longest_control_pause_ns.get() {
+                    self.stats.longest_control_pause_ns.set(pause);
+                }
+                now
+            } else {
+                before
+            };
             if now.as_nanos() >= next_publish {
                 self.publish();
                 next_publish = now.as_nanos() + STATS_EVERY_NANOS;

@@ -43,16 +43,16 @@ impl fmt::Display for XdpMode {
 pub enum XdpError {
     /// The kernel refused the program or its maps.
     #[error("loading the XDP program failed: {0} (root, BPF and BTF support are needed)")]
-    Load(#[source] libbpf_rs::Error),
+    Load(libbpf_rs::Error),
     /// Attaching failed in every mode tried.
-    #[error("attaching XDP to interface index {ifindex} in {mode} mode failed: {source}{hint}")]
+    #[error("attaching XDP to interface index {ifindex} in {mode} mode failed: {cause}{hint}")]
     Attach {
         /// Interface index.
         ifindex: u32,
         /// Mode tried last.
         mode: XdpMode,
         /// The kernel's answer.
-        source: io::Error,
+        cause: io::Error,
         /// What to do about it.
         hint: &'static str,
     },
@@ -66,15 +66,14 @@ pub enum XdpError {
     },
     /// A test run of the classifier failed.
     #[error("test-running the XDP classifier failed: {0}")]
-    TestRun(#[source] libbpf_rs::Error),
+    TestRun(libbpf_rs::Error),
     /// A map update failed.
-    #[error("updating the XDP map '{map}' failed: {source}")]
+    #[error("updating the XDP map '{map}' failed: {cause}")]
     Map {
         /// Which map.
         map: &'static str,
         /// The error.
-        #[source]
-        source: libbpf_rs::Error,
+        cause: libbpf_rs::Error,
     },
 }
 
@@ -143,8 +142,8 @@ impl Steering {
         self.link = None;
         let prog = &self.loaded.skel().progs.xdpvs_steer;
         let (link, mode) = match attach(prog.as_fd(), ifindex, mode) {
-            Err(XdpError::Attach { source, .. })
-                if matches!(source.raw_os_error(), Some(libc::EBUSY | libc::EEXIST)) =>
+            Err(XdpError::Attach { cause, .. })
+                if matches!(cause.raw_os_error(), Some(libc::EBUSY | libc::EEXIST)) =>
             {
                 return Err(XdpError::Busy {
                     ifindex,
@@ -169,10 +168,7 @@ impl Steering {
             .maps
             .xsks
             .update(bytes_of(&queue), bytes_of(&(fd as u32)), MapFlags::ANY)
-            .map_err(|source| XdpError::Map {
-                map: "xsks",
-                source,
-            })
+            .map_err(|cause| XdpError::Map { map: "xsks", cause })
     }
 
     /// Makes the program steer exactly these services (and ARP for their VIPs).
@@ -256,7 +252,7 @@ pub fn attach(
     Err(XdpError::Attach {
         ifindex,
         mode,
-        source,
+        cause: source,
         hint,
     })
 }
@@ -313,7 +309,7 @@ fn insert_all(
 ) -> Result<(), XdpError> {
     for k in keys {
         map.update(k, &[1], MapFlags::ANY)
-            .map_err(|source| XdpError::Map { map: name, source })?;
+            .map_err(|cause| XdpError::Map { map: name, cause })?;
     }
     Ok(())
 }
@@ -326,7 +322,7 @@ fn remove_others(
     let stale: Vec<Vec<u8>> = map.keys().filter(|k| !keep.contains(k)).collect();
     for k in stale {
         map.delete(&k)
-            .map_err(|source| XdpError::Map { map: name, source })?;
+            .map_err(|cause| XdpError::Map { map: name, cause })?;
     }
     Ok(())
 }

@@ -1380,7 +1380,10 @@ fn handled(v: Verdict) -> Option<bool> {
 fn the_xdp_program_steers_what_the_engine_handles() {
     use xdpvs_dataplane::xdp::Steering;
     if !xdpvs_testkit::is_root() {
-        eprintln!("skipped: loading the XDP program for BPF_PROG_TEST_RUN needs root");
+        xdpvs_testkit::cannot_run(
+            "the XDP program's fixture test",
+            "loading the XDP program for BPF_PROG_TEST_RUN needs root",
+        );
         return;
     }
     let steering = Steering::load().expect("the XDP program loads");

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use xdpvs_dataplane::device::MemDevice;
-use xdpvs_dataplane::worker::{Control, ControlFrame, IdlePolicy, Worker};
+use xdpvs_dataplane::worker::{Control, ControlFrame, IdlePolicy, Install, Worker};
 use xdpvs_dataplane::{Config, Limits, Options, Services, Tables};
 use xdpvs_sched::tcp::flags::{ACK, SYN};
 use xdpvs_sched::tcp::Timeouts;
@@ -114,10 +114,23 @@ fn a_config_change_between_batches_keeps_flows() {
     let mut cfg2 = config(&[1, 2, 3], 80);
     cfg2.services.push(config(&[3], 8080).services.remove(0));
     let s2 = Services::build(&cfg2, &limits(), Some(r.w.tables().services())).expect("valid");
+    let (done, installed) = crossbeam_channel::bounded(1);
     r.ctrl
-        .send(Control::Install(Box::new(s2)))
+        .send(Control::Install(Install {
+            services: Box::new(s2),
+            done,
+        }))
         .expect("worker listens");
+    assert!(
+        installed.try_recv().is_err(),
+        "not before the worker takes it"
+    );
     assert!(r.w.control());
+    assert_eq!(
+        installed.try_recv(),
+        Ok(()),
+        "the worker says it runs with it"
+    );
     assert!(
         r.retired.try_recv().is_ok(),
         "the old snapshot comes back to be freed"

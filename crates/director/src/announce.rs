@@ -44,15 +44,15 @@ pub const NFT_TABLE: &str = "inet xdpvs";
 #[derive(Debug, thiserror::Error)]
 pub enum AnnounceError {
     /// The interface does not exist and none could be made.
-    #[error("--announce {iface}: no such interface, and a dummy one could not be created ({source}): create it first (`ip link add {iface} type dummy`, or `type ifb` where the kernel has no dummy driver)")]
+    #[error("--announce {iface}: no such interface, and a dummy one could not be created ({cause}): create it first (`ip link add {iface} type dummy`, or `type ifb` where the kernel has no dummy driver)")]
     NoInterface {
         /// The interface.
         iface: String,
         /// Why it could not be created.
-        source: io::Error,
+        cause: io::Error,
     },
     /// A netlink call failed.
-    #[error("--announce {iface}: {what}: {source}")]
+    #[error("--announce {iface}: {what}")]
     Netlink {
         /// The interface.
         iface: String,
@@ -145,7 +145,7 @@ fn nft(script: &str) -> Result<(), String> {
 
 /// What the director wants announced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Wanted {
+pub struct VipSet {
     /// Every VIP of the configuration (guarded by the nftables rule).
     pub configured: BTreeSet<IpAddr>,
     /// The VIPs with a real server in service (announced).
@@ -153,7 +153,7 @@ pub struct Wanted {
 }
 
 enum Msg {
-    Set(Wanted),
+    Set(VipSet),
     /// Withdraw everything now; answer when done.
     Withdraw(Sender<()>),
 }
@@ -190,7 +190,7 @@ impl Announcer {
     }
 
     /// Announces `w.in_service`, guards `w.configured` (nothing once withdrawn).
-    pub fn set(&mut self, w: Wanted) {
+    pub fn set(&mut self, w: VipSet) {
         if self.withdrawn {
             return;
         }
@@ -268,14 +268,14 @@ impl Link {
                     LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Dummy)]),
                 ];
                 link.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
-                    .map_err(|source| AnnounceError::NoInterface {
+                    .map_err(|cause| AnnounceError::NoInterface {
                         iface: iface.to_string(),
-                        source,
+                        cause,
                     })?;
                 info!("--announce: created the dummy interface {iface}");
                 crate::iface::ifindex(iface).map_err(|e| AnnounceError::NoInterface {
                     iface: iface.to_string(),
-                    source: io::Error::other(e.to_string()),
+                    cause: io::Error::other(e.to_string()),
                 })?
             }
         };
@@ -318,7 +318,7 @@ impl Link {
     /// when the director is gone (the channel closed), withdraws everything and removes
     /// the guard.
     fn serve(&mut self, rx: &Receiver<Msg>) {
-        let mut wanted = Wanted::default();
+        let mut wanted = VipSet::default();
         loop {
             match rx.recv_timeout(REFRESH) {
                 Ok(Msg::Set(w)) => wanted = w,
@@ -342,7 +342,7 @@ impl Link {
 
     /// Makes the interface hold `w.in_service` (renewing their lifetime) and the guard
     /// cover `w.configured` and whatever is held.
-    fn apply(&mut self, w: &Wanted) {
+    fn apply(&mut self, w: &VipSet) {
         let guard: BTreeSet<IpAddr> = w.configured.union(&w.in_service).copied().collect();
         if guard != self.guarded {
             match nft(&guard_script(&guard)) {

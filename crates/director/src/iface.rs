@@ -1,19 +1,50 @@
 //! Facts about a network interface, from sysfs, and MAC address text.
 
+use std::net::IpAddr;
+
 use xdpvs_sched::Mac;
+
+/// An address of the director's interface with its prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalNet {
+    /// The address.
+    pub addr: IpAddr,
+    /// Its prefix length.
+    pub prefix_len: u8,
+}
+
+impl LocalNet {
+    /// Whether `a` is on this subnet.
+    pub fn contains(&self, a: IpAddr) -> bool {
+        match (a, self.addr) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mask = xdpvs_sched::model::prefix_mask(self.prefix_len);
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mask = match self.prefix_len {
+                    0 => 0,
+                    p => u128::MAX << (128 - u32::from(p.min(128))),
+                };
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+}
 
 /// Why an interface fact could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum IfaceError {
     /// No such interface (or sysfs unreadable).
-    #[error("interface {iface} not found ({path} unreadable: {source}): check `ip link`")]
+    #[error("interface {iface} not found ({path} unreadable: {cause}): check `ip link`")]
     NotFound {
         /// The interface.
         iface: String,
         /// The file read.
         path: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file did not say what was expected.
     #[error("interface {iface}: unexpected {file} '{value}'")]
@@ -35,7 +66,7 @@ pub fn attr(iface: &str, file: &str) -> Result<String, IfaceError> {
         .map_err(|source| IfaceError::NotFound {
             iface: iface.to_string(),
             path,
-            source,
+            cause: source,
         })
 }
 
@@ -65,7 +96,7 @@ pub fn rx_queues(iface: &str) -> Result<u32, IfaceError> {
     let dir = std::fs::read_dir(&path).map_err(|source| IfaceError::NotFound {
         iface: iface.to_string(),
         path,
-        source,
+        cause: source,
     })?;
     Ok(dir
         .filter_map(|e| e.ok())

@@ -1,14 +1,14 @@
 //! Prometheus metrics: `xdpvs run --metrics ADDR:PORT` serves `/metrics` from a thread of
-//! its own. A scrape asks the control loop for the figures (between two of its turns),
-//! which reads the workers' single-writer counters: the packet path is never touched.
-//! Names and labels are in docs/OPERATIONS.md.
+//! its own. A scrape is a reader like `-L`: it renders the write side's published view,
+//! the watch's published findings and the workers' single-writer counters, asking nobody
+//! and waiting for nobody; the packet path is never touched. Names and labels are in
+//! docs/OPERATIONS.md.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,19 +18,26 @@ use xdpvs_dataplane::stats::{DropReason, TrafficTotals, WorkerStats};
 use xdpvs_dataplane::worker::LoopStats;
 use xdpvs_sched::ServiceKey;
 
-use crate::control::plane::{ControlPlane, Dataplane};
+use crate::control::dataplane::Observe;
 use crate::control::proto::ControlError;
+use crate::control::read;
+use crate::control::view::{Published, View};
 use crate::iface::format_mac;
 use crate::watch::Watch;
+use crate::workers::Links;
 
 /// The content type of what [`render`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// A scrape waiting for the control loop: it answers with the text.
-#[derive(Debug)]
-pub struct Scrape {
-    /// Where the text goes.
-    pub reply: Sender<String>,
+/// What a scrape reads.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The write side's published view.
+    pub view: Arc<Published<View>>,
+    /// The watch's published findings.
+    pub watch: Arc<Published<Watch>>,
+    /// The workers' counters.
+    pub links: Links,
 }
 
 /// The HTTP server of `/metrics`; stops when dropped.
@@ -42,11 +49,11 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    /// Listens on `addr`; each scrape is handed to `scrapes` and answered with what comes
-    /// back (503 if nothing does within 2 s). Runs on its own thread, pinned to `core`.
+    /// Listens on `addr`; each scrape is answered from `sources`. Runs on its own
+    /// thread, pinned to `core`.
     pub fn start(
         addr: SocketAddr,
-        scrapes: Sender<Scrape>,
+        sources: Sources,
         core: Option<usize>,
     ) -> Result<MetricsServer, std::io::Error> {
         let server = tiny_http::Server::http(addr)
@@ -65,7 +72,7 @@ impl MetricsServer {
                 }
                 while !flag.load(Relaxed) {
                     match server.recv_timeout(Duration::from_millis(200)) {
-                        Ok(Some(req)) => answer(req, &scrapes),
+                        Ok(Some(req)) => answer(req, &sources),
                         Ok(None) => {}
                         Err(_) => std::thread::sleep(Duration::from_millis(50)),
                     }
@@ -93,7 +100,7 @@ impl Drop for MetricsServer {
     }
 }
 
-fn answer(req: tiny_http::Request, scrapes: &Sender<Scrape>) {
+fn answer(req: tiny_http::Request, sources: &Sources) {
     let path = req.url().split('?').next().unwrap_or("");
     if path != "/metrics" {
         let _ = req.respond(
@@ -101,36 +108,22 @@ fn answer(req: tiny_http::Request, scrapes: &Sender<Scrape>) {
         );
         return;
     }
-    let (tx, rx) = bounded(1);
-    let text = scrapes
-        .send(Scrape { reply: tx })
-        .ok()
-        .and_then(|()| rx.recv_timeout(Duration::from_secs(2)).ok());
-    let response = match text {
-        Some(t) => {
+    let response = match render(
+        &sources.view.get(),
+        &sources.links,
+        &sources.links.stats(),
+        &sources.watch.get(),
+    ) {
+        Ok(t) => {
             let mut r = tiny_http::Response::from_string(t);
             if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE) {
                 r.add_header(h);
             }
             r
         }
-        None => tiny_http::Response::from_string("the director did not answer in time\n")
-            .with_status_code(503),
+        Err(e) => tiny_http::Response::from_string(format!("{e}\n")).with_status_code(500),
     };
     let _ = req.respond(response);
-}
-
-/// Answers the scrapes waiting (from the control loop, between two turns).
-pub fn answer_scrapes<D: Dataplane>(
-    scrapes: &Receiver<Scrape>,
-    plane: &ControlPlane<D>,
-    workers: &[(&LoopStats, &WorkerStats)],
-    watch: &Watch,
-) {
-    for s in scrapes.try_iter() {
-        let text = render(plane, workers, watch).unwrap_or_else(|e| format!("# error: {e}\n"));
-        let _ = s.reply.send(text);
-    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -266,8 +259,9 @@ where
 }
 
 /// The metrics now, in the OpenMetrics text format.
-pub fn render<D: Dataplane>(
-    plane: &ControlPlane<D>,
+pub fn render(
+    view: &View,
+    dp: &dyn Observe,
     workers: &[(&LoopStats, &WorkerStats)],
     watch: &Watch,
 ) -> Result<String, ControlError> {
@@ -432,14 +426,10 @@ pub fn render<D: Dataplane>(
     );
 
     // Services and real servers: raw counters (they only grow; -Z does not touch them).
-    let table = plane.table(None)?;
-    let dp = plane.dataplane();
+    let table = read::table(view, dp, None)?;
     for s in &table.services {
         let sl = ServiceLabels::of(&s.key);
-        let compiled = plane
-            .current()
-            .find(&s.key)
-            .map(|i| &plane.current().services()[i]);
+        let compiled = view.compiled(&s.key);
         if let Some(c) = compiled {
             let t = dp.service_traffic(c.slot);
             svc.add(&sl, t);

@@ -23,7 +23,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use xdpvs_sched::Mac;
 
-use crate::control::plane::LocalNet;
+use crate::iface::LocalNet;
 
 /// `RTNLGRP_NEIGH` of linux/rtnetlink.h.
 const RTNLGRP_NEIGH: u32 = 3;
@@ -32,7 +32,7 @@ const RTNLGRP_NEIGH: u32 = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum NeighbourError {
     /// A netlink socket call failed.
-    #[error("rtnetlink {call} failed: {source}")]
+    #[error("rtnetlink {call} failed")]
     Socket {
         /// Which call.
         call: &'static str,
@@ -244,7 +244,9 @@ fn dump(
         for msg in messages(&buf[..n]) {
             match msg.payload {
                 NetlinkPayload::Done(_) => done = true,
-                NetlinkPayload::Error(e) => return Err(NeighbourError::Refused(format!("{e:?}"))),
+                NetlinkPayload::Error(e) => {
+                    return Err(NeighbourError::Refused(e.to_io().to_string()))
+                }
                 NetlinkPayload::InnerMessage(m) => each(m),
                 _ => {}
             }

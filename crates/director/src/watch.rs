@@ -12,7 +12,7 @@ use xdpvs_sched::model::Mac;
 use crate::iface::format_mac;
 
 /// The findings so far, and where each worker's log was read up to.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Watch {
     /// Per (worker, slot): the pair's sequence and the count already taken in.
     read: HashMap<(usize, usize), (u64, u64)>,
@@ -142,7 +142,7 @@ impl Watch {
 
     /// Takes in what `--announce` keeps now: `w.in_service` announced, the rest of
     /// `w.configured` withdrawn.
-    pub fn set_announced(&mut self, w: &crate::announce::Wanted) {
+    pub fn set_announced(&mut self, w: &crate::announce::VipSet) {
         self.announced = Some(
             w.configured
                 .union(&w.in_service)

@@ -13,7 +13,7 @@ use xdpvs_dataplane::engine::Explained;
 use xdpvs_dataplane::stats::{ConflictSeen, TrafficTotals};
 use xdpvs_dataplane::sys::xsk::XskDevice;
 use xdpvs_dataplane::worker::{
-    Control, ControlFrame, ExplainRequest, IdlePolicy, ListRequest, LoopStats, Worker,
+    Control, ControlFrame, ExplainRequest, IdlePolicy, Install, ListRequest, LoopStats, Worker,
 };
 use xdpvs_dataplane::xdp::Steering;
 use xdpvs_dataplane::{Services, Tables, WorkerStats};
@@ -22,7 +22,7 @@ use xdpvs_sched::tcp::Timeouts;
 use xdpvs_sched::{Load, Mac, ServiceKey, Time};
 
 use crate::control::check::{Heard, Packet};
-use crate::control::plane::{Dataplane, DataplaneError};
+use crate::control::dataplane::{Configure, DataplaneError, Observe, Probe};
 use crate::iface::format_mac;
 
 /// How long a worker may take to acknowledge a configuration snapshot.
@@ -42,7 +42,7 @@ pub enum WorkerError {
         allowed: String,
     },
     /// The thread could not be spawned.
-    #[error("starting worker {queue}: {source}")]
+    #[error("starting worker {queue}")]
     Spawn {
         /// The queue.
         queue: u32,
@@ -53,7 +53,7 @@ pub enum WorkerError {
     #[error("reading OS entropy for the connection-table seed: {0}")]
     Entropy(String),
     /// The connection table could not be allocated.
-    #[error("allocating the connection table: {0}")]
+    #[error("allocating the connection table")]
     Table(#[from] xdpvs_sched::conn::ConnTableError),
 }
 
@@ -174,12 +174,22 @@ impl Workers {
         self.list.is_empty()
     }
 
-    /// Each worker's loop and packet counters, in queue order.
-    pub fn stats(&self) -> Vec<(&LoopStats, &WorkerStats)> {
-        self.list
-            .iter()
-            .map(|w| (&*w.loop_stats, &*w.stats))
-            .collect()
+    /// What other threads may use of the workers: their control channels and counters.
+    pub fn links(&self, capacity: usize) -> Links {
+        Links {
+            list: Arc::new(
+                self.list
+                    .iter()
+                    .map(|w| Link {
+                        ctrl: w.ctrl.clone(),
+                        loop_stats: Arc::clone(&w.loop_stats),
+                        loads: Arc::clone(&w.loads),
+                        stats: Arc::clone(&w.stats),
+                    })
+                    .collect(),
+            ),
+            capacity,
+        }
     }
 
     /// The first worker that stopped on its own, if any.
@@ -234,7 +244,56 @@ pub fn allowed_cores() -> String {
     }
 }
 
-/// The real dataplane: workers over AF_XDP and the steering program.
+/// One worker as other threads reach it: its control channel and shared counters.
+#[derive(Debug)]
+struct Link {
+    ctrl: Sender<Control>,
+    loop_stats: Arc<LoopStats>,
+    loads: Arc<Loads>,
+    stats: Arc<WorkerStats>,
+}
+
+/// The workers as any thread may use them: to read their counters ([`Observe`]), to
+/// ask them for pieces of their tables and to probe ([`Probe`]). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Links {
+    list: Arc<Vec<Link>>,
+    capacity: usize,
+}
+
+impl Links {
+    /// Each worker's loop and packet counters, in queue order.
+    pub fn stats(&self) -> Vec<(&LoopStats, &WorkerStats)> {
+        self.list
+            .iter()
+            .map(|w| (&*w.loop_stats, &*w.stats))
+            .collect()
+    }
+
+    /// Frames forwarded by every worker so far.
+    pub fn forwarded(&self) -> u64 {
+        self.list.iter().map(|w| w.stats.tx.get()).sum()
+    }
+
+    /// Has worker 0 send `frames` (frames of the director's own).
+    fn send(&self, frames: &[Vec<u8>]) -> Result<(), DataplaneError> {
+        let Some(first) = self.list.first() else {
+            return Ok(());
+        };
+        for f in frames {
+            if let Some(frame) = ControlFrame::new(f) {
+                first
+                    .ctrl
+                    .send(Control::Send(frame))
+                    .map_err(|_| DataplaneError::WorkerGone(0))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The real dataplane as the write side configures it: workers over AF_XDP and the
+/// steering program.
 #[derive(Debug)]
 pub struct Live {
     /// The workers.
@@ -243,32 +302,39 @@ pub struct Live {
     pub steering: Steering,
     /// The director's MAC (source of gratuitous ARP).
     pub director_mac: Mac,
-    /// Connection-table entries over all workers.
-    pub capacity: usize,
+    /// What other threads use of the workers.
+    pub links: Links,
 }
 
-impl Dataplane for Live {
+impl Configure for Live {
     fn install(&mut self, services: &Services) -> Result<(), DataplaneError> {
         let list = &self.workers.list;
-        let before: Vec<u64> = list.iter().map(|w| w.loop_stats.installs.get()).collect();
+        let (done, installed) = bounded(list.len());
         for (i, w) in list.iter().enumerate() {
             w.ctrl
-                .send(Control::Install(Box::new(services.clone())))
+                .send(Control::Install(Install {
+                    services: Box::new(services.clone()),
+                    done: done.clone(),
+                }))
                 .map_err(|_| DataplaneError::WorkerGone(i))?;
         }
+        drop(done);
         let deadline = Instant::now() + INSTALL_TIMEOUT;
-        for (i, w) in list.iter().enumerate() {
-            while w.loop_stats.installs.get() == before[i] {
-                if w.thread.is_finished() {
-                    return Err(DataplaneError::WorkerGone(i));
-                }
-                if Instant::now() > deadline {
-                    return Err(DataplaneError::InstallTimeout {
-                        worker: i,
+        for taken in 0..list.len() {
+            // Each worker says so once it runs with the snapshot; the channel orders its
+            // install before what follows here.
+            if installed.recv_deadline(deadline).is_err() {
+                let worker = list
+                    .iter()
+                    .position(|w| w.thread.is_finished())
+                    .unwrap_or(taken);
+                return Err(match list[worker].thread.is_finished() {
+                    true => DataplaneError::WorkerGone(worker),
+                    false => DataplaneError::InstallTimeout {
+                        worker,
                         seconds: INSTALL_TIMEOUT.as_secs(),
-                    });
-                }
-                std::thread::sleep(Duration::from_micros(200));
+                    },
+                });
             }
         }
         Ok(())
@@ -280,31 +346,63 @@ impl Dataplane for Live {
             .map_err(|e| DataplaneError::Steer(e.to_string()))
     }
 
-    fn announce(&mut self, vip: IpAddr) {
-        let Some(w) = self.workers.list.first() else {
-            return;
-        };
+    fn advertise(&mut self, vip: IpAddr) {
         let (frame, how) = match vip {
             IpAddr::V4(v) => (
-                ControlFrame::new(&xdpvs_arp::gratuitous(v, self.director_mac)),
+                xdpvs_arp::gratuitous(v, self.director_mac).to_vec(),
                 "gratuitous ARP",
             ),
             IpAddr::V6(v) => (
-                ControlFrame::new(&xdpvs_arp::ndp::unsolicited(v, self.director_mac)),
+                xdpvs_arp::ndp::unsolicited(v, self.director_mac).to_vec(),
                 "unsolicited neighbour advertisement",
             ),
         };
-        if let Some(frame) = frame {
-            let _ = w.ctrl.send(Control::Send(frame));
+        if self.links.send(&[frame]).is_ok() {
             info!(
-                "announced {vip} at {} ({how})",
+                "advertised {vip} at {} ({how})",
                 format_mac(&self.director_mac)
             );
         }
     }
 
+    fn send(&mut self, frames: &[Vec<u8>]) {
+        let _ = self.links.send(frames);
+    }
+
+    fn set_timeouts(&mut self, timeouts: Timeouts) {
+        for w in &self.workers.list {
+            let _ = w.ctrl.send(Control::Timeouts(timeouts));
+        }
+    }
+}
+
+impl Observe for Live {
     fn load(&self, dest: DestRef) -> Load {
-        self.workers.list.iter().fold(Load::default(), |acc, w| {
+        self.links.load(dest)
+    }
+    fn persistent(&self, dest: DestRef) -> u64 {
+        self.links.persistent(dest)
+    }
+    fn service_traffic(&self, slot: u32) -> TrafficTotals {
+        self.links.service_traffic(slot)
+    }
+    fn dest_traffic(&self, slot: u32) -> TrafficTotals {
+        self.links.dest_traffic(slot)
+    }
+    fn capacity(&self) -> usize {
+        self.links.capacity
+    }
+    fn list_connections(
+        &self,
+        sink: &mut dyn FnMut(&[Listed]) -> bool,
+    ) -> Result<(), DataplaneError> {
+        self.links.list_connections(sink)
+    }
+}
+
+impl Observe for Links {
+    fn load(&self, dest: DestRef) -> Load {
+        self.list.iter().fold(Load::default(), |acc, w| {
             let l = w.loads.load(dest);
             Load {
                 active: acc.active + l.active,
@@ -317,73 +415,66 @@ impl Dataplane for Live {
         self.capacity
     }
 
-    fn set_timeouts(&mut self, timeouts: Timeouts) {
-        for w in &self.workers.list {
-            let _ = w.ctrl.send(Control::Timeouts(timeouts));
-        }
-    }
-
     fn persistent(&self, dest: DestRef) -> u64 {
-        self.workers
-            .list
+        self.list
             .iter()
             .map(|w| u64::from(w.loads.persistent(dest)))
             .sum()
     }
 
     fn service_traffic(&self, slot: u32) -> TrafficTotals {
-        self.workers
-            .list
-            .iter()
-            .fold(TrafficTotals::default(), |acc, w| {
-                acc + w.stats.service_totals(slot)
-            })
+        self.list.iter().fold(TrafficTotals::default(), |acc, w| {
+            acc + w.stats.service_totals(slot)
+        })
     }
 
     fn dest_traffic(&self, slot: u32) -> TrafficTotals {
-        self.workers
-            .list
-            .iter()
-            .fold(TrafficTotals::default(), |acc, w| {
-                acc + w.stats.dest_totals(slot)
-            })
+        self.list.iter().fold(TrafficTotals::default(), |acc, w| {
+            acc + w.stats.dest_totals(slot)
+        })
     }
 
     fn list_connections(
-        &mut self,
+        &self,
         sink: &mut dyn FnMut(&[Listed]) -> bool,
     ) -> Result<(), DataplaneError> {
         let (tx, rx) = bounded(1);
-        for (i, w) in self.workers.list.iter().enumerate() {
+        for (i, w) in self.list.iter().enumerate() {
             let mut cursor = Some(0);
+            // One buffer, handed to the worker and back, for the whole listing.
+            let mut buf = Vec::with_capacity(LIST_ROWS);
             while let Some(c) = cursor {
+                buf.clear();
                 w.ctrl
                     .send(Control::List(ListRequest {
                         cursor: c,
-                        buf: Vec::with_capacity(LIST_ROWS),
+                        buf,
                         reply: tx.clone(),
                     }))
                     .map_err(|_| DataplaneError::WorkerGone(i))?;
                 let piece = rx
                     .recv_timeout(INSTALL_TIMEOUT)
-                    .map_err(|_| DataplaneError::ListTimeout(i))?;
+                    .map_err(|_| DataplaneError::AnswerTimeout(i))?;
                 if !sink(&piece.rows) {
                     return Ok(());
                 }
                 cursor = piece.next;
+                buf = piece.rows;
             }
         }
         Ok(())
     }
+}
 
+impl Probe for Links {
     fn explain(
-        &mut self,
+        &self,
         key: &ServiceKey,
         client: std::net::SocketAddr,
     ) -> Result<Vec<Option<Explained>>, DataplaneError> {
         let (tx, rx) = bounded(1);
         let mut out = Vec::new();
-        for (i, w) in self.workers.list.iter().enumerate() {
+        for (i, w) in self.list.iter().enumerate() {
             w.ctrl
                 .send(Control::Explain(ExplainRequest {
                     key: *key,
@@ -393,31 +484,21 @@ impl Dataplane for Live {
                 .map_err(|_| DataplaneError::WorkerGone(i))?;
             out.push(
                 rx.recv_timeout(INSTALL_TIMEOUT)
-                    .map_err(|_| DataplaneError::ListTimeout(i))?,
+                    .map_err(|_| DataplaneError::AnswerTimeout(i))?,
             );
         }
         Ok(out)
     }
 
-    fn probe(&mut self, frames: &[Vec<u8>], listen: Duration) -> Result<Heard, DataplaneError> {
-        let Some(first) = self.workers.list.first() else {
-            return Ok(Heard::default());
-        };
+    fn probe(&self, frames: &[Vec<u8>], listen: Duration) -> Result<Heard, DataplaneError> {
         let sockets = if listen.is_zero() {
             Vec::new()
         } else {
             raw_sockets()?
         };
-        let seen = |w: &Handle| -> Vec<ConflictSeen> { w.stats.conflicts.seen().collect() };
-        let before: Vec<Vec<ConflictSeen>> = self.workers.list.iter().map(seen).collect();
-        for f in frames {
-            if let Some(frame) = ControlFrame::new(f) {
-                first
-                    .ctrl
-                    .send(Control::Send(frame))
-                    .map_err(|_| DataplaneError::WorkerGone(0))?;
-            }
-        }
+        let seen = |w: &Link| -> Vec<ConflictSeen> { w.stats.conflicts.seen().collect() };
+        let before: Vec<Vec<ConflictSeen>> = self.list.iter().map(seen).collect();
+        self.send(frames)?;
         let mut heard = Heard::default();
         let deadline = Instant::now() + listen;
         let mut buf = [0u8; 2048];
@@ -436,7 +517,7 @@ impl Dataplane for Live {
             }
         }
         // A pair seen more often than before the probes (or new in its slot) answered.
-        for (w, old) in self.workers.list.iter().zip(&before) {
+        for (w, old) in self.list.iter().zip(&before) {
             for c in seen(w) {
                 let known = old.iter().find(|o| o.slot == c.slot && o.seq == c.seq);
                 if known.is_none_or(|o| c.count > o.count) {
@@ -475,13 +556,7 @@ fn raw_sockets() -> Result<Vec<(Wrap, socket2::Socket)>, DataplaneError> {
             Ok(s) => out.push((wrap, s)),
             // No IPv6 on this host: only IPv4 answers to hear.
             Err(e) if domain == Domain::IPV6 && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {}
-            Err(e) => {
-                return Err(DataplaneError::Probe(format!(
-                    "opening a raw socket to hear the real servers' answers: {e} \
-                     (xdpvs check needs the director to have CAP_NET_RAW: run it as root, or \
-                     add CAP_NET_RAW to its capabilities)"
-                )))
-            }
+            Err(e) => return Err(DataplaneError::RawSocket(e.to_string())),
         }
     }
     Ok(out)

@@ -18,3 +18,19 @@ pub fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Whether this run is CI's (`CI` set, as CI sets it: `CI=true`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// A test that cannot run here (`why`: no root, no AF_XDP, a package missing). Under CI,
+/// which runs as root after `.ci/setup` installed every package, that is a failure:
+/// this panics. Elsewhere it says so on stderr, and the caller returns (skips).
+pub fn cannot_run(what: &str, why: &str) {
+    assert!(
+        !in_ci(),
+        "{what} cannot run under CI=true: {why} (CI runs as root after `bash .ci/setup`; a test there never skips)"
+    );
+    eprintln!("SKIP {what}: {why}");
+}

@@ -364,11 +364,11 @@ impl Device for XskDevice {
             // `comp` is ours.
             let done = unsafe { self.cq.consume(&mut self.comp[..n]) };
             self.in_flight -= done.min(self.in_flight);
+            // The ring reserves all or nothing: offer what fits, keep the rest spare.
+            let fits = (self.fq.nb_free(done as u32) as usize).min(done);
             // SAFETY: just completed, so in no ring.
-            let filled = unsafe { self.fq.produce(&self.comp[..done]) };
-            if filled < done {
-                self.spare.extend_from_slice(&self.comp[filled..done]);
-            }
+            let filled = unsafe { self.fq.produce(&self.comp[..fits]) };
+            self.spare.extend_from_slice(&self.comp[filled..done]);
         }
         self.top_up_fill();
         if self.fq.needs_wakeup() {
@@ -440,10 +440,13 @@ impl Device for XskDevice {
             return;
         }
         self.stage(frames);
+        // xsk-rs reserves all or nothing: a batch larger than the free slots would be
+        // refused whole. Offer what fits; the rest stays the caller's.
+        let fits = (self.tx.nb_free(self.txbuf.len() as u32) as usize).min(self.txbuf.len());
         // SAFETY: every descriptor comes from a token of this device (checked above): a
         // frame of this UMEM, received and in no ring. The tokens of the frames the ring
         // took are consumed just below, so they cannot be used again.
-        let n = unsafe { self.tx.produce(&self.txbuf) };
+        let n = unsafe { self.tx.produce(&self.txbuf[..fits]) };
         self.in_flight += n;
         frames.drain(..n);
     }
@@ -454,9 +457,11 @@ impl Device for XskDevice {
         }
         self.stage(frames);
         frames.clear();
+        // As for TX: offer the fill ring what fits, keep the rest spare.
+        let fits = (self.fq.nb_free(self.txbuf.len() as u32) as usize).min(self.txbuf.len());
         // SAFETY: frames of this UMEM, received and in no ring (their tokens were checked
         // and are consumed).
-        let n = unsafe { self.fq.produce(&self.txbuf) };
+        let n = unsafe { self.fq.produce(&self.txbuf[..fits]) };
         self.spare.extend_from_slice(&self.txbuf[n..]);
     }
 

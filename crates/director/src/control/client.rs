@@ -10,23 +10,29 @@ use super::proto::{read_message, write_message, Answer, Reply, Request, WireErro
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nobody listens on the socket.
-    #[error("cannot reach the director at {path} ({source}): is `xdpvs run` running? (--socket or XDPVS_SOCKET choose another)")]
+    #[error("cannot reach the director at {path} ({cause}): is `xdpvs run` running? (--socket or XDPVS_SOCKET choose another)")]
     Connect {
         /// The socket.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The exchange failed.
     #[error("talking to the director: {0}")]
-    Wire(#[from] WireError),
+    Wire(WireError),
+}
+
+impl From<WireError> for ClientError {
+    fn from(e: WireError) -> Self {
+        ClientError::Wire(e)
+    }
 }
 
 /// Connects to the director at `socket` and sends `req`.
 fn send(socket: &Path, req: &Request) -> Result<UnixStream, ClientError> {
-    let mut s = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+    let mut s = UnixStream::connect(socket).map_err(|cause| ClientError::Connect {
         path: socket.to_path_buf(),
-        source,
+        cause,
     })?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     write_message(&mut s, req)?;

@@ -121,6 +121,30 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// What the request is, in the words of the command that sends it (for messages).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::AddService { .. } => "-A (add a service)",
+            Request::EditService { .. } => "-E (edit a service)",
+            Request::DeleteService { .. } => "-D (delete a service)",
+            Request::Clear => "-C (clear)",
+            Request::AddReal { .. } => "-a (add a real server)",
+            Request::EditReal { .. } => "-e (edit a real server)",
+            Request::DeleteReal { .. } => "-d (delete a real server)",
+            Request::List { .. } => "-L (list)",
+            Request::SetTimeouts(_) => "--set (timeouts)",
+            Request::GetTimeouts => "-L --timeout",
+            Request::Zero { .. } => "-Z (zero counters)",
+            Request::Connections => "-L -c (connections)",
+            Request::Batch(_) => "-R (restore)",
+            Request::Check => "xdpvs check",
+            Request::Explain { .. } => "xdpvs explain",
+            Request::Drain { .. } => "xdpvs drain",
+        }
+    }
+}
+
 /// What `-e` does to a real server's health check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CheckEdit {
@@ -283,6 +307,21 @@ pub enum Reply {
     },
 }
 
+impl Reply {
+    /// What kind of answer it is (for a message about an answer not expected).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Reply::Done => "done",
+            Reply::Table(_) => "a table",
+            Reply::Timeouts(_) => "timeouts",
+            Reply::Connections(_) => "connections",
+            Reply::Check(_) => "a check report",
+            Reply::Explain(_) => "an explanation",
+            Reply::Draining { .. } => "draining",
+        }
+    }
+}
+
 /// Why a worker sends a flow where it does (`xdpvs explain`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -435,6 +474,12 @@ pub enum ControlError {
     /// The message could not be read as a request.
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// Every client slot of the control socket is taken.
+    #[error("the director is serving {0} clients already, its limit: try again when one is done (a stuck client is cut off after its timeout)")]
+    Busy(usize),
+    /// The director is stopping: the change was not applied.
+    #[error("the director is stopping: nothing was applied")]
+    Stopping,
     /// The two ends speak different protocol versions.
     #[error("protocol version {got} is not the director's {want}: use the same xdpvs for the director and its commands")]
     Version {
@@ -461,14 +506,14 @@ pub type Answer = Result<Reply, ControlError>;
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     /// The socket failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     /// A length over [`MAX_MESSAGE`].
     #[error("message of {0} bytes is over the limit of {MAX_MESSAGE}")]
     TooLarge(usize),
     /// Not the JSON expected.
     #[error("unreadable message: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     /// Another protocol version.
     #[error("protocol version {0} is not {VERSION}")]
     Version(u32),
@@ -479,7 +524,8 @@ pub fn write_message<T: Serialize>(w: &mut impl Write, body: &T) -> Result<(), W
     let bytes = serde_json::to_vec(&Envelope {
         version: VERSION,
         body,
-    })?;
+    })
+    .map_err(WireError::Json)?;
     if bytes.len() > MAX_MESSAGE {
         return Err(WireError::TooLarge(bytes.len()));
     }
@@ -504,11 +550,11 @@ pub fn read_message<T: DeserializeOwned>(r: &mut impl Read) -> Result<T, WireErr
     struct Version {
         version: u32,
     }
-    let v: Version = serde_json::from_slice(&bytes)?;
+    let v: Version = serde_json::from_slice(&bytes).map_err(WireError::Json)?;
     if v.version != VERSION {
         return Err(WireError::Version(v.version));
     }
-    let e: Envelope<T> = serde_json::from_slice(&bytes)?;
+    let e: Envelope<T> = serde_json::from_slice(&bytes).map_err(WireError::Json)?;
     Ok(e.body)
 }
 

@@ -1,8 +1,17 @@
-//! The director's side of the control socket.
+//! The director's side of the control socket: an acceptor thread, and a thread of its
+//! own for every client (up to [`MAX_CLIENTS`] at once), so that a client that says
+//! nothing, reads slowly or vanishes holds up only itself. Each client's request is read
+//! within [`READ_TIMEOUT`] and each message of its answer written within
+//! [`WRITE_TIMEOUT`], or the client is cut off. What a request does is the [`Handler`]'s
+//! business (`super::route`).
 
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::proto::{read_message, write_message, Answer, ControlError, Reply, Request, WireError};
@@ -16,7 +25,7 @@ pub enum SocketError {
     )]
     InUse(PathBuf),
     /// A filesystem or socket call failed.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}")]
     Io {
         /// What was being done.
         what: &'static str,
@@ -56,9 +65,6 @@ impl ControlSocket {
         let listener = UnixListener::bind(path).map_err(io("binding the control socket"))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(io("restricting the control socket"))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(io("configuring the control socket"))?;
         Ok(ControlSocket {
             listener,
             path: path.to_path_buf(),
@@ -70,19 +76,116 @@ impl ControlSocket {
         &self.path
     }
 
-    /// Serves the connection waiting, if any, with `handle`. Returns whether there was one.
-    pub fn serve_one(
-        &self,
-        handle: impl FnOnce(Request, &mut Pieces<'_>) -> Answer,
-    ) -> Result<bool, std::io::Error> {
-        match self.listener.accept() {
-            Ok((stream, _)) => {
-                serve(stream, handle);
-                Ok(true)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(e),
+    /// Serves every client with `handler` from now on, each on its own thread, until
+    /// the returned [`Server`] is stopped or dropped.
+    pub fn serve(self, handler: Arc<dyn Handler>) -> Result<Server, std::io::Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = Arc::new(AtomicUsize::new(0));
+        let listener = self.listener.try_clone()?;
+        let (flag, count) = (Arc::clone(&stop), Arc::clone(&clients));
+        let thread = std::thread::Builder::new()
+            .name("xdpvs-accept".into())
+            .spawn(move || accept(&listener, &flag, &count, &handler))?;
+        Ok(Server {
+            socket: self,
+            stop,
+            clients,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// What answers the requests of the control socket's clients, on their threads.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers `req`, sending pieces of a long answer to `pieces` first.
+    fn handle(&self, req: Request, pieces: &mut Pieces<'_>) -> Answer;
+}
+
+/// Clients served at once at most; one more gets [`ControlError::Busy`] and is closed.
+pub const MAX_CLIENTS: usize = 128;
+/// How long a client may take to send its request.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one message of an answer may take to be written (a client reading slowly,
+/// such as `xdpvs -Lnc | less` left paused, is cut off after it).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The control socket being served; stops serving (and removes its file) when dropped.
+/// Clients already connected finish on their own threads.
+#[derive(Debug)]
+pub struct Server {
+    socket: ControlSocket,
+    stop: Arc<AtomicBool>,
+    clients: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Where it listens.
+    pub fn path(&self) -> &Path {
+        self.socket.path()
+    }
+
+    /// Clients being served now.
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Wake the acceptor from accept(2).
+        let _ = UnixStream::connect(self.socket.path());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
+    }
+}
+
+/// Counts a client for as long as it is served.
+struct Seat(Arc<AtomicUsize>);
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn accept(
+    listener: &UnixListener,
+    stop: &AtomicBool,
+    clients: &Arc<AtomicUsize>,
+    handler: &Arc<dyn Handler>,
+) {
+    for stream in listener.incoming() {
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(mut stream) = stream else {
+            // Out of descriptors, say: let the clients in hand finish first.
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        if clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+            clients.fetch_sub(1, Ordering::AcqRel);
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = write_message(
+                &mut stream,
+                &Err::<Reply, _>(ControlError::Busy(MAX_CLIENTS)),
+            );
+            let _ = stream.flush();
+            continue;
+        }
+        let seat = Seat(Arc::clone(clients));
+        let handler = Arc::clone(handler);
+        let spawned = std::thread::Builder::new()
+            .name("xdpvs-client".into())
+            .spawn(move || {
+                let _seat = seat;
+                serve(stream, |req, pieces| handler.handle(req, pieces));
+            });
+        // No thread to be had: the client is closed (its seat given back with the closure).
+        drop(spawned);
     }
 }
 
@@ -112,8 +215,8 @@ impl Pieces<'_> {
 /// answer; a client that went away is ignored.
 pub fn serve(mut stream: UnixStream, handle: impl FnOnce(Request, &mut Pieces<'_>) -> Answer) {
     let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let answer: Answer = match read_message::<Request>(&mut stream) {
         Ok(req) => {
             let mut pieces = Pieces {
@@ -168,6 +271,55 @@ mod tests {
         let mut ok = (body.len() as u32).to_be_bytes().to_vec();
         ok.extend_from_slice(body);
         assert_eq!(exchange(&ok), Ok(Reply::Done));
+    }
+
+    /// Answers every request at once.
+    struct Done;
+
+    impl Handler for Done {
+        fn handle(&self, _: Request, _: &mut Pieces<'_>) -> Answer {
+            Ok(Reply::Done)
+        }
+    }
+
+    #[test]
+    fn silent_clients_hold_up_nobody_and_one_over_the_limit_is_told_so() {
+        let path = std::env::temp_dir().join(format!("xdpvs-server-{}.sock", std::process::id()));
+        let server = ControlSocket::bind(&path)
+            .expect("bound")
+            .serve(Arc::new(Done))
+            .expect("served");
+        let ask = || super::super::client::request(&path, &Request::Clear).expect("answered");
+        // Clients that connect and say nothing take a seat each, and nothing else.
+        let mut silent: Vec<UnixStream> = Vec::new();
+        for _ in 0..MAX_CLIENTS - 1 {
+            silent.push(UnixStream::connect(&path).expect("connected"));
+        }
+        assert_eq!(
+            ask(),
+            Ok(Reply::Done),
+            "answered beside {} silent clients",
+            silent.len()
+        );
+        while server.clients() < MAX_CLIENTS - 1 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        silent.push(UnixStream::connect(&path).expect("connected"));
+        while server.clients() < MAX_CLIENTS {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Every seat taken: the next client is told why, at once.
+        let e = ask().expect_err("busy");
+        assert_eq!(e, ControlError::Busy(MAX_CLIENTS));
+        assert!(e.to_string().contains("try again"), "{e}");
+        // A client that leaves gives its seat back.
+        drop(silent.pop());
+        while server.clients() >= MAX_CLIENTS {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(ask(), Ok(Reply::Done));
+        drop(server);
+        assert!(!path.exists(), "the socket file is removed");
     }
 
     #[test]

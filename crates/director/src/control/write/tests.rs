@@ -5,7 +5,18 @@ use xdpvs_sched::tcp::{flags, Timeouts};
 
 use xdpvs_sched::{Persistence, Protocol, SchedKind, Time};
 
-use super::super::proto::{ConnRow, Counters, TimeoutSet};
+use std::cell::RefCell;
+use std::net::SocketAddr;
+
+use xdpvs_dataplane::engine::Explained;
+use xdpvs_dataplane::stats::TrafficTotals;
+use xdpvs_sched::conn::{DestRef, Listed};
+use xdpvs_sched::Load;
+
+use super::super::check::{self, CheckReport, Heard};
+use super::super::dataplane::{DataplaneError, Probe};
+use super::super::proto::{Answer, ConnRow, Counters, Reason, Table, TimeoutSet};
+use super::super::{diagnose, read};
 use xdpvs_testkit::frames::{self, Endpoints};
 
 use super::*;
@@ -52,7 +63,7 @@ struct Fake {
     timeouts: Option<Timeouts>,
     now: Time,
     /// Frames `probe` was given, and the hosts it says claimed a VIP.
-    probed: Vec<Vec<u8>>,
+    probed: RefCell<Vec<Vec<u8>>>,
     claims: Vec<(IpAddr, Mac)>,
 }
 
@@ -79,7 +90,7 @@ impl Fake {
             announced: Vec::new(),
             timeouts: None,
             now: Time::from_nanos(1),
-            probed: Vec::new(),
+            probed: RefCell::new(Vec::new()),
             claims: Vec::new(),
         }
     }
@@ -103,7 +114,7 @@ impl Fake {
     }
 }
 
-impl Dataplane for Fake {
+impl Configure for Fake {
     fn install(&mut self, services: &Services) -> Result<(), DataplaneError> {
         for (i, t) in self.workers.iter_mut().enumerate() {
             if self.fail_install_on == Some(i) {
@@ -131,10 +142,23 @@ impl Dataplane for Fake {
         Ok(())
     }
 
-    fn announce(&mut self, vip: IpAddr) {
+    fn advertise(&mut self, vip: IpAddr) {
         self.announced.push(vip);
     }
 
+    fn send(&mut self, frames: &[Vec<u8>]) {
+        self.probed.borrow_mut().extend(frames.iter().cloned());
+    }
+
+    fn set_timeouts(&mut self, timeouts: Timeouts) {
+        self.timeouts = Some(timeouts);
+        for t in &mut self.workers {
+            t.set_timeouts(timeouts);
+        }
+    }
+}
+
+impl Observe for Fake {
     fn load(&self, dest: DestRef) -> Load {
         self.workers.iter().fold(Load::default(), |acc, t| {
             let l = t.conns().load(dest);
@@ -147,13 +171,6 @@ impl Dataplane for Fake {
 
     fn capacity(&self) -> usize {
         1 << 20
-    }
-
-    fn set_timeouts(&mut self, timeouts: Timeouts) {
-        self.timeouts = Some(timeouts);
-        for t in &mut self.workers {
-            t.set_timeouts(timeouts);
-        }
     }
 
     fn persistent(&self, dest: DestRef) -> u64 {
@@ -176,7 +193,7 @@ impl Dataplane for Fake {
     }
 
     fn list_connections(
-        &mut self,
+        &self,
         sink: &mut dyn FnMut(&[Listed]) -> bool,
     ) -> Result<(), DataplaneError> {
         for t in &self.workers {
@@ -192,9 +209,11 @@ impl Dataplane for Fake {
         }
         Ok(())
     }
+}
 
+impl Probe for Fake {
     fn explain(
-        &mut self,
+        &self,
         key: &ServiceKey,
         client: SocketAddr,
     ) -> Result<Vec<Option<Explained>>, DataplaneError> {
@@ -206,8 +225,8 @@ impl Dataplane for Fake {
     }
 
     /// The real server at `mac_of(11)` answers SYNs with a SYN-ACK; nobody else answers.
-    fn probe(&mut self, frames: &[Vec<u8>], _listen: Duration) -> Result<Heard, DataplaneError> {
-        self.probed.extend(frames.iter().cloned());
+    fn probe(&self, frames: &[Vec<u8>], _listen: Duration) -> Result<Heard, DataplaneError> {
+        self.probed.borrow_mut().extend(frames.iter().cloned());
         let mut heard = Heard {
             packets: Vec::new(),
             claims: self.claims.clone(),
@@ -231,14 +250,44 @@ impl Dataplane for Fake {
                 .ack(t.sequence_number().wrapping_add(1));
             let mut out = Vec::new();
             b.write(&mut out, &[]).expect("written");
-            heard.packets.push(super::check::Packet::V4(out));
+            heard.packets.push(check::Packet::V4(out));
         }
         Ok(heard)
     }
 }
 
-fn plane(workers: usize) -> ControlPlane<Fake> {
-    ControlPlane::new(
+/// The questions and diagnostics, asked as the router asks them: from the write side's
+/// published view.
+impl WriteSide<Fake> {
+    fn table(&self, service: Option<&ServiceKey>) -> Result<Table, ControlError> {
+        read::table(&self.published.get(), &self.dp, service)
+    }
+
+    fn check(&mut self, first_port: u16, echo_id: u16) -> Result<CheckReport, ControlError> {
+        diagnose::run_check(&self.published.get(), &self.dp, first_port, echo_id)
+    }
+
+    /// Any request, answered by the part the router would hand it to.
+    fn ask(&mut self, req: &Request) -> Answer {
+        let view = self.published.get();
+        match req {
+            Request::List { service } => self.table(service.as_ref()).map(Reply::Table),
+            Request::GetTimeouts => Ok(Reply::Timeouts(read::timeouts(&view))),
+            Request::Check => self.check(check::FIRST_PORT, 1).map(Reply::Check),
+            Request::Explain { key, client } => {
+                diagnose::explain(&view, &self.dp, key, *client).map(Reply::Explain)
+            }
+            _ => self.execute(req),
+        }
+    }
+
+    fn connections(&self, sink: &mut dyn FnMut(Vec<ConnRow>) -> bool) -> Result<(), ControlError> {
+        read::connections(&self.published.get(), &self.dp, sink)
+    }
+}
+
+fn plane(workers: usize) -> WriteSide<Fake> {
+    WriteSide::new(
         DIRECTOR,
         Options::default(),
         limits(),
@@ -252,7 +301,7 @@ fn plane(workers: usize) -> ControlPlane<Fake> {
 }
 
 /// `-a` of `.last`, with its MAC resolved as the neighbour table would.
-fn add_real(p: &mut ControlPlane<Fake>, last: u8) -> Result<Reply, ControlError> {
+fn add_real(p: &mut WriteSide<Fake>, last: u8) -> Result<Reply, ControlError> {
     p.macs.insert(rs(last), mac_of(last));
     p.execute(&Request::AddReal {
         key: key(),
@@ -262,7 +311,7 @@ fn add_real(p: &mut ControlPlane<Fake>, last: u8) -> Result<Reply, ControlError>
     })
 }
 
-fn add_service(p: &mut ControlPlane<Fake>) {
+fn add_service(p: &mut WriteSide<Fake>) {
     p.execute(&Request::AddService {
         key: key(),
         scheduler: SchedKind::Rr,
@@ -273,7 +322,7 @@ fn add_service(p: &mut ControlPlane<Fake>) {
 }
 
 /// Every established flow still reaches the MAC it was scheduled to, or is dropped.
-fn assert_flows_stay(p: &mut ControlPlane<Fake>, flows: &HashMap<u16, Mac>) {
+fn assert_flows_stay(p: &mut WriteSide<Fake>, flows: &HashMap<u16, Mac>) {
     for (&cport, &mac) in flows {
         if let Some(now) = p.dp.send(cport, flags::ACK) {
             assert_eq!(now, mac, "flow {cport} moved from {mac:?} to {now:?}");
@@ -574,7 +623,7 @@ fn a_batch_is_applied_whole_or_not_at_all() {
     assert_eq!(t.services[0].reals.len(), 1);
     assert_eq!(t.services[0].reals[0].weight, 3);
     assert_eq!(
-        p.execute(&Request::GetTimeouts),
+        p.ask(&Request::GetTimeouts),
         Ok(Reply::Timeouts(TimeoutSet {
             tcp: 10,
             tcpfin: 120,
@@ -588,7 +637,7 @@ fn a_batch_is_applied_whole_or_not_at_all() {
 fn timeouts_as_ipvsadm_sets_and_shows_them() {
     let mut p = plane(1);
     assert_eq!(
-        p.execute(&Request::GetTimeouts),
+        p.ask(&Request::GetTimeouts),
         Ok(Reply::Timeouts(TimeoutSet {
             tcp: 900,
             tcpfin: 120,
@@ -653,7 +702,7 @@ fn real_servers_direct_routing_cannot_reach_are_refused() {
     assert!(e.to_string().contains("it is a virtual IP"), "{e}");
 }
 
-fn two_reals() -> ControlPlane<Fake> {
+fn two_reals() -> WriteSide<Fake> {
     let mut p = plane(1);
     add_service(&mut p);
     add_real(&mut p, 11).expect("added");
@@ -718,16 +767,13 @@ fn stats_count_what_the_workers_forwarded_and_zero_restarts_them() {
     );
 }
 
-fn list(p: &mut ControlPlane<Fake>) -> Vec<ConnRow> {
+fn list(p: &mut WriteSide<Fake>) -> Vec<ConnRow> {
     let mut rows = Vec::new();
-    let answer = p.execute_pieced(&Request::Connections, &mut |piece| {
-        match piece {
-            Reply::Connections(r) => rows.extend(r),
-            other => panic!("unexpected piece {other:?}"),
-        }
+    let answer = p.connections(&mut |piece| {
+        rows.extend(piece);
         true
     });
-    assert_eq!(answer, Ok(Reply::Done));
+    assert_eq!(answer, Ok(()));
     rows
 }
 
@@ -795,7 +841,7 @@ fn a_removed_real_drains_and_is_forgotten_when_its_connections_end() {
 
 #[test]
 fn with_expire_nodest_conn_a_removed_reals_clients_are_reset() {
-    let mut p = ControlPlane::new(
+    let mut p = WriteSide::new(
         DIRECTOR,
         Options {
             expire_nodest_conn: true,
@@ -880,7 +926,7 @@ fn outcome(last: u8, ok: bool, changed: Option<Health>) -> Outcome {
 }
 
 /// `-a` of `.last` with a check.
-fn add_checked(p: &mut ControlPlane<Fake>, last: u8, check: CheckSpec) {
+fn add_checked(p: &mut WriteSide<Fake>, last: u8, check: CheckSpec) {
     p.macs.insert(rs(last), mac_of(last));
     p.execute(&Request::AddReal {
         key: key(),
@@ -894,12 +940,53 @@ fn add_checked(p: &mut ControlPlane<Fake>, last: u8, check: CheckSpec) {
 /// The compiled weight of `.last` in the snapshot in force, if it is there.
 /// The weight the workers' schedulers use for `.last` (0: out of service), if the
 /// compiled configuration has it.
-fn compiled_weight(p: &ControlPlane<Fake>, last: u8) -> Option<u16> {
+fn compiled_weight(p: &WriteSide<Fake>, last: u8) -> Option<u16> {
     let s = &p.current().services()[p.current().find(&key()).expect("service")];
     s.reals
         .iter()
         .find(|r| r.addr == rs(last))
         .map(|r| r.effective_weight() as u16)
+}
+
+#[test]
+fn a_health_transition_is_recorded_and_reported_only_once_it_is_applied() {
+    let mut p = plane(1);
+    add_service(&mut p);
+    add_checked(&mut p, 11, checked(OnFailure::Inhibit));
+    add_real(&mut p, 12).expect("added");
+    // The change that would enforce it is refused: nothing is recorded as down, and
+    // nothing is reported; the figures of the check are taken all the same.
+    p.dp.fail_steers = 1;
+    let e = p
+        .health_outcome(&outcome(11, false, Some(Health::Down)))
+        .expect_err("steer fails");
+    assert!(matches!(e, ControlError::RolledBack(_)), "{e}");
+    let h = |p: &WriteSide<Fake>| {
+        let t = p.table(None).expect("table");
+        t.services[0].reals[0].health.clone().expect("health")
+    };
+    assert!(h(&p).up, "not enforced, so not recorded");
+    assert_eq!((h(&p).checks, h(&p).transitions), (1, 0));
+    assert_eq!(compiled_weight(&p, 11), Some(2));
+    // The next turn enforces it, and only then reports it.
+    let t = p.enforce_pending().expect("applied");
+    assert_eq!(t.len(), 1);
+    assert_eq!((t[0].addr, t[0].state), (rs(11), Health::Down));
+    assert!(!h(&p).up);
+    assert_eq!(h(&p).transitions, 1);
+    assert_eq!(compiled_weight(&p, 11), Some(0));
+    assert_eq!(p.enforce_pending(), Ok(vec![]), "reported once");
+    // A transition undone before it was enforced is never reported.
+    p.dp.fail_steers = 1;
+    assert!(p
+        .health_outcome(&outcome(11, true, Some(Health::Up)))
+        .is_err());
+    assert_eq!(
+        p.health_outcome(&outcome(11, false, Some(Health::Down))),
+        Ok(vec![])
+    );
+    assert_eq!(p.enforce_pending(), Ok(vec![]));
+    assert!(!h(&p).up);
 }
 
 #[test]
@@ -921,11 +1008,12 @@ fn a_failed_check_inhibits_or_removes_and_a_pass_brings_it_back() {
         flows.insert(cport, p.dp.send(cport, flags::SYN).expect("scheduled"));
     }
     // A failure that does not move the state changes nothing.
-    assert_eq!(p.health_outcome(&outcome(11, false, None)), Ok(None));
+    assert_eq!(p.health_outcome(&outcome(11, false, None)), Ok(vec![]));
     assert_eq!(compiled_weight(&p, 11), Some(2));
     let t = p
         .health_outcome(&outcome(11, false, Some(Health::Down)))
         .expect("applied")
+        .pop()
         .expect("a transition");
     assert_eq!((t.state, t.on_failure), (Health::Down, OnFailure::Inhibit));
     assert_eq!(compiled_weight(&p, 11), Some(0));
@@ -951,7 +1039,7 @@ fn a_failed_check_inhibits_or_removes_and_a_pass_brings_it_back() {
     // A state the checker reports again is no new transition.
     assert_eq!(
         p.health_outcome(&outcome(11, false, Some(Health::Down))),
-        Ok(None)
+        Ok(vec![])
     );
     // A check that starts again (say after the checker was told again) starts down.
     assert!(p.check_targets().iter().all(|t| t.start == Health::Down));
@@ -973,7 +1061,7 @@ fn check_state_survives_unrelated_changes_and_restarts_when_the_check_changes() 
     p.health_outcome(&outcome(11, false, Some(Health::Down)))
         .expect("applied");
     // A weight edit elsewhere, and -e of .11 that keeps its check: still down.
-    let edit = |p: &mut ControlPlane<Fake>, last, check| {
+    let edit = |p: &mut WriteSide<Fake>, last, check| {
         p.execute(&Request::EditReal {
             key: key(),
             addr: rs(last),
@@ -997,7 +1085,7 @@ fn check_state_survives_unrelated_changes_and_restarts_when_the_check_changes() 
     assert_eq!(compiled_weight(&p, 11), Some(3));
     assert_eq!(
         p.health_outcome(&outcome(11, false, Some(Health::Down))),
-        Ok(None)
+        Ok(vec![])
     );
     assert!(p.check_targets().is_empty());
     // Deleting the real server forgets its check.
@@ -1074,8 +1162,13 @@ fn metrics_parse_as_prometheus_text_and_count_what_was_forwarded() {
     let loops = xdpvs_dataplane::worker::LoopStats::default();
     loops.table_entries.set(10);
     let w = p.dp.workers[0].stats().clone();
-    let text = crate::metrics::render(&p, &[(&loops, &w)], &crate::watch::Watch::default())
-        .expect("rendered");
+    let text = crate::metrics::render(
+        &p.published.get(),
+        &p.dp,
+        &[(&loops, &w)],
+        &crate::watch::Watch::default(),
+    )
+    .expect("rendered");
     let lines: Vec<Result<String, std::io::Error>> =
         text.lines().map(|l| Ok(l.to_string())).collect();
     let scrape =
@@ -1148,7 +1241,7 @@ fn metrics_parse_as_prometheus_text_and_count_what_was_forwarded() {
 
 #[test]
 fn an_ipv6_service_is_announced_and_takes_ipv6_reals_on_the_directors_ipv6_subnet() {
-    let mut p = ControlPlane::new(
+    let mut p = WriteSide::new(
         DIRECTOR,
         Options::default(),
         limits(),
@@ -1237,6 +1330,7 @@ fn check_probes_the_vip_and_each_real_server_and_resets_what_answered() {
     // nobody answered; then the reset of rs11's SYN-ACK.
     let to: Vec<Mac> =
         p.dp.probed
+            .borrow()
             .iter()
             .map(|f| f[0..6].try_into().expect("6 bytes"))
             .collect();
@@ -1245,7 +1339,7 @@ fn check_probes_the_vip_and_each_real_server_and_resets_what_answered() {
         to,
         [bcast, mac_of(11), mac_of(12), bcast, mac_of(12), mac_of(11)]
     );
-    let last = p.dp.probed[5].clone();
+    let last = p.dp.probed.borrow()[5].clone();
     let rst = etherparse::SlicedPacket::from_ethernet(&last).expect("parses");
     let Some(etherparse::TransportSlice::Tcp(t)) = &rst.transport else {
         panic!("TCP");
@@ -1253,7 +1347,7 @@ fn check_probes_the_vip_and_each_real_server_and_resets_what_answered() {
     assert!(t.rst());
     assert_eq!(last[0..6], mac_of(11));
     // Through `execute`, as the control socket asks.
-    assert!(matches!(p.execute(&Request::Check), Ok(Reply::Check(_))));
+    assert!(matches!(p.ask(&Request::Check), Ok(Reply::Check(_))));
 }
 
 #[test]
@@ -1263,8 +1357,7 @@ fn explain_answers_from_the_workers_tables_and_names_a_draining_real_server() {
     add_real(&mut p, 11).expect("added");
     add_real(&mut p, 12).expect("added");
     let client: SocketAddr = (Ipv4Addr::new(198, 19, 0, 1), 4000).into();
-    let ask = |p: &mut ControlPlane<Fake>| match p.execute(&Request::Explain { key: key(), client })
-    {
+    let ask = |p: &mut WriteSide<Fake>| match p.ask(&Request::Explain { key: key(), client }) {
         Ok(Reply::Explain(e)) => e,
         other => panic!("{other:?}"),
     };
@@ -1295,7 +1388,7 @@ fn explain_answers_from_the_workers_tables_and_names_a_draining_real_server() {
     );
     // Another client port: rs12, the only one left.
     let other = (Ipv4Addr::new(198, 19, 0, 1), 4001).into();
-    let Ok(Reply::Explain(e)) = p.execute(&Request::Explain {
+    let Ok(Reply::Explain(e)) = p.ask(&Request::Explain {
         key: key(),
         client: other,
     }) else {
@@ -1305,7 +1398,7 @@ fn explain_answers_from_the_workers_tables_and_names_a_draining_real_server() {
     // Errors: no such service, a client of the other family.
     let missing = ServiceKey { port: 81, ..key() };
     assert!(matches!(
-        p.execute(&Request::Explain {
+        p.ask(&Request::Explain {
             key: missing,
             client
         }),
@@ -1313,7 +1406,7 @@ fn explain_answers_from_the_workers_tables_and_names_a_draining_real_server() {
     ));
     let v6: SocketAddr = "[2001:2::2]:4000".parse().expect("address");
     assert!(matches!(
-        p.execute(&Request::Explain {
+        p.ask(&Request::Explain {
             key: key(),
             client: v6
         }),
@@ -1337,7 +1430,7 @@ fn an_mh_service_keeps_a_failed_real_server_in_place_out_of_service() {
                 mac: None,
             });
         }
-        let mut wanted = Wanted::default();
+        let mut wanted = OperatorConfig::default();
         wanted.services.push(s);
         wanted.checks.insert((key(), rs(12)), checked(on_failure));
         let mut health = HashMap::new();
@@ -1393,5 +1486,5 @@ fn a_vip_is_announced_while_a_real_server_is_in_service() {
     assert!(p.vips().in_service.is_empty());
     p.execute(&Request::DeleteService { key: key() })
         .expect("deleted");
-    assert_eq!(p.vips(), crate::announce::Wanted::default());
+    assert_eq!(p.vips(), crate::announce::VipSet::default());
 }

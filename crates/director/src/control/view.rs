@@ -1,0 +1,142 @@
+//! What the write side publishes for every other part to read: an immutable [`View`] of
+//! the configuration in force, swapped whole after every change ([`Published`]). A reader
+//! takes an `Arc` of the latest view and works from it for as long as it likes; the write
+//! side never waits for a reader (it only swaps a pointer under a lock held for a clone
+//! of an `Arc`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use xdpvs_dataplane::{Options, Services};
+use xdpvs_sched::conn::DestRef;
+use xdpvs_sched::tcp::Timeouts;
+use xdpvs_sched::{Mac, ServiceKey, ServiceSpec};
+
+use super::proto::CheckSpec;
+use super::stats::Tracked;
+use crate::health::Health;
+use crate::iface::LocalNet;
+
+/// The latest value of something one thread writes and others read, swapped whole.
+#[derive(Debug)]
+pub struct Published<T>(RwLock<Arc<T>>);
+
+impl<T> Published<T> {
+    /// Publishes `v` first.
+    pub fn new(v: T) -> Published<T> {
+        Published(RwLock::new(Arc::new(v)))
+    }
+
+    /// The latest value.
+    pub fn get(&self) -> Arc<T> {
+        // A panic while the pointer was being swapped leaves a valid `Arc` behind.
+        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Replaces the value; readers holding the old one keep it until they drop it.
+    pub fn set(&self, v: T) {
+        let new = Arc::new(v);
+        let old = std::mem::replace(&mut *self.0.write().unwrap_or_else(|p| p.into_inner()), new);
+        // The old view is freed here, outside the lock, if no reader holds it.
+        drop(old);
+    }
+}
+
+/// The configuration as the operator gave it: services with their real servers and
+/// weights, health checks, sorry servers. What the dataplane runs is derived from it and
+/// from what the checks found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperatorConfig {
+    /// Services and real servers, with the weights configured.
+    pub services: Vec<ServiceSpec>,
+    /// Health checks, by service and real server.
+    pub checks: HashMap<(ServiceKey, IpAddr), CheckSpec>,
+    /// Sorry servers, by service.
+    pub sorry: HashMap<ServiceKey, IpAddr>,
+}
+
+/// What a real server's check has found so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthRecord {
+    /// Up or down, as enforced by the configuration in force.
+    pub state: Health,
+    /// The last result's detail.
+    pub last: String,
+    /// Checks run.
+    pub checks: u64,
+    /// Checks failed.
+    pub failures: u64,
+    /// Times it moved up or down.
+    pub transitions: u64,
+    /// How long the last check took.
+    pub latency: Duration,
+}
+
+impl HealthRecord {
+    /// A check not run yet: up, as keepalived starts its checks.
+    pub fn new() -> HealthRecord {
+        HealthRecord {
+            state: Health::Up,
+            last: "not checked yet".into(),
+            checks: 0,
+            failures: 0,
+            transitions: 0,
+            latency: Duration::ZERO,
+        }
+    }
+}
+
+impl Default for HealthRecord {
+    fn default() -> Self {
+        HealthRecord::new()
+    }
+}
+
+/// A real server removed from the configuration whose connections still reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainingReal {
+    /// Its address (its MAC keeps being learnt).
+    pub addr: IpAddr,
+    /// The slot and generation its connections carry.
+    pub dest: DestRef,
+    /// Its port (the service's).
+    pub port: u16,
+}
+
+/// The director's configuration in force and what it knows of it, as of one moment.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The operator's configuration.
+    pub config: OperatorConfig,
+    /// What each check found, by service and real server.
+    pub health: HashMap<(ServiceKey, IpAddr), HealthRecord>,
+    /// Real servers' MACs.
+    pub macs: HashMap<IpAddr, Mac>,
+    /// The snapshot every worker runs.
+    pub current: Arc<Services>,
+    /// Removed real servers still holding connections.
+    pub draining: Vec<DrainingReal>,
+    /// Statistics of service slots and of real-server slots.
+    pub svc_stats: HashMap<u32, Tracked>,
+    /// See `svc_stats`.
+    pub dest_stats: HashMap<u32, Tracked>,
+    /// Idle timeouts in force.
+    pub timeouts: Timeouts,
+    /// Changes applied so far.
+    pub applied: u64,
+    /// The director's MAC.
+    pub director_mac: Mac,
+    /// The director's addresses on its interface.
+    pub local: Vec<LocalNet>,
+    /// The engine's options.
+    pub options: Options,
+}
+
+impl View {
+    /// The compiled service of `key` in the snapshot in force.
+    pub fn compiled(&self, key: &ServiceKey) -> Option<&xdpvs_dataplane::config::Service> {
+        self.current.find(key).map(|i| &self.current.services()[i])
+    }
+}

@@ -1,0 +1,849 @@
+//! The write side: the one owner of the operator's configuration. It takes changes
+//! (requests, health transitions, resolved MACs), applies each all or nothing
+//! (edit → effective configuration with health → build → install → steer → advertise
+//! new VIPs), and publishes the result as a [`View`] for every reader.
+//!
+//! Applying a change: compile a snapshot (slots from the director's one [`SlotBook`]),
+//! install it on every worker, then point the XDP program at the new services, then
+//! advertise new VIPs. If the XDP maps cannot be updated, the workers get the previous
+//! snapshot back and the XDP maps the previous services: the change is rolled back
+//! everywhere and the client told so. If a worker does not take a snapshot (it died or
+//! hangs), the write side can no longer know what every worker runs: it marks itself
+//! failed, answers every later change with that error, and the director stops.
+//! Generations only move forward in the book, so even a snapshot that some workers ran
+//! and that was then abandoned never makes a connection reach another real server.
+//!
+//! A health transition is enforced by the change that applies it, and recorded and
+//! reported only once that change is in force; if applying fails, it waits and is tried
+//! again.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use xdpvs_dataplane::{Config, Draining, Limits, Options, Services, SlotBook};
+use xdpvs_sched::tcp::{State, Timeouts};
+use xdpvs_sched::{Mac, RealSpec, SchedKind, ServiceKey, ServiceSpec};
+
+use super::dataplane::{Configure, Observe};
+use super::proto::{CheckEdit, CheckSpec, ControlError, OnFailure, Reply, Request, TimeoutSet};
+use super::read::counters;
+use super::stats::Tracked;
+use super::view::{DrainingReal, HealthRecord, OperatorConfig, Published, View};
+use crate::announce::VipSet;
+use crate::health::{Health, Outcome, Target};
+use crate::iface::LocalNet;
+
+/// A health transition the write side enforced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The service.
+    pub service: ServiceKey,
+    /// The real server.
+    pub addr: IpAddr,
+    /// Its new state.
+    pub state: Health,
+    /// The result that moved it.
+    pub detail: String,
+    /// What that does to it.
+    pub on_failure: OnFailure,
+}
+
+/// What the dataplane runs for `wanted`, given what the checks found: real servers whose check failed get weight 0
+/// or are left out (as their check says), and a service whose real servers are all
+/// down or at weight 0 gets its sorry server with weight 1 (keepalived's quorum of 1).
+fn effective(
+    wanted: &OperatorConfig,
+    health: &HashMap<(ServiceKey, IpAddr), HealthRecord>,
+) -> (Vec<ServiceSpec>, Vec<(ServiceKey, IpAddr)>) {
+    let mut out_of_service = Vec::new();
+    let services = wanted
+        .services
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            // A consistent-hash table keeps a failed real server's place, so that only
+            // its clients move: it stays, out of service, whatever `on_failure` says.
+            let keeps_places = s.scheduler == SchedKind::Mh;
+            s.reals.retain_mut(|r| {
+                let Some(check) = wanted.checks.get(&(s.key, r.addr)) else {
+                    return true;
+                };
+                let down = health
+                    .get(&(s.key, r.addr))
+                    .is_some_and(|h| h.state == Health::Down);
+                match (down, check.on_failure) {
+                    (false, _) => true,
+                    (true, OnFailure::Remove) if !keeps_places => false,
+                    (true, _) => {
+                        out_of_service.push((s.key, r.addr));
+                        true
+                    }
+                }
+            });
+            if let Some(&sorry) = wanted.sorry.get(&s.key) {
+                let quorum = s
+                    .reals
+                    .iter()
+                    .any(|r| r.weight > 0 && !out_of_service.contains(&(s.key, r.addr)));
+                if !quorum && !s.reals.iter().any(|r| r.addr == sorry) {
+                    s.reals.push(RealSpec {
+                        addr: sorry,
+                        weight: 1,
+                        mac: None,
+                    });
+                }
+            }
+            s
+        })
+        .collect();
+    (services, out_of_service)
+}
+
+/// The health records for `config`'s checks: a check that stays as it is keeps its
+/// record, a new or changed one starts afresh (up, as keepalived starts its checks).
+fn next_health(
+    now: &HashMap<(ServiceKey, IpAddr), HealthRecord>,
+    old: &HashMap<(ServiceKey, IpAddr), CheckSpec>,
+    new: &HashMap<(ServiceKey, IpAddr), CheckSpec>,
+) -> HashMap<(ServiceKey, IpAddr), HealthRecord> {
+    new.iter()
+        .map(|(id, c)| {
+            let kept = now.get(id).filter(|_| old.get(id) == Some(c));
+            (*id, kept.cloned().unwrap_or_else(HealthRecord::new))
+        })
+        .collect()
+}
+
+/// A health transition the checker reported that no applied change enforces yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pending {
+    state: Health,
+    detail: String,
+}
+
+/// The write side: the operator's configuration, what the checks and the neighbour table
+/// found, and the dataplane it configures.
+pub struct WriteSide<D: Configure + Observe> {
+    config: OperatorConfig,
+    health: HashMap<(ServiceKey, IpAddr), HealthRecord>,
+    /// Transitions reported by the checker, not yet enforced by an applied change.
+    pending: HashMap<(ServiceKey, IpAddr), Pending>,
+    /// Changes applied so far.
+    applied: u64,
+    macs: HashMap<IpAddr, Mac>,
+    director_mac: Mac,
+    options: Options,
+    limits: Limits,
+    book: SlotBook,
+    current: Arc<Services>,
+    failed: Option<String>,
+    timeouts: Timeouts,
+    local: Vec<LocalNet>,
+    draining: Vec<DrainingReal>,
+    /// Statistics of service slots and of real-server slots.
+    svc_stats: HashMap<u32, Tracked>,
+    dest_stats: HashMap<u32, Tracked>,
+    dp: D,
+    published: Arc<Published<View>>,
+}
+
+impl<D: Configure + Observe> std::fmt::Debug for WriteSide<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteSide")
+            .field("services", &self.config.services.len())
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl<D: Configure + Observe> WriteSide<D> {
+    /// An empty configuration, already installed in `dp`. `local` are the addresses of
+    /// the director's interface: real servers must be on one of their subnets and must
+    /// not be one of them (no check when empty).
+    pub fn new(
+        director_mac: Mac,
+        options: Options,
+        limits: Limits,
+        local: Vec<LocalNet>,
+        mut dp: D,
+    ) -> Result<Self, ControlError> {
+        let cfg = Config::new(director_mac, Vec::new(), options);
+        let mut book = SlotBook::new(&limits);
+        let current = Arc::new(Services::build_with(&cfg, &limits, &mut book, None)?);
+        dp.install(&current)
+            .and_then(|()| dp.steer(&[]))
+            .map_err(|e| ControlError::Fatal(e.to_string()))?;
+        let published = Arc::new(Published::new(View {
+            config: OperatorConfig::default(),
+            health: HashMap::new(),
+            macs: HashMap::new(),
+            current: Arc::clone(&current),
+            draining: Vec::new(),
+            svc_stats: HashMap::new(),
+            dest_stats: HashMap::new(),
+            timeouts: Timeouts::default(),
+            applied: 0,
+            director_mac,
+            local: local.clone(),
+            options,
+        }));
+        Ok(WriteSide {
+            config: OperatorConfig::default(),
+            health: HashMap::new(),
+            pending: HashMap::new(),
+            applied: 0,
+            macs: HashMap::new(),
+            director_mac,
+            options,
+            limits,
+            book,
+            current,
+            failed: None,
+            timeouts: Timeouts::default(),
+            local,
+            draining: Vec::new(),
+            svc_stats: HashMap::new(),
+            dest_stats: HashMap::new(),
+            dp,
+            published,
+        })
+    }
+
+    /// Where the write side publishes its [`View`] after every change: what readers read.
+    pub fn published(&self) -> Arc<Published<View>> {
+        Arc::clone(&self.published)
+    }
+
+    /// Publishes the state in force.
+    fn publish(&self) {
+        self.published.set(View {
+            config: self.config.clone(),
+            health: self.health.clone(),
+            macs: self.macs.clone(),
+            current: Arc::clone(&self.current),
+            draining: self.draining.clone(),
+            svc_stats: self.svc_stats.clone(),
+            dest_stats: self.dest_stats.clone(),
+            timeouts: self.timeouts,
+            applied: self.applied,
+            director_mac: self.director_mac,
+            local: self.local.clone(),
+            options: self.options,
+        });
+    }
+
+    /// The dataplane.
+    pub fn dataplane(&self) -> &D {
+        &self.dp
+    }
+
+    /// Gives the dataplane back (at shutdown).
+    pub fn into_dataplane(self) -> D {
+        self.dp
+    }
+
+    /// Why the control plane gave up, if it did: the director must stop.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
+    }
+
+    /// The snapshot every worker runs.
+    pub fn current(&self) -> &Services {
+        &self.current
+    }
+
+    /// The dataplane, to change it outside a configuration change (polling policies).
+    pub fn dataplane_mut(&mut self) -> &mut D {
+        &mut self.dp
+    }
+
+    /// Every real-server address of the configuration (sorry servers included), and of
+    /// removed real servers still draining connections.
+    pub fn real_addrs(&self) -> Vec<IpAddr> {
+        let set: HashSet<IpAddr> = self
+            .config
+            .services
+            .iter()
+            .flat_map(|s| s.reals.iter().map(|r| r.addr))
+            .chain(self.config.sorry.values().copied())
+            .chain(self.draining.iter().map(|d| d.addr))
+            .collect();
+        let mut v: Vec<_> = set.into_iter().collect();
+        v.sort();
+        v
+    }
+
+    /// Every VIP of the configuration, and those with a real server in service (weight
+    /// above 0, its check passing, its MAC known; a sorry server in force counts): what
+    /// `run --announce` guards and announces.
+    pub fn vips(&self) -> VipSet {
+        let (services, out_of_service) = effective(&self.config, &self.health);
+        let mut w = VipSet::default();
+        for s in &services {
+            w.configured.insert(s.key.vip);
+            let serves = s.reals.iter().any(|r| {
+                r.weight > 0
+                    && !out_of_service.contains(&(s.key, r.addr))
+                    && self.macs.contains_key(&r.addr)
+            });
+            if serves {
+                w.in_service.insert(s.key.vip);
+            }
+        }
+        w
+    }
+
+    /// Real servers whose MAC is not known.
+    pub fn unresolved(&self) -> Vec<IpAddr> {
+        self.real_addrs()
+            .into_iter()
+            .filter(|a| !self.macs.contains_key(a))
+            .collect()
+    }
+
+    /// Takes what the neighbour table says of real servers: `Some(mac)` reachable there,
+    /// `None` unreachable (its MAC is forgotten and it gets no traffic). Re-applies the
+    /// configuration if anything changed; returns what changed.
+    pub fn learn_macs(
+        &mut self,
+        seen: &HashMap<IpAddr, Option<Mac>>,
+    ) -> Result<Vec<(IpAddr, Option<Mac>)>, ControlError> {
+        let mut changed = Vec::new();
+        for a in self.real_addrs() {
+            if let Some(&m) = seen.get(&a) {
+                if self.macs.get(&a).copied() != m {
+                    changed.push((a, m));
+                }
+            }
+        }
+        if changed.is_empty() {
+            return Ok(changed);
+        }
+        let before = self.macs.clone();
+        for &(a, m) in &changed {
+            match m {
+                Some(m) => self.macs.insert(a, m),
+                None => self.macs.remove(&a),
+            };
+        }
+        if let Err(e) = self.apply(self.config.clone(), self.health.clone()) {
+            self.macs = before;
+            return Err(e);
+        }
+        Ok(changed)
+    }
+
+    /// How many changes have been applied: what depends on the configuration in force
+    /// (the checks to run) needs looking at again when this moves.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// The checks to run for the configuration in force, each starting in the state its
+    /// real server is in now.
+    pub fn check_targets(&self) -> Vec<Target> {
+        let mut v: Vec<Target> = self
+            .config
+            .checks
+            .iter()
+            .map(|(&(service, addr), spec)| Target {
+                service,
+                addr,
+                port: spec.port.unwrap_or(service.port),
+                spec: spec.clone(),
+                start: self
+                    .health
+                    .get(&(service, addr))
+                    .map_or(Health::Up, |h| h.state),
+            })
+            .collect();
+        v.sort_by_key(|t| {
+            (
+                t.service.proto.ip_number(),
+                t.service.vip,
+                t.service.port,
+                t.addr,
+            )
+        });
+        v
+    }
+
+    /// Takes one check result: its figures are recorded at once; a result that moves
+    /// its real server up or down waits until a change that enforces it is applied, and
+    /// is returned then (with any transition that waited for an earlier failed apply). A
+    /// result for a check no longer configured is ignored.
+    pub fn health_outcome(&mut self, o: &Outcome) -> Result<Vec<Transition>, ControlError> {
+        let id = (o.service, o.addr);
+        if !self.config.checks.contains_key(&id) {
+            return Ok(Vec::new());
+        }
+        let h = self.health.entry(id).or_default();
+        h.checks += 1;
+        h.failures += u64::from(!o.ok);
+        h.last.clone_from(&o.detail);
+        h.latency = o.latency;
+        let enforced = h.state;
+        match o.changed {
+            // Back to what is in force before the change was applied: nothing to do.
+            Some(state) if state == enforced => {
+                self.pending.remove(&id);
+            }
+            Some(state) => {
+                self.pending.insert(
+                    id,
+                    Pending {
+                        state,
+                        detail: o.detail.clone(),
+                    },
+                );
+            }
+            None => {}
+        }
+        let moved = self.enforce_pending();
+        // The figures are published whether or not a change was applied (an applied
+        // change has published them already).
+        if moved.as_ref().map_or(true, Vec::is_empty) {
+            self.publish();
+        }
+        moved
+    }
+
+    /// Applies the health transitions waiting (after a failed apply, at every turn of the
+    /// write side); the ones now in force.
+    pub fn enforce_pending(&mut self) -> Result<Vec<Transition>, ControlError> {
+        if self.pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Configured checks only: one removed meanwhile has nothing to enforce.
+        self.pending
+            .retain(|id, _| self.config.checks.contains_key(id));
+        let mut health = self.health.clone();
+        let mut moved = Vec::new();
+        for (id, p) in &self.pending {
+            let h = health.entry(*id).or_default();
+            h.state = p.state;
+            h.transitions += 1;
+            moved.push(Transition {
+                service: id.0,
+                addr: id.1,
+                state: p.state,
+                detail: p.detail.clone(),
+                on_failure: self
+                    .config
+                    .checks
+                    .get(id)
+                    .map_or(OnFailure::Inhibit, |c| c.on_failure),
+            });
+        }
+        self.apply(self.config.clone(), health)?;
+        self.pending.clear();
+        moved.sort_by_key(|t| {
+            (
+                t.service.proto.ip_number(),
+                t.service.vip,
+                t.service.port,
+                t.addr,
+            )
+        });
+        Ok(moved)
+    }
+
+    /// Compiles and installs `wanted` with `health` (the records the checks' state is
+    /// taken from), all or nothing (see the module's documentation); publishes the result.
+    fn apply(
+        &mut self,
+        wanted: OperatorConfig,
+        health: HashMap<(ServiceKey, IpAddr), HealthRecord>,
+    ) -> Result<(), ControlError> {
+        if let Some(why) = &self.failed {
+            return Err(ControlError::Fatal(why.clone()));
+        }
+        let health = next_health(&health, &self.config.checks, &wanted.checks);
+        let (services, out_of_service) = effective(&wanted, &health);
+        let with_macs = services
+            .iter()
+            .cloned()
+            .map(|mut s| {
+                for r in &mut s.reals {
+                    r.mac = self.macs.get(&r.addr).copied();
+                }
+                s
+            })
+            .collect();
+        // Real servers this change removes keep their connections (drain) while their
+        // MAC is known.
+        let mut draining = self.draining.clone();
+        for cs in self.current.services() {
+            let kept = services.iter().find(|s| s.key == cs.key);
+            for r in &cs.reals {
+                if !kept.is_some_and(|s| s.reals.iter().any(|k| k.addr == r.addr)) {
+                    draining.push(DrainingReal {
+                        addr: r.addr,
+                        dest: r.dest,
+                        port: cs.key.port,
+                    });
+                }
+            }
+        }
+        let mut cfg = Config::new(self.director_mac, with_macs, self.options);
+        cfg.down = out_of_service;
+        cfg.draining = draining
+            .iter()
+            .map(|d| Draining {
+                dest: d.dest,
+                mac: self.macs.get(&d.addr).copied(),
+            })
+            .collect();
+        let checkpoint = self.book.checkpoint();
+        let built = Services::build_with(&cfg, &self.limits, &mut self.book, Some(&self.current))?;
+        // Workers first, then the XDP program: a newly steered service always meets a
+        // worker that knows it.
+        if let Err(e) = self.dp.install(&built) {
+            return Err(self.fail(e.to_string()));
+        }
+        let keys: Vec<ServiceKey> = services.iter().map(|s| s.key).collect();
+        if let Err(e) = self.dp.steer(&keys) {
+            // Back to the snapshot and services in force.
+            let old_keys: Vec<ServiceKey> = self.current.services().iter().map(|s| s.key).collect();
+            if let Err(e2) = self.dp.install(&self.current) {
+                return Err(self.fail(format!("{e}, and rolling the workers back failed: {e2}")));
+            }
+            if let Err(e2) = self.dp.steer(&old_keys) {
+                return Err(self.fail(format!("{e}, and restoring the XDP maps failed: {e2}")));
+            }
+            self.book.rollback(checkpoint);
+            return Err(ControlError::RolledBack(e.to_string()));
+        }
+        let old_vips: HashSet<IpAddr> = self.current.all_vips().collect();
+        for v in built.all_vips() {
+            if !old_vips.contains(&v) {
+                self.dp.advertise(v);
+            }
+        }
+        self.current = Arc::new(built);
+        self.health = health;
+        self.config = wanted;
+        self.applied += 1;
+        self.draining = draining;
+        self.track();
+        self.publish();
+        Ok(())
+    }
+
+    /// Starts tracking the statistics of services and real servers new to the snapshot
+    /// in force, and forgets those gone.
+    fn track(&mut self) {
+        let mut live_svcs = HashSet::new();
+        let mut live_dests = HashSet::new();
+        for s in self.current.services() {
+            live_svcs.insert(s.slot);
+            let raw = counters(self.dp.service_traffic(s.slot));
+            let t = self
+                .svc_stats
+                .entry(s.slot)
+                .or_insert_with(|| Tracked::new(s.gen, raw));
+            if t.gen != s.gen {
+                *t = Tracked::new(s.gen, raw);
+            }
+            for r in &s.reals {
+                live_dests.insert(r.dest.slot);
+                let raw = counters(self.dp.dest_traffic(r.dest.slot));
+                let t = self
+                    .dest_stats
+                    .entry(r.dest.slot)
+                    .or_insert_with(|| Tracked::new(r.dest.gen, raw));
+                if t.gen != r.dest.gen {
+                    *t = Tracked::new(r.dest.gen, raw);
+                }
+            }
+        }
+        self.svc_stats.retain(|slot, _| live_svcs.contains(slot));
+        self.dest_stats.retain(|slot, _| live_dests.contains(slot));
+    }
+
+    /// Every [`super::stats::SAMPLE_EVERY`]: samples the rate estimators, and forgets
+    /// removed real servers that no longer hold any connection.
+    pub fn tick(&mut self) {
+        for (&slot, t) in &mut self.svc_stats {
+            t.sample(counters(self.dp.service_traffic(slot)));
+        }
+        for (&slot, t) in &mut self.dest_stats {
+            t.sample(counters(self.dp.dest_traffic(slot)));
+        }
+        let dp = &self.dp;
+        self.draining.retain(|d| {
+            let l = dp.load(d.dest);
+            l.active > 0 || l.inactive > 0 || dp.persistent(d.dest) > 0
+        });
+        self.publish();
+    }
+
+    /// Asks who has each VIP (see [`super::diagnose::who_has_the_vips`]), without waiting.
+    pub fn ask_who_has_the_vips(&mut self) {
+        let frames = super::diagnose::who_has_the_vips(&self.published.get());
+        if !frames.is_empty() {
+            self.dp.send(&frames);
+        }
+    }
+
+    /// `-Z`: zeroes the counters and rates of `service` and its real servers, or of all.
+    fn zero(&mut self, service: Option<&ServiceKey>) -> Result<(), ControlError> {
+        let chosen: Vec<&xdpvs_dataplane::config::Service> = match service {
+            Some(k) => {
+                let i = self
+                    .current
+                    .find(k)
+                    .ok_or(ControlError::NoSuchService(*k))?;
+                vec![&self.current.services()[i]]
+            }
+            None => self.current.services().iter().collect(),
+        };
+        for s in chosen {
+            if let Some(t) = self.svc_stats.get_mut(&s.slot) {
+                t.zero(counters(self.dp.service_traffic(s.slot)));
+            }
+            for r in &s.reals {
+                if let Some(t) = self.dest_stats.get_mut(&r.dest.slot) {
+                    t.zero(counters(self.dp.dest_traffic(r.dest.slot)));
+                }
+            }
+        }
+        self.publish();
+        Ok(())
+    }
+
+    fn fail(&mut self, why: String) -> ControlError {
+        self.failed = Some(why.clone());
+        ControlError::Fatal(why)
+    }
+
+    /// Executes one change: an edit, a batch of them (all or nothing), `-Z`, `--set`.
+    /// Questions are the read model's and diagnostics' (`super::route`); asked here,
+    /// they are refused.
+    pub fn execute(&mut self, req: &Request) -> Result<Reply, ControlError> {
+        match req {
+            Request::Zero { service } => return self.zero(service.as_ref()).map(|()| Reply::Done),
+            Request::SetTimeouts(t) => {
+                let t = self.merged_timeouts(self.timeouts, t);
+                self.set_timeouts(t);
+                return Ok(Reply::Done);
+            }
+            Request::List { .. }
+            | Request::GetTimeouts
+            | Request::Connections
+            | Request::Check
+            | Request::Explain { .. }
+            | Request::Drain { .. } => {
+                return Err(ControlError::BadRequest(format!(
+                    "{} is not a change of the configuration",
+                    req.name()
+                )))
+            }
+            _ => {}
+        }
+        let mut next = self.config.clone();
+        let mut timeouts = None;
+        if let Request::Batch(reqs) = req {
+            for (i, r) in reqs.iter().enumerate() {
+                let step = match r {
+                    Request::SetTimeouts(t) => {
+                        timeouts = Some(self.merged_timeouts(timeouts.unwrap_or(self.timeouts), t));
+                        Ok(())
+                    }
+                    _ => self.edit(&mut next, r),
+                };
+                step.map_err(|e| ControlError::InBatch {
+                    index: i + 1,
+                    error: Box::new(e),
+                })?;
+            }
+        } else {
+            self.edit(&mut next, req)?;
+        }
+        self.apply(next, self.health.clone())?;
+        if let Some(t) = timeouts {
+            self.set_timeouts(t);
+        }
+        Ok(Reply::Done)
+    }
+
+    fn set_timeouts(&mut self, t: Timeouts) {
+        self.timeouts = t;
+        self.dp.set_timeouts(t);
+        self.publish();
+    }
+
+    /// ipvsadm's `--set`: a 0 leaves that timeout as it is.
+    fn merged_timeouts(&self, base: Timeouts, t: &TimeoutSet) -> Timeouts {
+        let secs = |v: u32, state: State| {
+            if v == 0 {
+                base.get(state)
+            } else {
+                Duration::from_secs(u64::from(v))
+            }
+        };
+        base.with_ipvsadm_set(
+            secs(t.tcp, State::Established),
+            secs(t.tcpfin, State::FinWait),
+            secs(t.udp, State::Udp),
+        )
+    }
+
+    /// Whether `addr` can be a real server of `key` by direct routing.
+    /// `next` is the configuration being built (a batch may add VIPs before this).
+    fn check_real(
+        &self,
+        next: &[ServiceSpec],
+        key: &ServiceKey,
+        addr: IpAddr,
+    ) -> Result<(), ControlError> {
+        let bad = |why: String| Err(ControlError::BadReal { addr, why });
+        if addr == key.vip || next.iter().any(|s| s.key.vip == addr) {
+            return bad("it is a virtual IP: direct routing forwards to another host that holds the VIP on its loopback".into());
+        }
+        if self.local.iter().any(|l| l.addr == addr) {
+            return bad("it is the director's own address".into());
+        }
+        if !self.local.is_empty() && !self.local.iter().any(|l| l.contains(addr)) {
+            let nets: Vec<String> = self
+                .local
+                .iter()
+                .map(|l| format!("{}/{}", l.addr, l.prefix_len))
+                .collect();
+            return bad(format!(
+                "it is not on the director's subnet ({}): direct routing reaches real servers on the same LAN only",
+                nets.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies one change to `next` (a copy of the configuration).
+    fn edit(&self, next: &mut OperatorConfig, req: &Request) -> Result<(), ControlError> {
+        let find = |next: &OperatorConfig, key: &ServiceKey| {
+            next.services
+                .iter()
+                .position(|s| s.key == *key)
+                .ok_or(ControlError::NoSuchService(*key))
+        };
+        let no_real = |key: &ServiceKey, addr: &IpAddr| ControlError::NoSuchReal {
+            service: *key,
+            addr: *addr,
+        };
+        match req {
+            Request::Clear => *next = OperatorConfig::default(),
+            Request::AddService {
+                key,
+                scheduler,
+                persistence,
+                sorry,
+            }
+            | Request::EditService {
+                key,
+                scheduler,
+                persistence,
+                sorry,
+            } => {
+                let i = if matches!(req, Request::AddService { .. }) {
+                    if find(next, key).is_ok() {
+                        return Err(ControlError::ServiceExists(*key));
+                    }
+                    next.services.push(ServiceSpec::new(*key, *scheduler));
+                    next.services.len() - 1
+                } else {
+                    find(next, key)?
+                };
+                next.services[i].scheduler = *scheduler;
+                next.services[i].persistence = *persistence;
+                match sorry {
+                    Some(a) => {
+                        self.check_real(&next.services, key, *a)?;
+                        next.sorry.insert(*key, *a);
+                    }
+                    None => {
+                        next.sorry.remove(key);
+                    }
+                }
+            }
+            Request::DeleteService { key } => {
+                let i = find(next, key)?;
+                next.services.remove(i);
+                next.sorry.remove(key);
+                next.checks.retain(|(k, _), _| k != key);
+            }
+            Request::AddReal {
+                key,
+                addr,
+                weight,
+                check,
+            } => {
+                let i = find(next, key)?;
+                if next.services[i].reals.iter().any(|r| r.addr == *addr) {
+                    return Err(ControlError::RealExists {
+                        service: *key,
+                        addr: *addr,
+                    });
+                }
+                self.check_real(&next.services, key, *addr)?;
+                next.services[i].reals.push(RealSpec {
+                    addr: *addr,
+                    weight: *weight,
+                    mac: None,
+                });
+                if let Some(c) = check {
+                    next.checks.insert((*key, *addr), c.clone());
+                }
+            }
+            Request::EditReal {
+                key,
+                addr,
+                weight,
+                check,
+            } => {
+                let i = find(next, key)?;
+                let r = next.services[i]
+                    .reals
+                    .iter_mut()
+                    .find(|r| r.addr == *addr)
+                    .ok_or_else(|| no_real(key, addr))?;
+                r.weight = *weight;
+                match check {
+                    CheckEdit::Keep => {}
+                    CheckEdit::Set(c) => {
+                        next.checks.insert((*key, *addr), c.clone());
+                    }
+                    CheckEdit::Remove => {
+                        next.checks.remove(&(*key, *addr));
+                    }
+                }
+            }
+            Request::DeleteReal { key, addr } => {
+                let i = find(next, key)?;
+                let reals = &mut next.services[i].reals;
+                let before = reals.len();
+                reals.retain(|r| r.addr != *addr);
+                if reals.len() == before {
+                    return Err(no_real(key, addr));
+                }
+                next.checks.remove(&(*key, *addr));
+            }
+            Request::List { .. }
+            | Request::GetTimeouts
+            | Request::Zero { .. }
+            | Request::Connections
+            | Request::Check
+            | Request::Explain { .. }
+            | Request::Drain { .. }
+            | Request::SetTimeouts(_)
+            | Request::Batch(_) => {
+                return Err(ControlError::NotInBatch(req.name().to_string()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

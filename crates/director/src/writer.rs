@@ -1,0 +1,423 @@
+//! The write side's thread: the only thread that changes the director. Each turn it
+//! applies the changes clients sent (answering each at once), the health checks'
+//! results, the neighbour table's news of real servers' MACs, a SIGHUP reload; it
+//! supervises the workers, samples the rates, asks who has the VIPs, keeps `--announce`
+//! told, and drains when asked. It never reads from or writes to a client: a stuck
+//! client cannot delay a failover.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use tracing::{info, warn};
+use xdpvs_dataplane::worker::IdlePolicy;
+
+use crate::announce::{Announcer, VipSet};
+use crate::control::proto::{Reply, Request};
+use crate::control::route::Change;
+use crate::control::stats::SAMPLE_EVERY;
+use crate::control::view::Published;
+use crate::control::write::{Transition, WriteSide};
+use crate::health::{Checker, Health, OnFailure};
+use crate::iface::format_mac;
+use crate::neighbours::{self, Neighbours};
+use crate::placement::AutoPoll;
+use crate::watch::{self, Watch};
+use crate::workers::Live;
+
+/// How often unresolved real servers are probed.
+const PROBE_UNRESOLVED: Duration = Duration::from_millis(500);
+/// How often every real server is probed, so the kernel re-checks entries gone stale.
+const PROBE_ALL: Duration = Duration::from_secs(30);
+/// How often the director asks who has each VIP (any answer but its own is a conflict).
+const VIP_PROBE: Duration = Duration::from_secs(5);
+/// How long the write side waits for a change before its other work (at most).
+const TURN: Duration = Duration::from_millis(10);
+/// How long no frame may have been forwarded for a drain to end.
+const DRAIN_IDLE: Duration = Duration::from_secs(2);
+
+/// Where the director's configuration comes from at start and on SIGHUP: a file read
+/// into changes (`--restore`, `--keepalived`).
+pub struct Source<'a> {
+    /// What it is, for the log (`/etc/xdpvs/rules`).
+    pub name: String,
+    /// Reads it; the changes build its table from an empty one.
+    pub load: Box<dyn Fn() -> Result<Vec<Request>, String> + 'a>,
+    /// Raised by SIGHUP: read it again and apply the difference.
+    pub reload: &'a AtomicBool,
+}
+
+impl std::fmt::Debug for Source<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source").field("name", &self.name).finish()
+    }
+}
+
+/// What makes the director stop: `now` at once (SIGINT), `drain` after draining
+/// (SIGTERM, or `xdpvs drain` on the control socket).
+#[derive(Debug, Clone, Copy)]
+pub struct Stop<'a> {
+    /// Stop now: VIPs withdrawn, XDP program detached, workers stopped.
+    pub now: &'a AtomicBool,
+    /// Drain first (with `--announce`; without it, the same as `now`): withdraw the
+    /// VIPs, forward until the flows go idle or `--drain-grace` passes, then stop.
+    pub drain: &'a AtomicBool,
+}
+
+/// Why the write side's thread ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// Asked to stop (at once, or after a drain).
+    Stopped,
+    /// The write side gave up (a worker did not take a configuration).
+    Failed(String),
+    /// A worker thread ended on its own.
+    WorkerDied(usize),
+}
+
+/// The write side's thread and all it drives.
+pub struct Writer<'a> {
+    /// The configuration's owner.
+    pub side: &'a mut WriteSide<Live>,
+    /// Changes from clients.
+    pub changes: Receiver<Change>,
+    /// The kernel's neighbour table.
+    pub neighbours: Neighbours,
+    /// The health checks.
+    pub checker: &'a Checker,
+    /// `--announce`'s thread, if any.
+    pub announcer: Option<&'a mut Announcer>,
+    /// What the watch found, published for `/metrics`.
+    pub watch: Arc<Published<Watch>>,
+    /// The file to read again on SIGHUP, if any.
+    pub source: Option<&'a Source<'a>>,
+    /// `--poll auto`'s placement, if asked.
+    pub auto: Option<&'a mut AutoPoll>,
+    /// The interface's name, for messages.
+    pub iface: &'a str,
+    /// `--drain-grace`.
+    pub grace: Duration,
+}
+
+impl std::fmt::Debug for Writer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("side", &self.side).finish()
+    }
+}
+
+impl Writer<'_> {
+    /// Runs until `stop` says so, a drain ends, or something fails.
+    pub fn run(&mut self, stop: Stop<'_>) -> Ended {
+        // The checker is told the checks after every change applied (and only then).
+        let mut checks_of = u64::MAX;
+        let mut watch = Watch::default();
+        let mut next_probe = Instant::now();
+        let mut next_probe_all = Instant::now() + PROBE_ALL;
+        let mut next_vip_probe = Instant::now() + VIP_PROBE;
+        // Learn from the neighbour table when it changed, and after every change (a real
+        // server just added may be known to the kernel already); at start for a
+        // restored table. A failed apply is tried again at the next turn.
+        let mut learn = true;
+        let mut next_sample = Instant::now() + SAMPLE_EVERY;
+        // What is announced is worked out again after every change applied.
+        let mut announced_of = u64::MAX;
+        let mut drain: Option<Drain> = None;
+        while !stop.now.load(Relaxed) {
+            let mut asked_to_drain = None;
+            // Wait for a change up to a turn, then take every change waiting.
+            let first = self.changes.recv_timeout(TURN).ok();
+            for c in first.into_iter().chain(self.changes.try_iter()) {
+                let answer = match c.req {
+                    Request::Drain { grace } => {
+                        let grace = grace.map_or(self.grace, |g| Duration::from_secs(g.into()));
+                        asked_to_drain = Some(grace);
+                        Ok(Reply::Draining {
+                            announced: self.announcer.is_some(),
+                            grace_s: grace.as_secs(),
+                        })
+                    }
+                    req => self.side.execute(&req),
+                };
+                // The reply channel has room for the one answer: this never waits.
+                let _ = c.reply.try_send(answer);
+                learn = true;
+            }
+            if let Some(why) = self.side.failure() {
+                return Ended::Failed(why.to_string());
+            }
+            self.side.dataplane().workers.drop_retired();
+            match self.neighbours.poll() {
+                Ok(changed) => learn |= changed,
+                Err(e) => warn!("neighbour events: {e}"),
+            }
+            if learn {
+                learn = !self.learn(&mut watch);
+            }
+            let now = Instant::now();
+            if now >= next_sample {
+                // Keep the 2-second cadence whatever the loop's own timing.
+                next_sample += SAMPLE_EVERY;
+                if next_sample < now {
+                    next_sample = now + SAMPLE_EVERY;
+                }
+                self.side.tick();
+            }
+            if now >= next_vip_probe {
+                next_vip_probe = now + VIP_PROBE;
+                self.side.ask_who_has_the_vips();
+            }
+            if now >= next_probe {
+                next_probe = now + PROBE_UNRESOLVED;
+                let mut probe = self.side.unresolved();
+                for a in watch.unresolved(now, &probe) {
+                    warn!("{}", watch::unresolved_message(a, self.iface));
+                }
+                if now >= next_probe_all {
+                    next_probe_all = now + PROBE_ALL;
+                    probe = self.side.real_addrs();
+                }
+                neighbours::probe(&probe);
+            }
+            self.health();
+            if self.side.applied() != checks_of {
+                checks_of = self.side.applied();
+                self.checker.set(self.side.check_targets());
+            }
+            let links = self.side.dataplane().links.clone();
+            let forwarded = links.forwarded();
+            let stats = links.stats();
+            for c in watch.conflicts_from(stats.iter().map(|(_, w)| &w.conflicts)) {
+                let known = self.neighbours.table().iter().map(|(&a, &m)| (a, m));
+                let host = crate::control::check::host_at(known, c.mac, c.vip);
+                warn!("{}", c.message(host));
+            }
+            if let Some(src) = self.source.filter(|s| s.reload.swap(false, Relaxed)) {
+                reload(self.side, src);
+                learn = true;
+            }
+            if let Some(a) = self.auto.as_deref_mut() {
+                for (i, p, why) in a.recheck(now) {
+                    info!("queue {i}: now {} polling: {why}", policy_name(p));
+                    self.side.dataplane_mut().workers.set_idle(i, p);
+                }
+            }
+            if let Some(i) = self.side.dataplane().workers.first_dead() {
+                return Ended::WorkerDied(i);
+            }
+            if stop.drain.swap(false, Relaxed) && drain.is_none() {
+                match self.announcer {
+                    // Nothing attracts traffic elsewhere: SIGTERM stops at once.
+                    None => return Ended::Stopped,
+                    Some(_) => asked_to_drain = Some(self.grace),
+                }
+            }
+            if let (Some(grace), None) = (asked_to_drain, &drain) {
+                match self.announcer.as_deref_mut() {
+                    Some(a) => {
+                        a.withdraw();
+                        watch.set_announced(&VipSet {
+                            configured: self.side.vips().configured,
+                            in_service: Default::default(),
+                        });
+                        info!(
+                            "draining: VIPs withdrawn; forwarding the flows that still arrive until none has for {} s, {} s at most",
+                            DRAIN_IDLE.as_secs(),
+                            grace.as_secs()
+                        );
+                    }
+                    None => info!(
+                        "draining without --announce: nothing to withdraw; forwarding until no flow has arrived for {} s, {} s at most",
+                        DRAIN_IDLE.as_secs(),
+                        grace.as_secs()
+                    ),
+                }
+                drain = Some(Drain::new(now, grace, forwarded));
+            } else if let Some(a) = self.announcer.as_deref_mut().filter(|_| drain.is_none()) {
+                if self.side.applied() != announced_of {
+                    announced_of = self.side.applied();
+                    let w = self.side.vips();
+                    watch.set_announced(&w);
+                    a.set(w);
+                }
+            }
+            if *self.watch.get() != watch {
+                self.watch.set(watch.clone());
+            }
+            if let Some(d) = drain.as_mut() {
+                if let Some(why) = d.done(now, forwarded) {
+                    info!("drained: {why}");
+                    return Ended::Stopped;
+                }
+            }
+        }
+        Ended::Stopped
+    }
+
+    /// Takes what the neighbour table says of the real servers; whether it was applied.
+    fn learn(&mut self, watch: &mut Watch) -> bool {
+        match self.side.learn_macs(self.neighbours.table()) {
+            Ok(changed) => {
+                for (a, m) in changed {
+                    match m {
+                        Some(m) => {
+                            info!("real server {a} is at {}", format_mac(&m));
+                            if let Some(moved) = watch.real_at(a, m) {
+                                warn!("{}", moved.message());
+                            }
+                        }
+                        None => warn!(
+                            "real server {a} does not answer ARP: no new traffic to it until it does"
+                        ),
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                warn!("applying resolved MACs failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Takes the health checks' results, and enforces the transitions still waiting.
+    fn health(&mut self) {
+        let mut moved = Vec::new();
+        for o in self.checker.results().try_iter() {
+            match self.side.health_outcome(&o) {
+                Ok(t) => moved.extend(t),
+                Err(e) => warn!("applying a health check's result failed: {e}; tried again"),
+            }
+        }
+        match self.side.enforce_pending() {
+            Ok(t) => moved.extend(t),
+            Err(e) => warn!("applying a health check's result failed: {e}; tried again"),
+        }
+        for t in moved {
+            log_transition(&t);
+        }
+    }
+}
+
+/// Says a health transition, once it is in force.
+fn log_transition(t: &Transition) {
+    match t.state {
+        Health::Down => warn!(
+            "real server {} of {} failed its check ({}): {}",
+            t.addr,
+            t.service,
+            t.detail,
+            match t.on_failure {
+                OnFailure::Inhibit => "weight 0 until it passes again",
+                OnFailure::Remove => "removed until it passes again",
+            }
+        ),
+        Health::Up => info!(
+            "real server {} of {} passes its check again: back in service",
+            t.addr, t.service
+        ),
+    }
+}
+
+/// A polling policy as `--poll` spells it.
+pub fn policy_name(p: IdlePolicy) -> String {
+    clap::ValueEnum::to_possible_value(&p).map_or_else(String::new, |v| v.get_name().to_string())
+}
+
+/// Tells systemd (when it started us with `Type=notify`) that the director is ready.
+pub fn ready() {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+}
+
+/// SIGHUP: reads the source again and applies it as one change.
+fn reload(side: &mut WriteSide<Live>, src: &Source<'_>) {
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+    match (src.load)() {
+        Err(e) => warn!("SIGHUP: {e}; the configuration in force stays"),
+        Ok(reqs) => {
+            let batch = Request::Batch(std::iter::once(Request::Clear).chain(reqs).collect());
+            match side.execute(&batch) {
+                Ok(_) => info!("SIGHUP: {} applied", src.name),
+                Err(e) => warn!(
+                    "SIGHUP: {}: {e}; nothing of it was applied, the configuration in force stays",
+                    src.name
+                ),
+            }
+        }
+    }
+    ready();
+}
+
+/// A drain under way: it ends when nothing was forwarded for [`DRAIN_IDLE`] (and at
+/// least that long after it began: routers take a moment to follow the withdrawal), or
+/// when the grace time is up.
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    since: Instant,
+    grace: Duration,
+    forwarded: u64,
+    last_forward: Instant,
+}
+
+impl Drain {
+    fn new(now: Instant, grace: Duration, forwarded: u64) -> Drain {
+        Drain {
+            since: now,
+            grace,
+            forwarded,
+            last_forward: now,
+        }
+    }
+
+    /// Whether the drain is over at `now`, the workers having forwarded `forwarded`
+    /// frames in all: why, if so.
+    fn done(&mut self, now: Instant, forwarded: u64) -> Option<String> {
+        if forwarded != self.forwarded {
+            self.forwarded = forwarded;
+            self.last_forward = now;
+        }
+        if now.duration_since(self.last_forward) >= DRAIN_IDLE {
+            return Some(format!(
+                "no frame forwarded for {} s ({:.1} s after the drain began)",
+                DRAIN_IDLE.as_secs(),
+                now.duration_since(self.since).as_secs_f64()
+            ));
+        }
+        if now.duration_since(self.since) >= self.grace {
+            return Some(format!(
+                "the grace time of {} s is up (flows still arriving)",
+                self.grace.as_secs()
+            ));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drain_ends_when_forwarding_stops_or_the_grace_is_up() {
+        let t0 = Instant::now();
+        let s = |secs: f64| t0 + Duration::from_secs_f64(secs);
+        // Frames keep coming for 3 s after the withdrawal, then none.
+        let mut d = Drain::new(t0, Duration::from_secs(30), 100);
+        assert_eq!(d.done(s(1.0), 150), None);
+        assert_eq!(d.done(s(3.0), 170), None);
+        assert_eq!(d.done(s(4.9), 170), None, "idle for 1.9 s only");
+        let why = d.done(s(5.0), 170).expect("idle for 2 s");
+        assert!(why.contains("no frame forwarded"), "{why}");
+        // Nothing at all arrives: it still waits DRAIN_IDLE for the routers.
+        let mut d = Drain::new(t0, Duration::from_secs(30), 7);
+        assert_eq!(d.done(s(1.5), 7), None);
+        assert!(d.done(s(2.0), 7).is_some());
+        // Flows never go idle: the grace time ends it.
+        let mut d = Drain::new(t0, Duration::from_secs(5), 0);
+        for i in 1..50u64 {
+            assert_eq!(d.done(s(i as f64 * 0.1), i), None);
+        }
+        let why = d.done(s(5.0), 51).expect("grace up");
+        assert!(why.contains("grace time of 5 s"), "{why}");
+    }
+}
