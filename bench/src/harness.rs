@@ -1396,7 +1396,7 @@ pub fn table(r: &Report) -> String {
         if let Some(f) = t.tx_full_per_million {
             let _ = writeln!(
                 s,
-                "  {} TX ring full: {f:.0} frames per million forwarded (given back, not sent)",
+                "  {} TX ring full: {f:.0} frames per million forwarded (each waited a pass)",
                 t.variant
             );
         }

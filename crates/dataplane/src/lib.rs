@@ -7,8 +7,8 @@
 //! - [`device`]: the [`device::Device`] trait (move-only frame tokens) and the in-memory
 //!   device; [`worker`]: the loop generic over it.
 //! - [`limits`]: the limits shared with the XDP program (`bpf/limits.h`).
-//! - [`ipv6`]: IPv6 frames parsed (extension headers, fragments); not yet used by the
-//!   engine.
+//! - [`ipv6`]: IPv6 frames parsed (extension headers, fragments), as the engine's IPv6
+//!   path uses them (services, neighbour discovery for VIPs, ICMPv6).
 //!
 //! The AF_XDP shell, with the `afxdp` feature (default; needs clang and libelf):
 //! `sys::xsk` (the AF_XDP device) and [`xdp`] (the steering program).

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use xdpvs_dataplane::device::MemDevice;
-use xdpvs_dataplane::worker::{Control, ControlFrame, IdlePolicy, Install, Worker};
+use xdpvs_dataplane::worker::{Control, ControlFrame, IdlePolicy, Install, Worker, BATCH};
 use xdpvs_dataplane::{Config, Limits, Options, Services, Tables};
 use xdpvs_sched::tcp::flags::{ACK, SYN};
 use xdpvs_sched::tcp::Timeouts;
@@ -144,16 +144,41 @@ fn a_config_change_between_batches_keeps_flows() {
 }
 
 #[test]
-fn a_full_tx_ring_gives_frames_back_and_counts_them() {
+fn a_full_tx_ring_takes_what_fits_and_the_rest_waits_for_the_next_pass() {
     let mut r = rig(&config(&[1], 80));
     r.w.device_mut().tx_room = Some(2);
     for c in 1..=5 {
         r.w.device_mut().inject(&syn(c, 80));
     }
-    r.w.poll(Time::from_secs(1));
-    assert_eq!(r.w.device().transmitted.len(), 2);
+    assert_eq!(r.w.poll(Time::from_secs(1)), 5);
+    assert_eq!(r.w.device().transmitted.len(), 2, "what fits is sent");
+    assert_eq!(r.w.loop_stats().tx_full.get(), 3, "the rest waits, counted");
+    assert_eq!(
+        r.w.device().outstanding(),
+        3,
+        "held by the worker, not thrown away"
+    );
+    // The waiting frames go first at the next pass, and count against its batch: with
+    // BATCH - 3 frames taken from the RX ring, the worker never holds more than a batch.
+    r.w.device_mut().tx_room = None;
+    for c in 6..=(5 + BATCH as u8) {
+        r.w.device_mut().inject(&syn(c, 80));
+    }
+    assert_eq!(r.w.poll(Time::from_secs(2)), BATCH);
+    let sent = &r.w.device().transmitted;
+    assert_eq!(
+        sent.len(),
+        2 + BATCH,
+        "the waiting three, then a batch less three"
+    );
+    // Each client's address ends in its number.
+    let order: Vec<u8> = sent.iter().map(|f| f[29]).collect();
+    assert_eq!(&order[..6], &[1, 2, 3, 4, 5, 6], "in arrival order");
     assert_eq!(r.w.loop_stats().tx_full.get(), 3);
-    assert_eq!(r.w.device().outstanding(), 0);
+    // The last three frames come at the pass after.
+    assert_eq!(r.w.poll(Time::from_secs(3)), 3);
+    assert_eq!(r.w.device().transmitted.len(), 5 + BATCH);
+    assert_eq!(r.w.device().outstanding(), 0, "every buffer is back");
 }
 
 #[test]

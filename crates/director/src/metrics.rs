@@ -382,7 +382,14 @@ pub fn render(
     let tx_full = counter::<WorkerLabels>(
         &mut reg,
         "worker_tx_ring_full",
-        "Frames that found the TX ring full.",
+        "Frames that found the TX ring full (each waits for the next pass, counted once per pass).",
+    );
+    let pause = FloatGauges::<WorkerLabels>::default();
+    reg.register_with_unit(
+        "worker_longest_control_pause",
+        "The longest time the worker spent between two batches answering the control side (installs, pieces of a listing, explanations).",
+        Unit::Seconds,
+        pause.clone(),
     );
     let waits = counter::<WorkerLabels>(
         &mut reg,
@@ -498,6 +505,9 @@ pub fn render(
         entries.get_or_create(&wl).set(l.table_entries.get() as i64);
         capacity.get_or_create(&wl).set(per_worker as i64);
         tx_full.get_or_create(&wl).inc_by(l.tx_full.get());
+        pause
+            .get_or_create(&wl)
+            .set(l.longest_control_pause_ns.get() as f64 / 1e9);
         waits.get_or_create(&wl).inc_by(l.idle_waits.get());
         let d = &l.device;
         wakeups.get_or_create(&wl).inc_by(d.wakeups.get());

@@ -1,6 +1,9 @@
-//! Test support for xdpvs, kept out of the product crates: builders of well-formed frames
-//! ([`frames`]) and, with the default feature `lab`, a LAN in network namespaces (`lab`)
-//! for the demo, the end-to-end tests and the benchmark.
+//! Test support for xdpvs: builders of well-formed frames ([`frames`]) and, with the
+//! default feature `lab`, a LAN in network namespaces (`lab`) for the demo, the
+//! end-to-end tests and the benchmark. The director's crates (`xdpvs-dataplane`,
+//! `xdpvs-director`) use it only in their tests; the `xdpvs` binary links it for `xdpvs
+//! demo` (the lab) and `xdpvs selfcheck` (the frames), its two commands that build test
+//! traffic, so the demo and the self-check ship with the binary.
 #![forbid(unsafe_code)]
 
 pub mod frames;
