@@ -1250,24 +1250,9 @@ fn snmp(lab: &Lab, role: &str, group: &str, name: &str) -> u64 {
 /// `/metrics` of a director started with `--metrics 198.18.0.1:9100`, parsed as
 /// Prometheus text (with a real parser), and its text.
 fn scrape(lab: &Lab) -> (prometheus_parse::Scrape, String) {
-    let out = lab
-        .exec(
-            &lab.ns("c"),
-            &[
-                "curl",
-                "-sS",
-                "--max-time",
-                "5",
-                "http://198.18.0.1:9100/metrics",
-            ],
-        )
-        .expect("curl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let text = lab
+        .curl("http://198.18.0.1:9100/metrics")
+        .unwrap_or_else(|e| panic!("{e}"));
     let lines: Vec<std::io::Result<String>> = text.lines().map(|l| Ok(l.to_string())).collect();
     (
         prometheus_parse::Scrape::parse(lines.into_iter()).expect("Prometheus text"),
