@@ -309,6 +309,9 @@ pub struct Live {
 impl Configure for Live {
     fn install(&mut self, services: &Services) -> Result<(), DataplaneError> {
         let list = &self.workers.list;
+        // Only to name a worker that does not answer: what orders its install before
+        // what follows here is its message on `installed`, not this counter.
+        let before: Vec<u64> = list.iter().map(|w| w.loop_stats.installs.get()).collect();
         let (done, installed) = bounded(list.len());
         for (i, w) in list.iter().enumerate() {
             w.ctrl
@@ -320,14 +323,11 @@ impl Configure for Live {
         }
         drop(done);
         let deadline = Instant::now() + INSTALL_TIMEOUT;
-        for taken in 0..list.len() {
-            // Each worker says so once it runs with the snapshot; the channel orders its
-            // install before what follows here.
+        for _ in 0..list.len() {
             if installed.recv_deadline(deadline).is_err() {
-                let worker = list
-                    .iter()
-                    .position(|w| w.thread.is_finished())
-                    .unwrap_or(taken);
+                let worker = (0..list.len())
+                    .find(|&i| list[i].loop_stats.installs.get() == before[i])
+                    .unwrap_or(0);
                 return Err(match list[worker].thread.is_finished() {
                     true => DataplaneError::WorkerGone(worker),
                     false => DataplaneError::InstallTimeout {

@@ -116,6 +116,12 @@ fn next_health(
         .collect()
 }
 
+/// Where a real server of a service stands in ipvsadm's order (protocol, VIP, port, then
+/// the real server's address): checks and transitions are handed out in it.
+fn listing_order(service: &ServiceKey, addr: IpAddr) -> (u8, IpAddr, u16, IpAddr) {
+    (service.proto.ip_number(), service.vip, service.port, addr)
+}
+
 /// A health transition the checker reported that no applied change enforces yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Pending {
@@ -359,14 +365,7 @@ impl<D: Configure + Observe> WriteSide<D> {
                     .map_or(Health::Up, |h| h.state),
             })
             .collect();
-        v.sort_by_key(|t| {
-            (
-                t.service.proto.ip_number(),
-                t.service.vip,
-                t.service.port,
-                t.addr,
-            )
-        });
+        v.sort_by_key(|t| listing_order(&t.service, t.addr));
         v
     }
 
@@ -439,14 +438,7 @@ impl<D: Configure + Observe> WriteSide<D> {
         }
         self.apply(self.config.clone(), health)?;
         self.pending.clear();
-        moved.sort_by_key(|t| {
-            (
-                t.service.proto.ip_number(),
-                t.service.vip,
-                t.service.port,
-                t.addr,
-            )
-        });
+        moved.sort_by_key(|t| listing_order(&t.service, t.addr));
         Ok(moved)
     }
 
