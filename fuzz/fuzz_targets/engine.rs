@@ -47,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
         sloppy_tcp: flags & 1 != 0,
         expire_quiescent_template: flags & 2 != 0,
         expire_nodest_conn: flags & 4 != 0,
+        conn_reuse_mode: xdpvs_dataplane::ConnReuseMode::new(flags >> 3 & 3).unwrap_or_default(),
     };
     let mut services = Vec::new();
     for s in 0..(inp.byte() % 3 + 1) {

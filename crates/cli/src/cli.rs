@@ -308,8 +308,8 @@ fn ipvsadm_command(cli: &Cli) -> ExitCode {
             _ => String::new(),
         }),
         Action::Timeouts { json } => ask(cli, &Request::GetTimeouts).map(|r| match r {
-            Reply::Timeouts(t) if json => format::json_timeouts(&t),
-            Reply::Timeouts(t) => format::format_timeouts(&t),
+            Reply::Timeouts(t, sysctl) if json => format::json_timeouts(&t, &sysctl),
+            Reply::Timeouts(t, _) => format::format_timeouts(&t),
             _ => String::new(),
         }),
         Action::Connections {

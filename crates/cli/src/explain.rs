@@ -34,12 +34,17 @@ fn why(w: &WorkerAnswer, e: &Explanation) -> String {
     let sched = e.scheduler.name();
     match w.reason {
         Reason::Connection => format!(
-            "its connection: an entry in worker {}'s table ({}, expires in {} s){}",
+            "its connection: an entry in worker {}'s table ({}, expires in {} s){}{}",
             w.worker,
             w.state.as_deref().unwrap_or("?"),
             w.expires_in.unwrap_or(0),
             if w.draining {
                 "; that real server was removed and drains its connections"
+            } else {
+                ""
+            },
+            if w.syn_reschedules {
+                "; a new connection (SYN) from this port is scheduled afresh"
             } else {
                 ""
             }
@@ -170,6 +175,7 @@ mod tests {
             reason,
             state: (reason == Reason::Connection).then(|| "ESTABLISHED".to_string()),
             expires_in: (reason == Reason::Connection).then_some(899),
+            syn_reschedules: false,
             reals: vec![SchedReal {
                 addr: real.parse().expect("address"),
                 weight: 1,

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 use xdpvs_director::control::proto::{
-    CheckSpec, ConnRow, Counters, OnFailure, Probe, Rates, Table, TimeoutSet,
+    CheckSpec, ConnRow, Counters, OnFailure, Probe, Rates, Sysctl, Table, TimeoutSet,
 };
 use xdpvs_sched::model::addr_port;
 use xdpvs_sched::{Persistence, Protocol, ServiceKey};
@@ -387,11 +387,21 @@ fn json_check(c: &CheckSpec) -> Value {
     })
 }
 
-/// `-L --timeout --json`.
-pub fn json_timeouts(t: &TimeoutSet) -> String {
+/// `-L --timeout --json`: the timeouts, and the switches named after IPVS sysctls.
+pub fn json_timeouts(t: &TimeoutSet, s: &Sysctl) -> String {
     format!(
         "{:#}\n",
-        json!({ "tcp": t.tcp, "tcpfin": t.tcpfin, "udp": t.udp })
+        json!({
+            "tcp": t.tcp,
+            "tcpfin": t.tcpfin,
+            "udp": t.udp,
+            "sysctl": {
+                "conn_reuse_mode": s.conn_reuse_mode,
+                "expire_nodest_conn": s.expire_nodest_conn,
+                "expire_quiescent_template": s.expire_quiescent_template,
+                "sloppy_tcp": s.sloppy_tcp,
+            },
+        })
     )
 }
 

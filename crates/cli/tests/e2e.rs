@@ -1956,9 +1956,10 @@ fn two_queues_two_workers_every_flow_on_one() {
     eprintln!("forwarded: worker 0 {w0}, worker 1 {w1}");
     assert!(w0 > 100.0 && w1 > 100.0, "both workers forward: {w0} {w1}");
     // Ten sockets in turn on one source port: one 4-tuple, one queue, one worker, one
-    // entry, every request answered by the real server the entry holds. Each reads to the
-    // end, so the server closes first and the port is free again at once (curl closes
-    // first and would leave it in TIME_WAIT).
+    // entry at a time (each new connection replaces the last one's: conn_reuse_mode 3),
+    // the last one's at the real server that answered it. Each reads to the end, so the
+    // server closes first and the port is free again at once (curl closes first and
+    // would leave it in TIME_WAIT).
     let reused = lab
         .exec(
             &lab.ns("c"),
@@ -1978,8 +1979,8 @@ fn two_queues_two_workers_every_flow_on_one() {
         String::from_utf8_lossy(&reused.stderr)
     );
     // explain finds that flow's entry, in one of the two workers, at the server that
-    // answered.
-    let rs = answers.lines().next().expect("an answer");
+    // answered last.
+    let rs = answers.lines().last().expect("an answer");
     let said = explain(&lab, REUSED_PORT);
     assert!(
         said.starts_with(&format!(
@@ -1989,7 +1990,11 @@ fn two_queues_two_workers_every_flow_on_one() {
         "{said}"
     );
     let distinct: std::collections::BTreeSet<&str> = answers.lines().collect();
-    assert_eq!(distinct.len(), 1, "one 4-tuple, one real server: {answers}");
+    assert_eq!(
+        distinct.len(),
+        3,
+        "each a new connection, spread by rr: {answers}"
+    );
     // Every flow on one worker: no connection is in both tables, and -Ln sums both.
     let conns = json(&lab, "-Lnc --json");
     let rows = conns["connections"].as_array().expect("rows");
@@ -2394,6 +2399,12 @@ fn real_of(answer: &str) -> std::net::Ipv4Addr {
 
 /// One HTTP request from the client's port `cport`: the answering server's name.
 fn request_from(lab: &Lab, cport: u16) -> String {
+    requests_from(lab, cport, 1).remove(0)
+}
+
+/// `n` HTTP/1.0 requests one after another, each on a new connection from the client's
+/// port `cport` (the server closes first): the answering servers' names.
+fn requests_from(lab: &Lab, cport: u16, n: usize) -> Vec<String> {
     let out = lab
         .exec(
             &lab.ns("c"),
@@ -2403,16 +2414,170 @@ fn request_from(lab: &Lab, cport: u16) -> String {
                 REUSE_CLIENT,
                 &VIP.to_string(),
                 &cport.to_string(),
-                "1",
+                &n.to_string(),
             ],
         )
         .expect("python runs");
     assert!(
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "{}\ndirector log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        lab.director_log()
     );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let answers: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(answers.len(), n, "{answers:?}");
+    answers
+}
+
+/// The service's `--stats` connections, and each real server's by name (`rsN`).
+fn conns_counted(lab: &Lab) -> (u64, BTreeMap<String, u64>) {
+    let stats = json(lab, "-Ln --stats --json");
+    let svc = &stats["services"][0];
+    let per_real = svc["reals"]
+        .as_array()
+        .expect("reals")
+        .iter()
+        .map(|r| {
+            let addr: std::net::Ipv4Addr = r["address"]
+                .as_str()
+                .and_then(|a| a.split(':').next())
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("an address: {r}"));
+            let n = (1..=3)
+                .find(|&n| lab::real_ip(n) == addr)
+                .expect("a lab real");
+            (
+                format!("rs{n}"),
+                r["stats"]["conns"].as_u64().expect("number"),
+            )
+        })
+        .collect();
+    (svc["stats"]["conns"].as_u64().expect("number"), per_real)
+}
+
+/// Adds the TCP service over the three real servers with rr, each with a fast TCP
+/// check, and waits until they resolve.
+fn configure_checked_rr(lab: &Lab) {
+    let check =
+        "--check tcp --check-interval 0.5 --check-timeout 0.5 --check-retry-delay 0.2 --fall 2";
+    x(lab, "-A -t 198.18.0.100:80 -s rr");
+    for n in 1..=3 {
+        x(
+            lab,
+            &format!("-a -t 198.18.0.100:80 -r 198.18.0.1{n} -g {check}"),
+        );
+    }
+    lab.wait_resolved().expect("resolved");
+    x(lab, "-Z");
+}
+
+/// Stops the HTTP server of `rs` (`rsN`) and waits until its check takes it out.
+fn take_out_of_service(lab: &mut Lab, rs: &str) {
+    let role = rs.replace("rs", "r");
+    lab.stop_programs(&role);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let ip = real_of(rs);
+    loop {
+        let l = x(lab, "-Ln");
+        if l.lines()
+            .any(|r| r.contains(&format!("{ip}:80")) && r.contains("check failed"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{rs} never failed its check:\n{l}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// IPVS's conn_reuse_mode, as `ab` and HTTP/1.0 clients exercise it: a client port
+/// reused for connection after connection (the server closes first, so the director's
+/// entry is left in FIN_WAIT). By default (3) each is a new connection, spread by the
+/// scheduler and counted; with 0 they continue the old entry, as in IPVS. In every mode
+/// a SYN never reaches a real server out of service.
+#[test]
+fn a_reused_client_port_is_scheduled_afresh_and_never_to_a_real_server_out_of_service() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&[]).expect("director starts");
+    let shown = json(&lab, "-L --timeout --json");
+    assert_eq!(shown["sysctl"]["conn_reuse_mode"], 3, "{shown}");
+    configure_checked_rr(&lab);
+    const PORT: u16 = 23456;
+    // Twelve connections with every real server up: rr's rotation, each one counted.
+    let first = requests_from(&lab, PORT, 12);
+    assert_rotation(&first);
+    let (total, per_real) = conns_counted(&lab);
+    assert_eq!(total, 12, "{per_real:?}");
+    assert!(per_real.values().all(|&c| c == 4), "{per_real:?}");
+    // The port's entry now holds the last one's real server, and explain says what a
+    // new connection from the port does.
+    let out = first.last().expect("answers").clone();
+    let said = explain(&lab, PORT);
+    assert!(
+        said.contains(&format!("-> {}", real_of(&out)))
+            && said.contains("(FIN_WAIT, expires in")
+            && said.contains("a new connection (SYN) from this port is scheduled afresh"),
+        "{said}"
+    );
+    // Its check fails, and the next eight connections from the port go to the other
+    // two, in turn.
+    take_out_of_service(&mut lab, &out);
+    let rest = requests_from(&lab, PORT, 8);
+    let spread = counts(&rest);
+    assert!(
+        !spread.contains_key(&out),
+        "a SYN reached {out}, out of service: {rest:?}"
+    );
+    assert!(
+        spread.len() == 2 && spread.values().all(|&c| c == 4),
+        "{rest:?}"
+    );
+    let (total, per_real) = conns_counted(&lab);
+    assert_eq!(total, 20, "every connection counted: {per_real:?}");
+    assert_eq!(per_real[&out], 4, "{per_real:?}");
+    lab.stop_director("TERM").expect("director stops");
+    lab.start_http(&out.replace("rs", "r"), &out, 80)
+        .expect("http again");
+
+    // Mode 0: the port's connections continue its entry, to one real server, counted
+    // once, until that server is out of service: then the next is scheduled afresh.
+    lab.start_director(&["--conn-reuse-mode", "0"])
+        .expect("director starts");
+    let shown = json(&lab, "-L --timeout --json");
+    assert_eq!(shown["sysctl"]["conn_reuse_mode"], 0, "{shown}");
+    configure_checked_rr(&lab);
+    let sticky = requests_from(&lab, PORT, 4);
+    assert_eq!(counts(&sticky).len(), 1, "mode 0 sticks: {sticky:?}");
+    assert_eq!(conns_counted(&lab).0, 1);
+    let said = explain(&lab, PORT);
+    assert!(!said.contains("scheduled afresh"), "{said}");
+    let out = sticky[0].clone();
+    take_out_of_service(&mut lab, &out);
+    let moved = requests_from(&lab, PORT, 4);
+    assert_eq!(counts(&moved).len(), 1, "mode 0 sticks again: {moved:?}");
+    assert_ne!(moved[0], out, "a SYN reached {out}, out of service");
+    assert_eq!(
+        conns_counted(&lab).0,
+        2,
+        "the rescheduled connection is counted"
+    );
+    // A mode the kernel does not have is refused in one line.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_xdpvs"))
+        .args(["run", "-i", "lo", "--conn-reuse-mode", "4"])
+        .output()
+        .expect("xdpvs runs");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("give 0, 1, 2 or 3"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -15,6 +15,8 @@ use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use xdpvs_sched::conn::{ConnTable, DestRef, Loads};
+
+pub use crate::reuse::ConnReuseMode;
 use xdpvs_sched::{
     AnyScheduler, ConfigError, DestView, Load, Mac, Persistence, Protocol, ServiceKey, ServiceSpec,
 };
@@ -35,6 +37,9 @@ pub struct Options {
     /// going to the removed real server while its MAC is known, so a planned removal
     /// never breaks a request.
     pub expire_nodest_conn: bool,
+    /// What a SYN that finds an entry of an earlier connection on its ports does (IPVS
+    /// `conn_reuse_mode`; see [`ConnReuseMode`]).
+    pub conn_reuse_mode: ConnReuseMode,
 }
 
 /// A real server removed from the configuration whose connections may still be alive:
@@ -165,6 +170,12 @@ pub enum DestStatus {
         /// Its weight.
         weight: u16,
     },
+    /// Its health check took it out of service: its connections go on at this MAC, but
+    /// it gets no new one (a SYN that finds one of its entries is scheduled afresh).
+    OutOfService {
+        /// The real server's MAC.
+        mac: Mac,
+    },
     /// The real server was removed but still drains its connections at this MAC.
     Draining {
         /// The removed real server's MAC.
@@ -181,6 +192,8 @@ struct DestInfo {
     slot: SlotInfo,
     mac: Option<Mac>,
     weight: u16,
+    /// Out of service by its health check.
+    down: bool,
     /// Not live, but a removed real server of this generation drains here.
     draining: bool,
 }
@@ -489,6 +502,7 @@ impl Services {
                 slot,
                 mac: None,
                 weight: 0,
+                down: false,
                 draining: false,
             })
             .collect();
@@ -503,8 +517,9 @@ impl Services {
         for r in services.iter().flat_map(|s| &s.reals) {
             let d = &mut dests[r.dest.slot as usize];
             d.mac = r.mac;
-            // A real server out of service takes nobody new, as a quiescent one.
+            // A real server out of service takes nobody new.
             d.weight = if r.up { r.weight } else { 0 };
+            d.down = !r.up;
         }
         let (mut vips, mut vips6) = (Vec::new(), Vec::new());
         for s in &cfg.services {
@@ -612,6 +627,7 @@ impl Services {
     pub fn dest(&self, d: DestRef) -> DestStatus {
         match self.dests.get(d.slot as usize) {
             Some(info) if info.slot.live && info.slot.gen == d.gen => match info.mac {
+                Some(mac) if info.down => DestStatus::OutOfService { mac },
                 Some(mac) => DestStatus::Up {
                     mac,
                     weight: info.weight,

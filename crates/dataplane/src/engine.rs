@@ -24,6 +24,7 @@ use crate::config::{DestStatus, Limits, Services, View};
 use crate::frag::{FragDest, FragId, FragKey, FragTable, FRAG_SLOTS};
 use crate::icmp::{self, EchoLimit};
 use crate::ipv6::{self, Error6, FragKey6, Inbound6};
+use crate::reuse;
 use crate::stats::{DropReason, WorkerStats};
 
 mod explain;
@@ -706,7 +707,9 @@ fn forward(
 /// The MAC of a real server that may still receive packets of existing connections.
 fn reachable(t: &Tables, dest: DestRef) -> Option<xdpvs_sched::Mac> {
     match t.services.dest(dest) {
-        DestStatus::Up { mac, .. } | DestStatus::Draining { mac } => Some(mac),
+        DestStatus::Up { mac, .. }
+        | DestStatus::OutOfService { mac }
+        | DestStatus::Draining { mac } => Some(mac),
         DestStatus::Removed | DestStatus::Unresolved => None,
     }
 }
@@ -838,32 +841,43 @@ fn connect<A: Fam>(
             }
         }
     };
-    let dest = A::conns(t).entry(idx).dest();
-    let expire_nodest = t.services.options().expire_nodest_conn;
-    let pure_syn = flow
+    let entry = A::conns(t).entry(idx);
+    let dest = entry.dest();
+    let status = t.services.dest(dest);
+    let options = t.services.options();
+    let expire_nodest = options.expire_nodest_conn;
+    // A SYN (IPVS's `is_new_conn`) may open a new connection on the ports of an old one.
+    let opens = flow
         .tcp_flags
-        .is_some_and(|f| f & (flags::SYN | flags::ACK | flags::RST) == flags::SYN);
-    match t.services.dest(dest) {
-        DestStatus::Up { mac, .. } => Ok((Some(idx), dest, mac)),
-        // A removed real server keeps its connections while its MAC is known, unless
-        // the operator asked for them to be expired; a SYN that reuses the ports of one
-        // of them (not a retransmission) opens a new connection.
-        DestStatus::Draining { mac } if !(expire_nodest || pure_syn && reused::<A>(t, idx)) => {
-            Ok((Some(idx), dest, mac))
+        .is_some_and(|f| f & (flags::SYN | flags::RST) == flags::SYN);
+    if opens {
+        let found = reuse::Found {
+            state: entry.state(),
+            persistent: entry.is_persistent(),
+            one_way: true, // direct routing: the replies never cross the director
+            dest: status,
+        };
+        if reuse::reschedules(options.conn_reuse_mode, expire_nodest, &found) {
+            // Forget the old entry; the new connection is scheduled (and counted) as any
+            // other, and only real servers in service are scheduled.
+            A::conns_mut(t).remove(idx, now);
+            let idx = schedule(t, si, key, now).map_err(Verdict::Drop)?;
+            let dest = A::conns(t).entry(idx).dest();
+            return match t.services.dest(dest) {
+                DestStatus::Up { mac, .. } => Ok((Some(idx), dest, mac)),
+                _ => Err(Verdict::Drop(DropReason::DestRemoved).into()),
+            };
         }
+    }
+    match status {
+        // A real server out of service by its check keeps its connections.
+        DestStatus::Up { mac, .. } | DestStatus::OutOfService { mac } => Ok((Some(idx), dest, mac)),
+        // A removed real server keeps its connections while its MAC is known, unless
+        // the operator asked for them to be expired.
+        DestStatus::Draining { mac } if !expire_nodest => Ok((Some(idx), dest, mac)),
         DestStatus::Draining { .. } | DestStatus::Removed => {
             A::conns_mut(t).remove(idx, now);
             match flow.tcp_flags {
-                // A new connection on the same ports: schedule it afresh (the lookup
-                // now misses, and only live real servers are scheduled).
-                Some(_) if pure_syn => {
-                    let idx = schedule(t, si, key, now).map_err(Verdict::Drop)?;
-                    let dest = A::conns(t).entry(idx).dest();
-                    match t.services.dest(dest) {
-                        DestStatus::Up { mac, .. } => Ok((Some(idx), dest, mac)),
-                        _ => Err(Verdict::Drop(DropReason::DestRemoved).into()),
-                    }
-                }
                 // With expire_nodest_conn a TCP client learns at once, with a reset,
                 // that its connection is gone; otherwise the packet is dropped and the
                 // connection forgotten, so the client's next SYN is scheduled afresh.
@@ -877,12 +891,6 @@ fn connect<A: Fam>(
         }
         DestStatus::Unresolved => Err(Verdict::Drop(DropReason::DestUnresolved).into()),
     }
-}
-
-/// Whether a pure SYN met on connection `idx` opens a new connection on its ports
-/// rather than being a retransmission of the SYN that opened it.
-fn reused<A: Fam>(t: &Tables, idx: usize) -> bool {
-    A::conns(t).entry(idx).state() != State::SynRecv
 }
 
 /// Rewrites the TCP segment in `frame` (described by `flow`, carrying `tcp_flags`) into
@@ -1068,8 +1076,11 @@ fn template_usable(services: &Services, dest: DestRef) -> bool {
         DestStatus::Up { weight, .. } => {
             weight > 0 || !services.options().expire_quiescent_template
         }
-        // A template of a removed real server sends nobody new there.
-        DestStatus::Draining { .. } | DestStatus::Removed | DestStatus::Unresolved => false,
+        // A template of a real server out of service or removed sends nobody new there.
+        DestStatus::OutOfService { .. }
+        | DestStatus::Draining { .. }
+        | DestStatus::Removed
+        | DestStatus::Unresolved => false,
     }
 }
 

@@ -24,6 +24,7 @@ pub mod engine;
 pub mod frag;
 pub mod icmp;
 pub mod ipv6;
+pub mod reuse;
 pub mod stats;
 pub mod sys;
 pub mod worker;
@@ -36,7 +37,8 @@ pub mod limits {
 }
 
 pub use config::{
-    Config, DestStatus, Draining, Limits, Options, Services, SlotBook, SlotCheckpoint,
+    Config, ConnReuseMode, DestStatus, Draining, Limits, Options, Services, SlotBook,
+    SlotCheckpoint,
 };
 pub use engine::{prefetch, prefetch_frame, process, process_steered, Tables, Verdict};
 pub use stats::{DropReason, WorkerStats};

@@ -6,8 +6,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+use xdpvs_dataplane::engine::Why;
 use xdpvs_dataplane::{
-    process, Config, Draining, DropReason, Limits, Options, Services, Tables, Verdict,
+    process, Config, ConnReuseMode, Draining, DropReason, Limits, Options, Services, Tables,
+    Verdict,
 };
 use xdpvs_sched::tcp::flags::{ACK, FIN, RST, SYN};
 use xdpvs_sched::tcp::{State, Timeouts};
@@ -215,9 +217,9 @@ fn shared_rows() -> Vec<Row> {
     let frag_needed = frames::icmp_error(&ep(router, 0, VIP, 0), 3, 4, mtu, &reply_of(1000));
     let unknown_error = frames::icmp_error(&ep(router, 0, VIP, 0), 3, 4, mtu, &reply_of(4242));
     let timestamp = frames::icmp_error(&ep(CLIENT, 0, VIP, 0), 13, 0, [0; 4], &[0u8; 12]);
-    let mut frag = tcp(CLIENT, 1000, SYN);
+    let mut frag = tcp(CLIENT, 1000, ACK);
     frag[14 + 6] = 0x20; // more fragments
-    let mut later_frag = tcp(CLIENT, 1000, SYN);
+    let mut later_frag = tcp(CLIENT, 1000, ACK);
     later_frag[14 + 7] = 0x10; // offset 16 * 8 bytes
     let mut orphan = later_frag.clone();
     orphan[14 + 4] ^= 0x55; // another datagram (IP ID)
@@ -438,11 +440,10 @@ fn rr_service_table() {
             + 3000
     );
     // ActiveConn/InActConn as ipvsadm shows them: flow 1 went SYN, ACK (ESTABLISHED),
-    // data, FIN (FIN_WAIT), then a SYN (its first fragment: SYN_RECV, as IPVS's
-    // input-only table has it) and ACKs (ESTABLISHED again); the other flow of real 1
-    // is in SYN_RECV.
+    // data, FIN (FIN_WAIT), and the ACKs after it leave it there (IPVS's input-only
+    // table); the other flow of real 1 is in SYN_RECV.
     let l = t.conns().load(svc.reals[0].dest);
-    assert_eq!((l.active, l.inactive), (1, 1));
+    assert_eq!((l.active, l.inactive), (0, 2));
 }
 
 #[test]
@@ -1444,7 +1445,6 @@ fn explained(
 
 #[test]
 fn explain_predicts_the_pick_without_taking_it_and_then_finds_the_entry() {
-    use xdpvs_dataplane::engine::Why;
     let mut t = tables(&config(vec![service(
         Protocol::Tcp,
         SchedKind::Rr,
@@ -1606,4 +1606,162 @@ fn an_mh_real_server_out_of_service_moves_only_its_clients() {
         (60..=100).contains(&moved),
         "rs2 had 2/5 of 200 clients: {moved}"
     );
+}
+
+/// The TCP segments from a client (after its SYN) that leave its connection's entry in
+/// each state the director can see it in.
+const REUSE_STATES: [(State, &[u8]); 5] = [
+    (State::SynRecv, &[]),
+    (State::Established, &[ACK]),
+    (State::FinWait, &[ACK, ACK | FIN]),
+    (State::TimeWait, &[FIN]),
+    (State::Close, &[ACK, RST]),
+];
+
+/// A SYN from the port of an earlier connection, in every `conn_reuse_mode` and every
+/// state the earlier connection's entry can be in: on rr over two real servers, a new
+/// connection goes to the second, a continued one stays on the first. Returns where the
+/// SYN went and how many connections the service counted.
+fn reuse(mode: u8, state: State, setup: impl FnOnce(&mut Config, &Tables)) -> (u8, u64) {
+    let mut cfg = config(vec![service(Protocol::Tcp, SchedKind::Rr, &[1, 1])]);
+    cfg.options.conn_reuse_mode = ConnReuseMode::new(mode).expect("0 to 3");
+    let mut t = tables(&cfg);
+    let flags = REUSE_STATES
+        .iter()
+        .find(|(s, _)| *s == state)
+        .expect("a state")
+        .1;
+    let mut rows = vec![fwd("the first connection", tcp(CLIENT, 4000, SYN), 1)];
+    rows.extend(
+        flags
+            .iter()
+            .map(|&f| fwd("its segments", tcp(CLIENT, 4000, f), 1)),
+    );
+    run(&mut t, rows);
+    let entry = t.explain(
+        &cfg.services[0].key,
+        (CLIENT, 4000).into(),
+        Time::from_secs(0),
+    );
+    assert!(
+        matches!(entry.map(|e| e.why), Some(Why::Connection { state: s, .. }) if s == state),
+        "mode {mode}: the entry is in {state}"
+    );
+    setup(&mut cfg, &t);
+    reconfigure(&mut t, &cfg);
+    let mut syn = tcp(CLIENT, 4000, SYN);
+    let v = process(&mut syn, &mut t, Time::from_secs(0));
+    assert_eq!(v, Verdict::Tx, "mode {mode}, {state}: the SYN is forwarded");
+    let to = (1..=3)
+        .find(|&n| syn[0..6] == rs_mac(n))
+        .expect("to a real server");
+    // Its next segment follows it.
+    let mut ack = tcp(CLIENT, 4000, ACK);
+    assert_eq!(process(&mut ack, &mut t, Time::from_secs(0)), Verdict::Tx);
+    assert_eq!(
+        ack[0..6],
+        rs_mac(to),
+        "mode {mode}, {state}: the ACK follows the SYN"
+    );
+    let slot = t.services().services()[0].slot as usize;
+    (to, t.stats().services[slot].conns.get())
+}
+
+#[test]
+fn conn_reuse_mode_every_mode_and_state() {
+    for mode in 0..=3u8 {
+        for (state, _) in REUSE_STATES {
+            let new = mode != 0
+                && match state {
+                    State::TimeWait | State::Close => true,
+                    State::FinWait => mode & 2 != 0,
+                    _ => false,
+                };
+            let want = if new { (2, 2) } else { (1, 1) };
+            assert_eq!(reuse(mode, state, |_, _| ()), want, "mode {mode}, {state}");
+        }
+    }
+}
+
+#[test]
+fn conn_reuse_never_moves_a_persistent_client() {
+    for mode in 0..=3u8 {
+        for (state, _) in REUSE_STATES {
+            let mut cfg = config(vec![service(Protocol::Tcp, SchedKind::Rr, &[1, 1])]);
+            cfg.services[0].persistence = Some(
+                Persistence::new(Duration::from_secs(300), Ipv4Addr::BROADCAST).expect("valid"),
+            );
+            cfg.options.conn_reuse_mode = ConnReuseMode::new(mode).expect("0 to 3");
+            let mut t = tables(&cfg);
+            let flags = REUSE_STATES
+                .iter()
+                .find(|(s, _)| *s == state)
+                .expect("a state")
+                .1;
+            let mut rows = vec![fwd("the first connection", tcp(CLIENT, 4000, SYN), 1)];
+            rows.extend(
+                flags
+                    .iter()
+                    .map(|&f| fwd("its segments", tcp(CLIENT, 4000, f), 1)),
+            );
+            rows.push(fwd(
+                "a new SYN stays with its template's real",
+                tcp(CLIENT, 4000, SYN),
+                1,
+            ));
+            rows.push(fwd(
+                "another client goes on to the next",
+                tcp(client(9), 1, SYN),
+                2,
+            ));
+            run(&mut t, rows);
+            let slot = t.services().services()[0].slot as usize;
+            assert_eq!(
+                t.stats().services[slot].conns.get(),
+                2,
+                "mode {mode}, {state}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_syn_never_reaches_a_real_server_out_of_service_in_any_mode() {
+    let out_of_service: [(&str, fn(&mut Config, &Tables)); 4] = [
+        ("its check failed", |cfg, _| {
+            cfg.down = vec![(cfg.services[0].key, rs_ip(1).into())];
+        }),
+        ("removed, draining", |cfg, t| remove_first_draining(t, cfg)),
+        ("removed", |cfg, _| {
+            cfg.services[0].reals.remove(0);
+        }),
+        ("its MAC lost", |cfg, _| cfg.services[0].reals[0].mac = None),
+    ];
+    for mode in 0..=3u8 {
+        for (state, _) in REUSE_STATES {
+            for (why, setup) in out_of_service {
+                assert_eq!(
+                    reuse(mode, state, setup),
+                    (2, 2),
+                    "mode {mode}, {state}, {why}: scheduled afresh and counted"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn expire_nodest_conn_moves_a_reused_port_off_a_quiescent_real_server() {
+    for mode in 0..=3u8 {
+        for (state, _) in REUSE_STATES {
+            let quiescent = |cfg: &mut Config, _: &Tables| {
+                cfg.options.expire_nodest_conn = true;
+                cfg.services[0].reals[0].weight = 0;
+            };
+            let (to, _) = reuse(mode, state, quiescent);
+            // Quiescent, the first real gets no new connection: a rescheduled SYN goes
+            // to the second.
+            assert_eq!(to, if mode == 0 { 1 } else { 2 }, "mode {mode}, {state}");
+        }
+    }
 }

@@ -3,6 +3,7 @@
 use xdpvs_dataplane::sys::xsk::CopyMode;
 use xdpvs_dataplane::worker::IdlePolicy;
 use xdpvs_dataplane::xdp::XdpMode;
+use xdpvs_dataplane::ConnReuseMode;
 
 /// Options of `xdpvs run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -61,6 +62,14 @@ pub struct RunOptions {
     /// off: persistent clients stay on a quiescent real server.
     #[arg(long)]
     pub expire_quiescent_template: bool,
+    /// What a SYN that finds the entry of an earlier connection on its client port does
+    /// (IPVS conn_reuse_mode): 0 continues the old entry (same real server); 1 schedules
+    /// it afresh when that entry is in TIME_WAIT or CLOSE (and, with
+    /// --expire-nodest-conn, when its real server is quiescent); 2 or 3 also from
+    /// FIN_WAIT, the last state a direct-routing director sees. Default 3 (the kernel's
+    /// is 1). Whatever the mode, a SYN never reaches a real server out of service.
+    #[arg(long, default_value = "3", value_name = "N", value_parser = parse_conn_reuse_mode)]
+    pub conn_reuse_mode: ConnReuseMode,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g. 198.18.0.1:9100 or
     /// 127.0.0.1:9100), from a thread off the workers' cores. Default: no metrics.
     #[arg(long, value_name = "ADDR:PORT")]
@@ -78,4 +87,12 @@ pub struct RunOptions {
     /// once none has arrived for 2 s.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub drain_grace: u64,
+}
+
+/// `--conn-reuse-mode`: 0 to 3, as the sysctl.
+fn parse_conn_reuse_mode(s: &str) -> Result<ConnReuseMode, String> {
+    s.parse::<u8>()
+        .ok()
+        .and_then(ConnReuseMode::new)
+        .ok_or_else(|| format!("{s:?} is not a conn_reuse_mode: give 0, 1, 2 or 3"))
 }

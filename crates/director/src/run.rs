@@ -116,6 +116,7 @@ pub fn run(
         sloppy_tcp: opts.sloppy_tcp,
         expire_nodest_conn: opts.expire_nodest_conn,
         expire_quiescent_template: opts.expire_quiescent_template,
+        conn_reuse_mode: opts.conn_reuse_mode,
     };
 
     // Setup: the XDP program, then a socket and a worker per queue.

@@ -12,6 +12,7 @@ use xdpvs_sched::{Load, Mac, Persistence, SchedKind, Scheduler, ServiceKey, Time
 
 use super::{template_usable, Fam, Tables, HASH_WINDOW};
 use crate::config::View;
+use crate::reuse;
 
 /// Why the flow goes where it goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,10 @@ pub enum Why {
         state: State,
         /// Time left before it expires if nothing more is seen.
         expires_in: Duration,
+        /// A new connection (a SYN) from the client's port would not continue the entry
+        /// but be scheduled afresh (`conn_reuse_mode`, or its real server is out of
+        /// service).
+        syn_reschedules: bool,
     },
     /// No entry: the client's persistence template sends it on.
     Template {
@@ -122,9 +127,18 @@ fn explain_in<A: Fam>(
     };
     if let Some(i) = conns.peek(&ck, now) {
         let e = conns.entry(i);
+        let options = t.services.options();
+        let found = reuse::Found {
+            state: e.state(),
+            persistent: e.is_persistent(),
+            one_way: true,
+            dest: t.services.dest(e.dest()),
+        };
         let why = Why::Connection {
             state: e.state(),
             expires_in: conns.expires_in(e, now),
+            syn_reschedules: key.proto == xdpvs_sched::Protocol::Tcp
+                && reuse::reschedules(options.conn_reuse_mode, options.expire_nodest_conn, &found),
         };
         return Some(answer(Some(e.dest()), why));
     }

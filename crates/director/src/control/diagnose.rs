@@ -181,12 +181,20 @@ pub fn explain(
         let drained = e
             .dest
             .and_then(|d| view.draining.iter().find(|r| r.dest == d).map(|r| r.addr));
+        let mut syn_reschedules = false;
         let (reason, state, expires) = match e.why {
-            Why::Connection { state, expires_in } => (
-                Reason::Connection,
-                Some(state.name().to_string()),
-                Some(expires_in.as_secs()),
-            ),
+            Why::Connection {
+                state,
+                expires_in,
+                syn_reschedules: again,
+            } => {
+                syn_reschedules = again;
+                (
+                    Reason::Connection,
+                    Some(state.name().to_string()),
+                    Some(expires_in.as_secs()),
+                )
+            }
             Why::Template { expires_in } => (Reason::Template, None, Some(expires_in.as_secs())),
             Why::Scheduled { stale_template } => {
                 let reason = if stale_template.is_some() {
@@ -210,6 +218,7 @@ pub fn explain(
             reason,
             state,
             expires_in: expires,
+            syn_reschedules,
             reals: e
                 .reals
                 .iter()

@@ -168,6 +168,20 @@ pub struct TimeoutSet {
     pub udp: u32,
 }
 
+/// The director's switches named after the IPVS sysctls they mirror (`xdpvs run`'s
+/// options), as `-L --timeout --json` shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sysctl {
+    /// `conn_reuse_mode` (0 to 3).
+    pub conn_reuse_mode: u8,
+    /// `expire_nodest_conn`.
+    pub expire_nodest_conn: bool,
+    /// `expire_quiescent_template`.
+    pub expire_quiescent_template: bool,
+    /// `sloppy_tcp`.
+    pub sloppy_tcp: bool,
+}
+
 /// ipvsadm's `--stats` counters, summed over workers, since the last `-Z`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
@@ -290,8 +304,8 @@ pub enum Reply {
     Done,
     /// The table.
     Table(Table),
-    /// The timeouts in force.
-    Timeouts(TimeoutSet),
+    /// The timeouts in force, and the switches named after IPVS's sysctls.
+    Timeouts(TimeoutSet, Sysctl),
     /// A piece of the connection table (more follow until [`Reply::Done`]).
     Connections(Vec<ConnRow>),
     /// What `xdpvs check` found.
@@ -313,7 +327,7 @@ impl Reply {
         match self {
             Reply::Done => "done",
             Reply::Table(_) => "a table",
-            Reply::Timeouts(_) => "timeouts",
+            Reply::Timeouts(..) => "timeouts",
             Reply::Connections(_) => "connections",
             Reply::Check(_) => "a check report",
             Reply::Explain(_) => "an explanation",
@@ -372,6 +386,11 @@ pub struct WorkerAnswer {
     pub state: Option<String>,
     /// Seconds left on the entry or template.
     pub expires_in: Option<u64>,
+    /// For a connection: a new one (a SYN) from the same port would be scheduled afresh
+    /// rather than continue the entry (`conn_reuse_mode`, or its real server is out of
+    /// service).
+    #[serde(default)]
+    pub syn_reschedules: bool,
     /// The service's real servers as this worker's scheduler sees them.
     pub reals: Vec<SchedReal>,
 }

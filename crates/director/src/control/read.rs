@@ -13,8 +13,8 @@ use xdpvs_sched::{Load, ServiceKey, ServiceSpec};
 
 use super::dataplane::Observe;
 use super::proto::{
-    ConnRow, ControlError, Counters, HealthRow, RealRow, ServiceRow, Table, TimeoutSet,
-    CONN_ROWS_PER_MESSAGE,
+    ConnRow, ControlError, Counters, HealthRow, RealRow, Reply, ServiceRow, Sysctl, Table,
+    TimeoutSet, CONN_ROWS_PER_MESSAGE,
 };
 use super::view::View;
 use crate::health::Health;
@@ -30,14 +30,23 @@ pub fn counters(t: TrafficTotals) -> Counters {
     }
 }
 
-/// ipvsadm's `--timeout` figures.
-pub fn timeouts(view: &View) -> TimeoutSet {
+/// ipvsadm's `--timeout` figures, and the switches in force.
+pub fn timeouts(view: &View) -> Reply {
     let secs = |s: State| view.timeouts.get(s).as_secs() as u32;
-    TimeoutSet {
-        tcp: secs(State::Established),
-        tcpfin: secs(State::FinWait),
-        udp: secs(State::Udp),
-    }
+    let o = view.options;
+    Reply::Timeouts(
+        TimeoutSet {
+            tcp: secs(State::Established),
+            tcpfin: secs(State::FinWait),
+            udp: secs(State::Udp),
+        },
+        Sysctl {
+            conn_reuse_mode: o.conn_reuse_mode.get(),
+            expire_nodest_conn: o.expire_nodest_conn,
+            expire_quiescent_template: o.expire_quiescent_template,
+            sloppy_tcp: o.sloppy_tcp,
+        },
+    )
 }
 
 /// The table as `-L` shows it (services sorted by protocol, VIP and port, real servers

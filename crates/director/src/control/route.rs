@@ -80,7 +80,7 @@ impl<O: Observe + Send + Sync + 'static> Handler for Router<O> {
             Request::List { service } => {
                 read::table(&self.view.get(), &self.observe, service.as_ref()).map(Reply::Table)
             }
-            Request::GetTimeouts => Ok(Reply::Timeouts(read::timeouts(&self.view.get()))),
+            Request::GetTimeouts => Ok(read::timeouts(&self.view.get())),
             Request::Connections => {
                 read::connections(&self.view.get(), &self.observe, &mut |rows| {
                     pieces.send(Reply::Connections(rows))

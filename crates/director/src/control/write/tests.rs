@@ -15,7 +15,7 @@ use xdpvs_sched::Load;
 
 use super::super::check::{self, CheckReport, Heard};
 use super::super::dataplane::{DataplaneError, Probe};
-use super::super::proto::{Answer, ConnRow, Counters, Reason, Table, TimeoutSet};
+use super::super::proto::{Answer, ConnRow, Counters, Reason, Sysctl, Table, TimeoutSet};
 use super::super::{diagnose, read};
 use xdpvs_testkit::frames::{self, Endpoints};
 
@@ -272,7 +272,7 @@ impl WriteSide<Fake> {
         let view = self.published.get();
         match req {
             Request::List { service } => self.table(service.as_ref()).map(Reply::Table),
-            Request::GetTimeouts => Ok(Reply::Timeouts(read::timeouts(&view))),
+            Request::GetTimeouts => Ok(read::timeouts(&view)),
             Request::Check => self.check(check::FIRST_PORT, 1).map(Reply::Check),
             Request::Explain { key, client } => {
                 diagnose::explain(&view, &self.dp, key, *client).map(Reply::Explain)
@@ -624,25 +624,39 @@ fn a_batch_is_applied_whole_or_not_at_all() {
     assert_eq!(t.services[0].reals[0].weight, 3);
     assert_eq!(
         p.ask(&Request::GetTimeouts),
-        Ok(Reply::Timeouts(TimeoutSet {
-            tcp: 10,
-            tcpfin: 120,
-            udp: 30
-        }))
+        Ok(Reply::Timeouts(
+            TimeoutSet {
+                tcp: 10,
+                tcpfin: 120,
+                udp: 30
+            },
+            DEFAULT_SYSCTL
+        ))
     );
     assert!(p.dp.timeouts.is_some(), "the workers got them");
 }
+
+/// The switches of a director run without options.
+const DEFAULT_SYSCTL: Sysctl = Sysctl {
+    conn_reuse_mode: 3,
+    expire_nodest_conn: false,
+    expire_quiescent_template: false,
+    sloppy_tcp: false,
+};
 
 #[test]
 fn timeouts_as_ipvsadm_sets_and_shows_them() {
     let mut p = plane(1);
     assert_eq!(
         p.ask(&Request::GetTimeouts),
-        Ok(Reply::Timeouts(TimeoutSet {
-            tcp: 900,
-            tcpfin: 120,
-            udp: 300
-        }))
+        Ok(Reply::Timeouts(
+            TimeoutSet {
+                tcp: 900,
+                tcpfin: 120,
+                udp: 300
+            },
+            DEFAULT_SYSCTL
+        ))
     );
     p.execute(&Request::SetTimeouts(TimeoutSet {
         tcp: 0,
