@@ -1152,6 +1152,73 @@ fn metrics_are_prometheus_text_and_agree_with_the_traffic() {
         )
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&missing.stdout), "404");
+
+    // Content negotiation: the Prometheus text format 0.0.4 unless OpenMetrics is asked
+    // for (as Prometheus itself asks), and promtool accepts what a plain client gets.
+    let (kind, plain) = scrape_as(&lab, None);
+    assert_eq!(kind, "text/plain; version=0.0.4; charset=utf-8");
+    assert!(!plain.contains("# EOF") && !plain.contains(".."), "{plain}");
+    assert!(
+        plain.contains("# TYPE xdpvs_service_connections_total counter"),
+        "{plain}"
+    );
+    let (kind, _) = scrape_as(&lab, Some("text/plain;version=0.0.4"));
+    assert_eq!(kind, "text/plain; version=0.0.4; charset=utf-8");
+    let (kind, om) = scrape_as(
+        &lab,
+        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+    );
+    assert_eq!(
+        kind,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(
+        om.ends_with("# EOF") && om.contains("# TYPE xdpvs_service_connections counter"),
+        "{om}"
+    );
+    let checked = lab
+        .sh(
+            &lab.ns("c"),
+            "m=$(curl -sS --max-time 5 http://198.18.0.1:9100/metrics) && [ -n \"$m\" ] \
+             && printf '%s\\n' \"$m\" | promtool check metrics",
+        )
+        .expect("promtool runs");
+    assert!(
+        checked.status.success() && checked.stdout.is_empty() && checked.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
+/// A scrape of /metrics with this `Accept` header: its Content-Type and its body.
+fn scrape_as(lab: &Lab, accept: Option<&str>) -> (String, String) {
+    let mut args = vec!["curl", "-sS", "--max-time", "5", "-D", "/dev/stderr"];
+    let header;
+    if let Some(a) = accept {
+        header = format!("Accept: {a}");
+        args.extend(["-H", &header]);
+    }
+    args.push("http://198.18.0.1:9100/metrics");
+    let out = lab.exec(&lab.ns("c"), &args).expect("curl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let headers = String::from_utf8_lossy(&out.stderr).to_string();
+    let kind = headers
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("no Content-Type in {headers}"));
+    (
+        kind,
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
 }
 
 /// A UDP server on a real server: answers each datagram with its name and the size it

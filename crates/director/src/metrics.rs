@@ -26,8 +26,9 @@ use crate::iface::format_mac;
 use crate::watch::Watch;
 use crate::workers::Links;
 
-/// The content type of what [`render`] writes.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+mod exposition;
+
+pub use exposition::{to_text_004, Format};
 
 /// What a scrape reads.
 #[derive(Debug, Clone)]
@@ -108,6 +109,12 @@ fn answer(req: tiny_http::Request, sources: &Sources) {
         );
         return;
     }
+    let accept = req
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Accept"))
+        .map(|h| h.value.as_str());
+    let format = Format::negotiate(accept);
     let response = match render(
         &sources.view.get(),
         &sources.links,
@@ -115,8 +122,12 @@ fn answer(req: tiny_http::Request, sources: &Sources) {
         &sources.watch.get(),
     ) {
         Ok(t) => {
+            let t = match format {
+                Format::OpenMetrics => t,
+                Format::Text004 => to_text_004(&t),
+            };
             let mut r = tiny_http::Response::from_string(t);
-            if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", CONTENT_TYPE) {
+            if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", format.content_type()) {
                 r.add_header(h);
             }
             r
@@ -187,6 +198,11 @@ struct DropLabels {
     reason: String,
 }
 
+/// `help` as the registry takes it: it adds the final period itself.
+fn help_text(help: &str) -> &str {
+    help.trim_end_matches('.')
+}
+
 type Counters<L> = Family<L, Counter>;
 type Gauges<L> = Family<L, Gauge>;
 type FloatGauges<L> = Family<L, Gauge<f64, std::sync::atomic::AtomicU64>>;
@@ -196,7 +212,7 @@ where
     L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
 {
     let f = Counters::<L>::default();
-    r.register(name, help, f.clone());
+    r.register(name, help_text(help), f.clone());
     f
 }
 
@@ -205,7 +221,7 @@ where
     L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
 {
     let f = Counters::<L>::default();
-    r.register_with_unit(name, help, unit, f.clone());
+    r.register_with_unit(name, help_text(help), unit, f.clone());
     f
 }
 
@@ -214,7 +230,7 @@ where
     L: Clone + std::hash::Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
 {
     let f = Gauges::<L>::default();
-    r.register(name, help, f.clone());
+    r.register(name, help_text(help), f.clone());
     f
 }
 
@@ -299,7 +315,7 @@ pub fn render(
     let latency = FloatGauges::<RealLabels>::default();
     reg.register_with_unit(
         "health_check_duration",
-        "How long the last health check took.",
+        help_text("How long the last health check took."),
         Unit::Seconds,
         latency.clone(),
     );
@@ -387,7 +403,7 @@ pub fn render(
     let pause = FloatGauges::<WorkerLabels>::default();
     reg.register_with_unit(
         "worker_longest_control_pause",
-        "The longest time the worker spent between two batches answering the control side (installs, pieces of a listing, explanations).",
+        help_text("The longest time the worker spent between two batches answering the control side (installs, pieces of a listing, explanations)."),
         Unit::Seconds,
         pause.clone(),
     );

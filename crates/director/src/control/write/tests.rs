@@ -1502,3 +1502,82 @@ fn a_vip_is_announced_while_a_real_server_is_in_service() {
         .expect("deleted");
     assert_eq!(p.vips(), crate::announce::VipSet::default());
 }
+
+/// The metrics as a scraper that does not ask for OpenMetrics gets them, with every
+/// family present (a conflict, a MAC change, an announced VIP, a check, traffic).
+fn every_family_as_text_004() -> String {
+    let mut p = plane(1);
+    add_service(&mut p);
+    add_checked(&mut p, 11, checked(OnFailure::Inhibit));
+    add_real(&mut p, 12).expect("added");
+    for cport in 1000..1010 {
+        p.dp.send(cport, flags::SYN).expect("scheduled");
+    }
+    p.health_outcome(&outcome(11, false, Some(Health::Down)))
+        .expect("applied");
+    let loops = xdpvs_dataplane::worker::LoopStats::default();
+    let w = p.dp.workers[0].stats().clone();
+    let mut watch = crate::watch::Watch::default();
+    let log = xdpvs_dataplane::stats::ConflictLog::default();
+    log.record(VIP.into(), [2, 0, 0, 0, 0, 0x99]);
+    watch.conflicts_from([&log]);
+    watch.real_at(rs(11), [2, 0, 0, 0, 0, 1]);
+    watch.real_at(rs(11), [2, 0, 0, 0, 0, 2]);
+    watch.set_announced(&crate::announce::VipSet {
+        configured: [VIP.into()].into(),
+        in_service: [VIP.into()].into(),
+    });
+    let om = crate::metrics::render(&p.published.get(), &p.dp, &[(&loops, &w)], &watch)
+        .expect("rendered");
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(!om.contains(".."), "a doubled period:\n{om}");
+    crate::metrics::to_text_004(&om)
+}
+
+#[test]
+fn the_text_format_has_every_family_and_passes_promtool() {
+    let text = every_family_as_text_004();
+    // Every family has samples, and counters are named by their `_total` samples.
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(rest) = l.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("name and type");
+            assert!(
+                lines.get(i + 1).is_some_and(|s| s.starts_with(name)),
+                "{name} has no sample:\n{text}"
+            );
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{l}");
+        }
+    }
+    assert!(
+        !text.contains("# EOF") && !text.contains("# UNIT"),
+        "{text}"
+    );
+    let Ok(mut promtool) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        xdpvs_testkit::cannot_run(
+            "promtool check metrics",
+            "promtool is not installed (Debian's prometheus package; `bash .ci/setup`)",
+        );
+        return;
+    };
+    use std::io::Write as _;
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("written");
+    let out = promtool.wait_with_output().expect("promtool ends");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
