@@ -158,8 +158,10 @@ pub struct LoopStats {
     /// the control side (installs, listing pieces, explanations): how long the control
     /// side ever held up forwarding.
     pub longest_control_pause_ns: Counter,
-    /// Frames of our own sent (gratuitous ARP...).
+    /// Frames of our own sent (gratuitous ARP, `xdpvs check`'s probes).
     pub sent: Counter,
+    /// Frames of our own not sent: no free buffer, or the TX ring full.
+    pub unsent: Counter,
     /// Entries in the connection table (copied about once a second).
     pub table_entries: Counter,
     /// Half-open connections evicted from the full table (copied about once a second).
@@ -316,6 +318,8 @@ impl<D: Device> Worker<D> {
                 Ok(Control::Send(frame)) => {
                     if self.dev.send(frame.bytes()) {
                         self.stats.sent.inc();
+                    } else {
+                        self.stats.unsent.inc();
                     }
                 }
                 Err(TryRecvError::Empty) => return (true, applied),

@@ -193,6 +193,12 @@ struct WorkerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OwnLabels {
+    worker: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DropLabels {
     worker: String,
     reason: String,
@@ -407,6 +413,11 @@ pub fn render(
         Unit::Seconds,
         pause.clone(),
     );
+    let own = counter::<OwnLabels>(
+        &mut reg,
+        "worker_own_frames",
+        "Frames of the director's own the worker was given to send (gratuitous ARP, who-has for the VIPs, xdpvs check's probes), by result (sent, unsent: no free buffer or TX slot).",
+    );
     let waits = counter::<WorkerLabels>(
         &mut reg,
         "worker_idle_waits",
@@ -525,6 +536,13 @@ pub fn render(
             .get_or_create(&wl)
             .set(l.longest_control_pause_ns.get() as f64 / 1e9);
         waits.get_or_create(&wl).inc_by(l.idle_waits.get());
+        for (result, n) in [("sent", &l.sent), ("unsent", &l.unsent)] {
+            own.get_or_create(&OwnLabels {
+                worker: wl.worker.clone(),
+                result: result.to_string(),
+            })
+            .inc_by(n.get());
+        }
         let d = &l.device;
         wakeups.get_or_create(&wl).inc_by(d.wakeups.get());
         k_drop.get_or_create(&wl).inc_by(d.rx_dropped.get());

@@ -470,10 +470,7 @@ impl Device for XskDevice {
             return false;
         };
         // SAFETY: a spare descriptor of this UMEM, in no ring.
-        let ok = unsafe { self.umem.data_mut(&mut d) }
-            .cursor()
-            .write_all(bytes)
-            .is_ok();
+        let ok = unsafe { write_frame(&self.umem, &mut d, bytes) };
         // SAFETY: as above; after a successful write its length is the frame's.
         if ok && unsafe { self.tx.produce(&[d]) } == 1 {
             self.in_flight += 1;
@@ -500,6 +497,22 @@ impl Device for XskDevice {
             wakeups: self.wakeups,
         })
     }
+}
+
+/// Makes `bytes` the whole frame of `d`. A descriptor keeps the length of the frame last
+/// received into it or sent from it, and xsk-rs's cursor writes after that length: the
+/// frame must be written from its start, or it goes out as the old frame followed by
+/// `bytes` (the receiver reads the old one: a stale packet sent again, the new one lost,
+/// and a switch that learns the old frame's source MAC on the director's port).
+///
+/// # Safety
+/// `d` is a descriptor of `umem` in no ring (nobody else reads or writes its buffer).
+unsafe fn write_frame(umem: &Umem, d: &mut FrameDesc, bytes: &[u8]) -> bool {
+    // SAFETY: the caller's.
+    let mut data = unsafe { umem.data_mut(d) };
+    let mut cursor = data.cursor();
+    cursor.set_pos(0);
+    cursor.write_all(bytes).is_ok()
 }
 
 /// What [`XskDevice::lean_forward`] did: the loop's own counts, to put beside the
@@ -593,5 +606,33 @@ impl XskDevice {
         self.in_flight = in_flight;
         self.spare = spare;
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_written_into_a_used_buffer_is_the_new_bytes_alone() {
+        let frames = NonZeroU32::new(4).expect("non-zero");
+        let (umem, mut descs) = Umem::new(UmemConfig::default(), frames, false).expect("a UMEM");
+        let d = &mut descs[0];
+        // As a received 42-byte ARP reply leaves it.
+        // SAFETY: a descriptor of this UMEM; no socket, so no ring.
+        unsafe { umem.data_mut(d) }
+            .cursor()
+            .write_all(&[0xaa; 42])
+            .expect("fits");
+        let syn = [0x5a; 54];
+        // SAFETY: as above.
+        assert!(unsafe { write_frame(&umem, d, &syn) });
+        // SAFETY: as above.
+        assert_eq!(unsafe { umem.data(d) }.contents(), &syn[..]);
+        // A shorter frame after a longer one.
+        // SAFETY: as above.
+        assert!(unsafe { write_frame(&umem, d, &[1, 2, 3]) });
+        // SAFETY: as above.
+        assert_eq!(unsafe { umem.data(d) }.contents(), &[1, 2, 3][..]);
     }
 }
