@@ -48,6 +48,7 @@ fuzz_target!(|data: &[u8]| {
         expire_quiescent_template: flags & 2 != 0,
         expire_nodest_conn: flags & 4 != 0,
         conn_reuse_mode: xdpvs_dataplane::ConnReuseMode::new(flags >> 3 & 3).unwrap_or_default(),
+        vips_routed: flags & 0x20 != 0,
     };
     let mut services = Vec::new();
     for s in 0..(inp.byte() % 3 + 1) {

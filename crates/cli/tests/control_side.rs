@@ -124,6 +124,10 @@ fn silent_clients_and_a_paused_reader_delay_no_failover_no_listing_and_no_stop()
     // With --announce, SIGTERM drains (withdraw, forward until idle, stop).
     let d = lab.ns("d");
     lab.sh(&d, "ip link add ifb0 type ifb").expect("ifb");
+    // With --announce the VIP is routed to the director, which answers no ARP for it:
+    // the client routes it via the director's address, as a router would.
+    lab.sh(&lab.ns("c"), "ip route add 198.18.0.100/32 via 198.18.0.1")
+        .expect("route");
     lab.start_director(&["--announce", "ifb0", "--metrics", "198.18.0.1:9100"])
         .expect("director starts");
     // HTTP checked every 0.5 s, down after 2 failures: out within 2 x 0.5 + 0.5 s.

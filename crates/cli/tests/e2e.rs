@@ -2805,6 +2805,16 @@ fn announced_vips_of_both_families_live_on_the_interface_while_in_service() {
     let mut lab = Lab::up(Path::new(env!("CARGO_BIN_EXE_xdpvs")), spec).expect("lab builds");
     let d = lab.ns("d");
     lab.sh(&d, "ip link add ifb0 type ifb").expect("ifb");
+    // With --announce the VIPs are routed to the director, which answers no ARP or NDP
+    // for them: the client routes them via its address, as a router would.
+    lab.sh(
+        &lab.ns("c"),
+        &format!(
+            "ip route add {VIP}/32 via {DIRECTOR_IP} && ip -6 route add {VIP6}/128 via {}",
+            lab::DIRECTOR_IP6
+        ),
+    )
+    .expect("routes");
     lab.start_director(&["--announce", "ifb0", "--metrics", "198.18.0.1:9100"])
         .expect("director starts");
     for c in [

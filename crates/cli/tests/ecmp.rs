@@ -347,3 +347,63 @@ fn an_announce_interface_that_does_not_exist_is_created_or_refused_clearly() {
         );
     }
 }
+
+/// Fellow directors: with `--announce` the VIP is routed to each director's own
+/// address, so neither answers ARP for it nor advertises it, and neither's watch (which
+/// asks who has the VIP every 5 s) takes the other for a conflict; a real server on the
+/// same LAN that answers ARP for the VIP is still named, by both. `xdpvs check` passes
+/// on both.
+#[test]
+fn fellow_directors_are_no_conflict_and_a_misconfigured_real_server_still_is() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    both_directors(&mut lab);
+    // Two rounds of who-has from each director.
+    std::thread::sleep(Duration::from_secs(11));
+    for n in 1..=2 {
+        let log = lab.director_log(n);
+        assert!(!log.contains("VIP conflict"), "director {n}:\n{log}");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xdpvs"))
+            .arg("check")
+            .env("XDPVS_SOCKET", lab.socket(n))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("check runs");
+        let checked = String::from_utf8_lossy(&out.stdout).to_string();
+        // Every check passes: the real servers' answers come from the VIP, which the
+        // director holds itself (on ifb0), and are heard all the same.
+        assert!(
+            out.status.success()
+                && checked.contains(&format!(
+                    "✓ VIP {ECMP_VIP}: no host but the director answers ARP for it"
+                ))
+                && checked.ends_with("7 checks: 7 passed, 0 failed\n"),
+            "director {n}:\n{checked}"
+        );
+    }
+    // rs1 answers ARP for the VIP (on its lo) like any local address: arp_ignore=0.
+    lab.sh(
+        "r1",
+        "sysctl -qw net.ipv4.conf.all.arp_ignore=0 net.ipv4.conf.eth0.arp_ignore=0",
+    )
+    .expect("misconfigured");
+    let named = format!("VIP conflict: real server {} (", ecmp::ecmp_real_ip(1));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for n in 1..=2 {
+        while !lab.director_log(n).contains(&named) {
+            assert!(
+                Instant::now() < deadline,
+                "director {n} never named rs1:\n{}",
+                lab.director_log(n)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let log = lab.director_log(n);
+        let conflicts: Vec<&str> = log.lines().filter(|l| l.contains("VIP conflict")).collect();
+        assert!(
+            conflicts.iter().all(|l| l.contains(&named)),
+            "director {n} names only rs1: {conflicts:#?}"
+        );
+    }
+}

@@ -40,6 +40,10 @@ pub struct Options {
     /// What a SYN that finds an entry of an earlier connection on its ports does (IPVS
     /// `conn_reuse_mode`; see [`ConnReuseMode`]).
     pub conn_reuse_mode: ConnReuseMode,
+    /// The VIPs are routed to the director's own address (`run --announce`): it does not
+    /// answer ARP or neighbour solicitations for them (they are dropped, as
+    /// `vip_routed`), and another host that claims one is still a conflict.
+    pub vips_routed: bool,
 }
 
 /// A real server removed from the configuration whose connections may still be alive:

@@ -321,6 +321,14 @@ fn arp(frame: &mut [u8], services: &Services, stats: &WorkerStats) -> Verdict {
             return Verdict::Drop(DropReason::VipConflict);
         }
     }
+    if services.options().vips_routed {
+        return match xdpvs_arp::parse(frame) {
+            Ok(a) if a.is_request() && services.is_vip(a.target_ip) => {
+                Verdict::Drop(DropReason::VipRouted)
+            }
+            _ => Verdict::Pass,
+        };
+    }
     match xdpvs_arp::reply_in_place(frame, |ip| services.is_vip(ip), services.director_mac()) {
         Outcome::Replied(_) => Verdict::Reply,
         Outcome::Ignored(Ignore::Truncated) => Verdict::Drop(DropReason::ArpTruncated),
@@ -590,6 +598,12 @@ fn ipv6(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
 fn icmp6(frame: &mut [u8], t: &mut Tables, dst: Ipv6Addr, icmp_type: u8, now: Time) -> Verdict {
     let our_mac = t.services.director_mac();
     match icmp_type {
+        ndp::NEIGHBOR_SOLICITATION if t.services.options().vips_routed => {
+            return match ndp::target(frame) {
+                Some(vip) if t.services.is_vip6(vip) => Verdict::Drop(DropReason::VipRouted),
+                _ => Verdict::Pass,
+            };
+        }
         ndp::NEIGHBOR_SOLICITATION => {
             return match ndp::advertise_in_place(frame, |ip| t.services.is_vip6(*ip), our_mac) {
                 ndp::Outcome::Advertised(_) => Verdict::Reply,

@@ -95,11 +95,15 @@ pub enum DropReason {
     /// A neighbour solicitation for a VIP that fails RFC 4861's checks (hop limit,
     /// checksum, options) or is cut short.
     NdpInvalid,
+    /// An ARP request or neighbour solicitation for a VIP while the VIPs are routed to
+    /// the director (`run --announce`): routers reach them by the director's own address,
+    /// so it does not answer for them (several directors answering would flap).
+    VipRouted,
 }
 
 impl DropReason {
     /// How many reasons there are.
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 20;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::EthTruncated,
@@ -121,6 +125,7 @@ impl DropReason {
         DropReason::Ipv6Header,
         DropReason::Ipv6Extension,
         DropReason::NdpInvalid,
+        DropReason::VipRouted,
     ];
 
     /// A stable snake_case name (for logs and metrics labels).
@@ -145,6 +150,7 @@ impl DropReason {
             DropReason::Ipv6Header => "ipv6_header",
             DropReason::Ipv6Extension => "ipv6_extension",
             DropReason::NdpInvalid => "ndp_invalid",
+            DropReason::VipRouted => "vip_routed",
         }
     }
 }

@@ -1725,9 +1725,12 @@ fn conn_reuse_never_moves_a_persistent_client() {
     }
 }
 
+/// A change made to the configuration between two connections of a client port.
+type Setup = fn(&mut Config, &Tables);
+
 #[test]
 fn a_syn_never_reaches_a_real_server_out_of_service_in_any_mode() {
-    let out_of_service: [(&str, fn(&mut Config, &Tables)); 4] = [
+    let out_of_service: [(&str, Setup); 4] = [
         ("its check failed", |cfg, _| {
             cfg.down = vec![(cfg.services[0].key, rs_ip(1).into())];
         }),
@@ -1764,4 +1767,64 @@ fn expire_nodest_conn_moves_a_reused_port_off_a_quiescent_real_server() {
             assert_eq!(to, if mode == 0 { 1 } else { 2 }, "mode {mode}, {state}");
         }
     }
+}
+
+/// `run --announce`: the VIPs are routed to the director's own address, so it answers
+/// neither ARP nor neighbour solicitations for them, while another host claiming one is
+/// still a conflict, and the kernel keeps ARP and NDP for other addresses.
+#[test]
+fn routed_vips_are_not_answered_for_but_claims_are_still_conflicts() {
+    let mut cfg = v6_config();
+    cfg.options.vips_routed = true;
+    let mut t = tables(&cfg);
+    let other = Ipv4Addr::new(198, 18, 0, 1);
+    let impostor: Mac = [0x02, 0, 0, 0, 0x01, 0x99];
+    let mut claim = xdpvs_arp::request(impostor, VIP, CLIENT).to_vec();
+    claim[20..22].copy_from_slice(&[0, 2]); // a reply: "the VIP is at impostor"
+    let na_impostor = {
+        let mut f = xdpvs_arp::ndp::unsolicited(VIP6, impostor).to_vec();
+        f[6..12].copy_from_slice(&impostor);
+        f
+    };
+    let other6 = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x1);
+    run(
+        &mut t,
+        vec![
+            drop(
+                "ARP request for the VIP: not answered",
+                xdpvs_arp::request(CLIENT_MAC, CLIENT, VIP).to_vec(),
+                DropReason::VipRouted,
+            ),
+            pass(
+                "ARP request for another address: the kernel's",
+                xdpvs_arp::request(CLIENT_MAC, CLIENT, other).to_vec(),
+            ),
+            drop(
+                "another host claiming the VIP: a conflict",
+                claim,
+                DropReason::VipConflict,
+            ),
+            drop(
+                "gratuitous ARP from another host for the VIP: a conflict",
+                xdpvs_arp::gratuitous(VIP, impostor).to_vec(),
+                DropReason::VipConflict,
+            ),
+            drop(
+                "neighbour solicitation for the IPv6 VIP: not answered",
+                xdpvs_arp::ndp::solicitation(CLIENT_MAC, CLIENT6, VIP6),
+                DropReason::VipRouted,
+            ),
+            pass(
+                "neighbour solicitation for another address: the kernel's",
+                xdpvs_arp::ndp::solicitation(CLIENT_MAC, CLIENT6, other6),
+            ),
+            drop(
+                "another host advertising the IPv6 VIP: a conflict",
+                na_impostor,
+                DropReason::VipConflict,
+            ),
+            fwd("traffic to the VIP is forwarded", tcp(CLIENT, 1000, SYN), 1),
+        ],
+    );
+    assert_eq!(t.stats().drop_count(DropReason::VipRouted), 2);
 }

@@ -117,6 +117,8 @@ pub fn run(
         expire_nodest_conn: opts.expire_nodest_conn,
         expire_quiescent_template: opts.expire_quiescent_template,
         conn_reuse_mode: opts.conn_reuse_mode,
+        // Routers reach announced VIPs by the director's own address.
+        vips_routed: opts.announce.is_some(),
     };
 
     // Setup: the XDP program, then a socket and a worker per queue.
@@ -168,7 +170,7 @@ pub fn run(
         );
     }
     let capacity = limits.conn_capacity * workers.len();
-    let links = workers.links(capacity);
+    let links = workers.links(capacity, ifc.index);
     let live = Live {
         workers,
         steering,

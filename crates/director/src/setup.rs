@@ -72,7 +72,7 @@ pub fn check_capabilities() -> Result<(), SetupError> {
     }
 }
 
-/// Whether the process may open raw sockets (`xdpvs check` listens with them).
+/// Whether the process may open packet sockets (`xdpvs check` listens with one).
 pub fn has_net_raw() -> bool {
     caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_RAW).unwrap_or(false)
 }

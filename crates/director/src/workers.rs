@@ -12,6 +12,7 @@ use tracing::info;
 use xdpvs_dataplane::engine::Explained;
 use xdpvs_dataplane::stats::{ConflictSeen, TrafficTotals};
 use xdpvs_dataplane::sys::xsk::XskDevice;
+use xdpvs_dataplane::sys::PacketSocket;
 use xdpvs_dataplane::worker::{
     Control, ControlFrame, ExplainRequest, IdlePolicy, Install, ListRequest, LoopStats, Worker,
 };
@@ -174,8 +175,9 @@ impl Workers {
         self.list.is_empty()
     }
 
-    /// What other threads may use of the workers: their control channels and counters.
-    pub fn links(&self, capacity: usize) -> Links {
+    /// What other threads may use of the workers: their control channels and counters
+    /// (`ifindex`: their interface, where probes' answers are heard).
+    pub fn links(&self, capacity: usize, ifindex: u32) -> Links {
         Links {
             list: Arc::new(
                 self.list
@@ -189,6 +191,7 @@ impl Workers {
                     .collect(),
             ),
             capacity,
+            ifindex,
         }
     }
 
@@ -259,6 +262,7 @@ struct Link {
 pub struct Links {
     list: Arc<Vec<Link>>,
     capacity: usize,
+    ifindex: u32,
 }
 
 impl Links {
@@ -491,10 +495,16 @@ impl Probe for Links {
     }
 
     fn probe(&self, frames: &[Vec<u8>], listen: Duration) -> Result<Heard, DataplaneError> {
-        let sockets = if listen.is_zero() {
-            Vec::new()
+        // The answers are read as they reach the interface: an IP socket would miss those
+        // the host drops first (an answer from a VIP the host holds, with --announce, is
+        // a martian to it).
+        let socket = if listen.is_zero() {
+            None
         } else {
-            raw_sockets()?
+            Some(
+                PacketSocket::open(self.ifindex)
+                    .map_err(|e| DataplaneError::ListenSocket(e.to_string()))?,
+            )
         };
         let seen = |w: &Link| -> Vec<ConflictSeen> { w.stats.conflicts.seen().collect() };
         let before: Vec<Vec<ConflictSeen>> = self.list.iter().map(seen).collect();
@@ -502,14 +512,12 @@ impl Probe for Links {
         let mut heard = Heard::default();
         let deadline = Instant::now() + listen;
         let mut buf = [0u8; 2048];
-        while Instant::now() < deadline {
+        while let Some(s) = socket.as_ref().filter(|_| Instant::now() < deadline) {
             let mut any = false;
-            for (wrap, s) in &sockets {
-                while let Ok(n) = std::io::Read::read(&mut &*s, &mut buf) {
-                    any = true;
-                    if heard.packets.len() < PROBE_PACKETS {
-                        heard.packets.push(wrap(buf[..n].to_vec()));
-                    }
+            while let Some(n) = s.recv(&mut buf) {
+                any = true;
+                if heard.packets.len() < PROBE_PACKETS {
+                    heard.packets.extend(packet_of(&buf[..n.min(buf.len())]));
                 }
             }
             if !any {
@@ -532,34 +540,22 @@ impl Probe for Links {
 /// Packets `probe` keeps at most (the director's own traffic is heard too).
 const PROBE_PACKETS: usize = 10_000;
 
-/// What a raw socket's bytes are, as a [`Packet`].
-type Wrap = fn(Vec<u8>) -> Packet;
-
-/// The raw sockets that hear the answers to `xdpvs check`'s probes: TCP and ICMP to the
-/// director's addresses (the kernel gets them too, and ignores them).
-fn raw_sockets() -> Result<Vec<(Wrap, socket2::Socket)>, DataplaneError> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let open = |domain, proto| {
-        let s = Socket::new(domain, Type::RAW, Some(proto))?;
-        s.set_nonblocking(true)?;
-        Ok::<_, std::io::Error>(s)
-    };
-    let wanted: [(Domain, Protocol, Wrap); 4] = [
-        (Domain::IPV4, Protocol::TCP, Packet::V4),
-        (Domain::IPV4, Protocol::ICMPV4, Packet::V4),
-        (Domain::IPV6, Protocol::TCP, Packet::Tcp6),
-        (Domain::IPV6, Protocol::ICMPV6, Packet::Icmp6),
-    ];
-    let mut out = Vec::new();
-    for (domain, proto, wrap) in wanted {
-        match open(domain, proto) {
-            Ok(s) => out.push((wrap, s)),
-            // No IPv6 on this host: only IPv4 answers to hear.
-            Err(e) if domain == Domain::IPV6 && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {}
-            Err(e) => return Err(DataplaneError::RawSocket(e.to_string())),
+/// A frame the interface received, as what a probe's answer is made of: an IPv4 packet
+/// (TCP or ICMP), or an IPv6 TCP segment or ICMPv6 message directly after its header.
+fn packet_of(frame: &[u8]) -> Option<Packet> {
+    const ETH: usize = 14;
+    match u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) {
+        0x0800 => Some(Packet::V4(frame.get(ETH..)?.to_vec())),
+        0x86dd => {
+            let l4 = frame.get(ETH + 40..)?.to_vec();
+            match *frame.get(ETH + 6)? {
+                6 => Some(Packet::Tcp6(l4)),
+                58 => Some(Packet::Icmp6(l4)),
+                _ => None,
+            }
         }
+        _ => None,
     }
-    Ok(out)
 }
 
 /// Entries a worker copies per listing request at most.

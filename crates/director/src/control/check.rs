@@ -224,12 +224,12 @@ fn syn_seq(sport: u16) -> u32 {
 }
 
 /// A packet that reached one of the director's own addresses while the probes were out:
-/// what the raw sockets read.
+/// what the packet socket read of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
     /// An IPv4 packet, from its header (TCP or ICMP).
     V4(Vec<u8>),
-    /// An IPv6 TCP segment, from its TCP header (the raw socket keeps no IPv6 header).
+    /// An IPv6 TCP segment, from its TCP header.
     Tcp6(Vec<u8>),
     /// An ICMPv6 message, from its header.
     Icmp6(Vec<u8>),

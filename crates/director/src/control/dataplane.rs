@@ -42,8 +42,8 @@ pub enum DataplaneError {
     #[error("worker {0} did not answer in time")]
     AnswerTimeout(usize),
     /// `xdpvs check` could not listen for the answers to its probes.
-    #[error("opening a raw socket to hear the real servers' answers failed ({0}): xdpvs check needs CAP_NET_RAW (run the director as root, or add CAP_NET_RAW to its capabilities)")]
-    RawSocket(String),
+    #[error("opening a packet socket on the interface to hear the real servers' answers failed ({0}): xdpvs check needs CAP_NET_RAW (run the director as root, or add CAP_NET_RAW to its capabilities)")]
+    ListenSocket(String),
 }
 
 /// What the write side changes: the workers' snapshot, the XDP program's services, and

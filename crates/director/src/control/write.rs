@@ -508,9 +508,11 @@ impl<D: Configure + Observe> WriteSide<D> {
             self.book.rollback(checkpoint);
             return Err(ControlError::RolledBack(e.to_string()));
         }
+        // A new VIP is advertised on the LAN, unless the VIPs are routed to the director
+        // (`--announce`): then nobody should look for them there.
         let old_vips: HashSet<IpAddr> = self.current.all_vips().collect();
         for v in built.all_vips() {
-            if !old_vips.contains(&v) {
+            if !old_vips.contains(&v) && !self.options.vips_routed {
                 self.dp.advertise(v);
             }
         }

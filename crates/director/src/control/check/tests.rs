@@ -55,7 +55,7 @@ fn the_plan() -> Plan {
     )
 }
 
-/// A TCP answer from `vip:port` to the director's `dport`, as the IPv4 raw socket reads it.
+/// A TCP answer from `vip:port` to the director's `dport`, as the probe hears it.
 fn tcp4(vip: &str, port: u16, dport: u16, synack: bool) -> Packet {
     let b = PacketBuilder::ipv4(octets4(v4(vip)), [198, 18, 0, 1], 64).tcp(port, dport, 1, 100);
     let b = if synack { b.syn().ack(42) } else { b.rst() };

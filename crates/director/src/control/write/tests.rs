@@ -420,6 +420,27 @@ fn a_worker_that_does_not_take_a_snapshot_stops_the_director() {
 }
 
 #[test]
+fn routed_vips_are_not_advertised_on_the_lan() {
+    let mut p = WriteSide::new(
+        DIRECTOR,
+        Options {
+            vips_routed: true,
+            ..Options::default()
+        },
+        limits(),
+        vec![LocalNet {
+            addr: Ipv4Addr::new(198, 18, 0, 1).into(),
+            prefix_len: 24,
+        }],
+        Fake::new(1),
+    )
+    .expect("ok");
+    add_service(&mut p);
+    assert!(p.dp.announced.is_empty(), "{:?}", p.dp.announced);
+    assert_eq!(p.dp.steered, vec![key()], "served all the same");
+}
+
+#[test]
 fn add_list_and_announce() {
     let mut p = plane(1);
     add_service(&mut p);
