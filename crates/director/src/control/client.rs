@@ -28,21 +28,37 @@ impl From<WireError> for ClientError {
     }
 }
 
+/// The request is out, or the director answered before reading it.
+enum Sent {
+    /// Read the answer here.
+    Open(UnixStream),
+    /// The director answered at once and closed (it is busy, or stopping).
+    Answered(Answer),
+}
+
 /// Connects to the director at `socket` and sends `req`.
-fn send(socket: &Path, req: &Request) -> Result<UnixStream, ClientError> {
+fn send(socket: &Path, req: &Request) -> Result<Sent, ClientError> {
     let mut s = UnixStream::connect(socket).map_err(|cause| ClientError::Connect {
         path: socket.to_path_buf(),
         cause,
     })?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    write_message(&mut s, req)?;
-    Ok(s)
+    match write_message(&mut s, req) {
+        Ok(()) => Ok(Sent::Open(s)),
+        // A director that answers without reading (Busy) may close before the request
+        // is written: what it said is still waiting to be read, and is the answer.
+        Err(e) => read_message(&mut s)
+            .map(Sent::Answered)
+            .map_err(|_| ClientError::Wire(e)),
+    }
 }
 
 /// Sends `req` to the director at `socket` and returns its answer.
 pub fn request(socket: &Path, req: &Request) -> Result<Answer, ClientError> {
-    let mut s = send(socket, req)?;
-    Ok(read_message(&mut s)?)
+    match send(socket, req)? {
+        Sent::Open(mut s) => Ok(read_message(&mut s)?),
+        Sent::Answered(a) => Ok(a),
+    }
 }
 
 /// Sends `req` to the director at `socket` and hands each piece of a pieced answer
@@ -52,7 +68,10 @@ pub fn request_pieces(
     req: &Request,
     mut piece: impl FnMut(Reply),
 ) -> Result<Answer, ClientError> {
-    let mut s = send(socket, req)?;
+    let mut s = match send(socket, req)? {
+        Sent::Open(s) => s,
+        Sent::Answered(a) => return Ok(a),
+    };
     loop {
         match read_message::<Answer>(&mut s)? {
             Ok(p @ Reply::Connections(_)) => piece(p),

@@ -301,11 +301,12 @@ mod tests {
             "answered beside {} silent clients",
             silent.len()
         );
-        while server.clients() < MAX_CLIENTS - 1 {
+        // Exactly the silent ones: the answered client's thread has let its seat go too.
+        while server.clients() != MAX_CLIENTS - 1 {
             std::thread::sleep(Duration::from_millis(5));
         }
         silent.push(UnixStream::connect(&path).expect("connected"));
-        while server.clients() < MAX_CLIENTS {
+        while server.clients() != MAX_CLIENTS {
             std::thread::sleep(Duration::from_millis(5));
         }
         // Every seat taken: the next client is told why, at once.
