@@ -1043,7 +1043,9 @@ pub enum RestoreError {
 }
 
 /// Parses ipvsadm-save/ipvsadm-restore input: one command per line (blank lines and
-/// `#` comments skipped). Returns each change with its line number.
+/// `#` comments skipped). As ipvsadm's restore does, the word `ipvsadm` is dropped
+/// wherever it stands (`ipvsadm -A -t ...` lines, as scripts write them). Returns each
+/// change with its line number.
 pub fn parse_restore(text: &str) -> Result<Vec<(usize, Request)>, RestoreError> {
     #[derive(clap::Parser)]
     #[command(
@@ -1058,7 +1060,7 @@ pub fn parse_restore(text: &str) -> Result<Vec<(usize, Request)>, RestoreError> 
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
-        let words: Vec<&str> = raw.split_whitespace().collect();
+        let words: Vec<&str> = raw.split_whitespace().filter(|w| *w != "ipvsadm").collect();
         if words.is_empty() || words[0].starts_with('#') {
             continue;
         }

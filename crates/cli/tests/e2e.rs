@@ -259,6 +259,76 @@ fn bad_commands_are_one_line_errors_and_change_nothing() {
     assert_eq!(x(&lab, "-Ln"), before);
 }
 
+/// A VIP is never an address a host holds: the director's own, a real server's, or a
+/// neighbour's. Refused in one line, with nothing advertised: the client's neighbour
+/// entry for the real server still points at the real server.
+#[test]
+fn a_vip_that_a_host_holds_is_refused_and_no_neighbour_cache_is_poisoned() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&[]).expect("director starts");
+    configure_rr(&lab);
+    let c = lab.ns("c");
+    // The client knows rs1 and the director; the director knows the client.
+    lab.sh(
+        &c,
+        "ping -c 1 -W 2 198.18.0.11 && ping -c 1 -W 2 198.18.0.1",
+    )
+    .expect("pings");
+    let rs1 = lab.mac("r1").expect("rs1 MAC");
+    let client_knows_rs1 = |lab: &Lab| {
+        let out = lab.sh(&c, "ip neigh show 198.18.0.11").expect("ip neigh");
+        String::from_utf8_lossy(&out.stdout).to_lowercase()
+    };
+    assert!(
+        client_knows_rs1(&lab).contains(&rs1),
+        "{}",
+        client_knows_rs1(&lab)
+    );
+    let before = x(&lab, "-Ln");
+    for (args, want) in [
+        (
+            "-A -t 198.18.0.11:80 -s rr",
+            "VIP 198.18.0.11: it is a real server's address",
+        ),
+        (
+            "-A -t 198.18.0.1:80 -s rr",
+            "VIP 198.18.0.1: it is the director's own address",
+        ),
+        (
+            "-A -t 198.18.0.2:80 -s rr",
+            "VIP 198.18.0.2: a host on the LAN holds it (the neighbour table has it at",
+        ),
+    ] {
+        let e = lab
+            .xdpvs(&args.split_whitespace().collect::<Vec<_>>())
+            .expect_err(args)
+            .to_string();
+        assert!(e.contains(want), "{args}: {e}");
+        assert_eq!(e.trim().lines().count(), 1, "{args}: one line, got {e:?}");
+    }
+    // The same in a restore: all or nothing.
+    let e = lab
+        .xdpvs_with_input(
+            &["-R"],
+            "-A -t 198.18.0.200:80 -s rr\n-A -t 198.18.0.12:80 -s rr\n",
+        )
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.contains("line 2: VIP 198.18.0.12: it is a real server's address"),
+        "{e}"
+    );
+    assert_eq!(x(&lab, "-Ln"), before);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        client_knows_rs1(&lab).contains(&rs1),
+        "the client's entry for rs1 moved: {}",
+        client_knows_rs1(&lab)
+    );
+}
+
 /// Waits up to `secs` for the director's log to contain `what` `times` times.
 fn log_shows(lab: &Lab, what: &str, times: usize, secs: u64) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);

@@ -185,6 +185,8 @@ pub fn run(
         );
     }
     let mut side = WriteSide::new(ifc.mac, options, limits, local, live)?;
+    // The hosts on the LAN before the first VIP: none of their addresses may be one.
+    side.learn_lan(Neighbours::open(ifc.index)?.table());
     let restored = match &initial {
         Some(req) => side.execute(req).map(|_| ()),
         None => Ok(()),

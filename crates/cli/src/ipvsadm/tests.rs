@@ -464,6 +464,21 @@ fn save_layout_and_round_trip() {
 }
 
 #[test]
+fn restore_drops_the_word_ipvsadm_as_ipvsadm_does() {
+    let with = "ipvsadm -A -t 198.18.0.100:80 -s rr\nipvsadm -a -t 198.18.0.100:80 -r 198.18.0.11 -g -w 2\n-a ipvsadm -t 198.18.0.100:80 -r 198.18.0.12\nipvsadm\n";
+    let without = "-A -t 198.18.0.100:80 -s rr\n-a -t 198.18.0.100:80 -r 198.18.0.11 -g -w 2\n-a -t 198.18.0.100:80 -r 198.18.0.12\n";
+    let reqs = |t: &str| -> Vec<Request> {
+        parse_restore(t)
+            .expect("reads")
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect()
+    };
+    assert_eq!(reqs(with), reqs(without));
+    assert_eq!(reqs(with).len(), 3);
+}
+
+#[test]
 fn restore_names_the_bad_line() {
     let text =
         "# saved by xdpvs\n\n-A -t 198.18.0.100:80 -s rr\n-a -t 198.18.0.100:80 -r nowhere -g\n";

@@ -470,6 +470,14 @@ pub enum ControlError {
         /// Why it cannot be one.
         why: String,
     },
+    /// An address that cannot be a VIP: a host holds it.
+    #[error("VIP {vip}: {why}")]
+    BadVip {
+        /// The VIP.
+        vip: IpAddr,
+        /// Why it cannot be one, and what to do.
+        why: String,
+    },
     /// One request of a batch failed; nothing of the batch was applied.
     #[error("request {index} of the batch: {error}")]
     InBatch {

@@ -33,7 +33,7 @@ use super::stats::Tracked;
 use super::view::{DrainingReal, HealthRecord, OperatorConfig, Published, View};
 use crate::announce::VipSet;
 use crate::health::{Health, Outcome, Target};
-use crate::iface::LocalNet;
+use crate::iface::{format_mac, LocalNet};
 
 /// A health transition the write side enforced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +48,18 @@ pub struct Transition {
     pub detail: String,
     /// What that does to it.
     pub on_failure: OnFailure,
+}
+
+/// The gratuitous ARP (IPv6: unsolicited advertisement) that tells the LAN `vip` is at
+/// `owner` again, sent by the director (its MAC the frame's source: a switch must not
+/// learn `owner` on the director's port).
+fn hand_back(vip: IpAddr, owner: Mac, director: Mac) -> Vec<u8> {
+    let mut f = match vip {
+        IpAddr::V4(v) => xdpvs_arp::gratuitous(v, owner).to_vec(),
+        IpAddr::V6(v) => xdpvs_arp::ndp::unsolicited(v, owner).to_vec(),
+    };
+    f[6..12].copy_from_slice(&director);
+    f
 }
 
 /// What the dataplane runs for `wanted`, given what the checks found: real servers whose check failed get weight 0
@@ -139,6 +151,8 @@ pub struct WriteSide<D: Configure + Observe> {
     /// Changes applied so far.
     applied: u64,
     macs: HashMap<IpAddr, Mac>,
+    /// Every neighbour the kernel knows on the interface, at its MAC.
+    lan: HashMap<IpAddr, Mac>,
     director_mac: Mac,
     options: Options,
     limits: Limits,
@@ -201,6 +215,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             pending: HashMap::new(),
             applied: 0,
             macs: HashMap::new(),
+            lan: HashMap::new(),
             director_mac,
             options,
             limits,
@@ -316,6 +331,7 @@ impl<D: Configure + Observe> WriteSide<D> {
         &mut self,
         seen: &HashMap<IpAddr, Option<Mac>>,
     ) -> Result<Vec<(IpAddr, Option<Mac>)>, ControlError> {
+        self.learn_lan(seen);
         let mut changed = Vec::new();
         for a in self.real_addrs() {
             if let Some(&m) = seen.get(&a) {
@@ -339,6 +355,14 @@ impl<D: Configure + Observe> WriteSide<D> {
             return Err(e);
         }
         Ok(changed)
+    }
+
+    /// Takes in every neighbour the kernel knows on the interface (a VIP must not be one
+    /// of them: [`WriteSide::check_new_vips`]).
+    pub fn learn_lan(&mut self, seen: &HashMap<IpAddr, Option<Mac>>) {
+        self.lan.clear();
+        self.lan
+            .extend(seen.iter().filter_map(|(&a, &m)| Some((a, m?))));
     }
 
     /// How many changes have been applied: what depends on the configuration in force
@@ -509,11 +533,23 @@ impl<D: Configure + Observe> WriteSide<D> {
             return Err(ControlError::RolledBack(e.to_string()));
         }
         // A new VIP is advertised on the LAN, unless the VIPs are routed to the director
-        // (`--announce`): then nobody should look for them there.
-        let old_vips: HashSet<IpAddr> = self.current.all_vips().collect();
-        for v in built.all_vips() {
-            if !old_vips.contains(&v) && !self.options.vips_routed {
+        // (`--announce`): then nobody should look for them there. A VIP given up is
+        // handed back to the host the neighbour table knows it at, if any.
+        if !self.options.vips_routed {
+            let old_vips: HashSet<IpAddr> = self.current.all_vips().collect();
+            let new_vips: HashSet<IpAddr> = built.all_vips().collect();
+            for &v in new_vips.difference(&old_vips) {
                 self.dp.advertise(v);
+            }
+            let back: Vec<Vec<u8>> = old_vips
+                .difference(&new_vips)
+                .filter_map(|v| {
+                    let owner = *self.lan.get(v).filter(|&&m| m != self.director_mac)?;
+                    Some(hand_back(*v, owner, self.director_mac))
+                })
+                .collect();
+            if !back.is_empty() {
+                self.dp.send(&back);
             }
         }
         self.current = Arc::new(built);
@@ -656,6 +692,17 @@ impl<D: Configure + Observe> WriteSide<D> {
         } else {
             self.edit(&mut next, req)?;
         }
+        self.check_new_vips(&next).map_err(|e| match (req, &e) {
+            // In a batch, the error belongs to the request that added the VIP.
+            (Request::Batch(reqs), ControlError::BadVip { vip, .. }) => reqs
+                .iter()
+                .position(|r| matches!(r, Request::AddService { key, .. } if key.vip == *vip))
+                .map_or(e.clone(), |i| ControlError::InBatch {
+                    index: i + 1,
+                    error: Box::new(e.clone()),
+                }),
+            _ => e,
+        })?;
         self.apply(next, self.health.clone())?;
         if let Some(t) = timeouts {
             self.set_timeouts(t);
@@ -683,6 +730,51 @@ impl<D: Configure + Observe> WriteSide<D> {
             secs(t.tcpfin, State::FinWait),
             secs(t.udp, State::Udp),
         )
+    }
+
+    /// Refuses a VIP that `next` would start answering ARP/NDP for and advertising while a
+    /// host holds it: the director's own address, a real server's (of any service), or an
+    /// address the neighbour table knows at another host's MAC. The director would take
+    /// its traffic, and the LAN's neighbour caches would keep pointing at the director.
+    /// (A real server that answers for the VIP by mistake is not its owner: the watch and
+    /// `check` name it.)
+    fn check_new_vips(&self, next: &OperatorConfig) -> Result<(), ControlError> {
+        let served: HashSet<IpAddr> = self.config.services.iter().map(|s| s.key.vip).collect();
+        let reals: HashSet<IpAddr> = next
+            .services
+            .iter()
+            .flat_map(|s| s.reals.iter().map(|r| r.addr))
+            .chain(next.sorry.values().copied())
+            .collect();
+        let real_macs: HashSet<Mac> = reals
+            .iter()
+            .filter_map(|a| self.lan.get(a))
+            .copied()
+            .collect();
+        for vip in next.services.iter().map(|s| s.key.vip) {
+            if served.contains(&vip) {
+                continue;
+            }
+            let bad = |why: String| Err(ControlError::BadVip { vip, why });
+            if self.local.iter().any(|l| l.addr == vip) {
+                return bad(
+                    "it is the director's own address: a VIP must be an address of its own, which no host holds".into(),
+                );
+            }
+            if reals.contains(&vip) {
+                return bad("it is a real server's address: a VIP must be an address of its own, which the real servers hold on lo".into());
+            }
+            match self.lan.get(&vip) {
+                Some(&mac) if mac != self.director_mac && !real_macs.contains(&mac) => {
+                    return bad(format!(
+                        "a host on the LAN holds it (the neighbour table has it at {}): a VIP must be an address no host holds; if that host is giving the VIP up (a director being replaced), remove it there first, then flush its entry here (ip neigh del {vip} dev IFACE)",
+                        format_mac(&mac)
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Whether `addr` can be a real server of `key` by direct routing.

@@ -1602,3 +1602,115 @@ fn the_text_format_has_every_family_and_passes_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `-A` of `vip`:80.
+fn add_vip(p: &mut WriteSide<Fake>, vip: Ipv4Addr) -> Result<Reply, ControlError> {
+    p.execute(&Request::AddService {
+        key: ServiceKey {
+            proto: Protocol::Tcp,
+            vip: vip.into(),
+            port: 80,
+        },
+        scheduler: SchedKind::Rr,
+        persistence: None,
+        sorry: None,
+    })
+}
+
+/// The neighbour table as rtnetlink gives it: each address at its MAC.
+fn lan(entries: &[(IpAddr, Mac)]) -> HashMap<IpAddr, Option<Mac>> {
+    entries.iter().map(|&(a, m)| (a, Some(m))).collect()
+}
+
+#[test]
+fn a_vip_is_never_an_address_a_host_holds() {
+    let mut p = plane(1);
+    let host: Mac = [2, 0, 0, 0, 0, 0x50];
+    p.learn_lan(&lan(&[
+        (Ipv4Addr::new(198, 18, 0, 50).into(), host),
+        (rs(11), mac_of(11)),
+    ]));
+    // The director's own address.
+    let e = add_vip(&mut p, Ipv4Addr::new(198, 18, 0, 1)).expect_err("refused");
+    assert_eq!(
+        e.to_string(),
+        "VIP 198.18.0.1: it is the director's own address: a VIP must be an address of its own, which no host holds"
+    );
+    // A real server's address, of another service (or of the same batch).
+    add_service(&mut p);
+    add_real(&mut p, 11).expect("added");
+    let e = add_vip(&mut p, Ipv4Addr::new(198, 18, 0, 11)).expect_err("refused");
+    assert!(
+        e.to_string()
+            .starts_with("VIP 198.18.0.11: it is a real server's address"),
+        "{e}"
+    );
+    // A host the neighbour table knows.
+    let e = add_vip(&mut p, Ipv4Addr::new(198, 18, 0, 50)).expect_err("refused");
+    assert!(
+        e.to_string().starts_with(
+            "VIP 198.18.0.50: a host on the LAN holds it (the neighbour table has it at 02:00:00:00:00:50)"
+        ),
+        "{e}"
+    );
+    // Nothing was applied, nothing advertised but the first VIP.
+    assert_eq!(p.table(None).expect("table").services.len(), 1);
+    assert_eq!(p.dp.announced, vec![VIP]);
+    // An address nobody holds is a VIP.
+    add_vip(&mut p, Ipv4Addr::new(198, 18, 0, 101)).expect("added");
+}
+
+#[test]
+fn a_real_server_answering_for_a_vip_is_a_conflict_not_its_owner() {
+    let mut p = plane(1);
+    // rs 11 answers ARP for the VIP (arp_ignore=0): the table has the VIP at its MAC.
+    p.learn_lan(&lan(&[(VIP.into(), mac_of(11)), (rs(11), mac_of(11))]));
+    p.execute(&Request::Batch(vec![
+        Request::AddService {
+            key: key(),
+            scheduler: SchedKind::Rr,
+            persistence: None,
+            sorry: None,
+        },
+        Request::AddReal {
+            key: key(),
+            addr: rs(11),
+            weight: 1,
+            check: None,
+        },
+    ]))
+    .expect("a service whose real server needs fixing is still a service");
+    // A VIP in force is not checked again (the table may learn it at a conflicting host).
+    p.learn_lan(&lan(&[(VIP.into(), [2, 0, 0, 0, 0, 0x77])]));
+    p.execute(&Request::EditService {
+        key: key(),
+        scheduler: SchedKind::Wrr,
+        persistence: None,
+        sorry: None,
+    })
+    .expect("edited");
+}
+
+#[test]
+fn a_vip_given_up_is_handed_back_to_the_host_that_holds_it() {
+    let mut p = plane(1);
+    add_service(&mut p);
+    let owner: Mac = [2, 0, 0, 0, 0, 0x77];
+    p.learn_lan(&lan(&[(VIP.into(), owner)]));
+    p.dp.probed.borrow_mut().clear();
+    p.execute(&Request::DeleteService { key: key() })
+        .expect("deleted");
+    let sent = p.dp.probed.borrow().clone();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let f = &sent[0];
+    assert_eq!(&f[6..12], &DIRECTOR, "sent by the director");
+    let arp = xdpvs_arp::parse(f).expect("ARP");
+    assert_eq!((arp.sender_ip, arp.sender_mac), (VIP, owner));
+    assert_eq!(arp.target_ip, VIP, "gratuitous");
+    // Nobody known at a VIP given up: nothing to say.
+    p.learn_lan(&lan(&[]));
+    add_service(&mut p);
+    p.dp.probed.borrow_mut().clear();
+    p.execute(&Request::Clear).expect("cleared");
+    assert!(p.dp.probed.borrow().is_empty());
+}
