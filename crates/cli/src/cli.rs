@@ -141,6 +141,13 @@ pub fn main(raw: Vec<String>) -> ExitCode {
                     | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             ) {
                 let _ = e.print();
+            } else if e.kind() == ErrorKind::UnknownArgument {
+                // ipvsadm's words and status (popt's "unknown option", main's -1).
+                let arg = e
+                    .get(clap::error::ContextKind::InvalidArg)
+                    .map_or_else(|| "?".to_string(), |a| a.to_string());
+                eprintln!("xdpvs: {arg}: unknown option");
+                return ExitCode::from(crate::ask::IPVSADM_FAILED);
             } else {
                 // One line, as every other error of xdpvs.
                 eprintln!("xdpvs: {}", ipvsadm::error_line(&e));
@@ -288,10 +295,16 @@ fn ask(cli: &Cli, req: &Request) -> Result<Reply, ExitCode> {
 fn ipvsadm_command(cli: &Cli) -> ExitCode {
     let action = match cli.ipvs.action() {
         Ok(a) => a,
+        // As ipvsadm's "Try `ipvsadm -h'..." exit.
+        Err(e @ ipvsadm::UsageError::NoCommand) => return fail(e, crate::ask::IPVSADM_FAILED),
         Err(e) => return fail(e, 2),
     };
     let result = match action {
-        Action::Change(req) => ask(cli, &req).map(|_| String::new()),
+        Action::Change(req) => match client::request(&cli.socket, &req) {
+            Ok(Ok(_)) => Ok(String::new()),
+            Ok(Err(e)) => Err(crate::ask::refused(&req, e)),
+            Err(e) => Err(fail(e, 1)),
+        },
         Action::Zero(service) => ask(cli, &Request::Zero { service }).map(|_| String::new()),
         Action::List {
             service,
@@ -371,13 +384,20 @@ fn restore(cli: &Cli) -> Result<String, ExitCode> {
         .map_err(|e| fail(format!("reading standard input: {e}"), 1))?;
     let lines = ipvsadm::parse_restore(&text).map_err(|e| fail(e, 2))?;
     let (numbers, reqs): (Vec<usize>, Vec<Request>) = lines.into_iter().unzip();
-    match client::request(&cli.socket, &Request::Batch(reqs)) {
+    match client::request(&cli.socket, &Request::Batch(reqs.clone())) {
         Ok(Ok(_)) => Ok(String::new()),
         Ok(Err(ControlError::InBatch { index, error })) => {
             let line = numbers.get(index.wrapping_sub(1)).copied().unwrap_or(0);
+            let said = reqs
+                .get(index.wrapping_sub(1))
+                .and_then(|r| crate::ask::ipvsadm_words(r, &error));
+            let (what, code) = match said {
+                Some(words) => (words, crate::ask::IPVSADM_FAILED),
+                None => (error.to_string(), 1),
+            };
             Err(fail(
-                format!("line {line}: {error}; nothing of the restore was applied"),
-                1,
+                format!("line {line}: {what}; nothing of the restore was applied"),
+                code,
             ))
         }
         Ok(Err(e)) => Err(fail(e, 1)),

@@ -84,3 +84,32 @@ fn man_page_and_completions_come_from_the_command_line_definitions() {
     assert!(!bad.status.success());
     assert_eq!(String::from_utf8_lossy(&bad.stderr).lines().count(), 1);
 }
+
+/// ipvsadm's exit statuses for a command line: 255 without a command or with an unknown
+/// option (its `Try ipvsadm -h` and popt exits), 2 for an option misused.
+#[test]
+fn command_line_errors_exit_as_ipvsadm_does() {
+    for (args, code, said) in [
+        (&["-n"][..], 255, "no command given"),
+        (&["--bogus"][..], 255, "--bogus: unknown option"),
+        (
+            &["-A", "-t", "198.18.0.100:80", "--bogus"][..],
+            255,
+            "--bogus: unknown option",
+        ),
+        (
+            &["-A", "-t", "198.18.0.100:80", "-r", "198.18.0.11"][..],
+            2,
+            "Illegal 'real-server' option with the 'add-service' command",
+        ),
+    ] {
+        let out = xdpvs(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(
+            err.starts_with("xdpvs: ") && err.contains(said),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+}

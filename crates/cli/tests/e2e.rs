@@ -245,8 +245,26 @@ fn bad_commands_are_one_line_errors_and_change_nothing() {
             "-a -t 198.18.0.100:80 -r 198.18.0.14:8080 -g",
             "cannot map ports",
         ),
-        ("-A -t 198.18.0.100:80 -s rr", "already exists"),
-        ("-a -t 198.18.0.100:81 -r 198.18.0.14", "no such service"),
+        (
+            "-A -t 198.18.0.100:80 -s rr",
+            "Service already exists (TCP 198.18.0.100:80)",
+        ),
+        (
+            "-a -t 198.18.0.100:81 -r 198.18.0.14",
+            "Service not defined (TCP 198.18.0.100:81)",
+        ),
+        (
+            "-a -t 198.18.0.100:80 -r 198.18.0.11",
+            "Destination already exists (198.18.0.11 in TCP 198.18.0.100:80)",
+        ),
+        (
+            "-d -t 198.18.0.100:80 -r 198.18.0.14",
+            "No such destination (198.18.0.14 in TCP 198.18.0.100:80)",
+        ),
+        (
+            "-D -t 198.18.0.100:81",
+            "No such service (TCP 198.18.0.100:81)",
+        ),
         ("-A -t 198.18.0.100:80 -s nope", "unknown scheduler"),
     ] {
         let e = lab
@@ -255,6 +273,19 @@ fn bad_commands_are_one_line_errors_and_change_nothing() {
             .to_string();
         assert!(e.contains(want), "{args}: {e}");
         assert_eq!(e.trim().lines().count(), 1, "{args}: one line, got {e:?}");
+    }
+    // What ipvsadm's kernel refuses exits as ipvsadm does (255); xdpvs's own refusals 1.
+    for (args, code) in [
+        ("-A -t 198.18.0.100:80 -s rr", 255),
+        ("-D -t 198.18.0.100:81", 255),
+        ("-a -t 198.18.0.100:80 -r 198.19.0.5", 1),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_xdpvs"))
+            .args(args.split_whitespace())
+            .env("XDPVS_SOCKET", lab.socket())
+            .output()
+            .expect("xdpvs runs");
+        assert_eq!(out.status.code(), Some(code), "{args}");
     }
     assert_eq!(x(&lab, "-Ln"), before);
 }
@@ -447,7 +478,7 @@ fn save_clear_restore_is_identical_and_a_restart_restores() {
         .to_string();
     assert!(
         e.contains(
-            "line 3: no such service: TCP 198.18.0.100:82; nothing of the restore was applied"
+            "line 3: Service not defined (TCP 198.18.0.100:82); nothing of the restore was applied"
         ),
         "{e}"
     );
