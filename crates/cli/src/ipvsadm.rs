@@ -169,7 +169,8 @@ pub struct IpvsArgs {
     /// UDP service VIP:PORT.
     #[arg(short = 'u', long = "udp-service", value_name = "VIP:PORT", value_parser = parse_service_addr)]
     pub udp: Option<SocketAddr>,
-    /// Scheduler: rr, wrr, lc, wlc (default), sh, mh.
+    /// Scheduler: rr, wrr, lc, wlc (default), sh, mh, dh, sed, nq, lblc, lblcr, fo, ovf,
+    /// twos.
     #[arg(short = 's', long = "scheduler", value_parser = parse_scheduler)]
     pub scheduler: Option<SchedKind>,
     /// Persistent service, with an optional timeout in seconds (default 300, at most

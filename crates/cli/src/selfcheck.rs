@@ -18,7 +18,7 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 /// Options of `xdpvs selfcheck`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Scheduler of the test service (rr, wrr, lc, wlc, sh, mh).
+    /// Scheduler of the test service (any of ipvsadm's -s).
     #[arg(short = 's', long, default_value = "rr")]
     scheduler: SchedKind,
     /// Weights of the real servers, comma-separated (one real server each).

@@ -11,7 +11,10 @@ fn xdpvs(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn selfcheck_passes_for_every_scheduler() {
-    for s in ["rr", "wrr", "lc", "wlc", "sh", "mh"] {
+    for s in [
+        "rr", "wrr", "lc", "wlc", "sh", "mh", "dh", "sed", "nq", "lblc", "lblcr", "fo", "ovf",
+        "twos",
+    ] {
         let out = xdpvs(&["selfcheck", "-s", s, "-w", "3,2,1", "-n", "60"]);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(

@@ -17,7 +17,7 @@ use etherparse::{
 use xdpvs_arp::{ndp, Ignore, Outcome};
 use xdpvs_sched::conn::{ConnKey, ConnTable, ConnTableError, DestRef, Family, Listed, Loads};
 use xdpvs_sched::tcp::{flags, State, Timeouts};
-use xdpvs_sched::{Protocol, SchedKind, Scheduler, Time};
+use xdpvs_sched::{Pick, Protocol, SchedKind, Scheduler, Time};
 
 use crate::checksum::{checksum, sum_words};
 use crate::config::{DestStatus, Limits, Services, View};
@@ -978,7 +978,7 @@ fn fallback<A: Fam>(
     };
     // A consistent-hash service's own hash is already stateless, and the same on every
     // director.
-    if let Some(pick) = svc.sched.consistent_pick(&view, key.client.ip()) {
+    if let Some(pick) = svc.sched.consistent_pick(&view, &flow_of(key, Time::ZERO)) {
         let r = &svc.reals[pick?];
         return match t.services.dest(r.dest) {
             DestStatus::Up { mac, .. } => Some((r.dest, mac)),
@@ -1066,7 +1066,7 @@ fn schedule<A: Fam>(
                     if let Some(ti) = stale {
                         A::conns_mut(t).remove(ti, now);
                     }
-                    let d = pick(t, si, key.client.ip())?;
+                    let d = pick(t, si, &flow_of(key, now))?;
                     let ti = A::conns_mut(t)
                         .insert_template(key, p.prefix_len, d, p.timeout, now)
                         .map_err(|_| DropReason::TableFull)?;
@@ -1075,7 +1075,7 @@ fn schedule<A: Fam>(
                 }
             }
         }
-        None => pick(t, si, key.client.ip())?,
+        None => pick(t, si, &flow_of(key, now))?,
     };
     let idx = A::conns_mut(t)
         .insert(key, dest, state, now, template)
@@ -1098,8 +1098,19 @@ fn template_usable(services: &Services, dest: DestRef) -> bool {
     }
 }
 
+/// What the scheduler sees of the new connection `key`.
 #[inline]
-fn pick(t: &mut Tables, si: usize, client: IpAddr) -> Result<DestRef, DropReason> {
+fn flow_of<A: Family>(key: &ConnKey<A>, now: Time) -> Pick {
+    Pick {
+        client: key.client.ip(),
+        cport: key.cport,
+        vip: key.vip.ip(),
+        now,
+    }
+}
+
+#[inline]
+fn pick(t: &mut Tables, si: usize, flow: &Pick) -> Result<DestRef, DropReason> {
     let svc = &mut t.services.services[si];
     let view = View {
         reals: &svc.reals,
@@ -1107,7 +1118,7 @@ fn pick(t: &mut Tables, si: usize, client: IpAddr) -> Result<DestRef, DropReason
     };
     let i = svc
         .sched
-        .pick(&view, client)
+        .pick(&view, flow)
         .ok_or(DropReason::NoDestination)?;
     Ok(svc.reals[i].dest)
 }

@@ -317,7 +317,7 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<Request>), KeepalivedErro
                 scheduler = s.parse().or_else(|_| {
                     err(
                         c.line,
-                        format!("{name}: {} {s}: xdpvs schedules with rr, wrr, lc, wlc, sh or mh", c.key),
+                        format!("{name}: {} {s}: xdpvs schedules with rr, wrr, lc, wlc, sh, mh, dh, sed, nq, lblc, lblcr, fo, ovf or twos", c.key),
                     )
                 })?;
             }

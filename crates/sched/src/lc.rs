@@ -2,9 +2,7 @@
 //! `active * 256 + inactive`; ties go to the first in service order. Weights only
 //! decide availability (0 takes nothing).
 
-use std::net::IpAddr;
-
-use crate::scheduler::{DestView, Scheduler};
+use crate::scheduler::{DestView, Pick, Scheduler};
 
 /// Least-connection scheduling (stateless).
 #[derive(Clone, Copy, Debug, Default)]
@@ -13,7 +11,7 @@ pub struct Lc;
 impl Scheduler for Lc {
     fn rebuild<D: DestView + ?Sized>(&mut self, _dests: &D) {}
 
-    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, _client: IpAddr) -> Option<usize> {
+    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, _flow: &Pick) -> Option<usize> {
         let mut best: Option<(usize, u64)> = None;
         for i in 0..dests.len() {
             if dests.weight(i) == 0 {
@@ -51,11 +49,26 @@ mod tests {
             inactive: 255,
         }; // 255
         d[3].load = Load::default(); // quiescent: never
-        assert_eq!(Lc.pick(&d[..], IpAddr::from(Ipv4Addr::LOCALHOST)), Some(2));
-        d[2].load.inactive = 256;
-        assert_eq!(Lc.pick(&d[..], IpAddr::from(Ipv4Addr::LOCALHOST)), Some(0));
         assert_eq!(
-            Lc.pick(&dests(&[0])[..], IpAddr::from(Ipv4Addr::LOCALHOST)),
+            Lc.pick(
+                &d[..],
+                &Pick::from_client(std::net::IpAddr::from(Ipv4Addr::LOCALHOST))
+            ),
+            Some(2)
+        );
+        d[2].load.inactive = 256;
+        assert_eq!(
+            Lc.pick(
+                &d[..],
+                &Pick::from_client(std::net::IpAddr::from(Ipv4Addr::LOCALHOST))
+            ),
+            Some(0)
+        );
+        assert_eq!(
+            Lc.pick(
+                &dests(&[0])[..],
+                &Pick::from_client(std::net::IpAddr::from(Ipv4Addr::LOCALHOST))
+            ),
             None
         );
     }

@@ -20,7 +20,7 @@
 use std::net::IpAddr;
 
 use crate::hash::mix64;
-use crate::scheduler::{DestView, Scheduler};
+use crate::scheduler::{DestView, Pick, Scheduler};
 
 const NONE: u16 = u16::MAX;
 /// IPVS's default table size (a prime).
@@ -131,8 +131,8 @@ impl Scheduler for Mh {
         }
     }
 
-    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, client: IpAddr) -> Option<usize> {
-        self.lookup(dests, client)
+    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, flow: &Pick) -> Option<usize> {
+        self.lookup(dests, flow.client)
     }
 }
 
@@ -169,7 +169,7 @@ mod tests {
     fn owners(s: &mut Mh, d: &[Candidate], clients: &[Ipv4Addr]) -> Vec<Option<IpAddr>> {
         clients
             .iter()
-            .map(|&c| s.pick(d, c.into()).map(|i| d[i].addr))
+            .map(|&c| s.pick(d, &Pick::from_client(c.into())).map(|i| d[i].addr))
             .collect()
     }
 
@@ -210,7 +210,10 @@ mod tests {
         let mut e = Mh::default();
         e.rebuild(&dests(&[0, 0])[..]);
         assert_eq!(
-            e.pick(&dests(&[0, 0])[..], IpAddr::from(Ipv4Addr::LOCALHOST)),
+            e.pick(
+                &dests(&[0, 0])[..],
+                &Pick::from_client(IpAddr::from(Ipv4Addr::LOCALHOST))
+            ),
             None
         );
     }
@@ -243,7 +246,7 @@ mod tests {
     fn owners_of(s: &mut Mh, d: &Health, clients: &[Ipv4Addr]) -> Vec<Option<IpAddr>> {
         clients
             .iter()
-            .map(|&c| s.pick(d, c.into()).map(|i| d.0[i].0))
+            .map(|&c| s.pick(d, &Pick::from_client(c.into())).map(|i| d.0[i].0))
             .collect()
     }
 

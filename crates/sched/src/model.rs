@@ -125,17 +125,41 @@ pub enum SchedKind {
     Sh,
     /// Maglev hashing.
     Mh,
+    /// Destination hashing.
+    Dh,
+    /// Shortest expected delay.
+    Sed,
+    /// Never queue.
+    Nq,
+    /// Locality-based least connection.
+    Lblc,
+    /// Locality-based least connection with replication.
+    Lblcr,
+    /// Weighted failover.
+    Fo,
+    /// Overflow connection.
+    Ovf,
+    /// Weighted random twos choice.
+    Twos,
 }
 
 impl SchedKind {
     /// Every scheduler, in the order `--help` lists them.
-    pub const ALL: [SchedKind; 6] = [
+    pub const ALL: [SchedKind; 14] = [
         SchedKind::Rr,
         SchedKind::Wrr,
         SchedKind::Lc,
         SchedKind::Wlc,
         SchedKind::Sh,
         SchedKind::Mh,
+        SchedKind::Dh,
+        SchedKind::Sed,
+        SchedKind::Nq,
+        SchedKind::Lblc,
+        SchedKind::Lblcr,
+        SchedKind::Fo,
+        SchedKind::Ovf,
+        SchedKind::Twos,
     ];
 
     /// The ipvsadm name (`rr`, `wrr`, ...).
@@ -147,6 +171,14 @@ impl SchedKind {
             SchedKind::Wlc => "wlc",
             SchedKind::Sh => "sh",
             SchedKind::Mh => "mh",
+            SchedKind::Dh => "dh",
+            SchedKind::Sed => "sed",
+            SchedKind::Nq => "nq",
+            SchedKind::Lblc => "lblc",
+            SchedKind::Lblcr => "lblcr",
+            SchedKind::Fo => "fo",
+            SchedKind::Ovf => "ovf",
+            SchedKind::Twos => "twos",
         }
     }
 }
@@ -322,7 +354,7 @@ pub fn is_unicast(addr: IpAddr) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ConfigError {
     /// `-s` named no scheduler we have.
-    #[error("unknown scheduler '{0}': use one of rr, wrr, lc, wlc, sh, mh")]
+    #[error("unknown scheduler '{0}': use one of rr, wrr, lc, wlc, sh, mh, dh, sed, nq, lblc, lblcr, fo, ovf, twos")]
     UnknownScheduler(String),
     /// `-M` was not a contiguous netmask.
     #[error("persistence netmask {0} is not contiguous: use a mask like 255.255.255.0")]

@@ -1,8 +1,6 @@
 //! Round robin (IPVS `rr`): the next available real server after the last one picked.
 
-use std::net::IpAddr;
-
-use crate::scheduler::{DestView, Scheduler};
+use crate::scheduler::{DestView, Pick, Scheduler};
 
 /// Round-robin state: where the next search starts.
 #[derive(Clone, Debug, Default)]
@@ -18,7 +16,7 @@ impl Scheduler for Rr {
         }
     }
 
-    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, _client: IpAddr) -> Option<usize> {
+    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, _flow: &Pick) -> Option<usize> {
         let n = dests.len();
         for k in 0..n {
             let mut i = self.next + k;

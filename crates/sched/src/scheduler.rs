@@ -1,7 +1,9 @@
+//! What every scheduler implements, and what it sees: the real servers ([`DestView`])
+//! and the new connection ([`Pick`]).
+
 use std::net::IpAddr;
 
-use crate::model::SchedKind;
-use crate::{lc, mh, rr, sh, wlc, wrr};
+use crate::Time;
 
 /// A real server's connection counts, as ipvsadm shows them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,167 +74,66 @@ impl DestView for [Candidate] {
     }
 }
 
+/// What a scheduler may look at of a new connection: IPVS's schedulers hash the
+/// client's address (`sh`, `mh`), its port too (`-b sh-port`, `mh-port`), or the
+/// packet's destination (`dh`, `lblc`, `lblcr`: the VIP), and some keep state in time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pick {
+    /// The client's address.
+    pub client: IpAddr,
+    /// The client's port.
+    pub cport: u16,
+    /// The destination address (the VIP).
+    pub vip: IpAddr,
+    /// Now.
+    pub now: Time,
+}
+
+impl Pick {
+    /// A connection from `client` (port 0, to the unspecified address, at time 0): for
+    /// tools and tests where only the client counts.
+    pub fn from_client(client: IpAddr) -> Pick {
+        Pick {
+            client,
+            cport: 0,
+            vip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            now: Time::ZERO,
+        }
+    }
+}
+
 /// A scheduling algorithm: picks the real server for a new connection.
 pub trait Scheduler {
     /// Recomputes internal tables after the service's real servers or weights changed.
     /// This is the only place a scheduler may allocate.
     fn rebuild<D: DestView + ?Sized>(&mut self, dests: &D);
 
-    /// Picks a real server (an index into `dests`) for a new connection from `client`,
-    /// or `None` when no real server is available. Never allocates.
-    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, client: IpAddr) -> Option<usize>;
+    /// Picks a real server (an index into `dests`) for the new connection `flow`, or
+    /// `None` when none can take it. Never allocates.
+    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, flow: &Pick) -> Option<usize>;
 }
 
-/// Any of the schedulers, dispatched without a vtable.
-#[derive(Clone, Debug)]
-pub enum AnyScheduler {
-    /// [`rr::Rr`]
-    Rr(rr::Rr),
-    /// [`wrr::Wrr`]
-    Wrr(wrr::Wrr),
-    /// [`lc::Lc`]
-    Lc(lc::Lc),
-    /// [`wlc::Wlc`]
-    Wlc(wlc::Wlc),
-    /// [`sh::Sh`]
-    Sh(sh::Sh),
-    /// [`mh::Mh`]
-    Mh(mh::Mh),
-}
-
-impl AnyScheduler {
-    /// A scheduler of `kind`, built for `dests`.
-    pub fn new<D: DestView + ?Sized>(kind: SchedKind, dests: &D) -> AnyScheduler {
-        let mut s = match kind {
-            SchedKind::Rr => AnyScheduler::Rr(rr::Rr::default()),
-            SchedKind::Wrr => AnyScheduler::Wrr(wrr::Wrr::default()),
-            SchedKind::Lc => AnyScheduler::Lc(lc::Lc),
-            SchedKind::Wlc => AnyScheduler::Wlc(wlc::Wlc),
-            SchedKind::Sh => AnyScheduler::Sh(sh::Sh::default()),
-            SchedKind::Mh => AnyScheduler::Mh(mh::Mh::default()),
-        };
-        s.rebuild(dests);
-        s
-    }
-
-    /// Carries the rotation position of `old` (same algorithm) into this freshly built
-    /// scheduler, so that a configuration change does not restart rr/wrr from the first
-    /// server; IPVS keeps its position across changes too. Allocates nothing.
-    pub fn inherit<D: DestView + ?Sized>(&mut self, old: &AnyScheduler, dests: &D) {
-        match (self, old) {
-            (AnyScheduler::Rr(new), AnyScheduler::Rr(o)) => {
-                *new = o.clone();
-                new.rebuild(dests);
-            }
-            (AnyScheduler::Wrr(new), AnyScheduler::Wrr(o)) => {
-                *new = o.clone();
-                new.rebuild(dests);
-            }
-            _ => {}
+/// The available real server (weight above 0) with the least `overhead / weight`,
+/// compared by cross-multiplication as IPVS does; ties go to the first in service order.
+/// `wlc` with ipvsadm's connection overhead, and the fallback of `lblc` and `lblcr`.
+pub fn least_weighted<D: DestView + ?Sized>(
+    dests: &D,
+    overhead: impl Fn(Load) -> u64,
+) -> Option<usize> {
+    let mut best: Option<(usize, u64, u64)> = None; // (index, overhead, weight)
+    for i in 0..dests.len() {
+        let w = u64::from(dests.weight(i));
+        if w == 0 {
+            continue;
+        }
+        let oh = overhead(dests.load(i));
+        match best {
+            // oh / w < loh / lw  <=>  loh * w > oh * lw (u64: 2^40 * 2^16 cannot overflow)
+            Some((_, loh, lw)) if loh * w <= oh * lw => {}
+            _ => best = Some((i, oh, w)),
         }
     }
-
-    /// Which algorithm this is.
-    pub fn kind(&self) -> SchedKind {
-        match self {
-            AnyScheduler::Rr(_) => SchedKind::Rr,
-            AnyScheduler::Wrr(_) => SchedKind::Wrr,
-            AnyScheduler::Lc(_) => SchedKind::Lc,
-            AnyScheduler::Wlc(_) => SchedKind::Wlc,
-            AnyScheduler::Sh(_) => SchedKind::Sh,
-            AnyScheduler::Mh(_) => SchedKind::Mh,
-        }
-    }
-
-    /// For a consistent-hash scheduler (`mh`), its pick for `client` without changing
-    /// anything: the same on every worker and every director with the same
-    /// configuration, so it can place a flow that has no entry (a connection another
-    /// director opened, or one the full table could not record). `None` for the others.
-    pub fn consistent_pick<D: DestView + ?Sized>(
-        &self,
-        dests: &D,
-        client: IpAddr,
-    ) -> Option<Option<usize>> {
-        match self {
-            AnyScheduler::Mh(s) => Some(s.lookup(dests, client)),
-            _ => None,
-        }
-    }
-}
-
-impl Scheduler for AnyScheduler {
-    fn rebuild<D: DestView + ?Sized>(&mut self, dests: &D) {
-        match self {
-            AnyScheduler::Rr(s) => s.rebuild(dests),
-            AnyScheduler::Wrr(s) => s.rebuild(dests),
-            AnyScheduler::Lc(s) => s.rebuild(dests),
-            AnyScheduler::Wlc(s) => s.rebuild(dests),
-            AnyScheduler::Sh(s) => s.rebuild(dests),
-            AnyScheduler::Mh(s) => s.rebuild(dests),
-        }
-    }
-
-    #[inline]
-    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, client: IpAddr) -> Option<usize> {
-        match self {
-            AnyScheduler::Rr(s) => s.pick(dests, client),
-            AnyScheduler::Wrr(s) => s.pick(dests, client),
-            AnyScheduler::Lc(s) => s.pick(dests, client),
-            AnyScheduler::Wlc(s) => s.pick(dests, client),
-            AnyScheduler::Sh(s) => s.pick(dests, client),
-            AnyScheduler::Mh(s) => s.pick(dests, client),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::testutil::dests;
-    use super::*;
-    use proptest::prelude::*;
-    use std::net::Ipv4Addr;
-
-    proptest! {
-        /// Every scheduler picks only servers with weight > 0, and returns `None` only
-        /// when there is none.
-        #[test]
-        fn picks_only_available(
-            weights in prop::collection::vec(0u32..5, 0..10),
-            actives in prop::collection::vec(0u32..1000, 10),
-            clients in prop::collection::vec(any::<u32>(), 1..20),
-        ) {
-            let mut d = dests(&weights);
-            for (c, a) in d.iter_mut().zip(&actives) { c.load.active = *a; }
-            let any_available = weights.iter().any(|&w| w > 0);
-            for kind in SchedKind::ALL {
-                let mut s = AnyScheduler::new(kind, &d[..]);
-                prop_assert_eq!(s.kind(), kind);
-                for &c in &clients {
-                    match s.pick(&d[..], Ipv4Addr::from(c).into()) {
-                        Some(i) => prop_assert!(d[i].weight > 0, "{} picked quiescent {}", kind, i),
-                        None => prop_assert!(!any_available, "{} found nothing", kind),
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod inherit_tests {
-    use super::testutil::{dests, picks};
-    use super::*;
-
-    #[test]
-    fn rr_keeps_its_place_across_a_change() {
-        let d = dests(&[1, 1, 1]);
-        let mut old = AnyScheduler::new(SchedKind::Rr, &d[..]);
-        assert_eq!(picks(&mut old, &d, 2), [Some(0), Some(1)]);
-        let d4 = dests(&[1, 1, 1, 1]);
-        let mut new = AnyScheduler::new(SchedKind::Rr, &d4[..]);
-        new.inherit(&old, &d4[..]);
-        assert_eq!(picks(&mut new, &d4, 3), [Some(2), Some(3), Some(0)]);
-    }
+    best.map(|(i, _, _)| i)
 }
 
 /// Helpers shared by the scheduler tests.
@@ -257,7 +158,12 @@ pub(crate) mod testutil {
     /// `n` picks from the same client.
     pub fn picks<S: Scheduler>(s: &mut S, d: &[Candidate], n: usize) -> Vec<Option<usize>> {
         (0..n)
-            .map(|_| s.pick(d, Ipv4Addr::new(198, 19, 0, 1).into()))
+            .map(|_| s.pick(d, &client(Ipv4Addr::new(198, 19, 0, 1))))
             .collect()
+    }
+
+    /// A connection from `c`.
+    pub fn client(c: Ipv4Addr) -> Pick {
+        Pick::from_client(c.into())
     }
 }

@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 
 use crate::hash::fib32;
-use crate::scheduler::{DestView, Scheduler};
+use crate::scheduler::{DestView, Pick, Scheduler};
 
 const BITS: u32 = 8;
 const BUCKETS: usize = 1 << BITS;
@@ -54,8 +54,8 @@ impl Scheduler for Sh {
         }
     }
 
-    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, client: IpAddr) -> Option<usize> {
-        let start = Sh::bucket(client);
+    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, flow: &Pick) -> Option<usize> {
+        let start = Sh::bucket(flow.client);
         for k in 0..BUCKETS {
             let i = usize::from(self.buckets[(start + k) % BUCKETS]);
             if i < dests.len() && dests.weight(i) > 0 {
@@ -78,22 +78,26 @@ mod tests {
         let mut s = Sh::default();
         s.rebuild(&d[..]);
         let c = Ipv4Addr::new(198, 19, 7, 9);
-        let first = s.pick(&d[..], c.into()).expect("available");
+        let first = s
+            .pick(&d[..], &Pick::from_client(c.into()))
+            .expect("available");
         for _ in 0..10 {
-            assert_eq!(s.pick(&d[..], c.into()), Some(first));
+            assert_eq!(s.pick(&d[..], &Pick::from_client(c.into())), Some(first));
         }
         // Quiesce that server: the client falls back, others keep their server.
         let others: Vec<_> = (0..200u8)
             .map(|k| Ipv4Addr::new(198, 19, 8, k))
-            .map(|c| (c, s.pick(&d[..], c.into())))
+            .map(|c| (c, s.pick(&d[..], &Pick::from_client(c.into()))))
             .filter(|(_, p)| *p != Some(first))
             .collect();
         d[first].weight = 0;
         s.rebuild(&d[..]);
-        let fb = s.pick(&d[..], c.into()).expect("fallback");
+        let fb = s
+            .pick(&d[..], &Pick::from_client(c.into()))
+            .expect("fallback");
         assert_ne!(fb, first);
         for (c, p) in others {
-            assert_eq!(s.pick(&d[..], c.into()), p);
+            assert_eq!(s.pick(&d[..], &Pick::from_client(c.into())), p);
         }
     }
 
@@ -105,7 +109,10 @@ mod tests {
         let zeros = s.buckets.iter().filter(|&&b| b == 0).count();
         assert_eq!(zeros, 192);
         assert_eq!(
-            s.pick(&dests(&[0, 0])[..], IpAddr::from(Ipv4Addr::LOCALHOST)),
+            s.pick(
+                &dests(&[0, 0])[..],
+                &Pick::from_client(IpAddr::from(Ipv4Addr::LOCALHOST))
+            ),
             None
         );
     }

@@ -2,9 +2,7 @@
 //! with the smallest overhead / weight, compared by cross-multiplication as IPVS does;
 //! ties go to the first in service order.
 
-use std::net::IpAddr;
-
-use crate::scheduler::{DestView, Scheduler};
+use crate::scheduler::{least_weighted, DestView, Load, Pick, Scheduler};
 
 /// Weighted least-connection scheduling (stateless).
 #[derive(Clone, Copy, Debug, Default)]
@@ -13,21 +11,8 @@ pub struct Wlc;
 impl Scheduler for Wlc {
     fn rebuild<D: DestView + ?Sized>(&mut self, _dests: &D) {}
 
-    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, _client: IpAddr) -> Option<usize> {
-        let mut best: Option<(usize, u64, u64)> = None; // (index, overhead, weight)
-        for i in 0..dests.len() {
-            let w = u64::from(dests.weight(i));
-            if w == 0 {
-                continue;
-            }
-            let oh = dests.load(i).overhead();
-            match best {
-                // oh / w < loh / lw  <=>  loh * w > oh * lw (u64: 2^40 * 2^16 cannot overflow)
-                Some((_, loh, lw)) if loh * w <= oh * lw => {}
-                _ => best = Some((i, oh, w)),
-            }
-        }
-        best.map(|(i, _, _)| i)
+    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, _flow: &Pick) -> Option<usize> {
+        least_weighted(dests, Load::overhead)
     }
 }
 
@@ -49,16 +34,34 @@ mod tests {
             active: 2,
             inactive: 0,
         }; // 512 / 3 = 170.7
-        assert_eq!(Wlc.pick(&d[..], IpAddr::from(Ipv4Addr::LOCALHOST)), Some(1));
+        assert_eq!(
+            Wlc.pick(
+                &d[..],
+                &Pick::from_client(std::net::IpAddr::from(Ipv4Addr::LOCALHOST))
+            ),
+            Some(1)
+        );
         d[1].load = Load {
             active: 3,
             inactive: 1,
         }; // 769 / 3 = 256.3
-        assert_eq!(Wlc.pick(&d[..], IpAddr::from(Ipv4Addr::LOCALHOST)), Some(0));
+        assert_eq!(
+            Wlc.pick(
+                &d[..],
+                &Pick::from_client(std::net::IpAddr::from(Ipv4Addr::LOCALHOST))
+            ),
+            Some(0)
+        );
         d[1].load = Load {
             active: 3,
             inactive: 0,
         }; // 768 / 3 = 256: tie -> first
-        assert_eq!(Wlc.pick(&d[..], IpAddr::from(Ipv4Addr::LOCALHOST)), Some(0));
+        assert_eq!(
+            Wlc.pick(
+                &d[..],
+                &Pick::from_client(std::net::IpAddr::from(Ipv4Addr::LOCALHOST))
+            ),
+            Some(0)
+        );
     }
 }

@@ -5,9 +5,7 @@
 //! whose weight is at least `cw` is picked once, in service order. For weights 4, 3, 2
 //! one cycle is `A A B A B C A B C`: each server is picked as often as its weight.
 
-use std::net::IpAddr;
-
-use crate::scheduler::{DestView, Scheduler};
+use crate::scheduler::{DestView, Pick, Scheduler};
 
 /// Weighted round-robin state (IPVS's `ip_vs_wrr_mark`).
 #[derive(Clone, Debug, Default)]
@@ -47,7 +45,7 @@ impl Scheduler for Wrr {
         self.initialised = true;
     }
 
-    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, _client: IpAddr) -> Option<usize> {
+    fn pick<D: DestView + ?Sized>(&mut self, dests: &D, _flow: &Pick) -> Option<usize> {
         let n = dests.len();
         if self.mw <= 0 || n == 0 {
             return None;
@@ -134,7 +132,7 @@ mod tests {
             let total: u32 = weights.iter().sum();
             let mut s = Wrr::default();
             s.rebuild(&d[..]);
-            for _ in 0..warmup { s.pick(&d[..], IpAddr::from(Ipv4Addr::LOCALHOST)); }
+            for _ in 0..warmup { s.pick(&d[..], &Pick::from_client(std::net::IpAddr::from(Ipv4Addr::LOCALHOST))); }
             let mut counts = vec![0u32; weights.len()];
             for p in picks(&mut s, &d, total as usize) {
                 counts[p.expect("some server is available")] += 1;

@@ -164,6 +164,8 @@ fn explain_in<A: Fam>(
         reals: &svc.reals,
         loads: Some(&t.loads),
     };
-    let dest = sched.pick(&view, client.ip()).map(|i| svc.reals[i].dest);
+    let dest = sched
+        .pick(&view, &super::flow_of(&ck, now))
+        .map(|i| svc.reals[i].dest);
     Some(answer(dest, Why::Scheduled { stale_template }))
 }

@@ -215,6 +215,17 @@ fn defaults_are_keepalived_s() {
     );
 }
 
+#[test]
+fn every_ipvs_scheduler_is_an_lb_algo() {
+    for k in xdpvs_sched::SchedKind::ALL {
+        let imported = parse(&vs(&format!("lb_algo {}", k.name()))).expect("imported");
+        assert!(
+            matches!(&imported.requests[..], [Request::AddService { scheduler, .. }] if *scheduler == k),
+            "{k}: {imported:?}"
+        );
+    }
+}
+
 fn refused(conf: &str) -> KeepalivedError {
     parse(conf).expect_err("refused")
 }
@@ -237,9 +248,9 @@ fn everything_else_is_refused_with_its_line() {
         ),
         (vs("lvs_method TUN"), 3, "direct routing only"),
         (
-            vs("lb_algo lblc"),
+            vs("lb_algo lbx"),
             3,
-            "lb_algo lblc: xdpvs schedules with rr",
+            "lb_algo lbx: xdpvs schedules with rr",
         ),
         (
             vs("protocol SCTP"),
