@@ -294,7 +294,12 @@ fn ask(cli: &Cli, req: &Request) -> Result<Reply, ExitCode> {
 /// Parses an ipvsadm command line, has the director execute it and prints the answer.
 fn ipvsadm_command(cli: &Cli) -> ExitCode {
     let action = match cli.ipvs.action() {
-        Ok(a) => a,
+        Ok(a) => {
+            for w in cli.ipvs.warnings() {
+                eprintln!("xdpvs: warning: {w}");
+            }
+            a
+        }
         // As ipvsadm's "Try `ipvsadm -h'..." exit.
         Err(e @ ipvsadm::UsageError::NoCommand) => return fail(e, crate::ask::IPVSADM_FAILED),
         Err(e) => return fail(e, 2),

@@ -173,9 +173,10 @@ pub struct IpvsArgs {
     /// twos.
     #[arg(short = 's', long = "scheduler", value_parser = parse_scheduler)]
     pub scheduler: Option<SchedKind>,
-    /// Persistent service, with an optional timeout in seconds (default 300, at most
+    /// Persistent service, with an optional timeout in seconds (default 360, IPVS's
+    /// IPVS_SVC_PERSISTENT_TIMEOUT, as ipvsadm; at most
     /// 2678400).
-    #[arg(short = 'p', long = "persistent", value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "300", value_parser = parse_persistence_timeout)]
+    #[arg(short = 'p', long = "persistent", value_name = "TIMEOUT", num_args = 0..=1, default_missing_value = "360", value_parser = parse_persistence_timeout)]
     pub persistent: Option<u32>,
     /// Persistence granularity: a netmask or a prefix length (default 255.255.255.255;
     /// for IPv6 a prefix length, default 128).
@@ -539,8 +540,6 @@ pub enum UsageError {
     /// `-M` without `-p`.
     #[error("illegal ipv6 netmask specified: an IPv6 service's -M is a prefix length from 1 to 128, e.g. -M 64")]
     Ipv6Netmask,
-    #[error("-M (netmask) only applies to a persistent service: add -p")]
-    NetmaskWithoutPersistence,
     /// Bad persistence.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -805,8 +804,8 @@ impl IpvsArgs {
 
     fn persistence(&self, key: &ServiceKey) -> Result<Option<Persistence>, UsageError> {
         let t = match (self.persistent, self.netmask) {
-            (None, None) => return Ok(None),
-            (None, Some(_)) => return Err(UsageError::NetmaskWithoutPersistence),
+            // As ipvsadm: -M without -p makes no persistence (see `warnings`).
+            (None, _) => return Ok(None),
             (Some(t), _) => Duration::from_secs(u64::from(t)),
         };
         let p = match (key.is_ipv6(), self.netmask) {
@@ -828,14 +827,29 @@ impl IpvsArgs {
             option: Opt::Server.name(),
             command: "this",
         })?;
-        if let Some(p) = r.port.filter(|&p| p != key.port) {
-            return Err(UsageError::PortMapping {
-                real: p,
-                virt: key.port,
-            });
-        }
+        // Another port is ignored, as ipvsadm does for direct routing (see `warnings`).
         same_family(key, r.addr)?;
         Ok(r.addr)
+    }
+
+    /// What ipvsadm accepts silently on this line but does not do, to say on stderr.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        let virt = self.tcp.or(self.udp).map(|a| a.port());
+        if let (Some(r), Some(virt)) = (self.real, virt) {
+            if let Some(p) = r.port.filter(|&p| p != virt) {
+                w.push(format!(
+                    "real server port {p} is ignored: direct routing cannot map ports, the real server is reached on the virtual port {virt} (as ipvsadm does)"
+                ));
+            }
+        }
+        if self.netmask.is_some() && self.persistent.is_none() {
+            w.push(
+                "-M without -p: the service is not persistent and the netmask is ignored (as ipvsadm does)"
+                    .into(),
+            );
+        }
+        w
     }
 
     /// The health check the line describes: `Ok(None)` without `--check` (and without

@@ -242,10 +242,6 @@ fn bad_commands_are_one_line_errors_and_change_nothing() {
             "only does direct routing",
         ),
         (
-            "-a -t 198.18.0.100:80 -r 198.18.0.14:8080 -g",
-            "cannot map ports",
-        ),
-        (
             "-A -t 198.18.0.100:80 -s rr",
             "Service already exists (TCP 198.18.0.100:80)",
         ),

@@ -197,7 +197,7 @@ fn defaults_are_ipvsadm_s() {
     else {
         panic!("persistent service expected")
     };
-    assert_eq!((p.timeout.as_secs(), p.prefix_len), (300, 24));
+    assert_eq!((p.timeout.as_secs(), p.prefix_len), (360, 24));
     let Ok(Request::AddService {
         persistence: Some(p),
         ..
@@ -297,6 +297,38 @@ fn options_go_with_commands_as_in_ipvsadm() {
     }
 }
 
+/// What ipvsadm accepts without doing it: taken as ipvsadm takes it, with a warning.
+#[test]
+fn ipvsadm_defaults_and_silent_acceptances() {
+    let warnings = |args: &str| {
+        T::try_parse_from(std::iter::once("xdpvs").chain(args.split_whitespace()))
+            .expect("parses")
+            .a
+            .warnings()
+    };
+    // -p alone: IPVS_SVC_PERSISTENT_TIMEOUT, 360 s (not the man page's 300).
+    match req("-A -t 198.18.0.100:80 -p") {
+        Ok(Request::AddService { persistence: Some(p), .. }) => {
+            assert_eq!(p.timeout, Duration::from_secs(360));
+        }
+        other => panic!("{other:?}"),
+    }
+    // -M without -p: no persistence, and said.
+    assert!(matches!(
+        req("-A -t 198.18.0.100:80 -M 255.255.255.0"),
+        Ok(Request::AddService { persistence: None, .. })
+    ));
+    assert_eq!(warnings("-A -t 198.18.0.100:80 -M 24").len(), 1);
+    // A real server's port other than the virtual port: ignored, and said.
+    assert!(matches!(
+        req("-a -t 198.18.0.100:80 -r 198.18.0.11:8080 -g"),
+        Ok(Request::AddReal { addr, .. }) if addr == IpAddr::from(Ipv4Addr::new(198, 18, 0, 11))
+    ));
+    let w = warnings("-a -t 198.18.0.100:80 -r 198.18.0.11:8080 -g");
+    assert!(w[0].starts_with("real server port 8080 is ignored"), "{w:?}");
+    assert!(warnings("-a -t 198.18.0.100:80 -r 198.18.0.11:80 -g").is_empty());
+}
+
 #[test]
 fn clear_errors() {
     for (args, want) in [
@@ -314,20 +346,12 @@ fn clear_errors() {
         ("-A -u 198.18.0.100:53 -o", "one-packet scheduling"),
         ("--start-daemon master", "sync daemon"),
         (
-            "-a -t 198.18.0.100:80 -r 198.18.0.11:8080",
-            "cannot map ports",
-        ),
-        (
             "-a -t 198.18.0.100:80 -r 198.18.0.11 -w 70000",
             "0 to 65535",
         ),
         ("-A -t 198.18.0.100:80 -s fancy", "unknown scheduler"),
         ("-A -t 198.18.0.100", "e.g. 198.18.0.100:80"),
         ("-A -t 198.18.0.100:0", "Zero port"),
-        (
-            "-A -t 198.18.0.100:80 -M 255.255.255.0",
-            "only applies to a persistent service",
-        ),
         ("-A -t 198.18.0.100:80 -p -M 255.0.255.0", "not contiguous"),
         ("-A -t 198.18.0.100:80 -p -M 33", "prefix length"),
     ] {
