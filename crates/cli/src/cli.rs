@@ -28,9 +28,9 @@ use crate::{check, demo, explain, format, ipvsadm, rssetup, selfcheck};
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
-    /// Print the version (`-v`, as ipvsadm).
-    #[arg(short = 'v', short_alias = 'V', long = "version", action = ArgAction::Version)]
-    version: (),
+    /// Print the version (`-v`, in ipvsadm's form).
+    #[arg(short = 'v', short_alias = 'V', long = "version")]
+    version: bool,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -155,6 +155,10 @@ pub fn main(raw: Vec<String>) -> ExitCode {
             return ExitCode::from(e.exit_code() as u8);
         }
     };
+    if cli.version {
+        println!("{}", version_line());
+        return ExitCode::SUCCESS;
+    }
     init_logging(cli.verbose, cli.quiet);
     let result = match &cli.command {
         Some(Command::Run(args)) => run(args, &cli),
@@ -183,6 +187,16 @@ pub fn main(raw: Vec<String>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `-v` in ipvsadm's form (`ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS
+/// v1.2.1)`): xdpvs's version, what parses its command line, and the IPVS interface
+/// whose behaviour it follows.
+pub fn version_line() -> String {
+    format!(
+        "xdpvs v{} (compiled with clap and IPVS v1.2.1)",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// `xdpvs manpage`: xdpvs(8), from the same clap definitions as `--help`.

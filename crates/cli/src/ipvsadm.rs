@@ -304,6 +304,28 @@ pub struct IpvsArgs {
     syncid: Option<String>,
     #[arg(long = "daemon", hide = true)]
     daemon: bool,
+    #[arg(long = "mcast-group", hide = true)]
+    mcast_group: Option<String>,
+    #[arg(long = "mcast-port", hide = true)]
+    mcast_port: Option<String>,
+    #[arg(long = "mcast-ttl", hide = true)]
+    mcast_ttl: Option<String>,
+    #[arg(long = "sync-maxlen", hide = true)]
+    sync_maxlen: Option<String>,
+    #[arg(long = "tun-type", hide = true)]
+    tun_type: Option<String>,
+    #[arg(long = "tun-port", hide = true)]
+    tun_port: Option<String>,
+    #[arg(long = "tun-nocsum", hide = true)]
+    tun_nocsum: bool,
+    #[arg(long = "tun-csum", hide = true)]
+    tun_csum: bool,
+    #[arg(long = "tun-remcsum", hide = true)]
+    tun_remcsum: bool,
+    #[arg(long = "tun-info", hide = true)]
+    tun_info: bool,
+    #[arg(short = 'b', long = "sched-flags", hide = true)]
+    sched_flags: Option<String>,
 }
 
 /// ipvsadm's commands, by its names.
@@ -652,7 +674,9 @@ impl IpvsArgs {
 
     fn unsupported(&self) -> Result<(), UsageError> {
         let dr = "xdpvs only does direct routing (-g)";
-        let checks: [(bool, &'static str, &'static str, &'static str); 15] = [
+        let sync = "connections are not synchronised between directors";
+        let tun = "xdpvs only does direct routing (-g)";
+        let checks: [(bool, &'static str, &'static str, &'static str); 26] = [
             (self.masquerading, "-m", "masquerading/NAT", dr),
             (self.ipip, "-i", "IP-in-IP tunnelling", dr),
             (
@@ -732,6 +756,22 @@ impl IpvsArgs {
                 "--daemon",
                 "the connection sync daemon",
                 "connections are not synchronised between directors",
+            ),
+            (self.mcast_group.is_some(), "--mcast-group", "the connection sync daemon", sync),
+            (self.mcast_port.is_some(), "--mcast-port", "the connection sync daemon", sync),
+            (self.mcast_ttl.is_some(), "--mcast-ttl", "the connection sync daemon", sync),
+            (self.sync_maxlen.is_some(), "--sync-maxlen", "the connection sync daemon", sync),
+            (self.tun_type.is_some(), "--tun-type", "tunnelling", tun),
+            (self.tun_port.is_some(), "--tun-port", "tunnelling", tun),
+            (self.tun_nocsum, "--tun-nocsum", "tunnelling", tun),
+            (self.tun_csum, "--tun-csum", "tunnelling", tun),
+            (self.tun_remcsum, "--tun-remcsum", "tunnelling", tun),
+            (self.tun_info, "--tun-info", "tunnel listings", tun),
+            (
+                self.sched_flags.is_some(),
+                "-b",
+                "scheduler flags",
+                "sh and mh always fall back to the next available server, and hash the client's address only",
             ),
         ];
         match checks.iter().find(|c| c.0) {

@@ -116,3 +116,19 @@ fn command_line_errors_exit_as_ipvsadm_does() {
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     }
 }
+
+#[test]
+fn the_version_is_in_ipvsadms_form() {
+    for flag in ["-v", "--version"] {
+        let out = xdpvs(&[flag]);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text,
+            format!(
+                "xdpvs v{} (compiled with clap and IPVS v1.2.1)\n",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+    }
+}

@@ -308,7 +308,10 @@ fn ipvsadm_defaults_and_silent_acceptances() {
     };
     // -p alone: IPVS_SVC_PERSISTENT_TIMEOUT, 360 s (not the man page's 300).
     match req("-A -t 198.18.0.100:80 -p") {
-        Ok(Request::AddService { persistence: Some(p), .. }) => {
+        Ok(Request::AddService {
+            persistence: Some(p),
+            ..
+        }) => {
             assert_eq!(p.timeout, Duration::from_secs(360));
         }
         other => panic!("{other:?}"),
@@ -316,7 +319,10 @@ fn ipvsadm_defaults_and_silent_acceptances() {
     // -M without -p: no persistence, and said.
     assert!(matches!(
         req("-A -t 198.18.0.100:80 -M 255.255.255.0"),
-        Ok(Request::AddService { persistence: None, .. })
+        Ok(Request::AddService {
+            persistence: None,
+            ..
+        })
     ));
     assert_eq!(warnings("-A -t 198.18.0.100:80 -M 24").len(), 1);
     // A real server's port other than the virtual port: ignored, and said.
@@ -325,7 +331,10 @@ fn ipvsadm_defaults_and_silent_acceptances() {
         Ok(Request::AddReal { addr, .. }) if addr == IpAddr::from(Ipv4Addr::new(198, 18, 0, 11))
     ));
     let w = warnings("-a -t 198.18.0.100:80 -r 198.18.0.11:8080 -g");
-    assert!(w[0].starts_with("real server port 8080 is ignored"), "{w:?}");
+    assert!(
+        w[0].starts_with("real server port 8080 is ignored"),
+        "{w:?}"
+    );
     assert!(warnings("-a -t 198.18.0.100:80 -r 198.18.0.11:80 -g").is_empty());
 }
 
@@ -345,6 +354,17 @@ fn clear_errors() {
         ("-A -t 198.18.0.100:80 --pe sip", "persistence engines"),
         ("-A -u 198.18.0.100:53 -o", "one-packet scheduling"),
         ("--start-daemon master", "sync daemon"),
+        (
+            "--start-daemon master --mcast-group 239.0.0.81",
+            "sync daemon",
+        ),
+        ("-A -t 198.18.0.100:80 --sync-maxlen 1472", "sync daemon"),
+        (
+            "-a -t 198.18.0.100:80 -r 198.18.0.11 --tun-type gue --tun-port 6080",
+            "tunnelling",
+        ),
+        ("-A -t 198.18.0.100:80 -s sh -b sh-port", "scheduler flags"),
+        ("-L -n --tun-info", "tunnel listings"),
         (
             "-a -t 198.18.0.100:80 -r 198.18.0.11 -w 70000",
             "0 to 65535",

@@ -64,7 +64,15 @@ pub fn table(
             .ok_or(ControlError::NoSuchService(*k))?],
         None => all.iter().collect(),
     };
-    chosen.sort_by_key(|s| (s.key.proto.ip_number(), s.key.vip, s.key.port));
+    // ipvsadm's order (ipvs_cmp_services): address family, protocol, address, port.
+    chosen.sort_by_key(|s| {
+        (
+            s.key.vip.is_ipv6(),
+            s.key.proto.ip_number(),
+            s.key.vip,
+            s.key.port,
+        )
+    });
     let services = chosen
         .into_iter()
         .map(|s| service_row(view, dp, s))

@@ -130,8 +130,14 @@ fn next_health(
 
 /// Where a real server of a service stands in ipvsadm's order (protocol, VIP, port, then
 /// the real server's address): checks and transitions are handed out in it.
-fn listing_order(service: &ServiceKey, addr: IpAddr) -> (u8, IpAddr, u16, IpAddr) {
-    (service.proto.ip_number(), service.vip, service.port, addr)
+fn listing_order(service: &ServiceKey, addr: IpAddr) -> (bool, u8, IpAddr, u16, IpAddr) {
+    (
+        service.vip.is_ipv6(),
+        service.proto.ip_number(),
+        service.vip,
+        service.port,
+        addr,
+    )
 }
 
 /// A health transition the checker reported that no applied change enforces yet.

@@ -1714,3 +1714,37 @@ fn a_vip_given_up_is_handed_back_to_the_host_that_holds_it() {
     p.execute(&Request::Clear).expect("cleared");
     assert!(p.dp.probed.borrow().is_empty());
 }
+
+#[test]
+fn services_are_listed_in_ipvsadms_order_family_first() {
+    let mut p = plane(1);
+    let add = |p: &mut WriteSide<Fake>, proto: Protocol, vip: IpAddr, port: u16| {
+        p.execute(&Request::AddService {
+            key: ServiceKey { proto, vip, port },
+            scheduler: SchedKind::Rr,
+            persistence: None,
+            sorry: None,
+        })
+        .expect("added");
+    };
+    let v6: IpAddr = "2001:2::100".parse().expect("address");
+    add(&mut p, Protocol::Tcp, v6, 80);
+    add(&mut p, Protocol::Udp, VIP.into(), 53);
+    add(&mut p, Protocol::Tcp, VIP.into(), 80);
+    let order: Vec<String> = p
+        .table(None)
+        .expect("table")
+        .services
+        .iter()
+        .map(|s| s.key.to_string())
+        .collect();
+    // As ipvs_cmp_services: address family, then protocol, address, port.
+    assert_eq!(
+        order,
+        [
+            "TCP 198.18.0.100:80",
+            "UDP 198.18.0.100:53",
+            "TCP [2001:2::100]:80"
+        ]
+    );
+}
