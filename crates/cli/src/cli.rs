@@ -332,7 +332,12 @@ fn ipvsadm_command(cli: &Cli) -> ExitCode {
             json,
         } => ask(cli, &Request::List { service }).map(|r| match r {
             Reply::Table(t) if json => format::json_table(&t),
-            Reply::Table(t) => format::format_list(&t, service.is_none(), kind, exact),
+            Reply::Table(t) => {
+                for n in format::list_notes(&t) {
+                    eprintln!("xdpvs: {n}");
+                }
+                format::format_list(&t, service.is_none(), kind, exact)
+            }
             _ => String::new(),
         }),
         Action::Save => ask(cli, &Request::List { service: None }).map(|r| match r {

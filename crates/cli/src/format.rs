@@ -152,11 +152,25 @@ pub fn format_list(table: &Table, header: bool, kind: ListKind, exact: bool) -> 
                     r.weight, r.persistent, r.active, r.inactive
                 ),
             };
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// What `-L` knows of real servers beyond ipvsadm's columns, one note each, for stderr:
+/// ipvsadm's fixed-format lines on stdout stay exactly as ipvsadm prints them (scripts
+/// parse them). `--json` carries the same facts.
+pub fn list_notes(table: &Table) -> Vec<String> {
+    let mut notes = Vec::new();
+    for s in &table.services {
+        for r in &s.reals {
+            let who = format!("real server {} of {}", addr_port(r.addr, s.key.port), s.key);
             if !r.resolved {
-                out.push_str(" (MAC unresolved: no traffic)");
+                notes.push(format!("{who}: MAC unresolved: no traffic"));
             }
             if r.sorry {
-                out.push_str(" (sorry server)");
+                notes.push(format!("{who}: the sorry server, standing in"));
             }
             if let (Some(h), Some(c)) = (&r.health, &r.check) {
                 if !h.up {
@@ -164,13 +178,12 @@ pub fn format_list(table: &Table, header: bool, kind: ListKind, exact: bool) -> 
                         OnFailure::Inhibit => "weight 0",
                         OnFailure::Remove => "removed",
                     };
-                    let _ = write!(out, " (check failed, {what}: {})", h.last);
+                    notes.push(format!("{who}: check failed, {what}: {}", h.last));
                 }
             }
-            out.push('\n');
         }
     }
-    out
+    notes
 }
 
 /// ipvsadm's `-S -n` (ipvsadm-save) layout: the commands that rebuild the table.

@@ -171,7 +171,7 @@ fn silent_clients_and_a_paused_reader_delay_no_failover_no_listing_and_no_stop()
     lab.stop_programs("r3");
     let killed = Instant::now();
     let out = loop {
-        let l = x(&lab, "-Ln");
+        let l = lab.list_notes().expect("-Ln");
         if l.contains("check failed") {
             break killed.elapsed();
         }

@@ -910,7 +910,7 @@ fn stop_and_restart_under_load(
     // Out within fall x interval (plus a little for the apply and the client's turn).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let l = x(lab, "-Ln");
+        let l = lab.list_notes().expect("-Ln");
         if l.contains("check failed") {
             eprintln!("{l}");
             break;
@@ -2705,10 +2705,10 @@ fn take_out_of_service(lab: &mut Lab, rs: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let ip = real_of(rs);
     loop {
-        let l = x(lab, "-Ln");
-        if l.lines()
-            .any(|r| r.contains(&format!("{ip}:80")) && r.contains("check failed"))
-        {
+        let l = lab.list_notes().expect("-Ln");
+        if l.contains(&format!(
+            "real server {ip}:80 of TCP 198.18.0.100:80: check failed"
+        )) {
             break;
         }
         assert!(

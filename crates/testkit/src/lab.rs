@@ -587,6 +587,18 @@ impl Lab {
 
     /// Runs an xdpvs command with `input` on its standard input (e.g. `-R`).
     pub fn xdpvs_with_input(&self, args: &[&str], input: &str) -> Result<String> {
+        self.xdpvs_both(args, input).map(|(out, _)| out)
+    }
+
+    /// What `xdpvs -Ln` says beyond ipvsadm's columns, on stderr: a line per real server
+    /// whose MAC is unresolved, whose check failed, or that stands in as sorry server.
+    pub fn list_notes(&self) -> Result<String> {
+        self.xdpvs_both(&["-Ln"], "").map(|(_, notes)| notes)
+    }
+
+    /// Runs an xdpvs command with `input` on its standard input: its standard output and
+    /// standard error.
+    fn xdpvs_both(&self, args: &[&str], input: &str) -> Result<(String, String)> {
         use std::io::Write as _;
         let mut child = Command::new(&self.exe)
             .args(&self.exe_args)
@@ -610,14 +622,17 @@ impl Lab {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok((
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
     }
 
     /// Waits until the director has resolved every real server's MAC.
     pub fn wait_resolved(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            let l = self.xdpvs(&["-Ln"])?;
+            let l = self.list_notes()?;
             if !l.contains("unresolved") {
                 return Ok(());
             }

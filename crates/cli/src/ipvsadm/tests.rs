@@ -1,5 +1,5 @@
 use super::*;
-use crate::format::{connection_line, connections_title, json_connection, json_table};
+use crate::format::{connection_line, connections_title, json_connection, json_table, list_notes};
 use clap::Parser;
 use std::net::IpAddr;
 use xdpvs_director::control::proto::{
@@ -831,17 +831,23 @@ fn checks_and_sorry_servers_are_saved_restored_and_listed() {
             check: Some(check),
         }
     );
+    // ipvsadm's lines exactly; what ipvsadm has no column for goes to stderr.
     let listed = format_list(&t, false, ListKind::Plain, false);
     assert!(
-        listed.contains(
-            "  -> 198.18.0.11:80               Route   1      2          30         \
-             (check failed, removed: GET /h: status 500, want 200)\n"
-        ),
+        listed.contains("  -> 198.18.0.11:80               Route   1      2          30        \n"),
         "{listed}"
     );
     assert!(
-        listed.contains("  -> 198.18.0.50:80               Route   1      2          30         (sorry server)\n"),
+        listed.contains("  -> 198.18.0.50:80               Route   1      2          30        \n"),
         "{listed}"
+    );
+    assert!(!listed.contains('('), "{listed}");
+    assert_eq!(
+        list_notes(&t),
+        [
+            "real server 198.18.0.11:80 of TCP 198.18.0.100:80: check failed, removed: GET /h: status 500, want 200",
+            "real server 198.18.0.50:80 of TCP 198.18.0.100:80: the sorry server, standing in",
+        ]
     );
     let doc: serde_json::Value = serde_json::from_str(&json_table(&t)).expect("json");
     let r = &doc["services"][0]["reals"][0];

@@ -87,9 +87,18 @@ pub fn table(
 fn service_row(view: &View, dp: &dyn Observe, s: &ServiceSpec) -> ServiceRow {
     let compiled = view.compiled(&s.key);
     let row = |addr: IpAddr, weight: u16, sorry: bool| {
+        // A real server its check removed drains its connections under its old slot:
+        // they are listed as -Lnc lists them.
         let dest = compiled
             .and_then(|c| c.reals.iter().find(|cr| cr.addr == addr))
-            .map(|cr| cr.dest);
+            .map(|cr| cr.dest)
+            .or_else(|| {
+                view.draining
+                    .iter()
+                    .rev()
+                    .find(|d| d.addr == addr && d.port == s.key.port && d.vip == s.key.vip)
+                    .map(|d| d.dest)
+            });
         let load = dest.map_or(Load::default(), |d| dp.load(d));
         let (stats, rates) = dest
             .and_then(|d| {

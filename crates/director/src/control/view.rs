@@ -103,6 +103,8 @@ pub struct DrainingReal {
     pub dest: DestRef,
     /// Its port (the service's).
     pub port: u16,
+    /// Its service's VIP.
+    pub vip: IpAddr,
 }
 
 /// The director's configuration in force and what it knows of it, as of one moment.

@@ -505,6 +505,7 @@ impl<D: Configure + Observe> WriteSide<D> {
                         addr: r.addr,
                         dest: r.dest,
                         port: cs.key.port,
+                        vip: cs.key.vip,
                     });
                 }
             }

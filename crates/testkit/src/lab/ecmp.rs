@@ -329,10 +329,7 @@ impl EcmpLab {
             {
                 fail!("director {n} exited ({status}):\n{}", self.director_log(n));
             }
-            if self
-                .xdpvs(n, &["-Ln"])
-                .is_ok_and(|l| !l.contains("unresolved"))
-            {
+            if self.all_resolved(n) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -380,6 +377,19 @@ impl EcmpLab {
     /// What director `n` has logged (every start).
     pub fn director_log(&self, n: usize) -> String {
         std::fs::read_to_string(self.tmp(&format!("d{n}.log"))).unwrap_or_default()
+    }
+
+    /// Whether director `n` answers `-Ln` with every real server's MAC resolved (a
+    /// real server that is not says so on stderr).
+    fn all_resolved(&self, n: usize) -> bool {
+        Command::new(&self.exe)
+            .arg("-Ln")
+            .env("XDPVS_SOCKET", self.socket(n))
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| {
+                o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("unresolved")
+            })
     }
 
     /// Runs `xdpvs ARGS` against director `n`; its standard output.

@@ -1748,3 +1748,25 @@ fn services_are_listed_in_ipvsadms_order_family_first() {
         ]
     );
 }
+
+#[test]
+fn a_real_server_its_check_removed_still_shows_its_connections() {
+    let mut p = plane(1);
+    add_service(&mut p);
+    add_checked(&mut p, 11, checked(OnFailure::Remove));
+    for cport in 1000..1004 {
+        p.dp.send(cport, flags::SYN).expect("scheduled");
+        p.dp.send(cport, flags::ACK).expect("forwarded");
+    }
+    p.health_outcome(&outcome(11, false, Some(Health::Down)))
+        .expect("applied");
+    let t = p.table(None).expect("table");
+    let r = &t.services[0].reals[0];
+    assert_eq!(r.addr, rs(11));
+    assert_eq!(
+        (r.active, r.inactive),
+        (4, 0),
+        "its connections, as -Lnc lists them"
+    );
+    assert_eq!(r.health.as_ref().map(|h| h.up), Some(false));
+}
