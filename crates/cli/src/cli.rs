@@ -340,10 +340,12 @@ fn ipvsadm_command(cli: &Cli) -> ExitCode {
             }
             _ => String::new(),
         }),
-        Action::Save => ask(cli, &Request::List { service: None }).map(|r| match r {
-            Reply::Table(t) => format::format_rules(&t),
-            _ => String::new(),
-        }),
+        Action::Save { ipvsadm_only } => {
+            ask(cli, &Request::List { service: None }).map(|r| match r {
+                Reply::Table(t) => format::format_rules(&t, ipvsadm_only),
+                _ => String::new(),
+            })
+        }
         Action::Timeouts { json } => ask(cli, &Request::GetTimeouts).map(|r| match r {
             Reply::Timeouts(t, sysctl) if json => format::json_timeouts(&t, &sysctl),
             Reply::Timeouts(t, _) => format::format_timeouts(&t),

@@ -187,7 +187,9 @@ pub fn list_notes(table: &Table) -> Vec<String> {
 }
 
 /// ipvsadm's `-S -n` (ipvsadm-save) layout: the commands that rebuild the table.
-pub fn format_rules(table: &Table) -> String {
+/// With `ipvsadm_only`, xdpvs's own options (`--sorry-server`, `--check ...`) are left
+/// out: what is left, ipvsadm -R reads.
+pub fn format_rules(table: &Table, ipvsadm_only: bool) -> String {
     let mut out = String::new();
     for s in &table.services {
         let flag = match s.key.proto {
@@ -202,7 +204,7 @@ pub fn format_rules(table: &Table) -> String {
                 let _ = write!(out, " -M {m}");
             }
         }
-        if let Some(a) = s.sorry {
+        if let Some(a) = s.sorry.filter(|_| !ipvsadm_only) {
             let _ = write!(out, " --sorry-server {a}");
         }
         out.push('\n');
@@ -213,7 +215,7 @@ pub fn format_rules(table: &Table) -> String {
                 addr_port(r.addr, s.key.port),
                 r.weight
             );
-            if let Some(c) = &r.check {
+            if let Some(c) = r.check.as_ref().filter(|_| !ipvsadm_only) {
                 out.push_str(&check_options(c));
             }
             out.push('\n');

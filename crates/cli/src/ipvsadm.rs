@@ -222,6 +222,10 @@ pub struct IpvsArgs {
     /// in docs/OPERATIONS.md).
     #[arg(long = "json")]
     pub json: bool,
+    /// With -S: only what ipvsadm -R reads (no --check..., no --sorry-server), for a file
+    /// ipvsadm restores.
+    #[arg(long = "ipvsadm")]
+    pub ipvsadm_only: bool,
     /// Health check of the real server (-a/-e): tcp (connect), http[:/PATH[:STATUS]]
     /// (GET; any 2xx unless STATUS), or none (-e: remove it). Without it, -e keeps the
     /// check in force.
@@ -399,9 +403,10 @@ enum Opt {
     Check,
     CheckOption,
     Sorry,
+    IpvsadmOnly,
 }
 
-const OPTS: [Opt; 19] = [
+const OPTS: [Opt; 20] = [
     Opt::Numeric,
     Opt::Connection,
     Opt::Service,
@@ -421,6 +426,7 @@ const OPTS: [Opt; 19] = [
     Opt::Check,
     Opt::CheckOption,
     Opt::Sorry,
+    Opt::IpvsadmOnly,
 ];
 
 impl Opt {
@@ -445,6 +451,7 @@ impl Opt {
             Opt::Check => "check",
             Opt::CheckOption => "check-*/fall/rise/on-failure",
             Opt::Sorry => "sorry-server",
+            Opt::IpvsadmOnly => "ipvsadm",
         }
     }
 }
@@ -487,7 +494,7 @@ fn rule(cmd: Cmd, opt: Opt) -> Rule {
             _ => Illegal,
         },
         Cmd::Save => match opt {
-            Numeric => Optional,
+            Numeric | IpvsadmOnly => Optional,
             _ => Illegal,
         },
         Cmd::Zero => match opt {
@@ -606,8 +613,11 @@ pub enum Action {
     },
     /// `-Z`: zero the counters of every service or of one.
     Zero(Option<ServiceKey>),
-    /// `-S`: the table as commands.
-    Save,
+    /// `-S`: the table as commands (`--ipvsadm`: only what ipvsadm reads).
+    Save {
+        /// Leave out xdpvs's own options.
+        ipvsadm_only: bool,
+    },
     /// `-R`: commands from standard input.
     Restore,
 }
@@ -668,6 +678,7 @@ impl IpvsArgs {
                         || self.check_host.is_some()
                 }
                 Opt::Sorry => self.sorry_server.is_some(),
+                Opt::IpvsadmOnly => self.ipvsadm_only,
             })
             .collect()
     }
@@ -1063,7 +1074,9 @@ impl IpvsArgs {
                     json,
                 })
             }
-            Cmd::Save => Ok(Action::Save),
+            Cmd::Save => Ok(Action::Save {
+                ipvsadm_only: self.ipvsadm_only,
+            }),
             Cmd::Restore => Ok(Action::Restore),
             Cmd::Zero => Ok(Action::Zero(if self.tcp.is_some() || self.udp.is_some() {
                 Some(self.service()?)

@@ -237,7 +237,16 @@ fn defaults_are_ipvsadm_s() {
         }))
     );
     assert_eq!(action("-L --timeout"), Ok(Action::Timeouts { json: false }));
-    assert_eq!(action("-S -n"), Ok(Action::Save));
+    assert_eq!(
+        action("-S -n"),
+        Ok(Action::Save {
+            ipvsadm_only: false
+        })
+    );
+    assert_eq!(
+        action("-S -n --ipvsadm"),
+        Ok(Action::Save { ipvsadm_only: true })
+    );
     assert_eq!(action("-R"), Ok(Action::Restore));
     assert_eq!(
         action("-L -n -t 198.18.0.100:80"),
@@ -476,7 +485,7 @@ fn listing_layout() {
 
 #[test]
 fn save_layout_and_round_trip() {
-    let saved = format_rules(&table());
+    let saved = format_rules(&table(), false);
     assert_eq!(
         saved,
         "-A -t 198.18.0.100:80 -s rr\n\
@@ -799,12 +808,20 @@ fn checks_and_sorry_servers_are_saved_restored_and_listed() {
     standing_in.health = None;
     standing_in.sorry = true;
     t.services[0].reals.push(standing_in);
-    let saved = format_rules(&t);
+    let saved = format_rules(&t, false);
     assert_eq!(
         saved,
         "-A -t 198.18.0.100:80 -s rr --sorry-server 198.18.0.50\n\
          -a -t 198.18.0.100:80 -r 198.18.0.11:80 -g -w 1 --check http:/h:200 \
          --check-interval 1.5 --fall 3 --on-failure remove\n\
+         -A -u 198.18.0.100:53 -s sh -p 600 -M 255.255.255.0\n\
+         -a -u 198.18.0.100:53 -r 198.18.0.12:53 -g -w 0\n"
+    );
+    // --ipvsadm: only what ipvsadm -R reads.
+    assert_eq!(
+        format_rules(&t, true),
+        "-A -t 198.18.0.100:80 -s rr\n\
+         -a -t 198.18.0.100:80 -r 198.18.0.11:80 -g -w 1\n\
          -A -u 198.18.0.100:53 -s sh -p 600 -M 255.255.255.0\n\
          -a -u 198.18.0.100:53 -r 198.18.0.12:53 -g -w 0\n"
     );
@@ -977,7 +994,7 @@ fn ipv6_listing_save_and_json_as_ipvsadm() {
         stats.contains("\n  -> [2001:2::11]:80              "),
         "{stats}"
     );
-    let saved = format_rules(&table6());
+    let saved = format_rules(&table6(), false);
     assert_eq!(
         saved,
         "-A -t [2001:2::100]:80 -s rr -p 300 -M 64\n\
