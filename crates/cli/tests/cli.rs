@@ -132,3 +132,42 @@ fn the_version_is_in_ipvsadms_form() {
         );
     }
 }
+
+/// Whether this process runs as root (the director's start-up checks need it).
+fn root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
+/// Start-up refusals name what to change: a missing capability by its name (AF_XDP
+/// sockets need CAP_NET_RAW), and the loopback interface.
+#[test]
+fn start_up_names_the_missing_capability_and_refuses_lo() {
+    if !root() {
+        xdpvs_testkit::cannot_run("start-up checks", "not root");
+        return;
+    }
+    let exe = env!("CARGO_BIN_EXE_xdpvs");
+    let out = Command::new("setpriv")
+        .args(["--bounding-set", "-net_raw", "--inh-caps", "-net_raw", exe])
+        .args(["run", "-i", "lo", "--socket", "/tmp/xdpvs-cli-test.sock"])
+        .output()
+        .expect("setpriv runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("xdpvs run lacks CAP_NET_RAW (open AF_XDP sockets"),
+        "{err}"
+    );
+    let out = xdpvs(&["run", "-i", "lo", "--socket", "/tmp/xdpvs-cli-test.sock"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("lo is the loopback interface"), "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("xdpvs:")).count(),
+        1,
+        "{err}"
+    );
+}

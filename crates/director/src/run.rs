@@ -86,9 +86,6 @@ pub fn run(
         None => None,
     };
     setup::check_capabilities()?;
-    if !setup::has_net_raw() {
-        warn!("no CAP_NET_RAW: `xdpvs check` will not hear the real servers' answers (add CAP_NET_RAW to the director's capabilities)");
-    }
     let ifc = Interface::probe(opts)?;
     let max_mtu = xdpvs_dataplane::sys::xsk::MAX_RX_FRAME - 14;
     if let Some(mtu) = crate::iface::attr(&ifc.name, "mtu")

@@ -14,7 +14,7 @@ use crate::options::RunOptions;
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     /// Capabilities missing.
-    #[error("xdpvs run lacks {missing}: run it as root, or grant the capabilities (e.g. systemd AmbientCapabilities=CAP_NET_ADMIN CAP_BPF CAP_IPC_LOCK CAP_SYS_ADMIN)")]
+    #[error("xdpvs run lacks {missing}: run it as root, or grant the capabilities (e.g. systemd AmbientCapabilities=CAP_NET_ADMIN CAP_BPF CAP_IPC_LOCK CAP_SYS_ADMIN CAP_NET_RAW)")]
     Capabilities {
         /// Which, by name.
         missing: String,
@@ -22,6 +22,9 @@ pub enum SetupError {
     /// The interface.
     #[error(transparent)]
     Iface(#[from] IfaceError),
+    /// `-i lo`.
+    #[error("{0} is the loopback interface: give the LAN interface the clients and the real servers are on (-i eth0)")]
+    Loopback(String),
     /// `--queues` out of range.
     #[error(
         "--queues {asked}: {iface} has {available} RX queue(s) (xdpvs serves at most {MAX_QUEUES})"
@@ -53,6 +56,10 @@ const NEEDED: &[(&[Capability], &str)] = &[
         "CAP_BPF or CAP_SYS_ADMIN (load the XDP program and its maps)",
     ),
     (&[Capability::CAP_IPC_LOCK], "CAP_IPC_LOCK (lock the UMEM)"),
+    (
+        &[Capability::CAP_NET_RAW],
+        "CAP_NET_RAW (open AF_XDP sockets, and xdpvs check's packet socket)",
+    ),
 ];
 
 /// Checks that the process has the capabilities the director needs (root has them all).
@@ -70,11 +77,6 @@ pub fn check_capabilities() -> Result<(), SetupError> {
             missing: missing.join(", "),
         })
     }
-}
-
-/// Whether the process may open packet sockets (`xdpvs check` listens with one).
-pub fn has_net_raw() -> bool {
-    caps::has_cap(None, CapSet::Effective, Capability::CAP_NET_RAW).unwrap_or(false)
 }
 
 /// The interface the director serves.
@@ -95,6 +97,9 @@ impl Interface {
     pub fn probe(opts: &RunOptions) -> Result<Interface, SetupError> {
         let name = opts.iface.clone();
         let index = iface::ifindex(&name)?;
+        if iface::attr(&name, "type").is_ok_and(|t| t.trim() == "772") {
+            return Err(SetupError::Loopback(name));
+        }
         let mac = iface::mac_of(&name)?;
         let available = iface::rx_queues(&name)?.max(1);
         let queues = opts.queues.unwrap_or(available.min(MAX_QUEUES as u32));

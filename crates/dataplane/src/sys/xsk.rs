@@ -100,7 +100,7 @@ pub enum XskError {
     #[error("AF_XDP ring/UMEM sizes: {0}")]
     Config(String),
     /// UMEM creation failed (often: RLIMIT_MEMLOCK or no CAP_IPC_LOCK).
-    #[error("creating the UMEM failed: {0} (CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK is needed to lock its memory)")]
+    #[error("creating the UMEM failed: {0} (it needs CAP_NET_RAW to open its AF_XDP socket, and CAP_IPC_LOCK or a large enough RLIMIT_MEMLOCK to lock its memory)")]
     Umem(String),
     /// Socket creation or bind failed.
     #[error("binding an AF_XDP socket to {ifname} queue {queue} ({mode}) failed: {reason}")]
