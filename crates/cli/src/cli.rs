@@ -240,7 +240,6 @@ fn run(args: &RunArgs, cli: &Cli) -> anyhow::Result<()> {
                     .map_err(|e| format!("{}: {e}", path.display()))?;
                 Ok(reqs.into_iter().map(|(_, r)| r).collect())
             }),
-            reload: &hup,
         }),
         (None, Some(path)) => Some(xdpvs_director::Source {
             name: path.display().to_string(),
@@ -252,7 +251,6 @@ fn run(args: &RunArgs, cli: &Cli) -> anyhow::Result<()> {
                 }
                 Ok(got.requests)
             }),
-            reload: &hup,
         }),
         (None, None) => None,
     };
@@ -260,6 +258,7 @@ fn run(args: &RunArgs, cli: &Cli) -> anyhow::Result<()> {
     let stop = xdpvs_director::Stop {
         now: &stop,
         drain: &term,
+        reload: &hup,
     };
     xdpvs_director::run(&args.opts, &cli.socket, stop, source)?;
     tracing::info!("stopped");

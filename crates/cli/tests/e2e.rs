@@ -230,6 +230,24 @@ fn bad_commands_are_one_line_errors_and_change_nothing() {
         return;
     };
     lab.start_director(&[]).expect("director starts");
+    // The ready line names the socket a command must use.
+    let try_it = format!("(try: xdpvs --socket {} -Ln)", lab.socket().display());
+    assert!(
+        lab.director_log().contains(&try_it),
+        "{}",
+        lab.director_log()
+    );
+    // SIGHUP without a file to read again says so.
+    let pid = lab.director().expect("running").id().to_string();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    assert!(
+        log_shows(&lab, "SIGHUP: nothing to read again", 1, 5),
+        "{}",
+        lab.director_log()
+    );
     configure_rr(&lab);
     let before = x(&lab, "-Ln");
     for (args, want) in [
@@ -1158,9 +1176,14 @@ fn a_keepalived_conf_is_served_and_sighup_applies_its_edits_without_breaking_a_c
         answers[0], answers[1],
         "the long-lived connection kept its real server"
     );
-    assert!(lab
-        .director_log()
-        .contains(&format!("SIGHUP: {} applied", conf.display())));
+    assert!(
+        lab.director_log().contains(&format!(
+            "SIGHUP: {} applied: services 0 added, 0 removed, 0 changed; real servers 0 added, 0 removed, 1 changed",
+            conf.display()
+        )),
+        "{}",
+        lab.director_log()
+    );
     // A broken edit changes nothing.
     std::fs::write(&conf, "virtual_server 198.18.0.100 80 {\n lb_kind NAT\n}\n").expect("conf");
     std::process::Command::new("kill")

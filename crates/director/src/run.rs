@@ -302,8 +302,14 @@ impl Parts<'_> {
         let server = control
             .serve(Arc::new(router))
             .map_err(thread("control socket"))?;
+        // The command to try names the socket unless it is the one xdpvs asks by default.
+        let try_it = if server.path() == Path::new(crate::control::DEFAULT_SOCKET) {
+            "xdpvs -Ln".to_string()
+        } else {
+            format!("xdpvs --socket {} -Ln", server.path().display())
+        };
         info!(
-            "director {} ready on {}: control socket {} (try: xdpvs -Ln)",
+            "director {} ready on {}: control socket {} (try: {try_it})",
             format_mac(&self.ifc.mac),
             self.ifc.name,
             server.path().display()

@@ -44,8 +44,6 @@ pub struct Source<'a> {
     pub name: String,
     /// Reads it; the changes build its table from an empty one.
     pub load: Box<dyn Fn() -> Result<Vec<Request>, String> + 'a>,
-    /// Raised by SIGHUP: read it again and apply the difference.
-    pub reload: &'a AtomicBool,
 }
 
 impl std::fmt::Debug for Source<'_> {
@@ -63,6 +61,8 @@ pub struct Stop<'a> {
     /// Drain first (with `--announce`; without it, the same as `now`): withdraw the
     /// VIPs, forward until the flows go idle or `--drain-grace` passes, then stop.
     pub drain: &'a AtomicBool,
+    /// SIGHUP: read the source again and apply the difference (without one, say so).
+    pub reload: &'a AtomicBool,
 }
 
 /// Why the write side's thread ended.
@@ -192,9 +192,16 @@ impl Writer<'_> {
                 let host = crate::control::check::host_at(known, c.mac, c.vip);
                 warn!("{}", c.message(host));
             }
-            if let Some(src) = self.source.filter(|s| s.reload.swap(false, Relaxed)) {
-                reload(self.side, src);
-                learn = true;
+            if stop.reload.swap(false, Relaxed) {
+                match self.source {
+                    Some(src) => {
+                        reload(self.side, src);
+                        learn = true;
+                    }
+                    None => info!(
+                        "SIGHUP: nothing to read again (the director runs without --restore or --keepalived); the configuration in force stays"
+                    ),
+                }
             }
             if let Some(a) = self.auto.as_deref_mut() {
                 for (i, p, why) in a.recheck(now) {
@@ -329,6 +336,56 @@ pub fn ready() {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 }
 
+/// One line of what a reload changed: services and real servers added, removed or
+/// changed (scheduler, persistence, weight, check, sorry server).
+pub fn what_changed(
+    before: &crate::control::view::OperatorConfig,
+    after: &crate::control::view::OperatorConfig,
+) -> String {
+    use std::collections::BTreeMap;
+    let reals = |c: &crate::control::view::OperatorConfig| {
+        c.services
+            .iter()
+            .flat_map(|s| {
+                s.reals.iter().map(move |r| {
+                    (
+                        (s.key, r.addr),
+                        (r.weight, c.checks.get(&(s.key, r.addr)).cloned()),
+                    )
+                })
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    let services = |c: &crate::control::view::OperatorConfig| {
+        c.services
+            .iter()
+            .map(|s| {
+                (
+                    s.key,
+                    (s.scheduler, s.persistence, c.sorry.get(&s.key).copied()),
+                )
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    fn diff<K: Ord, V: PartialEq>(a: &BTreeMap<K, V>, b: &BTreeMap<K, V>) -> (usize, usize, usize) {
+        let added = b.keys().filter(|k| !a.contains_key(k)).count();
+        let removed = a.keys().filter(|k| !b.contains_key(k)).count();
+        let changed = b
+            .iter()
+            .filter(|(k, v)| a.get(k).is_some_and(|old| old != *v))
+            .count();
+        (added, removed, changed)
+    }
+    let (sa, sr, sc) = diff(&services(before), &services(after));
+    let (ra, rr, rc) = diff(&reals(before), &reals(after));
+    if sa + sr + sc + ra + rr + rc == 0 {
+        return "nothing changed".into();
+    }
+    format!(
+        "services {sa} added, {sr} removed, {sc} changed; real servers {ra} added, {rr} removed, {rc} changed"
+    )
+}
+
 /// SIGHUP: reads the source again and applies it as one change.
 fn reload(side: &mut WriteSide<Live>, src: &Source<'_>) {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
@@ -336,8 +393,13 @@ fn reload(side: &mut WriteSide<Live>, src: &Source<'_>) {
         Err(e) => warn!("SIGHUP: {e}; the configuration in force stays"),
         Ok(reqs) => {
             let batch = Request::Batch(std::iter::once(Request::Clear).chain(reqs).collect());
+            let before = side.published().get().config.clone();
             match side.execute(&batch) {
-                Ok(_) => info!("SIGHUP: {} applied", src.name),
+                Ok(_) => info!(
+                    "SIGHUP: {} applied: {}",
+                    src.name,
+                    what_changed(&before, &side.published().get().config)
+                ),
                 Err(e) => warn!(
                     "SIGHUP: {}: {e}; nothing of it was applied, the configuration in force stays",
                     src.name
@@ -396,6 +458,40 @@ impl Drain {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_says_what_it_changed() {
+        use crate::control::view::OperatorConfig;
+        use xdpvs_sched::{Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec};
+        let key = |port| ServiceKey {
+            proto: Protocol::Tcp,
+            vip: std::net::Ipv4Addr::new(198, 18, 0, 100).into(),
+            port,
+        };
+        let real = |last: u8, weight| RealSpec {
+            addr: std::net::Ipv4Addr::new(198, 18, 0, last).into(),
+            weight,
+            mac: None,
+        };
+        let mut a = ServiceSpec::new(key(80), SchedKind::Rr);
+        a.reals = vec![real(11, 1), real(12, 1)];
+        let before = OperatorConfig {
+            services: vec![a.clone()],
+            ..OperatorConfig::default()
+        };
+        assert_eq!(what_changed(&before, &before), "nothing changed");
+        let mut edited = a;
+        edited.reals = vec![real(11, 5), real(13, 1)];
+        edited.scheduler = SchedKind::Wrr;
+        let after = OperatorConfig {
+            services: vec![edited, ServiceSpec::new(key(443), SchedKind::Rr)],
+            ..OperatorConfig::default()
+        };
+        assert_eq!(
+            what_changed(&before, &after),
+            "services 1 added, 0 removed, 1 changed; real servers 1 added, 1 removed, 1 changed"
+        );
+    }
 
     #[test]
     fn a_drain_ends_when_forwarding_stops_or_the_grace_is_up() {
