@@ -193,6 +193,15 @@ struct WorkerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    ipvs: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NoLabels {}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OwnLabels {
     worker: String,
     result: String,
@@ -288,6 +297,25 @@ pub fn render(
     watch: &Watch,
 ) -> Result<String, ControlError> {
     let mut reg = Registry::with_prefix("xdpvs");
+    let build = gauge::<BuildLabels>(
+        &mut reg,
+        "build_info",
+        "Always 1: the version of xdpvs that serves these metrics, and the IPVS version whose behaviour it follows.",
+    );
+    build
+        .get_or_create(&BuildLabels {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ipvs: "1.2.1".to_string(),
+        })
+        .set(1);
+    let started = FloatGauges::<NoLabels>::default();
+    reg.register_with_unit(
+        "start_time",
+        help_text("When the director started, since the Unix epoch."),
+        Unit::Seconds,
+        started.clone(),
+    );
+    started.get_or_create(&NoLabels {}).set(view.started);
     let svc =
         TrafficFamilies::<ServiceLabels>::register(&mut reg, "service", "the virtual service");
     let real = TrafficFamilies::<RealLabels>::register(&mut reg, "real", "the real server");

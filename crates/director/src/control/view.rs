@@ -134,6 +134,8 @@ pub struct View {
     pub local: Vec<LocalNet>,
     /// The engine's options.
     pub options: Options,
+    /// When the director started, in seconds since the Unix epoch.
+    pub started: f64,
 }
 
 impl View {

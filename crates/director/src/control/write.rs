@@ -173,6 +173,8 @@ pub struct WriteSide<D: Configure + Observe> {
     dest_stats: HashMap<u32, Tracked>,
     dp: D,
     published: Arc<Published<View>>,
+    /// When the director started (Unix seconds), for `xdpvs_start_time_seconds`.
+    started: f64,
 }
 
 impl<D: Configure + Observe> std::fmt::Debug for WriteSide<D> {
@@ -196,6 +198,9 @@ impl<D: Configure + Observe> WriteSide<D> {
         mut dp: D,
     ) -> Result<Self, ControlError> {
         let cfg = Config::new(director_mac, Vec::new(), options);
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         let mut book = SlotBook::new(&limits);
         let current = Arc::new(Services::build_with(&cfg, &limits, &mut book, None)?);
         dp.install(&current)
@@ -214,6 +219,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             director_mac,
             local: local.clone(),
             options,
+            started,
         }));
         Ok(WriteSide {
             config: OperatorConfig::default(),
@@ -235,6 +241,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             dest_stats: HashMap::new(),
             dp,
             published,
+            started,
         })
     }
 
@@ -258,6 +265,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             director_mac: self.director_mac,
             local: self.local.clone(),
             options: self.options,
+            started: self.started,
         });
     }
 

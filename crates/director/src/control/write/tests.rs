@@ -1222,6 +1222,14 @@ fn metrics_parse_as_prometheus_text_and_count_what_was_forwarded() {
         }
     };
     let svc = [("protocol", "TCP"), ("vip", "198.18.0.100"), ("port", "80")];
+    assert_eq!(
+        value(
+            "xdpvs_build_info",
+            &[("version", env!("CARGO_PKG_VERSION")), ("ipvs", "1.2.1")]
+        ),
+        1.0
+    );
+    assert!(value("xdpvs_start_time_seconds", &[]) > 1.7e9, "{text}");
     assert_eq!(value("xdpvs_service_connections_total", &svc), 10.0);
     assert_eq!(value("xdpvs_service_packets_total", &svc), 20.0);
     let r11 = [("vip", "198.18.0.100"), ("real", "198.18.0.11")];
