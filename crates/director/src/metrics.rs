@@ -199,9 +199,6 @@ struct BuildLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NoLabels {}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OwnLabels {
     worker: String,
     result: String,
@@ -308,14 +305,14 @@ pub fn render(
             ipvs: "1.2.1".to_string(),
         })
         .set(1);
-    let started = FloatGauges::<NoLabels>::default();
+    let started = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
     reg.register_with_unit(
         "start_time",
         help_text("When the director started, since the Unix epoch."),
         Unit::Seconds,
         started.clone(),
     );
-    started.get_or_create(&NoLabels {}).set(view.started);
+    started.set(view.started);
     let svc =
         TrafficFamilies::<ServiceLabels>::register(&mut reg, "service", "the virtual service");
     let real = TrafficFamilies::<RealLabels>::register(&mut reg, "real", "the real server");
