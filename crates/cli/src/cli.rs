@@ -107,6 +107,10 @@ struct DrainArgs {
     /// Return at once instead of waiting for the director to stop.
     #[arg(long)]
     no_wait: bool,
+    /// Drain a director that does not --announce, too: it is then the only one, and it
+    /// stops serving (its clients lose the service).
+    #[arg(long)]
+    yes: bool,
 }
 
 /// Logs to standard error with timestamps, at info by default.
@@ -268,7 +272,11 @@ fn run(args: &RunArgs, cli: &Cli) -> anyhow::Result<()> {
 /// `xdpvs drain`: asks the director to drain, then (unless `--no-wait`) waits until its
 /// control socket stops answering.
 fn drain(socket: &std::path::Path, args: &DrainArgs) -> ExitCode {
-    let (announced, grace_s) = match ask_at(socket, &Request::Drain { grace: args.grace }) {
+    let req = Request::Drain {
+        grace: args.grace,
+        confirmed: args.yes,
+    };
+    let (announced, grace_s) = match ask_at(socket, &req) {
         Ok(Reply::Draining { announced, grace_s }) => (announced, grace_s),
         Ok(other) => return fail(format!("the director answered {} to xdpvs drain: use the same xdpvs for the director and its commands", other.name()), 1),
         Err(code) => return code,

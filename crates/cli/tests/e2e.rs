@@ -248,6 +248,19 @@ fn bad_commands_are_one_line_errors_and_change_nothing() {
         "{}",
         lab.director_log()
     );
+    // `xdpvs drain` of the only director (no --announce) asks for --yes, and changes
+    // nothing.
+    let e = lab.xdpvs(&["drain"]).expect_err("refused").to_string();
+    assert!(
+        e.contains("this director does not --announce") && e.contains("xdpvs drain --yes"),
+        "{e}"
+    );
+    assert!(lab
+        .director()
+        .expect("running")
+        .try_wait()
+        .expect("status")
+        .is_none());
     configure_rr(&lab);
     let before = x(&lab, "-Ln");
     for (args, want) in [

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use xdpvs_dataplane::worker::IdlePolicy;
 
 use crate::announce::{Announcer, VipSet};
-use crate::control::proto::{Reply, Request};
+use crate::control::proto::{ControlError, Reply, Request};
 use crate::control::route::Change;
 use crate::control::stats::SAMPLE_EVERY;
 use crate::control::view::Published;
@@ -129,7 +129,10 @@ impl Writer<'_> {
             let first = self.changes.recv_timeout(TURN).ok();
             for c in first.into_iter().chain(self.changes.try_iter()) {
                 let answer = match c.req {
-                    Request::Drain { grace } => {
+                    Request::Drain {
+                        confirmed: false, ..
+                    } if self.announcer.is_none() => Err(ControlError::OnlyDirector),
+                    Request::Drain { grace, .. } => {
                         let grace = grace.map_or(self.grace, |g| Duration::from_secs(g.into()));
                         asked_to_drain = Some(grace);
                         Ok(Reply::Draining {

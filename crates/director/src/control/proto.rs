@@ -118,6 +118,10 @@ pub enum Request {
     Drain {
         /// Seconds to forward at most (default: the director's `--drain-grace`).
         grace: Option<u32>,
+        /// Stop even a director that does not `--announce` (the only one: its clients
+        /// lose the service).
+        #[serde(default)]
+        confirmed: bool,
     },
 }
 
@@ -478,6 +482,9 @@ pub enum ControlError {
         /// Why it cannot be one, and what to do.
         why: String,
     },
+    /// `xdpvs drain` of a director that does not `--announce`, without `--yes`.
+    #[error("this director does not --announce: no router moves its clients to another, so draining it stops the service; to take a real server out instead: xdpvs -e -t VIP:PORT -r RIP -w 0 (or -d); to stop this director anyway: xdpvs drain --yes")]
+    OnlyDirector,
     /// One request of a batch failed; nothing of the batch was applied.
     #[error("request {index} of the batch: {error}")]
     InBatch {
