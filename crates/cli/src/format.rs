@@ -198,6 +198,9 @@ pub fn format_rules(table: &Table, ipvsadm_only: bool) -> String {
         };
         let svc = format!("{flag} {}", addr_port(s.key.vip, s.key.port));
         let _ = write!(out, "-A {svc} -s {}", s.scheduler);
+        if let Some(words) = s.flags.words(s.scheduler) {
+            let _ = write!(out, " -b {words}");
+        }
         if let Some(p) = s.persistence {
             let _ = write!(out, " -p {}", p.timeout.as_secs());
             if let Some(m) = mask_word(&s.key, &p) {
@@ -356,6 +359,7 @@ pub fn json_table(table: &Table) -> String {
                 "vip": s.key.vip.to_string(),
                 "port": s.key.port,
                 "scheduler": s.scheduler.to_string(),
+                "sched_flags": s.flags.words(s.scheduler),
                 "persistent": s.persistence.map(|p| json!({
                     "timeout": p.timeout.as_secs(),
                     "netmask": if s.key.is_ipv6() {

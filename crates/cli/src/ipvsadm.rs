@@ -17,7 +17,7 @@ use xdpvs_director::control::proto::{
 use xdpvs_director::health::spec::{parse_digest, parse_probe};
 
 pub use crate::format::{format_list, format_rules, format_timeouts, ListKind};
-use xdpvs_sched::{ConfigError, Persistence, Protocol, SchedKind, ServiceKey};
+use xdpvs_sched::{ConfigError, Persistence, Protocol, SchedFlags, SchedKind, ServiceKey};
 
 /// ipvsadm's largest timeout (31 days), for `-p` and `--set`.
 pub const MAX_TIMEOUT: u32 = 86400 * 31;
@@ -328,7 +328,9 @@ pub struct IpvsArgs {
     tun_remcsum: bool,
     #[arg(long = "tun-info", hide = true)]
     tun_info: bool,
-    #[arg(short = 'b', long = "sched-flags", hide = true)]
+    /// Scheduler flags, comma-separated: sh-fallback, sh-port (with -s sh), mh-fallback,
+    /// mh-port (with -s mh), flag-1, flag-2, flag-3.
+    #[arg(short = 'b', long = "sched-flags", value_name = "FLAGS")]
     sched_flags: Option<String>,
 }
 
@@ -404,9 +406,10 @@ enum Opt {
     CheckOption,
     Sorry,
     IpvsadmOnly,
+    SchedFlags,
 }
 
-const OPTS: [Opt; 20] = [
+const OPTS: [Opt; 21] = [
     Opt::Numeric,
     Opt::Connection,
     Opt::Service,
@@ -427,6 +430,7 @@ const OPTS: [Opt; 20] = [
     Opt::CheckOption,
     Opt::Sorry,
     Opt::IpvsadmOnly,
+    Opt::SchedFlags,
 ];
 
 impl Opt {
@@ -452,6 +456,7 @@ impl Opt {
             Opt::CheckOption => "check-*/fall/rise/on-failure",
             Opt::Sorry => "sorry-server",
             Opt::IpvsadmOnly => "ipvsadm",
+            Opt::SchedFlags => "sched-flags",
         }
     }
 }
@@ -471,7 +476,7 @@ fn rule(cmd: Cmd, opt: Opt) -> Rule {
     match cmd {
         Cmd::AddService | Cmd::EditService => match opt {
             Service => Required,
-            Scheduler | Persistent | Netmask | Sorry => Optional,
+            Scheduler | Persistent | Netmask | Sorry | SchedFlags => Optional,
             _ => Illegal,
         },
         Cmd::DeleteService => match opt {
@@ -578,6 +583,9 @@ pub enum UsageError {
     /// `--check-digest`/`--check-host` with a TCP check, or options with `--check none`.
     #[error("{0}")]
     BadCheck(String),
+    /// `-b` with a flag ipvsadm does not know, or one of another scheduler.
+    #[error("{0}")]
+    SchedFlags(String),
     /// No command.
     #[error("no command given: use one of -A -E -D -C -a -e -d -L -S -R --set (see --help)")]
     NoCommand,
@@ -679,6 +687,7 @@ impl IpvsArgs {
                 }
                 Opt::Sorry => self.sorry_server.is_some(),
                 Opt::IpvsadmOnly => self.ipvsadm_only,
+                Opt::SchedFlags => self.sched_flags.is_some(),
             })
             .collect()
     }
@@ -687,7 +696,7 @@ impl IpvsArgs {
         let dr = "xdpvs only does direct routing (-g)";
         let sync = "connections are not synchronised between directors";
         let tun = "xdpvs only does direct routing (-g)";
-        let checks: [(bool, &'static str, &'static str, &'static str); 26] = [
+        let checks: [(bool, &'static str, &'static str, &'static str); 25] = [
             (self.masquerading, "-m", "masquerading/NAT", dr),
             (self.ipip, "-i", "IP-in-IP tunnelling", dr),
             (
@@ -768,22 +777,36 @@ impl IpvsArgs {
                 "the connection sync daemon",
                 "connections are not synchronised between directors",
             ),
-            (self.mcast_group.is_some(), "--mcast-group", "the connection sync daemon", sync),
-            (self.mcast_port.is_some(), "--mcast-port", "the connection sync daemon", sync),
-            (self.mcast_ttl.is_some(), "--mcast-ttl", "the connection sync daemon", sync),
-            (self.sync_maxlen.is_some(), "--sync-maxlen", "the connection sync daemon", sync),
+            (
+                self.mcast_group.is_some(),
+                "--mcast-group",
+                "the connection sync daemon",
+                sync,
+            ),
+            (
+                self.mcast_port.is_some(),
+                "--mcast-port",
+                "the connection sync daemon",
+                sync,
+            ),
+            (
+                self.mcast_ttl.is_some(),
+                "--mcast-ttl",
+                "the connection sync daemon",
+                sync,
+            ),
+            (
+                self.sync_maxlen.is_some(),
+                "--sync-maxlen",
+                "the connection sync daemon",
+                sync,
+            ),
             (self.tun_type.is_some(), "--tun-type", "tunnelling", tun),
             (self.tun_port.is_some(), "--tun-port", "tunnelling", tun),
             (self.tun_nocsum, "--tun-nocsum", "tunnelling", tun),
             (self.tun_csum, "--tun-csum", "tunnelling", tun),
             (self.tun_remcsum, "--tun-remcsum", "tunnelling", tun),
             (self.tun_info, "--tun-info", "tunnel listings", tun),
-            (
-                self.sched_flags.is_some(),
-                "-b",
-                "scheduler flags",
-                "sh and mh always fall back to the next available server, and hash the client's address only",
-            ),
         ];
         match checks.iter().find(|c| c.0) {
             Some(&(_, flag, what, why)) => Err(UsageError::Unsupported { flag, what, why }),
@@ -989,12 +1012,19 @@ impl IpvsArgs {
                 let (scheduler, persistence) =
                     (self.scheduler.unwrap_or_default(), self.persistence(&key)?);
                 let sorry = self.sorry(&key)?;
+                let flags = match &self.sched_flags {
+                    Some(words) => {
+                        SchedFlags::parse(words, scheduler).map_err(UsageError::SchedFlags)?
+                    }
+                    None => SchedFlags::NONE,
+                };
                 change(if cmd == Cmd::AddService {
                     Request::AddService {
                         key,
                         scheduler,
                         persistence,
                         sorry,
+                        flags,
                     }
                 } else {
                     Request::EditService {
@@ -1002,6 +1032,7 @@ impl IpvsArgs {
                         scheduler,
                         persistence,
                         sorry,
+                        flags,
                     }
                 })
             }

@@ -484,7 +484,7 @@ impl Services {
                 reals: &reals,
                 loads: None,
             };
-            let mut sched = AnyScheduler::new(s.scheduler, &view);
+            let mut sched = AnyScheduler::new(s.scheduler, s.flags, &view);
             if let Some(ps) = prev_service(&s.key) {
                 sched.inherit(&ps.sched, &view);
             }

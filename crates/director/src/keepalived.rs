@@ -13,7 +13,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use xdpvs_sched::{Persistence, Protocol, SchedKind, ServiceKey};
+use xdpvs_sched::{Persistence, Protocol, SchedFlags, SchedKind, ServiceKey};
 
 use crate::control::proto::Request;
 use crate::health::spec::{parse_digest, CheckSpec, Millis, OnFailure, Probe};
@@ -306,6 +306,7 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<Request>), KeepalivedErro
     };
     let mut reals = Vec::new();
     let mut direct_routing = false;
+    let mut flag_words: Vec<&str> = Vec::new();
     let name = format!("virtual_server {vip} {port}");
     for c in block(n)? {
         let refuse = |why: &str| err(c.line, format!("{name}: {} is not supported{why}", c.key));
@@ -390,6 +391,11 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<Request>), KeepalivedErro
                 sorry = Some(a);
             }
             "real_server" => reals.push(c),
+            "flag-1" | "flag-2" | "flag-3" | "sh-port" | "sh-fallback" | "mh-port"
+            | "mh-fallback" => {
+                no_block(c)?;
+                flag_words.push(c.key.as_str());
+            }
             "ops" => return refuse(": UDP flows are scheduled per flow"),
             "quorum" | "hysteresis" | "quorum_up" | "quorum_down" | "alpha" | "omega" | "ha_suspend" => {
                 return refuse(": xdpvs takes a real server out on its own check only (the sorry server stands in when none is up)")
@@ -414,11 +420,19 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<Request>), KeepalivedErro
         ),
         None => None,
     };
+    // As keepalived: a scheduler's own flag with another scheduler is ignored.
+    let flags = SchedFlags(
+        flag_words
+            .iter()
+            .filter_map(|w| SchedFlags::parse(w, scheduler).ok())
+            .fold(0, |bits, f| bits | f.0),
+    );
     let mut out = vec![Request::AddService {
         key,
         scheduler,
         persistence,
         sorry,
+        flags,
     }];
     let mut seen = Vec::new();
     for r in reals {

@@ -1,6 +1,6 @@
 //! Any of the schedulers, dispatched without a vtable.
 
-use crate::model::SchedKind;
+use crate::model::{SchedFlags, SchedKind};
 use crate::scheduler::{DestView, Pick, Scheduler};
 use crate::{dh, fo, lblc, lblcr, lc, mh, nq, ovf, rr, sed, sh, twos, wlc, wrr};
 
@@ -60,15 +60,19 @@ macro_rules! each {
 }
 
 impl AnyScheduler {
-    /// A scheduler of `kind`, built for `dests`.
-    pub fn new<D: DestView + ?Sized>(kind: SchedKind, dests: &D) -> AnyScheduler {
+    /// A scheduler of `kind` with ipvsadm's `-b` `flags`, built for `dests`.
+    pub fn new<D: DestView + ?Sized>(
+        kind: SchedKind,
+        flags: SchedFlags,
+        dests: &D,
+    ) -> AnyScheduler {
         let mut s = match kind {
             SchedKind::Rr => AnyScheduler::Rr(rr::Rr::default()),
             SchedKind::Wrr => AnyScheduler::Wrr(wrr::Wrr::default()),
             SchedKind::Lc => AnyScheduler::Lc(lc::Lc),
             SchedKind::Wlc => AnyScheduler::Wlc(wlc::Wlc),
-            SchedKind::Sh => AnyScheduler::Sh(sh::Sh::default()),
-            SchedKind::Mh => AnyScheduler::Mh(mh::Mh::default()),
+            SchedKind::Sh => AnyScheduler::Sh(sh::Sh::new(flags)),
+            SchedKind::Mh => AnyScheduler::Mh(mh::Mh::new(flags)),
             SchedKind::Dh => AnyScheduler::Dh(dh::Dh::default()),
             SchedKind::Sed => AnyScheduler::Sed(sed::Sed),
             SchedKind::Nq => AnyScheduler::Nq(nq::Nq),
@@ -132,7 +136,7 @@ impl AnyScheduler {
         flow: &Pick,
     ) -> Option<Option<usize>> {
         match self {
-            AnyScheduler::Mh(s) => Some(s.lookup(dests, flow.client)),
+            AnyScheduler::Mh(s) => Some(s.lookup(dests, flow)),
             _ => None,
         }
     }
@@ -157,11 +161,11 @@ mod tests {
     use proptest::prelude::*;
     use std::net::Ipv4Addr;
 
-    /// Whether `kind` always finds a server while one has a weight above 0. `dh` hashes
-    /// to one server and refuses when it is unavailable (IPVS's `dh` has no fallback);
+    /// Whether `kind` always finds a server while one has a weight above 0. `dh` and `sh`
+    /// (without `sh-fallback`) hash to one server and refuse when it is unavailable;
     /// `ovf` refuses when every server has more active connections than its weight.
     fn finds_any(kind: SchedKind) -> bool {
-        !matches!(kind, SchedKind::Dh | SchedKind::Ovf)
+        !matches!(kind, SchedKind::Dh | SchedKind::Sh | SchedKind::Ovf)
     }
 
     proptest! {
@@ -177,7 +181,7 @@ mod tests {
             for (c, a) in d.iter_mut().zip(&actives) { c.load.active = *a; }
             let any_available = weights.iter().any(|&w| w > 0);
             for kind in SchedKind::ALL {
-                let mut s = AnyScheduler::new(kind, &d[..]);
+                let mut s = AnyScheduler::new(kind, SchedFlags::NONE, &d[..]);
                 prop_assert_eq!(s.kind(), kind);
                 for &(c, port, secs) in &clients {
                     let flow = Pick {
@@ -198,10 +202,10 @@ mod tests {
     #[test]
     fn rr_keeps_its_place_across_a_change() {
         let d = dests(&[1, 1, 1]);
-        let mut old = AnyScheduler::new(SchedKind::Rr, &d[..]);
+        let mut old = AnyScheduler::new(SchedKind::Rr, SchedFlags::NONE, &d[..]);
         assert_eq!(picks(&mut old, &d, 2), [Some(0), Some(1)]);
         let d4 = dests(&[1, 1, 1, 1]);
-        let mut new = AnyScheduler::new(SchedKind::Rr, &d4[..]);
+        let mut new = AnyScheduler::new(SchedKind::Rr, SchedFlags::NONE, &d4[..]);
         new.inherit(&old, &d4[..]);
         assert_eq!(picks(&mut new, &d4, 3), [Some(2), Some(3), Some(0)]);
     }

@@ -36,7 +36,8 @@ pub mod wrr;
 
 pub use any::AnyScheduler;
 pub use model::{
-    ConfigError, Mac, Persistence, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec,
+    ConfigError, Mac, Persistence, Protocol, RealSpec, SchedFlags, SchedKind, ServiceKey,
+    ServiceSpec,
 };
 pub use scheduler::{least_weighted, DestView, Load, Pick, Scheduler};
 pub use time::Time;

@@ -20,6 +20,7 @@
 use std::net::IpAddr;
 
 use crate::hash::mix64;
+use crate::model::SchedFlags;
 use crate::scheduler::{DestView, Pick, Scheduler};
 
 const NONE: u16 = u16::MAX;
@@ -29,10 +30,12 @@ const OFFSET_SEED: u64 = 0x6D68_5F6F_6666_7365; // arbitrary, fixed
 const SKIP_SEED: u64 = 0x6D68_5F73_6B69_7021;
 const CLIENT_SEED: u64 = 0x6D68_5F63_6C69_656E;
 
-/// Maglev state: the lookup table.
+/// Maglev state: the lookup table, and whether the client's port is hashed too
+/// (`-b mh-port`).
 #[derive(Clone, Debug, Default)]
 pub struct Mh {
     table: Vec<u16>,
+    port: bool,
 }
 
 /// `x` reduced to `0..m` without a division (Lemire's multiply-shift).
@@ -72,9 +75,19 @@ impl Mh {
         self.table.len()
     }
 
-    fn slot(&self, client: IpAddr) -> usize {
+    /// Maglev with ipvsadm's `-b` flags: `mh-port` (flag-2) hashes the client's port
+    /// with its address; `mh-fallback` (flag-1) is how xdpvs's `mh` always works.
+    pub fn new(flags: SchedFlags) -> Mh {
+        Mh {
+            table: Vec::new(),
+            port: flags.has(SchedFlags::FLAG2),
+        }
+    }
+
+    fn slot(&self, client: IpAddr, cport: u16) -> usize {
+        let port = if self.port { u64::from(cport) << 32 } else { 0 };
         reduce(
-            mix64(u64::from(crate::hash::addr_word(client)) ^ CLIENT_SEED),
+            mix64((u64::from(crate::hash::addr_word(client)) | port) ^ CLIENT_SEED),
             self.table.len(),
         )
     }
@@ -132,17 +145,17 @@ impl Scheduler for Mh {
     }
 
     fn pick<D: DestView + ?Sized>(&mut self, dests: &D, flow: &Pick) -> Option<usize> {
-        self.lookup(dests, flow.client)
+        self.lookup(dests, flow)
     }
 }
 
 impl Mh {
     /// [`Scheduler::pick`], which changes nothing.
-    pub fn lookup<D: DestView + ?Sized>(&self, dests: &D, client: IpAddr) -> Option<usize> {
+    pub fn lookup<D: DestView + ?Sized>(&self, dests: &D, flow: &Pick) -> Option<usize> {
         if self.table.is_empty() {
             return None;
         }
-        let i = usize::from(self.table[self.slot(client)]);
+        let i = usize::from(self.table[self.slot(flow.client, flow.cport)]);
         if i < dests.len() && dests.weight(i) > 0 {
             return Some(i);
         }
@@ -151,7 +164,7 @@ impl Mh {
         if !(0..dests.len()).any(|i| dests.weight(i) > 0) {
             return None;
         }
-        let start = self.slot(client);
+        let start = self.slot(flow.client, flow.cport);
         (1..self.table.len())
             .map(|k| usize::from(self.table[(start + k) % self.table.len()]))
             .find(|&i| i < dests.len() && dests.weight(i) > 0)

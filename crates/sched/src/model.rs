@@ -189,6 +189,72 @@ impl fmt::Display for SchedKind {
     }
 }
 
+/// IPVS's scheduler flags (ipvsadm `-b`): three bits, whose meaning is the scheduler's.
+/// `sh` and `mh` read flag-1 as "fall back to another server when the client's is
+/// unavailable" (`sh-fallback`, `mh-fallback`) and flag-2 as "hash the client's port
+/// too" (`sh-port`, `mh-port`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct SchedFlags(pub u8);
+
+impl SchedFlags {
+    /// None set.
+    pub const NONE: SchedFlags = SchedFlags(0);
+    /// IP_VS_SVC_F_SCHED1 (`flag-1`, `sh-fallback`, `mh-fallback`).
+    pub const FLAG1: u8 = 1;
+    /// IP_VS_SVC_F_SCHED2 (`flag-2`, `sh-port`, `mh-port`).
+    pub const FLAG2: u8 = 2;
+    /// IP_VS_SVC_F_SCHED3 (`flag-3`).
+    pub const FLAG3: u8 = 4;
+
+    /// Whether `bit` is set.
+    pub const fn has(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+
+    /// The flags ipvsadm's `-b` names in `words` (comma-separated) for `scheduler`, as
+    /// ipvsadm's `parse_sched_flags` reads them.
+    pub fn parse(words: &str, scheduler: SchedKind) -> Result<SchedFlags, String> {
+        let mut bits = 0;
+        for w in words.split(',') {
+            let (bit, only) = match w {
+                "flag-1" => (Self::FLAG1, None),
+                "flag-2" => (Self::FLAG2, None),
+                "flag-3" => (Self::FLAG3, None),
+                "sh-fallback" => (Self::FLAG1, Some(SchedKind::Sh)),
+                "sh-port" => (Self::FLAG2, Some(SchedKind::Sh)),
+                "mh-fallback" => (Self::FLAG1, Some(SchedKind::Mh)),
+                "mh-port" => (Self::FLAG2, Some(SchedKind::Mh)),
+                _ => return Err(format!("invalid scheduler flag `{w}'")),
+            };
+            if only.is_some_and(|k| k != scheduler) {
+                return Err(format!("incompatible scheduler flag `{w}'"));
+            }
+            bits |= bit;
+        }
+        Ok(SchedFlags(bits))
+    }
+
+    /// The flags as ipvsadm prints them for `scheduler` (`sh-fallback,sh-port`,
+    /// `flag-1`), or `None` when none is set.
+    pub fn words(self, scheduler: SchedKind) -> Option<String> {
+        let names: [&str; 3] = match scheduler {
+            SchedKind::Sh => ["sh-fallback", "sh-port", "flag-3"],
+            SchedKind::Mh => ["mh-fallback", "mh-port", "flag-3"],
+            _ => ["flag-1", "flag-2", "flag-3"],
+        };
+        let set: Vec<&str> = [Self::FLAG1, Self::FLAG2, Self::FLAG3]
+            .iter()
+            .zip(names)
+            .filter(|(b, _)| self.has(**b))
+            .map(|(_, n)| n)
+            .collect();
+        (!set.is_empty()).then(|| set.join(","))
+    }
+}
+
 impl FromStr for SchedKind {
     type Err = ConfigError;
 
@@ -290,6 +356,8 @@ pub struct ServiceSpec {
     pub persistence: Option<Persistence>,
     /// The real servers, in the order they were added (the order rr and wrr follow).
     pub reals: Vec<RealSpec>,
+    /// Scheduler flags (`-b`).
+    pub flags: SchedFlags,
 }
 
 impl ServiceSpec {
@@ -300,6 +368,7 @@ impl ServiceSpec {
             scheduler,
             persistence: None,
             reals: Vec::new(),
+            flags: SchedFlags::NONE,
         }
     }
 
@@ -402,6 +471,41 @@ pub enum ConfigError {
     /// More real-server entries than the director was started for.
     #[error("too many real servers in all: this director was started with room for {0}")]
     TooManyDests(usize),
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::*;
+
+    #[test]
+    fn sched_flags_read_and_print_as_ipvsadm() {
+        let f = SchedFlags::parse("sh-fallback,sh-port", SchedKind::Sh).expect("valid");
+        assert_eq!(f, SchedFlags(3));
+        assert_eq!(
+            f.words(SchedKind::Sh).as_deref(),
+            Some("sh-fallback,sh-port")
+        );
+        assert_eq!(
+            SchedFlags::parse("flag-1,flag-2", SchedKind::Mh)
+                .expect("valid")
+                .words(SchedKind::Mh)
+                .as_deref(),
+            Some("mh-fallback,mh-port")
+        );
+        assert_eq!(
+            SchedFlags(4).words(SchedKind::Rr).as_deref(),
+            Some("flag-3")
+        );
+        assert_eq!(SchedFlags::NONE.words(SchedKind::Sh), None);
+        assert_eq!(
+            SchedFlags::parse("sh-port", SchedKind::Mh),
+            Err("incompatible scheduler flag `sh-port'".into())
+        );
+        assert_eq!(
+            SchedFlags::parse("sh-nope", SchedKind::Sh),
+            Err("invalid scheduler flag `sh-nope'".into())
+        );
+    }
 }
 
 #[cfg(test)]

@@ -47,7 +47,8 @@ fn the_dr_howto_commands() {
             key: key(),
             scheduler: SchedKind::Rr,
             persistence: None,
-            sorry: None
+            sorry: None,
+            flags: Default::default(),
         })
     );
     assert_eq!(
@@ -167,7 +168,8 @@ fn defaults_are_ipvsadm_s() {
             key: key(),
             scheduler: SchedKind::Wlc,
             persistence: None,
-            sorry: None
+            sorry: None,
+            flags: Default::default(),
         })
     );
     // -E replaces: no -s means wlc, no -p means not persistent.
@@ -177,7 +179,8 @@ fn defaults_are_ipvsadm_s() {
             key: key(),
             scheduler: SchedKind::Wlc,
             persistence: None,
-            sorry: None
+            sorry: None,
+            flags: Default::default(),
         })
     );
     // -e without -w: weight 1.
@@ -306,6 +309,36 @@ fn options_go_with_commands_as_in_ipvsadm() {
     }
 }
 
+/// `-b`: ipvsadm's scheduler flags, carried to the director, saved by `-S` and read
+/// back by `-R`.
+#[test]
+fn sched_flags_as_ipvsadm() {
+    let r = req("-A -t 198.18.0.100:80 -s sh -b sh-fallback,sh-port").expect("valid");
+    assert!(
+        matches!(&r, Request::AddService { flags, .. } if *flags == SchedFlags(3)),
+        "{r:?}"
+    );
+    assert!(matches!(
+        req("-E -t 198.18.0.100:80 -s mh -b mh-port"),
+        Ok(Request::EditService { flags, .. }) if flags == SchedFlags(SchedFlags::FLAG2)
+    ));
+    let mut t = table();
+    t.services[0].scheduler = SchedKind::Sh;
+    t.services[0].flags = SchedFlags(3);
+    let saved = format_rules(&t, false);
+    assert!(
+        saved.starts_with("-A -t 198.18.0.100:80 -s sh -b sh-fallback,sh-port\n"),
+        "{saved}"
+    );
+    let back = parse_restore(&saved).expect("reads");
+    assert!(
+        matches!(&back[0].1, Request::AddService { flags, .. } if *flags == SchedFlags(3)),
+        "{back:?}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&json_table(&t)).expect("json");
+    assert_eq!(doc["services"][0]["sched_flags"], "sh-fallback,sh-port");
+}
+
 /// What ipvsadm accepts without doing it: taken as ipvsadm takes it, with a warning.
 #[test]
 fn ipvsadm_defaults_and_silent_acceptances() {
@@ -372,7 +405,18 @@ fn clear_errors() {
             "-a -t 198.18.0.100:80 -r 198.18.0.11 --tun-type gue --tun-port 6080",
             "tunnelling",
         ),
-        ("-A -t 198.18.0.100:80 -s sh -b sh-port", "scheduler flags"),
+        (
+            "-A -t 198.18.0.100:80 -s rr -b sh-port",
+            "incompatible scheduler flag `sh-port'",
+        ),
+        (
+            "-A -t 198.18.0.100:80 -s sh -b sh-portx",
+            "invalid scheduler flag `sh-portx'",
+        ),
+        (
+            "-a -t 198.18.0.100:80 -r 198.18.0.11 -b flag-1",
+            "Illegal 'sched-flags' option",
+        ),
         ("-L -n --tun-info", "tunnel listings"),
         (
             "-a -t 198.18.0.100:80 -r 198.18.0.11 -w 70000",
@@ -414,6 +458,7 @@ fn table() -> Table {
             port: 53,
         },
         scheduler: SchedKind::Sh,
+        flags: SchedFlags::NONE,
         persistence: Some(
             Persistence::new(Duration::from_secs(600), Ipv4Addr::new(255, 255, 255, 0))
                 .expect("valid"),
@@ -442,6 +487,7 @@ fn table() -> Table {
             ServiceRow {
                 key: key(),
                 scheduler: SchedKind::Rr,
+                flags: SchedFlags::NONE,
                 persistence: None,
                 reals: vec![RealRow {
                     addr: rs(11),
@@ -503,6 +549,7 @@ fn save_layout_and_round_trip() {
             scheduler: SchedKind::Sh,
             persistence: table().services[1].persistence,
             sorry: None,
+            flags: Default::default(),
         }
     );
     assert_eq!(
@@ -770,6 +817,7 @@ fn health_check_options() {
             scheduler: SchedKind::Rr,
             persistence: None,
             sorry: Some(rs(50)),
+            flags: Default::default(),
         })
     );
     assert!(req("-A -t 198.18.0.100:80 --sorry-server 198.18.0.50:81")
@@ -837,6 +885,7 @@ fn checks_and_sorry_servers_are_saved_restored_and_listed() {
             scheduler: SchedKind::Rr,
             persistence: None,
             sorry: Some(rs(50)),
+            flags: Default::default(),
         }
     );
     assert_eq!(
@@ -908,6 +957,7 @@ fn table6() -> Table {
         services: vec![ServiceRow {
             key: key6(),
             scheduler: SchedKind::Rr,
+            flags: SchedFlags::NONE,
             persistence: Some(
                 Persistence::with_prefix(Duration::from_secs(300), 64).expect("valid"),
             ),
@@ -928,6 +978,7 @@ fn ipv6_services_in_ipvsadm_s_grammar() {
             scheduler: SchedKind::Rr,
             persistence: None,
             sorry: None,
+            flags: Default::default(),
         })
     );
     // Real servers bare, with a port in brackets; -M is a prefix length (1..128).
@@ -1013,6 +1064,7 @@ fn ipv6_listing_save_and_json_as_ipvsadm() {
             scheduler: SchedKind::Rr,
             persistence: table6().services[0].persistence,
             sorry: None,
+            flags: Default::default(),
         }
     );
     let json: serde_json::Value = serde_json::from_str(&json_table(&table6())).expect("valid");

@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 use std::net::IpAddr;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use xdpvs_sched::{ConfigError, Persistence, SchedKind, ServiceKey};
+use xdpvs_sched::{ConfigError, Persistence, SchedFlags, SchedKind, ServiceKey};
 
 pub use crate::health::spec::{CheckSpec, Millis, OnFailure, Probe};
 
@@ -34,6 +34,9 @@ pub enum Request {
         /// The sorry server (`--sorry-server`): gets the service's new connections while
         /// no real server is up with a weight above 0 (keepalived's `sorry_server`).
         sorry: Option<IpAddr>,
+        /// Scheduler flags (`-b`).
+        #[serde(default)]
+        flags: SchedFlags,
     },
     /// `-E`: edit a virtual service. As with ipvsadm, the scheduler and the persistence
     /// are replaced: `-E` without `-s` sets wlc, without `-p` turns persistence off.
@@ -46,6 +49,9 @@ pub enum Request {
         persistence: Option<Persistence>,
         /// The sorry server (replaced too: `-E` without `--sorry-server` drops it).
         sorry: Option<IpAddr>,
+        /// Scheduler flags (replaced too, as ipvsadm's `-E`).
+        #[serde(default)]
+        flags: SchedFlags,
     },
     /// `-D`: delete a virtual service and its real servers.
     DeleteService {
@@ -280,6 +286,9 @@ pub struct ServiceRow {
     pub key: ServiceKey,
     /// Scheduler.
     pub scheduler: SchedKind,
+    /// Scheduler flags (`-b`).
+    #[serde(default)]
+    pub flags: SchedFlags,
     /// Persistence.
     pub persistence: Option<Persistence>,
     /// Its sorry server, if it has one.
@@ -619,6 +628,7 @@ mod tests {
                 .expect("valid"),
             ),
             sorry: Some(Ipv4Addr::new(198, 18, 0, 50).into()),
+            flags: Default::default(),
         };
         let mut buf = Vec::new();
         write_message(&mut buf, &req).expect("written");

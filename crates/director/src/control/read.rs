@@ -159,6 +159,7 @@ fn service_row(view: &View, dp: &dyn Observe, s: &ServiceSpec) -> ServiceRow {
     ServiceRow {
         key: s.key,
         scheduler: s.scheduler,
+        flags: s.flags,
         persistence: s.persistence,
         sorry,
         reals,

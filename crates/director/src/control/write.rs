@@ -840,12 +840,14 @@ impl<D: Configure + Observe> WriteSide<D> {
                 scheduler,
                 persistence,
                 sorry,
+                flags,
             }
             | Request::EditService {
                 key,
                 scheduler,
                 persistence,
                 sorry,
+                flags,
             } => {
                 let i = if matches!(req, Request::AddService { .. }) {
                     if find(next, key).is_ok() {
@@ -858,6 +860,7 @@ impl<D: Configure + Observe> WriteSide<D> {
                 };
                 next.services[i].scheduler = *scheduler;
                 next.services[i].persistence = *persistence;
+                next.services[i].flags = *flags;
                 match sorry {
                     Some(a) => {
                         self.check_real(&next.services, key, *a)?;

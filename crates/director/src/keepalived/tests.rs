@@ -112,6 +112,7 @@ fn a_real_world_file_with_every_supported_keyword() {
                     .expect("valid"),
             ),
             sorry: Some(rs(50)),
+            flags: Default::default(),
         },
         Request::AddReal {
             key: web,
@@ -159,6 +160,7 @@ fn a_real_world_file_with_every_supported_keyword() {
             scheduler: SchedKind::Sh,
             persistence: None,
             sorry: None,
+            flags: Default::default(),
         },
         Request::AddReal {
             key: dns,
@@ -190,6 +192,7 @@ fn defaults_are_keepalived_s() {
                 scheduler: SchedKind::Wlc,
                 persistence: None,
                 sorry: None,
+                flags: Default::default(),
             },
             Request::AddReal {
                 key: key(Protocol::Tcp, 80),
@@ -212,6 +215,16 @@ fn defaults_are_keepalived_s() {
                 }),
             },
         ]
+    );
+}
+
+#[test]
+fn scheduler_flags_as_keepalived_reads_them() {
+    let got = parse(&vs("lb_algo sh\nsh-port\nsh-fallback\nmh-port")).expect("imported");
+    // mh-port with sh is ignored, as keepalived does.
+    assert!(
+        matches!(&got.requests[..], [Request::AddService { flags, .. }] if *flags == xdpvs_sched::SchedFlags(3)),
+        "{got:?}"
     );
 }
 
@@ -433,6 +446,7 @@ fn ipv6_virtual_and_real_servers_are_imported() {
         scheduler,
         persistence,
         sorry,
+        ..
     } = &got.requests[0]
     else {
         panic!("{:?}", got.requests)

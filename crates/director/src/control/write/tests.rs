@@ -317,6 +317,7 @@ fn add_service(p: &mut WriteSide<Fake>) {
         scheduler: SchedKind::Rr,
         persistence: None,
         sorry: None,
+        flags: Default::default(),
     })
     .expect("service added");
 }
@@ -489,6 +490,7 @@ fn errors_change_nothing() {
         scheduler: SchedKind::Wrr,
         persistence: None,
         sorry: None,
+        flags: Default::default(),
     });
     assert_eq!(e, Err(ControlError::ServiceExists(key())));
     assert_eq!(
@@ -529,6 +531,7 @@ fn edit_replaces_scheduler_and_persistence_as_ipvsadm_does() {
         scheduler: SchedKind::Rr,
         persistence: Some(persistent),
         sorry: None,
+        flags: Default::default(),
     })
     .expect("added");
     p.execute(&Request::EditService {
@@ -536,6 +539,7 @@ fn edit_replaces_scheduler_and_persistence_as_ipvsadm_does() {
         scheduler: SchedKind::Wlc,
         persistence: None,
         sorry: None,
+        flags: Default::default(),
     })
     .expect("edited");
     let t = p.table(None).expect("table");
@@ -560,6 +564,7 @@ fn listing_is_sorted_like_ipvsadm_and_can_show_one_service() {
             scheduler: SchedKind::Rr,
             persistence: None,
             sorry: None,
+            flags: Default::default(),
         })
         .expect("added");
     }
@@ -597,6 +602,7 @@ fn rebuild_then(last: Request) -> Request {
             scheduler: SchedKind::Wrr,
             persistence: None,
             sorry: None,
+            flags: Default::default(),
         },
         Request::AddReal {
             key: key(),
@@ -725,6 +731,7 @@ fn real_servers_direct_routing_cannot_reach_are_refused() {
                 scheduler: SchedKind::Rr,
                 persistence: None,
                 sorry: None,
+                flags: Default::default(),
             },
             Request::AddReal {
                 key: key(),
@@ -912,6 +919,7 @@ fn persistence_templates_are_listed_and_counted_as_ipvsadm_shows_them() {
                 .expect("valid"),
         ),
         sorry: None,
+        flags: Default::default(),
     })
     .expect("added");
     add_real(&mut p, 11).expect("added");
@@ -1142,6 +1150,7 @@ fn the_sorry_server_stands_in_while_no_real_server_is_up() {
         scheduler: SchedKind::Rr,
         persistence: None,
         sorry: Some(rs(50)),
+        flags: Default::default(),
     })
     .expect("service added");
     // No real server at all: the sorry server serves.
@@ -1168,6 +1177,7 @@ fn the_sorry_server_stands_in_while_no_real_server_is_up() {
         scheduler: SchedKind::Rr,
         persistence: None,
         sorry: Some(Ipv4Addr::new(198, 19, 0, 5).into()),
+        flags: Default::default(),
     });
     assert!(matches!(e, Err(ControlError::BadReal { .. })), "{e:?}");
     // -E without it drops it.
@@ -1176,6 +1186,7 @@ fn the_sorry_server_stands_in_while_no_real_server_is_up() {
         scheduler: SchedKind::Rr,
         persistence: None,
         sorry: None,
+        flags: Default::default(),
     })
     .expect("edited");
     assert_eq!(compiled_weight(&p, 50), None);
@@ -1312,6 +1323,7 @@ fn an_ipv6_service_is_announced_and_takes_ipv6_reals_on_the_directors_ipv6_subne
         scheduler: SchedKind::Rr,
         persistence: Some(Persistence::with_prefix(Duration::from_secs(60), 64).expect("valid")),
         sorry: None,
+        flags: Default::default(),
     })
     .expect("an IPv6 service");
     assert_eq!(p.dp.announced, vec![vip6], "an unsolicited advertisement");
@@ -1622,6 +1634,7 @@ fn add_vip(p: &mut WriteSide<Fake>, vip: Ipv4Addr) -> Result<Reply, ControlError
         scheduler: SchedKind::Rr,
         persistence: None,
         sorry: None,
+        flags: Default::default(),
     })
 }
 
@@ -1679,6 +1692,7 @@ fn a_real_server_answering_for_a_vip_is_a_conflict_not_its_owner() {
             scheduler: SchedKind::Rr,
             persistence: None,
             sorry: None,
+            flags: Default::default(),
         },
         Request::AddReal {
             key: key(),
@@ -1695,6 +1709,7 @@ fn a_real_server_answering_for_a_vip_is_a_conflict_not_its_owner() {
         scheduler: SchedKind::Wrr,
         persistence: None,
         sorry: None,
+        flags: Default::default(),
     })
     .expect("edited");
 }
@@ -1732,6 +1747,7 @@ fn services_are_listed_in_ipvsadms_order_family_first() {
             scheduler: SchedKind::Rr,
             persistence: None,
             sorry: None,
+            flags: Default::default(),
         })
         .expect("added");
     };
