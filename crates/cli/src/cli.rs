@@ -240,20 +240,22 @@ fn run(args: &RunArgs, cli: &Cli) -> anyhow::Result<()> {
         (Some(path), _) => Some(xdpvs_director::Source {
             name: path.display().to_string(),
             load: Box::new(move || {
-                let reqs = ipvsadm::parse_restore(&read(path)?)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                Ok(reqs.into_iter().map(|(_, r)| r).collect())
+                ipvsadm::parse_restore(&read(path)?).map_err(|e| match e {
+                    ipvsadm::RestoreError::Line { line, error } => {
+                        format!("{}:{line}: {error}", path.display())
+                    }
+                })
             }),
         }),
         (None, Some(path)) => Some(xdpvs_director::Source {
             name: path.display().to_string(),
             load: Box::new(move || {
                 let got = xdpvs_director::keepalived::parse(&read(path)?)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    .map_err(|e| format!("{}:{}: {}", path.display(), e.line, e.message))?;
                 for note in &got.notes {
                     tracing::info!("{}: {note}", path.display());
                 }
-                Ok(got.requests)
+                Ok(got.lines.into_iter().zip(got.requests).collect())
             }),
         }),
         (None, None) => None,

@@ -1212,6 +1212,30 @@ fn a_keepalived_conf_is_served_and_sighup_applies_its_edits_without_breaking_a_c
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert!(x(lab, "-Ln").contains("TCP  198.18.0.100:81 rr"));
+    assert!(
+        lab.director_log().contains(&format!(
+            "SIGHUP: {}:2: virtual_server 198.18.0.100 80: lb_kind NAT",
+            conf.display()
+        )),
+        "the file and its line: {}",
+        lab.director_log()
+    );
+    // What the director refuses (not the parser) names the file's line too.
+    std::fs::write(
+        &conf,
+        "virtual_server 198.18.0.100 80 {\n lb_kind DR\n real_server 198.18.0.11 80 {\n }\n real_server 198.19.0.5 80 {\n }\n}\n",
+    )
+    .expect("conf");
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    let want = format!(
+        "SIGHUP: {}:5: real server 198.19.0.5: it is not on the director's subnet",
+        conf.display()
+    );
+    assert!(log_shows(lab, &want, 1, 10), "{}", lab.director_log());
+    assert!(!lab.director_log().contains("of the batch"));
     let _ = std::fs::remove_file(&conf);
 }
 

@@ -33,6 +33,8 @@ pub struct KeepalivedError {
 pub struct Imported {
     /// The changes that build its table (on an empty one), in the file's order.
     pub requests: Vec<Request>,
+    /// The line each change comes from (its `virtual_server` or `real_server`).
+    pub lines: Vec<usize>,
     /// Sections skipped, for the log.
     pub notes: Vec<String>,
 }
@@ -167,6 +169,7 @@ pub fn parse(text: &str) -> Result<Imported, KeepalivedError> {
     let top = nodes(&words, &mut at, None)?;
     let mut imported = Imported {
         requests: Vec::new(),
+        lines: Vec::new(),
         notes: Vec::new(),
     };
     let mut keys: Vec<ServiceKey> = Vec::new();
@@ -178,7 +181,10 @@ pub fn parse(text: &str) -> Result<Imported, KeepalivedError> {
                     return err(n.line, format!("virtual_server {key} is defined twice"));
                 }
                 keys.push(key);
-                imported.requests.extend(reqs);
+                for (line, r) in reqs {
+                    imported.lines.push(line);
+                    imported.requests.push(r);
+                }
             }
             k if SKIPPED.contains(&k) => imported.notes.push(format!(
                 "line {}: {k} skipped (xdpvs takes only the virtual_server blocks{})",
@@ -279,7 +285,7 @@ struct CheckDefaults {
     inhibit: bool,
 }
 
-fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<Request>), KeepalivedError> {
+fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<(usize, Request)>), KeepalivedError> {
     if n.args
         .first()
         .is_some_and(|a| a == "fwmark" || a == "group")
@@ -427,13 +433,16 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<Request>), KeepalivedErro
             .filter_map(|w| SchedFlags::parse(w, scheduler).ok())
             .fold(0, |bits, f| bits | f.0),
     );
-    let mut out = vec![Request::AddService {
-        key,
-        scheduler,
-        persistence,
-        sorry,
-        flags,
-    }];
+    let mut out = vec![(
+        n.line,
+        Request::AddService {
+            key,
+            scheduler,
+            persistence,
+            sorry,
+            flags,
+        },
+    )];
     let mut seen = Vec::new();
     for r in reals {
         let (addr, weight, check) = real_server(r, &name, vip, port, &defaults)?;
@@ -444,12 +453,15 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<Request>), KeepalivedErro
             );
         }
         seen.push(addr);
-        out.push(Request::AddReal {
-            key,
-            addr,
-            weight,
-            check,
-        });
+        out.push((
+            r.line,
+            Request::AddReal {
+                key,
+                addr,
+                weight,
+                check,
+            },
+        ));
     }
     Ok((key, out))
 }

@@ -56,9 +56,9 @@ pub enum RunError {
     /// The file to start with could not be read.
     #[error("{0}")]
     Load(String),
-    /// The table to start with was refused.
-    #[error("restoring the table: {0}")]
-    Restore(ControlError),
+    /// The table to start with was refused: the file and line, and why.
+    #[error("{0}; the director did not start")]
+    Restore(String),
     /// The metrics server could not start.
     #[error("--metrics")]
     Metrics(#[source] std::io::Error),
@@ -82,7 +82,11 @@ pub fn run(
     source: Option<Source<'_>>,
 ) -> Result<(), RunError> {
     let initial = match &source {
-        Some(s) => Some(Request::Batch((s.load)().map_err(RunError::Load)?)),
+        Some(s) => {
+            let (lines, reqs): (Vec<usize>, Vec<Request>) =
+                (s.load)().map_err(RunError::Load)?.into_iter().unzip();
+            Some((s, lines, Request::Batch(reqs)))
+        }
         None => None,
     };
     setup::check_capabilities()?;
@@ -185,7 +189,10 @@ pub fn run(
     // The hosts on the LAN before the first VIP: none of their addresses may be one.
     side.learn_lan(Neighbours::open(ifc.index)?.table());
     let restored = match &initial {
-        Some(req) => side.execute(req).map(|_| ()),
+        Some((s, lines, req)) => side
+            .execute(req)
+            .map(|_| ())
+            .map_err(|e| crate::writer::at_line(&s.name, lines, 0, &e)),
         None => Ok(()),
     };
     let failure = match restored {

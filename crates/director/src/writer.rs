@@ -42,8 +42,9 @@ const DRAIN_IDLE: Duration = Duration::from_secs(2);
 pub struct Source<'a> {
     /// What it is, for the log (`/etc/xdpvs/rules`).
     pub name: String,
-    /// Reads it; the changes build its table from an empty one.
-    pub load: Box<dyn Fn() -> Result<Vec<Request>, String> + 'a>,
+    /// Reads it: the changes that build its table from an empty one, each with the line
+    /// of the file it comes from.
+    pub load: Box<dyn Fn() -> Result<Vec<(usize, Request)>, String> + 'a>,
 }
 
 impl std::fmt::Debug for Source<'_> {
@@ -339,6 +340,21 @@ pub fn ready() {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 }
 
+/// Where in the file `name` the change refused with `e` comes from: `FILE:LINE: why`
+/// for a request of the batch (the file's requests start after `offset` others), else
+/// `FILE: why`. Never "request N of the batch": the operator edits a file, not a batch.
+pub fn at_line(name: &str, lines: &[usize], offset: usize, e: &ControlError) -> String {
+    match e {
+        ControlError::InBatch { index, error } => {
+            match index.checked_sub(1 + offset).and_then(|i| lines.get(i)) {
+                Some(line) => format!("{name}:{line}: {error}"),
+                None => format!("{name}: {error}"),
+            }
+        }
+        e => format!("{name}: {e}"),
+    }
+}
+
 /// One line of what a reload changed: services and real servers added, removed or
 /// changed (scheduler, persistence, weight, check, sorry server).
 pub fn what_changed(
@@ -394,7 +410,8 @@ fn reload(side: &mut WriteSide<Live>, src: &Source<'_>) {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
     match (src.load)() {
         Err(e) => warn!("SIGHUP: {e}; the configuration in force stays"),
-        Ok(reqs) => {
+        Ok(lined) => {
+            let (lines, reqs): (Vec<usize>, Vec<Request>) = lined.into_iter().unzip();
             let batch = Request::Batch(std::iter::once(Request::Clear).chain(reqs).collect());
             let before = side.published().get().config.clone();
             match side.execute(&batch) {
@@ -404,8 +421,8 @@ fn reload(side: &mut WriteSide<Live>, src: &Source<'_>) {
                     what_changed(&before, &side.published().get().config)
                 ),
                 Err(e) => warn!(
-                    "SIGHUP: {}: {e}; nothing of it was applied, the configuration in force stays",
-                    src.name
+                    "SIGHUP: {}; nothing of it was applied, the configuration in force stays",
+                    at_line(&src.name, &lines, 1, &e)
                 ),
             }
         }
@@ -461,6 +478,31 @@ impl Drain {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_names_the_file_and_its_line() {
+        let inner = ControlError::BadReal {
+            addr: std::net::Ipv4Addr::new(198, 19, 0, 5).into(),
+            why: "it is not on the director's subnet".into(),
+        };
+        let e = ControlError::InBatch {
+            index: 3,
+            error: Box::new(inner.clone()),
+        };
+        // A reload's batch starts with a clear: its third request is the file's second.
+        assert_eq!(
+            at_line("/etc/keepalived/keepalived.conf", &[4, 27, 40], 1, &e),
+            "/etc/keepalived/keepalived.conf:27: real server 198.19.0.5: it is not on the director's subnet"
+        );
+        assert_eq!(
+            at_line("rules", &[1, 2, 3], 0, &e),
+            "rules:3: real server 198.19.0.5: it is not on the director's subnet"
+        );
+        assert_eq!(
+            at_line("rules", &[], 0, &inner),
+            "rules: real server 198.19.0.5: it is not on the director's subnet"
+        );
+    }
 
     #[test]
     fn a_reload_says_what_it_changed() {
