@@ -37,6 +37,9 @@ const TURN: Duration = Duration::from_millis(10);
 /// How long no frame may have been forwarded for a drain to end.
 const DRAIN_IDLE: Duration = Duration::from_secs(2);
 
+/// Changes, each with the line of the file it comes from.
+pub type Lined = Vec<(usize, Request)>;
+
 /// Where the director's configuration comes from at start and on SIGHUP: a file read
 /// into changes (`--restore`, `--keepalived`).
 pub struct Source<'a> {
@@ -44,7 +47,7 @@ pub struct Source<'a> {
     pub name: String,
     /// Reads it: the changes that build its table from an empty one, each with the line
     /// of the file it comes from.
-    pub load: Box<dyn Fn() -> Result<Vec<(usize, Request)>, String> + 'a>,
+    pub load: Box<dyn Fn() -> Result<Lined, String> + 'a>,
 }
 
 impl std::fmt::Debug for Source<'_> {
