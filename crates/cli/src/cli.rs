@@ -21,12 +21,7 @@ use crate::{check, demo, explain, format, ipvsadm, rssetup, selfcheck};
 /// commands, e.g. `xdpvs -A -t 198.18.0.100:80 -s rr`, `xdpvs -a -t 198.18.0.100:80 -r
 /// 198.18.0.11 -g`, `xdpvs -Ln`, `xdpvs -C`.
 #[derive(Debug, Parser)]
-#[command(
-    name = "xdpvs",
-    version,
-    disable_version_flag = true,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "xdpvs", version, disable_version_flag = true)]
 struct Cli {
     /// Print the version (`-v`, in ipvsadm's form).
     #[arg(short = 'v', short_alias = 'V', long = "version")]
@@ -35,14 +30,14 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     ipvs: ipvsadm::IpvsArgs,
-    /// Control socket of the director to talk to.
-    #[arg(long, env = "XDPVS_SOCKET", default_value = DEFAULT_SOCKET, global = true)]
+    /// Control socket of the director to talk to (before or after a subcommand).
+    #[arg(long, env = "XDPVS_SOCKET", default_value = DEFAULT_SOCKET, global = true, help_heading = "Global options")]
     socket: PathBuf,
     /// More log output (once: debug, twice: trace); RUST_LOG overrides.
-    #[arg(long = "verbose", action = ArgAction::Count, global = true)]
+    #[arg(long = "verbose", action = ArgAction::Count, global = true, help_heading = "Global options")]
     verbose: u8,
     /// Less log output (-q: warnings and errors only).
-    #[arg(short = 'q', long = "quiet", action = ArgAction::Count, global = true)]
+    #[arg(short = 'q', long = "quiet", action = ArgAction::Count, global = true, help_heading = "Global options")]
     quiet: u8,
 }
 
@@ -162,6 +157,12 @@ pub fn main(raw: Vec<String>) -> ExitCode {
     if cli.version {
         println!("{}", version_line());
         return ExitCode::SUCCESS;
+    }
+    if cli.command.is_some() && cli.ipvs.any() {
+        return fail(
+            "ipvsadm's options go without a subcommand: `xdpvs -A ...`, or `xdpvs SUBCOMMAND ...` alone",
+            2,
+        );
     }
     init_logging(cli.verbose, cli.quiet);
     let result = match &cli.command {

@@ -988,6 +988,11 @@ impl IpvsArgs {
         }
     }
 
+    /// Whether any ipvsadm option is on the line.
+    pub fn any(&self) -> bool {
+        self.command().ok().flatten().is_some() || !self.present().is_empty()
+    }
+
     /// Checks the line as ipvsadm does and says what it asks for. A line with no
     /// ipvsadm option at all lists the table, as a bare `ipvsadm` does.
     pub fn action(&self) -> Result<Action, UsageError> {

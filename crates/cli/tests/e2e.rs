@@ -387,6 +387,61 @@ fn a_vip_that_a_host_holds_is_refused_and_no_neighbour_cache_is_poisoned() {
     );
 }
 
+/// The control socket is the root's; a monitoring group gets a read-only socket: its
+/// members list the table and are refused changes, each refusal saying why; a user
+/// without access is told so, not "cannot reach the director".
+#[test]
+fn a_read_only_socket_serves_a_monitoring_group_and_refuses_changes() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    let ro = std::env::temp_dir().join(format!("{}-ro.sock", lab.ns("d")));
+    let ro_path = ro.to_string_lossy().to_string();
+    lab.start_director(&["--read-only-socket", &ro_path, "--read-only-group", "65534"])
+        .expect("director starts");
+    configure_rr(&lab);
+    // As nobody (uid and gid 65534): the 0600 control socket is not theirs.
+    let as_nobody = |socket: &str, args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_xdpvs"))
+            .args(["--socket", socket])
+            .args(args)
+            .output()
+            .expect("setpriv runs")
+    };
+    let main = lab.socket().to_string_lossy().to_string();
+    let out = as_nobody(&main, &["-Ln"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("you may not use the director's control socket"),
+        "{err}"
+    );
+    let out = as_nobody(&ro_path, &["-Ln"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), x(&lab, "-Ln"));
+    let out = as_nobody(&ro_path, &["-D", "-t", "198.18.0.100:80"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(1) && err.contains("this control socket answers questions only"),
+        "{err}"
+    );
+    assert!(
+        x(&lab, "-Ln").contains("TCP  198.18.0.100:80 rr"),
+        "nothing changed"
+    );
+    let meta = std::fs::metadata(&ro).expect("the read-only socket");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(
+        (meta.permissions().mode() & 0o777, meta.gid()),
+        (0o660, 65534)
+    );
+}
+
 /// Waits up to `secs` for the director's log to contain `what` `times` times.
 fn log_shows(lab: &Lab, what: &str, times: usize, secs: u64) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);

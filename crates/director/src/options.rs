@@ -82,6 +82,14 @@ pub struct RunOptions {
     /// interface if it does not exist. SIGTERM then drains (see `xdpvs drain`).
     #[arg(long, value_name = "IFACE")]
     pub announce: Option<String>,
+    /// A second control socket that answers questions only (-L, --timeout, -c, check,
+    /// explain) and refuses every change, for monitoring (e.g. /run/xdpvs/read.sock).
+    #[arg(long, value_name = "PATH")]
+    pub read_only_socket: Option<std::path::PathBuf>,
+    /// The group whose members may use the read-only socket (mode 0660); without it,
+    /// only its owner (0600).
+    #[arg(long, value_name = "GROUP", requires = "read_only_socket")]
+    pub read_only_group: Option<String>,
     /// Draining (SIGTERM with --announce, `xdpvs drain`): the most seconds the director
     /// forwards the flows that still arrive after withdrawing its VIPs; it stops sooner,
     /// once none has arrived for 2 s.

@@ -109,6 +109,17 @@ pub fn run(
         .map(crate::announce::Announcer::start)
         .transpose()?;
     let control = ControlSocket::bind(socket)?;
+    let read_only = match &opts.read_only_socket {
+        Some(path) => {
+            let group = opts
+                .read_only_group
+                .as_deref()
+                .map(setup::group_id)
+                .transpose()?;
+            Some(ControlSocket::bind_for(path, group)?)
+        }
+        None => None,
+    };
     let limits = Limits {
         conn_capacity: opts.conn_capacity,
         ..Limits::default()
@@ -214,7 +225,7 @@ pub fn run(
                 source: source.as_ref(),
                 auto: auto.as_mut(),
             };
-            match parts.run(&mut side, control, stop) {
+            match parts.run(&mut side, (control, read_only), stop) {
                 Ok(Ended::Stopped) => None,
                 Ok(Ended::Failed(why)) => {
                     error!("{why}: stopping");
@@ -273,7 +284,7 @@ impl Parts<'_> {
     fn run(
         self,
         side: &mut WriteSide<Live>,
-        control: ControlSocket,
+        (control, read_only): (ControlSocket, Option<ControlSocket>),
         stop: Stop<'_>,
     ) -> Result<Ended, RunError> {
         let thread = |what: &'static str| move |source| RunError::Thread { what, source };
@@ -306,6 +317,21 @@ impl Parts<'_> {
             changes_tx,
             diagnostics,
         );
+        // The read-only socket (monitoring): the same questions answered, no change taken.
+        let _monitor = read_only
+            .map(|s| {
+                let r = Router::new(
+                    Arc::clone(&view),
+                    self.links.clone(),
+                    crossbeam_channel::bounded(0).0,
+                    router.diagnostics(),
+                )
+                .read_only();
+                info!("read-only control socket {}", s.path().display());
+                s.serve(Arc::new(r))
+            })
+            .transpose()
+            .map_err(thread("read-only control socket"))?;
         let server = control
             .serve(Arc::new(router))
             .map_err(thread("control socket"))?;

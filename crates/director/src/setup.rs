@@ -22,6 +22,9 @@ pub enum SetupError {
     /// The interface.
     #[error(transparent)]
     Iface(#[from] IfaceError),
+    /// `--read-only-group` names no group.
+    #[error("--read-only-group {0}: no such group (give a group name of /etc/group or a number)")]
+    Group(String),
     /// `-i lo`.
     #[error("{0} is the loopback interface: give the LAN interface the clients and the real servers are on (-i eth0)")]
     Loopback(String),
@@ -77,6 +80,22 @@ pub fn check_capabilities() -> Result<(), SetupError> {
             missing: missing.join(", "),
         })
     }
+}
+
+/// The id of group `name` (a number, or a name in /etc/group).
+pub fn group_id(name: &str) -> Result<u32, SetupError> {
+    if let Ok(n) = name.parse() {
+        return Ok(n);
+    }
+    std::fs::read_to_string("/etc/group")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.first() == Some(&name)).then(|| f.get(2)?.parse().ok())?
+            })
+        })
+        .ok_or_else(|| SetupError::Group(name.to_string()))
 }
 
 /// The interface the director serves.

@@ -17,6 +17,9 @@ pub enum ClientError {
         /// Why.
         cause: std::io::Error,
     },
+    /// The socket is there, but this user may not use it.
+    #[error("you may not use the director's control socket {0} (permission denied): run as root or as its owner, or ask through a --read-only-socket your group may use (docs/OPERATIONS.md, Control socket)")]
+    NoAccess(PathBuf),
     /// The exchange failed.
     #[error("talking to the director: {0}")]
     Wire(WireError),
@@ -38,9 +41,15 @@ enum Sent {
 
 /// Connects to the director at `socket` and sends `req`.
 fn send(socket: &Path, req: &Request) -> Result<Sent, ClientError> {
-    let mut s = UnixStream::connect(socket).map_err(|cause| ClientError::Connect {
-        path: socket.to_path_buf(),
-        cause,
+    let mut s = UnixStream::connect(socket).map_err(|cause| {
+        if cause.kind() == std::io::ErrorKind::PermissionDenied {
+            ClientError::NoAccess(socket.to_path_buf())
+        } else {
+            ClientError::Connect {
+                path: socket.to_path_buf(),
+                cause,
+            }
+        }
     })?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     match write_message(&mut s, req) {

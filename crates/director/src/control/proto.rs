@@ -491,6 +491,9 @@ pub enum ControlError {
         /// Why it cannot be one, and what to do.
         why: String,
     },
+    /// A change asked through the read-only socket.
+    #[error("{0}: this control socket answers questions only (-L, --timeout, -c, check, explain); make changes through the director's own socket (--socket)")]
+    ReadOnly(String),
     /// `xdpvs drain` of a director that does not `--announce`, without `--yes`.
     #[error("this director does not --announce: no router moves its clients to another, so draining it stops the service; to take a real server out instead: xdpvs -e -t VIP:PORT -r RIP -w 0 (or -d); to stop this director anyway: xdpvs drain --yes")]
     OnlyDirector,

@@ -32,6 +32,7 @@ pub struct Router<O> {
     observe: O,
     changes: Sender<Change>,
     diagnostics: Sender<Ask>,
+    read_only: bool,
 }
 
 impl<O> std::fmt::Debug for Router<O> {
@@ -54,7 +55,20 @@ impl<O: Observe + Send + Sync + 'static> Router<O> {
             observe,
             changes,
             diagnostics,
+            read_only: false,
         }
+    }
+
+    /// Where diagnostics are asked (for another router that shares them).
+    pub fn diagnostics(&self) -> Sender<Ask> {
+        self.diagnostics.clone()
+    }
+
+    /// The same router, answering questions only: every change is refused (the
+    /// `--read-only-socket` for monitoring).
+    pub fn read_only(mut self) -> Router<O> {
+        self.read_only = true;
+        self
     }
 
     fn diagnose(&self, what: Diagnostic) -> Answer {
@@ -62,6 +76,9 @@ impl<O: Observe + Send + Sync + 'static> Router<O> {
     }
 
     fn change(&self, req: Request) -> Answer {
+        if self.read_only {
+            return Err(ControlError::ReadOnly(req.name().to_string()));
+        }
         call(&self.changes, |reply| Change { req, reply })
     }
 }

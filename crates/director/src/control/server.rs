@@ -46,6 +46,12 @@ pub struct ControlSocket {
 impl ControlSocket {
     /// Binds `path` (mode 0600), replacing a socket file left by a director that died.
     pub fn bind(path: &Path) -> Result<ControlSocket, SocketError> {
+        ControlSocket::bind_for(path, None)
+    }
+
+    /// Binds `path` for its owner and, with `group`, that group's members too (mode
+    /// 0660, the file's group set to it).
+    pub fn bind_for(path: &Path, group: Option<u32>) -> Result<ControlSocket, SocketError> {
         let io = |what: &'static str| {
             move |source| SocketError::Io {
                 what,
@@ -63,7 +69,12 @@ impl ControlSocket {
             std::fs::remove_file(path).map_err(io("removing the stale socket"))?;
         }
         let listener = UnixListener::bind(path).map_err(io("binding the control socket"))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        let mode = if group.is_some() { 0o660 } else { 0o600 };
+        if let Some(gid) = group {
+            std::os::unix::fs::chown(path, None, Some(gid))
+                .map_err(io("giving the group the control socket"))?;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(io("restricting the control socket"))?;
         Ok(ControlSocket {
             listener,
