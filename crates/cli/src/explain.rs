@@ -22,8 +22,9 @@ pub struct Args {
     /// The UDP service, VIP:PORT (as ipvsadm's -u).
     #[arg(short = 'u', long = "udp-service", value_name = "VIP:PORT", value_parser = parse_service_addr)]
     pub udp: Option<SocketAddr>,
-    /// The client's address and source port.
-    #[arg(long, value_name = "IP:PORT")]
+    /// The client's address and source port (a flow is one connection: its port counts;
+    /// an IPv6 client as [ADDR]:PORT).
+    #[arg(long, value_name = "IP:PORT", value_parser = parse_client)]
     pub client: SocketAddr,
     /// Print the answer as JSON.
     #[arg(long)]
@@ -161,6 +162,22 @@ pub fn run(socket: &Path, args: &Args) -> ExitCode {
     }
 }
 
+/// `--client`: IP:PORT, or [IPv6]:PORT; an address alone is explained.
+fn parse_client(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    match s.parse::<std::net::IpAddr>() {
+        Ok(ip) => Err(format!(
+            "{ip} has no port: a flow is one connection, so give the client's source port too ({}); `xdpvs -Lnc` lists the flows with theirs",
+            SocketAddr::new(ip, 40000)
+        )),
+        Err(_) => Err(format!(
+            "{s} is not a client address and port: give IP:PORT, e.g. 198.18.0.2:40000 or [2001:2::2]:40000"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +216,23 @@ mod tests {
             persistence: None,
             workers,
         }
+    }
+
+    #[test]
+    fn json_says_tcp_and_rr_as_the_listings_do() {
+        let e = explanation(vec![answer(0, "198.18.0.13", Reason::Scheduled)]);
+        let j: serde_json::Value =
+            serde_json::from_str(&serde_json::to_string(&e).expect("json")).expect("parses");
+        assert_eq!(j["service"]["proto"], "TCP");
+        assert_eq!(j["scheduler"], "rr");
+        assert_eq!(j["workers"][0]["reason"], "scheduled");
+        assert!(parse_client("198.18.0.2")
+            .expect_err("no port")
+            .contains("has no port"));
+        assert_eq!(
+            parse_client("[2001:2::2]:40000").map(|a| a.port()),
+            Ok(40000)
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub type Mac = [u8; 6];
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
+#[serde(rename_all = "UPPERCASE")]
 #[repr(u8)]
 pub enum Protocol {
     /// TCP (IP protocol 6), `-t` in ipvsadm.
@@ -111,6 +112,7 @@ pub const fn family_name(addr: IpAddr) -> &'static str {
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
 )]
+#[serde(rename_all = "lowercase")]
 pub enum SchedKind {
     /// Round robin.
     Rr,
