@@ -67,8 +67,14 @@ enum Command {
     /// still arrive until none has for 2 s or the grace time passes, then stop; waits
     /// until the director has stopped.
     Drain(DrainArgs),
-    /// Print the man page (roff), e.g. `xdpvs manpage > /usr/local/share/man/man8/xdpvs.8`.
-    Manpage,
+    /// Print the man page xdpvs(8) (roff), e.g. `xdpvs manpage > xdpvs.8`; with `--all
+    /// DIR`, write it and a page per subcommand (xdpvs-run.8, ...) into DIR, e.g.
+    /// /usr/local/share/man/man8.
+    Manpage {
+        /// Write every page into this directory.
+        #[arg(long, value_name = "DIR")]
+        all: Option<PathBuf>,
+    },
     /// Print shell completions, e.g. `xdpvs completions bash > /etc/bash_completion.d/xdpvs`.
     Completions {
         /// The shell.
@@ -178,7 +184,7 @@ pub fn main(raw: Vec<String>) -> ExitCode {
         Some(Command::Check(args)) => return check::run(&cli.socket, args),
         Some(Command::Explain(args)) => return explain::run(&cli.socket, args),
         Some(Command::Drain(args)) => return drain(&cli.socket, args),
-        Some(Command::Manpage) => manpage(),
+        Some(Command::Manpage { all }) => manpage(all.as_deref()),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(*shell, &mut Cli::command(), "xdpvs", &mut std::io::stdout());
             Ok(())
@@ -204,18 +210,83 @@ pub fn version_line() -> String {
     )
 }
 
-/// `xdpvs manpage`: xdpvs(8), from the same clap definitions as `--help`.
-fn manpage() -> anyhow::Result<()> {
+/// The sections of xdpvs(8) that `--help` does not have.
+const MAN_SECTIONS: &str = r#".SH "EXIT STATUS"
+0 on success. As ipvsadm: 2 for an option misused, 255 for a command line without a
+command or with an unknown option, and for what ipvsadm's kernel refuses (Service already
+exists, No such service, Service not defined, Destination already exists, No such
+destination). 1 for every other failure (xdpvs's own refusals, a director that cannot be
+reached, a start-up problem).
+.SH SIGNALS
+.TP
+SIGTERM
+Stop; with \-\-announce, drain first (VIPs withdrawn, flows forwarded until idle or
+\-\-drain\-grace).
+.TP
+SIGINT
+Stop at once.
+.TP
+SIGHUP
+Read the \-\-restore or \-\-keepalived file again and apply the difference as one change.
+.SH FILES
+.TP
+/run/xdpvs/xdpvs.sock
+The control socket (\-\-socket, XDPVS_SOCKET).
+.TP
+/etc/xdpvs/rules
+A table in ipvsadm\-save format, for \-\-restore.
+.TP
+/var/lib/xdpvs
+What rs\-setup \-\-apply changed, for \-\-undo.
+.SH EXAMPLES
+.nf
+xdpvs run \-i eth0 \-\-restore /etc/xdpvs/rules \-\-metrics 127.0.0.1:9100
+xdpvs \-A \-t 198.18.0.100:80 \-s wrr
+xdpvs \-a \-t 198.18.0.100:80 \-r 198.18.0.11 \-g \-w 3 \-\-check http:/health
+xdpvs \-Ln \-\-stats
+xdpvs \-S \-n > /etc/xdpvs/rules
+xdpvs check
+xdpvs explain \-t 198.18.0.100:80 \-\-client 198.18.0.2:40000
+.fi
+.SH "SEE ALSO"
+xdpvs\-run(8), xdpvs\-check(8), xdpvs\-explain(8), xdpvs\-rs\-setup(8), xdpvs\-drain(8),
+xdpvs\-demo(8), xdpvs\-selfcheck(8); docs/OPERATIONS.md in the source.
+"#;
+
+/// `xdpvs manpage`: xdpvs(8), from the same clap definitions as `--help`, and its own
+/// sections; with `--all DIR`, that page and one per subcommand, written into DIR.
+fn manpage(all: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use std::io::Write as _;
     let cmd = Cli::command().name("xdpvs");
-    let mut out = std::io::stdout().lock();
-    clap_mangen::Man::new(cmd.clone())
-        .section("8")
-        .render(&mut out)?;
+    let page = |cmd: &clap::Command, out: &mut dyn std::io::Write| -> anyhow::Result<()> {
+        clap_mangen::Man::new(cmd.clone())
+            .section("8")
+            .render(out)?;
+        Ok(())
+    };
+    let mut main = Vec::new();
+    page(&cmd, &mut main)?;
     // The subcommands, each with its options (xdpvs-run is the director).
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        use std::io::Write as _;
-        writeln!(out, ".SH \"XDPVS {}\"", sub.get_name().to_uppercase())?;
-        clap_mangen::Man::new(sub.clone()).render_options_section(&mut out)?;
+        writeln!(main, ".SH \"XDPVS {}\"", sub.get_name().to_uppercase())?;
+        clap_mangen::Man::new(sub.clone()).render_options_section(&mut main)?;
+    }
+    main.extend_from_slice(MAN_SECTIONS.as_bytes());
+    let Some(dir) = all else {
+        std::io::stdout().lock().write_all(&main)?;
+        return Ok(());
+    };
+    let write = |name: &str, bytes: &[u8]| -> anyhow::Result<()> {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+    };
+    write("xdpvs.8", &main)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("xdpvs-{}", sub.get_name());
+        let mut out = Vec::new();
+        page(&sub.clone().display_name(name.clone()), &mut out)?;
+        writeln!(out, ".SH \"SEE ALSO\"\nxdpvs(8)")?;
+        write(&format!("{name}.8"), &out)?;
     }
     Ok(())
 }

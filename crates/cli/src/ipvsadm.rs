@@ -66,8 +66,62 @@ fn parse_on_failure(s: &str) -> Result<OnFailure, String> {
     }
 }
 
-fn parse_scheduler(s: &str) -> Result<SchedKind, String> {
-    s.parse::<SchedKind>().map_err(|e| e.to_string())
+/// A value parser that parses with `parse` (its error word for word) and offers `values`
+/// to shell completions.
+#[derive(Clone, Debug)]
+pub struct Offered<T: Clone + Send + Sync + 'static> {
+    parse: fn(&str) -> Result<T, String>,
+    values: &'static [&'static str],
+}
+
+impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Offered<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let text = value.to_string_lossy();
+        (self.parse)(&text).map_err(|why| {
+            let name = arg.map_or_else(|| "value".to_string(), |a| a.to_string());
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("invalid value '{text}' for '{name}': {why}\n"),
+            )
+            .with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(
+            self.values
+                .iter()
+                .map(|v| clap::builder::PossibleValue::new(*v)),
+        ))
+    }
+}
+
+/// `-s`: ipvsadm's scheduler names, offered to completions.
+pub fn scheduler_parser() -> Offered<SchedKind> {
+    const NAMES: &[&str] = &[
+        "rr", "wrr", "lc", "wlc", "sh", "mh", "dh", "sed", "nq", "lblc", "lblcr", "fo", "ovf",
+        "twos",
+    ];
+    Offered {
+        parse: |s| s.parse::<SchedKind>().map_err(|e| e.to_string()),
+        values: NAMES,
+    }
+}
+
+fn on_failure_parser() -> Offered<OnFailure> {
+    Offered {
+        parse: parse_on_failure,
+        values: &["inhibit", "remove"],
+    }
 }
 
 fn parse_timeout(s: &str, min: u32) -> Result<u32, String> {
@@ -171,7 +225,7 @@ pub struct IpvsArgs {
     pub udp: Option<SocketAddr>,
     /// Scheduler: rr, wrr, lc, wlc (default), sh, mh, dh, sed, nq, lblc, lblcr, fo, ovf,
     /// twos.
-    #[arg(short = 's', long = "scheduler", value_parser = parse_scheduler)]
+    #[arg(short = 's', long = "scheduler", value_parser = scheduler_parser(), hide_possible_values = true)]
     pub scheduler: Option<SchedKind>,
     /// Persistent service, with an optional timeout in seconds (default 360, IPVS's
     /// IPVS_SVC_PERSISTENT_TIMEOUT, as ipvsadm; at most
@@ -259,7 +313,7 @@ pub struct IpvsArgs {
     pub rise: Option<u32>,
     /// What a failed real server gets: inhibit (weight 0, the default; keepalived
     /// inhibit_on_failure) or remove (its connections drain as with -d).
-    #[arg(long = "on-failure", value_name = "inhibit|remove", value_parser = parse_on_failure, help_heading = "health checks (xdpvs)")]
+    #[arg(long = "on-failure", value_name = "inhibit|remove", value_parser = on_failure_parser(), hide_possible_values = true, help_heading = "health checks (xdpvs)")]
     pub on_failure: Option<OnFailure>,
     /// MD5 of the body an HTTP check expects (keepalived digest).
     #[arg(long = "check-digest", value_name = "MD5", value_parser = parse_digest, help_heading = "health checks (xdpvs)")]

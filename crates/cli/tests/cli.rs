@@ -53,6 +53,73 @@ fn bad_input_is_one_clear_error() {
     assert!(!out.status.success());
 }
 
+/// `manpage --all DIR` writes xdpvs(8) with the sections a man page has, and a page for
+/// every page it refers to; the systemd unit, as its header installs things, passes
+/// `systemd-analyze verify` (which looks its man page up).
+#[test]
+fn man_pages_are_whole_and_the_unit_verifies() {
+    let dir = std::env::temp_dir().join(format!("xdpvs-man-{}", std::process::id()));
+    let man8 = dir.join("man/man8");
+    std::fs::create_dir_all(&man8).expect("dir");
+    let out = xdpvs(&["manpage", "--all", &man8.to_string_lossy()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let main = std::fs::read_to_string(man8.join("xdpvs.8")).expect("xdpvs.8");
+    for section in [
+        ".SH NAME",
+        ".SH SYNOPSIS",
+        ".SH OPTIONS",
+        ".SH \"EXIT STATUS\"",
+        ".SH SIGNALS",
+        ".SH FILES",
+        ".SH EXAMPLES",
+        ".SH \"SEE ALSO\"",
+    ] {
+        assert!(main.contains(section), "xdpvs.8 lacks {section}");
+    }
+    let see_also = main.split(".SH \"SEE ALSO\"").nth(1).expect("see also");
+    for page in see_also
+        .split([',', ';', ' ', '\n'])
+        .filter_map(|p| p.trim().strip_suffix("(8)"))
+    {
+        let file = man8.join(format!("{}.8", page.replace("\\-", "-")));
+        assert!(
+            file.exists(),
+            "{} is referred to but not written",
+            file.display()
+        );
+    }
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/systemd/xdpvs.service"
+    ))
+    .expect("unit")
+    .replace("/usr/local/bin/xdpvs", env!("CARGO_BIN_EXE_xdpvs"));
+    assert!(unit.contains("xdpvs manpage --all /usr/local/share/man/man8"));
+    let path = dir.join("xdpvs.service");
+    std::fs::write(&path, unit).expect("unit");
+    match Command::new("systemd-analyze")
+        .args(["verify", &path.to_string_lossy()])
+        .env("MANPATH", dir.join("man"))
+        .output()
+    {
+        Ok(v) => assert!(
+            v.status.success(),
+            "systemd-analyze verify: {}{}",
+            String::from_utf8_lossy(&v.stdout),
+            String::from_utf8_lossy(&v.stderr)
+        ),
+        Err(e) => xdpvs_testkit::cannot_run(
+            "systemd-analyze verify",
+            &format!("{e} (Debian's systemd; bash .ci/setup)"),
+        ),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn man_page_and_completions_come_from_the_command_line_definitions() {
     let man = xdpvs(&["manpage"]);
@@ -75,6 +142,10 @@ fn man_page_and_completions_come_from_the_command_line_definitions() {
         ("bash", "--check-interval"),
         ("zsh", "--keepalived"),
         ("fish", "sorry-server"),
+        // Values: schedulers, --on-failure, --xdp-mode.
+        ("bash", "lblcr fo ovf twos"),
+        ("fish", "inhibit"),
+        ("zsh", "generic"),
     ] {
         let out = xdpvs(&["completions", shell]);
         assert!(out.status.success(), "{shell}");
@@ -82,6 +153,15 @@ fn man_page_and_completions_come_from_the_command_line_definitions() {
             String::from_utf8_lossy(&out.stdout).contains(word),
             "{shell} lacks {word}"
         );
+    }
+    // -i offers this host's interfaces.
+    let iface = std::fs::read_dir("/sys/class/net")
+        .expect("interfaces")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find(|n| n != "lo");
+    if let Some(i) = iface {
+        let out = xdpvs(&["completions", "bash"]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&i), "no {i}");
     }
     let bad = xdpvs(&["completions", "cmd.exe"]);
     assert!(!bad.status.success());

@@ -9,7 +9,7 @@ use xdpvs_dataplane::ConnReuseMode;
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunOptions {
     /// The interface clients reach the VIPs through (and real servers are on).
-    #[arg(short = 'i', long = "interface", value_name = "IFACE")]
+    #[arg(short = 'i', long = "interface", value_name = "IFACE", value_parser = Interfaces, hide_possible_values = true)]
     pub iface: String,
     /// RX queues to serve (default: all of the interface's queues).
     #[arg(long)]
@@ -103,4 +103,38 @@ fn parse_conn_reuse_mode(s: &str) -> Result<ConnReuseMode, String> {
         .ok()
         .and_then(ConnReuseMode::new)
         .ok_or_else(|| format!("{s:?} is not a conn_reuse_mode: give 0, 1, 2 or 3"))
+}
+
+/// `-i`: any name (the director says if there is no such interface), offering this host's
+/// interfaces to shell completions (those of the host that generates them).
+#[derive(Clone, Debug)]
+pub struct Interfaces;
+
+impl clap::builder::TypedValueParser for Interfaces {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        Ok(value.to_string_lossy().into_owned())
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n != "lo")
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        Some(Box::new(
+            names.into_iter().map(clap::builder::PossibleValue::new),
+        ))
+    }
 }
