@@ -32,21 +32,21 @@ pub struct RealAddr {
 }
 
 pub(crate) fn parse_service_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse::<SocketAddr>().map_err(|_| {
-        format!("illegal virtual server address[:port] '{s}': use an address and a port, e.g. 198.18.0.100:80 or [2001:2::100]:80")
+    crate::names::host_port(s).ok_or_else(|| {
+        format!("illegal virtual server address[:port] '{s}': use an address (or host name) and a port (or service name), e.g. 198.18.0.100:80 or [2001:2::100]:80")
     })
 }
 
 fn parse_real(s: &str) -> Result<RealAddr, String> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
+    if let Some(a) = crate::names::host_port(s) {
         return Ok(RealAddr {
             addr: a.ip(),
             port: Some(a.port()),
         });
     }
-    s.parse::<IpAddr>()
+    crate::names::host(s)
         .map(|addr| RealAddr { addr, port: None })
-        .map_err(|_| {
+        .ok_or_else(|| {
             format!(
                 "illegal real server address[:port] '{s}': use an address, e.g. 198.18.0.11, 2001:2::11 or [2001:2::11]:80"
             )

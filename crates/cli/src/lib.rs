@@ -11,5 +11,6 @@ pub mod demo;
 pub mod explain;
 pub mod format;
 pub mod ipvsadm;
+pub mod names;
 pub mod rssetup;
 pub mod selfcheck;

@@ -339,6 +339,21 @@ fn sched_flags_as_ipvsadm() {
     assert_eq!(doc["services"][0]["sched_flags"], "sh-fallback,sh-port");
 }
 
+/// Host and service names where ipvsadm takes them.
+#[test]
+fn names_as_ipvsadm_takes_them() {
+    match req("-A -t localhost:www -s rr") {
+        Ok(Request::AddService { key, .. }) => {
+            assert!(key.vip.is_loopback() && key.port == 80, "{key}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match req("-a -t localhost:80 -r localhost -g") {
+        Ok(Request::AddReal { addr, .. }) => assert!(addr.is_loopback()),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// What ipvsadm accepts without doing it: taken as ipvsadm takes it, with a warning.
 #[test]
 fn ipvsadm_defaults_and_silent_acceptances() {
