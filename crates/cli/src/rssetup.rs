@@ -367,6 +367,12 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
                 .with_context(|| format!("creating {}", a.state_dir.display()))?;
             std::fs::write(&state, serde_json::to_string_pretty(&applied)?)
                 .with_context(|| format!("writing {}", state.display()))?;
+            println!(
+                "applied: {} change(s) above, recorded in {}; `xdpvs rs-setup --vip {} --undo` reverts them",
+                steps.len(),
+                state.display(),
+                a.vip
+            );
         }
         if steps.is_empty() {
             println!(

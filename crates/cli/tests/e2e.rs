@@ -2586,6 +2586,11 @@ fn rs_setup_fixes_a_real_server_that_answers_arp_for_the_vip_and_undo_restores_i
     // --apply: only the director answers ARP for the VIP, and traffic still flows.
     let (code, applied, err) = rs_setup(&["--apply", "--iface", "eth0"]);
     assert_eq!(code, Some(0), "{applied}{err}");
+    assert!(
+        applied.contains("applied: 6 change(s) above, recorded in")
+            && applied.contains("--undo` reverts them"),
+        "says what it changed: {applied}"
+    );
     let after = arp_answers(&lab);
     assert_eq!(
         after.keys().collect::<Vec<_>>(),
