@@ -381,6 +381,15 @@ fn drain(socket: &std::path::Path, args: &DrainArgs) -> ExitCode {
     )
 }
 
+/// How listings write addresses and ports: by name without `-n`, as ipvsadm.
+fn naming(cli: &Cli) -> crate::names::Naming {
+    if cli.ipvs.numeric {
+        crate::names::Naming::numeric()
+    } else {
+        crate::names::Naming::from_files()
+    }
+}
+
 /// Has the director answer `req`.
 fn ask(cli: &Cli, req: &Request) -> Result<Reply, ExitCode> {
     ask_at(&cli.socket, req)
@@ -417,13 +426,13 @@ fn ipvsadm_command(cli: &Cli) -> ExitCode {
                 for n in format::list_notes(&t) {
                     eprintln!("xdpvs: {n}");
                 }
-                format::format_list(&t, service.is_none(), kind, exact)
+                format::format_list(&t, service.is_none(), kind, exact, &naming(cli))
             }
             _ => String::new(),
         }),
         Action::Save { ipvsadm_only } => {
             ask(cli, &Request::List { service: None }).map(|r| match r {
-                Reply::Table(t) => format::format_rules(&t, ipvsadm_only),
+                Reply::Table(t) => format::format_rules(&t, ipvsadm_only, &naming(cli)),
                 _ => String::new(),
             })
         }

@@ -5,6 +5,8 @@
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
+
+use crate::names::Naming;
 use xdpvs_director::control::proto::{
     CheckSpec, ConnRow, Counters, OnFailure, Probe, Rates, Sysctl, Table, TimeoutSet,
 };
@@ -66,7 +68,13 @@ fn mask_word(key: &ServiceKey, p: &Persistence) -> Option<String> {
 }
 
 /// ipvsadm's `-L -n` layouts (with the version line when listing the whole table).
-pub fn format_list(table: &Table, header: bool, kind: ListKind, exact: bool) -> String {
+pub fn format_list(
+    table: &Table,
+    header: bool,
+    kind: ListKind,
+    exact: bool,
+    naming: &Naming,
+) -> String {
     let mut out = String::new();
     if header {
         let _ = writeln!(out, "IP Virtual Server version 1.2.1 (size={})", table.size);
@@ -97,7 +105,7 @@ pub fn format_list(table: &Table, header: bool, kind: ListKind, exact: bool) -> 
         let name = format!(
             "{:<4} {}",
             s.key.proto.name(),
-            addr_port(s.key.vip, s.key.port)
+            naming.addr_port(s.key.vip, s.key.port, proto_word(s.key.proto))
         );
         match kind {
             ListKind::Stats => {
@@ -123,7 +131,7 @@ pub fn format_list(table: &Table, header: bool, kind: ListKind, exact: bool) -> 
         }
         out.push('\n');
         for r in &s.reals {
-            let dest = addr_port(r.addr, s.key.port);
+            let dest = naming.addr_port(r.addr, s.key.port, proto_word(s.key.proto));
             let _ = match kind {
                 ListKind::Plain => write!(
                     out,
@@ -158,6 +166,14 @@ pub fn format_list(table: &Table, header: bool, kind: ListKind, exact: bool) -> 
     out
 }
 
+/// The protocol as /etc/services names it.
+fn proto_word(p: Protocol) -> &'static str {
+    match p {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
+}
+
 /// What `-L` knows of real servers beyond ipvsadm's columns, one note each, for stderr:
 /// ipvsadm's fixed-format lines on stdout stay exactly as ipvsadm prints them (scripts
 /// parse them). `--json` carries the same facts.
@@ -189,14 +205,17 @@ pub fn list_notes(table: &Table) -> Vec<String> {
 /// ipvsadm's `-S -n` (ipvsadm-save) layout: the commands that rebuild the table.
 /// With `ipvsadm_only`, xdpvs's own options (`--sorry-server`, `--check ...`) are left
 /// out: what is left, ipvsadm -R reads.
-pub fn format_rules(table: &Table, ipvsadm_only: bool) -> String {
+pub fn format_rules(table: &Table, ipvsadm_only: bool, naming: &Naming) -> String {
     let mut out = String::new();
     for s in &table.services {
         let flag = match s.key.proto {
             Protocol::Tcp => "-t",
             Protocol::Udp => "-u",
         };
-        let svc = format!("{flag} {}", addr_port(s.key.vip, s.key.port));
+        let svc = format!(
+            "{flag} {}",
+            naming.addr_port(s.key.vip, s.key.port, proto_word(s.key.proto))
+        );
         let _ = write!(out, "-A {svc} -s {}", s.scheduler);
         if let Some(words) = s.flags.words(s.scheduler) {
             let _ = write!(out, " -b {words}");
@@ -215,7 +234,7 @@ pub fn format_rules(table: &Table, ipvsadm_only: bool) -> String {
             let _ = write!(
                 out,
                 "-a {svc} -r {} -g -w {}",
-                addr_port(r.addr, s.key.port),
+                naming.addr_port(r.addr, s.key.port, proto_word(s.key.proto)),
                 r.weight
             );
             if let Some(c) = r.check.as_ref().filter(|_| !ipvsadm_only) {

@@ -245,7 +245,8 @@ pub struct IpvsArgs {
     /// Weight of the real server, 0..65535 (0 = quiescent).
     #[arg(short = 'w', long = "weight", value_parser = parse_weight)]
     pub weight: Option<u16>,
-    /// Numeric output (xdpvs never resolves names, so this is always the case).
+    /// Numeric output; without it, -L and -S name addresses and ports found in /etc/hosts
+    /// and /etc/services (no DNS).
     #[arg(short = 'n', long = "numeric")]
     pub numeric: bool,
     /// List connections (-L -c).

@@ -85,3 +85,97 @@ mod tests {
         );
     }
 }
+
+/// How a listing writes addresses and ports: as numbers (`-n`), or by name where
+/// /etc/hosts and /etc/services have one, as ipvsadm does without `-n` (no DNS: a
+/// listing never waits on it).
+#[derive(Debug, Default)]
+pub struct Naming {
+    hosts: std::collections::HashMap<IpAddr, String>,
+    services: String,
+}
+
+impl Naming {
+    /// Numbers only.
+    pub fn numeric() -> Naming {
+        Naming::default()
+    }
+
+    /// Names from this host's /etc/hosts and /etc/services.
+    pub fn from_files() -> Naming {
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        Naming::from_texts(
+            &hosts,
+            std::fs::read_to_string(SERVICES).unwrap_or_default(),
+        )
+    }
+
+    /// Names from the texts of an /etc/hosts and an /etc/services.
+    pub fn from_texts(hosts: &str, services: String) -> Naming {
+        let mut map = std::collections::HashMap::new();
+        for line in hosts.lines() {
+            let mut words = line.split('#').next().unwrap_or("").split_whitespace();
+            if let (Some(a), Some(name)) = (words.next(), words.next()) {
+                if let Ok(a) = a.parse::<IpAddr>() {
+                    map.entry(a).or_insert_with(|| name.to_string());
+                }
+            }
+        }
+        Naming {
+            hosts: map,
+            services,
+        }
+    }
+
+    /// `addr:port` (IPv6 `[addr]:port`) with the names there are for `proto` ("tcp",
+    /// "udp").
+    pub fn addr_port(&self, addr: IpAddr, port: u16, proto: &str) -> String {
+        let host = match (self.hosts.get(&addr), addr) {
+            (Some(n), _) => n.clone(),
+            (None, IpAddr::V6(a)) => format!("[{a}]"),
+            (None, IpAddr::V4(a)) => a.to_string(),
+        };
+        let service = self
+            .service(port, proto)
+            .map_or_else(|| port.to_string(), str::to_string);
+        format!("{host}:{service}")
+    }
+
+    fn service(&self, port: u16, proto: &str) -> Option<&str> {
+        let want = format!("{port}/{proto}");
+        self.services.lines().find_map(|line| {
+            let mut words = line.split('#').next()?.split_whitespace();
+            let name = words.next()?;
+            (words.next()? == want).then_some(name)
+        })
+    }
+}
+
+#[cfg(test)]
+mod naming_tests {
+    use super::*;
+
+    #[test]
+    fn names_from_hosts_and_services_numbers_otherwise() {
+        let n = Naming::from_texts(
+            "127.0.0.1 localhost\n198.18.0.11 rs1 rs1.lab # a real server\n",
+            "http 80/tcp www\ndomain 53/udp\ndomain 53/tcp\n".into(),
+        );
+        let a = |s: &str| s.parse::<IpAddr>().expect("address");
+        assert_eq!(n.addr_port(a("198.18.0.11"), 80, "tcp"), "rs1:http");
+        assert_eq!(
+            n.addr_port(a("198.18.0.12"), 53, "udp"),
+            "198.18.0.12:domain"
+        );
+        assert_eq!(
+            n.addr_port(a("198.18.0.12"), 8080, "tcp"),
+            "198.18.0.12:8080"
+        );
+        assert_eq!(n.addr_port(a("2001:2::11"), 80, "udp"), "[2001:2::11]:80");
+        let numeric = Naming::numeric();
+        assert_eq!(
+            numeric.addr_port(a("198.18.0.11"), 80, "tcp"),
+            "198.18.0.11:80"
+        );
+    }
+}

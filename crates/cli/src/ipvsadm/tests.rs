@@ -1,5 +1,6 @@
 use super::*;
 use crate::format::{connection_line, connections_title, json_connection, json_table, list_notes};
+use crate::names::Naming;
 use clap::Parser;
 use std::net::IpAddr;
 use xdpvs_director::control::proto::{
@@ -325,7 +326,7 @@ fn sched_flags_as_ipvsadm() {
     let mut t = table();
     t.services[0].scheduler = SchedKind::Sh;
     t.services[0].flags = SchedFlags(3);
-    let saved = format_rules(&t, false);
+    let saved = format_rules(&t, false, &Naming::numeric());
     assert!(
         saved.starts_with("-A -t 198.18.0.100:80 -s sh -b sh-fallback,sh-port\n"),
         "{saved}"
@@ -536,8 +537,11 @@ fn listing_layout() {
                 -> 198.18.0.11:80               Route   1      2          30        \n\
                 UDP  198.18.0.100:53 sh persistent 600 mask 255.255.255.0\n  \
                 -> 198.18.0.12:53               Route   0      0          0         \n";
-    assert_eq!(format_list(&table(), true, ListKind::Plain, false), want);
-    let one = format_list(&table(), false, ListKind::Plain, false);
+    assert_eq!(
+        format_list(&table(), true, ListKind::Plain, false, &Naming::numeric()),
+        want
+    );
+    let one = format_list(&table(), false, ListKind::Plain, false, &Naming::numeric());
     assert!(
         one.starts_with("Prot LocalAddress:Port"),
         "-L -t has no version line"
@@ -546,7 +550,7 @@ fn listing_layout() {
 
 #[test]
 fn save_layout_and_round_trip() {
-    let saved = format_rules(&table(), false);
+    let saved = format_rules(&table(), false, &Naming::numeric());
     assert_eq!(
         saved,
         "-A -t 198.18.0.100:80 -s rr\n\
@@ -633,9 +637,12 @@ fn statistics_layout() {
         "UDP  198.18.0.100:53                     0        0        0        0        0\n",
         "  -> 198.18.0.12:53                      0        0        0        0        0\n",
     );
-    assert_eq!(format_list(&table(), true, ListKind::Stats, false), want);
+    assert_eq!(
+        format_list(&table(), true, ListKind::Stats, false, &Naming::numeric()),
+        want
+    );
     // --exact: "%*llu", width 9, or the number's length + 1.
-    let exact = format_list(&table(), false, ListKind::Stats, true);
+    let exact = format_list(&table(), false, ListKind::Stats, true, &Naming::numeric());
     assert!(
         exact.contains(
             "TCP  198.18.0.100:80                    42 123456789        0 98765432100        0\n"
@@ -656,7 +663,10 @@ fn rate_layout() {
         "UDP  198.18.0.100:53                     0        0        0        0        0\n",
         "  -> 198.18.0.12:53                      0        0        0        0        0\n",
     );
-    assert_eq!(format_list(&table(), false, ListKind::Rate, false), want);
+    assert_eq!(
+        format_list(&table(), false, ListKind::Rate, false, &Naming::numeric()),
+        want
+    );
 }
 
 #[test]
@@ -671,7 +681,13 @@ fn persistent_conn_layout() {
         "  -> 198.18.0.12:53               0         7           0          0         \n",
     );
     assert_eq!(
-        format_list(&table(), false, ListKind::PersistentConn, false),
+        format_list(
+            &table(),
+            false,
+            ListKind::PersistentConn,
+            false,
+            &Naming::numeric()
+        ),
         want
     );
 }
@@ -871,7 +887,7 @@ fn checks_and_sorry_servers_are_saved_restored_and_listed() {
     standing_in.health = None;
     standing_in.sorry = true;
     t.services[0].reals.push(standing_in);
-    let saved = format_rules(&t, false);
+    let saved = format_rules(&t, false, &Naming::numeric());
     assert_eq!(
         saved,
         "-A -t 198.18.0.100:80 -s rr --sorry-server 198.18.0.50\n\
@@ -882,7 +898,7 @@ fn checks_and_sorry_servers_are_saved_restored_and_listed() {
     );
     // --ipvsadm: only what ipvsadm -R reads.
     assert_eq!(
-        format_rules(&t, true),
+        format_rules(&t, true, &Naming::numeric()),
         "-A -t 198.18.0.100:80 -s rr\n\
          -a -t 198.18.0.100:80 -r 198.18.0.11:80 -g -w 1\n\
          -A -u 198.18.0.100:53 -s sh -p 600 -M 255.255.255.0\n\
@@ -913,7 +929,7 @@ fn checks_and_sorry_servers_are_saved_restored_and_listed() {
         }
     );
     // ipvsadm's lines exactly; what ipvsadm has no column for goes to stderr.
-    let listed = format_list(&t, false, ListKind::Plain, false);
+    let listed = format_list(&t, false, ListKind::Plain, false, &Naming::numeric());
     assert!(
         listed.contains("  -> 198.18.0.11:80               Route   1      2          30        \n"),
         "{listed}"
@@ -1050,8 +1066,11 @@ fn ipv6_listing_save_and_json_as_ipvsadm() {
                 TCP  [2001:2::100]:80 rr persistent 300 mask 64\n  \
                 -> [2001:2::11]:80              Route   1      1          2         \n  \
                 -> [2001:2::12]:80              Route   2      1          2         \n";
-    assert_eq!(format_list(&table6(), false, ListKind::Plain, false), want);
-    let stats = format_list(&table6(), false, ListKind::Stats, false);
+    assert_eq!(
+        format_list(&table6(), false, ListKind::Plain, false, &Naming::numeric()),
+        want
+    );
+    let stats = format_list(&table6(), false, ListKind::Stats, false, &Naming::numeric());
     assert!(
         stats.contains("\nTCP  [2001:2::100]:80                "),
         "{stats}"
@@ -1060,7 +1079,7 @@ fn ipv6_listing_save_and_json_as_ipvsadm() {
         stats.contains("\n  -> [2001:2::11]:80              "),
         "{stats}"
     );
-    let saved = format_rules(&table6(), false);
+    let saved = format_rules(&table6(), false, &Naming::numeric());
     assert_eq!(
         saved,
         "-A -t [2001:2::100]:80 -s rr -p 300 -M 64\n\
