@@ -468,6 +468,7 @@ fn connections(cli: &Cli, persistent_conn: bool, json: bool) -> Result<String, E
         format::connections_title(persistent_conn)
     };
     let _ = out.write_all(head.as_bytes());
+    let names = naming(cli);
     let answer = client::request_pieces(&cli.socket, &Request::Connections, |piece| {
         if let Reply::Connections(rows) = piece {
             for r in &rows {
@@ -475,7 +476,7 @@ fn connections(cli: &Cli, persistent_conn: bool, json: bool) -> Result<String, E
                     let sep = if first { "\n  " } else { ",\n  " };
                     format!("{sep}{}", format::json_connection(r))
                 } else {
-                    format::connection_line(r)
+                    format::connection_line(r, &names)
                 };
                 first = false;
                 let _ = out.write_all(line.as_bytes());

@@ -305,16 +305,18 @@ pub fn connections_title(persistent_conn: bool) -> String {
 }
 
 /// One `-L -c` line: protocol, expire as mm:ss, state, source, virtual, destination.
-pub fn connection_line(r: &ConnRow) -> String {
+pub fn connection_line(r: &ConnRow, naming: &Naming) -> String {
     let expire = format!("{:02}:{:02}", r.expires / 60, r.expires % 60);
+    let proto = proto_word(r.proto);
+    let show = |a: std::net::SocketAddr| naming.addr_port(a.ip(), a.port(), proto);
     format!(
         "{:<3} {:<6} {:<11} {:<18} {:<18} {}\n",
         r.proto.name(),
         expire,
         r.state,
-        r.source.to_string(),
-        r.virtual_addr.to_string(),
-        r.destination
+        show(r.source),
+        show(r.virtual_addr),
+        show(r.destination)
     )
 }
 

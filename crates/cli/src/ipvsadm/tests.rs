@@ -712,13 +712,28 @@ fn connection_layout() {
     // ipvsadm: "pro expire %-11s %-18s %-18s %s" and rows "%-3s %-6s %-11s %-18s %-18s %s"
     // with expire as "%02d:%02d" (minutes may pass 99).
     let mut got = connections_title(false);
-    got.push_str(&connection_line(&conn(899, "ESTABLISHED", false)));
-    got.push_str(&connection_line(&conn(6005, "NONE", true)));
+    got.push_str(&connection_line(
+        &conn(899, "ESTABLISHED", false),
+        &Naming::numeric(),
+    ));
+    got.push_str(&connection_line(
+        &conn(6005, "NONE", true),
+        &Naming::numeric(),
+    ));
     let want = "IPVS connection entries\n\
                 pro expire state       source             virtual            destination\n\
                 TCP 14:59  ESTABLISHED 198.19.0.1:40000   198.18.0.100:80    198.18.0.11:80\n\
                 TCP 100:05 NONE        198.19.0.1:0       198.18.0.100:80    198.18.0.11:80\n";
     assert_eq!(got, want);
+    // Without -n: names from /etc/hosts and /etc/services, as ipvsadm.
+    let names = Naming::from_texts(
+        "198.18.0.100 www\n198.18.0.11 rs1\n",
+        "http 80/tcp\n".into(),
+    );
+    assert_eq!(
+        connection_line(&conn(899, "ESTABLISHED", false), &names),
+        "TCP 14:59  ESTABLISHED 198.19.0.1:40000   www:http           rs1:http\n"
+    );
     assert_eq!(
         connections_title(true),
         "IPVS connection entries\n\
@@ -1115,7 +1130,7 @@ fn ipv6_listing_save_and_json_as_ipvsadm() {
         template: false,
     };
     assert_eq!(
-        connection_line(&row),
+        connection_line(&row, &Naming::numeric()),
         "TCP 01:01  ESTABLISHED [2001:2::21]:40000 [2001:2::100]:80   [2001:2::11]:80\n"
     );
     let j: serde_json::Value = serde_json::from_str(&json_connection(&row)).expect("valid");
