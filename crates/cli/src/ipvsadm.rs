@@ -750,7 +750,6 @@ impl IpvsArgs {
     fn unsupported(&self) -> Result<(), UsageError> {
         let dr = "xdpvs only does direct routing (-g)";
         let sync = "connections are not synchronised between directors";
-        let tun = "xdpvs only does direct routing (-g)";
         let checks: [(bool, &'static str, &'static str, &'static str); 25] = [
             (self.masquerading, "-m", "masquerading/NAT", dr),
             (self.ipip, "-i", "IP-in-IP tunnelling", dr),
@@ -806,32 +805,27 @@ impl IpvsArgs {
                 self.start_daemon.is_some(),
                 "--start-daemon",
                 "the connection sync daemon",
-                "connections are not synchronised between directors",
+                sync,
             ),
             (
                 self.stop_daemon.is_some(),
                 "--stop-daemon",
                 "the connection sync daemon",
-                "connections are not synchronised between directors",
+                sync,
             ),
             (
                 self.mcast_interface.is_some(),
                 "--mcast-interface",
                 "the connection sync daemon",
-                "connections are not synchronised between directors",
+                sync,
             ),
             (
                 self.syncid.is_some(),
                 "--syncid",
                 "the connection sync daemon",
-                "connections are not synchronised between directors",
+                sync,
             ),
-            (
-                self.daemon,
-                "--daemon",
-                "the connection sync daemon",
-                "connections are not synchronised between directors",
-            ),
+            (self.daemon, "--daemon", "the connection sync daemon", sync),
             (
                 self.mcast_group.is_some(),
                 "--mcast-group",
@@ -856,12 +850,12 @@ impl IpvsArgs {
                 "the connection sync daemon",
                 sync,
             ),
-            (self.tun_type.is_some(), "--tun-type", "tunnelling", tun),
-            (self.tun_port.is_some(), "--tun-port", "tunnelling", tun),
-            (self.tun_nocsum, "--tun-nocsum", "tunnelling", tun),
-            (self.tun_csum, "--tun-csum", "tunnelling", tun),
-            (self.tun_remcsum, "--tun-remcsum", "tunnelling", tun),
-            (self.tun_info, "--tun-info", "tunnel listings", tun),
+            (self.tun_type.is_some(), "--tun-type", "tunnelling", dr),
+            (self.tun_port.is_some(), "--tun-port", "tunnelling", dr),
+            (self.tun_nocsum, "--tun-nocsum", "tunnelling", dr),
+            (self.tun_csum, "--tun-csum", "tunnelling", dr),
+            (self.tun_remcsum, "--tun-remcsum", "tunnelling", dr),
+            (self.tun_info, "--tun-info", "tunnel listings", dr),
         ];
         match checks.iter().find(|c| c.0) {
             Some(&(_, flag, what, why)) => Err(UsageError::Unsupported { flag, what, why }),

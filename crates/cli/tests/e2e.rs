@@ -263,44 +263,40 @@ fn bad_commands_are_one_line_errors_and_change_nothing() {
         .is_none());
     configure_rr(&lab);
     let before = x(&lab, "-Ln");
-    for (args, want) in [
-        (
-            "-a -t 198.18.0.100:80 -r 198.18.0.14 -m",
-            "only does direct routing",
-        ),
-        (
-            "-a -t 198.18.0.100:80 -r 198.18.0.14 -i",
-            "only does direct routing",
-        ),
-        (
-            "-A -t 198.18.0.100:80 -s rr",
-            "Service already exists (TCP 198.18.0.100:80)",
-        ),
-        (
-            "-a -t 198.18.0.100:81 -r 198.18.0.14",
-            "Service not defined (TCP 198.18.0.100:81)",
-        ),
-        (
-            "-a -t 198.18.0.100:80 -r 198.18.0.11",
-            "Destination already exists (198.18.0.11 in TCP 198.18.0.100:80)",
-        ),
-        (
-            "-d -t 198.18.0.100:80 -r 198.18.0.14",
-            "No such destination (198.18.0.14 in TCP 198.18.0.100:80)",
-        ),
-        (
-            "-D -t 198.18.0.100:81",
-            "No such service (TCP 198.18.0.100:81)",
-        ),
-        ("-A -t 198.18.0.100:80 -s nope", "unknown scheduler"),
-    ] {
-        let e = lab
-            .xdpvs(&args.split_whitespace().collect::<Vec<_>>())
-            .expect_err(args)
-            .to_string();
-        assert!(e.contains(want), "{args}: {e}");
-        assert_eq!(e.trim().lines().count(), 1, "{args}: one line, got {e:?}");
-    }
+    assert_refused_in_one_line(
+        &lab,
+        &[
+            (
+                "-a -t 198.18.0.100:80 -r 198.18.0.14 -m",
+                "only does direct routing",
+            ),
+            (
+                "-a -t 198.18.0.100:80 -r 198.18.0.14 -i",
+                "only does direct routing",
+            ),
+            (
+                "-A -t 198.18.0.100:80 -s rr",
+                "Service already exists (TCP 198.18.0.100:80)",
+            ),
+            (
+                "-a -t 198.18.0.100:81 -r 198.18.0.14",
+                "Service not defined (TCP 198.18.0.100:81)",
+            ),
+            (
+                "-a -t 198.18.0.100:80 -r 198.18.0.11",
+                "Destination already exists (198.18.0.11 in TCP 198.18.0.100:80)",
+            ),
+            (
+                "-d -t 198.18.0.100:80 -r 198.18.0.14",
+                "No such destination (198.18.0.14 in TCP 198.18.0.100:80)",
+            ),
+            (
+                "-D -t 198.18.0.100:81",
+                "No such service (TCP 198.18.0.100:81)",
+            ),
+            ("-A -t 198.18.0.100:80 -s nope", "unknown scheduler"),
+        ],
+    );
     // What ipvsadm's kernel refuses exits as ipvsadm does (255); xdpvs's own refusals 1.
     for (args, code) in [
         ("-A -t 198.18.0.100:80 -s rr", 255),
@@ -345,27 +341,23 @@ fn a_vip_that_a_host_holds_is_refused_and_no_neighbour_cache_is_poisoned() {
         client_knows_rs1(&lab)
     );
     let before = x(&lab, "-Ln");
-    for (args, want) in [
-        (
-            "-A -t 198.18.0.11:80 -s rr",
-            "VIP 198.18.0.11: it is a real server's address",
-        ),
-        (
-            "-A -t 198.18.0.1:80 -s rr",
-            "VIP 198.18.0.1: it is the director's own address",
-        ),
-        (
-            "-A -t 198.18.0.2:80 -s rr",
-            "VIP 198.18.0.2: a host on the LAN holds it (the neighbour table has it at",
-        ),
-    ] {
-        let e = lab
-            .xdpvs(&args.split_whitespace().collect::<Vec<_>>())
-            .expect_err(args)
-            .to_string();
-        assert!(e.contains(want), "{args}: {e}");
-        assert_eq!(e.trim().lines().count(), 1, "{args}: one line, got {e:?}");
-    }
+    assert_refused_in_one_line(
+        &lab,
+        &[
+            (
+                "-A -t 198.18.0.11:80 -s rr",
+                "VIP 198.18.0.11: it is a real server's address",
+            ),
+            (
+                "-A -t 198.18.0.1:80 -s rr",
+                "VIP 198.18.0.1: it is the director's own address",
+            ),
+            (
+                "-A -t 198.18.0.2:80 -s rr",
+                "VIP 198.18.0.2: a host on the LAN holds it (the neighbour table has it at",
+            ),
+        ],
+    );
     // The same in a restore: all or nothing.
     let e = lab
         .xdpvs_with_input(
@@ -440,6 +432,18 @@ fn a_read_only_socket_serves_a_monitoring_group_and_refuses_changes() {
         (meta.permissions().mode() & 0o777, meta.gid()),
         (0o660, 65534)
     );
+}
+
+/// Each command line of `cases` is refused with one line that contains its text.
+fn assert_refused_in_one_line(lab: &Lab, cases: &[(&str, &str)]) {
+    for &(args, want) in cases {
+        let e = lab
+            .xdpvs(&args.split_whitespace().collect::<Vec<_>>())
+            .expect_err(args)
+            .to_string();
+        assert!(e.contains(want), "{args}: {e}");
+        assert_eq!(e.trim().lines().count(), 1, "{args}: one line, got {e:?}");
+    }
 }
 
 /// Waits up to `secs` for the director's log to contain `what` `times` times.

@@ -1618,14 +1618,9 @@ const REUSE_STATES: [(State, &[u8]); 5] = [
     (State::Close, &[ACK, RST]),
 ];
 
-/// A SYN from the port of an earlier connection, in every `conn_reuse_mode` and every
-/// state the earlier connection's entry can be in: on rr over two real servers, a new
-/// connection goes to the second, a continued one stays on the first. Returns where the
-/// SYN went and how many connections the service counted.
-fn reuse(mode: u8, state: State, setup: impl FnOnce(&mut Config, &Tables)) -> (u8, u64) {
-    let mut cfg = config(vec![service(Protocol::Tcp, SchedKind::Rr, &[1, 1])]);
-    cfg.options.conn_reuse_mode = ConnReuseMode::new(mode).expect("0 to 3");
-    let mut t = tables(&cfg);
+/// The first connection from CLIENT:4000 (to the first real server) and its segments
+/// that leave its entry in `state`.
+fn opened_in(state: State) -> Vec<Row> {
     let flags = REUSE_STATES
         .iter()
         .find(|(s, _)| *s == state)
@@ -1637,7 +1632,18 @@ fn reuse(mode: u8, state: State, setup: impl FnOnce(&mut Config, &Tables)) -> (u
             .iter()
             .map(|&f| fwd("its segments", tcp(CLIENT, 4000, f), 1)),
     );
-    run(&mut t, rows);
+    rows
+}
+
+/// A SYN from the port of an earlier connection, in every `conn_reuse_mode` and every
+/// state the earlier connection's entry can be in: on rr over two real servers, a new
+/// connection goes to the second, a continued one stays on the first. Returns where the
+/// SYN went and how many connections the service counted.
+fn reuse(mode: u8, state: State, setup: impl FnOnce(&mut Config, &Tables)) -> (u8, u64) {
+    let mut cfg = config(vec![service(Protocol::Tcp, SchedKind::Rr, &[1, 1])]);
+    cfg.options.conn_reuse_mode = ConnReuseMode::new(mode).expect("0 to 3");
+    let mut t = tables(&cfg);
+    run(&mut t, opened_in(state));
     let entry = t.explain(
         &cfg.services[0].key,
         (CLIENT, 4000).into(),
@@ -1693,17 +1699,7 @@ fn conn_reuse_never_moves_a_persistent_client() {
             );
             cfg.options.conn_reuse_mode = ConnReuseMode::new(mode).expect("0 to 3");
             let mut t = tables(&cfg);
-            let flags = REUSE_STATES
-                .iter()
-                .find(|(s, _)| *s == state)
-                .expect("a state")
-                .1;
-            let mut rows = vec![fwd("the first connection", tcp(CLIENT, 4000, SYN), 1)];
-            rows.extend(
-                flags
-                    .iter()
-                    .map(|&f| fwd("its segments", tcp(CLIENT, 4000, f), 1)),
-            );
+            let mut rows = opened_in(state);
             rows.push(fwd(
                 "a new SYN stays with its template's real",
                 tcp(CLIENT, 4000, SYN),

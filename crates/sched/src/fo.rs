@@ -1,7 +1,7 @@
 //! Weighted failover (IPVS `fo`): the available real server with the highest weight;
 //! among equals, the first in service order.
 
-use crate::scheduler::{DestView, Pick, Scheduler};
+use crate::scheduler::{heaviest, DestView, Pick, Scheduler};
 
 /// Weighted-failover scheduling (stateless).
 #[derive(Clone, Copy, Debug, Default)]
@@ -11,14 +11,7 @@ impl Scheduler for Fo {
     fn rebuild<D: DestView + ?Sized>(&mut self, _dests: &D) {}
 
     fn pick<D: DestView + ?Sized>(&mut self, dests: &D, _flow: &Pick) -> Option<usize> {
-        let mut best: Option<(usize, u32)> = None;
-        for i in 0..dests.len() {
-            let w = dests.weight(i);
-            if w > best.map_or(0, |(_, bw)| bw) {
-                best = Some((i, w));
-            }
-        }
-        best.map(|(i, _)| i)
+        heaviest(dests, |_| true)
     }
 }
 

@@ -39,5 +39,5 @@ pub use model::{
     ConfigError, Mac, Persistence, Protocol, RealSpec, SchedFlags, SchedKind, ServiceKey,
     ServiceSpec,
 };
-pub use scheduler::{least_weighted, DestView, Load, Pick, Scheduler};
+pub use scheduler::{heaviest, least_weighted, DestView, Load, Pick, Scheduler};
 pub use time::Time;

@@ -2,7 +2,7 @@
 //! whose active connections do not exceed its weight; among equals, the first in service
 //! order. When every one is over its weight, none: the connection is refused.
 
-use crate::scheduler::{DestView, Pick, Scheduler};
+use crate::scheduler::{heaviest, DestView, Pick, Scheduler};
 
 /// Overflow-connection scheduling (stateless).
 #[derive(Clone, Copy, Debug, Default)]
@@ -12,17 +12,7 @@ impl Scheduler for Ovf {
     fn rebuild<D: DestView + ?Sized>(&mut self, _dests: &D) {}
 
     fn pick<D: DestView + ?Sized>(&mut self, dests: &D, _flow: &Pick) -> Option<usize> {
-        let mut best: Option<(usize, u32)> = None;
-        for i in 0..dests.len() {
-            let w = dests.weight(i);
-            if w == 0 || dests.load(i).active > w {
-                continue;
-            }
-            if best.is_none_or(|(_, bw)| w > bw) {
-                best = Some((i, w));
-            }
-        }
-        best.map(|(i, _)| i)
+        heaviest(dests, |i| dests.load(i).active <= dests.weight(i))
     }
 }
 

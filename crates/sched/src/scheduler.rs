@@ -113,6 +113,20 @@ pub trait Scheduler {
     fn pick<D: DestView + ?Sized>(&mut self, dests: &D, flow: &Pick) -> Option<usize>;
 }
 
+/// The available real server (weight above 0) that `admit` lets in with the highest
+/// weight; the first of equals in service order. `fo`, and `ovf` (which admits a server
+/// only while its active connections do not exceed its weight).
+pub fn heaviest<D: DestView + ?Sized>(dests: &D, admit: impl Fn(usize) -> bool) -> Option<usize> {
+    let mut best: Option<(usize, u32)> = None;
+    for i in 0..dests.len() {
+        let w = dests.weight(i);
+        if w > best.map_or(0, |(_, bw)| bw) && admit(i) {
+            best = Some((i, w));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
 /// The available real server (weight above 0) with the least `overhead / weight`,
 /// compared by cross-multiplication as IPVS does; ties go to the first in service order.
 /// `wlc` with ipvsadm's connection overhead, and the fallback of `lblc` and `lblcr`.

@@ -287,9 +287,14 @@ impl WriteSide<Fake> {
 }
 
 fn plane(workers: usize) -> WriteSide<Fake> {
+    plane_with(workers, Options::default())
+}
+
+/// [`plane`] with these engine options.
+fn plane_with(workers: usize, options: Options) -> WriteSide<Fake> {
     WriteSide::new(
         DIRECTOR,
-        Options::default(),
+        options,
         limits(),
         vec![LocalNet {
             addr: Ipv4Addr::new(198, 18, 0, 1).into(),
@@ -422,20 +427,13 @@ fn a_worker_that_does_not_take_a_snapshot_stops_the_director() {
 
 #[test]
 fn routed_vips_are_not_advertised_on_the_lan() {
-    let mut p = WriteSide::new(
-        DIRECTOR,
+    let mut p = plane_with(
+        1,
         Options {
             vips_routed: true,
             ..Options::default()
         },
-        limits(),
-        vec![LocalNet {
-            addr: Ipv4Addr::new(198, 18, 0, 1).into(),
-            prefix_len: 24,
-        }],
-        Fake::new(1),
-    )
-    .expect("ok");
+    );
     add_service(&mut p);
     assert!(p.dp.announced.is_empty(), "{:?}", p.dp.announced);
     assert_eq!(p.dp.steered, vec![key()], "served all the same");
