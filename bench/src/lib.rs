@@ -226,6 +226,8 @@ pub fn config(sched: SchedKind, reals: u8) -> Config {
         s.reals = (1..=reals)
             .map(|i| RealSpec {
                 addr: addr(i),
+                port: 0,
+                method: xdpvs_sched::Method::Route,
                 weight: 1,
                 mac: Some([2, 0, 0, 0, 1, i]),
             })

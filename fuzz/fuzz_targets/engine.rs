@@ -83,6 +83,8 @@ fuzz_target!(|data: &[u8]| {
             let w = inp.byte();
             spec.reals.push(RealSpec {
                 addr: addr(11 + r),
+                port: 0,
+                method: xdpvs_sched::Method::Route,
                 weight: u16::from(w % 4),
                 mac: (w & 0x80 == 0).then(|| mac(11 + r)),
             });

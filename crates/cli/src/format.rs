@@ -131,12 +131,15 @@ pub fn format_list(
         }
         out.push('\n');
         for r in &s.reals {
-            let dest = naming.addr_port(r.addr, s.key.port, proto_word(s.key.proto));
+            let dest = naming.addr_port(r.addr, r.port, proto_word(s.key.proto));
             let _ = match kind {
                 ListKind::Plain => write!(
                     out,
                     "  -> {dest:<28} {:<7} {:<6} {:<10} {:<10}",
-                    "Route", r.weight, r.active, r.inactive
+                    r.method.name(),
+                    r.weight,
+                    r.active,
+                    r.inactive
                 ),
                 ListKind::Stats => {
                     let _ = write!(out, "  -> {dest:<28}");
@@ -181,7 +184,7 @@ pub fn list_notes(table: &Table) -> Vec<String> {
     let mut notes = Vec::new();
     for s in &table.services {
         for r in &s.reals {
-            let who = format!("real server {} of {}", addr_port(r.addr, s.key.port), s.key);
+            let who = format!("real server {} of {}", addr_port(r.addr, r.port), s.key);
             if !r.resolved {
                 notes.push(format!("{who}: MAC unresolved: no traffic"));
             }
@@ -233,8 +236,9 @@ pub fn format_rules(table: &Table, ipvsadm_only: bool, naming: &Naming) -> Strin
         for r in s.reals.iter().filter(|r| !r.sorry) {
             let _ = write!(
                 out,
-                "-a {svc} -r {} -g -w {}",
-                naming.addr_port(r.addr, s.key.port, proto_word(s.key.proto)),
+                "-a {svc} -r {} {} -w {}",
+                naming.addr_port(r.addr, r.port, proto_word(s.key.proto)),
+                r.method.option(),
                 r.weight
             );
             if let Some(c) = r.check.as_ref().filter(|_| !ipvsadm_only) {
@@ -353,8 +357,8 @@ pub fn json_table(table: &Table) -> String {
                 .map(|r| {
                     json!({
                         "address": r.addr.to_string(),
-                        "port": s.key.port,
-                        "forward": "route",
+                        "port": r.port,
+                        "forward": r.method.name().to_ascii_lowercase(),
                         "weight": r.weight,
                         "active_conns": r.active,
                         "inactive_conns": r.inactive,

@@ -17,7 +17,9 @@ use xdpvs_director::control::proto::{
 use xdpvs_director::health::spec::{parse_digest, parse_probe};
 
 pub use crate::format::{format_list, format_rules, format_timeouts, ListKind};
-use xdpvs_sched::{ConfigError, Persistence, Protocol, SchedFlags, SchedKind, ServiceKey};
+use xdpvs_sched::{
+    ConfigError, Method, Persistence, Protocol, SchedFlags, SchedKind, ServiceKey,
+};
 
 /// ipvsadm's largest timeout (31 days), for `-p` and `--set`.
 pub const MAX_TIMEOUT: u32 = 86400 * 31;
@@ -239,9 +241,13 @@ pub struct IpvsArgs {
     /// Real server address RIP[:PORT].
     #[arg(short = 'r', long = "real-server", value_name = "RIP[:PORT]", value_parser = parse_real)]
     pub real: Option<RealAddr>,
-    /// Direct routing (the default and the only method supported).
+    /// Direct routing (the default): the real server holds the VIP on its loopback.
     #[arg(short = 'g', long = "gatewaying")]
     pub gatewaying: bool,
+    /// Masquerading (NAT): addresses and ports rewritten both ways; the real server's
+    /// gateway is the director. The only method that maps ports (-r RIP:PORT).
+    #[arg(short = 'm', long = "masquerading")]
+    pub masquerading: bool,
     /// Weight of the real server, 0..65535 (0 = quiescent).
     #[arg(short = 'w', long = "weight", value_parser = parse_weight)]
     pub weight: Option<u16>,
@@ -333,8 +339,6 @@ pub struct IpvsArgs {
 
     // ipvsadm options xdpvs does not support: accepted by the parser so that the answer
     // is one line saying so.
-    #[arg(short = 'm', long = "masquerading", hide = true)]
-    masquerading: bool,
     #[arg(short = 'i', long = "ipip", hide = true)]
     ipip: bool,
     #[arg(short = 'f', long = "fwmark-service", hide = true)]
@@ -626,6 +630,9 @@ pub enum UsageError {
         /// The service's.
         virt: u16,
     },
+    /// `-g` and `-m` on one line.
+    #[error("multiple forwarding methods given: use one of -g (direct routing) or -m (NAT)")]
+    TwoMethods,
     /// `-M` without `-p`.
     #[error("illegal ipv6 netmask specified: an IPv6 service's -M is a prefix length from 1 to 128, e.g. -M 64")]
     Ipv6Netmask,
@@ -719,7 +726,7 @@ impl IpvsArgs {
                 Opt::Persistent => self.persistent.is_some(),
                 Opt::Netmask => self.netmask.is_some(),
                 Opt::Server => self.real.is_some(),
-                Opt::Forward => self.gatewaying,
+                Opt::Forward => self.gatewaying || self.masquerading,
                 Opt::Weight => self.weight.is_some(),
                 Opt::Timeout => self.timeout,
                 Opt::Stats => self.stats,
@@ -748,10 +755,9 @@ impl IpvsArgs {
     }
 
     fn unsupported(&self) -> Result<(), UsageError> {
-        let dr = "xdpvs only does direct routing (-g)";
+        let dr = "tunnelling is not implemented yet: use direct routing (-g) or NAT (-m)";
         let sync = "connections are not synchronised between directors";
-        let checks: [(bool, &'static str, &'static str, &'static str); 25] = [
-            (self.masquerading, "-m", "masquerading/NAT", dr),
+        let checks: [(bool, &'static str, &'static str, &'static str); 24] = [
             (self.ipip, "-i", "IP-in-IP tunnelling", dr),
             (
                 self.fwmark.is_some(),
@@ -945,14 +951,33 @@ impl IpvsArgs {
         Ok(Some(p))
     }
 
-    fn real(&self, key: &ServiceKey) -> Result<IpAddr, UsageError> {
+    fn real(&self, key: &ServiceKey) -> Result<RealAddr, UsageError> {
         let r = self.real.ok_or(UsageError::Missing {
             option: Opt::Server.name(),
             command: "this",
         })?;
-        // Another port is ignored, as ipvsadm does for direct routing (see `warnings`).
         same_family(key, r.addr)?;
-        Ok(r.addr)
+        Ok(r)
+    }
+
+    /// The forwarding method on the line (`-g` when none: ipvsadm's default, for `-e`
+    /// too).
+    fn method(&self) -> Result<Method, UsageError> {
+        match (self.gatewaying, self.masquerading) {
+            (true, true) => Err(UsageError::TwoMethods),
+            (_, true) => Ok(Method::Masq),
+            _ => Ok(Method::Route),
+        }
+    }
+
+    /// The port the real server serves on (0: the service's). Another port than the
+    /// service's is NAT's only: with direct routing it is ignored, as ipvsadm does (see
+    /// `warnings`).
+    fn real_port(r: &RealAddr, key: &ServiceKey, method: Method) -> u16 {
+        match r.port {
+            Some(p) if p != key.port && method.maps_ports() => p,
+            _ => 0,
+        }
     }
 
     /// What ipvsadm accepts silently on this line but does not do, to say on stderr.
@@ -960,7 +985,8 @@ impl IpvsArgs {
         let mut w = Vec::new();
         let virt = self.tcp.or(self.udp).map(|a| a.port());
         if let (Some(r), Some(virt)) = (self.real, virt) {
-            if let Some(p) = r.port.filter(|&p| p != virt) {
+            let maps = self.method().is_ok_and(Method::maps_ports);
+            if let Some(p) = r.port.filter(|&p| p != virt && !maps) {
                 w.push(format!(
                     "real server port {p} is ignored: direct routing cannot map ports, the real server is reached on the virtual port {virt} (as ipvsadm does)"
                 ));
@@ -1096,19 +1122,26 @@ impl IpvsArgs {
             Cmd::Flush => change(Request::Clear),
             Cmd::AddServer | Cmd::EditServer | Cmd::DeleteServer => {
                 let key = self.service()?;
-                let addr = self.real(&key)?;
+                let real = self.real(&key)?;
+                let addr = real.addr;
+                let method = self.method()?;
+                let port = Self::real_port(&real, &key, method);
                 let weight = self.weight.unwrap_or(1);
                 let check = self.check_spec()?;
                 change(match cmd {
                     Cmd::AddServer => Request::AddReal {
                         key,
                         addr,
+                        port,
+                        method,
                         weight,
                         check: check.flatten(),
                     },
                     Cmd::EditServer => Request::EditReal {
                         key,
                         addr,
+                        port,
+                        method,
                         weight,
                         check: match check {
                             None => CheckEdit::Keep,

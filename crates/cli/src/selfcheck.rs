@@ -56,6 +56,8 @@ pub fn run(args: &Args) -> Result<()> {
         .enumerate()
         .map(|(i, &w)| RealSpec {
             addr: Ipv4Addr::new(198, 18, 0, 11 + i as u8).into(),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: w,
             mac: Some(real_mac(i)),
         })

@@ -267,12 +267,12 @@ fn bad_commands_are_one_line_errors_and_change_nothing() {
         &lab,
         &[
             (
-                "-a -t 198.18.0.100:80 -r 198.18.0.14 -m",
-                "only does direct routing",
+                "-a -t 198.18.0.100:80 -r 198.18.0.14 -g -m",
+                "multiple forwarding methods",
             ),
             (
                 "-a -t 198.18.0.100:80 -r 198.18.0.14 -i",
-                "only does direct routing",
+                "tunnelling is not implemented yet",
             ),
             (
                 "-A -t 198.18.0.100:80 -s rr",
@@ -1257,7 +1257,7 @@ fn a_keepalived_conf_is_served_and_sighup_applies_its_edits_without_breaking_a_c
         lab.director_log()
     );
     // A broken edit changes nothing.
-    std::fs::write(&conf, "virtual_server 198.18.0.100 80 {\n lb_kind NAT\n}\n").expect("conf");
+    std::fs::write(&conf, "virtual_server 198.18.0.100 80 {\n lb_kind TUN\n}\n").expect("conf");
     std::process::Command::new("kill")
         .args(["-HUP", &pid])
         .status()
@@ -1273,7 +1273,7 @@ fn a_keepalived_conf_is_served_and_sighup_applies_its_edits_without_breaking_a_c
     assert!(x(lab, "-Ln").contains("TCP  198.18.0.100:81 rr"));
     assert!(
         lab.director_log().contains(&format!(
-            "SIGHUP: {}:2: virtual_server 198.18.0.100 80: lb_kind NAT",
+            "SIGHUP: {}:2: virtual_server 198.18.0.100 80: lb_kind TUN",
             conf.display()
         )),
         "the file and its line: {}",

@@ -713,6 +713,8 @@ mod tests {
     fn real(last: u8) -> RealSpec {
         RealSpec {
             addr: Ipv4Addr::new(198, 18, 0, last).into(),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 1,
             mac: Some([2, 0, 0, 0, 1, last]),
         }

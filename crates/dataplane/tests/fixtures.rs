@@ -43,6 +43,8 @@ fn service(proto: Protocol, sched: SchedKind, weights: &[u16]) -> ServiceSpec {
         .enumerate()
         .map(|(i, &w)| RealSpec {
             addr: rs_ip(i as u8 + 1).into(),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: w,
             mac: Some(rs_mac(i as u8 + 1)),
         })
@@ -625,6 +627,8 @@ fn removed_real_drains_its_flows_gracefully() {
     // A new real server must not take the draining one's slot while another is free.
     cfg.services[0].reals.push(RealSpec {
         addr: rs_ip(3).into(),
+        port: 0,
+        method: xdpvs_sched::Method::Route,
         weight: 1,
         mac: Some(rs_mac(3)),
     });
@@ -1020,6 +1024,8 @@ fn v6_config() -> Config {
     s.reals = (1..=3)
         .map(|n| RealSpec {
             addr: rs6_ip(n).into(),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 1,
             mac: Some(rs_mac(n)),
         })

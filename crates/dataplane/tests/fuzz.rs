@@ -24,6 +24,8 @@ fn tables() -> Tables {
         );
         s.reals.push(RealSpec {
             addr: Ipv4Addr::new(198, 18, 0, 11).into(),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 1,
             mac: Some([2, 0, 0, 0, 1, 11]),
         });

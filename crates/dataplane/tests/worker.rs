@@ -32,6 +32,8 @@ fn config(reals: &[u8], port: u16) -> Config {
         .iter()
         .map(|&i| RealSpec {
             addr: Ipv4Addr::new(198, 18, 0, 10 + i).into(),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 1,
             mac: Some(rs_mac(i)),
         })

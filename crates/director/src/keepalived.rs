@@ -1,8 +1,9 @@
 //! keepalived.conf's `virtual_server` blocks, read as xdpvs requests.
 //!
 //! An operator migrating from IPVS + keepalived points `xdpvs run --keepalived FILE` at
-//! the file they have. What keepalived does for a direct-routing director is taken:
-//! `lb_algo`/`lvs_sched`, `lb_kind`/`lvs_method DR`, `persistence_timeout`,
+//! the file they have. What keepalived does for a DR or NAT director is taken:
+//! `lb_algo`/`lvs_sched`, `lb_kind`/`lvs_method DR|NAT` (NAT by default, as keepalived;
+//! also per real server), `persistence_timeout`,
 //! `persistence_granularity`, `protocol`, `delay_loop`, `virtualhost`, `sorry_server`,
 //! `inhibit_on_failure` and `real_server` blocks with `weight`, `inhibit_on_failure`,
 //! `TCP_CHECK` and `HTTP_GET` (`connect_port`, `connect_timeout`, `retry`/`nb_get_retry`,
@@ -13,7 +14,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use xdpvs_sched::{Persistence, Protocol, SchedFlags, SchedKind, ServiceKey};
+use xdpvs_sched::{Method, Persistence, Protocol, SchedFlags, SchedKind, ServiceKey};
 
 use crate::control::proto::Request;
 use crate::health::spec::{parse_digest, CheckSpec, Millis, OnFailure, Probe};
@@ -311,7 +312,8 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<(usize, Request)>), Keepa
         inhibit: false,
     };
     let mut reals = Vec::new();
-    let mut direct_routing = false;
+    // keepalived's default method is NAT.
+    let mut method = Method::Masq;
     let mut flag_words: Vec<&str> = Vec::new();
     let name = format!("virtual_server {vip} {port}");
     for c in block(n)? {
@@ -328,17 +330,7 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<(usize, Request)>), Keepa
                     )
                 })?;
             }
-            "lb_kind" | "lvs_method" => {
-                no_block(c)?;
-                let k = one_arg(c, "forwarding method")?;
-                if k != "DR" {
-                    return err(
-                        c.line,
-                        format!("{name}: {} {k}: xdpvs does direct routing only (DR)", c.key),
-                    );
-                }
-                direct_routing = true;
-            }
+            "lb_kind" | "lvs_method" => method = lvs_method(c, &name)?,
             "persistence_timeout" => {
                 let t: u32 = number(c, "number of seconds")?;
                 timeout = (t > 0).then_some(t);
@@ -409,12 +401,6 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<(usize, Request)>), Keepa
             _ => return refuse(""),
         }
     }
-    if !direct_routing {
-        return err(
-            n.line,
-            format!("{name}: no lb_kind: keepalived's default is NAT, and xdpvs does direct routing only: add lb_kind DR"),
-        );
-    }
     let key = ServiceKey { proto, vip, port };
     let persistence = match timeout {
         Some(t) => Some(
@@ -445,7 +431,8 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<(usize, Request)>), Keepa
     )];
     let mut seen = Vec::new();
     for r in reals {
-        let (addr, weight, check) = real_server(r, &name, vip, port, &defaults)?;
+        let (addr, rport, rmethod, weight, check) =
+            real_server(r, &name, vip, port, method, &defaults)?;
         if seen.contains(&addr) {
             return err(
                 r.line,
@@ -458,6 +445,9 @@ fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<(usize, Request)>), Keepa
             Request::AddReal {
                 key,
                 addr,
+                // 0: the service's port, as the command line says it.
+                port: if rport == port { 0 } else { rport },
+                method: rmethod,
                 weight,
                 check,
             },
@@ -481,20 +471,13 @@ fn real_server(
     vs: &str,
     vip: IpAddr,
     vport: u16,
+    mut method: Method,
     defaults: &CheckDefaults,
-) -> Result<(IpAddr, u16, Option<CheckSpec>), KeepalivedError> {
+) -> Result<(IpAddr, u16, Method, u16, Option<CheckSpec>), KeepalivedError> {
     let (addr, port) = addr_port(n, &n.args)?;
     let name = format!("{vs}: real_server {addr} {port}");
     if addr.is_ipv6() != vip.is_ipv6() {
         return err(n.line, format!("{name}: {}", family_clash(addr, vip)));
-    }
-    if port != vport {
-        return err(
-            n.line,
-            format!(
-                "{name}: direct routing cannot map ports: the real server must serve on {vport}"
-            ),
-        );
     }
     let mut weight = 1u16;
     let mut inhibit = defaults.inhibit;
@@ -502,6 +485,8 @@ fn real_server(
     for c in block(n)? {
         match c.key.as_str() {
             "weight" => weight = number(c, "weight from 0 to 65535")?,
+            // keepalived 2: a real server's own forwarding method.
+            "lb_kind" | "lvs_method" => method = lvs_method(c, &name)?,
             "inhibit_on_failure" => {
                 no_block(c)?;
                 inhibit = true;
@@ -525,6 +510,14 @@ fn real_server(
             k => return err(c.line, format!("{name}: {k} is not supported")),
         }
     }
+    if port != vport && !method.maps_ports() {
+        return err(
+            n.line,
+            format!(
+                "{name}: direct routing cannot map ports: the real server must serve on {vport} (or use lb_kind NAT)"
+            ),
+        );
+    }
     if let Some(c) = &mut check {
         c.on_failure = if inhibit {
             OnFailure::Inhibit
@@ -532,7 +525,20 @@ fn real_server(
             OnFailure::Remove
         };
     }
-    Ok((addr, weight, check))
+    Ok((addr, port, method, weight, check))
+}
+
+/// `lb_kind`/`lvs_method`: DR or NAT.
+fn lvs_method(c: &Node, name: &str) -> Result<Method, KeepalivedError> {
+    no_block(c)?;
+    match one_arg(c, "forwarding method")? {
+        "DR" => Ok(Method::Route),
+        "NAT" => Ok(Method::Masq),
+        k => err(
+            c.line,
+            format!("{name}: {} {k}: xdpvs forwards by DR or NAT (tunnelling is not implemented yet)", c.key),
+        ),
+    }
 }
 
 fn checker(n: &Node, rs: &str, defaults: &CheckDefaults) -> Result<CheckSpec, KeepalivedError> {

@@ -518,6 +518,8 @@ mod tests {
         };
         let real = |last: u8, weight| RealSpec {
             addr: std::net::Ipv4Addr::new(198, 18, 0, last).into(),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight,
             mac: None,
         };

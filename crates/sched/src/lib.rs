@@ -36,7 +36,7 @@ pub mod wrr;
 
 pub use any::AnyScheduler;
 pub use model::{
-    ConfigError, Mac, Persistence, Protocol, RealSpec, SchedFlags, SchedKind, ServiceKey,
+    ConfigError, Mac, Method, Persistence, Protocol, RealSpec, SchedFlags, SchedKind, ServiceKey,
     ServiceSpec,
 };
 pub use scheduler::{heaviest, least_weighted, DestView, Load, Pick, Scheduler};

@@ -336,15 +336,87 @@ pub const fn prefix_mask(prefix_len: u8) -> u32 {
     }
 }
 
+/// How packets reach a real server: ipvsadm's forwarding method (`-g`, `-m`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum Method {
+    /// Direct routing (`-g`, keepalived `DR`): only the Ethernet addresses change; the
+    /// real server holds the VIP and answers the client itself.
+    #[default]
+    Route,
+    /// Masquerading (`-m`, keepalived `NAT`): the destination address and port are
+    /// rewritten to the real server's, and its replies, which come back through the
+    /// director (its gateway), are rewritten from the VIP and the virtual port.
+    Masq,
+}
+
+impl Method {
+    /// The word ipvsadm's listing prints (`Route`, `Masq`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Method::Route => "Route",
+            Method::Masq => "Masq",
+        }
+    }
+
+    /// ipvsadm's option for it (`-g`, `-m`).
+    pub const fn option(self) -> &'static str {
+        match self {
+            Method::Route => "-g",
+            Method::Masq => "-m",
+        }
+    }
+
+    /// Whether the real server may serve on another port than the service's (only NAT
+    /// maps ports, as in IPVS).
+    pub const fn maps_ports(self) -> bool {
+        matches!(self, Method::Masq)
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A real server of a virtual service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RealSpec {
     /// The real server's address (on the director's LAN), of its service's family.
     pub addr: IpAddr,
+    /// The port it serves on; 0 for the service's port (the only one unless the method
+    /// maps ports: NAT).
+    pub port: u16,
+    /// How packets reach it.
+    pub method: Method,
     /// Weight 0..=65535. 0 is *quiescent*: no new connections, existing ones continue.
     pub weight: u16,
     /// The real server's MAC, once resolved. Unresolved real servers get no new traffic.
     pub mac: Option<Mac>,
+}
+
+impl RealSpec {
+    /// A real server reached by direct routing (on the service's port).
+    pub fn route(addr: IpAddr, weight: u16) -> RealSpec {
+        RealSpec {
+            addr,
+            port: 0,
+            method: Method::Route,
+            weight,
+            mac: None,
+        }
+    }
+
+    /// The port it serves on, for a service on `service_port`.
+    pub fn port_for(&self, service_port: u16) -> u16 {
+        if self.port == 0 {
+            service_port
+        } else {
+            self.port
+        }
+    }
 }
 
 /// A virtual service and its real servers.
@@ -402,6 +474,14 @@ impl ServiceSpec {
                 return Err(ConfigError::DuplicateReal {
                     service: self.key,
                     real: r.addr,
+                });
+            }
+            if r.port_for(self.key.port) != self.key.port && !r.method.maps_ports() {
+                return Err(ConfigError::RealPort {
+                    service: self.key,
+                    real: r.addr,
+                    port: r.port,
+                    method: r.method,
                 });
             }
         }
@@ -463,6 +543,18 @@ pub enum ConfigError {
         service: ServiceKey,
         /// The real server.
         real: IpAddr,
+    },
+    /// A real server's port that its method cannot reach it on.
+    #[error("real server {real} of service {service} on port {port}: only NAT (-m) maps ports; {} reaches a real server on the service's port", method.option())]
+    RealPort {
+        /// The service.
+        service: ServiceKey,
+        /// The real server.
+        real: IpAddr,
+        /// Its port.
+        port: u16,
+        /// Its method.
+        method: Method,
     },
     /// More real servers than a service can index.
     #[error("service {0} has too many real servers (at most 65534)")]
@@ -555,6 +647,8 @@ mod tests {
         let mut s = ServiceSpec::new(key, SchedKind::Rr);
         let r = RealSpec {
             addr: Ipv4Addr::new(198, 18, 0, 11).into(),
+            port: 0,
+            method: Method::Route,
             weight: 1,
             mac: None,
         };
@@ -579,12 +673,16 @@ mod tests {
         let mut s = ServiceSpec::new(key, SchedKind::Rr);
         s.reals.push(RealSpec {
             addr: "2001:2::11".parse().expect("valid"),
+            port: 0,
+            method: Method::Route,
             weight: 1,
             mac: None,
         });
         assert_eq!(s.validate(), Ok(()));
         s.reals.push(RealSpec {
             addr: Ipv4Addr::new(198, 18, 0, 11).into(),
+            port: 0,
+            method: Method::Route,
             weight: 1,
             mac: None,
         });

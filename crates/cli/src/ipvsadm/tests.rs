@@ -57,6 +57,8 @@ fn the_dr_howto_commands() {
         Ok(Request::AddReal {
             key: key(),
             addr: rs(11),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 1,
             check: None
         })
@@ -190,6 +192,8 @@ fn defaults_are_ipvsadm_s() {
         Ok(Request::EditReal {
             key: key(),
             addr: rs(11),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 1,
             check: CheckEdit::Keep
         })
@@ -220,6 +224,8 @@ fn defaults_are_ipvsadm_s() {
         Ok(Request::AddReal {
             key: key(),
             addr: rs(11),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 0,
             check: None
         })
@@ -229,6 +235,8 @@ fn defaults_are_ipvsadm_s() {
         Ok(Request::AddReal {
             key: key(),
             addr: rs(11),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 5, check: None
         })
     );
@@ -400,12 +408,12 @@ fn ipvsadm_defaults_and_silent_acceptances() {
 fn clear_errors() {
     for (args, want) in [
         (
-            "-a -t 198.18.0.100:80 -r 198.18.0.11 -m",
-            "only does direct routing",
+            "-a -t 198.18.0.100:80 -r 198.18.0.11 -g -m",
+            "multiple forwarding methods",
         ),
         (
             "-a -t 198.18.0.100:80 -r 198.18.0.11 -i",
-            "only does direct routing",
+            "tunnelling is not implemented yet",
         ),
         ("-A -f 1", "-f (firewall-mark services) is not supported"),
         ("-A --sctp-service 198.18.0.100:80", "SCTP services"),
@@ -486,6 +494,8 @@ fn table() -> Table {
     };
     persistent.reals.push(RealRow {
         addr: rs(12),
+        port: 53,
+        method: xdpvs_sched::Method::Route,
         weight: 0,
         active: 0,
         inactive: 0,
@@ -507,6 +517,8 @@ fn table() -> Table {
                 persistence: None,
                 reals: vec![RealRow {
                     addr: rs(11),
+                    port: 80,
+                    method: xdpvs_sched::Method::Route,
                     weight: 1,
                     active: 2,
                     inactive: 30,
@@ -576,6 +588,8 @@ fn save_layout_and_round_trip() {
         Request::AddReal {
             key: table().services[1].key,
             addr: rs(12),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 0,
             check: None
         }
@@ -939,6 +953,8 @@ fn checks_and_sorry_servers_are_saved_restored_and_listed() {
         Request::AddReal {
             key: key(),
             addr: rs(11),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 1,
             check: Some(check),
         }
@@ -987,6 +1003,8 @@ fn rs6(last: u16) -> IpAddr {
 fn table6() -> Table {
     let real = |addr, weight| RealRow {
         addr,
+        port: 80,
+        method: xdpvs_sched::Method::Route,
         weight,
         active: 1,
         inactive: 2,
@@ -1034,6 +1052,8 @@ fn ipv6_services_in_ipvsadm_s_grammar() {
             Ok(Request::AddReal {
                 key: key6(),
                 addr: rs6(0x11),
+                port: 0,
+                method: xdpvs_sched::Method::Route,
                 weight: 3,
                 check: None,
             }),
@@ -1135,4 +1155,47 @@ fn ipv6_listing_save_and_json_as_ipvsadm() {
     );
     let j: serde_json::Value = serde_json::from_str(&json_connection(&row)).expect("valid");
     assert_eq!(j["source"], "[2001:2::21]:40000");
+}
+
+#[test]
+fn masquerading_maps_ports_and_direct_routing_ignores_them() {
+    let add = |args: &str| match action(args) {
+        Ok(Action::Change(Request::AddReal { port, method, .. })) => (port, method),
+        other => panic!("{args}: {other:?}"),
+    };
+    use xdpvs_sched::Method;
+    assert_eq!(
+        add("-a -t 198.18.0.100:80 -r 198.18.0.11:8080 -m"),
+        (8080, Method::Masq)
+    );
+    assert_eq!(
+        add("-a -t 198.18.0.100:80 -r 198.18.0.11 --masquerading"),
+        (0, Method::Masq)
+    );
+    // The service's own port is said as 0, however it is written.
+    assert_eq!(
+        add("-a -t 198.18.0.100:80 -r 198.18.0.11:80 -m"),
+        (0, Method::Masq)
+    );
+    // Direct routing reaches the real server on the virtual port (ipvsadm too).
+    assert_eq!(
+        add("-a -t 198.18.0.100:80 -r 198.18.0.11:8080 -g"),
+        (0, Method::Route)
+    );
+    assert_eq!(add("-a -t 198.18.0.100:80 -r 198.18.0.11"), (0, Method::Route));
+    // -e without a method sets -g, as ipvsadm's -e does.
+    match action("-e -t 198.18.0.100:80 -r 198.18.0.11") {
+        Ok(Action::Change(Request::EditReal { method, .. })) => {
+            assert_eq!(method, Method::Route)
+        }
+        other => panic!("{other:?}"),
+    }
+    let warned = |args: &str| {
+        T::try_parse_from(std::iter::once("xdpvs").chain(args.split_whitespace()))
+            .expect("parses")
+            .a
+            .warnings()
+    };
+    assert!(warned("-a -t 198.18.0.100:80 -r 198.18.0.11:8080 -m").is_empty());
+    assert_eq!(warned("-a -t 198.18.0.100:80 -r 198.18.0.11:8080 -g").len(), 1);
 }

@@ -11,12 +11,12 @@ use std::io::{self, Read, Write};
 use std::net::IpAddr;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use xdpvs_sched::{ConfigError, Persistence, SchedFlags, SchedKind, ServiceKey};
+use xdpvs_sched::{ConfigError, Method, Persistence, SchedFlags, SchedKind, ServiceKey};
 
 pub use crate::health::spec::{CheckSpec, Millis, OnFailure, Probe};
 
 /// Version of the protocol; both ends must speak the same.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The largest message either end accepts.
 pub const MAX_MESSAGE: usize = 1 << 20;
 
@@ -66,17 +66,30 @@ pub enum Request {
         key: ServiceKey,
         /// Real server address.
         addr: IpAddr,
+        /// The port it serves on (0: the service's; another only with NAT).
+        #[serde(default)]
+        port: u16,
+        /// How packets reach it (`-g`, `-m`).
+        #[serde(default)]
+        method: Method,
         /// Weight (0 = quiescent).
         weight: u16,
         /// Its health check (`--check ...`), if any.
         check: Option<CheckSpec>,
     },
-    /// `-e`: edit a real server (its weight: ipvsadm's default 1 when `-w` is not given).
+    /// `-e`: edit a real server (its weight: ipvsadm's default 1 when `-w` is not given;
+    /// its method: ipvsadm's default `-g` when none is given).
     EditReal {
         /// The service.
         key: ServiceKey,
         /// Real server address.
         addr: IpAddr,
+        /// The port it serves on (0: the service's).
+        #[serde(default)]
+        port: u16,
+        /// How packets reach it.
+        #[serde(default)]
+        method: Method,
         /// Weight.
         weight: u16,
         /// What happens to its health check.
@@ -240,6 +253,10 @@ pub struct Rates {
 pub struct RealRow {
     /// Address.
     pub addr: IpAddr,
+    /// The port it serves on.
+    pub port: u16,
+    /// How packets reach it (`Route`, `Masq`).
+    pub method: Method,
     /// Weight.
     pub weight: u16,
     /// ActiveConn, summed over workers.

@@ -4,12 +4,12 @@
 //! write side or waits for it.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use xdpvs_dataplane::stats::TrafficTotals;
 use xdpvs_sched::conn::{DestRef, Listed};
 use xdpvs_sched::tcp::State;
-use xdpvs_sched::{Load, ServiceKey, ServiceSpec};
+use xdpvs_sched::{Load, RealSpec, ServiceKey, ServiceSpec};
 
 use super::dataplane::Observe;
 use super::proto::{
@@ -86,7 +86,8 @@ pub fn table(
 /// One service of the listing.
 fn service_row(view: &View, dp: &dyn Observe, s: &ServiceSpec) -> ServiceRow {
     let compiled = view.compiled(&s.key);
-    let row = |addr: IpAddr, weight: u16, sorry: bool| {
+    let row = |r: &RealSpec, sorry: bool| {
+        let (addr, weight) = (r.addr, r.weight);
         // A real server its check removed drains its connections under its old slot:
         // they are listed as -Lnc lists them.
         let dest = compiled
@@ -109,6 +110,8 @@ fn service_row(view: &View, dp: &dyn Observe, s: &ServiceSpec) -> ServiceRow {
         let id = (s.key, addr);
         RealRow {
             addr,
+            port: r.port_for(s.key.port),
+            method: r.method,
             weight,
             active: u64::from(load.active),
             inactive: u64::from(load.inactive),
@@ -139,14 +142,14 @@ fn service_row(view: &View, dp: &dyn Observe, s: &ServiceSpec) -> ServiceRow {
     let mut reals: Vec<RealRow> = s
         .reals
         .iter()
-        .map(|r| row(r.addr, r.weight, false))
+        .map(|r| row(r, false))
         .collect();
     let sorry = view.config.sorry.get(&s.key).copied();
     if let Some(a) = sorry {
         let standing_in = !s.reals.iter().any(|r| r.addr == a)
             && compiled.is_some_and(|c| c.reals.iter().any(|cr| cr.addr == a));
         if standing_in {
-            reals.push(row(a, 1, true));
+            reals.push(row(&crate::control::write::sorry_real(s, a), true));
         }
     }
     reals.sort_by_key(|r| r.addr);

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use xdpvs_dataplane::{Config, Draining, Limits, Options, Services, SlotBook};
 use xdpvs_sched::tcp::{State, Timeouts};
-use xdpvs_sched::{Mac, RealSpec, SchedKind, ServiceKey, ServiceSpec};
+use xdpvs_sched::{Mac, Method, RealSpec, SchedKind, ServiceKey, ServiceSpec};
 
 use super::dataplane::{Configure, Observe};
 use super::proto::{CheckEdit, CheckSpec, ControlError, OnFailure, Reply, Request, TimeoutSet};
@@ -100,17 +100,27 @@ fn effective(
                     .iter()
                     .any(|r| r.weight > 0 && !out_of_service.contains(&(s.key, r.addr)));
                 if !quorum && !s.reals.iter().any(|r| r.addr == sorry) {
-                    s.reals.push(RealSpec {
-                        addr: sorry,
-                        weight: 1,
-                        mac: None,
-                    });
+                    let stand_in = sorry_real(&s, sorry);
+                    s.reals.push(stand_in);
                 }
             }
             s
         })
         .collect();
     (services, out_of_service)
+}
+
+/// The sorry server `addr` of service `s` as the real server that stands in (weight 1,
+/// on the service's port, reached as the service's first real server is: a NAT service's
+/// sorry server is a NAT real server too).
+pub(crate) fn sorry_real(s: &ServiceSpec, addr: IpAddr) -> RealSpec {
+    RealSpec {
+        addr,
+        port: 0,
+        method: s.reals.first().map_or(Method::Route, |r| r.method),
+        weight: 1,
+        mac: None,
+    }
 }
 
 /// The health records for `config`'s checks: a check that stays as it is keeps its
@@ -880,6 +890,8 @@ impl<D: Configure + Observe> WriteSide<D> {
             Request::AddReal {
                 key,
                 addr,
+                port,
+                method,
                 weight,
                 check,
             } => {
@@ -893,6 +905,8 @@ impl<D: Configure + Observe> WriteSide<D> {
                 self.check_real(&next.services, key, *addr)?;
                 next.services[i].reals.push(RealSpec {
                     addr: *addr,
+                    port: *port,
+                    method: *method,
                     weight: *weight,
                     mac: None,
                 });
@@ -903,6 +917,8 @@ impl<D: Configure + Observe> WriteSide<D> {
             Request::EditReal {
                 key,
                 addr,
+                port,
+                method,
                 weight,
                 check,
             } => {
@@ -913,6 +929,8 @@ impl<D: Configure + Observe> WriteSide<D> {
                     .find(|r| r.addr == *addr)
                     .ok_or_else(|| no_real(key, addr))?;
                 r.weight = *weight;
+                r.port = *port;
+                r.method = *method;
                 match check {
                     CheckEdit::Keep => {}
                     CheckEdit::Set(c) => {

@@ -117,6 +117,8 @@ fn a_real_world_file_with_every_supported_keyword() {
         Request::AddReal {
             key: web,
             addr: rs(11),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 3,
             check: Some(CheckSpec {
                 probe: Probe::Http {
@@ -137,6 +139,8 @@ fn a_real_world_file_with_every_supported_keyword() {
         Request::AddReal {
             key: web,
             addr: rs(12),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 1,
             check: Some(CheckSpec {
                 probe: Probe::Tcp,
@@ -152,6 +156,8 @@ fn a_real_world_file_with_every_supported_keyword() {
         Request::AddReal {
             key: web,
             addr: rs(13),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 0,
             check: None,
         },
@@ -165,6 +171,8 @@ fn a_real_world_file_with_every_supported_keyword() {
         Request::AddReal {
             key: dns,
             addr: rs(11),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 1,
             check: Some(CheckSpec {
                 port: Some(53),
@@ -197,6 +205,8 @@ fn defaults_are_keepalived_s() {
             Request::AddReal {
                 key: key(Protocol::Tcp, 80),
                 addr: rs(11),
+                port: 0,
+                method: xdpvs_sched::Method::Route,
                 weight: 1,
                 check: Some(CheckSpec {
                     probe: Probe::Http {
@@ -255,11 +265,16 @@ fn rs11(body: &str) -> String {
 fn everything_else_is_refused_with_its_line() {
     let cases: Vec<(String, usize, &str)> = vec![
         (
-            vs("lb_kind NAT"),
+            vs("lb_kind TUN"),
             3,
-            "lb_kind NAT: xdpvs does direct routing only",
+            "lb_kind TUN: xdpvs forwards by DR or NAT (tunnelling is not implemented yet)",
         ),
-        (vs("lvs_method TUN"), 3, "direct routing only"),
+        (vs("lvs_method TUN"), 3, "tunnelling is not implemented yet"),
+        (
+            rs11("lvs_method TUN"),
+            4,
+            "tunnelling is not implemented yet",
+        ),
         (
             vs("lb_algo lbx"),
             3,
@@ -426,6 +441,8 @@ fn one_line_blocks_comments_and_quotes() {
         Request::AddReal {
             key: key(Protocol::Tcp, 80),
             addr: rs(11),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 2,
             check: None,
         }
@@ -460,6 +477,7 @@ fn ipv6_virtual_and_real_servers_are_imported() {
         addr,
         weight,
         check,
+        ..
     } = &got.requests[1]
     else {
         panic!("{:?}", got.requests)
@@ -476,4 +494,34 @@ fn ipv6_virtual_and_real_servers_are_imported() {
         panic!()
     };
     assert_eq!(persistence.expect("persistent").prefix_len, 128);
+}
+
+/// keepalived's default method is NAT; NAT maps ports; a real server may say its own.
+#[test]
+fn nat_is_the_default_maps_ports_and_a_real_server_may_say_its_own() {
+    let conf = "virtual_server 198.18.0.100 80 {\n  lb_algo rr\n  real_server 198.18.0.11 8080 {\n  }\n  real_server 198.18.0.12 80 {\n    lvs_method DR\n  }\n  real_server 198.18.0.13 80 {\n  }\n}\n";
+    let got = parse(conf).expect("parses");
+    let reals: Vec<(IpAddr, u16, Method)> = got
+        .requests
+        .iter()
+        .filter_map(|r| match r {
+            Request::AddReal {
+                addr, port, method, ..
+            } => Some((*addr, *port, *method)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reals,
+        vec![
+            ("198.18.0.11".parse().expect("ip"), 8080, Method::Masq),
+            ("198.18.0.12".parse().expect("ip"), 0, Method::Route),
+            ("198.18.0.13".parse().expect("ip"), 0, Method::Masq),
+        ]
+    );
+    // A DR real server cannot serve on another port.
+    let dr = "virtual_server 198.18.0.100 80 {\n  real_server 198.18.0.11 8080 {\n    lb_kind DR\n  }\n}\n";
+    let e = parse(dr).expect_err("refused");
+    assert_eq!(e.line, 2, "{e}");
+    assert!(e.message.contains("cannot map ports"), "{e}");
 }

@@ -311,6 +311,8 @@ fn add_real(p: &mut WriteSide<Fake>, last: u8) -> Result<Reply, ControlError> {
     p.execute(&Request::AddReal {
         key: key(),
         addr: rs(last),
+        port: 0,
+        method: xdpvs_sched::Method::Route,
         weight: 1,
         check: None,
     })
@@ -449,6 +451,8 @@ fn add_list_and_announce() {
         p.execute(&Request::AddReal {
             key: key(),
             addr: rs(last),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 1,
             check: None,
         })
@@ -477,6 +481,8 @@ fn errors_change_nothing() {
         p.execute(&Request::AddReal {
             key: key(),
             addr: rs(11),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 1,
             check: None
         }),
@@ -605,6 +611,8 @@ fn rebuild_then(last: Request) -> Request {
         Request::AddReal {
             key: key(),
             addr: rs(12),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 3,
             check: None,
         },
@@ -622,6 +630,8 @@ fn a_batch_is_applied_whole_or_not_at_all() {
         .execute(&rebuild_then(Request::AddReal {
             key: key(),
             addr: rs(12),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 3,
             check: None,
         }))
@@ -710,6 +720,8 @@ fn real_servers_direct_routing_cannot_reach_are_refused() {
             .execute(&Request::AddReal {
                 key: key(),
                 addr: addr.into(),
+                port: 0,
+                method: xdpvs_sched::Method::Route,
                 weight: 1,
                 check: None,
             })
@@ -734,6 +746,8 @@ fn real_servers_direct_routing_cannot_reach_are_refused() {
             Request::AddReal {
                 key: key(),
                 addr: other_vip.into(),
+                port: 0,
+                method: xdpvs_sched::Method::Route,
                 weight: 1,
                 check: None,
             },
@@ -972,6 +986,8 @@ fn add_checked(p: &mut WriteSide<Fake>, last: u8, check: CheckSpec) {
     p.execute(&Request::AddReal {
         key: key(),
         addr: rs(last),
+        port: 0,
+        method: xdpvs_sched::Method::Route,
         weight: 2,
         check: Some(check),
     })
@@ -1106,6 +1122,8 @@ fn check_state_survives_unrelated_changes_and_restarts_when_the_check_changes() 
         p.execute(&Request::EditReal {
             key: key(),
             addr: rs(last),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 3,
             check,
         })
@@ -1331,6 +1349,8 @@ fn an_ipv6_service_is_announced_and_takes_ipv6_reals_on_the_directors_ipv6_subne
     p.execute(&Request::AddReal {
         key: key6,
         addr: rs6,
+        port: 0,
+        method: xdpvs_sched::Method::Route,
         weight: 1,
         check: None,
     })
@@ -1347,6 +1367,8 @@ fn an_ipv6_service_is_announced_and_takes_ipv6_reals_on_the_directors_ipv6_subne
             .execute(&Request::AddReal {
                 key: key6,
                 addr: addr.parse().expect("valid"),
+                port: 0,
+                method: xdpvs_sched::Method::Route,
                 weight: 1,
                 check: None,
             })
@@ -1479,6 +1501,8 @@ fn an_mh_service_keeps_a_failed_real_server_in_place_out_of_service() {
         for last in [11, 12] {
             s.reals.push(RealSpec {
                 addr: rs(last),
+                port: 0,
+                method: xdpvs_sched::Method::Route,
                 weight: 2,
                 mac: None,
             });
@@ -1521,6 +1545,8 @@ fn a_vip_is_announced_while_a_real_server_is_in_service() {
     p.execute(&Request::AddReal {
         key: key(),
         addr: rs(12),
+        port: 0,
+        method: xdpvs_sched::Method::Route,
         weight: 1,
         check: None,
     })
@@ -1532,6 +1558,8 @@ fn a_vip_is_announced_while_a_real_server_is_in_service() {
     p.execute(&Request::EditReal {
         key: key(),
         addr: rs(11),
+        port: 0,
+        method: xdpvs_sched::Method::Route,
         weight: 0,
         check: CheckEdit::Keep,
     })
@@ -1695,6 +1723,8 @@ fn a_real_server_answering_for_a_vip_is_a_conflict_not_its_owner() {
         Request::AddReal {
             key: key(),
             addr: rs(11),
+            port: 0,
+            method: xdpvs_sched::Method::Route,
             weight: 1,
             check: None,
         },
