@@ -18,7 +18,8 @@ use xdpvs_sched::conn::{ConnTable, DestRef, Loads};
 
 pub use crate::reuse::ConnReuseMode;
 use xdpvs_sched::{
-    AnyScheduler, ConfigError, DestView, Load, Mac, Persistence, Protocol, ServiceKey, ServiceSpec,
+    AnyScheduler, ConfigError, DestView, Load, Mac, Method, Persistence, Protocol, RealSpec,
+    ServiceKey, ServiceSpec,
 };
 
 /// Behaviour switches, named after the IPVS sysctls they mirror.
@@ -54,6 +55,56 @@ pub struct Draining {
     pub dest: DestRef,
     /// Its MAC, if still known.
     pub mac: Option<Mac>,
+    /// How its connections' packets reach it.
+    pub fwd: Fwd,
+}
+
+/// How the engine rewrites a packet for a real server: what its forwarding method
+/// ([`Method`]) needs to know of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fwd {
+    /// Direct routing: the Ethernet addresses only.
+    #[default]
+    Route,
+    /// NAT: the destination address and port become the real server's; its replies are
+    /// rewritten back from the service's VIP and port.
+    Masq {
+        /// The real server's address.
+        addr: IpAddr,
+        /// The port it serves on.
+        port: u16,
+        /// The service's VIP.
+        vip: IpAddr,
+        /// The service's port.
+        vport: u16,
+    },
+}
+
+impl Fwd {
+    /// What real server `r` of service `key` needs.
+    pub fn of(key: &ServiceKey, r: &RealSpec) -> Fwd {
+        match r.method {
+            Method::Route => Fwd::Route,
+            Method::Masq => Fwd::Masq {
+                addr: r.addr,
+                port: r.port_for(key.port),
+                vip: key.vip,
+                vport: key.port,
+            },
+        }
+    }
+}
+
+/// Where a NAT real server's replies come from, and the service they answer for: the
+/// key of [`Services::nat_services`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NatSource {
+    /// The protocol.
+    pub proto: Protocol,
+    /// The real server's address.
+    pub addr: IpAddr,
+    /// The port it serves on.
+    pub port: u16,
 }
 
 /// What the director should do.
@@ -127,6 +178,8 @@ pub struct Real {
     pub mac: Option<Mac>,
     /// In service by its health check (or it has none).
     pub up: bool,
+    /// How packets reach it.
+    pub fwd: Fwd,
 }
 
 impl Real {
@@ -200,6 +253,8 @@ struct DestInfo {
     down: bool,
     /// Not live, but a removed real server of this generation drains here.
     draining: bool,
+    /// How packets reach it.
+    fwd: Fwd,
 }
 
 /// A scheduler's view of one service: configured reals plus live loads.
@@ -244,6 +299,9 @@ pub struct Services {
     pub(crate) services: Vec<Service>,
     dests: Box<[DestInfo]>,
     service_slots: Box<[SlotInfo]>,
+    /// NAT real servers (configured or draining) and the (VIP, port) of their service,
+    /// sorted: a reply finds its connection's key here.
+    nat: Vec<(NatSource, (IpAddr, u16))>,
 }
 
 /// Hands out the (slot, generation) pairs of services and real servers, and remembers
@@ -478,6 +536,7 @@ impl Services {
                     dest: DestRef { slot, gen },
                     mac: r.mac,
                     up: !cfg.down.contains(&(s.key, r.addr)),
+                    fwd: Fwd::of(&s.key, r),
                 });
             }
             let view = View {
@@ -508,18 +567,44 @@ impl Services {
                 weight: 0,
                 down: false,
                 draining: false,
+                fwd: Fwd::Route,
             })
             .collect();
+        let mut nat = Vec::new();
+        let mut nat_source = |proto, fwd: Fwd| {
+            if let Fwd::Masq {
+                addr,
+                port,
+                vip,
+                vport,
+            } = fwd
+            {
+                nat.push((NatSource { proto, addr, port }, (vip, vport)));
+            }
+        };
         for d in &cfg.draining {
             if let Some(info) = dests.get_mut(d.dest.slot as usize) {
                 if !info.slot.live && info.slot.gen == d.dest.gen {
                     info.draining = true;
                     info.mac = d.mac;
+                    info.fwd = d.fwd;
+                    // Its service's protocol is not kept: a reply of either finds its
+                    // connection or nothing.
+                    nat_source(Protocol::Tcp, d.fwd);
+                    nat_source(Protocol::Udp, d.fwd);
                 }
             }
         }
+        for s in &services {
+            for r in &s.reals {
+                nat_source(s.key.proto, r.fwd);
+            }
+        }
+        nat.sort_unstable();
+        nat.dedup();
         for r in services.iter().flat_map(|s| &s.reals) {
             let d = &mut dests[r.dest.slot as usize];
+            d.fwd = r.fwd;
             d.mac = r.mac;
             // A real server out of service takes nobody new.
             d.weight = if r.up { r.weight } else { 0 };
@@ -546,6 +631,7 @@ impl Services {
             services,
             dests,
             service_slots: book.services.slots().into_boxed_slice(),
+            nat,
         })
     }
 
@@ -624,6 +710,41 @@ impl Services {
     /// The compiled services, in configuration order.
     pub fn services(&self) -> &[Service] {
         &self.services
+    }
+
+    /// How packets reach real server `d` (as it was configured, if it is draining).
+    #[inline]
+    pub fn fwd(&self, d: DestRef) -> Fwd {
+        self.dests
+            .get(d.slot as usize)
+            .filter(|info| info.slot.gen == d.gen)
+            .map_or(Fwd::Route, |info| info.fwd)
+    }
+
+    /// Whether some real server is reached by NAT (replies then cross the director).
+    #[inline]
+    pub fn has_nat(&self) -> bool {
+        !self.nat.is_empty()
+    }
+
+    /// The (VIP, port) of the services NAT real server `src` serves: where its replies'
+    /// connections are keyed.
+    #[inline]
+    pub fn nat_services(&self, src: &NatSource) -> &[(NatSource, (IpAddr, u16))] {
+        let start = self.nat.partition_point(|(k, _)| k < src);
+        let len = self.nat[start..].partition_point(|(k, _)| k == src);
+        &self.nat[start..start + len]
+    }
+
+    /// Every NAT real server's (protocol, address, port), for the XDP program to steer
+    /// their replies.
+    pub fn nat_sources(&self) -> impl Iterator<Item = NatSource> + '_ {
+        let mut last = None;
+        self.nat.iter().filter_map(move |(k, _)| {
+            let new = last != Some(*k);
+            last = Some(*k);
+            new.then_some(*k)
+        })
     }
 
     /// Where a connection to `d` should go now.

@@ -16,14 +16,15 @@ use etherparse::{
 };
 use xdpvs_arp::{ndp, Ignore, Outcome};
 use xdpvs_sched::conn::{ConnKey, ConnTable, ConnTableError, DestRef, Family, Listed, Loads};
-use xdpvs_sched::tcp::{flags, State, Timeouts};
+use xdpvs_sched::tcp::{flags, Dir, State, Timeouts};
 use xdpvs_sched::{Pick, Protocol, SchedKind, Scheduler, Time};
 
 use crate::checksum::{checksum, sum_words};
-use crate::config::{DestStatus, Limits, Services, View};
+use crate::config::{DestStatus, Fwd, Limits, NatSource, Services, View};
 use crate::frag::{FragDest, FragId, FragKey, FragTable, FRAG_SLOTS};
 use crate::icmp::{self, EchoLimit};
 use crate::ipv6::{self, Error6, FragKey6, Inbound6};
+use crate::method::{self, At};
 use crate::reuse;
 use crate::stats::{DropReason, WorkerStats};
 
@@ -354,6 +355,10 @@ struct Flow<A: Fam> {
 trait Fam: Family {
     /// The identity of a fragmented datagram.
     type Frag: FragId;
+    /// IPv6.
+    const V6: bool;
+    /// The address, if it is of this family.
+    fn of(ip: IpAddr) -> Option<Self>;
     fn conns(t: &Tables) -> &ConnTable<Self>;
     fn conns_mut(t: &mut Tables) -> &mut ConnTable<Self>;
     fn frags(t: &mut Tables) -> &mut FragTable<Self::Frag>;
@@ -365,6 +370,14 @@ trait Fam: Family {
 
 impl Fam for Ipv4Addr {
     type Frag = FragKey;
+    const V6: bool = false;
+    #[inline]
+    fn of(ip: IpAddr) -> Option<Self> {
+        match ip {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        }
+    }
     #[inline]
     fn conns(t: &Tables) -> &ConnTable<Self> {
         &t.conns
@@ -403,6 +416,14 @@ impl Fam for Ipv4Addr {
 
 impl Fam for Ipv6Addr {
     type Frag = FragKey6;
+    const V6: bool = true;
+    #[inline]
+    fn of(ip: IpAddr) -> Option<Self> {
+        match ip {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        }
+    }
     #[inline]
     fn conns(t: &Tables) -> &ConnTable<Self> {
         &t.conns6
@@ -514,9 +535,46 @@ fn ipv4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
             return later_fragment::<Ipv4Addr>(frame, t, &key, ip_len, now)
         }
         Ok(Inbound::Icmp { hlen, total }) => return icmp_to_vip(frame, t, hlen, total, now),
+        Err(Verdict::Pass) if t.services.has_nat() => return reply4(frame, t, now),
         Err(v) => return v,
     };
     deliver(frame, t, &flow, now)
+}
+
+/// An IPv4 packet to no VIP while some real server is NAT's: its reply, if it is one
+/// (a whole packet or a first fragment; later fragments of replies are the kernel's).
+#[inline(never)]
+fn reply4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
+    let Ok(ip) = Ipv4HeaderSlice::from_slice(&frame[ETH_LEN..]) else {
+        return Verdict::Pass;
+    };
+    let Some(proto) = Protocol::from_ip_number(ip.protocol().0) else {
+        return Verdict::Pass;
+    };
+    let (hlen, total) = (ip.slice().len(), usize::from(ip.total_len()));
+    let need = if proto == Protocol::Tcp { 20 } else { 8 };
+    if ip.fragments_offset().value() != 0
+        || total < hlen + need
+        || ETH_LEN + total > frame.len()
+    {
+        return Verdict::Pass;
+    }
+    let l4 = ETH_LEN + hlen;
+    let port = |o: usize| u16::from_be_bytes([frame[o], frame[o + 1]]);
+    let flow = Flow {
+        key: ConnKey {
+            proto,
+            client: ip.source_addr(),
+            cport: port(l4),
+            vip: ip.destination_addr(),
+            vport: port(l4 + 2),
+        },
+        tcp_flags: (proto == Protocol::Tcp).then(|| frame[l4 + 13]),
+        ip_len: total,
+        l4,
+        first_fragment: None,
+    };
+    nat_reply(frame, t, &flow, now)
 }
 
 /// A TCP or UDP packet to a VIP, of either family: to its connection's real server.
@@ -531,8 +589,23 @@ fn deliver<A: Fam>(frame: &mut [u8], t: &mut Tables, flow: &Flow<A>, now: Time) 
         Err(Miss::Verdict(v)) => return v,
         Err(Miss::Stateless(dest, mac)) => (None, dest, mac),
     };
+    // Direct routing costs no lookup of the method while no real server is NAT's.
+    let fwd = if t.services.has_nat() {
+        t.services.fwd(dest)
+    } else {
+        Fwd::Route
+    };
+    let nat = matches!(fwd, Fwd::Masq { .. });
     if let Some(idx) = idx {
-        A::conns_mut(t).seen(idx, now, flow.tcp_flags);
+        let conns = A::conns_mut(t);
+        if nat {
+            // The replies cross the director: both directions drive the state, and
+            // they go back to where the client's packets come from.
+            conns.seen_dir(idx, now, flow.tcp_flags, Dir::Input);
+            conns.set_hop(idx, source_mac(frame));
+        } else {
+            conns.seen(idx, now, flow.tcp_flags);
+        }
     } else {
         t.stats.stateless.inc();
     }
@@ -547,8 +620,75 @@ fn deliver<A: Fam>(frame: &mut [u8], t: &mut Tables, flow: &Flow<A>, now: Time) 
             now,
         );
     }
+    if nat {
+        let at = At {
+            v6: A::V6,
+            l4: Some((flow.l4, key.proto)),
+        };
+        method::to_real(frame, &fwd, &at);
+    }
     forward(frame, t, svc_slot, dest, mac, flow.ip_len);
     Verdict::Tx
+}
+
+/// The source MAC of a frame (at least an Ethernet header long).
+#[inline]
+fn source_mac(frame: &[u8]) -> xdpvs_sched::Mac {
+    let mut m = [0; 6];
+    m.copy_from_slice(&frame[6..12]);
+    m
+}
+
+/// A TCP or UDP packet that is to no VIP: a NAT real server's reply (from its address
+/// and port) is rewritten from its service's VIP and port and sent to where its client's
+/// packets come from; anything else is the kernel's.
+#[inline(never)]
+fn nat_reply<A: Fam>(frame: &mut [u8], t: &mut Tables, reply: &Flow<A>, now: Time) -> Verdict {
+    // The reply's source is the real server, its destination the client.
+    let (rs, rport) = (reply.key.client, reply.key.cport);
+    let (client, cport) = (reply.key.vip, reply.key.vport);
+    let src = NatSource {
+        proto: reply.key.proto,
+        addr: rs.ip(),
+        port: rport,
+    };
+    let n = t.services.nat_services(&src).len();
+    if n == 0 {
+        return Verdict::Pass;
+    }
+    for i in 0..n {
+        let (_, (vip, vport)) = t.services.nat_services(&src)[i];
+        let Some(vip) = A::of(vip) else { continue };
+        let key = ConnKey {
+            proto: src.proto,
+            client,
+            cport,
+            vip,
+            vport,
+        };
+        let Some(idx) = A::conns_mut(t).lookup(&key, now) else {
+            continue;
+        };
+        let dest = A::conns(t).entry(idx).dest();
+        let fwd = t.services.fwd(dest);
+        let ours = matches!(fwd, Fwd::Masq { addr, port, .. } if addr == src.addr && port == rport);
+        if !ours {
+            continue;
+        }
+        let conns = A::conns_mut(t);
+        conns.seen_dir(idx, now, reply.tcp_flags, Dir::Output);
+        let hop = conns.hop(idx);
+        let at = At {
+            v6: A::V6,
+            l4: Some((reply.l4, src.proto)),
+        };
+        method::to_client(frame, &fwd, &at);
+        frame[0..6].copy_from_slice(&hop);
+        frame[6..12].copy_from_slice(&t.services.director_mac());
+        t.stats.nat_replies.inc();
+        return Verdict::Tx;
+    }
+    Verdict::Drop(DropReason::NatNoConnection)
 }
 
 /// An IPv6 frame: neighbour discovery for a VIP, ICMPv6 to a VIP, TCP/UDP to a service.
@@ -563,7 +703,8 @@ fn ipv6(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
     };
     match inbound {
         Inbound6::Flow(f) => {
-            if !t.services.is_vip6(f.dst) {
+            let to_vip = t.services.is_vip6(f.dst);
+            if !to_vip && !t.services.has_nat() {
                 return Verdict::Pass;
             }
             let flow = Flow {
@@ -576,10 +717,14 @@ fn ipv6(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
                 },
                 tcp_flags: f.tcp_flags,
                 ip_len: f.ip_len,
-                l4: 0, // only a reset needs it: see `reset_in_place`
+                l4: f.l4,
                 first_fragment: f.first_fragment,
             };
-            deliver(frame, t, &flow, now)
+            if to_vip {
+                deliver(frame, t, &flow, now)
+            } else {
+                nat_reply(frame, t, &flow, now)
+            }
         }
         Inbound6::Later { key, ip_len } => {
             if !t.services.is_vip6(key.dst) {
@@ -742,6 +887,13 @@ fn later_fragment<A: Fam>(
     let Some(mac) = reachable(t, to.dest) else {
         return Verdict::Drop(DropReason::DestRemoved);
     };
+    if t.services.has_nat() {
+        let at = At {
+            v6: A::V6,
+            l4: None,
+        };
+        method::to_real(frame, &t.services.fwd(to.dest), &at);
+    }
     forward(frame, t, to.service_slot, to.dest, mac, ip_len);
     t.stats.fragments_forwarded.inc();
     Verdict::Tx
@@ -868,7 +1020,8 @@ fn connect<A: Fam>(
         let found = reuse::Found {
             state: entry.state(),
             persistent: entry.is_persistent(),
-            one_way: true, // direct routing: the replies never cross the director
+            // Direct routing: the replies never cross the director; NAT: they do.
+            one_way: !matches!(t.services.fwd(dest), Fwd::Masq { .. }),
             dest: status,
         };
         if reuse::reschedules(options.conn_reuse_mode, expire_nodest, &found) {
@@ -918,13 +1071,7 @@ fn reset_in_place<A: Fam>(
     tcp_flags: u8,
     director: xdpvs_sched::Mac,
 ) {
-    // IPv6 flows do not record where their TCP header is (behind extension headers):
-    // the segment's length is its IP length less the headers before the TCP header.
-    let l4 = if flow.l4 != 0 {
-        flow.l4
-    } else {
-        ETH_LEN + flow.ip_len - tcp_segment_len6(frame, flow.ip_len)
-    };
+    let l4 = flow.l4;
     let word = |o: usize| u32::from_be_bytes([frame[o], frame[o + 1], frame[o + 2], frame[o + 3]]);
     let (seq, ack) = (word(l4 + 4), word(l4 + 8));
     let tcp_len = usize::from(frame[l4 + 12] >> 4) * 4;
@@ -953,13 +1100,6 @@ fn reset_in_place<A: Fam>(
     tcp[13] = out_flags;
     let c = checksum(pseudo, tcp);
     tcp[16..18].copy_from_slice(&c.to_be_bytes());
-}
-
-/// The length of the TCP segment (header and payload) of an IPv6 packet of `ip_len`
-/// bytes that [`ipv6::parse`] accepted: the IP length less the headers before it.
-fn tcp_segment_len6(frame: &[u8], ip_len: usize) -> usize {
-    etherparse::Ipv6Slice::from_slice(&frame[ETH_LEN..])
-        .map_or(ip_len - 40, |ip| ip.payload().payload.len())
 }
 
 /// The stateless fallback: the real server the 5-tuple hashes to by weighted rendezvous

@@ -68,6 +68,8 @@ pub struct Flow6 {
     pub ip_len: usize,
     /// Set for a first fragment: the key its later fragments will carry.
     pub first_fragment: Option<FragKey6>,
+    /// Where the transport header starts in the frame.
+    pub l4: usize,
 }
 
 /// What an IPv6 frame is, for the engine.
@@ -220,6 +222,7 @@ fn flow(
         tcp_flags: (proto == Protocol::Tcp).then(|| body[13]),
         ip_len,
         first_fragment,
+        l4: ETH_LEN + ip_len - body.len(),
     }))
 }
 

@@ -24,6 +24,7 @@ pub mod engine;
 pub mod frag;
 pub mod icmp;
 pub mod ipv6;
+mod method;
 pub mod reuse;
 pub mod stats;
 pub mod sys;
@@ -37,7 +38,7 @@ pub mod limits {
 }
 
 pub use config::{
-    Config, ConnReuseMode, DestStatus, Draining, Limits, Options, Services, SlotBook,
+    Config, ConnReuseMode, DestStatus, Draining, Fwd, Limits, NatSource, Options, Services, SlotBook,
     SlotCheckpoint,
 };
 pub use engine::{prefetch, prefetch_frame, process, process_steered, Tables, Verdict};

@@ -99,11 +99,15 @@ pub enum DropReason {
     /// the director (`run --announce`): routers reach them by the director's own address,
     /// so it does not answer for them (several directors answering would flap).
     VipRouted,
+    /// A packet from a NAT real server's address and port that belongs to no connection
+    /// (it expired, or the director restarted): it cannot leave from the VIP, and from
+    /// the real server's own address the client would not know it.
+    NatNoConnection,
 }
 
 impl DropReason {
     /// How many reasons there are.
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 21;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::EthTruncated,
@@ -126,6 +130,7 @@ impl DropReason {
         DropReason::Ipv6Extension,
         DropReason::NdpInvalid,
         DropReason::VipRouted,
+        DropReason::NatNoConnection,
     ];
 
     /// A stable snake_case name (for logs and metrics labels).
@@ -151,6 +156,7 @@ impl DropReason {
             DropReason::Ipv6Extension => "ipv6_extension",
             DropReason::NdpInvalid => "ndp_invalid",
             DropReason::VipRouted => "vip_routed",
+            DropReason::NatNoConnection => "nat_no_connection",
         }
     }
 }
@@ -242,6 +248,8 @@ pub struct WorkerStats {
     pub icmp_forwarded: Counter,
     /// Later fragments forwarded after their first one (counted in `tx` too).
     pub fragments_forwarded: Counter,
+    /// NAT replies rewritten from the VIP and sent to their client.
+    pub nat_replies: Counter,
     /// The hosts seen claiming a VIP, for the control plane's log and metrics.
     pub conflicts: ConflictLog,
     /// Packets forwarded by the stateless fallback, without a table entry, because the
@@ -269,6 +277,7 @@ impl WorkerStats {
             echo_replies: Counter::default(),
             icmp_forwarded: Counter::default(),
             fragments_forwarded: Counter::default(),
+            nat_replies: Counter::default(),
             stateless: Counter::default(),
             conflicts: ConflictLog::default(),
             services: (0..max_services).map(|_| Traffic::default()).collect(),

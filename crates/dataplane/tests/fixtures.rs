@@ -611,6 +611,7 @@ fn remove_first_draining(t: &Tables, cfg: &mut Config) {
     cfg.draining = vec![Draining {
         dest,
         mac: Some(rs_mac(1)),
+        fwd: Default::default(),
     }];
 }
 
@@ -1335,6 +1336,7 @@ fn an_ipv6_reset_for_a_removed_real_server_has_valid_checksums() {
     cfg.draining.push(Draining {
         dest,
         mac: Some(rs_mac(1)),
+        fwd: Default::default(),
     });
     reconfigure(&mut t, &cfg);
     let mut f = tcp6(CLIENT6, 1000, ACK);

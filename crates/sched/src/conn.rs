@@ -34,7 +34,7 @@ use crate::hash::fold_mul;
 use crate::hash::mix64;
 use crate::model::{prefix_mask, Protocol};
 use crate::scheduler::Load;
-use crate::tcp::{next_state, State, Timeouts};
+use crate::tcp::{next_state_dir, Dir, State, Timeouts};
 use crate::Time;
 
 /// A stable reference to a real server of a service: its slot in the director's
@@ -210,9 +210,10 @@ pub struct Entry<A: Family = Ipv4Addr> {
     prefix: u8,
     dest: DestRef,
     last_seen: u64,
-    /// A template's: connections it controls.
+    /// A template's: connections it controls. A connection's: the first four bytes of
+    /// its client side's MAC (see [`ConnTable::set_hop`]).
     controlled: u32,
-    /// A template's: its timeout, ms.
+    /// A template's: its timeout, ms. A connection's: the last two bytes of that MAC.
     template_timeout_ms: u32,
 }
 
@@ -783,11 +784,17 @@ impl<A: Family> ConnTable<A> {
     /// the header) drives the state machine. Returns the new state.
     #[inline]
     pub fn seen(&mut self, idx: usize, now: Time, tcp_flags: Option<u8>) -> State {
+        self.seen_dir(idx, now, tcp_flags, Dir::InputOnly)
+    }
+
+    /// [`ConnTable::seen`] for a segment going `dir` (NAT sees both directions).
+    #[inline]
+    pub fn seen_dir(&mut self, idx: usize, now: Time, tcp_flags: Option<u8>, dir: Dir) -> State {
         let e = &mut self.slots[idx];
         e.last_seen = now.as_nanos();
         let old = e.state();
         let Some(f) = tcp_flags else { return old };
-        let new = next_state(old, f);
+        let new = next_state_dir(old, f, dir);
         if new != old {
             e.state = new as u8;
             if new.is_active() != old.is_active() {
@@ -802,6 +809,31 @@ impl<A: Family> ConnTable<A> {
             }
         }
         new
+    }
+
+    /// Records the MAC that connection `idx`'s client packets come from (the client, or
+    /// the router in front of it): NAT replies are sent back there. A connection's entry
+    /// keeps it where a template keeps its count and timeout.
+    #[inline]
+    pub fn set_hop(&mut self, idx: usize, mac: [u8; 6]) {
+        let e = &mut self.slots[idx];
+        if e.is_template() {
+            return;
+        }
+        e.controlled = u32::from_ne_bytes([mac[0], mac[1], mac[2], mac[3]]);
+        e.template_timeout_ms = u32::from(u16::from_ne_bytes([mac[4], mac[5]]));
+    }
+
+    /// The MAC [`ConnTable::set_hop`] recorded for connection `idx` (zero if none).
+    #[inline]
+    pub fn hop(&self, idx: usize) -> [u8; 6] {
+        let e = &self.slots[idx];
+        if e.is_template() {
+            return [0; 6];
+        }
+        let a = e.controlled.to_ne_bytes();
+        let b = (e.template_timeout_ms as u16).to_ne_bytes();
+        [a[0], a[1], a[2], a[3], b[0], b[1]]
     }
 
     /// Removes entry `idx` at `now`, releasing its template if it has one.

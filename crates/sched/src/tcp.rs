@@ -123,9 +123,47 @@ const INPUT_ONLY: [[State; 11]; 4] = [
     [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL], // rst
 ];
 
-/// The TCP state after an inbound segment with `tcp_flags` (byte 13 of the header).
+/// IPVS's input table: a client's segment of a connection whose replies cross the
+/// director too (NAT).
+const INPUT: [[State; 11]; 4] = [
+    //NONE ES  SS  SR  FW  TW  CL  CW  LA  LI  SA
+    [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR], // syn
+    [CL, CW, SS, TW, TW, TW, CL, CW, LA, LI, TW], // fin
+    [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES], // ack
+    [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, SR], // rst
+];
+
+/// IPVS's output table: the real server's segment (a NAT reply).
+const OUTPUT: [[State; 11]; 4] = [
+    //NONE ES  SS  SR  FW  TW  CL  CW  LA  LI  SA
+    [SS, ES, SS, SR, SS, SS, SS, SS, SS, LI, SR], // syn
+    [TW, FW, SS, TW, FW, TW, CL, TW, LA, LI, TW], // fin
+    [ES, ES, SS, ES, FW, TW, CL, CW, LA, ES, ES], // ack
+    [CL, CL, SS, CL, CL, TW, CL, CL, CL, CL, CL], // rst
+];
+
+/// Which way a segment goes, for the state machine (IPVS's three tables).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    /// From the client, on a connection whose replies never cross the director (direct
+    /// routing).
+    InputOnly,
+    /// From the client, on a connection whose replies cross the director (NAT).
+    Input,
+    /// From the real server (a NAT reply).
+    Output,
+}
+
+/// The TCP state after an inbound segment with `tcp_flags` (byte 13 of the header) on
+/// a connection whose replies never cross the director.
 #[inline]
 pub fn next_state(current: State, tcp_flags: u8) -> State {
+    next_state_dir(current, tcp_flags, Dir::InputOnly)
+}
+
+/// The TCP state after a segment with `tcp_flags` going `dir`.
+#[inline]
+pub fn next_state_dir(current: State, tcp_flags: u8, dir: Dir) -> State {
     let row = if tcp_flags & flags::RST != 0 {
         3
     } else if tcp_flags & flags::SYN != 0 {
@@ -138,8 +176,13 @@ pub fn next_state(current: State, tcp_flags: u8) -> State {
         return State::Close;
     };
     let col = current as usize;
+    let table = match dir {
+        Dir::InputOnly => &INPUT_ONLY,
+        Dir::Input => &INPUT,
+        Dir::Output => &OUTPUT,
+    };
     if col < 11 {
-        INPUT_ONLY[row][col]
+        table[row][col]
     } else {
         current
     }
@@ -224,6 +267,30 @@ mod tests {
         assert_eq!(next_state(State::Established, RST | ACK), State::Close);
         assert_eq!(next_state(State::Established, 0), State::Close);
         assert_eq!(next_state(State::SynRecv, FIN), State::TimeWait);
+    }
+
+    #[test]
+    fn a_nat_connection_is_seen_both_ways() {
+        let mut s = State::None;
+        for (f, dir, want) in [
+            (SYN, Dir::Input, State::SynRecv),
+            (SYN | ACK, Dir::Output, State::SynRecv),
+            (ACK, Dir::Input, State::Established),
+            (FIN | ACK, Dir::Output, State::FinWait),
+            (ACK, Dir::Input, State::FinWait),
+            (FIN | ACK, Dir::Input, State::TimeWait),
+        ] {
+            s = next_state_dir(s, f, dir);
+            assert_eq!(s, want, "{f:#x} {dir:?}");
+        }
+        // The client closing first: CLOSE_WAIT, then the server's FIN.
+        let s = next_state_dir(State::Established, FIN | ACK, Dir::Input);
+        assert_eq!(s, State::CloseWait);
+        assert_eq!(next_state_dir(s, FIN | ACK, Dir::Output), State::TimeWait);
+        assert_eq!(
+            next_state_dir(State::Established, RST, Dir::Output),
+            State::Close
+        );
     }
 
     #[test]

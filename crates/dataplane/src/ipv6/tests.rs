@@ -80,6 +80,7 @@ fn a_tcp_syn_gives_its_5_tuple_and_flags() {
             tcp_flags: Some(0x02),
             ip_len: 60,
             first_fragment: None,
+            l4: 54,
         }))
     );
 }

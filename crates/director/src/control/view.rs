@@ -105,6 +105,8 @@ pub struct DrainingReal {
     pub port: u16,
     /// Its service's VIP.
     pub vip: IpAddr,
+    /// How its connections' packets reach it.
+    pub fwd: xdpvs_dataplane::Fwd,
 }
 
 /// The director's configuration in force and what it knows of it, as of one moment.

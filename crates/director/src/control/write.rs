@@ -524,6 +524,7 @@ impl<D: Configure + Observe> WriteSide<D> {
                         dest: r.dest,
                         port: cs.key.port,
                         vip: cs.key.vip,
+                        fwd: r.fwd,
                     });
                 }
             }
@@ -535,6 +536,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             .map(|d| Draining {
                 dest: d.dest,
                 mac: self.macs.get(&d.addr).copied(),
+                fwd: d.fwd,
             })
             .collect();
         let checkpoint = self.book.checkpoint();

@@ -1,0 +1,48 @@
+//! The forwarding methods, one module each: what a packet of a connection becomes on its
+//! way to its real server, and (NAT) what the real server's reply becomes on its way to
+//! the client.
+//!
+//! The engine finds the connection and its real server and hands the frame here with
+//! where its headers are ([`At`]); the method rewrites what it owns (the addresses and
+//! ports, the checksums they enter) and the engine then writes the Ethernet addresses of
+//! the next hop and counts. Each method keeps one invariant the fixtures check:
+//! - [`route`] (direct routing): no IP or transport byte changes;
+//! - [`masq`] (NAT): the destination address and port become the real server's on the
+//!   way in, the source address and port the service's on the way out, and every
+//!   checksum stays valid (updated incrementally, RFC 1624).
+
+use xdpvs_sched::Protocol;
+
+use crate::config::Fwd;
+
+mod masq;
+mod route;
+
+/// Where a packet's headers are in its frame.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct At {
+    /// IPv6 (the IP header follows the Ethernet header either way).
+    pub v6: bool,
+    /// The transport header's offset and protocol; `None` for a later fragment, which
+    /// carries no transport header.
+    pub l4: Option<(usize, Protocol)>,
+}
+
+/// Rewrites a client's packet for real server `fwd`.
+#[inline]
+pub(crate) fn to_real(frame: &mut [u8], fwd: &Fwd, at: &At) {
+    match *fwd {
+        Fwd::Route => route::to_real(frame),
+        Fwd::Masq { addr, port, .. } => masq::to_real(frame, at, addr, port),
+    }
+}
+
+/// Rewrites a real server's reply for the client (NAT only: with direct routing the
+/// replies never cross the director).
+#[inline]
+pub(crate) fn to_client(frame: &mut [u8], fwd: &Fwd, at: &At) {
+    match *fwd {
+        Fwd::Route => {}
+        Fwd::Masq { vip, vport, .. } => masq::to_client(frame, at, vip, vport),
+    }
+}

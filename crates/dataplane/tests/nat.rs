@@ -1,0 +1,303 @@
+//! NAT (masquerading) in the engine: a client's packet leaves for its real server's
+//! address and port, the real server's reply leaves from the VIP and the virtual port,
+//! back to where the client's packets came from; every checksum stays valid; both
+//! families; direct routing and NAT in one service.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use xdpvs_dataplane::{process, Config, DropReason, Limits, Options, Services, Tables, Verdict};
+use xdpvs_sched::tcp::flags::{ACK, FIN, SYN};
+use xdpvs_sched::tcp::{State, Timeouts};
+use xdpvs_sched::{Mac, Method, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec, Time};
+use xdpvs_testkit::frames::{self, Endpoints, Endpoints6};
+
+const DIRECTOR: Mac = [0x02, 0, 0, 0, 0, 0xd1];
+/// The router the clients are behind.
+const ROUTER: Mac = [0x02, 0, 0, 0, 0, 0xe1];
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 19, 7, 2);
+const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x100);
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 2, 0, 7, 0, 0, 0, 2);
+
+fn rs_mac(n: u8) -> Mac {
+    [0x02, 0, 0, 0, 0x01, 10 + n]
+}
+
+fn real(addr: IpAddr, n: u8, port: u16, method: Method) -> RealSpec {
+    RealSpec {
+        addr,
+        port,
+        method,
+        weight: 1,
+        mac: Some(rs_mac(n)),
+    }
+}
+
+fn rs4(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 1, 10 + n)
+}
+
+fn rs6(n: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 2, 0, 1, 0, 0, 0, 0x10 + u16::from(n))
+}
+
+fn service(proto: Protocol, vip: IpAddr, reals: Vec<RealSpec>) -> ServiceSpec {
+    let mut s = ServiceSpec::new(
+        ServiceKey {
+            proto,
+            vip,
+            port: 80,
+        },
+        SchedKind::Rr,
+    );
+    s.reals = reals;
+    s
+}
+
+fn tables(services: Vec<ServiceSpec>) -> Tables {
+    let limits = Limits {
+        max_services: 8,
+        max_dests: 32,
+        conn_capacity: 4096,
+    };
+    let cfg = Config::new(DIRECTOR, services, Options::default());
+    let s = Services::build(&cfg, &limits, None).expect("valid config");
+    Tables::new(s, &limits, Timeouts::default(), 7).expect("valid limits")
+}
+
+fn from_client(sport: u16, dport: u16) -> Endpoints {
+    Endpoints {
+        src_mac: ROUTER,
+        dst_mac: DIRECTOR,
+        src_ip: CLIENT,
+        dst_ip: VIP,
+        sport,
+        dport,
+    }
+}
+
+fn from_real(n: u8, sport: u16, dport: u16) -> Endpoints {
+    Endpoints {
+        src_mac: rs_mac(n),
+        dst_mac: DIRECTOR,
+        src_ip: rs4(n),
+        dst_ip: CLIENT,
+        sport,
+        dport,
+    }
+}
+
+/// The ones'-complement sum of `bytes` folded to 16 bits.
+fn fold(mut acc: u64, bytes: &[u8]) -> u16 {
+    for w in bytes.chunks(2) {
+        acc += u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// Whether the IPv4 header's and the transport's checksums of `f` are valid.
+fn valid4(f: &[u8]) -> bool {
+    let hlen = usize::from(f[14] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+    let l4 = &f[14 + hlen..14 + total];
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&f[26..34]);
+    pseudo.extend_from_slice(&[0, f[23]]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    let udp_without = f[23] == 17 && l4[6..8] == [0, 0];
+    fold(0, &f[14..14 + hlen]) == 0xffff
+        && (udp_without || fold(u64::from(fold(0, &pseudo)), l4) == 0xffff)
+}
+
+/// Whether the transport checksum of IPv6 frame `f` (no extension headers) is valid.
+fn valid6(f: &[u8]) -> bool {
+    let plen = usize::from(u16::from_be_bytes([f[18], f[19]]));
+    let l4 = &f[54..54 + plen];
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&f[22..54]);
+    pseudo.extend_from_slice(&(plen as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, f[20]]);
+    fold(u64::from(fold(0, &pseudo)), l4) == 0xffff
+}
+
+fn ip4(f: &[u8], at: usize) -> Ipv4Addr {
+    Ipv4Addr::new(f[at], f[at + 1], f[at + 2], f[at + 3])
+}
+
+fn port(f: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([f[at], f[at + 1]])
+}
+
+fn now(ms: u64) -> Time {
+    Time::from_nanos(ms * 1_000_000)
+}
+
+#[test]
+fn a_nat_connection_is_rewritten_both_ways_with_valid_checksums() {
+    let nat = |n| real(rs4(n).into(), n, 8080, Method::Masq);
+    let mut t = tables(vec![service(Protocol::Tcp, VIP.into(), vec![nat(1), nat(2)])]);
+    let payload = b"GET / HTTP/1.0\r\n\r\n";
+
+    // The client's SYN: to real server 1 at 8080.
+    let mut syn = frames::tcp(&from_client(40000, 80), SYN, &[]);
+    assert!(valid4(&syn));
+    assert_eq!(process(&mut syn, &mut t, now(1)), Verdict::Tx);
+    assert_eq!(&syn[0..6], &rs_mac(1), "to the real server's MAC");
+    assert_eq!(&syn[6..12], &DIRECTOR);
+    assert_eq!((ip4(&syn, 26), ip4(&syn, 30)), (CLIENT, rs4(1)));
+    assert_eq!((port(&syn, 34), port(&syn, 36)), (40000, 8080));
+    assert!(valid4(&syn), "checksums after the rewrite");
+
+    // Its reply: from the VIP at 80, to the router the client is behind.
+    let mut synack = frames::tcp(&from_real(1, 8080, 40000), SYN | ACK, &[]);
+    assert_eq!(process(&mut synack, &mut t, now(2)), Verdict::Tx);
+    assert_eq!(&synack[0..6], &ROUTER, "back where the client's packets came from");
+    assert_eq!(&synack[6..12], &DIRECTOR);
+    assert_eq!((ip4(&synack, 26), ip4(&synack, 30)), (VIP, CLIENT));
+    assert_eq!((port(&synack, 34), port(&synack, 36)), (80, 40000));
+    assert!(valid4(&synack));
+
+    // Data both ways; the state is seen both ways (ESTABLISHED, then the server's FIN).
+    let mut ack = frames::tcp(&from_client(40000, 80), ACK, payload);
+    assert_eq!(process(&mut ack, &mut t, now(3)), Verdict::Tx);
+    assert!(valid4(&ack));
+    let state = |t: &Tables| t.conns().iter().next().map(|e| e.state());
+    assert_eq!(state(&t), Some(State::Established));
+    let mut data = frames::tcp(&from_real(1, 8080, 40000), ACK, b"HTTP/1.0 200 OK\r\n\r\nhello");
+    assert_eq!(process(&mut data, &mut t, now(4)), Verdict::Tx);
+    assert!(valid4(&data));
+    let mut fin = frames::tcp(&from_real(1, 8080, 40000), FIN | ACK, &[]);
+    assert_eq!(process(&mut fin, &mut t, now(5)), Verdict::Tx);
+    assert_eq!(state(&t), Some(State::FinWait), "the server's FIN, seen on the way out");
+    assert_eq!(t.stats().nat_replies.get(), 3);
+
+    // The next connection goes to real server 2 (rr); its replies from server 2 only.
+    let mut syn2 = frames::tcp(&from_client(40001, 80), SYN, &[]);
+    assert_eq!(process(&mut syn2, &mut t, now(6)), Verdict::Tx);
+    assert_eq!((ip4(&syn2, 30), port(&syn2, 36)), (rs4(2), 8080));
+    let mut wrong = frames::tcp(&from_real(1, 8080, 40001), SYN | ACK, &[]);
+    assert_eq!(
+        process(&mut wrong, &mut t, now(7)),
+        Verdict::Drop(DropReason::NatNoConnection),
+        "a reply from another real server than the connection's"
+    );
+
+    // The real server's own traffic (another port) is the kernel's to route.
+    let mut own = frames::tcp(&from_real(1, 43210, 443), SYN, &[]);
+    assert_eq!(process(&mut own, &mut t, now(8)), Verdict::Pass);
+}
+
+#[test]
+fn udp_keeps_a_missing_checksum_missing_and_a_present_one_valid() {
+    let mut t = tables(vec![service(
+        Protocol::Udp,
+        VIP.into(),
+        vec![real(rs4(1).into(), 1, 5353, Method::Masq)],
+    )]);
+    let mut q = frames::udp(&from_client(40000, 80), b"query");
+    assert!(valid4(&q));
+    assert_eq!(process(&mut q, &mut t, now(1)), Verdict::Tx);
+    assert_eq!((ip4(&q, 30), port(&q, 36)), (rs4(1), 5353));
+    assert!(valid4(&q));
+    let mut none = frames::udp(&from_client(40001, 80), b"query");
+    none[40..42].copy_from_slice(&[0, 0]);
+    assert_eq!(process(&mut none, &mut t, now(2)), Verdict::Tx);
+    assert_eq!(&none[40..42], &[0, 0], "no checksum stays none");
+    assert!(valid4(&none));
+    let mut answer = frames::udp(&from_real(1, 5353, 40000), b"answer");
+    assert_eq!(process(&mut answer, &mut t, now(3)), Verdict::Tx);
+    assert_eq!((ip4(&answer, 26), port(&answer, 34)), (VIP, 80));
+    assert!(valid4(&answer));
+}
+
+#[test]
+fn ipv6_nat_both_ways() {
+    let mut t = tables(vec![service(
+        Protocol::Tcp,
+        VIP6.into(),
+        vec![real(rs6(1).into(), 1, 8080, Method::Masq)],
+    )]);
+    let e = Endpoints6 {
+        src_mac: ROUTER,
+        dst_mac: DIRECTOR,
+        src_ip: CLIENT6,
+        dst_ip: VIP6,
+        sport: 40000,
+        dport: 80,
+    };
+    let mut syn = frames::tcp6(&e, SYN, &[]);
+    assert!(valid6(&syn));
+    assert_eq!(process(&mut syn, &mut t, now(1)), Verdict::Tx);
+    assert_eq!(&syn[38..54], &rs6(1).octets());
+    assert_eq!(port(&syn, 56), 8080);
+    assert!(valid6(&syn));
+    let back = Endpoints6 {
+        src_mac: rs_mac(1),
+        dst_mac: DIRECTOR,
+        src_ip: rs6(1),
+        dst_ip: CLIENT6,
+        sport: 8080,
+        dport: 40000,
+    };
+    let mut synack = frames::tcp6(&back, SYN | ACK, &[]);
+    assert_eq!(process(&mut synack, &mut t, now(2)), Verdict::Tx);
+    assert_eq!(&synack[22..38], &VIP6.octets());
+    assert_eq!(port(&synack, 54), 80);
+    assert_eq!(&synack[0..6], &ROUTER);
+    assert!(valid6(&synack));
+}
+
+#[test]
+fn one_service_mixes_direct_routing_and_nat() {
+    let mut t = tables(vec![service(
+        Protocol::Tcp,
+        VIP.into(),
+        vec![
+            real(Ipv4Addr::new(198, 18, 0, 11).into(), 1, 0, Method::Route),
+            real(rs4(2).into(), 2, 8080, Method::Masq),
+        ],
+    )]);
+    let original = frames::tcp(&from_client(40000, 80), SYN, b"x");
+    let mut dr = original.clone();
+    assert_eq!(process(&mut dr, &mut t, now(1)), Verdict::Tx);
+    assert_eq!(&dr[0..6], &rs_mac(1));
+    assert_eq!(&dr[12..], &original[12..], "direct routing: MACs only");
+    let mut nat = frames::tcp(&from_client(40001, 80), SYN, b"x");
+    assert_eq!(process(&mut nat, &mut t, now(2)), Verdict::Tx);
+    assert_eq!((ip4(&nat, 30), port(&nat, 36)), (rs4(2), 8080));
+    assert!(valid4(&nat));
+}
+
+#[test]
+fn a_later_fragment_follows_its_first_to_the_nat_real_server() {
+    let mut t = tables(vec![service(
+        Protocol::Udp,
+        VIP.into(),
+        vec![real(rs4(1).into(), 1, 5353, Method::Masq)],
+    )]);
+    let mut first = frames::udp(&from_client(40000, 80), &[7; 64]);
+    first[18..20].copy_from_slice(&0x4242u16.to_be_bytes()); // identification
+    first[20] = 0x20; // more fragments
+    fix_ip_checksum(&mut first);
+    assert_eq!(process(&mut first, &mut t, now(1)), Verdict::Tx);
+    assert_eq!(ip4(&first, 30), rs4(1));
+    let mut later = frames::udp(&from_client(0, 0), &[9; 24]);
+    later[18..20].copy_from_slice(&0x4242u16.to_be_bytes());
+    later[20..22].copy_from_slice(&9u16.to_be_bytes()); // offset 72 bytes, the last
+    fix_ip_checksum(&mut later);
+    let body = later[34..].to_vec();
+    assert_eq!(process(&mut later, &mut t, now(2)), Verdict::Tx);
+    assert_eq!(ip4(&later, 30), rs4(1));
+    assert_eq!(&later[0..6], &rs_mac(1));
+    assert_eq!(fold(0, &later[14..34]), 0xffff, "its header checksum");
+    assert_eq!(&later[34..], &body[..], "no transport header to rewrite");
+}
+
+fn fix_ip_checksum(f: &mut [u8]) {
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = !fold(0, &f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+}
