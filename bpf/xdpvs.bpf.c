@@ -12,6 +12,9 @@
  *   that may precede them; IPv6 fragments to a VIP; ICMPv6 to a VIP -> AF_XDP socket
  * - neighbour solicitations and advertisements whose target is an IPv6 VIP (sent to
  *   its solicited-node multicast address or unicast)   -> AF_XDP socket
+ * - IPv4/IPv6 TCP/UDP from a NAT real server's (address, port, protocol) to any
+ *   address but a VIP (its replies, which come back through the director, its
+ *   gateway) -> AF_XDP socket (IPv6: with no extension header before the transport)
  * - everything else (the director's own addresses, other ports...) -> kernel
  *
  * bpf_redirect_map() falls back to XDP_PASS when no socket is bound to the queue.
@@ -41,6 +44,21 @@ struct vip6_key {
 
 struct service6_key {
 	__u8 vip[16];
+	__u16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+/* A NAT real server: where its replies come from. */
+struct nat_key {
+	__u32 addr;
+	__u16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct nat6_key {
+	__u8 addr[16];
 	__u16 port;
 	__u8 proto;
 	__u8 pad;
@@ -80,6 +98,20 @@ struct {
 	__type(key, struct service6_key);
 	__type(value, __u8);
 } services6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XDPVS_MAX_DESTS);
+	__type(key, struct nat_key);
+	__type(value, __u8);
+} nats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XDPVS_MAX_DESTS);
+	__type(key, struct nat6_key);
+	__type(value, __u8);
+} nats6 SEC(".maps");
 
 /* From linux/if_arp.h, which pulls in libc headers unusable for the BPF target. */
 #define ARPHRD_ETHER 1
@@ -126,6 +158,25 @@ static __always_inline int classify_arp(void *l3, void *end)
 	return STEER;
 }
 
+/* A NAT real server's reply (a whole packet or a first fragment). */
+static __always_inline int classify_nat_reply(struct iphdr *ip, void *end)
+{
+	struct nat_key key = {};
+	__u16 *ports;
+
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return PASS;
+	if ((ip->frag_off & bpf_htons(0x1fff)) || ip->ihl < 5)
+		return PASS;
+	ports = (void *)ip + ip->ihl * 4;
+	if ((void *)(ports + 2) > end)
+		return PASS;
+	key.addr = ip->saddr;
+	key.port = ports[0];
+	key.proto = ip->protocol;
+	return bpf_map_lookup_elem(&nats, &key) ? STEER : PASS;
+}
+
 static __always_inline int classify_ipv4(void *l3, void *end)
 {
 	struct iphdr *ip = l3;
@@ -135,7 +186,7 @@ static __always_inline int classify_ipv4(void *l3, void *end)
 	if ((void *)(ip + 1) > end)
 		return PASS;
 	if (!bpf_map_lookup_elem(&vips, &ip->daddr))
-		return PASS;
+		return classify_nat_reply(ip, end);
 	/* ICMP to a VIP: echo answered, errors sent to their connection's real server. */
 	if (ip->protocol == IPPROTO_ICMP)
 		return STEER;
@@ -191,8 +242,20 @@ static __always_inline int classify_ipv6(void *l3, void *end)
 			return bpf_map_lookup_elem(&vips6, icmp + 8) ? STEER : PASS;
 		}
 	}
-	if (!bpf_map_lookup_elem(&vips6, &ip->daddr))
-		return PASS;
+	if (!bpf_map_lookup_elem(&vips6, &ip->daddr)) {
+		struct nat6_key nat = {};
+
+		/* A NAT real server's reply, the transport header straight after. */
+		if (next != IPPROTO_TCP && next != IPPROTO_UDP)
+			return PASS;
+		ports = p;
+		if ((void *)(ports + 2) > end)
+			return PASS;
+		__builtin_memcpy(nat.addr, &ip->saddr, sizeof(nat.addr));
+		nat.port = ports[0];
+		nat.proto = next;
+		return bpf_map_lookup_elem(&nats6, &nat) ? STEER : PASS;
+	}
 #pragma unroll
 	for (i = 0; i < MAX_EXTS; i++) {
 		__u8 *ext = p;

@@ -552,12 +552,26 @@ fn reply4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
         return Verdict::Pass;
     };
     let (hlen, total) = (ip.slice().len(), usize::from(ip.total_len()));
-    let need = if proto == Protocol::Tcp { 20 } else { 8 };
-    if ip.fragments_offset().value() != 0
-        || total < hlen + need
-        || ETH_LEN + total > frame.len()
-    {
+    let l4 = ETH_LEN + hlen;
+    if ip.fragments_offset().value() != 0 || frame.len() < l4 + 4 {
         return Verdict::Pass;
+    }
+    let src = NatSource {
+        proto,
+        addr: ip.source_addr().into(),
+        port: u16::from_be_bytes([frame[l4], frame[l4 + 1]]),
+    };
+    if t.services.nat_services(&src).is_empty() {
+        return Verdict::Pass;
+    }
+    // From a NAT real server's port (the XDP program steered it): malformed, it is
+    // dropped as the kernel would drop it.
+    if total < hlen || ETH_LEN + total > frame.len() {
+        return Verdict::Drop(DropReason::Ipv4Length);
+    }
+    let need = if proto == Protocol::Tcp { 20 } else { 8 };
+    if total < hlen + need {
+        return Verdict::Drop(DropReason::L4Header);
     }
     let l4 = ETH_LEN + hlen;
     let port = |o: usize| u16::from_be_bytes([frame[o], frame[o + 1]]);

@@ -9,6 +9,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use libbpf_rs::{MapCore, MapFlags, ProgramInput};
 use xdpvs_sched::ServiceKey;
 
+use crate::config::NatSource;
+
 use crate::sys::link::xdp_link;
 use crate::sys::skel::{bytes_of, types, Loaded};
 
@@ -171,9 +173,37 @@ impl Steering {
             .map_err(|cause| XdpError::Map { map: "xsks", cause })
     }
 
-    /// Makes the program steer exactly these services (and ARP for their VIPs).
-    pub fn set_services(&self, keys: &[ServiceKey]) -> Result<(), XdpError> {
+    /// Makes the program steer exactly these services (and ARP for their VIPs), and the
+    /// replies of exactly these NAT real servers.
+    pub fn set_services(&self, keys: &[ServiceKey], nat: &[NatSource]) -> Result<(), XdpError> {
         let maps = &self.loaded.skel().maps;
+        let (mut nats, mut nats6) = (HashSet::new(), HashSet::new());
+        for n in nat {
+            match n.addr {
+                IpAddr::V4(a) => nats.insert(
+                    bytes_of(&types::nat_key {
+                        addr: vip_key(a),
+                        port: n.port.to_be(),
+                        proto: n.proto.ip_number(),
+                        pad: 0,
+                    })
+                    .to_vec(),
+                ),
+                IpAddr::V6(a) => nats6.insert(
+                    bytes_of(&types::nat6_key {
+                        addr: a.octets(),
+                        port: n.port.to_be(),
+                        proto: n.proto.ip_number(),
+                        pad: 0,
+                    })
+                    .to_vec(),
+                ),
+            };
+        }
+        insert_all(&maps.nats, "nats", &nats)?;
+        insert_all(&maps.nats6, "nats6", &nats6)?;
+        remove_others(&maps.nats, "nats", &nats)?;
+        remove_others(&maps.nats6, "nats6", &nats6)?;
         let (mut vips, mut svcs) = (HashSet::new(), HashSet::new());
         let (mut vips6, mut svcs6) = (HashSet::new(), HashSet::new());
         for k in keys {

@@ -1396,15 +1396,67 @@ fn the_xdp_program_steers_what_the_engine_handles() {
         return;
     }
     let steering = Steering::load().expect("the XDP program loads");
-    let cfg = v6_config();
+    let mut cfg = v6_config();
+    // NAT services of both families (port 8000, real servers at 8080): their replies
+    // cross the director.
+    let nat_rs = Ipv4Addr::new(198, 18, 1, 11);
+    let nat_rs6: Ipv6Addr = "2001:2:0:1::11".parse().expect("ip");
+    for (vip, rs) in [(IpAddr::from(VIP), IpAddr::from(nat_rs)), (VIP6.into(), nat_rs6.into())] {
+        let mut s = ServiceSpec::new(
+            ServiceKey {
+                proto: Protocol::Tcp,
+                vip,
+                port: 8000,
+            },
+            SchedKind::Rr,
+        );
+        s.reals.push(RealSpec {
+            addr: rs,
+            port: 8080,
+            method: xdpvs_sched::Method::Masq,
+            weight: 1,
+            mac: Some(rs_mac(9)),
+        });
+        cfg.services.push(s);
+    }
     let keys: Vec<ServiceKey> = cfg.services.iter().map(|s| s.key).collect();
-    steering.set_services(&keys).expect("maps updated");
+    let built = Services::build(&cfg, &limits(), None).expect("valid");
+    let nat: Vec<_> = built.nat_sources().collect();
+    assert_eq!(nat.len(), 2);
+    steering.set_services(&keys, &nat).expect("maps updated");
     let mut t = tables(&cfg);
     let mut frames: Vec<(String, Vec<u8>)> = shared_rows()
         .into_iter()
         .chain(v6_rows())
         .map(|r| (r.what.to_string(), r.frame))
         .collect();
+    let from_rs = |sport: u16, fl: u8| {
+        let mut e = ep(nat_rs, sport, CLIENT, 5000);
+        e.src_mac = rs_mac(9);
+        frames::tcp(&e, fl, b"")
+    };
+    let from_rs6 = |sport: u16, fl: u8| {
+        let mut e = ep6(nat_rs6, sport, CLIENT6, 5000);
+        e.src_mac = rs_mac(9);
+        frames::tcp6(&e, fl, b"")
+    };
+    let nat_rows = [
+        (
+            "NAT SYN",
+            frames::tcp(&ep(CLIENT, 5000, VIP, 8000), SYN, b""),
+        ),
+        ("NAT reply", from_rs(8080, SYN | ACK)),
+        ("NAT reply of no connection", from_rs(8080, ACK)),
+        ("the NAT real server's own traffic", from_rs(40000, SYN)),
+        (
+            "IPv6 NAT SYN",
+            frames::tcp6(&ep6(CLIENT6, 5000, VIP6, 8000), SYN, b""),
+        ),
+        ("IPv6 NAT reply", from_rs6(8080, SYN | ACK)),
+        ("IPv6 NAT real server's own traffic", from_rs6(40000, SYN)),
+    ];
+    let nat_reply = nat_rows[1].1.clone();
+    frames.extend(nat_rows.into_iter().map(|(w, f)| (w.to_string(), f)));
     // Every truncation of a SYN to the service and of an ARP request for the VIP, and of
     // their IPv6 counterparts.
     let syn = tcp(CLIENT, 4000, SYN);
@@ -1416,6 +1468,7 @@ fn the_xdp_program_steers_what_the_engine_handles() {
         ("ARP request", &arp),
         ("IPv6 SYN", &syn6),
         ("neighbour solicitation", &ns),
+        ("NAT reply", &nat_reply),
     ] {
         for len in 0..f.len() {
             frames.push((format!("{name} cut to {len} bytes"), f[..len].to_vec()));

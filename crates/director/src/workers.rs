@@ -17,7 +17,7 @@ use xdpvs_dataplane::worker::{
     Control, ControlFrame, ExplainRequest, IdlePolicy, Install, ListRequest, LoopStats, Worker,
 };
 use xdpvs_dataplane::xdp::Steering;
-use xdpvs_dataplane::{Services, Tables, WorkerStats};
+use xdpvs_dataplane::{NatSource, Services, Tables, WorkerStats};
 use xdpvs_sched::conn::{DestRef, Listed, Loads};
 use xdpvs_sched::tcp::Timeouts;
 use xdpvs_sched::{Load, Mac, ServiceKey, Time};
@@ -344,9 +344,9 @@ impl Configure for Live {
         Ok(())
     }
 
-    fn steer(&mut self, keys: &[ServiceKey]) -> Result<(), DataplaneError> {
+    fn steer(&mut self, keys: &[ServiceKey], nat: &[NatSource]) -> Result<(), DataplaneError> {
         self.steering
-            .set_services(keys)
+            .set_services(keys, nat)
             .map_err(|e| DataplaneError::Steer(e.to_string()))
     }
 

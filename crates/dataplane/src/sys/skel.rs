@@ -33,6 +33,8 @@ use generated::{XdpvsSkel, XdpvsSkelBuilder};
 const _: () = assert!(std::mem::size_of::<types::service_key>() == 8);
 const _: () = assert!(std::mem::size_of::<types::service6_key>() == 20);
 const _: () = assert!(std::mem::size_of::<types::vip6_key>() == 16);
+const _: () = assert!(std::mem::size_of::<types::nat_key>() == 8);
+const _: () = assert!(std::mem::size_of::<types::nat6_key>() == 20);
 
 /// The loaded steering program. The skeleton borrows the libbpf object it was opened
 /// into; `Loaded` owns that storage and frees it after the skeleton (which closes the
@@ -108,6 +110,12 @@ unsafe impl Pod for types::service_key {}
 unsafe impl Pod for types::service6_key {}
 // SAFETY: generated `#[repr(C)]` struct of [u8; 16]: no padding (checked above).
 unsafe impl Pod for types::vip6_key {}
+// SAFETY: generated `#[repr(C)]` struct of u32, u16, u8, u8: 8 bytes, no padding (checked
+// above).
+unsafe impl Pod for types::nat_key {}
+// SAFETY: generated `#[repr(C)]` struct of [u8; 16], u16, u8, u8: 20 bytes, alignment 2,
+// no padding (checked above).
+unsafe impl Pod for types::nat6_key {}
 // SAFETY: a primitive integer.
 unsafe impl Pod for u32 {}
 // SAFETY: a primitive integer.

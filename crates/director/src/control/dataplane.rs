@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use xdpvs_dataplane::engine::Explained;
 use xdpvs_dataplane::stats::TrafficTotals;
-use xdpvs_dataplane::Services;
+use xdpvs_dataplane::{NatSource, Services};
 use xdpvs_sched::conn::{DestRef, Listed};
 use xdpvs_sched::tcp::Timeouts;
 use xdpvs_sched::{Load, ServiceKey};
@@ -51,8 +51,9 @@ pub enum DataplaneError {
 pub trait Configure {
     /// Hands a new snapshot to every worker and waits until all run with it.
     fn install(&mut self, services: &Services) -> Result<(), DataplaneError>;
-    /// Makes the XDP program steer exactly these services.
-    fn steer(&mut self, keys: &[ServiceKey]) -> Result<(), DataplaneError>;
+    /// Makes the XDP program steer exactly these services, and the replies of exactly
+    /// these NAT real servers.
+    fn steer(&mut self, keys: &[ServiceKey], nat: &[NatSource]) -> Result<(), DataplaneError>;
     /// Tells the LAN that a VIP is at the director (gratuitous ARP, unsolicited
     /// neighbour advertisement).
     fn advertise(&mut self, vip: IpAddr);

@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use xdpvs_dataplane::{Config, Draining, Limits, Options, Services, SlotBook};
+use xdpvs_dataplane::{Config, Draining, Limits, NatSource, Options, Services, SlotBook};
 use xdpvs_sched::tcp::{State, Timeouts};
 use xdpvs_sched::{Mac, Method, RealSpec, SchedKind, ServiceKey, ServiceSpec};
 
@@ -214,7 +214,7 @@ impl<D: Configure + Observe> WriteSide<D> {
         let mut book = SlotBook::new(&limits);
         let current = Arc::new(Services::build_with(&cfg, &limits, &mut book, None)?);
         dp.install(&current)
-            .and_then(|()| dp.steer(&[]))
+            .and_then(|()| dp.steer(&[], &[]))
             .map_err(|e| ControlError::Fatal(e.to_string()))?;
         let published = Arc::new(Published::new(View {
             config: OperatorConfig::default(),
@@ -547,13 +547,15 @@ impl<D: Configure + Observe> WriteSide<D> {
             return Err(self.fail(e.to_string()));
         }
         let keys: Vec<ServiceKey> = services.iter().map(|s| s.key).collect();
-        if let Err(e) = self.dp.steer(&keys) {
+        let nat: Vec<NatSource> = built.nat_sources().collect();
+        if let Err(e) = self.dp.steer(&keys, &nat) {
             // Back to the snapshot and services in force.
             let old_keys: Vec<ServiceKey> = self.current.services().iter().map(|s| s.key).collect();
             if let Err(e2) = self.dp.install(&self.current) {
                 return Err(self.fail(format!("{e}, and rolling the workers back failed: {e2}")));
             }
-            if let Err(e2) = self.dp.steer(&old_keys) {
+            let old_nat: Vec<NatSource> = self.current.nat_sources().collect();
+            if let Err(e2) = self.dp.steer(&old_keys, &old_nat) {
                 return Err(self.fail(format!("{e}, and restoring the XDP maps failed: {e2}")));
             }
             self.book.rollback(checkpoint);

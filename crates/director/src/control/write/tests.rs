@@ -1,6 +1,6 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
-use xdpvs_dataplane::{process, Tables, Verdict};
+use xdpvs_dataplane::{process, NatSource, Tables, Verdict};
 use xdpvs_sched::tcp::{flags, Timeouts};
 
 use xdpvs_sched::{Persistence, Protocol, SchedKind, Time};
@@ -128,7 +128,7 @@ impl Configure for Fake {
         Ok(())
     }
 
-    fn steer(&mut self, keys: &[ServiceKey]) -> Result<(), DataplaneError> {
+    fn steer(&mut self, keys: &[ServiceKey], _nat: &[NatSource]) -> Result<(), DataplaneError> {
         if self.fail_steers > 0 {
             self.fail_steers -= 1;
             for cport in std::mem::take(&mut self.open_during_steer) {
