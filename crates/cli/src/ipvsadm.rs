@@ -17,9 +17,7 @@ use xdpvs_director::control::proto::{
 use xdpvs_director::health::spec::{parse_digest, parse_probe};
 
 pub use crate::format::{format_list, format_rules, format_timeouts, ListKind};
-use xdpvs_sched::{
-    ConfigError, Method, Persistence, Protocol, SchedFlags, SchedKind, ServiceKey,
-};
+use xdpvs_sched::{ConfigError, Method, Persistence, Protocol, SchedFlags, SchedKind, ServiceKey};
 
 /// ipvsadm's largest timeout (31 days), for `-p` and `--set`.
 pub const MAX_TIMEOUT: u32 = 86400 * 31;

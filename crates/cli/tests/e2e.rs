@@ -3136,3 +3136,59 @@ fn announced_vips_of_both_families_live_on_the_interface_while_in_service() {
         "a clean stop removes the guard"
     );
 }
+
+/// LVS-NAT, one-armed: the real servers on a subnet of their own on the director's LAN
+/// (198.18.1.0/24, no VIP on them), their default route via the director's address
+/// there; the service maps port 80 to 8080. Requests rotate over the three, ab sees no
+/// failure, the listing says Masq and the mapped port, and a request straight to a
+/// real server's address (no NAT) is the kernel's business, untouched.
+#[test]
+fn nat_one_armed_maps_ports_and_serves_ab_without_a_failure() {
+    let Some((_guard, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.sh(&lab.ns("d"), "ip addr add 198.18.1.1/24 dev eth0")
+        .expect("the director's address on the real servers' subnet");
+    for n in 1..=3 {
+        let ns = lab.ns(&format!("r{n}"));
+        // The replies cross AF_XDP, which sends frames as they are: checksums complete.
+        lab.sh(
+            &ns,
+            &format!(
+                "ip addr del {VIP}/32 dev lo && ip addr flush dev eth0 && \
+                 ip addr add 198.18.1.1{n}/24 dev eth0 && \
+                 ip route add default via 198.18.1.1 && ethtool -K eth0 tx off >/dev/null"
+            ),
+        )
+        .expect("a NAT real server");
+        lab.start_http(&format!("r{n}"), &format!("rs{n}"), 8080)
+            .expect("HTTP on 8080");
+    }
+    lab.start_director(&[]).expect("director starts");
+    for c in [
+        "-A -t 198.18.0.100:80 -s rr",
+        "-a -t 198.18.0.100:80 -r 198.18.1.11:8080 -m",
+        "-a -t 198.18.0.100:80 -r 198.18.1.12:8080 -m",
+        "-a -t 198.18.0.100:80 -r 198.18.1.13:8080 -m",
+    ] {
+        x(&lab, c);
+    }
+    lab.wait_resolved().expect("real servers resolve");
+    let listing = x(&lab, "-Ln");
+    assert!(
+        listing.contains("  -> 198.18.1.11:8080             Masq    1"),
+        "{listing}"
+    );
+    let saved = x(&lab, "-S -n");
+    assert!(
+        saved.contains("-a -t 198.18.0.100:80 -r 198.18.1.12:8080 -m -w 1"),
+        "{saved}"
+    );
+    let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
+    assert_rotation(&answers);
+    let report = ab(&lab, 4000, 20, false);
+    assert!(report.contains("Failed requests:        0"), "{report}");
+    assert!(report.contains("Complete requests:      4000"), "{report}");
+    let json = x(&lab, "-L -n --stats --json");
+    assert!(json.contains("\"forward\": \"masq\""), "{json}");
+}

@@ -38,8 +38,8 @@ pub mod limits {
 }
 
 pub use config::{
-    Config, ConnReuseMode, DestStatus, Draining, Fwd, Limits, NatSource, Options, Services, SlotBook,
-    SlotCheckpoint,
+    Config, ConnReuseMode, DestStatus, Draining, Fwd, Limits, NatSource, Options, Services,
+    SlotBook, SlotCheckpoint,
 };
 pub use engine::{prefetch, prefetch_frame, process, process_steered, Tables, Verdict};
 pub use stats::{DropReason, WorkerStats};

@@ -1401,7 +1401,10 @@ fn the_xdp_program_steers_what_the_engine_handles() {
     // cross the director.
     let nat_rs = Ipv4Addr::new(198, 18, 1, 11);
     let nat_rs6: Ipv6Addr = "2001:2:0:1::11".parse().expect("ip");
-    for (vip, rs) in [(IpAddr::from(VIP), IpAddr::from(nat_rs)), (VIP6.into(), nat_rs6.into())] {
+    for (vip, rs) in [
+        (IpAddr::from(VIP), IpAddr::from(nat_rs)),
+        (VIP6.into(), nat_rs6.into()),
+    ] {
         let mut s = ServiceSpec::new(
             ServiceKey {
                 proto: Protocol::Tcp,

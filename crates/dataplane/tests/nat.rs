@@ -138,7 +138,11 @@ fn now(ms: u64) -> Time {
 #[test]
 fn a_nat_connection_is_rewritten_both_ways_with_valid_checksums() {
     let nat = |n| real(rs4(n).into(), n, 8080, Method::Masq);
-    let mut t = tables(vec![service(Protocol::Tcp, VIP.into(), vec![nat(1), nat(2)])]);
+    let mut t = tables(vec![service(
+        Protocol::Tcp,
+        VIP.into(),
+        vec![nat(1), nat(2)],
+    )]);
     let payload = b"GET / HTTP/1.0\r\n\r\n";
 
     // The client's SYN: to real server 1 at 8080.
@@ -154,7 +158,11 @@ fn a_nat_connection_is_rewritten_both_ways_with_valid_checksums() {
     // Its reply: from the VIP at 80, to the router the client is behind.
     let mut synack = frames::tcp(&from_real(1, 8080, 40000), SYN | ACK, &[]);
     assert_eq!(process(&mut synack, &mut t, now(2)), Verdict::Tx);
-    assert_eq!(&synack[0..6], &ROUTER, "back where the client's packets came from");
+    assert_eq!(
+        &synack[0..6],
+        &ROUTER,
+        "back where the client's packets came from"
+    );
     assert_eq!(&synack[6..12], &DIRECTOR);
     assert_eq!((ip4(&synack, 26), ip4(&synack, 30)), (VIP, CLIENT));
     assert_eq!((port(&synack, 34), port(&synack, 36)), (80, 40000));
@@ -166,12 +174,20 @@ fn a_nat_connection_is_rewritten_both_ways_with_valid_checksums() {
     assert!(valid4(&ack));
     let state = |t: &Tables| t.conns().iter().next().map(|e| e.state());
     assert_eq!(state(&t), Some(State::Established));
-    let mut data = frames::tcp(&from_real(1, 8080, 40000), ACK, b"HTTP/1.0 200 OK\r\n\r\nhello");
+    let mut data = frames::tcp(
+        &from_real(1, 8080, 40000),
+        ACK,
+        b"HTTP/1.0 200 OK\r\n\r\nhello",
+    );
     assert_eq!(process(&mut data, &mut t, now(4)), Verdict::Tx);
     assert!(valid4(&data));
     let mut fin = frames::tcp(&from_real(1, 8080, 40000), FIN | ACK, &[]);
     assert_eq!(process(&mut fin, &mut t, now(5)), Verdict::Tx);
-    assert_eq!(state(&t), Some(State::FinWait), "the server's FIN, seen on the way out");
+    assert_eq!(
+        state(&t),
+        Some(State::FinWait),
+        "the server's FIN, seen on the way out"
+    );
     assert_eq!(t.stats().nat_replies.get(), 3);
 
     // The next connection goes to real server 2 (rr); its replies from server 2 only.

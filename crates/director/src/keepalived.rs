@@ -536,7 +536,10 @@ fn lvs_method(c: &Node, name: &str) -> Result<Method, KeepalivedError> {
         "NAT" => Ok(Method::Masq),
         k => err(
             c.line,
-            format!("{name}: {} {k}: xdpvs forwards by DR or NAT (tunnelling is not implemented yet)", c.key),
+            format!(
+                "{name}: {} {k}: xdpvs forwards by DR or NAT (tunnelling is not implemented yet)",
+                c.key
+            ),
         ),
     }
 }

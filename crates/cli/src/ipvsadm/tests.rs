@@ -1182,7 +1182,10 @@ fn masquerading_maps_ports_and_direct_routing_ignores_them() {
         add("-a -t 198.18.0.100:80 -r 198.18.0.11:8080 -g"),
         (0, Method::Route)
     );
-    assert_eq!(add("-a -t 198.18.0.100:80 -r 198.18.0.11"), (0, Method::Route));
+    assert_eq!(
+        add("-a -t 198.18.0.100:80 -r 198.18.0.11"),
+        (0, Method::Route)
+    );
     // -e without a method sets -g, as ipvsadm's -e does.
     match action("-e -t 198.18.0.100:80 -r 198.18.0.11") {
         Ok(Action::Change(Request::EditReal { method, .. })) => {
@@ -1197,5 +1200,8 @@ fn masquerading_maps_ports_and_direct_routing_ignores_them() {
             .warnings()
     };
     assert!(warned("-a -t 198.18.0.100:80 -r 198.18.0.11:8080 -m").is_empty());
-    assert_eq!(warned("-a -t 198.18.0.100:80 -r 198.18.0.11:8080 -g").len(), 1);
+    assert_eq!(
+        warned("-a -t 198.18.0.100:80 -r 198.18.0.11:8080 -g").len(),
+        1
+    );
 }

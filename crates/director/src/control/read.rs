@@ -139,11 +139,7 @@ fn service_row(view: &View, dp: &dyn Observe, s: &ServiceSpec) -> ServiceRow {
             rates,
         }
     };
-    let mut reals: Vec<RealRow> = s
-        .reals
-        .iter()
-        .map(|r| row(r, false))
-        .collect();
+    let mut reals: Vec<RealRow> = s.reals.iter().map(|r| row(r, false)).collect();
     let sorry = view.config.sorry.get(&s.key).copied();
     if let Some(a) = sorry {
         let standing_in = !s.reals.iter().any(|r| r.addr == a)
