@@ -14,7 +14,8 @@
  *   its solicited-node multicast address or unicast)   -> AF_XDP socket
  * - IPv4/IPv6 TCP/UDP from a NAT real server's (address, port, protocol) to any
  *   address but a VIP (its replies, which come back through the director, its
- *   gateway) -> AF_XDP socket (IPv6: with no extension header before the transport)
+ *   gateway) -> AF_XDP socket (IPv6: with no extension header before the transport);
+ *   to the director's own addresses (its checks' answers) -> kernel
  * - everything else (the director's own addresses, other ports...) -> kernel
  *
  * bpf_redirect_map() falls back to XDP_PASS when no socket is bound to the queue.
@@ -113,6 +114,22 @@ struct {
 	__type(value, __u8);
 } nats6 SEC(".maps");
 
+/* The director's own addresses: traffic to them (health checks' answers from a NAT
+ * real server, say) is the kernel's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XDPVS_MAX_VIPS);
+	__type(key, __u32);
+	__type(value, __u8);
+} own SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, XDPVS_MAX_VIPS);
+	__type(key, struct vip6_key);
+	__type(value, __u8);
+} own6 SEC(".maps");
+
 /* From linux/if_arp.h, which pulls in libc headers unusable for the BPF target. */
 #define ARPHRD_ETHER 1
 #define ARPOP_REQUEST 1
@@ -167,6 +184,8 @@ static __always_inline int classify_nat_reply(struct iphdr *ip, void *end)
 	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
 		return PASS;
 	if ((ip->frag_off & bpf_htons(0x1fff)) || ip->ihl < 5)
+		return PASS;
+	if (bpf_map_lookup_elem(&own, &ip->daddr))
 		return PASS;
 	ports = (void *)ip + ip->ihl * 4;
 	if ((void *)(ports + 2) > end)
@@ -247,6 +266,8 @@ static __always_inline int classify_ipv6(void *l3, void *end)
 
 		/* A NAT real server's reply, the transport header straight after. */
 		if (next != IPPROTO_TCP && next != IPPROTO_UDP)
+			return PASS;
+		if (bpf_map_lookup_elem(&own6, &ip->daddr))
 			return PASS;
 		ports = p;
 		if ((void *)(ports + 2) > end)

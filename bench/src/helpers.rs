@@ -314,7 +314,7 @@ fn steered_socket(iface: &str, busy_poll: Option<BusyPoll>) -> Result<(Steering,
             })
         })
         .collect();
-    steering.set_services(&keys, &[])?;
+    steering.set_services(&keys, &[], &[])?;
     let dev = XskDevice::open(
         iface,
         0,

@@ -3167,9 +3167,9 @@ fn nat_one_armed_maps_ports_and_serves_ab_without_a_failure() {
     lab.start_director(&[]).expect("director starts");
     for c in [
         "-A -t 198.18.0.100:80 -s rr",
-        "-a -t 198.18.0.100:80 -r 198.18.1.11:8080 -m",
-        "-a -t 198.18.0.100:80 -r 198.18.1.12:8080 -m",
-        "-a -t 198.18.0.100:80 -r 198.18.1.13:8080 -m",
+        "-a -t 198.18.0.100:80 -r 198.18.1.11:8080 -m --check tcp --check-interval 1",
+        "-a -t 198.18.0.100:80 -r 198.18.1.12:8080 -m --check tcp --check-interval 1",
+        "-a -t 198.18.0.100:80 -r 198.18.1.13:8080 -m --check tcp --check-interval 1",
     ] {
         x(&lab, c);
     }
@@ -3191,4 +3191,34 @@ fn nat_one_armed_maps_ports_and_serves_ab_without_a_failure() {
     assert!(report.contains("Complete requests:      4000"), "{report}");
     let json = x(&lab, "-L -n --stats --json");
     assert!(json.contains("\"forward\": \"masq\""), "{json}");
+    // The checks connect to 8080 from the director's own address: their answers from
+    // the real servers' NAT port are the kernel's, not replies to rewrite. Every check
+    // has run (twice) and passed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut health = x(&lab, "-L -n --json");
+    while ["\"checks\": 0,", "\"checks\": 1,"]
+        .iter()
+        .any(|c| health.contains(c))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checks never ran: {health}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        health = x(&lab, "-L -n --json");
+    }
+    assert_eq!(health.matches("\"failures\": 0,").count(), 3, "{health}");
+    assert_eq!(health.matches("\"up\": true").count(), 3, "{health}");
+    // A real server whose server stops is taken out by its check, and the others serve.
+    lab.stop_programs("r2");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !x(&lab, "-L -n --json").contains("\"up\": false") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "r2's check never failed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let answers: Vec<String> = (0..4).map(|_| get(&lab)).collect();
+    assert_eq!(counts(&answers).get("rs2"), None, "{answers:?}");
 }

@@ -122,6 +122,9 @@ pub struct Config {
     /// 0), but a consistent-hash scheduler (`mh`) keeps their place in its table, so that
     /// only their own clients move.
     pub down: Vec<(ServiceKey, IpAddr)>,
+    /// The director's own addresses: a NAT real server's packet to one of them (an
+    /// answer to a health check) is the kernel's, never a reply to rewrite.
+    pub own: Vec<IpAddr>,
 }
 
 impl Config {
@@ -133,6 +136,7 @@ impl Config {
             options,
             draining: Vec::new(),
             down: Vec::new(),
+            own: Vec::new(),
         }
     }
 }
@@ -302,6 +306,8 @@ pub struct Services {
     /// NAT real servers (configured or draining) and the (VIP, port) of their service,
     /// sorted: a reply finds its connection's key here.
     nat: Vec<(NatSource, (IpAddr, u16))>,
+    /// The director's own addresses (see [`Config::own`]).
+    own: Vec<IpAddr>,
 }
 
 /// Hands out the (slot, generation) pairs of services and real servers, and remembers
@@ -632,6 +638,7 @@ impl Services {
             dests,
             service_slots: book.services.slots().into_boxed_slice(),
             nat,
+            own: cfg.own.clone(),
         })
     }
 
@@ -719,6 +726,12 @@ impl Services {
             .get(d.slot as usize)
             .filter(|info| info.slot.gen == d.gen)
             .map_or(Fwd::Route, |info| info.fwd)
+    }
+
+    /// Whether `ip` is one of the director's own addresses.
+    #[inline]
+    pub fn is_own(&self, ip: IpAddr) -> bool {
+        self.own.contains(&ip)
     }
 
     /// Whether some real server is reached by NAT (replies then cross the director).

@@ -561,7 +561,7 @@ fn reply4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
         addr: ip.source_addr().into(),
         port: u16::from_be_bytes([frame[l4], frame[l4 + 1]]),
     };
-    if t.services.nat_services(&src).is_empty() {
+    if t.services.nat_services(&src).is_empty() || t.services.is_own(ip.destination_addr().into()) {
         return Verdict::Pass;
     }
     // From a NAT real server's port (the XDP program steered it): malformed, it is
@@ -667,7 +667,7 @@ fn nat_reply<A: Fam>(frame: &mut [u8], t: &mut Tables, reply: &Flow<A>, now: Tim
         port: rport,
     };
     let n = t.services.nat_services(&src).len();
-    if n == 0 {
+    if n == 0 || t.services.is_own(client.ip()) {
         return Verdict::Pass;
     }
     for i in 0..n {

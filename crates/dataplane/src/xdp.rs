@@ -174,9 +174,28 @@ impl Steering {
     }
 
     /// Makes the program steer exactly these services (and ARP for their VIPs), and the
-    /// replies of exactly these NAT real servers.
-    pub fn set_services(&self, keys: &[ServiceKey], nat: &[NatSource]) -> Result<(), XdpError> {
+    /// replies of exactly these NAT real servers, except those to the director's `own`
+    /// addresses (answers to its health checks: the kernel's).
+    pub fn set_services(
+        &self,
+        keys: &[ServiceKey],
+        nat: &[NatSource],
+        own: &[IpAddr],
+    ) -> Result<(), XdpError> {
         let maps = &self.loaded.skel().maps;
+        let (mut own4, mut own6) = (HashSet::new(), HashSet::new());
+        for a in own {
+            match a {
+                IpAddr::V4(a) => own4.insert(bytes_of(&vip_key(*a)).to_vec()),
+                IpAddr::V6(a) => {
+                    own6.insert(bytes_of(&types::vip6_key { addr: a.octets() }).to_vec())
+                }
+            };
+        }
+        insert_all(&maps.own, "own", &own4)?;
+        insert_all(&maps.own6, "own6", &own6)?;
+        remove_others(&maps.own, "own", &own4)?;
+        remove_others(&maps.own6, "own6", &own6)?;
         let (mut nats, mut nats6) = (HashSet::new(), HashSet::new());
         for n in nat {
             match n.addr {

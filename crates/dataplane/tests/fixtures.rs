@@ -20,6 +20,7 @@ const DIRECTOR: Mac = [0x02, 0, 0, 0, 0, 0xd1];
 const CLIENT_MAC: Mac = [0x02, 0, 0, 0, 0, 0xc1];
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const DIRECTOR_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const PSH: u8 = 0x08;
 
 fn rs_ip(n: u8) -> Ipv4Addr {
@@ -1422,11 +1423,14 @@ fn the_xdp_program_steers_what_the_engine_handles() {
         });
         cfg.services.push(s);
     }
+    cfg.own = vec![DIRECTOR_IP.into()];
     let keys: Vec<ServiceKey> = cfg.services.iter().map(|s| s.key).collect();
     let built = Services::build(&cfg, &limits(), None).expect("valid");
     let nat: Vec<_> = built.nat_sources().collect();
     assert_eq!(nat.len(), 2);
-    steering.set_services(&keys, &nat).expect("maps updated");
+    steering
+        .set_services(&keys, &nat, &[DIRECTOR_IP.into()])
+        .expect("maps updated");
     let mut t = tables(&cfg);
     let mut frames: Vec<(String, Vec<u8>)> = shared_rows()
         .into_iter()
@@ -1451,6 +1455,11 @@ fn the_xdp_program_steers_what_the_engine_handles() {
         ("NAT reply", from_rs(8080, SYN | ACK)),
         ("NAT reply of no connection", from_rs(8080, ACK)),
         ("the NAT real server's own traffic", from_rs(40000, SYN)),
+        ("a NAT real server's answer to the director's check", {
+            let mut e = ep(nat_rs, 8080, DIRECTOR_IP, 5000);
+            e.src_mac = rs_mac(9);
+            frames::tcp(&e, SYN | ACK, b"")
+        }),
         (
             "IPv6 NAT SYN",
             frames::tcp6(&ep6(CLIENT6, 5000, VIP6, 8000), SYN, b""),

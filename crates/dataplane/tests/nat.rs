@@ -317,3 +317,29 @@ fn fix_ip_checksum(f: &mut [u8]) {
     let c = !fold(0, &f[14..34]);
     f[24..26].copy_from_slice(&c.to_be_bytes());
 }
+
+#[test]
+fn a_nat_real_servers_answer_to_the_directors_own_address_is_the_kernels() {
+    let limits = Limits {
+        max_services: 8,
+        max_dests: 32,
+        conn_capacity: 4096,
+    };
+    let dip = Ipv4Addr::new(198, 18, 1, 1);
+    let mut cfg = Config::new(
+        DIRECTOR,
+        vec![service(
+            Protocol::Tcp,
+            VIP.into(),
+            vec![real(rs4(1).into(), 1, 8080, Method::Masq)],
+        )],
+        Options::default(),
+    );
+    cfg.own = vec![dip.into()];
+    let s = Services::build(&cfg, &limits, None).expect("valid config");
+    let mut t = Tables::new(s, &limits, Timeouts::default(), 7).expect("valid limits");
+    let mut e = from_real(1, 8080, 43000);
+    e.dst_ip = dip;
+    let mut answer = frames::tcp(&e, SYN | ACK, &[]);
+    assert_eq!(process(&mut answer, &mut t, now(1)), Verdict::Pass);
+}

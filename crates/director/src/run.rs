@@ -188,6 +188,7 @@ pub fn run(
         steering,
         director_mac: ifc.mac,
         links: links.clone(),
+        ifindex: ifc.index,
     };
     let local = neighbours::local_addresses(ifc.index)?;
     if local.is_empty() {

@@ -308,6 +308,8 @@ pub struct Live {
     pub director_mac: Mac,
     /// What other threads use of the workers.
     pub links: Links,
+    /// The interface's index (its addresses are read again at every steering change).
+    pub ifindex: u32,
 }
 
 impl Configure for Live {
@@ -345,8 +347,19 @@ impl Configure for Live {
     }
 
     fn steer(&mut self, keys: &[ServiceKey], nat: &[NatSource]) -> Result<(), DataplaneError> {
+        // The director's own addresses as they are now: answers to its checks of NAT
+        // real servers stay the kernel's.
+        let own: Vec<IpAddr> = if nat.is_empty() {
+            Vec::new()
+        } else {
+            crate::neighbours::local_addresses(self.ifindex)
+                .map_err(|e| DataplaneError::Steer(e.to_string()))?
+                .iter()
+                .map(|l| l.addr)
+                .collect()
+        };
         self.steering
-            .set_services(keys, nat)
+            .set_services(keys, nat, &own)
             .map_err(|e| DataplaneError::Steer(e.to_string()))
     }
 

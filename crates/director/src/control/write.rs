@@ -405,7 +405,8 @@ impl<D: Configure + Observe> WriteSide<D> {
             .map(|(&(service, addr), spec)| Target {
                 service,
                 addr,
-                port: spec.port.unwrap_or(service.port),
+                // The real server's own port (a NAT real server's may be another).
+                port: spec.port.unwrap_or_else(|| self.real_port(&service, addr)),
                 spec: spec.clone(),
                 start: self
                     .health
@@ -415,6 +416,16 @@ impl<D: Configure + Observe> WriteSide<D> {
             .collect();
         v.sort_by_key(|t| listing_order(&t.service, t.addr));
         v
+    }
+
+    /// The port real server `addr` of `service` serves on.
+    fn real_port(&self, service: &ServiceKey, addr: IpAddr) -> u16 {
+        self.config
+            .services
+            .iter()
+            .find(|s| s.key == *service)
+            .and_then(|s| s.reals.iter().find(|r| r.addr == addr))
+            .map_or(service.port, |r| r.port_for(service.port))
     }
 
     /// Takes one check result: its figures are recorded at once; a result that moves
@@ -530,6 +541,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             }
         }
         let mut cfg = Config::new(self.director_mac, with_macs, self.options);
+        cfg.own = self.local.iter().map(|l| l.addr).collect();
         cfg.down = out_of_service;
         cfg.draining = draining
             .iter()

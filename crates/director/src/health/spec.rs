@@ -115,7 +115,8 @@ impl OnFailure {
 pub struct CheckSpec {
     /// What is tried.
     pub probe: Probe,
-    /// The port tried (keepalived `connect_port`); the service's port when `None`.
+    /// The port tried (keepalived `connect_port`); the real server's port when `None`
+    /// (the service's, unless NAT maps it).
     pub port: Option<u16>,
     /// Time between checks while nothing changes (keepalived `delay_loop`).
     pub interval: Millis,
