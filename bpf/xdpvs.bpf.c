@@ -15,7 +15,8 @@
  * - IPv4/IPv6 TCP/UDP from a NAT real server's (address, port, protocol) to any
  *   address but a VIP (its replies, which come back through the director, its
  *   gateway) -> AF_XDP socket (IPv6: with no extension header before the transport);
- *   to the director's own addresses (its checks' answers) -> kernel
+ *   to the director's own addresses (its checks' answers) -> kernel; ICMP errors
+ *   from a NAT real server's address (about clients' packets) -> AF_XDP socket
  * - everything else (the director's own addresses, other ports...) -> kernel
  *
  * bpf_redirect_map() falls back to XDP_PASS when no socket is bound to the queue.
@@ -181,12 +182,25 @@ static __always_inline int classify_nat_reply(struct iphdr *ip, void *end)
 	struct nat_key key = {};
 	__u16 *ports;
 
-	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP &&
+	    ip->protocol != IPPROTO_ICMP)
 		return PASS;
 	if ((ip->frag_off & bpf_htons(0x1fff)) || ip->ihl < 5)
 		return PASS;
 	if (bpf_map_lookup_elem(&own, &ip->daddr))
 		return PASS;
+	if (ip->protocol == IPPROTO_ICMP) {
+		/* An error a NAT real server sent about a client's packet: keyed port 0. */
+		__u8 *icmp = (void *)ip + ip->ihl * 4;
+
+		if ((void *)(icmp + 1) > end || (ip->frag_off & bpf_htons(0x2000)))
+			return PASS;
+		if (icmp[0] != 3 && icmp[0] != 4 && icmp[0] != 11 && icmp[0] != 12)
+			return PASS;
+		key.addr = ip->saddr;
+		key.proto = IPPROTO_ICMP;
+		return bpf_map_lookup_elem(&nats, &key) ? STEER : PASS;
+	}
 	ports = (void *)ip + ip->ihl * 4;
 	if ((void *)(ports + 2) > end)
 		return PASS;
@@ -264,11 +278,21 @@ static __always_inline int classify_ipv6(void *l3, void *end)
 	if (!bpf_map_lookup_elem(&vips6, &ip->daddr)) {
 		struct nat6_key nat = {};
 
-		/* A NAT real server's reply, the transport header straight after. */
-		if (next != IPPROTO_TCP && next != IPPROTO_UDP)
+		/* A NAT real server's reply, the transport header straight after, or its
+		 * ICMPv6 error (keyed port 0). */
+		if (next != IPPROTO_TCP && next != IPPROTO_UDP && next != NEXTHDR_ICMPV6)
 			return PASS;
 		if (bpf_map_lookup_elem(&own6, &ip->daddr))
 			return PASS;
+		if (next == NEXTHDR_ICMPV6) {
+			__u8 *icmp = p;
+
+			if ((void *)(icmp + 1) > end || icmp[0] < 1 || icmp[0] > 4)
+				return PASS;
+			__builtin_memcpy(nat.addr, &ip->saddr, sizeof(nat.addr));
+			nat.proto = NEXTHDR_ICMPV6;
+			return bpf_map_lookup_elem(&nats6, &nat) ? STEER : PASS;
+		}
 		ports = p;
 		if ((void *)(ports + 2) > end)
 			return PASS;

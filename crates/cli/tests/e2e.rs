@@ -3221,4 +3221,69 @@ fn nat_one_armed_maps_ports_and_serves_ab_without_a_failure() {
     }
     let answers: Vec<String> = (0..4).map(|_| get(&lab)).collect();
     assert_eq!(counts(&answers).get("rs2"), None, "{answers:?}");
+
+    // ICMP from the real server's side: a UDP service whose real server does not listen
+    // answers port unreachable, which reaches the client from the VIP: its connected
+    // socket is refused.
+    x(&lab, "-A -u 198.18.0.100:53 -s rr");
+    x(&lab, "-a -u 198.18.0.100:53 -r 198.18.1.13:5353 -m");
+    let out = lab
+        .exec(
+            &lab.ns("c"),
+            &[
+                "python3",
+                "-c",
+                "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(5)\ns.connect(('198.18.0.100', 53))\ns.send(b'q')\ntry:\n    s.recv(100)\n    print('answered')\nexcept ConnectionRefusedError:\n    print('refused')\nexcept socket.timeout:\n    print('timeout')",
+            ],
+        )
+        .expect("python runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "refused",
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        lab.director_log()
+    );
+
+    // A large download through NAT (every segment rewritten, every checksum updated):
+    // 30 MB from a real server's second port, byte for byte.
+    let r1 = lab.ns("r1");
+    let dir = std::env::temp_dir().join(format!("xdpvs-nat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let big: Vec<u8> = (0..30_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.join("big"), &big).expect("a large file");
+    lab.spawn(
+        &r1,
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8081",
+            "--directory",
+            &dir.to_string_lossy(),
+        ],
+    )
+    .expect("a file server");
+    x(&lab, "-A -t 198.18.0.100:81 -s rr");
+    x(&lab, "-a -t 198.18.0.100:81 -r 198.18.1.11:8081 -m");
+    lab.wait_resolved().expect("resolved");
+    let got = dir.join("got");
+    let fetched = lab
+        .sh(
+            &lab.ns("c"),
+            &format!(
+                "for i in $(seq 50); do curl -sfI http://198.18.0.100:81/big >/dev/null && break; sleep 0.1; done; \
+                 curl -sf --max-time 60 -o {} http://198.18.0.100:81/big",
+                got.display()
+            ),
+        )
+        .map(|o| o.status.success());
+    let same = std::fs::read(&got).is_ok_and(|g| g == big);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        fetched.unwrap_or(false) && same,
+        "30 MB through NAT, byte for byte"
+    );
 }

@@ -728,6 +728,13 @@ impl Services {
             .map_or(Fwd::Route, |info| info.fwd)
     }
 
+    /// Whether `ip` is a NAT real server's address (its ICMP errors about clients'
+    /// packets are rewritten for the clients).
+    #[inline]
+    pub fn is_nat_addr(&self, ip: IpAddr) -> bool {
+        self.nat.iter().any(|(k, _)| k.addr == ip)
+    }
+
     /// Whether `ip` is one of the director's own addresses.
     #[inline]
     pub fn is_own(&self, ip: IpAddr) -> bool {

@@ -548,6 +548,24 @@ fn reply4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
     let Ok(ip) = Ipv4HeaderSlice::from_slice(&frame[ETH_LEN..]) else {
         return Verdict::Pass;
     };
+    if ip.protocol().0 == ICMP {
+        let (src, dst) = (ip.source_addr(), ip.destination_addr());
+        let (hlen, total) = (ip.slice().len(), usize::from(ip.total_len()));
+        let whole = !ip.more_fragments() && ip.fragments_offset().value() == 0;
+        if !whole || !t.services.is_nat_addr(src.into()) {
+            return Verdict::Pass;
+        }
+        let Some(msg) = frame.get(ETH_LEN + hlen..ETH_LEN + total) else {
+            return Verdict::Drop(DropReason::Ipv4Length);
+        };
+        if msg.len() < 8 || icmp::kind(msg[0], msg[1]) != icmp::Kind::Error {
+            return Verdict::Pass;
+        }
+        let Some(quoted) = icmp::quoted_connection(msg) else {
+            return Verdict::Drop(DropReason::IcmpNoConnection);
+        };
+        return nat_icmp_error(frame, t, &quoted, dst, ETH_LEN + hlen, now);
+    }
     let Some(proto) = Protocol::from_ip_number(ip.protocol().0) else {
         return Verdict::Pass;
     };
@@ -645,6 +663,14 @@ fn deliver<A: Fam>(frame: &mut [u8], t: &mut Tables, flow: &Flow<A>, now: Time) 
     Verdict::Tx
 }
 
+/// The source address of an IPv6 frame (its header checked).
+#[inline]
+fn source6(frame: &[u8]) -> Ipv6Addr {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&frame[ETH_LEN + 8..ETH_LEN + 24]);
+    Ipv6Addr::from(b)
+}
+
 /// The source MAC of a frame (at least an Ethernet header long).
 #[inline]
 fn source_mac(frame: &[u8]) -> xdpvs_sched::Mac {
@@ -666,12 +692,38 @@ fn nat_reply<A: Fam>(frame: &mut [u8], t: &mut Tables, reply: &Flow<A>, now: Tim
         addr: rs.ip(),
         port: rport,
     };
-    let n = t.services.nat_services(&src).len();
-    if n == 0 || t.services.is_own(client.ip()) {
+    if t.services.nat_services(&src).is_empty() || t.services.is_own(client.ip()) {
         return Verdict::Pass;
     }
+    let Some((idx, fwd)) = find_nat(t, &src, client, cport, now) else {
+        return Verdict::Drop(DropReason::NatNoConnection);
+    };
+    let conns = A::conns_mut(t);
+    conns.seen_dir(idx, now, reply.tcp_flags, Dir::Output);
+    let hop = conns.hop(idx);
+    let at = At {
+        v6: A::V6,
+        l4: Some((reply.l4, src.proto)),
+    };
+    method::to_client(frame, &fwd, &at);
+    frame[0..6].copy_from_slice(&hop);
+    frame[6..12].copy_from_slice(&t.services.director_mac());
+    t.stats.nat_replies.inc();
+    Verdict::Tx
+}
+
+/// The NAT connection of `client`:`cport` with real server `src` (its address and port),
+/// if there is one: its index and its real server's method.
+fn find_nat<A: Fam>(
+    t: &mut Tables,
+    src: &NatSource,
+    client: A,
+    cport: u16,
+    now: Time,
+) -> Option<(usize, Fwd)> {
+    let n = t.services.nat_services(src).len();
     for i in 0..n {
-        let (_, (vip, vport)) = t.services.nat_services(&src)[i];
+        let (_, (vip, vport)) = t.services.nat_services(src)[i];
         let Some(vip) = A::of(vip) else { continue };
         let key = ConnKey {
             proto: src.proto,
@@ -683,26 +735,43 @@ fn nat_reply<A: Fam>(frame: &mut [u8], t: &mut Tables, reply: &Flow<A>, now: Tim
         let Some(idx) = A::conns_mut(t).lookup(&key, now) else {
             continue;
         };
-        let dest = A::conns(t).entry(idx).dest();
-        let fwd = t.services.fwd(dest);
-        let ours = matches!(fwd, Fwd::Masq { addr, port, .. } if addr == src.addr && port == rport);
-        if !ours {
-            continue;
+        let fwd = t.services.fwd(A::conns(t).entry(idx).dest());
+        if matches!(fwd, Fwd::Masq { addr, port, .. } if addr == src.addr && port == src.port) {
+            return Some((idx, fwd));
         }
-        let conns = A::conns_mut(t);
-        conns.seen_dir(idx, now, reply.tcp_flags, Dir::Output);
-        let hop = conns.hop(idx);
-        let at = At {
-            v6: A::V6,
-            l4: Some((reply.l4, src.proto)),
-        };
-        method::to_client(frame, &fwd, &at);
-        frame[0..6].copy_from_slice(&hop);
-        frame[6..12].copy_from_slice(&t.services.director_mac());
-        t.stats.nat_replies.inc();
-        return Verdict::Tx;
     }
-    Verdict::Drop(DropReason::NatNoConnection)
+    None
+}
+
+/// An ICMP error a NAT real server sent (to `to`) about a client's packet, which it
+/// quotes (`quoted`, read as [`icmp::quoted_connection`] reads a reply: its "client" is
+/// the real server, its "VIP" the client): rewritten from the VIP, quoting the packet as
+/// the client sent it, to where the client's packets come from.
+fn nat_icmp_error<A: Fam>(
+    frame: &mut [u8],
+    t: &mut Tables,
+    quoted: &ConnKey<A>,
+    to: A,
+    icmp: usize,
+    now: Time,
+) -> Verdict {
+    if t.services.is_own(to.ip()) {
+        return Verdict::Pass;
+    }
+    let src = NatSource {
+        proto: quoted.proto,
+        addr: quoted.client.ip(),
+        port: quoted.cport,
+    };
+    let Some((idx, fwd)) = find_nat(t, &src, quoted.vip, quoted.vport, now) else {
+        return Verdict::Drop(DropReason::IcmpNoConnection);
+    };
+    let hop = A::conns(t).hop(idx);
+    method::icmp_to_client(frame, &fwd, A::V6, icmp);
+    frame[0..6].copy_from_slice(&hop);
+    frame[6..12].copy_from_slice(&t.services.director_mac());
+    t.stats.icmp_forwarded.inc();
+    Verdict::Tx
 }
 
 /// An IPv6 frame: neighbour discovery for a VIP, ICMPv6 to a VIP, TCP/UDP to a service.
@@ -796,7 +865,22 @@ fn icmp6(frame: &mut [u8], t: &mut Tables, dst: Ipv6Addr, icmp_type: u8, now: Ti
         _ => {}
     }
     if !t.services.is_vip6(dst) {
-        return Verdict::Pass;
+        // An error a NAT real server sent about a client's packet.
+        let from_nat = matches!(icmp_type, 1..=4)
+            && t.services.has_nat()
+            && t.services.is_nat_addr(source6(frame).into());
+        if !from_nat {
+            return Verdict::Pass;
+        }
+        let plen = usize::from(u16::from_be_bytes([frame[ETH_LEN + 4], frame[ETH_LEN + 5]]));
+        let quoted = match frame.get(ETH_LEN + 40..ETH_LEN + 40 + plen) {
+            Some(m) if frame[ETH_LEN + 6] == ndp::ICMPV6 => ipv6::quoted_connection(m),
+            _ => None,
+        };
+        return match quoted {
+            Some(q) => nat_icmp_error(frame, t, &q, dst, ETH_LEN + 40, now),
+            None => Verdict::Drop(DropReason::IcmpNoConnection),
+        };
     }
     const ECHO_REQUEST: u8 = 128;
     match icmp_type {
@@ -846,6 +930,15 @@ fn icmp_error<A: Fam>(
     let Some(mac) = reachable(t, dest) else {
         return Verdict::Drop(DropReason::DestRemoved);
     };
+    if t.services.has_nat() {
+        // A NAT real server sent the reply from its own address and port.
+        let icmp = if A::V6 {
+            ETH_LEN + 40
+        } else {
+            ETH_LEN + usize::from(frame[ETH_LEN] & 0x0f) * 4
+        };
+        method::icmp_to_real(frame, &t.services.fwd(dest), A::V6, icmp);
+    }
     let svc_slot = A::find(&t.services, key.proto, key.vip, key.vport)
         .map_or(u32::MAX, |si| t.services.services[si].slot);
     forward(frame, t, svc_slot, dest, mac, ip_len);

@@ -197,13 +197,20 @@ impl Steering {
         remove_others(&maps.own, "own", &own4)?;
         remove_others(&maps.own6, "own6", &own6)?;
         let (mut nats, mut nats6) = (HashSet::new(), HashSet::new());
-        for n in nat {
+        // Each NAT real server's address with port 0: its ICMP errors.
+        let errors = nat.iter().map(|n| NatSource { port: 0, ..*n });
+        for n in nat.iter().copied().chain(errors) {
+            let proto = match (n.port, n.addr) {
+                (0, IpAddr::V4(_)) => 1,
+                (0, IpAddr::V6(_)) => 58,
+                _ => n.proto.ip_number(),
+            };
             match n.addr {
                 IpAddr::V4(a) => nats.insert(
                     bytes_of(&types::nat_key {
                         addr: vip_key(a),
                         port: n.port.to_be(),
-                        proto: n.proto.ip_number(),
+                        proto,
                         pad: 0,
                     })
                     .to_vec(),
@@ -212,7 +219,7 @@ impl Steering {
                     bytes_of(&types::nat6_key {
                         addr: a.octets(),
                         port: n.port.to_be(),
-                        proto: n.proto.ip_number(),
+                        proto,
                         pad: 0,
                     })
                     .to_vec(),

@@ -1465,6 +1465,23 @@ fn the_xdp_program_steers_what_the_engine_handles() {
             frames::tcp6(&ep6(CLIENT6, 5000, VIP6, 8000), SYN, b""),
         ),
         ("IPv6 NAT reply", from_rs6(8080, SYN | ACK)),
+        ("a NAT real server's ICMP error about a client's packet", {
+            let mut e = ep(nat_rs, 0, CLIENT, 0);
+            e.src_mac = rs_mac(9);
+            let sent = frames::tcp(&ep(CLIENT, 5000, nat_rs, 8080), SYN, b"");
+            frames::icmp_error(&e, 3, 3, [0; 4], &sent[14..54])
+        }),
+        ("a NAT real server's echo reply", {
+            let mut e = ep(nat_rs, 0, CLIENT, 0);
+            e.src_mac = rs_mac(9);
+            frames::icmp_error(&e, 0, 0, [0, 1, 0, 1], b"ping....")
+        }),
+        ("a NAT real server's ICMP error to the director", {
+            let mut e = ep(nat_rs, 0, DIRECTOR_IP, 0);
+            e.src_mac = rs_mac(9);
+            let sent = frames::tcp(&ep(DIRECTOR_IP, 5000, nat_rs, 8080), SYN, b"");
+            frames::icmp_error(&e, 3, 3, [0; 4], &sent[14..54])
+        }),
         ("IPv6 NAT real server's own traffic", from_rs6(40000, SYN)),
     ];
     let nat_reply = nat_rows[1].1.clone();

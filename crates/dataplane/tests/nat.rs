@@ -343,3 +343,177 @@ fn a_nat_real_servers_answer_to_the_directors_own_address_is_the_kernels() {
     let mut answer = frames::tcp(&e, SYN | ACK, &[]);
     assert_eq!(process(&mut answer, &mut t, now(1)), Verdict::Pass);
 }
+
+/// The ones'-complement check of an ICMP message (IPv4: no pseudo-header).
+fn icmp_valid4(f: &[u8]) -> bool {
+    let hlen = usize::from(f[14] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+    fold(0, &f[14..14 + hlen]) == 0xffff && fold(0, &f[14 + hlen..14 + total]) == 0xffff
+}
+
+/// The ICMPv6 checksum of IPv6 frame `f` (no extension headers) is valid.
+fn icmp_valid6(f: &[u8]) -> bool {
+    valid6(f)
+}
+
+/// The quoted IPv4 packet of ICMP error frame `f`, as a frame of its own (for `valid4`).
+fn quoted4(f: &[u8]) -> Vec<u8> {
+    let hlen = usize::from(f[14] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([f[16], f[17]]));
+    let mut q = vec![0u8; 14];
+    q.extend_from_slice(&f[14 + hlen + 8..14 + total]);
+    q
+}
+
+#[test]
+fn icmp_errors_are_translated_both_ways() {
+    let mut t = tables(vec![
+        service(
+            Protocol::Tcp,
+            VIP.into(),
+            vec![real(rs4(1).into(), 1, 8080, Method::Masq)],
+        ),
+        service(
+            Protocol::Udp,
+            VIP.into(),
+            vec![real(rs4(2).into(), 2, 5353, Method::Masq)],
+        ),
+    ]);
+    let mut syn = frames::tcp(&from_client(40000, 80), SYN, &[]);
+    assert_eq!(process(&mut syn, &mut t, now(1)), Verdict::Tx);
+
+    // A router on the way to the client: fragmentation needed, quoting a reply as the
+    // client's side saw it (from the VIP). To the real server, quoting what it sent.
+    let reply = frames::tcp(
+        &Endpoints {
+            src_mac: DIRECTOR,
+            dst_mac: ROUTER,
+            src_ip: VIP,
+            dst_ip: CLIENT,
+            sport: 80,
+            dport: 40000,
+        },
+        ACK,
+        &[0x55; 100],
+    );
+    let router = Endpoints {
+        src_mac: ROUTER,
+        dst_mac: DIRECTOR,
+        src_ip: Ipv4Addr::new(198, 18, 0, 254),
+        dst_ip: VIP,
+        sport: 0,
+        dport: 0,
+    };
+    let mut err = frames::icmp_error(&router, 3, 4, [0, 0, 5, 0xdc], &reply[14..14 + 140]);
+    assert!(icmp_valid4(&err));
+    assert_eq!(process(&mut err, &mut t, now(2)), Verdict::Tx);
+    assert_eq!(&err[0..6], &rs_mac(1));
+    assert_eq!(ip4(&err, 30), rs4(1), "to the real server");
+    let q = quoted4(&err);
+    assert_eq!((ip4(&q, 26), port(&q, 34)), (rs4(1), 8080), "what it sent");
+    assert!(icmp_valid4(&err), "outer and ICMP checksums");
+    assert!(valid4(&q), "the quoted packet's checksums");
+
+    // The UDP real server: port unreachable about a client's datagram, to the client:
+    // from the VIP, quoting the datagram as the client sent it.
+    let mut q1 = frames::udp(&from_client(40001, 80), b"query");
+    assert_eq!(process(&mut q1, &mut t, now(3)), Verdict::Tx);
+    let mut unreachable = frames::icmp_error(&from_real(2, 0, 0), 3, 3, [0; 4], &q1[14..14 + 33]);
+    assert!(icmp_valid4(&unreachable));
+    assert_eq!(process(&mut unreachable, &mut t, now(4)), Verdict::Tx);
+    assert_eq!(
+        &unreachable[0..6],
+        &ROUTER,
+        "back where the client's packets come from"
+    );
+    assert_eq!(ip4(&unreachable, 26), VIP, "from the VIP");
+    let q = quoted4(&unreachable);
+    assert_eq!(
+        (ip4(&q, 30), port(&q, 36)),
+        (VIP, 80),
+        "as the client sent it"
+    );
+    assert!(icmp_valid4(&unreachable));
+    assert!(valid4(&q), "the quoted datagram's checksums");
+    // An error about no connection of the real server's.
+    let mut stray = frames::udp(&from_client(49999, 80), b"query");
+    stray[30..34].copy_from_slice(&rs4(2).octets());
+    let mut unknown = frames::icmp_error(&from_real(2, 0, 0), 3, 3, [0; 4], &stray[14..47]);
+    assert_eq!(
+        process(&mut unknown, &mut t, now(5)),
+        Verdict::Drop(DropReason::IcmpNoConnection)
+    );
+    // An echo reply from the real server (to anyone) is not ours.
+    let mut echo = frames::icmp_error(&from_real(2, 0, 0), 0, 0, [0, 1, 0, 1], b"ping....");
+    assert_eq!(process(&mut echo, &mut t, now(6)), Verdict::Pass);
+}
+
+#[test]
+fn icmpv6_errors_are_translated_both_ways() {
+    let mut t = tables(vec![service(
+        Protocol::Udp,
+        VIP6.into(),
+        vec![real(rs6(1).into(), 1, 5353, Method::Masq)],
+    )]);
+    let to_vip = Endpoints6 {
+        src_mac: ROUTER,
+        dst_mac: DIRECTOR,
+        src_ip: CLIENT6,
+        dst_ip: VIP6,
+        sport: 40000,
+        dport: 80,
+    };
+    let mut q = frames::udp6(&to_vip, b"query");
+    assert_eq!(process(&mut q, &mut t, now(1)), Verdict::Tx);
+    let from_rs = Endpoints6 {
+        src_mac: rs_mac(1),
+        dst_mac: DIRECTOR,
+        src_ip: rs6(1),
+        dst_ip: CLIENT6,
+        sport: 0,
+        dport: 0,
+    };
+    let mut unreachable = frames::icmp6_error(&from_rs, 1, 4, [0; 4], &q[14..]);
+    assert!(icmp_valid6(&unreachable));
+    assert_eq!(process(&mut unreachable, &mut t, now(2)), Verdict::Tx);
+    assert_eq!(&unreachable[22..38], &VIP6.octets(), "from the VIP");
+    assert_eq!(&unreachable[0..6], &ROUTER);
+    assert_eq!(
+        &unreachable[62 + 24..62 + 40],
+        &VIP6.octets(),
+        "quoted as sent"
+    );
+    assert_eq!(port(&unreachable, 62 + 42), 80);
+    assert!(icmp_valid6(&unreachable));
+
+    // Packet too big from a router, quoting a reply from the VIP: to the real server.
+    let reply = frames::udp6(
+        &Endpoints6 {
+            src_mac: DIRECTOR,
+            dst_mac: ROUTER,
+            src_ip: VIP6,
+            dst_ip: CLIENT6,
+            sport: 80,
+            dport: 40000,
+        },
+        &[0x33; 64],
+    );
+    let router = Endpoints6 {
+        src_mac: ROUTER,
+        dst_mac: DIRECTOR,
+        src_ip: "2001:2::fe".parse().expect("ip"),
+        dst_ip: VIP6,
+        sport: 0,
+        dport: 0,
+    };
+    let mut big = frames::icmp6_error(&router, 2, 0, [0, 0, 5, 0x00], &reply[14..]);
+    assert_eq!(process(&mut big, &mut t, now(3)), Verdict::Tx);
+    assert_eq!(&big[38..54], &rs6(1).octets(), "to the real server");
+    assert_eq!(
+        &big[62 + 8..62 + 24],
+        &rs6(1).octets(),
+        "quoting what it sent"
+    );
+    assert_eq!(port(&big, 62 + 40), 5353);
+    assert!(icmp_valid6(&big));
+}

@@ -71,3 +71,108 @@ fn rewrite(frame: &mut [u8], at: &At, side: Side, addr: IpAddr, port: u16) {
     }
     frame[c..c + 2].copy_from_slice(&sum.to_be_bytes());
 }
+
+/// Rewrites an ICMP error about a reply (the quoted packet went from `vip`:`vport` to
+/// the client) for the real server: the error goes to `addr`, and the quote reads as the
+/// real server sent it, from `addr`:`port`. The ICMP message starts at `icmp`.
+#[inline]
+pub(super) fn icmp_to_real(frame: &mut [u8], v6: bool, icmp: usize, addr: IpAddr, port: u16) {
+    icmp_rewrite(frame, v6, icmp, Side::Destination, addr, port);
+}
+
+/// Rewrites an ICMP error a real server sent about a client's packet (quoted as sent to
+/// the real server) for the client: from `vip`, quoting a packet to `vip`:`vport`.
+#[inline]
+pub(super) fn icmp_to_client(frame: &mut [u8], v6: bool, icmp: usize, vip: IpAddr, vport: u16) {
+    icmp_rewrite(frame, v6, icmp, Side::Source, vip, vport);
+}
+
+/// Replaces the bytes at `at` with `new` and updates, for the change, the checksums
+/// stored at `sums` (each a 16-bit field in a region where `at` is at an even offset).
+fn patch(frame: &mut [u8], at: usize, new: &[u8], sums: &[usize]) {
+    let mut old = [0u8; 16];
+    let old = &mut old[..new.len()];
+    old.copy_from_slice(&frame[at..at + new.len()]);
+    for &c in sums {
+        let sum = update(u16::from_be_bytes([frame[c], frame[c + 1]]), old, new);
+        frame[c..c + 2].copy_from_slice(&sum.to_be_bytes());
+    }
+    frame[at..at + new.len()].copy_from_slice(new);
+}
+
+/// The bytes of `addr`.
+fn octets(addr: IpAddr) -> ([u8; 16], usize) {
+    let mut b = [0u8; 16];
+    match addr {
+        IpAddr::V4(a) => {
+            b[..4].copy_from_slice(&a.octets());
+            (b, 4)
+        }
+        IpAddr::V6(a) => (a.octets(), 16),
+    }
+}
+
+/// The outer address on `outer` side and the quoted packet's address and port on the
+/// other side become `addr` and `port`; the outer IPv4 header's, the quoted IPv4
+/// header's, the quoted transport's (when quoted whole) and the ICMP checksums stay
+/// valid.
+fn icmp_rewrite(frame: &mut [u8], v6: bool, icmp: usize, outer: Side, addr: IpAddr, port: u16) {
+    let (new, len) = octets(addr);
+    let new = &new[..len];
+    let icmp_sum = icmp + 2;
+    // Where the IP packet ends (the frame may be padded beyond).
+    let end = if v6 {
+        ETH_LEN + 40 + usize::from(u16::from_be_bytes([frame[ETH_LEN + 4], frame[ETH_LEN + 5]]))
+    } else {
+        ETH_LEN + usize::from(u16::from_be_bytes([frame[ETH_LEN + 2], frame[ETH_LEN + 3]]))
+    };
+    let addr_at = |ip: usize, side: Side| match (v6, side) {
+        (false, Side::Source) => ip + 12,
+        (false, Side::Destination) => ip + 16,
+        (true, Side::Source) => ip + 8,
+        (true, Side::Destination) => ip + 24,
+    };
+    // The outer header: IPv4's own checksum, or ICMPv6's pseudo-header.
+    let outer_sum = if v6 { icmp_sum } else { ETH_LEN + 10 };
+    patch(frame, addr_at(ETH_LEN, outer), new, &[outer_sum]);
+    // The quoted packet: the other side.
+    let inner = icmp + 8;
+    let side = match outer {
+        Side::Source => Side::Destination,
+        Side::Destination => Side::Source,
+    };
+    let (l4, proto) = if v6 {
+        (inner + 40, frame[inner + 6])
+    } else {
+        (
+            inner + usize::from(frame[inner] & 0x0f) * 4,
+            frame[inner + 9],
+        )
+    };
+    let l4_sum = match proto {
+        6 => Some(l4 + 16),
+        17 => Some(l4 + 6),
+        _ => None,
+    }
+    .filter(|&c| c + 2 <= end)
+    .filter(|&c| !(proto == 17 && !v6 && frame[c..c + 2] == [0, 0]));
+    let at = addr_at(inner, side);
+    let mut old = [0u8; 16];
+    old[..len].copy_from_slice(&frame[at..at + len]);
+    let old = &old[..len];
+    if !v6 {
+        let c = inner + 10;
+        let sum = update(u16::from_be_bytes([frame[c], frame[c + 1]]), old, new);
+        patch(frame, c, &sum.to_be_bytes(), &[icmp_sum]);
+    }
+    let p = l4 + if side == Side::Destination { 2 } else { 0 };
+    let old_port = [frame[p], frame[p + 1]];
+    let new_port = port.to_be_bytes();
+    if let Some(c) = l4_sum {
+        let sum = u16::from_be_bytes([frame[c], frame[c + 1]]);
+        let sum = update(update(sum, old, new), &old_port, &new_port);
+        patch(frame, c, &sum.to_be_bytes(), &[icmp_sum]);
+    }
+    patch(frame, at, new, &[icmp_sum]);
+    patch(frame, p, &new_port, &[icmp_sum]);
+}

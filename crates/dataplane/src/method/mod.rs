@@ -37,6 +37,25 @@ pub(crate) fn to_real(frame: &mut [u8], fwd: &Fwd, at: &At) {
     }
 }
 
+/// Rewrites an ICMP error about a reply of real server `fwd` (to the VIP, quoting the
+/// reply) for that real server; the ICMP message starts at `icmp`.
+#[inline]
+pub(crate) fn icmp_to_real(frame: &mut [u8], fwd: &Fwd, v6: bool, icmp: usize) {
+    match *fwd {
+        Fwd::Route => {} // the real server sent the reply from the VIP itself
+        Fwd::Masq { addr, port, .. } => masq::icmp_to_real(frame, v6, icmp, addr, port),
+    }
+}
+
+/// Rewrites an ICMP error real server `fwd` sent about a client's packet, for the client.
+#[inline]
+pub(crate) fn icmp_to_client(frame: &mut [u8], fwd: &Fwd, v6: bool, icmp: usize) {
+    match *fwd {
+        Fwd::Route => {}
+        Fwd::Masq { vip, vport, .. } => masq::icmp_to_client(frame, v6, icmp, vip, vport),
+    }
+}
+
 /// Rewrites a real server's reply for the client (NAT only: with direct routing the
 /// replies never cross the director).
 #[inline]
