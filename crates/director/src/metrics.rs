@@ -396,6 +396,11 @@ pub fn render(
         "worker_fragments_forwarded",
         "Later fragments forwarded where their first fragment went.",
     );
+    let nat_replies = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_nat_replies",
+        "NAT real servers' replies rewritten from the VIP and sent to their clients.",
+    );
     let unhandled = counter::<WorkerLabels>(
         &mut reg,
         "worker_unhandled_packets",
@@ -541,6 +546,7 @@ pub fn render(
         echo.get_or_create(&wl).inc_by(w.echo_replies.get());
         icmp_fwd.get_or_create(&wl).inc_by(w.icmp_forwarded.get());
         frags.get_or_create(&wl).inc_by(w.fragments_forwarded.get());
+        nat_replies.get_or_create(&wl).inc_by(w.nat_replies.get());
         stateless.get_or_create(&wl).inc_by(w.stateless.get());
         evicted.get_or_create(&wl).inc_by(l.half_open_evicted.get());
         unhandled.get_or_create(&wl).inc_by(w.unhandled.get());
