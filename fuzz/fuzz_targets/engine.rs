@@ -1,6 +1,10 @@
 //! The packet engine over arbitrary frames, with a small configuration decoded from the
-//! input: `process()` never panics, a frame it does not transmit is unchanged, a
-//! forwarded frame changes only in its two MACs and goes to a configured real server.
+//! input: `process()` never panics, a frame it does not transmit is unchanged. What a
+//! transmitted frame may change is its real server's method's: direct routing, only the
+//! two MACs, to a configured real server; NAT (real servers on port 8080), the frame
+//! keeps its length, goes to the real server's address or (a reply) leaves from a VIP,
+//! and an IPv4 header checksum valid before is valid after (and invalid stays invalid:
+//! the update is incremental).
 //! Services are IPv4 or IPv6 (2001:2::100.., real servers 2001:2::11..); the IPv6 parser
 //! over the raw input never panics either.
 #![no_main]
@@ -16,6 +20,27 @@ const DIRECTOR: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
 fn mac(n: u8) -> [u8; 6] {
     [2, 0, 0, 0, 1, n]
+}
+
+/// NAT real servers' MACs are `mac(21..25)`.
+const NAT_MACS: std::ops::Range<u8> = 21..25;
+
+/// Whether `f` is IPv4 with a header whose checksum is valid (`None`: not IPv4, or cut
+/// short).
+fn ipv4_header_valid(f: &[u8]) -> Option<bool> {
+    if f.get(12..14)? != [8, 0] {
+        return None;
+    }
+    let hlen = usize::from(f.get(14)? & 0x0f) * 4;
+    let h = f.get(14..14 + hlen)?;
+    let mut sum = 0u32;
+    for w in h.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    Some(sum == 0xffff)
 }
 
 /// Bytes taken one at a time from the input (0 once it runs out).
@@ -81,12 +106,17 @@ fuzz_target!(|data: &[u8]| {
         }
         for r in 0..(inp.byte() % 4) {
             let w = inp.byte();
+            let nat = w & 0x40 != 0;
             spec.reals.push(RealSpec {
-                addr: addr(11 + r),
-                port: 0,
-                method: xdpvs_sched::Method::Route,
+                addr: if nat { addr(21 + r) } else { addr(11 + r) },
+                port: if nat { 8080 } else { 0 },
+                method: if nat {
+                    xdpvs_sched::Method::Masq
+                } else {
+                    xdpvs_sched::Method::Route
+                },
                 weight: u16::from(w % 4),
-                mac: (w & 0x80 == 0).then(|| mac(11 + r)),
+                mac: (w & 0x80 == 0).then(|| if nat { mac(21 + r) } else { mac(11 + r) }),
             });
         }
         services.push(spec);
@@ -111,9 +141,28 @@ fuzz_target!(|data: &[u8]| {
         match process(&mut frame, &mut tables, Time::from_nanos(now)) {
             Verdict::Tx => {
                 assert_eq!(frame.len(), before.len());
-                assert_eq!(frame[12..], before[12..], "only the MACs change");
                 assert_eq!(frame[6..12], DIRECTOR);
-                assert!((11..15).any(|n| frame[0..6] == mac(n)), "to a real server");
+                if frame[12..] == before[12..] {
+                    assert!(
+                        (11..15).any(|n| frame[0..6] == mac(n)),
+                        "direct routing (only the MACs change): to a real server"
+                    );
+                } else {
+                    // NAT: to a NAT real server's address, or a reply from a VIP.
+                    assert_eq!(frame[12..14], before[12..14]);
+                    let v6 = frame[12..14] == [0x86, 0xdd];
+                    let (src, dst) = if v6 { (22, 38) } else { (26, 30) };
+                    let last = |at: usize| frame[at + if v6 { 15 } else { 3 }];
+                    let to_real = NAT_MACS.clone().any(|n| frame[0..6] == mac(n))
+                        && NAT_MACS.contains(&last(dst));
+                    let reply = (100..103).contains(&last(src));
+                    assert!(to_real || reply, "to a NAT real server, or from a VIP");
+                    assert_eq!(
+                        ipv4_header_valid(&frame),
+                        ipv4_header_valid(&before),
+                        "the IPv4 header checksum stays as valid as it was"
+                    );
+                }
             }
             Verdict::Reply => assert_eq!(frame.len(), before.len()),
             Verdict::Pass | Verdict::Drop(_) => assert_eq!(frame, before, "untouched"),
