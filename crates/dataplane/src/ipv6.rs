@@ -132,7 +132,7 @@ pub fn parse(frame: &[u8]) -> Result<Inbound6, Error6> {
                 Protocol::Udp
             };
             let (src, dst) = (Ipv6Addr::from(h.source()), Ipv6Addr::from(h.destination()));
-            return flow(proto, src, dst, body, ip_len, None);
+            return flow(proto, src, dst, body, ip_len, None, ETH_LEN + 40);
         }
     }
     parse_walking(frame)
@@ -195,7 +195,9 @@ fn parse_walking(frame: &[u8]) -> Result<Inbound6, Error6> {
         }
         _ => return Ok(Inbound6::Other),
     };
-    flow(proto, src, dst, body, ip_len, first_fragment)
+    // Where the transport header starts: `body` lies within `frame`.
+    let l4 = body.as_ptr() as usize - frame.as_ptr() as usize;
+    flow(proto, src, dst, body, ip_len, first_fragment, l4)
 }
 
 /// The flow of a TCP or UDP packet whose transport header and payload are `body`.
@@ -207,6 +209,7 @@ fn flow(
     body: &[u8],
     ip_len: usize,
     first_fragment: Option<FragKey6>,
+    l4: usize,
 ) -> Result<Inbound6, Error6> {
     let need = if proto == Protocol::Tcp { 20 } else { 8 };
     if body.len() < need {
@@ -222,7 +225,7 @@ fn flow(
         tcp_flags: (proto == Protocol::Tcp).then(|| body[13]),
         ip_len,
         first_fragment,
-        l4: ETH_LEN + ip_len - body.len(),
+        l4,
     }))
 }
 
