@@ -9,6 +9,9 @@
 //! is needed. It also checks that the default route does not go through the director
 //! (replies must go straight to clients). Idempotent: only what is not in place yet is
 //! changed, and each `--apply` records what it changed, so `--undo` reverts exactly that.
+//!
+//! With `--nat`, a NAT real server instead: no VIP on any interface, and the default
+//! route via the director (`--director`), whose address rewrites its replies.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -38,9 +41,14 @@ pub struct Args {
     /// Revert what earlier `--apply` runs for this VIP changed.
     #[arg(long)]
     pub undo: bool,
-    /// The director's address: checks that the default route does not go through it.
-    #[arg(long)]
+    /// The director's address: checks that the default route does not go through it
+    /// (with `--nat`: makes it the default route's gateway).
+    #[arg(long, required_if_eq("nat", "true"))]
     pub director: Option<IpAddr>,
+    /// Set up a NAT real server (the director's `-m`): no VIP, the default route via
+    /// the director.
+    #[arg(long)]
+    pub nat: bool,
     /// Where `--apply` records what it changed, for `--undo`.
     #[arg(long, default_value = "/var/lib/xdpvs")]
     pub state_dir: PathBuf,
@@ -72,6 +80,16 @@ pub enum Step {
         /// The value after.
         to: String,
     },
+    /// `ip route replace default TO` (or `ip route del default` when `to` is none); the
+    /// default route was `from`.
+    DefaultRoute {
+        /// IPv6's.
+        v6: bool,
+        /// The route before (`via GW dev DEV`), if there was one.
+        from: Option<String>,
+        /// The route after.
+        to: Option<String>,
+    },
     /// Writes PATH (`previous`: its content before, if it existed).
     WriteFile {
         /// The file.
@@ -93,6 +111,13 @@ impl Step {
             }
             Step::DelAddr { dev, cidr } => format!("ip addr del {cidr} dev {dev}"),
             Step::Sysctl { key, to, .. } => format!("sysctl -w {key}={to}"),
+            Step::DefaultRoute { v6, to, .. } => {
+                let fam = if *v6 { "-6 " } else { "" };
+                match to {
+                    Some(r) => format!("ip {fam}route replace default {r}"),
+                    None => format!("ip {fam}route del default"),
+                }
+            }
             Step::WriteFile { path, content, .. } => {
                 format!("cat > {} <<'EOF'\n{content}EOF", path.display())
             }
@@ -106,6 +131,11 @@ impl Step {
             Step::DelAddr { dev, cidr } => Step::AddAddr { dev, cidr },
             Step::Sysctl { key, from, to } => Step::Sysctl {
                 key,
+                from: to,
+                to: from,
+            },
+            Step::DefaultRoute { v6, from, to } => Step::DefaultRoute {
+                v6,
                 from: to,
                 to: from,
             },
@@ -204,6 +234,32 @@ pub fn plan(vip: IpAddr, iface: &str, persist: bool, now: &Observed) -> Vec<Step
     steps
 }
 
+/// The changes that make this host a NAT real server behind `director` for `vip`: the
+/// VIP off every interface, the default route via the director.
+pub fn plan_nat(vip: IpAddr, director: IpAddr, now: &Observed) -> Vec<Step> {
+    let mut steps: Vec<Step> = now
+        .addrs
+        .iter()
+        .filter(|(_, a, _)| *a == vip)
+        .map(|(dev, a, p)| Step::DelAddr {
+            dev: dev.clone(),
+            cidr: format!("{a}/{p}"),
+        })
+        .collect();
+    let route = |(gw, dev): &(Option<IpAddr>, String)| match gw {
+        Some(g) => format!("via {g} dev {dev}"),
+        None => format!("dev {dev}"),
+    };
+    if now.default_route.as_ref().and_then(|(gw, _)| *gw) != Some(director) {
+        steps.push(Step::DefaultRoute {
+            v6: director.is_ipv6(),
+            from: now.default_route.as_ref().map(route),
+            to: Some(format!("via {director}")),
+        });
+    }
+    steps
+}
+
 /// Problems the set-up cannot fix by itself, each with what to do.
 pub fn warnings(vip: IpAddr, director: Option<IpAddr>, now: &Observed) -> Vec<String> {
     let mut w = Vec::new();
@@ -262,6 +318,13 @@ pub fn parse_default_route(text: &str) -> Option<(Option<IpAddr>, String)> {
     Some((gw, after("dev")?.to_string()))
 }
 
+/// The interface of `ip -o route get ADDR`'s answer.
+pub fn route_dev(text: &str) -> Option<String> {
+    let mut words = text.split_whitespace();
+    words.find(|w| *w == "dev")?;
+    words.next().map(str::to_string)
+}
+
 fn sysctl_path(key: &str) -> PathBuf {
     Path::new("/proc/sys").join(key.replace('.', "/"))
 }
@@ -297,6 +360,20 @@ fn run_step(s: &Step) -> Result<()> {
         Step::DelAddr { dev, cidr } => sh("ip", &["addr", "del", cidr, "dev", dev]).map(drop),
         Step::Sysctl { key, to, .. } => {
             std::fs::write(sysctl_path(key), to).with_context(|| format!("setting {key} (as root)"))
+        }
+        Step::DefaultRoute { v6, to, .. } => {
+            let mut a: Vec<&str> = Vec::new();
+            if *v6 {
+                a.push("-6");
+            }
+            match to {
+                Some(r) => {
+                    a.extend(["route", "replace", "default"]);
+                    a.extend(r.split_whitespace());
+                }
+                None => a.extend(["route", "del", "default"]),
+            }
+            sh("ip", &a).map(drop)
         }
         Step::WriteFile {
             path,
@@ -339,15 +416,27 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
         return Ok(std::process::ExitCode::SUCCESS);
     }
     let fam = if a.vip.is_ipv6() { "-6" } else { "-4" };
-    let iface = match &a.iface {
-        Some(i) => i.clone(),
-        None => parse_default_route(&sh("ip", &[fam, "route", "show", "default"])?)
+    let iface = match (&a.iface, a.director.filter(|_| a.nat)) {
+        (Some(i), _) => i.clone(),
+        // A NAT real server: the interface the director is reached on (its default
+        // route is what is being set).
+        (None, Some(d)) => route_dev(&sh("ip", &["-o", "route", "get", &d.to_string()])?)
+            .with_context(|| format!("no route to the director {d}: give --iface"))?,
+        (None, None) => parse_default_route(&sh("ip", &[fam, "route", "show", "default"])?)
             .map(|(_, d)| d)
             .context("no default route to take the interface from: give --iface")?,
     };
     let now = observe(a.vip, &iface)?;
-    let steps = plan(a.vip, &iface, a.persist, &now);
-    let warnings = warnings(a.vip, a.director, &now);
+    let (steps, warnings) = match (a.nat, a.director) {
+        (true, Some(director)) => (plan_nat(a.vip, director, &now), Vec::new()),
+        (true, None) => {
+            bail!("--nat needs --director ADDR: the director's address on this host's subnet")
+        }
+        (false, _) => (
+            plan(a.vip, &iface, a.persist, &now),
+            warnings(a.vip, a.director, &now),
+        ),
+    };
     if a.print {
         for s in &steps {
             println!("{}", s.shell());
@@ -376,7 +465,8 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
         }
         if steps.is_empty() {
             println!(
-                "already set up as a real server of {} on {iface}: nothing to change",
+                "already set up as a {}real server of {} on {iface}: nothing to change",
+                if a.nat { "NAT " } else { "" },
                 a.vip
             );
         }
@@ -506,5 +596,42 @@ mod tests {
             ))
         );
         assert_eq!(parse_default_route(""), None);
+    }
+
+    #[test]
+    fn a_nat_real_server_loses_the_vip_and_routes_via_the_director() {
+        let mut now = observed(
+            &[("eth0", "198.18.1.11", 24), ("lo", "198.18.0.100", 32)],
+            "1",
+            "2",
+        );
+        now.default_route = Some((Some("198.18.1.254".parse().expect("ip")), "eth0".into()));
+        let vip: IpAddr = "198.18.0.100".parse().expect("ip");
+        let dip: IpAddr = "198.18.1.1".parse().expect("ip");
+        let steps = plan_nat(vip, dip, &now);
+        let shell: Vec<String> = steps.iter().map(Step::shell).collect();
+        assert_eq!(
+            shell,
+            [
+                "ip addr del 198.18.0.100/32 dev lo",
+                "ip route replace default via 198.18.1.1"
+            ]
+        );
+        assert_eq!(
+            steps[1].reverse().shell(),
+            "ip route replace default via 198.18.1.254 dev eth0"
+        );
+        // Set up already: nothing to do.
+        now.addrs.retain(|(d, _, _)| d != "lo");
+        now.default_route = Some((Some(dip), "eth0".into()));
+        assert!(plan_nat(vip, dip, &now).is_empty());
+        assert_eq!(
+            route_dev("198.18.1.1 dev eth0 src 198.18.1.11 uid 0 \\    cache"),
+            Some("eth0".into())
+        );
+        // No default route before: undone by deleting it.
+        now.default_route = None;
+        let steps = plan_nat(vip, dip, &now);
+        assert_eq!(steps[0].reverse().shell(), "ip route del default");
     }
 }

@@ -3149,18 +3149,56 @@ fn nat_one_armed_maps_ports_and_serves_ab_without_a_failure() {
     };
     lab.sh(&lab.ns("d"), "ip addr add 198.18.1.1/24 dev eth0")
         .expect("the director's address on the real servers' subnet");
+    // Each real server moves to the subnet; rs-setup --nat removes the VIP and routes
+    // via the director (r3 later: first `check` must find it wrong).
+    let exe = env!("CARGO_BIN_EXE_xdpvs");
+    let state = std::env::temp_dir().join(format!("{}-rs-setup-nat", lab.ns("r1")));
+    let rs_setup_nat = |lab: &Lab, n: usize| {
+        let dir = state.join(format!("r{n}")).to_string_lossy().to_string();
+        let out = lab
+            .exec(
+                &lab.ns(&format!("r{n}")),
+                &[
+                    exe,
+                    "rs-setup",
+                    "--nat",
+                    "--vip",
+                    "198.18.0.100",
+                    "--director",
+                    "198.18.1.1",
+                    "--apply",
+                    "--state-dir",
+                    &dir,
+                ],
+            )
+            .expect("rs-setup runs");
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        said
+    };
     for n in 1..=3 {
         let ns = lab.ns(&format!("r{n}"));
         // The replies cross AF_XDP, which sends frames as they are: checksums complete.
         lab.sh(
             &ns,
             &format!(
-                "ip addr del {VIP}/32 dev lo && ip addr flush dev eth0 && \
-                 ip addr add 198.18.1.1{n}/24 dev eth0 && \
-                 ip route add default via 198.18.1.1 && ethtool -K eth0 tx off >/dev/null"
+                "ip addr flush dev eth0 && ip addr add 198.18.1.1{n}/24 dev eth0 && \
+                 ethtool -K eth0 tx off >/dev/null"
             ),
         )
         .expect("a NAT real server");
+        if n < 3 {
+            let said = rs_setup_nat(&lab, n);
+            assert!(
+                said.contains("ip addr del 198.18.0.100/32 dev lo\n")
+                    && said.contains("ip route replace default via 198.18.1.1\n"),
+                "{said}"
+            );
+        }
         lab.start_http(&format!("r{n}"), &format!("rs{n}"), 8080)
             .expect("HTTP on 8080");
     }
@@ -3174,6 +3212,22 @@ fn nat_one_armed_maps_ports_and_serves_ab_without_a_failure() {
         x(&lab, c);
     }
     lab.wait_resolved().expect("real servers resolve");
+    // r3 has no route back through the director: `check` says so, with the fix.
+    let (code, found) = check(&lab);
+    assert_eq!(code, Some(1), "{found}");
+    assert!(
+        found.contains(
+            "on 198.18.1.13: xdpvs rs-setup --nat --vip 198.18.0.100 --director 198.18.1.1 --apply"
+        ),
+        "{found}"
+    );
+    assert!(
+        found.contains("real server 198.18.1.11: port 8080 is open (SYN-ACK)"),
+        "{found}"
+    );
+    rs_setup_nat(&lab, 3);
+    let (code, found) = check(&lab);
+    assert_eq!(code, Some(0), "{found}");
     let listing = x(&lab, "-Ln");
     assert!(
         listing.contains("  -> 198.18.1.11:8080             Masq    1"),

@@ -9,6 +9,10 @@
 //!   (something listens on the port). A UDP service's real server gets an ICMP echo
 //!   request to the VIP instead, and an empty datagram to the port: an ICMP port
 //!   unreachable says nothing listens. Each SYN-ACK is closed with a reset.
+//! - A NAT real server (`-m`) holds no VIP: its SYN goes from the VIP to its own address
+//!   and port, so that its SYN-ACK, addressed to the VIP (off its subnet), comes back only
+//!   if its route to the clients goes through the director. A NAT UDP real server gets
+//!   its probes from the director's address (its route back is not checked).
 //!
 //! This module is pure: the probe frames from the targets ([`plan`]), the checklist from
 //! what was heard ([`report`]). The control plane gathers the targets; the dataplane
@@ -20,7 +24,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use etherparse::PacketBuilder;
 use serde::{Deserialize, Serialize};
 use xdpvs_sched::model::Mac;
-use xdpvs_sched::{Protocol, ServiceKey};
+use xdpvs_sched::{Method, Protocol, ServiceKey};
 
 use crate::iface::format_mac;
 
@@ -61,6 +65,30 @@ pub struct Target {
     pub mac: Option<Mac>,
     /// The service's sorry server rather than one of its real servers.
     pub sorry: bool,
+    /// The port it serves on.
+    pub port: u16,
+    /// How packets reach it.
+    pub method: Method,
+    /// The director's address on its subnet (a NAT real server's gateway), if known.
+    pub gateway: Option<IpAddr>,
+}
+
+impl Target {
+    /// A probe's source address, destination address and port, from `origin`: direct
+    /// routing, the director's address to VIP:port (the real server holds the VIP); NAT
+    /// over TCP, the VIP to its own address and port (the answer comes back to the VIP
+    /// only through the director); NAT over UDP, the director's address to its own.
+    fn ends(&self, origin: &Origin) -> Option<(IpAddr, IpAddr, u16)> {
+        let vip = self.service.vip;
+        match (self.method, self.service.proto) {
+            (Method::Route, _) => Some((origin.of(vip)?, vip, self.service.port)),
+            (Method::Masq, Protocol::Tcp) => {
+                origin.of(vip)?;
+                Some((vip, self.addr, self.port))
+            }
+            (Method::Masq, Protocol::Udp) => Some((origin.of(vip)?, self.addr, self.port)),
+        }
+    }
 }
 
 /// What a probe asks.
@@ -177,10 +205,9 @@ pub fn plan(targets: Vec<Target>, origin: &Origin, first_port: u16, echo_id: u16
         p
     };
     for (i, t) in targets.iter().enumerate() {
-        let (Some(mac), Some(me)) = (t.mac, origin.of(t.service.vip)) else {
+        let (Some(mac), Some((me, vip, dport))) = (t.mac, t.ends(origin)) else {
             continue;
         };
-        let (vip, dport) = (t.service.vip, t.service.port);
         match t.service.proto {
             Protocol::Tcp => {
                 let sport = next_port();
@@ -340,6 +367,11 @@ enum SynAnswer {
 
 fn syn_answer(plan: &Plan, said: &[Said], target: usize, sport: u16) -> Option<SynAnswer> {
     let t = plan.targets.get(target)?;
+    // The answer comes from where the SYN went.
+    let (to, port) = match t.method {
+        Method::Route => (t.service.vip, t.service.port),
+        Method::Masq => (t.addr, t.port),
+    };
     said.iter().find_map(|s| match *s {
         Said::Tcp {
             src,
@@ -347,7 +379,7 @@ fn syn_answer(plan: &Plan, said: &[Said], target: usize, sport: u16) -> Option<S
             dport,
             flags,
             ack,
-        } if dport == sport && from == t.service.port && src.is_none_or(|a| a == t.service.vip) => {
+        } if dport == sport && from == port && src.is_none_or(|a| a == to) => {
             if flags & TCP_RST != 0 {
                 Some(SynAnswer::Reset)
             } else if flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
@@ -400,16 +432,14 @@ pub fn resets(plan: &Plan, heard: &Heard, origin: &Origin) -> Vec<Vec<u8>> {
             continue;
         };
         let t = &plan.targets[target];
-        let (Some(SynAnswer::Open { ack }), Some(mac), Some(me)) = (
+        let (Some(SynAnswer::Open { ack }), Some(mac), Some((me, to, port))) = (
             syn_answer(plan, &said, target, sport),
             t.mac,
-            origin.of(t.service.vip),
+            t.ends(origin),
         ) else {
             continue;
         };
-        let b = ip(origin, mac, me, t.service.vip)
-            .tcp(sport, t.service.port, ack, 0)
-            .rst();
+        let b = ip(origin, mac, me, to).tcp(sport, port, ack, 0).rst();
         if let Some(f) = written(b.size(0), |o| b.write(o, &[]).is_ok()) {
             out.push(f);
         }
@@ -571,7 +601,25 @@ pub fn report(plan: &Plan, heard: &Heard, origin: &Origin) -> CheckReport {
             Question::Who(_) => false,
         });
         let vip = k.vip;
+        let nat = t.method == Method::Masq;
+        let dip = t
+            .gateway
+            .or_else(|| origin.of(vip))
+            .map_or_else(|| "DIP".to_string(), |a| a.to_string());
         let no_vip = |how: &str| {
+            if nat {
+                return (
+                    false,
+                    format!(
+                        "{how} from the VIP to {} got no answer through the director: its route to the clients does not go through the director (NAT replies must), or a firewall drops it",
+                        xdpvs_sched::model::addr_port(t.addr, t.port)
+                    ),
+                    Some(format!(
+                        "on {}: xdpvs rs-setup --nat --vip {vip} --director {dip} --apply",
+                        t.addr
+                    )),
+                );
+            }
             (
                 false,
                 format!(
@@ -580,6 +628,8 @@ pub fn report(plan: &Plan, heard: &Heard, origin: &Origin) -> CheckReport {
                 Some(format!("on {}: {}", t.addr, rs_setup(vip))),
             )
         };
+        // The port it serves on (NAT maps it).
+        let port = t.port;
         for (q, frame) in probes {
             if frame.is_none() {
                 continue;
@@ -589,21 +639,26 @@ pub fn report(plan: &Plan, heard: &Heard, origin: &Origin) -> CheckReport {
                     Some(answer) => {
                         push(
                             true,
-                            format!(
-                                "takes traffic for {vip}: a SYN sent to its MAC was answered from the VIP"
-                            ),
+                            if nat {
+                                "its replies come back through the director: a SYN from the VIP was answered to the VIP".to_string()
+                            } else {
+                                format!(
+                                    "takes traffic for {vip}: a SYN sent to its MAC was answered from the VIP"
+                                )
+                            },
                             None,
                         );
                         match answer {
                             SynAnswer::Open { .. } => {
-                                push(true, format!("port {} is open (SYN-ACK)", k.port), None)
+                                push(true, format!("port {port} is open (SYN-ACK)"), None)
                             }
                             SynAnswer::Reset => push(
                                 false,
-                                format!("port {} is closed: the SYN was reset", k.port),
+                                format!("port {port} is closed: the SYN was reset"),
                                 Some(format!(
-                                    "start the service on {} port {} (listening on the VIP, or on every address)",
-                                    t.addr, k.port
+                                    "start the service on {} port {port} (listening on {}, or on every address)",
+                                    t.addr,
+                                    if nat { "its address" } else { "the VIP" }
                                 )),
                             ),
                         }
@@ -636,18 +691,18 @@ pub fn report(plan: &Plan, heard: &Heard, origin: &Origin) -> CheckReport {
                     if closed {
                         push(
                             false,
-                            format!("UDP port {} is closed: port unreachable", k.port),
+                            format!("UDP port {port} is closed: port unreachable"),
                             Some(format!(
-                                "start the service on {} UDP port {} (listening on the VIP, or on every address)",
-                                t.addr, k.port
+                                "start the service on {} UDP port {port} (listening on {}, or on every address)",
+                                t.addr,
+                                if nat { "its address" } else { "the VIP" }
                             )),
                         );
                     } else {
                         push(
                             true,
                             format!(
-                                "UDP port {} did not say it is closed (no port unreachable)",
-                                k.port
+                                "UDP port {port} did not say it is closed (no port unreachable)"
                             ),
                             None,
                         );

@@ -124,13 +124,24 @@ pub fn run_check(
 ) -> Result<CheckReport, ControlError> {
     let mut targets = Vec::new();
     for s in &view.config.services {
-        let sorry = view.config.sorry.get(&s.key).map(|&addr| (addr, true));
-        for (addr, sorry) in s.reals.iter().map(|r| (r.addr, false)).chain(sorry) {
+        let sorry = view
+            .config
+            .sorry
+            .get(&s.key)
+            .map(|&addr| (crate::control::write::sorry_real(s, addr), true));
+        for (r, sorry) in s.reals.iter().map(|r| (*r, false)).chain(sorry) {
             targets.push(check::Target {
                 service: s.key,
-                addr,
-                mac: view.macs.get(&addr).copied(),
+                addr: r.addr,
+                mac: view.macs.get(&r.addr).copied(),
                 sorry,
+                port: r.port_for(s.key.port),
+                method: r.method,
+                gateway: view
+                    .local
+                    .iter()
+                    .find(|l| l.contains(r.addr))
+                    .map(|l| l.addr),
             });
         }
     }

@@ -31,6 +31,9 @@ fn target(service: ServiceKey, addr: &str, mac: Option<Mac>) -> Target {
         addr: v4(addr),
         mac,
         sorry: false,
+        port: service.port,
+        method: xdpvs_sched::Method::Route,
+        gateway: None,
     }
 }
 
@@ -330,4 +333,78 @@ fn a_second_round_repeats_the_questions_and_only_the_unanswered_probes() {
     all.packets
         .push(tcp4("198.18.0.100", 80, sport_of(&p, 3), true));
     assert_eq!(unanswered(&p, &all).len(), 2);
+}
+
+/// A NAT real server holds no VIP: its SYN goes from the VIP to its address and port,
+/// and the SYN-ACK comes back to the VIP only through the director.
+#[test]
+fn a_nat_real_server_is_probed_from_the_vip_at_its_own_port() {
+    let web = key(Protocol::Tcp, "198.18.0.100", 80);
+    let nat = |addr: &str, mac| Target {
+        port: 8080,
+        method: Method::Masq,
+        gateway: Some(v4("198.18.1.1")),
+        ..target(web, addr, Some(mac))
+    };
+    let plan = plan(
+        vec![nat("198.18.1.11", RS1), nat("198.18.1.12", RS2)],
+        &origin(),
+        FIRST_PORT,
+        0x7777,
+    );
+    let syn = plan
+        .probes
+        .iter()
+        .find_map(|(q, f)| matches!(q, Question::Syn { target: 0, .. }).then_some(f.clone()))
+        .flatten()
+        .expect("a SYN to the first");
+    assert_eq!(&syn[26..30], &[198, 18, 0, 100], "from the VIP");
+    assert_eq!(&syn[30..34], &[198, 18, 1, 11], "to the real server");
+    assert_eq!(u16::from_be_bytes([syn[36], syn[37]]), 8080, "at its port");
+    // The first answered (to the VIP, through the director), the second did not.
+    let answer = {
+        let b = PacketBuilder::ipv4([198, 18, 1, 11], [198, 18, 0, 100], 64)
+            .tcp(8080, sport_of(&plan, 0), 1, 100)
+            .syn()
+            .ack(42);
+        let mut out = Vec::new();
+        b.write(&mut out, &[]).expect("written");
+        Packet::V4(out)
+    };
+    let heard = Heard {
+        packets: vec![answer],
+        claims: vec![],
+    };
+    let report = report(&plan, &heard, &origin());
+    let l = lines(&report);
+    assert!(
+        l.iter().any(|x| x.starts_with("ok TCP 198.18.0.100:80 real server 198.18.1.11: its replies come back through the director")),
+        "{l:#?}"
+    );
+    assert!(
+        l.iter()
+            .any(|x| x
+                == "ok TCP 198.18.0.100:80 real server 198.18.1.11: port 8080 is open (SYN-ACK)"),
+        "{l:#?}"
+    );
+    let failed = report
+        .items
+        .iter()
+        .find(|i| !i.ok && i.subject.ends_with("198.18.1.12"))
+        .expect("the second fails");
+    assert!(
+        failed.detail.contains("does not go through the director"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        failed.fix.as_deref(),
+        Some(
+            "on 198.18.1.12: xdpvs rs-setup --nat --vip 198.18.0.100 --director 198.18.1.1 --apply"
+        )
+    );
+    // Its SYN-ACK is reset from the VIP to its port.
+    let rst = resets(&plan, &heard, &origin());
+    assert_eq!(rst.len(), 1);
+    assert_eq!(&rst[0][26..34], &[198, 18, 0, 100, 198, 18, 1, 11]);
+    assert_eq!(u16::from_be_bytes([rst[0][36], rst[0][37]]), 8080);
 }
