@@ -214,6 +214,11 @@ pub fn flamegraph(perf_data: &Path, svg: &Path) -> Result<()> {
 /// TCP services on VIP:80 and \[VIP6\]:80, each with `reals` real servers under
 /// `sched`.
 pub fn config(sched: SchedKind, reals: u8) -> Config {
+    config_with(sched, reals, xdpvs_sched::Method::Route)
+}
+
+/// [`config`] with every real server reached by `method` (NAT: on port 8080).
+pub fn config_with(sched: SchedKind, reals: u8, method: xdpvs_sched::Method) -> Config {
     let service = |vip: std::net::IpAddr, addr: &dyn Fn(u8) -> std::net::IpAddr| {
         let mut s = ServiceSpec::new(
             ServiceKey {
@@ -226,8 +231,8 @@ pub fn config(sched: SchedKind, reals: u8) -> Config {
         s.reals = (1..=reals)
             .map(|i| RealSpec {
                 addr: addr(i),
-                port: 0,
-                method: xdpvs_sched::Method::Route,
+                port: if method.maps_ports() { 8080 } else { 0 },
+                method,
                 weight: 1,
                 mac: Some([2, 0, 0, 0, 1, i]),
             })
@@ -287,22 +292,67 @@ pub fn established(flows: u32, capacity: usize) -> (Tables, Vec<Vec<u8>>) {
 
 /// [`established`] with IPv6 flows when `v6`.
 pub fn established_in(flows: u32, capacity: usize, v6: bool) -> (Tables, Vec<Vec<u8>>) {
+    let (t, acks, _) = established_by(flows, capacity, v6, xdpvs_sched::Method::Route);
+    (t, acks)
+}
+
+/// [`established`] over NAT real servers (on port 8080): the tables, one client ACK per
+/// flow, and one reply per flow (the real server's ACK back to its client).
+pub fn established_nat(flows: u32, capacity: usize) -> (Tables, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    established_by(flows, capacity, false, xdpvs_sched::Method::Masq)
+}
+
+/// The flows of [`established_in`] to real servers reached by `method`, and each flow's
+/// reply (the forwarded ACK turned around: the real server's MAC, address and port to
+/// the director and the client; its checksums stay valid, as a turned-around packet's
+/// do).
+fn established_by(
+    flows: u32,
+    capacity: usize,
+    v6: bool,
+    method: xdpvs_sched::Method,
+) -> (Tables, Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let limits = Limits {
         conn_capacity: capacity,
         ..Limits::default()
     };
-    let services =
-        Services::build(&config(SchedKind::Wlc, 8), &limits, None).expect("valid config");
+    let services = Services::build(&config_with(SchedKind::Wlc, 8, method), &limits, None)
+        .expect("valid config");
     let mut t = Tables::new(services, &limits, Timeouts::default(), 0x5eed).expect("valid limits");
     let mut acks = Vec::with_capacity(flows as usize);
+    let mut replies = Vec::new();
     for k in 0..flows {
         let mut syn = flow_frame(k, SYN, v6);
         assert_eq!(process(&mut syn, &mut t, Time::from_secs(1)), Verdict::Tx);
-        let mut ack = flow_frame(k, ACK, v6);
-        assert_eq!(process(&mut ack, &mut t, Time::from_secs(1)), Verdict::Tx);
+        let ack = flow_frame(k, ACK, v6);
+        let mut sent = ack.clone();
+        assert_eq!(process(&mut sent, &mut t, Time::from_secs(1)), Verdict::Tx);
         acks.push(ack);
+        if method == xdpvs_sched::Method::Masq {
+            replies.push(turned_around(&sent, v6));
+        }
     }
-    (t, acks)
+    (t, acks, replies)
+}
+
+/// `f` (an Ethernet frame of TCP directly over IP) sent back where it came from: MACs,
+/// addresses and ports swapped.
+fn turned_around(f: &[u8], v6: bool) -> Vec<u8> {
+    let mut r = f.to_vec();
+    let swap = |r: &mut Vec<u8>, a: usize, b: usize, n: usize| {
+        let x = r[a..a + n].to_vec();
+        r.copy_within(b..b + n, a);
+        r[b..b + n].copy_from_slice(&x);
+    };
+    swap(&mut r, 0, 6, 6);
+    let (src, dst, n, l4) = if v6 {
+        (22, 38, 16, 54)
+    } else {
+        (26, 30, 4, 34)
+    };
+    swap(&mut r, src, dst, n);
+    swap(&mut r, l4, l4 + 2, 2);
+    r
 }
 
 #[cfg(test)]

@@ -303,9 +303,9 @@ pub struct Services {
     pub(crate) services: Vec<Service>,
     dests: Box<[DestInfo]>,
     service_slots: Box<[SlotInfo]>,
-    /// NAT real servers (configured or draining) and the (VIP, port) of their service,
-    /// sorted: a reply finds its connection's key here.
-    nat: Vec<(NatSource, (IpAddr, u16))>,
+    /// NAT real servers (configured or draining) and the (VIP, port) of their services:
+    /// a reply finds its connection's key here.
+    nat: NatIndex,
     /// The director's own addresses (see [`Config::own`]).
     own: Vec<IpAddr>,
 }
@@ -606,8 +606,7 @@ impl Services {
                 nat_source(s.key.proto, r.fwd);
             }
         }
-        nat.sort_unstable();
-        nat.dedup();
+        let nat = NatIndex::new(nat);
         for r in services.iter().flat_map(|s| &s.reals) {
             let d = &mut dests[r.dest.slot as usize];
             d.fwd = r.fwd;
@@ -732,7 +731,7 @@ impl Services {
     /// packets are rewritten for the clients).
     #[inline]
     pub fn is_nat_addr(&self, ip: IpAddr) -> bool {
-        self.nat.iter().any(|(k, _)| k.addr == ip)
+        self.nat.sources.iter().any(|k| k.addr == ip)
     }
 
     /// Whether `ip` is one of the director's own addresses.
@@ -744,27 +743,20 @@ impl Services {
     /// Whether some real server is reached by NAT (replies then cross the director).
     #[inline]
     pub fn has_nat(&self) -> bool {
-        !self.nat.is_empty()
+        !self.nat.sources.is_empty()
     }
 
     /// The (VIP, port) of the services NAT real server `src` serves: where its replies'
     /// connections are keyed.
     #[inline]
-    pub fn nat_services(&self, src: &NatSource) -> &[(NatSource, (IpAddr, u16))] {
-        let start = self.nat.partition_point(|(k, _)| k < src);
-        let len = self.nat[start..].partition_point(|(k, _)| k == src);
-        &self.nat[start..start + len]
+    pub fn nat_services(&self, src: &NatSource) -> &[(IpAddr, u16)] {
+        self.nat.services(src)
     }
 
     /// Every NAT real server's (protocol, address, port), for the XDP program to steer
     /// their replies.
     pub fn nat_sources(&self) -> impl Iterator<Item = NatSource> + '_ {
-        let mut last = None;
-        self.nat.iter().filter_map(move |(k, _)| {
-            let new = last != Some(*k);
-            last = Some(*k);
-            new.then_some(*k)
-        })
+        self.nat.sources.iter().copied()
     }
 
     /// Where a connection to `d` should go now.
@@ -815,6 +807,70 @@ impl Services {
 #[inline]
 fn pack(proto: Protocol, vip: Ipv4Addr, port: u16) -> u64 {
     (u64::from(proto.ip_number()) << 48) | (u64::from(u32::from(vip)) << 16) | u64::from(port)
+}
+
+/// The NAT real servers of a snapshot, indexed for the reply path: by a packed integer
+/// key per family (binary search over integers, as for services), each with the (VIP,
+/// port) of the services it serves.
+#[derive(Clone, Debug, Default)]
+struct NatIndex {
+    /// IPv4 sources: (packed key, start and length in `to`), sorted.
+    v4: Vec<(u64, u32, u32)>,
+    /// IPv6 sources, likewise.
+    v6: Vec<((u128, u32), u32, u32)>,
+    /// The (VIP, port) of each source's services, grouped by source.
+    to: Vec<(IpAddr, u16)>,
+    /// Every source, once.
+    sources: Vec<NatSource>,
+}
+
+impl NatIndex {
+    fn new(mut pairs: Vec<(NatSource, (IpAddr, u16))>) -> NatIndex {
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut ix = NatIndex::default();
+        for (src, to) in pairs {
+            if ix.sources.last() != Some(&src) {
+                ix.sources.push(src);
+                let start = ix.to.len() as u32;
+                match src.addr {
+                    IpAddr::V4(a) => ix.v4.push((pack(src.proto, a, src.port), start, 0)),
+                    IpAddr::V6(a) => ix.v6.push((pack6(src.proto, a, src.port), start, 0)),
+                }
+            }
+            ix.to.push(to);
+            match src.addr {
+                IpAddr::V4(_) => ix.v4.last_mut().map(|e| e.2 += 1),
+                IpAddr::V6(_) => ix.v6.last_mut().map(|e| e.2 += 1),
+            };
+        }
+        ix.v4.sort_unstable();
+        ix.v6.sort_unstable();
+        ix
+    }
+
+    #[inline]
+    fn services(&self, src: &NatSource) -> &[(IpAddr, u16)] {
+        let range = match src.addr {
+            IpAddr::V4(a) => {
+                let k = pack(src.proto, a, src.port);
+                self.v4
+                    .binary_search_by_key(&k, |e| e.0)
+                    .ok()
+                    .map(|i| (self.v4[i].1, self.v4[i].2))
+            }
+            IpAddr::V6(a) => {
+                let k = pack6(src.proto, a, src.port);
+                self.v6
+                    .binary_search_by_key(&k, |e| e.0)
+                    .ok()
+                    .map(|i| (self.v6[i].1, self.v6[i].2))
+            }
+        };
+        range.map_or(&[], |(start, len)| {
+            &self.to[start as usize..(start + len) as usize]
+        })
+    }
 }
 
 /// An IPv6 service key as a pair: VIP, then protocol and port.

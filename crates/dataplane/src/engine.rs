@@ -265,7 +265,40 @@ pub fn prefetch(frame: &[u8], t: &Tables) {
         vip: ip(30),
         vport: port(36),
     };
+    if t.services.has_nat() {
+        if !t.services.is_vip(key.vip) {
+            return prefetch_reply(&key, t);
+        }
+        // A NAT connection also records its client side's MAC, past the hot bytes.
+        let whole = std::mem::size_of::<xdpvs_sched::conn::Entry>();
+        return crate::sys::prefetch_head(t.conns.home(&key), whole);
+    }
     crate::sys::prefetch_head(t.conns.home(&key), Ipv4Addr::HOT_BYTES);
+}
+
+/// [`prefetch`] of what may be a NAT reply (`key` read as a packet to a VIP reads it):
+/// the slot of its connection, if its source is a NAT real server's.
+#[inline(never)]
+fn prefetch_reply(key: &ConnKey, t: &Tables) {
+    let src = NatSource {
+        proto: key.proto,
+        addr: key.client.into(),
+        port: key.cport,
+    };
+    if let Some(&(IpAddr::V4(vip), vport)) = t.services.nat_services(&src).first() {
+        let conn = ConnKey {
+            proto: key.proto,
+            client: key.vip,
+            cport: key.vport,
+            vip,
+            vport,
+        };
+        // The whole entry: the reply reads the client side's MAC past the hot bytes.
+        crate::sys::prefetch_head(
+            t.conns.home(&conn),
+            std::mem::size_of::<xdpvs_sched::conn::Entry>(),
+        );
+    }
 }
 
 /// [`prefetch`] of an IPv6 frame whose transport header follows the IPv6 header.
@@ -361,6 +394,8 @@ trait Fam: Family {
     fn of(ip: IpAddr) -> Option<Self>;
     fn conns(t: &Tables) -> &ConnTable<Self>;
     fn conns_mut(t: &mut Tables) -> &mut ConnTable<Self>;
+    /// The configuration and this family's connection table, borrowed together.
+    fn split(t: &mut Tables) -> (&Services, &mut ConnTable<Self>);
     fn frags(t: &mut Tables) -> &mut FragTable<Self::Frag>;
     fn find(s: &Services, proto: Protocol, vip: Self, port: u16) -> Option<usize>;
     /// Writes the IP header of a reset from `vip` to `client` at the start of `ip` and
@@ -385,6 +420,10 @@ impl Fam for Ipv4Addr {
     #[inline]
     fn conns_mut(t: &mut Tables) -> &mut ConnTable<Self> {
         &mut t.conns
+    }
+    #[inline]
+    fn split(t: &mut Tables) -> (&Services, &mut ConnTable<Self>) {
+        (&t.services, &mut t.conns)
     }
     #[inline]
     fn frags(t: &mut Tables) -> &mut FragTable<FragKey> {
@@ -431,6 +470,10 @@ impl Fam for Ipv6Addr {
     #[inline]
     fn conns_mut(t: &mut Tables) -> &mut ConnTable<Self> {
         &mut t.conns6
+    }
+    #[inline]
+    fn split(t: &mut Tables) -> (&Services, &mut ConnTable<Self>) {
+        (&t.services, &mut t.conns6)
     }
     #[inline]
     fn frags(t: &mut Tables) -> &mut FragTable<FragKey6> {
@@ -692,7 +735,8 @@ fn nat_reply<A: Fam>(frame: &mut [u8], t: &mut Tables, reply: &Flow<A>, now: Tim
         addr: rs.ip(),
         port: rport,
     };
-    if t.services.nat_services(&src).is_empty() || t.services.is_own(client.ip()) {
+    // A NAT source (reply4 knows; the IPv6 path asks here).
+    if (A::V6 && t.services.nat_services(&src).is_empty()) || t.services.is_own(client.ip()) {
         return Verdict::Pass;
     }
     let Some((idx, fwd)) = find_nat(t, &src, client, cport, now) else {
@@ -714,6 +758,7 @@ fn nat_reply<A: Fam>(frame: &mut [u8], t: &mut Tables, reply: &Flow<A>, now: Tim
 
 /// The NAT connection of `client`:`cport` with real server `src` (its address and port),
 /// if there is one: its index and its real server's method.
+#[inline]
 fn find_nat<A: Fam>(
     t: &mut Tables,
     src: &NatSource,
@@ -721,9 +766,8 @@ fn find_nat<A: Fam>(
     cport: u16,
     now: Time,
 ) -> Option<(usize, Fwd)> {
-    let n = t.services.nat_services(src).len();
-    for i in 0..n {
-        let (_, (vip, vport)) = t.services.nat_services(src)[i];
+    let (services, conns) = A::split(t);
+    for &(vip, vport) in services.nat_services(src) {
         let Some(vip) = A::of(vip) else { continue };
         let key = ConnKey {
             proto: src.proto,
@@ -732,10 +776,10 @@ fn find_nat<A: Fam>(
             vip,
             vport,
         };
-        let Some(idx) = A::conns_mut(t).lookup(&key, now) else {
+        let Some(idx) = conns.lookup(&key, now) else {
             continue;
         };
-        let fwd = t.services.fwd(A::conns(t).entry(idx).dest());
+        let fwd = services.fwd(conns.entry(idx).dest());
         if matches!(fwd, Fwd::Masq { addr, port, .. } if addr == src.addr && port == src.port) {
             return Some((idx, fwd));
         }
