@@ -3138,10 +3138,12 @@ fn announced_vips_of_both_families_live_on_the_interface_while_in_service() {
 }
 
 /// LVS-NAT, one-armed: the real servers on a subnet of their own on the director's LAN
-/// (198.18.1.0/24, no VIP on them), their default route via the director's address
-/// there; the service maps port 80 to 8080. Requests rotate over the three, ab sees no
-/// failure, the listing says Masq and the mapped port, and a request straight to a
-/// real server's address (no NAT) is the kernel's business, untouched.
+/// (198.18.1.0/24, no VIP on them, set up by `rs-setup --nat`), their default route via
+/// the director's address there; the service, from a keepalived.conf without `lb_kind`
+/// (NAT, keepalived's default), maps port 80 to 8080. `check` finds the real server
+/// whose route is wrong; requests rotate over the three, ab sees no failure, the listing
+/// says Masq and the mapped port, the checks' answers stay the kernel's, ICMP comes back
+/// from the VIP and a large download arrives whole.
 #[test]
 fn nat_one_armed_maps_ports_and_serves_ab_without_a_failure() {
     let Some((_guard, mut lab)) = lab_or_skip() else {
@@ -3202,15 +3204,20 @@ fn nat_one_armed_maps_ports_and_serves_ab_without_a_failure() {
         lab.start_http(&format!("r{n}"), &format!("rs{n}"), 8080)
             .expect("HTTP on 8080");
     }
-    lab.start_director(&[]).expect("director starts");
-    for c in [
-        "-A -t 198.18.0.100:80 -s rr",
-        "-a -t 198.18.0.100:80 -r 198.18.1.11:8080 -m --check tcp --check-interval 1",
-        "-a -t 198.18.0.100:80 -r 198.18.1.12:8080 -m --check tcp --check-interval 1",
-        "-a -t 198.18.0.100:80 -r 198.18.1.13:8080 -m --check tcp --check-interval 1",
-    ] {
-        x(&lab, c);
-    }
+    // The service as keepalived.conf says it: no lb_kind (keepalived's default, NAT),
+    // real servers on another port, TCP checks every second.
+    let conf = std::env::temp_dir().join(format!("{}-nat-keepalived.conf", lab.ns("d")));
+    let reals: String = (1..=3)
+        .map(|n| format!("  real_server 198.18.1.1{n} 8080 {{\n    TCP_CHECK {{\n      connect_timeout 3\n    }}\n  }}\n"))
+        .collect();
+    std::fs::write(
+        &conf,
+        format!("virtual_server 198.18.0.100 80 {{\n  delay_loop 1\n  lb_algo rr\n  protocol TCP\n{reals}}}\n"),
+    )
+    .expect("keepalived.conf");
+    lab.start_director(&["--keepalived", conf.to_str().expect("utf-8")])
+        .expect("director starts");
+    let _ = std::fs::remove_file(&conf);
     lab.wait_resolved().expect("real servers resolve");
     // r3 has no route back through the director: `check` says so, with the fix.
     let (code, found) = check(&lab);
@@ -3340,4 +3347,72 @@ fn nat_one_armed_maps_ports_and_serves_ab_without_a_failure() {
         fetched.unwrap_or(false) && same,
         "30 MB through NAT, byte for byte"
     );
+}
+
+/// LVS-NAT over IPv6: the real servers on 2001:2:0:1::/64 behind the director, port
+/// 80 mapped to 8080; rr in rotation and ab without a failure.
+#[test]
+fn nat_over_ipv6_maps_ports_and_serves_ab_without_a_failure() {
+    if let Err(why) = lab::available() {
+        xdpvs_testkit::cannot_run("end-to-end test", &why);
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let spec = LabSpec {
+        ipv6: true,
+        ..LabSpec::default()
+    };
+    let mut lab = Lab::up(Path::new(env!("CARGO_BIN_EXE_xdpvs")), spec).expect("lab builds");
+    lab.sh(
+        &lab.ns("d"),
+        "ip -6 addr add 2001:2:0:1::1/64 dev eth0 nodad",
+    )
+    .expect("the director's address on the real servers' subnet");
+    for n in 1..=3 {
+        lab.sh(
+            &lab.ns(&format!("r{n}")),
+            &format!(
+                "ip -6 addr flush dev eth0 scope global && \
+                 ip -6 addr add 2001:2:0:1::1{n}/64 dev eth0 nodad && \
+                 ip -6 addr del {VIP6}/128 dev lo && \
+                 ip -6 route replace default via 2001:2:0:1::1 && \
+                 ethtool -K eth0 tx off >/dev/null"
+            ),
+        )
+        .expect("a NAT real server");
+        lab.start_http(&format!("r{n}"), &format!("rs{n}"), 8080)
+            .expect("HTTP on 8080");
+    }
+    lab.start_director(&[]).expect("director starts");
+    x(&lab, "-A -t [2001:2::100]:80 -s rr");
+    for n in 1..=3 {
+        x(
+            &lab,
+            &format!("-a -t [2001:2::100]:80 -r [2001:2:0:1::1{n}]:8080 -m"),
+        );
+    }
+    lab.wait_resolved().expect("real servers resolve over NDP");
+    let listing = x(&lab, "-Ln");
+    assert!(
+        listing.contains("  -> [2001:2:0:1::11]:8080        Masq    1"),
+        "{listing}"
+    );
+    let url6 = format!("http://[{VIP6}]/");
+    let answers: Vec<String> = (0..6)
+        .map(|_| {
+            lab.curl(&url6)
+                .unwrap_or_else(|e| panic!("{e}\ndirector log:\n{}", lab.director_log()))
+        })
+        .collect();
+    assert_rotation(&answers);
+    let out = lab
+        .exec(
+            &lab.ns("c"),
+            &["ab", "-q", "-n", "1000", "-c", "10", "-s", "20", &url6],
+        )
+        .expect("ab runs");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("Failed requests:        0"), "{report}");
+    assert!(report.contains("Complete requests:      1000"), "{report}");
 }
