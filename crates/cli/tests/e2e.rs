@@ -3349,8 +3349,9 @@ fn nat_one_armed_maps_ports_and_serves_ab_without_a_failure() {
     );
 }
 
-/// LVS-NAT over IPv6: the real servers on 2001:2:0:1::/64 behind the director, port
-/// 80 mapped to 8080; rr in rotation and ab without a failure.
+/// LVS-NAT over IPv6, in a service that mixes methods: two real servers on
+/// 2001:2:0:1::/64 behind the director by NAT (80 mapped to 8080), one by direct
+/// routing; rr in rotation over the three and ab without a failure.
 #[test]
 fn nat_over_ipv6_maps_ports_and_serves_ab_without_a_failure() {
     if let Err(why) = lab::available() {
@@ -3368,7 +3369,8 @@ fn nat_over_ipv6_maps_ports_and_serves_ab_without_a_failure() {
         "ip -6 addr add 2001:2:0:1::1/64 dev eth0 nodad",
     )
     .expect("the director's address on the real servers' subnet");
-    for n in 1..=3 {
+    // r1 and r2 by NAT; r3 stays a direct-routing real server (the VIP on its lo).
+    for n in 1..=2 {
         lab.sh(
             &lab.ns(&format!("r{n}")),
             &format!(
@@ -3385,16 +3387,21 @@ fn nat_over_ipv6_maps_ports_and_serves_ab_without_a_failure() {
     }
     lab.start_director(&[]).expect("director starts");
     x(&lab, "-A -t [2001:2::100]:80 -s rr");
-    for n in 1..=3 {
+    for n in 1..=2 {
         x(
             &lab,
             &format!("-a -t [2001:2::100]:80 -r [2001:2:0:1::1{n}]:8080 -m"),
         );
     }
+    x(&lab, "-a -t [2001:2::100]:80 -r 2001:2::13 -g");
     lab.wait_resolved().expect("real servers resolve over NDP");
     let listing = x(&lab, "-Ln");
     assert!(
         listing.contains("  -> [2001:2:0:1::11]:8080        Masq    1"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("  -> [2001:2::13]:80              Route   1"),
         "{listing}"
     );
     let url6 = format!("http://[{VIP6}]/");
