@@ -14,13 +14,17 @@ use xdpvs_testkit::lab::{self, Lab, LabSpec, CLIENT_IP, DIRECTOR_IP, VIP, VIP6};
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 fn lab_or_skip() -> Option<(MutexGuard<'static, ()>, Lab)> {
+    lab_of_or_skip(LabSpec::default())
+}
+
+/// [`lab_or_skip`] of the lab `spec` describes.
+fn lab_of_or_skip(spec: LabSpec) -> Option<(MutexGuard<'static, ()>, Lab)> {
     if let Err(why) = lab::available() {
         xdpvs_testkit::cannot_run("end-to-end test", &why);
         return None;
     }
     let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let lab =
-        Lab::up(Path::new(env!("CARGO_BIN_EXE_xdpvs")), LabSpec::default()).expect("lab builds");
+    let lab = Lab::up(Path::new(env!("CARGO_BIN_EXE_xdpvs")), spec).expect("lab builds");
     Some((guard, lab))
 }
 
@@ -2317,16 +2321,12 @@ fn two_queues_two_workers_every_flow_on_one() {
 
 #[test]
 fn ipv6_and_ipv4_services_side_by_side() {
-    if let Err(why) = lab::available() {
-        xdpvs_testkit::cannot_run("end-to-end test", &why);
-        return;
-    }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let spec = LabSpec {
+    let Some((_one, mut lab)) = lab_of_or_skip(LabSpec {
         ipv6: true,
         ..LabSpec::default()
+    }) else {
+        return;
     };
-    let mut lab = Lab::up(Path::new(env!("CARGO_BIN_EXE_xdpvs")), spec).expect("lab builds");
     lab.start_director(&[]).expect("director starts");
     let director_mac = lab.mac("d").expect("director MAC");
     for c in [
@@ -3354,16 +3354,12 @@ fn nat_one_armed_maps_ports_and_serves_ab_without_a_failure() {
 /// routing; rr in rotation over the three and ab without a failure.
 #[test]
 fn nat_over_ipv6_maps_ports_and_serves_ab_without_a_failure() {
-    if let Err(why) = lab::available() {
-        xdpvs_testkit::cannot_run("end-to-end test", &why);
-        return;
-    }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let spec = LabSpec {
+    let Some((_one, mut lab)) = lab_of_or_skip(LabSpec {
         ipv6: true,
         ..LabSpec::default()
+    }) else {
+        return;
     };
-    let mut lab = Lab::up(Path::new(env!("CARGO_BIN_EXE_xdpvs")), spec).expect("lab builds");
     lab.sh(
         &lab.ns("d"),
         "ip -6 addr add 2001:2:0:1::1/64 dev eth0 nodad",

@@ -131,6 +131,27 @@ fn port(f: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([f[at], f[at + 1]])
 }
 
+/// A frame's IPv6 endpoints from `src_mac`.
+fn ep6(src_mac: Mac, src_ip: Ipv6Addr, sport: u16, dst_ip: Ipv6Addr, dport: u16) -> Endpoints6 {
+    Endpoints6 {
+        src_mac,
+        dst_mac: DIRECTOR,
+        src_ip,
+        dst_ip,
+        sport,
+        dport,
+    }
+}
+
+/// Tables of one IPv6 service over one NAT real server on `port`.
+fn one_nat_real6(proto: Protocol, port: u16) -> Tables {
+    tables(vec![service(
+        proto,
+        VIP6.into(),
+        vec![real(rs6(1).into(), 1, port, Method::Masq)],
+    )])
+}
+
 fn now(ms: u64) -> Time {
     Time::from_nanos(ms * 1_000_000)
 }
@@ -231,33 +252,15 @@ fn udp_keeps_a_missing_checksum_missing_and_a_present_one_valid() {
 
 #[test]
 fn ipv6_nat_both_ways() {
-    let mut t = tables(vec![service(
-        Protocol::Tcp,
-        VIP6.into(),
-        vec![real(rs6(1).into(), 1, 8080, Method::Masq)],
-    )]);
-    let e = Endpoints6 {
-        src_mac: ROUTER,
-        dst_mac: DIRECTOR,
-        src_ip: CLIENT6,
-        dst_ip: VIP6,
-        sport: 40000,
-        dport: 80,
-    };
+    let mut t = one_nat_real6(Protocol::Tcp, 8080);
+    let e = ep6(ROUTER, CLIENT6, 40000, VIP6, 80);
     let mut syn = frames::tcp6(&e, SYN, &[]);
     assert!(valid6(&syn));
     assert_eq!(process(&mut syn, &mut t, now(1)), Verdict::Tx);
     assert_eq!(&syn[38..54], &rs6(1).octets());
     assert_eq!(port(&syn, 56), 8080);
     assert!(valid6(&syn));
-    let back = Endpoints6 {
-        src_mac: rs_mac(1),
-        dst_mac: DIRECTOR,
-        src_ip: rs6(1),
-        dst_ip: CLIENT6,
-        sport: 8080,
-        dport: 40000,
-    };
+    let back = ep6(rs_mac(1), rs6(1), 8080, CLIENT6, 40000);
     let mut synack = frames::tcp6(&back, SYN | ACK, &[]);
     assert_eq!(process(&mut synack, &mut t, now(2)), Verdict::Tx);
     assert_eq!(&synack[22..38], &VIP6.octets());
@@ -450,29 +453,11 @@ fn icmp_errors_are_translated_both_ways() {
 
 #[test]
 fn icmpv6_errors_are_translated_both_ways() {
-    let mut t = tables(vec![service(
-        Protocol::Udp,
-        VIP6.into(),
-        vec![real(rs6(1).into(), 1, 5353, Method::Masq)],
-    )]);
-    let to_vip = Endpoints6 {
-        src_mac: ROUTER,
-        dst_mac: DIRECTOR,
-        src_ip: CLIENT6,
-        dst_ip: VIP6,
-        sport: 40000,
-        dport: 80,
-    };
+    let mut t = one_nat_real6(Protocol::Udp, 5353);
+    let to_vip = ep6(ROUTER, CLIENT6, 40000, VIP6, 80);
     let mut q = frames::udp6(&to_vip, b"query");
     assert_eq!(process(&mut q, &mut t, now(1)), Verdict::Tx);
-    let from_rs = Endpoints6 {
-        src_mac: rs_mac(1),
-        dst_mac: DIRECTOR,
-        src_ip: rs6(1),
-        dst_ip: CLIENT6,
-        sport: 0,
-        dport: 0,
-    };
+    let from_rs = ep6(rs_mac(1), rs6(1), 0, CLIENT6, 0);
     let mut unreachable = frames::icmp6_error(&from_rs, 1, 4, [0; 4], &q[14..]);
     assert!(icmp_valid6(&unreachable));
     assert_eq!(process(&mut unreachable, &mut t, now(2)), Verdict::Tx);
@@ -487,25 +472,9 @@ fn icmpv6_errors_are_translated_both_ways() {
     assert!(icmp_valid6(&unreachable));
 
     // Packet too big from a router, quoting a reply from the VIP: to the real server.
-    let reply = frames::udp6(
-        &Endpoints6 {
-            src_mac: DIRECTOR,
-            dst_mac: ROUTER,
-            src_ip: VIP6,
-            dst_ip: CLIENT6,
-            sport: 80,
-            dport: 40000,
-        },
-        &[0x33; 64],
-    );
-    let router = Endpoints6 {
-        src_mac: ROUTER,
-        dst_mac: DIRECTOR,
-        src_ip: "2001:2::fe".parse().expect("ip"),
-        dst_ip: VIP6,
-        sport: 0,
-        dport: 0,
-    };
+    let mut reply = frames::udp6(&ep6(DIRECTOR, VIP6, 80, CLIENT6, 40000), &[0x33; 64]);
+    reply[0..6].copy_from_slice(&ROUTER);
+    let router = ep6(ROUTER, "2001:2::fe".parse().expect("ip"), 0, VIP6, 0);
     let mut big = frames::icmp6_error(&router, 2, 0, [0, 0, 5, 0x00], &reply[14..]);
     assert_eq!(process(&mut big, &mut t, now(3)), Verdict::Tx);
     assert_eq!(&big[38..54], &rs6(1).octets(), "to the real server");
