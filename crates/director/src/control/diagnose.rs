@@ -128,7 +128,7 @@ pub fn run_check(
             .config
             .sorry
             .get(&s.key)
-            .map(|&addr| (crate::control::write::sorry_real(s, addr), true));
+            .map(|&addr| (crate::control::view::sorry_real(s, addr), true));
         for (r, sorry) in s.reals.iter().map(|r| (*r, false)).chain(sorry) {
             targets.push(check::Target {
                 service: s.key,

@@ -145,7 +145,7 @@ fn service_row(view: &View, dp: &dyn Observe, s: &ServiceSpec) -> ServiceRow {
         let standing_in = !s.reals.iter().any(|r| r.addr == a)
             && compiled.is_some_and(|c| c.reals.iter().any(|cr| cr.addr == a));
         if standing_in {
-            reals.push(row(&crate::control::write::sorry_real(s, a), true));
+            reals.push(row(&crate::control::view::sorry_real(s, a), true));
         }
     }
     reals.sort_by_key(|r| r.addr);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use xdpvs_dataplane::{Options, Services};
 use xdpvs_sched::conn::DestRef;
 use xdpvs_sched::tcp::Timeouts;
-use xdpvs_sched::{Mac, ServiceKey, ServiceSpec};
+use xdpvs_sched::{Mac, Method, RealSpec, ServiceKey, ServiceSpec};
 
 use super::proto::CheckSpec;
 use super::stats::Tracked;
@@ -144,5 +144,18 @@ impl View {
     /// The compiled service of `key` in the snapshot in force.
     pub fn compiled(&self, key: &ServiceKey) -> Option<&xdpvs_dataplane::config::Service> {
         self.current.find(key).map(|i| &self.current.services()[i])
+    }
+}
+
+/// The sorry server `addr` of service `s` as the real server that stands in (weight 1,
+/// on the service's port, reached as the service's first real server is: a NAT service's
+/// sorry server is a NAT real server too).
+pub fn sorry_real(s: &ServiceSpec, addr: IpAddr) -> RealSpec {
+    RealSpec {
+        addr,
+        port: 0,
+        method: s.reals.first().map_or(Method::Route, |r| r.method),
+        weight: 1,
+        mac: None,
     }
 }

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use xdpvs_dataplane::{Config, Draining, Limits, NatSource, Options, Services, SlotBook};
 use xdpvs_sched::tcp::{State, Timeouts};
-use xdpvs_sched::{Mac, Method, RealSpec, SchedKind, ServiceKey, ServiceSpec};
+use xdpvs_sched::{Mac, RealSpec, SchedKind, ServiceKey, ServiceSpec};
 
 use super::dataplane::{Configure, Observe};
 use super::proto::{CheckEdit, CheckSpec, ControlError, OnFailure, Reply, Request, TimeoutSet};
@@ -100,7 +100,7 @@ fn effective(
                     .iter()
                     .any(|r| r.weight > 0 && !out_of_service.contains(&(s.key, r.addr)));
                 if !quorum && !s.reals.iter().any(|r| r.addr == sorry) {
-                    let stand_in = sorry_real(&s, sorry);
+                    let stand_in = super::view::sorry_real(&s, sorry);
                     s.reals.push(stand_in);
                 }
             }
@@ -108,19 +108,6 @@ fn effective(
         })
         .collect();
     (services, out_of_service)
-}
-
-/// The sorry server `addr` of service `s` as the real server that stands in (weight 1,
-/// on the service's port, reached as the service's first real server is: a NAT service's
-/// sorry server is a NAT real server too).
-pub(crate) fn sorry_real(s: &ServiceSpec, addr: IpAddr) -> RealSpec {
-    RealSpec {
-        addr,
-        port: 0,
-        method: s.reals.first().map_or(Method::Route, |r| r.method),
-        weight: 1,
-        mac: None,
-    }
 }
 
 /// The health records for `config`'s checks: a check that stays as it is keeps its
