@@ -1,4 +1,4 @@
-//! `xdpvs`: an LVS Direct-Routing director on AF_XDP.
+//! `xdpvs`: an LVS director (direct routing and NAT) on AF_XDP.
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
