@@ -3252,6 +3252,16 @@ fn nat_one_armed_maps_ports_and_serves_ab_without_a_failure() {
     assert!(report.contains("Complete requests:      4000"), "{report}");
     let json = x(&lab, "-L -n --stats --json");
     assert!(json.contains("\"forward\": \"masq\""), "{json}");
+    // The connection table names the real server's own port.
+    let conns = x(&lab, "-Lnc");
+    assert!(conns.contains("198.18.1.11:8080"), "{conns}");
+    assert!(
+        conns
+            .lines()
+            .filter(|l| l.contains("198.18.1.1"))
+            .all(|l| l.trim_end().ends_with(":8080")),
+        "{conns}"
+    );
     // The checks connect to 8080 from the director's own address: their answers from
     // the real servers' NAT port are the kernel's, not replies to rewrite. Every check
     // has run (twice) and passed.
