@@ -81,6 +81,14 @@ pub enum Fwd {
 }
 
 impl Fwd {
+    /// The port the real server is reached on, for a service on `service_port`.
+    pub fn port(&self, service_port: u16) -> u16 {
+        match *self {
+            Fwd::Masq { port, .. } => port,
+            Fwd::Route => service_port,
+        }
+    }
+
     /// What real server `r` of service `key` needs.
     pub fn of(key: &ServiceKey, r: &RealSpec) -> Fwd {
         match r.method {

@@ -15,7 +15,9 @@ use etherparse::{
     EtherType, Ethernet2HeaderSlice, Ipv4HeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
 };
 use xdpvs_arp::{ndp, Ignore, Outcome};
-use xdpvs_sched::conn::{ConnKey, ConnTable, ConnTableError, DestRef, Family, Listed, Loads};
+use xdpvs_sched::conn::{
+    ConnKey, ConnTable, ConnTableError, DestRef, Family, Listed, Loads, ENTRY_BYTES,
+};
 use xdpvs_sched::tcp::{flags, Dir, State, Timeouts};
 use xdpvs_sched::{Pick, Protocol, SchedKind, Scheduler, Time};
 
@@ -270,8 +272,7 @@ pub fn prefetch(frame: &[u8], t: &Tables) {
             return prefetch_reply(&key, t);
         }
         // A NAT connection also records its client side's MAC, past the hot bytes.
-        let whole = std::mem::size_of::<xdpvs_sched::conn::Entry>();
-        return crate::sys::prefetch_head(t.conns.home(&key), whole);
+        return crate::sys::prefetch_head(t.conns.home(&key), ENTRY_BYTES);
     }
     crate::sys::prefetch_head(t.conns.home(&key), Ipv4Addr::HOT_BYTES);
 }
@@ -294,10 +295,7 @@ fn prefetch_reply(key: &ConnKey, t: &Tables) {
             vport,
         };
         // The whole entry: the reply reads the client side's MAC past the hot bytes.
-        crate::sys::prefetch_head(
-            t.conns.home(&conn),
-            std::mem::size_of::<xdpvs_sched::conn::Entry>(),
-        );
+        crate::sys::prefetch_head(t.conns.home(&conn), ENTRY_BYTES);
     }
 }
 
@@ -634,15 +632,13 @@ fn reply4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
     if total < hlen + need {
         return Verdict::Drop(DropReason::L4Header);
     }
-    let l4 = ETH_LEN + hlen;
-    let port = |o: usize| u16::from_be_bytes([frame[o], frame[o + 1]]);
     let flow = Flow {
         key: ConnKey {
             proto,
             client: ip.source_addr(),
-            cport: port(l4),
+            cport: src.port,
             vip: ip.destination_addr(),
-            vport: port(l4 + 2),
+            vport: u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]),
         },
         tcp_flags: (proto == Protocol::Tcp).then(|| frame[l4 + 13]),
         ip_len: total,
@@ -706,12 +702,11 @@ fn deliver<A: Fam>(frame: &mut [u8], t: &mut Tables, flow: &Flow<A>, now: Time) 
     Verdict::Tx
 }
 
-/// The source address of an IPv6 frame (its header checked).
+/// Addresses a frame from `src` to `dst` at the Ethernet layer.
 #[inline]
-fn source6(frame: &[u8]) -> Ipv6Addr {
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&frame[ETH_LEN + 8..ETH_LEN + 24]);
-    Ipv6Addr::from(b)
+fn set_macs(frame: &mut [u8], dst: xdpvs_sched::Mac, src: xdpvs_sched::Mac) {
+    frame[0..6].copy_from_slice(&dst);
+    frame[6..12].copy_from_slice(&src);
 }
 
 /// The source MAC of a frame (at least an Ethernet header long).
@@ -735,8 +730,8 @@ fn nat_reply<A: Fam>(frame: &mut [u8], t: &mut Tables, reply: &Flow<A>, now: Tim
         addr: rs.ip(),
         port: rport,
     };
-    // A NAT source (reply4 knows; the IPv6 path asks here).
-    if (A::V6 && t.services.nat_services(&src).is_empty()) || t.services.is_own(client.ip()) {
+    // From a NAT source, not to the director (reply4 asked both for IPv4).
+    if A::V6 && (t.services.nat_services(&src).is_empty() || t.services.is_own(client.ip())) {
         return Verdict::Pass;
     }
     let Some((idx, fwd)) = find_nat(t, &src, client, cport, now) else {
@@ -750,8 +745,7 @@ fn nat_reply<A: Fam>(frame: &mut [u8], t: &mut Tables, reply: &Flow<A>, now: Tim
         l4: Some((reply.l4, src.proto)),
     };
     method::to_client(frame, &fwd, &at);
-    frame[0..6].copy_from_slice(&hop);
-    frame[6..12].copy_from_slice(&t.services.director_mac());
+    set_macs(frame, hop, t.services.director_mac());
     t.stats.nat_replies.inc();
     Verdict::Tx
 }
@@ -812,8 +806,7 @@ fn nat_icmp_error<A: Fam>(
     };
     let hop = A::conns(t).hop(idx);
     method::icmp_to_client(frame, &fwd, A::V6, icmp);
-    frame[0..6].copy_from_slice(&hop);
-    frame[6..12].copy_from_slice(&t.services.director_mac());
+    set_macs(frame, hop, t.services.director_mac());
     t.stats.icmp_forwarded.inc();
     Verdict::Tx
 }
@@ -859,7 +852,11 @@ fn ipv6(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
             }
             later_fragment::<Ipv6Addr>(frame, t, &key, ip_len, now)
         }
-        Inbound6::Icmp { dst, icmp_type, .. } => icmp6(frame, t, dst, icmp_type, now),
+        Inbound6::Icmp {
+            src,
+            dst,
+            icmp_type,
+        } => icmp6(frame, t, src, dst, icmp_type, now),
         Inbound6::Other => Verdict::Pass,
     }
 }
@@ -867,7 +864,14 @@ fn ipv6(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
 /// ICMPv6: neighbour discovery for a VIP (answered, defended, conflicts counted), and to
 /// a VIP echo (answered, rate-limited with IPv4's echoes), errors about a known
 /// connection (to its real server); everything else to a VIP dropped.
-fn icmp6(frame: &mut [u8], t: &mut Tables, dst: Ipv6Addr, icmp_type: u8, now: Time) -> Verdict {
+fn icmp6(
+    frame: &mut [u8],
+    t: &mut Tables,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    icmp_type: u8,
+    now: Time,
+) -> Verdict {
     let our_mac = t.services.director_mac();
     match icmp_type {
         ndp::NEIGHBOR_SOLICITATION if t.services.options().vips_routed => {
@@ -894,8 +898,7 @@ fn icmp6(frame: &mut [u8], t: &mut Tables, dst: Ipv6Addr, icmp_type: u8, now: Ti
             // Another host advertising a VIP (a conflict), or our own advertisement.
             return match ndp::target(frame) {
                 Some(vip) if t.services.is_vip6(vip) => {
-                    let mut mac = [0; 6];
-                    mac.copy_from_slice(&frame[6..12]);
+                    let mac = source_mac(frame);
                     if mac == our_mac {
                         Verdict::Drop(DropReason::ArpOwn)
                     } else {
@@ -912,7 +915,7 @@ fn icmp6(frame: &mut [u8], t: &mut Tables, dst: Ipv6Addr, icmp_type: u8, now: Ti
         // An error a NAT real server sent about a client's packet.
         let from_nat = matches!(icmp_type, 1..=4)
             && t.services.has_nat()
-            && t.services.is_nat_addr(source6(frame).into());
+            && t.services.is_nat_addr(src.into());
         if !from_nat {
             return Verdict::Pass;
         }
@@ -1001,8 +1004,7 @@ fn forward(
     ip_len: usize,
 ) {
     let director = t.services.director_mac();
-    frame[0..6].copy_from_slice(&mac);
-    frame[6..12].copy_from_slice(&director);
+    set_macs(frame, mac, director);
     let len = ip_len as u64;
     if let Some(c) = t.stats.services.get(svc_slot as usize) {
         c.packets.inc();
@@ -1237,9 +1239,7 @@ fn reset_in_place<A: Fam>(
         (0, seq.wrapping_add(len), flags::RST | flags::ACK)
     };
     let key = flow.key;
-    let client_mac: [u8; 6] = [frame[6], frame[7], frame[8], frame[9], frame[10], frame[11]];
-    frame[0..6].copy_from_slice(&client_mac);
-    frame[6..12].copy_from_slice(&director);
+    set_macs(frame, source_mac(frame), director);
     frame[ETH_LEN..].fill(0);
     let (hlen, pseudo) = A::reset_header(&mut frame[ETH_LEN..], key.vip, key.client);
     let tcp = &mut frame[ETH_LEN + hlen..ETH_LEN + hlen + 20];

@@ -32,44 +32,64 @@ enum Side {
 }
 
 fn rewrite(frame: &mut [u8], at: &At, side: Side, addr: IpAddr, port: u16) {
-    let (offset, len) = match (at.v6, side) {
-        (false, Side::Source) => (ETH_LEN + 12, 4),
-        (false, Side::Destination) => (ETH_LEN + 16, 4),
-        (true, Side::Source) => (ETH_LEN + 8, 16),
-        (true, Side::Destination) => (ETH_LEN + 24, 16),
-    };
-    let mut new = [0u8; 16];
-    match addr {
-        IpAddr::V4(a) => new[..4].copy_from_slice(&a.octets()),
-        IpAddr::V6(a) => new.copy_from_slice(&a.octets()),
+    let (new, len) = octets(addr);
+    let l4_sum = at
+        .l4
+        .and_then(|(l4, proto)| transport_sum(frame, l4, proto.ip_number(), at.v6, frame.len()));
+    // The address enters the IPv4 header's checksum and the transport's pseudo-header.
+    let ip_sum = (!at.v6).then_some(ETH_LEN + 10);
+    let (mut sums, mut n) = ([0usize; 2], 0);
+    for c in ip_sum.into_iter().chain(l4_sum) {
+        sums[n] = c;
+        n += 1;
     }
-    let new = &new[..len];
-    let mut old = [0u8; 16];
-    old[..len].copy_from_slice(&frame[offset..offset + len]);
-    let old = &old[..len];
-    frame[offset..offset + len].copy_from_slice(new);
-    if !at.v6 {
-        let c = ETH_LEN + 10;
-        let sum = update(u16::from_be_bytes([frame[c], frame[c + 1]]), old, new);
-        frame[c..c + 2].copy_from_slice(&sum.to_be_bytes());
-    }
+    patch(
+        frame,
+        addr_at(ETH_LEN, at.v6, side),
+        &new[..len],
+        &sums[..n],
+    );
     let Some((l4, proto)) = at.l4 else {
         return; // a later fragment: its datagram's checksum was updated in the first
     };
-    let p = l4 + if side == Side::Destination { 2 } else { 0 };
-    let old_port = [frame[p], frame[p + 1]];
-    let new_port = port.to_be_bytes();
-    frame[p..p + 2].copy_from_slice(&new_port);
-    let c = l4 + if proto == Protocol::Tcp { 16 } else { 6 };
-    let sum = u16::from_be_bytes([frame[c], frame[c + 1]]);
-    if proto == Protocol::Udp && !at.v6 && sum == 0 {
-        return; // no checksum, none to keep
+    patch(
+        frame,
+        port_at(l4, side),
+        &port.to_be_bytes(),
+        l4_sum.as_slice(),
+    );
+    if let Some(c) = l4_sum.filter(|_| proto == Protocol::Udp) {
+        if frame[c..c + 2] == [0, 0] {
+            frame[c..c + 2].copy_from_slice(&[0xff, 0xff]); // 0 would say "no checksum"
+        }
     }
-    let mut sum = update(update(sum, old, new), &old_port, &new_port);
-    if proto == Protocol::Udp && sum == 0 {
-        sum = 0xffff; // 0 would say "no checksum"
+}
+
+/// Where the `side` address of the IP header at `ip` is.
+fn addr_at(ip: usize, v6: bool, side: Side) -> usize {
+    match (v6, side) {
+        (false, Side::Source) => ip + 12,
+        (false, Side::Destination) => ip + 16,
+        (true, Side::Source) => ip + 8,
+        (true, Side::Destination) => ip + 24,
     }
-    frame[c..c + 2].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// Where the `side` port of the transport header at `l4` is.
+fn port_at(l4: usize, side: Side) -> usize {
+    l4 + if side == Side::Destination { 2 } else { 0 }
+}
+
+/// Where the checksum of the TCP or UDP header at `l4` (IP protocol `proto`) is, if it
+/// lies before `end` and is one to keep (an IPv4 UDP datagram's 0 says it has none).
+fn transport_sum(frame: &[u8], l4: usize, proto: u8, v6: bool, end: usize) -> Option<usize> {
+    let c = match proto {
+        6 => l4 + 16,
+        17 => l4 + 6,
+        _ => return None,
+    };
+    let none = proto == 17 && !v6 && frame.get(c..c + 2) == Some(&[0, 0]);
+    (c + 2 <= end && !none).then_some(c)
 }
 
 /// Rewrites an ICMP error about a reply (the quoted packet went from `vip`:`vport` to
@@ -126,15 +146,9 @@ fn icmp_rewrite(frame: &mut [u8], v6: bool, icmp: usize, outer: Side, addr: IpAd
     } else {
         ETH_LEN + usize::from(u16::from_be_bytes([frame[ETH_LEN + 2], frame[ETH_LEN + 3]]))
     };
-    let addr_at = |ip: usize, side: Side| match (v6, side) {
-        (false, Side::Source) => ip + 12,
-        (false, Side::Destination) => ip + 16,
-        (true, Side::Source) => ip + 8,
-        (true, Side::Destination) => ip + 24,
-    };
     // The outer header: IPv4's own checksum, or ICMPv6's pseudo-header.
     let outer_sum = if v6 { icmp_sum } else { ETH_LEN + 10 };
-    patch(frame, addr_at(ETH_LEN, outer), new, &[outer_sum]);
+    patch(frame, addr_at(ETH_LEN, v6, outer), new, &[outer_sum]);
     // The quoted packet: the other side.
     let inner = icmp + 8;
     let side = match outer {
@@ -149,14 +163,8 @@ fn icmp_rewrite(frame: &mut [u8], v6: bool, icmp: usize, outer: Side, addr: IpAd
             frame[inner + 9],
         )
     };
-    let l4_sum = match proto {
-        6 => Some(l4 + 16),
-        17 => Some(l4 + 6),
-        _ => None,
-    }
-    .filter(|&c| c + 2 <= end)
-    .filter(|&c| !(proto == 17 && !v6 && frame[c..c + 2] == [0, 0]));
-    let at = addr_at(inner, side);
+    let l4_sum = transport_sum(frame, l4, proto, v6, end);
+    let at = addr_at(inner, v6, side);
     let mut old = [0u8; 16];
     old[..len].copy_from_slice(&frame[at..at + len]);
     let old = &old[..len];
@@ -165,7 +173,7 @@ fn icmp_rewrite(frame: &mut [u8], v6: bool, icmp: usize, outer: Side, addr: IpAd
         let sum = update(u16::from_be_bytes([frame[c], frame[c + 1]]), old, new);
         patch(frame, c, &sum.to_be_bytes(), &[icmp_sum]);
     }
-    let p = l4 + if side == Side::Destination { 2 } else { 0 };
+    let p = port_at(l4, side);
     let old_port = [frame[p], frame[p + 1]];
     let new_port = port.to_be_bytes();
     if let Some(c) = l4_sum {

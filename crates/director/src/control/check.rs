@@ -80,13 +80,21 @@ impl Target {
     /// only through the director); NAT over UDP, the director's address to its own.
     fn ends(&self, origin: &Origin) -> Option<(IpAddr, IpAddr, u16)> {
         let vip = self.service.vip;
-        match (self.method, self.service.proto) {
-            (Method::Route, _) => Some((origin.of(vip)?, vip, self.service.port)),
-            (Method::Masq, Protocol::Tcp) => {
-                origin.of(vip)?;
-                Some((vip, self.addr, self.port))
-            }
-            (Method::Masq, Protocol::Udp) => Some((origin.of(vip)?, self.addr, self.port)),
+        let me = origin.of(vip)?;
+        let (to, port) = self.probed();
+        let from = match (self.method, self.service.proto) {
+            (Method::Masq, Protocol::Tcp) => vip,
+            _ => me,
+        };
+        Some((from, to, port))
+    }
+
+    /// Where its probes go, and so where their answers come from: the VIP and the
+    /// service's port (direct routing), or its own address and port (NAT).
+    fn probed(&self) -> (IpAddr, u16) {
+        match self.method {
+            Method::Route => (self.service.vip, self.service.port),
+            Method::Masq => (self.addr, self.port),
         }
     }
 }
@@ -368,10 +376,7 @@ enum SynAnswer {
 fn syn_answer(plan: &Plan, said: &[Said], target: usize, sport: u16) -> Option<SynAnswer> {
     let t = plan.targets.get(target)?;
     // The answer comes from where the SYN went.
-    let (to, port) = match t.method {
-        Method::Route => (t.service.vip, t.service.port),
-        Method::Masq => (t.addr, t.port),
-    };
+    let (to, port) = t.probed();
     said.iter().find_map(|s| match *s {
         Said::Tcp {
             src,

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use xdpvs_dataplane::stats::TrafficTotals;
-use xdpvs_dataplane::Fwd;
 use xdpvs_sched::conn::{DestRef, Listed};
 use xdpvs_sched::tcp::State;
 use xdpvs_sched::{Load, RealSpec, ServiceKey, ServiceSpec};
@@ -177,19 +176,15 @@ pub fn connections(
     dp: &dyn Observe,
     sink: &mut dyn FnMut(Vec<ConnRow>) -> bool,
 ) -> Result<(), ControlError> {
-    // The port a real server is reached on: the service's, or NAT's mapped one.
-    let port = |fwd: Fwd, service_port: u16| match fwd {
-        Fwd::Masq { port, .. } => port,
-        Fwd::Route => service_port,
-    };
+    // Each real server at the port it is reached on (NAT's mapped one).
     let mut dests: HashMap<DestRef, SocketAddr> = view
         .draining
         .iter()
-        .map(|d| (d.dest, SocketAddr::new(d.addr, port(d.fwd, d.port))))
+        .map(|d| (d.dest, SocketAddr::new(d.addr, d.fwd.port(d.port))))
         .collect();
     for s in view.current.services() {
         for r in &s.reals {
-            dests.insert(r.dest, SocketAddr::new(r.addr, port(r.fwd, s.key.port)));
+            dests.insert(r.dest, SocketAddr::new(r.addr, r.fwd.port(s.key.port)));
         }
     }
     let mut rows = Vec::with_capacity(CONN_ROWS_PER_MESSAGE);
