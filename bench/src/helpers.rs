@@ -349,7 +349,7 @@ pub fn forward(
         dev.kick();
         let idle = frames.is_empty();
         for f in frames.iter_mut() {
-            let bytes = dev.frame_mut(f);
+            let mut bytes = dev.frame_mut(f);
             bytes[0..6].copy_from_slice(&rs_mac);
             bytes[6..12].copy_from_slice(&own_mac);
         }

@@ -19,7 +19,7 @@ use xdpvs_sched::conn::{ConnTable, DestRef, Loads};
 pub use crate::reuse::ConnReuseMode;
 use xdpvs_sched::{
     AnyScheduler, ConfigError, DestView, Load, Mac, Method, Persistence, Protocol, RealSpec,
-    ServiceKey, ServiceSpec,
+    ServiceKey, ServiceSpec, Tunnel,
 };
 
 /// Behaviour switches, named after the IPVS sysctls they mirror.
@@ -78,6 +78,18 @@ pub enum Fwd {
         /// The service's port.
         vport: u16,
     },
+    /// Tunnelling: the packet is encapsulated from `src` to the real server's address.
+    Tunnel {
+        /// The real server's address: the outer destination.
+        addr: IpAddr,
+        /// The director's address of the same family: the outer source.
+        src: IpAddr,
+        /// The encapsulation.
+        tun: Tunnel,
+        /// The MTU of the path to the real server: a packet that would exceed it once
+        /// encapsulated is answered with "fragmentation needed" (DF or IPv6).
+        mtu: u16,
+    },
 }
 
 impl Fwd {
@@ -85,22 +97,48 @@ impl Fwd {
     pub fn port(&self, service_port: u16) -> u16 {
         match *self {
             Fwd::Masq { port, .. } => port,
-            Fwd::Route => service_port,
+            Fwd::Route | Fwd::Tunnel { .. } => service_port,
         }
     }
 
-    /// What real server `r` of service `key` needs.
-    pub fn of(key: &ServiceKey, r: &RealSpec) -> Fwd {
-        match r.method {
+    /// What real server `r` of service `key` needs, on a director whose own addresses
+    /// are `own` (the first of the real server's family that is neither loopback nor
+    /// link-local is a tunnel's source) and whose path MTU is `mtu`.
+    pub fn of(
+        key: &ServiceKey,
+        r: &RealSpec,
+        own: &[IpAddr],
+        mtu: u16,
+    ) -> Result<Fwd, ConfigError> {
+        Ok(match r.method {
             Method::Route => Fwd::Route,
+            Method::Tunnel(tun) => Fwd::Tunnel {
+                addr: r.addr,
+                src: tunnel_source(own, r.addr).ok_or(ConfigError::TunnelSource(r.addr))?,
+                tun,
+                mtu,
+            },
             Method::Masq => Fwd::Masq {
                 addr: r.addr,
                 port: r.port_for(key.port),
                 vip: key.vip,
                 vport: key.port,
             },
-        }
+        })
     }
+}
+
+/// The director's address a tunnel to `to` comes from: the first of `own` of its family
+/// that is neither loopback nor link-local.
+fn tunnel_source(own: &[IpAddr], to: IpAddr) -> Option<IpAddr> {
+    own.iter().copied().find(|a| {
+        a.is_ipv4() == to.is_ipv4()
+            && !a.is_loopback()
+            && match a {
+                IpAddr::V4(v) => !v.is_link_local(),
+                IpAddr::V6(v) => v.segments()[0] & 0xffc0 != 0xfe80,
+            }
+    })
 }
 
 /// Where a NAT real server's replies come from, and the service they answer for: the
@@ -131,8 +169,11 @@ pub struct Config {
     /// only their own clients move.
     pub down: Vec<(ServiceKey, IpAddr)>,
     /// The director's own addresses: a NAT real server's packet to one of them (an
-    /// answer to a health check) is the kernel's, never a reply to rewrite.
+    /// answer to a health check) is the kernel's, never a reply to rewrite. A tunnel's
+    /// outer source is one of them.
     pub own: Vec<IpAddr>,
+    /// The MTU of the paths to tunnel real servers (the interface's).
+    pub tunnel_mtu: u16,
 }
 
 impl Config {
@@ -145,6 +186,7 @@ impl Config {
             draining: Vec::new(),
             down: Vec::new(),
             own: Vec::new(),
+            tunnel_mtu: 1500,
         }
     }
 }
@@ -316,6 +358,8 @@ pub struct Services {
     nat: NatIndex,
     /// The director's own addresses (see [`Config::own`]).
     own: Vec<IpAddr>,
+    /// Some real server (configured or draining) is reached by a tunnel.
+    tunnel: bool,
 }
 
 /// Hands out the (slot, generation) pairs of services and real servers, and remembers
@@ -550,7 +594,7 @@ impl Services {
                     dest: DestRef { slot, gen },
                     mac: r.mac,
                     up: !cfg.down.contains(&(s.key, r.addr)),
-                    fwd: Fwd::of(&s.key, r),
+                    fwd: Fwd::of(&s.key, r, &cfg.own, cfg.tunnel_mtu)?,
                 });
             }
             let view = View {
@@ -615,6 +659,13 @@ impl Services {
             }
         }
         let nat = NatIndex::new(nat);
+        let tunnel = dests
+            .iter()
+            .any(|d| matches!(d.fwd, Fwd::Tunnel { .. }) && (d.draining || d.slot.live))
+            || services
+                .iter()
+                .flat_map(|s| &s.reals)
+                .any(|r| matches!(r.fwd, Fwd::Tunnel { .. }));
         for r in services.iter().flat_map(|s| &s.reals) {
             let d = &mut dests[r.dest.slot as usize];
             d.fwd = r.fwd;
@@ -646,6 +697,7 @@ impl Services {
             service_slots: book.services.slots().into_boxed_slice(),
             nat,
             own: cfg.own.clone(),
+            tunnel,
         })
     }
 
@@ -746,6 +798,12 @@ impl Services {
     #[inline]
     pub fn is_own(&self, ip: IpAddr) -> bool {
         self.own.contains(&ip)
+    }
+
+    /// Whether some real server is reached by a tunnel.
+    #[inline]
+    pub fn has_tunnel(&self) -> bool {
+        self.tunnel
     }
 
     /// Whether some real server is reached by NAT (replies then cross the director).

@@ -15,6 +15,8 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::packet::Packet;
+
 /// A source and sink of Ethernet frames, in batches, with frames rewritten in place.
 pub trait Device {
     /// A received frame, owned by the caller until it hands it back with
@@ -37,8 +39,10 @@ pub trait Device {
     /// The bytes of a received frame.
     fn frame<'a>(&'a self, f: &'a Self::Frame) -> &'a [u8];
 
-    /// The bytes of a received frame, for rewriting in place (length unchanged).
-    fn frame_mut<'a>(&'a mut self, f: &'a mut Self::Frame) -> &'a mut [u8];
+    /// A received frame, for rewriting in place, with the room its buffer has behind it
+    /// (a tunnel's headers take some). The length it has when the borrow ends is the
+    /// frame's: the token keeps it, and the device sends that many bytes.
+    fn frame_mut<'a>(&'a mut self, f: &'a mut Self::Frame) -> Packet<'a>;
 
     /// Queues frames for transmission, from the front of `frames`, as many as the ring
     /// takes, and removes them from `frames`. What is left (the ring was full) is still
@@ -107,14 +111,17 @@ pub(crate) fn next_device_id() -> u32 {
 pub struct MemFrame {
     index: usize,
     owner: u32,
+    len: usize,
 }
 
 /// An in-memory device for tests: frames injected on one side, transmitted frames
-/// collected on the other. Buffers are recycled like UMEM frames.
+/// collected on the other. Buffers are recycled like UMEM frames, and have as much room
+/// behind a frame as a UMEM frame does ([`MemDevice::BUFFER`] bytes in all).
 #[derive(Debug)]
 pub struct MemDevice {
     id: u32,
     buffers: Vec<Vec<u8>>,
+    lens: Vec<usize>,
     free: Vec<usize>,
     rx: VecDeque<usize>,
     /// Frames transmitted, in order.
@@ -126,11 +133,15 @@ pub struct MemDevice {
 }
 
 impl MemDevice {
+    /// The size of a buffer: an AF_XDP UMEM frame's room for a received frame.
+    pub const BUFFER: usize = 2048 - 256;
+
     /// A device with `buffers` frame buffers.
     pub fn new(buffers: usize) -> MemDevice {
         MemDevice {
             id: next_device_id(),
             buffers: vec![Vec::new(); buffers],
+            lens: vec![0; buffers],
             free: (0..buffers).rev().collect(),
             rx: VecDeque::new(),
             transmitted: Vec::new(),
@@ -144,8 +155,11 @@ impl MemDevice {
         let Some(i) = self.free.pop() else {
             return false;
         };
-        self.buffers[i].clear();
-        self.buffers[i].extend_from_slice(frame);
+        let b = &mut self.buffers[i];
+        b.clear();
+        b.extend_from_slice(frame);
+        b.resize(frame.len().max(Self::BUFFER), 0);
+        self.lens[i] = frame.len();
         self.rx.push_back(i);
         true
     }
@@ -172,23 +186,28 @@ impl Device for MemDevice {
     fn receive(&mut self, out: &mut Vec<MemFrame>, max: usize) {
         let n = max.min(self.rx.len());
         let owner = self.id;
-        out.extend(self.rx.drain(..n).map(|index| MemFrame { index, owner }));
+        let lens = &self.lens;
+        out.extend(self.rx.drain(..n).map(|index| MemFrame {
+            index,
+            owner,
+            len: lens[index],
+        }));
     }
 
     fn frame<'a>(&'a self, f: &'a MemFrame) -> &'a [u8] {
-        &self.buffers[self.index(f)]
+        &self.buffers[self.index(f)][..f.len]
     }
 
-    fn frame_mut<'a>(&'a mut self, f: &'a mut MemFrame) -> &'a mut [u8] {
+    fn frame_mut<'a>(&'a mut self, f: &'a mut MemFrame) -> Packet<'a> {
         let i = self.index(f);
-        &mut self.buffers[i]
+        Packet::new(&mut self.buffers[i], &mut f.len)
     }
 
     fn transmit(&mut self, frames: &mut Vec<MemFrame>) {
         let n = self.tx_room.map_or(frames.len(), |r| r.min(frames.len()));
         for f in frames.drain(..n) {
             let i = self.index(&f);
-            self.transmitted.push(self.buffers[i].clone());
+            self.transmitted.push(self.buffers[i][..f.len].to_vec());
             self.free.push(i);
         }
     }

@@ -26,7 +26,8 @@ use crate::config::{DestStatus, Fwd, Limits, NatSource, Services, View};
 use crate::frag::{FragDest, FragId, FragKey, FragTable, FRAG_SLOTS};
 use crate::icmp::{self, EchoLimit};
 use crate::ipv6::{self, Error6, FragKey6, Inbound6};
-use crate::method::{self, At};
+use crate::method::{self, tunnel, At};
+use crate::packet::Packet;
 use crate::reuse;
 use crate::stats::{DropReason, WorkerStats};
 
@@ -195,10 +196,22 @@ impl Tables {
 /// Processes one frame received at `now`: decides its fate and rewrites it in place
 /// when it is to be transmitted. Counts the verdict; `Pass` counts as `pass` (the caller
 /// hands the frame to the kernel).
+///
+/// The frame cannot grow: a packet to a tunnel real server is dropped (`no_headroom`).
+/// [`process_packet`] takes a frame with room behind it.
 #[inline]
 pub fn process(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
+    let mut len = frame.len();
+    process_packet(&mut Packet::new(frame, &mut len), t, now)
+}
+
+/// [`process`] for a frame in a buffer with room behind it, which a tunnel's headers
+/// may take (and an ICMP error may leave): its length is the packet's afterwards.
+#[inline]
+pub fn process_packet(frame: &mut Packet<'_>, t: &mut Tables, now: Time) -> Verdict {
+    let len = frame.len();
     let v = classify(frame, t, now);
-    count(&t.stats, frame.len(), v, &t.stats.pass);
+    count(&t.stats, len, v, &t.stats.pass);
     v
 }
 
@@ -207,9 +220,10 @@ pub fn process(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
 /// A non-zero `unhandled` means the XDP program steered something the engine does not
 /// handle.
 #[inline]
-pub fn process_steered(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
+pub fn process_steered(frame: &mut Packet<'_>, t: &mut Tables, now: Time) -> Verdict {
+    let len = frame.len();
     let v = classify(frame, t, now);
-    count(&t.stats, frame.len(), v, &t.stats.unhandled);
+    count(&t.stats, len, v, &t.stats.unhandled);
     v
 }
 
@@ -325,7 +339,7 @@ fn prefetch6(frame: &[u8], t: &Tables) {
 }
 
 #[inline]
-fn classify(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
+fn classify(frame: &mut Packet<'_>, t: &mut Tables, now: Time) -> Verdict {
     let ether_type = match Ethernet2HeaderSlice::from_slice(frame) {
         Ok(eth) => eth.ether_type(),
         Err(_) => return Verdict::Drop(DropReason::EthTruncated),
@@ -569,7 +583,7 @@ fn parse_ipv4(frame: &[u8], services: &Services) -> Result<Inbound, Verdict> {
 const ICMP: u8 = 1;
 
 #[inline]
-fn ipv4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
+fn ipv4(frame: &mut Packet<'_>, t: &mut Tables, now: Time) -> Verdict {
     let flow = match parse_ipv4(frame, &t.services) {
         Ok(Inbound::Flow(f)) => f,
         Ok(Inbound::Later { key, ip_len }) => {
@@ -585,7 +599,7 @@ fn ipv4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
 /// An IPv4 packet to no VIP while some real server is NAT's: its reply, if it is one
 /// (a whole packet or a first fragment; later fragments of replies are the kernel's).
 #[inline(never)]
-fn reply4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
+fn reply4(frame: &mut Packet<'_>, t: &mut Tables, now: Time) -> Verdict {
     let Ok(ip) = Ipv4HeaderSlice::from_slice(&frame[ETH_LEN..]) else {
         return Verdict::Pass;
     };
@@ -650,7 +664,7 @@ fn reply4(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
 
 /// A TCP or UDP packet to a VIP, of either family: to its connection's real server.
 #[inline]
-fn deliver<A: Fam>(frame: &mut [u8], t: &mut Tables, flow: &Flow<A>, now: Time) -> Verdict {
+fn deliver<A: Fam>(frame: &mut Packet<'_>, t: &mut Tables, flow: &Flow<A>, now: Time) -> Verdict {
     let key = &flow.key;
     let Some(si) = A::find(&t.services, key.proto, key.vip, key.vport) else {
         return Verdict::Pass; // a VIP, but not a service port: the kernel's
@@ -698,8 +712,7 @@ fn deliver<A: Fam>(frame: &mut [u8], t: &mut Tables, flow: &Flow<A>, now: Time) 
         };
         method::to_real(frame, &fwd, &at);
     }
-    forward(frame, t, svc_slot, dest, mac, flow.ip_len);
-    Verdict::Tx
+    forward(frame, t, svc_slot, dest, mac, flow.ip_len, true)
 }
 
 /// Addresses a frame from `src` to `dst` at the Ethernet layer.
@@ -721,7 +734,12 @@ fn source_mac(frame: &[u8]) -> xdpvs_sched::Mac {
 /// and port) is rewritten from its service's VIP and port and sent to where its client's
 /// packets come from; anything else is the kernel's.
 #[inline(never)]
-fn nat_reply<A: Fam>(frame: &mut [u8], t: &mut Tables, reply: &Flow<A>, now: Time) -> Verdict {
+fn nat_reply<A: Fam>(
+    frame: &mut Packet<'_>,
+    t: &mut Tables,
+    reply: &Flow<A>,
+    now: Time,
+) -> Verdict {
     // The reply's source is the real server, its destination the client.
     let (rs, rport) = (reply.key.client, reply.key.cport);
     let (client, cport) = (reply.key.vip, reply.key.vport);
@@ -786,7 +804,7 @@ fn find_nat<A: Fam>(
 /// the real server, its "VIP" the client): rewritten from the VIP, quoting the packet as
 /// the client sent it, to where the client's packets come from.
 fn nat_icmp_error<A: Fam>(
-    frame: &mut [u8],
+    frame: &mut Packet<'_>,
     t: &mut Tables,
     quoted: &ConnKey<A>,
     to: A,
@@ -813,7 +831,7 @@ fn nat_icmp_error<A: Fam>(
 
 /// An IPv6 frame: neighbour discovery for a VIP, ICMPv6 to a VIP, TCP/UDP to a service.
 #[inline]
-fn ipv6(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
+fn ipv6(frame: &mut Packet<'_>, t: &mut Tables, now: Time) -> Verdict {
     let inbound = match ipv6::parse(frame) {
         Ok(i) => i,
         Err(Error6::NotIpv6) => return Verdict::Pass,
@@ -865,7 +883,7 @@ fn ipv6(frame: &mut [u8], t: &mut Tables, now: Time) -> Verdict {
 /// a VIP echo (answered, rate-limited with IPv4's echoes), errors about a known
 /// connection (to its real server); everything else to a VIP dropped.
 fn icmp6(
-    frame: &mut [u8],
+    frame: &mut Packet<'_>,
     t: &mut Tables,
     src: Ipv6Addr,
     dst: Ipv6Addr,
@@ -964,7 +982,7 @@ fn icmp6(
 /// An ICMP error quoting connection `key` (`ip_len` bytes at the IP layer): to that
 /// connection's real server, if it is known.
 fn icmp_error<A: Fam>(
-    frame: &mut [u8],
+    frame: &mut Packet<'_>,
     t: &mut Tables,
     key: &ConnKey<A>,
     ip_len: usize,
@@ -988,22 +1006,41 @@ fn icmp_error<A: Fam>(
     }
     let svc_slot = A::find(&t.services, key.proto, key.vip, key.vport)
         .map_or(u32::MAX, |si| t.services.services[si].slot);
-    forward(frame, t, svc_slot, dest, mac, ip_len);
-    t.stats.icmp_forwarded.inc();
-    Verdict::Tx
+    let v = forward(frame, t, svc_slot, dest, mac, ip_len, false);
+    if v == Verdict::Tx {
+        t.stats.icmp_forwarded.inc();
+    }
+    v
 }
 
-/// Rewrites the MACs towards real server `dest` at `mac` and counts the packet.
+/// Sends the packet (`ip_len` bytes at the IP layer) towards real server `dest` at
+/// `mac`, encapsulated if it is reached by a tunnel, and counts it. A packet too big to
+/// tunnel is answered with "fragmentation needed" when `answer_too_big` and it allows
+/// (DF, or IPv6), and dropped otherwise.
 #[inline]
 fn forward(
-    frame: &mut [u8],
+    frame: &mut Packet<'_>,
     t: &Tables,
     svc_slot: u32,
     dest: DestRef,
     mac: xdpvs_sched::Mac,
     ip_len: usize,
-) {
+    answer_too_big: bool,
+) -> Verdict {
     let director = t.services.director_mac();
+    if t.services.has_tunnel() {
+        if let Fwd::Tunnel {
+            addr,
+            src,
+            tun,
+            mtu,
+        } = t.services.fwd(dest)
+        {
+            if let Err(v) = encapsulate(frame, t, (src, addr), &tun, mtu, ip_len, answer_too_big) {
+                return v;
+            }
+        }
+    }
     set_macs(frame, mac, director);
     let len = ip_len as u64;
     if let Some(c) = t.stats.services.get(svc_slot as usize) {
@@ -1014,6 +1051,50 @@ fn forward(
         c.packets.inc();
         c.bytes.add(len);
     }
+    Verdict::Tx
+}
+
+/// Puts the tunnel to `to` (from `from`) in front of the packet, or (`Err`) answers or
+/// drops a packet that cannot be tunnelled.
+#[inline(never)]
+fn encapsulate(
+    frame: &mut Packet<'_>,
+    t: &Tables,
+    (from, to): (IpAddr, IpAddr),
+    tun: &xdpvs_sched::Tunnel,
+    mtu: u16,
+    ip_len: usize,
+    answer_too_big: bool,
+) -> Result<(), Verdict> {
+    let v6 = to.is_ipv6();
+    let room = usize::from(mtu).saturating_sub(tunnel::overhead(tun, v6));
+    if ip_len > room {
+        let df = v6 || frame[ETH_LEN + 6] & 0x40 != 0;
+        if !(df && answer_too_big) {
+            return Err(Verdict::Drop(DropReason::TunnelTooBig));
+        }
+        let hop = source_mac(frame);
+        if !tunnel::too_big(frame, v6, ip_len, room as u16) {
+            return Err(Verdict::Drop(DropReason::NoHeadroom));
+        }
+        set_macs(frame, hop, t.services.director_mac());
+        t.stats.too_big.inc();
+        return Err(Verdict::Reply);
+    }
+    let done = match (from, to) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            tunnel::encapsulate(frame, tun, &s.octets(), &d.octets(), ip_len)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            tunnel::encapsulate(frame, tun, &s.octets(), &d.octets(), ip_len)
+        }
+        _ => false, // never built: a tunnel's source is of its real server's family
+    };
+    if !done {
+        return Err(Verdict::Drop(DropReason::NoHeadroom));
+    }
+    t.stats.tunnelled.inc();
+    Ok(())
 }
 
 /// The MAC of a real server that may still receive packets of existing connections.
@@ -1028,7 +1109,7 @@ fn reachable(t: &Tables, dest: DestRef) -> Option<xdpvs_sched::Mac> {
 
 /// A later fragment goes where its datagram's first fragment went.
 fn later_fragment<A: Fam>(
-    frame: &mut [u8],
+    frame: &mut Packet<'_>,
     t: &mut Tables,
     key: &A::Frag,
     ip_len: usize,
@@ -1047,13 +1128,21 @@ fn later_fragment<A: Fam>(
         };
         method::to_real(frame, &t.services.fwd(to.dest), &at);
     }
-    forward(frame, t, to.service_slot, to.dest, mac, ip_len);
-    t.stats.fragments_forwarded.inc();
-    Verdict::Tx
+    let v = forward(frame, t, to.service_slot, to.dest, mac, ip_len, false);
+    if v == Verdict::Tx {
+        t.stats.fragments_forwarded.inc();
+    }
+    v
 }
 
 /// ICMP to a VIP (see [`crate::icmp`]).
-fn icmp_to_vip(frame: &mut [u8], t: &mut Tables, hlen: usize, total: usize, now: Time) -> Verdict {
+fn icmp_to_vip(
+    frame: &mut Packet<'_>,
+    t: &mut Tables,
+    hlen: usize,
+    total: usize,
+    now: Time,
+) -> Verdict {
     let msg = &frame[ETH_LEN + hlen..ETH_LEN + total];
     if msg.len() < 8 {
         return Verdict::Drop(DropReason::L4Header);

@@ -25,6 +25,7 @@ pub mod frag;
 pub mod icmp;
 pub mod ipv6;
 mod method;
+pub mod packet;
 pub mod reuse;
 pub mod stats;
 pub mod sys;
@@ -41,6 +42,9 @@ pub use config::{
     Config, ConnReuseMode, DestStatus, Draining, Fwd, Limits, NatSource, Options, Services,
     SlotBook, SlotCheckpoint,
 };
-pub use engine::{prefetch, prefetch_frame, process, process_steered, Tables, Verdict};
+pub use engine::{
+    prefetch, prefetch_frame, process, process_packet, process_steered, Tables, Verdict,
+};
+pub use packet::Packet;
 pub use stats::{DropReason, WorkerStats};
 pub use xdpvs_sched::Time;

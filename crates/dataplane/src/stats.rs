@@ -103,11 +103,18 @@ pub enum DropReason {
     /// (it expired, or the director restarted): it cannot leave from the VIP, and from
     /// the real server's own address the client would not know it.
     NatNoConnection,
+    /// A packet to a tunnel real server that would exceed the path MTU once encapsulated
+    /// and may not be answered with "fragmentation needed": no DF bit (a fragment, say;
+    /// IPVS would fragment the outer packet) or an ICMP error.
+    TunnelTooBig,
+    /// A packet to a tunnel real server in a buffer with no room for the outer headers
+    /// (a frame longer than the UMEM frame minus the overhead).
+    NoHeadroom,
 }
 
 impl DropReason {
     /// How many reasons there are.
-    pub const COUNT: usize = 21;
+    pub const COUNT: usize = 23;
     /// All reasons, in counter order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::EthTruncated,
@@ -131,6 +138,8 @@ impl DropReason {
         DropReason::NdpInvalid,
         DropReason::VipRouted,
         DropReason::NatNoConnection,
+        DropReason::TunnelTooBig,
+        DropReason::NoHeadroom,
     ];
 
     /// A stable snake_case name (for logs and metrics labels).
@@ -157,6 +166,8 @@ impl DropReason {
             DropReason::NdpInvalid => "ndp_invalid",
             DropReason::VipRouted => "vip_routed",
             DropReason::NatNoConnection => "nat_no_connection",
+            DropReason::TunnelTooBig => "tunnel_too_big",
+            DropReason::NoHeadroom => "no_headroom",
         }
     }
 }
@@ -250,6 +261,10 @@ pub struct WorkerStats {
     pub fragments_forwarded: Counter,
     /// NAT replies rewritten from the VIP and sent to their client.
     pub nat_replies: Counter,
+    /// Packets encapsulated to tunnel real servers.
+    pub tunnelled: Counter,
+    /// "Fragmentation needed" / "packet too big" answers to packets too big to tunnel.
+    pub too_big: Counter,
     /// The hosts seen claiming a VIP, for the control plane's log and metrics.
     pub conflicts: ConflictLog,
     /// Packets forwarded by the stateless fallback, without a table entry, because the
@@ -278,6 +293,8 @@ impl WorkerStats {
             icmp_forwarded: Counter::default(),
             fragments_forwarded: Counter::default(),
             nat_replies: Counter::default(),
+            tunnelled: Counter::default(),
+            too_big: Counter::default(),
             stateless: Counter::default(),
             conflicts: ConflictLog::default(),
             services: (0..max_services).map(|_| Traffic::default()).collect(),

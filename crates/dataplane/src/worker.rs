@@ -356,7 +356,7 @@ impl<D: Device> Worker<D> {
         if n > 0 {
             self.stats.batches.inc();
             for mut f in self.rx.drain(..) {
-                match process_steered(self.dev.frame_mut(&mut f), &mut self.tables, now) {
+                match process_steered(&mut self.dev.frame_mut(&mut f), &mut self.tables, now) {
                     Verdict::Tx | Verdict::Reply => self.tx.push(f),
                     // A frame steered to us cannot be handed back to the kernel: the XDP
                     // program only steers what we handle, and the rest is counted

@@ -37,7 +37,7 @@ pub mod wrr;
 pub use any::AnyScheduler;
 pub use model::{
     ConfigError, Mac, Method, Persistence, Protocol, RealSpec, SchedFlags, SchedKind, ServiceKey,
-    ServiceSpec,
+    ServiceSpec, TunCsum, TunKind, Tunnel,
 };
 pub use scheduler::{heaviest, least_weighted, DestView, Load, Pick, Scheduler};
 pub use time::Time;

@@ -336,7 +336,7 @@ pub const fn prefix_mask(prefix_len: u8) -> u32 {
     }
 }
 
-/// How packets reach a real server: ipvsadm's forwarding method (`-g`, `-m`).
+/// How packets reach a real server: ipvsadm's forwarding method (`-g`, `-m`, `-i`).
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -349,22 +349,160 @@ pub enum Method {
     /// rewritten to the real server's, and its replies, which come back through the
     /// director (its gateway), are rewritten from the VIP and the virtual port.
     Masq,
+    /// Tunnelling (`-i`, keepalived `TUN`): the packet is encapsulated to the real
+    /// server's address, which may be routed; the real server decapsulates, holds the VIP
+    /// and answers the client itself.
+    Tunnel(Tunnel),
+}
+
+/// A tunnel's encapsulation (`--tun-type`), as IPVS's.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum TunKind {
+    /// IP in IP (protocol 4; IPv6 in IPv6: next header 41). ipvsadm's default.
+    #[default]
+    Ipip,
+    /// Generic UDP Encapsulation: UDP to `--tun-port`, a 4-byte GUE header, the packet.
+    Gue,
+    /// GRE: a 4-byte GRE header (8 with a checksum), the packet.
+    Gre,
+}
+
+impl TunKind {
+    /// ipvsadm's word for it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            TunKind::Ipip => "ipip",
+            TunKind::Gue => "gue",
+            TunKind::Gre => "gre",
+        }
+    }
+
+    /// The kind ipvsadm calls `name`.
+    pub fn parse(name: &str) -> Option<TunKind> {
+        match name {
+            "ipip" => Some(TunKind::Ipip),
+            "gue" => Some(TunKind::Gue),
+            "gre" => Some(TunKind::Gre),
+            _ => None,
+        }
+    }
+}
+
+/// A tunnel's checksum option (`--tun-nocsum`, `--tun-csum`, `--tun-remcsum`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum TunCsum {
+    /// No checksum in the encapsulation (the default).
+    #[default]
+    No,
+    /// A checksum in the encapsulation: GUE's UDP checksum, GRE's checksum field.
+    Csum,
+    /// Remote checksum offload (GUE only). The director sends packets whose inner
+    /// checksums are complete, so, as IPVS for such packets, no option is added.
+    Remote,
+}
+
+impl TunCsum {
+    /// ipvsadm's option for it.
+    pub const fn option(self) -> &'static str {
+        match self {
+            TunCsum::No => "--tun-nocsum",
+            TunCsum::Csum => "--tun-csum",
+            TunCsum::Remote => "--tun-remcsum",
+        }
+    }
+
+    /// ipvsadm's short form in `-L --tun-info` (`-c`, `+c`, `r+c`).
+    pub const fn short(self) -> &'static str {
+        match self {
+            TunCsum::No => "-c",
+            TunCsum::Csum => "+c",
+            TunCsum::Remote => "r+c",
+        }
+    }
+}
+
+/// A tunnel real server's encapsulation.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct Tunnel {
+    /// The encapsulation.
+    pub kind: TunKind,
+    /// GUE's UDP destination port (0 for the other kinds).
+    pub port: u16,
+    /// The checksum option (GUE and GRE; `No` for IPIP).
+    pub csum: TunCsum,
+}
+
+impl Tunnel {
+    /// IP in IP, ipvsadm's default tunnel.
+    pub const IPIP: Tunnel = Tunnel {
+        kind: TunKind::Ipip,
+        port: 0,
+        csum: TunCsum::No,
+    };
+
+    /// Checks the combination as ipvsadm does: GUE needs a port, IPIP takes no option,
+    /// GRE no port and no remote checksum.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let bad = |why: &str| Err(ConfigError::Tunnel(why.to_string()));
+        match self.kind {
+            TunKind::Gue if self.port == 0 => bad("a GUE tunnel needs --tun-port"),
+            TunKind::Ipip if self.port != 0 => bad("--tun-port is GUE's: an IPIP tunnel has no port"),
+            TunKind::Ipip if self.csum != TunCsum::No => {
+                bad("an IPIP tunnel has no checksum option (--tun-csum and --tun-remcsum are GUE's and GRE's)")
+            }
+            TunKind::Gre if self.port != 0 => bad("--tun-port is GUE's: a GRE tunnel has no port"),
+            TunKind::Gre if self.csum == TunCsum::Remote => {
+                bad("--tun-remcsum is GUE's: a GRE tunnel takes --tun-csum or --tun-nocsum")
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// What `-L --tun-info` prints for it (`ipip`, `gue:6080:-c`, `gre:+c`).
+    pub fn info(&self) -> String {
+        match self.kind {
+            TunKind::Ipip => "ipip".into(),
+            TunKind::Gue => format!("gue:{}:{}", self.port, self.csum.short()),
+            TunKind::Gre => format!("gre:{}", self.csum.short()),
+        }
+    }
+
+    /// The options `-S` writes for it after `-i` (ipvsadm's order).
+    pub fn options(&self) -> String {
+        match self.kind {
+            TunKind::Ipip => " --tun-type ipip".into(),
+            TunKind::Gue => format!(
+                " --tun-type gue --tun-port {} {}",
+                self.port,
+                self.csum.option()
+            ),
+            TunKind::Gre => format!(" --tun-type gre {}", self.csum.option()),
+        }
+    }
 }
 
 impl Method {
-    /// The word ipvsadm's listing prints (`Route`, `Masq`).
+    /// The word ipvsadm's listing prints (`Route`, `Masq`, `Tunnel`).
     pub const fn name(self) -> &'static str {
         match self {
             Method::Route => "Route",
             Method::Masq => "Masq",
+            Method::Tunnel(_) => "Tunnel",
         }
     }
 
-    /// ipvsadm's option for it (`-g`, `-m`).
+    /// ipvsadm's option for it (`-g`, `-m`, `-i`).
     pub const fn option(self) -> &'static str {
         match self {
             Method::Route => "-g",
             Method::Masq => "-m",
+            Method::Tunnel(_) => "-i",
         }
     }
 
@@ -476,6 +614,9 @@ impl ServiceSpec {
                     real: r.addr,
                 });
             }
+            if let Method::Tunnel(t) = r.method {
+                t.check()?;
+            }
             if r.port_for(self.key.port) != self.key.port && !r.method.maps_ports() {
                 return Err(ConfigError::RealPort {
                     service: self.key,
@@ -556,6 +697,12 @@ pub enum ConfigError {
         /// Its method.
         method: Method,
     },
+    /// A tunnel real server of a family the director has no address of.
+    #[error("tunnel real server {0}: the director has no address of its family on its interface to send the tunnel from; add one")]
+    TunnelSource(IpAddr),
+    /// A tunnel's options that do not go together (ipvsadm's rules).
+    #[error("{0}")]
+    Tunnel(String),
     /// More real servers than a service can index.
     #[error("service {0} has too many real servers (at most 65534)")]
     TooManyReals(ServiceKey),

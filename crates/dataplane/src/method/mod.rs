@@ -9,7 +9,10 @@
 //! - [`route`] (direct routing): no IP or transport byte changes;
 //! - [`masq`] (NAT): the destination address and port become the real server's on the
 //!   way in, the source address and port the service's on the way out, and every
-//!   checksum stays valid (updated incrementally, RFC 1624).
+//!   checksum stays valid (updated incrementally, RFC 1624);
+//! - [`tunnel`] (`-i`): the packet, from its IP header on, travels byte for byte inside
+//!   the outer headers; the engine puts them in front of it when it forwards
+//!   ([`tunnel::encapsulate`]), since only the frame's buffer has the room.
 
 use xdpvs_sched::Protocol;
 
@@ -17,6 +20,7 @@ use crate::config::Fwd;
 
 mod masq;
 mod route;
+pub(crate) mod tunnel;
 
 /// Where a packet's headers are in its frame.
 #[derive(Clone, Copy, Debug)]
@@ -32,7 +36,7 @@ pub(crate) struct At {
 #[inline]
 pub(crate) fn to_real(frame: &mut [u8], fwd: &Fwd, at: &At) {
     match *fwd {
-        Fwd::Route => route::to_real(frame),
+        Fwd::Route | Fwd::Tunnel { .. } => route::to_real(frame),
         Fwd::Masq { addr, port, .. } => masq::to_real(frame, at, addr, port),
     }
 }
@@ -42,7 +46,8 @@ pub(crate) fn to_real(frame: &mut [u8], fwd: &Fwd, at: &At) {
 #[inline]
 pub(crate) fn icmp_to_real(frame: &mut [u8], fwd: &Fwd, v6: bool, icmp: usize) {
     match *fwd {
-        Fwd::Route => {} // the real server sent the reply from the VIP itself
+        // The real server sent the reply from the VIP itself.
+        Fwd::Route | Fwd::Tunnel { .. } => {}
         Fwd::Masq { addr, port, .. } => masq::icmp_to_real(frame, v6, icmp, addr, port),
     }
 }
@@ -51,7 +56,7 @@ pub(crate) fn icmp_to_real(frame: &mut [u8], fwd: &Fwd, v6: bool, icmp: usize) {
 #[inline]
 pub(crate) fn icmp_to_client(frame: &mut [u8], fwd: &Fwd, v6: bool, icmp: usize) {
     match *fwd {
-        Fwd::Route => {}
+        Fwd::Route | Fwd::Tunnel { .. } => {}
         Fwd::Masq { vip, vport, .. } => masq::icmp_to_client(frame, v6, icmp, vip, vport),
     }
 }
@@ -61,7 +66,7 @@ pub(crate) fn icmp_to_client(frame: &mut [u8], fwd: &Fwd, v6: bool, icmp: usize)
 #[inline]
 pub(crate) fn to_client(frame: &mut [u8], fwd: &Fwd, at: &At) {
     match *fwd {
-        Fwd::Route => {}
+        Fwd::Route | Fwd::Tunnel { .. } => {}
         Fwd::Masq { vip, vport, .. } => masq::to_client(frame, at, vip, vport),
     }
 }

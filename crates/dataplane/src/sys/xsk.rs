@@ -18,6 +18,7 @@ use xsk_rs::config::{
 use xsk_rs::{CompQueue, FillQueue, FrameDesc, RxQueue, Socket, TxQueue, Umem};
 
 use crate::device::{next_device_id, Device, DeviceStats};
+use crate::packet::Packet;
 
 /// How to bind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +148,9 @@ const BATCH: usize = 64;
 pub struct XskFrame {
     desc: FrameDesc,
     owner: u32,
+    /// The frame's length now (rewriting may change it: a tunnel's headers); written to
+    /// the descriptor when the frame is sent.
+    len: usize,
 }
 
 /// An AF_XDP socket bound to one queue, with its UMEM and four rings.
@@ -334,11 +338,18 @@ impl XskDevice {
 
 impl XskDevice {
     /// Copies the descriptors behind `frames` (tokens of this device, checked) into
-    /// `txbuf`, for a ring call.
+    /// `txbuf`, for a ring call, each with its frame's length now.
     fn stage(&mut self, frames: &[XskFrame]) {
         self.txbuf.clear();
         for f in frames {
-            let d = self.desc(f);
+            let mut d = self.desc(f);
+            if d.lengths().data() != f.len {
+                // SAFETY: the token proves the frame is ours and in no ring; nobody reads
+                // or writes its buffer while its length is set.
+                unsafe { self.umem.data_mut(&mut d) }
+                    .cursor()
+                    .set_pos(f.len);
+            }
             self.txbuf.push(d);
         }
     }
@@ -410,7 +421,11 @@ impl Device for XskDevice {
             n = unsafe { self.rx.consume(&mut self.rxbuf[..max]) };
         }
         let owner = self.id;
-        out.extend(self.rxbuf[..n].iter().map(|&desc| XskFrame { desc, owner }));
+        out.extend(self.rxbuf[..n].iter().map(|&desc| XskFrame {
+            desc,
+            owner,
+            len: desc.lengths().data(),
+        }));
     }
 
     fn frame<'a>(&'a self, f: &'a XskFrame) -> &'a [u8] {
@@ -419,20 +434,23 @@ impl Device for XskDevice {
         // (it came off our RX ring, `desc` checked the owner) and that it is in no ring
         // until the token is consumed; the caller holds it, so nobody writes the frame
         // while the returned borrow lives.
-        unsafe { self.umem.data(&d) }.contents()
+        let data = unsafe { self.umem.data(&d) }.contents();
+        &data[..f.len.min(data.len())]
     }
 
-    fn frame_mut<'a>(&'a mut self, f: &'a mut XskFrame) -> &'a mut [u8] {
+    fn frame_mut<'a>(&'a mut self, f: &'a mut XskFrame) -> Packet<'a> {
         let mut d = self.desc(f);
         // SAFETY: as for `frame`; `&mut self` and `&mut XskFrame` exclude any other
         // access through us or through the token.
         let mut data = unsafe { self.umem.data_mut(&mut d) };
-        let len = data.contents().len();
+        let room = data.cursor().buf_len();
         let ptr = data.contents_mut().as_mut_ptr();
-        // SAFETY: `ptr..ptr+len` is the frame's data segment inside the UMEM mapping,
-        // which lives as long as `self`; the returned borrow is tied to `&mut self`, so no
-        // other access can overlap it, and no ring holds the frame meanwhile.
-        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+        // SAFETY: `ptr..ptr+room` is the frame's data segment and the room behind it up
+        // to the end of its UMEM frame, inside the UMEM mapping, which lives as long as
+        // `self`; the returned borrow is tied to `&mut self`, so no other access can
+        // overlap it, and no ring holds the frame meanwhile.
+        let buf = unsafe { std::slice::from_raw_parts_mut(ptr, room) };
+        Packet::new(buf, &mut f.len)
     }
 
     fn transmit(&mut self, frames: &mut Vec<XskFrame>) {

@@ -93,7 +93,7 @@ impl Target {
     /// service's port (direct routing), or its own address and port (NAT).
     fn probed(&self) -> (IpAddr, u16) {
         match self.method {
-            Method::Route => (self.service.vip, self.service.port),
+            Method::Route | Method::Tunnel(_) => (self.service.vip, self.service.port),
             Method::Masq => (self.addr, self.port),
         }
     }
