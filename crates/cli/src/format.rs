@@ -11,7 +11,7 @@ use xdpvs_director::control::proto::{
     CheckSpec, ConnRow, Counters, OnFailure, Probe, Rates, Sysctl, Table, TimeoutSet,
 };
 use xdpvs_sched::model::addr_port;
-use xdpvs_sched::{Persistence, Protocol, ServiceKey};
+use xdpvs_sched::{Method, Persistence, Protocol, ServiceKey};
 
 /// Which `-L` listing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +24,8 @@ pub enum ListKind {
     Rate,
     /// `-L --persistent-conn`: Weight, PersistConn, ActiveConn, InActConn.
     PersistentConn,
+    /// `-L --tun-info`: Forward, TunnelInfo, Weight, ActiveConn, InActConn.
+    TunInfo,
 }
 
 /// ipvsadm's `print_largenum`: 9 columns; with `--exact` the whole number, otherwise
@@ -100,6 +102,10 @@ pub fn format_list(
             "{title:<33} {:<9} {:<11} {:<10} {:<10}\n  -> RemoteAddress:Port",
             "Weight", "PersistConn", "ActiveConn", "InActConn"
         ),
+        ListKind::TunInfo => writeln!(
+            out,
+            "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn"
+        ),
     };
     for s in &table.services {
         let name = format!(
@@ -119,7 +125,7 @@ pub fn format_list(
                     largenum(&mut out, v, exact);
                 }
             }
-            ListKind::Plain | ListKind::PersistentConn => {
+            ListKind::Plain | ListKind::PersistentConn | ListKind::TunInfo => {
                 let _ = write!(out, "{name} {}", s.scheduler);
                 if let Some(p) = s.persistence {
                     let _ = write!(out, " persistent {}", p.timeout.as_secs());
@@ -161,6 +167,18 @@ pub fn format_list(
                     out,
                     "  -> {dest:<28} {:<9} {:<11} {:<10} {:<10}",
                     r.weight, r.persistent, r.active, r.inactive
+                ),
+                ListKind::TunInfo => write!(
+                    out,
+                    "  -> {dest:<28} {:<7} {:<13} {:<6} {:<10} {:<10}",
+                    r.method.name(),
+                    match r.method {
+                        Method::Tunnel(t) => t.info(),
+                        _ => "n/a".into(),
+                    },
+                    r.weight,
+                    r.active,
+                    r.inactive
                 ),
             };
             out.push('\n');
@@ -241,6 +259,9 @@ pub fn format_rules(table: &Table, ipvsadm_only: bool, naming: &Naming) -> Strin
                 r.method.option(),
                 r.weight
             );
+            if let Method::Tunnel(t) = r.method {
+                out.push_str(&t.options());
+            }
             if let Some(c) = r.check.as_ref().filter(|_| !ipvsadm_only) {
                 out.push_str(&check_options(c));
             }
@@ -359,6 +380,14 @@ pub fn json_table(table: &Table) -> String {
                         "address": r.addr.to_string(),
                         "port": r.port,
                         "forward": r.method.name().to_ascii_lowercase(),
+                        "tunnel": match r.method {
+                            Method::Tunnel(t) => json!({
+                                "type": t.kind.name(),
+                                "port": t.port,
+                                "checksum": &t.csum.option()[6..],
+                            }),
+                            _ => Value::Null,
+                        },
                         "weight": r.weight,
                         "active_conns": r.active,
                         "inactive_conns": r.inactive,

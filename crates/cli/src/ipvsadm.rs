@@ -17,7 +17,10 @@ use xdpvs_director::control::proto::{
 use xdpvs_director::health::spec::{parse_digest, parse_probe};
 
 pub use crate::format::{format_list, format_rules, format_timeouts, ListKind};
-use xdpvs_sched::{ConfigError, Method, Persistence, Protocol, SchedFlags, SchedKind, ServiceKey};
+use xdpvs_sched::{
+    ConfigError, Method, Persistence, Protocol, SchedFlags, SchedKind, ServiceKey, TunCsum,
+    TunKind, Tunnel,
+};
 
 /// ipvsadm's largest timeout (31 days), for `-p` and `--set`.
 pub const MAX_TIMEOUT: u32 = 86400 * 31;
@@ -56,6 +59,18 @@ fn parse_real(s: &str) -> Result<RealAddr, String> {
 fn parse_weight(s: &str) -> Result<u16, String> {
     s.parse::<u16>()
         .map_err(|_| format!("illegal weight '{s}': use a whole number from 0 to 65535"))
+}
+
+fn parse_tun_type(s: &str) -> Result<TunKind, String> {
+    TunKind::parse(s)
+        .ok_or_else(|| format!("illegal tunnel type specified '{s}': use one of ipip, gue, gre"))
+}
+
+fn parse_tun_port(s: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| format!("illegal tunnel port specified '{s}': use a port from 1 to 65535"))
 }
 
 fn parse_on_failure(s: &str) -> Result<OnFailure, String> {
@@ -246,6 +261,28 @@ pub struct IpvsArgs {
     /// gateway is the director. The only method that maps ports (-r RIP:PORT).
     #[arg(short = 'm', long = "masquerading")]
     pub masquerading: bool,
+    /// Tunnelling (IPIP, GUE or GRE: --tun-type): the packet is encapsulated to the real
+    /// server, which may be routed, decapsulates it and answers the client itself.
+    #[arg(short = 'i', long = "ipip")]
+    pub ipip: bool,
+    /// The tunnel's encapsulation: ipip (the default), gue or gre.
+    #[arg(long = "tun-type", value_name = "ipip|gue|gre", value_parser = parse_tun_type)]
+    pub tun_type: Option<TunKind>,
+    /// GUE's UDP destination port on the real server (required with --tun-type gue).
+    #[arg(long = "tun-port", value_name = "PORT", value_parser = parse_tun_port)]
+    pub tun_port: Option<u16>,
+    /// Tunnel encapsulation without checksum (the default; GUE, GRE).
+    #[arg(long = "tun-nocsum")]
+    pub tun_nocsum: bool,
+    /// Tunnel encapsulation with checksum (GUE: UDP checksum; GRE: checksum field).
+    #[arg(long = "tun-csum")]
+    pub tun_csum: bool,
+    /// Tunnel encapsulation with remote checksum offload (GUE).
+    #[arg(long = "tun-remcsum")]
+    pub tun_remcsum: bool,
+    /// -L: a TunnelInfo column (ipip, gue:PORT:-c, gre:+c).
+    #[arg(long = "tun-info")]
+    pub tun_info: bool,
     /// Weight of the real server, 0..65535 (0 = quiescent).
     #[arg(short = 'w', long = "weight", value_parser = parse_weight)]
     pub weight: Option<u16>,
@@ -337,8 +374,6 @@ pub struct IpvsArgs {
 
     // ipvsadm options xdpvs does not support: accepted by the parser so that the answer
     // is one line saying so.
-    #[arg(short = 'i', long = "ipip", hide = true)]
-    ipip: bool,
     #[arg(short = 'f', long = "fwmark-service", hide = true)]
     fwmark: Option<String>,
     #[arg(short = '6', long = "ipv6", hide = true)]
@@ -373,18 +408,6 @@ pub struct IpvsArgs {
     mcast_ttl: Option<String>,
     #[arg(long = "sync-maxlen", hide = true)]
     sync_maxlen: Option<String>,
-    #[arg(long = "tun-type", hide = true)]
-    tun_type: Option<String>,
-    #[arg(long = "tun-port", hide = true)]
-    tun_port: Option<String>,
-    #[arg(long = "tun-nocsum", hide = true)]
-    tun_nocsum: bool,
-    #[arg(long = "tun-csum", hide = true)]
-    tun_csum: bool,
-    #[arg(long = "tun-remcsum", hide = true)]
-    tun_remcsum: bool,
-    #[arg(long = "tun-info", hide = true)]
-    tun_info: bool,
     /// Scheduler flags, comma-separated: sh-fallback, sh-port (with -s sh), mh-fallback,
     /// mh-port (with -s mh), flag-1, flag-2, flag-3.
     #[arg(short = 'b', long = "sched-flags", value_name = "FLAGS")]
@@ -464,9 +487,11 @@ enum Opt {
     Sorry,
     IpvsadmOnly,
     SchedFlags,
+    TunOption,
+    TunInfo,
 }
 
-const OPTS: [Opt; 21] = [
+const OPTS: [Opt; 23] = [
     Opt::Numeric,
     Opt::Connection,
     Opt::Service,
@@ -488,6 +513,8 @@ const OPTS: [Opt; 21] = [
     Opt::Sorry,
     Opt::IpvsadmOnly,
     Opt::SchedFlags,
+    Opt::TunOption,
+    Opt::TunInfo,
 ];
 
 impl Opt {
@@ -514,6 +541,8 @@ impl Opt {
             Opt::Sorry => "sorry-server",
             Opt::IpvsadmOnly => "ipvsadm",
             Opt::SchedFlags => "sched-flags",
+            Opt::TunOption => "tun-type/tun-port/tun-*csum",
+            Opt::TunInfo => "tun-info",
         }
     }
 }
@@ -542,13 +571,13 @@ fn rule(cmd: Cmd, opt: Opt) -> Rule {
         },
         Cmd::Flush | Cmd::Set | Cmd::Restore => Illegal,
         Cmd::List => match opt {
-            Numeric | Stats | Rate | PersistentConn | NoSort | Exact | Json => Optional,
+            Numeric | Stats | Rate | PersistentConn | NoSort | Exact | Json | TunInfo => Optional,
             Connection | Service | Timeout => Exclusive,
             _ => Illegal,
         },
         Cmd::AddServer | Cmd::EditServer => match opt {
             Service | Server => Required,
-            Forward | Weight | Check | CheckOption => Optional,
+            Forward | Weight | Check | CheckOption | TunOption => Optional,
             _ => Illegal,
         },
         Cmd::DeleteServer => match opt {
@@ -628,9 +657,38 @@ pub enum UsageError {
         /// The service's.
         virt: u16,
     },
-    /// `-g` and `-m` on one line.
-    #[error("multiple forwarding methods given: use one of -g (direct routing) or -m (NAT)")]
+    /// Two of `-g`, `-m` and `-i` on one line.
+    #[error("multiple forwarding methods given: use one of -g (direct routing), -m (NAT) or -i (tunnelling)")]
     TwoMethods,
+    /// A tunnel option without `-i`.
+    #[error("Tunnel options conflict with forward method: --tun-type, --tun-port and --tun-*csum go with -i")]
+    TunnelOptions,
+    /// A tunnel option its tunnel type does not take.
+    #[error("Illegal '{option}' option with the '{kind}' tunnel type")]
+    TunnelOption {
+        /// The option.
+        option: &'static str,
+        /// The tunnel type.
+        kind: &'static str,
+    },
+    /// GUE without its port.
+    #[error("You need to supply the 'tun-port' option for the '{kind}' tunnel type")]
+    TunnelPort {
+        /// The tunnel type.
+        kind: &'static str,
+    },
+    /// Two checksum options.
+    #[error(
+        "The option '{option}' conflicts with the '{other}' option in the '{kind}' tunnel type"
+    )]
+    TunnelCsums {
+        /// The option.
+        option: &'static str,
+        /// The other.
+        other: &'static str,
+        /// The tunnel type.
+        kind: &'static str,
+    },
     /// `-M` without `-p`.
     #[error("illegal ipv6 netmask specified: an IPv6 service's -M is a prefix length from 1 to 128, e.g. -M 64")]
     Ipv6Netmask,
@@ -724,7 +782,7 @@ impl IpvsArgs {
                 Opt::Persistent => self.persistent.is_some(),
                 Opt::Netmask => self.netmask.is_some(),
                 Opt::Server => self.real.is_some(),
-                Opt::Forward => self.gatewaying || self.masquerading,
+                Opt::Forward => self.gatewaying || self.masquerading || self.ipip,
                 Opt::Weight => self.weight.is_some(),
                 Opt::Timeout => self.timeout,
                 Opt::Stats => self.stats,
@@ -748,15 +806,21 @@ impl IpvsArgs {
                 Opt::Sorry => self.sorry_server.is_some(),
                 Opt::IpvsadmOnly => self.ipvsadm_only,
                 Opt::SchedFlags => self.sched_flags.is_some(),
+                Opt::TunOption => {
+                    self.tun_type.is_some()
+                        || self.tun_port.is_some()
+                        || self.tun_nocsum
+                        || self.tun_csum
+                        || self.tun_remcsum
+                }
+                Opt::TunInfo => self.tun_info,
             })
             .collect()
     }
 
     fn unsupported(&self) -> Result<(), UsageError> {
-        let dr = "tunnelling is not implemented yet: use direct routing (-g) or NAT (-m)";
         let sync = "connections are not synchronised between directors";
-        let checks: [(bool, &'static str, &'static str, &'static str); 24] = [
-            (self.ipip, "-i", "IP-in-IP tunnelling", dr),
+        let checks: [(bool, &'static str, &'static str, &'static str); 17] = [
             (
                 self.fwmark.is_some(),
                 "-f",
@@ -854,12 +918,6 @@ impl IpvsArgs {
                 "the connection sync daemon",
                 sync,
             ),
-            (self.tun_type.is_some(), "--tun-type", "tunnelling", dr),
-            (self.tun_port.is_some(), "--tun-port", "tunnelling", dr),
-            (self.tun_nocsum, "--tun-nocsum", "tunnelling", dr),
-            (self.tun_csum, "--tun-csum", "tunnelling", dr),
-            (self.tun_remcsum, "--tun-remcsum", "tunnelling", dr),
-            (self.tun_info, "--tun-info", "tunnel listings", dr),
         ];
         match checks.iter().find(|c| c.0) {
             Some(&(_, flag, what, why)) => Err(UsageError::Unsupported { flag, what, why }),
@@ -959,13 +1017,61 @@ impl IpvsArgs {
     }
 
     /// The forwarding method on the line (`-g` when none: ipvsadm's default, for `-e`
-    /// too).
+    /// too), with the tunnel's options checked as ipvsadm checks them.
     fn method(&self) -> Result<Method, UsageError> {
-        match (self.gatewaying, self.masquerading) {
-            (true, true) => Err(UsageError::TwoMethods),
-            (_, true) => Ok(Method::Masq),
-            _ => Ok(Method::Route),
+        let given = [self.gatewaying, self.masquerading, self.ipip];
+        if given.iter().filter(|&&g| g).count() > 1 {
+            return Err(UsageError::TwoMethods);
         }
+        let csums = [
+            (self.tun_nocsum, TunCsum::No),
+            (self.tun_csum, TunCsum::Csum),
+            (self.tun_remcsum, TunCsum::Remote),
+        ];
+        let mut csum = csums.iter().filter(|c| c.0).map(|c| c.1);
+        let first = csum.next();
+        if !self.ipip {
+            if self.tun_type.is_some() || self.tun_port.is_some() || first.is_some() {
+                return Err(UsageError::TunnelOptions);
+            }
+            return Ok(if self.masquerading {
+                Method::Masq
+            } else {
+                Method::Route
+            });
+        }
+        let kind = self.tun_type.unwrap_or_default();
+        let illegal = |option: &'static str| {
+            Err(UsageError::TunnelOption {
+                option,
+                kind: kind.name(),
+            })
+        };
+        let csum_word = |c: TunCsum| &c.option()[2..];
+        match kind {
+            TunKind::Ipip if self.tun_port.is_some() => return illegal("tun-port"),
+            TunKind::Ipip if first.is_some() => {
+                return illegal(csum_word(first.unwrap_or_default()))
+            }
+            TunKind::Gre if self.tun_port.is_some() => return illegal("tun-port"),
+            TunKind::Gre if self.tun_remcsum => return illegal("tun-remcsum"),
+            TunKind::Gue if self.tun_port.is_none() => {
+                return Err(UsageError::TunnelPort { kind: kind.name() })
+            }
+            _ => {}
+        }
+        if let (Some(a), Some(b)) = (first, csum.next()) {
+            return Err(UsageError::TunnelCsums {
+                option: csum_word(b),
+                other: csum_word(a),
+                kind: kind.name(),
+            });
+        }
+        Ok(Method::Tunnel(Tunnel {
+            kind,
+            port: self.tun_port.unwrap_or(0),
+            csum: first.unwrap_or_default(),
+        }))
     }
 
     /// The port the real server serves on (0: the service's). Another port than the
@@ -1176,6 +1282,8 @@ impl IpvsArgs {
                     ListKind::Rate
                 } else if self.persistent_conn {
                     ListKind::PersistentConn
+                } else if self.tun_info {
+                    ListKind::TunInfo
                 } else {
                     ListKind::Plain
                 };

@@ -14,7 +14,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use xdpvs_sched::{Method, Persistence, Protocol, SchedFlags, SchedKind, ServiceKey};
+use xdpvs_sched::{
+    Method, Persistence, Protocol, SchedFlags, SchedKind, ServiceKey, TunCsum, TunKind, Tunnel,
+};
 
 use crate::control::proto::Request;
 use crate::health::spec::{parse_digest, CheckSpec, Millis, OnFailure, Probe};
@@ -514,7 +516,12 @@ fn real_server(
         return err(
             n.line,
             format!(
-                "{name}: direct routing cannot map ports: the real server must serve on {vport} (or use lb_kind NAT)"
+                "{name}: {} cannot map ports: the real server must serve on {vport} (or use lb_kind NAT)",
+                if matches!(method, Method::Tunnel(_)) {
+                    "tunnelling"
+                } else {
+                    "direct routing"
+                }
             ),
         );
     }
@@ -528,20 +535,60 @@ fn real_server(
     Ok((addr, port, method, weight, check))
 }
 
-/// `lb_kind`/`lvs_method`: DR or NAT.
+/// `lb_kind`/`lvs_method`: `DR`, `NAT` or `TUN [type ipip|gue|gre] [port N]
+/// [nocsum|csum|remcsum]` (keepalived's words; its rules for which go together).
 fn lvs_method(c: &Node, name: &str) -> Result<Method, KeepalivedError> {
     no_block(c)?;
-    match one_arg(c, "forwarding method")? {
-        "DR" => Ok(Method::Route),
-        "NAT" => Ok(Method::Masq),
-        k => err(
-            c.line,
-            format!(
-                "{name}: {} {k}: xdpvs forwards by DR or NAT (tunnelling is not implemented yet)",
-                c.key
-            ),
-        ),
+    let bad = |why: String| KeepalivedError {
+        line: c.line,
+        message: format!("{name}: {} {}: {why}", c.key, c.args.join(" ")),
+    };
+    let (kind, rest) = match c.args.split_first() {
+        Some((k, rest)) => (k.as_str(), rest),
+        None => return err(c.line, format!("{} takes a forwarding method", c.key)),
+    };
+    match kind {
+        "DR" | "NAT" if !rest.is_empty() => {
+            return Err(bad(format!("{kind} takes no tunnel options")))
+        }
+        "DR" => return Ok(Method::Route),
+        "NAT" => return Ok(Method::Masq),
+        "TUN" => {}
+        k => {
+            return Err(bad(format!(
+                "unknown forwarding method {k}: use DR, NAT or TUN"
+            )))
+        }
     }
+    let mut tun = Tunnel::IPIP;
+    let mut words = rest.iter();
+    while let Some(w) = words.next() {
+        match w.as_str() {
+            "type" => {
+                let t = words.next().map(String::as_str).unwrap_or_default();
+                tun.kind = TunKind::parse(t).ok_or_else(|| {
+                    bad(format!("unknown tunnel type {t:?}: use ipip, gue or gre"))
+                })?;
+            }
+            "port" => {
+                let p = words.next().map(String::as_str).unwrap_or_default();
+                tun.port = match p.parse::<u16>() {
+                    Ok(p) if p > 0 => p,
+                    _ => {
+                        return Err(bad(format!(
+                            "invalid gue tunnel port {p:?}: use 1 to 65535"
+                        )))
+                    }
+                };
+            }
+            "nocsum" => tun.csum = TunCsum::No,
+            "csum" => tun.csum = TunCsum::Csum,
+            "remcsum" => tun.csum = TunCsum::Remote,
+            o => return Err(bad(format!("invalid tunnel option {o}"))),
+        }
+    }
+    tun.check().map_err(|e| bad(e.to_string()))?;
+    Ok(Method::Tunnel(tun))
 }
 
 fn checker(n: &Node, rs: &str, defaults: &CheckDefaults) -> Result<CheckSpec, KeepalivedError> {

@@ -451,14 +451,18 @@ impl Tunnel {
     pub fn check(&self) -> Result<(), ConfigError> {
         let bad = |why: &str| Err(ConfigError::Tunnel(why.to_string()));
         match self.kind {
-            TunKind::Gue if self.port == 0 => bad("a GUE tunnel needs --tun-port"),
-            TunKind::Ipip if self.port != 0 => bad("--tun-port is GUE's: an IPIP tunnel has no port"),
-            TunKind::Ipip if self.csum != TunCsum::No => {
-                bad("an IPIP tunnel has no checksum option (--tun-csum and --tun-remcsum are GUE's and GRE's)")
+            TunKind::Gue if self.port == 0 => {
+                bad("a gue tunnel needs a port (ipvsadm --tun-port, keepalived port N)")
             }
-            TunKind::Gre if self.port != 0 => bad("--tun-port is GUE's: a GRE tunnel has no port"),
+            TunKind::Ipip if self.port != 0 => {
+                bad("an ipip tunnel has no port (the port is gue's)")
+            }
+            TunKind::Ipip if self.csum != TunCsum::No => {
+                bad("an ipip tunnel has no checksum option (checksums are gue's and gre's)")
+            }
+            TunKind::Gre if self.port != 0 => bad("a gre tunnel has no port (the port is gue's)"),
             TunKind::Gre if self.csum == TunCsum::Remote => {
-                bad("--tun-remcsum is GUE's: a GRE tunnel takes --tun-csum or --tun-nocsum")
+                bad("a gre tunnel has no remote checksum option (remcsum is gue's)")
             }
             _ => Ok(()),
         }

@@ -412,8 +412,36 @@ fn clear_errors() {
             "multiple forwarding methods",
         ),
         (
-            "-a -t 198.18.0.100:80 -r 198.18.0.11 -i",
-            "tunnelling is not implemented yet",
+            "-a -t 198.18.0.100:80 -r 198.18.0.11 -i -m",
+            "multiple forwarding methods",
+        ),
+        (
+            "-a -t 198.18.0.100:80 -r 198.18.0.11 -i --tun-type gue",
+            "You need to supply the 'tun-port' option for the 'gue' tunnel type",
+        ),
+        (
+            "-a -t 198.18.0.100:80 -r 198.18.0.11 -i --tun-port 6080",
+            "Illegal 'tun-port' option with the 'ipip' tunnel type",
+        ),
+        (
+            "-a -t 198.18.0.100:80 -r 198.18.0.11 -i --tun-nocsum",
+            "Illegal 'tun-nocsum' option with the 'ipip' tunnel type",
+        ),
+        (
+            "-a -t 198.18.0.100:80 -r 198.18.0.11 -i --tun-type gre --tun-remcsum",
+            "Illegal 'tun-remcsum' option with the 'gre' tunnel type",
+        ),
+        (
+            "-a -t 198.18.0.100:80 -r 198.18.0.11 -i --tun-type gue --tun-port 6080 --tun-csum --tun-remcsum",
+            "The option 'tun-remcsum' conflicts with the 'tun-csum' option in the 'gue' tunnel type",
+        ),
+        (
+            "-a -t 198.18.0.100:80 -r 198.18.0.11 -i --tun-type vxlan",
+            "illegal tunnel type specified 'vxlan'",
+        ),
+        (
+            "-a -t 198.18.0.100:80 -r 198.18.0.11 -i --tun-type gue --tun-port 0",
+            "illegal tunnel port specified '0'",
         ),
         ("-A -f 1", "-f (firewall-mark services) is not supported"),
         ("-A --sctp-service 198.18.0.100:80", "SCTP services"),
@@ -427,7 +455,7 @@ fn clear_errors() {
         ("-A -t 198.18.0.100:80 --sync-maxlen 1472", "sync daemon"),
         (
             "-a -t 198.18.0.100:80 -r 198.18.0.11 --tun-type gue --tun-port 6080",
-            "tunnelling",
+            "Tunnel options conflict with forward method",
         ),
         (
             "-A -t 198.18.0.100:80 -s rr -b sh-port",
@@ -441,7 +469,7 @@ fn clear_errors() {
             "-a -t 198.18.0.100:80 -r 198.18.0.11 -b flag-1",
             "Illegal 'sched-flags' option",
         ),
-        ("-L -n --tun-info", "tunnel listings"),
+        ("-A -t 198.18.0.100:80 --tun-info", "Illegal"),
         (
             "-a -t 198.18.0.100:80 -r 198.18.0.11 -w 70000",
             "0 to 65535",
@@ -1204,4 +1232,38 @@ fn masquerading_maps_ports_and_direct_routing_ignores_them() {
         warned("-a -t 198.18.0.100:80 -r 198.18.0.11:8080 -g").len(),
         1
     );
+}
+
+#[test]
+fn tunnels_take_ipvsadm_options_and_keep_the_service_port() {
+    use xdpvs_sched::Method;
+    let add = |args: &str| match action(args) {
+        Ok(Action::Change(Request::AddReal { port, method, .. })) => (port, method),
+        other => panic!("{args}: {other:?}"),
+    };
+    let tun = |kind, port, csum| Method::Tunnel(xdpvs_sched::Tunnel { kind, port, csum });
+    use xdpvs_sched::{TunCsum, TunKind};
+    for (line, want) in [
+        ("-i", tun(TunKind::Ipip, 0, TunCsum::No)),
+        ("--ipip --tun-type ipip", tun(TunKind::Ipip, 0, TunCsum::No)),
+        (
+            "-i --tun-type gue --tun-port 6080",
+            tun(TunKind::Gue, 6080, TunCsum::No),
+        ),
+        (
+            "-i --tun-type gue --tun-port 6080 --tun-remcsum",
+            tun(TunKind::Gue, 6080, TunCsum::Remote),
+        ),
+        (
+            "-i --tun-type gre --tun-csum",
+            tun(TunKind::Gre, 0, TunCsum::Csum),
+        ),
+        (
+            "-i --tun-type gre --tun-nocsum",
+            tun(TunKind::Gre, 0, TunCsum::No),
+        ),
+    ] {
+        let got = add(&format!("-a -t 198.18.0.100:80 -r 198.18.9.11:8080 {line}"));
+        assert_eq!(got, (0, want), "{line}");
+    }
 }

@@ -265,16 +265,31 @@ fn rs11(body: &str) -> String {
 fn everything_else_is_refused_with_its_line() {
     let cases: Vec<(String, usize, &str)> = vec![
         (
-            vs("lb_kind TUN"),
+            vs("lb_kind LOCAL"),
             3,
-            "lb_kind TUN: xdpvs forwards by DR or NAT (tunnelling is not implemented yet)",
+            "lb_kind LOCAL: unknown forwarding method LOCAL: use DR, NAT or TUN",
         ),
-        (vs("lvs_method TUN"), 3, "tunnelling is not implemented yet"),
         (
-            rs11("lvs_method TUN"),
-            4,
-            "tunnelling is not implemented yet",
+            vs("lvs_method TUN type gue"),
+            3,
+            "lvs_method TUN type gue: a gue tunnel needs a port",
         ),
+        (
+            rs11("lvs_method TUN type gre remcsum"),
+            4,
+            "a gre tunnel has no remote checksum option",
+        ),
+        (
+            rs11("lvs_method TUN type ipip csum"),
+            4,
+            "an ipip tunnel has no checksum option",
+        ),
+        (
+            rs11("lvs_method TUN type vxlan"),
+            4,
+            "unknown tunnel type \"vxlan\"",
+        ),
+        (vs("lvs_method DR type ipip"), 3, "DR takes no tunnel options"),
         (
             vs("lb_algo lbx"),
             3,
@@ -524,4 +539,42 @@ fn nat_is_the_default_maps_ports_and_a_real_server_may_say_its_own() {
     let e = parse(dr).expect_err("refused");
     assert_eq!(e.line, 2, "{e}");
     assert!(e.message.contains("cannot map ports"), "{e}");
+}
+
+/// `lb_kind TUN` with keepalived's tunnel words, on the service and per real server.
+#[test]
+fn tun_takes_keepalived_tunnel_words_on_the_service_and_per_real_server() {
+    let conf = "virtual_server 198.18.0.100 80 {\n  lb_kind TUN\n  real_server 198.18.9.11 80 {\n  }\n  real_server 198.18.9.12 80 {\n    lvs_method TUN type gue port 6080 csum\n  }\n  real_server 198.18.9.13 80 {\n    lvs_method TUN type gre csum\n  }\n  real_server 198.18.0.14 80 {\n    lvs_method NAT\n  }\n}\n";
+    let got = parse(conf).expect("parses");
+    let methods: Vec<Method> = got
+        .requests
+        .iter()
+        .filter_map(|r| match r {
+            Request::AddReal { method, .. } => Some(*method),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        methods,
+        vec![
+            Method::Tunnel(xdpvs_sched::Tunnel::IPIP),
+            Method::Tunnel(xdpvs_sched::Tunnel {
+                kind: xdpvs_sched::TunKind::Gue,
+                port: 6080,
+                csum: xdpvs_sched::TunCsum::Csum,
+            }),
+            Method::Tunnel(xdpvs_sched::Tunnel {
+                kind: xdpvs_sched::TunKind::Gre,
+                port: 0,
+                csum: xdpvs_sched::TunCsum::Csum,
+            }),
+            Method::Masq,
+        ]
+    );
+    // A tunnel real server serves on the service's port.
+    let other = "virtual_server 198.18.0.100 80 {\n  lb_kind TUN\n  real_server 198.18.9.11 8080 {\n  }\n}\n";
+    assert!(parse(other)
+        .expect_err("refused")
+        .message
+        .contains("cannot map ports"));
 }
