@@ -19,6 +19,7 @@ use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteMetric};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use xdpvs_sched::Mac;
@@ -281,6 +282,77 @@ pub fn local_addresses(ifindex: u32) -> Result<Vec<LocalNet>, NeighbourError> {
     Ok(nets)
 }
 
+/// Where the kernel sends packets to `addr` (`ip route get`, an `RTM_GETROUTE`
+/// request): the gateway, if the route has one, the interface, and the route's MTU if it
+/// sets one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteTo {
+    /// The next hop, when `addr` is not on a local subnet.
+    pub gateway: Option<IpAddr>,
+    /// The outgoing interface's index.
+    pub oif: Option<u32>,
+    /// The route's MTU (`ip route ... mtu N`), if it has one.
+    pub mtu: Option<u32>,
+}
+
+/// The kernel's route to `addr` (see [`RouteTo`]).
+pub fn route_to(addr: IpAddr) -> Result<RouteTo, NeighbourError> {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = match addr {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    msg.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };
+    msg.attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(addr)));
+    let s = request_socket().map_err(|(call, source)| NeighbourError::Socket { call, source })?;
+    s.send(&encode(RouteNetlinkMessage::GetRoute(msg), 0, 1), 0)
+        .map_err(socket_err("send"))?;
+    let mut buf = vec![0; 1 << 14];
+    let n = s.recv(&mut &mut buf[..], 0).map_err(socket_err("recv"))?;
+    for m in messages(&buf[..n]) {
+        match m.payload {
+            NetlinkPayload::Error(e) if e.code.is_some() => {
+                return Err(NeighbourError::Refused(format!(
+                    "no route to {addr}: {}",
+                    e.to_io()
+                )))
+            }
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
+                let mut to = RouteTo {
+                    gateway: None,
+                    oif: None,
+                    mtu: None,
+                };
+                for a in r.attributes {
+                    match a {
+                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => {
+                            to.gateway = Some(g.into())
+                        }
+                        RouteAttribute::Gateway(RouteAddress::Inet6(g)) => {
+                            to.gateway = Some(g.into())
+                        }
+                        RouteAttribute::Oif(i) => to.oif = Some(i),
+                        RouteAttribute::Metrics(ms) => {
+                            for m in ms {
+                                if let RouteMetric::Mtu(v) = m {
+                                    to.mtu = Some(v);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                return Ok(to);
+            }
+            _ => {}
+        }
+    }
+    Err(NeighbourError::Refused(format!(
+        "the kernel did not say how it reaches {addr}"
+    )))
+}
+
 /// Makes the kernel resolve `addrs` (one empty datagram each to the discard port: an
 /// ARP request or a neighbour solicitation).
 pub fn probe(addrs: &[IpAddr]) {
@@ -414,6 +486,13 @@ mod tests {
             .collect();
         assert_eq!(got.len(), 2);
         assert_eq!(got[1].addr, Ipv4Addr::new(198, 18, 0, 12));
+    }
+
+    #[test]
+    fn the_route_to_an_address_of_this_host_is_found() {
+        let to = route_to(IpAddr::V4(Ipv4Addr::LOCALHOST)).expect("a route to 127.0.0.1");
+        assert_eq!(to.gateway, None);
+        assert!(to.oif.is_some(), "{to:?}");
     }
 
     #[test]

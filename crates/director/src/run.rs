@@ -198,6 +198,13 @@ pub fn run(
         );
     }
     let mut side = WriteSide::new(ifc.mac, options, limits, local, live)?;
+    // Tunnels are sized for the interface's MTU (IPVS: the route's).
+    if let Some(mtu) = crate::iface::attr(&ifc.name, "mtu")
+        .ok()
+        .and_then(|m| m.parse().ok())
+    {
+        side.set_tunnel_mtu(mtu);
+    }
     // The hosts on the LAN before the first VIP: none of their addresses may be one.
     side.learn_lan(Neighbours::open(ifc.index)?.table());
     let restored = match &initial {

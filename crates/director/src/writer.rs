@@ -126,6 +126,9 @@ impl Writer<'_> {
         let mut next_sample = Instant::now() + SAMPLE_EVERY;
         // What is announced is worked out again after every change applied.
         let mut announced_of = u64::MAX;
+        // Routed tunnel real servers' next hops: after every change, and every so often.
+        let mut hops_of = u64::MAX;
+        let mut next_hops = Instant::now();
         let mut drain: Option<Drain> = None;
         while !stop.now.load(Relaxed) {
             let mut asked_to_drain = None;
@@ -157,6 +160,12 @@ impl Writer<'_> {
             match self.neighbours.poll() {
                 Ok(changed) => learn |= changed,
                 Err(e) => warn!("neighbour events: {e}"),
+            }
+            let now = Instant::now();
+            if self.side.applied() != hops_of || now >= next_hops {
+                hops_of = self.side.applied();
+                next_hops = now + PROBE_ALL;
+                learn |= self.route_tunnels();
             }
             if learn {
                 learn = !self.learn(&mut watch);
@@ -266,6 +275,42 @@ impl Writer<'_> {
             }
         }
         Ended::Stopped
+    }
+
+    /// Asks the kernel's routes how each tunnel real server is reached: one behind a
+    /// router is sent to the router's MAC. Whether that changed.
+    fn route_tunnels(&mut self) -> bool {
+        let ifindex = self.side.dataplane().ifindex;
+        let mut hops = std::collections::HashMap::new();
+        let mut said = Vec::new();
+        for a in self.side.tunnel_addrs() {
+            match neighbours::route_to(a) {
+                Ok(r) => {
+                    if r.oif.is_some_and(|i| i != ifindex) {
+                        said.push(format!(
+                            "tunnel real server {a}: the kernel routes it out of another interface than {}; xdpvs sends its tunnels on {} via {}",
+                            self.iface,
+                            self.iface,
+                            r.gateway.map_or("no router".into(), |g| g.to_string())
+                        ));
+                    }
+                    if let Some(g) = r.gateway {
+                        said.push(format!("tunnel real server {a} is reached via {g}"));
+                        hops.insert(a, g);
+                    }
+                }
+                Err(e) => said.push(format!(
+                    "tunnel real server {a}: {e}: no traffic to it until there is a route"
+                )),
+            }
+        }
+        let changed = self.side.set_hops(hops);
+        if changed {
+            for m in said {
+                info!("{m}");
+            }
+        }
+        changed
     }
 
     /// Takes what the neighbour table says of the real servers; whether it was applied.

@@ -22,9 +22,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use xdpvs_dataplane::{Config, Draining, Limits, NatSource, Options, Services, SlotBook};
+use xdpvs_dataplane::{Config, Draining, Fwd, Limits, NatSource, Options, Services, SlotBook};
 use xdpvs_sched::tcp::{State, Timeouts};
-use xdpvs_sched::{Mac, RealSpec, SchedKind, ServiceKey, ServiceSpec};
+use xdpvs_sched::{Mac, Method, RealSpec, SchedKind, ServiceKey, ServiceSpec};
 
 use super::dataplane::{Configure, Observe};
 use super::proto::{CheckEdit, CheckSpec, ControlError, OnFailure, Reply, Request, TimeoutSet};
@@ -164,6 +164,10 @@ pub struct WriteSide<D: Configure + Observe> {
     failed: Option<String>,
     timeouts: Timeouts,
     local: Vec<LocalNet>,
+    /// The MTU of the paths to tunnel real servers (the interface's).
+    tunnel_mtu: u16,
+    /// Tunnel real servers behind a router: their next hop, whose MAC they are sent to.
+    hops: HashMap<IpAddr, IpAddr>,
     draining: Vec<DrainingReal>,
     /// Statistics of service slots and of real-server slots.
     svc_stats: HashMap<u32, Tracked>,
@@ -233,6 +237,8 @@ impl<D: Configure + Observe> WriteSide<D> {
             failed: None,
             timeouts: Timeouts::default(),
             local,
+            tunnel_mtu: 1500,
+            hops: HashMap::new(),
             draining: Vec::new(),
             svc_stats: HashMap::new(),
             dest_stats: HashMap::new(),
@@ -307,6 +313,41 @@ impl<D: Configure + Observe> WriteSide<D> {
         v
     }
 
+    /// The addresses of the tunnel real servers (configured or draining): those that may
+    /// be behind a router.
+    pub fn tunnel_addrs(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self
+            .current
+            .services()
+            .iter()
+            .flat_map(|s| &s.reals)
+            .filter(|r| matches!(r.fwd, Fwd::Tunnel { .. }))
+            .map(|r| r.addr)
+            .chain(
+                self.draining
+                    .iter()
+                    .filter(|d| matches!(d.fwd, Fwd::Tunnel { .. }))
+                    .map(|d| d.addr),
+            )
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Sets the MTU of the paths to tunnel real servers (taken at the next change).
+    pub fn set_tunnel_mtu(&mut self, mtu: u16) {
+        self.tunnel_mtu = mtu;
+    }
+
+    /// Takes the next hops of tunnel real servers behind a router (from the kernel's
+    /// routes); whether they changed (their MACs are then learnt again).
+    pub fn set_hops(&mut self, hops: HashMap<IpAddr, IpAddr>) -> bool {
+        let changed = hops != self.hops;
+        self.hops = hops;
+        changed
+    }
+
     /// Every VIP of the configuration, and those with a real server in service (weight
     /// above 0, its check passing, its MAC known; a sorry server in force counts): what
     /// `run --announce` guards and announces.
@@ -345,7 +386,9 @@ impl<D: Configure + Observe> WriteSide<D> {
         self.learn_lan(seen);
         let mut changed = Vec::new();
         for a in self.real_addrs() {
-            if let Some(&m) = seen.get(&a) {
+            // A routed tunnel real server is sent to its next hop's MAC.
+            let at = self.hops.get(&a).copied().unwrap_or(a);
+            if let Some(&m) = seen.get(&at) {
                 if self.macs.get(&a).copied() != m {
                     changed.push((a, m));
                 }
@@ -529,6 +572,7 @@ impl<D: Configure + Observe> WriteSide<D> {
         }
         let mut cfg = Config::new(self.director_mac, with_macs, self.options);
         cfg.own = self.local.iter().map(|l| l.addr).collect();
+        cfg.tunnel_mtu = self.tunnel_mtu;
         cfg.down = out_of_service;
         cfg.draining = draining
             .iter()
@@ -805,13 +849,14 @@ impl<D: Configure + Observe> WriteSide<D> {
         Ok(())
     }
 
-    /// Whether `addr` can be a real server of `key` by direct routing.
+    /// Whether `addr` can be a real server of `key` reached by `method`.
     /// `next` is the configuration being built (a batch may add VIPs before this).
     fn check_real(
         &self,
         next: &[ServiceSpec],
         key: &ServiceKey,
         addr: IpAddr,
+        method: Method,
     ) -> Result<(), ControlError> {
         let bad = |why: String| Err(ControlError::BadReal { addr, why });
         if addr == key.vip || next.iter().any(|s| s.key.vip == addr) {
@@ -820,7 +865,9 @@ impl<D: Configure + Observe> WriteSide<D> {
         if self.local.iter().any(|l| l.addr == addr) {
             return bad("it is the director's own address".into());
         }
-        if !self.local.is_empty() && !self.local.iter().any(|l| l.contains(addr)) {
+        // A tunnel reaches real servers anywhere the kernel has a route to.
+        let routed = matches!(method, Method::Tunnel(_));
+        if !routed && !self.local.is_empty() && !self.local.iter().any(|l| l.contains(addr)) {
             let nets: Vec<String> = self
                 .local
                 .iter()
@@ -876,7 +923,7 @@ impl<D: Configure + Observe> WriteSide<D> {
                 next.services[i].flags = *flags;
                 match sorry {
                     Some(a) => {
-                        self.check_real(&next.services, key, *a)?;
+                        self.check_real(&next.services, key, *a, Method::Route)?;
                         next.sorry.insert(*key, *a);
                     }
                     None => {
@@ -905,7 +952,7 @@ impl<D: Configure + Observe> WriteSide<D> {
                         addr: *addr,
                     });
                 }
-                self.check_real(&next.services, key, *addr)?;
+                self.check_real(&next.services, key, *addr, *method)?;
                 next.services[i].reals.push(RealSpec {
                     addr: *addr,
                     port: *port,
