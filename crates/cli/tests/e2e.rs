@@ -3429,3 +3429,159 @@ fn nat_over_ipv6_maps_ports_and_serves_ab_without_a_failure() {
     assert!(report.contains("Failed requests:        0"), "{report}");
     assert!(report.contains("Complete requests:      1000"), "{report}");
 }
+
+/// LVS-TUN: three real servers on a subnet of their own (198.18.2.0/24, and
+/// 2001:2:0:2::/64) behind a router namespace, each decapsulating with the lab's tc
+/// program (this kernel has no tunnel modules): one over IPIP (IPv6 in IPv6 for the IPv6
+/// service), one over GUE with checksums, one over GRE with checksums. Their answers go
+/// from the VIP through the router straight to the client. One service mixes them with
+/// a direct-routing and a NAT real server; ab sees no failure; a DF packet too big for a
+/// tunnel gets "fragmentation needed" from the VIP, which the client's kernel takes.
+#[test]
+fn tunnels_ipip_gue_gre_and_a_service_mixing_every_method() {
+    let Some((_guard, mut lab)) = lab_of_or_skip(LabSpec {
+        reals: 6,
+        ipv6: true,
+        ..LabSpec::default()
+    }) else {
+        return;
+    };
+    let router = lab.ns("r6");
+    lab.stop_programs("r6");
+    lab.sh(
+        &router,
+        "ip -4 addr flush dev eth0 && ip -6 addr del 2001:2::16/64 dev eth0 && \
+         ip addr del 198.18.0.100/32 dev lo && ip addr add 198.18.0.254/24 dev eth0 && ip addr add 198.18.2.254/24 dev eth0 && \
+         ip addr add 2001:2::254/64 dev eth0 nodad && ip addr add 2001:2:0:2::254/64 dev eth0 nodad && \
+         sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
+           net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.eth0.send_redirects=0",
+    )
+    .expect("the router");
+    for n in 1..=3 {
+        let role = format!("r{n}");
+        lab.sh(
+            &lab.ns(&role),
+            &format!(
+                "ip -4 addr flush dev eth0 && ip -6 addr del 2001:2::1{n}/64 dev eth0 && \
+                 ip addr add 198.18.2.1{n}/24 dev eth0 && \
+                 ip addr add 2001:2:0:2::1{n}/64 dev eth0 nodad && \
+                 ip route add default via 198.18.2.254 && ip -6 route add default via 2001:2:0:2::254"
+            ),
+        )
+        .expect("a tunnel real server in another subnet");
+        lab.decapsulate(&role).expect("decapsulation");
+    }
+    // r5: NAT, on the real servers' subnet of the director, on port 8080.
+    let d = lab.ns("d");
+    lab.sh(&d, "ip addr add 198.18.1.1/24 dev eth0 && ip route add 198.18.2.0/24 via 198.18.0.254 && ip -6 route add 2001:2:0:2::/64 via 2001:2::254")
+        .expect("the director's routes");
+    lab.sh(
+        &lab.ns("r5"),
+        "ip addr flush dev eth0 && ip addr del 198.18.0.100/32 dev lo && \
+         ip addr add 198.18.1.15/24 dev eth0 && ip route add default via 198.18.1.1 && \
+         ethtool -K eth0 tx off >/dev/null",
+    )
+    .expect("a NAT real server");
+    lab.stop_programs("r5");
+    lab.start_http("r5", "rs5", 8080).expect("HTTP on 8080");
+    lab.start_director(&["--metrics", "198.18.0.1:9100"])
+        .expect("director starts");
+    for c in [
+        "-A -t 198.18.0.100:80 -s rr",
+        "-a -t 198.18.0.100:80 -r 198.18.2.11 -i",
+        "-a -t 198.18.0.100:80 -r 198.18.2.12 -i --tun-type gue --tun-port 6080 --tun-csum",
+        "-a -t 198.18.0.100:80 -r 198.18.2.13 -i --tun-type gre --tun-csum",
+        "-A -t [2001:2::100]:80 -s rr",
+        "-a -t [2001:2::100]:80 -r 2001:2:0:2::11 -i",
+        "-a -t [2001:2::100]:80 -r 2001:2:0:2::12 -i --tun-type gue --tun-port 6080",
+    ] {
+        x(&lab, c);
+    }
+    lab.wait_resolved().expect("the router resolves");
+    let listing = x(&lab, "-Ln");
+    assert!(
+        listing.contains("  -> 198.18.2.11:80               Tunnel  1"),
+        "{listing}"
+    );
+    let info = x(&lab, "-L -n --tun-info");
+    assert!(
+        info.contains("Forward TunnelInfo    Weight")
+            && info.contains("198.18.2.12:80               Tunnel  gue:6080:+c   1")
+            && info.contains("gre:+c")
+            && info.contains("ipip"),
+        "{info}"
+    );
+    let saved = x(&lab, "-S -n");
+    assert!(
+        saved.contains("-a -t 198.18.0.100:80 -r 198.18.2.12:80 -i -w 1 --tun-type gue --tun-port 6080 --tun-csum\n")
+            && saved.contains("-r 198.18.2.11:80 -i -w 1 --tun-type ipip\n"),
+        "{saved}"
+    );
+    let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
+    assert_rotation(&answers);
+    let report = ab(&lab, 3000, 20, false);
+    assert!(report.contains("Failed requests:        0"), "{report}");
+    assert!(report.contains("Complete requests:      3000"), "{report}");
+    for (role, kind) in [("r1", "ipip"), ("r2", "gue"), ("r3", "gre")] {
+        let n = lab.decapsulated(role, kind).expect("counted");
+        assert!(n >= 1000, "{role} decapsulated {n} {kind} packets");
+    }
+    // IPv6: IPv6 in IPv6 and GUE.
+    let v6: Vec<String> = (0..4)
+        .map(|_| {
+            lab.curl("http://[2001:2::100]/").unwrap_or_else(|e| {
+                panic!(
+                    "IPv6 through a tunnel: {e}\n{}\n{}",
+                    x(&lab, "-Ln"),
+                    lab.director_log()
+                )
+            })
+        })
+        .collect();
+    assert_eq!(counts(&v6).len(), 2, "{v6:?}");
+    // A packet too big for a tunnel with DF: the client's kernel learns the tunnel's MTU
+    // from the VIP's "fragmentation needed" (an upload: its segments are full-sized).
+    let _ = lab.sh(
+        &lab.ns("c"),
+        "head -c 30000 /dev/zero | curl -s -o /dev/null --max-time 3 --data-binary @- http://198.18.0.100/ ; true",
+    );
+    let route = lab
+        .sh(&lab.ns("c"), "ip route get 198.18.0.100")
+        .expect("ip route get");
+    let route = String::from_utf8_lossy(&route.stdout).to_string();
+    assert!(
+        ["mtu 1480", "mtu 1468", "mtu 1472"]
+            .iter()
+            .any(|m| route.contains(m)),
+        "{route}\n{}",
+        lab.director_log()
+    );
+    let (m, text) = scrape(&lab);
+    assert!(
+        metric(&m, "xdpvs_worker_tunnel_too_big_total", &[]) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        metric(&m, "xdpvs_worker_tunnelled_packets_total", &[]) >= 3000.0,
+        "{text}"
+    );
+    // Every method in one service: direct routing (r4), NAT with port mapping (r5) and
+    // the three tunnels.
+    for c in [
+        "-a -t 198.18.0.100:80 -r 198.18.0.14 -g",
+        "-a -t 198.18.0.100:80 -r 198.18.1.15:8080 -m",
+    ] {
+        x(&lab, c);
+    }
+    lab.wait_resolved().expect("resolved");
+    let answers: Vec<String> = (0..10).map(|_| get(&lab)).collect();
+    let seen = counts(&answers);
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        ["rs1", "rs2", "rs3", "rs4", "rs5"],
+        "{answers:?}"
+    );
+    assert!(seen.values().all(|&n| n == 2), "{answers:?}");
+    let report = ab(&lab, 2000, 20, false);
+    assert!(report.contains("Failed requests:        0"), "{report}");
+}

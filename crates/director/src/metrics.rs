@@ -401,6 +401,16 @@ pub fn render(
         "worker_nat_replies",
         "NAT real servers' replies rewritten from the VIP and sent to their clients.",
     );
+    let tunnelled = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_tunnelled_packets",
+        "Packets encapsulated to tunnel real servers (IPIP, GUE, GRE).",
+    );
+    let too_big = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_tunnel_too_big",
+        "Packets too big to tunnel, answered with fragmentation-needed or packet-too-big from the VIP.",
+    );
     let unhandled = counter::<WorkerLabels>(
         &mut reg,
         "worker_unhandled_packets",
@@ -547,6 +557,8 @@ pub fn render(
         icmp_fwd.get_or_create(&wl).inc_by(w.icmp_forwarded.get());
         frags.get_or_create(&wl).inc_by(w.fragments_forwarded.get());
         nat_replies.get_or_create(&wl).inc_by(w.nat_replies.get());
+        tunnelled.get_or_create(&wl).inc_by(w.tunnelled.get());
+        too_big.get_or_create(&wl).inc_by(w.too_big.get());
         stateless.get_or_create(&wl).inc_by(w.stateless.get());
         evicted.get_or_create(&wl).inc_by(l.half_open_evicted.get());
         unhandled.get_or_create(&wl).inc_by(w.unhandled.get());

@@ -282,35 +282,28 @@ impl Writer<'_> {
     fn route_tunnels(&mut self) -> bool {
         let ifindex = self.side.dataplane().ifindex;
         let mut hops = std::collections::HashMap::new();
-        let mut said = Vec::new();
         for a in self.side.tunnel_addrs() {
             match neighbours::route_to(a) {
                 Ok(r) => {
-                    if r.oif.is_some_and(|i| i != ifindex) {
-                        said.push(format!(
-                            "tunnel real server {a}: the kernel routes it out of another interface than {}; xdpvs sends its tunnels on {} via {}",
-                            self.iface,
-                            self.iface,
-                            r.gateway.map_or("no router".into(), |g| g.to_string())
-                        ));
-                    }
                     if let Some(g) = r.gateway {
-                        said.push(format!("tunnel real server {a} is reached via {g}"));
                         hops.insert(a, g);
                     }
+                    if r.oif.is_some_and(|i| i != ifindex) && self.side.hop(a) != r.gateway {
+                        warn!(
+                            "tunnel real server {a}: the kernel routes it out of another interface than {}; xdpvs sends its tunnels on {}",
+                            self.iface, self.iface
+                        );
+                    }
                 }
-                Err(e) => said.push(format!(
-                    "tunnel real server {a}: {e}: no traffic to it until there is a route"
-                )),
+                Err(e) => warn!("tunnel real server {a}: {e}"),
             }
         }
-        let changed = self.side.set_hops(hops);
-        if changed {
-            for m in said {
-                info!("{m}");
+        for (a, g) in &hops {
+            if self.side.hop(*a) != Some(*g) {
+                info!("tunnel real server {a} is reached via {g}");
             }
         }
-        changed
+        self.side.set_hops(hops)
     }
 
     /// Takes what the neighbour table says of the real servers; whether it was applied.

@@ -95,6 +95,11 @@ pub fn real_ip6(n: usize) -> Ipv6Addr {
 
 /// The lab's tc program (`bpf/lab.bpf.c`), compiled by the build script.
 static LAB_BPF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lab.bpf.o"));
+/// The lab's tunnel decapsulation (`bpf/lab_decap.bpf.c`), compiled by the build script.
+static LAB_DECAP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lab_decap.bpf.o"));
+
+/// The UDP port of the lab's GUE tunnels (`LAB_GUE_PORT` of `bpf/lab_decap.bpf.c`).
+pub const GUE_PORT: u16 = 6080;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -401,6 +406,52 @@ impl Lab {
         );
         let _ = std::fs::remove_file(&obj);
         attached.map(drop)
+    }
+
+    /// Makes a role a tunnel real server without the kernel's tunnel modules (this
+    /// kernel has none): `bpf/lab_decap.bpf.c` on its eth0's ingress takes the outer
+    /// headers off IPIP, IPv6-in-IPv6, GUE (to [`GUE_PORT`]) and GRE packets, and marks
+    /// what it decapsulated, which nftables counters count ([`Lab::decapsulated`]).
+    pub fn decapsulate(&mut self, role: &str) -> Result<()> {
+        let ns = self.ns(role);
+        let obj = std::env::temp_dir().join(format!("{}-{role}-decap.bpf.o", self.prefix));
+        std::fs::write(&obj, LAB_DECAP).doing(|| format!("writing {}", obj.display()))?;
+        let attached = self.sh(
+            &ns,
+            &format!(
+                "tc qdisc add dev eth0 clsact && \
+                 tc filter add dev eth0 ingress bpf direct-action obj {} sec tc",
+                obj.display()
+            ),
+        );
+        let _ = std::fs::remove_file(&obj);
+        attached?;
+        let mut nft = String::from(
+            "add table inet lab\nadd chain inet lab pre { type filter hook prerouting priority -300; }\n",
+        );
+        for (kind, mark) in [("ipip", 1), ("gue", 2), ("gre", 3)] {
+            nft.push_str(&format!(
+                "add counter inet lab {kind}\nadd rule inet lab pre meta mark {:#x} counter name {kind}\n",
+                0x7800 | mark
+            ));
+        }
+        let file = std::env::temp_dir().join(format!("{}-{role}-decap.nft", self.prefix));
+        std::fs::write(&file, nft).doing(|| format!("writing {}", file.display()))?;
+        let loaded = self.sh(&ns, &format!("nft -f {}", file.display()));
+        let _ = std::fs::remove_file(&file);
+        loaded.map(drop)
+    }
+
+    /// How many packets of tunnel `kind` (`ipip`, `gue`, `gre`) a role set up with
+    /// [`Lab::decapsulate`] has decapsulated.
+    pub fn decapsulated(&self, role: &str, kind: &str) -> Result<u64> {
+        let out = self.sh(&self.ns(role), &format!("nft list counter inet lab {kind}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| LabError::Failed(format!("no packet count in: {text}")))
     }
 
     /// The MAC of a role's eth0.

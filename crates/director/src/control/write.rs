@@ -340,6 +340,11 @@ impl<D: Configure + Observe> WriteSide<D> {
         self.tunnel_mtu = mtu;
     }
 
+    /// The next hop of tunnel real server `a`, if it is behind a router.
+    pub fn hop(&self, a: IpAddr) -> Option<IpAddr> {
+        self.hops.get(&a).copied()
+    }
+
     /// Takes the next hops of tunnel real servers behind a router (from the kernel's
     /// routes); whether they changed (their MACs are then learnt again).
     pub fn set_hops(&mut self, hops: HashMap<IpAddr, IpAddr>) -> bool {
