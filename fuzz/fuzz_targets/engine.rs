@@ -4,7 +4,9 @@
 //! two MACs, to a configured real server; NAT (real servers on port 8080), the frame
 //! keeps its length, goes to the real server's address or (a reply) leaves from a VIP,
 //! and an IPv4 header checksum valid before is valid after (and invalid stays invalid:
-//! the update is incremental).
+//! the update is incremental); a tunnel (real servers .31 on, to their MACs), the packet
+//! from its IP header on is byte for byte what came in, behind an outer header with a
+//! valid checksum; a packet too big to tunnel, an ICMP error back to where it came from.
 //! Services are IPv4 or IPv6 (2001:2::100.., real servers 2001:2::11..); the IPv6 parser
 //! over the raw input never panics either.
 #![no_main]
@@ -12,9 +14,14 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use libfuzzer_sys::fuzz_target;
-use xdpvs_dataplane::{process, Config, Limits, Options, Services, Tables, Time, Verdict};
+use xdpvs_dataplane::{
+    process_packet, Config, Limits, Options, Packet, Services, Tables, Time, Verdict,
+};
 use xdpvs_sched::tcp::Timeouts;
-use xdpvs_sched::{Persistence, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec};
+use xdpvs_sched::{
+    Method, Persistence, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec, TunCsum,
+    TunKind, Tunnel,
+};
 
 const DIRECTOR: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
@@ -24,6 +31,20 @@ fn mac(n: u8) -> [u8; 6] {
 
 /// NAT real servers' MACs are `mac(21..25)`.
 const NAT_MACS: std::ops::Range<u8> = 21..25;
+/// Tunnel real servers' MACs (their next hop's) are `mac(31..35)`.
+const TUN_MACS: std::ops::Range<u8> = 31..35;
+
+/// The outer headers' length of tunnelled frame `f` (after Ethernet).
+fn outer_len(f: &[u8]) -> usize {
+    let v6 = f[12..14] == [0x86, 0xdd];
+    let (ip, proto) = if v6 { (40, f[20]) } else { (20, f[23]) };
+    ip + match proto {
+        17 => 12,
+        47 if f[14 + ip] & 0x80 != 0 => 8,
+        47 => 4,
+        _ => 0,
+    }
+}
 
 /// Whether `f` is IPv4 with a header whose checksum is valid (`None`: not IPv4, or cut
 /// short).
@@ -106,17 +127,26 @@ fuzz_target!(|data: &[u8]| {
         }
         for r in 0..(inp.byte() % 4) {
             let w = inp.byte();
-            let nat = w & 0x40 != 0;
+            let (method, first) = match (w & 0x40 != 0, w & 0x20 != 0) {
+                (true, _) => (Method::Masq, 21),
+                (false, true) => {
+                    let t = inp.byte();
+                    let kind = [TunKind::Ipip, TunKind::Gue, TunKind::Gre][usize::from(t % 3)];
+                    let csum = match (kind, t & 4 != 0) {
+                        (TunKind::Ipip, _) | (_, false) => TunCsum::No,
+                        (_, true) => TunCsum::Csum,
+                    };
+                    let port = if kind == TunKind::Gue { 6080 } else { 0 };
+                    (Method::Tunnel(Tunnel { kind, port, csum }), 31)
+                }
+                _ => (Method::Route, 11),
+            };
             spec.reals.push(RealSpec {
-                addr: if nat { addr(21 + r) } else { addr(11 + r) },
-                port: if nat { 8080 } else { 0 },
-                method: if nat {
-                    xdpvs_sched::Method::Masq
-                } else {
-                    xdpvs_sched::Method::Route
-                },
+                addr: addr(first + r),
+                port: if method == Method::Masq { 8080 } else { 0 },
+                method,
                 weight: u16::from(w % 4),
-                mac: (w & 0x80 == 0).then(|| if nat { mac(21 + r) } else { mac(11 + r) }),
+                mac: (w & 0x80 == 0).then(|| mac(first + r)),
             });
         }
         services.push(spec);
@@ -126,7 +156,13 @@ fuzz_target!(|data: &[u8]| {
         max_dests: 32,
         conn_capacity: usize::from(inp.byte() % 16) + 1,
     };
-    let Ok(built) = Services::build(&Config::new(DIRECTOR, services, options), &limits, None) else {
+    let mut cfg = Config::new(DIRECTOR, services, options);
+    cfg.own = vec![
+        Ipv4Addr::new(198, 18, 0, 1).into(),
+        Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1).into(),
+    ];
+    cfg.tunnel_mtu = [1500, 1280, 9000, 576][usize::from(flags >> 6)];
+    let Ok(built) = Services::build(&cfg, &limits, None) else {
         return;
     };
     let Ok(mut tables) = Tables::new(built, &limits, Timeouts::default(), 1) else {
@@ -136,9 +172,22 @@ fuzz_target!(|data: &[u8]| {
     while !inp.0.is_empty() {
         now += u64::from(inp.byte()) * 50_000_000;
         let len = usize::from(inp.byte()) | usize::from(inp.byte() & 0x0f) << 8;
-        let mut frame = inp.take(len).to_vec();
-        let before = frame.clone();
-        match process(&mut frame, &mut tables, Time::from_nanos(now)) {
+        let before = inp.take(len).to_vec();
+        // The frame in a buffer with a UMEM frame's room behind it.
+        let mut buf = before.clone();
+        buf.resize(before.len().max(1792), 0);
+        let mut n = before.len();
+        let v = process_packet(&mut Packet::new(&mut buf, &mut n), &mut tables, Time::from_nanos(now));
+        let frame = &buf[..n];
+        match v {
+            Verdict::Tx if TUN_MACS.clone().any(|m| frame[0..6] == mac(m)) => {
+                assert_eq!(frame[6..12], DIRECTOR);
+                assert_eq!(frame[12..14], before[12..14], "the family stays");
+                let ov = outer_len(frame);
+                let inner = &frame[14 + ov..];
+                assert_eq!(inner, &before[14..14 + inner.len()], "the packet, byte for byte");
+                assert_ne!(ipv4_header_valid(frame), Some(false), "a valid outer header");
+            }
             Verdict::Tx => {
                 assert_eq!(frame.len(), before.len());
                 assert_eq!(frame[6..12], DIRECTOR);
@@ -158,14 +207,22 @@ fuzz_target!(|data: &[u8]| {
                     let reply = (100..103).contains(&last(src));
                     assert!(to_real || reply, "to a NAT real server, or from a VIP");
                     assert_eq!(
-                        ipv4_header_valid(&frame),
+                        ipv4_header_valid(frame),
                         ipv4_header_valid(&before),
                         "the IPv4 header checksum stays as valid as it was"
                     );
                 }
             }
-            Verdict::Reply => assert_eq!(frame.len(), before.len()),
-            Verdict::Pass | Verdict::Drop(_) => assert_eq!(frame, before, "untouched"),
+            Verdict::Reply if frame.len() != before.len() => {
+                // Too big to tunnel: an ICMP error back where the packet came from.
+                assert_eq!(frame[0..6], before[6..12]);
+                let v6 = frame[12..14] == [0x86, 0xdd];
+                let icmp = if v6 { frame[54] } else { frame[34] };
+                assert_eq!(icmp, if v6 { 2 } else { 3 });
+                assert_ne!(ipv4_header_valid(frame), Some(false));
+            }
+            Verdict::Reply => {}
+            Verdict::Pass | Verdict::Drop(_) => assert_eq!(frame, &before[..], "untouched"),
         }
     }
 });

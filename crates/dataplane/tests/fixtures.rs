@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use xdpvs_dataplane::engine::Why;
 use xdpvs_dataplane::{
-    process, Config, ConnReuseMode, Draining, DropReason, Limits, Options, Services, Tables,
-    Verdict,
+    process, process_packet, Config, ConnReuseMode, Draining, DropReason, Limits, Options, Packet,
+    Services, Tables, Verdict,
 };
 use xdpvs_sched::tcp::flags::{ACK, FIN, RST, SYN};
 use xdpvs_sched::tcp::{State, Timeouts};
@@ -111,6 +111,9 @@ enum Out {
     ForwardedTo(u8),
     /// Exactly these bytes.
     Exactly(Vec<u8>),
+    /// Encapsulated to this real server (its next hop's MAC): `outer` bytes of tunnel
+    /// headers (checked in tests/tunnel.rs), then the input's IP packet byte for byte.
+    Tunnelled { rs: u8, outer: usize },
 }
 
 struct Row {
@@ -145,8 +148,16 @@ fn drop(what: &'static str, frame: Vec<u8>, r: DropReason) -> Row {
 
 fn run(t: &mut Tables, rows: Vec<Row>) {
     for (n, r) in rows.into_iter().enumerate() {
-        let mut f = r.frame.clone();
-        let v = process(&mut f, t, Time::from_secs(r.at_secs));
+        // In a buffer with a UMEM frame's room behind it, as a worker has.
+        let mut buf = r.frame.clone();
+        buf.resize(r.frame.len().max(1792), 0);
+        let mut len = r.frame.len();
+        let v = process_packet(
+            &mut Packet::new(&mut buf, &mut len),
+            t,
+            Time::from_secs(r.at_secs),
+        );
+        let f = buf[..len].to_vec();
         assert_eq!(v, r.verdict, "row {n} ({}): verdict", r.what);
         let want = match r.out {
             Out::Unchanged => r.frame.clone(),
@@ -157,6 +168,19 @@ fn run(t: &mut Tables, rows: Vec<Row>) {
                 w
             }
             Out::Exactly(b) => b,
+            Out::Tunnelled { rs, outer } => {
+                let ip_len = if r.frame[12..14] == [0x86, 0xdd] {
+                    40 + usize::from(u16::from_be_bytes([r.frame[18], r.frame[19]]))
+                } else {
+                    usize::from(u16::from_be_bytes([r.frame[16], r.frame[17]]))
+                };
+                let mut w = rs_mac(rs).to_vec();
+                w.extend_from_slice(&DIRECTOR);
+                w.extend_from_slice(&r.frame[12..14]);
+                w.extend_from_slice(&f[14..(14 + outer).min(f.len())]);
+                w.extend_from_slice(&r.frame[14..14 + ip_len]);
+                w
+            }
         };
         assert_eq!(f, want, "row {n} ({}): output frame", r.what);
     }
@@ -1913,4 +1937,66 @@ fn routed_vips_are_not_answered_for_but_claims_are_still_conflicts() {
         ],
     );
     assert_eq!(t.stats().drop_count(DropReason::VipRouted), 2);
+}
+
+/// Tunnel real servers of both families: every packet of a connection leaves
+/// encapsulated to its real server, the inner packet untouched; truncated frames are
+/// dropped untouched.
+#[test]
+fn tunnel_rows_of_both_families_and_every_truncation() {
+    use xdpvs_sched::{Method, TunCsum, TunKind, Tunnel};
+    let gre = Method::Tunnel(Tunnel {
+        kind: TunKind::Gre,
+        port: 0,
+        csum: TunCsum::Csum,
+    });
+    let mut s4 = service(Protocol::Tcp, SchedKind::Rr, &[1, 1]);
+    s4.reals[0].method = Method::Tunnel(Tunnel::IPIP);
+    s4.reals[1].method = gre;
+    let mut s6 = ServiceSpec::new(
+        ServiceKey {
+            proto: Protocol::Tcp,
+            vip: VIP6.into(),
+            port: 80,
+        },
+        SchedKind::Rr,
+    );
+    s6.reals = vec![RealSpec {
+        addr: rs6_ip(3).into(),
+        port: 0,
+        method: Method::Tunnel(Tunnel {
+            kind: TunKind::Gue,
+            port: 6080,
+            csum: TunCsum::No,
+        }),
+        weight: 1,
+        mac: Some(rs_mac(3)),
+    }];
+    let mut cfg = config(vec![s4, s6]);
+    cfg.own = vec![DIRECTOR_IP.into(), "2001:2::1".parse().expect("address")];
+    let mut t = tables(&cfg);
+    let tun = |what, frame, rs, outer| row(what, frame, Verdict::Tx, Out::Tunnelled { rs, outer });
+    run(
+        &mut t,
+        vec![
+            tun("SYN: IPIP to rs1", tcp(CLIENT, 1000, SYN), 1, 20),
+            tun(
+                "SYN: GRE with checksum to rs2",
+                tcp(CLIENT, 1001, SYN),
+                2,
+                28,
+            ),
+            tun("ACK of the first: rs1 again", tcp(CLIENT, 1000, ACK), 1, 20),
+            tun(
+                "data of the second: rs2 again",
+                frames::tcp(&ep(CLIENT, 1001, VIP, 80), ACK | PSH, &[9; 300]),
+                2,
+                28,
+            ),
+            tun("IPv6 SYN: GUE to rs3", tcp6(CLIENT6, 1002, SYN), 3, 52),
+            tun("IPv6 ACK: rs3 again", tcp6(CLIENT6, 1002, ACK), 3, 52),
+        ],
+    );
+    let syn = frames::tcp(&ep(CLIENT, 1003, VIP, 80), SYN, &[0x55; 20]);
+    all_truncations(&syn, &mut t);
 }

@@ -296,3 +296,35 @@ fn the_connection_table_is_listed_in_bounded_pieces_between_batches() {
     assert_eq!(rows.len(), 40);
     assert!(rows.iter().all(|l| l.key.vport == 80));
 }
+
+/// A tunnel real server's frames leave longer than they came: the device sends the
+/// encapsulated length, from the same buffer, and every buffer comes back.
+#[test]
+fn a_tunnelled_frame_leaves_with_its_outer_headers() {
+    let mut cfg = config(&[1, 2], 80);
+    cfg.services[0].reals[1].method = xdpvs_sched::Method::Tunnel(xdpvs_sched::Tunnel::IPIP);
+    cfg.own = vec![Ipv4Addr::new(198, 18, 0, 1).into()];
+    let mut r = rig(&cfg);
+    let (a, b) = (syn(1, 80), syn(2, 80));
+    r.w.device_mut().inject(&a);
+    r.w.device_mut().inject(&b);
+    assert_eq!(r.w.poll(Time::from_secs(1)), 2);
+    let dev = r.w.device();
+    assert_eq!(dev.transmitted.len(), 2);
+    assert_eq!(dev.transmitted[0], {
+        let mut w = a.clone();
+        w[0..6].copy_from_slice(&rs_mac(1));
+        w[6..12].copy_from_slice(&DIRECTOR);
+        w
+    });
+    let t = &dev.transmitted[1];
+    assert_eq!(t[0..6], rs_mac(2));
+    assert_eq!(
+        t.len(),
+        14 + 20 + 40,
+        "outer header and the 40-byte SYN, no padding"
+    );
+    assert_eq!(t[23], 4, "IPIP");
+    assert_eq!(&t[34..], &b[14..54]);
+    assert_eq!(dev.outstanding(), 0);
+}
