@@ -12,6 +12,13 @@
 //!
 //! With `--nat`, a NAT real server instead: no VIP on any interface, and the default
 //! route via the director (`--director`), whose address rewrites its replies.
+//!
+//! With `--tun`, a tunnel real server: what direct routing needs (the VIP on `lo`, the
+//! ARP sysctls), plus the kernel's decapsulation for `--tun-type` (the `ipip`, `fou` and
+//! `ip_gre` modules, or `ip6_tunnel`/`ip6_gre` for IPv6), its fallback device up
+//! (`tunl0`, `gre0`, `ip6tnl0`, `ip6gre0`), the GUE port (`ip fou add port N gue`), and
+//! reverse-path filtering off on `all` and that device: decapsulated packets arrive on
+//! it from clients the host routes elsewhere.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -47,11 +54,26 @@ pub struct Args {
     pub director: Option<IpAddr>,
     /// Set up a NAT real server (the director's `-m`): no VIP, the default route via
     /// the director.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "tun")]
     pub nat: bool,
+    /// Set up a tunnel real server (the director's `-i`): the VIP on lo, the kernel's
+    /// decapsulation for --tun-type, rp_filter off.
+    #[arg(long)]
+    pub tun: bool,
+    /// The tunnel's encapsulation, as the director's --tun-type: ipip (default), gue, gre.
+    #[arg(long, value_name = "ipip|gue|gre", requires = "tun", value_parser = parse_kind)]
+    pub tun_type: Option<xdpvs_sched::TunKind>,
+    /// GUE's UDP port, as the director's --tun-port.
+    #[arg(long, value_name = "PORT", requires = "tun")]
+    pub tun_port: Option<u16>,
     /// Where `--apply` records what it changed, for `--undo`.
     #[arg(long, default_value = "/var/lib/xdpvs")]
     pub state_dir: PathBuf,
+}
+
+fn parse_kind(s: &str) -> std::result::Result<xdpvs_sched::TunKind, String> {
+    xdpvs_sched::TunKind::parse(s)
+        .ok_or_else(|| format!("unknown tunnel type '{s}': use ipip, gue or gre"))
 }
 
 /// One change to the host.
@@ -90,6 +112,29 @@ pub enum Step {
         /// The route after.
         to: Option<String>,
     },
+    /// `modprobe NAME` (or `modprobe -r NAME` to undo).
+    Module {
+        /// The module.
+        name: String,
+        /// Loaded (or removed).
+        load: bool,
+    },
+    /// `ip link set DEV up` (or down).
+    Link {
+        /// The device.
+        dev: String,
+        /// Up (or down).
+        up: bool,
+    },
+    /// `ip fou add port PORT gue` (or `ip fou del port PORT`), `-6` for IPv6.
+    Fou {
+        /// The UDP port.
+        port: u16,
+        /// IPv6's.
+        v6: bool,
+        /// Added (or deleted).
+        add: bool,
+    },
     /// Writes PATH (`previous`: its content before, if it existed).
     WriteFile {
         /// The file.
@@ -121,6 +166,20 @@ impl Step {
             Step::WriteFile { path, content, .. } => {
                 format!("cat > {} <<'EOF'\n{content}EOF", path.display())
             }
+            Step::Module { name, load } => {
+                format!("modprobe {}{name}", if *load { "" } else { "-r " })
+            }
+            Step::Link { dev, up } => {
+                format!("ip link set {dev} {}", if *up { "up" } else { "down" })
+            }
+            Step::Fou { port, v6, add } => {
+                let fam = if *v6 { " -6" } else { "" };
+                if *add {
+                    format!("ip fou add port {port} gue{fam}")
+                } else {
+                    format!("ip fou del port {port}{fam}")
+                }
+            }
         }
     }
 
@@ -148,6 +207,13 @@ impl Step {
                 content: previous.clone().unwrap_or_default(),
                 previous: Some(content),
             },
+            Step::Module { name, load } => Step::Module { name, load: !load },
+            Step::Link { dev, up } => Step::Link { dev, up: !up },
+            Step::Fou { port, v6, add } => Step::Fou {
+                port,
+                v6,
+                add: !add,
+            },
         }
     }
 }
@@ -163,6 +229,100 @@ pub struct Observed {
     pub default_route: Option<(Option<IpAddr>, String)>,
     /// The sysctl.d file, if it exists.
     pub persisted: Option<String>,
+    /// What a tunnel real server needs, as it is now.
+    pub tun: TunObserved,
+}
+
+/// The tunnel side of a host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TunObserved {
+    /// Loaded kernel modules (of those a tunnel needs).
+    pub modules: Vec<String>,
+    /// Devices that are up (of the tunnels' fallback devices).
+    pub up: Vec<String>,
+    /// GUE ports the kernel receives on.
+    pub fou_ports: Vec<u16>,
+    /// rp_filter values: (key, value).
+    pub rp_filter: Vec<(String, String)>,
+}
+
+/// The kernel modules and the fallback device that decapsulate `kind` for the family.
+pub fn tunnel_kernel(kind: xdpvs_sched::TunKind, v6: bool) -> (Vec<&'static str>, &'static str) {
+    use xdpvs_sched::TunKind::*;
+    match (kind, v6) {
+        (Ipip, false) => (vec!["ipip"], "tunl0"),
+        (Gue, false) => (vec!["ipip", "fou"], "tunl0"),
+        (Gre, false) => (vec!["ip_gre"], "gre0"),
+        (Ipip, true) => (vec!["ip6_tunnel"], "ip6tnl0"),
+        (Gue, true) => (vec!["ip6_tunnel", "fou6"], "ip6tnl0"),
+        (Gre, true) => (vec!["ip6_gre"], "ip6gre0"),
+    }
+}
+
+/// The rp_filter keys a tunnel real server turns off (IPv4; the kernel takes the larger
+/// of `all` and the device's).
+fn rp_filter_keys(dev: &str) -> Vec<String> {
+    ["all", dev]
+        .iter()
+        .map(|d| format!("net.ipv4.conf.{d}.rp_filter"))
+        .collect()
+}
+
+/// The changes that make this host a tunnel real server of `vip` (tunnel `kind`, GUE
+/// `port`) on `iface`: direct routing's (the VIP on lo, the ARP sysctls), then the
+/// decapsulation.
+pub fn plan_tun(
+    vip: IpAddr,
+    iface: &str,
+    kind: xdpvs_sched::TunKind,
+    port: Option<u16>,
+    now: &Observed,
+) -> Vec<Step> {
+    let mut steps = plan(vip, iface, false, now);
+    let v6 = vip.is_ipv6();
+    let (modules, dev) = tunnel_kernel(kind, v6);
+    for m in modules {
+        if !now.tun.modules.iter().any(|l| l == m) {
+            steps.push(Step::Module {
+                name: m.into(),
+                load: true,
+            });
+        }
+    }
+    if !now.tun.up.iter().any(|d| d == dev) {
+        steps.push(Step::Link {
+            dev: dev.into(),
+            up: true,
+        });
+    }
+    if let (xdpvs_sched::TunKind::Gue, Some(p)) = (kind, port) {
+        if !now.tun.fou_ports.contains(&p) {
+            steps.push(Step::Fou {
+                port: p,
+                v6,
+                add: true,
+            });
+        }
+    }
+    if !v6 {
+        for key in rp_filter_keys(dev) {
+            let have = now
+                .tun
+                .rp_filter
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            if have != "0" {
+                steps.push(Step::Sysctl {
+                    key,
+                    from: have,
+                    to: "0".into(),
+                });
+            }
+        }
+    }
+    steps
 }
 
 /// Where `--persist` writes the ARP sysctls.
@@ -345,7 +505,46 @@ fn observe(vip: IpAddr, iface: &str) -> Result<Observed> {
         sysctls,
         default_route,
         persisted: std::fs::read_to_string(SYSCTL_FILE).ok(),
+        tun: TunObserved::default(),
     })
+}
+
+/// The tunnel side of this host, for tunnel `kind` of the family of `vip`.
+fn observe_tun(vip: IpAddr, kind: xdpvs_sched::TunKind) -> TunObserved {
+    let (modules, dev) = tunnel_kernel(kind, vip.is_ipv6());
+    let up = std::fs::read_to_string(format!("/sys/class/net/{dev}/flags"))
+        .ok()
+        .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
+        .is_some_and(|f| f & 1 != 0);
+    let fam = if vip.is_ipv6() { "-6" } else { "-4" };
+    let fou = Command::new("ip")
+        .args([fam, "fou", "show"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    TunObserved {
+        modules: modules
+            .into_iter()
+            .filter(|m| Path::new("/sys/module").join(m).exists())
+            .map(String::from)
+            .collect(),
+        up: if up {
+            vec![dev.to_string()]
+        } else {
+            Vec::new()
+        },
+        fou_ports: fou
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .collect(),
+        rp_filter: rp_filter_keys(dev)
+            .into_iter()
+            .map(|k| {
+                let v = std::fs::read_to_string(sysctl_path(&k)).unwrap_or_default();
+                (k, v.trim().to_string())
+            })
+            .collect(),
+    }
 }
 
 fn run_step(s: &Step) -> Result<()> {
@@ -372,6 +571,29 @@ fn run_step(s: &Step) -> Result<()> {
                     a.extend(r.split_whitespace());
                 }
                 None => a.extend(["route", "del", "default"]),
+            }
+            sh("ip", &a).map(drop)
+        }
+        Step::Module { name, load } => {
+            let mut a = vec![name.as_str()];
+            if !load {
+                a.insert(0, "-r");
+            }
+            sh("modprobe", &a)
+                .map(drop)
+                .with_context(|| format!("the kernel module {name} (a tunnel real server's decapsulation; is it built for this kernel?)"))
+        }
+        Step::Link { dev, up } => {
+            sh("ip", &["link", "set", dev, if *up { "up" } else { "down" }]).map(drop)
+        }
+        Step::Fou { port, v6, add } => {
+            let p = port.to_string();
+            let mut a = vec!["fou", if *add { "add" } else { "del" }, "port", p.as_str()];
+            if *add {
+                a.push("gue");
+            }
+            if *v6 {
+                a.insert(0, "-6");
             }
             sh("ip", &a).map(drop)
         }
@@ -426,8 +648,19 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
             .map(|(_, d)| d)
             .context("no default route to take the interface from: give --iface")?,
     };
-    let now = observe(a.vip, &iface)?;
+    let mut now = observe(a.vip, &iface)?;
+    let kind = a.tun_type.unwrap_or_default();
+    if a.tun {
+        if kind == xdpvs_sched::TunKind::Gue && a.tun_port.is_none() {
+            bail!("--tun-type gue needs --tun-port PORT: the director's --tun-port");
+        }
+        now.tun = observe_tun(a.vip, kind);
+    }
     let (steps, warnings) = match (a.nat, a.director) {
+        _ if a.tun => (
+            plan_tun(a.vip, &iface, kind, a.tun_port, &now),
+            warnings(a.vip, a.director, &now),
+        ),
         (true, Some(director)) => (plan_nat(a.vip, director, &now), Vec::new()),
         (true, None) => {
             bail!("--nat needs --director ADDR: the director's address on this host's subnet")
@@ -466,7 +699,13 @@ pub fn run(a: &Args) -> Result<std::process::ExitCode> {
         if steps.is_empty() {
             println!(
                 "already set up as a {}real server of {} on {iface}: nothing to change",
-                if a.nat { "NAT " } else { "" },
+                if a.nat {
+                    "NAT "
+                } else if a.tun {
+                    "tunnel "
+                } else {
+                    ""
+                },
                 a.vip
             );
         }
@@ -507,6 +746,7 @@ mod tests {
                 "eth0".into(),
             )),
             persisted: None,
+            tun: TunObserved::default(),
         }
     }
 
@@ -633,5 +873,60 @@ mod tests {
         now.default_route = None;
         let steps = plan_nat(vip, dip, &now);
         assert_eq!(steps[0].reverse().shell(), "ip route del default");
+    }
+
+    #[test]
+    fn a_tunnel_real_server_gets_the_vip_its_decapsulation_and_no_rp_filter() {
+        let vip: IpAddr = VIP.parse().expect("address");
+        let mut now = observed(&[("eth0", "198.18.2.11", 24)], "1", "2");
+        now.tun.rp_filter = vec![
+            ("net.ipv4.conf.all.rp_filter".into(), "2".into()),
+            ("net.ipv4.conf.tunl0.rp_filter".into(), "0".into()),
+        ];
+        let steps = plan_tun(vip, "eth0", xdpvs_sched::TunKind::Gue, Some(6080), &now);
+        let shell: Vec<String> = steps.iter().map(Step::shell).collect();
+        assert_eq!(
+            shell,
+            [
+                "ip addr add 198.18.0.100/32 dev lo",
+                "modprobe ipip",
+                "modprobe fou",
+                "ip link set tunl0 up",
+                "ip fou add port 6080 gue",
+                "sysctl -w net.ipv4.conf.all.rp_filter=0",
+            ]
+        );
+        assert_eq!(steps[4].reverse().shell(), "ip fou del port 6080");
+        assert_eq!(steps[1].reverse().shell(), "modprobe -r ipip");
+        // Set up: nothing left.
+        now.addrs.push(("lo".into(), vip, 32));
+        now.tun = TunObserved {
+            modules: vec!["ipip".into(), "fou".into()],
+            up: vec!["tunl0".into()],
+            fou_ports: vec![6080],
+            rp_filter: vec![
+                ("net.ipv4.conf.all.rp_filter".into(), "0".into()),
+                ("net.ipv4.conf.tunl0.rp_filter".into(), "0".into()),
+            ],
+        };
+        assert!(plan_tun(vip, "eth0", xdpvs_sched::TunKind::Gue, Some(6080), &now).is_empty());
+        // GRE over IPv6: its own module and device, no rp_filter (IPv4's).
+        let v6: IpAddr = "2001:2::100".parse().expect("address");
+        let steps = plan_tun(
+            v6,
+            "eth0",
+            xdpvs_sched::TunKind::Gre,
+            None,
+            &Observed::default(),
+        );
+        let shell: Vec<String> = steps.iter().map(Step::shell).collect();
+        assert_eq!(
+            shell,
+            [
+                "ip addr add 2001:2::100/128 dev lo nodad",
+                "modprobe ip6_gre",
+                "ip link set ip6gre0 up"
+            ]
+        );
     }
 }

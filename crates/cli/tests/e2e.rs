@@ -3498,6 +3498,52 @@ fn tunnels_ipip_gue_gre_and_a_service_mixing_every_method() {
         x(&lab, c);
     }
     lab.wait_resolved().expect("the router resolves");
+    // `check` tunnels its probes as the clients' packets are: every real server
+    // decapsulates and answers from the VIP.
+    let (code, found) = check(&lab);
+    assert_eq!(code, Some(0), "{found}");
+    assert!(
+        found.contains("decapsulates and takes traffic for 198.18.0.100: a SYN tunnelled to it (gue:6080:+c) was answered from the VIP"),
+        "{found}"
+    );
+    // One that does not decapsulate is named, with the set-up it needs.
+    lab.sh(&lab.ns("r3"), "tc filter del dev eth0 ingress").expect("decapsulation off");
+    let (code, found) = check(&lab);
+    assert_eq!(code, Some(1), "{found}");
+    assert!(
+        found.contains("tunnelled to it (gre:+c) got no answer")
+            && found.contains("on 198.18.2.13: xdpvs rs-setup --tun --tun-type gre --vip 198.18.0.100 --apply"),
+        "{found}"
+    );
+    lab.sh(&lab.ns("r3"), "tc qdisc del dev eth0 clsact; nft delete table inet lab")
+        .expect("clean");
+    lab.decapsulate("r3").expect("decapsulation back");
+    // What rs-setup would do on a real server with the kernel's tunnel modules.
+    let out = lab
+        .exec(
+            &lab.ns("r2"),
+            &[
+                env!("CARGO_BIN_EXE_xdpvs"),
+                "rs-setup",
+                "--tun",
+                "--tun-type",
+                "gue",
+                "--tun-port",
+                "6080",
+                "--vip",
+                "198.18.0.100",
+                "--print",
+            ],
+        )
+        .expect("rs-setup runs");
+    let plan = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        plan.contains("modprobe fou\n")
+            && plan.contains("ip link set tunl0 up\n")
+            && plan.contains("ip fou add port 6080 gue\n")
+            && !plan.contains("ip addr add 198.18.0.100/32 dev lo"),
+        "{plan}"
+    );
     let listing = x(&lab, "-Ln");
     assert!(
         listing.contains("  -> 198.18.2.11:80               Tunnel  1"),

@@ -45,6 +45,7 @@ pub use config::{
 pub use engine::{
     prefetch, prefetch_frame, process, process_packet, process_steered, Tables, Verdict,
 };
+pub use method::tunnel_frame;
 pub use packet::Packet;
 pub use stats::{DropReason, WorkerStats};
 pub use xdpvs_sched::Time;

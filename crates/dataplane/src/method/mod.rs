@@ -70,3 +70,36 @@ pub(crate) fn to_client(frame: &mut [u8], fwd: &Fwd, at: &At) {
         Fwd::Masq { vip, vport, .. } => masq::to_client(frame, at, vip, vport),
     }
 }
+
+/// Encapsulates the frame `frame` (an Ethernet frame carrying an IP packet of the
+/// family of `from` and `to`) in tunnel `tun` from `from` to `to`, for frames the
+/// director writes itself (`xdpvs check`'s probes of tunnel real servers). The Ethernet
+/// header is kept. `None` when the frame is not such a packet.
+pub fn tunnel_frame(
+    mut frame: Vec<u8>,
+    tun: &xdpvs_sched::Tunnel,
+    from: std::net::IpAddr,
+    to: std::net::IpAddr,
+) -> Option<Vec<u8>> {
+    use std::net::IpAddr;
+    let ip_len = match frame.get(14)? >> 4 {
+        4 => usize::from(u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?])),
+        6 => 40 + usize::from(u16::from_be_bytes([*frame.get(18)?, *frame.get(19)?])),
+        _ => return None,
+    };
+    let mut len = frame.len();
+    frame.resize(len + 64, 0);
+    let mut p = crate::packet::Packet::new(&mut frame, &mut len);
+    let done = match (from, to) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            tunnel::encapsulate(&mut p, tun, &s.octets(), &d.octets(), ip_len)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            tunnel::encapsulate(&mut p, tun, &s.octets(), &d.octets(), ip_len)
+        }
+        _ => false,
+    };
+    drop(p);
+    frame.truncate(len);
+    done.then_some(frame)
+}

@@ -216,13 +216,21 @@ pub fn plan(targets: Vec<Target>, origin: &Origin, first_port: u16, echo_id: u16
         let (Some(mac), Some((me, vip, dport))) = (t.mac, t.ends(origin)) else {
             continue;
         };
+        // A tunnel real server gets its probes as it gets clients' packets: encapsulated
+        // from the director's address (its MAC is its next hop's).
+        let wrap = |f: Option<Vec<u8>>| match t.method {
+            Method::Tunnel(tun) => {
+                f.and_then(|f| xdpvs_dataplane::tunnel_frame(f, &tun, me, t.addr))
+            }
+            _ => f,
+        };
         match t.service.proto {
             Protocol::Tcp => {
                 let sport = next_port();
                 let b = ip(origin, mac, me, vip)
                     .tcp(sport, dport, syn_seq(sport), 64240)
                     .syn();
-                let frame = written(b.size(0), |o| b.write(o, &[]).is_ok());
+                let frame = wrap(written(b.size(0), |o| b.write(o, &[]).is_ok()));
                 probes.push((Question::Syn { target: i, sport }, frame));
             }
             Protocol::Udp => {
@@ -237,10 +245,10 @@ pub fn plan(targets: Vec<Target>, origin: &Origin, first_port: u16, echo_id: u16
                         written(b.size(8), |o| b.write(o, &[0; 8]).is_ok())
                     }
                 };
-                probes.push((Question::Echo { target: i }, frame));
+                probes.push((Question::Echo { target: i }, wrap(frame)));
                 let sport = next_port();
                 let b = ip(origin, mac, me, vip).udp(sport, dport);
-                let frame = written(b.size(0), |o| b.write(o, &[]).is_ok());
+                let frame = wrap(written(b.size(0), |o| b.write(o, &[]).is_ok()));
                 probes.push((Question::Udp { target: i, sport }, frame));
             }
         }
@@ -493,8 +501,18 @@ impl CheckReport {
     }
 }
 
-fn rs_setup(vip: IpAddr) -> String {
-    format!("xdpvs rs-setup --vip {vip} --apply --persist")
+fn rs_setup(vip: IpAddr, method: Method) -> String {
+    match method {
+        Method::Tunnel(t) => format!(
+            "xdpvs rs-setup --tun{} --vip {vip} --apply",
+            match t.kind {
+                xdpvs_sched::TunKind::Ipip => String::new(),
+                xdpvs_sched::TunKind::Gue => format!(" --tun-type gue --tun-port {}", t.port),
+                xdpvs_sched::TunKind::Gre => " --tun-type gre".into(),
+            }
+        ),
+        _ => format!("xdpvs rs-setup --vip {vip} --apply --persist"),
+    }
 }
 
 fn service_name(k: &ServiceKey) -> String {
@@ -563,7 +581,7 @@ pub fn report(plan: &Plan, heard: &Heard, origin: &Origin) -> CheckReport {
                 detail: format!(
                     "{who} answers {what} for it: the clients it answers bypass the director"
                 ),
-                fix: Some(format!("{on}: {}", rs_setup(vip))),
+                fix: Some(format!("{on}: {}", rs_setup(vip, Method::Route))),
             });
         }
     }
@@ -625,12 +643,22 @@ pub fn report(plan: &Plan, heard: &Heard, origin: &Origin) -> CheckReport {
                     )),
                 );
             }
+            if let Method::Tunnel(tun) = t.method {
+                return (
+                    false,
+                    format!(
+                        "{how} tunnelled to it ({}) got no answer: it does not decapsulate, or does not take traffic for {vip} (the VIP on lo or the tunnel device, rp_filter off), or a firewall drops it",
+                        tun.info()
+                    ),
+                    Some(format!("on {}: {}", t.addr, rs_setup(vip, t.method))),
+                );
+            }
             (
                 false,
                 format!(
                     "{how} sent to its MAC got no answer: it does not take traffic for {vip} (the VIP is not on its lo, or a firewall drops it)"
                 ),
-                Some(format!("on {}: {}", t.addr, rs_setup(vip))),
+                Some(format!("on {}: {}", t.addr, rs_setup(vip, t.method))),
             )
         };
         // The port it serves on (NAT maps it).
@@ -646,6 +674,11 @@ pub fn report(plan: &Plan, heard: &Heard, origin: &Origin) -> CheckReport {
                             true,
                             if nat {
                                 "its replies come back through the director: a SYN from the VIP was answered to the VIP".to_string()
+                            } else if let Method::Tunnel(tun) = t.method {
+                                format!(
+                                    "decapsulates and takes traffic for {vip}: a SYN tunnelled to it ({}) was answered from the VIP",
+                                    tun.info()
+                                )
                             } else {
                                 format!(
                                     "takes traffic for {vip}: a SYN sent to its MAC was answered from the VIP"
