@@ -89,17 +89,18 @@ pub fn tunnel_frame(
     };
     let mut len = frame.len();
     frame.resize(len + 64, 0);
-    let mut p = crate::packet::Packet::new(&mut frame, &mut len);
-    let done = match (from, to) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            tunnel::encapsulate(&mut p, tun, &s.octets(), &d.octets(), ip_len)
+    let done = {
+        let mut p = crate::packet::Packet::new(&mut frame, &mut len);
+        match (from, to) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                tunnel::encapsulate(&mut p, tun, &s.octets(), &d.octets(), ip_len)
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                tunnel::encapsulate(&mut p, tun, &s.octets(), &d.octets(), ip_len)
+            }
+            _ => false,
         }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            tunnel::encapsulate(&mut p, tun, &s.octets(), &d.octets(), ip_len)
-        }
-        _ => false,
     };
-    drop(p);
     frame.truncate(len);
     done.then_some(frame)
 }
