@@ -3507,16 +3507,22 @@ fn tunnels_ipip_gue_gre_and_a_service_mixing_every_method() {
         "{found}"
     );
     // One that does not decapsulate is named, with the set-up it needs.
-    lab.sh(&lab.ns("r3"), "tc filter del dev eth0 ingress").expect("decapsulation off");
+    lab.sh(&lab.ns("r3"), "tc filter del dev eth0 ingress")
+        .expect("decapsulation off");
     let (code, found) = check(&lab);
     assert_eq!(code, Some(1), "{found}");
     assert!(
         found.contains("tunnelled to it (gre:+c) got no answer")
-            && found.contains("on 198.18.2.13: xdpvs rs-setup --tun --tun-type gre --vip 198.18.0.100 --apply"),
+            && found.contains(
+                "on 198.18.2.13: xdpvs rs-setup --tun --tun-type gre --vip 198.18.0.100 --apply"
+            ),
         "{found}"
     );
-    lab.sh(&lab.ns("r3"), "tc qdisc del dev eth0 clsact; nft delete table inet lab")
-        .expect("clean");
+    lab.sh(
+        &lab.ns("r3"),
+        "tc qdisc del dev eth0 clsact; nft delete table inet lab",
+    )
+    .expect("clean");
     lab.decapsulate("r3").expect("decapsulation back");
     // What rs-setup would do on a real server with the kernel's tunnel modules.
     let out = lab
