@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use xdpvs_bench::pipeline::Replay;
-use xdpvs_bench::{established, established_in, established_nat, flow_frame, CLIENT_MAC, VIP};
+use xdpvs_bench::{
+    established, established_in, established_nat, established_with, flow_frame, CLIENT_MAC, VIP,
+};
 use xdpvs_dataplane::{prefetch, prefetch_frame, process, Tables, Verdict};
 use xdpvs_sched::tcp::flags::SYN;
 use xdpvs_sched::Time;
+use xdpvs_sched::{Method, TunCsum, TunKind, Tunnel};
 
 fn established_hit(c: &mut Criterion) {
     let mut g = c.benchmark_group("established_hit");
@@ -211,10 +214,34 @@ fn methods(c: &mut Criterion) {
     let (dr, dr_acks) = established(n, n as usize);
     let (nat, nat_acks, replies) = established_nat(n, n as usize);
     let (nat_again, _, _) = established_nat(n, n as usize);
+    let gue = Method::Tunnel(Tunnel {
+        kind: TunKind::Gue,
+        port: 6080,
+        csum: TunCsum::No,
+    });
+    let gre_csum = Method::Tunnel(Tunnel {
+        kind: TunKind::Gre,
+        port: 0,
+        csum: TunCsum::Csum,
+    });
+    let (ipip, ipip_acks) = established_with(n, n as usize, Method::Tunnel(Tunnel::IPIP), 0);
+    let (gue_t, gue_acks) = established_with(n, n as usize, gue, 0);
+    // Full-sized packets (1400 bytes of payload): the move of the packet in its buffer,
+    // and a checksum over all of it, beside direct routing at the same size.
+    let big = 1400;
+    let (dr_big, dr_big_acks) = established_with(n, n as usize, Method::Route, big);
+    let (ipip_big, ipip_big_acks) =
+        established_with(n, n as usize, Method::Tunnel(Tunnel::IPIP), big);
+    let (gre_big, gre_big_acks) = established_with(n, n as usize, gre_csum, big);
     for (name, tables, frames) in [
         ("dr_batch32", dr, &dr_acks),
         ("nat_to_real_batch32", nat, &nat_acks),
         ("nat_reply_batch32", nat_again, &replies),
+        ("ipip_batch32", ipip, &ipip_acks),
+        ("gue_batch32", gue_t, &gue_acks),
+        ("dr_1454B_batch32", dr_big, &dr_big_acks),
+        ("ipip_1454B_batch32", ipip_big, &ipip_big_acks),
+        ("gre_csum_1454B_batch32", gre_big, &gre_big_acks),
     ] {
         let mut replay = Replay::with(tables, frames);
         g.bench_function(BenchmarkId::new(name, n), |b| {

@@ -243,7 +243,13 @@ pub fn config_with(sched: SchedKind, reals: u8, method: xdpvs_sched::Method) -> 
     let v6 = service(VIP6.into(), &|i| {
         std::net::Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 0x10 + u16::from(i)).into()
     });
-    Config::new(DIRECTOR_MAC, vec![v4, v6], Options::default())
+    let mut cfg = Config::new(DIRECTOR_MAC, vec![v4, v6], Options::default());
+    // The director's addresses: a tunnel's outer source.
+    cfg.own = vec![
+        Ipv4Addr::new(198, 18, 0, 1).into(),
+        std::net::Ipv6Addr::new(0x2001, 2, 0, 0, 0, 0, 0, 1).into(),
+    ];
+    cfg
 }
 
 /// The endpoints of flow number `k` (distinct client address/port per flow).
@@ -292,14 +298,38 @@ pub fn established(flows: u32, capacity: usize) -> (Tables, Vec<Vec<u8>>) {
 
 /// [`established`] with IPv6 flows when `v6`.
 pub fn established_in(flows: u32, capacity: usize, v6: bool) -> (Tables, Vec<Vec<u8>>) {
-    let (t, acks, _) = established_by(flows, capacity, v6, xdpvs_sched::Method::Route);
+    let (t, acks, _) = established_by(flows, capacity, v6, xdpvs_sched::Method::Route, 0);
     (t, acks)
 }
 
 /// [`established`] over NAT real servers (on port 8080): the tables, one client ACK per
 /// flow, and one reply per flow (the real server's ACK back to its client).
 pub fn established_nat(flows: u32, capacity: usize) -> (Tables, Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    established_by(flows, capacity, false, xdpvs_sched::Method::Masq)
+    established_by(flows, capacity, false, xdpvs_sched::Method::Masq, 0)
+}
+
+/// The flows of [`established`] to real servers reached by `method` (a tunnel, say),
+/// each frame carrying `payload` bytes (0: bare ACKs).
+pub fn established_with(
+    flows: u32,
+    capacity: usize,
+    method: xdpvs_sched::Method,
+    payload: usize,
+) -> (Tables, Vec<Vec<u8>>) {
+    let (t, acks, _) = established_by(flows, capacity, false, method, payload);
+    (t, acks)
+}
+
+/// Processes `frame` in a buffer with a UMEM frame's room (a tunnel's headers take some).
+fn process_roomy(frame: &[u8], t: &mut Tables) -> Verdict {
+    let mut buf = frame.to_vec();
+    buf.resize(2048 - 256, 0);
+    let mut len = frame.len();
+    xdpvs_dataplane::process_packet(
+        &mut xdpvs_dataplane::Packet::new(&mut buf, &mut len),
+        t,
+        Time::from_secs(1),
+    )
 }
 
 /// The flows of [`established_in`] to real servers reached by `method`, and each flow's
@@ -311,6 +341,7 @@ fn established_by(
     capacity: usize,
     v6: bool,
     method: xdpvs_sched::Method,
+    payload: usize,
 ) -> (Tables, Vec<Vec<u8>>, Vec<Vec<u8>>) {
     let limits = Limits {
         conn_capacity: capacity,
@@ -322,11 +353,19 @@ fn established_by(
     let mut acks = Vec::with_capacity(flows as usize);
     let mut replies = Vec::new();
     for k in 0..flows {
-        let mut syn = flow_frame(k, SYN, v6);
-        assert_eq!(process(&mut syn, &mut t, Time::from_secs(1)), Verdict::Tx);
-        let ack = flow_frame(k, ACK, v6);
+        let syn = flow_frame(k, SYN, v6);
+        assert_eq!(process_roomy(&syn, &mut t), Verdict::Tx);
+        let ack = if payload == 0 {
+            flow_frame(k, ACK, v6)
+        } else {
+            frames::tcp(&flow(k), ACK, &vec![0x5a; payload])
+        };
         let mut sent = ack.clone();
-        assert_eq!(process(&mut sent, &mut t, Time::from_secs(1)), Verdict::Tx);
+        if method == xdpvs_sched::Method::Masq {
+            assert_eq!(process(&mut sent, &mut t, Time::from_secs(1)), Verdict::Tx);
+        } else {
+            assert_eq!(process_roomy(&ack, &mut t), Verdict::Tx);
+        }
         acks.push(ack);
         if method == xdpvs_sched::Method::Masq {
             replies.push(turned_around(&sent, v6));

@@ -4,7 +4,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use xdpvs_dataplane::{prefetch, prefetch_frame, process, Tables, Verdict};
+use xdpvs_dataplane::{prefetch, prefetch_frame, process_packet, Packet, Tables, Verdict};
 use xdpvs_sched::Time;
 
 use crate::established;
@@ -13,15 +13,17 @@ use crate::established;
 #[derive(Debug)]
 pub struct Replay {
     tables: Tables,
-    frames: Vec<[u8; MAX_FRAME]>,
+    /// The frames, one after the other.
+    frames: Vec<u8>,
     /// Bytes of each frame (all are the same length).
     len: usize,
-    batch: [[u8; MAX_FRAME]; 32],
+    /// 32 buffers of a UMEM frame's room (a tunnel's headers go in front of a packet).
+    batch: Vec<Vec<u8>>,
     next: usize,
 }
 
-/// The longest frame replayed (an IPv6 TCP ACK is 74 bytes, an IPv4 one 60).
-const MAX_FRAME: usize = 80;
+/// The room of a buffer: an AF_XDP UMEM frame's for a received frame.
+const ROOM: usize = 2048 - 256;
 
 impl Replay {
     /// Tables holding `flows` established TCP flows (capacity at least `flows`).
@@ -31,26 +33,25 @@ impl Replay {
         Replay::with(tables, &acks)
     }
 
-    /// Replays `acks` (frames of flows established in `tables`, all of one length of
-    /// at most 80 bytes).
+    /// Replays `acks` (frames of flows established in `tables`, all of one length).
     pub fn with(tables: Tables, acks: &[Vec<u8>]) -> Replay {
         let len = acks.first().map_or(0, Vec::len);
-        let frames = acks
-            .iter()
-            .map(|a| {
-                assert_eq!(a.len(), len, "frames of one length");
-                let mut f = [0u8; MAX_FRAME];
-                f[..len].copy_from_slice(a);
-                f
-            })
-            .collect();
+        let mut frames = Vec::with_capacity(len * acks.len());
+        for a in acks {
+            assert_eq!(a.len(), len, "frames of one length");
+            frames.extend_from_slice(a);
+        }
         Replay {
             tables,
             frames,
             len,
-            batch: [[0; MAX_FRAME]; 32],
+            batch: vec![vec![0; ROOM]; 32],
             next: 0,
         }
+    }
+
+    fn count(&self) -> usize {
+        self.frames.len() / self.len.max(1)
     }
 
     /// The tables (to check counters).
@@ -68,13 +69,15 @@ impl Replay {
         let mut tx = 0u64;
         while left > 0 {
             let n = left.min(32) as usize;
-            if self.next + n > self.frames.len() {
+            let count = self.count();
+            if self.next + n > count {
                 self.next = 0;
             }
-            let n = n.min(self.frames.len());
+            let n = n.min(count);
             let len = self.len;
-            for (b, f) in self.batch[..n].iter_mut().zip(&self.frames[self.next..]) {
-                b[..len].copy_from_slice(&f[..len]);
+            let from = &self.frames[self.next * len..(self.next + n) * len];
+            for (b, f) in self.batch[..n].iter_mut().zip(from.chunks_exact(len)) {
+                b[..len].copy_from_slice(f);
             }
             for f in &self.batch[..n] {
                 prefetch_frame(&f[..len]);
@@ -83,7 +86,8 @@ impl Replay {
                 prefetch(&f[..len], &self.tables);
             }
             for f in &mut self.batch[..n] {
-                let v = process(&mut f[..len], &mut self.tables, now);
+                let mut l = len;
+                let v = process_packet(&mut Packet::new(f, &mut l), &mut self.tables, now);
                 tx += u64::from(black_box(v) == Verdict::Tx);
             }
             self.next += n;
@@ -103,7 +107,7 @@ pub fn xdpvs_bench_measure(r: &mut Replay, packets: u64, now: Time) -> u64 {
 /// Nanoseconds per packet over `packets` packets (after one warm pass over the flows).
 pub fn ns_per_packet(r: &mut Replay, packets: u64) -> f64 {
     let now = Time::from_secs(2);
-    r.run(r.frames.len() as u64, now);
+    r.run(r.count() as u64, now);
     let start = Instant::now();
     let tx = xdpvs_bench_measure(r, packets, now);
     let ns = start.elapsed().as_nanos() as f64 / packets as f64;
