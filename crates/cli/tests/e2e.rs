@@ -3618,7 +3618,11 @@ fn tunnels_ipip_gue_gre_and_a_service_mixing_every_method() {
         "{text}"
     );
     // Every method in one service: direct routing (r4), NAT with port mapping (r5) and
-    // the three tunnels.
+    // the three tunnels. The director routes the client through the router (an
+    // asymmetric path): NAT replies follow the kernel's route, not the way the client's
+    // packets came.
+    lab.sh(&d, "ip route add 198.18.0.2/32 via 198.18.0.254")
+        .expect("a route to the client");
     for c in [
         "-a -t 198.18.0.100:80 -r 198.18.0.14 -g",
         "-a -t 198.18.0.100:80 -r 198.18.1.15:8080 -m",
@@ -3636,4 +3640,25 @@ fn tunnels_ipip_gue_gre_and_a_service_mixing_every_method() {
     assert!(seen.values().all(|&n| n == 2), "{answers:?}");
     let report = ab(&lab, 2000, 20, false);
     assert!(report.contains("Failed requests:        0"), "{report}");
+    assert!(
+        lab.director_log()
+            .contains("NAT replies follow the routes: 198.18.0.2/32 at"),
+        "{}",
+        lab.director_log()
+    );
+    // Only the NAT real server takes new clients: its replies cross the router.
+    for c in [
+        "-e -t 198.18.0.100:80 -r 198.18.2.11 -i -w 0",
+        "-e -t 198.18.0.100:80 -r 198.18.2.12 -i --tun-type gue --tun-port 6080 --tun-csum -w 0",
+        "-e -t 198.18.0.100:80 -r 198.18.2.13 -i --tun-type gre --tun-csum -w 0",
+        "-e -t 198.18.0.100:80 -r 198.18.0.14 -g -w 0",
+    ] {
+        x(&lab, c);
+    }
+    let forwarded = |lab: &Lab| snmp(lab, "r6", "Ip", "ForwDatagrams");
+    let before = forwarded(&lab);
+    let answers: Vec<String> = (0..10).map(|_| get(&lab)).collect();
+    assert!(answers.iter().all(|a| a == "rs5"), "{answers:?}");
+    let through = forwarded(&lab) - before;
+    assert!(through >= 30, "{through} packets crossed the router");
 }

@@ -153,6 +153,41 @@ pub struct NatSource {
     pub port: u16,
 }
 
+/// A route towards clients, from the kernel's routing table: packets to `net`/`prefix_len`
+/// leave through the router at `mac`. A NAT reply goes to the next hop of the most
+/// specific route to its client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientRoute {
+    /// The destination network.
+    pub net: IpAddr,
+    /// Its prefix length.
+    pub prefix_len: u8,
+    /// The MAC of its gateway (resolved).
+    pub mac: Mac,
+}
+
+impl ClientRoute {
+    /// Whether `ip` is in this route's network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |a: IpAddr| -> (u128, u32) {
+            match a {
+                IpAddr::V4(v) => (u128::from(u32::from(v)) << 96, 32),
+                IpAddr::V6(v) => (u128::from(v), 128),
+            }
+        };
+        let ((n, w), (a, w2)) = (bits(self.net), bits(ip));
+        if w != w2 || u32::from(self.prefix_len) > w {
+            return false;
+        }
+        let mask = if self.prefix_len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(self.prefix_len))
+        };
+        n & mask == a & mask
+    }
+}
+
 /// What the director should do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -174,6 +209,9 @@ pub struct Config {
     pub own: Vec<IpAddr>,
     /// The MTU of the paths to tunnel real servers (the interface's).
     pub tunnel_mtu: u16,
+    /// Routes towards clients through routers on the interface: where NAT replies go
+    /// (without one, back to the MAC the client's packets came from).
+    pub client_routes: Vec<ClientRoute>,
 }
 
 impl Config {
@@ -187,6 +225,7 @@ impl Config {
             down: Vec::new(),
             own: Vec::new(),
             tunnel_mtu: 1500,
+            client_routes: Vec::new(),
         }
     }
 }
@@ -360,6 +399,8 @@ pub struct Services {
     own: Vec<IpAddr>,
     /// Some real server (configured or draining) is reached by a tunnel.
     tunnel: bool,
+    /// Routes towards clients, most specific first.
+    client_routes: Vec<ClientRoute>,
 }
 
 /// Hands out the (slot, generation) pairs of services and real servers, and remembers
@@ -698,6 +739,11 @@ impl Services {
             nat,
             own: cfg.own.clone(),
             tunnel,
+            client_routes: {
+                let mut r = cfg.client_routes.clone();
+                r.sort_by(|a, b| b.prefix_len.cmp(&a.prefix_len).then(a.cmp(b)));
+                r
+            },
         })
     }
 
@@ -792,6 +838,19 @@ impl Services {
     #[inline]
     pub fn is_nat_addr(&self, ip: IpAddr) -> bool {
         self.nat.sources.iter().any(|k| k.addr == ip)
+    }
+
+    /// The MAC of the next hop towards client `ip` by the kernel's routes (the most
+    /// specific that contains it), if one does.
+    #[inline]
+    pub fn client_hop(&self, ip: IpAddr) -> Option<Mac> {
+        if self.client_routes.is_empty() {
+            return None;
+        }
+        self.client_routes
+            .iter()
+            .find(|r| r.contains(ip))
+            .map(|r| r.mac)
     }
 
     /// Whether `ip` is one of the director's own addresses.

@@ -685,9 +685,14 @@ fn deliver<A: Fam>(frame: &mut Packet<'_>, t: &mut Tables, flow: &Flow<A>, now: 
         let conns = A::conns_mut(t);
         if nat {
             // The replies cross the director: both directions drive the state, and
-            // they go back to where the client's packets come from.
+            // they go towards the client by the kernel's routes, else back where its
+            // packets come from.
             conns.seen_dir(idx, now, flow.tcp_flags, Dir::Input);
-            conns.set_hop(idx, source_mac(frame));
+            let hop = t
+                .services
+                .client_hop(key.client.ip())
+                .unwrap_or_else(|| source_mac(frame));
+            A::conns_mut(t).set_hop(idx, hop);
         } else {
             conns.seen(idx, now, flow.tcp_flags);
         }

@@ -39,8 +39,8 @@ pub mod limits {
 }
 
 pub use config::{
-    Config, ConnReuseMode, DestStatus, Draining, Fwd, Limits, NatSource, Options, Services,
-    SlotBook, SlotCheckpoint,
+    ClientRoute, Config, ConnReuseMode, DestStatus, Draining, Fwd, Limits, NatSource, Options,
+    Services, SlotBook, SlotCheckpoint,
 };
 pub use engine::{
     prefetch, prefetch_frame, process, process_packet, process_steered, Tables, Verdict,

@@ -486,3 +486,84 @@ fn icmpv6_errors_are_translated_both_ways() {
     assert_eq!(port(&big, 62 + 40), 5353);
     assert!(icmp_valid6(&big));
 }
+
+/// With the kernel's routes towards clients, a NAT reply goes to the next hop of the
+/// most specific route to its client, whichever router the client's packets came
+/// through (asymmetric routing); without a route that contains it, back the way they
+/// came.
+#[test]
+fn a_nat_reply_follows_the_most_specific_route_to_its_client() {
+    let limits = Limits {
+        max_services: 8,
+        max_dests: 32,
+        conn_capacity: 4096,
+    };
+    let mut cfg = Config::new(
+        DIRECTOR,
+        vec![service(
+            Protocol::Tcp,
+            VIP.into(),
+            vec![real(rs4(1).into(), 1, 8080, Method::Masq)],
+        )],
+        Options::default(),
+    );
+    let (default_gw, specific_gw) = ([2, 0, 0, 0, 0, 0xf1], [2, 0, 0, 0, 0, 0xf2]);
+    cfg.client_routes = vec![
+        xdpvs_dataplane::ClientRoute {
+            net: Ipv4Addr::UNSPECIFIED.into(),
+            prefix_len: 0,
+            mac: default_gw,
+        },
+        xdpvs_dataplane::ClientRoute {
+            net: Ipv4Addr::new(198, 19, 7, 0).into(),
+            prefix_len: 24,
+            mac: specific_gw,
+        },
+        xdpvs_dataplane::ClientRoute {
+            net: Ipv6Addr::UNSPECIFIED.into(),
+            prefix_len: 0,
+            mac: [2, 0, 0, 0, 0, 0xf6],
+        },
+    ];
+    let s = Services::build(&cfg, &limits, None).expect("valid config");
+    let mut t = Tables::new(s, &limits, Timeouts::default(), 7).expect("valid limits");
+    let reply_to = |t: &mut Tables, client: Ipv4Addr, sport: u16| {
+        let mut syn = frames::tcp(
+            &Endpoints {
+                src_ip: client,
+                ..from_client(sport, 80)
+            },
+            SYN,
+            &[],
+        );
+        assert_eq!(process(&mut syn, t, now(1)), Verdict::Tx);
+        let mut synack = frames::tcp(
+            &Endpoints {
+                dst_ip: client,
+                ..from_real(1, 8080, sport)
+            },
+            SYN | ACK,
+            &[],
+        );
+        assert_eq!(process(&mut synack, t, now(2)), Verdict::Tx);
+        let mut m = [0; 6];
+        m.copy_from_slice(&synack[0..6]);
+        m
+    };
+    assert_eq!(reply_to(&mut t, CLIENT, 40000), specific_gw, "the /24 wins");
+    assert_eq!(
+        reply_to(&mut t, Ipv4Addr::new(198, 19, 9, 9), 40001),
+        default_gw,
+        "the default route"
+    );
+    // No route of the family: back where the packets came from.
+    cfg.client_routes.truncate(1);
+    cfg.client_routes[0].prefix_len = 32;
+    cfg.client_routes[0].net = Ipv4Addr::new(198, 19, 1, 1).into();
+    let s = Services::build(&cfg, &limits, Some(t.services())).expect("valid config");
+    t.install(Box::new(s));
+    assert_eq!(
+        reply_to(&mut t, Ipv4Addr::new(198, 19, 9, 8), 40002),
+        ROUTER
+    );
+}

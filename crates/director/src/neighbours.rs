@@ -353,6 +353,65 @@ pub fn route_to(addr: IpAddr) -> Result<RouteTo, NeighbourError> {
     )))
 }
 
+/// The kernel's routes through a router on interface `ifindex` (the main table, both
+/// families), each with its gateway's MAC from `neighbours`: where NAT replies go. The
+/// second list holds the gateways not resolved yet (to [`probe`]).
+pub fn client_routes(
+    ifindex: u32,
+    neighbours: &HashMap<IpAddr, Option<Mac>>,
+) -> Result<(Vec<xdpvs_dataplane::ClientRoute>, Vec<IpAddr>), NeighbourError> {
+    let mut routes = Vec::new();
+    let mut unresolved = Vec::new();
+    dump(
+        RouteNetlinkMessage::GetRoute(RouteMessage::default()),
+        &mut vec![0; 1 << 16],
+        |m| {
+            let RouteNetlinkMessage::NewRoute(r) = m else {
+                return;
+            };
+            let mut table = u32::from(r.header.table);
+            let (mut gateway, mut oif, mut dst) = (None, None, None);
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Table(t) => table = *t,
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => {
+                        gateway = Some(IpAddr::V4(*g))
+                    }
+                    RouteAttribute::Gateway(RouteAddress::Inet6(g)) => {
+                        gateway = Some(IpAddr::V6(*g))
+                    }
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => {
+                        dst = Some(IpAddr::V4(*d))
+                    }
+                    RouteAttribute::Destination(RouteAddress::Inet6(d)) => {
+                        dst = Some(IpAddr::V6(*d))
+                    }
+                    _ => {}
+                }
+            }
+            let (Some(gw), true, true) = (gateway, oif == Some(ifindex), table == 254) else {
+                return;
+            };
+            let net = dst.unwrap_or(match gw {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            });
+            match neighbours.get(&gw).copied().flatten() {
+                Some(mac) => routes.push(xdpvs_dataplane::ClientRoute {
+                    net,
+                    prefix_len: r.header.destination_prefix_length,
+                    mac,
+                }),
+                None => unresolved.push(gw),
+            }
+        },
+    )?;
+    routes.sort();
+    routes.dedup();
+    Ok((routes, unresolved))
+}
+
 /// Makes the kernel resolve `addrs` (one empty datagram each to the discard port: an
 /// ARP request or a neighbour solicitation).
 pub fn probe(addrs: &[IpAddr]) {

@@ -126,7 +126,8 @@ impl Writer<'_> {
         let mut next_sample = Instant::now() + SAMPLE_EVERY;
         // What is announced is worked out again after every change applied.
         let mut announced_of = u64::MAX;
-        // Routed tunnel real servers' next hops: after every change, and every so often.
+        // Routed tunnel real servers' next hops and the routes towards clients: after
+        // every change, and every so often.
         let mut hops_of = u64::MAX;
         let mut next_hops = Instant::now();
         let mut drain: Option<Drain> = None;
@@ -162,11 +163,18 @@ impl Writer<'_> {
                 Err(e) => warn!("neighbour events: {e}"),
             }
             let now = Instant::now();
-            if self.side.applied() != hops_of || now >= next_hops {
-                hops_of = self.side.applied();
+            let periodic = now >= next_hops;
+            let changed = self.side.applied() != hops_of;
+            if changed || periodic {
                 next_hops = now + PROBE_ALL;
                 learn |= self.route_tunnels();
             }
+            // Routers towards clients: after a change, when neighbours move, and every
+            // so often.
+            if changed || periodic || learn {
+                self.route_clients();
+            }
+            hops_of = self.side.applied();
             if learn {
                 learn = !self.learn(&mut watch);
             }
@@ -304,6 +312,38 @@ impl Writer<'_> {
             }
         }
         self.side.set_hops(hops)
+    }
+
+    /// Takes the kernel's routes towards clients for NAT replies (while some real server
+    /// is NAT's), and has the routers it does not know resolved.
+    fn route_clients(&mut self) {
+        if !self.side.has_nat() {
+            let _ = self.side.set_client_routes(Vec::new());
+            return;
+        }
+        let ifindex = self.side.dataplane().ifindex;
+        match neighbours::client_routes(ifindex, self.neighbours.table()) {
+            Ok((routes, unresolved)) => {
+                neighbours::probe(&unresolved);
+                let shown: Vec<String> = routes
+                    .iter()
+                    .map(|r| format!("{}/{} at {}", r.net, r.prefix_len, format_mac(&r.mac)))
+                    .collect();
+                match self.side.set_client_routes(routes) {
+                    Ok(true) => info!(
+                        "NAT replies follow the routes: {}",
+                        if shown.is_empty() {
+                            "none (back where each client's packets come from)".into()
+                        } else {
+                            shown.join(", ")
+                        }
+                    ),
+                    Ok(false) => {}
+                    Err(e) => warn!("applying the routes towards clients failed: {e}"),
+                }
+            }
+            Err(e) => warn!("reading the routes towards clients: {e}"),
+        }
     }
 
     /// Takes what the neighbour table says of the real servers; whether it was applied.

@@ -22,7 +22,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use xdpvs_dataplane::{Config, Draining, Fwd, Limits, NatSource, Options, Services, SlotBook};
+use xdpvs_dataplane::{
+    ClientRoute, Config, Draining, Fwd, Limits, NatSource, Options, Services, SlotBook,
+};
 use xdpvs_sched::tcp::{State, Timeouts};
 use xdpvs_sched::{Mac, Method, RealSpec, SchedKind, ServiceKey, ServiceSpec};
 
@@ -168,6 +170,8 @@ pub struct WriteSide<D: Configure + Observe> {
     tunnel_mtu: u16,
     /// Tunnel real servers behind a router: their next hop, whose MAC they are sent to.
     hops: HashMap<IpAddr, IpAddr>,
+    /// The kernel's routes towards clients: where NAT replies go.
+    client_routes: Vec<ClientRoute>,
     draining: Vec<DrainingReal>,
     /// Statistics of service slots and of real-server slots.
     svc_stats: HashMap<u32, Tracked>,
@@ -239,6 +243,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             local,
             tunnel_mtu: 1500,
             hops: HashMap::new(),
+            client_routes: Vec::new(),
             draining: Vec::new(),
             svc_stats: HashMap::new(),
             dest_stats: HashMap::new(),
@@ -338,6 +343,25 @@ impl<D: Configure + Observe> WriteSide<D> {
     /// Sets the MTU of the paths to tunnel real servers (taken at the next change).
     pub fn set_tunnel_mtu(&mut self, mtu: u16) {
         self.tunnel_mtu = mtu;
+    }
+
+    /// Whether some real server is NAT's (its replies need routes towards clients).
+    pub fn has_nat(&self) -> bool {
+        self.current.has_nat()
+    }
+
+    /// Takes the kernel's routes towards clients (for NAT replies); re-applies the
+    /// configuration if they changed. Whether they did.
+    pub fn set_client_routes(&mut self, routes: Vec<ClientRoute>) -> Result<bool, ControlError> {
+        if routes == self.client_routes {
+            return Ok(false);
+        }
+        let before = std::mem::replace(&mut self.client_routes, routes);
+        if let Err(e) = self.apply(self.config.clone(), self.health.clone()) {
+            self.client_routes = before;
+            return Err(e);
+        }
+        Ok(true)
     }
 
     /// The next hop of tunnel real server `a`, if it is behind a router.
@@ -578,6 +602,7 @@ impl<D: Configure + Observe> WriteSide<D> {
         let mut cfg = Config::new(self.director_mac, with_macs, self.options);
         cfg.own = self.local.iter().map(|l| l.addr).collect();
         cfg.tunnel_mtu = self.tunnel_mtu;
+        cfg.client_routes = self.client_routes.clone();
         cfg.down = out_of_service;
         cfg.draining = draining
             .iter()
