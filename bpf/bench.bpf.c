@@ -50,6 +50,7 @@ struct sink_cfg {
 	__u32 vip;         /* network byte order */
 	__u32 sample_mask; /* a latency sample every (mask+1) good frames */
 	__u8 vip6[16];
+	__u32 rs;          /* the sink's own address (NAT frames), network byte order */
 };
 
 struct sink_counts {
@@ -112,6 +113,29 @@ static __always_inline struct iphdr *ipv4_to(void *data, void *end, __u32 vip)
 	return ip;
 }
 
+/* A benchmark frame xdpvs forwarded by NAT (to the sink's address `rs`) or in an IPIP
+ * or GUE (UDP port 6080, 4-byte header) tunnel to it: the IPv4 header of the packet the
+ * generator sent (after the outer headers), or of the NAT frame; NULL otherwise. */
+static __always_inline struct iphdr *ipv4_nat_or_tunnel(void *data, void *end, __u32 rs)
+{
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+
+	if ((void *)(ip + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->daddr != rs ||
+	    ip->ihl != 5)
+		return NULL;
+	if (ip->protocol == 4)
+		ip = ip + 1;
+	else if (ip->protocol == IPPROTO_UDP && (void *)ip + 20 + 12 <= end &&
+		 *(__u16 *)((void *)ip + 22) == bpf_htons(6080))
+		ip = (void *)ip + 20 + 12;
+	else
+		return ip;
+	if ((void *)(ip + 1) > end || ip->ihl != 5)
+		return NULL;
+	return ip;
+}
+
 static __always_inline int addr6_eq(const __u8 *a, const __u8 *b)
 {
 	int i;
@@ -126,7 +150,7 @@ static __always_inline int addr6_eq(const __u8 *a, const __u8 *b)
 /* Where the transport header of a frame to the VIP (IPv4) or to `vip6` starts, and
  * its protocol; NULL for any other frame. */
 static __always_inline void *l4_to(void *data, void *end, __u32 vip, const __u8 *vip6,
-				   __u8 *proto)
+				   __u32 rs, __u8 *proto)
 {
 	struct ethhdr *eth = data;
 
@@ -142,6 +166,8 @@ static __always_inline void *l4_to(void *data, void *end, __u32 vip, const __u8 
 	}
 	struct iphdr *ip = ipv4_to(data, end, vip);
 
+	if (!ip)
+		ip = ipv4_nat_or_tunnel(data, end, rs);
 	if (!ip)
 		return NULL;
 	*proto = ip->protocol;
@@ -163,7 +189,7 @@ int xdpvs_bench_sink(struct xdp_md *ctx)
 
 	if (!cfg || !cnt)
 		return XDP_PASS;
-	l4 = l4_to(data, end, cfg->vip, cfg->vip6, &proto);
+	l4 = l4_to(data, end, cfg->vip, cfg->vip6, cfg->rs, &proto);
 	if (!l4)
 		return XDP_PASS;
 	if (!mac_eq(eth->h_dest, cfg->rs_mac) || !mac_eq(eth->h_source, cfg->fwd_mac)) {
@@ -203,7 +229,7 @@ int xdpvs_bench_mac_tx(struct xdp_md *ctx)
 	__u8 proto;
 	int i;
 
-	if (!cfg || !l4_to(data, end, cfg->vip, cfg->vip6, &proto))
+	if (!cfg || !l4_to(data, end, cfg->vip, cfg->vip6, 0, &proto))
 		return XDP_PASS;
 #pragma unroll
 	for (i = 0; i < 6; i++) {

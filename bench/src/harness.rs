@@ -772,7 +772,9 @@ impl Bench {
                 let svc = xdpvs_sched::model::addr_port(vip, PORT);
                 let rs = xdpvs_sched::model::addr_port(rs, PORT);
                 self.lab.xdpvs(&["-A", proto, &svc, "-s", "rr"])?;
-                self.lab.xdpvs(&["-a", proto, &svc, "-r", &rs, "-g"])?;
+                let mut a = vec!["-a", proto, &svc, "-r", &rs];
+                a.extend_from_slice(self.opts.forward.flags());
+                self.lab.xdpvs(&a)?;
             }
         }
         self.lab.wait_resolved()?;

@@ -115,6 +115,10 @@ struct RunArgs {
     /// Extra arguments for `xdpvs run` (e.g. "--poll=busy"), repeatable.
     #[arg(long = "director-arg", allow_hyphen_values = true)]
     director_args: Vec<String>,
+    /// How xdpvs reaches the sink real server: dr, nat, ipip or gue (the baselines
+    /// rewrite MACs only; the sink counts each method's frames).
+    #[arg(long, default_value = "dr")]
+    forward: xdpvs_bench::options::Forward,
 }
 
 #[derive(Debug, Subcommand)]
@@ -276,6 +280,7 @@ fn options(a: RunArgs) -> Result<Options> {
         out_dir: a.out,
         flamegraph: a.flamegraph,
         director_args: a.director_args,
+        forward: a.forward,
         napi: a.napi,
         poll: a.poll,
         generator: a.generator,

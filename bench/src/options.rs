@@ -54,6 +54,8 @@ pub struct Options {
     pub flamegraph: Option<PathBuf>,
     /// Extra arguments for `xdpvs run`.
     pub director_args: Vec<String>,
+    /// How xdpvs reaches the sink real server.
+    pub forward: Forward,
     /// Where the userspace forwarders' RX processing runs.
     pub napi: NapiMode,
     /// How the userspace forwarders poll.
@@ -89,6 +91,34 @@ pub enum NapiMode {
     BusyPoll,
     /// A threaded NAPI kernel thread pinned to the forwarder's core.
     Threaded,
+}
+
+/// How xdpvs reaches the sink real server: its forwarding method.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Forward {
+    /// Direct routing (`-g`).
+    Dr,
+    /// NAT (`-m`): the destination address becomes the sink's.
+    Nat,
+    /// IPIP tunnel (`-i`).
+    Ipip,
+    /// GUE tunnel (`-i --tun-type gue --tun-port 6080`).
+    Gue,
+}
+
+impl Forward {
+    /// The method options of `-a`.
+    pub fn flags(self) -> &'static [&'static str] {
+        match self {
+            Forward::Dr => &["-g"],
+            Forward::Nat => &["-m"],
+            Forward::Ipip => &["-i"],
+            Forward::Gue => &["-i", "--tun-type", "gue", "--tun-port", "6080"],
+        }
+    }
 }
 
 /// How the userspace forwarders (xdpvs, the bare forwarder) poll their socket.

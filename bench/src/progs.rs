@@ -101,6 +101,8 @@ impl Attached {
         v.extend_from_slice(&vip.octets());
         v.extend_from_slice(&((1u32 << sample_shift) - 1).to_ne_bytes());
         v.extend_from_slice(&crate::VIP6.octets());
+        // The sink's own address: NAT frames come to it.
+        v.extend_from_slice(&xdpvs_testkit::lab::real_ip(1).octets());
         self.set_config("sink_cfg", &v)
     }
 

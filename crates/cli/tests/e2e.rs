@@ -275,8 +275,8 @@ fn bad_commands_are_one_line_errors_and_change_nothing() {
                 "multiple forwarding methods",
             ),
             (
-                "-a -t 198.18.0.100:80 -r 198.18.0.14 -i",
-                "tunnelling is not implemented yet",
+                "-a -t 198.18.0.100:80 -r 198.18.0.14 -i --tun-type gue",
+                "You need to supply the 'tun-port' option for the 'gue' tunnel type",
             ),
             (
                 "-A -t 198.18.0.100:80 -s rr",
@@ -1261,7 +1261,11 @@ fn a_keepalived_conf_is_served_and_sighup_applies_its_edits_without_breaking_a_c
         lab.director_log()
     );
     // A broken edit changes nothing.
-    std::fs::write(&conf, "virtual_server 198.18.0.100 80 {\n lb_kind TUN\n}\n").expect("conf");
+    std::fs::write(
+        &conf,
+        "virtual_server 198.18.0.100 80 {\n lb_kind LOCAL\n}\n",
+    )
+    .expect("conf");
     std::process::Command::new("kill")
         .args(["-HUP", &pid])
         .status()
@@ -1277,7 +1281,7 @@ fn a_keepalived_conf_is_served_and_sighup_applies_its_edits_without_breaking_a_c
     assert!(x(lab, "-Ln").contains("TCP  198.18.0.100:81 rr"));
     assert!(
         lab.director_log().contains(&format!(
-            "SIGHUP: {}:2: virtual_server 198.18.0.100 80: lb_kind TUN",
+            "SIGHUP: {}:2: virtual_server 198.18.0.100 80: lb_kind LOCAL",
             conf.display()
         )),
         "the file and its line: {}",
