@@ -15,7 +15,7 @@ use crate::ask::{ask_at, fail};
 use crate::ipvsadm::Action;
 use crate::{check, demo, explain, format, ipvsadm, rssetup, selfcheck};
 
-/// An LVS director (direct routing and NAT) in userspace on AF_XDP.
+/// An LVS director (direct routing, NAT and tunnelling) in userspace on AF_XDP.
 ///
 /// Run the director with `xdpvs run -i IFACE`, then configure it with ipvsadm's own
 /// commands, e.g. `xdpvs -A -t 198.18.0.100:80 -s rr`, `xdpvs -a -t 198.18.0.100:80 -r

@@ -1,4 +1,4 @@
-//! `xdpvs`: an LVS director (direct routing and NAT) on AF_XDP.
+//! `xdpvs`: an LVS director (direct routing, NAT and tunnelling) on AF_XDP.
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {

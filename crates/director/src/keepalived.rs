@@ -1,8 +1,8 @@
 //! keepalived.conf's `virtual_server` blocks, read as xdpvs requests.
 //!
 //! An operator migrating from IPVS + keepalived points `xdpvs run --keepalived FILE` at
-//! the file they have. What keepalived does for a DR or NAT director is taken:
-//! `lb_algo`/`lvs_sched`, `lb_kind`/`lvs_method DR|NAT` (NAT by default, as keepalived;
+//! the file they have. What keepalived does for a DR, NAT or TUN director is taken:
+//! `lb_algo`/`lvs_sched`, `lb_kind`/`lvs_method DR|NAT|TUN` (NAT by default, as keepalived;
 //! also per real server), `persistence_timeout`,
 //! `persistence_granularity`, `protocol`, `delay_loop`, `virtualhost`, `sorry_server`,
 //! `inhibit_on_failure` and `real_server` blocks with `weight`, `inhibit_on_failure`,
