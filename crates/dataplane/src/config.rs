@@ -700,13 +700,6 @@ impl Services {
             }
         }
         let nat = NatIndex::new(nat);
-        let tunnel = dests
-            .iter()
-            .any(|d| matches!(d.fwd, Fwd::Tunnel { .. }) && (d.draining || d.slot.live))
-            || services
-                .iter()
-                .flat_map(|s| &s.reals)
-                .any(|r| matches!(r.fwd, Fwd::Tunnel { .. }));
         for r in services.iter().flat_map(|s| &s.reals) {
             let d = &mut dests[r.dest.slot as usize];
             d.fwd = r.fwd;
@@ -715,6 +708,8 @@ impl Services {
             d.weight = if r.up { r.weight } else { 0 };
             d.down = !r.up;
         }
+        // Every real server's method is in its slot now (configured or draining).
+        let tunnel = dests.iter().any(|d| matches!(d.fwd, Fwd::Tunnel { .. }));
         let (mut vips, mut vips6) = (Vec::new(), Vec::new());
         for s in &cfg.services {
             match s.key.vip {
@@ -844,9 +839,6 @@ impl Services {
     /// specific that contains it), if one does.
     #[inline]
     pub fn client_hop(&self, ip: IpAddr) -> Option<Mac> {
-        if self.client_routes.is_empty() {
-            return None;
-        }
         self.client_routes
             .iter()
             .find(|r| r.contains(ip))

@@ -1086,16 +1086,8 @@ fn encapsulate(
         t.stats.too_big.inc();
         return Err(Verdict::Reply);
     }
-    let done = match (from, to) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            tunnel::encapsulate(frame, tun, &s.octets(), &d.octets(), ip_len)
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            tunnel::encapsulate(frame, tun, &s.octets(), &d.octets(), ip_len)
-        }
-        _ => false, // never built: a tunnel's source is of its real server's family
-    };
-    if !done {
+    // (A tunnel's source is always of its real server's family.)
+    if !tunnel::encapsulate(frame, tun, from, to, ip_len) {
         return Err(Verdict::Drop(DropReason::NoHeadroom));
     }
     t.stats.tunnelled.inc();

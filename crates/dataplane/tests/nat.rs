@@ -9,7 +9,7 @@ use xdpvs_dataplane::{process, Config, DropReason, Limits, Options, Services, Ta
 use xdpvs_sched::tcp::flags::{ACK, FIN, SYN};
 use xdpvs_sched::tcp::{State, Timeouts};
 use xdpvs_sched::{Mac, Method, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec, Time};
-use xdpvs_testkit::frames::{self, Endpoints, Endpoints6};
+use xdpvs_testkit::frames::{self, fold, Endpoints, Endpoints6};
 
 const DIRECTOR: Mac = [0x02, 0, 0, 0, 0, 0xd1];
 /// The router the clients are behind.
@@ -54,15 +54,34 @@ fn service(proto: Protocol, vip: IpAddr, reals: Vec<RealSpec>) -> ServiceSpec {
     s
 }
 
-fn tables(services: Vec<ServiceSpec>) -> Tables {
-    let limits = Limits {
+fn limits() -> Limits {
+    Limits {
         max_services: 8,
         max_dests: 32,
         conn_capacity: 4096,
-    };
-    let cfg = Config::new(DIRECTOR, services, Options::default());
-    let s = Services::build(&cfg, &limits, None).expect("valid config");
-    Tables::new(s, &limits, Timeouts::default(), 7).expect("valid limits")
+    }
+}
+
+fn tables_of(cfg: &Config) -> Tables {
+    let s = Services::build(cfg, &limits(), None).expect("valid config");
+    Tables::new(s, &limits(), Timeouts::default(), 7).expect("valid limits")
+}
+
+fn tables(services: Vec<ServiceSpec>) -> Tables {
+    tables_of(&Config::new(DIRECTOR, services, Options::default()))
+}
+
+/// A TCP service on the VIP with one NAT real server, number 1, on port 8080.
+fn one_nat() -> Config {
+    Config::new(
+        DIRECTOR,
+        vec![service(
+            Protocol::Tcp,
+            VIP.into(),
+            vec![real(rs4(1).into(), 1, 8080, Method::Masq)],
+        )],
+        Options::default(),
+    )
 }
 
 fn from_client(sport: u16, dport: u16) -> Endpoints {
@@ -85,17 +104,6 @@ fn from_real(n: u8, sport: u16, dport: u16) -> Endpoints {
         sport,
         dport,
     }
-}
-
-/// The ones'-complement sum of `bytes` folded to 16 bits.
-fn fold(mut acc: u64, bytes: &[u8]) -> u16 {
-    for w in bytes.chunks(2) {
-        acc += u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
-    }
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
 }
 
 /// Whether the IPv4 header's and the transport's checksums of `f` are valid.
@@ -323,24 +331,10 @@ fn fix_ip_checksum(f: &mut [u8]) {
 
 #[test]
 fn a_nat_real_servers_answer_to_the_directors_own_address_is_the_kernels() {
-    let limits = Limits {
-        max_services: 8,
-        max_dests: 32,
-        conn_capacity: 4096,
-    };
     let dip = Ipv4Addr::new(198, 18, 1, 1);
-    let mut cfg = Config::new(
-        DIRECTOR,
-        vec![service(
-            Protocol::Tcp,
-            VIP.into(),
-            vec![real(rs4(1).into(), 1, 8080, Method::Masq)],
-        )],
-        Options::default(),
-    );
+    let mut cfg = one_nat();
     cfg.own = vec![dip.into()];
-    let s = Services::build(&cfg, &limits, None).expect("valid config");
-    let mut t = Tables::new(s, &limits, Timeouts::default(), 7).expect("valid limits");
+    let mut t = tables_of(&cfg);
     let mut e = from_real(1, 8080, 43000);
     e.dst_ip = dip;
     let mut answer = frames::tcp(&e, SYN | ACK, &[]);
@@ -493,20 +487,7 @@ fn icmpv6_errors_are_translated_both_ways() {
 /// came.
 #[test]
 fn a_nat_reply_follows_the_most_specific_route_to_its_client() {
-    let limits = Limits {
-        max_services: 8,
-        max_dests: 32,
-        conn_capacity: 4096,
-    };
-    let mut cfg = Config::new(
-        DIRECTOR,
-        vec![service(
-            Protocol::Tcp,
-            VIP.into(),
-            vec![real(rs4(1).into(), 1, 8080, Method::Masq)],
-        )],
-        Options::default(),
-    );
+    let mut cfg = one_nat();
     let (default_gw, specific_gw) = ([2, 0, 0, 0, 0, 0xf1], [2, 0, 0, 0, 0, 0xf2]);
     cfg.client_routes = vec![
         xdpvs_dataplane::ClientRoute {
@@ -525,8 +506,7 @@ fn a_nat_reply_follows_the_most_specific_route_to_its_client() {
             mac: [2, 0, 0, 0, 0, 0xf6],
         },
     ];
-    let s = Services::build(&cfg, &limits, None).expect("valid config");
-    let mut t = Tables::new(s, &limits, Timeouts::default(), 7).expect("valid limits");
+    let mut t = tables_of(&cfg);
     let reply_to = |t: &mut Tables, client: Ipv4Addr, sport: u16| {
         let mut syn = frames::tcp(
             &Endpoints {
@@ -560,7 +540,7 @@ fn a_nat_reply_follows_the_most_specific_route_to_its_client() {
     cfg.client_routes.truncate(1);
     cfg.client_routes[0].prefix_len = 32;
     cfg.client_routes[0].net = Ipv4Addr::new(198, 19, 1, 1).into();
-    let s = Services::build(&cfg, &limits, Some(t.services())).expect("valid config");
+    let s = Services::build(&cfg, &limits(), Some(t.services())).expect("valid config");
     t.install(Box::new(s));
     assert_eq!(
         reply_to(&mut t, Ipv4Addr::new(198, 19, 9, 8), 40002),

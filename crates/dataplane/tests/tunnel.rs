@@ -16,7 +16,7 @@ use xdpvs_sched::{
     Mac, Method, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec, Time, TunCsum, TunKind,
     Tunnel,
 };
-use xdpvs_testkit::frames::{self, Endpoints, Endpoints6};
+use xdpvs_testkit::frames::{self, fold, Endpoints, Endpoints6};
 
 const DIRECTOR: Mac = [0x02, 0, 0, 0, 0, 0xd1];
 /// The router the clients are behind.
@@ -137,17 +137,6 @@ fn run(t: &mut Tables, frame: &[u8]) -> (Verdict, Vec<u8>) {
     let v = process_packet(&mut Packet::new(&mut buf, &mut len), t, NOW);
     buf.truncate(len);
     (v, buf)
-}
-
-/// The ones'-complement sum of `bytes` folded to 16 bits.
-fn fold(mut acc: u64, bytes: &[u8]) -> u16 {
-    for w in bytes.chunks(2) {
-        acc += u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
-    }
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
 }
 
 /// The IP packet of frame `f` (IPv4 or IPv6 after 14 bytes of Ethernet), without the

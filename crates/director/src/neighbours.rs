@@ -293,6 +293,45 @@ pub struct RouteTo {
     pub oif: Option<u32>,
     /// The route's MTU (`ip route ... mtu N`), if it has one.
     pub mtu: Option<u32>,
+    /// The destination network's address (none: the default route).
+    pub dst: Option<IpAddr>,
+    /// The routing table it is in.
+    pub table: u32,
+}
+
+impl RouteTo {
+    /// What an rtnetlink route message says.
+    fn of(r: &RouteMessage) -> RouteTo {
+        let ip = |a: &RouteAddress| match a {
+            RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
+            RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
+            _ => None,
+        };
+        let mut to = RouteTo {
+            gateway: None,
+            oif: None,
+            mtu: None,
+            dst: None,
+            table: u32::from(r.header.table),
+        };
+        for a in &r.attributes {
+            match a {
+                RouteAttribute::Gateway(g) => to.gateway = ip(g),
+                RouteAttribute::Destination(d) => to.dst = ip(d),
+                RouteAttribute::Oif(i) => to.oif = Some(*i),
+                RouteAttribute::Table(t) => to.table = *t,
+                RouteAttribute::Metrics(ms) => {
+                    for m in ms {
+                        if let RouteMetric::Mtu(v) = m {
+                            to.mtu = Some(*v);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        to
+    }
 }
 
 /// The kernel's route to `addr` (see [`RouteTo`]).
@@ -319,31 +358,7 @@ pub fn route_to(addr: IpAddr) -> Result<RouteTo, NeighbourError> {
                 )))
             }
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(r)) => {
-                let mut to = RouteTo {
-                    gateway: None,
-                    oif: None,
-                    mtu: None,
-                };
-                for a in r.attributes {
-                    match a {
-                        RouteAttribute::Gateway(RouteAddress::Inet(g)) => {
-                            to.gateway = Some(g.into())
-                        }
-                        RouteAttribute::Gateway(RouteAddress::Inet6(g)) => {
-                            to.gateway = Some(g.into())
-                        }
-                        RouteAttribute::Oif(i) => to.oif = Some(i),
-                        RouteAttribute::Metrics(ms) => {
-                            for m in ms {
-                                if let RouteMetric::Mtu(v) = m {
-                                    to.mtu = Some(v);
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                return Ok(to);
+                return Ok(RouteTo::of(&r));
             }
             _ => {}
         }
@@ -369,31 +384,12 @@ pub fn client_routes(
             let RouteNetlinkMessage::NewRoute(r) = m else {
                 return;
             };
-            let mut table = u32::from(r.header.table);
-            let (mut gateway, mut oif, mut dst) = (None, None, None);
-            for a in &r.attributes {
-                match a {
-                    RouteAttribute::Table(t) => table = *t,
-                    RouteAttribute::Oif(i) => oif = Some(*i),
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => {
-                        gateway = Some(IpAddr::V4(*g))
-                    }
-                    RouteAttribute::Gateway(RouteAddress::Inet6(g)) => {
-                        gateway = Some(IpAddr::V6(*g))
-                    }
-                    RouteAttribute::Destination(RouteAddress::Inet(d)) => {
-                        dst = Some(IpAddr::V4(*d))
-                    }
-                    RouteAttribute::Destination(RouteAddress::Inet6(d)) => {
-                        dst = Some(IpAddr::V6(*d))
-                    }
-                    _ => {}
-                }
-            }
-            let (Some(gw), true, true) = (gateway, oif == Some(ifindex), table == 254) else {
+            let to = RouteTo::of(&r);
+            let (Some(gw), true, true) = (to.gateway, to.oif == Some(ifindex), to.table == 254)
+            else {
                 return;
             };
-            let net = dst.unwrap_or(match gw {
+            let net = to.dst.unwrap_or(match gw {
                 IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                 IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             });

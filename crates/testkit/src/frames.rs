@@ -200,3 +200,15 @@ pub fn icmp6_error(
     v[54 + 2..54 + 4].copy_from_slice(&c.to_be_bytes());
     v
 }
+
+/// The ones'-complement sum of `bytes`, started from `acc`, folded to 16 bits (0xffff
+/// over a header or segment whose checksum is valid).
+pub fn fold(mut acc: u64, bytes: &[u8]) -> u16 {
+    for w in bytes.chunks(2) {
+        acc += u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+    }
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}

@@ -81,7 +81,6 @@ pub fn tunnel_frame(
     from: std::net::IpAddr,
     to: std::net::IpAddr,
 ) -> Option<Vec<u8>> {
-    use std::net::IpAddr;
     let ip_len = match frame.get(14)? >> 4 {
         4 => usize::from(u16::from_be_bytes([*frame.get(16)?, *frame.get(17)?])),
         6 => 40 + usize::from(u16::from_be_bytes([*frame.get(18)?, *frame.get(19)?])),
@@ -89,18 +88,13 @@ pub fn tunnel_frame(
     };
     let mut len = frame.len();
     frame.resize(len + 64, 0);
-    let done = {
-        let mut p = crate::packet::Packet::new(&mut frame, &mut len);
-        match (from, to) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => {
-                tunnel::encapsulate(&mut p, tun, &s.octets(), &d.octets(), ip_len)
-            }
-            (IpAddr::V6(s), IpAddr::V6(d)) => {
-                tunnel::encapsulate(&mut p, tun, &s.octets(), &d.octets(), ip_len)
-            }
-            _ => false,
-        }
-    };
+    let done = tunnel::encapsulate(
+        &mut crate::packet::Packet::new(&mut frame, &mut len),
+        tun,
+        from,
+        to,
+        ip_len,
+    );
     frame.truncate(len);
     done.then_some(frame)
 }

@@ -9,6 +9,8 @@
 //! the VIP, with ICMP "fragmentation needed" (IPv6: "packet too big") carrying the MTU
 //! minus the overhead, so the client's path MTU discovery adapts ([`too_big`]).
 
+use std::net::IpAddr;
+
 use xdpvs_sched::{TunCsum, TunKind, Tunnel};
 
 use crate::checksum::{checksum, sum_words};
@@ -37,17 +39,33 @@ pub(crate) fn overhead(tun: &Tunnel, v6: bool) -> usize {
 }
 
 /// Encapsulates the IP packet of `ip_len` bytes after the Ethernet header of `frame`
-/// from `src` to `dst` (of the packet's family). False, with the frame unchanged, when
-/// its buffer has no room for the outer headers.
+/// from `from` to `to` (of the packet's family). False, with the frame unchanged, when
+/// its buffer has no room for the outer headers, or `from` and `to` are of two families.
 #[inline]
 pub(crate) fn encapsulate(
     frame: &mut Packet<'_>,
     tun: &Tunnel,
-    src: &[u8],
-    dst: &[u8],
+    from: IpAddr,
+    to: IpAddr,
     ip_len: usize,
 ) -> bool {
-    let v6 = src.len() == 16;
+    // Source then destination, 4 or 16 bytes each.
+    let mut addrs = [0u8; 32];
+    let n = match (from, to) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            addrs[..4].copy_from_slice(&s.octets());
+            addrs[4..8].copy_from_slice(&d.octets());
+            4
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            addrs[..16].copy_from_slice(&s.octets());
+            addrs[16..].copy_from_slice(&d.octets());
+            16
+        }
+        _ => return false,
+    };
+    let (src, dst) = (&addrs[..n], &addrs[n..2 * n]);
+    let v6 = n == 16;
     let ov = overhead(tun, v6);
     if ETH + ip_len > frame.len() || !frame.open(ETH, ov) {
         return false;
