@@ -188,10 +188,11 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(inner, &before[14..14 + inner.len()], "the packet, byte for byte");
                 assert_ne!(ipv4_header_valid(frame), Some(false), "a valid outer header");
             }
-            Verdict::Tx => {
+            Verdict::Tx | Verdict::ToClient => {
                 assert_eq!(frame.len(), before.len());
                 assert_eq!(frame[6..12], DIRECTOR);
                 if frame[12..] == before[12..] {
+                    assert_eq!(v, Verdict::Tx, "only NAT replies go to clients");
                     assert!(
                         (11..15).any(|n| frame[0..6] == mac(n)),
                         "direct routing (only the MACs change): to a real server"
@@ -202,10 +203,15 @@ fuzz_target!(|data: &[u8]| {
                     let v6 = frame[12..14] == [0x86, 0xdd];
                     let (src, dst) = if v6 { (22, 38) } else { (26, 30) };
                     let last = |at: usize| frame[at + if v6 { 15 } else { 3 }];
-                    let to_real = NAT_MACS.clone().any(|n| frame[0..6] == mac(n))
-                        && NAT_MACS.contains(&last(dst));
-                    let reply = (100..103).contains(&last(src));
-                    assert!(to_real || reply, "to a NAT real server, or from a VIP");
+                    if v == Verdict::Tx {
+                        assert!(
+                            NAT_MACS.clone().any(|n| frame[0..6] == mac(n))
+                                && NAT_MACS.contains(&last(dst)),
+                            "to a NAT real server"
+                        );
+                    } else {
+                        assert!((100..103).contains(&last(src)), "a reply from a VIP");
+                    }
                     assert_eq!(
                         ipv4_header_valid(frame),
                         ipv4_header_valid(&before),

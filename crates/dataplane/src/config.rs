@@ -191,8 +191,13 @@ impl ClientRoute {
 /// What the director should do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// The director's own MAC: the source of every forwarded frame and ARP reply.
+    /// The director's own MAC (of the interface clients reach the VIPs through): the
+    /// source of every forwarded frame and ARP reply.
     pub director_mac: Mac,
+    /// Two-armed: the MAC of the director's interface on the real servers' side, the
+    /// source of frames to real servers (NAT replies leave by the clients' side, from
+    /// `director_mac`). `None`: one interface for both.
+    pub servers_mac: Option<Mac>,
     /// Virtual services.
     pub services: Vec<ServiceSpec>,
     /// Behaviour switches.
@@ -219,6 +224,7 @@ impl Config {
     pub fn new(director_mac: Mac, services: Vec<ServiceSpec>, options: Options) -> Config {
         Config {
             director_mac,
+            servers_mac: None,
             services,
             options,
             draining: Vec::new(),
@@ -381,6 +387,7 @@ impl DestView for View<'_> {
 #[derive(Clone, Debug)]
 pub struct Services {
     director_mac: Mac,
+    servers_mac: Mac,
     options: Options,
     vips: Vec<Ipv4Addr>,
     vips6: Vec<Ipv6Addr>,
@@ -723,6 +730,7 @@ impl Services {
         vips6.dedup();
         Ok(Services {
             director_mac: cfg.director_mac,
+            servers_mac: cfg.servers_mac.unwrap_or(cfg.director_mac),
             options: cfg.options,
             vips,
             vips6,
@@ -742,10 +750,17 @@ impl Services {
         })
     }
 
-    /// The director's MAC.
+    /// The director's MAC (on the clients' side).
     #[inline]
     pub fn director_mac(&self) -> Mac {
         self.director_mac
+    }
+
+    /// The director's MAC on the real servers' side: the source of frames to real
+    /// servers (the clients' side's when the director has one interface).
+    #[inline]
+    pub fn servers_mac(&self) -> Mac {
+        self.servers_mac
     }
 
     /// Behaviour switches.

@@ -44,6 +44,12 @@ pub trait Device {
     /// frame's: the token keeps it, and the device sends that many bytes.
     fn frame_mut<'a>(&'a mut self, f: &'a mut Self::Frame) -> Packet<'a>;
 
+    /// Says which way a received frame is to leave, before it is given to
+    /// [`Device::transmit`]. A device with one interface has one way and ignores it; a
+    /// two-armed one ([`crate::arms::Arms`]) sends it by that side.
+    #[inline]
+    fn direct(&mut self, _f: &mut Self::Frame, _to: Egress) {}
+
     /// Queues frames for transmission, from the front of `frames`, as many as the ring
     /// takes, and removes them from `frames`. What is left (the ring was full) is still
     /// the caller's, to release or to try again.
@@ -66,6 +72,17 @@ pub trait Device {
     fn stats(&self) -> Option<DeviceStats> {
         None
     }
+}
+
+/// Which way a frame leaves the director, from its verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Egress {
+    /// Back where it came from (an answer: ARP, echo, fragmentation needed).
+    Back,
+    /// To a real server.
+    Servers,
+    /// To a client (a NAT reply).
+    Clients,
 }
 
 /// Counters of an AF_XDP socket: the kernel's (`XDP_STATISTICS`) and its wake-ups.

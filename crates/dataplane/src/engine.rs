@@ -37,8 +37,12 @@ pub use explain::{Explained, RealNow, Why};
 /// What to do with a frame after [`process`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Verdict {
-    /// Transmit the rewritten frame (to a real server).
+    /// Transmit the rewritten frame to a real server (two-armed: by the real servers'
+    /// interface).
     Tx,
+    /// Transmit the rewritten frame to a client: a NAT real server's reply, or its ICMP
+    /// error about a client's packet (two-armed: by the clients' interface).
+    ToClient,
     /// Transmit the frame, now a reply to its sender (ARP).
     Reply,
     /// Not ours: hand the frame, untouched, to the kernel.
@@ -232,7 +236,7 @@ fn count(s: &WorkerStats, len: usize, v: Verdict, pass: &crate::stats::Counter) 
     s.rx.inc();
     s.rx_bytes.add(len as u64);
     match v {
-        Verdict::Tx => s.tx.inc(),
+        Verdict::Tx | Verdict::ToClient => s.tx.inc(),
         Verdict::Reply => s.reply.inc(),
         Verdict::Pass => pass.inc(),
         Verdict::Drop(r) => s.drops[r as usize].inc(),
@@ -770,7 +774,7 @@ fn nat_reply<A: Fam>(
     method::to_client(frame, &fwd, &at);
     set_macs(frame, hop, t.services.director_mac());
     t.stats.nat_replies.inc();
-    Verdict::Tx
+    Verdict::ToClient
 }
 
 /// The NAT connection of `client`:`cport` with real server `src` (its address and port),
@@ -831,7 +835,7 @@ fn nat_icmp_error<A: Fam>(
     method::icmp_to_client(frame, &fwd, A::V6, icmp);
     set_macs(frame, hop, t.services.director_mac());
     t.stats.icmp_forwarded.inc();
-    Verdict::Tx
+    Verdict::ToClient
 }
 
 /// An IPv6 frame: neighbour discovery for a VIP, ICMPv6 to a VIP, TCP/UDP to a service.
@@ -1032,7 +1036,7 @@ fn forward(
     ip_len: usize,
     answer_too_big: bool,
 ) -> Verdict {
-    let director = t.services.director_mac();
+    let director = t.services.servers_mac();
     if t.services.has_tunnel() {
         if let Fwd::Tunnel {
             addr,

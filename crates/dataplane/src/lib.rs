@@ -17,6 +17,7 @@
 //! is checked by `#![deny(unsafe_code)]`.
 #![deny(unsafe_code)]
 
+pub mod arms;
 mod checksum;
 pub mod config;
 pub mod device;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::config::Services;
-use crate::device::{Device, DeviceStats};
+use crate::device::{Device, DeviceStats, Egress};
 use crate::engine::{prefetch, prefetch_frame, process_steered, Explained, Tables, Verdict};
 use crate::stats::Counter;
 use crate::Time;
@@ -356,13 +356,21 @@ impl<D: Device> Worker<D> {
         if n > 0 {
             self.stats.batches.inc();
             for mut f in self.rx.drain(..) {
-                match process_steered(&mut self.dev.frame_mut(&mut f), &mut self.tables, now) {
-                    Verdict::Tx | Verdict::Reply => self.tx.push(f),
-                    // A frame steered to us cannot be handed back to the kernel: the XDP
-                    // program only steers what we handle, and the rest is counted
-                    // (`unhandled`) and recycled.
-                    Verdict::Pass | Verdict::Drop(_) => self.done.push(f),
-                }
+                let to =
+                    match process_steered(&mut self.dev.frame_mut(&mut f), &mut self.tables, now) {
+                        Verdict::Tx => Egress::Servers,
+                        Verdict::ToClient => Egress::Clients,
+                        Verdict::Reply => Egress::Back,
+                        // A frame steered to us cannot be handed back to the kernel: the XDP
+                        // program only steers what we handle, and the rest is counted
+                        // (`unhandled`) and recycled.
+                        Verdict::Pass | Verdict::Drop(_) => {
+                            self.done.push(f);
+                            continue;
+                        }
+                    };
+                self.dev.direct(&mut f, to);
+                self.tx.push(f);
             }
             self.dev.release(&mut self.done);
         }

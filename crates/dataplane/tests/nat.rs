@@ -186,7 +186,7 @@ fn a_nat_connection_is_rewritten_both_ways_with_valid_checksums() {
 
     // Its reply: from the VIP at 80, to the router the client is behind.
     let mut synack = frames::tcp(&from_real(1, 8080, 40000), SYN | ACK, &[]);
-    assert_eq!(process(&mut synack, &mut t, now(2)), Verdict::Tx);
+    assert_eq!(process(&mut synack, &mut t, now(2)), Verdict::ToClient);
     assert_eq!(
         &synack[0..6],
         &ROUTER,
@@ -208,10 +208,10 @@ fn a_nat_connection_is_rewritten_both_ways_with_valid_checksums() {
         ACK,
         b"HTTP/1.0 200 OK\r\n\r\nhello",
     );
-    assert_eq!(process(&mut data, &mut t, now(4)), Verdict::Tx);
+    assert_eq!(process(&mut data, &mut t, now(4)), Verdict::ToClient);
     assert!(valid4(&data));
     let mut fin = frames::tcp(&from_real(1, 8080, 40000), FIN | ACK, &[]);
-    assert_eq!(process(&mut fin, &mut t, now(5)), Verdict::Tx);
+    assert_eq!(process(&mut fin, &mut t, now(5)), Verdict::ToClient);
     assert_eq!(
         state(&t),
         Some(State::FinWait),
@@ -253,7 +253,7 @@ fn udp_keeps_a_missing_checksum_missing_and_a_present_one_valid() {
     assert_eq!(&none[40..42], &[0, 0], "no checksum stays none");
     assert!(valid4(&none));
     let mut answer = frames::udp(&from_real(1, 5353, 40000), b"answer");
-    assert_eq!(process(&mut answer, &mut t, now(3)), Verdict::Tx);
+    assert_eq!(process(&mut answer, &mut t, now(3)), Verdict::ToClient);
     assert_eq!((ip4(&answer, 26), port(&answer, 34)), (VIP, 80));
     assert!(valid4(&answer));
 }
@@ -270,7 +270,7 @@ fn ipv6_nat_both_ways() {
     assert!(valid6(&syn));
     let back = ep6(rs_mac(1), rs6(1), 8080, CLIENT6, 40000);
     let mut synack = frames::tcp6(&back, SYN | ACK, &[]);
-    assert_eq!(process(&mut synack, &mut t, now(2)), Verdict::Tx);
+    assert_eq!(process(&mut synack, &mut t, now(2)), Verdict::ToClient);
     assert_eq!(&synack[22..38], &VIP6.octets());
     assert_eq!(port(&synack, 54), 80);
     assert_eq!(&synack[0..6], &ROUTER);
@@ -417,7 +417,7 @@ fn icmp_errors_are_translated_both_ways() {
     assert_eq!(process(&mut q1, &mut t, now(3)), Verdict::Tx);
     let mut unreachable = frames::icmp_error(&from_real(2, 0, 0), 3, 3, [0; 4], &q1[14..14 + 33]);
     assert!(icmp_valid4(&unreachable));
-    assert_eq!(process(&mut unreachable, &mut t, now(4)), Verdict::Tx);
+    assert_eq!(process(&mut unreachable, &mut t, now(4)), Verdict::ToClient);
     assert_eq!(
         &unreachable[0..6],
         &ROUTER,
@@ -454,7 +454,7 @@ fn icmpv6_errors_are_translated_both_ways() {
     let from_rs = ep6(rs_mac(1), rs6(1), 0, CLIENT6, 0);
     let mut unreachable = frames::icmp6_error(&from_rs, 1, 4, [0; 4], &q[14..]);
     assert!(icmp_valid6(&unreachable));
-    assert_eq!(process(&mut unreachable, &mut t, now(2)), Verdict::Tx);
+    assert_eq!(process(&mut unreachable, &mut t, now(2)), Verdict::ToClient);
     assert_eq!(&unreachable[22..38], &VIP6.octets(), "from the VIP");
     assert_eq!(&unreachable[0..6], &ROUTER);
     assert_eq!(
@@ -525,7 +525,7 @@ fn a_nat_reply_follows_the_most_specific_route_to_its_client() {
             SYN | ACK,
             &[],
         );
-        assert_eq!(process(&mut synack, t, now(2)), Verdict::Tx);
+        assert_eq!(process(&mut synack, t, now(2)), Verdict::ToClient);
         let mut m = [0; 6];
         m.copy_from_slice(&synack[0..6]);
         m
@@ -546,4 +546,37 @@ fn a_nat_reply_follows_the_most_specific_route_to_its_client() {
         reply_to(&mut t, Ipv4Addr::new(198, 19, 9, 8), 40002),
         ROUTER
     );
+}
+
+#[test]
+fn two_armed_frames_to_real_servers_leave_from_the_servers_side_and_replies_from_the_clients() {
+    const SERVERS_SIDE: Mac = [0x02, 0, 0, 0, 0, 0xd2];
+    let mut cfg = one_nat();
+    cfg.servers_mac = Some(SERVERS_SIDE);
+    let mut t = tables_of(&cfg);
+    let mut syn = frames::tcp(&from_client(40000, 80), SYN, &[]);
+    assert_eq!(process(&mut syn, &mut t, now(1)), Verdict::Tx);
+    assert_eq!(
+        (&syn[0..6], &syn[6..12]),
+        (&rs_mac(1)[..], &SERVERS_SIDE[..])
+    );
+    let mut synack = frames::tcp(
+        &Endpoints {
+            dst_mac: SERVERS_SIDE,
+            ..from_real(1, 8080, 40000)
+        },
+        SYN | ACK,
+        &[],
+    );
+    assert_eq!(process(&mut synack, &mut t, now(2)), Verdict::ToClient);
+    assert_eq!(
+        (&synack[0..6], &synack[6..12]),
+        (&ROUTER[..], &DIRECTOR[..])
+    );
+    assert!(valid4(&synack));
+    // An answer (here: a ping of the VIP) goes back where it came from, from the VIP's
+    // side.
+    let mut ping = frames::icmp_echo_request(&from_client(0, 0), 7, 1, b"ping");
+    assert_eq!(process(&mut ping, &mut t, now(3)), Verdict::Reply);
+    assert_eq!(&ping[6..12], &DIRECTOR[..]);
 }
