@@ -19,6 +19,11 @@
  *   from a NAT real server's address (about clients' packets) -> AF_XDP socket
  * - everything else (the director's own addresses, other ports...) -> kernel
  *
+ * Two-armed (the real servers behind a second interface, the program attached to both):
+ * on the real servers' interface only NAT real servers' replies and errors are steered,
+ * to the socket of its queue (XSKMAP index XDPVS_MAX_QUEUES + queue); a VIP is not
+ * answered there.
+ *
  * bpf_redirect_map() falls back to XDP_PASS when no socket is bound to the queue.
  * The maps are filled by xdpvs at run time: adding a service needs no reload.
  */
@@ -68,7 +73,7 @@ struct nat6_key {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);
-	__uint(max_entries, XDPVS_MAX_QUEUES);
+	__uint(max_entries, 2 * XDPVS_MAX_QUEUES);
 	__type(key, __u32);
 	__type(value, __u32);
 } xsks SEC(".maps");
@@ -115,6 +120,14 @@ struct {
 	__type(value, __u8);
 } nats6 SEC(".maps");
 
+/* Two-armed: the index of the real servers' interface (0: one interface). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} servers_side SEC(".maps");
+
 /* The director's own addresses: traffic to them (health checks' answers from a NAT
  * real server, say) is the kernel's. */
 struct {
@@ -152,12 +165,12 @@ struct arp_eth_ipv4 {
 #define PASS 0
 #define STEER 1
 
-static __always_inline int classify_arp(void *l3, void *end)
+static __always_inline int classify_arp(void *l3, void *end, int servers)
 {
 	struct arp_eth_ipv4 *arp = l3;
 	__u32 tpa, spa;
 
-	if ((void *)(arp + 1) > end)
+	if (servers || (void *)(arp + 1) > end)
 		return PASS;
 	if (arp->ar_hrd != bpf_htons(ARPHRD_ETHER) ||
 	    arp->ar_pro != bpf_htons(ETH_P_IP) ||
@@ -210,7 +223,7 @@ static __always_inline int classify_nat_reply(struct iphdr *ip, void *end)
 	return bpf_map_lookup_elem(&nats, &key) ? STEER : PASS;
 }
 
-static __always_inline int classify_ipv4(void *l3, void *end)
+static __always_inline int classify_ipv4(void *l3, void *end, int servers)
 {
 	struct iphdr *ip = l3;
 	struct service_key key = {};
@@ -220,6 +233,8 @@ static __always_inline int classify_ipv4(void *l3, void *end)
 		return PASS;
 	if (!bpf_map_lookup_elem(&vips, &ip->daddr))
 		return classify_nat_reply(ip, end);
+	if (servers)
+		return PASS;
 	/* ICMP to a VIP: echo answered, errors sent to their connection's real server. */
 	if (ip->protocol == IPPROTO_ICMP)
 		return STEER;
@@ -251,7 +266,7 @@ static __always_inline int classify_ipv4(void *l3, void *end)
 /* Extension headers walked before giving up (to the kernel). */
 #define MAX_EXTS 4
 
-static __always_inline int classify_ipv6(void *l3, void *end)
+static __always_inline int classify_ipv6(void *l3, void *end, int servers)
 {
 	struct ipv6hdr *ip = l3;
 	struct service6_key key = {};
@@ -270,7 +285,7 @@ static __always_inline int classify_ipv6(void *l3, void *end)
 		if ((void *)(icmp + 1) > end)
 			return PASS;
 		if (icmp[0] == ND_SOLICIT || icmp[0] == ND_ADVERT) {
-			if ((void *)(icmp + 24) > end)
+			if (servers || (void *)(icmp + 24) > end)
 				return PASS;
 			return bpf_map_lookup_elem(&vips6, icmp + 8) ? STEER : PASS;
 		}
@@ -301,6 +316,8 @@ static __always_inline int classify_ipv6(void *l3, void *end)
 		nat.proto = next;
 		return bpf_map_lookup_elem(&nats6, &nat) ? STEER : PASS;
 	}
+	if (servers)
+		return PASS;
 #pragma unroll
 	for (i = 0; i < MAX_EXTS; i++) {
 		__u8 *ext = p;
@@ -339,7 +356,7 @@ static __always_inline int classify_ipv6(void *l3, void *end)
 }
 
 /* Whether the director handles this frame (STEER) or the kernel does (PASS). */
-static __always_inline int classify(struct xdp_md *ctx)
+static __always_inline int classify(struct xdp_md *ctx, int servers)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -348,18 +365,27 @@ static __always_inline int classify(struct xdp_md *ctx)
 	if ((void *)(eth + 1) > end)
 		return PASS;
 	if (eth->h_proto == bpf_htons(ETH_P_ARP))
-		return classify_arp(eth + 1, end);
+		return classify_arp(eth + 1, end, servers);
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
-		return classify_ipv4(eth + 1, end);
+		return classify_ipv4(eth + 1, end, servers);
 	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
-		return classify_ipv6(eth + 1, end);
+		return classify_ipv6(eth + 1, end, servers);
 	return PASS;
 }
 
 SEC("xdp")
 int xdpvs_steer(struct xdp_md *ctx)
 {
-	if (classify(ctx) == STEER)
+	__u32 zero = 0;
+	__u32 *side = bpf_map_lookup_elem(&servers_side, &zero);
+
+	if (side && *side && ctx->ingress_ifindex == *side) {
+		if (classify(ctx, 1) == STEER)
+			return bpf_redirect_map(&xsks, XDPVS_MAX_QUEUES + ctx->rx_queue_index,
+						XDP_PASS);
+		return XDP_PASS;
+	}
+	if (classify(ctx, 0) == STEER)
 		return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
 	return XDP_PASS;
 }
@@ -372,7 +398,7 @@ int xdpvs_steer(struct xdp_md *ctx)
 SEC("xdp")
 int xdpvs_classify(struct xdp_md *ctx)
 {
-	return classify(ctx) == STEER ? XDP_TX : XDP_PASS;
+	return classify(ctx, 0) == STEER ? XDP_TX : XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -3363,6 +3363,158 @@ fn nat_one_armed_maps_ports_and_serves_ab_without_a_failure() {
     );
 }
 
+/// LVS-NAT with two arms (`run -i eth0 -i eth1`), as classic directors with two NICs:
+/// the clients on the first LAN, three NAT real servers (80 mapped to 8080) on a second
+/// one that only the director's second interface reaches, their gateway the director.
+/// Every request crosses from one interface to the other and every reply back: rr in
+/// rotation, ab without a failure, ICMP from the real servers' side, and a large download
+/// byte for byte.
+#[test]
+fn nat_two_armed_crosses_interfaces_both_ways_and_serves_ab_without_a_failure() {
+    let Some((_guard, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.second_arm(
+        "198.18.1.1".parse().expect("an address"),
+        &["r1", "r2", "r3"],
+    )
+    .expect("the real servers' LAN");
+    for n in 1..=3 {
+        lab.sh(
+            &lab.ns(&format!("r{n}")),
+            &format!(
+                "ip -4 addr flush dev eth0 && ip addr add 198.18.1.1{n}/24 dev eth0 && \
+                 ip addr del 198.18.0.100/32 dev lo && ip route replace default via 198.18.1.1 && \
+                 ethtool -K eth0 tx off >/dev/null"
+            ),
+        )
+        .expect("a NAT real server on the second LAN");
+        lab.start_http(&format!("r{n}"), &format!("rs{n}"), 8080)
+            .expect("HTTP on 8080");
+    }
+    // The client has no route to the real servers' LAN: only the director joins them.
+    assert!(
+        lab.sh(&lab.ns("c"), "ping -c1 -W1 198.18.1.11").is_err(),
+        "the client reaches 198.18.1.0/24 itself"
+    );
+    let conf = std::env::temp_dir().join(format!("{}-two-armed.conf", lab.ns("d")));
+    let reals: String = (1..=3)
+        .map(|n| format!("  real_server 198.18.1.1{n} 8080 {{\n    TCP_CHECK {{\n      connect_timeout 3\n    }}\n  }}\n"))
+        .collect();
+    std::fs::write(
+        &conf,
+        format!("virtual_server 198.18.0.100 80 {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n{reals}}}\n"),
+    )
+    .expect("keepalived.conf");
+    lab.start_director(&["-i", "eth1", "--keepalived", conf.to_str().expect("utf-8")])
+        .expect("director starts");
+    let _ = std::fs::remove_file(&conf);
+    lab.wait_resolved().expect("real servers resolve on eth1");
+    let log = lab.director_log();
+    assert!(
+        log.contains(
+            "two-armed: clients reach the VIPs through eth0, the real servers are behind eth1"
+        ),
+        "{log}"
+    );
+    let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
+    assert_rotation(&answers);
+    let report = ab(&lab, 4000, 20, false);
+    assert!(report.contains("Failed requests:        0"), "{report}");
+    assert!(report.contains("Complete requests:      4000"), "{report}");
+    // The real servers saw the director's second interface, the client its first.
+    let mac = |ns: &str, dev: &str| {
+        let o = lab
+            .sh(ns, &format!("cat /sys/class/net/{dev}/address"))
+            .expect("a MAC");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let (d, eth0, eth1) = (lab.ns("d"), "eth0", "eth1");
+    let (front, back) = (mac(&d, eth0), mac(&d, eth1));
+    let neigh = |role: &str, ip: &str| {
+        let o = lab
+            .sh(&lab.ns(role), &format!("ip neigh show {ip}"))
+            .expect("ip neigh");
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert!(
+        neigh("r1", "198.18.1.1").contains(&back),
+        "r1's gateway is eth1"
+    );
+    assert!(
+        neigh("c", "198.18.0.100").contains(&front),
+        "the VIP is at eth0"
+    );
+    // The health checks (from the director's own address on eth1) pass.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut health = x(&lab, "-L -n --json");
+    while health.matches("\"up\": true").count() < 3 || health.contains("\"checks\": 0,") {
+        assert!(std::time::Instant::now() < deadline, "checks: {health}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        health = x(&lab, "-L -n --json");
+    }
+    // Port unreachable from the real servers' side reaches the client from the VIP.
+    x(&lab, "-A -u 198.18.0.100:53 -s rr");
+    x(&lab, "-a -u 198.18.0.100:53 -r 198.18.1.13:5353 -m");
+    let out = lab
+        .exec(
+            &lab.ns("c"),
+            &[
+                "python3",
+                "-c",
+                "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(5)\ns.connect(('198.18.0.100', 53))\ns.send(b'q')\ntry:\n    s.recv(100)\n    print('answered')\nexcept ConnectionRefusedError:\n    print('refused')\nexcept socket.timeout:\n    print('timeout')",
+            ],
+        )
+        .expect("python runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "refused",
+        "{}",
+        lab.director_log()
+    );
+    // 10 MB across both interfaces, byte for byte.
+    let dir = std::env::temp_dir().join(format!("xdpvs-two-armed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let big: Vec<u8> = (0..10_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.join("big"), &big).expect("a large file");
+    let r1 = lab.ns("r1");
+    lab.spawn(
+        &r1,
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8081",
+            "--directory",
+            &dir.to_string_lossy(),
+        ],
+    )
+    .expect("a file server");
+    x(&lab, "-A -t 198.18.0.100:81 -s rr");
+    x(&lab, "-a -t 198.18.0.100:81 -r 198.18.1.11:8081 -m");
+    lab.wait_resolved().expect("resolved");
+    let got = dir.join("got");
+    let fetched = lab
+        .sh(
+            &lab.ns("c"),
+            &format!(
+                "for i in $(seq 50); do curl -sfI http://198.18.0.100:81/big >/dev/null && break; sleep 0.1; done; \
+                 curl -sf --max-time 60 -o {} http://198.18.0.100:81/big",
+                got.display()
+            ),
+        )
+        .map(|o| o.status.success());
+    let same = std::fs::read(&got).is_ok_and(|g| g == big);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        fetched.unwrap_or(false) && same,
+        "10 MB through a two-armed NAT, byte for byte\n{}",
+        lab.director_log()
+    );
+}
+
 /// LVS-NAT over IPv6, in a service that mixes methods: two real servers on
 /// 2001:2:0:1::/64 behind the director by NAT (80 mapped to 8080), one by direct
 /// routing; rr in rotation over the three and ab without a failure.

@@ -79,10 +79,13 @@ pub enum XdpError {
     },
 }
 
-/// The loaded steering program and its maps; attached to at most one interface.
+/// The loaded steering program and its maps; attached to one interface, or to two (the
+/// two-armed director).
 pub struct Steering {
-    // Field order is drop order: the attachment before the program.
+    // Field order is drop order: the attachments before the program.
     link: Option<OwnedFd>,
+    /// Two-armed: the attachment to the real servers' interface.
+    servers: Option<OwnedFd>,
     loaded: Loaded,
 }
 
@@ -134,6 +137,7 @@ impl Steering {
     pub fn load() -> Result<Steering, XdpError> {
         Ok(Steering {
             link: None,
+            servers: None,
             loaded: Loaded::load().map_err(XdpError::Load)?,
         })
     }
@@ -142,8 +146,33 @@ impl Steering {
     /// tries native first, then generic. Returns the mode in force.
     pub fn attach(&mut self, ifindex: u32, mode: XdpMode) -> Result<XdpMode, XdpError> {
         self.link = None;
+        let (link, mode) = self.attach_to(ifindex, mode)?;
+        self.link = Some(link);
+        Ok(mode)
+    }
+
+    /// Two-armed: attaches to the real servers' interface `ifindex` as well, where the
+    /// program steers only NAT real servers' replies and errors, to the sockets given
+    /// by [`Steering::set_servers_socket`]. Returns the mode in force.
+    pub fn attach_servers(&mut self, ifindex: u32, mode: XdpMode) -> Result<XdpMode, XdpError> {
+        self.servers = None;
+        let (link, mode) = self.attach_to(ifindex, mode)?;
+        self.loaded
+            .skel()
+            .maps
+            .servers_side
+            .update(bytes_of(&0u32), bytes_of(&ifindex), MapFlags::ANY)
+            .map_err(|cause| XdpError::Map {
+                map: "servers_side",
+                cause,
+            })?;
+        self.servers = Some(link);
+        Ok(mode)
+    }
+
+    fn attach_to(&self, ifindex: u32, mode: XdpMode) -> Result<(OwnedFd, XdpMode), XdpError> {
         let prog = &self.loaded.skel().progs.xdpvs_steer;
-        let (link, mode) = match attach(prog.as_fd(), ifindex, mode) {
+        match attach(prog.as_fd(), ifindex, mode) {
             Err(XdpError::Attach { cause, .. })
                 if matches!(cause.raw_os_error(), Some(libc::EBUSY | libc::EEXIST)) =>
             {
@@ -152,24 +181,32 @@ impl Steering {
                     other: attached_program(prog.as_fd(), ifindex),
                 })
             }
-            r => r?,
-        };
-        self.link = Some(link);
-        Ok(mode)
+            r => r,
+        }
     }
 
-    /// Detaches from the interface (also done on drop).
+    /// Detaches from the interfaces (also done on drop).
     pub fn detach(&mut self) {
         self.link = None;
+        self.servers = None;
     }
 
     /// Steers RX queue `queue` to the AF_XDP socket `fd`.
     pub fn set_socket(&self, queue: u32, fd: RawFd) -> Result<(), XdpError> {
+        self.set_xsk(queue, fd)
+    }
+
+    /// Two-armed: steers RX queue `queue` of the real servers' interface to `fd`.
+    pub fn set_servers_socket(&self, queue: u32, fd: RawFd) -> Result<(), XdpError> {
+        self.set_xsk(crate::limits::MAX_QUEUES as u32 + queue, fd)
+    }
+
+    fn set_xsk(&self, index: u32, fd: RawFd) -> Result<(), XdpError> {
         self.loaded
             .skel()
             .maps
             .xsks
-            .update(bytes_of(&queue), bytes_of(&(fd as u32)), MapFlags::ANY)
+            .update(bytes_of(&index), bytes_of(&(fd as u32)), MapFlags::ANY)
             .map_err(|cause| XdpError::Map { map: "xsks", cause })
     }
 

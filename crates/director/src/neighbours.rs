@@ -96,10 +96,13 @@ pub fn entry(msg: &NeighbourMessage, deleted: bool, ifindex: u32) -> Option<Entr
     })
 }
 
-/// The neighbour table of one interface, followed through rtnetlink events.
+/// The neighbour table of one interface (or of the two of a two-armed director),
+/// followed through rtnetlink events.
 #[derive(Debug)]
 pub struct Neighbours {
     ifindex: u32,
+    /// The other interface of a two-armed director (0: none).
+    also: u32,
     events: Socket,
     buf: Vec<u8>,
     table: HashMap<IpAddr, Option<Mac>>,
@@ -108,6 +111,12 @@ pub struct Neighbours {
 impl Neighbours {
     /// Subscribes to neighbour events, then dumps the table of `ifindex`.
     pub fn open(ifindex: u32) -> Result<Neighbours, NeighbourError> {
+        Neighbours::open_on(ifindex, None)
+    }
+
+    /// [`Neighbours::open`] for `ifindex` and, when given, a second interface: one table
+    /// of both (their subnets differ).
+    pub fn open_on(ifindex: u32, also: Option<u32>) -> Result<Neighbours, NeighbourError> {
         let mut events = Socket::new(NETLINK_ROUTE).map_err(socket_err("socket"))?;
         events.bind_auto().map_err(socket_err("bind"))?;
         events
@@ -118,6 +127,7 @@ impl Neighbours {
             .map_err(socket_err("set_non_blocking"))?;
         let mut n = Neighbours {
             ifindex,
+            also: also.unwrap_or(0),
             events,
             buf: vec![0; 1 << 16],
             table: HashMap::new(),
@@ -134,13 +144,13 @@ impl Neighbours {
     /// Reads the table afresh (at start, and when events were lost).
     fn dump(&mut self) -> Result<(), NeighbourError> {
         let mut table = HashMap::new();
-        let ifindex = self.ifindex;
+        let (ifindex, also) = (self.ifindex, self.also);
         dump(
             RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
             &mut self.buf,
             |m| {
                 if let RouteNetlinkMessage::NewNeighbour(m) = m {
-                    if let Some(e) = entry(&m, false, ifindex) {
+                    if let Some(e) = entry(&m, false, ifindex).or_else(|| entry(&m, false, also)) {
                         table.insert(e.addr, e.mac);
                     }
                 }
@@ -174,10 +184,10 @@ impl Neighbours {
             for msg in messages(&self.buf[..n]) {
                 let found = match &msg.payload {
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) => {
-                        entry(m, false, self.ifindex)
+                        entry(m, false, self.ifindex).or_else(|| entry(m, false, self.also))
                     }
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(m)) => {
-                        entry(m, true, self.ifindex)
+                        entry(m, true, self.ifindex).or_else(|| entry(m, true, self.also))
                     }
                     _ => None,
                 };

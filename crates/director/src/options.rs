@@ -8,9 +8,11 @@ use xdpvs_dataplane::ConnReuseMode;
 /// Options of `xdpvs run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunOptions {
-    /// The interface clients reach the VIPs through (and real servers are on).
-    #[arg(short = 'i', long = "interface", value_name = "IFACE", value_parser = Interfaces, hide_possible_values = true)]
-    pub iface: String,
+    /// The interface clients reach the VIPs through (and real servers are on). Given
+    /// twice, the two-armed director: `-i CLIENTS -i SERVERS`, the real servers behind
+    /// the second interface (classic LVS-NAT with two NICs).
+    #[arg(short = 'i', long = "interface", value_name = "IFACE", value_parser = Interfaces, hide_possible_values = true, required = true)]
+    pub ifaces: Vec<String>,
     /// RX queues to serve (default: all of the interface's queues).
     #[arg(long)]
     pub queues: Option<u32>,
@@ -109,6 +111,18 @@ fn parse_conn_reuse_mode(s: &str) -> Result<ConnReuseMode, String> {
 /// interfaces to shell completions (those of the host that generates them).
 #[derive(Clone, Debug)]
 pub struct Interfaces;
+
+impl RunOptions {
+    /// The interface clients reach the VIPs through.
+    pub fn iface(&self) -> &str {
+        self.ifaces.first().map_or("", String::as_str)
+    }
+
+    /// Two-armed: the interface the real servers are on.
+    pub fn servers_iface(&self) -> Option<&str> {
+        self.ifaces.get(1).map(String::as_str)
+    }
+}
 
 impl clap::builder::TypedValueParser for Interfaces {
     type Value = String;

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
+use xdpvs_dataplane::arms::Arms;
 use xdpvs_dataplane::worker::IdlePolicy;
 use xdpvs_dataplane::{Config, Limits, Options, Services, Tables};
 use xdpvs_sched::tcp::Timeouts;
@@ -90,13 +91,15 @@ pub fn run(
         None => None,
     };
     setup::check_capabilities()?;
-    let ifc = Interface::probe(opts)?;
+    let (ifc, servers) = Interface::probe_all(opts)?;
     let max_mtu = xdpvs_dataplane::sys::xsk::MAX_RX_FRAME - 14;
-    if let Some(mtu) = crate::iface::attr(&ifc.name, "mtu")
-        .ok()
-        .and_then(|m| m.parse::<u32>().ok())
-        .filter(|&m| m > max_mtu)
-    {
+    for (ifc, mtu) in std::iter::once(&ifc).chain(&servers).filter_map(|i| {
+        let mtu = crate::iface::attr(&i.name, "mtu")
+            .ok()?
+            .parse::<u32>()
+            .ok()?;
+        (mtu > max_mtu).then_some((i, mtu))
+    }) {
         warn!(
             "{} has MTU {mtu}: frames longer than {} bytes do not fit an AF_XDP frame and are dropped by the kernel (xdpvs_xsk_rx_dropped_total); the LAN's MTU must be at most {max_mtu}",
             ifc.name,
@@ -134,7 +137,15 @@ pub fn run(
     };
 
     // Setup: the XDP program, then a socket and a worker per queue.
-    let steering = setup::steering(&ifc, opts)?;
+    let steering = setup::steering(&ifc, servers.as_ref(), opts)?;
+    if let Some(s) = &servers {
+        info!(
+            "two-armed: clients reach the VIPs through {}, the real servers are behind {} ({})",
+            ifc.name,
+            s.name,
+            format_mac(&s.mac)
+        );
+    }
     let empty = Services::build(&Config::new(ifc.mac, vec![], options), &limits, None)
         .map_err(ControlError::from)?;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -160,6 +171,10 @@ pub fn run(
     }
     for q in 0..ifc.queues {
         let dev = setup::socket(&ifc, q, opts, &steering)?;
+        let servers_dev = servers
+            .as_ref()
+            .map(|s| setup::servers_socket(s, q, opts, &steering).map(|d| (d, s.mac)))
+            .transpose()?;
         let tables = Tables::new(
             empty.clone(),
             &limits,
@@ -171,7 +186,17 @@ pub fn run(
         let zero_copy = dev.is_zero_copy();
         let huge = dev.has_huge_pages();
         let poll = policies[q as usize];
-        workers.spawn(q, dev, tables, core, poll, opts.sweep_rate)?;
+        match servers_dev {
+            Some((sdev, mac)) => workers.spawn(
+                q,
+                Arms::new(dev, sdev, mac),
+                tables,
+                core,
+                poll,
+                opts.sweep_rate,
+            )?,
+            None => workers.spawn(q, dev, tables, core, poll, opts.sweep_rate)?,
+        }
         info!(
             "queue {q}: AF_XDP socket bound in {} mode (UMEM in {}), worker on core {}, {} polling{}",
             if zero_copy { "zero-copy" } else { "copy" },
@@ -189,8 +214,12 @@ pub fn run(
         director_mac: ifc.mac,
         links: links.clone(),
         ifindex: ifc.index,
+        servers_ifindex: servers.as_ref().map(|s| s.index),
     };
-    let local = neighbours::local_addresses(ifc.index)?;
+    let mut local = neighbours::local_addresses(ifc.index)?;
+    if let Some(s) = &servers {
+        local.extend(neighbours::local_addresses(s.index)?);
+    }
     if local.is_empty() {
         warn!(
             "{} has no IPv4 address: real servers are not checked against its subnet",
@@ -198,15 +227,20 @@ pub fn run(
         );
     }
     let mut side = WriteSide::new(ifc.mac, options, limits, local, live)?;
+    if let Some(s) = &servers {
+        side.set_servers_mac(s.mac);
+    }
     // Tunnels are sized for the interface's MTU (IPVS: the route's).
-    if let Some(mtu) = crate::iface::attr(&ifc.name, "mtu")
+    let servers_name = servers.as_ref().map_or(&ifc.name, |s| &s.name);
+    if let Some(mtu) = crate::iface::attr(servers_name, "mtu")
         .ok()
         .and_then(|m| m.parse().ok())
     {
         side.set_tunnel_mtu(mtu);
     }
     // The hosts on the LAN before the first VIP: none of their addresses may be one.
-    side.learn_lan(Neighbours::open(ifc.index)?.table());
+    let servers_index = servers.as_ref().map(|s| s.index);
+    side.learn_lan(Neighbours::open_on(ifc.index, servers_index)?.table());
     let restored = match &initial {
         Some((s, lines, req)) => side
             .execute(req)
@@ -226,6 +260,7 @@ pub fn run(
             );
             let parts = Parts {
                 ifc: &ifc,
+                servers: servers.as_ref(),
                 opts,
                 links,
                 aside,
@@ -275,6 +310,8 @@ pub fn run(
 /// The parts that run beside the workers while the director serves, and what they need.
 struct Parts<'a> {
     ifc: &'a Interface,
+    /// Two-armed: the real servers' interface.
+    servers: Option<&'a Interface>,
     opts: &'a RunOptions,
     links: workers::Links,
     /// The core for the checker and the metrics server.
@@ -298,7 +335,7 @@ impl Parts<'_> {
         let thread = |what: &'static str| move |source| RunError::Thread { what, source };
         let view = side.published();
         let watch = Arc::new(Published::new(crate::watch::Watch::default()));
-        let neighbours = Neighbours::open(self.ifc.index)?;
+        let neighbours = Neighbours::open_on(self.ifc.index, self.servers.map(|s| s.index))?;
         let checker = Checker::start(self.aside).map_err(thread("health checker"))?;
         let metrics = self
             .opts
@@ -366,6 +403,7 @@ impl Parts<'_> {
             source: self.source,
             auto: self.auto,
             iface: &self.ifc.name,
+            servers_iface: self.servers.map_or(&self.ifc.name, |s| &s.name),
             grace: Duration::from_secs(self.opts.drain_grace),
         };
         let ended = writer.run(stop);

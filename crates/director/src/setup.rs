@@ -40,6 +40,9 @@ pub enum SetupError {
         /// What it has.
         available: u32,
     },
+    /// `-i` given more than twice, or the same interface twice.
+    #[error("-i {0}: give one interface (clients and real servers on it), or two: -i CLIENTS -i SERVERS (the two-armed director)")]
+    Interfaces(String),
     /// The XDP program.
     #[error(transparent)]
     Xdp(#[from] XdpError),
@@ -112,16 +115,38 @@ pub struct Interface {
 }
 
 impl Interface {
-    /// Reads the facts of `opts.iface` and checks `--queues`.
-    pub fn probe(opts: &RunOptions) -> Result<Interface, SetupError> {
-        let name = opts.iface.clone();
+    /// The interfaces of `opts`: the clients' one, and the real servers' one when the
+    /// director has two. Both serve as many queues (`--queues`, else all of the one with
+    /// fewer).
+    pub fn probe_all(opts: &RunOptions) -> Result<(Interface, Option<Interface>), SetupError> {
+        let two = match opts.ifaces.as_slice() {
+            [_] => false,
+            [a, b] if a != b => true,
+            many => return Err(SetupError::Interfaces(many.join(" -i "))),
+        };
+        let clients = Interface::probe(opts.iface(), opts.queues)?;
+        if !two {
+            return Ok((clients, None));
+        }
+        let name = opts.servers_iface().unwrap_or_default();
+        let servers = Interface::probe(name, opts.queues)?;
+        let queues = clients.queues.min(servers.queues);
+        Ok((
+            Interface { queues, ..clients },
+            Some(Interface { queues, ..servers }),
+        ))
+    }
+
+    /// Reads the facts of interface `name` and checks `queues` against it.
+    pub fn probe(name: &str, queues: Option<u32>) -> Result<Interface, SetupError> {
+        let name = name.to_string();
         let index = iface::ifindex(&name)?;
         if iface::attr(&name, "type").is_ok_and(|t| t.trim() == "772") {
             return Err(SetupError::Loopback(name));
         }
         let mac = iface::mac_of(&name)?;
         let available = iface::rx_queues(&name)?.max(1);
-        let queues = opts.queues.unwrap_or(available.min(MAX_QUEUES as u32));
+        let queues = queues.unwrap_or(available.min(MAX_QUEUES as u32));
         if queues == 0 || queues > available || queues as usize > MAX_QUEUES {
             return Err(SetupError::Queues {
                 asked: queues,
@@ -138,14 +163,26 @@ impl Interface {
     }
 }
 
-/// Loads the steering program and attaches it to the interface (detached when dropped).
-pub fn steering(ifc: &Interface, opts: &RunOptions) -> Result<Steering, SetupError> {
+/// Loads the steering program and attaches it to the interface, and to the real
+/// servers' one of a two-armed director (detached when dropped).
+pub fn steering(
+    ifc: &Interface,
+    servers: Option<&Interface>,
+    opts: &RunOptions,
+) -> Result<Steering, SetupError> {
     let mut steering = Steering::load()?;
     let mode = steering.attach(ifc.index, opts.xdp_mode)?;
     info!(
         "XDP program attached to {} (ifindex {}) in {mode} mode",
         ifc.name, ifc.index
     );
+    if let Some(s) = servers {
+        let mode = steering.attach_servers(s.index, opts.xdp_mode)?;
+        info!(
+            "XDP program attached to {} (ifindex {}, the real servers' side) in {mode} mode",
+            s.name, s.index
+        );
+    }
     if opts.busy_poll > 0 && iface::attr(&ifc.name, "napi_defer_hard_irqs").is_ok_and(|v| v == "0")
     {
         warn!(
@@ -165,6 +202,25 @@ pub fn socket(
     opts: &RunOptions,
     steering: &Steering,
 ) -> Result<XskDevice, SetupError> {
+    let dev = open_socket(ifc, queue, opts)?;
+    steering.set_socket(queue, dev.fd())?;
+    Ok(dev)
+}
+
+/// Two-armed: opens the AF_XDP socket of `queue` of the real servers' interface and
+/// steers that queue to it.
+pub fn servers_socket(
+    ifc: &Interface,
+    queue: u32,
+    opts: &RunOptions,
+    steering: &Steering,
+) -> Result<XskDevice, SetupError> {
+    let dev = open_socket(ifc, queue, opts)?;
+    steering.set_servers_socket(queue, dev.fd())?;
+    Ok(dev)
+}
+
+fn open_socket(ifc: &Interface, queue: u32, opts: &RunOptions) -> Result<XskDevice, SetupError> {
     let dev = XskDevice::open(
         &ifc.name,
         queue,
@@ -177,6 +233,5 @@ pub fn socket(
             ..XskConfig::default()
         },
     )?;
-    steering.set_socket(queue, dev.fd())?;
     Ok(dev)
 }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use tracing::info;
+use xdpvs_dataplane::device::Device;
 use xdpvs_dataplane::engine::Explained;
 use xdpvs_dataplane::stats::{ConflictSeen, TrafficTotals};
-use xdpvs_dataplane::sys::xsk::XskDevice;
 use xdpvs_dataplane::sys::PacketSocket;
 use xdpvs_dataplane::worker::{
     Control, ControlFrame, ExplainRequest, IdlePolicy, Install, ListRequest, LoopStats, Worker,
@@ -106,15 +106,19 @@ impl Workers {
 
     /// Starts the worker of `queue` over `dev` with `tables`, pinned to `core` (an error if
     /// that fails), polling with `poll`.
-    pub fn spawn(
+    pub fn spawn<D>(
         &mut self,
         queue: u32,
-        dev: XskDevice,
+        dev: D,
         tables: Tables,
         core: Option<usize>,
         poll: IdlePolicy,
         sweep_rate: u64,
-    ) -> Result<(), WorkerError> {
+    ) -> Result<(), WorkerError>
+    where
+        D: Device + Send + 'static,
+        D::Frame: Send,
+    {
         let (ctrl, crx) = unbounded();
         let mut w = Worker::new(dev, tables, crx, self.retired_tx.clone());
         w.set_sweep_rate(sweep_rate);
@@ -310,6 +314,15 @@ pub struct Live {
     pub links: Links,
     /// The interface's index (its addresses are read again at every steering change).
     pub ifindex: u32,
+    /// Two-armed: the real servers' interface's index.
+    pub servers_ifindex: Option<u32>,
+}
+
+impl Live {
+    /// The interface frames to real servers leave by.
+    pub fn servers_ifindex(&self) -> u32 {
+        self.servers_ifindex.unwrap_or(self.ifindex)
+    }
 }
 
 impl Configure for Live {
@@ -349,15 +362,17 @@ impl Configure for Live {
     fn steer(&mut self, keys: &[ServiceKey], nat: &[NatSource]) -> Result<(), DataplaneError> {
         // The director's own addresses as they are now: answers to its checks of NAT
         // real servers stay the kernel's.
-        let own: Vec<IpAddr> = if nat.is_empty() {
-            Vec::new()
-        } else {
-            crate::neighbours::local_addresses(self.ifindex)
-                .map_err(|e| DataplaneError::Steer(e.to_string()))?
-                .iter()
-                .map(|l| l.addr)
-                .collect()
-        };
+        let mut own: Vec<IpAddr> = Vec::new();
+        if !nat.is_empty() {
+            for i in std::iter::once(self.ifindex).chain(self.servers_ifindex) {
+                own.extend(
+                    crate::neighbours::local_addresses(i)
+                        .map_err(|e| DataplaneError::Steer(e.to_string()))?
+                        .iter()
+                        .map(|l| l.addr),
+                );
+            }
+        }
         self.steering
             .set_services(keys, nat, &own)
             .map_err(|e| DataplaneError::Steer(e.to_string()))

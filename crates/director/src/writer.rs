@@ -100,6 +100,8 @@ pub struct Writer<'a> {
     pub auto: Option<&'a mut AutoPoll>,
     /// The interface's name, for messages.
     pub iface: &'a str,
+    /// The real servers' interface's name (the same but for a two-armed director).
+    pub servers_iface: &'a str,
     /// `--drain-grace`.
     pub grace: Duration,
 }
@@ -195,7 +197,7 @@ impl Writer<'_> {
                 next_probe = now + PROBE_UNRESOLVED;
                 let mut probe = self.side.unresolved();
                 for a in watch.unresolved(now, &probe) {
-                    warn!("{}", watch::unresolved_message(a, self.iface));
+                    warn!("{}", watch::unresolved_message(a, self.servers_iface));
                 }
                 if now >= next_probe_all {
                     next_probe_all = now + PROBE_ALL;
@@ -288,7 +290,7 @@ impl Writer<'_> {
     /// Asks the kernel's routes how each tunnel real server is reached: one behind a
     /// router is sent to the router's MAC. Whether that changed.
     fn route_tunnels(&mut self) -> bool {
-        let ifindex = self.side.dataplane().ifindex;
+        let ifindex = self.side.dataplane().servers_ifindex();
         let mut hops = std::collections::HashMap::new();
         for a in self.side.tunnel_addrs() {
             match neighbours::route_to(a) {
@@ -299,7 +301,7 @@ impl Writer<'_> {
                     if r.oif.is_some_and(|i| i != ifindex) && self.side.hop(a) != r.gateway {
                         warn!(
                             "tunnel real server {a}: the kernel routes it out of another interface than {}; xdpvs sends its tunnels on {}",
-                            self.iface, self.iface
+                            self.servers_iface, self.servers_iface
                         );
                     }
                 }

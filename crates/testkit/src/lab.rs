@@ -391,6 +391,40 @@ impl Lab {
         Ok(())
     }
 
+    /// Gives the director a second interface, `eth1`, with `addr`/24 on a second bridge
+    /// of the switch, and moves the real servers `roles` onto that bridge: the
+    /// two-armed layout (clients on the first LAN, these real servers reachable only
+    /// through the director's second interface).
+    pub fn second_arm(&mut self, addr: Ipv4Addr, roles: &[&str]) -> Result<()> {
+        let (d, sw) = (self.ns("d"), self.ns("sw"));
+        self.sh(&sw, "ip link add br1 type bridge && ip link set br1 up")?;
+        ip(&[
+            "link", "add", "eth1", "netns", &d, "type", "veth", "peer", "name", "d1", "netns", &sw,
+        ])?;
+        self.sh(&sw, "ip link set dev d1 master br1 up")?;
+        self.sh(
+            &d,
+            &format!("ip addr add {addr}/24 dev eth1 && ip link set eth1 up"),
+        )?;
+        let mac = self.sh(&d, "cat /sys/class/net/eth1/address")?;
+        let mac = String::from_utf8_lossy(&mac.stdout).trim().to_string();
+        self.sh(
+            &sw,
+            &format!("bridge fdb replace {mac} dev d1 master static"),
+        )?;
+        for role in roles {
+            let mac = self.mac(role)?;
+            self.sh(
+                &sw,
+                &format!(
+                    "ip link set dev {role} nomaster && ip link set dev {role} master br1 && \
+                     bridge fdb replace {mac} dev {role} master static"
+                ),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Attaches `bpf/lab.bpf.c` to the switch's egress port to `role`: the queue of each
     /// frame is then chosen from its addresses and ports.
     fn steer_by_flow(&mut self, role: &str) -> Result<()> {

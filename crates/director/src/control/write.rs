@@ -159,6 +159,8 @@ pub struct WriteSide<D: Configure + Observe> {
     /// Every neighbour the kernel knows on the interface, at its MAC.
     lan: HashMap<IpAddr, Mac>,
     director_mac: Mac,
+    /// Two-armed: the MAC of the real servers' interface.
+    servers_mac: Option<Mac>,
     options: Options,
     limits: Limits,
     book: SlotBook,
@@ -234,6 +236,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             macs: HashMap::new(),
             lan: HashMap::new(),
             director_mac,
+            servers_mac: None,
             options,
             limits,
             book,
@@ -338,6 +341,12 @@ impl<D: Configure + Observe> WriteSide<D> {
         v.sort();
         v.dedup();
         v
+    }
+
+    /// Two-armed: frames to real servers leave from `mac`, the real servers' interface's
+    /// (taken at the next change).
+    pub fn set_servers_mac(&mut self, mac: Mac) {
+        self.servers_mac = Some(mac);
     }
 
     /// Sets the MTU of the paths to tunnel real servers (taken at the next change).
@@ -600,6 +609,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             }
         }
         let mut cfg = Config::new(self.director_mac, with_macs, self.options);
+        cfg.servers_mac = self.servers_mac;
         cfg.own = self.local.iter().map(|l| l.addr).collect();
         cfg.tunnel_mtu = self.tunnel_mtu;
         cfg.client_routes = self.client_routes.clone();
@@ -867,7 +877,11 @@ impl<D: Configure + Observe> WriteSide<D> {
                 return bad("it is a real server's address: a VIP must be an address of its own, which the real servers hold on lo".into());
             }
             match self.lan.get(&vip) {
-                Some(&mac) if mac != self.director_mac && !real_macs.contains(&mac) => {
+                Some(&mac)
+                    if mac != self.director_mac
+                        && Some(mac) != self.servers_mac
+                        && !real_macs.contains(&mac) =>
+                {
                     return bad(format!(
                         "a host on the LAN holds it (the neighbour table has it at {}): a VIP must be an address no host holds; if that host is giving the VIP up (a director being replaced), remove it there first, then flush its entry here (ip neigh del {vip} dev IFACE)",
                         format_mac(&mac)
