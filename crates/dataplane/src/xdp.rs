@@ -176,7 +176,7 @@ impl Steering {
             Err(XdpError::Attach { cause, .. })
                 if matches!(cause.raw_os_error(), Some(libc::EBUSY | libc::EEXIST)) =>
             {
-                return Err(XdpError::Busy {
+                Err(XdpError::Busy {
                     ifindex,
                     other: attached_program(prog.as_fd(), ifindex),
                 })
