@@ -207,7 +207,7 @@ pub fn run(
         );
     }
     let capacity = limits.conn_capacity * workers.len();
-    let links = workers.links(capacity, ifc.index);
+    let links = workers.links(capacity, (ifc.index, servers.as_ref().map(|s| s.index)));
     let live = Live {
         workers,
         steering,

@@ -131,6 +131,13 @@ impl Interface {
         let name = opts.servers_iface().unwrap_or_default();
         let servers = Interface::probe(name, opts.queues)?;
         let queues = clients.queues.min(servers.queues);
+        if opts.queues.is_none() && clients.queues != servers.queues {
+            warn!(
+                "{} has {} RX queue(s) and {} {}: xdpvs serves {queues} on each, and frames \
+                 arriving on the others go to the kernel; give both as many (ethtool -L)",
+                clients.name, clients.queues, servers.name, servers.queues
+            );
+        }
         Ok((
             Interface { queues, ..clients },
             Some(Interface { queues, ..servers }),

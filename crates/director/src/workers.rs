@@ -180,8 +180,9 @@ impl Workers {
     }
 
     /// What other threads may use of the workers: their control channels and counters
-    /// (`ifindex`: their interface, where probes' answers are heard).
-    pub fn links(&self, capacity: usize, ifindex: u32) -> Links {
+    /// (`ifindex`: their interfaces, where probes' answers are heard: the clients' one,
+    /// and the real servers' one of a two-armed director).
+    pub fn links(&self, capacity: usize, ifindex: (u32, Option<u32>)) -> Links {
         Links {
             list: Arc::new(
                 self.list
@@ -266,7 +267,7 @@ struct Link {
 pub struct Links {
     list: Arc<Vec<Link>>,
     capacity: usize,
-    ifindex: u32,
+    ifindex: (u32, Option<u32>),
 }
 
 impl Links {
@@ -526,26 +527,30 @@ impl Probe for Links {
         // The answers are read as they reach the interface: an IP socket would miss those
         // the host drops first (an answer from a VIP the host holds, with --announce, is
         // a martian to it).
-        let socket = if listen.is_zero() {
-            None
-        } else {
-            Some(
-                PacketSocket::open(self.ifindex)
-                    .map_err(|e| DataplaneError::ListenSocket(e.to_string()))?,
-            )
-        };
+        let mut sockets = Vec::new();
+        if !listen.is_zero() {
+            let (clients, servers) = self.ifindex;
+            for i in std::iter::once(clients).chain(servers) {
+                sockets.push(
+                    PacketSocket::open(i)
+                        .map_err(|e| DataplaneError::ListenSocket(e.to_string()))?,
+                );
+            }
+        }
         let seen = |w: &Link| -> Vec<ConflictSeen> { w.stats.conflicts.seen().collect() };
         let before: Vec<Vec<ConflictSeen>> = self.list.iter().map(seen).collect();
         self.send(frames)?;
         let mut heard = Heard::default();
         let deadline = Instant::now() + listen;
         let mut buf = [0u8; 2048];
-        while let Some(s) = socket.as_ref().filter(|_| Instant::now() < deadline) {
+        while !sockets.is_empty() && Instant::now() < deadline {
             let mut any = false;
-            while let Some(n) = s.recv(&mut buf) {
-                any = true;
-                if heard.packets.len() < PROBE_PACKETS {
-                    heard.packets.extend(packet_of(&buf[..n.min(buf.len())]));
+            for s in &sockets {
+                while let Some(n) = s.recv(&mut buf) {
+                    any = true;
+                    if heard.packets.len() < PROBE_PACKETS {
+                        heard.packets.extend(packet_of(&buf[..n.min(buf.len())]));
+                    }
                 }
             }
             if !any {

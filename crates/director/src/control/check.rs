@@ -37,8 +37,11 @@ pub const PORTS: u16 = 4000;
 /// Where the probes come from: the director's MAC and its address in each family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin {
-    /// The director's MAC.
+    /// The director's MAC (where VIPs are asked for).
     pub mac: Mac,
+    /// Its MAC towards the real servers (the same but for a two-armed director): the
+    /// source of the probes to them.
+    pub servers_mac: Mac,
     /// Its IPv4 address, if it has one.
     pub v4: Option<Ipv4Addr>,
     /// Its IPv6 address, if it has one.
@@ -167,7 +170,7 @@ fn ip(
     src: IpAddr,
     dst: IpAddr,
 ) -> etherparse::PacketBuilderStep<etherparse::IpHeaders> {
-    let eth = PacketBuilder::ethernet2(origin.mac, dst_mac);
+    let eth = PacketBuilder::ethernet2(origin.servers_mac, dst_mac);
     match dst {
         IpAddr::V4(_) => eth.ipv4(octets4(src), octets4(dst), 64),
         IpAddr::V6(_) => eth.ipv6(octets6(src), octets6(dst), 64),

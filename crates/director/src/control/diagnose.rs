@@ -85,6 +85,7 @@ pub fn origin(view: &View) -> check::Origin {
     };
     check::Origin {
         mac: view.director_mac,
+        servers_mac: view.current.servers_mac(),
         v4: view.local.iter().find_map(|l| match l.addr {
             IpAddr::V4(a) => Some(a),
             IpAddr::V6(_) => None,

@@ -12,6 +12,7 @@ fn v4(s: &str) -> IpAddr {
 fn origin() -> Origin {
     Origin {
         mac: ME,
+        servers_mac: ME,
         v4: Some(Ipv4Addr::new(198, 18, 0, 1)),
         v6: Some("2001:2::1".parse().expect("address")),
     }
