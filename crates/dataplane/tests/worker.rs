@@ -328,3 +328,61 @@ fn a_tunnelled_frame_leaves_with_its_outer_headers() {
     assert_eq!(&t[34..], &b[14..54]);
     assert_eq!(dev.outstanding(), 0);
 }
+
+/// The two-armed director's worker: one loop over both sides. A client's packet leaves
+/// by the real servers' side, from its MAC; the real server's reply by the clients'
+/// side, from theirs; every buffer of both sides comes back.
+#[test]
+fn a_two_armed_worker_sends_requests_to_the_servers_side_and_replies_to_the_clients() {
+    use xdpvs_dataplane::arms::Arms;
+    const SERVERS_SIDE: Mac = [2, 0, 0, 0, 0, 0xd2];
+    let mut cfg = config(&[1], 80);
+    cfg.servers_mac = Some(SERVERS_SIDE);
+    let rs = Ipv4Addr::new(198, 18, 1, 11);
+    cfg.services[0].reals[0].addr = rs.into();
+    cfg.services[0].reals[0].port = 8080;
+    cfg.services[0].reals[0].method = xdpvs_sched::Method::Masq;
+    let s = Services::build(&cfg, &limits(), None).expect("valid");
+    let t = Tables::new(s, &limits(), Timeouts::default(), 1).expect("valid");
+    let (_ctrl, crx) = unbounded();
+    let (rtx, _retired) = unbounded();
+    let arms = Arms::new(MemDevice::new(16), MemDevice::new(16), SERVERS_SIDE);
+    let mut w = Worker::new(arms, t, crx, rtx);
+    w.device_mut().clients_mut().inject(&syn(7, 80));
+    w.poll(Time::from_secs(1));
+    let to_rs = w.device().servers().transmitted.clone();
+    assert_eq!(to_rs.len(), 1, "the SYN leaves by the servers' side");
+    assert_eq!(
+        (&to_rs[0][0..6], &to_rs[0][6..12]),
+        (&rs_mac(1)[..], &SERVERS_SIDE[..])
+    );
+    assert_eq!(
+        &to_rs[0][30..34],
+        &rs.octets(),
+        "to the real server's address"
+    );
+    let reply = frames::tcp(
+        &Endpoints {
+            src_mac: rs_mac(1),
+            dst_mac: SERVERS_SIDE,
+            src_ip: rs,
+            dst_ip: Ipv4Addr::new(198, 19, 0, 7),
+            sport: 8080,
+            dport: 40000,
+        },
+        SYN | ACK,
+        &[],
+    );
+    w.device_mut().servers_mut().inject(&reply);
+    w.poll(Time::from_secs(2));
+    let to_client = &w.device().clients().transmitted;
+    assert_eq!(to_client.len(), 1, "the reply leaves by the clients' side");
+    assert_eq!(
+        (&to_client[0][0..6], &to_client[0][6..12]),
+        (&[2, 0, 0, 0, 0, 0xc1][..], &DIRECTOR[..])
+    );
+    assert_eq!(&to_client[0][26..30], &VIP.octets(), "from the VIP");
+    assert_eq!(w.device().crossed(), 2);
+    assert_eq!(w.device().clients().outstanding(), 0);
+    assert_eq!(w.device().servers().outstanding(), 0);
+}
