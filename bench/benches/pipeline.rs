@@ -256,9 +256,41 @@ fn methods(c: &mut Criterion) {
     g.finish();
 }
 
+/// Two-armed NAT (`run -i CLIENTS -i SERVERS`): every frame crosses to the other
+/// interface, copied into a buffer of its socket's UMEM, beside the same rewrite sent
+/// from where it lies (one-armed), 100k established flows, small and full-sized packets.
+fn two_armed(c: &mut Criterion) {
+    let mut g = c.benchmark_group("two_armed");
+    g.throughput(Throughput::Elements(1));
+    let n = 100_000u32;
+    let now = Time::from_secs(2);
+    for (name, payload, cross) in [
+        ("nat_in_place_batch32", 0, false),
+        ("nat_crossing_batch32", 0, true),
+        ("nat_1454B_in_place_batch32", 1400, false),
+        ("nat_1454B_crossing_batch32", 1400, true),
+    ] {
+        let (tables, frames) = established_with(n, n as usize, Method::Masq, payload);
+        let mut replay = if cross {
+            Replay::crossing(tables, &frames)
+        } else {
+            Replay::with(tables, &frames)
+        };
+        g.bench_function(BenchmarkId::new(name, n), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                black_box(replay.run(iters, now));
+                start.elapsed()
+            })
+        });
+        assert_eq!(replay.tables().stats().drops_total(), 0, "{name}");
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = established_hit, new_flow, ipv6, arp_reply, methods
+    targets = established_hit, new_flow, ipv6, arp_reply, methods, two_armed
 }
 criterion_main!(benches);

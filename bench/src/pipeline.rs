@@ -19,6 +19,9 @@ pub struct Replay {
     len: usize,
     /// 32 buffers of a UMEM frame's room (a tunnel's headers go in front of a packet).
     batch: Vec<Vec<u8>>,
+    /// Two-armed: the other side's buffers, which every forwarded frame is copied into
+    /// (as `Arms` copies a frame that crosses into a UMEM frame of the other socket).
+    other: Option<Vec<Vec<u8>>>,
     next: usize,
 }
 
@@ -46,7 +49,17 @@ impl Replay {
             frames,
             len,
             batch: vec![vec![0; ROOM]; 32],
+            other: None,
             next: 0,
+        }
+    }
+
+    /// As [`Replay::with`], for a two-armed director: every frame forwarded crosses to
+    /// the other interface, copied into a buffer of its own.
+    pub fn crossing(tables: Tables, acks: &[Vec<u8>]) -> Replay {
+        Replay {
+            other: Some(vec![vec![0; ROOM]; 32]),
+            ..Replay::with(tables, acks)
         }
     }
 
@@ -85,10 +98,15 @@ impl Replay {
             for f in &self.batch[..n] {
                 prefetch(&f[..len], &self.tables);
             }
-            for f in &mut self.batch[..n] {
+            for (i, f) in self.batch[..n].iter_mut().enumerate() {
                 let mut l = len;
                 let v = process_packet(&mut Packet::new(f, &mut l), &mut self.tables, now);
-                tx += u64::from(black_box(v) == Verdict::Tx);
+                let sent = matches!(black_box(v), Verdict::Tx | Verdict::ToClient);
+                tx += u64::from(sent);
+                if let (true, Some(other)) = (sent, self.other.as_mut()) {
+                    other[i][..l].copy_from_slice(&f[..l]);
+                    black_box(&other[i]);
+                }
             }
             self.next += n;
             left -= n as u64;
