@@ -228,7 +228,9 @@ fuzz_target!(|data: &[u8]| {
                 assert_ne!(ipv4_header_valid(frame), Some(false));
             }
             Verdict::Reply => {}
-            Verdict::Pass | Verdict::Drop(_) => assert_eq!(frame, &before[..], "untouched"),
+            Verdict::Pass | Verdict::Drop(_) | Verdict::Handoff(_) => {
+                assert_eq!(frame, &before[..], "untouched")
+            }
         }
     }
 });

@@ -3515,6 +3515,71 @@ fn nat_two_armed_crosses_interfaces_both_ways_and_serves_ab_without_a_failure() 
     );
 }
 
+/// LVS-NAT on two queues, the switch spreading frames by flow as a NIC's RSS does: a
+/// real server's reply (its own 4-tuple) often lands on another queue than its client's
+/// packets, whose worker holds the connection; it is handed to that worker. ab without a
+/// failure, and the hand-offs counted.
+#[test]
+fn nat_on_two_queues_hands_each_packet_to_the_worker_of_its_connection() {
+    let Some((_guard, mut lab)) = lab_of_or_skip(LabSpec {
+        director_queues: 2,
+        rss: true,
+        ..LabSpec::default()
+    }) else {
+        return;
+    };
+    lab.sh(&lab.ns("d"), "ip addr add 198.18.1.1/24 dev eth0")
+        .expect("the director's address on the real servers' subnet");
+    for n in 1..=3 {
+        lab.sh(
+            &lab.ns(&format!("r{n}")),
+            &format!(
+                "ip -4 addr flush dev eth0 && ip addr add 198.18.1.1{n}/24 dev eth0 && \
+                 ip addr del 198.18.0.100/32 dev lo && ip route replace default via 198.18.1.1 && \
+                 ethtool -K eth0 tx off >/dev/null"
+            ),
+        )
+        .expect("a NAT real server");
+        lab.start_http(&format!("r{n}"), &format!("rs{n}"), 8080)
+            .expect("HTTP on 8080");
+    }
+    lab.start_director(&["--metrics", "198.18.0.1:9100"])
+        .expect("director starts on two queues");
+    x(&lab, "-A -t 198.18.0.100:80 -s rr");
+    for n in 1..=3 {
+        x(
+            &lab,
+            &format!("-a -t 198.18.0.100:80 -r 198.18.1.1{n}:8080 -m"),
+        );
+    }
+    lab.wait_resolved().expect("real servers resolve");
+    let report = ab(&lab, 4000, 20, false);
+    assert!(report.contains("Failed requests:        0"), "{report}");
+    assert!(report.contains("Complete requests:      4000"), "{report}");
+    let (m, _) = scrape(&lab);
+    let handed = |w: &str| {
+        metric(
+            &m,
+            "xdpvs_worker_handed_off_packets_total",
+            &[("worker", w)],
+        )
+    };
+    let forwarded = |w: &str| metric(&m, "xdpvs_worker_forwarded_packets_total", &[("worker", w)]);
+    let (h0, h1) = (handed("0"), handed("1"));
+    eprintln!("handed off: worker 0 {h0}, worker 1 {h1}");
+    assert!(h0 + h1 > 100.0, "packets were handed over: {h0} {h1}");
+    assert!(
+        forwarded("0") > 100.0 && forwarded("1") > 100.0,
+        "both workers forward"
+    );
+    let lost = metric(
+        &m,
+        "xdpvs_worker_dropped_packets_total",
+        &[("reason", "nat_no_connection")],
+    );
+    assert_eq!(lost, 0.0, "no reply without its connection");
+}
+
 /// LVS-NAT over IPv6, in a service that mixes methods: two real servers on
 /// 2001:2:0:1::/64 behind the director by NAT (80 mapped to 8080), one by direct
 /// routing; rr in rotation over the three and ab without a failure.

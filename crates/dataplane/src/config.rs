@@ -307,6 +307,10 @@ pub struct Service {
     pub(crate) sched: AnyScheduler,
     /// Real servers, in configuration order.
     pub reals: Vec<Real>,
+    /// Some real server of it (configured or draining) is NAT's: its connections'
+    /// packets come both ways, so on several queues one worker, chosen by the client,
+    /// handles them all.
+    pub(crate) masq: bool,
 }
 
 impl Service {
@@ -660,6 +664,7 @@ impl Services {
                 persistence: s.persistence,
                 sched,
                 reals,
+                masq: false,
             });
         }
 
@@ -705,6 +710,11 @@ impl Services {
             for r in &s.reals {
                 nat_source(s.key.proto, r.fwd);
             }
+        }
+        for s in &mut services {
+            s.masq = nat
+                .iter()
+                .any(|(_, (vip, port))| *vip == s.key.vip && *port == s.key.port);
         }
         let nat = NatIndex::new(nat);
         for r in services.iter().flat_map(|s| &s.reals) {

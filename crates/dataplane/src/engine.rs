@@ -49,6 +49,10 @@ pub enum Verdict {
     Pass,
     /// Discard the frame, for this reason.
     Drop(DropReason),
+    /// Hand the frame, untouched, to worker `n`: on several queues every packet of a NAT
+    /// connection is handled by the one worker its client's address and port choose
+    /// ([`Tables::set_shard`]), which holds the connection.
+    Handoff(u16),
 }
 
 /// Everything a worker's pipeline reads and writes: the configuration snapshot, the
@@ -66,6 +70,9 @@ pub struct Tables {
     /// When a new connection last found the table full (the fallback's window).
     full_at: Option<Time>,
     stats: Arc<WorkerStats>,
+    /// This worker's number and how many there are (NAT connections are placed by their
+    /// client across them).
+    shard: (u16, u16),
 }
 
 impl Tables {
@@ -106,7 +113,29 @@ impl Tables {
             echo: EchoLimit::default(),
             full_at: None,
             stats: Arc::new(WorkerStats::new(limits.max_services, limits.max_dests)),
+            shard: (0, 1),
         })
+    }
+
+    /// Makes these the tables of worker `me` of `of` (at most 65,535): every packet of a
+    /// NAT service's connection (both ways, and ICMP errors about it) whose client's
+    /// address and port choose another worker is answered [`Verdict::Handoff`], so that
+    /// the one worker holding the connection sees both directions whatever queue the
+    /// NIC put them on. Before any traffic.
+    pub fn set_shard(&mut self, me: usize, of: usize) {
+        let of = of.clamp(1, usize::from(u16::MAX)) as u16;
+        self.shard = ((me as u16).min(of - 1), of);
+    }
+
+    /// The worker that handles NAT connections of `client`:`port`, if not this one.
+    #[inline]
+    fn elsewhere(&self, client: IpAddr, port: u16) -> Option<u16> {
+        let (me, of) = self.shard;
+        if of <= 1 {
+            return None;
+        }
+        let w = owner(client, port, of);
+        (w != me).then_some(w)
     }
 
     /// Swaps in a new configuration snapshot (built with the same [`Limits`]) and returns
@@ -240,10 +269,27 @@ fn count(s: &WorkerStats, len: usize, v: Verdict, pass: &crate::stats::Counter) 
         Verdict::Reply => s.reply.inc(),
         Verdict::Pass => pass.inc(),
         Verdict::Drop(r) => s.drops[r as usize].inc(),
+        Verdict::Handoff(_) => s.handed_off.inc(),
     }
 }
 
 const ETH_LEN: usize = 14;
+
+/// The worker (of `of`) a NAT connection of `client`:`port` belongs to: the same for its
+/// packets both ways (the client is their source one way, their destination the other).
+#[inline]
+fn owner(client: IpAddr, port: u16, of: u16) -> u16 {
+    let a = match client {
+        IpAddr::V4(v) => u64::from(u32::from(v)),
+        IpAddr::V6(v) => {
+            let x = u128::from(v);
+            (x as u64) ^ (x >> 64) as u64
+        }
+    };
+    // A product's high half depends on every bit below it: the port in the low bits.
+    let h = (a.rotate_left(16) ^ u64::from(port)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((h >> 32) % u64::from(of)) as u16
+}
 
 /// Hints the CPU to bring a received frame's headers (its first 64 bytes) into the cache.
 /// A worker calls it on every frame of a batch before [`prefetch`] reads any: a frame
@@ -673,6 +719,11 @@ fn deliver<A: Fam>(frame: &mut Packet<'_>, t: &mut Tables, flow: &Flow<A>, now: 
     let Some(si) = A::find(&t.services, key.proto, key.vip, key.vport) else {
         return Verdict::Pass; // a VIP, but not a service port: the kernel's
     };
+    if t.services.services[si].masq {
+        if let Some(w) = t.elsewhere(key.client.ip(), key.cport) {
+            return Verdict::Handoff(w);
+        }
+    }
     let (idx, dest, mac) = match connect(frame, t, flow, si, now) {
         Ok(found) => found,
         Err(Miss::Verdict(v)) => return v,
@@ -761,6 +812,9 @@ fn nat_reply<A: Fam>(
     if A::V6 && (t.services.nat_services(&src).is_empty() || t.services.is_own(client.ip())) {
         return Verdict::Pass;
     }
+    if let Some(w) = t.elsewhere(client.ip(), cport) {
+        return Verdict::Handoff(w);
+    }
     let Some((idx, fwd)) = find_nat(t, &src, client, cport, now) else {
         return Verdict::Drop(DropReason::NatNoConnection);
     };
@@ -828,6 +882,9 @@ fn nat_icmp_error<A: Fam>(
         addr: quoted.client.ip(),
         port: quoted.cport,
     };
+    if let Some(w) = t.elsewhere(quoted.vip.ip(), quoted.vport) {
+        return Verdict::Handoff(w);
+    }
     let Some((idx, fwd)) = find_nat(t, &src, quoted.vip, quoted.vport, now) else {
         return Verdict::Drop(DropReason::IcmpNoConnection);
     };
@@ -997,6 +1054,13 @@ fn icmp_error<A: Fam>(
     ip_len: usize,
     now: Time,
 ) -> Verdict {
+    let masq = A::find(&t.services, key.proto, key.vip, key.vport)
+        .is_some_and(|si| t.services.services[si].masq);
+    if masq {
+        if let Some(w) = t.elsewhere(key.client.ip(), key.cport) {
+            return Verdict::Handoff(w);
+        }
+    }
     let Some(idx) = A::conns_mut(t).lookup(key, now) else {
         return Verdict::Drop(DropReason::IcmpNoConnection);
     };

@@ -23,6 +23,7 @@ pub mod config;
 pub mod device;
 pub mod engine;
 pub mod frag;
+pub mod handoff;
 pub mod icmp;
 pub mod ipv6;
 mod method;

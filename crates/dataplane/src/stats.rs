@@ -261,6 +261,13 @@ pub struct WorkerStats {
     pub fragments_forwarded: Counter,
     /// NAT replies rewritten from the VIP and sent to their client.
     pub nat_replies: Counter,
+    /// Packets handed to the worker that holds their NAT connection (several queues:
+    /// every packet of a NAT connection is handled by the worker its client's address
+    /// and port choose). Counted received here and again by that worker.
+    pub handed_off: Counter,
+    /// Packets that could not be handed over (no free hand-off buffer, or the other
+    /// worker's inbox full) or, handed to this worker, not sent (no free frame).
+    pub handoff_lost: Counter,
     /// Packets encapsulated to tunnel real servers.
     pub tunnelled: Counter,
     /// "Fragmentation needed" / "packet too big" answers to packets too big to tunnel.
@@ -293,6 +300,8 @@ impl WorkerStats {
             icmp_forwarded: Counter::default(),
             fragments_forwarded: Counter::default(),
             nat_replies: Counter::default(),
+            handed_off: Counter::default(),
+            handoff_lost: Counter::default(),
             tunnelled: Counter::default(),
             too_big: Counter::default(),
             stateless: Counter::default(),

@@ -8,6 +8,8 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use crate::config::Services;
 use crate::device::{Device, DeviceStats, Egress};
 use crate::engine::{prefetch, prefetch_frame, process_steered, Explained, Tables, Verdict};
+use crate::handoff::Handoff;
+use crate::packet::Packet;
 use crate::stats::Counter;
 use crate::Time;
 use xdpvs_sched::conn::Listed;
@@ -218,6 +220,8 @@ pub struct Worker<D: Device> {
     sweep_rate: u64,
     last: Option<Time>,
     idle: IdlePolicy,
+    /// With several workers: this worker's number and the inboxes they share.
+    handoff: Option<(usize, Arc<Handoff>)>,
 }
 
 impl<D: Device> std::fmt::Debug for Worker<D> {
@@ -250,7 +254,16 @@ impl<D: Device> Worker<D> {
             sweep_rate: DEFAULT_SWEEP_RATE,
             last: None,
             idle: IdlePolicy::Adaptive,
+            handoff: None,
         }
+    }
+
+    /// Makes this worker `me` of the workers sharing `handoff`: packets of NAT
+    /// connections another worker holds are handed to it, and those handed to this one
+    /// are processed and sent between batches (see [`crate::handoff`]).
+    pub fn set_handoff(&mut self, me: usize, handoff: Arc<Handoff>) {
+        self.tables.set_shard(me, handoff.workers());
+        self.handoff = Some((me, handoff));
     }
 
     /// Lets the expiry sweep examine at most `slots_per_sec` slots a second (at least one
@@ -361,6 +374,17 @@ impl<D: Device> Worker<D> {
                         Verdict::Tx => Egress::Servers,
                         Verdict::ToClient => Egress::Clients,
                         Verdict::Reply => Egress::Back,
+                        Verdict::Handoff(w) => {
+                            let given = self
+                                .handoff
+                                .as_ref()
+                                .is_some_and(|(_, h)| h.give(usize::from(w), self.dev.frame(&f)));
+                            if !given {
+                                self.tables.stats().handoff_lost.inc();
+                            }
+                            self.done.push(f);
+                            continue;
+                        }
                         // A frame steered to us cannot be handed back to the kernel: the XDP
                         // program only steers what we handle, and the rest is counted
                         // (`unhandled`) and recycled.
@@ -379,8 +403,42 @@ impl<D: Device> Worker<D> {
             // What did not fit waits for the next pass.
             self.stats.tx_full.add(self.tx.len() as u64);
         }
+        let handed = self.take_handed(now);
         self.sweep(now);
-        n + waiting
+        n + waiting + handed
+    }
+
+    /// Processes and sends up to a batch of the frames other workers handed to this one.
+    fn take_handed(&mut self, now: Time) -> usize {
+        let Worker {
+            handoff: Some((me, h)),
+            dev,
+            tables,
+            ..
+        } = self
+        else {
+            return 0;
+        };
+        let mut n = 0;
+        while n < BATCH {
+            let Some(mut item) = h.take(*me) else {
+                break;
+            };
+            n += 1;
+            let mut len = item.len;
+            let v = process_steered(&mut Packet::new(&mut item.buf[..], &mut len), tables, now);
+            let sent = match v {
+                Verdict::Tx | Verdict::ToClient | Verdict::Reply => dev.send(&item.buf[..len]),
+                Verdict::Pass | Verdict::Drop(_) => true,
+                // Its owner is this worker (the same client, the same choice).
+                Verdict::Handoff(_) => false,
+            };
+            if !sent {
+                tables.stats().handoff_lost.inc();
+            }
+            h.recycle(item.buf);
+        }
+        n
     }
 
     /// Expiry, paced so that one full sweep of the table takes about a second, or
@@ -455,7 +513,8 @@ impl<D: Device> Worker<D> {
                 && empty >= SPIN_BEFORE_WAIT
             {
                 self.stats.idle_waits.inc();
-                self.dev.wait(10);
+                // Frames handed over are seen within a millisecond.
+                self.dev.wait(if self.handoff.is_some() { 1 } else { 10 });
             }
         }
     }

@@ -1390,7 +1390,7 @@ fn an_ipv6_reset_for_a_removed_real_server_has_valid_checksums() {
 /// malformed, which the kernel drops as well, so either classifier may take them.
 fn handled(v: Verdict) -> Option<bool> {
     match v {
-        Verdict::Tx | Verdict::ToClient | Verdict::Reply => Some(true),
+        Verdict::Tx | Verdict::ToClient | Verdict::Reply | Verdict::Handoff(_) => Some(true),
         Verdict::Pass => Some(false),
         Verdict::Drop(
             DropReason::EthTruncated

@@ -580,3 +580,61 @@ fn two_armed_frames_to_real_servers_leave_from_the_servers_side_and_replies_from
     assert_eq!(process(&mut ping, &mut t, now(3)), Verdict::Reply);
     assert_eq!(&ping[6..12], &DIRECTOR[..]);
 }
+
+#[test]
+fn on_two_workers_every_packet_of_a_nat_connection_is_handled_by_the_one_its_client_chooses() {
+    let cfg = one_nat();
+    let mut workers = [tables_of(&cfg), tables_of(&cfg)];
+    for (i, t) in workers.iter_mut().enumerate() {
+        t.set_shard(i, 2);
+    }
+    let mut owned = [0, 0];
+    for sport in 40000..40064 {
+        // The client's SYN, offered to both: one takes it, the other hands it over,
+        // untouched, to that one.
+        let syn = frames::tcp(&from_client(sport, 80), SYN, &[]);
+        let mut v = Vec::new();
+        for t in &mut workers {
+            let mut f = syn.clone();
+            let got = process(&mut f, t, now(1));
+            if matches!(got, Verdict::Handoff(_)) {
+                assert_eq!(f, syn, "handed over untouched");
+            }
+            v.push(got);
+        }
+        let owner = match (&v[0], &v[1]) {
+            (Verdict::Tx, Verdict::Handoff(0)) => 0,
+            (Verdict::Handoff(1), Verdict::Tx) => 1,
+            other => panic!("port {sport}: {other:?}"),
+        };
+        owned[owner] += 1;
+        // The reply, whatever queue it arrives on, goes to the same worker.
+        let synack = frames::tcp(&from_real(1, 8080, sport), SYN | ACK, &[]);
+        let other = 1 - owner;
+        let mut f = synack.clone();
+        assert_eq!(
+            process(&mut f, &mut workers[other], now(2)),
+            Verdict::Handoff(owner as u16)
+        );
+        assert_eq!(f, synack);
+        assert_eq!(
+            process(&mut f, &mut workers[owner], now(2)),
+            Verdict::ToClient
+        );
+    }
+    assert!(
+        owned[0] > 10 && owned[1] > 10,
+        "both workers own some: {owned:?}"
+    );
+    // A direct-routing service's packets stay where they arrive (RSS keeps its flow).
+    let mut dr = tables(vec![service(
+        Protocol::Tcp,
+        VIP.into(),
+        vec![real(rs4(2).into(), 2, 80, Method::Route)],
+    )]);
+    dr.set_shard(0, 2);
+    for sport in 40000..40016 {
+        let mut f = frames::tcp(&from_client(sport, 80), SYN, &[]);
+        assert_eq!(process(&mut f, &mut dr, now(1)), Verdict::Tx);
+    }
+}

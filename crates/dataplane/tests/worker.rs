@@ -386,3 +386,53 @@ fn a_two_armed_worker_sends_requests_to_the_servers_side_and_replies_to_the_clie
     assert_eq!(w.device().clients().outstanding(), 0);
     assert_eq!(w.device().servers().outstanding(), 0);
 }
+
+/// Two workers on two queues: a NAT connection's packets that arrive at the worker that
+/// does not hold it are handed to the one that does, which sends them; every buffer comes
+/// back.
+#[test]
+fn workers_hand_nat_packets_to_the_worker_that_holds_their_connection() {
+    use std::sync::Arc;
+    use xdpvs_dataplane::handoff::Handoff;
+    let mut cfg = config(&[1], 80);
+    cfg.services[0].reals[0].port = 8080;
+    cfg.services[0].reals[0].method = xdpvs_sched::Method::Masq;
+    let handoff = Arc::new(Handoff::new(2, 8));
+    let mut rigs: Vec<Rig> = (0..2).map(|_| rig(&cfg)).collect();
+    for (i, r) in rigs.iter_mut().enumerate() {
+        r.w.set_handoff(i, Arc::clone(&handoff));
+    }
+    // Each client's SYN offered to worker 0, then again to worker 1: both copies leave
+    // by the worker its address and port choose.
+    for c in 1..=8 {
+        let before: Vec<usize> = rigs
+            .iter()
+            .map(|r| r.w.device().transmitted.len())
+            .collect();
+        for at in 0..2 {
+            rigs[at].w.device_mut().inject(&syn(c, 80));
+            rigs[at].w.poll(Time::from_secs(1));
+            rigs[1 - at].w.poll(Time::from_secs(1));
+        }
+        let after: Vec<usize> = rigs
+            .iter()
+            .map(|r| r.w.device().transmitted.len())
+            .collect();
+        let by: Vec<usize> = (0..2).map(|i| after[i] - before[i]).collect();
+        assert!(by == [2, 0] || by == [0, 2], "client {c}: {by:?}");
+    }
+    let sent: Vec<usize> = rigs
+        .iter()
+        .map(|r| r.w.device().transmitted.len())
+        .collect();
+    assert_eq!(sent[0] + sent[1], 16, "{sent:?}");
+    let handed: u64 = rigs
+        .iter()
+        .map(|r| r.w.tables().stats().handed_off.get())
+        .sum();
+    assert_eq!(handed, 8, "one of each client's two SYNs was handed over");
+    for r in &rigs {
+        assert_eq!(r.w.tables().stats().handoff_lost.get(), 0);
+        assert_eq!(r.w.device().outstanding(), 0);
+    }
+}

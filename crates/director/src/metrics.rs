@@ -401,6 +401,16 @@ pub fn render(
         "worker_nat_replies",
         "NAT real servers' replies rewritten from the VIP and sent to their clients.",
     );
+    let handed_off = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_handed_off_packets",
+        "Packets of NAT connections handed to the worker that holds them (several queues; counted received again there).",
+    );
+    let handoff_lost = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_handoff_lost_packets",
+        "Packets that could not be handed to their worker (no free hand-off buffer, its inbox full) or, handed here, not sent.",
+    );
     let tunnelled = counter::<WorkerLabels>(
         &mut reg,
         "worker_tunnelled_packets",
@@ -557,6 +567,8 @@ pub fn render(
         icmp_fwd.get_or_create(&wl).inc_by(w.icmp_forwarded.get());
         frags.get_or_create(&wl).inc_by(w.fragments_forwarded.get());
         nat_replies.get_or_create(&wl).inc_by(w.nat_replies.get());
+        handed_off.get_or_create(&wl).inc_by(w.handed_off.get());
+        handoff_lost.get_or_create(&wl).inc_by(w.handoff_lost.get());
         tunnelled.get_or_create(&wl).inc_by(w.tunnelled.get());
         too_big.get_or_create(&wl).inc_by(w.too_big.get());
         stateless.get_or_create(&wl).inc_by(w.stateless.get());

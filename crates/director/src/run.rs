@@ -25,7 +25,7 @@ use crate::metrics::{self, MetricsServer};
 use crate::neighbours::{self, Neighbours};
 use crate::options::RunOptions;
 use crate::setup::{self, Interface, SetupError};
-use crate::workers::{self, Live, WorkerError, Workers};
+use crate::workers::{self, Live, WorkerError, WorkerPlan, Workers};
 use crate::writer::{policy_name, ready, Ended, Source, Stop, Writer};
 
 /// Why the director stopped with an error.
@@ -169,6 +169,14 @@ pub fn run(
             info!("queue {i}: {} polling: {why}", policy_name(p));
         }
     }
+    // Several queues: a NAT connection's packets, which RSS may put on two queues (one
+    // flow each way), all go to the worker its client chooses.
+    let handoff = (ifc.queues > 1).then(|| {
+        Arc::new(xdpvs_dataplane::handoff::Handoff::new(
+            ifc.queues as usize,
+            HANDOFF_FRAMES,
+        ))
+    });
     for q in 0..ifc.queues {
         let dev = setup::socket(&ifc, q, opts, &steering)?;
         let servers_dev = servers
@@ -186,16 +194,15 @@ pub fn run(
         let zero_copy = dev.is_zero_copy();
         let huge = dev.has_huge_pages();
         let poll = policies[q as usize];
+        let how = WorkerPlan {
+            core,
+            poll,
+            sweep_rate: opts.sweep_rate,
+            handoff: handoff.clone(),
+        };
         match servers_dev {
-            Some((sdev, mac)) => workers.spawn(
-                q,
-                Arms::new(dev, sdev, mac),
-                tables,
-                core,
-                poll,
-                opts.sweep_rate,
-            )?,
-            None => workers.spawn(q, dev, tables, core, poll, opts.sweep_rate)?,
+            Some((sdev, mac)) => workers.spawn(q, Arms::new(dev, sdev, mac), tables, how)?,
+            None => workers.spawn(q, dev, tables, how)?,
         }
         info!(
             "queue {q}: AF_XDP socket bound in {} mode (UMEM in {}), worker on core {}, {} polling{}",
@@ -306,6 +313,10 @@ pub fn run(
         None => Ok(()),
     }
 }
+
+/// Frames each worker's hand-off inbox holds (and buffers per worker in the shared
+/// pool): four batches.
+const HANDOFF_FRAMES: usize = 4 * xdpvs_dataplane::worker::BATCH;
 
 /// The parts that run beside the workers while the director serves, and what they need.
 struct Parts<'a> {

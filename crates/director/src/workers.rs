@@ -11,6 +11,7 @@ use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use tracing::info;
 use xdpvs_dataplane::device::Device;
 use xdpvs_dataplane::engine::Explained;
+use xdpvs_dataplane::handoff::Handoff;
 use xdpvs_dataplane::stats::{ConflictSeen, TrafficTotals};
 use xdpvs_dataplane::sys::PacketSocket;
 use xdpvs_dataplane::worker::{
@@ -104,24 +105,30 @@ impl Workers {
         }
     }
 
-    /// Starts the worker of `queue` over `dev` with `tables`, pinned to `core` (an error if
-    /// that fails), polling with `poll`.
+    /// Starts the worker of `queue` over `dev` with `tables`, as `how` says.
     pub fn spawn<D>(
         &mut self,
         queue: u32,
         dev: D,
         tables: Tables,
-        core: Option<usize>,
-        poll: IdlePolicy,
-        sweep_rate: u64,
+        how: WorkerPlan,
     ) -> Result<(), WorkerError>
     where
         D: Device + Send + 'static,
         D::Frame: Send,
     {
+        let WorkerPlan {
+            core,
+            poll,
+            sweep_rate,
+            handoff,
+        } = how;
         let (ctrl, crx) = unbounded();
         let mut w = Worker::new(dev, tables, crx, self.retired_tx.clone());
         w.set_sweep_rate(sweep_rate);
+        if let Some(h) = handoff {
+            w.set_handoff(queue as usize, h);
+        }
         let (loop_stats, loads, stats) = (
             Arc::clone(w.loop_stats()),
             Arc::clone(w.tables().conns().loads()),
@@ -299,6 +306,21 @@ impl Links {
         }
         Ok(())
     }
+}
+
+/// How a worker runs: pinned to `core` (an error if that fails), polling with `poll`,
+/// its expiry sweep paced at `sweep_rate` slots a second, handing NAT connections'
+/// packets to the other workers through `handoff` (several queues).
+#[derive(Debug, Clone)]
+pub struct WorkerPlan {
+    /// The core to pin it to.
+    pub core: Option<usize>,
+    /// How it polls.
+    pub poll: IdlePolicy,
+    /// `--sweep-rate`.
+    pub sweep_rate: u64,
+    /// The workers' shared hand-off inboxes.
+    pub handoff: Option<Arc<Handoff>>,
 }
 
 /// The real dataplane as the write side configures it: workers over AF_XDP and the
