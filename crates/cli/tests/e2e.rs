@@ -3705,13 +3705,26 @@ fn tunnels_ipip_gue_gre_and_a_service_mixing_every_method() {
     .expect("a NAT real server");
     lab.stop_programs("r5");
     lab.start_http("r5", "rs5", 8080).expect("HTTP on 8080");
-    lab.start_director(&["--metrics", "198.18.0.1:9100"])
-        .expect("director starts");
+    // The IPv4 service as keepalived.conf says it: lb_kind TUN (IPIP), two real servers
+    // overriding it with their own tunnel types.
+    let conf = std::env::temp_dir().join(format!("{}-tun-keepalived.conf", lab.ns("d")));
+    std::fs::write(
+        &conf,
+        "virtual_server 198.18.0.100 80 {\n  lb_algo rr\n  lb_kind TUN\n  protocol TCP\n  \
+         real_server 198.18.2.11 80 {\n    weight 1\n  }\n  \
+         real_server 198.18.2.12 80 {\n    lvs_method TUN type gue port 6080 csum\n  }\n  \
+         real_server 198.18.2.13 80 {\n    lvs_method TUN type gre csum\n  }\n}\n",
+    )
+    .expect("keepalived.conf");
+    lab.start_director(&[
+        "--metrics",
+        "198.18.0.1:9100",
+        "--keepalived",
+        conf.to_str().expect("utf-8"),
+    ])
+    .expect("director starts");
+    let _ = std::fs::remove_file(&conf);
     for c in [
-        "-A -t 198.18.0.100:80 -s rr",
-        "-a -t 198.18.0.100:80 -r 198.18.2.11 -i",
-        "-a -t 198.18.0.100:80 -r 198.18.2.12 -i --tun-type gue --tun-port 6080 --tun-csum",
-        "-a -t 198.18.0.100:80 -r 198.18.2.13 -i --tun-type gre --tun-csum",
         "-A -t [2001:2::100]:80 -s rr",
         "-a -t [2001:2::100]:80 -r 2001:2:0:2::11 -i",
         "-a -t [2001:2::100]:80 -r 2001:2:0:2::12 -i --tun-type gue --tun-port 6080",
