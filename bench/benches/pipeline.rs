@@ -243,17 +243,27 @@ fn methods(c: &mut Criterion) {
         ("ipip_1454B_batch32", ipip_big, &ipip_big_acks),
         ("gre_csum_1454B_batch32", gre_big, &gre_big_acks),
     ] {
-        let mut replay = Replay::with(tables, frames);
-        g.bench_function(BenchmarkId::new(name, n), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                black_box(replay.run(iters, now));
-                start.elapsed()
-            })
-        });
-        assert_eq!(replay.tables().stats().drops_total(), 0, "{name}");
+        replayed(&mut g, name, n, Replay::with(tables, frames), now);
     }
     g.finish();
+}
+
+/// Times `replay` as row `name` of `g` (`n` flows), and checks that nothing was dropped.
+fn replayed(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    n: u32,
+    mut replay: Replay,
+    now: Time,
+) {
+    g.bench_function(BenchmarkId::new(name, n), |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            black_box(replay.run(iters, now));
+            start.elapsed()
+        })
+    });
+    assert_eq!(replay.tables().stats().drops_total(), 0, "{name}");
 }
 
 /// Two-armed NAT (`run -i CLIENTS -i SERVERS`): every frame crosses to the other
@@ -271,19 +281,12 @@ fn two_armed(c: &mut Criterion) {
         ("nat_1454B_crossing_batch32", 1400, true),
     ] {
         let (tables, frames) = established_with(n, n as usize, Method::Masq, payload);
-        let mut replay = if cross {
+        let replay = if cross {
             Replay::crossing(tables, &frames)
         } else {
             Replay::with(tables, &frames)
         };
-        g.bench_function(BenchmarkId::new(name, n), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                black_box(replay.run(iters, now));
-                start.elapsed()
-            })
-        });
-        assert_eq!(replay.tables().stats().drops_total(), 0, "{name}");
+        replayed(&mut g, name, n, replay, now);
     }
     g.finish();
 }

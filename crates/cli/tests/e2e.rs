@@ -3300,67 +3300,11 @@ fn nat_one_armed_maps_ports_and_serves_ab_without_a_failure() {
     // ICMP from the real server's side: a UDP service whose real server does not listen
     // answers port unreachable, which reaches the client from the VIP: its connected
     // socket is refused.
-    x(&lab, "-A -u 198.18.0.100:53 -s rr");
-    x(&lab, "-a -u 198.18.0.100:53 -r 198.18.1.13:5353 -m");
-    let out = lab
-        .exec(
-            &lab.ns("c"),
-            &[
-                "python3",
-                "-c",
-                "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(5)\ns.connect(('198.18.0.100', 53))\ns.send(b'q')\ntry:\n    s.recv(100)\n    print('answered')\nexcept ConnectionRefusedError:\n    print('refused')\nexcept socket.timeout:\n    print('timeout')",
-            ],
-        )
-        .expect("python runs");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "refused",
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        lab.director_log()
-    );
+    assert_udp_port_unreachable_reaches_the_client(&lab);
 
     // A large download through NAT (every segment rewritten, every checksum updated):
     // 30 MB from a real server's second port, byte for byte.
-    let r1 = lab.ns("r1");
-    let dir = std::env::temp_dir().join(format!("xdpvs-nat-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a directory");
-    let big: Vec<u8> = (0..30_000_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    std::fs::write(dir.join("big"), &big).expect("a large file");
-    lab.spawn(
-        &r1,
-        &[
-            "python3",
-            "-m",
-            "http.server",
-            "8081",
-            "--directory",
-            &dir.to_string_lossy(),
-        ],
-    )
-    .expect("a file server");
-    x(&lab, "-A -t 198.18.0.100:81 -s rr");
-    x(&lab, "-a -t 198.18.0.100:81 -r 198.18.1.11:8081 -m");
-    lab.wait_resolved().expect("resolved");
-    let got = dir.join("got");
-    let fetched = lab
-        .sh(
-            &lab.ns("c"),
-            &format!(
-                "for i in $(seq 50); do curl -sfI http://198.18.0.100:81/big >/dev/null && break; sleep 0.1; done; \
-                 curl -sf --max-time 60 -o {} http://198.18.0.100:81/big",
-                got.display()
-            ),
-        )
-        .map(|o| o.status.success());
-    let same = std::fs::read(&got).is_ok_and(|g| g == big);
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        fetched.unwrap_or(false) && same,
-        "30 MB through NAT, byte for byte"
-    );
+    assert_downloaded_through_nat(&mut lab, 30_000_000);
 }
 
 /// LVS-NAT with two arms (`run -i eth0 -i eth1`), as classic directors with two NICs:
@@ -3379,19 +3323,7 @@ fn nat_two_armed_crosses_interfaces_both_ways_and_serves_ab_without_a_failure() 
         &["r1", "r2", "r3"],
     )
     .expect("the real servers' LAN");
-    for n in 1..=3 {
-        lab.sh(
-            &lab.ns(&format!("r{n}")),
-            &format!(
-                "ip -4 addr flush dev eth0 && ip addr add 198.18.1.1{n}/24 dev eth0 && \
-                 ip addr del 198.18.0.100/32 dev lo && ip route replace default via 198.18.1.1 && \
-                 ethtool -K eth0 tx off >/dev/null"
-            ),
-        )
-        .expect("a NAT real server on the second LAN");
-        lab.start_http(&format!("r{n}"), &format!("rs{n}"), 8080)
-            .expect("HTTP on 8080");
-    }
+    nat_real_servers(&mut lab);
     // The client has no route to the real servers' LAN: only the director joins them.
     assert!(
         lab.sh(&lab.ns("c"), "ping -c1 -W1 198.18.1.11").is_err(),
@@ -3454,65 +3386,9 @@ fn nat_two_armed_crosses_interfaces_both_ways_and_serves_ab_without_a_failure() 
         health = x(&lab, "-L -n --json");
     }
     // Port unreachable from the real servers' side reaches the client from the VIP.
-    x(&lab, "-A -u 198.18.0.100:53 -s rr");
-    x(&lab, "-a -u 198.18.0.100:53 -r 198.18.1.13:5353 -m");
-    let out = lab
-        .exec(
-            &lab.ns("c"),
-            &[
-                "python3",
-                "-c",
-                "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(5)\ns.connect(('198.18.0.100', 53))\ns.send(b'q')\ntry:\n    s.recv(100)\n    print('answered')\nexcept ConnectionRefusedError:\n    print('refused')\nexcept socket.timeout:\n    print('timeout')",
-            ],
-        )
-        .expect("python runs");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "refused",
-        "{}",
-        lab.director_log()
-    );
+    assert_udp_port_unreachable_reaches_the_client(&lab);
     // 10 MB across both interfaces, byte for byte.
-    let dir = std::env::temp_dir().join(format!("xdpvs-two-armed-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a directory");
-    let big: Vec<u8> = (0..10_000_000u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect();
-    std::fs::write(dir.join("big"), &big).expect("a large file");
-    let r1 = lab.ns("r1");
-    lab.spawn(
-        &r1,
-        &[
-            "python3",
-            "-m",
-            "http.server",
-            "8081",
-            "--directory",
-            &dir.to_string_lossy(),
-        ],
-    )
-    .expect("a file server");
-    x(&lab, "-A -t 198.18.0.100:81 -s rr");
-    x(&lab, "-a -t 198.18.0.100:81 -r 198.18.1.11:8081 -m");
-    lab.wait_resolved().expect("resolved");
-    let got = dir.join("got");
-    let fetched = lab
-        .sh(
-            &lab.ns("c"),
-            &format!(
-                "for i in $(seq 50); do curl -sfI http://198.18.0.100:81/big >/dev/null && break; sleep 0.1; done; \
-                 curl -sf --max-time 60 -o {} http://198.18.0.100:81/big",
-                got.display()
-            ),
-        )
-        .map(|o| o.status.success());
-    let same = std::fs::read(&got).is_ok_and(|g| g == big);
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        fetched.unwrap_or(false) && same,
-        "10 MB through a two-armed NAT, byte for byte\n{}",
-        lab.director_log()
-    );
+    assert_downloaded_through_nat(&mut lab, 10_000_000);
 }
 
 /// LVS-NAT on two queues, the switch spreading frames by flow as a NIC's RSS does: a
@@ -3530,19 +3406,7 @@ fn nat_on_two_queues_hands_each_packet_to_the_worker_of_its_connection() {
     };
     lab.sh(&lab.ns("d"), "ip addr add 198.18.1.1/24 dev eth0")
         .expect("the director's address on the real servers' subnet");
-    for n in 1..=3 {
-        lab.sh(
-            &lab.ns(&format!("r{n}")),
-            &format!(
-                "ip -4 addr flush dev eth0 && ip addr add 198.18.1.1{n}/24 dev eth0 && \
-                 ip addr del 198.18.0.100/32 dev lo && ip route replace default via 198.18.1.1 && \
-                 ethtool -K eth0 tx off >/dev/null"
-            ),
-        )
-        .expect("a NAT real server");
-        lab.start_http(&format!("r{n}"), &format!("rs{n}"), 8080)
-            .expect("HTTP on 8080");
-    }
+    nat_real_servers(&mut lab);
     lab.start_director(&["--metrics", "198.18.0.1:9100"])
         .expect("director starts on two queues");
     x(&lab, "-A -t 198.18.0.100:80 -s rr");
@@ -3578,6 +3442,96 @@ fn nat_on_two_queues_hands_each_packet_to_the_worker_of_its_connection() {
         &[("reason", "nat_no_connection")],
     );
     assert_eq!(lost, 0.0, "no reply without its connection");
+}
+
+/// Makes r1..r3 NAT real servers at 198.18.1.11-13/24, routed through the director's
+/// 198.18.1.1, serving HTTP on 8080 (no VIP; checksums complete, as AF_XDP sends frames
+/// as they are).
+fn nat_real_servers(lab: &mut Lab) {
+    for n in 1..=3 {
+        lab.sh(
+            &lab.ns(&format!("r{n}")),
+            &format!(
+                "ip -4 addr flush dev eth0 && ip addr add 198.18.1.1{n}/24 dev eth0 && \
+                 ip addr del 198.18.0.100/32 dev lo && ip route replace default via 198.18.1.1 && \
+                 ethtool -K eth0 tx off >/dev/null"
+            ),
+        )
+        .expect("a NAT real server");
+        lab.start_http(&format!("r{n}"), &format!("rs{n}"), 8080)
+            .expect("HTTP on 8080");
+    }
+}
+
+/// A UDP service on port 53 whose NAT real server (198.18.1.13, port 5353) does not
+/// listen: its port unreachable reaches the client from the VIP, whose connected socket
+/// is refused.
+fn assert_udp_port_unreachable_reaches_the_client(lab: &Lab) {
+    x(lab, "-A -u 198.18.0.100:53 -s rr");
+    x(lab, "-a -u 198.18.0.100:53 -r 198.18.1.13:5353 -m");
+    let out = lab
+        .exec(
+            &lab.ns("c"),
+            &[
+                "python3",
+                "-c",
+                "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(5)\ns.connect(('198.18.0.100', 53))\ns.send(b'q')\ntry:\n    s.recv(100)\n    print('answered')\nexcept ConnectionRefusedError:\n    print('refused')\nexcept socket.timeout:\n    print('timeout')",
+            ],
+        )
+        .expect("python runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "refused",
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        lab.director_log()
+    );
+}
+
+/// `bytes` downloaded by the client from a file server on r1's port 8081, behind the
+/// service 198.18.0.100:81 by NAT (every segment rewritten, every checksum updated),
+/// byte for byte.
+fn assert_downloaded_through_nat(lab: &mut Lab, bytes: u32) {
+    let r1 = lab.ns("r1");
+    let dir = std::env::temp_dir().join(format!("{}-download", lab.ns("c")));
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let big: Vec<u8> = (0..bytes)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.join("big"), &big).expect("a large file");
+    lab.spawn(
+        &r1,
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8081",
+            "--directory",
+            &dir.to_string_lossy(),
+        ],
+    )
+    .expect("a file server");
+    x(lab, "-A -t 198.18.0.100:81 -s rr");
+    x(lab, "-a -t 198.18.0.100:81 -r 198.18.1.11:8081 -m");
+    lab.wait_resolved().expect("resolved");
+    let got = dir.join("got");
+    let fetched = lab
+        .sh(
+            &lab.ns("c"),
+            &format!(
+                "for i in $(seq 50); do curl -sfI http://198.18.0.100:81/big >/dev/null && break; sleep 0.1; done; \
+                 curl -sf --max-time 60 -o {} http://198.18.0.100:81/big",
+                got.display()
+            ),
+        )
+        .map(|o| o.status.success());
+    let same = std::fs::read(&got).is_ok_and(|g| g == big);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        fetched.unwrap_or(false) && same,
+        "{bytes} bytes through NAT, byte for byte\n{}",
+        lab.director_log()
+    );
 }
 
 /// LVS-NAT over IPv6, in a service that mixes methods: two real servers on

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
-use xdpvs_dataplane::arms::Arms;
+use xdpvs_dataplane::arms::{Arm, Arms};
 use xdpvs_dataplane::worker::IdlePolicy;
 use xdpvs_dataplane::{Config, Limits, Options, Services, Tables};
 use xdpvs_sched::tcp::Timeouts;
@@ -178,10 +178,10 @@ pub fn run(
         ))
     });
     for q in 0..ifc.queues {
-        let dev = setup::socket(&ifc, q, opts, &steering)?;
+        let dev = setup::socket(&ifc, q, opts, &steering, Arm::Clients)?;
         let servers_dev = servers
             .as_ref()
-            .map(|s| setup::servers_socket(s, q, opts, &steering).map(|d| (d, s.mac)))
+            .map(|s| setup::socket(s, q, opts, &steering, Arm::Servers).map(|d| (d, s.mac)))
             .transpose()?;
         let tables = Tables::new(
             empty.clone(),

@@ -2,6 +2,7 @@
 
 use caps::{CapSet, Capability};
 use tracing::{info, warn};
+use xdpvs_dataplane::arms::Arm;
 use xdpvs_dataplane::limits::MAX_QUEUES;
 use xdpvs_dataplane::sys::xsk::{BusyPoll, XskConfig, XskDevice, XskError};
 use xdpvs_dataplane::xdp::{Steering, XdpError};
@@ -202,28 +203,20 @@ pub fn steering(
     Ok(steering)
 }
 
-/// Opens the AF_XDP socket of `queue` and steers the queue to it.
+/// Opens the AF_XDP socket of `queue` of `ifc` and steers that queue to it: `ifc` is the
+/// clients' interface, or the real servers' one of a two-armed director (`arm`).
 pub fn socket(
     ifc: &Interface,
     queue: u32,
     opts: &RunOptions,
     steering: &Steering,
+    arm: Arm,
 ) -> Result<XskDevice, SetupError> {
     let dev = open_socket(ifc, queue, opts)?;
-    steering.set_socket(queue, dev.fd())?;
-    Ok(dev)
-}
-
-/// Two-armed: opens the AF_XDP socket of `queue` of the real servers' interface and
-/// steers that queue to it.
-pub fn servers_socket(
-    ifc: &Interface,
-    queue: u32,
-    opts: &RunOptions,
-    steering: &Steering,
-) -> Result<XskDevice, SetupError> {
-    let dev = open_socket(ifc, queue, opts)?;
-    steering.set_servers_socket(queue, dev.fd())?;
+    match arm {
+        Arm::Clients => steering.set_socket(queue, dev.fd())?,
+        Arm::Servers => steering.set_servers_socket(queue, dev.fd())?,
+    }
     Ok(dev)
 }
 
