@@ -97,6 +97,10 @@ struct RunArgs {
     /// servers); read again on SIGHUP. VRRP and global sections are skipped.
     #[arg(long, value_name = "FILE", conflicts_with = "restore")]
     keepalived: Option<PathBuf>,
+    /// keepalived's config id (its `-i`): which conditional lines (`@ID`, `@^ID`) of the
+    /// keepalived.conf apply (default: the host name up to its first dot, as keepalived).
+    #[arg(long, value_name = "ID", requires = "keepalived")]
+    config_id: Option<String>,
 }
 
 /// `xdpvs drain`'s options.
@@ -312,18 +316,29 @@ fn run(args: &RunArgs, cli: &Cli) -> anyhow::Result<()> {
         (Some(path), _) => Some(xdpvs_director::Source {
             name: path.display().to_string(),
             load: Box::new(move || {
-                ipvsadm::parse_restore(&read(path)?).map_err(|e| match e {
-                    ipvsadm::RestoreError::Line { line, error } => {
-                        format!("{}:{line}: {error}", path.display())
-                    }
-                })
+                ipvsadm::parse_restore(&read(path)?)
+                    .map(|lined| {
+                        lined
+                            .into_iter()
+                            .map(|(l, r)| (xdpvs_director::writer::Place::line(l), r))
+                            .collect()
+                    })
+                    .map_err(|e| match e {
+                        ipvsadm::RestoreError::Line { line, error } => {
+                            format!("{}:{line}: {error}", path.display())
+                        }
+                    })
             }),
         }),
         (None, Some(path)) => Some(xdpvs_director::Source {
             name: path.display().to_string(),
             load: Box::new(move || {
-                let got = xdpvs_director::keepalived::parse(&read(path)?)
-                    .map_err(|e| format!("{}:{}: {}", path.display(), e.line, e.message))?;
+                let id = args
+                    .config_id
+                    .clone()
+                    .unwrap_or_else(xdpvs_director::keepalived::pre::default_config_id);
+                let got =
+                    xdpvs_director::keepalived::parse_file(path, &id).map_err(|e| e.at(path))?;
                 for note in &got.notes {
                     tracing::info!("{}: {note}", path.display());
                 }

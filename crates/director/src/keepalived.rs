@@ -12,6 +12,7 @@
 //! skipped with a note (xdpvs does not do VRRP).
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::time::Duration;
 
 use xdpvs_sched::{
@@ -21,14 +22,29 @@ use xdpvs_sched::{
 use crate::control::proto::Request;
 use crate::health::spec::{parse_digest, CheckSpec, Millis, OnFailure, Probe};
 
+pub mod pre;
+
 /// Why a keepalived.conf was refused. Nothing of it is applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {message}")]
+#[error("{}line {line}: {message}", file.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
 pub struct KeepalivedError {
+    /// The included file it is in (`None`: the file given).
+    pub file: Option<String>,
     /// Where, from 1.
     pub line: usize,
     /// What is wrong and what to do.
     pub message: String,
+}
+
+impl KeepalivedError {
+    /// `file:line: message`, `path` being the file given.
+    pub fn at(&self, path: &std::path::Path) -> String {
+        let file = self
+            .file
+            .clone()
+            .unwrap_or_else(|| path.display().to_string());
+        format!("{file}:{}: {}", self.line, self.message)
+    }
 }
 
 /// What a keepalived.conf asks of xdpvs.
@@ -36,8 +52,8 @@ pub struct KeepalivedError {
 pub struct Imported {
     /// The changes that build its table (on an empty one), in the file's order.
     pub requests: Vec<Request>,
-    /// The line each change comes from (its `virtual_server` or `real_server`).
-    pub lines: Vec<usize>,
+    /// Where each change comes from (its `virtual_server` or `real_server` line).
+    pub lines: Vec<Place>,
     /// Sections skipped, for the log.
     pub notes: Vec<String>,
 }
@@ -53,17 +69,18 @@ struct Node {
 
 fn err<T>(line: usize, message: impl Into<String>) -> Result<T, KeepalivedError> {
     Err(KeepalivedError {
+        file: None,
         line,
         message: message.into(),
     })
 }
 
-/// Words with their line numbers; `{` and `}` are words of their own; `#` and `!` start
-/// a comment; a "quoted string" is one word.
-fn words(text: &str) -> Result<Vec<(usize, String)>, KeepalivedError> {
+/// Words with the index of their line in `lines`; `{` and `}` are words of their own;
+/// `#` and `!` start a comment; a "quoted string" is one word.
+fn words(lines: &[pre::Line]) -> Result<Vec<(usize, String)>, KeepalivedError> {
     let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
+    for (line, l) in lines.iter().enumerate() {
+        let raw = l.text.as_str();
         let mut chars = raw.chars().peekable();
         let mut word = String::new();
         let flush = |word: &mut String, out: &mut Vec<(usize, String)>| {
@@ -149,64 +166,169 @@ fn nodes(
     }
 }
 
-/// Top-level sections skipped with a note.
-const SKIPPED: [&str; 12] = [
+/// Top-level sections and keywords that are not about LVS: skipped with a note.
+const SKIPPED: [&str; 22] = [
     "global_defs",
     "vrrp_instance",
     "vrrp_sync_group",
     "vrrp_script",
     "vrrp_track_process",
+    "vrrp_track_file",
     "track_file",
+    "track_group",
     "garp_group",
     "static_ipaddress",
     "static_routes",
     "static_rules",
     "linkbeat_interfaces",
+    "linkbeat_use_polling",
+    "interface_up_down_delays",
     "bfd_instance",
+    "net_namespace",
+    "net_namespace_ipvs",
+    "namespace_with_ipsets",
+    "instance",
+    "use_pid_dir",
+    "child_wait_time",
 ];
 
-/// Reads a keepalived.conf.
+/// Where a change comes from: a line of the file given, or of a file it includes.
+pub use crate::writer::Place;
+
+/// Reads the keepalived.conf `text` on its own: an include names no file, and with no
+/// config id conditional lines `@ID` never apply, `@^ID` always.
 pub fn parse(text: &str) -> Result<Imported, KeepalivedError> {
-    let words = words(text)?;
+    parse_with(Path::new("keepalived.conf"), text, "", &pre::Nowhere)
+}
+
+/// Reads the keepalived.conf at `path` as keepalived does on the host whose config id is
+/// `config_id` (keepalived's `-i`; by default [`pre::default_config_id`]): includes,
+/// conditional lines and parameters first.
+pub fn parse_file(path: &Path, config_id: &str) -> Result<Imported, KeepalivedError> {
+    let text = std::fs::read_to_string(path).map_err(|e| KeepalivedError {
+        file: None,
+        line: 0,
+        message: format!("reading it: {e}"),
+    })?;
+    parse_with(path, &text, config_id, &pre::Disk)
+}
+
+/// [`parse_file`] of `text`, includes read from `files`.
+pub fn parse_with(
+    path: &Path,
+    text: &str,
+    config_id: &str,
+    files: &dyn pre::Files,
+) -> Result<Imported, KeepalivedError> {
+    let (lines, notes) = pre::expand(path, text, config_id, files)?;
+    let place = |idx: usize| {
+        lines.get(idx).map_or(
+            Place {
+                file: None,
+                line: 0,
+            },
+            |l| Place {
+                file: l.file.clone(),
+                line: l.line,
+            },
+        )
+    };
+    let mut imported = parse_lines(&lines).map_err(|e| {
+        let at = place(e.line);
+        KeepalivedError {
+            file: at.file,
+            line: at.line,
+            ..e
+        }
+    })?;
+    imported.lines = imported.lines.iter().map(|p| place(p.line)).collect();
+    imported.notes.splice(0..0, notes);
+    Ok(imported)
+}
+
+/// The statements of preprocessed `lines`, read. Errors and changes carry indices into
+/// `lines` as their line; notes are written with the places.
+fn parse_lines(lines: &[pre::Line]) -> Result<Imported, KeepalivedError> {
+    let words = words(lines)?;
     let mut at = 0;
     let top = nodes(&words, &mut at, None)?;
+    let shown = |idx: usize| match lines.get(idx) {
+        Some(pre::Line {
+            file: Some(f),
+            line,
+            ..
+        }) => format!("{f}:{line}"),
+        Some(l) => format!("line {}", l.line),
+        None => String::new(),
+    };
     let mut imported = Imported {
         requests: Vec::new(),
         lines: Vec::new(),
         notes: Vec::new(),
     };
+    let mut groups: Vec<(&str, Vec<(IpAddr, u16)>)> = Vec::new();
+    for n in top.iter().filter(|n| n.key == "virtual_server_group") {
+        let name = one_arg(n, "group name")?;
+        if groups.iter().any(|(g, _)| *g == name) {
+            return err(
+                n.line,
+                format!("virtual_server_group {name} is defined twice"),
+            );
+        }
+        groups.push((name, group(n, name)?));
+    }
     let mut keys: Vec<ServiceKey> = Vec::new();
+    let mut skipped: Vec<&str> = Vec::new();
     for n in &top {
         match n.key.as_str() {
             "virtual_server" => {
-                let (key, reqs) = virtual_server(n)?;
-                if keys.contains(&key) {
-                    return err(n.line, format!("virtual_server {key} is defined twice"));
-                }
-                keys.push(key);
-                for (line, r) in reqs {
-                    imported.lines.push(line);
-                    imported.requests.push(r);
+                let vips = match n.args.as_slice() {
+                    [g, name] if g == "group" => {
+                        let Some((_, vips)) = groups.iter().find(|(g, _)| g == name) else {
+                            return err(
+                                n.line,
+                                format!("virtual_server group {name}: no virtual_server_group {name} is defined"),
+                            );
+                        };
+                        vips.clone()
+                    }
+                    [f, ..] if f == "fwmark" => {
+                        return err(
+                            n.line,
+                            format!(
+                                "virtual_server {}: firewall-mark services are not supported: the mark is set by netfilter, which runs after XDP; give the VIP and port (or a virtual_server_group of them)",
+                                n.args.join(" ")
+                            ),
+                        )
+                    }
+                    args => vec![addr_port(n, args)?],
+                };
+                for (vip, port) in vips {
+                    let (key, reqs) = virtual_server(n, vip, port)?;
+                    if keys.contains(&key) {
+                        return err(n.line, format!("virtual_server {key} is defined twice"));
+                    }
+                    keys.push(key);
+                    for (line, r) in reqs {
+                        imported.lines.push(Place { file: None, line });
+                        imported.requests.push(r);
+                    }
                 }
             }
-            k if SKIPPED.contains(&k) => imported.notes.push(format!(
-                "line {}: {k} skipped (xdpvs takes only the virtual_server blocks{})",
-                n.line,
-                if k.starts_with("vrrp") {
-                    "; VRRP failover is not part of xdpvs"
-                } else {
-                    ""
+            "virtual_server_group" => {}
+            k if SKIPPED.contains(&k) => {
+                if !skipped.contains(&k) {
+                    skipped.push(k);
+                    imported.notes.push(format!(
+                        "{}: {k} skipped (xdpvs takes the LVS sections: virtual_server and virtual_server_group{})",
+                        shown(n.line),
+                        if k.starts_with("vrrp") {
+                            "; VRRP failover is not part of xdpvs"
+                        } else {
+                            ""
+                        }
+                    ));
                 }
-            )),
-            "virtual_server_group" => return err(
-                n.line,
-                "virtual_server_group is not supported: write one virtual_server per VIP and port",
-            ),
-            "include" => {
-                return err(
-                    n.line,
-                    "include is not supported: give xdpvs one file with the virtual_server blocks",
-                )
             }
             k => {
                 return err(
@@ -217,6 +339,111 @@ pub fn parse(text: &str) -> Result<Imported, KeepalivedError> {
         }
     }
     Ok(imported)
+}
+
+/// The VIPs and ports of a `virtual_server_group` block: `ADDR PORT`, ranges
+/// `A.B.C.D-E`, `A.B.C.D-A.B.C.E` and `A.B.C.D/NN` (IPv6: the last group's range, in
+/// hex, or a prefix), at most [`GROUP_MAX`] addresses in all.
+fn group(n: &Node, name: &str) -> Result<Vec<(IpAddr, u16)>, KeepalivedError> {
+    let mut out = Vec::new();
+    for c in block(n)? {
+        no_block(c)?;
+        let what = format!(
+            "virtual_server_group {name}: {} {}",
+            c.key,
+            c.args.join(" ")
+        );
+        if c.key == "fwmark" {
+            return err(
+                c.line,
+                format!("{what}: firewall marks are set by netfilter, which runs after XDP: list the VIPs and ports"),
+            );
+        }
+        let port = match c.args.as_slice() {
+            [p] => p.parse::<u16>().ok().filter(|&p| p != 0),
+            _ => None,
+        };
+        let Some(port) = port else {
+            return err(
+                c.line,
+                format!(
+                    "{what}: give a port from 1 to 65535 (all-ports services are not supported)"
+                ),
+            );
+        };
+        let addrs = match range(&c.key) {
+            Ok(a) => a,
+            Err(why) => return err(c.line, format!("{what}: {why}")),
+        };
+        if out.len() + addrs.len() > GROUP_MAX {
+            return err(
+                c.line,
+                format!("{what}: a group holds at most {GROUP_MAX} addresses"),
+            );
+        }
+        out.extend(addrs.into_iter().map(|a| (a, port)));
+    }
+    Ok(out)
+}
+
+/// Addresses a `virtual_server_group` expands to at most.
+const GROUP_MAX: usize = 1024;
+
+/// The addresses of `a`, `a-b` (the last byte, or for IPv6 the last group in hex, up to
+/// b; or a whole address b) or `a/nn`, in order.
+fn range(s: &str) -> Result<Vec<IpAddr>, String> {
+    const BAD: &str = "not an address, a range (198.18.0.1-10, 198.18.0.250-198.18.1.10) or a prefix (198.18.0.8/29)";
+    let widen = |a: IpAddr| -> u128 {
+        match a {
+            IpAddr::V4(v) => u128::from(u32::from(v)),
+            IpAddr::V6(v) => u128::from(v),
+        }
+    };
+    let back = |v6: bool, x: u128| -> IpAddr {
+        if v6 {
+            IpAddr::V6(std::net::Ipv6Addr::from(x))
+        } else {
+            IpAddr::V4(Ipv4Addr::from(x as u32))
+        }
+    };
+    let parse = |a: &str| a.parse::<IpAddr>().map_err(|_| BAD.to_string());
+    let (first, last) = if let Some((a, b)) = s.split_once('-') {
+        let a = parse(a)?;
+        let last = match b.parse::<IpAddr>() {
+            Ok(b) if b.is_ipv6() == a.is_ipv6() => widen(b),
+            Ok(_) => return Err("the two ends are of different families".into()),
+            Err(_) if a.is_ipv4() => {
+                (widen(a) & !0xff) | u128::from(b.parse::<u8>().map_err(|_| BAD.to_string())?)
+            }
+            Err(_) => {
+                let g = u16::from_str_radix(b, 16).map_err(|_| BAD.to_string())?;
+                (widen(a) & !0xffff) | u128::from(g)
+            }
+        };
+        (a, last)
+    } else if let Some((a, p)) = s.split_once('/') {
+        let a = parse(a)?;
+        let bits = if a.is_ipv4() { 32 } else { 128 };
+        let p: u32 = p.parse().ok().filter(|&p| p <= bits).ok_or(BAD)?;
+        let host = if p == bits {
+            0
+        } else {
+            (1u128 << (bits - p)) - 1
+        };
+        let net = widen(a) & !host;
+        (back(a.is_ipv6(), net), net | host)
+    } else {
+        let a = parse(s)?;
+        (a, widen(a))
+    };
+    let from = widen(first);
+    if last < from {
+        return Err("the range ends before it starts".into());
+    }
+    if last - from >= GROUP_MAX as u128 {
+        return Err(format!("a group holds at most {GROUP_MAX} addresses"));
+    }
+    Ok((from..=last).map(|x| back(first.is_ipv6(), x)).collect())
 }
 
 fn one_arg<'a>(n: &'a Node, what: &str) -> Result<&'a str, KeepalivedError> {
@@ -235,6 +462,7 @@ fn no_block(n: &Node) -> Result<(), KeepalivedError> {
 
 fn block(n: &Node) -> Result<&[Node], KeepalivedError> {
     n.block.as_deref().ok_or_else(|| KeepalivedError {
+        file: None,
         line: n.line,
         message: format!("{} needs a block {{ ... }}", n.key),
     })
@@ -288,20 +516,11 @@ struct CheckDefaults {
     inhibit: bool,
 }
 
-fn virtual_server(n: &Node) -> Result<(ServiceKey, Vec<(usize, Request)>), KeepalivedError> {
-    if n.args
-        .first()
-        .is_some_and(|a| a == "fwmark" || a == "group")
-    {
-        return err(
-            n.line,
-            format!(
-                "virtual_server {}: firewall-mark and group services are not supported: give the VIP and port",
-                n.args.join(" ")
-            ),
-        );
-    }
-    let (vip, port) = addr_port(n, &n.args)?;
+fn virtual_server(
+    n: &Node,
+    vip: IpAddr,
+    port: u16,
+) -> Result<(ServiceKey, Vec<(usize, Request)>), KeepalivedError> {
     let mut proto = Protocol::Tcp;
     let mut scheduler = SchedKind::default();
     let mut timeout: Option<u32> = None;
@@ -540,6 +759,7 @@ fn real_server(
 fn lvs_method(c: &Node, name: &str) -> Result<Method, KeepalivedError> {
     no_block(c)?;
     let bad = |why: String| KeepalivedError {
+        file: None,
         line: c.line,
         message: format!("{name}: {} {}: {why}", c.key, c.args.join(" ")),
     };

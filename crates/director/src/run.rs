@@ -84,7 +84,7 @@ pub fn run(
 ) -> Result<(), RunError> {
     let initial = match &source {
         Some(s) => {
-            let (lines, reqs): (Vec<usize>, Vec<Request>) =
+            let (lines, reqs): (Vec<crate::writer::Place>, Vec<Request>) =
                 (s.load)().map_err(RunError::Load)?.into_iter().unzip();
             Some((s, lines, Request::Batch(reqs)))
         }

@@ -38,7 +38,23 @@ const TURN: Duration = Duration::from_millis(10);
 const DRAIN_IDLE: Duration = Duration::from_secs(2);
 
 /// Changes, each with the line of the file it comes from.
-pub type Lined = Vec<(usize, Request)>;
+pub type Lined = Vec<(Place, Request)>;
+
+/// Where a change comes from: a line of the file given, or of a file it includes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The included file (`None`: the file given).
+    pub file: Option<String>,
+    /// The line, from 1.
+    pub line: usize,
+}
+
+impl Place {
+    /// Line `line` of the file given.
+    pub fn line(line: usize) -> Place {
+        Place { file: None, line }
+    }
+}
 
 /// Where the director's configuration comes from at start and on SIGHUP: a file read
 /// into changes (`--restore`, `--keepalived`).
@@ -426,11 +442,11 @@ pub fn ready() {
 /// Where in the file `name` the change refused with `e` comes from: `FILE:LINE: why`
 /// for a request of the batch (the file's requests start after `offset` others), else
 /// `FILE: why`. Never "request N of the batch": the operator edits a file, not a batch.
-pub fn at_line(name: &str, lines: &[usize], offset: usize, e: &ControlError) -> String {
+pub fn at_line(name: &str, lines: &[Place], offset: usize, e: &ControlError) -> String {
     match e {
         ControlError::InBatch { index, error } => {
             match index.checked_sub(1 + offset).and_then(|i| lines.get(i)) {
-                Some(line) => format!("{name}:{line}: {error}"),
+                Some(p) => format!("{}:{}: {error}", p.file.as_deref().unwrap_or(name), p.line),
                 None => format!("{name}: {error}"),
             }
         }
@@ -494,7 +510,7 @@ fn reload(side: &mut WriteSide<Live>, src: &Source<'_>) {
     match (src.load)() {
         Err(e) => warn!("SIGHUP: {e}; the configuration in force stays"),
         Ok(lined) => {
-            let (lines, reqs): (Vec<usize>, Vec<Request>) = lined.into_iter().unzip();
+            let (lines, reqs): (Vec<Place>, Vec<Request>) = lined.into_iter().unzip();
             let batch = Request::Batch(std::iter::once(Request::Clear).chain(reqs).collect());
             let before = side.published().get().config.clone();
             match side.execute(&batch) {
@@ -562,6 +578,10 @@ impl Drain {
 mod tests {
     use super::*;
 
+    fn places(lines: &[usize]) -> Vec<Place> {
+        lines.iter().map(|&l| Place::line(l)).collect()
+    }
+
     #[test]
     fn a_refusal_names_the_file_and_its_line() {
         let inner = ControlError::BadReal {
@@ -574,12 +594,19 @@ mod tests {
         };
         // A reload's batch starts with a clear: its third request is the file's second.
         assert_eq!(
-            at_line("/etc/keepalived/keepalived.conf", &[4, 27, 40], 1, &e),
+            at_line("/etc/keepalived/keepalived.conf", &places(&[4, 27, 40]), 1, &e),
             "/etc/keepalived/keepalived.conf:27: real server 198.19.0.5: it is not on the director's subnet"
         );
         assert_eq!(
-            at_line("rules", &[1, 2, 3], 0, &e),
+            at_line("rules", &places(&[1, 2, 3]), 0, &e),
             "rules:3: real server 198.19.0.5: it is not on the director's subnet"
+        );
+        // A change from an included file names that file.
+        let mut included = places(&[1, 2, 3]);
+        included[2].file = Some("/etc/keepalived/conf.d/web.conf".into());
+        assert_eq!(
+            at_line("/etc/keepalived/keepalived.conf", &included, 0, &e),
+            "/etc/keepalived/conf.d/web.conf:3: real server 198.19.0.5: it is not on the director's subnet"
         );
         assert_eq!(
             at_line("rules", &[], 0, &inner),

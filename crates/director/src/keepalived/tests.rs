@@ -374,17 +374,37 @@ fn everything_else_is_refused_with_its_line() {
         (
             "virtual_server fwmark 1 {\n}\n".into(),
             1,
-            "firewall-mark and group services",
+            "firewall-mark services are not supported: the mark is set by netfilter, which runs after XDP",
         ),
         (
             "virtual_server group G {\n}\n".into(),
             1,
-            "firewall-mark and group services",
+            "no virtual_server_group G is defined",
         ),
         (
-            "virtual_server_group G {\n}\n".into(),
-            1,
-            "virtual_server_group is not supported",
+            "virtual_server_group G {\n  fwmark 7\n}\n".into(),
+            2,
+            "firewall marks are set by netfilter, which runs after XDP",
+        ),
+        (
+            "virtual_server_group G {\n  198.18.0.100\n}\n".into(),
+            2,
+            "give a port from 1 to 65535",
+        ),
+        (
+            "virtual_server_group G {\n  198.18.0.0/16 80\n}\n".into(),
+            2,
+            "a group holds at most 1024 addresses",
+        ),
+        (
+            "virtual_server_group G {\n  198.18.0.9-3 80\n}\n".into(),
+            2,
+            "the range ends before it starts",
+        ),
+        (
+            "virtual_server_group G {\n}\nvirtual_server_group G {\n}\n".into(),
+            3,
+            "virtual_server_group G is defined twice",
         ),
         (
             "virtual_server 2001:2::100 80 {\nlb_kind DR\nreal_server 198.18.0.11 80 {\n}\n}\n"
@@ -409,9 +429,14 @@ fn everything_else_is_refused_with_its_line() {
             "not a port",
         ),
         (
-            "include /etc/keepalived/*.conf\n".into(),
+            "include /etc/keepalived/none.conf\n".into(),
             1,
-            "include is not supported",
+            "include /etc/keepalived/none.conf: reading /etc/keepalived/none.conf",
+        ),
+        (
+            "~SEQ(i, 1, 3) x\n".into(),
+            1,
+            "~SEQ",
         ),
         (
             "bogus_section {\n}\n".into(),
@@ -577,4 +602,98 @@ fn tun_takes_keepalived_tunnel_words_on_the_service_and_per_real_server() {
         .expect_err("refused")
         .message
         .contains("cannot map ports"));
+}
+
+#[test]
+fn a_virtual_server_group_gives_each_of_its_vips_and_ports_the_same_service() {
+    let conf = "virtual_server_group web {\n  198.18.0.100-101 80\n  198.18.0.108/31 443\n  198.18.0.120 8080\n}\n\
+                virtual_server group web {\n  lb_algo wlc\n  real_server 198.18.1.11 8080 {\n    weight 2\n  }\n}\n";
+    let got = parse(conf).expect("parsed");
+    let services: Vec<(IpAddr, u16)> = got
+        .requests
+        .iter()
+        .filter_map(|r| match r {
+            Request::AddService { key, scheduler, .. } => {
+                assert_eq!(*scheduler, SchedKind::Wlc);
+                Some((key.vip, key.port))
+            }
+            _ => None,
+        })
+        .collect();
+    let v = |last: u8| IpAddr::from(Ipv4Addr::new(198, 18, 0, last));
+    assert_eq!(
+        services,
+        [
+            (v(100), 80),
+            (v(101), 80),
+            (v(108), 443),
+            (v(109), 443),
+            (v(120), 8080)
+        ]
+    );
+    assert_eq!(got.requests.len(), 10, "a real server each");
+    assert_eq!(
+        got.lines.iter().map(|p| p.line).collect::<Vec<_>>(),
+        [6, 8, 6, 8, 6, 8, 6, 8, 6, 8]
+    );
+    // IPv6 ranges count the last group in hex.
+    let six = parse(
+        "virtual_server_group v6 {\n  2001:2::fe-101 80\n}\nvirtual_server group v6 {\n  lb_kind DR\n  real_server 2001:2::11 80 {\n  }\n}\n",
+    )
+    .expect("parsed");
+    assert_eq!(six.requests.len(), 8, "0xfe to 0x101: four VIPs");
+}
+
+#[test]
+fn includes_conditions_and_parameters_are_read_as_keepalived_reads_them() {
+    use std::path::{Path, PathBuf};
+    struct Table;
+    impl pre::Files for Table {
+        fn read(&self, path: &Path) -> std::io::Result<String> {
+            match path.to_str() {
+                Some("/etc/keepalived/conf.d/web.conf") => Ok(
+                    "virtual_server ${VIP} 80 {\n  lb_kind DR\n  @lb1 real_server 198.18.0.11 80 {\n  @lb1 }\n  @^lb1 real_server 198.18.0.12 80 {\n  @^lb1 }\n}\n".into(),
+                ),
+                Some("/etc/keepalived/conf.d/bad.conf") => {
+                    Ok("virtual_server 198.18.0.101 80 {\n  lb_algo nope\n}\n".into())
+                }
+                _ => Err(std::io::ErrorKind::NotFound.into()),
+            }
+        }
+        fn glob(&self, pattern: &str) -> Vec<PathBuf> {
+            match pattern {
+                "/etc/keepalived/conf.d/*.conf" => vec!["/etc/keepalived/conf.d/web.conf".into()],
+                _ => Vec::new(),
+            }
+        }
+    }
+    let main = "global_defs {\n  router_id lb\n}\n$VIP=198.18.0.100\ninclude conf.d/*.conf\n";
+    let path = Path::new("/etc/keepalived/keepalived.conf");
+    for (id, real) in [("lb1", rs(11)), ("lb2", rs(12))] {
+        let got = parse_with(path, main, id, &Table).expect("parsed");
+        assert_eq!(got.requests.len(), 2, "{id}");
+        assert!(
+            matches!(&got.requests[1], Request::AddReal { addr, .. } if *addr == real),
+            "{id}: {:?}",
+            got.requests
+        );
+        assert_eq!(
+            got.lines[1],
+            Place {
+                file: Some("/etc/keepalived/conf.d/web.conf".into()),
+                line: if id == "lb1" { 3 } else { 5 },
+            }
+        );
+        assert!(
+            got.notes[0].starts_with("line 1: global_defs skipped"),
+            "{:?}",
+            got.notes
+        );
+    }
+    // A refusal in an included file names that file and its line.
+    let e = parse_with(path, "include conf.d/bad.conf\n", "lb1", &Table).expect_err("refused");
+    assert_eq!(
+        e.at(path),
+        "/etc/keepalived/conf.d/bad.conf:2: virtual_server 198.18.0.101 80: lb_algo nope: xdpvs schedules with rr, wrr, lc, wlc, sh, mh, dh, sed, nq, lblc, lblcr, fo, ovf or twos"
+    );
 }
