@@ -67,6 +67,11 @@ enum Command {
     /// still arrive until none has for 2 s or the grace time passes, then stop; waits
     /// until the director has stopped.
     Drain(DrainArgs),
+    /// Check a --keepalived or --restore file without a director (no root): read and
+    /// apply it to an empty table as `run` would, print that table in `-S` form, exit 0;
+    /// or print the line `run` would fail with, exit 1 (as `keepalived -t`).
+    #[command(name = "config-test")]
+    ConfigTest(TableArgs),
     /// Print the man page xdpvs(8) (roff), e.g. `xdpvs manpage > xdpvs.8`; with `--all
     /// DIR`, write it and a page per subcommand (xdpvs-run.8, ...) into DIR, e.g.
     /// /usr/local/share/man/man8.
@@ -88,19 +93,96 @@ enum Command {
 struct RunArgs {
     #[command(flatten)]
     opts: RunOptions,
+    #[command(flatten)]
+    table: TableArgs,
+}
+
+/// A table to start with: `run`'s, and what `config-test` checks.
+#[derive(Debug, clap::Args)]
+struct TableArgs {
     /// Start with this table, in ipvsadm-save format (what `xdpvs -S -n` printed), applied
     /// as one change before the control socket opens; read again on SIGHUP.
     #[arg(long, value_name = "FILE")]
     restore: Option<PathBuf>,
-    /// Start with the virtual_server blocks of this keepalived.conf (schedulers,
-    /// persistence, real servers, weights, TCP_CHECK/HTTP_GET health checks, sorry
-    /// servers); read again on SIGHUP. VRRP and global sections are skipped.
+    /// Start with the LVS sections of this keepalived.conf (virtual_server and
+    /// virtual_server_group blocks: schedulers, persistence, real servers, weights,
+    /// TCP_CHECK/HTTP_GET health checks, sorry servers; includes, conditional lines and
+    /// parameters as keepalived reads them); read again on SIGHUP. VRRP and global
+    /// sections are skipped.
     #[arg(long, value_name = "FILE", conflicts_with = "restore")]
     keepalived: Option<PathBuf>,
     /// keepalived's config id (its `-i`): which conditional lines (`@ID`, `@^ID`) of the
     /// keepalived.conf apply (default: the host name up to its first dot, as keepalived).
     #[arg(long, value_name = "ID", requires = "keepalived")]
     config_id: Option<String>,
+}
+
+/// How `--restore` or `--keepalived` is read (again on SIGHUP), if one is given.
+fn source(t: &TableArgs) -> Option<xdpvs_director::Source<'_>> {
+    let read = |path: &PathBuf| {
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))
+    };
+    match (&t.restore, &t.keepalived) {
+        (Some(path), _) => Some(xdpvs_director::Source {
+            name: path.display().to_string(),
+            load: Box::new(move || {
+                ipvsadm::parse_restore(&read(path)?)
+                    .map(|lined| {
+                        lined
+                            .into_iter()
+                            .map(|(l, r)| (xdpvs_director::writer::Place::line(l), r))
+                            .collect()
+                    })
+                    .map_err(|e| match e {
+                        ipvsadm::RestoreError::Line { line, error } => {
+                            format!("{}:{line}: {error}", path.display())
+                        }
+                    })
+            }),
+        }),
+        (None, Some(path)) => Some(xdpvs_director::Source {
+            name: path.display().to_string(),
+            load: Box::new(move || {
+                let id = t
+                    .config_id
+                    .clone()
+                    .unwrap_or_else(xdpvs_director::keepalived::pre::default_config_id);
+                let got =
+                    xdpvs_director::keepalived::parse_file(path, &id).map_err(|e| e.at(path))?;
+                for note in &got.notes {
+                    tracing::info!("{}: {note}", path.display());
+                }
+                Ok(got.lines.into_iter().zip(got.requests).collect())
+            }),
+        }),
+        (None, None) => None,
+    }
+}
+
+/// `xdpvs config-test`: the file applied offline; its table in `-S -n` form on stdout.
+fn config_test(t: &TableArgs) -> ExitCode {
+    let Some(source) = source(t) else {
+        return fail("config-test: give --keepalived FILE or --restore FILE", 2);
+    };
+    match (source.load)()
+        .and_then(|lined| xdpvs_director::control::offline::apply(&source.name, lined))
+    {
+        Ok(table) => {
+            let numeric = crate::names::Naming::numeric();
+            print!("{}", format::format_rules(&table, false, &numeric));
+            eprintln!(
+                "xdpvs: {}: {} service(s), {} real server(s): the configuration is valid",
+                source.name,
+                table.services.len(),
+                table.services.iter().map(|s| s.reals.len()).sum::<usize>()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("xdpvs: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `xdpvs drain`'s options.
@@ -188,6 +270,7 @@ pub fn main(raw: Vec<String>) -> ExitCode {
         Some(Command::Check(args)) => return check::run(&cli.socket, args),
         Some(Command::Explain(args)) => return explain::run(&cli.socket, args),
         Some(Command::Drain(args)) => return drain(&cli.socket, args),
+        Some(Command::ConfigTest(args)) => return config_test(args),
         Some(Command::Manpage { all }) => manpage(all.as_deref()),
         Some(Command::Completions { shell }) => {
             clap_complete::generate(*shell, &mut Cli::command(), "xdpvs", &mut std::io::stdout());
@@ -309,44 +392,7 @@ fn run(args: &RunArgs, cli: &Cli) -> anyhow::Result<()> {
         signal_hook::flag::register(sig, Arc::clone(flag))
             .map_err(|e| anyhow::Error::new(e).context("installing signal handlers"))?;
     }
-    let read = |path: &PathBuf| {
-        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))
-    };
-    let source = match (&args.restore, &args.keepalived) {
-        (Some(path), _) => Some(xdpvs_director::Source {
-            name: path.display().to_string(),
-            load: Box::new(move || {
-                ipvsadm::parse_restore(&read(path)?)
-                    .map(|lined| {
-                        lined
-                            .into_iter()
-                            .map(|(l, r)| (xdpvs_director::writer::Place::line(l), r))
-                            .collect()
-                    })
-                    .map_err(|e| match e {
-                        ipvsadm::RestoreError::Line { line, error } => {
-                            format!("{}:{line}: {error}", path.display())
-                        }
-                    })
-            }),
-        }),
-        (None, Some(path)) => Some(xdpvs_director::Source {
-            name: path.display().to_string(),
-            load: Box::new(move || {
-                let id = args
-                    .config_id
-                    .clone()
-                    .unwrap_or_else(xdpvs_director::keepalived::pre::default_config_id);
-                let got =
-                    xdpvs_director::keepalived::parse_file(path, &id).map_err(|e| e.at(path))?;
-                for note in &got.notes {
-                    tracing::info!("{}: {note}", path.display());
-                }
-                Ok(got.lines.into_iter().zip(got.requests).collect())
-            }),
-        }),
-        (None, None) => None,
-    };
+    let source = source(&args.table);
     // The director's errors name what failed; `{:#}` prints each cause once after it.
     let stop = xdpvs_director::Stop {
         now: &stop,

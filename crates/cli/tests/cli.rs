@@ -251,3 +251,61 @@ fn start_up_names_the_missing_capability_and_refuses_lo() {
         "{err}"
     );
 }
+
+/// `config-test` checks a keepalived.conf (includes, conditional lines, parameters,
+/// groups) or a saved table without a director: the table in `-S -n` form and exit 0,
+/// or the line `run` would fail with and exit 1.
+#[test]
+fn config_test_prints_the_table_a_file_builds_or_the_line_that_refuses_it() {
+    let dir = std::env::temp_dir().join(format!("xdpvs-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("conf.d")).expect("a directory");
+    let main = dir.join("keepalived.conf");
+    std::fs::write(
+        &main,
+        "global_defs {\n  router_id lb\n}\n$NET=198.18.0\ninclude conf.d/*.conf\n",
+    )
+    .expect("written");
+    std::fs::write(
+        dir.join("conf.d/web.conf"),
+        "virtual_server_group web {\n  ${NET}.100-101 80\n}\nvirtual_server group web {\n  lb_algo wlc\n  lb_kind DR\n  @lb1 real_server ${NET}.11 80 {\n  @lb1 }\n  @^lb1 real_server ${NET}.12 80 {\n  @^lb1 }\n}\n",
+    )
+    .expect("written");
+    let path = main.to_str().expect("utf-8");
+    let out = xdpvs(&["config-test", "--keepalived", path, "--config-id", "lb1"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "-A -t 198.18.0.100:80 -s wlc\n-a -t 198.18.0.100:80 -r 198.18.0.11:80 -g -w 1\n\
+         -A -t 198.18.0.101:80 -s wlc\n-a -t 198.18.0.101:80 -r 198.18.0.11:80 -g -w 1\n"
+    );
+    let other = xdpvs(&["config-test", "--keepalived", path, "--config-id", "lb2"]);
+    assert!(String::from_utf8_lossy(&other.stdout).contains("-r 198.18.0.12:80"));
+    // What it printed is a table `--restore` takes.
+    let rules = dir.join("rules");
+    std::fs::write(&rules, &stdout).expect("written");
+    let again = xdpvs(&["config-test", "--restore", rules.to_str().expect("utf-8")]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), stdout);
+    // A refusal in an included file: that file's line, exit 1.
+    std::fs::write(
+        dir.join("conf.d/zz.conf"),
+        "virtual_server 198.18.0.102 80 {\n  lb_algo nope\n}\n",
+    )
+    .expect("written");
+    let bad = xdpvs(&["config-test", "--keepalived", path]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "xdpvs: {}:2: virtual_server 198.18.0.102 80: lb_algo nope",
+            dir.join("conf.d/zz.conf").display()
+        )),
+        "{stderr}"
+    );
+    assert!(bad.stdout.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
