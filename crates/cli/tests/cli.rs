@@ -309,3 +309,41 @@ fn config_test_prints_the_table_a_file_builds_or_the_line_that_refuses_it() {
     assert!(bad.stdout.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The corpus of keepalived.conf files (`tests/keepalived-corpus`): each loads with the
+/// table its `.expect` file holds, or is refused with the line it holds.
+#[test]
+fn the_keepalived_corpus_loads_or_is_refused_as_expected() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keepalived-corpus");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("the corpus")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 20, "{} files", files.len());
+    let mut loaded = 0;
+    for f in &files {
+        let name = f.file_name().and_then(|n| n.to_str()).expect("a name");
+        let out = Command::new(env!("CARGO_BIN_EXE_xdpvs"))
+            .args(["config-test", "--keepalived", name, "--config-id", "lb1"])
+            .current_dir(&dir)
+            .output()
+            .expect("xdpvs runs");
+        let want = std::fs::read_to_string(f.with_extension("expect")).expect("its .expect");
+        let got = if out.status.success() {
+            loaded += 1;
+            String::from_utf8_lossy(&out.stdout).to_string()
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{name}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let line = stderr
+                .lines()
+                .find_map(|l| l.strip_prefix("xdpvs: "))
+                .unwrap_or_default();
+            format!("refused: {line}\n")
+        };
+        assert_eq!(got, want, "{name}");
+    }
+    eprintln!("{loaded} of {} corpus files load", files.len());
+}

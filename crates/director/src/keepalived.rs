@@ -601,7 +601,7 @@ fn virtual_server(
                 if p != port {
                     return err(
                         c.line,
-                        format!("{name}: sorry_server {a} {p}: direct routing cannot map ports: it must serve on {port}"),
+                        format!("{name}: sorry_server {a} {p}: xdpvs reaches a sorry server by direct routing, which cannot map ports: it must serve on {port}"),
                     );
                 }
                 if a.is_ipv6() != vip.is_ipv6() {
@@ -681,7 +681,7 @@ fn virtual_server(
 fn family_clash(addr: IpAddr, vip: IpAddr) -> String {
     use xdpvs_sched::model::family_name;
     format!(
-        "an {} server cannot serve the {} virtual server {vip}: direct routing needs real servers of the VIP's address family",
+        "an {} server cannot serve the {} virtual server {vip}: xdpvs serves a VIP with servers of its own address family (IPVS mixes families for tunnels only; xdpvs does not)",
         family_name(addr),
         family_name(vip)
     )
