@@ -514,6 +514,36 @@ struct CheckDefaults {
     delay_loop: Millis,
     virtualhost: Option<String>,
     inhibit: bool,
+    /// keepalived 2's checker defaults, given in the virtual_server or real_server block.
+    retry: Option<u32>,
+    retry_delay: Option<Millis>,
+    timeout: Option<Millis>,
+}
+
+impl CheckDefaults {
+    /// Takes `c` if it is a checker default (`retry`, `delay_before_retry`,
+    /// `connect_timeout`, `delay_loop`, `virtualhost`, `warmup`, `smtp_alert`): whether it
+    /// was one.
+    fn take(&mut self, c: &Node) -> Result<bool, KeepalivedError> {
+        match c.key.as_str() {
+            "delay_loop" => self.delay_loop = seconds(c)?,
+            "retry" => self.retry = Some(number(c, "number of retries")?),
+            "delay_before_retry" => self.retry_delay = Some(seconds(c)?),
+            "connect_timeout" => self.timeout = Some(seconds(c)?),
+            "virtualhost" => {
+                no_block(c)?;
+                self.virtualhost = Some(one_arg(c, "host name")?.to_string());
+            }
+            // A random delay before the first check, to spread keepalived's; xdpvs's
+            // checks start at once. And e-mail alerts, which xdpvs does not send.
+            "warmup" => {
+                seconds(c)?;
+            }
+            "smtp_alert" => no_block(c)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
 }
 
 fn virtual_server(
@@ -531,6 +561,9 @@ fn virtual_server(
         delay_loop: Millis::secs(60),
         virtualhost: None,
         inhibit: false,
+        retry: None,
+        retry_delay: None,
+        timeout: None,
     };
     let mut reals = Vec::new();
     // keepalived's default method is NAT.
@@ -539,8 +572,10 @@ fn virtual_server(
     let name = format!("virtual_server {vip} {port}");
     for c in block(n)? {
         let refuse = |why: &str| err(c.line, format!("{name}: {} is not supported{why}", c.key));
+        if defaults.take(c)? {
+            continue;
+        }
         match c.key.as_str() {
-            "delay_loop" => defaults.delay_loop = seconds(c)?,
             "lb_algo" | "lvs_sched" => {
                 no_block(c)?;
                 let s = one_arg(c, "scheduler")?;
@@ -587,10 +622,6 @@ fn virtual_server(
                     p => return err(c.line, format!("{name}: protocol {p}: xdpvs serves TCP and UDP")),
                 };
             }
-            "virtualhost" => {
-                no_block(c)?;
-                defaults.virtualhost = Some(one_arg(c, "host name")?.to_string());
-            }
             "inhibit_on_failure" => {
                 no_block(c)?;
                 defaults.inhibit = true;
@@ -616,7 +647,34 @@ fn virtual_server(
                 flag_words.push(c.key.as_str());
             }
             "ops" => return refuse(": UDP flows are scheduled per flow"),
-            "quorum" | "hysteresis" | "quorum_up" | "quorum_down" | "alpha" | "omega" | "ha_suspend" => {
+            "ip_family" => {
+                no_block(c)?;
+                let family = match one_arg(c, "family")? {
+                    "inet" => false,
+                    "inet6" => true,
+                    f => return err(c.line, format!("{name}: ip_family {f}: inet or inet6")),
+                };
+                if family != vip.is_ipv6() {
+                    return err(
+                        c.line,
+                        format!("{name}: ip_family {}: the VIP is of the other family (xdpvs serves a VIP with servers of its own family)", c.args.join(" ")),
+                    );
+                }
+            }
+            // IPVS's hashed flag and an SNMP name change nothing xdpvs does.
+            "hashed" | "snmp_name" => {}
+            "sorry_server_lvs_method" | "sorry_server_lb_kind" => {
+                if lvs_method(c, &name)? != Method::Route {
+                    return refuse(": xdpvs reaches a sorry server by direct routing (DR)");
+                }
+            }
+            "ha_suspend" => {
+                return refuse(": it suspends the checks while this director is VRRP backup, and xdpvs does not follow VRRP; remove it (the checks then run on both directors)")
+            }
+            "persistence_engine" => {
+                return refuse(": xdpvs has no persistence engine (IPVS's SIP engine); persistence is by client address (persistence_timeout)")
+            }
+            "quorum" | "hysteresis" | "quorum_up" | "quorum_down" | "alpha" | "omega" => {
                 return refuse(": xdpvs takes a real server out on its own check only (the sorry server stands in when none is up)")
             }
             _ => return refuse(""),
@@ -703,7 +761,16 @@ fn real_server(
     let mut weight = 1u16;
     let mut inhibit = defaults.inhibit;
     let mut check: Option<CheckSpec> = None;
+    // Its own checker defaults, wherever they stand in the block, for its checker.
+    let mut own = defaults.clone();
+    let mut taken = Vec::new();
     for c in block(n)? {
+        if own.take(c)? {
+            taken.push(c.line);
+        }
+    }
+    let defaults = &own;
+    for c in block(n)?.iter().filter(|c| !taken.contains(&c.line)) {
         match c.key.as_str() {
             "weight" => weight = number(c, "weight from 0 to 65535")?,
             // keepalived 2: a real server's own forwarding method.
@@ -726,6 +793,16 @@ fn real_server(
                 return err(
                     c.line,
                     format!("{name}: {k} is not supported: use TCP_CHECK or HTTP_GET"),
+                )
+            }
+            "snmp_name" => {}
+            "uthreshold" | "lthreshold" => {
+                return err(
+                    c.line,
+                    format!(
+                        "{name}: {}: connection thresholds (ipvsadm -x/-y) are not supported",
+                        c.key
+                    ),
                 )
             }
             k => return err(c.line, format!("{name}: {k} is not supported")),
@@ -815,9 +892,15 @@ fn checker(n: &Node, rs: &str, defaults: &CheckDefaults) -> Result<CheckSpec, Ke
     let http = n.key == "HTTP_GET";
     let mut spec = CheckSpec::new(Probe::Tcp);
     spec.interval = defaults.delay_loop;
+    if let Some(t) = defaults.timeout {
+        spec.timeout = t;
+    }
+    if let Some(d) = defaults.retry_delay {
+        spec.retry_delay = d;
+    }
     // keepalived: one retry by default, so down at the second failure in a row; up at
     // the first success.
-    let mut retry = 1u32;
+    let mut retry = defaults.retry.unwrap_or(1);
     let mut url: Option<(String, Option<u16>, Option<String>)> = None;
     let mut virtualhost = defaults.virtualhost.clone();
     let name = format!("{rs}: {}", n.key);
@@ -828,6 +911,10 @@ fn checker(n: &Node, rs: &str, defaults: &CheckDefaults) -> Result<CheckSpec, Ke
             "retry" | "nb_get_retry" => retry = number(c, "number of retries")?,
             "delay_before_retry" => spec.retry_delay = seconds(c)?,
             "delay_loop" => spec.interval = seconds(c)?,
+            "warmup" => {
+                seconds(c)?;
+            }
+            "smtp_alert" => no_block(c)?,
             "virtualhost" if http => {
                 no_block(c)?;
                 virtualhost = Some(one_arg(c, "host name")?.to_string());

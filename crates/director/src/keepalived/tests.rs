@@ -323,7 +323,27 @@ fn everything_else_is_refused_with_its_line() {
             4,
             "notify_down is not supported",
         ),
-        (rs11("uthreshold 100"), 4, "uthreshold is not supported"),
+        (
+            rs11("uthreshold 100"),
+            4,
+            "uthreshold: connection thresholds (ipvsadm -x/-y) are not supported",
+        ),
+        (
+            vs("ha_suspend"),
+            3,
+            "ha_suspend is not supported: it suspends the checks while this director is VRRP backup",
+        ),
+        (
+            vs("persistence_engine sip"),
+            3,
+            "persistence_engine is not supported: xdpvs has no persistence engine",
+        ),
+        (
+            vs("sorry_server_lvs_method NAT"),
+            3,
+            "sorry_server_lvs_method is not supported: xdpvs reaches a sorry server by direct routing",
+        ),
+        (vs("ip_family inet6"), 3, "ip_family inet6: the VIP is of the other family"),
         (rs11("weight heavy"), 4, "not a weight"),
         (
             rs11("TCP_CHECK {\n bindto 198.18.0.1\n}"),
@@ -696,4 +716,29 @@ fn includes_conditions_and_parameters_are_read_as_keepalived_reads_them() {
         e.at(path),
         "/etc/keepalived/conf.d/bad.conf:2: virtual_server 198.18.0.101 80: lb_algo nope: xdpvs schedules with rr, wrr, lc, wlc, sh, mh, dh, sed, nq, lblc, lblcr, fo, ovf or twos"
     );
+}
+
+#[test]
+fn checker_defaults_of_the_virtual_and_real_server_reach_their_checks() {
+    let conf = vs("retry 4\nconnect_timeout 7\ndelay_before_retry 2\nwarmup 5\nsmtp_alert\nhashed\nsnmp_name web\nip_family inet\n\
+                   real_server 198.18.0.11 80 {\n  TCP_CHECK {\n  }\n}\n\
+                   real_server 198.18.0.12 80 {\n  TCP_CHECK {\n    retry 0\n  }\n  connect_timeout 9\n}");
+    let got = parse(&conf).expect("parsed");
+    let checks: Vec<CheckSpec> = got
+        .requests
+        .iter()
+        .filter_map(|r| match r {
+            Request::AddReal { check, .. } => check.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(checks.len(), 2);
+    // The virtual server's defaults.
+    assert_eq!(
+        (checks[0].fall, checks[0].timeout, checks[0].retry_delay),
+        (5, Millis::secs(7), Millis::secs(2))
+    );
+    // The real server's own connect_timeout (after its checker in the block), and the
+    // checker's own retry.
+    assert_eq!((checks[1].fall, checks[1].timeout), (1, Millis::secs(9)));
 }
