@@ -316,6 +316,12 @@ fn parse_lines(lines: &[pre::Line]) -> Result<Imported, KeepalivedError> {
                 }
             }
             "virtual_server_group" => {}
+            "SSL" => {
+                return err(
+                    n.line,
+                    "SSL (certificates for SSL_GET) is not supported: SSL_GET checks are not supported; use TCP_CHECK or HTTP_GET",
+                )
+            }
             k if SKIPPED.contains(&k) => {
                 if !skipped.contains(&k) {
                     skipped.push(k);

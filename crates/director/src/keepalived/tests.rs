@@ -344,6 +344,11 @@ fn everything_else_is_refused_with_its_line() {
             "sorry_server_lvs_method is not supported: xdpvs reaches a sorry server by direct routing",
         ),
         (vs("ip_family inet6"), 3, "ip_family inet6: the VIP is of the other family"),
+        (
+            "SSL {\n  ca /etc/ssl/ca.pem\n}\n".into(),
+            1,
+            "SSL (certificates for SSL_GET) is not supported",
+        ),
         (rs11("weight heavy"), 4, "not a weight"),
         (
             rs11("TCP_CHECK {\n bindto 198.18.0.1\n}"),
