@@ -436,7 +436,7 @@ pub fn json_table(table: &Table) -> String {
 
 fn json_check(c: &CheckSpec) -> Value {
     let (path, status, digest, host) = match &c.probe {
-        Probe::Tcp => (None, None, None, None),
+        Probe::Tcp | Probe::Ping => (None, None, None, None),
         Probe::Http {
             path,
             status,

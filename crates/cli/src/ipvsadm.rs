@@ -327,7 +327,7 @@ pub struct IpvsArgs {
     /// check in force.
     #[arg(
         long = "check",
-        value_name = "tcp|http:/PATH[:STATUS]|none",
+        value_name = "tcp|ping|http:/PATH[:STATUS]|none",
         help_heading = "health checks (xdpvs)"
     )]
     pub check: Option<String>,
@@ -1131,13 +1131,18 @@ impl IpvsArgs {
                 digest.clone_from(&self.check_digest);
                 host.clone_from(&self.check_host);
             }
-            Probe::Tcp => {
+            Probe::Tcp | Probe::Ping => {
                 if self.check_digest.is_some() || self.check_host.is_some() {
                     return Err(UsageError::BadCheck(
                         "--check-digest and --check-host go with an HTTP check (--check http:/PATH)".into(),
                     ));
                 }
             }
+        }
+        if probe == Probe::Ping && self.check_port.is_some() {
+            return Err(UsageError::BadCheck(
+                "--check-port goes with a TCP or HTTP check: an echo request has no port".into(),
+            ));
         }
         let mut c = CheckSpec::new(probe);
         c.port = self.check_port;

@@ -1098,6 +1098,44 @@ fn health_checks_take_a_dead_real_server_out_and_bring_it_back() {
         ),
         "{saved}"
     );
+
+    // An echo request check (keepalived's PING_CHECK) on rs1: its ICMP echo switched
+    // off takes it out, switched on again brings it back.
+    x(
+        &lab,
+        "-e -t 198.18.0.100:80 -r 198.18.0.11 --check ping --check-interval 0.5 --check-timeout 0.5 --check-retry-delay 0.2 --fall 2",
+    );
+    let echo = |on: bool| {
+        lab.sh(
+            &lab.ns("r1"),
+            &format!("sysctl -qw net.ipv4.icmp_echo_ignore_all={}", u8::from(!on)),
+        )
+        .expect("sysctl");
+    };
+    let wait_for = |says: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while !lab.director_log().contains(says) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never: {says}\n{}",
+                lab.director_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    echo(false);
+    wait_for("real server 198.18.0.11 of TCP 198.18.0.100:80 failed its check");
+    let answers: Vec<String> = (0..4).map(|_| get(&lab)).collect();
+    assert_eq!(counts(&answers).get("rs1"), None, "{answers:?}");
+    echo(true);
+    wait_for("198.18.0.11 of TCP 198.18.0.100:80 passes its check again");
+    let saved = x(&lab, "-S -n");
+    assert!(
+        saved.contains(
+            "-a -t 198.18.0.100:80 -r 198.18.0.11:80 -g -w 1 --check ping --check-interval 0.5"
+        ),
+        "{saved}"
+    );
 }
 
 /// keepalived.conf with two virtual servers (and sections xdpvs skips).

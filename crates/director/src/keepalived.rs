@@ -785,7 +785,7 @@ fn real_server(
                 no_block(c)?;
                 inhibit = true;
             }
-            "TCP_CHECK" | "HTTP_GET" => {
+            "TCP_CHECK" | "HTTP_GET" | "PING_CHECK" => {
                 if check.is_some() {
                     return err(
                         c.line,
@@ -795,10 +795,10 @@ fn real_server(
                 check = Some(checker(c, &name, defaults)?);
             }
             k @ ("MISC_CHECK" | "SSL_GET" | "SMTP_CHECK" | "DNS_CHECK" | "UDP_CHECK"
-            | "PING_CHECK" | "FILE_CHECK" | "BFD_CHECK") => {
+            | "FILE_CHECK" | "BFD_CHECK") => {
                 return err(
                     c.line,
-                    format!("{name}: {k} is not supported: use TCP_CHECK or HTTP_GET"),
+                    format!("{name}: {k} is not supported: use TCP_CHECK, HTTP_GET or PING_CHECK"),
                 )
             }
             "snmp_name" => {}
@@ -896,7 +896,8 @@ fn lvs_method(c: &Node, name: &str) -> Result<Method, KeepalivedError> {
 
 fn checker(n: &Node, rs: &str, defaults: &CheckDefaults) -> Result<CheckSpec, KeepalivedError> {
     let http = n.key == "HTTP_GET";
-    let mut spec = CheckSpec::new(Probe::Tcp);
+    let ping = n.key == "PING_CHECK";
+    let mut spec = CheckSpec::new(if ping { Probe::Ping } else { Probe::Tcp });
     spec.interval = defaults.delay_loop;
     if let Some(t) = defaults.timeout {
         spec.timeout = t;
@@ -912,7 +913,7 @@ fn checker(n: &Node, rs: &str, defaults: &CheckDefaults) -> Result<CheckSpec, Ke
     let name = format!("{rs}: {}", n.key);
     for c in block(n)? {
         match c.key.as_str() {
-            "connect_port" => spec.port = Some(number(c, "port")?),
+            "connect_port" if !ping => spec.port = Some(number(c, "port")?),
             "connect_timeout" => spec.timeout = seconds(c)?,
             "retry" | "nb_get_retry" => retry = number(c, "number of retries")?,
             "delay_before_retry" => spec.retry_delay = seconds(c)?,

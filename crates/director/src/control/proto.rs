@@ -16,7 +16,7 @@ use xdpvs_sched::{ConfigError, Method, Persistence, SchedFlags, SchedKind, Servi
 pub use crate::health::spec::{CheckSpec, Millis, OnFailure, Probe};
 
 /// Version of the protocol; both ends must speak the same.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 /// The largest message either end accepts.
 pub const MAX_MESSAGE: usize = 1 << 20;
 

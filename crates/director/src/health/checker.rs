@@ -180,6 +180,9 @@ async fn check_loop(t: Target, out: crossbeam_channel::Sender<Outcome>) {
 
 /// Runs one check; `Err` says why it failed.
 async fn probe(t: &Target) -> Result<(), String> {
+    if t.spec.probe == Probe::Ping {
+        return ping(t.addr, t.spec.timeout.duration()).await;
+    }
     let to = SocketAddr::from((t.addr, t.port));
     let mut stream = TcpStream::connect(to)
         .await
@@ -222,6 +225,106 @@ async fn probe(t: &Target) -> Result<(), String> {
         }
     }
     judge(&answer, path, *status, digest.as_deref())
+}
+
+/// The payload of the checker's echo requests.
+const PING_PAYLOAD: &[u8] = b"xdpvs-check";
+
+/// An ICMP (IPv6: ICMPv6) echo request to `addr`, answered within `timeout`
+/// (keepalived's `PING_CHECK`). A raw socket connected to `addr` (the kernel then hands
+/// it only packets from there), on a thread of the runtime's blocking pool (started from
+/// the checker's thread, so on its core); the identifier and sequence number tell this
+/// echo's reply from others'.
+async fn ping(addr: IpAddr, timeout: Duration) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || ping_blocking(addr, timeout))
+        .await
+        .map_err(|e| format!("the echo request's task failed: {e}"))?
+}
+
+fn ping_blocking(addr: IpAddr, timeout: Duration) -> Result<(), String> {
+    use socket2::{Domain, Protocol as Proto, SockAddr, Socket, Type};
+    use std::io::Read;
+    use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
+    static SEQ: AtomicU16 = AtomicU16::new(1);
+    let v6 = addr.is_ipv6();
+    let (domain, proto) = if v6 {
+        (Domain::IPV6, Proto::ICMPV6)
+    } else {
+        (Domain::IPV4, Proto::ICMPV4)
+    };
+    let fail = |what: &str, e: std::io::Error| format!("{what}: {}", io_words(&e));
+    let mut sock = Socket::new(domain, Type::RAW, Some(proto))
+        .map_err(|e| fail("opening an ICMP socket (CAP_NET_RAW is needed)", e))?;
+    sock.connect(&SockAddr::from(SocketAddr::new(addr, 0)))
+        .map_err(|e| fail("setting up the ICMP socket", e))?;
+    let id = (std::process::id() as u16) ^ xdpvs_sched::hash::addr_word(addr) as u16;
+    let seq = SEQ.fetch_add(1, Relaxed);
+    sock.send(&echo_request(v6, id, seq))
+        .map_err(|e| fail(&format!("sending an echo request to {addr}"), e))?;
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 1500];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("no echo reply from {addr}"));
+        }
+        sock.set_read_timeout(Some(left))
+            .map_err(|e| fail("setting up the ICMP socket", e))?;
+        match sock.read(&mut buf) {
+            Ok(n) if is_echo_reply(v6, &buf[..n], id, seq) => return Ok(()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(format!("no echo reply from {addr}"))
+            }
+            Err(e) => return Err(fail(&format!("reading the echo reply from {addr}"), e)),
+        }
+    }
+}
+
+/// An echo request (ICMP type 8, or ICMPv6 type 128 whose checksum the kernel fills in).
+fn echo_request(v6: bool, id: u16, seq: u16) -> Vec<u8> {
+    let mut p = vec![if v6 { 128 } else { 8 }, 0, 0, 0];
+    p.extend_from_slice(&id.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(PING_PAYLOAD);
+    if !v6 {
+        let sum = internet_checksum(&p);
+        p[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+    p
+}
+
+/// The one's complement of the one's complement sum of `b` (RFC 1071).
+fn internet_checksum(b: &[u8]) -> u16 {
+    let mut sum: u32 = b
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c.get(1).copied().unwrap_or(0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Whether `packet` (IPv4: with its IP header; IPv6: the ICMPv6 message alone, as raw
+/// sockets give them) is the reply to echo `id`/`seq`.
+fn is_echo_reply(v6: bool, packet: &[u8], id: u16, seq: u16) -> bool {
+    let icmp = if v6 {
+        packet
+    } else {
+        let hlen = usize::from(packet.first().map_or(0, |b| b & 0x0f)) * 4;
+        packet.get(hlen..).unwrap_or_default()
+    };
+    let reply = if v6 { 129 } else { 0 };
+    icmp.len() >= 8
+        && icmp[0] == reply
+        && icmp[4..6] == id.to_be_bytes()
+        && icmp[6..8] == seq.to_be_bytes()
 }
 
 /// Whether an answer with a `Content-Length` has all of its body.
@@ -292,6 +395,31 @@ fn io_words(e: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echo_requests_carry_a_valid_checksum_and_replies_are_told_by_id_and_sequence() {
+        let req = echo_request(false, 0x1234, 7);
+        assert_eq!(internet_checksum(&req), 0, "a valid ICMP checksum");
+        assert_eq!(&req[..2], &[8, 0]);
+        // The reply as an IPv4 raw socket gives it: a 20-byte header first.
+        let mut reply = vec![0x45; 1];
+        reply.extend_from_slice(&[0; 19]);
+        let mut icmp = req.clone();
+        icmp[0] = 0;
+        reply.extend_from_slice(&icmp);
+        assert!(is_echo_reply(false, &reply, 0x1234, 7));
+        assert!(!is_echo_reply(false, &reply, 0x1234, 8), "another sequence");
+        assert!(!is_echo_reply(false, &reply[..24], 0x1234, 7), "truncated");
+        // ICMPv6: the message alone, type 129.
+        let mut six = echo_request(true, 9, 1);
+        assert_eq!(six[0], 128);
+        six[0] = 129;
+        assert!(is_echo_reply(true, &six, 9, 1));
+        assert!(
+            !is_echo_reply(false, &req, 0x1234, 7),
+            "a request is no reply"
+        );
+    }
     use crate::health::spec::Millis;
     use std::io::{Read, Write};
     use std::net::Ipv4Addr;

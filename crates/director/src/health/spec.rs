@@ -73,6 +73,8 @@ impl fmt::Display for Millis {
 pub enum Probe {
     /// A TCP connection is opened and closed (keepalived `TCP_CHECK`).
     Tcp,
+    /// An ICMP (IPv6: ICMPv6) echo request is answered (keepalived `PING_CHECK`).
+    Ping,
     /// An HTTP/1.0 GET (keepalived `HTTP_GET`).
     Http {
         /// The path requested, e.g. `/health`.
@@ -164,6 +166,7 @@ impl CheckSpec {
     pub fn probe_word(&self) -> String {
         match &self.probe {
             Probe::Tcp => "tcp".into(),
+            Probe::Ping => "ping".into(),
             Probe::Http { path, status, .. } => match status {
                 Some(s) => format!("http:{path}:{s}"),
                 None => format!("http:{path}"),
@@ -175,18 +178,21 @@ impl CheckSpec {
     pub fn kind(&self) -> &'static str {
         match self.probe {
             Probe::Tcp => "tcp",
+            Probe::Ping => "ping",
             Probe::Http { .. } => "http",
         }
     }
 }
 
-/// Parses `--check`: `tcp`, `http`, `http:/path` or `http:/path:STATUS`.
+/// Parses `--check`: `tcp`, `ping`, `http`, `http:/path` or `http:/path:STATUS`.
 pub fn parse_probe(s: &str) -> Result<Probe, String> {
     let bad = || {
-        format!("illegal check '{s}': use tcp, http, http:/path or http:/path:STATUS (e.g. http:/health:200)")
+        format!("illegal check '{s}': use tcp, ping, http, http:/path or http:/path:STATUS (e.g. http:/health:200)")
     };
-    if s == "tcp" {
-        return Ok(Probe::Tcp);
+    match s {
+        "tcp" => return Ok(Probe::Tcp),
+        "ping" => return Ok(Probe::Ping),
+        _ => {}
     }
     let rest = match s.strip_prefix("http") {
         Some("") => "/",
@@ -251,6 +257,7 @@ mod tests {
     #[test]
     fn probes_parse() {
         assert_eq!(parse_probe("tcp"), Ok(Probe::Tcp));
+        assert_eq!(parse_probe("ping"), Ok(Probe::Ping));
         let http = |p: &str, s| Probe::Http {
             path: p.into(),
             status: s,

@@ -315,7 +315,7 @@ fn everything_else_is_refused_with_its_line() {
         (
             rs11("MISC_CHECK {\n misc_path /bin/true\n}"),
             4,
-            "MISC_CHECK is not supported: use TCP_CHECK or HTTP_GET",
+            "MISC_CHECK is not supported: use TCP_CHECK, HTTP_GET or PING_CHECK",
         ),
         (rs11("SSL_GET {\n}"), 4, "SSL_GET is not supported"),
         (
@@ -746,4 +746,16 @@ fn checker_defaults_of_the_virtual_and_real_server_reach_their_checks() {
     // The real server's own connect_timeout (after its checker in the block), and the
     // checker's own retry.
     assert_eq!((checks[1].fall, checks[1].timeout), (1, Millis::secs(9)));
+}
+
+#[test]
+fn ping_check_is_an_echo_request_with_keepalived_s_defaults() {
+    let got = parse(&rs11("PING_CHECK {\n  retry 2\n  delay_before_retry 3\n}")).expect("parsed");
+    let Some(Request::AddReal { check: Some(c), .. }) = got.requests.get(1) else {
+        panic!("{:?}", got.requests);
+    };
+    assert_eq!(c.probe, Probe::Ping);
+    assert_eq!((c.fall, c.retry_delay, c.port), (3, Millis::secs(3), None));
+    let e = refused(&rs11("PING_CHECK {\n  connect_port 80\n}"));
+    assert!(e.message.contains("connect_port is not supported"), "{e}");
 }
