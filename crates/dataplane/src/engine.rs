@@ -138,6 +138,17 @@ impl Tables {
         (w != me).then_some(w)
     }
 
+    /// [`Tables::elsewhere`] for a connection of service `si`: only a NAT service's
+    /// connections are placed by their client (others stay where RSS puts them).
+    #[inline]
+    fn elsewhere_in(&self, si: usize, client: IpAddr, port: u16) -> Option<u16> {
+        if self.services.services[si].masq {
+            self.elsewhere(client, port)
+        } else {
+            None
+        }
+    }
+
     /// Swaps in a new configuration snapshot (built with the same [`Limits`]) and returns
     /// the old one, to be dropped off the packet path. Counters of slots that changed
     /// hands restart from zero. Connections are kept.
@@ -719,10 +730,8 @@ fn deliver<A: Fam>(frame: &mut Packet<'_>, t: &mut Tables, flow: &Flow<A>, now: 
     let Some(si) = A::find(&t.services, key.proto, key.vip, key.vport) else {
         return Verdict::Pass; // a VIP, but not a service port: the kernel's
     };
-    if t.services.services[si].masq {
-        if let Some(w) = t.elsewhere(key.client.ip(), key.cport) {
-            return Verdict::Handoff(w);
-        }
+    if let Some(w) = t.elsewhere_in(si, key.client.ip(), key.cport) {
+        return Verdict::Handoff(w);
     }
     let (idx, dest, mac) = match connect(frame, t, flow, si, now) {
         Ok(found) => found,
@@ -1054,12 +1063,9 @@ fn icmp_error<A: Fam>(
     ip_len: usize,
     now: Time,
 ) -> Verdict {
-    let masq = A::find(&t.services, key.proto, key.vip, key.vport)
-        .is_some_and(|si| t.services.services[si].masq);
-    if masq {
-        if let Some(w) = t.elsewhere(key.client.ip(), key.cport) {
-            return Verdict::Handoff(w);
-        }
+    let si = A::find(&t.services, key.proto, key.vip, key.vport);
+    if let Some(w) = si.and_then(|si| t.elsewhere_in(si, key.client.ip(), key.cport)) {
+        return Verdict::Handoff(w);
     }
     let Some(idx) = A::conns_mut(t).lookup(key, now) else {
         return Verdict::Drop(DropReason::IcmpNoConnection);
@@ -1077,8 +1083,7 @@ fn icmp_error<A: Fam>(
         };
         method::icmp_to_real(frame, &t.services.fwd(dest), A::V6, icmp);
     }
-    let svc_slot = A::find(&t.services, key.proto, key.vip, key.vport)
-        .map_or(u32::MAX, |si| t.services.services[si].slot);
+    let svc_slot = si.map_or(u32::MAX, |si| t.services.services[si].slot);
     let v = forward(frame, t, svc_slot, dest, mac, ip_len, false);
     if v == Verdict::Tx {
         t.stats.icmp_forwarded.inc();
@@ -1100,7 +1105,7 @@ fn forward(
     ip_len: usize,
     answer_too_big: bool,
 ) -> Verdict {
-    let director = t.services.servers_mac();
+    let from = t.services.servers_mac();
     if t.services.has_tunnel() {
         if let Fwd::Tunnel {
             addr,
@@ -1114,7 +1119,7 @@ fn forward(
             }
         }
     }
-    set_macs(frame, mac, director);
+    set_macs(frame, mac, from);
     let len = ip_len as u64;
     if let Some(c) = t.stats.services.get(svc_slot as usize) {
         c.packets.inc();

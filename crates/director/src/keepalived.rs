@@ -221,18 +221,7 @@ pub fn parse_with(
     files: &dyn pre::Files,
 ) -> Result<Imported, KeepalivedError> {
     let (lines, notes) = pre::expand(path, text, config_id, files)?;
-    let place = |idx: usize| {
-        lines.get(idx).map_or(
-            Place {
-                file: None,
-                line: 0,
-            },
-            |l| Place {
-                file: l.file.clone(),
-                line: l.line,
-            },
-        )
-    };
+    let place = |idx: usize| lines.get(idx).map_or(Place::line(0), pre::Line::place);
     let mut imported = parse_lines(&lines).map_err(|e| {
         let at = place(e.line);
         KeepalivedError {
@@ -252,14 +241,11 @@ fn parse_lines(lines: &[pre::Line]) -> Result<Imported, KeepalivedError> {
     let words = words(lines)?;
     let mut at = 0;
     let top = nodes(&words, &mut at, None)?;
-    let shown = |idx: usize| match lines.get(idx) {
-        Some(pre::Line {
-            file: Some(f),
-            line,
-            ..
-        }) => format!("{f}:{line}"),
-        Some(l) => format!("line {}", l.line),
-        None => String::new(),
+    let shown = |idx: usize| {
+        lines
+            .get(idx)
+            .map(|l| l.place().to_string())
+            .unwrap_or_default()
     };
     let mut imported = Imported {
         requests: Vec::new(),
@@ -310,7 +296,7 @@ fn parse_lines(lines: &[pre::Line]) -> Result<Imported, KeepalivedError> {
                     }
                     keys.push(key);
                     for (line, r) in reqs {
-                        imported.lines.push(Place { file: None, line });
+                        imported.lines.push(Place::line(line));
                         imported.requests.push(r);
                     }
                 }
@@ -769,14 +755,14 @@ fn real_server(
     let mut check: Option<CheckSpec> = None;
     // Its own checker defaults, wherever they stand in the block, for its checker.
     let mut own = defaults.clone();
-    let mut taken = Vec::new();
+    let mut rest = Vec::new();
     for c in block(n)? {
-        if own.take(c)? {
-            taken.push(c.line);
+        if !own.take(c)? {
+            rest.push(c);
         }
     }
     let defaults = &own;
-    for c in block(n)?.iter().filter(|c| !taken.contains(&c.line)) {
+    for c in rest {
         match c.key.as_str() {
             "weight" => weight = number(c, "weight from 0 to 65535")?,
             // keepalived 2: a real server's own forwarding method.

@@ -59,11 +59,12 @@ pub struct Entry {
     pub mac: Option<Mac>,
 }
 
-/// Reads one neighbour message: `None` if it is not about IPv4 or IPv6 on `ifindex`.
-pub fn entry(msg: &NeighbourMessage, deleted: bool, ifindex: u32) -> Option<Entry> {
+/// Reads one neighbour message: `None` if it is not about IPv4 or IPv6 on one of the
+/// interfaces `on`.
+pub fn entry(msg: &NeighbourMessage, deleted: bool, on: &[u32]) -> Option<Entry> {
     let family = msg.header.family;
     if !(family == AddressFamily::Inet || family == AddressFamily::Inet6)
-        || msg.header.ifindex != ifindex
+        || !on.contains(&msg.header.ifindex)
     {
         return None;
     }
@@ -100,9 +101,9 @@ pub fn entry(msg: &NeighbourMessage, deleted: bool, ifindex: u32) -> Option<Entr
 /// followed through rtnetlink events.
 #[derive(Debug)]
 pub struct Neighbours {
-    ifindex: u32,
-    /// The other interface of a two-armed director (0: none).
-    also: u32,
+    /// The interface, and the other one of a two-armed director (the same again when
+    /// there is none).
+    on: [u32; 2],
     events: Socket,
     buf: Vec<u8>,
     table: HashMap<IpAddr, Option<Mac>>,
@@ -126,8 +127,7 @@ impl Neighbours {
             .set_non_blocking(true)
             .map_err(socket_err("set_non_blocking"))?;
         let mut n = Neighbours {
-            ifindex,
-            also: also.unwrap_or(0),
+            on: [ifindex, also.unwrap_or(ifindex)],
             events,
             buf: vec![0; 1 << 16],
             table: HashMap::new(),
@@ -144,13 +144,13 @@ impl Neighbours {
     /// Reads the table afresh (at start, and when events were lost).
     fn dump(&mut self) -> Result<(), NeighbourError> {
         let mut table = HashMap::new();
-        let (ifindex, also) = (self.ifindex, self.also);
+        let on = self.on;
         dump(
             RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
             &mut self.buf,
             |m| {
                 if let RouteNetlinkMessage::NewNeighbour(m) = m {
-                    if let Some(e) = entry(&m, false, ifindex).or_else(|| entry(&m, false, also)) {
+                    if let Some(e) = entry(&m, false, &on) {
                         table.insert(e.addr, e.mac);
                     }
                 }
@@ -184,10 +184,10 @@ impl Neighbours {
             for msg in messages(&self.buf[..n]) {
                 let found = match &msg.payload {
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(m)) => {
-                        entry(m, false, self.ifindex).or_else(|| entry(m, false, self.also))
+                        entry(m, false, &self.on)
                     }
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelNeighbour(m)) => {
-                        entry(m, true, self.ifindex).or_else(|| entry(m, true, self.also))
+                        entry(m, true, &self.on)
                     }
                     _ => None,
                 };
@@ -465,7 +465,7 @@ mod tests {
             NeighbourState::Permanent,
         ] {
             assert_eq!(
-                entry(&msg(4, s, 11), false, 4),
+                entry(&msg(4, s, 11), false, &[4]),
                 Some(Entry {
                     addr: a.into(),
                     mac
@@ -475,7 +475,7 @@ mod tests {
         }
         for s in [NeighbourState::Failed, NeighbourState::Incomplete] {
             assert_eq!(
-                entry(&msg(4, s, 11), false, 4),
+                entry(&msg(4, s, 11), false, &[4]),
                 Some(Entry {
                     addr: a.into(),
                     mac: None
@@ -484,7 +484,7 @@ mod tests {
             );
         }
         assert_eq!(
-            entry(&msg(4, NeighbourState::Reachable, 11), true, 4),
+            entry(&msg(4, NeighbourState::Reachable, 11), true, &[4]),
             Some(Entry {
                 addr: a.into(),
                 mac: None
@@ -492,9 +492,13 @@ mod tests {
             "deleted"
         );
         assert_eq!(
-            entry(&msg(5, NeighbourState::Reachable, 11), false, 4),
+            entry(&msg(5, NeighbourState::Reachable, 11), false, &[4]),
             None,
             "another interface"
+        );
+        assert!(
+            entry(&msg(5, NeighbourState::Reachable, 11), false, &[4, 5]).is_some(),
+            "the second interface of a two-armed director"
         );
     }
 
@@ -513,14 +517,14 @@ mod tests {
             NeighbourAttribute::LinkLayerAddress(vec![2, 0x78, 0x64, 0, 1, 11]),
         ];
         assert_eq!(
-            entry(&m, false, 4),
+            entry(&m, false, &[4]),
             Some(Entry {
                 addr: a.into(),
                 mac: Some([2, 0x78, 0x64, 0, 1, 11])
             })
         );
         m.header.family = AddressFamily::Bridge;
-        assert_eq!(entry(&m, false, 4), None, "not an IP neighbour");
+        assert_eq!(entry(&m, false, &[4]), None, "not an IP neighbour");
     }
 
     #[test]
@@ -544,7 +548,7 @@ mod tests {
             .iter()
             .filter_map(|m| match &m.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
-                    entry(n, false, 4)
+                    entry(n, false, &[4])
                 }
                 _ => None,
             })

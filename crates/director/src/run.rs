@@ -214,14 +214,15 @@ pub fn run(
         );
     }
     let capacity = limits.conn_capacity * workers.len();
-    let links = workers.links(capacity, (ifc.index, servers.as_ref().map(|s| s.index)));
+    let servers_index = servers.as_ref().map(|s| s.index);
+    let links = workers.links(capacity, (ifc.index, servers_index));
     let live = Live {
         workers,
         steering,
         director_mac: ifc.mac,
         links: links.clone(),
         ifindex: ifc.index,
-        servers_ifindex: servers.as_ref().map(|s| s.index),
+        servers_ifindex: servers_index,
     };
     let mut local = neighbours::local_addresses(ifc.index)?;
     if let Some(s) = &servers {
@@ -246,7 +247,6 @@ pub fn run(
         side.set_tunnel_mtu(mtu);
     }
     // The hosts on the LAN before the first VIP: none of their addresses may be one.
-    let servers_index = servers.as_ref().map(|s| s.index);
     side.learn_lan(Neighbours::open_on(ifc.index, servers_index)?.table());
     let restored = match &initial {
         Some((s, lines, req)) => side

@@ -56,6 +56,16 @@ impl Place {
     }
 }
 
+/// `line N` of the file given, `FILE:N` of an included one (for notes).
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.file {
+            Some(file) => write!(f, "{file}:{}", self.line),
+            None => write!(f, "line {}", self.line),
+        }
+    }
+}
+
 /// Where the director's configuration comes from at start and on SIGHUP: a file read
 /// into changes (`--restore`, `--keepalived`).
 pub struct Source<'a> {

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::KeepalivedError;
+use super::{KeepalivedError, Place};
 
 /// A line after preprocessing, and where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +19,16 @@ pub struct Line {
     pub line: usize,
     /// The text, conditions taken, parameters replaced.
     pub text: String,
+}
+
+impl Line {
+    /// Where it comes from.
+    pub fn place(&self) -> Place {
+        Place {
+            file: self.file.clone(),
+            line: self.line,
+        }
+    }
 }
 
 /// How deep includes and parameter replacements may nest (keepalived's own limits are
@@ -86,6 +96,13 @@ struct From<'a> {
 }
 
 impl From<'_> {
+    fn place(&self) -> Place {
+        Place {
+            file: self.file.map(str::to_string),
+            line: self.line,
+        }
+    }
+
     fn fail<T>(&self, message: impl Into<String>) -> Result<T, KeepalivedError> {
         Err(KeepalivedError {
             file: self.file.map(str::to_string),
@@ -227,9 +244,10 @@ impl Pre<'_> {
                 "the configuration expands to more than {MAX_LINES} lines"
             ));
         }
+        let Place { file, line } = at.place();
         self.out.push(Line {
-            file: at.file.map(str::to_string),
-            line: at.line,
+            file,
+            line,
             text: text.to_string(),
         });
         Ok(())
@@ -254,9 +272,8 @@ impl Pre<'_> {
         }
         if paths.is_empty() {
             self.notes.push(format!(
-                "{}line {}: include {pattern}: no file matches",
-                at.file.map(|f| format!("{f}: ")).unwrap_or_default(),
-                at.line
+                "{}: include {pattern}: no file matches",
+                at.place()
             ));
             return Ok(());
         }
