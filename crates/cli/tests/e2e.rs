@@ -3248,18 +3248,7 @@ fn nat_one_armed_maps_ports_and_serves_ab_without_a_failure() {
     }
     // The service as keepalived.conf says it: no lb_kind (keepalived's default, NAT),
     // real servers on another port, TCP checks every second.
-    let conf = std::env::temp_dir().join(format!("{}-nat-keepalived.conf", lab.ns("d")));
-    let reals: String = (1..=3)
-        .map(|n| format!("  real_server 198.18.1.1{n} 8080 {{\n    TCP_CHECK {{\n      connect_timeout 3\n    }}\n  }}\n"))
-        .collect();
-    std::fs::write(
-        &conf,
-        format!("virtual_server 198.18.0.100 80 {{\n  delay_loop 1\n  lb_algo rr\n  protocol TCP\n{reals}}}\n"),
-    )
-    .expect("keepalived.conf");
-    lab.start_director(&["--keepalived", conf.to_str().expect("utf-8")])
-        .expect("director starts");
-    let _ = std::fs::remove_file(&conf);
+    start_with_keepalived(&mut lab, &nat_keepalived_conf(""), &[]);
     lab.wait_resolved().expect("real servers resolve");
     // r3 has no route back through the director: `check` says so, with the fix.
     let (code, found) = check(&lab);
@@ -3367,18 +3356,11 @@ fn nat_two_armed_crosses_interfaces_both_ways_and_serves_ab_without_a_failure() 
         lab.sh(&lab.ns("c"), "ping -c1 -W1 198.18.1.11").is_err(),
         "the client reaches 198.18.1.0/24 itself"
     );
-    let conf = std::env::temp_dir().join(format!("{}-two-armed.conf", lab.ns("d")));
-    let reals: String = (1..=3)
-        .map(|n| format!("  real_server 198.18.1.1{n} 8080 {{\n    TCP_CHECK {{\n      connect_timeout 3\n    }}\n  }}\n"))
-        .collect();
-    std::fs::write(
-        &conf,
-        format!("virtual_server 198.18.0.100 80 {{\n  delay_loop 1\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n{reals}}}\n"),
-    )
-    .expect("keepalived.conf");
-    lab.start_director(&["-i", "eth1", "--keepalived", conf.to_str().expect("utf-8")])
-        .expect("director starts");
-    let _ = std::fs::remove_file(&conf);
+    start_with_keepalived(
+        &mut lab,
+        &nat_keepalived_conf("  lb_kind NAT\n"),
+        &["-i", "eth1"],
+    );
     lab.wait_resolved().expect("real servers resolve on eth1");
     let log = lab.director_log();
     assert!(
@@ -3480,6 +3462,26 @@ fn nat_on_two_queues_hands_each_packet_to_the_worker_of_its_connection() {
         &[("reason", "nat_no_connection")],
     );
     assert_eq!(lost, 0.0, "no reply without its connection");
+}
+
+/// Starts the director (with `extra` options) on a keepalived.conf that says `conf`.
+fn start_with_keepalived(lab: &mut Lab, conf: &str, extra: &[&str]) {
+    let path = std::env::temp_dir().join(format!("{}-keepalived.conf", lab.ns("d")));
+    std::fs::write(&path, conf).expect("keepalived.conf");
+    let mut args = extra.to_vec();
+    args.extend(["--keepalived", path.to_str().expect("utf-8")]);
+    lab.start_director(&args).expect("director starts");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A keepalived.conf of one TCP service on the VIP's port 80, rr over the NAT real
+/// servers 198.18.1.11-13 on port 8080, TCP checks every second, with `lb_kind` (a line,
+/// or nothing: keepalived's default is NAT).
+fn nat_keepalived_conf(lb_kind: &str) -> String {
+    let reals: String = (1..=3)
+        .map(|n| format!("  real_server 198.18.1.1{n} 8080 {{\n    TCP_CHECK {{\n      connect_timeout 3\n    }}\n  }}\n"))
+        .collect();
+    format!("virtual_server 198.18.0.100 80 {{\n  delay_loop 1\n  lb_algo rr\n{lb_kind}  protocol TCP\n{reals}}}\n")
 }
 
 /// Makes r1..r3 NAT real servers at 198.18.1.11-13/24, routed through the director's
@@ -3699,23 +3701,14 @@ fn tunnels_ipip_gue_gre_and_a_service_mixing_every_method() {
     lab.start_http("r5", "rs5", 8080).expect("HTTP on 8080");
     // The IPv4 service as keepalived.conf says it: lb_kind TUN (IPIP), two real servers
     // overriding it with their own tunnel types.
-    let conf = std::env::temp_dir().join(format!("{}-tun-keepalived.conf", lab.ns("d")));
-    std::fs::write(
-        &conf,
+    start_with_keepalived(
+        &mut lab,
         "virtual_server 198.18.0.100 80 {\n  lb_algo rr\n  lb_kind TUN\n  protocol TCP\n  \
          real_server 198.18.2.11 80 {\n    weight 1\n  }\n  \
          real_server 198.18.2.12 80 {\n    lvs_method TUN type gue port 6080 csum\n  }\n  \
          real_server 198.18.2.13 80 {\n    lvs_method TUN type gre csum\n  }\n}\n",
-    )
-    .expect("keepalived.conf");
-    lab.start_director(&[
-        "--metrics",
-        "198.18.0.1:9100",
-        "--keepalived",
-        conf.to_str().expect("utf-8"),
-    ])
-    .expect("director starts");
-    let _ = std::fs::remove_file(&conf);
+        &["--metrics", "198.18.0.1:9100"],
+    );
     for c in [
         "-A -t [2001:2::100]:80 -s rr",
         "-a -t [2001:2::100]:80 -r 2001:2:0:2::11 -i",
