@@ -6,9 +6,11 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
+use crate::ipvsadm::restore_quote;
 use crate::names::Naming;
 use xdpvs_director::control::proto::{
-    CheckSpec, ConnRow, Counters, OnFailure, Probe, Rates, Sysctl, Table, TimeoutSet,
+    CheckSpec, ConnRow, Counters, OnFailure, Probe, Quorum, Rates, Script, Sysctl, Table,
+    TimeoutSet,
 };
 use xdpvs_sched::model::addr_port;
 use xdpvs_sched::{Method, Persistence, Protocol, ServiceKey};
@@ -217,6 +219,12 @@ pub fn list_notes(table: &Table) -> Vec<String> {
                     };
                     notes.push(format!("{who}: check failed, {what}: {}", h.last));
                 }
+                if let Some(w) = h.weight.filter(|&w| w != r.weight) {
+                    notes.push(format!(
+                        "{who}: weight {w} set by its checks (configured {})",
+                        r.weight
+                    ));
+                }
             }
         }
     }
@@ -250,6 +258,9 @@ pub fn format_rules(table: &Table, ipvsadm_only: bool, naming: &Naming) -> Strin
         if let Some(a) = s.sorry.filter(|_| !ipvsadm_only) {
             let _ = write!(out, " --sorry-server {a}");
         }
+        if !ipvsadm_only {
+            out.push_str(&quorum_options(&s.quorum));
+        }
         out.push('\n');
         for r in s.reals.iter().filter(|r| !r.sorry) {
             let _ = write!(
@@ -271,16 +282,47 @@ pub fn format_rules(table: &Table, ipvsadm_only: bool, naming: &Naming) -> Strin
     out
 }
 
+/// The options that rebuild quorum `q` (none for keepalived's default).
+pub fn quorum_options(q: &Quorum) -> String {
+    let mut out = String::new();
+    let d = Quorum::default();
+    if q.quorum != d.quorum {
+        let _ = write!(out, " --quorum {}", q.quorum);
+    }
+    if q.hysteresis != d.hysteresis {
+        let _ = write!(out, " --hysteresis {}", q.hysteresis);
+    }
+    out.push_str(&scripts(&[
+        ("--quorum-up", &q.up),
+        ("--quorum-down", &q.down),
+    ]));
+    if q.omega {
+        out.push_str(" --omega");
+    }
+    out
+}
+
+/// `--notify-up`-like options, then `--script-user` (the user of the first of them).
+fn scripts(given: &[(&str, &Option<Script>)]) -> String {
+    let mut out = String::new();
+    let mut user = None;
+    for (flag, s) in given {
+        if let Some(s) = s {
+            let _ = write!(out, " {flag} {}", restore_quote(&s.command));
+            user = user.or(s.user.as_deref());
+        }
+    }
+    if let Some(u) = user {
+        let _ = write!(out, " --script-user {}", restore_quote(u));
+    }
+    out
+}
+
 /// The `--check` options that rebuild `c` (those at their default left out).
 pub fn check_options(c: &CheckSpec) -> String {
-    let mut out = format!(" --check {}", c.probe_word());
-    if let Probe::Http { digest, host, .. } = &c.probe {
-        if let Some(d) = digest {
-            let _ = write!(out, " --check-digest {d}");
-        }
-        if let Some(h) = host {
-            let _ = write!(out, " --check-host {h}");
-        }
+    let mut out = String::new();
+    for p in c.probes() {
+        let _ = write!(out, " --check {}", restore_quote(&p.word()));
     }
     if let Some(p) = c.port {
         let _ = write!(out, " --check-port {p}");
@@ -303,6 +345,30 @@ pub fn check_options(c: &CheckSpec) -> String {
     if c.on_failure != d.on_failure {
         let _ = write!(out, " --on-failure {}", c.on_failure.name());
     }
+    for (flag, on) in [
+        ("--check-alpha", c.alpha),
+        ("--check-forwarding", c.forwarding),
+    ] {
+        if on {
+            let _ = write!(out, " {flag}");
+        }
+    }
+    if let Some(a) = c.connect_ip {
+        let _ = write!(out, " --check-ip {a}");
+    }
+    if let Some(a) = c.bindto {
+        let _ = write!(out, " --check-bind {a}");
+    }
+    if let Some(p) = c.bind_port {
+        let _ = write!(out, " --check-bind-port {p}");
+    }
+    if let Some(i) = &c.bind_if {
+        let _ = write!(out, " --check-bind-if {}", restore_quote(i));
+    }
+    out.push_str(&scripts(&[
+        ("--notify-up", &c.notify_up),
+        ("--notify-down", &c.notify_down),
+    ]));
     out
 }
 
@@ -402,6 +468,7 @@ pub fn json_table(table: &Table) -> String {
                             "failures": h.failures,
                             "transitions": h.transitions,
                             "latency_us": h.latency_us,
+                            "weight": h.weight,
                         })),
                         "stats": json_counters(&r.stats),
                         "rate": json_rates(&r.rates),
@@ -424,6 +491,11 @@ pub fn json_table(table: &Table) -> String {
                     "prefix_len": p.prefix_len,
                 })),
                 "sorry_server": s.sorry.map(|a| a.to_string()),
+                "quorum": json!({
+                    "quorum": s.quorum.quorum,
+                    "hysteresis": s.quorum.hysteresis,
+                    "held": s.quorum_held,
+                }),
                 "stats": json_counters(&s.stats),
                 "rate": json_rates(&s.rates),
                 "reals": reals,
@@ -434,22 +506,29 @@ pub fn json_table(table: &Table) -> String {
     format!("{doc:#}\n")
 }
 
+fn json_probe(p: &Probe) -> Value {
+    let mut v = json!({ "type": p.kind(), "word": p.word() });
+    if let Probe::Http(h) = p {
+        v["path"] = json!(h.path);
+        v["status"] = json!(h.status_words());
+        v["digest"] = json!(h.digest);
+        v["host"] = json!(h.host);
+        v["regex"] = json!(h.regex);
+        v["regex_no_match"] = json!(h.regex_no_match);
+        v["sni"] = json!(h.sni);
+    }
+    v
+}
+
 fn json_check(c: &CheckSpec) -> Value {
-    let (path, status, digest, host) = match &c.probe {
-        Probe::Tcp | Probe::Ping => (None, None, None, None),
-        Probe::Http {
-            path,
-            status,
-            digest,
-            host,
-        } => (Some(path), *status, digest.as_ref(), host.as_ref()),
-    };
+    let first = json_probe(&c.probe);
     json!({
         "type": c.kind(),
-        "path": path,
-        "status": status,
-        "digest": digest,
-        "host": host,
+        "path": first["path"],
+        "status": first["status"],
+        "digest": first["digest"],
+        "host": first["host"],
+        "checkers": c.probes().map(json_probe).collect::<Vec<_>>(),
         "port": c.port,
         "interval_ms": c.interval.0,
         "timeout_ms": c.timeout.0,
@@ -457,6 +536,10 @@ fn json_check(c: &CheckSpec) -> Value {
         "fall": c.fall,
         "rise": c.rise,
         "on_failure": c.on_failure.name(),
+        "alpha": c.alpha,
+        "forwarding": c.forwarding,
+        "notify_up": c.notify_up.as_ref().map(|s| &s.command),
+        "notify_down": c.notify_down.as_ref().map(|s| &s.command),
     })
 }
 

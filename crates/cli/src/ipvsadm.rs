@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Args;
 use xdpvs_director::control::proto::{
-    CheckEdit, CheckSpec, Millis, OnFailure, Probe, Request, TimeoutSet,
+    CheckEdit, CheckSpec, Millis, OnFailure, Probe, Quorum, Request, Script, TimeoutSet,
 };
 use xdpvs_director::health::spec::{parse_digest, parse_probe};
 
@@ -322,15 +322,16 @@ pub struct IpvsArgs {
     /// ipvsadm restores.
     #[arg(long = "ipvsadm")]
     pub ipvsadm_only: bool,
-    /// Health check of the real server (-a/-e): tcp (connect), http[:/PATH[:STATUS]]
-    /// (GET; any 2xx unless STATUS), or none (-e: remove it). Without it, -e keeps the
-    /// check in force.
+    /// Health check of the real server (-a/-e), keepalived's checkers: tcp, ping,
+    /// http[s][:/PATH[:STATUS]], smtp, dns, udp, misc:COMMAND, file:PATH, each with
+    /// ,OPTION=VALUE options (docs/OPERATIONS.md); repeat it for several checkers (all
+    /// must pass); none (-e) removes it. Without it, -e keeps the check in force.
     #[arg(
         long = "check",
-        value_name = "tcp|ping|http:/PATH[:STATUS]|none",
+        value_name = "KIND[:ARG][,OPTION=VALUE...]|none",
         help_heading = "health checks (xdpvs)"
     )]
-    pub check: Option<String>,
+    pub check: Vec<String>,
     /// Port the check connects to (default: the service's port).
     #[arg(
         long = "check-port",
@@ -367,6 +368,95 @@ pub struct IpvsArgs {
         help_heading = "health checks (xdpvs)"
     )]
     pub check_host: Option<String>,
+    /// The real server starts down until its check first passes (keepalived alpha).
+    #[arg(long = "check-alpha", help_heading = "health checks (xdpvs)")]
+    pub check_alpha: bool,
+    /// TCP/HTTP/HTTPS/SMTP checks also send a SYN for VIP:PORT to the real server's MAC,
+    /// the way clients' packets go (a DR real server without the VIP fails it).
+    #[arg(long = "check-forwarding", help_heading = "health checks (xdpvs)")]
+    pub check_forwarding: bool,
+    /// Address checked instead of the real server's (keepalived connect_ip).
+    #[arg(
+        long = "check-ip",
+        value_name = "ADDR",
+        help_heading = "health checks (xdpvs)"
+    )]
+    pub check_ip: Option<IpAddr>,
+    /// Address the checks come from (keepalived bindto).
+    #[arg(
+        long = "check-bind",
+        value_name = "ADDR",
+        help_heading = "health checks (xdpvs)"
+    )]
+    pub check_bind: Option<IpAddr>,
+    /// Port the checks come from (keepalived bind_port).
+    #[arg(
+        long = "check-bind-port",
+        value_name = "PORT",
+        help_heading = "health checks (xdpvs)"
+    )]
+    pub check_bind_port: Option<u16>,
+    /// Interface the checks leave from (keepalived bind_if).
+    #[arg(
+        long = "check-bind-if",
+        value_name = "IFACE",
+        help_heading = "health checks (xdpvs)"
+    )]
+    pub check_bind_if: Option<String>,
+    /// Command run when the check brings the real server up (keepalived notify_up).
+    #[arg(
+        long = "notify-up",
+        value_name = "COMMAND",
+        help_heading = "health checks (xdpvs)"
+    )]
+    pub notify_up: Option<String>,
+    /// Command run when the check takes it down (keepalived notify_down).
+    #[arg(
+        long = "notify-down",
+        value_name = "COMMAND",
+        help_heading = "health checks (xdpvs)"
+    )]
+    pub notify_down: Option<String>,
+    /// User (USER or USER:GROUP) the notify and quorum commands run as (default root).
+    #[arg(
+        long = "script-user",
+        value_name = "USER[:GROUP]",
+        help_heading = "health checks (xdpvs)"
+    )]
+    pub script_user: Option<String>,
+    /// Weight of the real servers that are up a service needs (-A/-E; keepalived quorum,
+    /// default 1): below it, the sorry server stands in.
+    #[arg(
+        long = "quorum",
+        value_name = "WEIGHT",
+        help_heading = "health checks (xdpvs)"
+    )]
+    pub quorum: Option<u32>,
+    /// Quorum lost below quorum - N, gained at quorum + N (keepalived hysteresis).
+    #[arg(
+        long = "hysteresis",
+        value_name = "N",
+        help_heading = "health checks (xdpvs)"
+    )]
+    pub hysteresis: Option<u32>,
+    /// Command run when the service gains its quorum (keepalived quorum_up).
+    #[arg(
+        long = "quorum-up",
+        value_name = "COMMAND",
+        help_heading = "health checks (xdpvs)"
+    )]
+    pub quorum_up: Option<String>,
+    /// Command run when it loses it (keepalived quorum_down).
+    #[arg(
+        long = "quorum-down",
+        value_name = "COMMAND",
+        help_heading = "health checks (xdpvs)"
+    )]
+    pub quorum_down: Option<String>,
+    /// When the director stops, run the quorum-down and notify-down commands of what is up
+    /// (keepalived omega).
+    #[arg(long = "omega", help_heading = "health checks (xdpvs)")]
+    pub omega: bool,
     /// Sorry server of the service (-A/-E): gets new connections while no real server
     /// is up with a weight above 0 (keepalived sorry_server).
     #[arg(long = "sorry-server", value_name = "ADDR", value_parser = parse_real, help_heading = "health checks (xdpvs)")]
@@ -489,9 +579,11 @@ enum Opt {
     SchedFlags,
     TunOption,
     TunInfo,
+    Quorum,
+    ScriptUser,
 }
 
-const OPTS: [Opt; 23] = [
+const OPTS: [Opt; 25] = [
     Opt::Numeric,
     Opt::Connection,
     Opt::Service,
@@ -515,6 +607,8 @@ const OPTS: [Opt; 23] = [
     Opt::SchedFlags,
     Opt::TunOption,
     Opt::TunInfo,
+    Opt::Quorum,
+    Opt::ScriptUser,
 ];
 
 impl Opt {
@@ -543,6 +637,8 @@ impl Opt {
             Opt::SchedFlags => "sched-flags",
             Opt::TunOption => "tun-type/tun-port/tun-*csum",
             Opt::TunInfo => "tun-info",
+            Opt::Quorum => "quorum/hysteresis/quorum-up/quorum-down/omega",
+            Opt::ScriptUser => "script-user",
         }
     }
 }
@@ -562,7 +658,7 @@ fn rule(cmd: Cmd, opt: Opt) -> Rule {
     match cmd {
         Cmd::AddService | Cmd::EditService => match opt {
             Service => Required,
-            Scheduler | Persistent | Netmask | Sorry | SchedFlags => Optional,
+            Scheduler | Persistent | Netmask | Sorry | SchedFlags | Quorum | ScriptUser => Optional,
             _ => Illegal,
         },
         Cmd::DeleteService => match opt {
@@ -577,7 +673,7 @@ fn rule(cmd: Cmd, opt: Opt) -> Rule {
         },
         Cmd::AddServer | Cmd::EditServer => match opt {
             Service | Server => Required,
-            Forward | Weight | Check | CheckOption | TunOption => Optional,
+            Forward | Weight | Check | CheckOption | TunOption | ScriptUser => Optional,
             _ => Illegal,
         },
         Cmd::DeleteServer => match opt {
@@ -696,7 +792,7 @@ pub enum UsageError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A health-check option without `--check`.
-    #[error("--check-port, --check-interval, --check-timeout, --check-retry-delay, --fall, --rise, --on-failure, --check-digest and --check-host describe a check: give --check tcp or --check http:/PATH too")]
+    #[error("--check-port, --check-interval, --check-timeout, --check-retry-delay, --fall, --rise, --on-failure, --check-digest, --check-host, --check-alpha, --check-forwarding, --check-ip, --check-bind*, --notify-up and --notify-down describe a check: give --check too (e.g. --check tcp)")]
     CheckOptionWithoutCheck,
     /// `--check-digest`/`--check-host` with a TCP check, or options with `--check none`.
     #[error("{0}")]
@@ -713,7 +809,7 @@ pub enum UsageError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// A change to send to the director.
-    Change(Request),
+    Change(Box<Request>),
     /// `-L` (or a bare `xdpvs`): the table, or one service.
     List {
         /// Only this service.
@@ -791,7 +887,7 @@ impl IpvsArgs {
                 Opt::NoSort => self.nosort,
                 Opt::Exact => self.exact,
                 Opt::Json => self.json,
-                Opt::Check => self.check.is_some(),
+                Opt::Check => !self.check.is_empty(),
                 Opt::CheckOption => {
                     self.check_port.is_some()
                         || self.check_interval.is_some()
@@ -802,7 +898,23 @@ impl IpvsArgs {
                         || self.on_failure.is_some()
                         || self.check_digest.is_some()
                         || self.check_host.is_some()
+                        || self.check_alpha
+                        || self.check_forwarding
+                        || self.check_ip.is_some()
+                        || self.check_bind.is_some()
+                        || self.check_bind_port.is_some()
+                        || self.check_bind_if.is_some()
+                        || self.notify_up.is_some()
+                        || self.notify_down.is_some()
                 }
+                Opt::Quorum => {
+                    self.quorum.is_some()
+                        || self.hysteresis.is_some()
+                        || self.quorum_up.is_some()
+                        || self.quorum_down.is_some()
+                        || self.omega
+                }
+                Opt::ScriptUser => self.script_user.is_some(),
                 Opt::Sorry => self.sorry_server.is_some(),
                 Opt::IpvsadmOnly => self.ipvsadm_only,
                 Opt::SchedFlags => self.sched_flags.is_some(),
@@ -1109,42 +1221,56 @@ impl IpvsArgs {
     /// check options), `Ok(Some(None))` for `--check none`.
     fn check_spec(&self) -> Result<Option<Option<CheckSpec>>, UsageError> {
         let options = self.present().contains(&Opt::CheckOption);
-        let Some(word) = &self.check else {
+        let bad = |s: &str| Err(UsageError::BadCheck(s.into()));
+        if self.check.is_empty() {
             return if options {
                 Err(UsageError::CheckOptionWithoutCheck)
             } else {
                 Ok(None)
             };
-        };
-        if word == "none" {
-            return if options {
-                Err(UsageError::BadCheck(
-                    "--check none removes the check: give no other check option".into(),
-                ))
+        }
+        if self.check.iter().any(|w| w == "none") {
+            return if options || self.check.len() > 1 {
+                bad("--check none removes the check: give no other check option")
             } else {
                 Ok(Some(None))
             };
         }
-        let mut probe = parse_probe(word).map_err(UsageError::BadCheck)?;
-        match &mut probe {
-            Probe::Http { digest, host, .. } => {
-                digest.clone_from(&self.check_digest);
-                host.clone_from(&self.check_host);
+        let mut probes = self
+            .check
+            .iter()
+            .map(|w| parse_probe(w))
+            .collect::<Result<Vec<Probe>, String>>()
+            .map_err(UsageError::BadCheck)?;
+        // --check-digest and --check-host: of the first HTTP check.
+        if self.check_digest.is_some() || self.check_host.is_some() {
+            let Some(Probe::Http(h)) = probes.iter_mut().find(|p| matches!(p, Probe::Http(_)))
+            else {
+                return bad(
+                    "--check-digest and --check-host go with an HTTP check (--check http:/PATH)",
+                );
+            };
+            if self.check_digest.is_some() {
+                h.digest.clone_from(&self.check_digest);
             }
-            Probe::Tcp | Probe::Ping => {
-                if self.check_digest.is_some() || self.check_host.is_some() {
-                    return Err(UsageError::BadCheck(
-                        "--check-digest and --check-host go with an HTTP check (--check http:/PATH)".into(),
-                    ));
-                }
+            if self.check_host.is_some() {
+                h.host.clone_from(&self.check_host);
             }
         }
-        if probe == Probe::Ping && self.check_port.is_some() {
-            return Err(UsageError::BadCheck(
-                "--check-port goes with a TCP or HTTP check: an echo request has no port".into(),
-            ));
+        if !probes.iter().any(Probe::has_port) && self.check_port.is_some() {
+            return bad("--check-port goes with a check that connects to a port: an echo request, a program or a file has none");
         }
-        let mut c = CheckSpec::new(probe);
+        if self.check_forwarding && !probes.iter().any(Probe::is_tcp) {
+            return bad("--check-forwarding goes with a tcp, http, https or smtp check (a SYN to the VIP's port)");
+        }
+        let script = |c: &Option<String>| {
+            c.as_ref().map(|command| Script {
+                command: command.clone(),
+                user: self.script_user.clone(),
+            })
+        };
+        let mut c = CheckSpec::new(probes.remove(0));
+        c.also = probes;
         c.port = self.check_port;
         c.interval = self.check_interval.unwrap_or(c.interval);
         c.timeout = self.check_timeout.unwrap_or(c.timeout);
@@ -1152,7 +1278,33 @@ impl IpvsArgs {
         c.fall = self.fall.unwrap_or(c.fall);
         c.rise = self.rise.unwrap_or(c.rise);
         c.on_failure = self.on_failure.unwrap_or(c.on_failure);
+        c.alpha = self.check_alpha;
+        c.forwarding = self.check_forwarding;
+        c.notify_up = script(&self.notify_up);
+        c.notify_down = script(&self.notify_down);
+        c.connect_ip = self.check_ip;
+        c.bindto = self.check_bind;
+        c.bind_port = self.check_bind_port;
+        c.bind_if.clone_from(&self.check_bind_if);
         Ok(Some(Some(c)))
+    }
+
+    /// The quorum of `-A`/`-E`.
+    fn quorum(&self) -> Quorum {
+        let script = |c: &Option<String>| {
+            c.as_ref().map(|command| Script {
+                command: command.clone(),
+                user: self.script_user.clone(),
+            })
+        };
+        let d = Quorum::default();
+        Quorum {
+            quorum: self.quorum.unwrap_or(d.quorum),
+            hysteresis: self.hysteresis.unwrap_or(d.hysteresis),
+            up: script(&self.quorum_up),
+            down: script(&self.quorum_down),
+            omega: self.omega,
+        }
     }
 
     /// The sorry server of `-A`/`-E`.
@@ -1194,7 +1346,7 @@ impl IpvsArgs {
             };
         };
         self.check(cmd)?;
-        let change = |r| Ok(Action::Change(r));
+        let change = |r| Ok(Action::Change(Box::new(r)));
         match cmd {
             Cmd::AddService | Cmd::EditService => {
                 let key = self.service()?;
@@ -1207,6 +1359,7 @@ impl IpvsArgs {
                     }
                     None => SchedFlags::NONE,
                 };
+                let quorum = self.quorum();
                 change(if cmd == Cmd::AddService {
                     Request::AddService {
                         key,
@@ -1214,6 +1367,7 @@ impl IpvsArgs {
                         persistence,
                         sorry,
                         flags,
+                        quorum,
                     }
                 } else {
                     Request::EditService {
@@ -1222,6 +1376,7 @@ impl IpvsArgs {
                         persistence,
                         sorry,
                         flags,
+                        quorum,
                     }
                 })
             }
@@ -1255,7 +1410,7 @@ impl IpvsArgs {
                         check: match check {
                             None => CheckEdit::Keep,
                             Some(None) => CheckEdit::Remove,
-                            Some(Some(c)) => CheckEdit::Set(c),
+                            Some(Some(c)) => CheckEdit::Set(Box::new(c)),
                         },
                     },
                     _ => Request::DeleteReal { key, addr },
@@ -1339,6 +1494,56 @@ pub enum RestoreError {
     },
 }
 
+/// The words of a restore line: split on whitespace, except inside double quotes (which
+/// xdpvs -S writes around a command or check with spaces; ipvsadm never writes any);
+/// `\"` and `\\` inside quotes are a quote and a backslash.
+pub fn restore_words(line: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = line.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let mut w = String::new();
+        while let Some(&c) = chars.peek() {
+            if c.is_whitespace() {
+                break;
+            }
+            chars.next();
+            if c != '"' {
+                w.push(c);
+                continue;
+            }
+            loop {
+                match chars.next() {
+                    None => return Err("a quoted word is not closed on its line".into()),
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some(e @ ('"' | '\\')) => w.push(e),
+                        Some(e) => {
+                            w.push('\\');
+                            w.push(e);
+                        }
+                        None => return Err("a quoted word is not closed on its line".into()),
+                    },
+                    Some(e) => w.push(e),
+                }
+            }
+        }
+        out.push(w);
+    }
+    Ok(out)
+}
+
+/// A word as [`restore_words`] reads it back: quoted if it has spaces or quotes.
+pub fn restore_quote(w: &str) -> String {
+    if !w.is_empty() && !w.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\') {
+        return w.to_string();
+    }
+    format!("\"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 /// Parses ipvsadm-save/ipvsadm-restore input: one command per line (blank lines and
 /// `#` comments skipped). As ipvsadm's restore does, the word `ipvsadm` is dropped
 /// wherever it stands (`ipvsadm -A -t ...` lines, as scripts write them). Returns each
@@ -1357,15 +1562,20 @@ pub fn parse_restore(text: &str) -> Result<Vec<(usize, Request)>, RestoreError> 
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
-        let words: Vec<&str> = raw.split_whitespace().filter(|w| *w != "ipvsadm").collect();
+        let err = |error: String| RestoreError::Line { line, error };
+        let words = restore_words(raw).map_err(err)?;
+        let words: Vec<&str> = words
+            .iter()
+            .map(String::as_str)
+            .filter(|w| *w != "ipvsadm")
+            .collect();
         if words.is_empty() || words[0].starts_with('#') {
             continue;
         }
-        let err = |error: String| RestoreError::Line { line, error };
         let parsed =
             <Line as clap::Parser>::try_parse_from(&words).map_err(|e| err(error_line(&e)))?;
         match parsed.a.action().map_err(|e| err(e.to_string()))? {
-            Action::Change(r) => out.push((line, r)),
+            Action::Change(r) => out.push((line, *r)),
             _ => {
                 return Err(err(
                     "only -A -E -D -C -a -e -d and --set belong in a restore".into(),

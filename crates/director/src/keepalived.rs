@@ -20,7 +20,11 @@ use xdpvs_sched::{
 };
 
 use crate::control::proto::Request;
-use crate::health::spec::{parse_digest, CheckSpec, Millis, OnFailure, Probe};
+use crate::health::spec::{
+    dns_type, hex_bytes, parse_digest, parse_hex, parse_status, CheckSpec, FileCheck, HttpCheck,
+    HttpProtocol, Millis, MiscCheck, OnFailure, Probe, Quorum, Script, UdpCheck, DEFAULT_DNS_TYPE,
+    DEFAULT_HELO, DEFAULT_UDP_MAX,
+};
 
 pub mod pre;
 
@@ -167,14 +171,12 @@ fn nodes(
 }
 
 /// Top-level sections and keywords that are not about LVS: skipped with a note.
-const SKIPPED: [&str; 22] = [
+const SKIPPED: [&str; 20] = [
     "global_defs",
     "vrrp_instance",
     "vrrp_sync_group",
     "vrrp_script",
     "vrrp_track_process",
-    "vrrp_track_file",
-    "track_file",
     "track_group",
     "garp_group",
     "static_ipaddress",
@@ -263,6 +265,7 @@ fn parse_lines(lines: &[pre::Line]) -> Result<Imported, KeepalivedError> {
         }
         groups.push((name, group(n, name)?));
     }
+    let globals = Globals::of(&top, &mut imported.notes, &shown)?;
     let mut keys: Vec<ServiceKey> = Vec::new();
     let mut skipped: Vec<&str> = Vec::new();
     for n in &top {
@@ -290,7 +293,7 @@ fn parse_lines(lines: &[pre::Line]) -> Result<Imported, KeepalivedError> {
                     args => vec![addr_port(n, args)?],
                 };
                 for (vip, port) in vips {
-                    let (key, reqs) = virtual_server(n, vip, port)?;
+                    let (key, reqs) = virtual_server(n, vip, port, &globals)?;
                     if keys.contains(&key) {
                         return err(n.line, format!("virtual_server {key} is defined twice"));
                     }
@@ -301,13 +304,8 @@ fn parse_lines(lines: &[pre::Line]) -> Result<Imported, KeepalivedError> {
                     }
                 }
             }
-            "virtual_server_group" => {}
-            "SSL" => {
-                return err(
-                    n.line,
-                    "SSL (certificates for SSL_GET) is not supported: SSL_GET checks are not supported; use TCP_CHECK or HTTP_GET",
-                )
-            }
+            // Read by Globals.
+            "virtual_server_group" | "SSL" | "track_file" | "vrrp_track_file" => {}
             k if SKIPPED.contains(&k) => {
                 if !skipped.contains(&k) {
                     skipped.push(k);
@@ -500,6 +498,125 @@ fn addr_port(n: &Node, args: &[String]) -> Result<(IpAddr, u16), KeepalivedError
     }
 }
 
+/// What sections outside `virtual_server` give its checks: `track_file` blocks (for
+/// `FILE_CHECK`), `global_defs`' `script_user` (the default user of scripts), the `SSL`
+/// block (for `SSL_GET`).
+#[derive(Debug, Clone, Default)]
+struct Globals {
+    /// `track_file NAME { file PATH; weight N [reverse] }`, by name.
+    track_files: Vec<(String, FileCheck)>,
+    /// `script_user USER [GROUP]`.
+    script_user: Option<String>,
+}
+
+impl Globals {
+    fn of(
+        top: &[Node],
+        notes: &mut Vec<String>,
+        shown: &dyn Fn(usize) -> String,
+    ) -> Result<Globals, KeepalivedError> {
+        let mut g = Globals::default();
+        for n in top {
+            match n.key.as_str() {
+                "global_defs" => {
+                    for c in n.block.as_deref().unwrap_or_default() {
+                        match c.key.as_str() {
+                            "script_user" if !c.args.is_empty() => {
+                                g.script_user = Some(c.args.join(":"));
+                            }
+                            "enable_script_security" => notes.push(format!(
+                                "{}: enable_script_security: xdpvs always refuses scripts that users other than root (or their own user) can change",
+                                shown(c.line)
+                            )),
+                            _ => {}
+                        }
+                    }
+                }
+                "track_file" | "vrrp_track_file" => {
+                    let name = one_arg(n, "name")?;
+                    let mut f = FileCheck {
+                        path: String::new(),
+                        weight: 1,
+                        reverse: false,
+                        dynamic: false,
+                    };
+                    for c in block(n)? {
+                        match c.key.as_str() {
+                            "file" => f.path = one_arg(c, "file")?.to_string(),
+                            "weight" => (f.weight, f.reverse) = file_weight(c)?,
+                            // Creating the file is left to the operator.
+                            "init_file" => {
+                                return err(c.line, format!("track_file {name}: init_file is not supported: xdpvs reads the file and does not create it; create it before starting"))
+                            }
+                            k => return err(c.line, format!("track_file {name}: {k} is not supported")),
+                        }
+                    }
+                    if !f.path.starts_with('/') {
+                        return err(
+                            n.line,
+                            format!("track_file {name}: needs file with an absolute path"),
+                        );
+                    }
+                    g.track_files.push((name.to_string(), f));
+                }
+                "SSL" => {
+                    for c in block(n)? {
+                        match c.key.as_str() {
+                            "ca" => notes.push(format!(
+                                "{}: SSL ca taken without effect, as keepalived (which loads it but does not verify the real servers' certificates); xdpvs verifies with --check https:...,ca=FILE",
+                                shown(c.line)
+                            )),
+                            k => return err(c.line, format!("SSL {k}: client certificates for SSL_GET are not supported: xdpvs's TLS checks send none (remove the SSL block or its {k})")),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(g)
+    }
+
+    /// A script's user: its own, else `script_user`.
+    fn script(&self, n: &Node) -> Result<Script, KeepalivedError> {
+        no_block(n)?;
+        let Some((command, user)) = n.args.split_first() else {
+            return err(n.line, format!("{} takes a script", n.key));
+        };
+        let user = if user.is_empty() {
+            self.script_user.clone()
+        } else {
+            Some(user.join(":").replace("::", ":"))
+        };
+        Ok(Script {
+            command: command.clone(),
+            user,
+        })
+    }
+}
+
+/// `weight N [reverse]` of a track_file or FILE_CHECK.
+fn file_weight(c: &Node) -> Result<(i32, bool), KeepalivedError> {
+    no_block(c)?;
+    let bad = || KeepalivedError {
+        file: None,
+        line: c.line,
+        message: format!(
+            "weight {}: a number from -2147483647 to 2147483647, then reverse or nothing",
+            c.args.join(" ")
+        ),
+    };
+    let (w, reverse) = match c.args.as_slice() {
+        [w] => (w, false),
+        [w, r] if r == "reverse" => (w, true),
+        _ => return Err(bad()),
+    };
+    let w: i32 = w.parse().map_err(|_| bad())?;
+    if w == i32::MIN {
+        return Err(bad());
+    }
+    Ok((w, reverse))
+}
+
 /// What a virtual_server block sets for its checks.
 #[derive(Debug, Clone)]
 struct CheckDefaults {
@@ -510,12 +627,15 @@ struct CheckDefaults {
     retry: Option<u32>,
     retry_delay: Option<Millis>,
     timeout: Option<Millis>,
+    alpha: bool,
+    /// xdpvs's own `xdpvs_forwarding_check`.
+    forwarding: bool,
 }
 
 impl CheckDefaults {
     /// Takes `c` if it is a checker default (`retry`, `delay_before_retry`,
-    /// `connect_timeout`, `delay_loop`, `virtualhost`, `warmup`, `smtp_alert`): whether it
-    /// was one.
+    /// `connect_timeout`, `delay_loop`, `virtualhost`, `warmup`, `smtp_alert`, `alpha`,
+    /// `xdpvs_forwarding_check`): whether it was one.
     fn take(&mut self, c: &Node) -> Result<bool, KeepalivedError> {
         match c.key.as_str() {
             "delay_loop" => self.delay_loop = seconds(c)?,
@@ -527,14 +647,35 @@ impl CheckDefaults {
                 self.virtualhost = Some(one_arg(c, "host name")?.to_string());
             }
             // A random delay before the first check, to spread keepalived's; xdpvs's
-            // checks start at once. And e-mail alerts, which xdpvs does not send.
+            // checks start spread over a second. And e-mail alerts, which xdpvs does not
+            // send.
             "warmup" => {
                 seconds(c)?;
             }
             "smtp_alert" => no_block(c)?,
+            "alpha" => self.alpha = boolean(c)?,
+            "xdpvs_forwarding_check" => self.forwarding = boolean(c)?,
             _ => return Ok(false),
         }
         Ok(true)
+    }
+}
+
+/// A keyword that is on alone or with `true`/`on`/`yes`, off with `false`/`off`/`no`.
+fn boolean(c: &Node) -> Result<bool, KeepalivedError> {
+    no_block(c)?;
+    match c.args.as_slice() {
+        [] => Ok(true),
+        [w] if ["true", "on", "yes"].contains(&w.as_str()) => Ok(true),
+        [w] if ["false", "off", "no"].contains(&w.as_str()) => Ok(false),
+        _ => err(
+            c.line,
+            format!(
+                "{} {}: give nothing, true or false",
+                c.key,
+                c.args.join(" ")
+            ),
+        ),
     }
 }
 
@@ -542,12 +683,14 @@ fn virtual_server(
     n: &Node,
     vip: IpAddr,
     port: u16,
+    globals: &Globals,
 ) -> Result<(ServiceKey, Vec<(usize, Request)>), KeepalivedError> {
     let mut proto = Protocol::Tcp;
     let mut scheduler = SchedKind::default();
     let mut timeout: Option<u32> = None;
     let mut granularity: Option<u8> = None;
     let mut sorry: Option<IpAddr> = None;
+    let mut quorum = Quorum::default();
     let mut defaults = CheckDefaults {
         // keepalived's default delay_loop.
         delay_loop: Millis::secs(60),
@@ -556,6 +699,8 @@ fn virtual_server(
         retry: None,
         retry_delay: None,
         timeout: None,
+        alpha: false,
+        forwarding: false,
     };
     let mut reals = Vec::new();
     // keepalived's default method is NAT.
@@ -580,7 +725,12 @@ fn virtual_server(
             }
             "lb_kind" | "lvs_method" => method = lvs_method(c, &name)?,
             "persistence_timeout" => {
-                let t: u32 = number(c, "number of seconds")?;
+                // keepalived: without a value, 6 minutes.
+                let t: u32 = if c.args.is_empty() {
+                    360
+                } else {
+                    number(c, "number of seconds")?
+                };
                 timeout = (t > 0).then_some(t);
             }
             "persistence_granularity" => {
@@ -614,13 +764,13 @@ fn virtual_server(
                     p => return err(c.line, format!("{name}: protocol {p}: xdpvs serves TCP and UDP")),
                 };
             }
-            "inhibit_on_failure" => {
-                no_block(c)?;
-                defaults.inhibit = true;
-            }
+            "inhibit_on_failure" => defaults.inhibit = boolean(c)?,
             "sorry_server" => {
                 no_block(c)?;
-                let (a, p) = addr_port(c, &c.args)?;
+                let (a, p) = match c.args.as_slice() {
+                    [a] => (addr_port(c, &[a.clone(), port.to_string()])?.0, port),
+                    args => addr_port(c, args)?,
+                };
                 if p != port {
                     return err(
                         c.line,
@@ -632,13 +782,19 @@ fn virtual_server(
                 }
                 sorry = Some(a);
             }
+            // keepalived keeps an unneeded sorry server at weight 0 instead of removing
+            // it; xdpvs removes it and lets its connections finish (as -d does), which
+            // keepalived's inhibited sorry server also does: nothing to change.
+            "sorry_server_inhibit" => {
+                boolean(c)?;
+            }
             "real_server" => reals.push(c),
             "flag-1" | "flag-2" | "flag-3" | "sh-port" | "sh-fallback" | "mh-port"
             | "mh-fallback" => {
                 no_block(c)?;
                 flag_words.push(c.key.as_str());
             }
-            "ops" => return refuse(": UDP flows are scheduled per flow"),
+            "ops" => return refuse(": one-packet scheduling schedules every UDP datagram on its own; xdpvs schedules UDP per flow (client address and port), kept until the UDP timeout (ipvsadm --set); use a short UDP timeout for DNS-like services"),
             "ip_family" => {
                 no_block(c)?;
                 let family = match one_arg(c, "family")? {
@@ -666,9 +822,13 @@ fn virtual_server(
             "persistence_engine" => {
                 return refuse(": xdpvs has no persistence engine (IPVS's SIP engine); persistence is by client address (persistence_timeout)")
             }
-            "quorum" | "hysteresis" | "quorum_up" | "quorum_down" | "alpha" | "omega" => {
-                return refuse(": xdpvs takes a real server out on its own check only (the sorry server stands in when none is up)")
+            "quorum" => {
+                quorum.quorum = number(c, "total weight")?;
             }
+            "hysteresis" => quorum.hysteresis = number(c, "weight")?,
+            "quorum_up" => quorum.up = Some(globals.script(c)?),
+            "quorum_down" => quorum.down = Some(globals.script(c)?),
+            "omega" => quorum.omega = boolean(c)?,
             _ => return refuse(""),
         }
     }
@@ -698,12 +858,13 @@ fn virtual_server(
             persistence,
             sorry,
             flags,
+            quorum,
         },
     )];
     let mut seen = Vec::new();
     for r in reals {
         let (addr, rport, rmethod, weight, check) =
-            real_server(r, &name, vip, port, method, &defaults)?;
+            real_server(r, &name, vip, port, method, &defaults, globals)?;
         if seen.contains(&addr) {
             return err(
                 r.line,
@@ -737,6 +898,8 @@ fn family_clash(addr: IpAddr, vip: IpAddr) -> String {
     )
 }
 
+type RealServer = (IpAddr, u16, Method, u16, Option<CheckSpec>);
+
 fn real_server(
     n: &Node,
     vs: &str,
@@ -744,8 +907,13 @@ fn real_server(
     vport: u16,
     mut method: Method,
     defaults: &CheckDefaults,
-) -> Result<(IpAddr, u16, Method, u16, Option<CheckSpec>), KeepalivedError> {
-    let (addr, port) = addr_port(n, &n.args)?;
+    globals: &Globals,
+) -> Result<RealServer, KeepalivedError> {
+    let (addr, port) = match n.args.as_slice() {
+        // keepalived: without a port, the virtual server's.
+        [a] => addr_port(n, &[a.clone(), vport.to_string()])?,
+        args => addr_port(n, args)?,
+    };
     let name = format!("{vs}: real_server {addr} {port}");
     if addr.is_ipv6() != vip.is_ipv6() {
         return err(n.line, format!("{name}: {}", family_clash(addr, vip)));
@@ -753,6 +921,7 @@ fn real_server(
     let mut weight = 1u16;
     let mut inhibit = defaults.inhibit;
     let mut check: Option<CheckSpec> = None;
+    let (mut notify_up, mut notify_down) = (None, None);
     // Its own checker defaults, wherever they stand in the block, for its checker.
     let mut own = defaults.clone();
     let mut rest = Vec::new();
@@ -767,24 +936,21 @@ fn real_server(
             "weight" => weight = number(c, "weight from 0 to 65535")?,
             // keepalived 2: a real server's own forwarding method.
             "lb_kind" | "lvs_method" => method = lvs_method(c, &name)?,
-            "inhibit_on_failure" => {
-                no_block(c)?;
-                inhibit = true;
+            "inhibit_on_failure" => inhibit = boolean(c)?,
+            "notify_up" => notify_up = Some(globals.script(c)?),
+            "notify_down" => notify_down = Some(globals.script(c)?),
+            "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "PING_CHECK" | "SMTP_CHECK" | "DNS_CHECK"
+            | "UDP_CHECK" | "MISC_CHECK" | "FILE_CHECK" => {
+                let one = checker(c, &name, defaults, globals)?;
+                check = Some(match check {
+                    None => one,
+                    Some(first) => joined(first, one, c, &name)?,
+                });
             }
-            "TCP_CHECK" | "HTTP_GET" | "PING_CHECK" => {
-                if check.is_some() {
-                    return err(
-                        c.line,
-                        format!("{name}: one check per real server (xdpvs runs one)"),
-                    );
-                }
-                check = Some(checker(c, &name, defaults)?);
-            }
-            k @ ("MISC_CHECK" | "SSL_GET" | "SMTP_CHECK" | "DNS_CHECK" | "UDP_CHECK"
-            | "FILE_CHECK" | "BFD_CHECK") => {
+            "BFD_CHECK" => {
                 return err(
                     c.line,
-                    format!("{name}: {k} is not supported: use TCP_CHECK, HTTP_GET or PING_CHECK"),
+                    format!("{name}: BFD_CHECK is not supported: xdpvs runs no BFD sessions (keepalived's bfd_instance); use PING_CHECK or TCP_CHECK"),
                 )
             }
             "snmp_name" => {}
@@ -813,14 +979,76 @@ fn real_server(
             ),
         );
     }
+    if check.is_none() && (notify_up.is_some() || notify_down.is_some()) {
+        return err(
+            n.line,
+            format!("{name}: notify_up and notify_down run when a checker moves the real server: give it a checker"),
+        );
+    }
     if let Some(c) = &mut check {
         c.on_failure = if inhibit {
             OnFailure::Inhibit
         } else {
             OnFailure::Remove
         };
+        c.notify_up = notify_up;
+        c.notify_down = notify_down;
+        if c.forwarding && !c.probes().any(Probe::is_tcp) {
+            return err(
+                n.line,
+                format!("{name}: xdpvs_forwarding_check goes with TCP_CHECK, HTTP_GET, SSL_GET or SMTP_CHECK (a SYN to the VIP's port)"),
+            );
+        }
     }
     Ok((addr, port, method, weight, check))
+}
+
+/// Two checkers of one real server as one check that runs both every round (the
+/// shortest interval and retry delay, the longest timeout, the fewest retries); they
+/// must agree on where they connect.
+fn joined(
+    mut first: CheckSpec,
+    more: CheckSpec,
+    c: &Node,
+    name: &str,
+) -> Result<CheckSpec, KeepalivedError> {
+    // MISC_CHECK and FILE_CHECK connect nowhere: the others' options stand.
+    let connects = |s: &CheckSpec| {
+        s.probes()
+            .any(|p| !matches!(p, Probe::Misc(_) | Probe::File(_)))
+    };
+    let has_port = |s: &CheckSpec| s.probes().any(Probe::has_port);
+    if connects(&first) && connects(&more) {
+        let same = (first.port == more.port || !has_port(&first) || !has_port(&more))
+            && first.connect_ip == more.connect_ip
+            && first.bindto == more.bindto
+            && first.bind_port == more.bind_port
+            && first.bind_if == more.bind_if;
+        if !same {
+            return err(
+                c.line,
+                format!("{name}: {}: the checkers of a real server connect to one address and port in xdpvs (connect_ip, connect_port, bindto, bind_port and bind_if the same in each, or left out)", c.key),
+            );
+        }
+    }
+    if !connects(&first) {
+        first.connect_ip = more.connect_ip;
+        first.bindto = more.bindto;
+        first.bind_port = more.bind_port;
+        first.bind_if.clone_from(&more.bind_if);
+    }
+    if first.port.is_none() || !has_port(&first) {
+        first.port = more.port.or(first.port);
+    }
+    first.interval = first.interval.min(more.interval);
+    first.retry_delay = first.retry_delay.min(more.retry_delay);
+    first.timeout = first.timeout.max(more.timeout);
+    first.fall = first.fall.min(more.fall);
+    first.alpha |= more.alpha;
+    first.forwarding |= more.forwarding;
+    first.also.push(more.probe);
+    first.also.extend(more.also);
+    Ok(first)
 }
 
 /// `lb_kind`/`lvs_method`: `DR`, `NAT` or `TUN [type ipip|gue|gre] [port N]
@@ -880,97 +1108,297 @@ fn lvs_method(c: &Node, name: &str) -> Result<Method, KeepalivedError> {
     Ok(Method::Tunnel(tun))
 }
 
-fn checker(n: &Node, rs: &str, defaults: &CheckDefaults) -> Result<CheckSpec, KeepalivedError> {
-    let http = n.key == "HTTP_GET";
-    let ping = n.key == "PING_CHECK";
-    let mut spec = CheckSpec::new(if ping { Probe::Ping } else { Probe::Tcp });
+fn checker(
+    n: &Node,
+    rs: &str,
+    defaults: &CheckDefaults,
+    globals: &Globals,
+) -> Result<CheckSpec, KeepalivedError> {
+    let kind = n.key.as_str();
+    let name = format!("{rs}: {kind}");
+    let mut spec = CheckSpec::new(Probe::Tcp);
     spec.interval = defaults.delay_loop;
+    spec.alpha = defaults.alpha;
+    spec.forwarding = defaults.forwarding;
     if let Some(t) = defaults.timeout {
         spec.timeout = t;
     }
-    if let Some(d) = defaults.retry_delay {
-        spec.retry_delay = d;
-    }
-    // keepalived: one retry by default, so down at the second failure in a row; up at
-    // the first success.
-    let mut retry = defaults.retry.unwrap_or(1);
-    let mut url: Option<(String, Option<u16>, Option<String>)> = None;
-    let mut virtualhost = defaults.virtualhost.clone();
-    let name = format!("{rs}: {}", n.key);
+    // keepalived's defaults by checker: delay_before_retry 3 s for HTTP_GET and
+    // SSL_GET, delay_loop for DNS_CHECK, 1 s otherwise; retry 3 for DNS_CHECK, 0 for
+    // MISC_CHECK, 1 otherwise.
+    let (mut retry_delay, mut retry) = match kind {
+        "HTTP_GET" | "SSL_GET" => (Millis::secs(3), 1),
+        "DNS_CHECK" => (defaults.delay_loop, 3),
+        "MISC_CHECK" => (Millis::secs(1), 0),
+        _ => (Millis::secs(1), 1),
+    };
+    retry_delay = defaults.retry_delay.unwrap_or(retry_delay);
+    retry = defaults.retry.unwrap_or(retry);
+    let tls = kind == "SSL_GET";
+    let mut http = HttpCheck {
+        tls,
+        host: defaults.virtualhost.clone(),
+        ..HttpCheck::get("/")
+    };
+    let mut urls: Vec<HttpCheck> = Vec::new();
+    let mut url_nodes: Vec<&Node> = Vec::new();
+    let mut enable_sni = false;
+    let mut sni_name: Option<String> = None;
+    let mut helo = DEFAULT_HELO.to_string();
+    let (mut dns_q, mut dns_name) = (DEFAULT_DNS_TYPE, String::new());
+    let mut udp = UdpCheck {
+        payload: None,
+        require_reply: false,
+        reply: None,
+        min: 0,
+        max: DEFAULT_UDP_MAX,
+    };
+    let mut misc = MiscCheck {
+        command: String::new(),
+        timeout: None,
+        dynamic: false,
+        user: globals.script_user.clone(),
+    };
+    let mut track: Option<(&Node, FileCheck)> = None;
+    let mut file_weight_given: Option<(i32, bool)> = None;
+    let mut file_dynamic = false;
+    // keepalived: MISC_CHECK and FILE_CHECK take no connection options.
+    let connects = !matches!(kind, "MISC_CHECK" | "FILE_CHECK");
     for c in block(n)? {
-        match c.key.as_str() {
-            "connect_port" if !ping => spec.port = Some(number(c, "port")?),
-            "connect_timeout" => spec.timeout = seconds(c)?,
-            "retry" | "nb_get_retry" => retry = number(c, "number of retries")?,
-            "delay_before_retry" => spec.retry_delay = seconds(c)?,
-            "delay_loop" => spec.interval = seconds(c)?,
-            "warmup" => {
+        let k = c.key.as_str();
+        match (kind, k) {
+            (_, "connect_port") if connects && kind != "PING_CHECK" => {
+                spec.port = Some(number(c, "port")?)
+            }
+            (_, "connect_ip") if connects => {
+                no_block(c)?;
+                let a = one_arg(c, "address")?;
+                spec.connect_ip = Some(a.parse().or_else(|_| err(c.line, format!("{name}: connect_ip {a}: not an address")))?);
+            }
+            (_, "bindto") if connects => {
+                no_block(c)?;
+                let a = one_arg(c, "address")?;
+                spec.bindto = Some(a.parse().or_else(|_| err(c.line, format!("{name}: bindto {a}: not an address")))?);
+            }
+            (_, "bind_port") if connects => spec.bind_port = Some(number(c, "port")?),
+            (_, "bind_if") if connects => {
+                no_block(c)?;
+                spec.bind_if = Some(one_arg(c, "interface")?.to_string());
+            }
+            (_, "fwmark") if connects => {
+                return err(c.line, format!("{name}: fwmark is not supported: xdpvs does not mark its checks' packets (keepalived marks them for policy routing); choose their way with bindto or bind_if"))
+            }
+            (_, "connect_timeout") if kind != "FILE_CHECK" => spec.timeout = seconds(c)?,
+            (_, "retry" | "nb_get_retry") if kind != "FILE_CHECK" => {
+                retry = number(c, "number of retries")?
+            }
+            (_, "delay_before_retry") if kind != "FILE_CHECK" => retry_delay = seconds(c)?,
+            (_, "delay_loop") if kind != "FILE_CHECK" => spec.interval = seconds(c)?,
+            (_, "warmup") => {
                 seconds(c)?;
             }
-            "smtp_alert" => no_block(c)?,
-            "virtualhost" if http => {
-                no_block(c)?;
-                virtualhost = Some(one_arg(c, "host name")?.to_string());
+            (_, "smtp_alert" | "log_all_failures") => {
+                boolean(c)?;
             }
-            "url" if http => {
-                if url.is_some() {
-                    return err(
-                        c.line,
-                        format!("{name}: one url per check (xdpvs checks one)"),
+            (_, "alpha") => spec.alpha = boolean(c)?,
+            (_, "xdpvs_forwarding_check") => spec.forwarding = boolean(c)?,
+            ("HTTP_GET" | "SSL_GET", "virtualhost") => {
+                no_block(c)?;
+                http.host = Some(one_arg(c, "host name")?.to_string());
+            }
+            ("HTTP_GET" | "SSL_GET", "http_protocol") => {
+                no_block(c)?;
+                http.protocol = HttpProtocol::parse(one_arg(c, "protocol")?)
+                    .or_else(|e| err(c.line, format!("{name}: {e}")))?;
+            }
+            // keepalived spaces the URLs of a rising real server by delay_loop unless
+            // asked not to; xdpvs checks them all each round, as fast_recovery does.
+            ("HTTP_GET" | "SSL_GET", "fast_recovery") => {
+                boolean(c)?;
+            }
+            ("HTTP_GET" | "SSL_GET", "url") => url_nodes.push(c),
+            ("SSL_GET", "enable_sni") => enable_sni = boolean(c)?,
+            ("SSL_GET", "sni_name") => {
+                no_block(c)?;
+                sni_name = Some(one_arg(c, "name")?.to_string());
+            }
+            // keepalived then sends close_notify; rustls sends it either way.
+            ("SSL_GET", "tls_compliant") => {
+                boolean(c)?;
+            }
+            ("SMTP_CHECK", "helo_name") => {
+                no_block(c)?;
+                helo = one_arg(c, "name")?.to_string();
+            }
+            ("SMTP_CHECK", "host") => {
+                return err(c.line, format!("{name}: host blocks are not supported: xdpvs checks the real server's own address; write connect_ip and connect_port in the SMTP_CHECK itself"))
+            }
+            ("DNS_CHECK", "type") => {
+                no_block(c)?;
+                dns_q = dns_type(one_arg(c, "type")?).or_else(|e| err(c.line, format!("{name}: {e}")))?;
+            }
+            ("DNS_CHECK", "name") => {
+                no_block(c)?;
+                dns_name = one_arg(c, "name")?.trim_end_matches('.').to_string();
+            }
+            ("UDP_CHECK", "payload") => {
+                no_block(c)?;
+                let bytes = parse_hex(&c.args.join(" "), false)
+                    .and_then(|h| hex_bytes(&h))
+                    .or_else(|e| err(c.line, format!("{name}: payload: {e}")))?;
+                udp.payload = Some(bytes);
+            }
+            ("UDP_CHECK", "require_reply") => {
+                no_block(c)?;
+                udp.require_reply = true;
+                if !c.args.is_empty() {
+                    udp.reply = Some(
+                        parse_hex(&c.args.join(" "), true)
+                            .or_else(|e| err(c.line, format!("{name}: require_reply: {e}")))?,
                     );
                 }
-                url = Some(url_block(c, &name)?);
             }
-            k => return err(c.line, format!("{name}: {k} is not supported")),
+            ("UDP_CHECK", "min_reply_length") => udp.min = number(c, "length")?,
+            ("UDP_CHECK", "max_reply_length") => udp.max = number(c, "length")?,
+            ("MISC_CHECK", "misc_path") => {
+                no_block(c)?;
+                misc.command = one_arg(c, "command (quote it if it has arguments)")?.to_string();
+            }
+            ("MISC_CHECK", "misc_timeout") => misc.timeout = Some(seconds(c)?),
+            ("MISC_CHECK", "misc_dynamic") => misc.dynamic = boolean(c)?,
+            ("MISC_CHECK", "user") => {
+                no_block(c)?;
+                if c.args.is_empty() {
+                    return err(c.line, format!("{name}: user takes a user name"));
+                }
+                misc.user = Some(c.args.join(":").replace("::", ":"));
+            }
+            ("FILE_CHECK", "track_file") => {
+                no_block(c)?;
+                let t = one_arg(c, "track_file name")?;
+                let Some((_, f)) = globals.track_files.iter().find(|(n, _)| n == t) else {
+                    return err(c.line, format!("{name}: track_file {t}: no track_file {t} block is defined"));
+                };
+                track = Some((c, f.clone()));
+            }
+            ("FILE_CHECK", "weight") => file_weight_given = Some(file_weight(c)?),
+            ("FILE_CHECK", "dynamic") => file_dynamic = boolean(c)?,
+            _ => return err(c.line, format!("{name}: {k} is not supported")),
         }
     }
+    spec.retry_delay = retry_delay;
     spec.fall = retry.saturating_add(1).min(100);
     spec.rise = 1;
-    if http {
-        let Some((path, status, digest)) = url else {
-            return err(n.line, format!("{name}: needs a url {{ path ... }} block"));
-        };
-        spec.probe = Probe::Http {
-            path,
-            status,
-            digest,
-            host: virtualhost,
-        };
-    }
+    let mut probes: Vec<Probe> = match kind {
+        "TCP_CHECK" => vec![Probe::Tcp],
+        "PING_CHECK" => vec![Probe::Ping],
+        "HTTP_GET" | "SSL_GET" => {
+            if enable_sni {
+                http.sni = sni_name.or_else(|| http.host.clone());
+            }
+            for u in &url_nodes {
+                urls.push(url_block(u, &name, &http)?);
+            }
+            if urls.is_empty() {
+                return err(n.line, format!("{name}: needs a url {{ path ... }} block"));
+            }
+            urls.into_iter().map(|u| Probe::Http(Box::new(u))).collect()
+        }
+        "SMTP_CHECK" => vec![Probe::Smtp { helo }],
+        "DNS_CHECK" => vec![Probe::Dns {
+            qtype: dns_q,
+            name: dns_name,
+        }],
+        "UDP_CHECK" => vec![Probe::Udp(udp)],
+        "MISC_CHECK" => {
+            if misc.command.is_empty() {
+                return err(n.line, format!("{name}: needs misc_path"));
+            }
+            vec![Probe::Misc(misc)]
+        }
+        _ => {
+            let Some((_, mut f)) = track else {
+                return err(n.line, format!("{name}: needs track_file NAME"));
+            };
+            if let Some((w, r)) = file_weight_given {
+                (f.weight, f.reverse) = (w, r);
+            }
+            f.dynamic = file_dynamic;
+            // A file is read every delay_loop; keepalived watches it with inotify.
+            vec![Probe::File(f)]
+        }
+    };
+    spec.probe = probes.remove(0);
+    spec.also = probes;
     Ok(spec)
 }
 
-fn url_block(
-    n: &Node,
-    check: &str,
-) -> Result<(String, Option<u16>, Option<String>), KeepalivedError> {
-    let (mut path, mut status, mut digest) = (None, None, None);
+/// A `url { path digest status_code virtualhost regex regex_no_match regex_options }`
+/// block of `HTTP_GET`/`SSL_GET`, on the checker's settings `base`.
+fn url_block(n: &Node, check: &str, base: &HttpCheck) -> Result<HttpCheck, KeepalivedError> {
+    let mut h = base.clone();
+    let mut path = None;
+    let mut regex: Option<String> = None;
+    let mut flags = String::new();
     for c in block(n)? {
         match c.key.as_str() {
             "path" => {
                 no_block(c)?;
                 let p = one_arg(c, "path")?;
-                if !p.starts_with('/') {
-                    return err(c.line, format!("{check}: path {p}: a path starts with '/'"));
+                if !p.starts_with('/') || p.bytes().any(|b| b.is_ascii_whitespace() || b == b',') {
+                    return err(c.line, format!("{check}: path {p}: a path starts with '/' and has no spaces or commas (write %2C)"));
                 }
                 path = Some(p.to_string());
             }
             "status_code" => {
-                let s: u16 = number(c, "status code (one, e.g. 200)")?;
-                if !(100..=599).contains(&s) {
-                    return err(
-                        c.line,
-                        format!("{check}: status_code {s}: not an HTTP status"),
-                    );
-                }
-                status = Some(s);
+                no_block(c)?;
+                h.status = parse_status(&c.args.join(" "))
+                    .or_else(|e| err(c.line, format!("{check}: {e}")))?;
             }
             "digest" => {
                 no_block(c)?;
-                digest = Some(
+                h.digest = Some(
                     parse_digest(one_arg(c, "digest")?)
                         .or_else(|e| err(c.line, format!("{check}: {e}")))?,
                 );
+            }
+            "virtualhost" => {
+                no_block(c)?;
+                h.host = Some(one_arg(c, "host name")?.to_string());
+            }
+            "regex" => {
+                no_block(c)?;
+                regex = Some(one_arg(c, "regular expression (quote it)")?.to_string());
+            }
+            "regex_no_match" => h.regex_no_match = boolean(c)?,
+            "regex_options" => {
+                no_block(c)?;
+                for o in &c.args {
+                    flags.push_str(match o.as_str() {
+                        "caseless" => "i",
+                        "multiline" => "m",
+                        "dotall" => "s",
+                        "ungreedy" => "U",
+                        "extended" => "x",
+                        // Unicode is what the regular expressions are in anyway.
+                        "utf" | "ucp" | "no_auto_capture" | "no_start_optimize" | "no_auto_possess" | "no_dotstar_anchor" => "",
+                        o => return err(c.line, format!("{check}: regex_options {o} is not supported: xdpvs takes caseless, multiline, dotall, ungreedy, extended, utf and ucp (and the optimisation switches, without effect)")),
+                    });
+                }
+            }
+            // PCRE's JIT stack: no such limit in xdpvs's matcher.
+            "regex_stack" => {}
+            "regex_min_offset" | "regex_max_offset" => {
+                return err(
+                    c.line,
+                    format!(
+                    "{check}: {} is not supported: xdpvs matches the regex against the whole body",
+                    c.key
+                ),
+                )
+            }
+            "tls_compliant" => {
+                boolean(c)?;
             }
             k => return err(c.line, format!("{check}: url: {k} is not supported")),
         }
@@ -978,7 +1406,20 @@ fn url_block(
     let Some(path) = path else {
         return err(n.line, format!("{check}: url needs a path"));
     };
-    Ok((path, status, digest))
+    h.path = path;
+    if let Some(re) = regex {
+        let re = if flags.is_empty() {
+            re
+        } else {
+            format!("(?{flags}){re}")
+        };
+        crate::health::spec::compile_regex(&re)
+            .or_else(|e| err(n.line, format!("{check}: {e}")))?;
+        h.regex = Some(re);
+    } else if h.regex_no_match {
+        return err(n.line, format!("{check}: regex_no_match goes with a regex"));
+    }
+    Ok(h)
 }
 
 #[cfg(test)]

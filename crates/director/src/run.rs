@@ -347,7 +347,14 @@ impl Parts<'_> {
         let view = side.published();
         let watch = Arc::new(Published::new(crate::watch::Watch::default()));
         let neighbours = Neighbours::open_on(self.ifc.index, self.servers.map(|s| s.index))?;
-        let checker = Checker::start(self.aside).map_err(thread("health checker"))?;
+        let forwarder: crate::health::Forwarder = {
+            let (view, links) = (Arc::clone(&view), self.links.clone());
+            Arc::new(move |service, addr, wait| {
+                diagnose::forwarding(&view.get(), &links, service, addr, wait)
+            })
+        };
+        let checker =
+            Checker::start(self.aside, Some(forwarder)).map_err(thread("health checker"))?;
         let metrics = self
             .opts
             .metrics
@@ -416,8 +423,13 @@ impl Parts<'_> {
             iface: &self.ifc.name,
             servers_iface: self.servers.map_or(&self.ifc.name, |s| &s.name),
             grace: Duration::from_secs(self.opts.drain_grace),
+            scripts: crate::health::scripts::Runner::start().map_err(thread("scripts"))?,
         };
         let ended = writer.run(stop);
+        // keepalived's omega: the down scripts of what is up, as the director stops.
+        for (script, why) in writer.side.omega_scripts() {
+            crate::health::scripts::run_now(&script, &why);
+        }
         drop(writer);
         drop(server);
         drop(metrics);

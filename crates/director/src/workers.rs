@@ -545,7 +545,12 @@ impl Probe for Links {
         Ok(out)
     }
 
-    fn probe(&self, frames: &[Vec<u8>], listen: Duration) -> Result<Heard, DataplaneError> {
+    fn probe_until(
+        &self,
+        frames: &[Vec<u8>],
+        listen: Duration,
+        done: &dyn Fn(&Heard) -> bool,
+    ) -> Result<Heard, DataplaneError> {
         // The answers are read as they reach the interface: an IP socket would miss those
         // the host drops first (an answer from a VIP the host holds, with --announce, is
         // a martian to it).
@@ -574,6 +579,9 @@ impl Probe for Links {
                         heard.packets.extend(packet_of(&buf[..n.min(buf.len())]));
                     }
                 }
+            }
+            if any && done(&heard) {
+                break;
             }
             if !any {
                 std::thread::sleep(Duration::from_millis(5));

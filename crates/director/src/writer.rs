@@ -130,6 +130,8 @@ pub struct Writer<'a> {
     pub servers_iface: &'a str,
     /// `--drain-grace`.
     pub grace: Duration,
+    /// Runs `notify_up`/`notify_down` and `quorum_up`/`quorum_down` scripts.
+    pub scripts: crate::health::scripts::Runner,
 }
 
 impl std::fmt::Debug for Writer<'_> {
@@ -415,6 +417,23 @@ impl Writer<'_> {
         }
         for t in moved {
             log_transition(&t);
+            if let Some(s) = &t.script {
+                let word = if t.state == Health::Up { "up" } else { "down" };
+                self.scripts
+                    .run(s, format!("real server {} of {} {word}", t.addr, t.service));
+            }
+        }
+        for q in self.side.take_quorum_changes() {
+            let word = if q.held { "gained" } else { "lost" };
+            let log = format!("{}: quorum {word} (weight up {})", q.service, q.weight);
+            if q.held {
+                info!("{log}");
+            } else {
+                warn!("{log}");
+            }
+            if let Some(s) = &q.script {
+                self.scripts.run(s, log);
+            }
         }
     }
 }

@@ -4,8 +4,8 @@ use crate::names::Naming;
 use clap::Parser;
 use std::net::IpAddr;
 use xdpvs_director::control::proto::{
-    CheckEdit, CheckSpec, ConnRow, Counters, HealthRow, Millis, OnFailure, Probe, Rates, RealRow,
-    ServiceRow, Table,
+    CheckEdit, CheckSpec, ConnRow, Counters, HealthRow, HttpCheck, Millis, OnFailure, Probe, Rates,
+    RealRow, Script, ServiceRow, Table,
 };
 
 #[derive(Parser)]
@@ -22,7 +22,7 @@ fn action(args: &str) -> Result<Action, String> {
 
 fn req(args: &str) -> Result<Request, String> {
     match action(args)? {
-        Action::Change(r) => Ok(r),
+        Action::Change(r) => Ok(*r),
         other => Err(format!("not a change: {other:?}")),
     }
 }
@@ -45,6 +45,7 @@ fn the_dr_howto_commands() {
     assert_eq!(
         req("-A -t 198.18.0.100:80 -s rr"),
         Ok(Request::AddService {
+            quorum: Default::default(),
             key: key(),
             scheduler: SchedKind::Rr,
             persistence: None,
@@ -168,6 +169,7 @@ fn defaults_are_ipvsadm_s() {
     assert_eq!(
         req("-A -t 198.18.0.100:80"),
         Ok(Request::AddService {
+            quorum: Default::default(),
             key: key(),
             scheduler: SchedKind::Wlc,
             persistence: None,
@@ -179,6 +181,7 @@ fn defaults_are_ipvsadm_s() {
     assert_eq!(
         req("-E -t 198.18.0.100:80"),
         Ok(Request::EditService {
+            quorum: Default::default(),
             key: key(),
             scheduler: SchedKind::Wlc,
             persistence: None,
@@ -504,6 +507,8 @@ const BUSY_RATES: Rates = Rates {
 
 fn table() -> Table {
     let mut persistent = ServiceRow {
+        quorum: Default::default(),
+        quorum_held: true,
         key: ServiceKey {
             proto: Protocol::Udp,
             vip: Ipv4Addr::new(198, 18, 0, 100).into(),
@@ -539,6 +544,8 @@ fn table() -> Table {
         size: 4096,
         services: vec![
             ServiceRow {
+                quorum: Default::default(),
+                quorum_held: true,
                 key: key(),
                 scheduler: SchedKind::Rr,
                 flags: SchedFlags::NONE,
@@ -604,6 +611,7 @@ fn save_layout_and_round_trip() {
     assert_eq!(
         reqs[2],
         Request::AddService {
+            quorum: Default::default(),
             key: table().services[1].key,
             scheduler: SchedKind::Sh,
             persistence: table().services[1].persistence,
@@ -832,12 +840,6 @@ fn health_check_options() {
     assert_eq!(
         c,
         CheckSpec {
-            probe: Probe::Http {
-                path: "/health".into(),
-                status: Some(204),
-                digest: Some("5b6d74f1453e20c09d6a20d909779ad7".into()),
-                host: Some("www.example.org".into()),
-            },
             port: Some(8080),
             interval: Millis(1000),
             timeout: Millis(500),
@@ -845,6 +847,12 @@ fn health_check_options() {
             fall: 3,
             rise: 2,
             on_failure: OnFailure::Remove,
+            ..CheckSpec::new(Probe::Http(Box::new(HttpCheck {
+                status: vec![(204, 204)],
+                digest: Some("5b6d74f1453e20c09d6a20d909779ad7".into()),
+                host: Some("www.example.org".into()),
+                ..HttpCheck::get("/health")
+            })))
         }
     );
     // -e: no --check keeps the check, --check none removes it.
@@ -857,15 +865,21 @@ fn health_check_options() {
     assert_eq!(edit("--check none"), Ok(CheckEdit::Remove));
     assert_eq!(
         edit("--check tcp --fall 4"),
-        Ok(CheckEdit::Set(CheckSpec {
+        Ok(CheckEdit::Set(Box::new(CheckSpec {
             fall: 4,
             ..CheckSpec::new(Probe::Tcp)
-        }))
+        })))
     );
     // Errors, each one line.
     for (args, says) in [
         ("--fall 3", "describe a check: give --check"),
-        ("--check udp", "illegal check 'udp'"),
+        ("--check udp:x", "illegal check 'udp:x'"),
+        ("--check ping --check-port 80", "--check-port goes with"),
+        (
+            "--check misc:/bin/true --check-forwarding",
+            "--check-forwarding goes with",
+        ),
+        ("--check tcp --check none", "--check none removes the check"),
         (
             "--check tcp --check-digest 5b6d74f1453e20c09d6a20d909779ad7",
             "go with an HTTP check",
@@ -901,6 +915,7 @@ fn health_check_options() {
     assert_eq!(
         req("-A -t 198.18.0.100:80 -s rr --sorry-server 198.18.0.50:80"),
         Ok(Request::AddService {
+            quorum: Default::default(),
             key: key(),
             scheduler: SchedKind::Rr,
             persistence: None,
@@ -918,16 +933,13 @@ fn checks_and_sorry_servers_are_saved_restored_and_listed() {
     let mut t = table();
     t.services[0].sorry = Some(rs(50));
     let check = CheckSpec {
-        probe: Probe::Http {
-            path: "/h".into(),
-            status: Some(200),
-            digest: None,
-            host: None,
-        },
         interval: Millis(1500),
         fall: 3,
         on_failure: OnFailure::Remove,
-        ..CheckSpec::new(Probe::Tcp)
+        ..CheckSpec::new(Probe::Http(Box::new(HttpCheck {
+            status: vec![(200, 200)],
+            ..HttpCheck::get("/h")
+        })))
     };
     t.services[0].reals[0].check = Some(check.clone());
     t.services[0].reals[0].health = Some(HealthRow {
@@ -937,6 +949,7 @@ fn checks_and_sorry_servers_are_saved_restored_and_listed() {
         failures: 3,
         transitions: 1,
         latency_us: 900,
+        weight: None,
     });
     let mut standing_in = t.services[0].reals[0].clone();
     standing_in.addr = rs(50);
@@ -969,6 +982,7 @@ fn checks_and_sorry_servers_are_saved_restored_and_listed() {
     assert_eq!(
         back[0],
         Request::AddService {
+            quorum: Default::default(),
             key: key(),
             scheduler: SchedKind::Rr,
             persistence: None,
@@ -1047,6 +1061,8 @@ fn table6() -> Table {
     Table {
         size: 4096,
         services: vec![ServiceRow {
+            quorum: Default::default(),
+            quorum_held: true,
             key: key6(),
             scheduler: SchedKind::Rr,
             flags: SchedFlags::NONE,
@@ -1066,6 +1082,7 @@ fn ipv6_services_in_ipvsadm_s_grammar() {
     assert_eq!(
         req("-A -t [2001:2::100]:80 -s rr"),
         Ok(Request::AddService {
+            quorum: Default::default(),
             key: key6(),
             scheduler: SchedKind::Rr,
             persistence: None,
@@ -1157,6 +1174,7 @@ fn ipv6_listing_save_and_json_as_ipvsadm() {
     assert_eq!(
         back[0],
         Request::AddService {
+            quorum: Default::default(),
             key: key6(),
             scheduler: SchedKind::Rr,
             persistence: table6().services[0].persistence,
@@ -1188,7 +1206,10 @@ fn ipv6_listing_save_and_json_as_ipvsadm() {
 #[test]
 fn masquerading_maps_ports_and_direct_routing_ignores_them() {
     let add = |args: &str| match action(args) {
-        Ok(Action::Change(Request::AddReal { port, method, .. })) => (port, method),
+        Ok(Action::Change(r)) => match *r {
+            Request::AddReal { port, method, .. } => (port, method),
+            other => panic!("{other:?}"),
+        },
         other => panic!("{args}: {other:?}"),
     };
     use xdpvs_sched::Method;
@@ -1216,7 +1237,10 @@ fn masquerading_maps_ports_and_direct_routing_ignores_them() {
     );
     // -e without a method sets -g, as ipvsadm's -e does.
     match action("-e -t 198.18.0.100:80 -r 198.18.0.11") {
-        Ok(Action::Change(Request::EditReal { method, .. })) => {
+        Ok(Action::Change(r)) if matches!(*r, Request::EditReal { .. }) => {
+            let Request::EditReal { method, .. } = *r else {
+                unreachable!()
+            };
             assert_eq!(method, Method::Route)
         }
         other => panic!("{other:?}"),
@@ -1238,7 +1262,10 @@ fn masquerading_maps_ports_and_direct_routing_ignores_them() {
 fn tunnels_take_ipvsadm_options_and_keep_the_service_port() {
     use xdpvs_sched::Method;
     let add = |args: &str| match action(args) {
-        Ok(Action::Change(Request::AddReal { port, method, .. })) => (port, method),
+        Ok(Action::Change(r)) => match *r {
+            Request::AddReal { port, method, .. } => (port, method),
+            other => panic!("{other:?}"),
+        },
         other => panic!("{args}: {other:?}"),
     };
     let tun = |kind, port, csum| Method::Tunnel(xdpvs_sched::Tunnel { kind, port, csum });
@@ -1266,4 +1293,63 @@ fn tunnels_take_ipvsadm_options_and_keep_the_service_port() {
         let got = add(&format!("-a -t 198.18.0.100:80 -r 198.18.9.11:8080 {line}"));
         assert_eq!(got, (0, want), "{line}");
     }
+}
+
+#[test]
+fn checks_with_spaces_survive_save_and_restore() {
+    assert_eq!(
+        restore_words(r#"-a --check "misc:/bin/x a b" x"y z"w "q\"\\""#),
+        Ok(vec![
+            "-a".to_string(),
+            "--check".into(),
+            "misc:/bin/x a b".into(),
+            "xy zw".into(),
+            "q\"\\".into(),
+        ])
+    );
+    assert!(restore_words(r#"-a "open"#).is_err());
+    for w in ["plain", "two words", "a\"quote", "", "back\\slash"] {
+        assert_eq!(
+            restore_words(&restore_quote(w)),
+            Ok(vec![w.to_string()]),
+            "{w}"
+        );
+    }
+    let line = r#"-a -t 198.18.0.100:80 -r 198.18.0.11 --check "misc:/usr/local/bin/check rs1,dynamic,timeout=2" --check https:/h,sni=www.example.org --check-forwarding --check-alpha --notify-down "/usr/local/bin/alert rs1 down" --script-user nobody --check-ip 198.18.0.111 --check-bind-if eth0"#;
+    let parsed = parse_restore(line).expect("restored");
+    let [(1, Request::AddReal { check: Some(c), .. })] = &parsed[..] else {
+        panic!("{parsed:?}")
+    };
+    assert_eq!(c.kind(), "misc+https");
+    assert!(c.alpha && c.forwarding);
+    assert_eq!(
+        c.notify_down,
+        Some(Script {
+            command: "/usr/local/bin/alert rs1 down".into(),
+            user: Some("nobody".into())
+        })
+    );
+    let saved = format!(
+        "-a -t 198.18.0.100:80 -r 198.18.0.11{}",
+        crate::format::check_options(c)
+    );
+    assert_eq!(parse_restore(&saved).expect("again"), parsed, "{saved}");
+    // A service's quorum, saved and restored.
+    let svc = "-A -t 198.18.0.100:80 -s rr --quorum 3 --hysteresis 1 --quorum-down \"/usr/local/bin/vs down\" --omega";
+    let parsed = parse_restore(svc).expect("restored");
+    let [(1, Request::AddService { quorum, .. })] = &parsed[..] else {
+        panic!("{parsed:?}")
+    };
+    assert_eq!(
+        (quorum.quorum, quorum.hysteresis, quorum.omega),
+        (3, 1, true)
+    );
+    assert_eq!(
+        crate::format::quorum_options(quorum),
+        " --quorum 3 --hysteresis 1 --quorum-down \"/usr/local/bin/vs down\" --omega"
+    );
+    assert_eq!(
+        req("-a -t 198.18.0.100:80 -r 198.18.0.11 --quorum 2"),
+        Err("Illegal 'quorum/hysteresis/quorum-up/quorum-down/omega' option with the 'add-server' command".into())
+    );
 }

@@ -438,6 +438,43 @@ impl Heard {
     }
 }
 
+/// The SYNs of `plan` alone (a forwarding check sends nothing else).
+pub fn syns(plan: &Plan) -> Vec<Vec<u8>> {
+    plan.probes
+        .iter()
+        .filter(|(q, _)| matches!(q, Question::Syn { .. }))
+        .filter_map(|(_, f)| f.clone())
+        .collect()
+}
+
+/// How the first SYN of `plan` was answered, once it was: `Ok` for a SYN-ACK, `Err`
+/// saying what came instead.
+pub fn syn_verdict(plan: &Plan, heard: &Heard) -> Option<Result<(), String>> {
+    let said: Vec<Said> = heard.packets.iter().filter_map(parse).collect();
+    let (target, sport) = plan.probes.iter().find_map(|(q, _)| match *q {
+        Question::Syn { target, sport } => Some((target, sport)),
+        _ => None,
+    })?;
+    let (to, port) = plan.targets.get(target)?.probed();
+    Some(match syn_answer(plan, &said, target, sport)? {
+        SynAnswer::Open { .. } => Ok(()),
+        SynAnswer::Reset => Err(format!(
+            "{} answered the SYN for {} with a reset: nothing listens there",
+            to,
+            SocketAddrShow(to, port)
+        )),
+    })
+}
+
+/// `ADDR:PORT`, IPv6 in brackets.
+struct SocketAddrShow(IpAddr, u16);
+
+impl std::fmt::Display for SocketAddrShow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", std::net::SocketAddr::new(self.0, self.1))
+    }
+}
+
 /// Resets for the SYN-ACKs heard: the real servers forget the probes' half-open
 /// connections at once.
 pub fn resets(plan: &Plan, heard: &Heard, origin: &Origin) -> Vec<Vec<u8>> {

@@ -89,7 +89,17 @@ pub trait Probe {
     /// Sends `frames` out of the interface and gathers for `listen` what comes back
     /// (`xdpvs check`): TCP and ICMP packets to the director's own addresses, and the
     /// hosts that claimed a VIP meanwhile.
-    fn probe(&self, frames: &[Vec<u8>], listen: Duration) -> Result<Heard, DataplaneError>;
+    fn probe(&self, frames: &[Vec<u8>], listen: Duration) -> Result<Heard, DataplaneError> {
+        self.probe_until(frames, listen, &|_| false)
+    }
+    /// [`Probe::probe`] that stops listening as soon as `done` says what was heard is
+    /// enough (a forwarding check's SYN-ACK).
+    fn probe_until(
+        &self,
+        frames: &[Vec<u8>],
+        listen: Duration,
+        done: &dyn Fn(&Heard) -> bool,
+    ) -> Result<Heard, DataplaneError>;
     /// Each worker's answer to where `client`'s flow to `key` goes, from its own tables
     /// (`xdpvs explain`); `None` from a worker without the service.
     fn explain(

@@ -164,6 +164,81 @@ pub fn run_check(
     Ok(check::report(&plan, &heard, &origin))
 }
 
+/// A forwarding check (a health check's `forwarding` option): a SYN for `service` to real
+/// server `addr` the way clients' packets go (see [`super::check`]), answered by a
+/// SYN-ACK within `wait`; a reset closes it. Its source port is one of the probes'.
+pub fn forwarding(
+    view: &View,
+    dp: &dyn Probe,
+    service: ServiceKey,
+    addr: IpAddr,
+    wait: Duration,
+) -> Result<(), String> {
+    let s = view
+        .config
+        .services
+        .iter()
+        .find(|s| s.key == service)
+        .ok_or("the service is gone")?;
+    let r = s
+        .reals
+        .iter()
+        .find(|r| r.addr == addr)
+        .ok_or("the real server is gone")?;
+    let mac = view.macs.get(&addr).copied();
+    if mac.is_none() {
+        return Err("its MAC is not known yet (no neighbour entry)".into());
+    }
+    let target = check::Target {
+        service,
+        addr,
+        mac,
+        sorry: false,
+        port: r.port_for(service.port),
+        method: r.method,
+        gateway: view.local.iter().find(|l| l.contains(addr)).map(|l| l.addr),
+    };
+    let origin = origin(view);
+    let r = getrandom::u32().unwrap_or(0);
+    let plan = check::plan(
+        vec![target],
+        &origin,
+        check::FIRST_PORT + (r as u16) % check::PORTS,
+        (r >> 16) as u16,
+    );
+    let frames = check::syns(&plan);
+    if frames.is_empty() {
+        return Err(format!(
+            "no SYN can be sent: the director has no {} address",
+            xdpvs_sched::model::family_name(service.vip)
+        ));
+    }
+    let heard = dp
+        .probe_until(&frames, wait, &|h| check::syn_verdict(&plan, h).is_some())
+        .map_err(|e| e.to_string())?;
+    let resets = check::resets(&plan, &heard, &origin);
+    if !resets.is_empty() {
+        let _ = dp.probe(&resets, Duration::ZERO);
+    }
+    match check::syn_verdict(&plan, &heard) {
+        Some(v) => v,
+        None => Err(format!(
+            "no SYN-ACK within {} ms from {} at {} (does it hold the VIP{}?)",
+            wait.as_millis(),
+            service,
+            addr,
+            if matches!(
+                s.reals.iter().find(|r| r.addr == addr).map(|r| r.method),
+                Some(xdpvs_sched::Method::Masq)
+            ) {
+                " route through the director"
+            } else {
+                ", and listen on its port"
+            }
+        )),
+    }
+}
+
 /// `xdpvs explain`: where `client`'s flow to `key` goes, and why, as each worker's own
 /// tables and scheduler say.
 pub fn explain(

@@ -13,10 +13,10 @@ use std::net::IpAddr;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use xdpvs_sched::{ConfigError, Method, Persistence, SchedFlags, SchedKind, ServiceKey};
 
-pub use crate::health::spec::{CheckSpec, Millis, OnFailure, Probe};
+pub use crate::health::spec::{CheckSpec, HttpCheck, Millis, OnFailure, Probe, Quorum, Script};
 
 /// Version of the protocol; both ends must speak the same.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// The largest message either end accepts.
 pub const MAX_MESSAGE: usize = 1 << 20;
 
@@ -37,6 +37,10 @@ pub enum Request {
         /// Scheduler flags (`-b`).
         #[serde(default)]
         flags: SchedFlags,
+        /// The quorum (keepalived `quorum`, `hysteresis`, `quorum_up`, `quorum_down`,
+        /// `omega`; `--quorum` and its options).
+        #[serde(default)]
+        quorum: Quorum,
     },
     /// `-E`: edit a virtual service. As with ipvsadm, the scheduler and the persistence
     /// are replaced: `-E` without `-s` sets wlc, without `-p` turns persistence off.
@@ -52,6 +56,10 @@ pub enum Request {
         /// Scheduler flags (replaced too, as ipvsadm's `-E`).
         #[serde(default)]
         flags: SchedFlags,
+        /// The quorum (keepalived `quorum`, `hysteresis`, `quorum_up`, `quorum_down`,
+        /// `omega`; `--quorum` and its options).
+        #[serde(default)]
+        quorum: Quorum,
     },
     /// `-D`: delete a virtual service and its real servers.
     DeleteService {
@@ -175,7 +183,7 @@ pub enum CheckEdit {
     Keep,
     /// `--check tcp|http...`: this check from now on (its state starts afresh when it
     /// differs from the one in force).
-    Set(CheckSpec),
+    Set(Box<CheckSpec>),
     /// `--check none`: no check any more.
     Remove,
 }
@@ -294,6 +302,10 @@ pub struct HealthRow {
     pub transitions: u64,
     /// How long the last check took, in microseconds.
     pub latency_us: u64,
+    /// The weight its dynamic checkers set (keepalived `misc_dynamic`, `FILE_CHECK`'s
+    /// `dynamic`), if any.
+    #[serde(default)]
+    pub weight: Option<u16>,
 }
 
 /// One virtual service in a [`Table`].
@@ -310,12 +322,22 @@ pub struct ServiceRow {
     pub persistence: Option<Persistence>,
     /// Its sorry server, if it has one.
     pub sorry: Option<IpAddr>,
+    /// Its quorum.
+    #[serde(default)]
+    pub quorum: Quorum,
+    /// Whether it holds its quorum.
+    #[serde(default = "yes")]
+    pub quorum_held: bool,
     /// Real servers, sorted by address.
     pub reals: Vec<RealRow>,
     /// Counters.
     pub stats: Counters,
     /// Rates.
     pub rates: Rates,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The virtual server table, as `-L` shows it.
@@ -501,6 +523,14 @@ pub enum ControlError {
         why: String,
     },
     /// An address that cannot be a VIP: a host holds it.
+    #[error("service {service}: quorum: {why}")]
+    BadQuorum {
+        /// The service.
+        service: ServiceKey,
+        /// Why.
+        why: String,
+    },
+    /// A VIP that cannot be served.
     #[error("VIP {vip}: {why}")]
     BadVip {
         /// The VIP.
@@ -638,6 +668,7 @@ mod tests {
     #[test]
     fn requests_and_answers_round_trip() {
         let req = Request::AddService {
+            quorum: Default::default(),
             key: key(),
             scheduler: SchedKind::Wrr,
             persistence: Some(

@@ -132,6 +132,7 @@ fn service_row(view: &View, dp: &dyn Observe, s: &ServiceSpec) -> ServiceRow {
                     failures: h.failures,
                     transitions: h.transitions,
                     latency_us: h.latency.as_micros() as u64,
+                    weight: h.dynamic.map(|d| d.weight(weight)),
                 })
             },
             sorry,
@@ -161,6 +162,8 @@ fn service_row(view: &View, dp: &dyn Observe, s: &ServiceSpec) -> ServiceRow {
         flags: s.flags,
         persistence: s.persistence,
         sorry,
+        quorum: view.config.quorum.get(&s.key).cloned().unwrap_or_default(),
+        quorum_held: view.quorum_held.get(&s.key).copied().unwrap_or(true),
         reals,
         stats,
         rates,

@@ -271,14 +271,21 @@ mod tests {
         let big = ((MAX_MESSAGE as u32) + 1).to_be_bytes();
         let e = exchange(&big).expect_err("refused");
         assert!(e.to_string().contains("over the limit"), "{e}");
-        let body = br#"{"version":6,"body":"Clear"}"#;
+        let body = br#"{"version":99,"body":"Clear"}"#;
         let mut newer = (body.len() as u32).to_be_bytes().to_vec();
         newer.extend_from_slice(body);
         assert_eq!(
             exchange(&newer),
-            Err(ControlError::Version { got: 6, want: 5 })
+            Err(ControlError::Version {
+                got: 99,
+                want: crate::control::proto::VERSION
+            })
         );
-        let body = br#"{"version":5,"body":"Clear"}"#;
+        let body = format!(
+            r#"{{"version":{},"body":"Clear"}}"#,
+            crate::control::proto::VERSION
+        );
+        let body = body.as_bytes();
         let mut ok = (body.len() as u32).to_be_bytes().to_vec();
         ok.extend_from_slice(body);
         assert_eq!(exchange(&ok), Ok(Reply::Done));

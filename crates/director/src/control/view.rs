@@ -55,6 +55,8 @@ pub struct OperatorConfig {
     pub checks: HashMap<(ServiceKey, IpAddr), CheckSpec>,
     /// Sorry servers, by service.
     pub sorry: HashMap<ServiceKey, IpAddr>,
+    /// Quorums other than keepalived's default, by service.
+    pub quorum: HashMap<ServiceKey, crate::health::Quorum>,
 }
 
 /// What a real server's check has found so far.
@@ -72,6 +74,8 @@ pub struct HealthRecord {
     pub transitions: u64,
     /// How long the last check took.
     pub latency: Duration,
+    /// The weight its dynamic checkers asked for last.
+    pub dynamic: Option<crate::health::Dynamic>,
 }
 
 impl HealthRecord {
@@ -84,6 +88,7 @@ impl HealthRecord {
             failures: 0,
             transitions: 0,
             latency: Duration::ZERO,
+            dynamic: None,
         }
     }
 }
@@ -138,6 +143,8 @@ pub struct View {
     pub options: Options,
     /// When the director started, in seconds since the Unix epoch.
     pub started: f64,
+    /// Which services hold their quorum (absent: held).
+    pub quorum_held: HashMap<ServiceKey, bool>,
 }
 
 impl View {

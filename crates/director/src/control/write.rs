@@ -29,7 +29,9 @@ use xdpvs_sched::tcp::{State, Timeouts};
 use xdpvs_sched::{Mac, Method, RealSpec, SchedKind, ServiceKey, ServiceSpec};
 
 use super::dataplane::{Configure, Observe};
-use super::proto::{CheckEdit, CheckSpec, ControlError, OnFailure, Reply, Request, TimeoutSet};
+use super::proto::{
+    CheckEdit, CheckSpec, ControlError, OnFailure, Reply, Request, Script, TimeoutSet,
+};
 use super::read::counters;
 use super::stats::Tracked;
 use super::view::{DrainingReal, HealthRecord, OperatorConfig, Published, View};
@@ -50,6 +52,21 @@ pub struct Transition {
     pub detail: String,
     /// What that does to it.
     pub on_failure: OnFailure,
+    /// The script its check runs on this transition (`notify_up`/`notify_down`).
+    pub script: Option<Script>,
+}
+
+/// A service's quorum gained or lost (keepalived `quorum_up`/`quorum_down`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumChange {
+    /// The service.
+    pub service: ServiceKey,
+    /// Held now.
+    pub held: bool,
+    /// The weight of its real servers that are up.
+    pub weight: u64,
+    /// The script to run.
+    pub script: Option<Script>,
 }
 
 /// The gratuitous ARP (IPv6: unsolicited advertisement) that tells the LAN `vip` is at
@@ -64,14 +81,19 @@ fn hand_back(vip: IpAddr, owner: Mac, director: Mac) -> Vec<u8> {
     f
 }
 
-/// What the dataplane runs for `wanted`, given what the checks found: real servers whose check failed get weight 0
-/// or are left out (as their check says), and a service whose real servers are all
-/// down or at weight 0 gets its sorry server with weight 1 (keepalived's quorum of 1).
+/// What the dataplane runs for `wanted`, given what the checks found: real servers whose
+/// check failed get weight 0 or are left out (as their check says), those whose dynamic
+/// checkers ask for a weight get it, and a service whose real servers that are up weigh
+/// less than its quorum (keepalived's, 1 by default, with its hysteresis; `was` says who
+/// held it) gets its sorry server with weight 1, its real servers at weight 0. Also
+/// returns who holds the quorum now, with the weight up.
 fn effective(
     wanted: &OperatorConfig,
     health: &HashMap<(ServiceKey, IpAddr), HealthRecord>,
-) -> (Vec<ServiceSpec>, Vec<(ServiceKey, IpAddr)>) {
+    was: &HashMap<ServiceKey, bool>,
+) -> Effective {
     let mut out_of_service = Vec::new();
+    let mut held = HashMap::new();
     let services = wanted
         .services
         .iter()
@@ -84,9 +106,11 @@ fn effective(
                 let Some(check) = wanted.checks.get(&(s.key, r.addr)) else {
                     return true;
                 };
-                let down = health
-                    .get(&(s.key, r.addr))
-                    .is_some_and(|h| h.state == Health::Down);
+                let record = health.get(&(s.key, r.addr));
+                if let Some(d) = record.and_then(|h| h.dynamic) {
+                    r.weight = d.weight(r.weight);
+                }
+                let down = record.is_some_and(|h| h.state == Health::Down);
                 match (down, check.on_failure) {
                     (false, _) => true,
                     (true, OnFailure::Remove) if !keeps_places => false,
@@ -96,12 +120,22 @@ fn effective(
                     }
                 }
             });
+            let weight: u64 = s
+                .reals
+                .iter()
+                .filter(|r| !out_of_service.contains(&(s.key, r.addr)))
+                .map(|r| u64::from(r.weight))
+                .sum();
+            let quorum = wanted.quorum.get(&s.key).cloned().unwrap_or_default();
+            let holds = quorum.holds(weight, was.get(&s.key).copied().unwrap_or(true));
+            held.insert(s.key, (holds, weight));
             if let Some(&sorry) = wanted.sorry.get(&s.key) {
-                let quorum = s
-                    .reals
-                    .iter()
-                    .any(|r| r.weight > 0 && !out_of_service.contains(&(s.key, r.addr)));
-                if !quorum && !s.reals.iter().any(|r| r.addr == sorry) {
+                if !holds && !s.reals.iter().any(|r| r.addr == sorry) {
+                    // keepalived brings the real servers down and the sorry server in:
+                    // here they keep their connections at weight 0.
+                    for r in &mut s.reals {
+                        r.weight = 0;
+                    }
                     let stand_in = super::view::sorry_real(&s, sorry);
                     s.reals.push(stand_in);
                 }
@@ -109,7 +143,21 @@ fn effective(
             s
         })
         .collect();
-    (services, out_of_service)
+    Effective {
+        services,
+        out_of_service,
+        held,
+    }
+}
+
+/// What [`effective`] works out.
+struct Effective {
+    /// The services as the dataplane runs them.
+    services: Vec<ServiceSpec>,
+    /// Real servers kept but out of service (their check failed).
+    out_of_service: Vec<(ServiceKey, IpAddr)>,
+    /// Whether each service holds its quorum, and the weight of its real servers up.
+    held: HashMap<ServiceKey, (bool, u64)>,
 }
 
 /// The health records for `config`'s checks: a check that stays as it is keeps its
@@ -122,7 +170,15 @@ fn next_health(
     new.iter()
         .map(|(id, c)| {
             let kept = now.get(id).filter(|_| old.get(id) == Some(c));
-            (*id, kept.cloned().unwrap_or_else(HealthRecord::new))
+            // keepalived's alpha: down until its first check passes.
+            let fresh = || {
+                let mut h = HealthRecord::new();
+                if c.alpha {
+                    h.state = Health::Down;
+                }
+                h
+            };
+            (*id, kept.cloned().unwrap_or_else(fresh))
         })
         .collect()
 }
@@ -182,6 +238,10 @@ pub struct WriteSide<D: Configure + Observe> {
     published: Arc<Published<View>>,
     /// When the director started (Unix seconds), for `xdpvs_start_time_seconds`.
     started: f64,
+    /// Which services hold their quorum (all, but those that lost it).
+    quorum_held: HashMap<ServiceKey, bool>,
+    /// Quorum changes not yet taken by [`WriteSide::take_quorum_changes`].
+    quorum_changes: Vec<QuorumChange>,
 }
 
 impl<D: Configure + Observe> std::fmt::Debug for WriteSide<D> {
@@ -227,6 +287,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             local: local.clone(),
             options,
             started,
+            quorum_held: HashMap::new(),
         }));
         Ok(WriteSide {
             config: OperatorConfig::default(),
@@ -253,6 +314,8 @@ impl<D: Configure + Observe> WriteSide<D> {
             dp,
             published,
             started,
+            quorum_held: HashMap::new(),
+            quorum_changes: Vec::new(),
         })
     }
 
@@ -277,6 +340,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             local: self.local.clone(),
             options: self.options,
             started: self.started,
+            quorum_held: self.quorum_held.clone(),
         });
     }
 
@@ -390,7 +454,11 @@ impl<D: Configure + Observe> WriteSide<D> {
     /// above 0, its check passing, its MAC known; a sorry server in force counts): what
     /// `run --announce` guards and announces.
     pub fn vips(&self) -> VipSet {
-        let (services, out_of_service) = effective(&self.config, &self.health);
+        let Effective {
+            services,
+            out_of_service,
+            ..
+        } = effective(&self.config, &self.health, &self.quorum_held);
         let mut w = VipSet::default();
         for s in &services {
             w.configured.insert(s.key.vip);
@@ -457,6 +525,46 @@ impl<D: Configure + Observe> WriteSide<D> {
             .extend(seen.iter().filter_map(|(&a, &m)| Some((a, m?))));
     }
 
+    /// The quorum changes applied since the last call.
+    pub fn take_quorum_changes(&mut self) -> Vec<QuorumChange> {
+        std::mem::take(&mut self.quorum_changes)
+    }
+
+    /// keepalived's `omega`, when the director stops: the `quorum_down` script of each
+    /// service with `omega` that holds its quorum, and the `notify_down` script of each of
+    /// its real servers that is up.
+    pub fn omega_scripts(&self) -> Vec<(Script, String)> {
+        let mut out = Vec::new();
+        for s in &self.config.services {
+            let Some(q) = self.config.quorum.get(&s.key).filter(|q| q.omega) else {
+                continue;
+            };
+            if let Some(d) = q
+                .down
+                .clone()
+                .filter(|_| self.quorum_held.get(&s.key) != Some(&false))
+            {
+                out.push((d, format!("{}: the director stops (omega)", s.key)));
+            }
+            for r in &s.reals {
+                let up = self
+                    .health
+                    .get(&(s.key, r.addr))
+                    .is_none_or(|h| h.state == Health::Up);
+                if let Some(n) = self
+                    .config
+                    .checks
+                    .get(&(s.key, r.addr))
+                    .and_then(|c| c.notify_down.clone())
+                    .filter(|_| up)
+                {
+                    out.push((n, format!("{}: real server {} (omega)", s.key, r.addr)));
+                }
+            }
+        }
+        out
+    }
+
     /// How many changes have been applied: what depends on the configuration in force
     /// (the checks to run) needs looking at again when this moves.
     pub fn applied(&self) -> u64 {
@@ -510,6 +618,11 @@ impl<D: Configure + Observe> WriteSide<D> {
         h.failures += u64::from(!o.ok);
         h.last.clone_from(&o.detail);
         h.latency = o.latency;
+        // A failed check keeps the weight its checkers asked for last.
+        let reweighed = o.ok && h.dynamic != o.dynamic;
+        if o.ok {
+            h.dynamic = o.dynamic;
+        }
         let enforced = h.state;
         match o.changed {
             // Back to what is in force before the change was applied: nothing to do.
@@ -528,6 +641,11 @@ impl<D: Configure + Observe> WriteSide<D> {
             None => {}
         }
         let moved = self.enforce_pending();
+        if reweighed && moved.as_ref().is_ok_and(Vec::is_empty) {
+            // The weight a dynamic checker asks for is applied at once.
+            self.apply(self.config.clone(), self.health.clone())?;
+            return moved;
+        }
         // The figures are published whether or not a change was applied (an applied
         // change has published them already).
         if moved.as_ref().map_or(true, Vec::is_empty) {
@@ -561,6 +679,10 @@ impl<D: Configure + Observe> WriteSide<D> {
                     .checks
                     .get(id)
                     .map_or(OnFailure::Inhibit, |c| c.on_failure),
+                script: self.config.checks.get(id).and_then(|c| match p.state {
+                    Health::Up => c.notify_up.clone(),
+                    Health::Down => c.notify_down.clone(),
+                }),
             });
         }
         self.apply(self.config.clone(), health)?;
@@ -580,7 +702,11 @@ impl<D: Configure + Observe> WriteSide<D> {
             return Err(ControlError::Fatal(why.clone()));
         }
         let health = next_health(&health, &self.config.checks, &wanted.checks);
-        let (services, out_of_service) = effective(&wanted, &health);
+        let Effective {
+            services,
+            out_of_service,
+            held,
+        } = effective(&wanted, &health, &self.quorum_held);
         let with_macs = services
             .iter()
             .cloned()
@@ -665,6 +791,19 @@ impl<D: Configure + Observe> WriteSide<D> {
             }
         }
         self.current = Arc::new(built);
+        for (key, &(now, weight)) in &held {
+            let before = self.quorum_held.get(key).copied().unwrap_or(true);
+            if now != before {
+                let q = wanted.quorum.get(key).cloned().unwrap_or_default();
+                self.quorum_changes.push(QuorumChange {
+                    service: *key,
+                    held: now,
+                    weight,
+                    script: if now { q.up } else { q.down },
+                });
+            }
+        }
+        self.quorum_held = held.into_iter().map(|(k, (h, _))| (k, h)).collect();
         self.health = health;
         self.config = wanted;
         self.applied += 1;
@@ -945,6 +1084,7 @@ impl<D: Configure + Observe> WriteSide<D> {
                 persistence,
                 sorry,
                 flags,
+                quorum,
             }
             | Request::EditService {
                 key,
@@ -952,6 +1092,7 @@ impl<D: Configure + Observe> WriteSide<D> {
                 persistence,
                 sorry,
                 flags,
+                quorum,
             } => {
                 let i = if matches!(req, Request::AddService { .. }) {
                     if find(next, key).is_ok() {
@@ -965,6 +1106,15 @@ impl<D: Configure + Observe> WriteSide<D> {
                 next.services[i].scheduler = *scheduler;
                 next.services[i].persistence = *persistence;
                 next.services[i].flags = *flags;
+                for script in [&quorum.up, &quorum.down].into_iter().flatten() {
+                    runnable(script)
+                        .map_err(|why| ControlError::BadQuorum { service: *key, why })?;
+                }
+                if quorum.is_default() {
+                    next.quorum.remove(key);
+                } else {
+                    next.quorum.insert(*key, quorum.clone());
+                }
                 match sorry {
                     Some(a) => {
                         self.check_real(&next.services, key, *a, Method::Route)?;
@@ -979,6 +1129,7 @@ impl<D: Configure + Observe> WriteSide<D> {
                 let i = find(next, key)?;
                 next.services.remove(i);
                 next.sorry.remove(key);
+                next.quorum.remove(key);
                 next.checks.retain(|(k, _), _| k != key);
             }
             Request::AddReal {
@@ -1005,6 +1156,7 @@ impl<D: Configure + Observe> WriteSide<D> {
                     mac: None,
                 });
                 if let Some(c) = check {
+                    check_scripts(c).map_err(|why| ControlError::BadReal { addr: *addr, why })?;
                     next.checks.insert((*key, *addr), c.clone());
                 }
             }
@@ -1028,7 +1180,9 @@ impl<D: Configure + Observe> WriteSide<D> {
                 match check {
                     CheckEdit::Keep => {}
                     CheckEdit::Set(c) => {
-                        next.checks.insert((*key, *addr), c.clone());
+                        check_scripts(c)
+                            .map_err(|why| ControlError::BadReal { addr: *addr, why })?;
+                        next.checks.insert((*key, *addr), (**c).clone());
                     }
                     CheckEdit::Remove => {
                         next.checks.remove(&(*key, *addr));
@@ -1059,6 +1213,28 @@ impl<D: Configure + Observe> WriteSide<D> {
         }
         Ok(())
     }
+}
+
+/// Whether `script` can run: its user exists, and keepalived's script security passes.
+fn runnable(script: &Script) -> Result<(), String> {
+    let (uid, _) = crate::health::scripts::ids(script.user.as_deref())?;
+    crate::health::scripts::secure(&script.command, uid)
+}
+
+/// Whether the programs and scripts of check `c` can run.
+fn check_scripts(c: &CheckSpec) -> Result<(), String> {
+    for p in c.probes() {
+        if let crate::health::Probe::Misc(m) = p {
+            runnable(&Script {
+                command: m.command.clone(),
+                user: m.user.clone(),
+            })?;
+        }
+    }
+    for s in [&c.notify_up, &c.notify_down].into_iter().flatten() {
+        runnable(s)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 
 pub mod checker;
 pub mod machine;
+pub mod scripts;
 pub mod spec;
 
-pub use checker::{Checker, Outcome, Target};
+pub use checker::{Checker, Dynamic, Forwarder, Outcome, Target};
 pub use machine::{Health, Machine};
-pub use spec::{CheckSpec, Millis, OnFailure, Probe};
+pub use spec::{CheckSpec, Millis, OnFailure, Probe, Quorum, Script};

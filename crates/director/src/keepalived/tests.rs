@@ -1,5 +1,5 @@
 use super::*;
-use crate::health::spec::Millis;
+use crate::health::spec::{HttpCheck, Millis};
 use std::net::IpAddr;
 
 /// A keepalived.conf as operators write them: globals, VRRP, two virtual servers.
@@ -105,6 +105,7 @@ fn a_real_world_file_with_every_supported_keyword() {
     let dns = key(Protocol::Udp, 53);
     let want = vec![
         Request::AddService {
+            quorum: Default::default(),
             key: web,
             scheduler: SchedKind::Wrr,
             persistence: Some(
@@ -121,12 +122,6 @@ fn a_real_world_file_with_every_supported_keyword() {
             method: xdpvs_sched::Method::Route,
             weight: 3,
             check: Some(CheckSpec {
-                probe: Probe::Http {
-                    path: "/health".into(),
-                    status: Some(200),
-                    digest: Some("5b6d74f1453e20c09d6a20d909779ad7".into()),
-                    host: Some("www.example.org".into()),
-                },
                 port: Some(8080),
                 interval: Millis::secs(6),
                 timeout: Millis::secs(3),
@@ -134,6 +129,12 @@ fn a_real_world_file_with_every_supported_keyword() {
                 fall: 4,
                 rise: 1,
                 on_failure: OnFailure::Inhibit,
+                ..CheckSpec::new(Probe::Http(Box::new(HttpCheck {
+                    status: vec![(200, 200)],
+                    digest: Some("5b6d74f1453e20c09d6a20d909779ad7".into()),
+                    host: Some("www.example.org".into()),
+                    ..HttpCheck::get("/health")
+                })))
             }),
         },
         Request::AddReal {
@@ -143,7 +144,6 @@ fn a_real_world_file_with_every_supported_keyword() {
             method: xdpvs_sched::Method::Route,
             weight: 1,
             check: Some(CheckSpec {
-                probe: Probe::Tcp,
                 port: None,
                 interval: Millis::secs(1),
                 timeout: Millis(2500),
@@ -151,6 +151,7 @@ fn a_real_world_file_with_every_supported_keyword() {
                 fall: 1,
                 rise: 1,
                 on_failure: OnFailure::Remove,
+                ..CheckSpec::new(Probe::Tcp)
             }),
         },
         Request::AddReal {
@@ -162,6 +163,7 @@ fn a_real_world_file_with_every_supported_keyword() {
             check: None,
         },
         Request::AddService {
+            quorum: Default::default(),
             key: dns,
             scheduler: SchedKind::Sh,
             persistence: None,
@@ -196,6 +198,7 @@ fn defaults_are_keepalived_s() {
         got.requests,
         vec![
             Request::AddService {
+                quorum: Default::default(),
                 key: key(Protocol::Tcp, 80),
                 scheduler: SchedKind::Wlc,
                 persistence: None,
@@ -209,19 +212,15 @@ fn defaults_are_keepalived_s() {
                 method: xdpvs_sched::Method::Route,
                 weight: 1,
                 check: Some(CheckSpec {
-                    probe: Probe::Http {
-                        path: "/".into(),
-                        status: None,
-                        digest: None,
-                        host: None,
-                    },
                     port: None,
                     interval: Millis::secs(60),
                     timeout: Millis::secs(5),
-                    retry_delay: Millis::secs(1),
+                    // keepalived's delay_before_retry for HTTP_GET.
+                    retry_delay: Millis::secs(3),
                     fall: 2,
                     rise: 1,
                     on_failure: OnFailure::Remove,
+                    ..CheckSpec::new(Probe::Http(Box::new(HttpCheck::get("/"))))
                 }),
             },
         ]
@@ -300,8 +299,6 @@ fn everything_else_is_refused_with_its_line() {
             3,
             "protocol SCTP: xdpvs serves TCP and UDP",
         ),
-        (vs("quorum 2"), 3, "quorum is not supported"),
-        (vs("alpha"), 3, "alpha is not supported"),
         (vs("ops"), 3, "ops is not supported"),
         (vs("ha_suspend"), 3, "ha_suspend is not supported"),
         (vs("nat_mask 255.255.255.0"), 3, "nat_mask is not supported"),
@@ -311,17 +308,6 @@ fn everything_else_is_refused_with_its_line() {
             vs("real_server 198.18.0.11 8080 {\n}"),
             3,
             "cannot map ports",
-        ),
-        (
-            rs11("MISC_CHECK {\n misc_path /bin/true\n}"),
-            4,
-            "MISC_CHECK is not supported: use TCP_CHECK, HTTP_GET or PING_CHECK",
-        ),
-        (rs11("SSL_GET {\n}"), 4, "SSL_GET is not supported"),
-        (
-            rs11("notify_down /bin/alert"),
-            4,
-            "notify_down is not supported",
         ),
         (
             rs11("uthreshold 100"),
@@ -344,52 +330,63 @@ fn everything_else_is_refused_with_its_line() {
             "sorry_server_lvs_method is not supported: xdpvs reaches a sorry server by direct routing",
         ),
         (vs("ip_family inet6"), 3, "ip_family inet6: the VIP is of the other family"),
-        (
-            "SSL {\n  ca /etc/ssl/ca.pem\n}\n".into(),
-            1,
-            "SSL (certificates for SSL_GET) is not supported",
-        ),
         (rs11("weight heavy"), 4, "not a weight"),
         (
-            rs11("TCP_CHECK {\n bindto 198.18.0.1\n}"),
-            5,
-            "TCP_CHECK: bindto is not supported",
+            "SSL {\n  certificate /etc/ssl/c.pem\n}\n".into(),
+            2,
+            "SSL certificate: client certificates for SSL_GET are not supported",
         ),
         (
-            rs11("TCP_CHECK {\n connect_ip 198.18.0.9\n}"),
+            rs11("TCP_CHECK {\n fwmark 3\n}"),
             5,
-            "connect_ip is not supported",
+            "fwmark is not supported: xdpvs does not mark its checks' packets",
+        ),
+        (
+            rs11("TCP_CHECK {\n connect_port 80\n}\nSMTP_CHECK {\n connect_port 25\n}"),
+            7,
+            "the checkers of a real server connect to one address and port",
+        ),
+        (rs11("BFD_CHECK {\n name b\n}"), 4, "BFD_CHECK is not supported"),
+        (
+            rs11("FILE_CHECK {\n track_file nope\n}"),
+            5,
+            "no track_file nope block is defined",
+        ),
+        (rs11("MISC_CHECK {\n misc_timeout 3\n}"), 4, "needs misc_path"),
+        (rs11("MISC_CHECK {\n connect_port 80\n}"), 5, "connect_port is not supported"),
+        (rs11("DNS_CHECK {\n type PTR\n}"), 5, "DNS type PTR"),
+        (rs11("UDP_CHECK {\n payload 0g\n}"), 5, "payload: '0g' is not hex"),
+        (
+            rs11("HTTP_GET {\n url {\n path /\n status_code 299-200\n }\n}"),
+            7,
+            "status code 299-200",
+        ),
+        (
+            rs11("HTTP_GET {\n url {\n path /\n regex (\n }\n}"),
+            5,
+            "regex (",
+        ),
+        (
+            rs11("HTTP_GET {\n url {\n path /\n regex_max_offset 9\n }\n}"),
+            7,
+            "regex_max_offset is not supported",
+        ),
+        (rs11("notify_down /bin/alert"), 3, "notify_up and notify_down run when a checker moves"),
+        (
+            rs11("PING_CHECK {\n}\nxdpvs_forwarding_check"),
+            3,
+            "xdpvs_forwarding_check goes with TCP_CHECK",
         ),
         (
             rs11("TCP_CHECK {\n url {\n path /\n }\n}"),
             5,
             "TCP_CHECK: url is not supported",
         ),
-        (
-            rs11("TCP_CHECK {\n}\nHTTP_GET {\n url {\n path /\n }\n}"),
-            6,
-            "one check per real server",
-        ),
         (rs11("HTTP_GET {\n connect_timeout 3\n}"), 4, "needs a url"),
-        (
-            rs11("HTTP_GET {\n url {\n path /a\n }\n url {\n path /b\n }\n}"),
-            8,
-            "one url per check",
-        ),
-        (
-            rs11("HTTP_GET {\n url {\n path /\n status_code 200-299\n }\n}"),
-            7,
-            "not a status code",
-        ),
         (
             rs11("HTTP_GET {\n url {\n path /\n digest xyz\n }\n}"),
             7,
             "illegal digest",
-        ),
-        (
-            rs11("HTTP_GET {\n url {\n path /\n regex ok\n }\n}"),
-            7,
-            "url: regex is not supported",
         ),
         (
             rs11("HTTP_GET {\n url {\n path health\n }\n}"),
@@ -758,4 +755,194 @@ fn ping_check_is_an_echo_request_with_keepalived_s_defaults() {
     assert_eq!((c.fall, c.retry_delay, c.port), (3, Millis::secs(3), None));
     let e = refused(&rs11("PING_CHECK {\n  connect_port 80\n}"));
     assert!(e.message.contains("connect_port is not supported"), "{e}");
+}
+
+#[test]
+fn every_checker_quorum_and_script_of_keepalived_2_is_imported() {
+    let conf = r#"
+global_defs {
+    script_user nobody
+    enable_script_security
+}
+track_file rs12_weight {
+    file /run/xdpvs-rs12.weight
+    weight 2 reverse
+}
+SSL {
+    ca /etc/ssl/ca.pem
+}
+virtual_server 198.18.0.100 443 {
+    lb_kind DR
+    quorum 3
+    hysteresis 1
+    quorum_up "/usr/local/bin/vs up"
+    quorum_down /usr/local/bin/vs-down root
+    omega
+    alpha
+    sorry_server 198.18.0.50
+    sorry_server_inhibit
+    real_server 198.18.0.11 443 {
+        weight 2
+        notify_up "/usr/local/bin/notify rs11 UP"
+        notify_down /usr/local/bin/notify
+        SSL_GET {
+            enable_sni
+            virtualhost www.example.org
+            http_protocol 1.1
+            fast_recovery
+            url {
+                path /a
+                status_code 200-299 301
+                regex "^ok"
+                regex_options caseless
+            }
+            url {
+                path /b
+                regex down
+                regex_no_match
+            }
+            connect_ip 198.18.0.111
+            bindto 198.18.0.1
+            bind_port 999
+            bind_if eth0
+        }
+        MISC_CHECK {
+            misc_path "/usr/local/bin/weight rs11"
+            misc_timeout 3
+            misc_dynamic
+        }
+    }
+    real_server 198.18.0.12 {
+        xdpvs_forwarding_check
+        FILE_CHECK {
+            track_file rs12_weight
+            dynamic
+        }
+        SMTP_CHECK {
+            helo_name mx.example.org
+            connect_port 25
+        }
+    }
+    real_server 198.18.0.13 443 {
+        DNS_CHECK { type A
+            name www.example.org.
+        }
+        UDP_CHECK {
+            payload 0a 0b0c
+            require_reply 0axx
+            max_reply_length 64
+        }
+    }
+}
+"#;
+    let got = parse(conf).expect("imported");
+    let Request::AddService { quorum, sorry, .. } = &got.requests[0] else {
+        panic!("{got:?}")
+    };
+    let script = |c: &str, u: Option<&str>| Script {
+        command: c.into(),
+        user: u.map(str::to_string),
+    };
+    assert_eq!(
+        *quorum,
+        Quorum {
+            quorum: 3,
+            hysteresis: 1,
+            up: Some(script("/usr/local/bin/vs up", Some("nobody"))),
+            down: Some(script("/usr/local/bin/vs-down", Some("root"))),
+            omega: true,
+        }
+    );
+    assert_eq!(*sorry, Some(rs(50)));
+    let check = |i: usize| match &got.requests[i] {
+        Request::AddReal { check: Some(c), .. } => c.clone(),
+        r => panic!("{r:?}"),
+    };
+    let c11 = check(1);
+    let https = |path: &str| HttpCheck {
+        tls: true,
+        host: Some("www.example.org".into()),
+        sni: Some("www.example.org".into()),
+        protocol: HttpProtocol::Close11,
+        ..HttpCheck::get(path)
+    };
+    assert_eq!(
+        c11.probe,
+        Probe::Http(Box::new(HttpCheck {
+            status: vec![(200, 299), (301, 301)],
+            regex: Some("(?i)^ok".into()),
+            ..https("/a")
+        }))
+    );
+    assert_eq!(
+        c11.also,
+        vec![
+            Probe::Http(Box::new(HttpCheck {
+                regex: Some("down".into()),
+                regex_no_match: true,
+                ..https("/b")
+            })),
+            Probe::Misc(MiscCheck {
+                command: "/usr/local/bin/weight rs11".into(),
+                timeout: Some(Millis::secs(3)),
+                dynamic: true,
+                user: Some("nobody".into()),
+            }),
+        ]
+    );
+    assert!(c11.alpha, "the virtual server's alpha");
+    assert_eq!(c11.connect_ip, Some(rs(111)));
+    assert_eq!((c11.bindto, c11.bind_port), (Some(rs(1)), Some(999)));
+    assert_eq!(c11.bind_if.as_deref(), Some("eth0"));
+    assert_eq!(
+        c11.notify_up,
+        Some(script("/usr/local/bin/notify rs11 UP", Some("nobody")))
+    );
+    // HTTP's delay_before_retry (3 s) and MISC's (1 s): the shorter; MISC's retry 0.
+    assert_eq!((c11.retry_delay, c11.fall), (Millis::secs(1), 1));
+    let c12 = check(2);
+    assert_eq!(
+        c12.probe,
+        Probe::File(FileCheck {
+            path: "/run/xdpvs-rs12.weight".into(),
+            weight: 2,
+            reverse: true,
+            dynamic: true,
+        })
+    );
+    assert_eq!(
+        c12.also,
+        vec![Probe::Smtp {
+            helo: "mx.example.org".into()
+        }]
+    );
+    assert_eq!(c12.port, Some(25));
+    assert!(c12.forwarding);
+    let c13 = check(3);
+    assert_eq!(
+        c13.probe,
+        Probe::Dns {
+            qtype: 1,
+            name: "www.example.org".into()
+        }
+    );
+    assert_eq!(
+        c13.also,
+        vec![Probe::Udp(UdpCheck {
+            payload: Some(vec![0x0a, 0x0b, 0x0c]),
+            require_reply: true,
+            reply: Some("0axx".into()),
+            min: 0,
+            max: 64,
+        })]
+    );
+    // DNS_CHECK's retry of 3, its delay_before_retry of delay_loop (60 s), UDP's 1 s.
+    assert_eq!((c13.fall, c13.retry_delay), (2, Millis::secs(1)));
+    assert!(
+        got.notes
+            .iter()
+            .any(|n| n.contains("SSL ca taken without effect")),
+        "{:?}",
+        got.notes
+    );
 }

@@ -225,7 +225,12 @@ impl Probe for Fake {
     }
 
     /// The real server at `mac_of(11)` answers SYNs with a SYN-ACK; nobody else answers.
-    fn probe(&self, frames: &[Vec<u8>], _listen: Duration) -> Result<Heard, DataplaneError> {
+    fn probe_until(
+        &self,
+        frames: &[Vec<u8>],
+        _listen: Duration,
+        _done: &dyn Fn(&Heard) -> bool,
+    ) -> Result<Heard, DataplaneError> {
         self.probed.borrow_mut().extend(frames.iter().cloned());
         let mut heard = Heard {
             packets: Vec::new(),
@@ -320,6 +325,7 @@ fn add_real(p: &mut WriteSide<Fake>, last: u8) -> Result<Reply, ControlError> {
 
 fn add_service(p: &mut WriteSide<Fake>) {
     p.execute(&Request::AddService {
+        quorum: Default::default(),
         key: key(),
         scheduler: SchedKind::Rr,
         persistence: None,
@@ -490,6 +496,7 @@ fn errors_change_nothing() {
     );
     add_service(&mut p);
     let e = p.execute(&Request::AddService {
+        quorum: Default::default(),
         key: key(),
         scheduler: SchedKind::Wrr,
         persistence: None,
@@ -531,6 +538,7 @@ fn edit_replaces_scheduler_and_persistence_as_ipvsadm_does() {
     let persistent =
         Persistence::new(Duration::from_secs(60), Ipv4Addr::new(255, 255, 255, 0)).expect("valid");
     p.execute(&Request::AddService {
+        quorum: Default::default(),
         key: key(),
         scheduler: SchedKind::Rr,
         persistence: Some(persistent),
@@ -539,6 +547,7 @@ fn edit_replaces_scheduler_and_persistence_as_ipvsadm_does() {
     })
     .expect("added");
     p.execute(&Request::EditService {
+        quorum: Default::default(),
         key: key(),
         scheduler: SchedKind::Wlc,
         persistence: None,
@@ -564,6 +573,7 @@ fn listing_is_sorted_like_ipvsadm_and_can_show_one_service() {
         key_at(Protocol::Tcp, 100, 80),
     ] {
         p.execute(&Request::AddService {
+            quorum: Default::default(),
             key: k,
             scheduler: SchedKind::Rr,
             persistence: None,
@@ -602,6 +612,7 @@ fn rebuild_then(last: Request) -> Request {
     Request::Batch(vec![
         Request::Clear,
         Request::AddService {
+            quorum: Default::default(),
             key: key(),
             scheduler: SchedKind::Wrr,
             persistence: None,
@@ -737,6 +748,7 @@ fn real_servers_direct_routing_cannot_reach_are_refused() {
     let e = p
         .execute(&Request::Batch(vec![
             Request::AddService {
+                quorum: Default::default(),
                 key: key_at(Protocol::Tcp, 101, 80),
                 scheduler: SchedKind::Rr,
                 persistence: None,
@@ -924,6 +936,7 @@ fn with_expire_nodest_conn_a_removed_reals_clients_are_reset() {
 fn persistence_templates_are_listed_and_counted_as_ipvsadm_shows_them() {
     let mut p = plane(1);
     p.execute(&Request::AddService {
+        quorum: Default::default(),
         key: key(),
         scheduler: SchedKind::Rr,
         persistence: Some(
@@ -977,6 +990,7 @@ fn outcome(last: u8, ok: bool, changed: Option<Health>) -> Outcome {
         },
         latency: Duration::from_micros(250),
         changed,
+        dynamic: None,
     }
 }
 
@@ -1135,7 +1149,7 @@ fn check_state_survives_unrelated_changes_and_restarts_when_the_check_changes() 
     // A changed check starts afresh (up), as keepalived starts a new checker.
     let mut other = checked(OnFailure::Inhibit);
     other.fall = 5;
-    edit(&mut p, 11, CheckEdit::Set(other));
+    edit(&mut p, 11, CheckEdit::Set(Box::new(other)));
     assert_eq!(compiled_weight(&p, 11), Some(3));
     p.health_outcome(&outcome(11, false, Some(Health::Down)))
         .expect("applied");
@@ -1148,7 +1162,11 @@ fn check_state_survives_unrelated_changes_and_restarts_when_the_check_changes() 
     );
     assert!(p.check_targets().is_empty());
     // Deleting the real server forgets its check.
-    edit(&mut p, 11, CheckEdit::Set(checked(OnFailure::Inhibit)));
+    edit(
+        &mut p,
+        11,
+        CheckEdit::Set(Box::new(checked(OnFailure::Inhibit))),
+    );
     p.execute(&Request::DeleteReal {
         key: key(),
         addr: rs(11),
@@ -1162,6 +1180,7 @@ fn the_sorry_server_stands_in_while_no_real_server_is_up() {
     let mut p = plane(1);
     p.macs.insert(rs(50), mac_of(50));
     p.execute(&Request::AddService {
+        quorum: Default::default(),
         key: key(),
         scheduler: SchedKind::Rr,
         persistence: None,
@@ -1189,6 +1208,7 @@ fn the_sorry_server_stands_in_while_no_real_server_is_up() {
     assert_eq!(p.dp.send(1001, flags::ACK), Some(mac_of(11)));
     // A sorry server must be reachable by direct routing too.
     let e = p.execute(&Request::EditService {
+        quorum: Default::default(),
         key: key(),
         scheduler: SchedKind::Rr,
         persistence: None,
@@ -1198,6 +1218,7 @@ fn the_sorry_server_stands_in_while_no_real_server_is_up() {
     assert!(matches!(e, Err(ControlError::BadReal { .. })), "{e:?}");
     // -E without it drops it.
     p.execute(&Request::EditService {
+        quorum: Default::default(),
         key: key(),
         scheduler: SchedKind::Rr,
         persistence: None,
@@ -1335,6 +1356,7 @@ fn an_ipv6_service_is_announced_and_takes_ipv6_reals_on_the_directors_ipv6_subne
         port: 80,
     };
     p.execute(&Request::AddService {
+        quorum: Default::default(),
         key: key6,
         scheduler: SchedKind::Rr,
         persistence: Some(Persistence::with_prefix(Duration::from_secs(60), 64).expect("valid")),
@@ -1514,7 +1536,11 @@ fn an_mh_service_keeps_a_failed_real_server_in_place_out_of_service() {
         let mut down = HealthRecord::new();
         down.state = Health::Down;
         health.insert((key(), rs(12)), down);
-        let (services, out) = effective(&wanted, &health);
+        let Effective {
+            services,
+            out_of_service: out,
+            ..
+        } = effective(&wanted, &health, &HashMap::new());
         let reals: Vec<(IpAddr, u16)> = services[0]
             .reals
             .iter()
@@ -1652,6 +1678,7 @@ fn the_text_format_has_every_family_and_passes_promtool() {
 /// `-A` of `vip`:80.
 fn add_vip(p: &mut WriteSide<Fake>, vip: Ipv4Addr) -> Result<Reply, ControlError> {
     p.execute(&Request::AddService {
+        quorum: Default::default(),
         key: ServiceKey {
             proto: Protocol::Tcp,
             vip: vip.into(),
@@ -1714,6 +1741,7 @@ fn a_real_server_answering_for_a_vip_is_a_conflict_not_its_owner() {
     p.learn_lan(&lan(&[(VIP.into(), mac_of(11)), (rs(11), mac_of(11))]));
     p.execute(&Request::Batch(vec![
         Request::AddService {
+            quorum: Default::default(),
             key: key(),
             scheduler: SchedKind::Rr,
             persistence: None,
@@ -1733,6 +1761,7 @@ fn a_real_server_answering_for_a_vip_is_a_conflict_not_its_owner() {
     // A VIP in force is not checked again (the table may learn it at a conflicting host).
     p.learn_lan(&lan(&[(VIP.into(), [2, 0, 0, 0, 0, 0x77])]));
     p.execute(&Request::EditService {
+        quorum: Default::default(),
         key: key(),
         scheduler: SchedKind::Wrr,
         persistence: None,
@@ -1771,6 +1800,7 @@ fn services_are_listed_in_ipvsadms_order_family_first() {
     let mut p = plane(1);
     let add = |p: &mut WriteSide<Fake>, proto: Protocol, vip: IpAddr, port: u16| {
         p.execute(&Request::AddService {
+            quorum: Default::default(),
             key: ServiceKey { proto, vip, port },
             scheduler: SchedKind::Rr,
             persistence: None,
