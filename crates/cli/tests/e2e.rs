@@ -986,6 +986,29 @@ fn stop_and_restart_under_load(
     fall: f64,
     interval: f64,
 ) -> Vec<(f64, f64, String)> {
+    let restart = |lab: &mut Lab| lab.start_http(role, name, 80).expect("http again");
+    break_and_mend_under_load(
+        lab,
+        name,
+        &|lab: &mut Lab| lab.stop_programs(role),
+        &restart,
+        fall * interval + 0.5,
+        interval,
+    )
+}
+
+/// Breaks real server `name` under load (`break_it`), then mends it (`mend`); asserts
+/// that its check takes it out within `settled` seconds (no request fails or reaches it
+/// after), and that it rejoins without a failure; returns the load client's lines.
+fn break_and_mend_under_load(
+    lab: &mut Lab,
+    name: &str,
+    break_it: &dyn Fn(&mut Lab),
+    mend: &dyn Fn(&mut Lab),
+    settled: f64,
+    interval: f64,
+) -> Vec<(f64, f64, String)> {
+    let role = format!("r{}", name.trim_start_matches("rs"));
     let sync = std::env::temp_dir().join(format!("xdpvs-e2e-check-{}-{role}", std::process::id()));
     let sync = sync.to_str().expect("utf-8").to_string();
     for m in ["stopped", "restarted", "end"] {
@@ -999,7 +1022,7 @@ fn stop_and_restart_under_load(
         .expect("load client");
     let sleep = |s: f64| std::thread::sleep(std::time::Duration::from_secs_f64(s));
     sleep(1.5);
-    lab.stop_programs(role);
+    break_it(lab);
     std::fs::write(format!("{sync}.stopped"), "").expect("mark");
     // Out within fall x interval (plus a little for the apply and the client's turn).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -1016,13 +1039,12 @@ fn stop_and_restart_under_load(
         sleep(0.05);
     }
     sleep(2.0);
-    lab.start_http(role, name, 80).expect("http again");
+    mend(lab);
     std::fs::write(format!("{sync}.restarted"), "").expect("mark");
     sleep(interval * 2.0 + 2.0);
     std::fs::write(format!("{sync}.end"), "").expect("mark");
     let out = client.wait_with_output().expect("load client ends");
     let lines = checked_load_lines(&String::from_utf8_lossy(&out.stdout));
-    let settled = fall * interval + 0.5;
     let after: Vec<_> = lines
         .iter()
         .filter(|(stopped, restarted, _)| *stopped > settled && *restarted < 0.0)
@@ -3880,4 +3902,404 @@ fn tunnels_ipip_gue_gre_and_a_service_mixing_every_method() {
     assert!(answers.iter().all(|a| a == "rs5"), "{answers:?}");
     let through = forwarded(&lab) - before;
     assert!(through >= 30, "{through} packets crossed the router");
+}
+
+/// keepalived checks a real server at its own address, so a DR real server that lost the
+/// VIP from `lo` stays in service while every client connection to it fails. The
+/// forwarding check (`--check-forwarding`; `xdpvs_forwarding_check` in keepalived.conf)
+/// also sends a SYN for VIP:port to its MAC, the way clients' packets go: removing the
+/// VIP under load takes it out, and no request fails or reaches it after; the VIP back,
+/// it rejoins.
+#[test]
+fn a_forwarding_check_takes_out_a_real_server_that_lost_the_vip_under_load() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&[]).expect("director starts");
+    let check =
+        "--check tcp --check-interval 0.5 --check-timeout 0.5 --check-retry-delay 0.2 --fall 2";
+    x(&lab, "-A -t 198.18.0.100:80 -s rr");
+    for n in 1..=3 {
+        x(
+            &lab,
+            &format!("-a -t 198.18.0.100:80 -r 198.18.0.1{n} -g {check}"),
+        );
+    }
+    lab.wait_resolved().expect("resolved");
+    let vip = |lab: &Lab, op: &str| {
+        lab.sh(
+            &lab.ns("r2"),
+            &format!("ip addr {op} 198.18.0.100/32 dev lo"),
+        )
+        .expect("ip addr");
+    };
+    let r2 = |lab: &Lab| json(lab, "-Ln --json")["services"][0]["reals"][1].clone();
+    // keepalived's way: the check at rs2's own address passes without the VIP.
+    vip(&lab, "del");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let seen = r2(&lab);
+    assert_eq!(seen["health"]["up"], true, "{seen}");
+    assert_eq!(seen["health"]["failures"], 0, "{seen}");
+    vip(&lab, "add");
+    // The forwarding check on every real server.
+    for n in 1..=3 {
+        x(
+            &lab,
+            &format!("-e -t 198.18.0.100:80 -r 198.18.0.1{n} -g {check} --check-forwarding"),
+        );
+    }
+    let saved = x(&lab, "-S -n");
+    assert!(
+        saved.contains("--check-retry-delay 0.2 --check-forwarding"),
+        "{saved}"
+    );
+    let lines = break_and_mend_under_load(
+        &mut lab,
+        "rs2",
+        &|lab: &mut Lab| vip(lab, "del"),
+        &|lab: &mut Lab| vip(lab, "add"),
+        // Two checks that each wait their timeout, a retry delay, the apply.
+        2.0 * (0.5 + 0.5) + 0.2 + 0.8,
+        0.5,
+    );
+    eprintln!("forwarding check: {} requests", lines.len());
+    let log = lab.director_log();
+    assert!(
+        log.contains("real server 198.18.0.12 of TCP 198.18.0.100:80 failed its check (forwarding path: no SYN-ACK"),
+        "{log}"
+    );
+    let seen = r2(&lab);
+    assert_eq!(seen["health"]["up"], true, "{seen}");
+    assert_eq!(seen["check"]["forwarding"], true, "{seen}");
+}
+
+/// Servers for keepalived's checkers, in a real server's namespace: `tls PORT CERT KEY`
+/// (HTTPS answering "ok NAME"), `smtp PORT GREETING`, `dns PORT RCODE`, `udp PORT`
+/// (answers 0a then what came).
+const CHECKER_SERVERS: &str = r#"
+import socket, socketserver, sys, threading
+kind, port = sys.argv[1], int(sys.argv[2])
+if kind == "tls":
+    import http.server, ssl
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"ok " + socket.gethostname().encode() + b"\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *a):
+            pass
+    class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+    srv = S(("0.0.0.0", port), H)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    srv.serve_forever()
+elif kind == "smtp":
+    greeting = sys.argv[3].encode()
+    class H(socketserver.StreamRequestHandler):
+        def handle(self):
+            self.wfile.write(greeting + b" mx ESMTP\r\n")
+            for line in self.rfile:
+                if line.upper().startswith(b"HELO"):
+                    self.wfile.write(b"250 mx\r\n")
+                elif line.upper().startswith(b"QUIT"):
+                    self.wfile.write(b"221 bye\r\n")
+                    return
+    class S(socketserver.ThreadingMixIn, socketserver.TCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+    S(("0.0.0.0", port), H).serve_forever()
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    while True:
+        q, a = s.recvfrom(2048)
+        if kind == "dns":
+            rc = int(sys.argv[3])
+            s.sendto(q[:2] + bytes([0x81, 0x80 | rc]) + q[4:6] + bytes(6) + q[12:], a)
+        else:
+            s.sendto(b"\x0a" + q, a)
+"#;
+
+/// keepalived.conf as operators write it, every checker at work in the lab: SSL_GET
+/// (SNI, a regex), SMTP_CHECK (with the forwarding check), DNS_CHECK, UDP_CHECK,
+/// MISC_CHECK whose exit status sets the weight, FILE_CHECK, alpha, notify_down, and a
+/// quorum that the dynamic weight gains (quorum_up runs, the sorry server steps back).
+#[test]
+fn every_keepalived_checker_judges_real_servers_in_the_lab() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    // Scripts where keepalived's script security accepts them (root's, not writable by
+    // others), and a self-signed certificate.
+    let dir = std::env::temp_dir().join(format!("{}-checks", lab.ns("d")));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let d = dir.to_str().expect("utf-8").to_string();
+    let script = |name: &str, body: &str| {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("script");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    };
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    script("weight", "exit 7");
+    script("mark", &format!("touch {d}/$1"));
+    std::fs::write(dir.join("rs2.state"), "1\n").expect("track file");
+    let openssl = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=www.example.org",
+        ])
+        .args([
+            "-keyout",
+            &format!("{d}/key.pem"),
+            "-out",
+            &format!("{d}/cert.pem"),
+        ])
+        .output()
+        .expect("openssl runs");
+    assert!(openssl.status.success(), "{openssl:?}");
+    let serve = |lab: &mut Lab, role: &str, args: &[&str]| {
+        let mut a = vec!["python3", "-c", CHECKER_SERVERS];
+        a.extend(args);
+        let ns = lab.ns(role);
+        lab.spawn(&ns, &a).expect("server");
+    };
+    let (cert, key) = (format!("{d}/cert.pem"), format!("{d}/key.pem"));
+    serve(&mut lab, "r1", &["tls", "443", &cert, &key]);
+    serve(&mut lab, "r1", &["smtp", "25", "220"]);
+    serve(&mut lab, "r2", &["smtp", "25", "554"]);
+    serve(&mut lab, "r1", &["dns", "53", "0"]);
+    serve(&mut lab, "r2", &["dns", "53", "2"]);
+    serve(&mut lab, "r1", &["udp", "514"]);
+    let fast = "delay_loop 1\n    connect_timeout 1\n    retry 0\n    delay_before_retry 0.2";
+    let conf = format!(
+        r#"global_defs {{
+    enable_script_security
+}}
+track_file rs2_state {{
+    file {d}/rs2.state
+    weight 0
+}}
+virtual_server 198.18.0.100 443 {{
+    lb_kind DR
+    {fast}
+    real_server 198.18.0.11 443 {{
+        SSL_GET {{
+            url {{
+                path /health
+                regex "^ok"
+            }}
+            virtualhost www.example.org
+            enable_sni
+        }}
+    }}
+    real_server 198.18.0.12 443 {{
+        alpha
+        SSL_GET {{
+            url {{
+                path /health
+            }}
+        }}
+    }}
+}}
+virtual_server 198.18.0.100 25 {{
+    lb_kind DR
+    {fast}
+    real_server 198.18.0.11 25 {{
+        xdpvs_forwarding_check
+        SMTP_CHECK {{
+            helo_name lb.example.org
+        }}
+    }}
+    real_server 198.18.0.12 25 {{
+        SMTP_CHECK {{
+        }}
+    }}
+}}
+virtual_server 198.18.0.100 53 {{
+    lb_kind DR
+    protocol UDP
+    {fast}
+    real_server 198.18.0.11 53 {{
+        DNS_CHECK {{
+            type A
+            name www.example.org
+        }}
+    }}
+    real_server 198.18.0.12 53 {{
+        DNS_CHECK {{
+            type A
+            name www.example.org
+        }}
+    }}
+}}
+virtual_server 198.18.0.100 514 {{
+    lb_kind DR
+    protocol UDP
+    {fast}
+    real_server 198.18.0.11 514 {{
+        UDP_CHECK {{
+            payload 01 02
+            require_reply 0a 01
+        }}
+    }}
+    real_server 198.18.0.12 514 {{
+        UDP_CHECK {{
+            payload 01
+        }}
+    }}
+}}
+virtual_server 198.18.0.100 80 {{
+    lb_algo rr
+    lb_kind DR
+    {fast}
+    quorum 5
+    quorum_up "{d}/mark quorum-up"
+    quorum_down "{d}/mark quorum-down"
+    sorry_server 198.18.0.13 80
+    real_server 198.18.0.11 80 {{
+        MISC_CHECK {{
+            misc_path {d}/weight
+            misc_dynamic
+        }}
+    }}
+    real_server 198.18.0.12 80 {{
+        notify_down "{d}/mark rs2-down"
+        FILE_CHECK {{
+            track_file rs2_state
+        }}
+    }}
+}}
+"#
+    );
+    start_with_keepalived(&mut lab, &conf, &[]);
+    lab.wait_resolved().expect("resolved");
+    let real = |doc: &serde_json::Value, port: u64, last: u8| -> serde_json::Value {
+        let s = doc["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .find(|s| s["port"] == port)
+            .unwrap_or_else(|| panic!("no service on {port}: {doc}"))
+            .clone();
+        s["reals"]
+            .as_array()
+            .expect("reals")
+            .iter()
+            .find(|r| r["address"] == format!("198.18.0.{last}"))
+            .unwrap_or_else(|| panic!("no 198.18.0.{last} on {port}: {s}"))
+            .clone()
+    };
+    // Every check has run at least twice, and what each found is what it should.
+    let want: [(u64, u8, bool, &str); 8] = [
+        (443, 11, true, "ok"),
+        (443, 12, false, "connect to 198.18.0.12:443"),
+        (25, 11, true, "ok"),
+        (25, 12, false, "SMTP greeting 554, want 220"),
+        (53, 11, true, "ok"),
+        (53, 12, false, "DNS: response code 2"),
+        (514, 11, true, "ok"),
+        (514, 12, false, "port unreachable"),
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let doc = json(&lab, "-Ln --json");
+        let misses: Vec<String> = want
+            .iter()
+            .filter_map(|&(port, last, up, says)| {
+                let r = real(&doc, port, last);
+                let h = &r["health"];
+                let ok = h["up"] == up
+                    && h["checks"].as_u64().unwrap_or(0) >= 2
+                    && h["last"].as_str().is_some_and(|l| l.contains(says));
+                (!ok).then(|| format!("{port} .{last}: {h}"))
+            })
+            .chain(
+                // MISC_CHECK's exit status 7: weight 5; FILE_CHECK's 1 with weight 0: down.
+                [(11, true, Some(5)), (12, false, None)].iter().filter_map(
+                    |&(last, up, weight)| {
+                        let h = real(&doc, 80, last)["health"].clone();
+                        let ok = h["up"] == up
+                            && (weight.is_none() || h["weight"] == weight.unwrap_or(0));
+                        (!ok).then(|| format!("80 .{last}: {h}"))
+                    },
+                ),
+            )
+            .collect();
+        if misses.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{misses:#?}\n{}",
+            lab.director_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let doc = json(&lab, "-Ln --json");
+    // alpha: rs2 of 443 started down and never came up: no transition at all.
+    assert_eq!(real(&doc, 443, 12)["health"]["transitions"], 0, "{doc}");
+    assert_eq!(real(&doc, 443, 12)["check"]["alpha"], true);
+    // The quorum (5): lost at start (weights 1 + 1), gained once rs1's weight became 5.
+    let s80 = doc["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["port"] == 80)
+        .expect("80")
+        .clone();
+    assert_eq!(s80["quorum"]["held"], true, "{s80}");
+    for mark in ["quorum-down", "quorum-up", "rs2-down"] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !dir.join(mark).exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{mark} never ran\n{}",
+                lab.director_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    // The sorry server stepped back: clients get rs1, the only real server up.
+    let answers: Vec<String> = (0..4).map(|_| get(&lab)).collect();
+    assert_eq!(counts(&answers).get("rs1"), Some(&4), "{answers:?}");
+    // The track file back to 0: rs2 of 80 passes again.
+    std::fs::write(dir.join("rs2.state"), "0\n").expect("track file");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while real(&json(&lab, "-Ln --json"), 80, 12)["health"]["up"] != true {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            lab.director_log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let saved = x(&lab, "-S -n");
+    for part in [
+        "--check https:/health,host=www.example.org,regex=^ok,sni=www.example.org",
+        "--check smtp,helo=lb.example.org",
+        "--check-forwarding",
+        "--check dns,type=A,name=www.example.org",
+        "--check udp,payload=0102,reply=0a01",
+        "--check-alpha",
+        "--quorum 5",
+        "--check file:",
+    ] {
+        assert!(saved.contains(part), "{part}\n{saved}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -200,6 +200,7 @@ pub fn forwarding(
     };
     let origin = origin(view);
     let r = getrandom::u32().unwrap_or(0);
+    let method = target.method;
     let plan = check::plan(
         vec![target],
         &origin,
@@ -223,17 +224,12 @@ pub fn forwarding(
     match check::syn_verdict(&plan, &heard) {
         Some(v) => v,
         None => Err(format!(
-            "no SYN-ACK within {} ms from {} at {} (does it hold the VIP{}?)",
+            "no SYN-ACK within {} ms from {service} at {addr} ({})",
             wait.as_millis(),
-            service,
-            addr,
-            if matches!(
-                s.reals.iter().find(|r| r.addr == addr).map(|r| r.method),
-                Some(xdpvs_sched::Method::Masq)
-            ) {
-                " route through the director"
+            if method == xdpvs_sched::Method::Masq {
+                "does it listen on its port, and route its replies through the director?"
             } else {
-                ", and listen on its port"
+                "does it hold the VIP on lo, and listen on the port?"
             }
         )),
     }

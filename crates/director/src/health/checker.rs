@@ -308,7 +308,15 @@ async fn probe(t: &Target, p: &Probe) -> Result<Option<Asked>, String> {
                 .map(|w| Some(Asked::Set(w)))
                 .map(|a| if m.dynamic { a } else { None })
         }
-        Probe::File(f) => file(f).map(|add| f.dynamic.then_some(Asked::Add(add))),
+        // On the blocking pool: a file on a hung network mount stalls no other check.
+        Probe::File(f) => {
+            let f = f.clone();
+            let dynamic = f.dynamic;
+            tokio::task::spawn_blocking(move || file(&f))
+                .await
+                .map_err(|e| format!("reading the file failed: {e}"))?
+                .map(|add| dynamic.then_some(Asked::Add(add)))
+        }
     }
 }
 
