@@ -320,9 +320,9 @@ fn scripts(given: &[(&str, &Option<Script>)]) -> String {
 
 /// The `--check` options that rebuild `c` (those at their default left out).
 pub fn check_options(c: &CheckSpec) -> String {
-    let mut out = String::new();
-    for p in c.probes() {
-        let _ = write!(out, " --check {}", restore_quote(&p.word()));
+    let mut out = format!(" --check {}", restore_quote(&c.probe.word()));
+    for a in &c.also {
+        let _ = write!(out, " --check {}", restore_quote(&a.word()));
     }
     if let Some(p) = c.port {
         let _ = write!(out, " --check-port {p}");

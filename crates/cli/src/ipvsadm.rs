@@ -14,7 +14,7 @@ use clap::Args;
 use xdpvs_director::control::proto::{
     CheckEdit, CheckSpec, Millis, OnFailure, Probe, Quorum, Request, Script, TimeoutSet,
 };
-use xdpvs_director::health::spec::{parse_digest, parse_probe};
+use xdpvs_director::health::spec::{parse_checker, parse_digest, Also};
 
 pub use crate::format::{format_list, format_rules, format_timeouts, ListKind};
 use xdpvs_sched::{
@@ -1236,12 +1236,23 @@ impl IpvsArgs {
                 Ok(Some(None))
             };
         }
-        let mut probes = self
+        let mut checkers = self
             .check
             .iter()
-            .map(|w| parse_probe(w))
-            .collect::<Result<Vec<Probe>, String>>()
+            .map(|w| parse_checker(w))
+            .collect::<Result<Vec<Also>, String>>()
             .map_err(UsageError::BadCheck)?;
+        // The first checker's port= and ip= are the check's own (--check-port, --check-ip).
+        let first = checkers.remove(0);
+        if first.port.is_some() && self.check_port.is_some()
+            || first.ip.is_some() && self.check_ip.is_some()
+        {
+            return bad("the first --check's port= or ip= and --check-port or --check-ip say the same: give one");
+        }
+        let (first_port, first_ip) = (first.port.or(self.check_port), first.ip.or(self.check_ip));
+        let mut probes: Vec<Probe> = std::iter::once(first.probe)
+            .chain(checkers.iter().map(|a| a.probe.clone()))
+            .collect();
         // --check-digest and --check-host: of the first HTTP check.
         if self.check_digest.is_some() || self.check_host.is_some() {
             let Some(Probe::Http(h)) = probes.iter_mut().find(|p| matches!(p, Probe::Http(_)))
@@ -1257,7 +1268,7 @@ impl IpvsArgs {
                 h.host.clone_from(&self.check_host);
             }
         }
-        if !probes.iter().any(Probe::has_port) && self.check_port.is_some() {
+        if !probes.iter().any(Probe::has_port) && first_port.is_some() {
             return bad("--check-port goes with a check that connects to a port: an echo request, a program or a file has none");
         }
         if self.check_forwarding && !probes.iter().any(Probe::is_tcp) {
@@ -1270,8 +1281,12 @@ impl IpvsArgs {
             })
         };
         let mut c = CheckSpec::new(probes.remove(0));
-        c.also = probes;
-        c.port = self.check_port;
+        c.also = probes
+            .into_iter()
+            .zip(checkers)
+            .map(|(probe, a)| Also { probe, ..a })
+            .collect();
+        c.port = first_port;
         c.interval = self.check_interval.unwrap_or(c.interval);
         c.timeout = self.check_timeout.unwrap_or(c.timeout);
         c.retry_delay = self.check_retry_delay.unwrap_or(c.retry_delay);
@@ -1282,7 +1297,7 @@ impl IpvsArgs {
         c.forwarding = self.check_forwarding;
         c.notify_up = script(&self.notify_up);
         c.notify_down = script(&self.notify_down);
-        c.connect_ip = self.check_ip;
+        c.connect_ip = first_ip;
         c.bindto = self.check_bind;
         c.bind_port = self.check_bind_port;
         c.bind_if.clone_from(&self.check_bind_if);

@@ -944,7 +944,7 @@ fn real_server(
                 let one = checker(c, &name, defaults, globals)?;
                 check = Some(match check {
                     None => one,
-                    Some(first) => joined(first, one, c, &name)?,
+                    Some(first) => joined(first, one, c, &name, (addr, port))?,
                 });
             }
             "BFD_CHECK" => {
@@ -1004,41 +1004,46 @@ fn real_server(
 }
 
 /// Two checkers of one real server as one check that runs both every round (the
-/// shortest interval and retry delay, the longest timeout, the fewest retries); they
-/// must agree on where they connect.
+/// shortest interval and retry delay, the longest timeout, the fewest retries); each
+/// connects where its own `connect_ip`/`connect_port` say (the real server at `addr`,
+/// `rport` by default), all from one place.
 fn joined(
     mut first: CheckSpec,
     more: CheckSpec,
     c: &Node,
     name: &str,
+    (addr, rport): (IpAddr, u16),
 ) -> Result<CheckSpec, KeepalivedError> {
-    // MISC_CHECK and FILE_CHECK connect nowhere: the others' options stand.
+    // MISC_CHECK and FILE_CHECK connect nowhere: the others' options stand. Each
+    // checker may connect to an address and port of its own; where they come from is
+    // one for all.
     let connects = |s: &CheckSpec| {
         s.probes()
             .any(|p| !matches!(p, Probe::Misc(_) | Probe::File(_)))
     };
-    let has_port = |s: &CheckSpec| s.probes().any(Probe::has_port);
     if connects(&first) && connects(&more) {
-        let same = (first.port == more.port || !has_port(&first) || !has_port(&more))
-            && first.connect_ip == more.connect_ip
-            && first.bindto == more.bindto
+        let same = first.bindto == more.bindto
             && first.bind_port == more.bind_port
             && first.bind_if == more.bind_if;
         if !same {
             return err(
                 c.line,
-                format!("{name}: {}: the checkers of a real server connect to one address and port in xdpvs (connect_ip, connect_port, bindto, bind_port and bind_if the same in each, or left out)", c.key),
+                format!("{name}: {}: the checkers of a real server leave from one place in xdpvs (bindto, bind_port and bind_if the same in each, or left out)", c.key),
             );
         }
     }
-    if !connects(&first) {
+    // Where `more` connects, said only where it is not where `first` does.
+    let (mut port, mut ip) = (None, None);
+    if connects(&first) {
+        let (to_port, to_ip) = (more.port.unwrap_or(rport), more.connect_ip.unwrap_or(addr));
+        port = (to_port != first.port.unwrap_or(rport)).then_some(to_port);
+        ip = (to_ip != first.connect_ip.unwrap_or(addr)).then_some(to_ip);
+    } else {
         first.connect_ip = more.connect_ip;
         first.bindto = more.bindto;
         first.bind_port = more.bind_port;
         first.bind_if.clone_from(&more.bind_if);
-    }
-    if first.port.is_none() || !has_port(&first) {
-        first.port = more.port.or(first.port);
+        first.port = more.port;
     }
     first.interval = first.interval.min(more.interval);
     first.retry_delay = first.retry_delay.min(more.retry_delay);
@@ -1046,8 +1051,16 @@ fn joined(
     first.fall = first.fall.min(more.fall);
     first.alpha |= more.alpha;
     first.forwarding |= more.forwarding;
-    first.also.push(more.probe);
-    first.also.extend(more.also);
+    first.also.push(crate::health::spec::Also {
+        probe: more.probe,
+        port,
+        ip,
+    });
+    first.also.extend(more.also.into_iter().map(|mut a| {
+        a.port = a.port.or(port);
+        a.ip = a.ip.or(ip);
+        a
+    }));
     Ok(first)
 }
 
@@ -1329,7 +1342,10 @@ fn checker(
         }
     };
     spec.probe = probes.remove(0);
-    spec.also = probes;
+    spec.also = probes
+        .into_iter()
+        .map(crate::health::spec::Also::same)
+        .collect();
     Ok(spec)
 }
 

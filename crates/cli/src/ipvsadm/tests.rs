@@ -1353,3 +1353,28 @@ fn checks_with_spaces_survive_save_and_restore() {
         Err("Illegal 'quorum/hysteresis/quorum-up/quorum-down/omega' option with the 'add-server' command".into())
     );
 }
+
+#[test]
+fn each_checker_may_connect_where_it_says() {
+    let c =
+        add_real_check("--check smtp,ip=198.18.0.21,port=25 --check smtp,port=587,ip=198.18.0.22")
+            .expect("parsed")
+            .expect("a check");
+    assert_eq!((c.connect_ip, c.port), (Some(rs(21)), Some(25)));
+    assert_eq!(c.also[0].word(), "smtp,port=587,ip=198.18.0.22");
+    assert_eq!(
+        crate::format::check_options(&c),
+        " --check smtp --check smtp,port=587,ip=198.18.0.22 --check-port 25 --check-ip 198.18.0.21"
+    );
+    for (args, says) in [
+        (
+            "--check tcp,port=80 --check-port 81",
+            "say the same: give one",
+        ),
+        ("--check misc:/bin/true,port=80", "connects nowhere"),
+        ("--check tcp,port=0", "a port from 1 to 65535"),
+    ] {
+        let e = add_real_check(args).expect_err(args);
+        assert!(e.contains(says), "{args}: {e}");
+    }
+}

@@ -223,7 +223,7 @@ async fn check_loop(
 async fn round(t: &Target, forwarder: Option<&Forwarder>) -> Result<Option<Dynamic>, String> {
     let mut dynamic: Option<Dynamic> = None;
     let several = !t.spec.also.is_empty();
-    for p in t.spec.probes() {
+    for (p, port, ip) in t.spec.checkers() {
         let limit = match p {
             Probe::Misc(m) => m.timeout.unwrap_or(t.spec.interval).duration(),
             // Silence until the timeout is a pass: its wait ends first.
@@ -237,7 +237,11 @@ async fn round(t: &Target, forwarder: Option<&Forwarder>) -> Result<Option<Dynam
                 why
             }
         };
-        let asked = tokio::time::timeout(limit, probe(t, p))
+        let to = SocketAddr::new(
+            ip.or(t.spec.connect_ip).unwrap_or(t.addr),
+            port.unwrap_or(t.port),
+        );
+        let asked = tokio::time::timeout(limit, probe(t, p, to))
             .await
             .map_err(|_| {
                 named(format!(
@@ -281,8 +285,7 @@ enum Asked {
 }
 
 /// Runs one checker; `Err` says why it failed.
-async fn probe(t: &Target, p: &Probe) -> Result<Option<Asked>, String> {
-    let to = SocketAddr::from((t.spec.connect_ip.unwrap_or(t.addr), t.port));
+async fn probe(t: &Target, p: &Probe, to: SocketAddr) -> Result<Option<Asked>, String> {
     match p {
         Probe::Ping => ping(to.ip(), t.spec.timeout.duration())
             .await

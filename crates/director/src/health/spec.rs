@@ -340,7 +340,7 @@ pub struct CheckSpec {
     /// More checkers of the same real server (keepalived allows several): each round
     /// tries them all, and fails if one fails.
     #[serde(default)]
-    pub also: Vec<Probe>,
+    pub also: Vec<Also>,
     /// The port tried (keepalived `connect_port`); the real server's port when `None`
     /// (the service's, unless NAT maps it).
     pub port: Option<u16>,
@@ -422,7 +422,14 @@ impl CheckSpec {
 
     /// Every checker: `probe`, then `also`.
     pub fn probes(&self) -> impl Iterator<Item = &Probe> {
-        std::iter::once(&self.probe).chain(&self.also)
+        std::iter::once(&self.probe).chain(self.also.iter().map(|a| &a.probe))
+    }
+
+    /// Every checker with the port and address it tries instead of the check's own
+    /// (`None`: the check's `port`/`connect_ip`, or the real server's).
+    pub fn checkers(&self) -> impl Iterator<Item = (&Probe, Option<u16>, Option<IpAddr>)> {
+        std::iter::once((&self.probe, None, None))
+            .chain(self.also.iter().map(|a| (&a.probe, a.port, a.ip)))
     }
 
     /// The probe's kind, for listings and metrics labels (`misc+tcp` for several).
@@ -430,6 +437,77 @@ impl CheckSpec {
         let kinds: Vec<&str> = self.probes().map(Probe::kind).collect();
         kinds.join("+")
     }
+}
+
+/// A further checker of a real server, with where it connects when that is not where
+/// the first does (keepalived's checkers each have their `connect_ip`/`connect_port`:
+/// `SMTP_CHECK`s of several hosts, say).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Also {
+    /// What is tried.
+    pub probe: Probe,
+    /// Its port (`,port=` in its word).
+    pub port: Option<u16>,
+    /// Its address (`,ip=` in its word).
+    pub ip: Option<IpAddr>,
+}
+
+impl Also {
+    /// A checker that goes where the first does.
+    pub fn same(probe: Probe) -> Also {
+        Also {
+            probe,
+            port: None,
+            ip: None,
+        }
+    }
+
+    /// Its `--check` word: the probe's, with `,port=` and `,ip=`.
+    pub fn word(&self) -> String {
+        let mut w = self.probe.word();
+        if let Some(p) = self.port {
+            w.push_str(&format!(",port={p}"));
+        }
+        if let Some(a) = self.ip {
+            w.push_str(&format!(",ip={a}"));
+        }
+        w
+    }
+}
+
+/// Parses a `--check` word with where it connects: [`parse_probe`]'s words, plus
+/// `,port=N` and `,ip=ADDR` for a checker that connects elsewhere.
+pub fn parse_checker(s: &str) -> Result<Also, String> {
+    let mut port = None;
+    let mut ip = None;
+    let mut rest = Vec::new();
+    for (i, part) in s.split(',').enumerate() {
+        match part.split_once('=') {
+            Some(("port", v)) if i > 0 => {
+                port = Some(v.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(|| {
+                    format!("illegal check '{s}': port={v}: a port from 1 to 65535")
+                })?)
+            }
+            Some(("ip", v)) if i > 0 => {
+                ip =
+                    Some(v.parse::<IpAddr>().map_err(|_| {
+                        format!("illegal check '{s}': ip={v}: an IPv4 or IPv6 address")
+                    })?)
+            }
+            _ => rest.push(part),
+        }
+    }
+    let probe = parse_probe(&rest.join(","))?;
+    if (port.is_some() || ip.is_some())
+        && !probe.has_port()
+        && !(ip.is_some() && port.is_none() && probe == Probe::Ping)
+    {
+        return Err(format!(
+            "illegal check '{s}': a {} check connects nowhere: no port= or ip=",
+            probe.kind()
+        ));
+    }
+    Ok(Also { probe, port, ip })
 }
 
 /// keepalived's default `helo_name`.

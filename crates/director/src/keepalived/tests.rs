@@ -342,9 +342,9 @@ fn everything_else_is_refused_with_its_line() {
             "fwmark is not supported: xdpvs does not mark its checks' packets",
         ),
         (
-            rs11("TCP_CHECK {\n connect_port 80\n}\nSMTP_CHECK {\n connect_port 25\n}"),
+            rs11("TCP_CHECK {\n bindto 198.18.0.1\n}\nSMTP_CHECK {\n bindto 198.18.0.2\n}"),
             7,
-            "the checkers of a real server connect to one address and port",
+            "the checkers of a real server leave from one place",
         ),
         (rs11("BFD_CHECK {\n name b\n}"), 4, "BFD_CHECK is not supported"),
         (
@@ -875,7 +875,7 @@ virtual_server 198.18.0.100 443 {
         }))
     );
     assert_eq!(
-        c11.also,
+        c11.also.iter().map(|a| a.probe.clone()).collect::<Vec<_>>(),
         vec![
             Probe::Http(Box::new(HttpCheck {
                 regex: Some("down".into()),
@@ -911,7 +911,7 @@ virtual_server 198.18.0.100 443 {
         })
     );
     assert_eq!(
-        c12.also,
+        c12.also.iter().map(|a| a.probe.clone()).collect::<Vec<_>>(),
         vec![Probe::Smtp {
             helo: "mx.example.org".into()
         }]
@@ -927,7 +927,7 @@ virtual_server 198.18.0.100 443 {
         }
     );
     assert_eq!(
-        c13.also,
+        c13.also.iter().map(|a| a.probe.clone()).collect::<Vec<_>>(),
         vec![Probe::Udp(UdpCheck {
             payload: Some(vec![0x0a, 0x0b, 0x0c]),
             require_reply: true,
@@ -945,4 +945,31 @@ virtual_server 198.18.0.100 443 {
         "{:?}",
         got.notes
     );
+}
+
+#[test]
+fn several_smtp_hosts_are_several_checkers_each_where_it_connects() {
+    let got = parse(&rs11(
+        "SMTP_CHECK {\n connect_ip 198.18.0.21\n connect_port 25\n}\nSMTP_CHECK {\n connect_ip 198.18.0.22\n connect_port 587\n}\nTCP_CHECK {\n}",
+    ))
+    .expect("imported");
+    let Request::AddReal { check: Some(c), .. } = &got.requests[1] else {
+        panic!("{got:?}")
+    };
+    assert_eq!((c.connect_ip, c.port), (Some(rs(21)), Some(25)));
+    let at: Vec<(Option<u16>, Option<IpAddr>)> = c.also.iter().map(|a| (a.port, a.ip)).collect();
+    // The second host; the TCP_CHECK at the real server itself (198.18.0.11:80).
+    assert_eq!(
+        at,
+        vec![(Some(587), Some(rs(22))), (Some(80), Some(rs(11)))]
+    );
+    let words: Vec<String> = c.also.iter().map(|a| a.word()).collect();
+    assert_eq!(
+        words,
+        ["smtp,port=587,ip=198.18.0.22", "tcp,port=80,ip=198.18.0.11"]
+    );
+    for w in &words {
+        let back = crate::health::spec::parse_checker(w).expect("reads back");
+        assert_eq!(back.word(), *w);
+    }
 }
