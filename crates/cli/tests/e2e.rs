@@ -4168,6 +4168,7 @@ virtual_server 198.18.0.100 80 {{
     lb_kind DR
     {fast}
     quorum 5
+    omega
     quorum_up "{d}/mark quorum-up"
     quorum_down "{d}/mark quorum-down"
     sorry_server 198.18.0.13 80
@@ -4298,8 +4299,20 @@ virtual_server 198.18.0.100 80 {{
         "--check-alpha",
         "--quorum 5",
         "--check file:",
+        "--omega",
     ] {
         assert!(saved.contains(part), "{part}\n{saved}");
+    }
+    // omega: as the director stops, the down scripts of what is up run.
+    for mark in ["quorum-down", "rs2-down"] {
+        std::fs::remove_file(dir.join(mark)).expect("marked before");
+    }
+    lab.stop_director("TERM").expect("director stops");
+    for mark in ["quorum-down", "rs2-down"] {
+        assert!(
+            dir.join(mark).exists(),
+            "{mark} did not run as the director stopped"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -266,6 +266,10 @@ fn parse_lines(lines: &[pre::Line]) -> Result<Imported, KeepalivedError> {
         groups.push((name, group(n, name)?));
     }
     let globals = Globals::of(&top, &mut imported.notes, &shown)?;
+    if let Some((line, t)) = globals.timeouts {
+        imported.lines.push(Place::line(line));
+        imported.requests.push(Request::SetTimeouts(t));
+    }
     let mut keys: Vec<ServiceKey> = Vec::new();
     let mut skipped: Vec<&str> = Vec::new();
     for n in &top {
@@ -507,6 +511,8 @@ struct Globals {
     track_files: Vec<(String, FileCheck)>,
     /// `script_user USER [GROUP]`.
     script_user: Option<String>,
+    /// `lvs_timeouts [tcp N] [tcpfin N] [udp N]`, and its line.
+    timeouts: Option<(usize, crate::control::proto::TimeoutSet)>,
 }
 
 impl Globals {
@@ -527,6 +533,17 @@ impl Globals {
                             "enable_script_security" => notes.push(format!(
                                 "{}: enable_script_security: xdpvs always refuses scripts that users other than root (or their own user) can change",
                                 shown(c.line)
+                            )),
+                            "lvs_timeouts" => g.timeouts = Some((c.line, lvs_timeouts(c)?)),
+                            "lvs_sync_daemon" => {
+                                return err(c.line, "lvs_sync_daemon is not supported: xdpvs does not synchronise connections between directors yet; remove it (a backup director then schedules the connections it takes over afresh; mh keeps most clients on their real server)")
+                            }
+                            "lvs_notify_fifo" | "lvs_notify_fifo_script" => {
+                                return err(c.line, format!("{} is not supported: xdpvs writes no FIFO of checker events; run notify_up/notify_down and quorum_up/quorum_down scripts instead", c.key))
+                            }
+                            "notify_fifo" | "notify_fifo_script" => notes.push(format!(
+                                "{}: {}: keepalived's VRRP events still go there; xdpvs's checker events do not (it runs notify_up/notify_down and quorum_up/quorum_down scripts)",
+                                shown(c.line), c.key
                             )),
                             _ => {}
                         }
@@ -592,6 +609,45 @@ impl Globals {
             user,
         })
     }
+}
+
+/// `lvs_timeouts [tcp N] [tcpfin N] [udp N]`: at least one; those not given stay.
+fn lvs_timeouts(c: &Node) -> Result<crate::control::proto::TimeoutSet, KeepalivedError> {
+    no_block(c)?;
+    let mut t = crate::control::proto::TimeoutSet {
+        tcp: 0,
+        tcpfin: 0,
+        udp: 0,
+    };
+    let bad = || {
+        err(
+            c.line,
+            format!(
+                "lvs_timeouts {}: give tcp, tcpfin and udp, each with a number of seconds from 1",
+                c.args.join(" ")
+            ),
+        )
+    };
+    let mut words = c.args.iter();
+    while let Some(k) = words.next() {
+        let Some(v) = words
+            .next()
+            .and_then(|v| v.parse::<u32>().ok())
+            .filter(|&v| v > 0)
+        else {
+            return bad();
+        };
+        match k.as_str() {
+            "tcp" => t.tcp = v,
+            "tcpfin" => t.tcpfin = v,
+            "udp" => t.udp = v,
+            _ => return bad(),
+        }
+    }
+    if c.args.is_empty() {
+        return bad();
+    }
+    Ok(t)
 }
 
 /// `weight N [reverse]` of a track_file or FILE_CHECK.

@@ -1081,6 +1081,47 @@ mod tests {
     }
 
     #[test]
+    fn a_hanging_check_never_delays_another() {
+        // A server that accepts and never answers: its HTTP check waits its timeout.
+        let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let silent_port = silent.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in silent.incoming() {
+                held.push(s);
+            }
+        });
+        let open = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let open_port = open.local_addr().expect("addr").port();
+        std::thread::spawn(move || for _ in open.incoming() {});
+        let checker = Checker::start(None, None).expect("checker");
+        let mut hanging = target(silent_port, Probe::Http(Box::new(HttpCheck::get("/"))));
+        hanging.spec.timeout = Millis(3000);
+        hanging.addr = Ipv4Addr::new(127, 0, 0, 2).into();
+        let mut quick = target(open_port, Probe::Tcp);
+        quick.spec.interval = Millis(20);
+        hanging.spec.connect_ip = Some(Ipv4Addr::LOCALHOST.into());
+        checker.set(vec![hanging, quick]);
+        let started = Instant::now();
+        let mut quick_results = 0;
+        while started.elapsed() < Duration::from_millis(1500) {
+            if let Ok(o) = checker.results().recv_timeout(Duration::from_millis(100)) {
+                assert_eq!(
+                    o.addr,
+                    IpAddr::from(Ipv4Addr::LOCALHOST),
+                    "the hanging one answered: {o:?}"
+                );
+                assert!(o.ok, "{o:?}");
+                quick_results += 1;
+            }
+        }
+        assert!(
+            quick_results >= 5,
+            "{quick_results} results while the other hung"
+        );
+    }
+
+    #[test]
     fn checks_run_on_their_thread_and_report() {
         // An HTTP server on loopback that answers 200 twice, then 500.
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -973,3 +973,49 @@ fn several_smtp_hosts_are_several_checkers_each_where_it_connects() {
         assert_eq!(back.word(), *w);
     }
 }
+
+#[test]
+fn global_defs_lvs_timeouts_are_honoured_and_the_sync_daemon_refused() {
+    let got = parse(&format!(
+        "global_defs {{\n  lvs_timeouts tcp 7200 udp 30\n  lvs_flush\n  notify_fifo /run/k.fifo\n}}\n{}",
+        vs("")
+    ))
+    .expect("imported");
+    assert_eq!(
+        got.requests[0],
+        Request::SetTimeouts(crate::control::proto::TimeoutSet {
+            tcp: 7200,
+            tcpfin: 0,
+            udp: 30
+        })
+    );
+    assert_eq!(got.lines[0], Place::line(2));
+    assert!(
+        got.notes
+            .iter()
+            .any(|n| n.contains("notify_fifo: keepalived's VRRP events still go there")),
+        "{:?}",
+        got.notes
+    );
+    for (conf, line, says) in [
+        (
+            "global_defs {\n lvs_sync_daemon eth0 VI_1\n}\n",
+            2,
+            "lvs_sync_daemon is not supported",
+        ),
+        (
+            "global_defs {\n lvs_timeouts tcp\n}\n",
+            2,
+            "lvs_timeouts tcp: give tcp, tcpfin and udp",
+        ),
+        (
+            "global_defs {\n lvs_notify_fifo /run/f\n}\n",
+            2,
+            "lvs_notify_fifo is not supported",
+        ),
+    ] {
+        let e = refused(conf);
+        assert_eq!(e.line, line, "{conf}: {e}");
+        assert!(e.message.contains(says), "{conf}: {e}");
+    }
+}
