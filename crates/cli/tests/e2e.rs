@@ -4025,7 +4025,27 @@ else:
             s.sendto(b"\x0a" + q, a)
 "#;
 
-/// keepalived.conf as operators write it, every checker at work in the lab: SSL_GET
+/// The UDP_CHECK service of the checkers' lab, in a file keepalived.conf includes.
+const UDP_CHECKED: &str = "virtual_server 198.18.0.100 514 {
+    lb_kind DR
+    protocol UDP
+    {fast}
+    real_server 198.18.0.11 514 {
+        UDP_CHECK {
+            payload 01 02
+            require_reply 0a 01
+        }
+    }
+    real_server 198.18.0.12 514 {
+        UDP_CHECK {
+            payload 01
+        }
+    }
+}
+";
+
+/// keepalived.conf as operators write it (an include, a virtual_server_group), every
+/// checker at work in the lab: SSL_GET
 /// (SNI, a regex), SMTP_CHECK (with the forwarding check), DNS_CHECK, UDP_CHECK,
 /// MISC_CHECK whose exit status sets the weight, FILE_CHECK, alpha, notify_down, and a
 /// quorum that the dynamic weight gains (quorum_up runs, the sorry server steps back).
@@ -4130,7 +4150,10 @@ virtual_server 198.18.0.100 25 {{
         }}
     }}
 }}
-virtual_server 198.18.0.100 53 {{
+virtual_server_group DNS {{
+    198.18.0.100 53
+}}
+virtual_server group DNS {{
     lb_kind DR
     protocol UDP
     {fast}
@@ -4147,22 +4170,7 @@ virtual_server 198.18.0.100 53 {{
         }}
     }}
 }}
-virtual_server 198.18.0.100 514 {{
-    lb_kind DR
-    protocol UDP
-    {fast}
-    real_server 198.18.0.11 514 {{
-        UDP_CHECK {{
-            payload 01 02
-            require_reply 0a 01
-        }}
-    }}
-    real_server 198.18.0.12 514 {{
-        UDP_CHECK {{
-            payload 01
-        }}
-    }}
-}}
+include {d}/conf.d/*.conf
 virtual_server 198.18.0.100 80 {{
     lb_algo rr
     lb_kind DR
@@ -4187,6 +4195,13 @@ virtual_server 198.18.0.100 80 {{
 }}
 "#
     );
+    // The UDP_CHECK service from an included file (a wildcard, as conf.d layouts do).
+    std::fs::create_dir_all(dir.join("conf.d")).expect("conf.d");
+    std::fs::write(
+        dir.join("conf.d/udp.conf"),
+        UDP_CHECKED.replace("{fast}", fast),
+    )
+    .expect("included file");
     start_with_keepalived(&mut lab, &conf, &[]);
     lab.wait_resolved().expect("resolved");
     let real = |doc: &serde_json::Value, port: u64, last: u8| -> serde_json::Value {
