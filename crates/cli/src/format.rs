@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use crate::ipvsadm::restore_quote;
 use crate::names::Naming;
+use crate::quoting::restore_quote;
 use xdpvs_director::control::proto::{
     CheckSpec, ConnRow, Counters, OnFailure, Probe, Quorum, Rates, Script, Sysctl, Table,
     TimeoutSet,

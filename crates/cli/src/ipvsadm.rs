@@ -17,6 +17,7 @@ use xdpvs_director::control::proto::{
 use xdpvs_director::health::spec::{parse_checker, parse_digest, Also};
 
 pub use crate::format::{format_list, format_rules, format_timeouts, ListKind};
+pub use crate::quoting::{restore_quote, restore_words};
 use xdpvs_sched::{
     ConfigError, Method, Persistence, Protocol, SchedFlags, SchedKind, ServiceKey, TunCsum,
     TunKind, Tunnel,
@@ -1274,12 +1275,6 @@ impl IpvsArgs {
         if self.check_forwarding && !probes.iter().any(Probe::is_tcp) {
             return bad("--check-forwarding goes with a tcp, http, https or smtp check (a SYN to the VIP's port)");
         }
-        let script = |c: &Option<String>| {
-            c.as_ref().map(|command| Script {
-                command: command.clone(),
-                user: self.script_user.clone(),
-            })
-        };
         let mut c = CheckSpec::new(probes.remove(0));
         c.also = probes
             .into_iter()
@@ -1295,8 +1290,8 @@ impl IpvsArgs {
         c.on_failure = self.on_failure.unwrap_or(c.on_failure);
         c.alpha = self.check_alpha;
         c.forwarding = self.check_forwarding;
-        c.notify_up = script(&self.notify_up);
-        c.notify_down = script(&self.notify_down);
+        c.notify_up = self.script(&self.notify_up);
+        c.notify_down = self.script(&self.notify_down);
         c.connect_ip = first_ip;
         c.bindto = self.check_bind;
         c.bind_port = self.check_bind_port;
@@ -1304,20 +1299,22 @@ impl IpvsArgs {
         Ok(Some(Some(c)))
     }
 
+    /// A command given on the line, run as `--script-user`.
+    fn script(&self, command: &Option<String>) -> Option<Script> {
+        command.as_ref().map(|command| Script {
+            command: command.clone(),
+            user: self.script_user.clone(),
+        })
+    }
+
     /// The quorum of `-A`/`-E`.
     fn quorum(&self) -> Quorum {
-        let script = |c: &Option<String>| {
-            c.as_ref().map(|command| Script {
-                command: command.clone(),
-                user: self.script_user.clone(),
-            })
-        };
         let d = Quorum::default();
         Quorum {
             quorum: self.quorum.unwrap_or(d.quorum),
             hysteresis: self.hysteresis.unwrap_or(d.hysteresis),
-            up: script(&self.quorum_up),
-            down: script(&self.quorum_down),
+            up: self.script(&self.quorum_up),
+            down: self.script(&self.quorum_down),
             omega: self.omega,
         }
     }
@@ -1507,56 +1504,6 @@ pub enum RestoreError {
         /// What is wrong with it.
         error: String,
     },
-}
-
-/// The words of a restore line: split on whitespace, except inside double quotes (which
-/// xdpvs -S writes around a command or check with spaces; ipvsadm never writes any);
-/// `\"` and `\\` inside quotes are a quote and a backslash.
-pub fn restore_words(line: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut chars = line.chars().peekable();
-    while let Some(&c) = chars.peek() {
-        if c.is_whitespace() {
-            chars.next();
-            continue;
-        }
-        let mut w = String::new();
-        while let Some(&c) = chars.peek() {
-            if c.is_whitespace() {
-                break;
-            }
-            chars.next();
-            if c != '"' {
-                w.push(c);
-                continue;
-            }
-            loop {
-                match chars.next() {
-                    None => return Err("a quoted word is not closed on its line".into()),
-                    Some('"') => break,
-                    Some('\\') => match chars.next() {
-                        Some(e @ ('"' | '\\')) => w.push(e),
-                        Some(e) => {
-                            w.push('\\');
-                            w.push(e);
-                        }
-                        None => return Err("a quoted word is not closed on its line".into()),
-                    },
-                    Some(e) => w.push(e),
-                }
-            }
-        }
-        out.push(w);
-    }
-    Ok(out)
-}
-
-/// A word as [`restore_words`] reads it back: quoted if it has spaces or quotes.
-pub fn restore_quote(w: &str) -> String {
-    if !w.is_empty() && !w.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\') {
-        return w.to_string();
-    }
-    format!("\"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// Parses ipvsadm-save/ipvsadm-restore input: one command per line (blank lines and

@@ -12,5 +12,6 @@ pub mod explain;
 pub mod format;
 pub mod ipvsadm;
 pub mod names;
+pub mod quoting;
 pub mod rssetup;
 pub mod selfcheck;

@@ -17,6 +17,7 @@ use xdpvs_sched::ServiceKey;
 
 use super::machine::{Health, Machine};
 use super::spec::{CheckSpec, FileCheck, HttpCheck, HttpProtocol, MiscCheck, Probe, UdpCheck};
+use super::words::io_words;
 
 /// One check to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -913,15 +914,6 @@ pub fn judge(answer: &[u8], h: &HttpCheck) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// An I/O error in words, without the errno suffix.
-pub(crate) fn io_words(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ pub fn secure(command: &str, uid: u32) -> Result<(), String> {
         std::io::ErrorKind::NotFound => format!(
             "script {prog} does not exist on this host (keepalived would disable the checker or notifier; xdpvs refuses it: install the script, or remove what runs it)"
         ),
-        _ => format!("script {prog}: {}", crate::health::checker::io_words(&e)),
+        _ => format!("script {prog}: {}", super::words::io_words(&e)),
     })?;
     if !meta.is_file() || meta.mode() & 0o111 == 0 {
         return Err(format!("script {prog}: not an executable file"));
@@ -74,7 +74,7 @@ pub fn secure(command: &str, uid: u32) -> Result<(), String> {
             format!(
                 "script {prog}: {}: {}",
                 p.display(),
-                crate::health::checker::io_words(&e)
+                super::words::io_words(&e)
             )
         })?;
         let owner_ok = m.uid() == 0 || m.uid() == uid;
