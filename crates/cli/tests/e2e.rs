@@ -4068,8 +4068,11 @@ fn every_keepalived_checker_judges_real_servers_in_the_lab() {
     };
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    script("weight", "exit 7");
-    script("mark", &format!("touch {d}/$1"));
+    // MISC_CHECK's program exits with what the test writes; the notify and quorum
+    // scripts leave a file named by their first argument.
+    script("weight", &format!("exit $(cat {d}/status)"));
+    script("mark", &format!("touch \"{d}/$1\""));
+    std::fs::write(dir.join("status"), "7").expect("status");
     std::fs::write(dir.join("rs2.state"), "1\n").expect("track file");
     let openssl = std::process::Command::new("openssl")
         .args([
@@ -4099,12 +4102,15 @@ fn every_keepalived_checker_judges_real_servers_in_the_lab() {
         lab.spawn(&ns, &a).expect("server");
     };
     let (cert, key) = (format!("{d}/cert.pem"), format!("{d}/key.pem"));
-    serve(&mut lab, "r1", &["tls", "443", &cert, &key]);
-    serve(&mut lab, "r1", &["smtp", "25", "220"]);
+    let serve_rs1 = |lab: &mut Lab| {
+        serve(lab, "r1", &["tls", "443", &cert, &key]);
+        serve(lab, "r1", &["smtp", "25", "220"]);
+        serve(lab, "r1", &["dns", "53", "0"]);
+        serve(lab, "r1", &["udp", "514"]);
+    };
+    serve_rs1(&mut lab);
     serve(&mut lab, "r2", &["smtp", "25", "554"]);
-    serve(&mut lab, "r1", &["dns", "53", "0"]);
     serve(&mut lab, "r2", &["dns", "53", "2"]);
-    serve(&mut lab, "r1", &["udp", "514"]);
     let fast = "delay_loop 1\n    connect_timeout 1\n    retry 0\n    delay_before_retry 0.2";
     let conf = format!(
         r#"global_defs {{
@@ -4176,6 +4182,7 @@ virtual_server 198.18.0.100 80 {{
     lb_kind DR
     {fast}
     quorum 5
+    hysteresis 1
     omega
     quorum_up "{d}/mark quorum-up"
     quorum_down "{d}/mark quorum-down"
@@ -4187,7 +4194,7 @@ virtual_server 198.18.0.100 80 {{
         }}
     }}
     real_server 198.18.0.12 80 {{
-        notify_down "{d}/mark rs2-down"
+        notify_down "{d}/mark 'rs2 down'"
         FILE_CHECK {{
             track_file rs2_state
         }}
@@ -4204,14 +4211,17 @@ virtual_server 198.18.0.100 80 {{
     .expect("included file");
     start_with_keepalived(&mut lab, &conf, &[]);
     lab.wait_resolved().expect("resolved");
-    let real = |doc: &serde_json::Value, port: u64, last: u8| -> serde_json::Value {
-        let s = doc["services"]
+    let service = |doc: &serde_json::Value, port: u64| -> serde_json::Value {
+        doc["services"]
             .as_array()
             .expect("services")
             .iter()
             .find(|s| s["port"] == port)
             .unwrap_or_else(|| panic!("no service on {port}: {doc}"))
-            .clone();
+            .clone()
+    };
+    let real = |doc: &serde_json::Value, port: u64, last: u8| -> serde_json::Value {
+        let s = service(doc, port);
         s["reals"]
             .as_array()
             .expect("reals")
@@ -4220,90 +4230,136 @@ virtual_server 198.18.0.100 80 {{
             .unwrap_or_else(|| panic!("no 198.18.0.{last} on {port}: {s}"))
             .clone()
     };
-    // Every check has run at least twice, and what each found is what it should.
-    let want: [(u64, u8, bool, &str); 8] = [
-        (443, 11, true, "ok"),
-        (443, 12, false, "connect to 198.18.0.12:443"),
-        (25, 11, true, "ok"),
-        (25, 12, false, "SMTP greeting 554, want 220"),
-        (53, 11, true, "ok"),
-        (53, 12, false, "DNS: response code 2"),
-        (514, 11, true, "ok"),
-        (514, 12, false, "port unreachable"),
-    ];
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let doc = json(&lab, "-Ln --json");
-        let misses: Vec<String> = want
-            .iter()
-            .filter_map(|&(port, last, up, says)| {
-                let r = real(&doc, port, last);
-                let h = &r["health"];
-                let ok = h["up"] == up
-                    && h["checks"].as_u64().unwrap_or(0) >= 2
-                    && h["last"].as_str().is_some_and(|l| l.contains(says));
-                (!ok).then(|| format!("{port} .{last}: {h}"))
-            })
-            .chain(
-                // MISC_CHECK's exit status 7: weight 5; FILE_CHECK's 1 with weight 0: down.
-                [(11, true, Some(5)), (12, false, None)].iter().filter_map(
-                    |&(last, up, weight)| {
-                        let h = real(&doc, 80, last)["health"].clone();
-                        let ok = h["up"] == up
-                            && (weight.is_none() || h["weight"] == weight.unwrap_or(0));
-                        (!ok).then(|| format!("80 .{last}: {h}"))
-                    },
-                ),
-            )
-            .collect();
-        if misses.is_empty() {
-            break;
+    // Waits until `want` holds of `-Ln --json`, saying what is missing meanwhile.
+    let wait_for = |lab: &Lab, what: &str, want: &dyn Fn(&serde_json::Value) -> Vec<String>| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let misses = want(&json(lab, "-Ln --json"));
+            if misses.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {misses:#?}\n{}",
+                lab.director_log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{misses:#?}\n{}",
-            lab.director_log()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    };
+    // (port, real server, up, what its last result says, transitions at least).
+    let judged = |want: &[(u64, u8, bool, &'static str, u64)]| {
+        let want = want.to_vec();
+        move |doc: &serde_json::Value| -> Vec<String> {
+            want.iter()
+                .filter_map(|&(port, last, up, says, moved)| {
+                    let h = real(doc, port, last)["health"].clone();
+                    let ok = h["up"] == up
+                        && h["checks"].as_u64().unwrap_or(0) >= 2
+                        && h["transitions"].as_u64().unwrap_or(0) >= moved
+                        && h["last"].as_str().is_some_and(|l| l.contains(says));
+                    (!ok).then(|| format!("{port} .{last}: {h}"))
+                })
+                .collect()
+        }
+    };
+    // Every checker passes on rs1 and fails on rs2 the way keepalived's would.
+    wait_for(
+        &lab,
+        "first results",
+        &judged(&[
+            (443, 11, true, "ok", 0),
+            (443, 12, false, "connect to 198.18.0.12:443", 0),
+            (25, 11, true, "ok", 0),
+            (25, 12, false, "SMTP greeting 554, want 220", 1),
+            (53, 11, true, "ok", 0),
+            (53, 12, false, "DNS: response code 2", 1),
+            (514, 11, true, "ok", 0),
+            (514, 12, false, "port unreachable", 1),
+            (80, 12, false, "rs2.state holds 1", 1),
+        ]),
+    );
     let doc = json(&lab, "-Ln --json");
     // alpha: rs2 of 443 started down and never came up: no transition at all.
     assert_eq!(real(&doc, 443, 12)["health"]["transitions"], 0, "{doc}");
     assert_eq!(real(&doc, 443, 12)["check"]["alpha"], true);
-    // The quorum (5): lost at start (weights 1 + 1), gained once rs1's weight became 5.
-    let s80 = doc["services"]
-        .as_array()
-        .expect("services")
-        .iter()
-        .find(|s| s["port"] == 80)
-        .expect("80")
-        .clone();
-    assert_eq!(s80["quorum"]["held"], true, "{s80}");
-    for mark in ["quorum-down", "quorum-up", "rs2-down"] {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !dir.join(mark).exists() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{mark} never ran\n{}",
-                lab.director_log()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    }
-    // The sorry server stepped back: clients get rs1, the only real server up.
-    let answers: Vec<String> = (0..4).map(|_| get(&lab)).collect();
-    assert_eq!(counts(&answers).get("rs1"), Some(&4), "{answers:?}");
-    // The track file back to 0: rs2 of 80 passes again.
-    std::fs::write(dir.join("rs2.state"), "0\n").expect("track file");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while real(&json(&lab, "-Ln --json"), 80, 12)["health"]["up"] != true {
+    // rs1's servers stopped: each of its checkers fails; started again: each passes.
+    lab.stop_programs("r1");
+    wait_for(
+        &lab,
+        "rs1's servers stopped",
+        &judged(&[
+            (443, 11, false, "connect to 198.18.0.11:443", 1),
+            (25, 11, false, "connect to 198.18.0.11:25", 1),
+            (53, 11, false, "DNS: Connection refused", 1),
+            (514, 11, false, "port unreachable", 1),
+        ]),
+    );
+    serve_rs1(&mut lab);
+    lab.start_http("r1", "rs1", 80).expect("http");
+    wait_for(
+        &lab,
+        "rs1's servers back",
+        &judged(&[
+            (443, 11, true, "ok", 2),
+            (25, 11, true, "ok", 2),
+            (53, 11, true, "ok", 2),
+            (514, 11, true, "ok", 2),
+        ]),
+    );
+    // MISC_CHECK's exit statuses move rs1's weight, and the quorum (5, hysteresis 1: lost
+    // below 4, gained from 6) moves the service to its sorry server (rs3) and back.
+    let step = |status: u8, up: bool, weight: Option<u64>, held: bool| {
+        std::fs::write(dir.join("status"), status.to_string()).expect("status");
+        wait_for(
+            &lab,
+            &format!("exit status {status}"),
+            &|doc: &serde_json::Value| {
+                let h = real(doc, 80, 11)["health"].clone();
+                let q = service(doc, 80)["quorum"].clone();
+                let ok =
+                    h["up"] == up && weight.is_none_or(|w| h["weight"] == w) && q["held"] == held;
+                if ok {
+                    Vec::new()
+                } else {
+                    vec![format!("rs1 {h}, quorum {q}")]
+                }
+            },
+        );
+        let answers: Vec<String> = (0..3).map(|_| get(&lab)).collect();
+        let who = if held { "rs1" } else { "rs3" };
+        assert_eq!(
+            counts(&answers).get(who),
+            Some(&3),
+            "status {status}: {answers:?}"
+        );
+    };
+    step(7, true, Some(5), false); // weight 5: not yet 6, the quorum stays lost
+    step(8, true, Some(6), true); // gained: quorum_up runs, the sorry server steps back
+    step(6, true, Some(4), true); // 4: not below 4, held
+    step(1, false, None, false); // failed: lost, the sorry server stands in
+    step(0, true, None, false); // passes with its configured weight 1: still lost
+    step(255, true, Some(253), true); // weight 253
+    step(2, true, Some(0), false); // weight 0
+    step(8, true, Some(6), true);
+    for mark in ["quorum-down", "quorum-up", "rs2 down"] {
         assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
+            dir.join(mark).exists(),
+            "{mark} never ran\n{}",
             lab.director_log()
         );
-        std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    let log = lab.director_log();
+    assert!(
+        log.contains("TCP 198.18.0.100:80: quorum gained (weight up 6)"),
+        "{log}"
+    );
+    // The track file back to 0: rs2 of 80 passes again.
+    std::fs::write(dir.join("rs2.state"), "0\n").expect("track file");
+    wait_for(
+        &lab,
+        "the track file at 0",
+        &judged(&[(80, 12, true, "ok", 2)]),
+    );
     let saved = x(&lab, "-S -n");
     for part in [
         "--check https:/health,host=www.example.org,regex=^ok,sni=www.example.org",
@@ -4312,18 +4368,19 @@ virtual_server 198.18.0.100 80 {{
         "--check dns,type=A,name=www.example.org",
         "--check udp,payload=0102,reply=0a01",
         "--check-alpha",
-        "--quorum 5",
+        "--quorum 5 --hysteresis 1",
         "--check file:",
         "--omega",
+        "--notify-down \"/",
     ] {
         assert!(saved.contains(part), "{part}\n{saved}");
     }
     // omega: as the director stops, the down scripts of what is up run.
-    for mark in ["quorum-down", "rs2-down"] {
+    for mark in ["quorum-down", "rs2 down"] {
         std::fs::remove_file(dir.join(mark)).expect("marked before");
     }
     lab.stop_director("TERM").expect("director stops");
-    for mark in ["quorum-down", "rs2-down"] {
+    for mark in ["quorum-down", "rs2 down"] {
         assert!(
             dir.join(mark).exists(),
             "{mark} did not run as the director stopped"

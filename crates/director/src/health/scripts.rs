@@ -44,9 +44,50 @@ pub fn ids(user: Option<&str>) -> Result<(u32, u32), String> {
     Ok((uid, gid))
 }
 
+/// The words of a command line as keepalived splits a script's: on whitespace, with
+/// '...' and "..." quoting and `\` escaping the next character (`\n`, `\t` and `\\`
+/// as in C).
+pub fn argv(command: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut chars = command.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut w = String::new();
+        let mut quote: Option<char> = None;
+        while let Some(c) = chars.next() {
+            match (c, quote) {
+                ('\\', _) => {
+                    let e = chars
+                        .next()
+                        .ok_or_else(|| format!("'{command}': a \\ ends it"))?;
+                    w.push(match e {
+                        'n' => '\n',
+                        't' => '\t',
+                        e => e,
+                    });
+                }
+                (q @ ('\'' | '"'), None) => quote = Some(q),
+                (q, Some(open)) if q == open => quote = None,
+                (c, None) if c.is_whitespace() => break,
+                (c, _) => w.push(c),
+            }
+        }
+        if let Some(q) = quote {
+            return Err(format!("'{command}': a {q} is not closed"));
+        }
+        out.push(w);
+    }
+}
+
 /// The program of a command line (its first word).
-pub fn program(command: &str) -> &str {
-    command.split_whitespace().next().unwrap_or_default()
+pub fn program(command: &str) -> String {
+    argv(command)
+        .ok()
+        .and_then(|a| a.into_iter().next())
+        .unwrap_or_default()
 }
 
 /// keepalived's script security: the program is given by an absolute path, exists, is
@@ -54,7 +95,7 @@ pub fn program(command: &str) -> &str {
 /// root or `uid` (no write permission for others, nor for a group other than root's).
 pub fn secure(command: &str, uid: u32) -> Result<(), String> {
     let prog = program(command);
-    let path = Path::new(prog);
+    let path = Path::new(&prog);
     if !path.is_absolute() {
         return Err(format!(
             "script {prog}: give the program by its absolute path"
@@ -90,14 +131,14 @@ pub fn secure(command: &str, uid: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// The command for `command` run as `user`, after the security check; its output goes
-/// nowhere.
+/// The command for `command` (split as [`argv`] does) run as `user`, after the security
+/// check; its output goes nowhere.
 pub fn command(command: &str, user: Option<&str>) -> Result<Command, String> {
     let (uid, gid) = ids(user)?;
     secure(command, uid)?;
-    let mut words = command.split_whitespace();
-    let mut c = Command::new(words.next().unwrap_or_default());
-    c.args(words)
+    let words = argv(command)?;
+    let mut c = Command::new(words.first().map_or("", String::as_str));
+    c.args(&words[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -238,6 +279,24 @@ mod tests {
         assert_eq!(ids(None), Ok((0, 0)));
         assert_eq!(ids(Some("root")), Ok((0, 0)));
         assert!(ids(Some("no-such-user-xdpvs")).is_err());
+    }
+
+    #[test]
+    fn commands_split_as_keepalived_splits_scripts() {
+        let words = |s: &str| argv(s).expect("splits");
+        assert_eq!(words("/bin/x a  b"), ["/bin/x", "a", "b"]);
+        assert_eq!(
+            words("/bin/x 'rs 1' \"UP now\" c\\ d"),
+            ["/bin/x", "rs 1", "UP now", "c d"]
+        );
+        assert_eq!(
+            words("/bin/x a'b c'd \"it's\""),
+            ["/bin/x", "ab cd", "it's"]
+        );
+        assert_eq!(words("  "), Vec::<String>::new());
+        assert!(argv("/bin/x 'open").is_err());
+        assert!(argv("/bin/x \\").is_err());
+        assert_eq!(program("'/opt/my tools/check' -v"), "/opt/my tools/check");
     }
 
     fn nix_root() -> bool {
