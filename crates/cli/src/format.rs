@@ -202,6 +202,13 @@ fn proto_word(p: Protocol) -> &'static str {
 /// parse them). `--json` carries the same facts.
 pub fn list_notes(table: &Table) -> Vec<String> {
     let mut notes = Vec::new();
+    for (vip, served) in &table.vrrp {
+        notes.push(if *served {
+            format!("VIP {vip}: held here (VRRP master): served")
+        } else {
+            format!("VIP {vip}: silent (VRRP backup: keepalived holds it elsewhere)")
+        });
+    }
     for s in &table.services {
         for r in &s.reals {
             let who = format!("real server {} of {}", addr_port(r.addr, r.port), s.key);
@@ -502,7 +509,12 @@ pub fn json_table(table: &Table) -> String {
             })
         })
         .collect();
-    let doc = json!({ "size": table.size, "services": services });
+    let vrrp: Vec<Value> = table
+        .vrrp
+        .iter()
+        .map(|(vip, served)| json!({ "vip": vip.to_string(), "served": served }))
+        .collect();
+    let doc = json!({ "size": table.size, "services": services, "vrrp": vrrp });
     format!("{doc:#}\n")
 }
 

@@ -4388,3 +4388,223 @@ virtual_server 198.18.0.100 80 {{
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A keepalived.conf for one director of the pair: its VRRP instance holds the VIP
+/// (`priority`), tracks the local director through its socket, and the service is rr
+/// over the three real servers.
+fn pair_conf(priority: u8, socket: &Path) -> String {
+    let xdpvs = env!("CARGO_BIN_EXE_xdpvs");
+    let reals: String = (1..=3)
+        .map(|n| format!("  real_server 198.18.0.1{n} 80 {{\n    TCP_CHECK {{\n      connect_timeout 1\n    }}\n  }}\n"))
+        .collect();
+    format!(
+        r#"vrrp_script chk_xdpvs {{
+  script "{xdpvs} --socket {} -Ln"
+  interval 1
+  fall 2
+  rise 1
+}}
+vrrp_instance VI_1 {{
+  state BACKUP
+  interface eth0
+  virtual_router_id 51
+  priority {priority}
+  advert_int 1
+  virtual_ipaddress {{
+    198.18.0.100/32 dev eth0
+  }}
+  track_script {{
+    chk_xdpvs
+  }}
+}}
+virtual_server 198.18.0.100 80 {{
+  delay_loop 1
+  lb_algo rr
+  lb_kind DR
+  protocol TCP
+{reals}}}
+"#,
+        socket.display()
+    )
+}
+
+/// The classic director pair: keepalived's VRRP (one process per director, on the same
+/// kind of keepalived.conf as xdpvs reads) decides which director holds the VIP, and
+/// xdpvs serves it only there: only the master answers ARP for it, the backup is
+/// silent; the master's host lost (its link down), the backup takes the VIP and serves;
+/// it returns and takes it back (preempt); its xdpvs killed, keepalived's track_script
+/// hands the VIP over. Each failover is timed (first request served after the event).
+#[test]
+fn a_director_pair_follows_keepalived_s_vrrp() {
+    if std::process::Command::new("keepalived")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        xdpvs_testkit::cannot_run("the director pair", "keepalived is not installed");
+        return;
+    }
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    let d2_ip = std::net::Ipv4Addr::new(198, 18, 0, 3);
+    lab.add_host("d2", d2_ip, "2001:2::3".parse().expect("v6"))
+        .expect("second director");
+    let (tmp, prefix) = (std::env::temp_dir(), lab.ns("pair"));
+    let name = |what: &str| tmp.join(format!("{prefix}-{what}"));
+    let (sock1, sock2) = (lab.socket().to_path_buf(), name("d2.sock"));
+    let (conf1, conf2) = (name("d1.conf"), name("d2.conf"));
+    std::fs::write(&conf1, pair_conf(150, &sock1)).expect("conf");
+    std::fs::write(&conf2, pair_conf(100, &sock2)).expect("conf");
+    let exe = env!("CARGO_BIN_EXE_xdpvs");
+    lab.start_director(&["--keepalived", conf1.to_str().expect("utf-8")])
+        .expect("director 1");
+    let d2 = lab.ns("d2");
+    lab.spawn_logged(
+        &d2,
+        &[
+            exe,
+            "run",
+            "-i",
+            "eth0",
+            "--socket",
+            sock2.to_str().expect("utf-8"),
+            "--keepalived",
+            conf2.to_str().expect("utf-8"),
+        ],
+        &name("d2.log"),
+    )
+    .expect("director 2");
+    let served = |lab: &Lab, sock: &Path| -> Option<bool> {
+        let out = lab
+            .xdpvs(&["--socket", sock.to_str().expect("utf-8"), "-Ln", "--json"])
+            .ok()?;
+        let doc: serde_json::Value = serde_json::from_str(&out).ok()?;
+        doc["vrrp"][0]["served"].as_bool()
+    };
+    let logs = |lab: &Lab| {
+        format!(
+            "director 1:\n{}\ndirector 2:\n{}\nkeepalived 1:\n{}\nkeepalived 2:\n{}",
+            lab.director_log(),
+            std::fs::read_to_string(name("d2.log")).unwrap_or_default(),
+            std::fs::read_to_string(name("k1.log")).unwrap_or_default(),
+            std::fs::read_to_string(name("k2.log")).unwrap_or_default(),
+        )
+    };
+    let wait = |lab: &Lab, what: &str, want: (Option<bool>, Option<bool>)| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let got = (served(lab, &sock1), served(lab, &sock2));
+            if got == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: {got:?}\n{}",
+                logs(lab)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait(&lab, "director 2 up", (Some(false), Some(false)));
+    // keepalived's VRRP, one per director.
+    for (n, role, conf) in [(1, "d", &conf1), (2, "d2", &conf2)] {
+        let ns = lab.ns(role);
+        let pid = name(&format!("k{n}.pid"));
+        let vpid = name(&format!("k{n}.vrrp.pid"));
+        lab.spawn_logged(
+            &ns,
+            &[
+                "keepalived",
+                "--vrrp",
+                "--dont-fork",
+                "--log-console",
+                "-f",
+                conf.to_str().expect("utf-8"),
+                "-p",
+                pid.to_str().expect("utf-8"),
+                "-r",
+                vpid.to_str().expect("utf-8"),
+            ],
+            &name(&format!("k{n}.log")),
+        )
+        .expect("keepalived");
+    }
+    wait(&lab, "director 1 the master", (Some(true), Some(false)));
+    lab.wait_resolved().expect("resolved");
+    // (a) Only the master answers ARP for the VIP.
+    let d1_mac = lab.mac("d").expect("mac");
+    let arp = lab
+        .exec(
+            &lab.ns("c"),
+            &["arping", "-c", "3", "-w", "4", "-I", "eth0", "198.18.0.100"],
+        )
+        .expect("arping");
+    let said = String::from_utf8_lossy(&arp.stdout).to_lowercase();
+    let replies: Vec<&str> = said.lines().filter(|l| l.contains("reply from")).collect();
+    assert!(!replies.is_empty(), "no ARP answer: {said}");
+    assert!(
+        replies.iter().all(|l| l.contains(&d1_mac.to_lowercase())),
+        "an ARP answer from another than the master ({d1_mac}): {said}"
+    );
+    let answers: Vec<String> = (0..3).map(|_| get(&lab)).collect();
+    assert_rotation(&answers);
+    // Served again after `event`: how long until a request succeeds.
+    let failover = |lab: &Lab, event: &str| -> std::time::Duration {
+        let started = std::time::Instant::now();
+        loop {
+            let ok = lab
+                .exec(
+                    &lab.ns("c"),
+                    &["curl", "-sS", "--max-time", "1", "http://198.18.0.100/"],
+                )
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                let t = started.elapsed();
+                eprintln!("{event}: served again after {t:?}");
+                return t;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "{event}: never served again\n{}",
+                logs(lab)
+            );
+        }
+    };
+    // (b) The master's host lost: its link down.
+    lab.sh(&lab.ns("d"), "ip link set eth0 down")
+        .expect("link down");
+    failover(&lab, "master's link down");
+    wait(&lab, "director 2 the master", (Some(false), Some(true)));
+    let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
+    assert_rotation(&answers);
+    // (d) It returns: keepalived takes the VIP back to it (preempt).
+    lab.sh(&lab.ns("d"), "ip link set eth0 up")
+        .expect("link up");
+    wait(
+        &lab,
+        "director 1 the master again",
+        (Some(true), Some(false)),
+    );
+    failover(&lab, "master back");
+    let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
+    assert_rotation(&answers);
+    // (c) xdpvs killed on the master: track_script fails, the VIP goes to the backup.
+    lab.stop_director("KILL").expect("killed");
+    failover(&lab, "master's xdpvs killed");
+    wait(&lab, "director 2 serves", (None, Some(true)));
+    let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
+    assert_rotation(&answers);
+    let d2_log = std::fs::read_to_string(name("d2.log")).unwrap_or_default();
+    assert!(
+        d2_log.contains("VIP 198.18.0.100 is held here (VRRP master): served"),
+        "{d2_log}"
+    );
+    assert!(
+        !d2_log.contains("conflict"),
+        "the master is no conflict: {d2_log}"
+    );
+    for f in [&conf1, &conf2] {
+        let _ = std::fs::remove_file(f);
+    }
+}

@@ -116,6 +116,12 @@ pub fn guard_script(vips: &BTreeSet<IpAddr>) -> String {
     )
 }
 
+/// Installs (or replaces) the guard for `vips`: a VIP that follows VRRP is on the
+/// master's interface, and a master whose director is gone must not answer it.
+pub fn guard(vips: &BTreeSet<IpAddr>) -> Result<(), String> {
+    nft(&guard_script(vips))
+}
+
 /// Runs `nft -f -` with `script`.
 fn nft(script: &str) -> Result<(), String> {
     let mut child = Command::new("nft")

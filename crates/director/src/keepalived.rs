@@ -270,6 +270,43 @@ fn parse_lines(lines: &[pre::Line]) -> Result<Imported, KeepalivedError> {
         imported.lines.push(Place::line(line));
         imported.requests.push(Request::SetTimeouts(t));
     }
+    // The VIPs keepalived's VRRP moves: served only while it holds them here (a reload
+    // starts with a clear, which forgets them).
+    let mut follow = Vec::new();
+    let mut follow_line = 0;
+    for n in top.iter().filter(|n| n.key == "vrrp_instance") {
+        for c in n
+            .block
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c.key == "virtual_ipaddress" || c.key == "virtual_ipaddress_excluded")
+        {
+            for a in c.block.as_deref().unwrap_or_default() {
+                follow_line = if follow_line == 0 {
+                    a.line
+                } else {
+                    follow_line
+                };
+                let word = a.key.split('/').next().unwrap_or_default();
+                match word.parse::<IpAddr>() {
+                    Ok(ip) if !follow.contains(&ip) => follow.push(ip),
+                    Ok(_) => {}
+                    Err(_) => {
+                        return err(
+                            a.line,
+                            format!(
+                                "vrrp_instance {}: {}: not an address",
+                                n.args.join(" "),
+                                a.key
+                            ),
+                        )
+                    }
+                }
+            }
+        }
+    }
+
     let mut keys: Vec<ServiceKey> = Vec::new();
     let mut skipped: Vec<&str> = Vec::new();
     for n in &top {
@@ -316,8 +353,10 @@ fn parse_lines(lines: &[pre::Line]) -> Result<Imported, KeepalivedError> {
                     imported.notes.push(format!(
                         "{}: {k} skipped (xdpvs takes the LVS sections: virtual_server and virtual_server_group{})",
                         shown(n.line),
-                        if k.starts_with("vrrp") {
-                            "; VRRP failover is not part of xdpvs"
+                        if k == "vrrp_instance" {
+                            "; keepalived's VRRP runs it, and xdpvs serves its virtual_ipaddress only while this host holds them"
+                        } else if k.starts_with("vrrp") {
+                            "; keepalived's VRRP runs it"
                         } else {
                             ""
                         }
@@ -331,6 +370,10 @@ fn parse_lines(lines: &[pre::Line]) -> Result<Imported, KeepalivedError> {
                 )
             }
         }
+    }
+    if !follow.is_empty() {
+        imported.lines.push(Place::line(follow_line));
+        imported.requests.push(Request::Follow { vips: follow });
     }
     Ok(imported)
 }

@@ -21,6 +21,7 @@
 
 pub mod announce;
 pub mod control;
+pub mod follow;
 pub mod health;
 pub mod iface;
 pub mod keepalived;

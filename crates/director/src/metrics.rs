@@ -648,6 +648,18 @@ pub fn render(
                 .set(i64::from(on));
         }
     }
+    if !view.vrrp.is_empty() {
+        let served = gauge::<VipLabels>(
+            &mut reg,
+            "vip_vrrp_served",
+            "For a VIP that follows keepalived's VRRP: 1 while this host holds it (VRRP master) and the director serves it, 0 while silent (backup).",
+        );
+        for (v, on) in &view.vrrp {
+            served
+                .get_or_create(&VipLabels { vip: v.to_string() })
+                .set(i64::from(*on));
+        }
+    }
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &reg)
         .map_err(|e| ControlError::Dataplane(format!("encoding the metrics: {e}")))?;

@@ -45,7 +45,7 @@ pub enum NeighbourError {
     Refused(String),
 }
 
-fn socket_err(call: &'static str) -> impl FnOnce(io::Error) -> NeighbourError {
+pub(crate) fn socket_err(call: &'static str) -> impl FnOnce(io::Error) -> NeighbourError {
     move |source| NeighbourError::Socket { call, source }
 }
 
@@ -241,7 +241,7 @@ pub(crate) fn encode(request: RouteNetlinkMessage, flags: u16, seq: u32) -> Vec<
 }
 
 /// Sends one rtnetlink dump request and hands every message of the answer to `each`.
-fn dump(
+pub(crate) fn dump(
     request: RouteNetlinkMessage,
     buf: &mut [u8],
     mut each: impl FnMut(RouteNetlinkMessage),

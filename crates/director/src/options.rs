@@ -84,6 +84,12 @@ pub struct RunOptions {
     /// interface if it does not exist. SIGTERM then drains (see `xdpvs drain`).
     #[arg(long, value_name = "IFACE")]
     pub announce: Option<String>,
+    /// A VIP that follows keepalived's VRRP (for `--restore` users; with `--keepalived`,
+    /// the `vrrp_instance`s' `virtual_ipaddress` follow anyway): served (ARP answered,
+    /// traffic taken) only while keepalived holds it on an interface of this host, silent
+    /// on the backup. Repeatable. Not with --announce.
+    #[arg(long = "vrrp-vip", value_name = "ADDR", conflicts_with = "announce")]
+    pub vrrp_vips: Vec<std::net::IpAddr>,
     /// A second control socket that answers questions only (-L, --timeout, -c, check,
     /// explain) and refuses every change, for monitoring (e.g. /run/xdpvs/read.sock).
     #[arg(long, value_name = "PATH")]

@@ -248,6 +248,12 @@ pub fn run(
     }
     // The hosts on the LAN before the first VIP: none of their addresses may be one.
     side.learn_lan(Neighbours::open_on(ifc.index, servers_index)?.table());
+    // keepalived's VRRP: the addresses held here now, and the VIPs that follow it.
+    let held = crate::follow::Held::open()?;
+    side.set_following(
+        opts.vrrp_vips.iter().copied().collect(),
+        held.addrs().clone(),
+    );
     let restored = match &initial {
         Some((s, lines, req)) => side
             .execute(req)
@@ -274,6 +280,7 @@ pub fn run(
                 announcer: announcer.as_mut(),
                 source: source.as_ref(),
                 auto: auto.as_mut(),
+                held,
             };
             match parts.run(&mut side, (control, read_only), stop) {
                 Ok(Ended::Stopped) => None,
@@ -330,6 +337,8 @@ struct Parts<'a> {
     announcer: Option<&'a mut crate::announce::Announcer>,
     source: Option<&'a Source<'a>>,
     auto: Option<&'a mut crate::placement::AutoPoll>,
+    /// The addresses this host holds (keepalived's VRRP).
+    held: crate::follow::Held,
 }
 
 impl Parts<'_> {
@@ -424,6 +433,9 @@ impl Parts<'_> {
             servers_iface: self.servers.map_or(&self.ifc.name, |s| &s.name),
             grace: Duration::from_secs(self.opts.drain_grace),
             scripts: crate::health::scripts::Runner::start().map_err(thread("scripts"))?,
+            held: self.held,
+            guarded: None,
+            arrived: std::collections::HashMap::new(),
         };
         let ended = writer.run(stop);
         // keepalived's omega: the down scripts of what is up, as the director stops.

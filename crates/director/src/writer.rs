@@ -132,7 +132,18 @@ pub struct Writer<'a> {
     pub grace: Duration,
     /// Runs `notify_up`/`notify_down` and `quorum_up`/`quorum_down` scripts.
     pub scripts: crate::health::scripts::Runner,
+    /// The addresses this host holds (keepalived's VRRP).
+    pub held: crate::follow::Held,
+    /// The VIPs that follow VRRP the nftables guard was last installed for.
+    pub guarded: Option<std::collections::BTreeSet<std::net::IpAddr>>,
+    /// When each VIP that follows VRRP arrived here: the previous master may answer ARP
+    /// for it a moment longer.
+    pub arrived: std::collections::HashMap<std::net::IpAddr, Instant>,
 }
+
+/// How long after a VIP arrives with VRRP another host answering ARP for it is the
+/// previous master handing over rather than a conflict.
+const HANDOVER: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Writer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -192,6 +203,7 @@ impl Writer<'_> {
                 Ok(changed) => learn |= changed,
                 Err(e) => warn!("neighbour events: {e}"),
             }
+            self.follow_vrrp();
             let now = Instant::now();
             let periodic = now >= next_hops;
             let changed = self.side.applied() != hops_of;
@@ -242,6 +254,18 @@ impl Writer<'_> {
             let forwarded = links.forwarded();
             let stats = links.stats();
             for c in watch.conflicts_from(stats.iter().map(|(_, w)| &w.conflicts)) {
+                if self
+                    .arrived
+                    .get(&c.vip)
+                    .is_some_and(|t| t.elapsed() < HANDOVER)
+                {
+                    info!(
+                        "VIP {}: {} still answers ARP for it as it arrives here (the previous VRRP master handing over)",
+                        c.vip,
+                        format_mac(&c.mac)
+                    );
+                    continue;
+                }
                 let known = self.neighbours.table().iter().map(|(&a, &m)| (a, m));
                 let host = crate::control::check::host_at(known, c.mac, c.vip);
                 warn!("{}", c.message(host));
@@ -398,6 +422,40 @@ impl Writer<'_> {
             Err(e) => {
                 warn!("applying resolved MACs failed: {e}");
                 false
+            }
+        }
+    }
+
+    /// keepalived's VRRP: a VIP that follows it is served while this host holds it, and
+    /// guarded by nftables (a master whose director is gone must not answer it).
+    fn follow_vrrp(&mut self) {
+        let polled = self.held.poll();
+        if let Err(e) = &polled {
+            warn!("address events: {e}");
+        }
+        if self.side.held() != self.held.addrs() {
+            match self.side.set_held(self.held.addrs().clone()) {
+                Ok(moved) => {
+                    for (vip, served) in moved {
+                        if served {
+                            self.arrived.insert(vip, Instant::now());
+                            info!(
+                                "VIP {vip} is held here (VRRP master): served, gratuitous ARP sent"
+                            );
+                        } else {
+                            warn!("VIP {vip} is no longer held here (VRRP backup): silent");
+                        }
+                    }
+                }
+                Err(e) => warn!("following VRRP failed: {e}; tried again"),
+            }
+        }
+        let vips: std::collections::BTreeSet<std::net::IpAddr> =
+            self.side.vrrp().into_iter().map(|(v, _)| v).collect();
+        if self.guarded.as_ref() != Some(&vips) && (!vips.is_empty() || self.guarded.is_some()) {
+            match crate::announce::guard(&vips) {
+                Ok(()) => self.guarded = Some(vips),
+                Err(e) => warn!("the nftables guard of the VIPs that follow VRRP: {e}"),
             }
         }
     }

@@ -391,6 +391,32 @@ impl Lab {
         Ok(())
     }
 
+    /// Adds a host `role` at `addr`/24 (and the IPv6 address `addr6`) on the lab's LAN:
+    /// a second director, say.
+    pub fn add_host(&mut self, role: &str, addr: Ipv4Addr, addr6: Ipv6Addr) -> Result<()> {
+        self.add_ns(role)?;
+        self.link_host(role, addr, addr6, 1)?;
+        // Frames it sends through AF_XDP go as they are: no checksum offload.
+        self.sh(&self.ns(role), "ethtool -K eth0 tx off >/dev/null")?;
+        Ok(())
+    }
+
+    /// Starts a long-running command in `ns` with its output in `log`; killed with the
+    /// role's other programs ([`Lab::stop_programs`]) or when the lab is dropped.
+    pub fn spawn_logged(&mut self, ns: &str, args: &[&str], log: &Path) -> Result<()> {
+        let out = std::fs::File::create(log).doing(|| format!("creating {}", log.display()))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .doing(|| format!("starting {} in {ns}", args[0]))?;
+        self.children.push((ns.to_string(), child));
+        Ok(())
+    }
+
     /// Gives the director a second interface, `eth1`, with `addr`/24 on a second bridge
     /// of the switch, and moves the real servers `roles` onto that bridge: the
     /// two-armed layout (clients on the first LAN, these real servers reachable only

@@ -541,6 +541,7 @@ fn table() -> Table {
         rates: Rates::default(),
     });
     Table {
+        vrrp: Vec::new(),
         size: 4096,
         services: vec![
             ServiceRow {
@@ -1059,6 +1060,7 @@ fn table6() -> Table {
         rates: BUSY_RATES,
     };
     Table {
+        vrrp: Vec::new(),
         size: 4096,
         services: vec![ServiceRow {
             quorum: Default::default(),

@@ -117,6 +117,13 @@ pub enum Request {
     },
     /// `--set TCP TCPFIN UDP`: idle timeouts in seconds; 0 leaves one unchanged.
     SetTimeouts(TimeoutSet),
+    /// The VIPs keepalived's VRRP moves between directors (its `vrrp_instance`s'
+    /// `virtual_ipaddress`): each is served only while this host holds it on an
+    /// interface (with `run --vrrp-vip`'s, which always follow).
+    Follow {
+        /// The VIPs.
+        vips: Vec<IpAddr>,
+    },
     /// `-L --timeout`.
     GetTimeouts,
     /// `-Z`: zero the counters and rates of every service, or of one and its real servers.
@@ -165,6 +172,7 @@ impl Request {
             Request::DeleteReal { .. } => "-d (delete a real server)",
             Request::List { .. } => "-L (list)",
             Request::SetTimeouts(_) => "--set (timeouts)",
+            Request::Follow { .. } => "vrrp_instance (VIPs that follow VRRP)",
             Request::GetTimeouts => "-L --timeout",
             Request::Zero { .. } => "-Z (zero counters)",
             Request::Connections => "-L -c (connections)",
@@ -347,6 +355,10 @@ pub struct Table {
     pub size: usize,
     /// Services, in configuration order.
     pub services: Vec<ServiceRow>,
+    /// The VIPs that follow VRRP, and whether this director serves each now (it holds
+    /// the address: VRRP master).
+    #[serde(default)]
+    pub vrrp: Vec<(IpAddr, bool)>,
 }
 
 /// A successful answer.

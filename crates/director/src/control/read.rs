@@ -80,6 +80,7 @@ pub fn table(
     Ok(Table {
         size: dp.capacity(),
         services,
+        vrrp: view.vrrp.clone(),
     })
 }
 

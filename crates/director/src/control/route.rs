@@ -114,6 +114,7 @@ impl<O: Observe + Send + Sync + 'static> Handler for Router<O> {
             | Request::EditReal { .. }
             | Request::DeleteReal { .. }
             | Request::SetTimeouts(_)
+            | Request::Follow { .. }
             | Request::Zero { .. }
             | Request::Batch(_)
             | Request::Drain { .. } => self.change(req),

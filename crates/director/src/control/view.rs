@@ -145,6 +145,8 @@ pub struct View {
     pub started: f64,
     /// Which services hold their quorum (absent: held).
     pub quorum_held: HashMap<ServiceKey, bool>,
+    /// The VIPs that follow VRRP, and whether this director serves each now.
+    pub vrrp: Vec<(IpAddr, bool)>,
 }
 
 impl View {

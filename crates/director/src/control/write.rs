@@ -17,7 +17,7 @@
 //! reported only once that change is in force; if applying fails, it waits and is tried
 //! again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -242,6 +242,14 @@ pub struct WriteSide<D: Configure + Observe> {
     quorum_held: HashMap<ServiceKey, bool>,
     /// Quorum changes not yet taken by [`WriteSide::take_quorum_changes`].
     quorum_changes: Vec<QuorumChange>,
+    /// VIPs that follow VRRP: `run --vrrp-vip`'s, and the configuration's
+    /// ([`Request::Follow`]).
+    follow_fixed: BTreeSet<IpAddr>,
+    follow: BTreeSet<IpAddr>,
+    /// The addresses this host holds on its interfaces (rtnetlink).
+    held: BTreeSet<IpAddr>,
+    /// The VIPs the XDP program steers now (configured, and held if they follow VRRP).
+    served: HashSet<IpAddr>,
 }
 
 impl<D: Configure + Observe> std::fmt::Debug for WriteSide<D> {
@@ -288,6 +296,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             options,
             started,
             quorum_held: HashMap::new(),
+            vrrp: Vec::new(),
         }));
         Ok(WriteSide {
             config: OperatorConfig::default(),
@@ -316,6 +325,10 @@ impl<D: Configure + Observe> WriteSide<D> {
             started,
             quorum_held: HashMap::new(),
             quorum_changes: Vec::new(),
+            follow_fixed: BTreeSet::new(),
+            follow: BTreeSet::new(),
+            held: BTreeSet::new(),
+            served: HashSet::new(),
         })
     }
 
@@ -341,6 +354,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             options: self.options,
             started: self.started,
             quorum_held: self.quorum_held.clone(),
+            vrrp: self.vrrp(),
         });
     }
 
@@ -523,6 +537,64 @@ impl<D: Configure + Observe> WriteSide<D> {
         self.lan.clear();
         self.lan
             .extend(seen.iter().filter_map(|(&a, &m)| Some((a, m?))));
+    }
+
+    /// VIPs that always follow VRRP (`run --vrrp-vip`), and the addresses this host holds
+    /// now; the director's own addresses that are such VIPs are not its own.
+    pub fn set_following(&mut self, fixed: BTreeSet<IpAddr>, held: BTreeSet<IpAddr>) {
+        self.follow_fixed = fixed;
+        self.held = held;
+        self.local.retain(|l| !self.follow_fixed.contains(&l.addr));
+    }
+
+    /// Whether `vip` follows VRRP.
+    fn follows(&self, vip: &IpAddr) -> bool {
+        self.follow_fixed.contains(vip) || self.follow.contains(vip)
+    }
+
+    /// The configured VIPs that follow VRRP, each with whether this host holds it.
+    pub fn vrrp(&self) -> Vec<(IpAddr, bool)> {
+        let mut v: Vec<(IpAddr, bool)> = self
+            .config
+            .services
+            .iter()
+            .map(|s| s.key.vip)
+            .filter(|v| self.follows(v))
+            .map(|v| (v, self.held.contains(&v)))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Takes the addresses this host holds now (keepalived's VRRP adds a VIP to the
+    /// master's interface, removes it from the backup's). A VIP that follows VRRP starts
+    /// or stops being served; each one that did is returned with its new state.
+    pub fn set_held(
+        &mut self,
+        held: BTreeSet<IpAddr>,
+    ) -> Result<Vec<(IpAddr, bool)>, ControlError> {
+        let before = self.vrrp();
+        let old = std::mem::replace(&mut self.held, held);
+        let after = self.vrrp();
+        let moved: Vec<(IpAddr, bool)> = after
+            .iter()
+            .filter(|a| !before.contains(a))
+            .copied()
+            .collect();
+        if !moved.is_empty() {
+            if let Err(e) = self.apply(self.config.clone(), self.health.clone()) {
+                // Tried again at the next turn.
+                self.held = old;
+                return Err(e);
+            }
+        }
+        Ok(moved)
+    }
+
+    /// The addresses this host holds, as last taken.
+    pub fn held(&self) -> &BTreeSet<IpAddr> {
+        &self.held
     }
 
     /// The quorum changes applied since the last call.
@@ -755,7 +827,14 @@ impl<D: Configure + Observe> WriteSide<D> {
         if let Err(e) = self.dp.install(&built) {
             return Err(self.fail(e.to_string()));
         }
-        let keys: Vec<ServiceKey> = services.iter().map(|s| s.key).collect();
+        // A VIP that follows VRRP is steered only while this host holds it (the VRRP
+        // master); on the backup it is configured but silent.
+        let silent = |v: &IpAddr| self.follows(v) && !self.held.contains(v);
+        let keys: Vec<ServiceKey> = services
+            .iter()
+            .map(|s| s.key)
+            .filter(|k| !silent(&k.vip))
+            .collect();
         let nat: Vec<NatSource> = built.nat_sources().collect();
         if let Err(e) = self.dp.steer(&keys, &nat) {
             // Back to the snapshot and services in force.
@@ -773,10 +852,12 @@ impl<D: Configure + Observe> WriteSide<D> {
         // A new VIP is advertised on the LAN, unless the VIPs are routed to the director
         // (`--announce`): then nobody should look for them there. A VIP given up is
         // handed back to the host the neighbour table knows it at, if any.
+        let served: HashSet<IpAddr> = keys.iter().map(|k| k.vip).collect();
         if !self.options.vips_routed {
             let old_vips: HashSet<IpAddr> = self.current.all_vips().collect();
             let new_vips: HashSet<IpAddr> = built.all_vips().collect();
-            for &v in new_vips.difference(&old_vips) {
+            // A VIP served anew (new, or arrived with VRRP) is advertised.
+            for &v in served.difference(&self.served) {
                 self.dp.advertise(v);
             }
             let back: Vec<Vec<u8>> = old_vips
@@ -791,6 +872,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             }
         }
         self.current = Arc::new(built);
+        self.served = served;
         for (key, &(now, weight)) in &held {
             let before = self.quorum_held.get(key).copied().unwrap_or(true);
             if now != before {
@@ -926,12 +1008,24 @@ impl<D: Configure + Observe> WriteSide<D> {
         }
         let mut next = self.config.clone();
         let mut timeouts = None;
-        if let Request::Batch(reqs) = req {
+        let mut follow = self.follow.clone();
+        if let Request::Follow { vips } = req {
+            follow = vips.iter().copied().collect();
+        } else if let Request::Batch(reqs) = req {
+            // A clear forgets the VIPs that follow VRRP too (a reload gives them again).
             for (i, r) in reqs.iter().enumerate() {
                 let step = match r {
                     Request::SetTimeouts(t) => {
                         timeouts = Some(self.merged_timeouts(timeouts.unwrap_or(self.timeouts), t));
                         Ok(())
+                    }
+                    Request::Follow { vips } => {
+                        follow = vips.iter().copied().collect();
+                        Ok(())
+                    }
+                    Request::Clear => {
+                        follow.clear();
+                        self.edit(&mut next, r)
                     }
                     _ => self.edit(&mut next, r),
                 };
@@ -941,20 +1035,32 @@ impl<D: Configure + Observe> WriteSide<D> {
                 })?;
             }
         } else {
+            if matches!(req, Request::Clear) {
+                follow.clear();
+            }
             self.edit(&mut next, req)?;
         }
-        self.check_new_vips(&next).map_err(|e| match (req, &e) {
-            // In a batch, the error belongs to the request that added the VIP.
-            (Request::Batch(reqs), ControlError::BadVip { vip, .. }) => reqs
-                .iter()
-                .position(|r| matches!(r, Request::AddService { key, .. } if key.vip == *vip))
-                .map_or(e.clone(), |i| ControlError::InBatch {
-                    index: i + 1,
-                    error: Box::new(e.clone()),
-                }),
-            _ => e,
-        })?;
-        self.apply(next, self.health.clone())?;
+        self.check_new_vips(&next, &follow)
+            .map_err(|e| match (req, &e) {
+                // In a batch, the error belongs to the request that added the VIP.
+                (Request::Batch(reqs), ControlError::BadVip { vip, .. }) => reqs
+                    .iter()
+                    .position(|r| matches!(r, Request::AddService { key, .. } if key.vip == *vip))
+                    .map_or(e.clone(), |i| ControlError::InBatch {
+                        index: i + 1,
+                        error: Box::new(e.clone()),
+                    }),
+                _ => e,
+            })?;
+        let follow_before = std::mem::replace(&mut self.follow, follow);
+        if let Err(e) = self.apply(next, self.health.clone()) {
+            self.follow = follow_before;
+            return Err(e);
+        }
+        // A VIP on this host's interface because VRRP put it there is not its address.
+        let follow = (&self.follow_fixed, &self.follow);
+        self.local
+            .retain(|l| !follow.0.contains(&l.addr) && !follow.1.contains(&l.addr));
         if let Some(t) = timeouts {
             self.set_timeouts(t);
         }
@@ -989,7 +1095,11 @@ impl<D: Configure + Observe> WriteSide<D> {
     /// its traffic, and the LAN's neighbour caches would keep pointing at the director.
     /// (A real server that answers for the VIP by mistake is not its owner: the watch and
     /// `check` name it.)
-    fn check_new_vips(&self, next: &OperatorConfig) -> Result<(), ControlError> {
+    fn check_new_vips(
+        &self,
+        next: &OperatorConfig,
+        next_follow: &BTreeSet<IpAddr>,
+    ) -> Result<(), ControlError> {
         let served: HashSet<IpAddr> = self.config.services.iter().map(|s| s.key.vip).collect();
         let reals: HashSet<IpAddr> = next
             .services
@@ -1003,7 +1113,9 @@ impl<D: Configure + Observe> WriteSide<D> {
             .copied()
             .collect();
         for vip in next.services.iter().map(|s| s.key.vip) {
-            if served.contains(&vip) {
+            // keepalived's VRRP puts a VIP that follows it on the master's interface, and
+            // the backup's neighbour table may have it at the master: both are expected.
+            if served.contains(&vip) || self.follows(&vip) || next_follow.contains(&vip) {
                 continue;
             }
             let bad = |why: String| Err(ControlError::BadVip { vip, why });
@@ -1207,6 +1319,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             | Request::Explain { .. }
             | Request::Drain { .. }
             | Request::SetTimeouts(_)
+            | Request::Follow { .. }
             | Request::Batch(_) => {
                 return Err(ControlError::NotInBatch(req.name().to_string()));
             }

@@ -184,6 +184,10 @@ fn a_real_world_file_with_every_supported_keyword() {
                 ..CheckSpec::new(Probe::Tcp)
             }),
         },
+        // The VIP of the vrrp_instance follows keepalived's VRRP.
+        Request::Follow {
+            vips: vec![Ipv4Addr::new(198, 18, 0, 100).into()],
+        },
     ];
     assert_eq!(got.requests, want);
 }

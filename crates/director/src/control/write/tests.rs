@@ -1852,3 +1852,62 @@ fn a_real_server_its_check_removed_still_shows_its_connections() {
     );
     assert_eq!(r.health.as_ref().map(|h| h.up), Some(false));
 }
+
+/// keepalived's VRRP: a VIP that follows it is steered (and advertised) only while this
+/// host holds the address; on the backup it is configured but silent, and a peer holding
+/// it (its neighbour entry here, the address on this host's interface) is no conflict.
+#[test]
+fn a_vip_that_follows_vrrp_is_served_only_while_held_here() {
+    let mut p = plane(1);
+    // The backup's neighbour table has the VIP at the master: no conflict.
+    p.lan.insert(VIP.into(), [2, 0, 0, 0, 0, 9]);
+    p.set_following(BTreeSet::new(), BTreeSet::new());
+    p.execute(&Request::Batch(vec![
+        Request::AddService {
+            quorum: Default::default(),
+            key: key(),
+            scheduler: SchedKind::Rr,
+            persistence: None,
+            sorry: None,
+            flags: Default::default(),
+        },
+        Request::Follow {
+            vips: vec![VIP.into()],
+        },
+    ]))
+    .expect("a VIP that follows VRRP may be held elsewhere");
+    assert!(
+        p.dp.steered.is_empty(),
+        "silent on the backup: {:?}",
+        p.dp.steered
+    );
+    assert!(p.dp.announced.is_empty(), "{:?}", p.dp.announced);
+    assert_eq!(p.vrrp(), vec![(IpAddr::from(VIP), false)]);
+    // keepalived makes this host the master: served, advertised once.
+    let held: BTreeSet<IpAddr> = [VIP.into(), Ipv4Addr::new(198, 18, 0, 1).into()].into();
+    assert_eq!(p.set_held(held.clone()), Ok(vec![(VIP.into(), true)]));
+    assert_eq!(p.dp.steered, vec![key()]);
+    assert_eq!(p.dp.announced, vec![IpAddr::from(VIP)]);
+    assert_eq!(p.set_held(held), Ok(vec![]), "nothing new");
+    assert_eq!(p.dp.announced.len(), 1);
+    assert_eq!(p.published().get().vrrp, vec![(IpAddr::from(VIP), true)]);
+    // Back to backup: silent again; a clear forgets what follows VRRP.
+    assert_eq!(
+        p.set_held([Ipv4Addr::new(198, 18, 0, 1).into()].into()),
+        Ok(vec![(VIP.into(), false)])
+    );
+    assert!(p.dp.steered.is_empty());
+    p.execute(&Request::Batch(vec![Request::Clear]))
+        .expect("cleared");
+    assert_eq!(p.vrrp(), vec![]);
+    // A VIP that does not follow VRRP and that a host holds is still refused.
+    let e = p.execute(&Request::AddService {
+        quorum: Default::default(),
+        key: key(),
+        scheduler: SchedKind::Rr,
+        persistence: None,
+        sorry: None,
+        flags: Default::default(),
+    });
+    assert!(matches!(e, Err(ControlError::BadVip { .. })), "{e:?}");
+}
