@@ -7,6 +7,7 @@
 //!   [`AnyScheduler`] dispatches to them.
 //! - [`conn`]: the connection table (fixed capacity, incremental expiry, ActiveConn/InActConn).
 //! - [`tcp`]: IPVS's inbound-only TCP state machine and timeouts.
+//! - [`sync`]: IPVS's connection synchronisation protocol (version 1), built and read.
 //!
 //! Time is always an argument ([`Time`]); nothing here reads a clock, allocates on the
 //! packet path, or performs a syscall.
@@ -28,6 +29,7 @@ pub mod rr;
 mod scheduler;
 pub mod sed;
 pub mod sh;
+pub mod sync;
 pub mod tcp;
 mod time;
 pub mod twos;
