@@ -18,6 +18,7 @@ use xdpvs_arp::{ndp, Ignore, Outcome};
 use xdpvs_sched::conn::{
     ConnKey, ConnTable, ConnTableError, DestRef, Family, Listed, Loads, ENTRY_BYTES,
 };
+use xdpvs_sched::sync::{self, SyncConn};
 use xdpvs_sched::tcp::{flags, Dir, State, Timeouts};
 use xdpvs_sched::{Pick, Protocol, SchedKind, Scheduler, Time};
 
@@ -73,6 +74,17 @@ pub struct Tables {
     /// This worker's number and how many there are (NAT connections are placed by their
     /// client across them).
     shard: (u16, u16),
+    /// Connection synchronisation (IPVS's sync daemon, master role): the records of new
+    /// and changed connections since the worker last took them; `None` when off.
+    sync_out: Option<SyncOut>,
+}
+
+/// Records for the sync sender, at most `cap` between two drains (no allocation on the
+/// packet path: the buffer is reserved once).
+#[derive(Debug)]
+struct SyncOut {
+    recs: Vec<SyncConn>,
+    cap: usize,
 }
 
 impl Tables {
@@ -114,7 +126,49 @@ impl Tables {
             full_at: None,
             stats: Arc::new(WorkerStats::new(limits.max_services, limits.max_dests)),
             shard: (0, 1),
+            sync_out: None,
         })
+    }
+
+    /// Records, from now on, this worker's new and changed connections for the sync
+    /// sender: at most `cap` between two [`Tables::drain_sync`] (more are counted lost).
+    pub fn enable_sync(&mut self, cap: usize) {
+        self.sync_out = Some(SyncOut {
+            recs: Vec::with_capacity(cap),
+            cap,
+        });
+    }
+
+    /// Hands every record since the last call to `each` (which says whether it took
+    /// it: counted sent or lost), and forgets them.
+    pub fn drain_sync(&mut self, mut each: impl FnMut(&SyncConn) -> bool) {
+        if let Some(s) = &mut self.sync_out {
+            for r in &s.recs {
+                if each(r) {
+                    self.stats.sync_sent.inc();
+                } else {
+                    self.stats.sync_lost.inc();
+                }
+            }
+            s.recs.clear();
+        }
+    }
+
+    /// Installs a connection (or persistence template) another director synchronised:
+    /// to the same real server, in the state it gave, if this director has the service
+    /// and the real server; one already here is left as it is. Whether it was.
+    pub fn install_synced(&mut self, c: &SyncConn, now: Time) -> bool {
+        let done = match (c.client.0, c.vip.0) {
+            (IpAddr::V4(client), IpAddr::V4(vip)) => install::<Ipv4Addr>(self, c, client, vip, now),
+            (IpAddr::V6(client), IpAddr::V6(vip)) => install::<Ipv6Addr>(self, c, client, vip, now),
+            _ => false,
+        };
+        if done {
+            self.stats.sync_installed.inc();
+        } else {
+            self.stats.sync_refused.inc();
+        }
+        done
     }
 
     /// Makes these the tables of worker `me` of `of` (at most 65,535): every packet of a
@@ -746,6 +800,10 @@ fn deliver<A: Fam>(frame: &mut Packet<'_>, t: &mut Tables, flow: &Flow<A>, now: 
     };
     let nat = matches!(fwd, Fwd::Masq { .. });
     if let Some(idx) = idx {
+        let before = t.sync_out.is_some().then(|| {
+            let e = A::conns(t).entry(idx);
+            (e.state(), e.last_seen() == now)
+        });
         let conns = A::conns_mut(t);
         if nat {
             // The replies cross the director: both directions drive the state, and
@@ -759,6 +817,9 @@ fn deliver<A: Fam>(frame: &mut Packet<'_>, t: &mut Tables, flow: &Flow<A>, now: 
             A::conns_mut(t).set_hop(idx, hop);
         } else {
             conns.seen(idx, now, flow.tcp_flags);
+        }
+        if let Some((old, new_entry)) = before {
+            sync_changed::<A>(t, si, idx, old, new_entry, &fwd, now);
         }
     } else {
         t.stats.stateless.inc();
@@ -782,6 +843,160 @@ fn deliver<A: Fam>(frame: &mut Packet<'_>, t: &mut Tables, flow: &Flow<A>, now: 
         method::to_real(frame, &fwd, &at);
     }
     forward(frame, t, svc_slot, dest, mac, flow.ip_len, true)
+}
+
+/// IPVS's sync rule, simplified: a TCP connection is synchronised when its state moves
+/// to ESTABLISHED, FIN_WAIT, CLOSE, CLOSE_WAIT or TIME_WAIT; a UDP flow when it is new;
+/// a persistence template just before the connection it controls.
+fn sync_changed<A: Fam>(
+    t: &mut Tables,
+    si: usize,
+    idx: usize,
+    old: State,
+    new_entry: bool,
+    fwd: &Fwd,
+    now: Time,
+) {
+    let e = A::conns(t).entry(idx);
+    let (state, key, dest) = (e.state(), e.key(), e.dest());
+    let wanted = match key.proto {
+        Protocol::Tcp => {
+            state != old
+                && matches!(
+                    state,
+                    State::Established
+                        | State::FinWait
+                        | State::Close
+                        | State::CloseWait
+                        | State::TimeWait
+                )
+        }
+        Protocol::Udp => new_entry,
+    };
+    if !wanted {
+        return;
+    }
+    let svc = &t.services.services[si];
+    let (vport, persistence) = (svc.key.port, svc.persistence);
+    let dport = match fwd {
+        Fwd::Masq { port, .. } => *port,
+        _ => vport,
+    };
+    let Some(real) = svc.reals.iter().find(|r| r.dest == dest).map(|r| r.addr) else {
+        return;
+    };
+    let method = match fwd {
+        Fwd::Route => sync::flags::DROUTE,
+        Fwd::Masq { .. } => sync::flags::MASQ,
+        Fwd::Tunnel { .. } => sync::flags::TUNNEL,
+    };
+    let timeouts = *A::conns(t).timeouts();
+    let mut recs: [Option<SyncConn>; 2] = [None, None];
+    if let Some(p) = persistence.filter(|_| A::conns(t).entry(idx).is_persistent()) {
+        if let Some(ti) = A::conns(t).peek_template(&key, p.prefix_len, now) {
+            let tk = A::conns(t).entry(ti).key();
+            recs[0] = Some(SyncConn {
+                protocol: key.proto.ip_number(),
+                flags: method | sync::flags::TEMPLATE,
+                state: 0,
+                client: (tk.client.ip(), 0),
+                vip: (key.vip.ip(), vport),
+                dest: (real, dport),
+                fwmark: 0,
+                timeout: p.timeout.as_secs() as u32,
+            });
+        }
+    }
+    let inactive = if state == State::Established || key.proto == Protocol::Udp {
+        0
+    } else {
+        sync::flags::INACTIVE
+    };
+    recs[1] = Some(SyncConn {
+        protocol: key.proto.ip_number(),
+        flags: method | inactive,
+        state: if key.proto == Protocol::Tcp {
+            state as u16
+        } else {
+            0
+        },
+        client: (key.client.ip(), key.cport),
+        vip: (key.vip.ip(), key.vport),
+        dest: (real, dport),
+        fwmark: 0,
+        timeout: timeouts.get(state).as_secs() as u32,
+    });
+    let Some(out) = &mut t.sync_out else {
+        return;
+    };
+    for r in recs.into_iter().flatten() {
+        if out.recs.len() < out.cap {
+            out.recs.push(r);
+        } else {
+            t.stats.sync_lost.inc();
+        }
+    }
+}
+
+/// [`Tables::install_synced`] in one family.
+fn install<A: Fam>(t: &mut Tables, c: &SyncConn, client: A, vip: A, now: Time) -> bool {
+    let proto = match c.protocol {
+        6 => Protocol::Tcp,
+        17 => Protocol::Udp,
+        _ => return false,
+    };
+    let Some(si) = A::find(&t.services, proto, vip, c.vip.1) else {
+        return false;
+    };
+    let svc = &t.services.services[si];
+    let persistence = svc.persistence;
+    let Some(dest) = svc
+        .reals
+        .iter()
+        .find(|r| {
+            r.addr == c.dest.0
+                && match t.services.fwd(r.dest) {
+                    Fwd::Masq { port, .. } => port == c.dest.1,
+                    _ => c.dest.1 == svc.key.port || c.dest.1 == 0,
+                }
+        })
+        .map(|r| r.dest)
+    else {
+        return false;
+    };
+    let key = ConnKey {
+        proto,
+        client,
+        cport: c.client.1,
+        vip,
+        vport: c.vip.1,
+    };
+    let conns = A::conns_mut(t);
+    if c.flags & sync::flags::TEMPLATE != 0 {
+        let Some(p) = persistence else {
+            return false;
+        };
+        if conns.peek_template(&key, p.prefix_len, now).is_some() {
+            return true;
+        }
+        let timeout = std::time::Duration::from_secs(u64::from(c.timeout));
+        return conns
+            .insert_template(&key, p.prefix_len, dest, timeout, now)
+            .is_ok();
+    }
+    if conns.peek(&key, now).is_some() {
+        return true;
+    }
+    let state = match proto {
+        // IPVS's TCP state numbers are xdpvs's (UDP's 0 is not one).
+        Protocol::Tcp => match State::from_u8(c.state.min(255) as u8) {
+            State::Udp => State::Established,
+            s => s,
+        },
+        Protocol::Udp => State::Udp,
+    };
+    let template = persistence.and_then(|p| conns.peek_template(&key, p.prefix_len, now));
+    conns.insert(&key, dest, state, now, template).is_ok()
 }
 
 /// Addresses a frame from `src` to `dst` at the Ethernet layer.

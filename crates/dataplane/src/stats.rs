@@ -268,6 +268,15 @@ pub struct WorkerStats {
     /// Packets that could not be handed over (no free hand-off buffer, or the other
     /// worker's inbox full) or, handed to this worker, not sent (no free frame).
     pub handoff_lost: Counter,
+    /// Connection records handed to the sync sender (IPVS's sync protocol).
+    pub sync_sent: Counter,
+    /// Connection records lost: this worker's record buffer, or the sender's queue, full.
+    pub sync_lost: Counter,
+    /// Connections another director synchronised, installed in this worker's table.
+    pub sync_installed: Counter,
+    /// Synchronised connections not installed: no such service or real server here, or
+    /// the table full.
+    pub sync_refused: Counter,
     /// Packets encapsulated to tunnel real servers.
     pub tunnelled: Counter,
     /// "Fragmentation needed" / "packet too big" answers to packets too big to tunnel.
@@ -302,6 +311,10 @@ impl WorkerStats {
             nat_replies: Counter::default(),
             handed_off: Counter::default(),
             handoff_lost: Counter::default(),
+            sync_sent: Counter::default(),
+            sync_lost: Counter::default(),
+            sync_installed: Counter::default(),
+            sync_refused: Counter::default(),
             tunnelled: Counter::default(),
             too_big: Counter::default(),
             stateless: Counter::default(),

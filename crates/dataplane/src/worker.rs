@@ -13,6 +13,7 @@ use crate::packet::Packet;
 use crate::stats::Counter;
 use crate::Time;
 use xdpvs_sched::conn::Listed;
+use xdpvs_sched::sync::SyncConn;
 
 /// Frames taken from the RX ring per loop.
 pub const BATCH: usize = 64;
@@ -222,7 +223,13 @@ pub struct Worker<D: Device> {
     idle: IdlePolicy,
     /// With several workers: this worker's number and the inboxes they share.
     handoff: Option<(usize, Arc<Handoff>)>,
+    /// Connection synchronisation: where this worker's records go (the sync sender), and
+    /// where other directors' connections come from (the sync receiver).
+    sync: (Option<Sender<SyncConn>>, Option<Receiver<SyncConn>>),
 }
+
+/// Synchronised connections a worker installs per pass at most.
+const SYNC_INSTALLS: usize = 256;
 
 impl<D: Device> std::fmt::Debug for Worker<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -255,7 +262,36 @@ impl<D: Device> Worker<D> {
             last: None,
             idle: IdlePolicy::Adaptive,
             handoff: None,
+            sync: (None, None),
         }
+    }
+
+    /// Takes part in connection synchronisation (IPVS's sync protocol): this worker's
+    /// new and changed connections go to `out` (a bounded channel: never waits; a full
+    /// one counts them lost), and the connections on `inbox` are installed in its table
+    /// between batches.
+    pub fn set_sync(&mut self, out: Option<Sender<SyncConn>>, inbox: Option<Receiver<SyncConn>>) {
+        if out.is_some() {
+            self.tables.enable_sync(BATCH * 4);
+        }
+        self.sync = (out, inbox);
+    }
+
+    /// Hands this pass's records to the sender, installs what the receiver got.
+    fn sync_exchange(&mut self, now: Time) -> usize {
+        let (tables, (out, inbox)) = (&mut self.tables, &self.sync);
+        if let Some(out) = out {
+            tables.drain_sync(|r| out.try_send(*r).is_ok());
+        }
+        let mut n = 0;
+        if let Some(inbox) = inbox {
+            while n < SYNC_INSTALLS {
+                let Ok(c) = inbox.try_recv() else { break };
+                tables.install_synced(&c, now);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Makes this worker `me` of the workers sharing `handoff`: packets of NAT
@@ -404,8 +440,9 @@ impl<D: Device> Worker<D> {
             self.stats.tx_full.add(self.tx.len() as u64);
         }
         let handed = self.take_handed(now);
+        let synced = self.sync_exchange(now);
         self.sweep(now);
-        n + waiting + handed
+        n + waiting + handed + synced
     }
 
     /// Processes and sends up to a batch of the frames other workers handed to this one.

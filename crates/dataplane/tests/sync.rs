@@ -1,0 +1,166 @@
+//! Connection synchronisation in the engine (IPVS's sync protocol): a master's workers
+//! record each connection once it is established (a persistent one's template first),
+//! as the protocol carries it; a backup installs what it receives, and the client's next
+//! packets go to the same real server there whatever its scheduler would pick.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use xdpvs_dataplane::{process, Config, Limits, Options, Services, Tables, Verdict};
+use xdpvs_sched::sync::{self, flags, SyncConn};
+use xdpvs_sched::tcp::flags::{ACK, SYN};
+use xdpvs_sched::tcp::{State, Timeouts};
+use xdpvs_sched::{
+    Mac, Method, Persistence, Protocol, RealSpec, SchedKind, ServiceKey, ServiceSpec, Time,
+};
+use xdpvs_testkit::frames::{self, Endpoints};
+
+const DIRECTOR: Mac = [0x02, 0, 0, 0, 0, 0xd1];
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 19, 7, 2);
+
+fn rs_mac(n: u8) -> Mac {
+    [0x02, 0, 0, 0, 0x01, 10 + n]
+}
+
+fn rs(n: u8) -> IpAddr {
+    Ipv4Addr::new(198, 18, 0, 10 + n).into()
+}
+
+fn tables(persistent: bool) -> Tables {
+    let mut s = ServiceSpec::new(
+        ServiceKey {
+            proto: Protocol::Tcp,
+            vip: VIP.into(),
+            port: 80,
+        },
+        SchedKind::Rr,
+    );
+    if persistent {
+        s.persistence = Some(
+            Persistence::new(Duration::from_secs(360), Ipv4Addr::new(255, 255, 255, 0))
+                .expect("valid"),
+        );
+    }
+    s.reals = (1..=3)
+        .map(|n| RealSpec {
+            addr: rs(n),
+            port: 80,
+            method: Method::Route,
+            weight: 1,
+            mac: Some(rs_mac(n)),
+        })
+        .collect();
+    let limits = Limits {
+        max_services: 8,
+        max_dests: 32,
+        conn_capacity: 4096,
+    };
+    let cfg = Config::new(DIRECTOR, vec![s], Options::default());
+    let services = Services::build(&cfg, &limits, None).expect("valid");
+    Tables::new(services, &limits, Timeouts::default(), 7).expect("tables")
+}
+
+fn segment(t: &mut Tables, cport: u16, tcp_flags: u8, now: u64) -> Option<Mac> {
+    let e = Endpoints {
+        src_mac: [2, 0, 0, 0, 0, 2],
+        dst_mac: DIRECTOR,
+        src_ip: CLIENT,
+        dst_ip: VIP,
+        sport: cport,
+        dport: 80,
+    };
+    let mut f = frames::tcp(&e, tcp_flags, b"");
+    match process(&mut f, t, Time::from_nanos(now)) {
+        Verdict::Tx => Some(f[0..6].try_into().expect("6 bytes")),
+        _ => None,
+    }
+}
+
+fn drained(t: &mut Tables) -> Vec<SyncConn> {
+    let mut out = Vec::new();
+    t.drain_sync(|r| {
+        out.push(*r);
+        true
+    });
+    out
+}
+
+#[test]
+fn an_established_connection_is_recorded_once_and_installed_on_the_backup() {
+    let mut master = tables(false);
+    master.enable_sync(64);
+    let to = segment(&mut master, 40000, SYN, 1_000).expect("forwarded");
+    assert!(
+        drained(&mut master).is_empty(),
+        "SYN_RECV is not synchronised"
+    );
+    segment(&mut master, 40000, ACK, 2_000).expect("forwarded");
+    let recs = drained(&mut master);
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let r = recs[0];
+    assert_eq!(r.protocol, 6);
+    assert_eq!(r.flags, flags::DROUTE);
+    assert_eq!(r.state, State::Established as u16);
+    assert_eq!(r.client, (IpAddr::from(CLIENT), 40000));
+    assert_eq!(r.vip, (IpAddr::from(VIP), 80));
+    assert_eq!(r.timeout, 900);
+    let real = (1..=3).find(|&n| rs_mac(n) == to).expect("one of them");
+    assert_eq!(r.dest, (rs(real), 80));
+    segment(&mut master, 40000, ACK, 3_000).expect("forwarded");
+    assert!(drained(&mut master).is_empty(), "no change, no record");
+    assert_eq!(master.stats().sync_sent.get(), 1);
+
+    // Through the wire format, to a backup whose rr would start elsewhere.
+    let mut w = sync::Writer::new(0, sync::DEFAULT_MAXLEN);
+    assert!(w.push(&r));
+    let (_, got) = sync::decode(w.bytes()).expect("valid");
+    let mut backup = tables(false);
+    for c in &got {
+        assert!(backup.install_synced(c, Time::from_nanos(5_000)));
+    }
+    assert_eq!(backup.stats().sync_installed.get(), 1);
+    for k in 0..5 {
+        assert_eq!(
+            segment(&mut backup, 40000, ACK, 6_000 + k),
+            Some(to),
+            "the synchronised connection keeps its real server"
+        );
+    }
+    // A connection to a real server this director does not have is refused, counted.
+    let mut stranger = r;
+    stranger.dest = (Ipv4Addr::new(198, 18, 0, 99).into(), 80);
+    assert!(!backup.install_synced(&stranger, Time::from_nanos(7_000)));
+    assert_eq!(backup.stats().sync_refused.get(), 1);
+}
+
+#[test]
+fn a_persistent_connections_template_comes_first_and_sends_the_client_back() {
+    let mut master = tables(true);
+    master.enable_sync(64);
+    let to = segment(&mut master, 40000, SYN, 1_000).expect("forwarded");
+    segment(&mut master, 40000, ACK, 2_000).expect("forwarded");
+    let recs = drained(&mut master);
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert!(recs[0].is_template() && !recs[1].is_template());
+    assert_eq!(recs[0].client, (Ipv4Addr::new(198, 19, 7, 0).into(), 0));
+    assert_eq!(recs[0].timeout, 360);
+    let mut backup = tables(true);
+    for c in &recs {
+        assert!(backup.install_synced(c, Time::from_nanos(5_000)));
+    }
+    // A new connection of the same client network goes where the template says.
+    assert_eq!(segment(&mut backup, 40001, SYN, 6_000), Some(to));
+}
+
+#[test]
+fn records_past_the_buffer_are_counted_lost() {
+    let mut master = tables(false);
+    master.enable_sync(2);
+    for p in 0..3 {
+        segment(&mut master, 41000 + p, SYN, 1_000);
+        segment(&mut master, 41000 + p, ACK, 2_000);
+    }
+    assert_eq!(drained(&mut master).len(), 2);
+    assert_eq!(master.stats().sync_lost.get(), 1);
+}
