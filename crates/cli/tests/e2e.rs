@@ -4410,6 +4410,9 @@ vrrp_instance VI_1 {{
   virtual_router_id 51
   priority {priority}
   advert_int 1
+  # A returning master waits: meanwhile the connections made in its absence reach it
+  # (every established connection is synchronised again each second it has traffic).
+  preempt_delay 3
   virtual_ipaddress {{
     198.18.0.100/32 dev eth0
   }}
@@ -4457,8 +4460,13 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
     std::fs::write(&conf1, pair_conf(150, &sock1)).expect("conf");
     std::fs::write(&conf2, pair_conf(100, &sock2)).expect("conf");
     let exe = env!("CARGO_BIN_EXE_xdpvs");
-    lab.start_director(&["--keepalived", conf1.to_str().expect("utf-8")])
-        .expect("director 1");
+    lab.start_director(&[
+        "--keepalived",
+        conf1.to_str().expect("utf-8"),
+        "--sync-interface",
+        "eth0",
+    ])
+    .expect("director 1");
     let d2 = lab.ns("d2");
     lab.spawn_logged(
         &d2,
@@ -4471,6 +4479,8 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
             sock2.to_str().expect("utf-8"),
             "--keepalived",
             conf2.to_str().expect("utf-8"),
+            "--sync-interface",
+            "eth0",
         ],
         &name("d2.log"),
     )
@@ -4571,14 +4581,74 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
             );
         }
     };
-    // (b) The master's host lost: its link down.
+    // 20 keep-alive connections, a request every 0.2 s each, across an event: none may
+    // fail, and each stays on its real server (the connections are synchronised).
+    let held = |lab: &Lab, secs: u32| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.ns("c"), "python3", "-c"])
+            .arg(xdpvs_testkit::lab::ecmp::KEEPALIVE_CLIENT)
+            .args([
+                "198.18.0.100",
+                "20",
+                &secs.to_string(),
+                "0.2",
+                "15",
+                "198.18.0.2",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("keep-alive client")
+    };
+    let unbroken = |lab: &Lab, child: std::process::Child, event: &str| {
+        let out = child.wait_with_output().expect("client ends");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let conns: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        assert_eq!(conns.len(), 20, "{text}");
+        let requests: u64 = conns
+            .iter()
+            .map(|c| c["requests"].as_u64().unwrap_or(0))
+            .sum();
+        let failed: u64 = conns
+            .iter()
+            .map(|c| c["failed"].as_u64().unwrap_or(1))
+            .sum();
+        eprintln!("{event}: 20 held connections, {requests} requests, {failed} failed");
+        for c in &conns {
+            assert!(
+                c["failed"] == 0 && c["servers"].as_array().is_some_and(|s| s.len() == 1),
+                "{event}: a connection broke or moved: {c}\n{}",
+                logs(lab)
+            );
+        }
+    };
+    let synced = |lab: &Lab, sock: &Path| -> usize {
+        lab.xdpvs(&["--socket", sock.to_str().expect("utf-8"), "-Lnc"])
+            .map(|out| out.lines().filter(|l| l.contains("ESTABLISHED")).count())
+            .unwrap_or(0)
+    };
+    // (b) The master's host lost: its link down, under held connections.
+    let client = held(&lab, 12);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let backup_has = synced(&lab, &sock2);
+    assert!(
+        backup_has >= 20,
+        "the backup holds {backup_has} synchronised connections\n{}",
+        logs(&lab)
+    );
     lab.sh(&lab.ns("d"), "ip link set eth0 down")
         .expect("link down");
     failover(&lab, "master's link down");
     wait(&lab, "director 2 the master", (Some(false), Some(true)));
+    unbroken(&lab, client, "master's link down");
     let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
     assert_rotation(&answers);
-    // (d) It returns: keepalived takes the VIP back to it (preempt).
+    // (d) It returns: keepalived takes the VIP back to it (preempt), under held
+    // connections that director 2 synchronised to it.
+    let client = held(&lab, 10);
+    std::thread::sleep(std::time::Duration::from_secs(2));
     lab.sh(&lab.ns("d"), "ip link set eth0 up")
         .expect("link up");
     wait(
@@ -4587,12 +4657,16 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
         (Some(true), Some(false)),
     );
     failover(&lab, "master back");
+    unbroken(&lab, client, "master back");
     let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
     assert_rotation(&answers);
     // (c) xdpvs killed on the master: track_script fails, the VIP goes to the backup.
+    let client = held(&lab, 12);
+    std::thread::sleep(std::time::Duration::from_secs(3));
     lab.stop_director("KILL").expect("killed");
     failover(&lab, "master's xdpvs killed");
     wait(&lab, "director 2 serves", (None, Some(true)));
+    unbroken(&lab, client, "master's xdpvs killed");
     let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
     assert_rotation(&answers);
     let d2_log = std::fs::read_to_string(name("d2.log")).unwrap_or_default();

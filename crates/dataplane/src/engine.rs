@@ -802,7 +802,12 @@ fn deliver<A: Fam>(frame: &mut Packet<'_>, t: &mut Tables, flow: &Flow<A>, now: 
     if let Some(idx) = idx {
         let before = t.sync_out.is_some().then(|| {
             let e = A::conns(t).entry(idx);
-            (e.state(), e.last_seen() == now)
+            let last = e.last_seen();
+            (
+                e.state(),
+                last == now,
+                last.as_nanos() >> SYNC_REFRESH_SHIFT != now.as_nanos() >> SYNC_REFRESH_SHIFT,
+            )
         });
         let conns = A::conns_mut(t);
         if nat {
@@ -818,8 +823,8 @@ fn deliver<A: Fam>(frame: &mut Packet<'_>, t: &mut Tables, flow: &Flow<A>, now: 
         } else {
             conns.seen(idx, now, flow.tcp_flags);
         }
-        if let Some((old, new_entry)) = before {
-            sync_changed::<A>(t, si, idx, old, new_entry, &fwd, now);
+        if let Some((old, new_entry, refresh)) = before {
+            sync_changed::<A>(t, si, idx, (old, new_entry, refresh), &fwd, now);
         }
     } else {
         t.stats.stateless.inc();
@@ -845,15 +850,21 @@ fn deliver<A: Fam>(frame: &mut Packet<'_>, t: &mut Tables, flow: &Flow<A>, now: 
     forward(frame, t, svc_slot, dest, mac, flow.ip_len, true)
 }
 
-/// IPVS's sync rule, simplified: a TCP connection is synchronised when its state moves
-/// to ESTABLISHED, FIN_WAIT, CLOSE, CLOSE_WAIT or TIME_WAIT; a UDP flow when it is new;
-/// a persistence template just before the connection it controls.
+/// The refresh window of connection synchronisation: 2^30 ns, about a second.
+const SYNC_REFRESH_SHIFT: u32 = 30;
+
+/// IPVS's sync rule, adapted: a TCP connection is synchronised when its state moves to
+/// ESTABLISHED, FIN_WAIT, CLOSE, CLOSE_WAIT or TIME_WAIT, a UDP flow when it is new, a
+/// persistence template just before the connection it controls; and an ESTABLISHED
+/// connection (a UDP flow) again in every refresh window it has traffic in (IPVS: every
+/// 50 packets), so that a director that was away learns it within about a second of its
+/// return. `(old, new_entry, refresh)`: the state before this packet, whether the entry
+/// was made for it, whether it is the first of a new window.
 fn sync_changed<A: Fam>(
     t: &mut Tables,
     si: usize,
     idx: usize,
-    old: State,
-    new_entry: bool,
+    (old, new_entry, refresh): (State, bool, bool),
     fwd: &Fwd,
     now: Time,
 ) {
@@ -861,7 +872,7 @@ fn sync_changed<A: Fam>(
     let (state, key, dest) = (e.state(), e.key(), e.dest());
     let wanted = match key.proto {
         Protocol::Tcp => {
-            state != old
+            (state != old || refresh && state == State::Established)
                 && matches!(
                     state,
                     State::Established
@@ -871,7 +882,7 @@ fn sync_changed<A: Fam>(
                         | State::TimeWait
                 )
         }
-        Protocol::Udp => new_entry,
+        Protocol::Udp => new_entry || refresh,
     };
     if !wanted {
         return;

@@ -110,6 +110,11 @@ fn an_established_connection_is_recorded_once_and_installed_on_the_backup() {
     segment(&mut master, 40000, ACK, 3_000).expect("forwarded");
     assert!(drained(&mut master).is_empty(), "no change, no record");
     assert_eq!(master.stats().sync_sent.get(), 1);
+    // In the next refresh window (about a second), once again.
+    segment(&mut master, 40000, ACK, (1 << 30) + 10).expect("forwarded");
+    assert_eq!(drained(&mut master), vec![r]);
+    segment(&mut master, 40000, ACK, (1 << 30) + 20).expect("forwarded");
+    assert!(drained(&mut master).is_empty());
 
     // Through the wire format, to a backup whose rr would start elsewhere.
     let mut w = sync::Writer::new(0, sync::DEFAULT_MAXLEN);

@@ -31,6 +31,7 @@ pub mod options;
 pub mod placement;
 pub mod run;
 pub mod setup;
+pub mod sync;
 pub mod watch;
 pub mod workers;
 pub mod writer;

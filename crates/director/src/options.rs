@@ -90,6 +90,48 @@ pub struct RunOptions {
     /// on the backup. Repeatable. Not with --announce.
     #[arg(long = "vrrp-vip", value_name = "ADDR", conflicts_with = "announce")]
     pub vrrp_vips: Vec<std::net::IpAddr>,
+    /// Synchronise connections with IPVS's sync protocol (version 1) on IFACE, master and
+    /// backup at once (ipvsadm --start-daemon, keepalived lvs_sync_daemon): this
+    /// director's connections are multicast, other directors' (xdpvs or kernel IPVS)
+    /// installed, so that a backup that takes the VIP over keeps them on their real
+    /// servers.
+    #[arg(long = "sync-interface", value_name = "IFACE")]
+    pub sync_interface: Option<String>,
+    /// The sync id sent, and the only one accepted unless 0 (ipvsadm --syncid).
+    #[arg(
+        long = "syncid",
+        default_value_t = 0,
+        value_name = "N",
+        requires = "sync_interface"
+    )]
+    pub syncid: u8,
+    /// The sync messages' multicast group (ipvsadm --mcast-group).
+    #[arg(
+        long = "sync-group",
+        default_value = "224.0.0.81",
+        value_name = "ADDR",
+        requires = "sync_interface"
+    )]
+    pub sync_group: std::net::Ipv4Addr,
+    /// Their UDP port (ipvsadm --mcast-port).
+    #[arg(
+        long = "sync-port",
+        default_value_t = 8848,
+        value_name = "PORT",
+        requires = "sync_interface"
+    )]
+    pub sync_port: u16,
+    /// Their multicast TTL (ipvsadm --mcast-ttl).
+    #[arg(
+        long = "sync-ttl",
+        default_value_t = 1,
+        value_name = "N",
+        requires = "sync_interface"
+    )]
+    pub sync_ttl: u8,
+    /// The largest sync message in bytes (ipvsadm --sync-maxlen).
+    #[arg(long = "sync-maxlen", default_value_t = 1472, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(80..), requires = "sync_interface")]
+    pub sync_maxlen: u16,
     /// A second control socket that answers questions only (-L, --timeout, -c, check,
     /// explain) and refuses every change, for monitoring (e.g. /run/xdpvs/read.sock).
     #[arg(long, value_name = "PATH")]

@@ -69,6 +69,9 @@ pub enum RunError {
     /// `--announce` could not start.
     #[error(transparent)]
     Announce(#[from] crate::announce::AnnounceError),
+    /// The sync daemon could not start.
+    #[error("{0}")]
+    Sync(String),
 }
 
 /// Runs the director until `stop` says so (SIGINT/SIGTERM set it) or it fails.
@@ -177,6 +180,13 @@ pub fn run(
             HANDOFF_FRAMES,
         ))
     });
+    // Connection synchronisation: one channel from every worker to the sender, one
+    // inbox per worker from the receiver.
+    let sync_out = opts
+        .sync_interface
+        .as_ref()
+        .map(|_| crossbeam_channel::bounded::<xdpvs_sched::sync::SyncConn>(SYNC_QUEUE));
+    let mut sync_inboxes = Vec::new();
     for q in 0..ifc.queues {
         let dev = setup::socket(&ifc, q, opts, &steering, Arm::Clients)?;
         let servers_dev = servers
@@ -194,11 +204,17 @@ pub fn run(
         let zero_copy = dev.is_zero_copy();
         let huge = dev.has_huge_pages();
         let poll = policies[q as usize];
+        let inbox = sync_out.as_ref().map(|_| {
+            let (tx, rx) = crossbeam_channel::bounded(SYNC_QUEUE);
+            sync_inboxes.push(tx);
+            rx
+        });
         let how = WorkerPlan {
             core,
             poll,
             sweep_rate: opts.sweep_rate,
             handoff: handoff.clone(),
+            sync: (sync_out.as_ref().map(|(tx, _)| tx.clone()), inbox),
         };
         match servers_dev {
             Some((sdev, mac)) => workers.spawn(q, Arms::new(dev, sdev, mac), tables, how)?,
@@ -213,6 +229,17 @@ pub fn run(
             if auto.is_some() { " (auto)" } else { "" }
         );
     }
+    let _sync = match (&opts.sync_interface, sync_out) {
+        (Some(iface), Some((_, from_workers))) => Some(start_sync(
+            opts,
+            iface,
+            from_workers,
+            sync_inboxes,
+            &cores,
+            &placed,
+        )?),
+        _ => None,
+    };
     let capacity = limits.conn_capacity * workers.len();
     let servers_index = servers.as_ref().map(|s| s.index);
     let links = workers.links(capacity, (ifc.index, servers_index));
@@ -453,4 +480,47 @@ impl Parts<'_> {
 /// never run on a worker's core; `None` (it floats) when workers hold every core.
 fn checker_core(all: &[usize], workers: &[usize]) -> Option<usize> {
     all.iter().copied().find(|c| !workers.contains(c))
+}
+
+/// Records a channel of connection synchronisation holds at most.
+const SYNC_QUEUE: usize = 1 << 16;
+
+/// Starts IPVS's sync daemon on `iface` (`--sync-interface`), off the workers' cores.
+fn start_sync(
+    opts: &RunOptions,
+    iface: &str,
+    from_workers: crossbeam_channel::Receiver<xdpvs_sched::sync::SyncConn>,
+    to_workers: Vec<crossbeam_channel::Sender<xdpvs_sched::sync::SyncConn>>,
+    cores: &[core_affinity::CoreId],
+    placed: &[Option<usize>],
+) -> Result<crate::sync::SyncDaemon, RunError> {
+    let bad = |why: String| RunError::Sync(format!("--sync-interface {iface}: {why}"));
+    let ifindex: u32 = crate::iface::attr(iface, "ifindex")
+        .map_err(|e| bad(e.to_string()))?
+        .parse()
+        .map_err(|_| bad("no interface index".into()))?;
+    let addr = neighbours::local_addresses(ifindex)
+        .map_err(|e| bad(e.to_string()))?
+        .into_iter()
+        .find_map(|l| match l.addr {
+            std::net::IpAddr::V4(a) => Some(a),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .ok_or_else(|| bad("it has no IPv4 address to send from".into()))?;
+    let config = crate::sync::SyncConfig {
+        iface: iface.to_string(),
+        ifindex,
+        addr,
+        syncid: opts.syncid,
+        group: opts.sync_group,
+        port: opts.sync_port,
+        ttl: opts.sync_ttl,
+        maxlen: usize::from(opts.sync_maxlen),
+    };
+    let aside = checker_core(
+        &cores.iter().map(|c| c.id).collect::<Vec<_>>(),
+        &placed.iter().flatten().copied().collect::<Vec<_>>(),
+    );
+    crate::sync::start(config, from_workers, to_workers, aside)
+        .map_err(|e| bad(format!("starting the sync daemon: {e}")))
 }

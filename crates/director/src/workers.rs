@@ -122,12 +122,16 @@ impl Workers {
             poll,
             sweep_rate,
             handoff,
+            sync,
         } = how;
         let (ctrl, crx) = unbounded();
         let mut w = Worker::new(dev, tables, crx, self.retired_tx.clone());
         w.set_sweep_rate(sweep_rate);
         if let Some(h) = handoff {
             w.set_handoff(queue as usize, h);
+        }
+        if sync.0.is_some() || sync.1.is_some() {
+            w.set_sync(sync.0, sync.1);
         }
         let (loop_stats, loads, stats) = (
             Arc::clone(w.loop_stats()),
@@ -321,6 +325,11 @@ pub struct WorkerPlan {
     pub sweep_rate: u64,
     /// The workers' shared hand-off inboxes.
     pub handoff: Option<Arc<Handoff>>,
+    /// Connection synchronisation: where its records go, where others' come from.
+    pub sync: (
+        Option<Sender<xdpvs_sched::sync::SyncConn>>,
+        Option<Receiver<xdpvs_sched::sync::SyncConn>>,
+    ),
 }
 
 /// The real dataplane as the write side configures it: workers over AF_XDP and the

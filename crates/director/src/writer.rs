@@ -253,7 +253,18 @@ impl Writer<'_> {
             let links = self.side.dataplane().links.clone();
             let forwarded = links.forwarded();
             let stats = links.stats();
+            let silent: Vec<std::net::IpAddr> = self
+                .side
+                .vrrp()
+                .into_iter()
+                .filter(|&(_, served)| !served)
+                .map(|(v, _)| v)
+                .collect();
             for c in watch.conflicts_from(stats.iter().map(|(_, w)| &w.conflicts)) {
+                // A VIP that follows VRRP and is not served here: the master holds it.
+                if silent.contains(&c.vip) {
+                    continue;
+                }
                 if self
                     .arrived
                     .get(&c.vip)
