@@ -45,7 +45,7 @@ struct Cli {
 enum Command {
     /// Run the director on an interface (foreground; stops on SIGINT, and on SIGTERM —
     /// after draining, with --announce).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Build a lab in network namespaces (client, director, three real servers), run the
     /// director, configure it with ipvsadm commands and send it HTTP requests (root).
     Demo(demo::DemoArgs),
