@@ -579,7 +579,7 @@ impl Globals {
                             )),
                             "lvs_timeouts" => g.timeouts = Some((c.line, lvs_timeouts(c)?)),
                             "lvs_sync_daemon" => {
-                                return err(c.line, "lvs_sync_daemon is not supported: xdpvs does not synchronise connections between directors yet; remove it (a backup director then schedules the connections it takes over afresh; mh keeps most clients on their real server)")
+                                return err(c.line, "lvs_sync_daemon is not taken from keepalived.conf: give xdpvs run --sync-interface IFACE (with --syncid, --sync-port...) and remove it from the file (keepalived's VRRP process reading it would drive kernel IPVS's sync daemon)")
                             }
                             "lvs_notify_fifo" | "lvs_notify_fifo_script" => {
                                 return err(c.line, format!("{} is not supported: xdpvs writes no FIFO of checker events; run notify_up/notify_down and quorum_up/quorum_down scripts instead", c.key))

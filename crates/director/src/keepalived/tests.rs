@@ -1005,7 +1005,7 @@ fn global_defs_lvs_timeouts_are_honoured_and_the_sync_daemon_refused() {
         (
             "global_defs {\n lvs_sync_daemon eth0 VI_1\n}\n",
             2,
-            "lvs_sync_daemon is not supported",
+            "give xdpvs run --sync-interface",
         ),
         (
             "global_defs {\n lvs_timeouts tcp\n}\n",
