@@ -502,6 +502,11 @@ fn ipvsadm_command(cli: &Cli) -> ExitCode {
             Reply::Timeouts(t, _) => format::format_timeouts(&t),
             _ => String::new(),
         }),
+        Action::Daemon { json } => ask(cli, &Request::GetDaemon).map(|r| match r {
+            Reply::Daemon(d) if json => format::json_daemon(d.as_ref()),
+            Reply::Daemon(Some(d)) => format::format_daemon(&d),
+            _ => String::new(),
+        }),
         Action::Connections {
             persistent_conn,
             json,

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 use crate::names::Naming;
 use crate::quoting::restore_quote;
 use xdpvs_director::control::proto::{
-    CheckSpec, ConnRow, Counters, OnFailure, Probe, Quorum, Rates, Script, Sysctl, Table,
-    TimeoutSet,
+    CheckSpec, ConnRow, Counters, DaemonRow, OnFailure, Probe, Quorum, Rates, Script, Sysctl,
+    Table, TimeoutSet,
 };
 use xdpvs_sched::model::addr_port;
 use xdpvs_sched::{Method, Persistence, Protocol, ServiceKey};
@@ -377,6 +377,42 @@ pub fn check_options(c: &CheckSpec) -> String {
         ("--notify-down", &c.notify_down),
     ]));
     out
+}
+
+/// ipvsadm's `-L --daemon` lines: xdpvs's daemon is master and backup at once.
+pub fn format_daemon(d: &DaemonRow) -> String {
+    ["master", "backup"]
+        .iter()
+        .map(|role| {
+            format!(
+                "{role} sync daemon (mcast={}, syncid={}, maxlen={}, group={}, port={}, ttl={})\n",
+                d.iface, d.syncid, d.maxlen, d.group, d.port, d.ttl
+            )
+        })
+        .collect()
+}
+
+/// `-L --daemon --json`: the daemon (`null` when none runs) and its counters.
+pub fn json_daemon(d: Option<&DaemonRow>) -> String {
+    let v = d.map(|d| {
+        let [sent, received, sent_conns, received_conns, malformed, foreign] = d.counts;
+        json!({
+            "roles": ["master", "backup"],
+            "mcast_interface": d.iface,
+            "syncid": d.syncid,
+            "maxlen": d.maxlen,
+            "group": d.group.to_string(),
+            "port": d.port,
+            "ttl": d.ttl,
+            "sent_messages": sent,
+            "received_messages": received,
+            "sent_connections": sent_conns,
+            "received_connections": received_conns,
+            "malformed_messages": malformed,
+            "foreign_messages": foreign,
+        })
+    });
+    format!("{:#}\n", json!({ "daemon": v }))
 }
 
 /// ipvsadm's `-L --timeout` line.

@@ -822,6 +822,11 @@ pub enum Action {
         /// `--json`.
         json: bool,
     },
+    /// `-L --daemon`: the sync daemon.
+    Daemon {
+        /// `--json`.
+        json: bool,
+    },
     /// `-L --timeout`.
     Timeouts {
         /// `--json`.
@@ -932,8 +937,8 @@ impl IpvsArgs {
     }
 
     fn unsupported(&self) -> Result<(), UsageError> {
-        let sync = "connections are not synchronised between directors";
-        let checks: [(bool, &'static str, &'static str, &'static str); 17] = [
+        let sync = "the sync daemon is set when the director starts: xdpvs run --sync-interface IFACE [--syncid N] [--sync-group ADDR] [--sync-port N] [--sync-ttl N] [--sync-maxlen N] (master and backup at once); -L --daemon shows it";
+        let checks: [(bool, &'static str, &'static str, &'static str); 16] = [
             (
                 self.fwmark.is_some(),
                 "-f",
@@ -1006,7 +1011,6 @@ impl IpvsArgs {
                 "the connection sync daemon",
                 sync,
             ),
-            (self.daemon, "--daemon", "the connection sync daemon", sync),
             (
                 self.mcast_group.is_some(),
                 "--mcast-group",
@@ -1440,6 +1444,9 @@ impl IpvsArgs {
                 let json = self.json;
                 if self.timeout {
                     return Ok(Action::Timeouts { json });
+                }
+                if self.daemon {
+                    return Ok(Action::Daemon { json });
                 }
                 if self.connection {
                     return Ok(Action::Connections {

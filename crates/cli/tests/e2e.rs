@@ -4389,6 +4389,20 @@ virtual_server 198.18.0.100 80 {{
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// From the client: a malformed sync message, then a valid one of sync id 9 (the
+/// directors take 7) for a connection of 198.18.99.99.
+const FOREIGN_SYNC: &str = r#"
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("198.18.0.2"))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+s.sendto(b"\x03\x07\x00\x04", ("224.0.0.81", 8848))
+a = socket.inet_aton
+conn = struct.pack("!BBHIHHHHII4s4s4s", 0, 6, 36, 3, 1, 40000, 80, 80, 0, 900,
+                   a("198.18.99.99"), a("198.18.0.100"), a("198.18.0.11"))
+s.sendto(struct.pack("!BBHBBH", 0, 9, 8 + len(conn), 1, 1, 0) + conn, ("224.0.0.81", 8848))
+"#;
+
 /// A keepalived.conf for one director of the pair: its VRRP instance holds the VIP
 /// (`priority`), tracks the local director through its socket, and the service is rr
 /// over the three real servers.
@@ -4465,6 +4479,8 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
         conf1.to_str().expect("utf-8"),
         "--sync-interface",
         "eth0",
+        "--syncid",
+        "7",
     ])
     .expect("director 1");
     let d2 = lab.ns("d2");
@@ -4481,6 +4497,8 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
             conf2.to_str().expect("utf-8"),
             "--sync-interface",
             "eth0",
+            "--syncid",
+            "7",
         ],
         &name("d2.log"),
     )
@@ -4559,6 +4577,38 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
     );
     let answers: Vec<String> = (0..3).map(|_| get(&lab)).collect();
     assert_rotation(&answers);
+    // (e) The sync daemon, as ipvsadm lists it; a malformed message and one of another
+    // sync id are dropped and counted, never installed.
+    let on2 = |args: &[&str]| {
+        let mut a = vec!["--socket", sock2.to_str().expect("utf-8")];
+        a.extend(args);
+        lab.xdpvs(&a).expect("xdpvs")
+    };
+    let daemon = on2(&["-L", "--daemon"]);
+    assert_eq!(
+        daemon,
+        "master sync daemon (mcast=eth0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n\
+         backup sync daemon (mcast=eth0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"
+    );
+    let sent = lab
+        .exec(&lab.ns("c"), &["python3", "-c", FOREIGN_SYNC])
+        .expect("python");
+    assert!(sent.status.success(), "{sent:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let d: serde_json::Value =
+            serde_json::from_str(&on2(&["-L", "--daemon", "--json"])).expect("json");
+        let counted = |k: &str| d["daemon"][k].as_u64().unwrap_or(0);
+        if counted("malformed_messages") >= 1 && counted("foreign_messages") >= 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{d}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        !on2(&["-Lnc"]).contains("198.18.99.99"),
+        "a foreign connection was installed"
+    );
     // Served again after `event`: how long until a request succeeds.
     let failover = |lab: &Lab, event: &str| -> std::time::Duration {
         let started = std::time::Instant::now();

@@ -411,6 +411,21 @@ pub fn render(
         "worker_handoff_lost_packets",
         "Packets that could not be handed to their worker (no free hand-off buffer, its inbox full) or, handed here, not sent.",
     );
+    let sync_lost = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_sync_lost_records",
+        "Connection records for the sync daemon lost (the worker's buffer or the sender's queue full).",
+    );
+    let sync_installed = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_sync_installed_connections",
+        "Connections another director synchronised, installed in this worker's table.",
+    );
+    let sync_refused = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_sync_refused_connections",
+        "Synchronised connections not installed: no such service or real server here, or the table full.",
+    );
     let tunnelled = counter::<WorkerLabels>(
         &mut reg,
         "worker_tunnelled_packets",
@@ -569,6 +584,11 @@ pub fn render(
         nat_replies.get_or_create(&wl).inc_by(w.nat_replies.get());
         handed_off.get_or_create(&wl).inc_by(w.handed_off.get());
         handoff_lost.get_or_create(&wl).inc_by(w.handoff_lost.get());
+        sync_lost.get_or_create(&wl).inc_by(w.sync_lost.get());
+        sync_installed
+            .get_or_create(&wl)
+            .inc_by(w.sync_installed.get());
+        sync_refused.get_or_create(&wl).inc_by(w.sync_refused.get());
         tunnelled.get_or_create(&wl).inc_by(w.tunnelled.get());
         too_big.get_or_create(&wl).inc_by(w.too_big.get());
         stateless.get_or_create(&wl).inc_by(w.stateless.get());
@@ -647,6 +667,50 @@ pub fn render(
                 .get_or_create(&VipLabels { vip: v.to_string() })
                 .set(i64::from(on));
         }
+    }
+    if let Some(d) = &view.sync {
+        let [sent, received, sent_conns, received_conns, malformed, foreign] = d.row().counts;
+        let plain = |reg: &mut Registry, name: &str, help: &str, v: u64| {
+            let c = prometheus_client::metrics::counter::Counter::<u64>::default();
+            c.inc_by(v);
+            reg.register(name, help, c);
+        };
+        plain(
+            &mut reg,
+            "sync_sent_messages",
+            "Sync messages sent (IPVS's sync protocol).",
+            sent,
+        );
+        plain(
+            &mut reg,
+            "sync_received_messages",
+            "Sync messages received and taken.",
+            received,
+        );
+        plain(
+            &mut reg,
+            "sync_sent_connections",
+            "Connections sent in sync messages.",
+            sent_conns,
+        );
+        plain(
+            &mut reg,
+            "sync_received_connections",
+            "Connections received in sync messages and handed to the workers.",
+            received_conns,
+        );
+        plain(
+            &mut reg,
+            "sync_malformed_messages",
+            "Sync messages dropped: malformed, or of another version.",
+            malformed,
+        );
+        plain(
+            &mut reg,
+            "sync_foreign_messages",
+            "Sync messages dropped: another sync id.",
+            foreign,
+        );
     }
     if !view.vrrp.is_empty() {
         let served = gauge::<VipLabels>(

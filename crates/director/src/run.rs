@@ -229,7 +229,7 @@ pub fn run(
             if auto.is_some() { " (auto)" } else { "" }
         );
     }
-    let _sync = match (&opts.sync_interface, sync_out) {
+    let sync = match (&opts.sync_interface, sync_out) {
         (Some(iface), Some((_, from_workers))) => Some(start_sync(
             opts,
             iface,
@@ -262,6 +262,12 @@ pub fn run(
         );
     }
     let mut side = WriteSide::new(ifc.mac, options, limits, local, live)?;
+    if let Some(d) = &sync {
+        side.set_sync(crate::control::view::SyncInfo {
+            config: d.config.clone(),
+            stats: std::sync::Arc::clone(&d.stats),
+        });
+    }
     if let Some(s) = &servers {
         side.set_servers_mac(s.mac);
     }

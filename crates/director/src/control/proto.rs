@@ -126,6 +126,8 @@ pub enum Request {
     },
     /// `-L --timeout`.
     GetTimeouts,
+    /// `-L --daemon`: the sync daemon's roles and settings.
+    GetDaemon,
     /// `-Z`: zero the counters and rates of every service, or of one and its real servers.
     Zero {
         /// Only this service.
@@ -174,6 +176,7 @@ impl Request {
             Request::SetTimeouts(_) => "--set (timeouts)",
             Request::Follow { .. } => "vrrp_instance (VIPs that follow VRRP)",
             Request::GetTimeouts => "-L --timeout",
+            Request::GetDaemon => "-L --daemon",
             Request::Zero { .. } => "-Z (zero counters)",
             Request::Connections => "-L -c (connections)",
             Request::Batch(_) => "-R (restore)",
@@ -348,6 +351,26 @@ fn yes() -> bool {
     true
 }
 
+/// The sync daemon's settings (ipvsadm's `--start-daemon` options), and what it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonRow {
+    /// `--mcast-interface`.
+    pub iface: String,
+    /// `--syncid`.
+    pub syncid: u8,
+    /// `--sync-maxlen`.
+    pub maxlen: usize,
+    /// `--mcast-group`.
+    pub group: std::net::Ipv4Addr,
+    /// `--mcast-port`.
+    pub port: u16,
+    /// `--mcast-ttl`.
+    pub ttl: u8,
+    /// Messages sent and received, connections sent and received, messages dropped
+    /// (malformed or another version, another sync id).
+    pub counts: [u64; 6],
+}
+
 /// The virtual server table, as `-L` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Table {
@@ -370,6 +393,8 @@ pub enum Reply {
     Table(Table),
     /// The timeouts in force, and the switches named after IPVS's sysctls.
     Timeouts(TimeoutSet, Sysctl),
+    /// The sync daemon, if one runs (both roles: master and backup).
+    Daemon(Option<DaemonRow>),
     /// A piece of the connection table (more follow until [`Reply::Done`]).
     Connections(Vec<ConnRow>),
     /// What `xdpvs check` found.
@@ -392,6 +417,7 @@ impl Reply {
             Reply::Done => "done",
             Reply::Table(_) => "a table",
             Reply::Timeouts(..) => "timeouts",
+            Reply::Daemon(_) => "the sync daemon",
             Reply::Connections(_) => "connections",
             Reply::Check(_) => "a check report",
             Reply::Explain(_) => "an explanation",

@@ -98,6 +98,9 @@ impl<O: Observe + Send + Sync + 'static> Handler for Router<O> {
                 read::table(&self.view.get(), &self.observe, service.as_ref()).map(Reply::Table)
             }
             Request::GetTimeouts => Ok(read::timeouts(&self.view.get())),
+            Request::GetDaemon => Ok(Reply::Daemon(
+                self.view.get().sync.as_ref().map(|d| d.row()),
+            )),
             Request::Connections => {
                 read::connections(&self.view.get(), &self.observe, &mut |rows| {
                     pieces.send(Reply::Connections(rows))

@@ -147,6 +147,42 @@ pub struct View {
     pub quorum_held: HashMap<ServiceKey, bool>,
     /// The VIPs that follow VRRP, and whether this director serves each now.
     pub vrrp: Vec<(IpAddr, bool)>,
+    /// The sync daemon, if one runs.
+    pub sync: Option<SyncInfo>,
+}
+
+/// The sync daemon as the read side shows it: its settings, its counters.
+#[derive(Debug, Clone)]
+pub struct SyncInfo {
+    /// Its settings.
+    pub config: crate::sync::SyncConfig,
+    /// Its counters, shared with its threads.
+    pub stats: std::sync::Arc<crate::sync::SyncStats>,
+}
+
+impl SyncInfo {
+    /// `-L --daemon`'s row.
+    pub fn row(&self) -> super::proto::DaemonRow {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
+        let c = &self.config;
+        super::proto::DaemonRow {
+            iface: c.iface.clone(),
+            syncid: c.syncid,
+            maxlen: c.maxlen,
+            group: c.group,
+            port: c.port,
+            ttl: c.ttl,
+            counts: [
+                s.sent.load(Relaxed),
+                s.received.load(Relaxed),
+                s.sent_conns.load(Relaxed),
+                s.received_conns.load(Relaxed),
+                s.malformed.load(Relaxed),
+                s.foreign.load(Relaxed),
+            ],
+        }
+    }
 }
 
 impl View {

@@ -250,6 +250,8 @@ pub struct WriteSide<D: Configure + Observe> {
     held: BTreeSet<IpAddr>,
     /// The VIPs the XDP program steers now (configured, and held if they follow VRRP).
     served: HashSet<IpAddr>,
+    /// The sync daemon, for the read side.
+    sync: Option<super::view::SyncInfo>,
 }
 
 impl<D: Configure + Observe> std::fmt::Debug for WriteSide<D> {
@@ -297,6 +299,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             started,
             quorum_held: HashMap::new(),
             vrrp: Vec::new(),
+            sync: None,
         }));
         Ok(WriteSide {
             config: OperatorConfig::default(),
@@ -329,6 +332,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             follow: BTreeSet::new(),
             held: BTreeSet::new(),
             served: HashSet::new(),
+            sync: None,
         })
     }
 
@@ -355,6 +359,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             started: self.started,
             quorum_held: self.quorum_held.clone(),
             vrrp: self.vrrp(),
+            sync: self.sync.clone(),
         });
     }
 
@@ -545,6 +550,12 @@ impl<D: Configure + Observe> WriteSide<D> {
         self.follow_fixed = fixed;
         self.held = held;
         self.local.retain(|l| !self.follow_fixed.contains(&l.addr));
+    }
+
+    /// Shows the sync daemon that runs (`-L --daemon`, metrics).
+    pub fn set_sync(&mut self, info: super::view::SyncInfo) {
+        self.sync = Some(info);
+        self.publish();
     }
 
     /// Whether `vip` follows VRRP.
@@ -995,6 +1006,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             }
             Request::List { .. }
             | Request::GetTimeouts
+            | Request::GetDaemon
             | Request::Connections
             | Request::Check
             | Request::Explain { .. }
@@ -1313,6 +1325,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             }
             Request::List { .. }
             | Request::GetTimeouts
+            | Request::GetDaemon
             | Request::Zero { .. }
             | Request::Connections
             | Request::Check
