@@ -4403,10 +4403,26 @@ conn = struct.pack("!BBHIHHHHII4s4s4s", 0, 6, 36, 3, 1, 40000, 80, 80, 0, 900,
 s.sendto(struct.pack("!BBHBBH", 0, 9, 8 + len(conn), 1, 1, 0) + conn, ("224.0.0.81", 8848))
 "#;
 
+/// From the client for SECS seconds: sync messages of sync id ID as fast as it can send
+/// them, each of 40 connections to a real server no director has (refused).
+const SYNC_FLOOD: &str = r#"
+import socket, struct, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("198.18.0.2"))
+a = socket.inet_aton
+conns = b"".join(struct.pack("!BBHIHHHHII4s4s4s", 0, 6, 36, 3, 1, 30000 + i, 80, 80, 0, 900,
+                 a("198.18.98.1"), a("198.18.0.100"), a("198.18.0.99")) for i in range(40))
+msg = struct.pack("!BBHBBH", 0, int(sys.argv[2]), 8 + len(conns), 40, 1, 0) + conns
+end = time.time() + float(sys.argv[1])
+while time.time() < end:
+    for _ in range(100):
+        s.sendto(msg, ("224.0.0.81", 8848))
+"#;
+
 /// A keepalived.conf for one director of the pair: its VRRP instance holds the VIP
 /// (`priority`), tracks the local director through its socket, and the service is rr
 /// over the three real servers.
-fn pair_conf(priority: u8, socket: &Path) -> String {
+fn pair_conf(priority: u8, socket: &Path, nopreempt: bool) -> String {
     let xdpvs = env!("CARGO_BIN_EXE_xdpvs");
     let reals: String = (1..=3)
         .map(|n| format!("  real_server 198.18.0.1{n} 80 {{\n    TCP_CHECK {{\n      connect_timeout 1\n    }}\n  }}\n"))
@@ -4424,9 +4440,7 @@ vrrp_instance VI_1 {{
   virtual_router_id 51
   priority {priority}
   advert_int 1
-  # A returning master waits: meanwhile the connections made in its absence reach it
-  # (every established connection is synchronised again each second it has traffic).
-  preempt_delay 3
+{}
   virtual_ipaddress {{
     198.18.0.100/32 dev eth0
   }}
@@ -4441,7 +4455,12 @@ virtual_server 198.18.0.100 80 {{
   protocol TCP
 {reals}}}
 "#,
-        socket.display()
+        socket.display(),
+        if nopreempt {
+            "  nopreempt"
+        } else {
+            "  # A returning master waits: meanwhile the connections made in its absence reach it\n  # (every established connection is synchronised again each second it has traffic).\n  preempt_delay 3"
+        }
     )
 }
 
@@ -4471,8 +4490,8 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
     let name = |what: &str| tmp.join(format!("{prefix}-{what}"));
     let (sock1, sock2) = (lab.socket().to_path_buf(), name("d2.sock"));
     let (conf1, conf2) = (name("d1.conf"), name("d2.conf"));
-    std::fs::write(&conf1, pair_conf(150, &sock1)).expect("conf");
-    std::fs::write(&conf2, pair_conf(100, &sock2)).expect("conf");
+    std::fs::write(&conf1, pair_conf(150, &sock1, false)).expect("conf");
+    std::fs::write(&conf2, pair_conf(100, &sock2, false)).expect("conf");
     let exe = env!("CARGO_BIN_EXE_xdpvs");
     lab.start_director(&[
         "--keepalived",
@@ -4579,12 +4598,12 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
     assert_rotation(&answers);
     // (e) The sync daemon, as ipvsadm lists it; a malformed message and one of another
     // sync id are dropped and counted, never installed.
-    let on2 = |args: &[&str]| {
+    let on2 = |lab: &Lab, args: &[&str]| {
         let mut a = vec!["--socket", sock2.to_str().expect("utf-8")];
         a.extend(args);
         lab.xdpvs(&a).expect("xdpvs")
     };
-    let daemon = on2(&["-L", "--daemon"]);
+    let daemon = on2(&lab, &["-L", "--daemon"]);
     assert_eq!(
         daemon,
         "master sync daemon (mcast=eth0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n\
@@ -4597,7 +4616,7 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let d: serde_json::Value =
-            serde_json::from_str(&on2(&["-L", "--daemon", "--json"])).expect("json");
+            serde_json::from_str(&on2(&lab, &["-L", "--daemon", "--json"])).expect("json");
         let counted = |k: &str| d["daemon"][k].as_u64().unwrap_or(0);
         if counted("malformed_messages") >= 1 && counted("foreign_messages") >= 1 {
             break;
@@ -4606,7 +4625,7 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(
-        !on2(&["-Lnc"]).contains("198.18.99.99"),
+        !on2(&lab, &["-Lnc"]).contains("198.18.99.99"),
         "a foreign connection was installed"
     );
     // Served again after `event`: how long until a request succeeds.
@@ -4719,6 +4738,111 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
     unbroken(&lab, client, "master's xdpvs killed");
     let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
     assert_rotation(&answers);
+    // (d) without preemption: director 1 comes back (xdpvs and keepalived restarted,
+    // `nopreempt`) and stays the backup; the held connections never notice.
+    lab.stop_programs("d");
+    std::fs::write(&conf1, pair_conf(150, &sock1, true)).expect("conf");
+    let client = held(&lab, 10);
+    lab.start_director(&[
+        "--keepalived",
+        conf1.to_str().expect("utf-8"),
+        "--sync-interface",
+        "eth0",
+        "--syncid",
+        "7",
+    ])
+    .expect("director 1 again");
+    let (pid, vpid) = (name("k1b.pid"), name("k1b.vrrp.pid"));
+    let ns1 = lab.ns("d");
+    lab.spawn_logged(
+        &ns1,
+        &[
+            "keepalived",
+            "--vrrp",
+            "--dont-fork",
+            "--log-console",
+            "-f",
+            conf1.to_str().expect("utf-8"),
+            "-p",
+            pid.to_str().expect("utf-8"),
+            "-r",
+            vpid.to_str().expect("utf-8"),
+        ],
+        &name("k1.log"),
+    )
+    .expect("keepalived again");
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    wait(
+        &lab,
+        "director 2 stays the master",
+        (Some(false), Some(true)),
+    );
+    unbroken(&lab, client, "the old master back, nopreempt");
+    // (e) A flood of sync messages at the master does not stop its forwarding: ab
+    // through it without, then with one (the figures are reported, not asserted).
+    let ab_rate = |lab: &Lab| -> f64 {
+        let out = lab
+            .exec(
+                &lab.ns("c"),
+                &["ab", "-q", "-n", "3000", "-c", "8", "http://198.18.0.100/"],
+            )
+            .expect("ab");
+        let report = String::from_utf8_lossy(&out.stdout).to_string();
+        let failed = report
+            .lines()
+            .find(|l| l.starts_with("Failed requests:"))
+            .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok());
+        assert_eq!(failed, Some(0), "{report}");
+        report
+            .lines()
+            .find(|l| l.starts_with("Requests per second:"))
+            .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let quiet = ab_rate(&lab);
+    // The same flood of another sync id (dropped by the receiving thread: what the flood
+    // costs the host), then of this sync id (handed to the worker, which refuses them).
+    let flooded = |lab: &Lab, syncid: &str| -> (f64, u64) {
+        let key = if syncid == "7" {
+            "received_messages"
+        } else {
+            "foreign_messages"
+        };
+        let count = |lab: &Lab| -> u64 {
+            let d: serde_json::Value =
+                serde_json::from_str(&on2(lab, &["-L", "--daemon", "--json"])).expect("json");
+            d["daemon"][key].as_u64().unwrap_or(0)
+        };
+        let before = count(lab);
+        let flood = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.ns("c"),
+                "python3",
+                "-c",
+                SYNC_FLOOD,
+                "8",
+                syncid,
+            ])
+            .spawn()
+            .expect("flood");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let rate = ab_rate(lab);
+        let _ = flood.wait_with_output();
+        (rate, count(lab) - before)
+    };
+    let (foreign, dropped) = flooded(&lab, "9");
+    let (valid, got) = flooded(&lab, "7");
+    eprintln!(
+        "sync flood: ab {quiet:.0} requests/s without; {foreign:.0} ({:.2}x) with {dropped} messages of another sync id; {valid:.0} ({:.2}x) with {got} messages of 40 connections handed to the worker",
+        foreign / quiet.max(1.0),
+        valid / quiet.max(1.0)
+    );
+    assert!(
+        got > 1000 && dropped > 1000,
+        "the flood did not reach the master: {got} and {dropped} messages"
+    );
     let d2_log = std::fs::read_to_string(name("d2.log")).unwrap_or_default();
     assert!(
         d2_log.contains("VIP 198.18.0.100 is held here (VRRP master): served"),

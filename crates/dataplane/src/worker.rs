@@ -229,7 +229,7 @@ pub struct Worker<D: Device> {
 }
 
 /// Synchronised connections a worker installs per pass at most.
-const SYNC_INSTALLS: usize = 256;
+const SYNC_INSTALLS: usize = 64;
 
 impl<D: Device> std::fmt::Debug for Worker<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
