@@ -395,7 +395,7 @@ pub fn format_daemon(d: &DaemonRow) -> String {
 /// `-L --daemon --json`: the daemon (`null` when none runs) and its counters.
 pub fn json_daemon(d: Option<&DaemonRow>) -> String {
     let v = d.map(|d| {
-        let [sent, received, sent_conns, received_conns, malformed, foreign] = d.counts;
+        let [sent, received, sent_conns, received_conns, malformed, foreign, unknown] = d.counts;
         json!({
             "roles": ["master", "backup"],
             "mcast_interface": d.iface,
@@ -410,6 +410,7 @@ pub fn json_daemon(d: Option<&DaemonRow>) -> String {
             "received_connections": received_conns,
             "malformed_messages": malformed,
             "foreign_messages": foreign,
+            "unknown_connections": unknown,
         })
     });
     format!("{:#}\n", json!({ "daemon": v }))

@@ -669,7 +669,8 @@ pub fn render(
         }
     }
     if let Some(d) = &view.sync {
-        let [sent, received, sent_conns, received_conns, malformed, foreign] = d.row().counts;
+        let [sent, received, sent_conns, received_conns, malformed, foreign, unknown] =
+            d.row().counts;
         let plain = |reg: &mut Registry, name: &str, help: &str, v: u64| {
             let c = prometheus_client::metrics::counter::Counter::<u64>::default();
             c.inc_by(v);
@@ -710,6 +711,12 @@ pub fn render(
             "sync_foreign_messages",
             "Sync messages dropped: another sync id.",
             foreign,
+        );
+        plain(
+            &mut reg,
+            "sync_unknown_connections",
+            "Synchronised connections not handed to a worker: no such service or real server here.",
+            unknown,
         );
     }
     if !view.vrrp.is_empty() {

@@ -229,17 +229,6 @@ pub fn run(
             if auto.is_some() { " (auto)" } else { "" }
         );
     }
-    let sync = match (&opts.sync_interface, sync_out) {
-        (Some(iface), Some((_, from_workers))) => Some(start_sync(
-            opts,
-            iface,
-            from_workers,
-            sync_inboxes,
-            &cores,
-            &placed,
-        )?),
-        _ => None,
-    };
     let capacity = limits.conn_capacity * workers.len();
     let servers_index = servers.as_ref().map(|s| s.index);
     let links = workers.links(capacity, (ifc.index, servers_index));
@@ -262,6 +251,17 @@ pub fn run(
         );
     }
     let mut side = WriteSide::new(ifc.mac, options, limits, local, live)?;
+    // The sync daemon checks what it receives against the configuration in force.
+    let sync = match (&opts.sync_interface, sync_out) {
+        (Some(iface), Some((_, from_workers))) => Some(start_sync(
+            opts,
+            iface,
+            (from_workers, sync_inboxes),
+            side.published(),
+            (&cores, &placed),
+        )?),
+        _ => None,
+    };
     if let Some(d) = &sync {
         side.set_sync(crate::control::view::SyncInfo {
             config: d.config.clone(),
@@ -495,10 +495,12 @@ const SYNC_QUEUE: usize = 1 << 16;
 fn start_sync(
     opts: &RunOptions,
     iface: &str,
-    from_workers: crossbeam_channel::Receiver<xdpvs_sched::sync::SyncConn>,
-    to_workers: Vec<crossbeam_channel::Sender<xdpvs_sched::sync::SyncConn>>,
-    cores: &[core_affinity::CoreId],
-    placed: &[Option<usize>],
+    (from_workers, to_workers): (
+        crossbeam_channel::Receiver<xdpvs_sched::sync::SyncConn>,
+        Vec<crossbeam_channel::Sender<xdpvs_sched::sync::SyncConn>>,
+    ),
+    view: Arc<crate::control::view::Published<crate::control::view::View>>,
+    (cores, placed): (&[core_affinity::CoreId], &[Option<usize>]),
 ) -> Result<crate::sync::SyncDaemon, RunError> {
     let bad = |why: String| RunError::Sync(format!("--sync-interface {iface}: {why}"));
     let ifindex: u32 = crate::iface::attr(iface, "ifindex")
@@ -527,6 +529,6 @@ fn start_sync(
         &cores.iter().map(|c| c.id).collect::<Vec<_>>(),
         &placed.iter().flatten().copied().collect::<Vec<_>>(),
     );
-    crate::sync::start(config, from_workers, to_workers, aside)
+    crate::sync::start(config, from_workers, to_workers, view, aside)
         .map_err(|e| bad(format!("starting the sync daemon: {e}")))
 }

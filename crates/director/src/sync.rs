@@ -23,6 +23,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{info, warn};
 use xdpvs_sched::sync::{self, SyncConn, Writer};
 
+use crate::control::view::{Published, View};
+
 /// Where and how the daemon synchronises (ipvsadm's `--start-daemon` options).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncConfig {
@@ -61,6 +63,8 @@ pub struct SyncStats {
     pub foreign: AtomicU64,
     /// Connections not handed over: a worker's inbox full.
     pub inbox_full: AtomicU64,
+    /// Connections not handed over: no such service or real server here.
+    pub unknown: AtomicU64,
 }
 
 /// The running daemon; stops its threads when dropped.
@@ -92,6 +96,7 @@ pub fn start(
     config: SyncConfig,
     from_workers: Receiver<SyncConn>,
     to_workers: Vec<Sender<SyncConn>>,
+    view: Arc<Published<View>>,
     core: Option<usize>,
 ) -> io::Result<SyncDaemon> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -117,7 +122,7 @@ pub fn start(
                 .name("xdpvs-sync-rx".into())
                 .spawn(move || {
                     pin(core);
-                    receive_loop(&inp, syncid, &to_workers, &stop, &stats);
+                    receive_loop(&inp, syncid, &to_workers, &view, &stop, &stats);
                 })?,
         );
     }
@@ -209,10 +214,27 @@ fn send_loop(
     send(&mut w, &mut since);
 }
 
+/// Whether this director has the service and real server of `c` (a connection it
+/// could not install is not handed to a worker).
+fn known(v: &View, c: &SyncConn) -> bool {
+    let proto = match c.protocol {
+        6 => xdpvs_sched::Protocol::Tcp,
+        17 => xdpvs_sched::Protocol::Udp,
+        _ => return false,
+    };
+    v.config.services.iter().any(|s| {
+        s.key.proto == proto
+            && s.key.vip == c.vip.0
+            && s.key.port == c.vip.1
+            && s.reals.iter().any(|r| r.addr == c.dest.0)
+    })
+}
+
 fn receive_loop(
     sock: &UdpSocket,
     syncid: u8,
     to: &[Sender<SyncConn>],
+    view: &Published<View>,
     stop: &AtomicBool,
     stats: &SyncStats,
 ) {
@@ -240,8 +262,13 @@ fn receive_loop(
             }
             Ok((_, conns)) => {
                 stats.received.fetch_add(1, Relaxed);
+                let v = view.get();
                 for c in &conns {
                     stats.received_conns.fetch_add(1, Relaxed);
+                    if !known(&v, c) {
+                        stats.unknown.fetch_add(1, Relaxed);
+                        continue;
+                    }
                     for w in to {
                         if w.try_send(*c).is_err() {
                             stats.inbox_full.fetch_add(1, Relaxed);

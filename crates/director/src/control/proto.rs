@@ -367,8 +367,9 @@ pub struct DaemonRow {
     /// `--mcast-ttl`.
     pub ttl: u8,
     /// Messages sent and received, connections sent and received, messages dropped
-    /// (malformed or another version, another sync id).
-    pub counts: [u64; 6],
+    /// (malformed or another version, another sync id), connections not installed (no
+    /// such service or real server here).
+    pub counts: [u64; 7],
 }
 
 /// The virtual server table, as `-L` shows it.

@@ -180,6 +180,7 @@ impl SyncInfo {
                 s.received_conns.load(Relaxed),
                 s.malformed.load(Relaxed),
                 s.foreign.load(Relaxed),
+                s.unknown.load(Relaxed),
             ],
         }
     }
