@@ -4835,7 +4835,7 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
     let (foreign, dropped) = flooded(&lab, "9");
     let (valid, got) = flooded(&lab, "7");
     eprintln!(
-        "sync flood: ab {quiet:.0} requests/s without; {foreign:.0} ({:.2}x) with {dropped} messages of another sync id; {valid:.0} ({:.2}x) with {got} messages of 40 connections handed to the worker",
+        "sync flood: ab {quiet:.0} requests/s without; {foreign:.0} ({:.2}x) with {dropped} messages of another sync id; {valid:.0} ({:.2}x) with {got} messages of 40 unknown connections of this sync id",
         foreign / quiet.max(1.0),
         valid / quiet.max(1.0)
     );

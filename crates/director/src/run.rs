@@ -529,6 +529,23 @@ fn start_sync(
         &cores.iter().map(|c| c.id).collect::<Vec<_>>(),
         &placed.iter().flatten().copied().collect::<Vec<_>>(),
     );
-    crate::sync::start(config, from_workers, to_workers, view, aside)
+    // What the configuration in force could install: the service and the real server.
+    let known: crate::sync::Known = Arc::new(move || {
+        let v = view.get();
+        Box::new(move |c: &xdpvs_sched::sync::SyncConn| {
+            let proto = match c.protocol {
+                6 => xdpvs_sched::Protocol::Tcp,
+                17 => xdpvs_sched::Protocol::Udp,
+                _ => return false,
+            };
+            v.config.services.iter().any(|s| {
+                s.key.proto == proto
+                    && s.key.vip == c.vip.0
+                    && s.key.port == c.vip.1
+                    && s.reals.iter().any(|r| r.addr == c.dest.0)
+            })
+        })
+    });
+    crate::sync::start(config, from_workers, to_workers, known, aside)
         .map_err(|e| bad(format!("starting the sync daemon: {e}")))
 }

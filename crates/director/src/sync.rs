@@ -23,7 +23,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{info, warn};
 use xdpvs_sched::sync::{self, SyncConn, Writer};
 
-use crate::control::view::{Published, View};
+/// Whether this director could install a received connection (it has the service and
+/// the real server): what is not is counted and goes no further. Asked once a message
+/// for a check of the configuration in force then.
+pub type Known = Arc<dyn Fn() -> Box<dyn Fn(&SyncConn) -> bool> + Send + Sync>;
 
 /// Where and how the daemon synchronises (ipvsadm's `--start-daemon` options).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +99,7 @@ pub fn start(
     config: SyncConfig,
     from_workers: Receiver<SyncConn>,
     to_workers: Vec<Sender<SyncConn>>,
-    view: Arc<Published<View>>,
+    known: Known,
     core: Option<usize>,
 ) -> io::Result<SyncDaemon> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -122,7 +125,7 @@ pub fn start(
                 .name("xdpvs-sync-rx".into())
                 .spawn(move || {
                     pin(core);
-                    receive_loop(&inp, syncid, &to_workers, &view, &stop, &stats);
+                    receive_loop(&inp, syncid, &to_workers, known.as_ref(), &stop, &stats);
                 })?,
         );
     }
@@ -214,27 +217,11 @@ fn send_loop(
     send(&mut w, &mut since);
 }
 
-/// Whether this director has the service and real server of `c` (a connection it
-/// could not install is not handed to a worker).
-fn known(v: &View, c: &SyncConn) -> bool {
-    let proto = match c.protocol {
-        6 => xdpvs_sched::Protocol::Tcp,
-        17 => xdpvs_sched::Protocol::Udp,
-        _ => return false,
-    };
-    v.config.services.iter().any(|s| {
-        s.key.proto == proto
-            && s.key.vip == c.vip.0
-            && s.key.port == c.vip.1
-            && s.reals.iter().any(|r| r.addr == c.dest.0)
-    })
-}
-
 fn receive_loop(
     sock: &UdpSocket,
     syncid: u8,
     to: &[Sender<SyncConn>],
-    view: &Published<View>,
+    known: &(dyn Fn() -> Box<dyn Fn(&SyncConn) -> bool> + Send + Sync),
     stop: &AtomicBool,
     stats: &SyncStats,
 ) {
@@ -262,10 +249,10 @@ fn receive_loop(
             }
             Ok((_, conns)) => {
                 stats.received.fetch_add(1, Relaxed);
-                let v = view.get();
+                let known = known();
                 for c in &conns {
                     stats.received_conns.fetch_add(1, Relaxed);
-                    if !known(&v, c) {
+                    if !known(c) {
                         stats.unknown.fetch_add(1, Relaxed);
                         continue;
                     }
