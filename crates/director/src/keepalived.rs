@@ -270,6 +270,10 @@ fn parse_lines(lines: &[pre::Line]) -> Result<Imported, KeepalivedError> {
         imported.lines.push(Place::line(line));
         imported.requests.push(Request::SetTimeouts(t));
     }
+    if let Some((line, r)) = globals.sync.clone() {
+        imported.lines.push(Place::line(line));
+        imported.requests.push(r);
+    }
     // The VIPs keepalived's VRRP moves: served only while it holds them here (a reload
     // starts with a clear, which forgets them).
     let mut follow = Vec::new();
@@ -556,6 +560,8 @@ struct Globals {
     script_user: Option<String>,
     /// `lvs_timeouts [tcp N] [tcpfin N] [udp N]`, and its line.
     timeouts: Option<(usize, crate::control::proto::TimeoutSet)>,
+    /// `lvs_sync_daemon`, and its line.
+    sync: Option<(usize, Request)>,
 }
 
 impl Globals {
@@ -579,7 +585,11 @@ impl Globals {
                             )),
                             "lvs_timeouts" => g.timeouts = Some((c.line, lvs_timeouts(c)?)),
                             "lvs_sync_daemon" => {
-                                return err(c.line, "lvs_sync_daemon is not taken from keepalived.conf: give xdpvs run --sync-interface IFACE (with --syncid, --sync-port...) and remove it from the file (keepalived's VRRP process reading it would drive kernel IPVS's sync daemon)")
+                                g.sync = Some((c.line, lvs_sync_daemon(c)?));
+                                notes.push(format!(
+                                    "{}: lvs_sync_daemon: xdpvs runs the sync daemon (master and backup) when it starts; keepalived's VRRP process must not read this line (it would drive kernel IPVS's sync daemon): keep it in a file only xdpvs reads, or give xdpvs --sync-interface",
+                                    shown(c.line)
+                                ));
                             }
                             "lvs_notify_fifo" | "lvs_notify_fifo_script" => {
                                 return err(c.line, format!("{} is not supported: xdpvs writes no FIFO of checker events; run notify_up/notify_down and quorum_up/quorum_down scripts instead", c.key))
@@ -652,6 +662,58 @@ impl Globals {
             user,
         })
     }
+}
+
+/// `lvs_sync_daemon IFACE [[inst] INSTANCE] [id N] [maxlen N] [port N] [ttl N] [group
+/// ADDR]`: keepalived's words and defaults (the instance's role is not followed: xdpvs's
+/// daemon is master and backup at once).
+fn lvs_sync_daemon(c: &Node) -> Result<Request, KeepalivedError> {
+    no_block(c)?;
+    let bad = |why: &str| KeepalivedError {
+        file: None,
+        line: c.line,
+        message: format!("lvs_sync_daemon {}: {why}", c.args.join(" ")),
+    };
+    let Some((iface, rest)) = c.args.split_first() else {
+        return Err(bad("give the interface"));
+    };
+    let (mut syncid, mut maxlen, mut port, mut ttl) = (0u8, 1472u16, 8848u16, 1u8);
+    let mut group = std::net::Ipv4Addr::new(224, 0, 0, 81);
+    let mut words = rest.iter();
+    while let Some(w) = words.next() {
+        // The VRRP instance whose role keepalived would follow (`inst` optional) stands
+        // alone: xdpvs's daemon is master and backup at once.
+        if !["id", "maxlen", "port", "ttl", "group", "inst"].contains(&w.as_str()) {
+            continue;
+        }
+        let value = words.next().map(String::as_str).unwrap_or_default();
+        match w.as_str() {
+            "id" => syncid = value.parse().map_err(|_| bad("id: 0 to 255"))?,
+            "maxlen" => {
+                maxlen = value
+                    .parse()
+                    .ok()
+                    .filter(|&m: &u16| m >= 80)
+                    .ok_or_else(|| bad("maxlen: 80 to 65507"))?
+            }
+            "port" => port = value.parse().map_err(|_| bad("port: 1 to 65535"))?,
+            "ttl" => ttl = value.parse().map_err(|_| bad("ttl: 1 to 255"))?,
+            "group" => {
+                group = value
+                    .parse()
+                    .map_err(|_| bad("group: an IPv4 multicast address (xdpvs's daemon is IPv4)"))?
+            }
+            _ => {}
+        }
+    }
+    Ok(Request::SyncDaemon {
+        iface: iface.clone(),
+        syncid,
+        maxlen,
+        port,
+        ttl,
+        group,
+    })
 }
 
 /// `lvs_timeouts [tcp N] [tcpfin N] [udp N]`: at least one; those not given stay.

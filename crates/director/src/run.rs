@@ -93,6 +93,11 @@ pub fn run(
         }
         None => None,
     };
+    // The sync daemon: --sync-interface, else a keepalived.conf's lvs_sync_daemon.
+    let sync_settings = SyncSettings::of(opts).or_else(|| match &initial {
+        Some((_, _, Request::Batch(reqs))) => reqs.iter().find_map(SyncSettings::from_request),
+        _ => None,
+    });
     setup::check_capabilities()?;
     let (ifc, servers) = Interface::probe_all(opts)?;
     let max_mtu = xdpvs_dataplane::sys::xsk::MAX_RX_FRAME - 14;
@@ -182,8 +187,7 @@ pub fn run(
     });
     // Connection synchronisation: one channel from every worker to the sender, one
     // inbox per worker from the receiver.
-    let sync_out = opts
-        .sync_interface
+    let sync_out = sync_settings
         .as_ref()
         .map(|_| crossbeam_channel::bounded::<xdpvs_sched::sync::SyncConn>(SYNC_QUEUE));
     let mut sync_inboxes = Vec::new();
@@ -252,10 +256,9 @@ pub fn run(
     }
     let mut side = WriteSide::new(ifc.mac, options, limits, local, live)?;
     // The sync daemon checks what it receives against the configuration in force.
-    let sync = match (&opts.sync_interface, sync_out) {
-        (Some(iface), Some((_, from_workers))) => Some(start_sync(
-            opts,
-            iface,
+    let sync = match (&sync_settings, sync_out) {
+        (Some(settings), Some((_, from_workers))) => Some(start_sync(
+            settings,
             (from_workers, sync_inboxes),
             side.published(),
             (&cores, &placed),
@@ -493,8 +496,7 @@ const SYNC_QUEUE: usize = 1 << 16;
 
 /// Starts IPVS's sync daemon on `iface` (`--sync-interface`), off the workers' cores.
 fn start_sync(
-    opts: &RunOptions,
-    iface: &str,
+    settings: &SyncSettings,
     (from_workers, to_workers): (
         crossbeam_channel::Receiver<xdpvs_sched::sync::SyncConn>,
         Vec<crossbeam_channel::Sender<xdpvs_sched::sync::SyncConn>>,
@@ -502,6 +504,7 @@ fn start_sync(
     view: Arc<crate::control::view::Published<crate::control::view::View>>,
     (cores, placed): (&[core_affinity::CoreId], &[Option<usize>]),
 ) -> Result<crate::sync::SyncDaemon, RunError> {
+    let iface = settings.iface.as_str();
     let bad = |why: String| RunError::Sync(format!("--sync-interface {iface}: {why}"));
     let ifindex: u32 = crate::iface::attr(iface, "ifindex")
         .map_err(|e| bad(e.to_string()))?
@@ -519,11 +522,11 @@ fn start_sync(
         iface: iface.to_string(),
         ifindex,
         addr,
-        syncid: opts.syncid,
-        group: opts.sync_group,
-        port: opts.sync_port,
-        ttl: opts.sync_ttl,
-        maxlen: usize::from(opts.sync_maxlen),
+        syncid: settings.syncid,
+        group: settings.group,
+        port: settings.port,
+        ttl: settings.ttl,
+        maxlen: usize::from(settings.maxlen),
     };
     let aside = checker_core(
         &cores.iter().map(|c| c.id).collect::<Vec<_>>(),
@@ -548,4 +551,51 @@ fn start_sync(
     });
     crate::sync::start(config, from_workers, to_workers, known, aside)
         .map_err(|e| bad(format!("starting the sync daemon: {e}")))
+}
+
+/// The sync daemon's settings, from the command line or a keepalived.conf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SyncSettings {
+    iface: String,
+    syncid: u8,
+    group: std::net::Ipv4Addr,
+    port: u16,
+    ttl: u8,
+    maxlen: u16,
+}
+
+impl SyncSettings {
+    /// `--sync-interface` and its options.
+    fn of(opts: &RunOptions) -> Option<SyncSettings> {
+        Some(SyncSettings {
+            iface: opts.sync_interface.clone()?,
+            syncid: opts.syncid,
+            group: opts.sync_group,
+            port: opts.sync_port,
+            ttl: opts.sync_ttl,
+            maxlen: opts.sync_maxlen,
+        })
+    }
+
+    /// keepalived's `lvs_sync_daemon`, as the import gives it.
+    fn from_request(r: &Request) -> Option<SyncSettings> {
+        match r {
+            Request::SyncDaemon {
+                iface,
+                syncid,
+                maxlen,
+                port,
+                ttl,
+                group,
+            } => Some(SyncSettings {
+                iface: iface.clone(),
+                syncid: *syncid,
+                group: *group,
+                port: *port,
+                ttl: *ttl,
+                maxlen: *maxlen,
+            }),
+            _ => None,
+        }
+    }
 }

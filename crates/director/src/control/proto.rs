@@ -117,6 +117,22 @@ pub enum Request {
     },
     /// `--set TCP TCPFIN UDP`: idle timeouts in seconds; 0 leaves one unchanged.
     SetTimeouts(TimeoutSet),
+    /// keepalived's `lvs_sync_daemon`: the sync daemon to run (taken when the director
+    /// starts, as `run --sync-interface`; later ones change nothing).
+    SyncDaemon {
+        /// The interface.
+        iface: String,
+        /// `id`.
+        syncid: u8,
+        /// `maxlen`.
+        maxlen: u16,
+        /// `port`.
+        port: u16,
+        /// `ttl`.
+        ttl: u8,
+        /// `group`.
+        group: std::net::Ipv4Addr,
+    },
     /// The VIPs keepalived's VRRP moves between directors (its `vrrp_instance`s'
     /// `virtual_ipaddress`): each is served only while this host holds it on an
     /// interface (with `run --vrrp-vip`'s, which always follow).
@@ -175,6 +191,7 @@ impl Request {
             Request::List { .. } => "-L (list)",
             Request::SetTimeouts(_) => "--set (timeouts)",
             Request::Follow { .. } => "vrrp_instance (VIPs that follow VRRP)",
+            Request::SyncDaemon { .. } => "lvs_sync_daemon",
             Request::GetTimeouts => "-L --timeout",
             Request::GetDaemon => "-L --daemon",
             Request::Zero { .. } => "-Z (zero counters)",

@@ -118,6 +118,7 @@ impl<O: Observe + Send + Sync + 'static> Handler for Router<O> {
             | Request::DeleteReal { .. }
             | Request::SetTimeouts(_)
             | Request::Follow { .. }
+            | Request::SyncDaemon { .. }
             | Request::Zero { .. }
             | Request::Batch(_)
             | Request::Drain { .. } => self.change(req),

@@ -1004,6 +1004,8 @@ impl<D: Configure + Observe> WriteSide<D> {
                 self.set_timeouts(t);
                 return Ok(Reply::Done);
             }
+            // Taken when the director starts (see run): nothing to change now.
+            Request::SyncDaemon { .. } => return Ok(Reply::Done),
             Request::List { .. }
             | Request::GetTimeouts
             | Request::GetDaemon
@@ -1035,6 +1037,8 @@ impl<D: Configure + Observe> WriteSide<D> {
                         follow = vips.iter().copied().collect();
                         Ok(())
                     }
+                    // Taken when the director starts (see run).
+                    Request::SyncDaemon { .. } => Ok(()),
                     Request::Clear => {
                         follow.clear();
                         self.edit(&mut next, r)
@@ -1333,6 +1337,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             | Request::Drain { .. }
             | Request::SetTimeouts(_)
             | Request::Follow { .. }
+            | Request::SyncDaemon { .. }
             | Request::Batch(_) => {
                 return Err(ControlError::NotInBatch(req.name().to_string()));
             }

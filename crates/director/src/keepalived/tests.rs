@@ -1003,9 +1003,9 @@ fn global_defs_lvs_timeouts_are_honoured_and_the_sync_daemon_refused() {
     );
     for (conf, line, says) in [
         (
-            "global_defs {\n lvs_sync_daemon eth0 VI_1\n}\n",
+            "global_defs {\n lvs_sync_daemon eth0 VI_1 id 300\n}\n",
             2,
-            "give xdpvs run --sync-interface",
+            "id: 0 to 255",
         ),
         (
             "global_defs {\n lvs_timeouts tcp\n}\n",
@@ -1022,4 +1022,47 @@ fn global_defs_lvs_timeouts_are_honoured_and_the_sync_daemon_refused() {
         assert_eq!(e.line, line, "{conf}: {e}");
         assert!(e.message.contains(says), "{conf}: {e}");
     }
+}
+
+#[test]
+fn lvs_sync_daemon_is_read_with_keepalived_s_words_and_defaults() {
+    let got = parse(&format!(
+        "global_defs {{\n  lvs_sync_daemon eth1 VI_1 id 7 maxlen 1400 port 8849 ttl 2 group 224.0.0.82\n}}\n{}",
+        vs("")
+    ))
+    .expect("imported");
+    assert_eq!(
+        got.requests.first(),
+        Some(&Request::SyncDaemon {
+            iface: "eth1".into(),
+            syncid: 7,
+            maxlen: 1400,
+            port: 8849,
+            ttl: 2,
+            group: Ipv4Addr::new(224, 0, 0, 82),
+        })
+    );
+    assert!(
+        got.notes
+            .iter()
+            .any(|n| n.contains("keepalived's VRRP process must not read this line")),
+        "{:?}",
+        got.notes
+    );
+    let plain = parse(&format!(
+        "global_defs {{\n  lvs_sync_daemon eth0 inst VI_1\n}}\n{}",
+        vs("")
+    ))
+    .expect("imported");
+    assert_eq!(
+        plain.requests.first(),
+        Some(&Request::SyncDaemon {
+            iface: "eth0".into(),
+            syncid: 0,
+            maxlen: 1472,
+            port: 8848,
+            ttl: 1,
+            group: Ipv4Addr::new(224, 0, 0, 81),
+        })
+    );
 }
