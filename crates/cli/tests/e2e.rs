@@ -4427,6 +4427,7 @@ fn pair_conf(priority: u8, socket: &Path, nopreempt: bool) -> String {
     let reals: String = (1..=3)
         .map(|n| format!("  real_server 198.18.0.1{n} 80 {{\n    TCP_CHECK {{\n      connect_timeout 1\n    }}\n  }}\n"))
         .collect();
+    let reals8080 = reals.replace(" 80 {", " 8080 {");
     format!(
         r#"vrrp_script chk_xdpvs {{
   script "{xdpvs} --socket {} -Ln"
@@ -4454,6 +4455,13 @@ virtual_server 198.18.0.100 80 {{
   lb_kind DR
   protocol TCP
 {reals}}}
+virtual_server 198.18.0.100 8080 {{
+  delay_loop 1
+  lb_algo wlc
+  lb_kind DR
+  protocol TCP
+  persistence_timeout 60
+{reals8080}}}
 "#,
         socket.display(),
         if nopreempt {
@@ -4486,6 +4494,11 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
     let d2_ip = std::net::Ipv4Addr::new(198, 18, 0, 3);
     lab.add_host("d2", d2_ip, "2001:2::3".parse().expect("v6"))
         .expect("second director");
+    // The persistent service's servers.
+    for n in 1..=3 {
+        lab.start_http(&format!("r{n}"), &format!("rs{n}"), 8080)
+            .expect("http on 8080");
+    }
     let (tmp, prefix) = (std::env::temp_dir(), lab.ns("pair"));
     let name = |what: &str| tmp.join(format!("{prefix}-{what}"));
     let (sock1, sock2) = (lab.socket().to_path_buf(), name("d2.sock"));
@@ -4652,10 +4665,12 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
     };
     // 20 keep-alive connections, a request every 0.2 s each, across an event: none may
     // fail, and each stays on its real server (the connections are synchronised).
-    let held = |lab: &Lab, secs: u32| {
+    let held_on = |lab: &Lab, port: u16, secs: u32| {
+        let script = xdpvs_testkit::lab::ecmp::KEEPALIVE_CLIENT
+            .replace("(vip, 80)", &format!("(vip, {port})"));
         std::process::Command::new("ip")
             .args(["netns", "exec", &lab.ns("c"), "python3", "-c"])
-            .arg(xdpvs_testkit::lab::ecmp::KEEPALIVE_CLIENT)
+            .arg(script)
             .args([
                 "198.18.0.100",
                 "20",
@@ -4668,6 +4683,7 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
             .spawn()
             .expect("keep-alive client")
     };
+    let held = |lab: &Lab, secs: u32| held_on(lab, 80, secs);
     let unbroken = |lab: &Lab, child: std::process::Child, event: &str| {
         let out = child.wait_with_output().expect("client ends");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -4685,6 +4701,10 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
             .map(|c| c["failed"].as_u64().unwrap_or(1))
             .sum();
         eprintln!("{event}: 20 held connections, {requests} requests, {failed} failed");
+        let servers: Vec<String> = conns
+            .iter()
+            .filter_map(|c| c["servers"][0].as_str().map(String::from))
+            .collect();
         for c in &conns {
             assert!(
                 c["failed"] == 0 && c["servers"].as_array().is_some_and(|s| s.len() == 1),
@@ -4692,18 +4712,21 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
                 logs(lab)
             );
         }
+        servers
     };
     let synced = |lab: &Lab, sock: &Path| -> usize {
         lab.xdpvs(&["--socket", sock.to_str().expect("utf-8"), "-Lnc"])
             .map(|out| out.lines().filter(|l| l.contains("ESTABLISHED")).count())
             .unwrap_or(0)
     };
-    // (b) The master's host lost: its link down, under held connections.
+    // (b) The master's host lost: its link down, under held connections, of the rr
+    // service and of the persistent one (whose template goes over too).
     let client = held(&lab, 12);
+    let persistent = held_on(&lab, 8080, 12);
     std::thread::sleep(std::time::Duration::from_secs(3));
     let backup_has = synced(&lab, &sock2);
     assert!(
-        backup_has >= 20,
+        backup_has >= 40,
         "the backup holds {backup_has} synchronised connections\n{}",
         logs(&lab)
     );
@@ -4712,6 +4735,16 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
     failover(&lab, "master's link down");
     wait(&lab, "director 2 the master", (Some(false), Some(true)));
     unbroken(&lab, client, "master's link down");
+    let stuck = unbroken(&lab, persistent, "master's link down, persistent service");
+    assert!(
+        stuck.windows(2).all(|w| w[0] == w[1]),
+        "persistence sends one client to one real server: {stuck:?}"
+    );
+    // A new connection of the client after the failover: where the template says.
+    let again = lab
+        .curl("http://198.18.0.100:8080/")
+        .expect("the persistent service");
+    assert_eq!(Some(&again), stuck.first(), "the template did not go over");
     let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
     assert_rotation(&answers);
     // (d) It returns: keepalived takes the VIP back to it (preempt), under held
