@@ -77,6 +77,10 @@ pub struct Tables {
     /// Connection synchronisation (IPVS's sync daemon, master role): the records of new
     /// and changed connections since the worker last took them; `None` when off.
     sync_out: Option<SyncOut>,
+    /// Connection synchronisation, backup role: a synchronised TCP connection is
+    /// installed on the worker its client chooses ([`owner`]); a segment of one that
+    /// misses here is handed to it.
+    sync_in: bool,
 }
 
 /// Records for the sync sender, at most `cap` between two drains (no allocation on the
@@ -127,7 +131,15 @@ impl Tables {
             stats: Arc::new(WorkerStats::new(limits.max_services, limits.max_dests)),
             shard: (0, 1),
             sync_out: None,
+            sync_in: false,
         })
+    }
+
+    /// Takes synchronised connections from now on: with several workers, a TCP segment
+    /// without an entry here, of a client another worker owns, is handed to that worker
+    /// (where a synchronised connection was installed).
+    pub fn accept_synced(&mut self) {
+        self.sync_in = true;
     }
 
     /// Records, from now on, this worker's new and changed connections for the sync
@@ -343,7 +355,7 @@ const ETH_LEN: usize = 14;
 /// The worker (of `of`) a NAT connection of `client`:`port` belongs to: the same for its
 /// packets both ways (the client is their source one way, their destination the other).
 #[inline]
-fn owner(client: IpAddr, port: u16, of: u16) -> u16 {
+pub fn owner(client: IpAddr, port: u16, of: u16) -> u16 {
     let a = match client {
         IpAddr::V4(v) => u64::from(u32::from(v)),
         IpAddr::V6(v) => {
@@ -1519,6 +1531,13 @@ fn connect<A: Fam>(
                 && svc.persistence.is_none()
                 && !consistent;
             if let Some(f) = flow.tcp_flags {
+                // A connection another director synchronised lives on the worker its
+                // client chooses: a segment of it that lands here goes there.
+                if t.sync_in && f & flags::SYN == 0 {
+                    if let Some(w) = t.elsewhere(key.client.ip(), key.cport) {
+                        return Err(Verdict::Handoff(w).into());
+                    }
+                }
                 let may_open = f & flags::SYN != 0 || t.services.options().sloppy_tcp || consistent;
                 // After the table was full, a segment without an entry may be a
                 // connection the hash placed: it goes where the hash sends it.

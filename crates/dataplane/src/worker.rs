@@ -274,6 +274,9 @@ impl<D: Device> Worker<D> {
         if out.is_some() {
             self.tables.enable_sync(BATCH * 4);
         }
+        if inbox.is_some() {
+            self.tables.accept_synced();
+        }
         self.sync = (out, inbox);
     }
 

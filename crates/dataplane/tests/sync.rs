@@ -169,3 +169,40 @@ fn records_past_the_buffer_are_counted_lost() {
     assert_eq!(drained(&mut master).len(), 2);
     assert_eq!(master.stats().sync_lost.get(), 1);
 }
+
+#[test]
+fn on_several_workers_a_synchronised_connection_lives_on_its_clients_worker() {
+    let mut master = tables(false);
+    master.enable_sync(64);
+    let to = segment(&mut master, 40000, SYN, 1_000).expect("forwarded");
+    segment(&mut master, 40000, ACK, 2_000).expect("forwarded");
+    let r = drained(&mut master)[0];
+    // A backup of two workers: the connection goes to its client's worker only.
+    let owner = usize::from(xdpvs_dataplane::engine::owner(r.client.0, r.client.1, 2));
+    let mut workers = [tables(false), tables(false)];
+    for (i, w) in workers.iter_mut().enumerate() {
+        w.set_shard(i, 2);
+        w.accept_synced();
+    }
+    assert!(workers[owner].install_synced(&r, Time::from_nanos(5_000)));
+    // A segment landing on the other worker is handed over, not scheduled afresh...
+    let other = 1 - owner;
+    let e = Endpoints {
+        src_mac: [2, 0, 0, 0, 0, 2],
+        dst_mac: DIRECTOR,
+        src_ip: CLIENT,
+        dst_ip: VIP,
+        sport: 40000,
+        dport: 80,
+    };
+    let mut f = frames::tcp(&e, ACK, b"");
+    assert_eq!(
+        process(&mut f, &mut workers[other], Time::from_nanos(6_000)),
+        Verdict::Handoff(owner as u16)
+    );
+    assert_eq!(workers[other].conns().len(), 0, "no second entry");
+    // ...and goes on to its real server there.
+    assert_eq!(segment(&mut workers[owner], 40000, ACK, 6_000), Some(to));
+    // A SYN is the other worker's own new connection.
+    assert!(segment(&mut workers[other], 40001, SYN, 7_000).is_some());
+}

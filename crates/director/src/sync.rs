@@ -217,6 +217,23 @@ fn send_loop(
     send(&mut w, &mut since);
 }
 
+/// The workers a received connection goes to: a TCP connection to the one its client
+/// chooses, whose segments the others hand to it; a UDP flow to every worker (handing
+/// over every datagram of every flow would cost more than the copies), and a persistence
+/// template too (a new connection of its clients may land on any worker).
+fn workers_of(c: &SyncConn, n: usize) -> std::ops::Range<usize> {
+    if c.protocol == 6 && !c.is_template() && n > 1 {
+        let w = usize::from(xdpvs_dataplane::engine::owner(
+            c.client.0,
+            c.client.1,
+            n.min(usize::from(u16::MAX)) as u16,
+        ));
+        w..w + 1
+    } else {
+        0..n
+    }
+}
+
 fn receive_loop(
     sock: &UdpSocket,
     syncid: u8,
@@ -256,8 +273,8 @@ fn receive_loop(
                         stats.unknown.fetch_add(1, Relaxed);
                         continue;
                     }
-                    for w in to {
-                        if w.try_send(*c).is_err() {
+                    for w in workers_of(c, to.len()) {
+                        if to[w].try_send(*c).is_err() {
                             stats.inbox_full.fetch_add(1, Relaxed);
                         }
                     }
