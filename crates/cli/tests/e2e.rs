@@ -1023,6 +1023,7 @@ fn break_and_mend_under_load(
     let sleep = |s: f64| std::thread::sleep(std::time::Duration::from_secs_f64(s));
     sleep(1.5);
     break_it(lab);
+    let broke = std::time::Instant::now();
     std::fs::write(format!("{sync}.stopped"), "").expect("mark");
     // Out within fall x interval (plus a little for the apply and the client's turn).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -1038,7 +1039,10 @@ fn break_and_mend_under_load(
         );
         sleep(0.05);
     }
-    sleep(2.0);
+    // Two seconds of load past `settled` (however soon the check took it out), so that
+    // what comes after it is seen.
+    let hold = (settled + 2.0 - broke.elapsed().as_secs_f64()).max(2.0);
+    sleep(hold);
     mend(lab);
     std::fs::write(format!("{sync}.restarted"), "").expect("mark");
     sleep(interval * 2.0 + 2.0);
@@ -1172,7 +1176,7 @@ vrrp_instance VI_1 {{
     interface eth0
     virtual_router_id 51
     virtual_ipaddress {{
-        198.18.0.100
+        198.18.0.200
     }}
 }}
 virtual_server 198.18.0.100 80 {{

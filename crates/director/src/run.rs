@@ -303,6 +303,11 @@ pub fn run(
             if let Some(s) = &source {
                 info!("{} applied", s.name);
             }
+            for (vip, _) in side.vrrp().into_iter().filter(|&(_, served)| !served) {
+                warn!(
+                    "VIP {vip} follows keepalived's VRRP (a vrrp_instance's virtual_ipaddress, or --vrrp-vip) and this host does not hold it: silent until keepalived's VRRP makes it the master (run keepalived --vrrp; to serve it alone, take it out of virtual_ipaddress)"
+                );
+            }
             let aside = checker_core(
                 &cores.iter().map(|c| c.id).collect::<Vec<_>>(),
                 &placed.iter().flatten().copied().collect::<Vec<_>>(),
