@@ -1079,22 +1079,29 @@ fn break_and_mend_under_load(
     lines
 }
 
+/// Starts the director with an rr service over the three real servers, each checked as
+/// `check` says, and waits until they are resolved.
+fn rr_checked(lab: &mut Lab, check: &str) {
+    lab.start_director(&[]).expect("director starts");
+    x(lab, "-A -t 198.18.0.100:80 -s rr");
+    for n in 1..=3 {
+        x(
+            lab,
+            &format!("-a -t 198.18.0.100:80 -r 198.18.0.1{n} -g {check}"),
+        );
+    }
+    lab.wait_resolved().expect("resolved");
+}
+
 #[test]
 fn health_checks_take_a_dead_real_server_out_and_bring_it_back() {
     let Some((_one, mut lab)) = lab_or_skip() else {
         return;
     };
-    lab.start_director(&[]).expect("director starts");
-    let check =
-        "--check http:/ --check-interval 0.5 --check-timeout 0.5 --check-retry-delay 0.2 --fall 2";
-    x(&lab, "-A -t 198.18.0.100:80 -s rr");
-    for n in 1..=3 {
-        x(
-            &lab,
-            &format!("-a -t 198.18.0.100:80 -r 198.18.0.1{n} -g {check}"),
-        );
-    }
-    lab.wait_resolved().expect("resolved");
+    rr_checked(
+        &mut lab,
+        "--check http:/ --check-interval 0.5 --check-timeout 0.5 --check-retry-delay 0.2 --fall 2",
+    );
     let lines = stop_and_restart_under_load(&mut lab, "r3", "rs3", 2.0, 0.5);
     eprintln!("http check: {} requests", lines.len());
     let log = lab.director_log();
@@ -3921,17 +3928,9 @@ fn a_forwarding_check_takes_out_a_real_server_that_lost_the_vip_under_load() {
     let Some((_one, mut lab)) = lab_or_skip() else {
         return;
     };
-    lab.start_director(&[]).expect("director starts");
     let check =
         "--check tcp --check-interval 0.5 --check-timeout 0.5 --check-retry-delay 0.2 --fall 2";
-    x(&lab, "-A -t 198.18.0.100:80 -s rr");
-    for n in 1..=3 {
-        x(
-            &lab,
-            &format!("-a -t 198.18.0.100:80 -r 198.18.0.1{n} -g {check}"),
-        );
-    }
-    lab.wait_resolved().expect("resolved");
+    rr_checked(&mut lab, check);
     let vip = |lab: &Lab, op: &str| {
         lab.sh(
             &lab.ns("r2"),

@@ -5,15 +5,14 @@
 //! only while it is here (see `WriteSide::set_held`).
 
 use std::collections::BTreeSet;
-use std::io;
 use std::net::IpAddr;
 
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
+use netlink_sys::Socket;
 
-use crate::neighbours::{dump, messages, socket_err, NeighbourError};
+use crate::neighbours::{dump, messages, recv_events, subscribe, Events, NeighbourError};
 
 /// `RTNLGRP_IPV4_IFADDR` and `RTNLGRP_IPV6_IFADDR` of linux/rtnetlink.h.
 const GROUPS: [u32; 2] = [5, 9];
@@ -29,16 +28,7 @@ pub struct Held {
 impl Held {
     /// Subscribes to address events, then reads every address.
     pub fn open() -> Result<Held, NeighbourError> {
-        let mut events = Socket::new(NETLINK_ROUTE).map_err(socket_err("socket"))?;
-        events.bind_auto().map_err(socket_err("bind"))?;
-        for g in GROUPS {
-            events
-                .add_membership(g)
-                .map_err(socket_err("add_membership"))?;
-        }
-        events
-            .set_non_blocking(true)
-            .map_err(socket_err("set_non_blocking"))?;
+        let events = subscribe(&GROUPS)?;
         let mut h = Held {
             events,
             buf: vec![0; 1 << 16],
@@ -71,38 +61,30 @@ impl Held {
     /// Takes the events that arrived since the last call (never blocks); whether the set
     /// changed.
     pub fn poll(&mut self) -> Result<bool, NeighbourError> {
-        let before = self.addrs.clone();
+        let mut changed = false;
         loop {
-            let n = match self.events.recv(&mut &mut self.buf[..], 0) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+            let n = match recv_events(&self.events, &mut self.buf)? {
+                Events::Read(n) => n,
+                Events::None => return Ok(changed),
+                Events::Lost => {
                     // Events were lost: read them all again.
                     self.dump()?;
+                    changed = true;
                     continue;
-                }
-                Err(e) => {
-                    return Err(NeighbourError::Socket {
-                        call: "recv",
-                        source: e,
-                    })
                 }
             };
             for msg in messages(&self.buf[..n]) {
-                match &msg.payload {
+                changed |= match &msg.payload {
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(m)) => {
-                        self.addrs.extend(address(m));
+                        address(m).is_some_and(|a| self.addrs.insert(a))
                     }
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(m)) => {
-                        if let Some(a) = address(m) {
-                            self.addrs.remove(&a);
-                        }
+                        address(m).is_some_and(|a| self.addrs.remove(&a))
                     }
-                    _ => {}
-                }
+                    _ => false,
+                };
             }
         }
-        Ok(self.addrs != before)
     }
 }
 

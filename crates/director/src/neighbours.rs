@@ -118,14 +118,7 @@ impl Neighbours {
     /// [`Neighbours::open`] for `ifindex` and, when given, a second interface: one table
     /// of both (their subnets differ).
     pub fn open_on(ifindex: u32, also: Option<u32>) -> Result<Neighbours, NeighbourError> {
-        let mut events = Socket::new(NETLINK_ROUTE).map_err(socket_err("socket"))?;
-        events.bind_auto().map_err(socket_err("bind"))?;
-        events
-            .add_membership(RTNLGRP_NEIGH)
-            .map_err(socket_err("add_membership"))?;
-        events
-            .set_non_blocking(true)
-            .map_err(socket_err("set_non_blocking"))?;
+        let events = subscribe(&[RTNLGRP_NEIGH])?;
         let mut n = Neighbours {
             on: [ifindex, also.unwrap_or(ifindex)],
             events,
@@ -165,20 +158,14 @@ impl Neighbours {
     pub fn poll(&mut self) -> Result<bool, NeighbourError> {
         let mut changed = false;
         loop {
-            let n = match self.events.recv(&mut &mut self.buf[..], 0) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(changed),
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+            let n = match recv_events(&self.events, &mut self.buf)? {
+                Events::Read(n) => n,
+                Events::None => return Ok(changed),
+                Events::Lost => {
                     // Events were lost: read the whole table again.
                     self.dump()?;
                     changed = true;
                     continue;
-                }
-                Err(e) => {
-                    return Err(NeighbourError::Socket {
-                        call: "recv",
-                        source: e,
-                    })
                 }
             };
             for msg in messages(&self.buf[..n]) {
@@ -196,6 +183,44 @@ impl Neighbours {
                 }
             }
         }
+    }
+}
+
+/// An rtnetlink socket subscribed to the multicast `groups`, that never blocks.
+pub(crate) fn subscribe(groups: &[u32]) -> Result<Socket, NeighbourError> {
+    let mut events = Socket::new(NETLINK_ROUTE).map_err(socket_err("socket"))?;
+    events.bind_auto().map_err(socket_err("bind"))?;
+    for &g in groups {
+        events
+            .add_membership(g)
+            .map_err(socket_err("add_membership"))?;
+    }
+    events
+        .set_non_blocking(true)
+        .map_err(socket_err("set_non_blocking"))?;
+    Ok(events)
+}
+
+/// What one read of an event socket got.
+pub(crate) enum Events {
+    /// A datagram of this many bytes.
+    Read(usize),
+    /// Nothing more for now.
+    None,
+    /// The kernel dropped events (its buffer was full): the caller reads its state again.
+    Lost,
+}
+
+/// Reads one datagram of events from `events` into `buf`, never blocking.
+pub(crate) fn recv_events(events: &Socket, buf: &mut [u8]) -> Result<Events, NeighbourError> {
+    match events.recv(&mut &mut buf[..], 0) {
+        Ok(n) => Ok(Events::Read(n)),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Events::None),
+        Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => Ok(Events::Lost),
+        Err(e) => Err(NeighbourError::Socket {
+            call: "recv",
+            source: e,
+        }),
     }
 }
 

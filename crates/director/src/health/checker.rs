@@ -306,12 +306,7 @@ async fn probe(t: &Target, p: &Probe, to: SocketAddr) -> Result<Option<Asked>, S
         Probe::Udp(u) => udp_check(udp(t, to).await?, u, t.spec.timeout.duration())
             .await
             .map(|()| None),
-        Probe::Misc(m) => {
-            misc(m)
-                .await
-                .map(|w| Some(Asked::Set(w)))
-                .map(|a| if m.dynamic { a } else { None })
-        }
+        Probe::Misc(m) => misc(m).await.map(|w| m.dynamic.then_some(Asked::Set(w))),
         // On the blocking pool: a file on a hung network mount stalls no other check.
         Probe::File(f) => {
             let f = f.clone();
