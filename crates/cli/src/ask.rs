@@ -34,6 +34,8 @@ pub fn ipvsadm_words(req: &Request, e: &ControlError) -> Option<String> {
         ControlError::NoSuchReal { service, addr } => {
             format!("No such destination ({addr} in {service})")
         }
+        ControlError::DaemonRunning(r) => format!("Daemon has already run ({r})"),
+        ControlError::NoDaemon(r) => format!("No daemon is running ({r})"),
         _ => return None,
     })
 }

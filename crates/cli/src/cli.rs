@@ -503,8 +503,8 @@ fn ipvsadm_command(cli: &Cli) -> ExitCode {
             _ => String::new(),
         }),
         Action::Daemon { json } => ask(cli, &Request::GetDaemon).map(|r| match r {
-            Reply::Daemon(d) if json => format::json_daemon(d.as_ref()),
-            Reply::Daemon(Some(d)) => format::format_daemon(&d),
+            Reply::Daemon(d) if json => format::json_daemon(&d),
+            Reply::Daemon(d) => format::format_daemon(&d),
             _ => String::new(),
         }),
         Action::Connections {

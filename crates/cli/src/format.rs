@@ -379,31 +379,38 @@ pub fn check_options(c: &CheckSpec) -> String {
     out
 }
 
-/// ipvsadm's `-L --daemon` lines: xdpvs's daemon is master and backup at once.
-pub fn format_daemon(d: &DaemonRow) -> String {
-    ["master", "backup"]
-        .iter()
-        .map(|role| {
+/// ipvsadm's `-L --daemon` lines: one per role that runs.
+pub fn format_daemon(rows: &[DaemonRow]) -> String {
+    rows.iter()
+        .map(|d| {
             format!(
-                "{role} sync daemon (mcast={}, syncid={}, maxlen={}, group={}, port={}, ttl={})\n",
-                d.iface, d.syncid, d.maxlen, d.group, d.port, d.ttl
+                "{} sync daemon (mcast={}, syncid={}, maxlen={}, group={}, port={}, ttl={})\n",
+                d.role, d.iface, d.syncid, d.maxlen, d.group, d.port, d.ttl
             )
         })
         .collect()
 }
 
-/// `-L --daemon --json`: the daemon (`null` when none runs) and its counters.
-pub fn json_daemon(d: Option<&DaemonRow>) -> String {
-    let v = d.map(|d| {
+/// `-L --daemon --json`: the roles that run (none: an empty list), the VRRP instance
+/// they follow, and the daemon's counters.
+pub fn json_daemon(rows: &[DaemonRow]) -> String {
+    let roles: Vec<_> = rows
+        .iter()
+        .map(|d| {
+            json!({
+                "role": d.role.word(),
+                "mcast_interface": d.iface,
+                "syncid": d.syncid,
+                "maxlen": d.maxlen,
+                "group": d.group.to_string(),
+                "port": d.port,
+                "ttl": d.ttl,
+            })
+        })
+        .collect();
+    let counters = rows.first().map(|d| {
         let [sent, received, sent_conns, received_conns, malformed, foreign, unknown] = d.counts;
         json!({
-            "roles": ["master", "backup"],
-            "mcast_interface": d.iface,
-            "syncid": d.syncid,
-            "maxlen": d.maxlen,
-            "group": d.group.to_string(),
-            "port": d.port,
-            "ttl": d.ttl,
             "sent_messages": sent,
             "received_messages": received,
             "sent_connections": sent_conns,
@@ -413,7 +420,11 @@ pub fn json_daemon(d: Option<&DaemonRow>) -> String {
             "unknown_connections": unknown,
         })
     });
-    format!("{:#}\n", json!({ "daemon": v }))
+    let follows = rows.first().and_then(|d| d.follows.clone());
+    format!(
+        "{:#}\n",
+        json!({ "daemon": roles, "follows_vrrp_instance": follows, "counters": counters })
+    )
 }
 
 /// ipvsadm's `-L --timeout` line.

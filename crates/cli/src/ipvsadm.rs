@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use clap::Args;
 use xdpvs_director::control::proto::{
-    CheckEdit, CheckSpec, Millis, OnFailure, Probe, Quorum, Request, Script, TimeoutSet,
+    CheckEdit, CheckSpec, DaemonRole, DaemonSettings, Millis, OnFailure, Probe, Quorum, Request,
+    Script, TimeoutSet,
 };
 use xdpvs_director::health::spec::{parse_checker, parse_digest, Also};
 
@@ -481,23 +482,34 @@ pub struct IpvsArgs {
     l_threshold: Option<String>,
     #[arg(long = "thresholds", hide = true)]
     thresholds: bool,
-    #[arg(long = "start-daemon", hide = true)]
+    /// Starts a role of the connection sync daemon (IPVS's sync protocol version 1):
+    /// `master` sends this director's connections, `backup` installs other directors';
+    /// both may run. With --mcast-interface.
+    #[arg(long = "start-daemon", value_name = "master|backup")]
     start_daemon: Option<String>,
-    #[arg(long = "stop-daemon", hide = true)]
+    /// Stops a role of the sync daemon.
+    #[arg(long = "stop-daemon", value_name = "master|backup")]
     stop_daemon: Option<String>,
-    #[arg(long = "mcast-interface", hide = true)]
+    /// The sync daemon's interface (it needs an IPv4 address there).
+    #[arg(long = "mcast-interface", value_name = "IFACE")]
     mcast_interface: Option<String>,
-    #[arg(long = "syncid", hide = true)]
+    /// The sync id sent, and the only one taken unless 0 (default 0).
+    #[arg(long = "syncid", value_name = "N")]
     syncid: Option<String>,
-    #[arg(long = "daemon", hide = true)]
+    /// With -L: the sync daemon's roles.
+    #[arg(long = "daemon")]
     daemon: bool,
-    #[arg(long = "mcast-group", hide = true)]
+    /// The sync messages' IPv4 multicast group (default 224.0.0.81).
+    #[arg(long = "mcast-group", value_name = "ADDR")]
     mcast_group: Option<String>,
-    #[arg(long = "mcast-port", hide = true)]
+    /// Their UDP port (default 8848).
+    #[arg(long = "mcast-port", value_name = "PORT")]
     mcast_port: Option<String>,
-    #[arg(long = "mcast-ttl", hide = true)]
+    /// Their multicast TTL (default 1).
+    #[arg(long = "mcast-ttl", value_name = "N")]
     mcast_ttl: Option<String>,
-    #[arg(long = "sync-maxlen", hide = true)]
+    /// The largest sync message in bytes (default 1472).
+    #[arg(long = "sync-maxlen", value_name = "BYTES")]
     sync_maxlen: Option<String>,
     /// Scheduler flags, comma-separated: sh-fallback, sh-port (with -s sh), mh-fallback,
     /// mh-port (with -s mh), flag-1, flag-2, flag-3.
@@ -532,6 +544,10 @@ pub enum Cmd {
     Save,
     /// `-Z`
     Zero,
+    /// `--start-daemon`
+    StartDaemon,
+    /// `--stop-daemon`
+    StopDaemon,
 }
 
 impl Cmd {
@@ -550,6 +566,8 @@ impl Cmd {
             Cmd::Restore => "restore",
             Cmd::Save => "save",
             Cmd::Zero => "zero",
+            Cmd::StartDaemon => "start-daemon",
+            Cmd::StopDaemon => "stop-daemon",
         }
     }
 }
@@ -582,9 +600,12 @@ enum Opt {
     TunInfo,
     Quorum,
     ScriptUser,
+    McastInterface,
+    SyncId,
+    McastOption,
 }
 
-const OPTS: [Opt; 25] = [
+const OPTS: [Opt; 28] = [
     Opt::Numeric,
     Opt::Connection,
     Opt::Service,
@@ -610,6 +631,9 @@ const OPTS: [Opt; 25] = [
     Opt::TunInfo,
     Opt::Quorum,
     Opt::ScriptUser,
+    Opt::McastInterface,
+    Opt::SyncId,
+    Opt::McastOption,
 ];
 
 impl Opt {
@@ -640,6 +664,9 @@ impl Opt {
             Opt::TunInfo => "tun-info",
             Opt::Quorum => "quorum/hysteresis/quorum-up/quorum-down/omega",
             Opt::ScriptUser => "script-user",
+            Opt::McastInterface => "mcast-interface",
+            Opt::SyncId => "syncid",
+            Opt::McastOption => "mcast-group/mcast-port/mcast-ttl/sync-maxlen",
         }
     }
 }
@@ -687,6 +714,15 @@ fn rule(cmd: Cmd, opt: Opt) -> Rule {
         },
         Cmd::Zero => match opt {
             Service => Optional,
+            _ => Illegal,
+        },
+        Cmd::StartDaemon => match opt {
+            McastInterface => Required,
+            SyncId | McastOption => Optional,
+            _ => Illegal,
+        },
+        Cmd::StopDaemon => match opt {
+            SyncId => Optional,
             _ => Illegal,
         },
     }
@@ -801,8 +837,11 @@ pub enum UsageError {
     /// `-b` with a flag ipvsadm does not know, or one of another scheduler.
     #[error("{0}")]
     SchedFlags(String),
+    /// A sync daemon option's value.
+    #[error("{0}")]
+    Daemon(String),
     /// No command.
-    #[error("no command given: use one of -A -E -D -C -a -e -d -L -S -R --set (see --help)")]
+    #[error("no command given: use one of -A -E -D -C -a -e -d -L -S -R -Z --set --start-daemon --stop-daemon (see --help)")]
     NoCommand,
 }
 
@@ -850,7 +889,69 @@ pub enum Action {
     Restore,
 }
 
+/// `--start-daemon`/`--stop-daemon`'s role.
+fn daemon_role(word: Option<&str>, option: &str) -> Result<DaemonRole, UsageError> {
+    match word.unwrap_or_default() {
+        "master" => Ok(DaemonRole::Master),
+        "backup" => Ok(DaemonRole::Backup),
+        w => Err(UsageError::Daemon(format!(
+            "illegal {option} parameter specified: '{w}' is not master or backup"
+        ))),
+    }
+}
+
+/// A sync daemon option's number within `lo..=hi`.
+fn daemon_number<T: TryFrom<u64>>(
+    v: Option<&str>,
+    option: &str,
+    (lo, hi, default): (u64, u64, T),
+) -> Result<T, UsageError> {
+    let Some(v) = v else { return Ok(default) };
+    v.parse::<u64>()
+        .ok()
+        .filter(|n| (lo..=hi).contains(n))
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| {
+            UsageError::Daemon(format!(
+                "illegal {option} specified: '{v}' is not {lo} to {hi}"
+            ))
+        })
+}
+
 impl IpvsArgs {
+    /// `--start-daemon`'s options, IPVS's defaults for those not given.
+    fn daemon_settings(&self) -> Result<DaemonSettings, UsageError> {
+        let d = DaemonSettings::on(self.mcast_interface.as_deref().unwrap_or_default());
+        let group = match self.mcast_group.as_deref() {
+            None => d.group,
+            Some(g) => match g.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(a)) if a.is_multicast() => a,
+                Ok(std::net::IpAddr::V6(_)) => {
+                    return Err(UsageError::Daemon(format!(
+                        "--mcast-group {g}: xdpvs's sync daemon is IPv4: give an IPv4 multicast group (default 224.0.0.81)"
+                    )))
+                }
+                _ => {
+                    return Err(UsageError::Daemon(format!(
+                        "illegal mcast-group specified: '{g}' is not an IPv4 multicast address"
+                    )))
+                }
+            },
+        };
+        Ok(DaemonSettings {
+            syncid: daemon_number(self.syncid.as_deref(), "syncid", (0, 255, d.syncid))?,
+            maxlen: daemon_number(
+                self.sync_maxlen.as_deref(),
+                "sync-maxlen",
+                (80, 65507, d.maxlen),
+            )?,
+            group,
+            port: daemon_number(self.mcast_port.as_deref(), "mcast-port", (1, 65535, d.port))?,
+            ttl: daemon_number(self.mcast_ttl.as_deref(), "mcast-ttl", (1, 255, d.ttl))?,
+            iface: d.iface,
+        })
+    }
+
     fn command(&self) -> Result<Option<Cmd>, UsageError> {
         let all = [
             (self.add_service, Cmd::AddService),
@@ -865,6 +966,8 @@ impl IpvsArgs {
             (self.restore, Cmd::Restore),
             (self.save, Cmd::Save),
             (self.zero, Cmd::Zero),
+            (self.start_daemon.is_some(), Cmd::StartDaemon),
+            (self.stop_daemon.is_some(), Cmd::StopDaemon),
         ];
         let mut given = all.iter().filter(|(on, _)| *on).map(|&(_, c)| c);
         let first = given.next();
@@ -921,6 +1024,14 @@ impl IpvsArgs {
                         || self.omega
                 }
                 Opt::ScriptUser => self.script_user.is_some(),
+                Opt::McastInterface => self.mcast_interface.is_some(),
+                Opt::SyncId => self.syncid.is_some(),
+                Opt::McastOption => {
+                    self.mcast_group.is_some()
+                        || self.mcast_port.is_some()
+                        || self.mcast_ttl.is_some()
+                        || self.sync_maxlen.is_some()
+                }
                 Opt::Sorry => self.sorry_server.is_some(),
                 Opt::IpvsadmOnly => self.ipvsadm_only,
                 Opt::SchedFlags => self.sched_flags.is_some(),
@@ -937,8 +1048,7 @@ impl IpvsArgs {
     }
 
     fn unsupported(&self) -> Result<(), UsageError> {
-        let sync = "the sync daemon is set when the director starts: xdpvs run --sync-interface IFACE [--syncid N] [--sync-group ADDR] [--sync-port N] [--sync-ttl N] [--sync-maxlen N] (master and backup at once); -L --daemon shows it";
-        let checks: [(bool, &'static str, &'static str, &'static str); 16] = [
+        let checks: [(bool, &'static str, &'static str, &'static str); 8] = [
             (
                 self.fwmark.is_some(),
                 "-f",
@@ -986,54 +1096,6 @@ impl IpvsArgs {
                 "--thresholds",
                 "connection thresholds",
                 "use -w 0 to drain a real server",
-            ),
-            (
-                self.start_daemon.is_some(),
-                "--start-daemon",
-                "the connection sync daemon",
-                sync,
-            ),
-            (
-                self.stop_daemon.is_some(),
-                "--stop-daemon",
-                "the connection sync daemon",
-                sync,
-            ),
-            (
-                self.mcast_interface.is_some(),
-                "--mcast-interface",
-                "the connection sync daemon",
-                sync,
-            ),
-            (
-                self.syncid.is_some(),
-                "--syncid",
-                "the connection sync daemon",
-                sync,
-            ),
-            (
-                self.mcast_group.is_some(),
-                "--mcast-group",
-                "the connection sync daemon",
-                sync,
-            ),
-            (
-                self.mcast_port.is_some(),
-                "--mcast-port",
-                "the connection sync daemon",
-                sync,
-            ),
-            (
-                self.mcast_ttl.is_some(),
-                "--mcast-ttl",
-                "the connection sync daemon",
-                sync,
-            ),
-            (
-                self.sync_maxlen.is_some(),
-                "--sync-maxlen",
-                "the connection sync daemon",
-                sync,
             ),
         ];
         match checks.iter().find(|c| c.0) {
@@ -1481,6 +1543,13 @@ impl IpvsArgs {
                 ipvsadm_only: self.ipvsadm_only,
             }),
             Cmd::Restore => Ok(Action::Restore),
+            Cmd::StartDaemon => change(Request::StartDaemon {
+                role: daemon_role(self.start_daemon.as_deref(), "start-daemon")?,
+                settings: self.daemon_settings()?,
+            }),
+            Cmd::StopDaemon => change(Request::StopDaemon {
+                role: daemon_role(self.stop_daemon.as_deref(), "stop-daemon")?,
+            }),
             Cmd::Zero => Ok(Action::Zero(if self.tcp.is_some() || self.udp.is_some() {
                 Some(self.service()?)
             } else {

@@ -4510,16 +4510,22 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
     let (conf1, conf2) = (name("d1.conf"), name("d2.conf"));
     std::fs::write(&conf1, pair_conf(150, &sock1, false)).expect("conf");
     std::fs::write(&conf2, pair_conf(100, &sock2, false)).expect("conf");
+    // xdpvs reads keepalived's file and the sync daemon, which keepalived's VRRP must
+    // not see (it would drive kernel IPVS's): the daemon's role follows VI_1.
+    let (x1, x2) = (name("d1-xdpvs.conf"), name("d2-xdpvs.conf"));
+    for (x, conf) in [(&x1, &conf1), (&x2, &conf2)] {
+        std::fs::write(
+            x,
+            format!(
+                "global_defs {{\n  lvs_sync_daemon eth0 VI_1 id 7\n}}\ninclude {}\n",
+                conf.display()
+            ),
+        )
+        .expect("conf");
+    }
     let exe = env!("CARGO_BIN_EXE_xdpvs");
-    lab.start_director(&[
-        "--keepalived",
-        conf1.to_str().expect("utf-8"),
-        "--sync-interface",
-        "eth0",
-        "--syncid",
-        "7",
-    ])
-    .expect("director 1");
+    lab.start_director(&["--keepalived", x1.to_str().expect("utf-8")])
+        .expect("director 1");
     let d2 = lab.ns("d2");
     lab.spawn_logged(
         &d2,
@@ -4531,11 +4537,7 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
             "--socket",
             sock2.to_str().expect("utf-8"),
             "--keepalived",
-            conf2.to_str().expect("utf-8"),
-            "--sync-interface",
-            "eth0",
-            "--syncid",
-            "7",
+            x2.to_str().expect("utf-8"),
         ],
         &name("d2.log"),
     )
@@ -4621,12 +4623,36 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
         a.extend(args);
         lab.xdpvs(&a).expect("xdpvs")
     };
-    let daemon = on2(&lab, &["-L", "--daemon"]);
-    assert_eq!(
-        daemon,
-        "master sync daemon (mcast=eth0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n\
-         backup sync daemon (mcast=eth0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n"
-    );
+    // The roles follow VRRP instance VI_1: the master sends, the backup receives.
+    let roles = |lab: &Lab, sock: &Path| {
+        lab.xdpvs(&["--socket", sock.to_str().expect("utf-8"), "-L", "--daemon"])
+            .unwrap_or_default()
+    };
+    let settings =
+        "sync daemon (mcast=eth0, syncid=7, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)\n";
+    let wait_roles = |lab: &Lab, what: &str, want: (&str, &str)| {
+        let want = (
+            format!("{} {settings}", want.0),
+            format!("{} {settings}", want.1),
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let got = (roles(lab, &sock1), roles(lab, &sock2));
+            if got == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: sync roles {got:?}\n{}",
+                logs(lab)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait_roles(&lab, "director 1 the master", ("master", "backup"));
+    let d: serde_json::Value =
+        serde_json::from_str(&on2(&lab, &["-L", "--daemon", "--json"])).expect("json");
+    assert_eq!(d["follows_vrrp_instance"], "VI_1", "{d}");
     let sent = lab
         .exec(&lab.ns("c"), &["python3", "-c", FOREIGN_SYNC])
         .expect("python");
@@ -4635,7 +4661,7 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
     loop {
         let d: serde_json::Value =
             serde_json::from_str(&on2(&lab, &["-L", "--daemon", "--json"])).expect("json");
-        let counted = |k: &str| d["daemon"][k].as_u64().unwrap_or(0);
+        let counted = |k: &str| d["counters"][k].as_u64().unwrap_or(0);
         if counted("malformed_messages") >= 1 && counted("foreign_messages") >= 1 {
             break;
         }
@@ -4739,6 +4765,8 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
         .expect("link down");
     failover(&lab, "master's link down");
     wait(&lab, "director 2 the master", (Some(false), Some(true)));
+    // Its sync daemon is master now; director 1's, without the VIP, backup.
+    wait_roles(&lab, "director 2 the master", ("backup", "master"));
     unbroken(&lab, client, "master's link down");
     let stuck = unbroken(&lab, persistent, "master's link down, persistent service");
     assert!(
@@ -4764,6 +4792,7 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
         (Some(true), Some(false)),
     );
     failover(&lab, "master back");
+    wait_roles(&lab, "director 1 the master again", ("master", "backup"));
     unbroken(&lab, client, "master back");
     let answers: Vec<String> = (0..6).map(|_| get(&lab)).collect();
     assert_rotation(&answers);
@@ -4781,15 +4810,8 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
     lab.stop_programs("d");
     std::fs::write(&conf1, pair_conf(150, &sock1, true)).expect("conf");
     let client = held(&lab, 10);
-    lab.start_director(&[
-        "--keepalived",
-        conf1.to_str().expect("utf-8"),
-        "--sync-interface",
-        "eth0",
-        "--syncid",
-        "7",
-    ])
-    .expect("director 1 again");
+    lab.start_director(&["--keepalived", x1.to_str().expect("utf-8")])
+        .expect("director 1 again");
     let (pid, vpid) = (name("k1b.pid"), name("k1b.vrrp.pid"));
     let ns1 = lab.ns("d");
     lab.spawn_logged(
@@ -4816,6 +4838,37 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
         (Some(false), Some(true)),
     );
     unbroken(&lab, client, "the old master back, nopreempt");
+    wait_roles(&lab, "director 2 stays the master", ("backup", "master"));
+    // ipvsadm's --start-daemon at run time: the master receives too (as every director
+    // of an ECMP group does), for the flood below; starting it twice is ipvsadm's error.
+    let ipvsadm2 = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &lab.ns("d2"), exe, "--socket"])
+            .arg(&sock2)
+            .args(args)
+            .output()
+            .expect("xdpvs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )
+    };
+    let start = [
+        "--start-daemon",
+        "backup",
+        "--mcast-interface",
+        "eth0",
+        "--syncid",
+        "7",
+    ];
+    assert_eq!(ipvsadm2(&start), (Some(0), String::new()));
+    assert_eq!(
+        on2(&lab, &["-L", "--daemon"]),
+        format!("master {settings}backup {settings}")
+    );
+    let (code, said) = ipvsadm2(&start);
+    assert_eq!(code, Some(255), "{said}");
+    assert!(said.contains("Daemon has already run (backup)"), "{said}");
     // (e) A flood of sync messages at the master does not stop its forwarding: ab
     // through it without, then with one (the figures are reported, not asserted).
     let ab_rate = |lab: &Lab| -> f64 {
@@ -4849,7 +4902,7 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
         let count = |lab: &Lab| -> u64 {
             let d: serde_json::Value =
                 serde_json::from_str(&on2(lab, &["-L", "--daemon", "--json"])).expect("json");
-            d["daemon"][key].as_u64().unwrap_or(0)
+            d["counters"][key].as_u64().unwrap_or(0)
         };
         let before = count(lab);
         let flood = std::process::Command::new("ip")
@@ -4881,6 +4934,14 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
         got > 1000 && dropped > 1000,
         "the flood did not reach the master: {got} and {dropped} messages"
     );
+    assert_eq!(
+        ipvsadm2(&["--stop-daemon", "backup"]),
+        (Some(0), String::new())
+    );
+    assert_eq!(on2(&lab, &["-L", "--daemon"]), format!("master {settings}"));
+    let (code, said) = ipvsadm2(&["--stop-daemon", "backup"]);
+    assert_eq!(code, Some(255), "{said}");
+    assert!(said.contains("No daemon is running (backup)"), "{said}");
     let d2_log = std::fs::read_to_string(name("d2.log")).unwrap_or_default();
     assert!(
         d2_log.contains("VIP 198.18.0.100 is held here (VRRP master): served"),
@@ -4890,7 +4951,7 @@ fn a_director_pair_follows_keepalived_s_vrrp() {
         !d2_log.contains("conflict"),
         "the master is no conflict: {d2_log}"
     );
-    for f in [&conf1, &conf2] {
+    for f in [&conf1, &conf2, &x1, &x2] {
         let _ = std::fs::remove_file(f);
     }
 }

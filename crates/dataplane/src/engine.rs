@@ -77,6 +77,9 @@ pub struct Tables {
     /// Connection synchronisation (IPVS's sync daemon, master role): the records of new
     /// and changed connections since the worker last took them; `None` when off.
     sync_out: Option<SyncOut>,
+    /// The records' buffer while the master role is stopped (kept: no allocation when
+    /// it starts again).
+    sync_parked: Option<SyncOut>,
     /// Connection synchronisation, backup role: a synchronised TCP connection is
     /// installed on the worker its client chooses ([`owner`]); a segment of one that
     /// misses here is handed to it.
@@ -131,6 +134,7 @@ impl Tables {
             stats: Arc::new(WorkerStats::new(limits.max_services, limits.max_dests)),
             shard: (0, 1),
             sync_out: None,
+            sync_parked: None,
             sync_in: false,
         })
     }
@@ -140,6 +144,21 @@ impl Tables {
     /// (where a synchronised connection was installed).
     pub fn accept_synced(&mut self) {
         self.sync_in = true;
+    }
+
+    /// Which roles of the sync daemon run: records are kept only while the master role
+    /// runs (between [`Tables::enable_sync`] and now), synchronised connections taken
+    /// only while the backup role runs. Allocates nothing.
+    pub fn set_sync_roles(&mut self, master: bool, backup: bool) {
+        self.sync_in = backup;
+        if master {
+            if self.sync_out.is_none() {
+                self.sync_out = self.sync_parked.take();
+            }
+        } else if let Some(mut s) = self.sync_out.take() {
+            s.recs.clear();
+            self.sync_parked = Some(s);
+        }
     }
 
     /// Records, from now on, this worker's new and changed connections for the sync
@@ -995,20 +1014,21 @@ fn install<A: Fam>(t: &mut Tables, c: &SyncConn, client: A, vip: A, now: Time) -
         vport: c.vip.1,
     };
     let conns = A::conns_mut(t);
+    let timeout = std::time::Duration::from_secs(u64::from(c.timeout));
     if c.flags & sync::flags::TEMPLATE != 0 {
         let Some(p) = persistence else {
             return false;
         };
-        if conns.peek_template(&key, p.prefix_len, now).is_some() {
+        if let Some(i) = conns.peek_template(&key, p.prefix_len, now) {
+            if c.timeout != 0 {
+                conns.sync_update(i, State::None, timeout, now);
+            }
             return true;
         }
-        let timeout = std::time::Duration::from_secs(u64::from(c.timeout));
+        let timeout = if c.timeout == 0 { p.timeout } else { timeout };
         return conns
             .insert_template(&key, p.prefix_len, dest, timeout, now)
             .is_ok();
-    }
-    if conns.peek(&key, now).is_some() {
-        return true;
     }
     let state = match proto {
         // IPVS's TCP state numbers are xdpvs's (UDP's 0 is not one).
@@ -1018,8 +1038,32 @@ fn install<A: Fam>(t: &mut Tables, c: &SyncConn, client: A, vip: A, now: Time) -
         },
         Protocol::Udp => State::Udp,
     };
+    // The master's timeout (a version 0 message's 0: this director's).
+    let timeout = if c.timeout == 0 {
+        conns.timeouts().get(state)
+    } else {
+        timeout
+    };
+    if let Some(i) = conns.peek(&key, now) {
+        if conns.entry(i).dest() == dest {
+            conns.sync_update(i, state, timeout, now);
+            return true;
+        }
+        // Another real server: as IPVS, the connection was scheduled again on the
+        // master unless this is the end of the one replaced.
+        if c.flags & sync::flags::INACTIVE != 0 {
+            return true;
+        }
+        conns.remove(i, now);
+    }
     let template = persistence.and_then(|p| conns.peek_template(&key, p.prefix_len, now));
-    conns.insert(&key, dest, state, now, template).is_ok()
+    match conns.insert(&key, dest, state, now, template) {
+        Ok(i) => {
+            conns.sync_update(i, state, timeout, now);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// Addresses a frame from `src` to `dst` at the Ethernet layer.

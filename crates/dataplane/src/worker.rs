@@ -223,9 +223,32 @@ pub struct Worker<D: Device> {
     idle: IdlePolicy,
     /// With several workers: this worker's number and the inboxes they share.
     handoff: Option<(usize, Arc<Handoff>)>,
-    /// Connection synchronisation: where this worker's records go (the sync sender), and
-    /// where other directors' connections come from (the sync receiver).
-    sync: (Option<Sender<SyncConn>>, Option<Receiver<SyncConn>>),
+    /// Connection synchronisation: where this worker's records go (the sync sender),
+    /// where other directors' connections come from (the sync receiver), which roles run.
+    sync: Option<SyncLink>,
+    /// The roles last applied to the tables.
+    sync_roles: (bool, bool),
+}
+
+/// A worker's part in connection synchronisation (IPVS's sync daemon).
+#[derive(Debug, Clone)]
+pub struct SyncLink {
+    /// Where the worker's new and changed connections go (a bounded channel: never
+    /// waits; a full one counts them lost).
+    pub out: Sender<SyncConn>,
+    /// The connections other directors synchronised, installed between batches.
+    pub inbox: Receiver<SyncConn>,
+    /// Which roles run now, as the control side starts and stops them.
+    pub roles: Arc<SyncRoles>,
+}
+
+/// The roles of the sync daemon that run, read by the workers at every pass.
+#[derive(Debug, Default)]
+pub struct SyncRoles {
+    /// Master: the workers record their connections.
+    pub master: AtomicBool,
+    /// Backup: the workers take synchronised connections.
+    pub backup: AtomicBool,
 }
 
 /// Synchronised connections a worker installs per pass at most.
@@ -262,37 +285,41 @@ impl<D: Device> Worker<D> {
             last: None,
             idle: IdlePolicy::Adaptive,
             handoff: None,
-            sync: (None, None),
+            sync: None,
+            sync_roles: (false, false),
         }
     }
 
-    /// Takes part in connection synchronisation (IPVS's sync protocol): this worker's
-    /// new and changed connections go to `out` (a bounded channel: never waits; a full
-    /// one counts them lost), and the connections on `inbox` are installed in its table
-    /// between batches.
-    pub fn set_sync(&mut self, out: Option<Sender<SyncConn>>, inbox: Option<Receiver<SyncConn>>) {
-        if out.is_some() {
-            self.tables.enable_sync(BATCH * 4);
-        }
-        if inbox.is_some() {
-            self.tables.accept_synced();
-        }
-        self.sync = (out, inbox);
+    /// Takes part in connection synchronisation (IPVS's sync protocol), in the roles
+    /// `link.roles` says at each pass: this worker's new and changed connections go to
+    /// `link.out`, and the connections on `link.inbox` are installed in its table.
+    pub fn set_sync(&mut self, link: SyncLink) {
+        self.tables.enable_sync(BATCH * 4);
+        self.tables.set_sync_roles(false, false);
+        self.sync = Some(link);
+        self.sync_roles = (false, false);
     }
 
     /// Hands this pass's records to the sender, installs what the receiver got.
     fn sync_exchange(&mut self, now: Time) -> usize {
-        let (tables, (out, inbox)) = (&mut self.tables, &self.sync);
-        if let Some(out) = out {
-            tables.drain_sync(|r| out.try_send(*r).is_ok());
+        let Some(link) = &self.sync else { return 0 };
+        let roles = (
+            link.roles.master.load(Relaxed),
+            link.roles.backup.load(Relaxed),
+        );
+        if roles != self.sync_roles {
+            self.tables.set_sync_roles(roles.0, roles.1);
+            self.sync_roles = roles;
+        }
+        let tables = &mut self.tables;
+        if roles.0 {
+            tables.drain_sync(|r| link.out.try_send(*r).is_ok());
         }
         let mut n = 0;
-        if let Some(inbox) = inbox {
-            while n < SYNC_INSTALLS {
-                let Ok(c) = inbox.try_recv() else { break };
-                tables.install_synced(&c, now);
-                n += 1;
-            }
+        while n < SYNC_INSTALLS {
+            let Ok(c) = link.inbox.try_recv() else { break };
+            tables.install_synced(&c, now);
+            n += 1;
         }
         n
     }

@@ -206,3 +206,131 @@ fn on_several_workers_a_synchronised_connection_lives_on_its_clients_worker() {
     // A SYN is the other worker's own new connection.
     assert!(segment(&mut workers[other], 40001, SYN, 7_000).is_some());
 }
+
+/// The backup's entry of `r`'s connection: its state and time left at `now`.
+fn backup_entry(t: &Tables, r: &SyncConn, now: u64) -> (State, Duration) {
+    let key = xdpvs_sched::conn::ConnKey {
+        proto: Protocol::Tcp,
+        client: CLIENT,
+        cport: r.client.1,
+        vip: VIP,
+        vport: 80,
+    };
+    let now = Time::from_nanos(now);
+    let i = t.conns().peek(&key, now).expect("installed");
+    let e = t.conns().entry(i);
+    (e.state(), t.conns().expires_in(e, now))
+}
+
+const SEC: u64 = 1_000_000_000;
+
+/// What a master sends for the connection of client port 40000 once established.
+fn established_record() -> SyncConn {
+    let mut master = tables(false);
+    master.enable_sync(64);
+    segment(&mut master, 40000, SYN, SEC);
+    segment(&mut master, 40000, ACK, 2 * SEC);
+    drained(&mut master)[0]
+}
+
+#[test]
+fn the_backup_takes_the_master_s_states_and_timeouts_until_it_sees_a_packet() {
+    let r = established_record();
+    let mut backup = tables(false);
+    // The master's timeout, not this director's 900 s, as IPVS's backup keeps it.
+    let mut short = r;
+    short.timeout = 100;
+    assert!(backup.install_synced(&short, Time::from_nanos(1000 * SEC)));
+    let (state, left) = backup_entry(&backup, &short, 1000 * SEC);
+    assert_eq!(
+        (state, left),
+        (State::Established, Duration::from_secs(100))
+    );
+    let (_, left) = backup_entry(&backup, &short, 1060 * SEC);
+    assert_eq!(left, Duration::from_secs(40));
+    // A longer one too.
+    let mut long = r;
+    long.timeout = 3000;
+    assert!(backup.install_synced(&long, Time::from_nanos(1100 * SEC)));
+    let (_, left) = backup_entry(&backup, &long, 1100 * SEC);
+    assert_eq!(left, Duration::from_secs(3000));
+    // The master's state changes reach the backup's entry, with their timeout; the
+    // real server's ActiveConn/InActConn follow.
+    let dest = |t: &Tables| {
+        let key = xdpvs_sched::conn::ConnKey {
+            proto: Protocol::Tcp,
+            client: CLIENT,
+            cport: 40000,
+            vip: VIP,
+            vport: 80,
+        };
+        let now = Time::from_nanos(1200 * SEC);
+        t.conns()
+            .entry(t.conns().peek(&key, now).expect("there"))
+            .dest()
+    };
+    let d = dest(&backup);
+    assert_eq!(backup.conns().load(d).active, 1);
+    let mut fin = r;
+    fin.state = State::FinWait as u16;
+    fin.flags |= flags::INACTIVE;
+    fin.timeout = 120;
+    assert!(backup.install_synced(&fin, Time::from_nanos(1200 * SEC)));
+    let (state, left) = backup_entry(&backup, &fin, 1200 * SEC);
+    assert_eq!((state, left), (State::FinWait, Duration::from_secs(120)));
+    assert_eq!(
+        (
+            backup.conns().load(d).active,
+            backup.conns().load(d).inactive
+        ),
+        (0, 1)
+    );
+    // Once a packet is seen here, this director's timeouts take over.
+    let mut est = r;
+    est.timeout = 10;
+    assert!(backup.install_synced(&est, Time::from_nanos(1300 * SEC)));
+    segment(&mut backup, 40000, ACK, 1301 * SEC).expect("forwarded");
+    let (_, left) = backup_entry(&backup, &est, 1301 * SEC);
+    assert_eq!(left, Duration::from_secs(900));
+}
+
+#[test]
+fn a_connection_scheduled_again_on_the_master_moves_on_the_backup_unless_it_is_the_old_one_ending()
+{
+    let r = established_record();
+    let mut backup = tables(false);
+    assert!(backup.install_synced(&r, Time::from_nanos(10 * SEC)));
+    let to = segment(&mut backup, 40000, ACK, 11 * SEC).expect("forwarded");
+    let other = (1..=3)
+        .find(|&n| rs(n) != r.dest.0)
+        .expect("another real server");
+    // The end of the connection it replaced (inactive, elsewhere): ignored.
+    let mut old = r;
+    old.dest = (rs(other), 80);
+    old.flags |= flags::INACTIVE;
+    old.state = State::TimeWait as u16;
+    assert!(backup.install_synced(&old, Time::from_nanos(12 * SEC)));
+    assert_eq!(segment(&mut backup, 40000, ACK, 13 * SEC), Some(to));
+    // An active one elsewhere: the connection moved.
+    let mut moved = r;
+    moved.dest = (rs(other), 80);
+    assert!(backup.install_synced(&moved, Time::from_nanos(14 * SEC)));
+    assert_eq!(
+        segment(&mut backup, 40000, ACK, 15 * SEC),
+        Some(rs_mac(other))
+    );
+}
+
+#[test]
+fn records_are_kept_only_while_the_master_role_runs() {
+    let mut master = tables(false);
+    master.enable_sync(64);
+    master.set_sync_roles(false, true);
+    segment(&mut master, 40000, SYN, SEC);
+    segment(&mut master, 40000, ACK, 2 * SEC);
+    assert!(drained(&mut master).is_empty(), "a backup sends nothing");
+    master.set_sync_roles(true, false);
+    segment(&mut master, 40001, SYN, 3 * SEC);
+    segment(&mut master, 40001, ACK, 4 * SEC);
+    assert_eq!(drained(&mut master).len(), 1);
+}

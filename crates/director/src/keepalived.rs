@@ -270,15 +270,13 @@ fn parse_lines(lines: &[pre::Line]) -> Result<Imported, KeepalivedError> {
         imported.lines.push(Place::line(line));
         imported.requests.push(Request::SetTimeouts(t));
     }
-    if let Some((line, r)) = globals.sync.clone() {
-        imported.lines.push(Place::line(line));
-        imported.requests.push(r);
-    }
     // The VIPs keepalived's VRRP moves: served only while it holds them here (a reload
     // starts with a clear, which forgets them).
     let mut follow = Vec::new();
     let mut follow_line = 0;
+    let mut instances: Vec<(String, Vec<IpAddr>)> = Vec::new();
     for n in top.iter().filter(|n| n.key == "vrrp_instance") {
+        instances.push((n.args.join(" "), Vec::new()));
         for c in n
             .block
             .as_deref()
@@ -294,8 +292,14 @@ fn parse_lines(lines: &[pre::Line]) -> Result<Imported, KeepalivedError> {
                 };
                 let word = a.key.split('/').next().unwrap_or_default();
                 match word.parse::<IpAddr>() {
-                    Ok(ip) if !follow.contains(&ip) => follow.push(ip),
-                    Ok(_) => {}
+                    Ok(ip) => {
+                        if !follow.contains(&ip) {
+                            follow.push(ip);
+                        }
+                        if let Some((_, v)) = instances.last_mut() {
+                            v.push(ip);
+                        }
+                    }
                     Err(_) => {
                         return err(
                             a.line,
@@ -309,6 +313,28 @@ fn parse_lines(lines: &[pre::Line]) -> Result<Imported, KeepalivedError> {
                 }
             }
         }
+    }
+    // The sync daemon's role follows the VRRP instance named: master while this host
+    // holds its addresses.
+    if let Some((line, d)) = globals.sync.clone() {
+        let vips = match &d.instance {
+            Some(name) => match instances.iter().find(|(n, _)| n == name) {
+                Some((_, v)) => v.clone(),
+                None => {
+                    return err(
+                        line,
+                        format!("lvs_sync_daemon {} {name}: no vrrp_instance {name} in this configuration (the daemon's role follows it)", d.settings.iface),
+                    )
+                }
+            },
+            None => Vec::new(),
+        };
+        imported.lines.push(Place::line(line));
+        imported.requests.push(Request::SyncDaemon {
+            settings: d.settings,
+            instance: d.instance,
+            vips,
+        });
     }
 
     let mut keys: Vec<ServiceKey> = Vec::new();
@@ -561,7 +587,7 @@ struct Globals {
     /// `lvs_timeouts [tcp N] [tcpfin N] [udp N]`, and its line.
     timeouts: Option<(usize, crate::control::proto::TimeoutSet)>,
     /// `lvs_sync_daemon`, and its line.
-    sync: Option<(usize, Request)>,
+    sync: Option<(usize, LvsSyncDaemon)>,
 }
 
 impl Globals {
@@ -587,7 +613,7 @@ impl Globals {
                             "lvs_sync_daemon" => {
                                 g.sync = Some((c.line, lvs_sync_daemon(c)?));
                                 notes.push(format!(
-                                    "{}: lvs_sync_daemon: xdpvs runs the sync daemon (master and backup) when it starts; keepalived's VRRP process must not read this line (it would drive kernel IPVS's sync daemon): keep it in a file only xdpvs reads, or give xdpvs --sync-interface",
+                                    "{}: lvs_sync_daemon: xdpvs runs the sync daemon, its role following the VRRP instance named (master while this host holds its addresses; both roles when none is named); keepalived's VRRP process must not read this line (it would drive kernel IPVS's sync daemon): keep it in a file only xdpvs reads",
                                     shown(c.line)
                                 ));
                             }
@@ -664,10 +690,17 @@ impl Globals {
     }
 }
 
+/// keepalived's `lvs_sync_daemon`: the daemon's settings, and the VRRP instance its role
+/// follows.
+#[derive(Debug, Clone)]
+struct LvsSyncDaemon {
+    settings: crate::control::proto::DaemonSettings,
+    instance: Option<String>,
+}
+
 /// `lvs_sync_daemon IFACE [[inst] INSTANCE] [id N] [maxlen N] [port N] [ttl N] [group
-/// ADDR]`: keepalived's words and defaults (the instance's role is not followed: xdpvs's
-/// daemon is master and backup at once).
-fn lvs_sync_daemon(c: &Node) -> Result<Request, KeepalivedError> {
+/// ADDR]`: keepalived's words and defaults.
+fn lvs_sync_daemon(c: &Node) -> Result<LvsSyncDaemon, KeepalivedError> {
     no_block(c)?;
     let bad = |why: &str| KeepalivedError {
         file: None,
@@ -680,10 +713,13 @@ fn lvs_sync_daemon(c: &Node) -> Result<Request, KeepalivedError> {
     let (mut syncid, mut maxlen, mut port, mut ttl) = (0u8, 1472u16, 8848u16, 1u8);
     let mut group = std::net::Ipv4Addr::new(224, 0, 0, 81);
     let mut words = rest.iter();
+    let mut instance = None;
     while let Some(w) = words.next() {
-        // The VRRP instance whose role keepalived would follow (`inst` optional) stands
-        // alone: xdpvs's daemon is master and backup at once.
+        // The VRRP instance whose role the daemon follows (`inst` optional).
         if !["id", "maxlen", "port", "ttl", "group", "inst"].contains(&w.as_str()) {
+            if instance.replace(w.clone()).is_some() {
+                return Err(bad(&format!("{w}: one VRRP instance only")));
+            }
             continue;
         }
         let value = words.next().map(String::as_str).unwrap_or_default();
@@ -703,16 +739,22 @@ fn lvs_sync_daemon(c: &Node) -> Result<Request, KeepalivedError> {
                     .parse()
                     .map_err(|_| bad("group: an IPv4 multicast address (xdpvs's daemon is IPv4)"))?
             }
+            "inst" if instance.replace(value.to_string()).is_some() => {
+                return Err(bad(&format!("{value}: one VRRP instance only")));
+            }
             _ => {}
         }
     }
-    Ok(Request::SyncDaemon {
-        iface: iface.clone(),
-        syncid,
-        maxlen,
-        port,
-        ttl,
-        group,
+    Ok(LvsSyncDaemon {
+        settings: crate::control::proto::DaemonSettings {
+            iface: iface.clone(),
+            syncid,
+            maxlen,
+            group,
+            port,
+            ttl,
+        },
+        instance,
     })
 }
 

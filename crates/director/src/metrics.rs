@@ -183,6 +183,11 @@ struct VipLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabels {
+    role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MoveLabels {
     real: String,
 }
@@ -669,8 +674,19 @@ pub fn render(
         }
     }
     if let Some(d) = &view.sync {
-        let [sent, received, sent_conns, received_conns, malformed, foreign, unknown] =
-            d.row().counts;
+        let running = gauge::<RoleLabels>(
+            &mut reg,
+            "sync_role_running",
+            "1 while this role of the sync daemon runs (master: sends this director's connections; backup: installs other directors'), else 0.",
+        );
+        for role in [crate::sync::Role::Master, crate::sync::Role::Backup] {
+            running
+                .get_or_create(&RoleLabels {
+                    role: role.word().to_string(),
+                })
+                .set(i64::from(d.roles.iter().any(|(r, _)| *r == role)));
+        }
+        let [sent, received, sent_conns, received_conns, malformed, foreign, unknown] = d.counts();
         let plain = |reg: &mut Registry, name: &str, help: &str, v: u64| {
             let c = prometheus_client::metrics::counter::Counter::<u64>::default();
             c.inc_by(v);

@@ -14,7 +14,7 @@ use xdpvs_dataplane::{Config, Limits, Options, Services, Tables};
 use xdpvs_sched::tcp::Timeouts;
 
 use crate::control::diagnose;
-use crate::control::proto::{ControlError, Request};
+use crate::control::proto::{ControlError, DaemonRole, DaemonSettings, Request};
 use crate::control::route::Router;
 use crate::control::server::{ControlSocket, SocketError};
 use crate::control::view::Published;
@@ -93,11 +93,6 @@ pub fn run(
         }
         None => None,
     };
-    // The sync daemon: --sync-interface, else a keepalived.conf's lvs_sync_daemon.
-    let sync_settings = SyncSettings::of(opts).or_else(|| match &initial {
-        Some((_, _, Request::Batch(reqs))) => reqs.iter().find_map(SyncSettings::from_request),
-        _ => None,
-    });
     setup::check_capabilities()?;
     let (ifc, servers) = Interface::probe_all(opts)?;
     let max_mtu = xdpvs_dataplane::sys::xsk::MAX_RX_FRAME - 14;
@@ -186,10 +181,9 @@ pub fn run(
         ))
     });
     // Connection synchronisation: one channel from every worker to the sender, one
-    // inbox per worker from the receiver.
-    let sync_out = sync_settings
-        .as_ref()
-        .map(|_| crossbeam_channel::bounded::<xdpvs_sched::sync::SyncConn>(SYNC_QUEUE));
+    // inbox per worker from the receiver, the roles that run (none until started).
+    let sync_out = crossbeam_channel::bounded::<xdpvs_sched::sync::SyncConn>(SYNC_QUEUE);
+    let sync_roles = Arc::new(xdpvs_dataplane::worker::SyncRoles::default());
     let mut sync_inboxes = Vec::new();
     for q in 0..ifc.queues {
         let dev = setup::socket(&ifc, q, opts, &steering, Arm::Clients)?;
@@ -208,17 +202,18 @@ pub fn run(
         let zero_copy = dev.is_zero_copy();
         let huge = dev.has_huge_pages();
         let poll = policies[q as usize];
-        let inbox = sync_out.as_ref().map(|_| {
-            let (tx, rx) = crossbeam_channel::bounded(SYNC_QUEUE);
-            sync_inboxes.push(tx);
-            rx
-        });
+        let (tx, inbox) = crossbeam_channel::bounded(SYNC_QUEUE);
+        sync_inboxes.push(tx);
         let how = WorkerPlan {
             core,
             poll,
             sweep_rate: opts.sweep_rate,
             handoff: handoff.clone(),
-            sync: (sync_out.as_ref().map(|(tx, _)| tx.clone()), inbox),
+            sync: Some(xdpvs_dataplane::worker::SyncLink {
+                out: sync_out.0.clone(),
+                inbox,
+                roles: Arc::clone(&sync_roles),
+            }),
         };
         match servers_dev {
             Some((sdev, mac)) => workers.spawn(q, Arms::new(dev, sdev, mac), tables, how)?,
@@ -255,21 +250,31 @@ pub fn run(
         );
     }
     let mut side = WriteSide::new(ifc.mac, options, limits, local, live)?;
-    // The sync daemon checks what it receives against the configuration in force.
-    let sync = match (&sync_settings, sync_out) {
-        (Some(settings), Some((_, from_workers))) => Some(start_sync(
-            settings,
-            (from_workers, sync_inboxes),
-            side.published(),
-            (&cores, &placed),
-        )?),
-        _ => None,
-    };
-    if let Some(d) = &sync {
-        side.set_sync(crate::control::view::SyncInfo {
-            config: d.config.clone(),
-            stats: std::sync::Arc::clone(&d.stats),
-        });
+    // The sync daemon checks what it receives against the configuration in force; its
+    // roles start with --sync-interface (both), ipvsadm's --start-daemon, or a
+    // keepalived.conf's lvs_sync_daemon (following its VRRP instance).
+    side.set_daemon(sync_daemon(
+        (sync_out.1, sync_inboxes),
+        sync_roles,
+        side.published(),
+        (&cores, &placed),
+    ));
+    if let Some(iface) = &opts.sync_interface {
+        let settings = DaemonSettings {
+            iface: iface.clone(),
+            syncid: opts.syncid,
+            maxlen: opts.sync_maxlen,
+            group: opts.sync_group,
+            port: opts.sync_port,
+            ttl: opts.sync_ttl,
+        };
+        for role in [DaemonRole::Master, DaemonRole::Backup] {
+            side.execute(&Request::StartDaemon {
+                role,
+                settings: settings.clone(),
+            })
+            .map_err(|e| RunError::Sync(format!("--sync-interface {iface}: {e}")))?;
+        }
     }
     if let Some(s) = &servers {
         side.set_servers_mac(s.mac);
@@ -496,43 +501,21 @@ fn checker_core(all: &[usize], workers: &[usize]) -> Option<usize> {
     all.iter().copied().find(|c| !workers.contains(c))
 }
 
-/// Records a channel of connection synchronisation holds at most.
-const SYNC_QUEUE: usize = 1 << 16;
+/// Records a channel of connection synchronisation holds at most: about 1.4 MiB each,
+/// allocated at start whether a role ever runs (a role starts at run time), 160 ms of
+/// 100,000 new connections a second.
+const SYNC_QUEUE: usize = 1 << 14;
 
-/// Starts IPVS's sync daemon on `iface` (`--sync-interface`), off the workers' cores.
-fn start_sync(
-    settings: &SyncSettings,
-    (from_workers, to_workers): (
+/// The sync daemon, no role running yet, off the workers' cores.
+fn sync_daemon(
+    channels: (
         crossbeam_channel::Receiver<xdpvs_sched::sync::SyncConn>,
         Vec<crossbeam_channel::Sender<xdpvs_sched::sync::SyncConn>>,
     ),
+    roles: Arc<xdpvs_dataplane::worker::SyncRoles>,
     view: Arc<crate::control::view::Published<crate::control::view::View>>,
     (cores, placed): (&[core_affinity::CoreId], &[Option<usize>]),
-) -> Result<crate::sync::SyncDaemon, RunError> {
-    let iface = settings.iface.as_str();
-    let bad = |why: String| RunError::Sync(format!("--sync-interface {iface}: {why}"));
-    let ifindex: u32 = crate::iface::attr(iface, "ifindex")
-        .map_err(|e| bad(e.to_string()))?
-        .parse()
-        .map_err(|_| bad("no interface index".into()))?;
-    let addr = neighbours::local_addresses(ifindex)
-        .map_err(|e| bad(e.to_string()))?
-        .into_iter()
-        .find_map(|l| match l.addr {
-            std::net::IpAddr::V4(a) => Some(a),
-            std::net::IpAddr::V6(_) => None,
-        })
-        .ok_or_else(|| bad("it has no IPv4 address to send from".into()))?;
-    let config = crate::sync::SyncConfig {
-        iface: iface.to_string(),
-        ifindex,
-        addr,
-        syncid: settings.syncid,
-        group: settings.group,
-        port: settings.port,
-        ttl: settings.ttl,
-        maxlen: usize::from(settings.maxlen),
-    };
+) -> crate::sync::Daemon {
     let aside = checker_core(
         &cores.iter().map(|c| c.id).collect::<Vec<_>>(),
         &placed.iter().flatten().copied().collect::<Vec<_>>(),
@@ -554,53 +537,5 @@ fn start_sync(
             })
         })
     });
-    crate::sync::start(config, from_workers, to_workers, known, aside)
-        .map_err(|e| bad(format!("starting the sync daemon: {e}")))
-}
-
-/// The sync daemon's settings, from the command line or a keepalived.conf.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct SyncSettings {
-    iface: String,
-    syncid: u8,
-    group: std::net::Ipv4Addr,
-    port: u16,
-    ttl: u8,
-    maxlen: u16,
-}
-
-impl SyncSettings {
-    /// `--sync-interface` and its options.
-    fn of(opts: &RunOptions) -> Option<SyncSettings> {
-        Some(SyncSettings {
-            iface: opts.sync_interface.clone()?,
-            syncid: opts.syncid,
-            group: opts.sync_group,
-            port: opts.sync_port,
-            ttl: opts.sync_ttl,
-            maxlen: opts.sync_maxlen,
-        })
-    }
-
-    /// keepalived's `lvs_sync_daemon`, as the import gives it.
-    fn from_request(r: &Request) -> Option<SyncSettings> {
-        match r {
-            Request::SyncDaemon {
-                iface,
-                syncid,
-                maxlen,
-                port,
-                ttl,
-                group,
-            } => Some(SyncSettings {
-                iface: iface.clone(),
-                syncid: *syncid,
-                group: *group,
-                port: *port,
-                ttl: *ttl,
-                maxlen: *maxlen,
-            }),
-            _ => None,
-        }
-    }
+    crate::sync::Daemon::new(channels, roles, known, aside)
 }

@@ -1,7 +1,8 @@
-//! IPVS's sync daemon, both roles at once: the workers' new and changed connections are
-//! multicast as IPVS's sync protocol (version 1) on the sync interface, and what other
-//! directors (xdpvs or kernel IPVS) multicast is handed to the workers to install. Two
-//! threads, off the workers' cores: the sender batches records into messages of at most
+//! IPVS's sync daemon: in the master role the workers' new and changed connections are
+//! multicast as IPVS's sync protocol (version 1) on the sync interface; in the backup
+//! role what other directors (xdpvs or kernel IPVS) multicast is handed to the workers to
+//! install. Either role, or both at once, started and stopped at run time. Each role is
+//! a thread off the workers' cores: the sender batches records into messages of at most
 //! `maxlen` bytes (sent when full, or 20 ms after the first record), the receiver reads,
 //! checks and dispatches them. Neither ever makes a worker wait: both sides of each
 //! channel are bounded and a full one drops and counts.
@@ -70,21 +71,101 @@ pub struct SyncStats {
     pub unknown: AtomicU64,
 }
 
-/// The running daemon; stops its threads when dropped.
-#[derive(Debug)]
-pub struct SyncDaemon {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-    /// Its counters.
-    pub stats: Arc<SyncStats>,
-    /// Its configuration.
-    pub config: SyncConfig,
+/// A role of the sync daemon (ipvsadm's `--start-daemon master|backup`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum Role {
+    /// Sends this director's connections.
+    Master,
+    /// Installs other directors' connections.
+    Backup,
 }
 
-impl Drop for SyncDaemon {
+impl Role {
+    /// ipvsadm's word.
+    pub fn word(self) -> &'static str {
+        match self {
+            Role::Master => "master",
+            Role::Backup => "backup",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
+/// Why a role could not start or stop (ipvsadm's messages where it has one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyncError {
+    /// `--start-daemon` of a role that runs.
+    #[error("the {0} sync daemon is already running: --stop-daemon {0} first")]
+    Running(Role),
+    /// `--stop-daemon` of a role that does not run.
+    #[error("no {0} sync daemon is running")]
+    NotRunning(Role),
+    /// Its interface.
+    #[error("--mcast-interface {iface}: {why}")]
+    Interface {
+        /// The interface.
+        iface: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Its sockets or thread.
+    #[error("starting the {role} sync daemon on {iface}: {why}")]
+    Start {
+        /// The role.
+        role: Role,
+        /// The interface.
+        iface: String,
+        /// The system's error.
+        why: String,
+    },
+}
+
+/// A role that runs: its thread stops when the flag is set.
+#[derive(Debug)]
+struct Running {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+    config: SyncConfig,
+}
+
+/// The sync daemon: its roles start and stop independently (as IPVS's), each on its own
+/// thread off the workers' cores; the workers' channels and the counters outlive them.
+pub struct Daemon {
+    from_workers: Receiver<SyncConn>,
+    to_workers: Vec<Sender<SyncConn>>,
+    roles: Arc<xdpvs_dataplane::worker::SyncRoles>,
+    known: Known,
+    core: Option<usize>,
+    master: Option<Running>,
+    backup: Option<Running>,
+    /// Stopped threads not yet joined (stopping never waits for a thread's timeout).
+    stopping: Vec<JoinHandle<()>>,
+    /// Its counters.
+    pub stats: Arc<SyncStats>,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("master", &self.master)
+            .field("backup", &self.backup)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Daemon {
     fn drop(&mut self) {
-        self.stop.store(true, Relaxed);
-        for t in self.threads.drain(..) {
+        for role in [Role::Master, Role::Backup] {
+            let _ = self.stop(role);
+        }
+        for t in self.stopping.drain(..) {
             let _ = t.join();
         }
     }
@@ -93,51 +174,186 @@ impl Drop for SyncDaemon {
 /// How long the sender holds a message that is not full.
 const FLUSH: Duration = Duration::from_millis(20);
 
-/// Starts both roles: records from `from_workers` are sent, received connections go to
-/// `to_workers`.
-pub fn start(
-    config: SyncConfig,
-    from_workers: Receiver<SyncConn>,
-    to_workers: Vec<Sender<SyncConn>>,
-    known: Known,
-    core: Option<usize>,
-) -> io::Result<SyncDaemon> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let stats = Arc::new(SyncStats::default());
-    let out = sender_socket(&config)?;
-    let inp = receiver_socket(&config)?;
-    let mut threads = Vec::new();
-    {
-        let (stop, stats, config) = (Arc::clone(&stop), Arc::clone(&stats), config.clone());
-        threads.push(
-            std::thread::Builder::new()
-                .name("xdpvs-sync-tx".into())
-                .spawn(move || {
-                    pin(core);
-                    send_loop(&out, &config, &from_workers, &stop, &stats);
-                })?,
-        );
+impl Daemon {
+    /// A daemon with no role running: records come from `from_workers`, received
+    /// connections go to `to_workers`, and `roles` tells the workers which roles run.
+    pub fn new(
+        (from_workers, to_workers): (Receiver<SyncConn>, Vec<Sender<SyncConn>>),
+        roles: Arc<xdpvs_dataplane::worker::SyncRoles>,
+        known: Known,
+        core: Option<usize>,
+    ) -> Daemon {
+        Daemon {
+            from_workers,
+            to_workers,
+            roles,
+            known,
+            core,
+            master: None,
+            backup: None,
+            stopping: Vec::new(),
+            stats: Arc::new(SyncStats::default()),
+        }
     }
-    {
-        let (stop, stats, syncid) = (Arc::clone(&stop), Arc::clone(&stats), config.syncid);
-        threads.push(
-            std::thread::Builder::new()
-                .name("xdpvs-sync-rx".into())
-                .spawn(move || {
-                    pin(core);
-                    receive_loop(&inp, syncid, &to_workers, known.as_ref(), &stop, &stats);
-                })?,
-        );
+
+    /// The roles that run, with their settings.
+    pub fn running(&self) -> Vec<(Role, SyncConfig)> {
+        [(Role::Master, &self.master), (Role::Backup, &self.backup)]
+            .into_iter()
+            .filter_map(|(role, r)| r.as_ref().map(|r| (role, r.config.clone())))
+            .collect()
     }
-    info!(
-        "sync daemon (master and backup) on {}: group {}:{}, syncid {}, maxlen {}, ttl {}",
-        config.iface, config.group, config.port, config.syncid, config.maxlen, config.ttl
-    );
-    Ok(SyncDaemon {
-        stop,
-        threads,
-        stats,
-        config,
+
+    /// Whether `role` runs.
+    pub fn runs(&self, role: Role) -> bool {
+        self.slot(role).is_some()
+    }
+
+    fn slot(&self, role: Role) -> &Option<Running> {
+        match role {
+            Role::Master => &self.master,
+            Role::Backup => &self.backup,
+        }
+    }
+
+    /// Starts `role` with `config`.
+    pub fn start(&mut self, role: Role, config: SyncConfig) -> Result<(), SyncError> {
+        self.reap();
+        if self.runs(role) {
+            return Err(SyncError::Running(role));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let failed = |e: io::Error| SyncError::Start {
+            role,
+            iface: config.iface.clone(),
+            why: e.to_string(),
+        };
+        let (core, stats) = (self.core, Arc::clone(&self.stats));
+        let thread = match role {
+            Role::Master => {
+                let out = sender_socket(&config).map_err(failed)?;
+                // Records kept while no master ran are stale.
+                while self.from_workers.try_recv().is_ok() {}
+                let (stop, config, from) =
+                    (Arc::clone(&stop), config.clone(), self.from_workers.clone());
+                std::thread::Builder::new()
+                    .name("xdpvs-sync-tx".into())
+                    .spawn(move || {
+                        pin(core);
+                        send_loop(&out, &config, &from, &stop, &stats);
+                    })
+            }
+            Role::Backup => {
+                let inp = receiver_socket(&config).map_err(failed)?;
+                let (stop, syncid, to, known) = (
+                    Arc::clone(&stop),
+                    config.syncid,
+                    self.to_workers.clone(),
+                    Arc::clone(&self.known),
+                );
+                std::thread::Builder::new()
+                    .name("xdpvs-sync-rx".into())
+                    .spawn(move || {
+                        pin(core);
+                        receive_loop(&inp, syncid, &to, known.as_ref(), &stop, &stats);
+                    })
+            }
+        }
+        .map_err(failed)?;
+        info!(
+            "{role} sync daemon on {}: group {}:{}, syncid {}, maxlen {}, ttl {}",
+            config.iface, config.group, config.port, config.syncid, config.maxlen, config.ttl
+        );
+        let running = Some(Running {
+            stop,
+            thread,
+            config,
+        });
+        match role {
+            Role::Master => {
+                self.master = running;
+                self.roles.master.store(true, Relaxed);
+            }
+            Role::Backup => {
+                self.backup = running;
+                self.roles.backup.store(true, Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops `role` (its thread ends within its poll interval, never waited for).
+    pub fn stop(&mut self, role: Role) -> Result<(), SyncError> {
+        let r = match role {
+            Role::Master => {
+                self.roles.master.store(false, Relaxed);
+                self.master.take()
+            }
+            Role::Backup => {
+                self.roles.backup.store(false, Relaxed);
+                self.backup.take()
+            }
+        }
+        .ok_or(SyncError::NotRunning(role))?;
+        r.stop.store(true, Relaxed);
+        self.stopping.push(r.thread);
+        info!("{role} sync daemon on {} stopped", r.config.iface);
+        self.reap();
+        Ok(())
+    }
+
+    /// Joins the stopped threads that have ended.
+    fn reap(&mut self) {
+        let (done, waiting): (Vec<_>, Vec<_>) =
+            self.stopping.drain(..).partition(JoinHandle::is_finished);
+        self.stopping = waiting;
+        for t in done {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The settings of a role, resolved on this host: the interface's index and IPv4
+/// address (the messages' source, as IPVS binds its sender).
+#[allow(clippy::too_many_arguments)]
+pub fn resolve(
+    iface: &str,
+    syncid: u8,
+    group: Ipv4Addr,
+    port: u16,
+    ttl: u8,
+    maxlen: usize,
+) -> Result<SyncConfig, SyncError> {
+    let bad = |why: String| SyncError::Interface {
+        iface: iface.to_string(),
+        why,
+    };
+    if !group.is_multicast() {
+        return Err(bad(format!(
+            "group {group} is not an IPv4 multicast address"
+        )));
+    }
+    let ifindex: u32 = crate::iface::attr(iface, "ifindex")
+        .map_err(|e| bad(e.to_string()))?
+        .parse()
+        .map_err(|_| bad("no interface index".into()))?;
+    let addr = crate::neighbours::local_addresses(ifindex)
+        .map_err(|e| bad(e.to_string()))?
+        .into_iter()
+        .find_map(|l| match l.addr {
+            std::net::IpAddr::V4(a) => Some(a),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .ok_or_else(|| bad("it has no IPv4 address to send from".into()))?;
+    Ok(SyncConfig {
+        iface: iface.to_string(),
+        ifindex,
+        addr,
+        syncid,
+        group,
+        port,
+        ttl,
+        maxlen,
     })
 }
 
@@ -284,5 +500,83 @@ fn receive_loop(
                 stats.malformed.fetch_add(1, Relaxed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn daemon() -> (Daemon, Arc<xdpvs_dataplane::worker::SyncRoles>) {
+        let (_tx, rx) = crossbeam_channel::bounded(4);
+        let (to, _inbox) = crossbeam_channel::bounded(4);
+        let roles = Arc::new(xdpvs_dataplane::worker::SyncRoles::default());
+        let known: Known = Arc::new(|| Box::new(|_: &SyncConn| true));
+        (
+            Daemon::new((rx, vec![to]), Arc::clone(&roles), known, None),
+            roles,
+        )
+    }
+
+    #[test]
+    fn roles_start_and_stop_one_by_one_as_ipvs_s() {
+        if !xdpvs_testkit::is_root() {
+            xdpvs_testkit::cannot_run(
+                "the sync daemon's roles",
+                "binding its sockets to an interface needs root",
+            );
+            return;
+        }
+        let (mut d, roles) = daemon();
+        let config = resolve("lo", 9, Ipv4Addr::new(239, 18, 0, 1), 18848, 1, 1472).expect("lo");
+        assert_eq!(config.addr, Ipv4Addr::LOCALHOST);
+        assert_eq!(
+            d.stop(Role::Master),
+            Err(SyncError::NotRunning(Role::Master))
+        );
+        d.start(Role::Master, config.clone())
+            .expect("master starts");
+        assert!(roles.master.load(Relaxed) && !roles.backup.load(Relaxed));
+        assert_eq!(
+            d.start(Role::Master, config.clone()),
+            Err(SyncError::Running(Role::Master))
+        );
+        d.start(Role::Backup, config.clone())
+            .expect("backup starts too");
+        assert_eq!(
+            d.running(),
+            vec![
+                (Role::Master, config.clone()),
+                (Role::Backup, config.clone())
+            ]
+        );
+        d.stop(Role::Master).expect("stops");
+        assert!(!roles.master.load(Relaxed) && roles.backup.load(Relaxed));
+        assert_eq!(d.running(), vec![(Role::Backup, config)]);
+        d.stop(Role::Backup).expect("stops");
+        assert!(d.running().is_empty());
+    }
+
+    #[test]
+    fn a_role_needs_an_interface_with_an_ipv4_address_and_a_multicast_group() {
+        let e = resolve(
+            "xdpvs-none0",
+            0,
+            Ipv4Addr::new(224, 0, 0, 81),
+            8848,
+            1,
+            1472,
+        )
+        .expect_err("no such interface");
+        assert!(
+            e.to_string().starts_with("--mcast-interface xdpvs-none0: "),
+            "{e}"
+        );
+        let e = resolve("lo", 0, Ipv4Addr::new(198, 18, 0, 1), 8848, 1, 1472)
+            .expect_err("not multicast");
+        assert!(
+            e.to_string().contains("not an IPv4 multicast address"),
+            "{e}"
+        );
     }
 }

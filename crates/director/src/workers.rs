@@ -130,8 +130,8 @@ impl Workers {
         if let Some(h) = handoff {
             w.set_handoff(queue as usize, h);
         }
-        if sync.0.is_some() || sync.1.is_some() {
-            w.set_sync(sync.0, sync.1);
+        if let Some(link) = sync {
+            w.set_sync(link);
         }
         let (loop_stats, loads, stats) = (
             Arc::clone(w.loop_stats()),
@@ -326,10 +326,7 @@ pub struct WorkerPlan {
     /// The workers' shared hand-off inboxes.
     pub handoff: Option<Arc<Handoff>>,
     /// Connection synchronisation: where its records go, where others' come from.
-    pub sync: (
-        Option<Sender<xdpvs_sched::sync::SyncConn>>,
-        Option<Receiver<xdpvs_sched::sync::SyncConn>>,
-    ),
+    pub sync: Option<xdpvs_dataplane::worker::SyncLink>,
 }
 
 /// The real dataplane as the write side configures it: workers over AF_XDP and the

@@ -395,7 +395,7 @@ impl Loads {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Which {
     Active,
     Inactive,
@@ -811,6 +811,36 @@ impl<A: Family> ConnTable<A> {
         new
     }
 
+    /// Takes what another director synchronised about entry `idx` (as IPVS's backup
+    /// does in `ip_vs_proc_conn`): a connection's state, and for either kind `timeout`
+    /// left from `now`. A connection keeps that timeout until a packet is seen here,
+    /// when this director's timeout of its state takes over (IPVS likewise resets it at
+    /// the next state transition); its last-seen time is moved so that the state's
+    /// timeout here ends then (never before the clock's start: an entry synchronised in
+    /// the first seconds may live up to this director's own timeout).
+    pub fn sync_update(&mut self, idx: usize, state: State, timeout: Duration, now: Time) {
+        let want = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        let local = self.timeouts.nanos(state);
+        let e = &mut self.slots[idx];
+        if !e.occupied() {
+            return;
+        }
+        if e.is_template() {
+            e.template_timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+            e.last_seen = e.last_seen.max(now.as_nanos());
+            return;
+        }
+        let before = which(e);
+        e.state = state as u8;
+        e.last_seen = now.as_nanos().saturating_add(want).saturating_sub(local);
+        let after = which(e);
+        if before != after {
+            let d = e.dest;
+            self.loads.adjust(d, before, -1, false);
+            self.loads.adjust(d, after, 1, false);
+        }
+    }
+
     /// Records the MAC that connection `idx`'s client packets come from (the client, or
     /// the router in front of it): NAT replies are sent back there. A connection's entry
     /// keeps it where a template keeps its count and timeout.
@@ -915,9 +945,11 @@ impl<A: Family> ConnTable<A> {
     /// How long `e` has left to live at `now` if nothing is seen on it (a template that
     /// still controls connections: its whole timeout).
     pub fn expires_in(&self, e: &Entry<A>, now: Time) -> Duration {
-        let idle = now.as_nanos().saturating_sub(e.last_seen);
         match e.timeout_nanos(&self.timeouts) {
-            Some(t) => Duration::from_nanos(t.saturating_sub(idle)),
+            // A synchronised connection's last-seen time may be ahead of `now`.
+            Some(t) => {
+                Duration::from_nanos(e.last_seen.saturating_add(t).saturating_sub(now.as_nanos()))
+            }
             None => Duration::from_millis(u64::from(e.template_timeout_ms)),
         }
     }

@@ -408,6 +408,41 @@ fn ipvsadm_defaults_and_silent_acceptances() {
 }
 
 #[test]
+fn start_and_stop_daemon_are_ipvsadm_s_with_its_defaults() {
+    let start = |args: &str| match action(args) {
+        Ok(Action::Change(r)) => *r,
+        other => panic!("{args}: {other:?}"),
+    };
+    assert_eq!(
+        start("--start-daemon master --mcast-interface eth0"),
+        Request::StartDaemon {
+            role: DaemonRole::Master,
+            settings: DaemonSettings::on("eth0"),
+        }
+    );
+    assert_eq!(
+        start("--start-daemon backup --mcast-interface eth1 --syncid 7 --sync-maxlen 1400 --mcast-group 239.1.2.3 --mcast-port 8849 --mcast-ttl 2"),
+        Request::StartDaemon {
+            role: DaemonRole::Backup,
+            settings: DaemonSettings {
+                iface: "eth1".into(),
+                syncid: 7,
+                maxlen: 1400,
+                group: "239.1.2.3".parse().expect("group"),
+                port: 8849,
+                ttl: 2,
+            },
+        }
+    );
+    assert_eq!(
+        start("--stop-daemon backup --syncid 7"),
+        Request::StopDaemon {
+            role: DaemonRole::Backup
+        }
+    );
+}
+
+#[test]
 fn clear_errors() {
     for (args, want) in [
         (
@@ -450,12 +485,50 @@ fn clear_errors() {
         ("-A --sctp-service 198.18.0.100:80", "SCTP services"),
         ("-A -t 198.18.0.100:80 --pe sip", "persistence engines"),
         ("-A -u 198.18.0.100:53 -o", "one-packet scheduling"),
-        ("--start-daemon master", "sync daemon"),
         (
-            "--start-daemon master --mcast-group 239.0.0.81",
-            "sync daemon",
+            "--start-daemon master",
+            "You need to supply the 'mcast-interface' option for the 'start-daemon' command",
         ),
-        ("-A -t 198.18.0.100:80 --sync-maxlen 1472", "sync daemon"),
+        (
+            "--start-daemon primary --mcast-interface eth0",
+            "illegal start-daemon parameter specified: 'primary' is not master or backup",
+        ),
+        (
+            "--start-daemon master --mcast-interface eth0 --mcast-group 198.18.0.1",
+            "not an IPv4 multicast address",
+        ),
+        (
+            "--start-daemon master --mcast-interface eth0 --mcast-group ff02::12",
+            "xdpvs's sync daemon is IPv4",
+        ),
+        (
+            "--start-daemon backup --mcast-interface eth0 --syncid 256",
+            "illegal syncid specified: '256' is not 0 to 255",
+        ),
+        (
+            "--start-daemon backup --mcast-interface eth0 --mcast-ttl 0",
+            "illegal mcast-ttl specified",
+        ),
+        (
+            "--start-daemon backup --mcast-interface eth0 --sync-maxlen 20",
+            "illegal sync-maxlen specified",
+        ),
+        (
+            "--stop-daemon master --mcast-interface eth0",
+            "Illegal 'mcast-interface' option with the 'stop-daemon' command",
+        ),
+        (
+            "--start-daemon master --mcast-interface eth0 -t 198.18.0.100:80",
+            "Illegal 'service-address' option with the 'start-daemon' command",
+        ),
+        (
+            "-A -t 198.18.0.100:80 --sync-maxlen 1472",
+            "Illegal 'mcast-group/mcast-port/mcast-ttl/sync-maxlen' option with the 'add-service' command",
+        ),
+        (
+            "-L --start-daemon master --mcast-interface eth0",
+            "multiple commands specified",
+        ),
         (
             "-a -t 198.18.0.100:80 -r 198.18.0.11 --tun-type gue --tun-port 6080",
             "Tunnel options conflict with forward method",

@@ -16,7 +16,7 @@ use xdpvs_sched::{ConfigError, Method, Persistence, SchedFlags, SchedKind, Servi
 pub use crate::health::spec::{CheckSpec, HttpCheck, Millis, OnFailure, Probe, Quorum, Script};
 
 /// Version of the protocol; both ends must speak the same.
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 /// The largest message either end accepts.
 pub const MAX_MESSAGE: usize = 1 << 20;
 
@@ -117,21 +117,29 @@ pub enum Request {
     },
     /// `--set TCP TCPFIN UDP`: idle timeouts in seconds; 0 leaves one unchanged.
     SetTimeouts(TimeoutSet),
-    /// keepalived's `lvs_sync_daemon`: the sync daemon to run (taken when the director
-    /// starts, as `run --sync-interface`; later ones change nothing).
+    /// keepalived's `lvs_sync_daemon`: the sync daemon, whose role follows a VRRP
+    /// instance (master while this host holds the instance's addresses, backup
+    /// otherwise; both roles when no instance is named). A later one with other settings
+    /// restarts it; a file without one leaves it.
     SyncDaemon {
-        /// The interface.
-        iface: String,
-        /// `id`.
-        syncid: u8,
-        /// `maxlen`.
-        maxlen: u16,
-        /// `port`.
-        port: u16,
-        /// `ttl`.
-        ttl: u8,
-        /// `group`.
-        group: std::net::Ipv4Addr,
+        /// Where and how.
+        settings: DaemonSettings,
+        /// The VRRP instance named.
+        instance: Option<String>,
+        /// Its `virtual_ipaddress`es.
+        vips: Vec<IpAddr>,
+    },
+    /// ipvsadm's `--start-daemon master|backup` with its options.
+    StartDaemon {
+        /// `master` or `backup`.
+        role: DaemonRole,
+        /// Where and how.
+        settings: DaemonSettings,
+    },
+    /// ipvsadm's `--stop-daemon master|backup`.
+    StopDaemon {
+        /// `master` or `backup`.
+        role: DaemonRole,
     },
     /// The VIPs keepalived's VRRP moves between directors (its `vrrp_instance`s'
     /// `virtual_ipaddress`): each is served only while this host holds it on an
@@ -192,6 +200,8 @@ impl Request {
             Request::SetTimeouts(_) => "--set (timeouts)",
             Request::Follow { .. } => "vrrp_instance (VIPs that follow VRRP)",
             Request::SyncDaemon { .. } => "lvs_sync_daemon",
+            Request::StartDaemon { .. } => "--start-daemon",
+            Request::StopDaemon { .. } => "--stop-daemon",
             Request::GetTimeouts => "-L --timeout",
             Request::GetDaemon => "-L --daemon",
             Request::Zero { .. } => "-Z (zero counters)",
@@ -368,9 +378,44 @@ fn yes() -> bool {
     true
 }
 
-/// The sync daemon's settings (ipvsadm's `--start-daemon` options), and what it did.
+pub use crate::sync::Role as DaemonRole;
+
+/// Where and how a sync daemon role runs (ipvsadm's `--start-daemon` options).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonSettings {
+    /// `--mcast-interface`.
+    pub iface: String,
+    /// `--syncid`.
+    pub syncid: u8,
+    /// `--sync-maxlen`.
+    pub maxlen: u16,
+    /// `--mcast-group`.
+    pub group: std::net::Ipv4Addr,
+    /// `--mcast-port`.
+    pub port: u16,
+    /// `--mcast-ttl`.
+    pub ttl: u8,
+}
+
+impl DaemonSettings {
+    /// IPVS's defaults on `iface`.
+    pub fn on(iface: &str) -> DaemonSettings {
+        DaemonSettings {
+            iface: iface.to_string(),
+            syncid: 0,
+            maxlen: 1472,
+            group: std::net::Ipv4Addr::new(224, 0, 0, 81),
+            port: 8848,
+            ttl: 1,
+        }
+    }
+}
+
+/// A role of the sync daemon that runs, its settings, and what the daemon did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DaemonRow {
+    /// `master` or `backup`.
+    pub role: DaemonRole,
     /// `--mcast-interface`.
     pub iface: String,
     /// `--syncid`.
@@ -383,9 +428,11 @@ pub struct DaemonRow {
     pub port: u16,
     /// `--mcast-ttl`.
     pub ttl: u8,
-    /// Messages sent and received, connections sent and received, messages dropped
-    /// (malformed or another version, another sync id), connections not installed (no
-    /// such service or real server here).
+    /// The VRRP instance its role follows (keepalived's `lvs_sync_daemon`).
+    pub follows: Option<String>,
+    /// The daemon's (both roles'): messages sent and received, connections sent and
+    /// received, messages dropped (malformed or another version, another sync id),
+    /// connections not installed (no such service or real server here).
     pub counts: [u64; 7],
 }
 
@@ -411,8 +458,8 @@ pub enum Reply {
     Table(Table),
     /// The timeouts in force, and the switches named after IPVS's sysctls.
     Timeouts(TimeoutSet, Sysctl),
-    /// The sync daemon, if one runs (both roles: master and backup).
-    Daemon(Option<DaemonRow>),
+    /// The sync daemon's roles that run.
+    Daemon(Vec<DaemonRow>),
     /// A piece of the connection table (more follow until [`Reply::Done`]).
     Connections(Vec<ConnRow>),
     /// What `xdpvs check` found.
@@ -620,6 +667,15 @@ pub enum ControlError {
     /// The dataplane failed in a way that cannot be undone: the director stops.
     #[error("{0}; the director is stopping: restart it and apply the configuration again")]
     Fatal(String),
+    /// `--start-daemon` of a role that runs (ipvsadm: "Daemon has already run").
+    #[error("the {0} sync daemon is already running: --stop-daemon {0} first")]
+    DaemonRunning(DaemonRole),
+    /// `--stop-daemon` of a role that does not run (ipvsadm: "No daemon is running").
+    #[error("no {0} sync daemon is running")]
+    NoDaemon(DaemonRole),
+    /// The sync daemon could not start.
+    #[error("{0}")]
+    Daemon(String),
     /// The message could not be read as a request.
     #[error("bad request: {0}")]
     BadRequest(String),

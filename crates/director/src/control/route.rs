@@ -99,7 +99,12 @@ impl<O: Observe + Send + Sync + 'static> Handler for Router<O> {
             }
             Request::GetTimeouts => Ok(read::timeouts(&self.view.get())),
             Request::GetDaemon => Ok(Reply::Daemon(
-                self.view.get().sync.as_ref().map(|d| d.row()),
+                self.view
+                    .get()
+                    .sync
+                    .as_ref()
+                    .map(|d| d.rows())
+                    .unwrap_or_default(),
             )),
             Request::Connections => {
                 read::connections(&self.view.get(), &self.observe, &mut |rows| {
@@ -119,6 +124,8 @@ impl<O: Observe + Send + Sync + 'static> Handler for Router<O> {
             | Request::SetTimeouts(_)
             | Request::Follow { .. }
             | Request::SyncDaemon { .. }
+            | Request::StartDaemon { .. }
+            | Request::StopDaemon { .. }
             | Request::Zero { .. }
             | Request::Batch(_)
             | Request::Drain { .. } => self.change(req),

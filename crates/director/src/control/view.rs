@@ -151,38 +151,50 @@ pub struct View {
     pub sync: Option<SyncInfo>,
 }
 
-/// The sync daemon as the read side shows it: its settings, its counters.
+/// The sync daemon as the read side shows it: its roles that run, its counters.
 #[derive(Debug, Clone)]
 pub struct SyncInfo {
-    /// Its settings.
-    pub config: crate::sync::SyncConfig,
+    /// The roles that run, with their settings.
+    pub roles: Vec<(crate::sync::Role, crate::sync::SyncConfig)>,
+    /// The VRRP instance the roles follow (keepalived's `lvs_sync_daemon`).
+    pub follows: Option<String>,
     /// Its counters, shared with its threads.
     pub stats: std::sync::Arc<crate::sync::SyncStats>,
 }
 
 impl SyncInfo {
-    /// `-L --daemon`'s row.
-    pub fn row(&self) -> super::proto::DaemonRow {
+    /// Messages sent and received, connections sent and received, messages malformed,
+    /// of another sync id, connections unknown here.
+    pub fn counts(&self) -> [u64; 7] {
         use std::sync::atomic::Ordering::Relaxed;
         let s = &self.stats;
-        let c = &self.config;
-        super::proto::DaemonRow {
-            iface: c.iface.clone(),
-            syncid: c.syncid,
-            maxlen: c.maxlen,
-            group: c.group,
-            port: c.port,
-            ttl: c.ttl,
-            counts: [
-                s.sent.load(Relaxed),
-                s.received.load(Relaxed),
-                s.sent_conns.load(Relaxed),
-                s.received_conns.load(Relaxed),
-                s.malformed.load(Relaxed),
-                s.foreign.load(Relaxed),
-                s.unknown.load(Relaxed),
-            ],
-        }
+        [
+            s.sent.load(Relaxed),
+            s.received.load(Relaxed),
+            s.sent_conns.load(Relaxed),
+            s.received_conns.load(Relaxed),
+            s.malformed.load(Relaxed),
+            s.foreign.load(Relaxed),
+            s.unknown.load(Relaxed),
+        ]
+    }
+
+    /// `-L --daemon`'s rows: one per role that runs.
+    pub fn rows(&self) -> Vec<super::proto::DaemonRow> {
+        self.roles
+            .iter()
+            .map(|(role, c)| super::proto::DaemonRow {
+                role: *role,
+                iface: c.iface.clone(),
+                syncid: c.syncid,
+                maxlen: c.maxlen,
+                group: c.group,
+                port: c.port,
+                ttl: c.ttl,
+                follows: self.follows.clone(),
+                counts: self.counts(),
+            })
+            .collect()
     }
 }
 

@@ -250,8 +250,10 @@ pub struct WriteSide<D: Configure + Observe> {
     held: BTreeSet<IpAddr>,
     /// The VIPs the XDP program steers now (configured, and held if they follow VRRP).
     served: HashSet<IpAddr>,
-    /// The sync daemon, for the read side.
-    sync: Option<super::view::SyncInfo>,
+    /// The sync daemon, whose roles the write side starts and stops.
+    daemon: Option<crate::sync::Daemon>,
+    /// keepalived's `lvs_sync_daemon`, when the roles follow it.
+    following: Option<daemon::Following>,
 }
 
 impl<D: Configure + Observe> std::fmt::Debug for WriteSide<D> {
@@ -332,7 +334,8 @@ impl<D: Configure + Observe> WriteSide<D> {
             follow: BTreeSet::new(),
             held: BTreeSet::new(),
             served: HashSet::new(),
-            sync: None,
+            daemon: None,
+            following: None,
         })
     }
 
@@ -359,7 +362,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             started: self.started,
             quorum_held: self.quorum_held.clone(),
             vrrp: self.vrrp(),
-            sync: self.sync.clone(),
+            sync: self.sync_info(),
         });
     }
 
@@ -552,12 +555,6 @@ impl<D: Configure + Observe> WriteSide<D> {
         self.local.retain(|l| !self.follow_fixed.contains(&l.addr));
     }
 
-    /// Shows the sync daemon that runs (`-L --daemon`, metrics).
-    pub fn set_sync(&mut self, info: super::view::SyncInfo) {
-        self.sync = Some(info);
-        self.publish();
-    }
-
     /// Whether `vip` follows VRRP.
     fn follows(&self, vip: &IpAddr) -> bool {
         self.follow_fixed.contains(vip) || self.follow.contains(vip)
@@ -600,6 +597,7 @@ impl<D: Configure + Observe> WriteSide<D> {
                 return Err(e);
             }
         }
+        self.sync_roles();
         Ok(moved)
     }
 
@@ -1004,8 +1002,10 @@ impl<D: Configure + Observe> WriteSide<D> {
                 self.set_timeouts(t);
                 return Ok(Reply::Done);
             }
-            // Taken when the director starts (see run): nothing to change now.
-            Request::SyncDaemon { .. } => return Ok(Reply::Done),
+            Request::StartDaemon { role, settings } => {
+                return self.start_daemon(*role, settings).map(|()| Reply::Done)
+            }
+            Request::StopDaemon { role } => return self.stop_daemon(*role).map(|()| Reply::Done),
             Request::List { .. }
             | Request::GetTimeouts
             | Request::GetDaemon
@@ -1023,8 +1023,11 @@ impl<D: Configure + Observe> WriteSide<D> {
         let mut next = self.config.clone();
         let mut timeouts = None;
         let mut follow = self.follow.clone();
+        let mut following = None;
         if let Request::Follow { vips } = req {
             follow = vips.iter().copied().collect();
+        } else if let Request::SyncDaemon { .. } = req {
+            following = Some(daemon_of(req)?);
         } else if let Request::Batch(reqs) = req {
             // A clear forgets the VIPs that follow VRRP too (a reload gives them again).
             for (i, r) in reqs.iter().enumerate() {
@@ -1037,8 +1040,7 @@ impl<D: Configure + Observe> WriteSide<D> {
                         follow = vips.iter().copied().collect();
                         Ok(())
                     }
-                    // Taken when the director starts (see run).
-                    Request::SyncDaemon { .. } => Ok(()),
+                    Request::SyncDaemon { .. } => daemon_of(r).map(|f| following = Some(f)),
                     Request::Clear => {
                         follow.clear();
                         self.edit(&mut next, r)
@@ -1079,6 +1081,9 @@ impl<D: Configure + Observe> WriteSide<D> {
             .retain(|l| !follow.0.contains(&l.addr) && !follow.1.contains(&l.addr));
         if let Some(t) = timeouts {
             self.set_timeouts(t);
+        }
+        if let Some(f) = following {
+            self.follow_daemon(f);
         }
         Ok(Reply::Done)
     }
@@ -1338,6 +1343,8 @@ impl<D: Configure + Observe> WriteSide<D> {
             | Request::SetTimeouts(_)
             | Request::Follow { .. }
             | Request::SyncDaemon { .. }
+            | Request::StartDaemon { .. }
+            | Request::StopDaemon { .. }
             | Request::Batch(_) => {
                 return Err(ControlError::NotInBatch(req.name().to_string()));
             }
@@ -1368,5 +1375,28 @@ fn check_scripts(c: &CheckSpec) -> Result<(), String> {
     Ok(())
 }
 
+/// keepalived's `lvs_sync_daemon`, checked on this host (its interface and address)
+/// before anything of its batch is applied.
+fn daemon_of(r: &Request) -> Result<daemon::Following, ControlError> {
+    let Request::SyncDaemon {
+        settings,
+        instance,
+        vips,
+    } = r
+    else {
+        return Err(ControlError::BadRequest(format!(
+            "{} is not lvs_sync_daemon",
+            r.name()
+        )));
+    };
+    daemon::resolve(settings)?;
+    Ok(daemon::Following {
+        settings: settings.clone(),
+        instance: instance.clone(),
+        vips: vips.iter().copied().collect(),
+    })
+}
+
+mod daemon;
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::control::proto::DaemonSettings;
 use crate::health::spec::{HttpCheck, Millis};
 use std::net::IpAddr;
 
@@ -1026,20 +1027,29 @@ fn global_defs_lvs_timeouts_are_honoured_and_the_sync_daemon_refused() {
 
 #[test]
 fn lvs_sync_daemon_is_read_with_keepalived_s_words_and_defaults() {
+    let vrrp = "vrrp_instance VI_1 {\n  virtual_ipaddress {\n    198.18.0.200/24\n    198.18.0.201\n  }\n}\nvrrp_instance VI_2 {\n  virtual_ipaddress {\n    198.18.0.202\n  }\n}\n";
     let got = parse(&format!(
-        "global_defs {{\n  lvs_sync_daemon eth1 VI_1 id 7 maxlen 1400 port 8849 ttl 2 group 224.0.0.82\n}}\n{}",
+        "global_defs {{\n  lvs_sync_daemon eth1 VI_1 id 7 maxlen 1400 port 8849 ttl 2 group 224.0.0.82\n}}\n{vrrp}{}",
         vs("")
     ))
     .expect("imported");
+    let daemon = |r: &Request| matches!(r, Request::SyncDaemon { .. });
     assert_eq!(
-        got.requests.first(),
+        got.requests.iter().find(|r| daemon(r)),
         Some(&Request::SyncDaemon {
-            iface: "eth1".into(),
-            syncid: 7,
-            maxlen: 1400,
-            port: 8849,
-            ttl: 2,
-            group: Ipv4Addr::new(224, 0, 0, 82),
+            settings: DaemonSettings {
+                iface: "eth1".into(),
+                syncid: 7,
+                maxlen: 1400,
+                port: 8849,
+                ttl: 2,
+                group: Ipv4Addr::new(224, 0, 0, 82),
+            },
+            instance: Some("VI_1".into()),
+            vips: vec![
+                "198.18.0.200".parse().expect("address"),
+                "198.18.0.201".parse().expect("address")
+            ],
         })
     );
     assert!(
@@ -1050,19 +1060,42 @@ fn lvs_sync_daemon_is_read_with_keepalived_s_words_and_defaults() {
         got.notes
     );
     let plain = parse(&format!(
-        "global_defs {{\n  lvs_sync_daemon eth0 inst VI_1\n}}\n{}",
+        "global_defs {{\n  lvs_sync_daemon eth0 inst VI_2\n}}\n{vrrp}{}",
         vs("")
     ))
     .expect("imported");
     assert_eq!(
-        plain.requests.first(),
+        plain.requests.iter().find(|r| daemon(r)),
         Some(&Request::SyncDaemon {
-            iface: "eth0".into(),
-            syncid: 0,
-            maxlen: 1472,
-            port: 8848,
-            ttl: 1,
-            group: Ipv4Addr::new(224, 0, 0, 81),
+            settings: DaemonSettings::on("eth0"),
+            instance: Some("VI_2".into()),
+            vips: vec!["198.18.0.202".parse().expect("address")],
         })
     );
+    // No instance named: both roles at once.
+    let both = parse(&format!(
+        "global_defs {{\n  lvs_sync_daemon eth0\n}}\n{}",
+        vs("")
+    ))
+    .expect("imported");
+    assert_eq!(
+        both.requests.iter().find(|r| daemon(r)),
+        Some(&Request::SyncDaemon {
+            settings: DaemonSettings::on("eth0"),
+            instance: None,
+            vips: Vec::new(),
+        })
+    );
+    // An instance the file does not have is refused at its line.
+    let e = refused(&format!(
+        "global_defs {{\n  lvs_sync_daemon eth0 VI_9\n}}\n{vrrp}{}",
+        vs("")
+    ));
+    assert_eq!(e.line, 2, "{e}");
+    assert!(e.message.contains("no vrrp_instance VI_9"), "{e}");
+    let e = refused(&format!(
+        "global_defs {{\n  lvs_sync_daemon eth0 VI_1 VI_2\n}}\n{vrrp}{}",
+        vs("")
+    ));
+    assert!(e.message.contains("one VRRP instance only"), "{e}");
 }
