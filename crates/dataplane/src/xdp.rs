@@ -87,6 +87,8 @@ pub struct Steering {
     /// Two-armed: the attachment to the real servers' interface.
     servers: Option<OwnedFd>,
     loaded: Loaded,
+    /// The mode of the attachment to the clients' interface.
+    mode: Option<XdpMode>,
 }
 
 impl fmt::Debug for Steering {
@@ -139,7 +141,13 @@ impl Steering {
             link: None,
             servers: None,
             loaded: Loaded::load().map_err(XdpError::Load)?,
+            mode: None,
         })
+    }
+
+    /// The mode the program is attached in to the clients' interface, once attached.
+    pub fn mode(&self) -> Option<XdpMode> {
+        self.mode
     }
 
     /// Attaches to `ifindex` through a `bpf_link` (released if the process dies). `Auto`
@@ -148,6 +156,7 @@ impl Steering {
         self.link = None;
         let (link, mode) = self.attach_to(ifindex, mode)?;
         self.link = Some(link);
+        self.mode = Some(mode);
         Ok(mode)
     }
 

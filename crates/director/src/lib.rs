@@ -21,6 +21,7 @@
 
 pub mod announce;
 pub mod control;
+pub mod events;
 pub mod follow;
 pub mod health;
 pub mod iface;
@@ -33,6 +34,7 @@ pub mod run;
 pub mod setup;
 pub mod sync;
 pub mod watch;
+pub mod web;
 pub mod workers;
 pub mod writer;
 

@@ -101,6 +101,25 @@ impl Drop for MetricsServer {
     }
 }
 
+/// One scrape, in the format `accept` asks for: the text and its content type.
+pub fn scrape(
+    sources: &Sources,
+    accept: Option<&str>,
+) -> Result<(String, &'static str), ControlError> {
+    let format = Format::negotiate(accept);
+    let t = render(
+        &sources.view.get(),
+        &sources.links,
+        &sources.links.stats(),
+        &sources.watch.get(),
+    )?;
+    let t = match format {
+        Format::OpenMetrics => t,
+        Format::Text004 => to_text_004(&t),
+    };
+    Ok((t, format.content_type()))
+}
+
 fn answer(req: tiny_http::Request, sources: &Sources) {
     let path = req.url().split('?').next().unwrap_or("");
     if path != "/metrics" {
@@ -114,20 +133,10 @@ fn answer(req: tiny_http::Request, sources: &Sources) {
         .iter()
         .find(|h| h.field.equiv("Accept"))
         .map(|h| h.value.as_str());
-    let format = Format::negotiate(accept);
-    let response = match render(
-        &sources.view.get(),
-        &sources.links,
-        &sources.links.stats(),
-        &sources.watch.get(),
-    ) {
-        Ok(t) => {
-            let t = match format {
-                Format::OpenMetrics => t,
-                Format::Text004 => to_text_004(&t),
-            };
+    let response = match scrape(sources, accept) {
+        Ok((t, content_type)) => {
             let mut r = tiny_http::Response::from_string(t);
-            if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", format.content_type()) {
+            if let Ok(h) = tiny_http::Header::from_bytes("Content-Type", content_type) {
                 r.add_header(h);
             }
             r
@@ -690,7 +699,7 @@ pub fn render(
         let plain = |reg: &mut Registry, name: &str, help: &str, v: u64| {
             let c = prometheus_client::metrics::counter::Counter::<u64>::default();
             c.inc_by(v);
-            reg.register(name, help, c);
+            reg.register(name, help_text(help), c);
         };
         plain(
             &mut reg,

@@ -76,6 +76,16 @@ pub struct RunOptions {
     /// 127.0.0.1:9100), from a thread off the workers' cores. Default: no metrics.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Serve the status page at http://ADDR:PORT/ (with its JSON API under /api/v1/ and
+    /// /metrics), from a thread off the workers' cores. Bind it to loopback or a
+    /// management network: it is plain HTTP. Default: no page.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub web: Option<std::net::SocketAddr>,
+    /// Allow the status page's admin actions (quiesce, restore, set a weight, remove a
+    /// real server) to requests that carry the token in FILE (first line; the file
+    /// readable by its owner only) in the X-Xdpvs-Token header. Default: read-only.
+    #[arg(long, value_name = "FILE", requires = "web")]
+    pub web_admin_token: Option<std::path::PathBuf>,
     /// Scale-out behind ECMP routers: keep, as /32 (/128) addresses on IFACE, every VIP
     /// with a real server in service, for a routing daemon to announce (BIRD `protocol
     /// direct`, FRR `redistribute connected`). The addresses live 4 s unless renewed, so

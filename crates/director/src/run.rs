@@ -63,6 +63,9 @@ pub enum RunError {
     /// The metrics server could not start.
     #[error("--metrics")]
     Metrics(#[source] std::io::Error),
+    /// The status page could not start, or its admin token is unusable.
+    #[error("--web: {0}")]
+    Web(String),
     /// A worker thread ended on its own.
     #[error("worker {0} stopped unexpectedly")]
     WorkerDied(usize),
@@ -141,6 +144,7 @@ pub fn run(
 
     // Setup: the XDP program, then a socket and a worker per queue.
     let steering = setup::steering(&ifc, servers.as_ref(), opts)?;
+    let steering_mode = steering.mode().map_or_else(String::new, |m| m.to_string());
     if let Some(s) = &servers {
         info!(
             "two-armed: clients reach the VIPs through {}, the real servers are behind {} ({})",
@@ -185,6 +189,7 @@ pub fn run(
     let sync_out = crossbeam_channel::bounded::<xdpvs_sched::sync::SyncConn>(SYNC_QUEUE);
     let sync_roles = Arc::new(xdpvs_dataplane::worker::SyncRoles::default());
     let mut sync_inboxes = Vec::new();
+    let mut queue_facts = Vec::new();
     for q in 0..ifc.queues {
         let dev = setup::socket(&ifc, q, opts, &steering, Arm::Clients)?;
         let servers_dev = servers
@@ -219,6 +224,12 @@ pub fn run(
             Some((sdev, mac)) => workers.spawn(q, Arms::new(dev, sdev, mac), tables, how)?,
             None => workers.spawn(q, dev, tables, how)?,
         }
+        queue_facts.push(crate::web::QueueFacts {
+            queue: q,
+            core,
+            bind: if zero_copy { "zero-copy" } else { "copy" },
+            poll: policy_name(poll),
+        });
         info!(
             "queue {q}: AF_XDP socket bound in {} mode (UMEM in {}), worker on core {}, {} polling{}",
             if zero_copy { "zero-copy" } else { "copy" },
@@ -317,10 +328,19 @@ pub fn run(
                 &cores.iter().map(|c| c.id).collect::<Vec<_>>(),
                 &placed.iter().flatten().copied().collect::<Vec<_>>(),
             );
+            let facts = crate::web::Facts {
+                iface: ifc.name.clone(),
+                servers_iface: servers.as_ref().map(|s| s.name.clone()),
+                xdp_mode: steering_mode.clone(),
+                queues: queue_facts.clone(),
+                version: env!("CARGO_PKG_VERSION"),
+                announce: opts.announce.clone(),
+            };
             let parts = Parts {
                 ifc: &ifc,
                 servers: servers.as_ref(),
                 opts,
+                facts,
                 links,
                 aside,
                 announcer: announcer.as_mut(),
@@ -377,6 +397,8 @@ struct Parts<'a> {
     /// Two-armed: the real servers' interface.
     servers: Option<&'a Interface>,
     opts: &'a RunOptions,
+    /// What the status page says the director is.
+    facts: crate::web::Facts,
     links: workers::Links,
     /// The core for the checker and the metrics server.
     aside: Option<usize>,
@@ -429,6 +451,38 @@ impl Parts<'_> {
         let diagnostics = diagnose::start(Arc::clone(&view), self.links.clone())
             .map_err(thread("diagnostics"))?;
         let (changes_tx, changes) = crossbeam_channel::unbounded();
+        let web = match self.opts.web {
+            Some(addr) => {
+                let token = self
+                    .opts
+                    .web_admin_token
+                    .as_deref()
+                    .map(admin_token)
+                    .transpose()?;
+                let sources = crate::web::Sources {
+                    view: Arc::clone(&view),
+                    watch: Arc::clone(&watch),
+                    links: self.links.clone(),
+                    events: Arc::clone(side.events()),
+                    changes: changes_tx.clone(),
+                    facts: self.facts.clone(),
+                };
+                let admin = token.is_some();
+                let w = crate::web::WebServer::start(addr, sources, token, self.aside)
+                    .map_err(|e| RunError::Web(e.to_string()))?;
+                info!(
+                    "status page at http://{}/ ({})",
+                    w.addr(),
+                    if admin {
+                        "admin actions with the token of --web-admin-token"
+                    } else {
+                        "read-only"
+                    }
+                );
+                Some(w)
+            }
+            None => None,
+        };
         let router = Router::new(
             Arc::clone(&view),
             self.links.clone(),
@@ -490,9 +544,32 @@ impl Parts<'_> {
         }
         drop(writer);
         drop(server);
+        drop(web);
         drop(metrics);
         Ok(ended)
     }
+}
+
+/// The status page's admin token: the first line of `path`, a file only its owner may
+/// read.
+fn admin_token(path: &Path) -> Result<String, RunError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bad = |why: String| RunError::Web(format!("--web-admin-token {}: {why}", path.display()));
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(bad(
+            "others may read it: chmod 600 it (the token lets its holder change the director)"
+                .into(),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    if token.len() < 16 {
+        return Err(bad(
+            "the token (its first line) has fewer than 16 characters: e.g. openssl rand -hex 16 > FILE".into(),
+        ));
+    }
+    Ok(token)
 }
 
 /// The core for the health checker: the first one no worker is pinned to, so checks

@@ -19,6 +19,7 @@ use crate::control::route::Change;
 use crate::control::stats::SAMPLE_EVERY;
 use crate::control::view::Published;
 use crate::control::write::{Transition, WriteSide};
+use crate::events::Kind;
 use crate::health::{Checker, Health, OnFailure};
 use crate::iface::format_mac;
 use crate::neighbours::{self, Neighbours};
@@ -189,7 +190,15 @@ impl Writer<'_> {
                             grace_s: grace.as_secs(),
                         })
                     }
-                    req => self.side.execute(&req),
+                    req => {
+                        let answer = self.side.execute(&req);
+                        if answer.is_ok() {
+                            self.side
+                                .events()
+                                .push(Kind::Change, format!("{} by {}", req.summary(), c.by));
+                        }
+                        answer
+                    }
                 };
                 // The reply channel has room for the one answer: this never waits.
                 let _ = c.reply.try_send(answer);
@@ -279,12 +288,15 @@ impl Writer<'_> {
                 }
                 let known = self.neighbours.table().iter().map(|(&a, &m)| (a, m));
                 let host = crate::control::check::host_at(known, c.mac, c.vip);
-                warn!("{}", c.message(host));
+                let said = c.message(host);
+                warn!("{said}");
+                self.side.events().push(Kind::Conflict, said);
             }
             if stop.reload.swap(false, Relaxed) {
                 match self.source {
                     Some(src) => {
-                        reload(self.side, src);
+                        let said = reload(self.side, src);
+                        self.side.events().push(Kind::Change, said);
                         learn = true;
                     }
                     None => info!(
@@ -312,6 +324,9 @@ impl Writer<'_> {
                 match self.announcer.as_deref_mut() {
                     Some(a) => {
                         a.withdraw();
+                        self.side
+                            .events()
+                            .push(Kind::Announce, "draining: every VIP withdrawn");
                         watch.set_announced(&VipSet {
                             configured: self.side.vips().configured,
                             in_service: Default::default(),
@@ -333,7 +348,20 @@ impl Writer<'_> {
                 if self.side.applied() != announced_of {
                     announced_of = self.side.applied();
                     let w = self.side.vips();
+                    let before = watch.announced().cloned().unwrap_or_default();
                     watch.set_announced(&w);
+                    for (vip, &on) in watch.announced().into_iter().flatten() {
+                        if before.get(vip) != Some(&on) {
+                            self.side.events().push(
+                                Kind::Announce,
+                                if on {
+                                    format!("VIP {vip} announced (a real server in service)")
+                                } else {
+                                    format!("VIP {vip} withdrawn (no real server in service)")
+                                },
+                            );
+                        }
+                    }
                     a.set(w);
                 }
             }
@@ -420,7 +448,9 @@ impl Writer<'_> {
                         Some(m) => {
                             info!("real server {a} is at {}", format_mac(&m));
                             if let Some(moved) = watch.real_at(a, m) {
-                                warn!("{}", moved.message());
+                                let said = moved.message();
+                                warn!("{said}");
+                                self.side.events().push(Kind::Mac, said);
                             }
                         }
                         None => warn!(
@@ -448,14 +478,20 @@ impl Writer<'_> {
             match self.side.set_held(self.held.addrs().clone()) {
                 Ok(moved) => {
                     for (vip, served) in moved {
-                        if served {
+                        let said = if served {
                             self.arrived.insert(vip, Instant::now());
-                            info!(
+                            let said = format!(
                                 "VIP {vip} is held here (VRRP master): served, gratuitous ARP sent"
                             );
+                            info!("{said}");
+                            said
                         } else {
-                            warn!("VIP {vip} is no longer held here (VRRP backup): silent");
-                        }
+                            let said =
+                                format!("VIP {vip} is no longer held here (VRRP backup): silent");
+                            warn!("{said}");
+                            said
+                        };
+                        self.side.events().push(Kind::Vrrp, said);
                     }
                 }
                 Err(e) => warn!("following VRRP failed: {e}; tried again"),
@@ -485,7 +521,7 @@ impl Writer<'_> {
             Err(e) => warn!("applying a health check's result failed: {e}; tried again"),
         }
         for t in moved {
-            log_transition(&t);
+            self.side.events().push(Kind::Health, log_transition(&t));
             if let Some(s) = &t.script {
                 let word = if t.state == Health::Up { "up" } else { "down" };
                 self.scripts
@@ -500,6 +536,7 @@ impl Writer<'_> {
             } else {
                 warn!("{log}");
             }
+            self.side.events().push(Kind::Health, log.clone());
             if let Some(s) = &q.script {
                 self.scripts.run(s, log);
             }
@@ -507,23 +544,31 @@ impl Writer<'_> {
     }
 }
 
-/// Says a health transition, once it is in force.
-fn log_transition(t: &Transition) {
+/// Says a health transition, once it is in force; what it said.
+fn log_transition(t: &Transition) -> String {
     match t.state {
-        Health::Down => warn!(
-            "real server {} of {} failed its check ({}): {}",
-            t.addr,
-            t.service,
-            t.detail,
-            match t.on_failure {
-                OnFailure::Inhibit => "weight 0 until it passes again",
-                OnFailure::Remove => "removed until it passes again",
-            }
-        ),
-        Health::Up => info!(
-            "real server {} of {} passes its check again: back in service",
-            t.addr, t.service
-        ),
+        Health::Down => {
+            let said = format!(
+                "real server {} of {} failed its check ({}): {}",
+                t.addr,
+                t.service,
+                t.detail,
+                match t.on_failure {
+                    OnFailure::Inhibit => "weight 0 until it passes again",
+                    OnFailure::Remove => "removed until it passes again",
+                }
+            );
+            warn!("{said}");
+            said
+        }
+        Health::Up => {
+            let said = format!(
+                "real server {} of {} passes its check again: back in service",
+                t.addr, t.service
+            );
+            info!("{said}");
+            said
+        }
     }
 }
 
@@ -602,29 +647,42 @@ pub fn what_changed(
     )
 }
 
-/// SIGHUP: reads the source again and applies it as one change.
-fn reload(side: &mut WriteSide<Live>, src: &Source<'_>) {
+/// SIGHUP: reads the source again and applies it as one change; what it said.
+fn reload(side: &mut WriteSide<Live>, src: &Source<'_>) -> String {
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-    match (src.load)() {
-        Err(e) => warn!("SIGHUP: {e}; the configuration in force stays"),
+    let said = match (src.load)() {
+        Err(e) => {
+            let said = format!("SIGHUP: {e}; the configuration in force stays");
+            warn!("{said}");
+            said
+        }
         Ok(lined) => {
             let (lines, reqs): (Vec<Place>, Vec<Request>) = lined.into_iter().unzip();
             let batch = Request::Batch(std::iter::once(Request::Clear).chain(reqs).collect());
             let before = side.published().get().config.clone();
             match side.execute(&batch) {
-                Ok(_) => info!(
-                    "SIGHUP: {} applied: {}",
-                    src.name,
-                    what_changed(&before, &side.published().get().config)
-                ),
-                Err(e) => warn!(
-                    "SIGHUP: {}; nothing of it was applied, the configuration in force stays",
-                    at_line(&src.name, &lines, 1, &e)
-                ),
+                Ok(_) => {
+                    let said = format!(
+                        "SIGHUP: {} applied: {}",
+                        src.name,
+                        what_changed(&before, &side.published().get().config)
+                    );
+                    info!("{said}");
+                    said
+                }
+                Err(e) => {
+                    let said = format!(
+                        "SIGHUP: {}; nothing of it was applied, the configuration in force stays",
+                        at_line(&src.name, &lines, 1, &e)
+                    );
+                    warn!("{said}");
+                    said
+                }
             }
         }
-    }
+    };
     ready();
+    said
 }
 
 /// A drain under way: it ends when nothing was forwarded for [`DRAIN_IDLE`] (and at

@@ -603,6 +603,7 @@ fn table() -> Table {
         port: 53,
         method: xdpvs_sched::Method::Route,
         weight: 0,
+        effective: 0,
         active: 0,
         inactive: 0,
         persistent: 7,
@@ -629,6 +630,7 @@ fn table() -> Table {
                     port: 80,
                     method: xdpvs_sched::Method::Route,
                     weight: 1,
+                    effective: 0,
                     active: 2,
                     inactive: 30,
                     persistent: 0,
@@ -1024,6 +1026,8 @@ fn checks_and_sorry_servers_are_saved_restored_and_listed() {
         transitions: 1,
         latency_us: 900,
         weight: None,
+        checked_at: 1_700_000_000,
+        changed_at: 1_699_999_000,
     });
     let mut standing_in = t.services[0].reals[0].clone();
     standing_in.addr = rs(50);
@@ -1122,6 +1126,7 @@ fn table6() -> Table {
         port: 80,
         method: xdpvs_sched::Method::Route,
         weight,
+        effective: 0,
         active: 1,
         inactive: 2,
         persistent: 0,

@@ -15,6 +15,7 @@ pub mod check;
 pub mod client;
 pub mod dataplane;
 pub mod diagnose;
+pub mod json;
 pub mod offline;
 pub mod proto;
 pub mod read;

@@ -186,6 +186,25 @@ pub enum Request {
 }
 
 impl Request {
+    /// The request and what it concerns, in one line (for the event log): `-e (edit a
+    /// real server) TCP 198.18.0.100:80 198.18.0.11 weight 0`.
+    pub fn summary(&self) -> String {
+        match self {
+            Request::AddService { key, .. }
+            | Request::EditService { key, .. }
+            | Request::DeleteService { key } => format!("{} {key}", self.name()),
+            Request::AddReal {
+                key, addr, weight, ..
+            }
+            | Request::EditReal {
+                key, addr, weight, ..
+            } => format!("{} {key} {addr} weight {weight}", self.name()),
+            Request::DeleteReal { key, addr } => format!("{} {key} {addr}", self.name()),
+            Request::Batch(reqs) => format!("a batch of {} changes (a restore)", reqs.len()),
+            _ => self.name().to_string(),
+        }
+    }
+
     /// What the request is, in the words of the command that sends it (for messages).
     pub fn name(&self) -> &'static str {
         match self {
@@ -303,8 +322,12 @@ pub struct RealRow {
     pub port: u16,
     /// How packets reach it (`Route`, `Masq`).
     pub method: Method,
-    /// Weight.
+    /// Weight, as configured.
     pub weight: u16,
+    /// The weight the scheduler uses now: 0 while its check fails (inhibited or
+    /// removed) or its MAC is unresolved; a dynamic checker's weight.
+    #[serde(default)]
+    pub effective: u16,
     /// ActiveConn, summed over workers.
     pub active: u64,
     /// InActConn, summed over workers.
@@ -344,6 +367,12 @@ pub struct HealthRow {
     /// `dynamic`), if any.
     #[serde(default)]
     pub weight: Option<u16>,
+    /// When the last result came, in whole seconds since the Unix epoch (0: none yet).
+    #[serde(default)]
+    pub checked_at: u64,
+    /// When it last went down or up, in whole seconds since the Unix epoch (0: never).
+    #[serde(default)]
+    pub changed_at: u64,
 }
 
 /// One virtual service in a [`Table`].

@@ -102,6 +102,11 @@ fn service_row(view: &View, dp: &dyn Observe, s: &ServiceSpec) -> ServiceRow {
                     .map(|d| d.dest)
             });
         let load = dest.map_or(Load::default(), |d| dp.load(d));
+        let effective = compiled
+            .and_then(|c| c.reals.iter().find(|cr| cr.addr == addr))
+            .map_or(0, |cr| {
+                cr.effective_weight().min(u32::from(u16::MAX)) as u16
+            });
         let (stats, rates) = dest
             .and_then(|d| {
                 let t = view.dest_stats.get(&d.slot).filter(|t| t.gen == d.gen)?;
@@ -114,6 +119,7 @@ fn service_row(view: &View, dp: &dyn Observe, s: &ServiceSpec) -> ServiceRow {
             port: r.port_for(s.key.port),
             method: r.method,
             weight,
+            effective,
             active: u64::from(load.active),
             inactive: u64::from(load.inactive),
             persistent: dest.map_or(0, |d| dp.persistent(d)),
@@ -134,6 +140,8 @@ fn service_row(view: &View, dp: &dyn Observe, s: &ServiceSpec) -> ServiceRow {
                     transitions: h.transitions,
                     latency_us: h.latency.as_micros() as u64,
                     weight: h.dynamic.map(|d| d.weight(weight)),
+                    checked_at: h.checked_at,
+                    changed_at: h.changed_at,
                 })
             },
             sorry,

@@ -22,6 +22,8 @@ use super::view::{Published, View};
 pub struct Change {
     /// The request.
     pub req: Request,
+    /// What sent it, for the event log (`the control socket`, `the status page (ADDR)`).
+    pub by: String,
     /// Where the answer goes (the write side never waits on it: it has room for one).
     pub reply: Sender<Answer>,
 }
@@ -79,7 +81,11 @@ impl<O: Observe + Send + Sync + 'static> Router<O> {
         if self.read_only {
             return Err(ControlError::ReadOnly(req.name().to_string()));
         }
-        call(&self.changes, |reply| Change { req, reply })
+        call(&self.changes, |reply| Change {
+            req,
+            by: "the control socket".into(),
+            reply,
+        })
     }
 }
 

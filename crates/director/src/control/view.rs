@@ -76,6 +76,10 @@ pub struct HealthRecord {
     pub latency: Duration,
     /// The weight its dynamic checkers asked for last.
     pub dynamic: Option<crate::health::Dynamic>,
+    /// When the last result came, in whole seconds since the Unix epoch (0: none yet).
+    pub checked_at: u64,
+    /// When it last went down or up, in whole seconds since the Unix epoch (0: never).
+    pub changed_at: u64,
 }
 
 impl HealthRecord {
@@ -89,6 +93,8 @@ impl HealthRecord {
             transitions: 0,
             latency: Duration::ZERO,
             dynamic: None,
+            checked_at: 0,
+            changed_at: 0,
         }
     }
 }

@@ -254,6 +254,8 @@ pub struct WriteSide<D: Configure + Observe> {
     daemon: Option<crate::sync::Daemon>,
     /// keepalived's `lvs_sync_daemon`, when the roles follow it.
     following: Option<daemon::Following>,
+    /// What happened, for the status page.
+    events: Arc<crate::events::Events>,
 }
 
 impl<D: Configure + Observe> std::fmt::Debug for WriteSide<D> {
@@ -336,7 +338,13 @@ impl<D: Configure + Observe> WriteSide<D> {
             served: HashSet::new(),
             daemon: None,
             following: None,
+            events: Arc::default(),
         })
+    }
+
+    /// The event log the director's control-side threads write and the status page reads.
+    pub fn events(&self) -> &Arc<crate::events::Events> {
+        &self.events
     }
 
     /// Where the write side publishes its [`View`] after every change: what readers read.
@@ -696,6 +704,7 @@ impl<D: Configure + Observe> WriteSide<D> {
         }
         let h = self.health.entry(id).or_default();
         h.checks += 1;
+        h.checked_at = epoch_now();
         h.failures += u64::from(!o.ok);
         h.last.clone_from(&o.detail);
         h.latency = o.latency;
@@ -750,6 +759,7 @@ impl<D: Configure + Observe> WriteSide<D> {
             let h = health.entry(*id).or_default();
             h.state = p.state;
             h.transitions += 1;
+            h.changed_at = epoch_now();
             moved.push(Transition {
                 service: id.0,
                 addr: id.1,
@@ -1373,6 +1383,13 @@ fn check_scripts(c: &CheckSpec) -> Result<(), String> {
         runnable(s)?;
     }
     Ok(())
+}
+
+/// Seconds since the Unix epoch (when a check result or a transition came).
+fn epoch_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// keepalived's `lvs_sync_daemon`, checked on this host (its interface and address)

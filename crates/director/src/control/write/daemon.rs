@@ -117,25 +117,37 @@ impl<D: Configure + Observe> WriteSide<D> {
                 return;
             }
         };
+        let follows = f
+            .instance
+            .as_ref()
+            .map_or(String::new(), |i| format!(" (following VRRP instance {i})"));
         let Some(d) = self.daemon.as_mut() else {
             return;
         };
-        let mut changed = false;
+        let mut said = Vec::new();
         // Stop first: a director that becomes master stops taking the old master's.
         for role in [Role::Master, Role::Backup] {
-            if !wanted.contains(&role) && d.runs(role) {
-                changed |= d.stop(role).is_ok();
+            if !wanted.contains(&role) && d.runs(role) && d.stop(role).is_ok() {
+                said.push(format!("{role} stopped"));
             }
         }
         for &role in &wanted {
             if !d.runs(role) {
                 match d.start(role, config.clone()) {
-                    Ok(()) => changed = true,
+                    Ok(()) => said.push(format!("{role} started")),
                     Err(e) => warn!("sync daemon: {e}; tried again at the next change"),
                 }
             }
         }
-        if changed {
+        if !said.is_empty() {
+            self.events.push(
+                crate::events::Kind::Sync,
+                format!(
+                    "sync daemon on {}: {}{follows}",
+                    config.iface,
+                    said.join(", ")
+                ),
+            );
             self.publish();
         }
     }
