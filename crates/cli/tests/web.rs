@@ -517,6 +517,19 @@ fn the_status_page_works_in_a_real_browser_under_load() {
     std::thread::sleep(Duration::from_secs(4));
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/status-page.png");
     b.screenshot(&shot);
+    // And on a phone's width: the tables scroll sideways, nothing spills over.
+    b.call(
+        "POST",
+        &format!("/session/{}/window/rect", b.session),
+        Some(json!({ "width": 390, "height": 1400 })),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        b.eval("return document.documentElement.scrollWidth <= window.innerWidth"),
+        json!(true),
+        "the page is wider than a phone's screen"
+    );
+    b.screenshot(&shot.with_file_name("status-page-phone.png"));
     drop(b);
     let _ = load.kill();
     let _ = load.wait();
