@@ -14,6 +14,7 @@ pub mod pktgen;
 pub mod progs;
 pub mod report;
 pub mod traffic;
+pub mod zerocopy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -202,6 +202,19 @@ enum Helper {
         #[arg(long)]
         packets: u64,
     },
+    /// The zero-copy model at an occupancy (prints a JSON report; for the harness and
+    /// callgrind).
+    #[command(hide = true)]
+    Zerocopy {
+        #[arg(long)]
+        flows: u32,
+        #[arg(long, value_enum, default_value = "uniform")]
+        dist: xdpvs_bench::zerocopy::Dist,
+        #[arg(long, value_enum, default_value = "xdpvs")]
+        forwarder: xdpvs_bench::zerocopy::Forwarder,
+        #[arg(long, default_value_t = 4_000_000)]
+        packets: u64,
+    },
     /// The xdpvs command line (director and ipvsadm commands), as the lab runs it.
     #[command(hide = true)]
     Xdpvs {
@@ -409,6 +422,16 @@ fn run(cli: Cli) -> Result<()> {
             let mut r = pipeline::Replay::new(flows);
             let ns = pipeline::ns_per_packet(&mut r, packets);
             println!("{flows} flows: {ns:.1} ns/packet");
+            Ok(())
+        }
+        Some(Helper::Zerocopy {
+            flows,
+            dist,
+            forwarder,
+            packets,
+        }) => {
+            let r = xdpvs_bench::zerocopy::run(flows, dist, forwarder, packets);
+            println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
         Some(Helper::Xdpvs { .. }) => unreachable!("handled before parsing"),

@@ -15,9 +15,7 @@ use etherparse::{
     EtherType, Ethernet2HeaderSlice, Ipv4HeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
 };
 use xdpvs_arp::{ndp, Ignore, Outcome};
-use xdpvs_sched::conn::{
-    ConnKey, ConnTable, ConnTableError, DestRef, Family, Listed, Loads, ENTRY_BYTES,
-};
+use xdpvs_sched::conn::{tick, ConnKey, ConnTable, ConnTableError, DestRef, Family, Listed, Loads};
 use xdpvs_sched::sync::{self, SyncConn};
 use xdpvs_sched::tcp::{flags, Dir, State, Timeouts};
 use xdpvs_sched::{Pick, Protocol, SchedKind, Scheduler, Time};
@@ -31,6 +29,7 @@ use crate::method::{self, tunnel, At};
 use crate::packet::Packet;
 use crate::reuse;
 use crate::stats::{DropReason, WorkerStats};
+use crate::sys::TableMemory;
 
 mod explain;
 pub use explain::{Explained, RealNow, Why};
@@ -56,13 +55,16 @@ pub enum Verdict {
     Handoff(u16),
 }
 
+/// A worker's connection table of one family, in memory the director maps itself.
+pub type Conns<A> = ConnTable<A, TableMemory<A>>;
+
 /// Everything a worker's pipeline reads and writes: the configuration snapshot, the
 /// connection table and the counters.
 #[derive(Debug)]
 pub struct Tables {
     services: Box<Services>,
-    conns: ConnTable,
-    conns6: ConnTable<Ipv6Addr>,
+    conns: Conns<Ipv4Addr>,
+    conns6: Conns<Ipv6Addr>,
     /// The real servers' loads, kept by both connection tables.
     loads: Arc<Loads>,
     frags: FragTable,
@@ -102,24 +104,24 @@ impl Tables {
         timeouts: Timeouts,
         seed: u64,
     ) -> Result<Tables, ConnTableError> {
-        // The IPv4 table written in full now, so that it never faults on the packet
-        // path; the IPv6 table in lazily zeroed memory, so that it costs no memory until
-        // IPv6 traffic comes (its pages then fault in once each, as they are first
-        // written).
-        let conns = ConnTable::with_slots(
+        // The IPv4 table resident now (in reserved huge pages where the host has
+        // enough), so that it never faults on the packet path; the IPv6 table in lazily
+        // zeroed memory, so that it costs no memory until IPv6 traffic comes (its pages
+        // then fault in once each, as they are first written).
+        let conns = ConnTable::with_memory(
             limits.conn_capacity,
             limits.max_dests,
             timeouts,
             seed,
-            crate::sys::touched_slots,
+            |n| TableMemory::new(n, true),
         )?;
         let loads = Arc::clone(conns.loads());
-        let mut conns6 = ConnTable::with_slots(
+        let mut conns6 = ConnTable::with_memory(
             limits.conn_capacity,
             0,
             timeouts,
             seed.rotate_left(29),
-            crate::sys::zeroed_slots,
+            |n| TableMemory::new(n, false),
         )?;
         conns6.share_loads(Arc::clone(&loads));
         Ok(Tables {
@@ -268,12 +270,12 @@ impl Tables {
     }
 
     /// The IPv4 connection table (its loads are the worker's, both families).
-    pub fn conns(&self) -> &ConnTable {
+    pub fn conns(&self) -> &Conns<Ipv4Addr> {
         &self.conns
     }
 
     /// The IPv6 connection table.
-    pub fn conns6(&self) -> &ConnTable<Ipv6Addr> {
+    pub fn conns6(&self) -> &Conns<Ipv6Addr> {
         &self.conns6
     }
 
@@ -427,14 +429,10 @@ pub fn prefetch(frame: &[u8], t: &Tables) {
         vip: ip(30),
         vport: port(36),
     };
-    if t.services.has_nat() {
-        if !t.services.is_vip(key.vip) {
-            return prefetch_reply(&key, t);
-        }
-        // A NAT connection also records its client side's MAC, past the hot bytes.
-        return crate::sys::prefetch_head(t.conns.home(&key), ENTRY_BYTES);
+    if t.services.has_nat() && !t.services.is_vip(key.vip) {
+        return prefetch_reply(&key, t);
     }
-    crate::sys::prefetch_head(t.conns.home(&key), Ipv4Addr::HOT_BYTES);
+    prefetch_home(t.conns.home(&key));
 }
 
 /// [`prefetch`] of what may be a NAT reply (`key` read as a packet to a VIP reads it):
@@ -454,8 +452,7 @@ fn prefetch_reply(key: &ConnKey, t: &Tables) {
             vip,
             vport,
         };
-        // The whole entry: the reply reads the client side's MAC past the hot bytes.
-        crate::sys::prefetch_head(t.conns.home(&conn), ENTRY_BYTES);
+        prefetch_home(t.conns.home(&conn));
     }
 }
 
@@ -481,7 +478,15 @@ fn prefetch6(frame: &[u8], t: &Tables) {
         vip: ip(38),
         vport: port(56),
     };
-    crate::sys::prefetch_head(t.conns6.home(&key), Ipv6Addr::HOT_BYTES);
+    prefetch_home(t.conns6.home(&key));
+}
+
+/// Prefetches a lookup's home slot: its tag (64 slots' tags share a line) and its entry
+/// (one line: the director's tables are page aligned).
+#[inline(always)]
+fn prefetch_home<A: Family>((tag, entry): (&u8, &xdpvs_sched::conn::Entry<A>)) {
+    crate::sys::prefetch(tag);
+    crate::sys::prefetch(entry);
 }
 
 #[inline]
@@ -550,10 +555,10 @@ trait Fam: Family {
     const V6: bool;
     /// The address, if it is of this family.
     fn of(ip: IpAddr) -> Option<Self>;
-    fn conns(t: &Tables) -> &ConnTable<Self>;
-    fn conns_mut(t: &mut Tables) -> &mut ConnTable<Self>;
+    fn conns(t: &Tables) -> &Conns<Self>;
+    fn conns_mut(t: &mut Tables) -> &mut Conns<Self>;
     /// The configuration and this family's connection table, borrowed together.
-    fn split(t: &mut Tables) -> (&Services, &mut ConnTable<Self>);
+    fn split(t: &mut Tables) -> (&Services, &mut Conns<Self>);
     fn frags(t: &mut Tables) -> &mut FragTable<Self::Frag>;
     fn find(s: &Services, proto: Protocol, vip: Self, port: u16) -> Option<usize>;
     /// Writes the IP header of a reset from `vip` to `client` at the start of `ip` and
@@ -572,15 +577,15 @@ impl Fam for Ipv4Addr {
         }
     }
     #[inline]
-    fn conns(t: &Tables) -> &ConnTable<Self> {
+    fn conns(t: &Tables) -> &Conns<Self> {
         &t.conns
     }
     #[inline]
-    fn conns_mut(t: &mut Tables) -> &mut ConnTable<Self> {
+    fn conns_mut(t: &mut Tables) -> &mut Conns<Self> {
         &mut t.conns
     }
     #[inline]
-    fn split(t: &mut Tables) -> (&Services, &mut ConnTable<Self>) {
+    fn split(t: &mut Tables) -> (&Services, &mut Conns<Self>) {
         (&t.services, &mut t.conns)
     }
     #[inline]
@@ -622,15 +627,15 @@ impl Fam for Ipv6Addr {
         }
     }
     #[inline]
-    fn conns(t: &Tables) -> &ConnTable<Self> {
+    fn conns(t: &Tables) -> &Conns<Self> {
         &t.conns6
     }
     #[inline]
-    fn conns_mut(t: &mut Tables) -> &mut ConnTable<Self> {
+    fn conns_mut(t: &mut Tables) -> &mut Conns<Self> {
         &mut t.conns6
     }
     #[inline]
-    fn split(t: &mut Tables) -> (&Services, &mut ConnTable<Self>) {
+    fn split(t: &mut Tables) -> (&Services, &mut Conns<Self>) {
         (&t.services, &mut t.conns6)
     }
     #[inline]
@@ -818,7 +823,7 @@ fn deliver<A: Fam>(frame: &mut Packet<'_>, t: &mut Tables, flow: &Flow<A>, now: 
     if let Some(w) = t.elsewhere_in(si, key.client.ip(), key.cport) {
         return Verdict::Handoff(w);
     }
-    let (idx, dest, mac) = match connect(frame, t, flow, si, now) {
+    let (found, dest, mac) = match connect(frame, t, flow, si, now) {
         Ok(found) => found,
         Err(Miss::Verdict(v)) => return v,
         Err(Miss::Stateless(dest, mac)) => (None, dest, mac),
@@ -830,14 +835,14 @@ fn deliver<A: Fam>(frame: &mut Packet<'_>, t: &mut Tables, flow: &Flow<A>, now: 
         Fwd::Route
     };
     let nat = matches!(fwd, Fwd::Masq { .. });
-    if let Some(idx) = idx {
+    if let Some((idx, fresh)) = found {
         let before = t.sync_out.is_some().then(|| {
             let e = A::conns(t).entry(idx);
-            let last = e.last_seen();
+            let last = e.last_seen_tick();
             (
                 e.state(),
-                last == now,
-                last.as_nanos() >> SYNC_REFRESH_SHIFT != now.as_nanos() >> SYNC_REFRESH_SHIFT,
+                fresh,
+                last >> SYNC_REFRESH_SHIFT != tick(now) >> SYNC_REFRESH_SHIFT,
             )
         });
         let conns = A::conns_mut(t);
@@ -881,8 +886,9 @@ fn deliver<A: Fam>(frame: &mut Packet<'_>, t: &mut Tables, flow: &Flow<A>, now: 
     forward(frame, t, svc_slot, dest, mac, flow.ip_len, true)
 }
 
-/// The refresh window of connection synchronisation: 2^30 ns, about a second.
-const SYNC_REFRESH_SHIFT: u32 = 30;
+/// The refresh window of connection synchronisation: 2^10 ticks of the table's clock
+/// (2^30 ns, about a second).
+const SYNC_REFRESH_SHIFT: u32 = 10;
 
 /// IPVS's sync rule, adapted: a TCP connection is synchronised when its state moves to
 /// ESTABLISHED, FIN_WAIT, CLOSE, CLOSE_WAIT or TIME_WAIT, a UDP flow when it is new, a
@@ -1546,6 +1552,10 @@ pub const HASH_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 /// with the hash's real server (adopted) instead of dropped.
 pub const ADOPT_WINDOW: std::time::Duration = std::time::Duration::from_secs(900);
 
+/// What [`connect`] found: the connection's entry and whether it was made just now (none
+/// when the table was full and the flow goes by the hash), its real server and MAC.
+type Connected = (Option<(usize, bool)>, DestRef, xdpvs_sched::Mac);
+
 /// Finds (or schedules) the connection of `flow` and where it goes now: its table index
 /// (none when the table is full and the stateless fallback carries it), its real server
 /// and that server's MAC; or the verdict when it goes nowhere.
@@ -1556,10 +1566,10 @@ fn connect<A: Fam>(
     flow: &Flow<A>,
     si: usize,
     now: Time,
-) -> Result<(Option<usize>, DestRef, xdpvs_sched::Mac), Miss> {
+) -> Result<Connected, Miss> {
     let key = &flow.key;
-    let idx = match A::conns_mut(t).lookup(key, now) {
-        Some(i) => i,
+    let (idx, fresh) = match A::conns_mut(t).lookup(key, now) {
+        Some(i) => (i, false),
         None => {
             let conns = A::conns(t);
             if conns.len() >= conns.capacity() {
@@ -1597,7 +1607,7 @@ fn connect<A: Fam>(
                 schedule(t, si, key, now)
             };
             match placed {
-                Ok(i) => i,
+                Ok(i) => (i, true),
                 Err(DropReason::TableFull) => {
                     t.full_at = Some(now);
                     let (dest, mac) =
@@ -1632,17 +1642,19 @@ fn connect<A: Fam>(
             let idx = schedule(t, si, key, now).map_err(Verdict::Drop)?;
             let dest = A::conns(t).entry(idx).dest();
             return match t.services.dest(dest) {
-                DestStatus::Up { mac, .. } => Ok((Some(idx), dest, mac)),
+                DestStatus::Up { mac, .. } => Ok((Some((idx, true)), dest, mac)),
                 _ => Err(Verdict::Drop(DropReason::DestRemoved).into()),
             };
         }
     }
     match status {
         // A real server out of service by its check keeps its connections.
-        DestStatus::Up { mac, .. } | DestStatus::OutOfService { mac } => Ok((Some(idx), dest, mac)),
+        DestStatus::Up { mac, .. } | DestStatus::OutOfService { mac } => {
+            Ok((Some((idx, fresh)), dest, mac))
+        }
         // A removed real server keeps its connections while its MAC is known, unless
         // the operator asked for them to be expired.
-        DestStatus::Draining { mac } if !expire_nodest => Ok((Some(idx), dest, mac)),
+        DestStatus::Draining { mac } if !expire_nodest => Ok((Some((idx, fresh)), dest, mac)),
         DestStatus::Draining { .. } | DestStatus::Removed => {
             A::conns_mut(t).remove(idx, now);
             match flow.tcp_flags {

@@ -5,7 +5,8 @@
 //! - [`config`]: what a worker runs with, compiled into a swappable snapshot.
 //! - [`stats`]: per-worker counters by verdict, drop reason, service and real server.
 //! - [`device`]: the [`device::Device`] trait (move-only frame tokens) and the in-memory
-//!   device; [`worker`]: the loop generic over it.
+//!   device; [`ring`]: a zero-copy NIC modelled in memory (UMEM and descriptor rings,
+//!   for the benchmark's zero-copy model); [`worker`]: the loop generic over both.
 //! - [`limits`]: the limits shared with the XDP program (`bpf/limits.h`).
 //! - [`ipv6`]: IPv6 frames parsed (extension headers, fragments), as the engine's IPv6
 //!   path uses them (services, neighbour discovery for VIPs, ICMPv6).
@@ -29,6 +30,7 @@ pub mod ipv6;
 mod method;
 pub mod packet;
 pub mod reuse;
+pub mod ring;
 pub mod stats;
 pub mod sys;
 pub mod worker;

@@ -207,7 +207,9 @@ fn on_several_workers_a_synchronised_connection_lives_on_its_clients_worker() {
     assert!(segment(&mut workers[other], 40001, SYN, 7_000).is_some());
 }
 
-/// The backup's entry of `r`'s connection: its state and time left at `now`.
+/// The backup's entry of `r`'s connection: its state and time left at `now`, in whole
+/// seconds (what the sync protocol carries; the table keeps time to a tick of
+/// [`xdpvs_sched::conn::TICK_NANOS`], and the time left is checked to be within two).
 fn backup_entry(t: &Tables, r: &SyncConn, now: u64) -> (State, Duration) {
     let key = xdpvs_sched::conn::ConnKey {
         proto: Protocol::Tcp,
@@ -219,7 +221,13 @@ fn backup_entry(t: &Tables, r: &SyncConn, now: u64) -> (State, Duration) {
     let now = Time::from_nanos(now);
     let i = t.conns().peek(&key, now).expect("installed");
     let e = t.conns().entry(i);
-    (e.state(), t.conns().expires_in(e, now))
+    let left = t.conns().expires_in(e, now);
+    let secs = Duration::from_secs(left.as_secs_f64().round() as u64);
+    assert!(
+        left.abs_diff(secs) <= Duration::from_nanos(2 * xdpvs_sched::conn::TICK_NANOS),
+        "{left:?} left"
+    );
+    (e.state(), secs)
 }
 
 const SEC: u64 = 1_000_000_000;

@@ -31,7 +31,7 @@ pub struct RunOptions {
     /// yielding the core after each empty poll).
     #[arg(long, value_enum, default_value_t = IdlePolicy::Auto)]
     pub poll: IdlePolicy,
-    /// Connection-table entries per worker (48 bytes of table per 3/4 entry).
+    /// Connection-table entries per worker (33 bytes of table per 3/4 entry).
     #[arg(long, default_value_t = 1 << 20)]
     pub conn_capacity: usize,
     /// Connection-table slots each worker's expiry sweep examines per second at most:

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 use xdpvs_dataplane::arms::{Arm, Arms};
+use xdpvs_dataplane::sys::Backing;
 use xdpvs_dataplane::worker::IdlePolicy;
 use xdpvs_dataplane::{Config, Limits, Options, Services, Tables};
 use xdpvs_sched::tcp::Timeouts;
@@ -203,6 +204,10 @@ pub fn run(
             workers::random_seed()?,
         )
         .map_err(WorkerError::from)?;
+        let table_facts = (
+            tables.conns().memory_bytes(),
+            tables.conns().memory().backing(),
+        );
         let core = placed[q as usize];
         let zero_copy = dev.is_zero_copy();
         let huge = dev.has_huge_pages();
@@ -237,6 +242,17 @@ pub fn run(
             core.map_or("any".to_string(), |c| c.to_string()),
             policy_name(poll),
             if auto.is_some() { " (auto)" } else { "" }
+        );
+        let (bytes, backing) = table_facts;
+        info!(
+            "queue {q}: IPv4 connection table of {} entries, {} MiB in {backing}{}",
+            limits.conn_capacity,
+            bytes.div_ceil(1 << 20),
+            match backing {
+                Backing::Transparent | Backing::Small =>
+                    ": reserve huge pages (vm.nr_hugepages) to save a TLB miss per lookup",
+                _ => "",
+            }
         );
     }
     let capacity = limits.conn_capacity * workers.len();

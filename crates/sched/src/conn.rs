@@ -1,16 +1,27 @@
 //! The connection table: (protocol, client IP, client port, VIP, VIP port) -> real server,
-//! with TCP state, last-seen time and per-connection counters.
+//! with TCP state and a coarse last-seen time.
 //!
 //! - **Fixed capacity**, chosen at start: every slot is allocated up front, so neither
-//!   insert nor lookup allocates. The slot array is a power of two at least 4/3 of the
-//!   capacity (load factor <= 0.75); an [`Entry`] is 48 bytes for IPv4 and 64 for IPv6.
+//!   insert nor lookup allocates. There are at least 4/3 as many slots as the capacity
+//!   (load factor <= 0.75), rounded up to a multiple of 16 (not to a power of two: the
+//!   home slot is the hash scaled to the slot count, so 10M connections take 13.4M slots,
+//!   not 16.8M). An [`Entry`] is 32 bytes for IPv4 (half a cache line: in memory aligned
+//!   to a page, as the director provides, a hit reads one line) and 64 for IPv6 (one line).
+//! - **A tag array probed first**: one byte per slot, zero for an empty slot, else seven
+//!   bits of the key's hash. A lookup walks the tags of its probe run and reads an entry
+//!   only where the tag matches: a miss (every new connection's first packet) touches no
+//!   entry line at all, and 64 slots' tags share one line.
 //! - **One table per address family**: the table is generic over its [`Family`]
-//!   (`Ipv4Addr`, `Ipv6Addr`), so IPv4 keeps its 48-byte entries while IPv6 entries hold
-//!   two 16-byte addresses; a worker keeps one of each, sharing one set of [`Loads`].
-//! - **Open addressing with linear probing** and backward-shift deletion (no tombstones):
-//!   a hit usually costs one cache line.
+//!   (`Ipv4Addr`, `Ipv6Addr`); a worker keeps one of each, sharing one set of [`Loads`].
+//! - **The memory is the caller's** ([`SlotMemory`]): the director maps it itself (page
+//!   aligned, in huge pages where the host reserves them); tests use the heap ([`Heap`]).
+//! - **Open addressing with linear probing** and backward-shift deletion (no tombstones).
 //! - **Seeded hash**: the shell picks a random seed so that crafted flows cannot aim at
 //!   one probe chain.
+//! - **Coarse time**: an entry keeps when it was last seen in [`TICK_NANOS`] ticks
+//!   (1.048576 ms, a shift of the nanosecond clock) in 32 bits that wrap every 52 days;
+//!   ages are taken modulo 2^32, so a timeout is capped at [`MAX_TIMEOUT`] (about 13
+//!   days), and expiry is exact to a tick.
 //! - **Expiry is incremental**: [`ConnTable::expire`] examines at most `budget` slots per
 //!   call from a sweeping cursor; a lookup that meets an expired entry removes it on the
 //!   spot, so a connection's own expiry never depends on how fast the sweep goes.
@@ -42,11 +53,14 @@ use crate::Time;
 /// server gets a new generation, so old connections never reach the new one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct DestRef {
-    /// Slot index.
+    /// Slot index (below [`MAX_DEST_SLOTS`] in a table entry).
     pub slot: u32,
     /// Generation of the slot.
     pub gen: u32,
 }
+
+/// Real-server slots an entry can name (it keeps the slot in 16 bits).
+pub const MAX_DEST_SLOTS: usize = 1 << 16;
 
 /// An address family a connection table can hold: `Ipv4Addr` or `Ipv6Addr`.
 pub trait Family:
@@ -58,8 +72,6 @@ pub trait Family:
     const ZERO: Self::Raw;
     /// Bits in an address (the longest persistence prefix).
     const BITS: u8;
-    /// Bytes at the start of an entry that a packet of a live connection reads and writes.
-    const HOT_BYTES: usize;
     /// The raw form.
     fn raw(self) -> Self::Raw;
     /// Back from the raw form.
@@ -76,7 +88,6 @@ impl Family for Ipv4Addr {
     type Raw = u32;
     const ZERO: u32 = 0;
     const BITS: u8 = 32;
-    const HOT_BYTES: usize = 32;
     #[inline]
     fn raw(self) -> u32 {
         u32::from(self)
@@ -102,7 +113,6 @@ impl Family for Ipv6Addr {
     type Raw = u128;
     const ZERO: u128 = 0;
     const BITS: u8 = 128;
-    const HOT_BYTES: usize = 56;
     #[inline]
     fn raw(self) -> u128 {
         u128::from(self)
@@ -161,8 +171,60 @@ pub struct ConnKey<A = Ipv4Addr> {
     pub vport: u16,
 }
 
-const F_TEMPLATE: u8 = 1;
-const F_PERSISTENT: u8 = 2;
+/// An entry's `meta` byte: the state in bits 0-3, two flags, the protocol in bits 6-7
+/// (0 for an empty slot).
+const M_STATE: u8 = 0x0F;
+const M_TEMPLATE: u8 = 0x10;
+const M_PERSISTENT: u8 = 0x20;
+const M_PROTO_SHIFT: u8 = 6;
+/// The bits of `meta` that are part of the key: the protocol and the template flag.
+const M_KEY: u8 = 0xC0 | M_TEMPLATE;
+const _: () = assert!(State::COUNT <= 16);
+
+const fn proto_code(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => 1,
+        Protocol::Udp => 2,
+    }
+}
+
+/// The length of a tick of the coarse clock entries keep: 2^20 ns (1.048576 ms).
+pub const TICK_NANOS: u64 = 1 << TICK_SHIFT;
+const TICK_SHIFT: u32 = 20;
+/// The longest timeout an entry can have: 2^30 ticks (about 13 days). Longer ones are
+/// cut to this (ages are taken modulo 2^32 ticks).
+pub const MAX_TIMEOUT: Duration = Duration::from_nanos((1u64 << 30) << TICK_SHIFT);
+const MAX_TIMEOUT_TICKS: u32 = 1 << 30;
+
+/// `now` on the coarse clock of entries (wrapping every 2^32 ticks, about 52 days).
+#[inline]
+pub const fn tick(now: Time) -> u32 {
+    (now.as_nanos() >> TICK_SHIFT) as u32
+}
+
+/// A duration in whole ticks, rounded up and capped at [`MAX_TIMEOUT`].
+#[inline]
+fn ticks_of(nanos: u64) -> u32 {
+    let t = nanos.div_ceil(TICK_NANOS);
+    t.min(u64::from(MAX_TIMEOUT_TICKS)) as u32
+}
+
+/// How many ticks `then` is before `now` (negative when it is after: a synchronised
+/// connection's last-seen time may be ahead).
+#[inline]
+fn age(now: u32, then: u32) -> i64 {
+    i64::from(now.wrapping_sub(then) as i32)
+}
+
+/// The later of two tick times (modulo 2^32).
+#[inline]
+fn later(a: u32, b: u32) -> u32 {
+    if age(a, b) >= 0 {
+        a
+    } else {
+        b
+    }
+}
 
 /// The packed key as stored and hashed.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -171,45 +233,46 @@ struct Packed<A: Family> {
     vip: A::Raw,
     cport: u16,
     vport: u16,
-    proto: u8,
-    template: bool,
+    /// The `meta` bits of the key ([`M_KEY`]).
+    meta: u8,
 }
 
 impl<A: Family> Packed<A> {
+    #[inline]
     fn of(k: &ConnKey<A>, template: bool) -> Packed<A> {
         Packed {
             client: k.client.raw(),
             vip: k.vip.raw(),
             cport: k.cport,
             vport: k.vport,
-            proto: k.proto.ip_number(),
-            template,
+            meta: (proto_code(k.proto) << M_PROTO_SHIFT) | if template { M_TEMPLATE } else { 0 },
         }
     }
 }
 
-/// One slot of the table: 48 bytes for IPv4, 64 for IPv6.
+/// One slot of the table: 32 bytes for IPv4, 64 for IPv6.
 ///
-/// What a packet of a live connection reads and writes (key, flags, real server,
-/// last-seen time) is the first [`Family::HOT_BYTES`] (32 for IPv4, so a hit touches one
-/// cache line for three slots in four; 56 for IPv6, one line per entry). The last 8 are a
-/// template's: how many connections it controls, and its timeout in milliseconds (no
-/// per-connection counters: IPVS shows none either).
+/// The key, state, flags, real server and last-seen time come first (24 bytes for
+/// IPv4, 48 for IPv6); the last 8 are a template's (how many connections it controls,
+/// and its timeout in milliseconds) or a connection's (the MAC its client's packets come
+/// from, for NAT's replies). No per-connection counters: IPVS shows none either.
 #[derive(Clone, Copy, PartialEq, Eq)]
-#[repr(C, align(16))]
+#[repr(C)]
 pub struct Entry<A: Family = Ipv4Addr> {
     client: A::Raw,
     vip: A::Raw,
     cport: u16,
     vport: u16,
-    /// IP protocol number; 0 marks an empty slot.
-    proto: u8,
-    state: u8,
-    flags: u8,
+    /// State, flags and protocol (see `M_*`); 0 marks an empty slot.
+    meta: u8,
     /// Persistence prefix length (templates and the connections they control).
     prefix: u8,
-    dest: DestRef,
-    last_seen: u64,
+    /// The real server's slot.
+    slot: u16,
+    /// The real server slot's generation.
+    gen: u32,
+    /// When a packet was last seen, in ticks ([`tick`]).
+    last_seen: u32,
     /// A template's: connections it controls. A connection's: the first four bytes of
     /// its client side's MAC (see [`ConnTable::set_hop`]).
     controlled: u32,
@@ -217,29 +280,22 @@ pub struct Entry<A: Family = Ipv4Addr> {
     template_timeout_ms: u32,
 }
 
-const _: () = assert!(std::mem::size_of::<Entry<Ipv4Addr>>() == 48);
+const _: () = assert!(std::mem::size_of::<Entry<Ipv4Addr>>() == 32);
 const _: () = assert!(std::mem::size_of::<Entry<Ipv6Addr>>() == 64);
-const _: () = assert!(std::mem::offset_of!(Entry<Ipv4Addr>, controlled) == Ipv4Addr::HOT_BYTES);
-const _: () = assert!(std::mem::offset_of!(Entry<Ipv6Addr>, controlled) == Ipv6Addr::HOT_BYTES);
-
-/// Bytes at the start of an IPv4 [`Entry`] that a packet of a live connection reads and
-/// writes (for prefetching exactly those lines).
-pub const HOT_BYTES: usize = Ipv4Addr::HOT_BYTES;
 
 impl<A: Family> Entry<A> {
     /// The empty slot. Every field is an integer and the empty slot is all zero bytes,
     /// so memory of all zero bytes is a valid array of empty entries (the shell may hand
-    /// the table lazily zeroed pages: see [`ConnTable::with_slots`]).
+    /// the table lazily zeroed pages: see [`ConnTable::with_memory`]).
     pub const EMPTY: Entry<A> = Entry {
         client: A::ZERO,
         vip: A::ZERO,
         cport: 0,
         vport: 0,
-        proto: 0,
-        state: 0,
-        flags: 0,
+        meta: 0,
         prefix: 0,
-        dest: DestRef { slot: 0, gen: 0 },
+        slot: 0,
+        gen: 0,
         last_seen: 0,
         controlled: 0,
         template_timeout_ms: 0,
@@ -247,7 +303,16 @@ impl<A: Family> Entry<A> {
 
     #[inline]
     fn occupied(&self) -> bool {
-        self.proto != 0
+        self.meta != 0
+    }
+
+    #[inline]
+    fn matches(&self, k: &Packed<A>) -> bool {
+        self.client == k.client
+            && self.vip == k.vip
+            && self.cport == k.cport
+            && self.vport == k.vport
+            && self.meta & M_KEY == k.meta
     }
 
     #[inline]
@@ -257,15 +322,21 @@ impl<A: Family> Entry<A> {
             vip: self.vip,
             cport: self.cport,
             vport: self.vport,
-            proto: self.proto,
-            template: self.flags & F_TEMPLATE != 0,
+            meta: self.meta & M_KEY,
+        }
+    }
+
+    fn protocol(&self) -> Protocol {
+        match self.meta >> M_PROTO_SHIFT {
+            2 => Protocol::Udp,
+            _ => Protocol::Tcp,
         }
     }
 
     /// The connection's key (for a template: masked client, client port 0).
     pub fn key(&self) -> ConnKey<A> {
         ConnKey {
-            proto: Protocol::from_ip_number(self.proto).unwrap_or(Protocol::Tcp),
+            proto: self.protocol(),
             client: A::from_raw(self.client),
             cport: self.cport,
             vip: A::from_raw(self.vip),
@@ -273,24 +344,36 @@ impl<A: Family> Entry<A> {
         }
     }
     /// The real server.
+    #[inline]
     pub fn dest(&self) -> DestRef {
-        self.dest
+        DestRef {
+            slot: u32::from(self.slot),
+            gen: self.gen,
+        }
     }
     /// The state.
+    #[inline]
     pub fn state(&self) -> State {
-        State::from_u8(self.state)
+        State::from_u8(self.meta & M_STATE)
     }
-    /// When a packet was last seen (for a template: when it was last used or released).
-    pub fn last_seen(&self) -> Time {
-        Time::from_nanos(self.last_seen)
+    #[inline]
+    fn set_state(&mut self, s: State) {
+        self.meta = (self.meta & !M_STATE) | (s as u8 & M_STATE);
+    }
+    /// When a packet was last seen (for a template: when it was last used or released),
+    /// on the coarse clock of [`tick`].
+    pub fn last_seen_tick(&self) -> u32 {
+        self.last_seen
     }
     /// A persistence template rather than a connection.
+    #[inline]
     pub fn is_template(&self) -> bool {
-        self.flags & F_TEMPLATE != 0
+        self.meta & M_TEMPLATE != 0
     }
     /// Controlled by a persistence template.
+    #[inline]
     pub fn is_persistent(&self) -> bool {
-        self.flags & F_PERSISTENT != 0
+        self.meta & M_PERSISTENT != 0
     }
     /// For a template: how many connections it controls.
     pub fn controlled(&self) -> u64 {
@@ -304,15 +387,6 @@ impl<A: Family> Entry<A> {
     pub fn prefix_len(&self) -> u8 {
         self.prefix
     }
-
-    /// How long this entry may stay idle, or `None` while it cannot expire.
-    fn timeout_nanos(&self, t: &Timeouts) -> Option<u64> {
-        if self.is_template() {
-            (self.controlled == 0).then_some(u64::from(self.template_timeout_ms) * 1_000_000)
-        } else {
-            Some(t.nanos(self.state()))
-        }
-    }
 }
 
 impl<A: Family> fmt::Debug for Entry<A> {
@@ -320,7 +394,7 @@ impl<A: Family> fmt::Debug for Entry<A> {
         f.debug_struct("Entry")
             .field("key", &self.key())
             .field("template", &self.is_template())
-            .field("dest", &self.dest)
+            .field("dest", &self.dest())
             .field("state", &self.state())
             .field("last_seen", &self.last_seen)
             .field("controlled", &self.controlled)
@@ -417,45 +491,103 @@ fn which<A: Family>(e: &Entry<A>) -> Which {
 #[error("connection table full")]
 pub struct TableFull;
 
-/// A bad table size.
+/// A bad table size, or no memory for it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnTableError {
     /// Capacity 0 or larger than the table can index.
     #[error("connection table capacity {0} is out of range: use 1 to 1073741824 entries")]
     Capacity(usize),
+    /// More real-server slots than an entry can name.
+    #[error("{0} real-server slots is more than a connection table can name ({MAX_DEST_SLOTS})")]
+    Dests(usize),
+    /// The memory for the slots could not be had.
+    #[error("no memory for a connection table of {bytes} bytes ({reason}): lower --conn-capacity")]
+    Memory {
+        /// What was asked.
+        bytes: usize,
+        /// Why it failed.
+        reason: String,
+    },
 }
 
-/// The connection table of one worker for one address family (IPv4 unless said).
-pub struct ConnTable<A: Family = Ipv4Addr> {
-    slots: Box<[Entry<A>]>,
-    mask: usize,
+/// The memory of a table's `n` slots: `n` entries and `n` tags, all zero when handed to
+/// the table (all-zero bytes are empty entries and empty tags).
+pub trait SlotMemory<A: Family>: Send {
+    /// The entries.
+    fn entries(&self) -> &[Entry<A>];
+    /// The tags.
+    fn tags(&self) -> &[u8];
+    /// Both, to change.
+    fn split_mut(&mut self) -> (&mut [Entry<A>], &mut [u8]);
+}
+
+/// Slots on the heap (tests, tools; the director maps its own).
+#[derive(Debug)]
+pub struct Heap<A: Family> {
+    entries: Box<[Entry<A>]>,
+    tags: Box<[u8]>,
+}
+
+impl<A: Family> Heap<A> {
+    /// `n` empty slots.
+    pub fn new(n: usize) -> Heap<A> {
+        Heap {
+            entries: vec![Entry::EMPTY; n].into_boxed_slice(),
+            tags: vec![0; n].into_boxed_slice(),
+        }
+    }
+}
+
+impl<A: Family> SlotMemory<A> for Heap<A> {
+    #[inline]
+    fn entries(&self) -> &[Entry<A>] {
+        &self.entries
+    }
+    #[inline]
+    fn tags(&self) -> &[u8] {
+        &self.tags
+    }
+    #[inline]
+    fn split_mut(&mut self) -> (&mut [Entry<A>], &mut [u8]) {
+        (&mut self.entries, &mut self.tags)
+    }
+}
+
+/// The connection table of one worker for one address family (IPv4 unless said), in
+/// memory `M`.
+pub struct ConnTable<A: Family = Ipv4Addr, M: SlotMemory<A> = Heap<A>> {
+    mem: M,
+    n: usize,
     len: usize,
     capacity: usize,
     cursor: usize,
     seeds: (u64, u64),
     timeouts: Timeouts,
+    /// The timeouts in ticks, by state.
+    ticks: [u32; State::COUNT],
     loads: Arc<Loads>,
     evictions: u64,
+    _family: std::marker::PhantomData<A>,
 }
 
 /// Slots examined from a new entry's home slot for a half-open connection to evict
 /// when the table is full.
 pub const EVICT_SCAN: usize = 32;
 
-impl<A: Family> fmt::Debug for ConnTable<A> {
+impl<A: Family, M: SlotMemory<A>> fmt::Debug for ConnTable<A, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnTable")
             .field("len", &self.len)
             .field("capacity", &self.capacity)
-            .field("slots", &self.slots.len())
+            .field("slots", &self.n)
             .finish()
     }
 }
 
-/// Bytes of memory per IPv4 table slot (an [`Entry`]).
-pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry<Ipv4Addr>>();
+/// Bytes of memory per IPv4 table slot (an [`Entry`] and its tag).
+pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry<Ipv4Addr>>() + 1;
 /// Bytes of memory per IPv6 table slot.
-pub const ENTRY_BYTES_V6: usize = std::mem::size_of::<Entry<Ipv6Addr>>();
+pub const ENTRY_BYTES_V6: usize = std::mem::size_of::<Entry<Ipv6Addr>>() + 1;
 
 impl ConnTable<Ipv4Addr> {
     /// The largest capacity accepted (of either family's table).
@@ -464,17 +596,87 @@ impl ConnTable<Ipv4Addr> {
     pub const DEFAULT_CAPACITY: usize = 1 << 20;
 }
 
+/// The slots a table of `capacity` entries has: at least 4/3 of it (load factor
+/// <= 0.75), a multiple of 16, at least 16.
+pub fn slots_for(capacity: usize) -> usize {
+    (capacity + capacity.div_ceil(3))
+        .next_multiple_of(16)
+        .max(16)
+}
+
+fn tick_timeouts(t: &Timeouts) -> [u32; State::COUNT] {
+    let mut out = [0; State::COUNT];
+    for s in State::ALL {
+        out[s as usize] = ticks_of(t.nanos(s));
+    }
+    out
+}
+
+/// The tag of a hash: seven bits the home slot does not depend on, with the top bit set
+/// (an empty slot's is 0).
+#[inline]
+fn tag_of(h: u64) -> u8 {
+    ((h >> 32) as u8) | 0x80
+}
+
 impl<A: Family> ConnTable<A> {
     /// A table for `capacity` entries and real-server slots `0..max_dests`, with a hash
-    /// `seed` (random in production, fixed in tests).
+    /// `seed` (random in production, fixed in tests), on the heap.
     pub fn new(
         capacity: usize,
         max_dests: usize,
         timeouts: Timeouts,
         seed: u64,
     ) -> Result<ConnTable<A>, ConnTableError> {
-        Self::with_slots(capacity, max_dests, timeouts, seed, |n| {
-            vec![Entry::EMPTY; n]
+        Self::with_memory(capacity, max_dests, timeouts, seed, |n| Ok(Heap::new(n)))
+    }
+}
+
+impl<A: Family, M: SlotMemory<A>> ConnTable<A, M> {
+    /// Like [`ConnTable::new`], but the caller provides the memory: `alloc(n)` returns
+    /// `n` empty slots (e.g. page-aligned, in huge pages, or lazily zeroed so that a
+    /// table nobody uses costs no memory). Memory of another size is refused.
+    pub fn with_memory(
+        capacity: usize,
+        max_dests: usize,
+        timeouts: Timeouts,
+        seed: u64,
+        alloc: impl FnOnce(usize) -> Result<M, String>,
+    ) -> Result<ConnTable<A, M>, ConnTableError> {
+        if capacity == 0 || capacity > ConnTable::MAX_CAPACITY {
+            return Err(ConnTableError::Capacity(capacity));
+        }
+        if max_dests > MAX_DEST_SLOTS {
+            return Err(ConnTableError::Dests(max_dests));
+        }
+        let n = slots_for(capacity);
+        let bytes = n * (std::mem::size_of::<Entry<A>>() + 1);
+        let mem = alloc(n).map_err(|reason| ConnTableError::Memory { bytes, reason })?;
+        if mem.entries().len() != n || mem.tags().len() != n {
+            return Err(ConnTableError::Memory {
+                bytes,
+                reason: format!(
+                    "{} entries and {} tags were given for {n} slots",
+                    mem.entries().len(),
+                    mem.tags().len()
+                ),
+            });
+        }
+        Ok(ConnTable {
+            mem,
+            n,
+            len: 0,
+            capacity,
+            cursor: 0,
+            seeds: (
+                crate::hash::mix64(seed),
+                crate::hash::mix64(seed ^ 0xA5A5_5A5A_C3C3_3C3C),
+            ),
+            ticks: tick_timeouts(&timeouts),
+            timeouts,
+            loads: Arc::new(Loads::new(max_dests)),
+            evictions: 0,
+            _family: std::marker::PhantomData,
         })
     }
 
@@ -486,45 +688,14 @@ impl<A: Family> ConnTable<A> {
         self.loads = loads;
     }
 
-    /// Like [`ConnTable::new`], but the caller provides the slots: `alloc(n)` returns `n`
-    /// empty entries (e.g. lazily zeroed pages with transparent huge pages advised, so a
-    /// table nobody uses costs no memory). Anything else is replaced by `n` empty entries.
-    pub fn with_slots(
-        capacity: usize,
-        max_dests: usize,
-        timeouts: Timeouts,
-        seed: u64,
-        alloc: impl FnOnce(usize) -> Vec<Entry<A>>,
-    ) -> Result<ConnTable<A>, ConnTableError> {
-        if capacity == 0 || capacity > ConnTable::MAX_CAPACITY {
-            return Err(ConnTableError::Capacity(capacity));
-        }
-        let n = (capacity + capacity.div_ceil(3))
-            .next_power_of_two()
-            .max(16);
-        let mut slots = alloc(n);
-        if slots.len() != n {
-            slots = vec![Entry::EMPTY; n];
-        }
-        Ok(ConnTable {
-            slots: slots.into_boxed_slice(),
-            mask: n - 1,
-            len: 0,
-            capacity,
-            cursor: 0,
-            seeds: (
-                crate::hash::mix64(seed),
-                crate::hash::mix64(seed ^ 0xA5A5_5A5A_C3C3_3C3C),
-            ),
-            timeouts,
-            loads: Arc::new(Loads::new(max_dests)),
-            evictions: 0,
-        })
+    /// The memory the slots live in.
+    pub fn memory(&self) -> &M {
+        &self.mem
     }
 
-    /// Bytes this table occupies (slots only).
+    /// Bytes this table occupies (entries and tags).
     pub fn memory_bytes(&self) -> usize {
-        self.slots.len() * std::mem::size_of::<Entry<A>>()
+        self.n * (std::mem::size_of::<Entry<A>>() + 1)
     }
 
     /// Entries in use (connections and templates).
@@ -550,6 +721,7 @@ impl<A: Family> ConnTable<A> {
     /// Changes timeouts (applies to every entry from now on).
     pub fn set_timeouts(&mut self, t: Timeouts) {
         self.timeouts = t;
+        self.ticks = tick_timeouts(&t);
     }
 
     /// The per-real-server counts, shareable with the control plane.
@@ -564,34 +736,60 @@ impl<A: Family> ConnTable<A> {
     }
 
     #[inline]
-    fn hash(&self, k: &Packed<A>) -> usize {
+    fn hash(&self, k: &Packed<A>) -> u64 {
         let a = A::fold(k.client, k.vip);
-        let b = (u64::from(k.cport) << 32)
-            | (u64::from(k.vport) << 16)
-            | (u64::from(k.proto) << 8)
-            | u64::from(k.template);
-        fold_mul(a ^ self.seeds.0, b ^ self.seeds.1) as usize
+        let b = (u64::from(k.cport) << 32) | (u64::from(k.vport) << 16) | u64::from(k.meta);
+        fold_mul(a ^ self.seeds.0, b ^ self.seeds.1)
+    }
+
+    /// The home slot of a hash: its low 32 bits (the best mixed) scaled to the slot
+    /// count (fewer than 2^32).
+    #[inline]
+    fn home_of(&self, h: u64) -> usize {
+        (((h & 0xFFFF_FFFF) * self.n as u64) >> 32) as usize
     }
 
     #[inline]
-    fn find(&self, k: &Packed<A>) -> Option<usize> {
-        let mut i = self.hash(k) & self.mask;
-        loop {
-            let e = &self.slots[i];
-            if !e.occupied() {
-                return None;
-            }
-            if e.packed() == *k {
-                return Some(i);
-            }
-            i = (i + 1) & self.mask;
+    fn next(&self, i: usize) -> usize {
+        if i + 1 == self.n {
+            0
+        } else {
+            i + 1
         }
     }
 
     #[inline]
-    fn expired(&self, e: &Entry<A>, now: Time) -> bool {
-        match e.timeout_nanos(&self.timeouts) {
-            Some(t) => now.as_nanos().saturating_sub(e.last_seen) > t,
+    fn find(&self, k: &Packed<A>) -> Option<usize> {
+        let h = self.hash(k);
+        let tag = tag_of(h);
+        let (entries, tags) = (self.mem.entries(), self.mem.tags());
+        let mut i = self.home_of(h);
+        loop {
+            let t = tags[i];
+            if t == 0 {
+                return None;
+            }
+            if t == tag && entries[i].matches(k) {
+                return Some(i);
+            }
+            i = self.next(i);
+        }
+    }
+
+    /// The timeout of `e` in ticks, or `None` while it cannot expire.
+    #[inline]
+    fn timeout_ticks(&self, e: &Entry<A>) -> Option<u32> {
+        if e.is_template() {
+            (e.controlled == 0).then(|| ticks_of(u64::from(e.template_timeout_ms) * 1_000_000))
+        } else {
+            Some(self.ticks[(e.meta & M_STATE) as usize % State::COUNT])
+        }
+    }
+
+    #[inline]
+    fn expired(&self, e: &Entry<A>, now: u32) -> bool {
+        match self.timeout_ticks(e) {
+            Some(t) => age(now, e.last_seen) > i64::from(t),
             None => false,
         }
     }
@@ -615,9 +813,10 @@ impl<A: Family> ConnTable<A> {
         self.lookup_packed(&Packed::of(&template_key(key, prefix_len), true), now)
     }
 
+    #[inline]
     fn lookup_packed(&mut self, k: &Packed<A>, now: Time) -> Option<usize> {
         let i = self.find(k)?;
-        if self.expired(&self.slots[i], now) {
+        if self.expired(&self.mem.entries()[i], tick(now)) {
             self.remove(i, now);
             return None;
         }
@@ -637,21 +836,27 @@ impl<A: Family> ConnTable<A> {
 
     fn peek_packed(&self, k: &Packed<A>, now: Time) -> Option<usize> {
         let i = self.find(k)?;
-        (!self.expired(&self.slots[i], now)).then_some(i)
+        (!self.expired(&self.mem.entries()[i], tick(now))).then_some(i)
     }
 
-    /// The slot where a lookup of `key` starts (its home slot), for prefetching: a
-    /// worker that has a batch of frames in hand touches every frame's home slot before
+    /// Where a lookup of `key` starts, for prefetching: its home slot's tag and entry. A
+    /// worker that has a batch of frames in hand touches every frame's home before
     /// processing any, so that the cache misses of the batch overlap.
     #[inline]
-    pub fn home(&self, key: &ConnKey<A>) -> &Entry<A> {
-        &self.slots[self.hash(&Packed::of(key, false)) & self.mask]
+    pub fn home(&self, key: &ConnKey<A>) -> (&u8, &Entry<A>) {
+        let i = self.home_of(self.hash(&Packed::of(key, false)));
+        (&self.mem.tags()[i], &self.mem.entries()[i])
     }
 
     /// The entry at `idx` (from a lookup or insert).
     #[inline]
     pub fn entry(&self, idx: usize) -> &Entry<A> {
-        &self.slots[idx]
+        &self.mem.entries()[idx]
+    }
+
+    #[inline]
+    fn entry_mut(&mut self, idx: usize) -> &mut Entry<A> {
+        &mut self.mem.split_mut().0[idx]
     }
 
     /// Half-open connections (a SYN seen, nothing since) evicted to make room so far.
@@ -664,24 +869,26 @@ impl<A: Family> ConnTable<A> {
     /// [`EVICT_SCAN`] slots from there. Established connections, closing ones, UDP
     /// flows and templates are never evicted.
     fn evict_half_open(&mut self, home: usize, now: Time) -> bool {
-        for n in 0..EVICT_SCAN {
-            let j = (home + n) & self.mask;
-            let e = &self.slots[j];
+        let mut j = home;
+        for _ in 0..EVICT_SCAN.min(self.n) {
+            let e = &self.mem.entries()[j];
             let half_open = e.occupied()
                 && !e.is_template()
                 && matches!(e.state(), State::SynRecv | State::None)
-                && e.key().proto == crate::Protocol::Tcp;
+                && e.protocol() == Protocol::Tcp;
             if half_open {
                 self.remove(j, now);
                 self.evictions += 1;
                 return true;
             }
+            j = self.next(j);
         }
         false
     }
 
     fn place(&mut self, e: Entry<A>, now: Time) -> Result<(usize, bool), TableFull> {
-        let home = self.hash(&e.packed()) & self.mask;
+        let h = self.hash(&e.packed());
+        let home = self.home_of(h);
         let mut evicted = false;
         if self.len >= self.capacity {
             if !self.evict_half_open(home, now) {
@@ -690,13 +897,18 @@ impl<A: Family> ConnTable<A> {
             evicted = true;
         }
         let mut i = home;
-        while self.slots[i].occupied() {
-            debug_assert!(self.slots[i].packed() != e.packed(), "duplicate insert");
-            i = (i + 1) & self.mask;
+        while self.mem.tags()[i] != 0 {
+            debug_assert!(
+                !self.mem.entries()[i].matches(&e.packed()),
+                "duplicate insert"
+            );
+            i = self.next(i);
         }
-        self.slots[i] = e;
+        let (entries, tags) = self.mem.split_mut();
+        entries[i] = e;
+        tags[i] = tag_of(h);
         self.len += 1;
-        self.loads.adjust(e.dest, which(&e), 1, true);
+        self.loads.adjust(e.dest(), which(&e), 1, true);
         Ok((i, evicted))
     }
 
@@ -717,18 +929,17 @@ impl<A: Family> ConnTable<A> {
             vip: k.vip,
             cport: k.cport,
             vport: k.vport,
-            proto: k.proto,
-            state: state as u8,
-            flags: 0,
+            meta: k.meta | (state as u8 & M_STATE),
             prefix: 0,
-            dest,
-            last_seen: now.as_nanos(),
+            slot: dest_slot(dest),
+            gen: dest.gen,
+            last_seen: tick(now),
             controlled: 0,
             template_timeout_ms: 0,
         };
-        if let Some(t) = template.filter(|&t| self.slots[t].is_template()) {
-            e.flags = F_PERSISTENT;
-            e.prefix = self.slots[t].prefix;
+        if let Some(t) = template.filter(|&t| self.mem.entries()[t].is_template()) {
+            e.meta |= M_PERSISTENT;
+            e.prefix = self.mem.entries()[t].prefix;
         }
         let (i, evicted) = self.place(e, now)?;
         if e.is_persistent() {
@@ -741,9 +952,9 @@ impl<A: Family> ConnTable<A> {
                 t => t,
             };
             if let Some(t) = t {
-                let tpl = &mut self.slots[t];
+                let tpl = self.entry_mut(t);
                 tpl.controlled += 1;
-                tpl.last_seen = tpl.last_seen.max(now.as_nanos());
+                tpl.last_seen = later(tpl.last_seen, tick(now));
             }
         }
         Ok(i)
@@ -766,12 +977,11 @@ impl<A: Family> ConnTable<A> {
                 vip: k.vip,
                 cport: 0,
                 vport: k.vport,
-                proto: k.proto,
-                state: State::None as u8,
-                flags: F_TEMPLATE,
+                meta: k.meta | State::None as u8,
                 prefix: prefix_len.min(A::BITS),
-                dest,
-                last_seen: now.as_nanos(),
+                slot: dest_slot(dest),
+                gen: dest.gen,
+                last_seen: tick(now),
                 controlled: 0,
                 template_timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
             },
@@ -790,15 +1000,15 @@ impl<A: Family> ConnTable<A> {
     /// [`ConnTable::seen`] for a segment going `dir` (NAT sees both directions).
     #[inline]
     pub fn seen_dir(&mut self, idx: usize, now: Time, tcp_flags: Option<u8>, dir: Dir) -> State {
-        let e = &mut self.slots[idx];
-        e.last_seen = now.as_nanos();
+        let e = self.entry_mut(idx);
+        e.last_seen = tick(now);
         let old = e.state();
         let Some(f) = tcp_flags else { return old };
         let new = next_state_dir(old, f, dir);
         if new != old {
-            e.state = new as u8;
+            e.set_state(new);
             if new.is_active() != old.is_active() {
-                let d = e.dest;
+                let d = e.dest();
                 let (from, to) = if new.is_active() {
                     (Which::Inactive, Which::Active)
                 } else {
@@ -816,26 +1026,28 @@ impl<A: Family> ConnTable<A> {
     /// left from `now`. A connection keeps that timeout until a packet is seen here,
     /// when this director's timeout of its state takes over (IPVS likewise resets it at
     /// the next state transition); its last-seen time is moved so that the state's
-    /// timeout here ends then (never before the clock's start: an entry synchronised in
-    /// the first seconds may live up to this director's own timeout).
+    /// timeout here ends then.
     pub fn sync_update(&mut self, idx: usize, state: State, timeout: Duration, now: Time) {
-        let want = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-        let local = self.timeouts.nanos(state);
-        let e = &mut self.slots[idx];
+        let want = i64::from(ticks_of(
+            u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
+        ));
+        let local = i64::from(self.ticks[state as usize]);
+        let e = self.entry_mut(idx);
         if !e.occupied() {
             return;
         }
         if e.is_template() {
             e.template_timeout_ms = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-            e.last_seen = e.last_seen.max(now.as_nanos());
+            e.last_seen = later(e.last_seen, tick(now));
             return;
         }
         let before = which(e);
-        e.state = state as u8;
-        e.last_seen = now.as_nanos().saturating_add(want).saturating_sub(local);
+        e.set_state(state);
+        // Both timeouts are at most 2^30 ticks: the shift stays within the clock's range.
+        e.last_seen = (i64::from(tick(now)) + want - local) as u32;
         let after = which(e);
         if before != after {
-            let d = e.dest;
+            let d = e.dest();
             self.loads.adjust(d, before, -1, false);
             self.loads.adjust(d, after, 1, false);
         }
@@ -846,7 +1058,7 @@ impl<A: Family> ConnTable<A> {
     /// keeps it where a template keeps its count and timeout.
     #[inline]
     pub fn set_hop(&mut self, idx: usize, mac: [u8; 6]) {
-        let e = &mut self.slots[idx];
+        let e = self.entry_mut(idx);
         if e.is_template() {
             return;
         }
@@ -857,7 +1069,7 @@ impl<A: Family> ConnTable<A> {
     /// The MAC [`ConnTable::set_hop`] recorded for connection `idx` (zero if none).
     #[inline]
     pub fn hop(&self, idx: usize) -> [u8; 6] {
-        let e = &self.slots[idx];
+        let e = self.entry(idx);
         if e.is_template() {
             return [0; 6];
         }
@@ -868,24 +1080,26 @@ impl<A: Family> ConnTable<A> {
 
     /// Removes entry `idx` at `now`, releasing its template if it has one.
     pub fn remove(&mut self, idx: usize, now: Time) {
-        let e = self.slots[idx];
+        let e = self.mem.entries()[idx];
         if !e.occupied() {
             return;
         }
-        self.loads.adjust(e.dest, which(&e), -1, false);
+        self.loads.adjust(e.dest(), which(&e), -1, false);
         self.delete_slot(idx);
         self.len -= 1;
         if e.is_persistent() {
             // The connection ended when it expired, or now if it is removed while alive:
             // the template's own timeout counts from then, however late the sweep came.
-            let ended = e.timeout_nanos(&self.timeouts).map_or(now.as_nanos(), |t| {
-                now.as_nanos().min(e.last_seen.saturating_add(t))
-            });
+            let now_t = tick(now);
+            let ended = match self.timeout_ticks(&e) {
+                Some(t) if age(now_t, e.last_seen) > i64::from(t) => e.last_seen.wrapping_add(t),
+                _ => now_t,
+            };
             let tk = template_key(&e.key(), e.prefix);
             if let Some(t) = self.find(&Packed::of(&tk, true)) {
-                let tpl = &mut self.slots[t];
+                let tpl = self.entry_mut(t);
                 tpl.controlled = tpl.controlled.saturating_sub(1);
-                tpl.last_seen = tpl.last_seen.max(ended);
+                tpl.last_seen = later(tpl.last_seen, ended);
             }
         }
     }
@@ -894,12 +1108,12 @@ impl<A: Family> ConnTable<A> {
     fn delete_slot(&mut self, mut hole: usize) {
         let mut j = hole;
         loop {
-            j = (j + 1) & self.mask;
-            let e = self.slots[j];
-            if !e.occupied() {
+            j = self.next(j);
+            if self.mem.tags()[j] == 0 {
                 break;
             }
-            let home = self.hash(&e.packed()) & self.mask;
+            let e = self.mem.entries()[j];
+            let home = self.home_of(self.hash(&e.packed()));
             // `e` may move into the hole only if its home is not cyclically in (hole, j].
             let stays = if hole <= j {
                 hole < home && home <= j
@@ -907,48 +1121,65 @@ impl<A: Family> ConnTable<A> {
                 hole < home || home <= j
             };
             if !stays {
-                self.slots[hole] = e;
+                let (entries, tags) = self.mem.split_mut();
+                entries[hole] = e;
+                tags[hole] = tags[j];
                 hole = j;
             }
         }
-        self.slots[hole] = Entry::EMPTY;
+        let (entries, tags) = self.mem.split_mut();
+        entries[hole] = Entry::EMPTY;
+        tags[hole] = 0;
     }
 
     /// Examines at most `budget` slots from the sweep cursor and removes expired entries.
     /// Returns how many were removed. Call it regularly from the worker loop.
+    ///
+    /// A template that cannot expire (it controls connections) and was last used more
+    /// than half the clock's range ago is dated half the range back, so that its age
+    /// never wraps around.
     pub fn expire(&mut self, now: Time, budget: usize) -> usize {
+        let now_t = tick(now);
         let mut removed = 0;
         for _ in 0..budget {
             let i = self.cursor;
-            let e = self.slots[i];
-            if e.occupied() && self.expired(&e, now) {
+            if self.mem.tags()[i] == 0 {
+                self.cursor = self.next(i);
+                continue;
+            }
+            let e = self.mem.entries()[i];
+            if self.expired(&e, now_t) {
                 // The slot may now hold a shifted entry: look at it again next round.
                 self.remove(i, now);
                 removed += 1;
-            } else {
-                self.cursor = (i + 1) & self.mask;
+                continue;
             }
+            if e.is_template() && age(now_t, e.last_seen) > i64::from(MAX_TIMEOUT_TICKS) {
+                self.entry_mut(i).last_seen = now_t.wrapping_sub(MAX_TIMEOUT_TICKS);
+            }
+            self.cursor = self.next(i);
         }
         removed
     }
 
     /// Number of slots (one full sweep is this many examined slots).
     pub fn slot_count(&self) -> usize {
-        self.slots.len()
+        self.n
     }
 
     /// Every entry in use (connections and templates), in slot order.
     pub fn iter(&self) -> impl Iterator<Item = &Entry<A>> + '_ {
-        self.slots.iter().filter(|e| e.occupied())
+        self.mem.entries().iter().filter(|e| e.occupied())
     }
 
     /// How long `e` has left to live at `now` if nothing is seen on it (a template that
-    /// still controls connections: its whole timeout).
+    /// still controls connections: its whole timeout). Exact to a tick.
     pub fn expires_in(&self, e: &Entry<A>, now: Time) -> Duration {
-        match e.timeout_nanos(&self.timeouts) {
+        match self.timeout_ticks(e) {
             // A synchronised connection's last-seen time may be ahead of `now`.
             Some(t) => {
-                Duration::from_nanos(e.last_seen.saturating_add(t).saturating_sub(now.as_nanos()))
+                let left = (i64::from(t) - age(tick(now), e.last_seen)).max(0);
+                Duration::from_nanos((left as u64) << TICK_SHIFT)
             }
             None => Duration::from_millis(u64::from(e.template_timeout_ms)),
         }
@@ -969,9 +1200,9 @@ impl<A: Family> ConnTable<A> {
         now: Time,
         out: &mut Vec<Listed>,
     ) -> Option<usize> {
-        let end = cursor.saturating_add(max_slots).min(self.slots.len());
+        let end = cursor.saturating_add(max_slots).min(self.n);
         for i in cursor..end {
-            let e = &self.slots[i];
+            let e = &self.mem.entries()[i];
             if !e.occupied() {
                 continue;
             }
@@ -980,7 +1211,7 @@ impl<A: Family> ConnTable<A> {
             }
             out.push(Listed {
                 key: e.key().any(),
-                dest: e.dest,
+                dest: e.dest(),
                 state: e.state(),
                 template: e.is_template(),
                 persistent: e.is_persistent(),
@@ -989,8 +1220,15 @@ impl<A: Family> ConnTable<A> {
                 expires_in: self.expires_in(e, now),
             });
         }
-        (end < self.slots.len()).then_some(end)
+        (end < self.n).then_some(end)
     }
+}
+
+/// A real server's slot as an entry keeps it.
+#[inline]
+fn dest_slot(d: DestRef) -> u16 {
+    debug_assert!((d.slot as usize) < MAX_DEST_SLOTS);
+    d.slot as u16
 }
 
 /// A connection-table entry as listed (of either family), with the time it has left.

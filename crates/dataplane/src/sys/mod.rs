@@ -2,7 +2,6 @@
 //! sound; everything here is exposed through safe functions.
 #![allow(unsafe_code)]
 
-use xdpvs_sched::conn::{Entry, Family};
 /// Hints the CPU to bring the cache line holding `r` into L1, without waiting.
 #[inline(always)]
 pub(crate) fn prefetch<T>(r: &T) {
@@ -19,79 +18,8 @@ pub(crate) fn prefetch<T>(r: &T) {
     let _ = r;
 }
 
-/// Like [`prefetch`], for every cache line the first `len` bytes of `r` span (a 48-byte
-/// table entry whose hot 32 bytes cross a line boundary in one slot of four).
-#[inline(always)]
-pub(crate) fn prefetch_head<T>(r: &T, len: usize) {
-    prefetch(r);
-    let start = r as *const T as usize;
-    let last = start + len.clamp(1, std::mem::size_of::<T>()) - 1;
-    if last / 64 != start / 64 {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `prefetch`: a hint that never faults; `last` is a byte of the
-        // live object `r`.
-        unsafe {
-            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                last as *const i8,
-            );
-        }
-    }
-}
-
-/// Asks the kernel to back the memory of `v` with transparent huge pages
-/// (`madvise(MADV_HUGEPAGE)`), before it is touched. Large random-access tables then take
-/// far fewer TLB misses. Best effort: returns whether the kernel accepted the advice (it
-/// refuses where THP is disabled).
-pub(crate) fn advise_huge_pages<T>(v: &mut [T]) -> bool {
-    const HUGE: usize = 2 << 20;
-    let start = v.as_mut_ptr() as usize;
-    let bytes = std::mem::size_of_val(v);
-    // Only whole 2 MiB pages inside the allocation can become huge pages.
-    let first = start.next_multiple_of(HUGE);
-    let end = (start + bytes) & !(HUGE - 1);
-    if end <= first {
-        return false;
-    }
-    // SAFETY: [first, end) lies inside the memory of `v`, which the caller lends us
-    // exclusively. MADV_HUGEPAGE changes how pages are backed, never their
-    // contents, and the range is page aligned as madvise requires.
-    let rc = unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE) };
-    rc == 0
-}
-
-/// `n` empty connection-table entries, every page written now (with transparent huge
-/// pages advised before): the table never takes a page fault on the packet path.
-pub(crate) fn touched_slots<A: Family>(n: usize) -> Vec<Entry<A>> {
-    let mut v = Vec::with_capacity(n);
-    advise_huge_pages(v.spare_capacity_mut());
-    v.resize(n, Entry::EMPTY);
-    v
-}
-
-/// `n` empty connection-table entries in zeroed memory from the allocator, with
-/// transparent huge pages advised: a large table comes straight from `mmap`, whose pages
-/// the kernel maps only when they are first written, so a table (or the part of one)
-/// nobody uses costs no memory. For [`xdpvs_sched::conn::ConnTable::with_slots`].
-pub(crate) fn zeroed_slots<A: Family>(n: usize) -> Vec<Entry<A>> {
-    let Ok(layout) = std::alloc::Layout::array::<Entry<A>>(n) else {
-        return Vec::new(); // the table then allocates its slots itself
-    };
-    if layout.size() == 0 {
-        return Vec::new();
-    }
-    // SAFETY: the layout has a non-zero size (checked above).
-    let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Entry<A>>();
-    if p.is_null() {
-        std::alloc::handle_alloc_error(layout);
-    }
-    // SAFETY: `p` was allocated by the global allocator with the layout of an array of
-    // `n` entries, which is what a `Vec<Entry<A>>` of capacity `n` deallocates with; all
-    // `n` elements are initialised, because all-zero bytes are a valid, empty `Entry`
-    // (every field is an integer; `Entry::EMPTY` is documented to be all zero).
-    let mut v = unsafe { Vec::from_raw_parts(p, n, n) };
-    advise_huge_pages(&mut v);
-    v
-}
+mod table;
+pub use table::{Backing, TableMemory};
 
 #[cfg(feature = "afxdp")]
 pub(crate) mod link;

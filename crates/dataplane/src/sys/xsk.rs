@@ -184,16 +184,6 @@ pub const FRAME_SIZE: u32 = 2048;
 /// `rx_dropped` in `XDP_STATISTICS`: the socket does not take multi-buffer frames).
 pub const MAX_RX_FRAME: u32 = FRAME_SIZE - 256;
 
-/// Free reserved huge pages of the default size (`HugePages_Free` in /proc/meminfo).
-fn huge_pages_free() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("HugePages_Free:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 impl std::fmt::Debug for XskDevice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XskDevice")
@@ -234,7 +224,8 @@ impl XskDevice {
         };
         let mut last = None;
         let huge = cfg.huge_pages
-            && huge_pages_free() * HUGE_PAGE >= frames.get() as u64 * u64::from(FRAME_SIZE);
+            && super::table::huge_pages_free((HUGE_PAGE >> 10) as usize) as u64 * HUGE_PAGE
+                >= frames.get() as u64 * u64::from(FRAME_SIZE);
         for &(flag, name) in tries {
             let (umem, descs, huge) = match Umem::new(umem_cfg, frames, huge) {
                 Ok((u, d)) => (u, d, huge),

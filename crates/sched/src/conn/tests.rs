@@ -30,7 +30,15 @@ fn capacity_is_checked() {
     );
     let t = table(1000);
     assert!(t.slot_count() * 3 >= 1000 * 4);
-    assert_eq!(t.memory_bytes(), t.slot_count() * 48);
+    assert_eq!(t.slot_count() % 16, 0);
+    assert_eq!(t.memory_bytes(), t.slot_count() * 33);
+    // Not a power of two: 10M connections take 13.4M slots, 440 MB with their tags.
+    assert_eq!(slots_for(10_000_000), 13_333_344);
+    assert!(slots_for(10_000_000) * ENTRY_BYTES < 450_000_000);
+    assert!(matches!(
+        ConnTable::<Ipv4Addr>::new(10, MAX_DEST_SLOTS + 1, Timeouts::default(), 0),
+        Err(ConnTableError::Dests(_))
+    ));
 }
 
 #[test]
@@ -59,7 +67,7 @@ fn insert_lookup_state_and_loads() {
     );
     let i = t.lookup(&key(1, 1000), now).expect("present");
     assert_eq!(t.entry(i).state(), State::Established);
-    assert_eq!(t.entry(i).last_seen(), now);
+    assert_eq!(t.entry(i).last_seen_tick(), tick(now));
     assert_eq!(t.seen(i, now, Some(FIN | ACK)), State::FinWait);
     assert_eq!(
         t.load(D0),
@@ -381,10 +389,14 @@ fn listing_in_pieces_sees_every_entry_once_with_its_time_left() {
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), 300);
-    let syn_recv = Timeouts::default().get(State::SynRecv);
-    assert!(seen
-        .iter()
-        .all(|l| l.expires_in == syn_recv - Duration::from_secs(2)));
+    // Exact to a tick of the entries' coarse clock.
+    let left = Timeouts::default().get(State::SynRecv) - Duration::from_secs(2);
+    let tick = Duration::from_nanos(TICK_NANOS);
+    assert!(
+        seen.iter().all(|l| l.expires_in.abs_diff(left) <= tick),
+        "{:?} left, within a tick of {left:?}",
+        seen[0].expires_in
+    );
 }
 
 fn key6(client: &str, cport: u16) -> ConnKey<Ipv6Addr> {
@@ -399,12 +411,14 @@ fn key6(client: &str, cport: u16) -> ConnKey<Ipv6Addr> {
 
 #[test]
 fn ipv6_entries_are_one_cache_line_and_share_the_workers_loads() {
-    assert_eq!(ENTRY_BYTES, 48);
-    assert_eq!(ENTRY_BYTES_V6, 64);
+    assert_eq!(std::mem::size_of::<Entry<Ipv4Addr>>(), 32);
+    assert_eq!(std::mem::size_of::<Entry<Ipv6Addr>>(), 64);
+    assert_eq!(ENTRY_BYTES, 33);
+    assert_eq!(ENTRY_BYTES_V6, 65);
     let v4 = table(100);
     let mut t = ConnTable::<Ipv6Addr>::new(100, 0, Timeouts::default(), 7).expect("valid");
     t.share_loads(v4.loads().clone());
-    assert_eq!(t.memory_bytes(), t.slot_count() * 64);
+    assert_eq!(t.memory_bytes(), t.slot_count() * 65);
     let now = Time::from_secs(1);
     let i = t
         .insert(&key6("2001:2:1::1", 1000), D0, State::None, now, None)
@@ -450,9 +464,115 @@ fn ipv6_templates_are_keyed_by_the_client_prefix() {
         t.lookup_template(&key6("2001:2:1:1::1", 6000), 64, Time::from_secs(1)),
         None
     );
-    assert_eq!(
-        t.expires_in(t.entry(found), Time::from_secs(10)),
-        Duration::from_secs(20)
+    // Exact to a tick of the entries' coarse clock.
+    let left = t.expires_in(t.entry(found), Time::from_secs(10));
+    assert!(
+        left.abs_diff(Duration::from_secs(20)) <= Duration::from_nanos(2 * TICK_NANOS),
+        "{left:?}"
     );
     assert_eq!(t.lookup_template(&same, 64, Time::from_secs(31)), None);
+}
+
+#[test]
+fn a_miss_reads_tags_only_and_a_hit_one_entry() {
+    let mut t = table(1000);
+    let now = Time::from_secs(1);
+    for c in 0..700u16 {
+        t.insert(&key((c % 200) as u8, c), D0, State::Udp, now, None)
+            .expect("room");
+    }
+    // Every occupied slot has a tag with its top bit set, every empty slot tag 0.
+    let tags = t.memory().tags();
+    let entries = t.memory().entries();
+    for (tag, e) in tags.iter().zip(entries) {
+        assert_eq!(*tag != 0, e.occupied());
+        assert!(*tag == 0 || *tag & 0x80 != 0);
+    }
+    assert_eq!(tags.iter().filter(|&&g| g != 0).count(), 700);
+    // The tags tell entries apart: for each entry, the other entries of its probe run
+    // that share its tag are few (7 bits: about one in 128).
+    let mut compared = 0;
+    let mut same_tag = 0;
+    for c in 0..700u16 {
+        let k = key((c % 200) as u8, c);
+        let h = t.hash(&Packed::of(&k, false));
+        let mut i = t.home_of(h);
+        while tags[i] != 0 {
+            compared += 1;
+            if tags[i] == tag_of(h) && !entries[i].matches(&Packed::of(&k, false)) {
+                same_tag += 1;
+            }
+            if entries[i].matches(&Packed::of(&k, false)) {
+                break;
+            }
+            i = t.next(i);
+        }
+    }
+    assert!(
+        same_tag * 20 < compared,
+        "{same_tag} of {compared} tags collide"
+    );
+    // Deleting keeps tags and entries together (backward shift moves both).
+    for c in (0..700u16).step_by(3) {
+        let i = t.lookup(&key((c % 200) as u8, c), now).expect("present");
+        t.remove(i, now);
+    }
+    for c in 0..700u16 {
+        assert_eq!(
+            t.lookup(&key((c % 200) as u8, c), now).is_some(),
+            c % 3 != 0
+        );
+    }
+    let tags = t.memory().tags();
+    let entries = t.memory().entries();
+    assert!(tags
+        .iter()
+        .zip(entries)
+        .all(|(g, e)| (*g != 0) == e.occupied()));
+}
+
+#[test]
+fn the_coarse_clock_wraps_without_losing_an_entry() {
+    // Start just before the 32-bit tick counter wraps (52 days in), cross it.
+    let start = Time::from_nanos((u64::from(u32::MAX) - 1000) << 20);
+    let mut t = table(100);
+    let i = t
+        .insert(&key(1, 1), D0, State::None, start, None)
+        .expect("room");
+    t.seen(i, start, Some(SYN));
+    t.seen(i, start, Some(ACK)); // ESTABLISHED: 900 s
+    let later = start.after(Duration::from_secs(600));
+    assert!(tick(later) < tick(start), "the clock wrapped");
+    let i = t.lookup(&key(1, 1), later).expect("alive after the wrap");
+    assert_eq!(t.expires_in(t.entry(i), later).as_secs(), 300);
+    t.expire(later, t.slot_count());
+    assert_eq!(t.len(), 1);
+    assert!(t
+        .lookup(&key(1, 1), start.after(Duration::from_secs(901)))
+        .is_none());
+    // A template that controls a connection for longer than half the clock's range
+    // keeps a sane age: the sweep dates it back, so its timeout counts from its release.
+    let mut t = table(100);
+    let k = key(2, 5);
+    let tpl = t
+        .insert_template(&k, 32, D1, Duration::from_secs(30), Time::ZERO)
+        .expect("room");
+    let c = t
+        .insert(&k, D1, State::Udp, Time::ZERO, Some(tpl))
+        .expect("room");
+    let mut now = Time::ZERO;
+    for _ in 0..40 {
+        // UDP traffic every day for 40 days (longer than 2^31 ticks, 26 days).
+        now = now.after(Duration::from_secs(86_400));
+        t.seen(c, now, None);
+        t.expire(now, t.slot_count());
+    }
+    let c = t.lookup(&k, now).expect("connection alive");
+    t.remove(c, now);
+    assert!(t
+        .lookup_template(&k, 32, now.after(Duration::from_secs(29)))
+        .is_some());
+    assert!(t
+        .lookup_template(&k, 32, now.after(Duration::from_secs(31)))
+        .is_none());
 }
