@@ -977,6 +977,70 @@ impl Bench {
     }
 
     /// Resident memory of a process, bytes.
+    /// The zero-copy model at `flows` flows picked by `dist`: xdpvs and the lean loop
+    /// alternated `rounds` times; callgrind's counts too (uniform, up to 1M flows).
+    fn zerocopy_row(
+        &mut self,
+        flows: u32,
+        dist: crate::zerocopy::Dist,
+        rounds: usize,
+        callgrind: bool,
+    ) -> Result<crate::report::ZeroCopyRow> {
+        use crate::zerocopy::{Dist, Forwarder, ModelRun};
+        let name = match dist {
+            Dist::Uniform => "uniform",
+            Dist::Zipf => "zipf",
+        };
+        let packets = if self.opts.quick { 200_000 } else { 4_000_000 };
+        let mut row = crate::report::ZeroCopyRow {
+            flows,
+            dist: name.into(),
+            ..Default::default()
+        };
+        for round in 0..rounds {
+            for fwd in [Forwarder::Xdpvs, Forwarder::Lean] {
+                let fname = match fwd {
+                    Forwarder::Xdpvs => "xdpvs",
+                    Forwarder::Lean => "lean",
+                };
+                self.progress.show(&format!(
+                    "zero-copy model: {flows} {name} flows, {fname} round {}/{rounds}",
+                    round + 1
+                ));
+                let out = Command::new(&self.exe)
+                    .args(["zerocopy", "--flows", &flows.to_string(), "--dist", name])
+                    .args(["--forwarder", fname, "--packets", &packets.to_string()])
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .context("running the zero-copy model")?;
+                if !out.status.success() {
+                    bail!("the zero-copy model failed ({})", out.status);
+                }
+                let r: ModelRun = serde_json::from_slice(&out.stdout)
+                    .context("reading the zero-copy model's report")?;
+                match fwd {
+                    Forwarder::Xdpvs => {
+                        row.xdpvs_ns.push(r.ns_per_packet);
+                        row.table_bytes = r.table_bytes;
+                        row.backing = r.backing;
+                        row.max_rss_bytes = r.max_rss_bytes;
+                    }
+                    Forwarder::Lean => row.lean_ns.push(r.ns_per_packet),
+                }
+            }
+        }
+        row.xdpvs_median_ns = median(&mut row.xdpvs_ns.clone());
+        row.lean_median_ns = median(&mut row.lean_ns.clone());
+        // Not in quick mode (it would take most of its minute).
+        if callgrind && !self.opts.quick && dist == Dist::Uniform && flows <= 1_000_000 {
+            self.progress
+                .show(&format!("zero-copy model: {flows} flows: callgrind"));
+            row.xdpvs_cache = crate::callgrind_model(&self.exe, flows, "xdpvs", &self.logs).ok();
+            row.lean_cache = crate::callgrind_model(&self.exe, flows, "lean", &self.logs).ok();
+        }
+        Ok(row)
+    }
+
     fn rss(pid: u32) -> u64 {
         std::fs::read_to_string(format!("/proc/{pid}/status"))
             .unwrap_or_default()
@@ -1237,6 +1301,19 @@ pub fn run(opts: Options) -> Result<Report> {
         report.new_conns = rows;
     }
 
+    // 5b. The zero-copy model: xdpvs's worker loop and the lean loop over in-memory
+    // rings, alternating, each run a process of its own (its tables, its memory).
+    for &flows in &opts.zerocopy_flows {
+        for dist in [crate::zerocopy::Dist::Uniform, crate::zerocopy::Dist::Zipf] {
+            if opts.zerocopy_rounds == 0 {
+                break;
+            }
+            check_stop()?;
+            let row = b.zerocopy_row(flows, dist, opts.zerocopy_rounds, opts.callgrind)?;
+            report.zerocopy.push(row);
+        }
+    }
+
     // 6. Scaling with connection-table occupancy: xdpvs against the lean floor.
     for &flows in &opts.scaling {
         let mut point = ScalingPoint {
@@ -1401,6 +1478,58 @@ pub fn table(r: &Report) -> String {
                 "  {} TX ring full: {f:.0} frames per million forwarded (each waited a pass)",
                 t.variant
             );
+        }
+    }
+    if !r.zerocopy.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nZero-copy model (worker loop over in-memory rings, no kernel; median of {} alternating runs)",
+            r.zerocopy.iter().map(|z| z.xdpvs_ns.len()).max().unwrap_or(0)
+        );
+        let _ = writeln!(
+            s,
+            "  {:>10} {:<8} {:>10} {:>8} {:>9} {:>8} {:>13} {:>13} {:>9}  table",
+            "flows",
+            "dist",
+            "xdpvs ns",
+            "Mpps",
+            "lean ns",
+            "Mpps",
+            "lean / xdpvs",
+            "instr/pkt",
+            "D1 miss"
+        );
+        for z in &r.zerocopy {
+            let cg = z
+                .xdpvs_cache
+                .map_or("-".to_string(), |c| format!("{:.0}", c.instructions));
+            let d1 = z
+                .xdpvs_cache
+                .map_or("-".to_string(), |c| format!("{:.1}", c.d1_misses));
+            let _ = writeln!(
+                s,
+                "  {:>10} {:<8} {:>10.1} {:>8.2} {:>9.1} {:>8.2} {:>12.2}x {:>13} {:>9}  {} MiB, {}",
+                z.flows,
+                z.dist,
+                z.xdpvs_median_ns,
+                1e3 / z.xdpvs_median_ns,
+                z.lean_median_ns,
+                1e3 / z.lean_median_ns,
+                z.lean_median_ns / z.xdpvs_median_ns,
+                cg,
+                d1,
+                z.table_bytes >> 20,
+                z.backing
+            );
+        }
+        for z in r.zerocopy.iter().filter(|z| z.lean_cache.is_some()) {
+            if let Some(c) = z.lean_cache {
+                let _ = writeln!(
+                    s,
+                    "  lean loop at {} flows: {:.0} instructions, {:.2} D1 misses per packet",
+                    z.flows, c.instructions, c.d1_misses
+                );
+            }
         }
     }
     if !r.ratios.is_empty() {

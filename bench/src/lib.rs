@@ -122,32 +122,78 @@ pub struct Callgrind {
 /// measured loop, and returns the counts per packet.
 pub fn callgrind(exe: &Path, flows: u32, scratch: &Path) -> Result<Callgrind> {
     const PACKETS: u64 = 200_000;
-    let out = scratch.join(format!("callgrind.{flows}.out"));
+    let args = [
+        "pipeline",
+        "--flows",
+        &flows.to_string(),
+        "--packets",
+        &PACKETS.to_string(),
+    ];
+    callgrind_of(
+        exe,
+        &args,
+        "xdpvs_bench_measure",
+        &format!("{flows}"),
+        scratch,
+        PACKETS,
+    )
+}
+
+/// The zero-copy model's counts per packet under callgrind: `forwarder` ("xdpvs" or
+/// "lean") at `flows` uniform flows, collecting the forwarder's side alone.
+pub fn callgrind_model(
+    exe: &Path,
+    flows: u32,
+    forwarder: &str,
+    scratch: &Path,
+) -> Result<Callgrind> {
+    const PACKETS: u64 = 100_000;
+    let args = [
+        "zerocopy",
+        "--flows",
+        &flows.to_string(),
+        "--forwarder",
+        forwarder,
+        "--packets",
+        &PACKETS.to_string(),
+    ];
+    // The model times its packets and a warm-up of a tenth as many.
+    let tag = format!("model.{forwarder}.{flows}");
+    callgrind_of(
+        exe,
+        &args,
+        "xdpvs_model_measure",
+        &tag,
+        scratch,
+        PACKETS + PACKETS / 10,
+    )
+}
+
+fn callgrind_of(
+    exe: &Path,
+    args: &[&str],
+    measured: &str,
+    tag: &str,
+    scratch: &Path,
+    packets: u64,
+) -> Result<Callgrind> {
+    let out = scratch.join(format!("callgrind.{tag}.out"));
     let status = Command::new("valgrind")
-        .args([
-            "--tool=callgrind",
-            "--cache-sim=yes",
-            "--toggle-collect=*xdpvs_bench_measure*",
-        ])
+        .args(["--tool=callgrind", "--cache-sim=yes"])
+        .arg(format!("--toggle-collect=*{measured}*"))
         .arg(format!("--callgrind-out-file={}", out.display()))
         .arg(exe)
-        .args([
-            "pipeline",
-            "--flows",
-            &flows.to_string(),
-            "--packets",
-            &PACKETS.to_string(),
-        ])
+        .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(
-            scratch.join(format!("callgrind.{flows}.log")),
+            scratch.join(format!("callgrind.{tag}.log")),
         )?)
         .status()
         .context("running valgrind")?;
     if !status.success() {
         bail!("valgrind failed ({status})");
     }
-    parse_callgrind(&std::fs::read_to_string(&out)?, PACKETS)
+    parse_callgrind(&std::fs::read_to_string(&out)?, packets)
 }
 
 /// Counts per packet from a callgrind output file (its `events:` and `summary:` lines).

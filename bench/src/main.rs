@@ -87,6 +87,13 @@ struct RunArgs {
     /// Rounds of the multi-queue table (0 skips it).
     #[arg(long)]
     multi_queue_rounds: Option<usize>,
+    /// Alternating rounds of the zero-copy model (xdpvs's worker loop and the lean loop
+    /// over in-memory rings; 0 skips it).
+    #[arg(long)]
+    zerocopy_rounds: Option<usize>,
+    /// Flow counts of the zero-copy model.
+    #[arg(long, value_delimiter = ',')]
+    zerocopy_flows: Option<Vec<u32>>,
     /// Rounds of the IPv6 rows of the maximum-rate table (0 skips them).
     #[arg(long)]
     ipv6_rounds: Option<usize>,
@@ -287,6 +294,12 @@ fn options(a: RunArgs) -> Result<Options> {
         },
         new_conn_rounds: a.new_conn_rounds.unwrap_or(if q { 0 } else { 3 }),
         multi_queue_rounds: a.multi_queue_rounds.unwrap_or(if q { 0 } else { 3 }),
+        zerocopy_rounds: a.zerocopy_rounds.unwrap_or(if q { 1 } else { 3 }),
+        zerocopy_flows: a.zerocopy_flows.unwrap_or(if q {
+            vec![1, 1000]
+        } else {
+            vec![1, 1000, 1_000_000, 10_000_000]
+        }),
         ipv6_rounds: a.ipv6_rounds.unwrap_or(if q { 1 } else { 3 }),
         gen_core: a.gen_core,
         director_core: a.director_core,

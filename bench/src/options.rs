@@ -42,6 +42,10 @@ pub struct Options {
     pub new_conn_rounds: usize,
     /// Rounds of the multi-queue table (0: skip).
     pub multi_queue_rounds: usize,
+    /// Alternating rounds of the zero-copy model (0: none).
+    pub zerocopy_rounds: usize,
+    /// Flow counts of the zero-copy model.
+    pub zerocopy_flows: Vec<u32>,
     /// Alternating rounds of the IPv6 rows of the maximum-rate table (0: skip).
     pub ipv6_rounds: usize,
     /// Core of the generator (and of the harness itself).

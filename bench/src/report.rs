@@ -139,6 +139,34 @@ pub struct SearchResult {
     pub max_loss_pct: f64,
 }
 
+/// One row of the zero-copy model: xdpvs's worker loop and the lean loop over the same
+/// in-memory rings, at one occupancy and flow distribution.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ZeroCopyRow {
+    /// Established flows.
+    pub flows: u32,
+    /// "uniform" or "zipf".
+    pub dist: String,
+    /// xdpvs, ns per packet, each round.
+    pub xdpvs_ns: Vec<f64>,
+    /// The lean loop, ns per packet, each round.
+    pub lean_ns: Vec<f64>,
+    /// Medians.
+    pub xdpvs_median_ns: f64,
+    /// Medians.
+    pub lean_median_ns: f64,
+    /// Bytes of xdpvs's IPv4 table, and how it was backed.
+    pub table_bytes: usize,
+    /// How the table's memory was backed.
+    pub backing: String,
+    /// The model process's peak RSS with xdpvs, bytes.
+    pub max_rss_bytes: u64,
+    /// Callgrind's counts per packet for xdpvs and the lean loop (up to 1M flows).
+    pub xdpvs_cache: Option<crate::Callgrind>,
+    /// Callgrind's counts per packet for the lean loop.
+    pub lean_cache: Option<crate::Callgrind>,
+}
+
 /// One row of the scaling table.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ScalingPoint {
@@ -250,6 +278,9 @@ pub struct Report {
     /// Maximum rate per forwarder with IPv6 frames.
     #[serde(default)]
     pub ipv6: Vec<ThroughputSummary>,
+    /// The zero-copy model.
+    #[serde(default)]
+    pub zerocopy: Vec<ZeroCopyRow>,
     /// Every trial.
     pub trials: Vec<TrialRecord>,
     /// Flame graph written, if any.
@@ -290,6 +321,7 @@ impl Report {
             new_conns: Vec::new(),
             multi_queue: Vec::new(),
             ipv6: Vec::new(),
+            zerocopy: Vec::new(),
             trials: Vec::new(),
             flamegraph: None,
         }

@@ -63,7 +63,15 @@ fn quick_mode_moves_packets_and_writes_valid_files() {
         .sum();
     assert!(ipv6_delivered > 0.0, "no IPv6 packet went through xdpvs");
     assert!(stdout.contains("Maximum rate over IPv6"), "{stdout}");
-    for key in ["throughput", "loads", "search", "scaling", "ipv6"] {
+    assert!(stdout.contains("Zero-copy model"), "{stdout}");
+    for key in [
+        "throughput",
+        "loads",
+        "search",
+        "scaling",
+        "ipv6",
+        "zerocopy",
+    ] {
         assert!(
             !json[key].as_array().expect(key).is_empty(),
             "{key} is empty"
