@@ -158,13 +158,12 @@ fn map<T: Zeroed>(
             }
         }
     }
-    let m = Mapping::new(len, 4096, 0, false)?;
+    let mut m = Mapping::new(len, 4096, 0, false)?;
     let backing = if !transparent_huge_pages_off() && m.advise_huge() {
         Backing::Transparent
     } else {
         Backing::Small
     };
-    let mut m = m;
     if populate {
         // Written after the advice, so that the kernel can back it with huge pages.
         touch(&mut m);

@@ -336,16 +336,20 @@ proptest! {
     }
 }
 
+/// A UDP connection of `k` at time 0 under a /32 template of 30 s to D1: its index.
+fn persistent_udp(t: &mut ConnTable, k: &ConnKey) -> usize {
+    let tpl = t
+        .insert_template(k, 32, D1, Duration::from_secs(30), Time::ZERO)
+        .expect("room");
+    t.insert(k, D1, State::Udp, Time::ZERO, Some(tpl))
+        .expect("room")
+}
+
 #[test]
 fn a_late_sweep_dates_template_release_from_the_connection_expiry() {
     let mut t = table(100);
     let k = key(7, 5555);
-    let tpl = t
-        .insert_template(&k, 32, D1, Duration::from_secs(30), Time::ZERO)
-        .expect("room");
-    let c = t
-        .insert(&k, D1, State::Udp, Time::ZERO, Some(tpl))
-        .expect("room");
+    let c = persistent_udp(&mut t, &k);
     t.seen(c, Time::ZERO, None); // UDP: expires at 300 s
                                  // The sweep only comes round at 1000 s: the template ended at 300 + 30 s.
     let slots = t.slot_count();
@@ -554,12 +558,7 @@ fn the_coarse_clock_wraps_without_losing_an_entry() {
     // keeps a sane age: the sweep dates it back, so its timeout counts from its release.
     let mut t = table(100);
     let k = key(2, 5);
-    let tpl = t
-        .insert_template(&k, 32, D1, Duration::from_secs(30), Time::ZERO)
-        .expect("room");
-    let c = t
-        .insert(&k, D1, State::Udp, Time::ZERO, Some(tpl))
-        .expect("room");
+    let c = persistent_udp(&mut t, &k);
     let mut now = Time::ZERO;
     for _ in 0..40 {
         // UDP traffic every day for 40 days (longer than 2^31 ticks, 26 days).
