@@ -24,6 +24,12 @@
  * to the socket of its queue (XSKMAP index XDPVS_MAX_QUEUES + queue); a VIP is not
  * answered there.
  *
+ * `run --offload`: an IPv4 TCP segment without SYN, FIN or RST, or a UDP datagram, of a
+ * flow in the `flows` map (an established direct-routing connection the workers put
+ * there) is forwarded here: the MACs rewritten as the engine rewrites them, counted in
+ * the flow's per-CPU counters, sent back out with XDP_TX. The workers stay the
+ * authority: they insert and remove flows, and the director reads the counters back.
+ *
  * bpf_redirect_map() falls back to XDP_PASS when no socket is bound to the queue.
  * The maps are filled by xdpvs at run time: adding a service needs no reload.
  */
@@ -69,6 +75,27 @@ struct nat6_key {
 	__u16 port;
 	__u8 proto;
 	__u8 pad;
+};
+
+/* An offloaded flow, as the client sends it (network byte order). */
+struct flow_key {
+	__u32 client;
+	__u32 vip;
+	__u16 cport;
+	__u16 vport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* Where it goes, and what this CPU forwarded of it. */
+struct flow_val {
+	__u8 to[ETH_ALEN];   /* the real server's MAC */
+	__u8 from[ETH_ALEN]; /* the director's MAC */
+	__u32 pad;
+	__u64 idle_ns; /* the connection's timeout: idle longer, it is the workers' again */
+	__u64 packets;
+	__u64 bytes; /* IP lengths, as IPVS counts */
+	__u64 last_seen; /* bpf_ktime_get_ns() */
 };
 
 struct {
@@ -120,6 +147,14 @@ struct {
 	__type(value, __u8);
 } nats6 SEC(".maps");
 
+/* `run --offload`: established flows (max_entries set at load; 1 when off). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct flow_key);
+	__type(value, struct flow_val);
+} flows SEC(".maps");
+
 /* Two-armed: the index of the real servers' interface (0: one interface). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -164,6 +199,56 @@ struct arp_eth_ipv4 {
 /* What the classifier decides. */
 #define PASS 0
 #define STEER 1
+/* Forwarded here (the frame rewritten): XDP_TX. */
+#define FAST 2
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+
+/* `run --offload`: forwards a packet of an offloaded flow, if it is one. `ports` points
+ * at the transport header, whose first 4 bytes are known to be in the frame. */
+static __always_inline int fast_path(struct iphdr *ip, __u16 *ports, void *end)
+{
+	struct flow_key key = {};
+	struct flow_val *v;
+	struct ethhdr *eth = (void *)ip - sizeof(struct ethhdr);
+	__u64 now;
+	int i;
+
+	if (ip->protocol == IPPROTO_TCP) {
+		__u8 *tcp = (void *)ports;
+
+		if ((void *)(tcp + 14) > end)
+			return STEER;
+		if (tcp[13] & (TCP_SYN | TCP_FIN | TCP_RST))
+			return STEER;
+	}
+	key.client = ip->saddr;
+	key.vip = ip->daddr;
+	key.cport = ports[0];
+	key.vport = ports[1];
+	key.proto = ip->protocol;
+	v = bpf_map_lookup_elem(&flows, &key);
+	if (!v)
+		return STEER;
+	if ((void *)(eth + 1) > end)
+		return STEER;
+	now = bpf_ktime_get_ns();
+	/* Idle past its timeout on this CPU: the worker decides (it expired there). */
+	if (now - v->last_seen > v->idle_ns)
+		return STEER;
+	/* Byte by byte: see docs (clang folds some array copies). */
+#pragma unroll
+	for (i = 0; i < ETH_ALEN; i++) {
+		eth->h_dest[i] = v->to[i];
+		eth->h_source[i] = v->from[i];
+	}
+	v->packets += 1;
+	v->bytes += bpf_ntohs(ip->tot_len);
+	v->last_seen = now;
+	return FAST;
+}
 
 static __always_inline int classify_arp(void *l3, void *end, int servers)
 {
@@ -252,7 +337,7 @@ static __always_inline int classify_ipv4(void *l3, void *end, int servers)
 	key.proto = ip->protocol;
 	if (!bpf_map_lookup_elem(&services, &key))
 		return PASS;
-	return STEER;
+	return fast_path(ip, ports, end);
 }
 
 #define NEXTHDR_HOP 0
@@ -385,9 +470,14 @@ int xdpvs_steer(struct xdp_md *ctx)
 						XDP_PASS);
 		return XDP_PASS;
 	}
-	if (classify(ctx, 0) == STEER)
+	switch (classify(ctx, 0)) {
+	case STEER:
 		return bpf_redirect_map(&xsks, ctx->rx_queue_index, XDP_PASS);
-	return XDP_PASS;
+	case FAST:
+		return XDP_TX;
+	default:
+		return XDP_PASS;
+	}
 }
 
 /*
@@ -398,7 +488,18 @@ int xdpvs_steer(struct xdp_md *ctx)
 SEC("xdp")
 int xdpvs_classify(struct xdp_md *ctx)
 {
-	return classify(ctx, 0) == STEER ? XDP_TX : XDP_PASS;
+	return classify(ctx, 0) != PASS ? XDP_TX : XDP_PASS;
+}
+
+/*
+ * `run --offload`, for BPF_PROG_TEST_RUN only (never attached): XDP_TX (the frame
+ * rewritten) where xdpvs_steer forwards the frame itself, XDP_PASS otherwise. The
+ * equivalence tests compare its frames with the engine's.
+ */
+SEC("xdp")
+int xdpvs_fast(struct xdp_md *ctx)
+{
+	return classify(ctx, 0) == FAST ? XDP_TX : XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -921,6 +921,28 @@ impl Services {
         }
     }
 
+    /// `run --offload`: where the XDP program may send a connection to the real server
+    /// in `slot` (its generation and MAC), if anywhere: a direct-routing real server in
+    /// service or out of it by its check, or removed and draining (unless its
+    /// connections are to expire).
+    fn offload_target(&self, slot: usize) -> Option<(u32, Mac)> {
+        let d = self.dests.get(slot)?;
+        let drains = d.draining && !self.options.expire_nodest_conn;
+        ((d.slot.live || drains) && d.fwd == Fwd::Route)
+            .then_some(d.mac.map(|m| (d.slot.gen, m)))
+            .flatten()
+    }
+
+    /// `run --offload`: real-server slots whose connections the XDP program may no longer
+    /// forward as it did under `old` (removed, its slot given to another, its MAC or
+    /// method changed, or its connections to expire).
+    pub(crate) fn offload_gone<'a>(&'a self, old: &'a Services) -> impl Iterator<Item = u32> + 'a {
+        (0..old.dests.len()).filter_map(move |s| {
+            let was = old.offload_target(s)?;
+            (self.offload_target(s) != Some(was)).then_some(s as u32)
+        })
+    }
+
     /// Live service slots whose generation differs from `old`'s: their counters start
     /// again from zero.
     pub(crate) fn changed_service_slots<'a>(

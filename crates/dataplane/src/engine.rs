@@ -26,6 +26,7 @@ use crate::frag::{FragDest, FragId, FragKey, FragTable, FRAG_SLOTS};
 use crate::icmp::{self, EchoLimit};
 use crate::ipv6::{self, Error6, FragKey6, Inbound6};
 use crate::method::{self, tunnel, At};
+use crate::offload::{FastFlow, OffloadOut, OffloadRec, Touch};
 use crate::packet::Packet;
 use crate::reuse;
 use crate::stats::{DropReason, WorkerStats};
@@ -86,6 +87,9 @@ pub struct Tables {
     /// installed on the worker its client chooses ([`owner`]); a segment of one that
     /// misses here is handed to it.
     sync_in: bool,
+    /// `run --offload`: what the XDP program may forward alone, since the worker last
+    /// took the records; `None` when off.
+    offload: Option<OffloadOut>,
 }
 
 /// Records for the sync sender, at most `cap` between two drains (no allocation on the
@@ -138,6 +142,7 @@ impl Tables {
             sync_out: None,
             sync_parked: None,
             sync_in: false,
+            offload: None,
         })
     }
 
@@ -184,6 +189,36 @@ impl Tables {
                 }
             }
             s.recs.clear();
+        }
+    }
+
+    /// Records, from now on, what the XDP program may forward alone (`run --offload`):
+    /// at most `cap` records between two [`Tables::drain_offload`] (more are counted
+    /// lost).
+    pub fn enable_offload(&mut self, cap: usize) {
+        self.offload = Some(OffloadOut::new(cap));
+    }
+
+    /// Hands each offload record to `each` (which says whether it took it), oldest
+    /// first, and forgets them.
+    pub fn drain_offload(&mut self, mut each: impl FnMut(&OffloadRec) -> bool) {
+        if let Some(o) = &mut self.offload {
+            for r in o.recs.drain(..) {
+                if !each(&r) {
+                    o.lost += 1;
+                }
+            }
+            self.stats.offload_lost.set(o.lost);
+        }
+    }
+
+    /// Traffic the XDP program forwarded on a flow: its connection is seen at `t.at`.
+    /// A flow this worker no longer holds goes back to the workers.
+    pub fn touch(&mut self, t: &Touch) {
+        if !self.conns.touch(&t.key, t.at) {
+            if let Some(o) = &mut self.offload {
+                o.push(OffloadRec::Remove(t.key));
+            }
         }
     }
 
@@ -246,6 +281,11 @@ impl Tables {
         for slot in new.changed_dest_slots(&self.services) {
             self.stats.reset_dest(slot);
         }
+        if let Some(o) = &mut self.offload {
+            for slot in new.offload_gone(&self.services) {
+                o.push(OffloadRec::Dest(slot));
+            }
+        }
         std::mem::replace(&mut self.services, new)
     }
 
@@ -255,7 +295,16 @@ impl Tables {
     pub fn expire(&mut self, now: Time, budget: usize) -> usize {
         let mut n = 0;
         if !self.conns.is_empty() {
-            n += self.conns.expire(now, budget);
+            let offload = &mut self.offload;
+            n += self.conns.expire_with(now, budget, |e| {
+                // Only an ESTABLISHED connection or a UDP flow is ever in the XDP map.
+                if let Some(o) = offload.as_mut() {
+                    let k = e.key();
+                    if !e.is_template() && (k.proto == Protocol::Udp || e.state() == State::Established) {
+                        o.push(OffloadRec::Remove(k));
+                    }
+                }
+            });
         }
         if !self.conns6.is_empty() {
             n += self.conns6.expire(now, budget);
@@ -845,6 +894,7 @@ fn deliver<A: Fam>(frame: &mut Packet<'_>, t: &mut Tables, flow: &Flow<A>, now: 
                 last >> SYNC_REFRESH_SHIFT != tick(now) >> SYNC_REFRESH_SHIFT,
             )
         });
+        let offloading = t.offload.is_some();
         let conns = A::conns_mut(t);
         if nat {
             // The replies cross the director: both directions drive the state, and
@@ -857,7 +907,14 @@ fn deliver<A: Fam>(frame: &mut Packet<'_>, t: &mut Tables, flow: &Flow<A>, now: 
                 .unwrap_or_else(|| source_mac(frame));
             A::conns_mut(t).set_hop(idx, hop);
         } else {
-            conns.seen(idx, now, flow.tcp_flags);
+            let was = offloading.then(|| {
+                let e = conns.entry(idx);
+                (e.state(), e.last_seen_tick())
+            });
+            let state = conns.seen(idx, now, flow.tcp_flags);
+            if let Some(was) = was {
+                offload_changed(t, key, fresh, was, state, (dest, mac, si), now);
+            }
         }
         if let Some((old, new_entry, refresh)) = before {
             sync_changed::<A>(t, si, idx, (old, new_entry, refresh), &fwd, now);
@@ -884,6 +941,59 @@ fn deliver<A: Fam>(frame: &mut Packet<'_>, t: &mut Tables, flow: &Flow<A>, now: 
         method::to_real(frame, &fwd, &at);
     }
     forward(frame, t, svc_slot, dest, mac, flow.ip_len, true)
+}
+
+/// `run --offload`: what a packet that crossed the worker changes for the XDP fast path.
+/// An IPv4 direct-routing TCP connection is offered to it when it becomes ESTABLISHED, a
+/// UDP flow when it is scheduled, and either again in every refresh window it has
+/// traffic in here (an insert that was lost, or a flow that came back to the workers,
+/// goes to the fast path again); a TCP connection leaving ESTABLISHED (a FIN or RST
+/// crossed the worker) is taken from it. `was`: the entry's state and last-seen tick
+/// before this packet; `state`: after it.
+fn offload_changed<A: Fam>(
+    t: &mut Tables,
+    key: &ConnKey<A>,
+    fresh: bool,
+    (old, last): (State, u32),
+    state: State,
+    (dest, mac, si): (DestRef, xdpvs_sched::Mac, usize),
+    now: Time,
+) {
+    let (Some(client), Some(vip)) = (Ipv4Addr::of(key.client.ip()), Ipv4Addr::of(key.vip.ip())) else {
+        return;
+    };
+    let k = ConnKey {
+        proto: key.proto,
+        client,
+        cport: key.cport,
+        vip,
+        vport: key.vport,
+    };
+    let refresh = last >> SYNC_REFRESH_SHIFT != tick(now) >> SYNC_REFRESH_SHIFT;
+    let insert = match key.proto {
+        Protocol::Tcp => state == State::Established && (old != state || fresh || refresh),
+        Protocol::Udp => fresh || refresh,
+    };
+    let rec = if insert {
+        if t.services.fwd(dest) != Fwd::Route {
+            return;
+        }
+        OffloadRec::Insert(FastFlow {
+            key: k,
+            to: mac,
+            from: t.services.servers_mac(),
+            service: t.services.services[si].slot,
+            dest: dest.slot,
+            idle: A::conns(t).timeouts().get(state),
+        })
+    } else if key.proto == Protocol::Tcp && old == State::Established && state != old {
+        OffloadRec::Remove(k)
+    } else {
+        return;
+    };
+    if let Some(o) = &mut t.offload {
+        o.push(rec);
+    }
 }
 
 /// The refresh window of connection synchronisation: 2^10 ticks of the table's clock

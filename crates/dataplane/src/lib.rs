@@ -28,6 +28,7 @@ pub mod handoff;
 pub mod icmp;
 pub mod ipv6;
 mod method;
+pub mod offload;
 pub mod packet;
 pub mod reuse;
 pub mod ring;

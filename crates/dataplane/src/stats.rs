@@ -286,6 +286,9 @@ pub struct WorkerStats {
     /// Packets forwarded by the stateless fallback, without a table entry, because the
     /// connection table was full (counted in `tx` too).
     pub stateless: Counter,
+    /// `run --offload`: records for the offload thread lost (this worker's buffer, or
+    /// the thread's queue, full).
+    pub offload_lost: Counter,
     /// Per service slot.
     pub services: Box<[Traffic]>,
     /// Per real-server slot.
@@ -318,6 +321,7 @@ impl WorkerStats {
             tunnelled: Counter::default(),
             too_big: Counter::default(),
             stateless: Counter::default(),
+            offload_lost: Counter::default(),
             conflicts: ConflictLog::default(),
             services: (0..max_services).map(|_| Traffic::default()).collect(),
             dests: (0..max_dests).map(|_| Traffic::default()).collect(),

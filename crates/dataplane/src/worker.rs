@@ -9,6 +9,7 @@ use crate::config::Services;
 use crate::device::{Device, DeviceStats, Egress};
 use crate::engine::{prefetch, prefetch_frame, process_steered, Explained, Tables, Verdict};
 use crate::handoff::Handoff;
+use crate::offload::{OffloadRec, Touch};
 use crate::packet::Packet;
 use crate::stats::Counter;
 use crate::Time;
@@ -228,7 +229,23 @@ pub struct Worker<D: Device> {
     sync: Option<SyncLink>,
     /// The roles last applied to the tables.
     sync_roles: (bool, bool),
+    /// `run --offload`: where this worker's offload records go, where its touches come
+    /// from.
+    offload: Option<OffloadLink>,
 }
+
+/// A worker's part in `run --offload` (see [`crate::offload`]).
+#[derive(Debug, Clone)]
+pub struct OffloadLink {
+    /// Where the worker's records go (a bounded channel: never waits; a full one counts
+    /// them lost).
+    pub out: Sender<OffloadRec>,
+    /// Traffic the XDP program forwarded on this worker's connections.
+    pub touches: Receiver<Touch>,
+}
+
+/// Touches a worker applies per pass at most.
+const TOUCHES: usize = 256;
 
 /// A worker's part in connection synchronisation (IPVS's sync daemon).
 #[derive(Debug, Clone)]
@@ -287,7 +304,29 @@ impl<D: Device> Worker<D> {
             handoff: None,
             sync: None,
             sync_roles: (false, false),
+            offload: None,
         }
+    }
+
+    /// Takes part in `run --offload`: the connections the XDP program may forward alone
+    /// are offered on `link.out`, and the traffic it forwarded comes back on
+    /// `link.touches`.
+    pub fn set_offload(&mut self, link: OffloadLink) {
+        self.tables.enable_offload(BATCH * 4);
+        self.offload = Some(link);
+    }
+
+    /// Hands this pass's offload records over, applies the touches that came.
+    fn offload_exchange(&mut self) -> usize {
+        let Some(link) = &self.offload else { return 0 };
+        let mut n = 0;
+        while n < TOUCHES {
+            let Ok(t) = link.touches.try_recv() else { break };
+            self.tables.touch(&t);
+            n += 1;
+        }
+        self.tables.drain_offload(|r| link.out.try_send(*r).is_ok());
+        n
     }
 
     /// Takes part in connection synchronisation (IPVS's sync protocol), in the roles
@@ -471,8 +510,9 @@ impl<D: Device> Worker<D> {
         }
         let handed = self.take_handed(now);
         let synced = self.sync_exchange(now);
+        let touched = self.offload_exchange();
         self.sweep(now);
-        n + waiting + handed + synced
+        n + waiting + handed + synced + touched
     }
 
     /// Processes and sends up to a batch of the frames other workers handed to this one.

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 
 use libbpf_rs::{MapCore, MapFlags, ProgramInput};
+use xdpvs_sched::conn::ConnKey;
 use xdpvs_sched::ServiceKey;
 
 use crate::config::NatSource;
@@ -135,14 +136,59 @@ const XDP_TX: u32 = 3;
 const ETH_HLEN: usize = 14;
 
 impl Steering {
-    /// Loads the program and creates its maps (not attached yet).
-    pub fn load() -> Result<Steering, XdpError> {
+    /// Loads the program and creates its maps (not attached yet), with room for
+    /// `offload` flows forwarded by the program itself (`run --offload`; 0: off).
+    pub fn load(offload: u32) -> Result<Steering, XdpError> {
         Ok(Steering {
             link: None,
             servers: None,
-            loaded: Loaded::load().map_err(XdpError::Load)?,
+            loaded: Loaded::load(offload).map_err(XdpError::Load)?,
             mode: None,
         })
+    }
+
+    /// The map of flows the program forwards itself (`run --offload`), as a handle of
+    /// its own that another thread may own.
+    pub fn flows(&self) -> Result<FlowMap, XdpError> {
+        let map = &self.loaded.skel().maps.flows;
+        let handle = libbpf_rs::MapHandle::try_from(map).map_err(|cause| XdpError::Map {
+            map: "flows",
+            cause,
+        })?;
+        let cpus = libbpf_rs::num_possible_cpus().map_err(|cause| XdpError::Map {
+            map: "flows",
+            cause,
+        })?;
+        Ok(FlowMap {
+            map: handle,
+            cpus,
+            capacity: map.max_entries(),
+        })
+    }
+
+    /// What the program does with `frame` when it forwards it itself (`run --offload`):
+    /// the rewritten frame, or `None` when it would not (it steers it to the director
+    /// or passes it to the kernel). Run by the kernel (`BPF_PROG_TEST_RUN` of
+    /// `xdpvs_fast`, which shares the decision with `xdpvs_steer`); it counts in the
+    /// flow's counters as a forwarded frame does.
+    pub fn fast_path(&self, frame: &[u8]) -> Result<Option<Vec<u8>>, XdpError> {
+        if frame.len() < ETH_HLEN {
+            return Ok(None);
+        }
+        let mut out = vec![0u8; frame.len()];
+        let input = ProgramInput {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ..ProgramInput::default()
+        };
+        let r = self
+            .loaded
+            .skel()
+            .progs
+            .xdpvs_fast
+            .test_run(input)
+            .map_err(XdpError::TestRun)?;
+        Ok((r.return_value == XDP_TX).then_some(out))
     }
 
     /// The mode the program is attached in to the clients' interface, once attached.
@@ -320,6 +366,142 @@ impl Steering {
             .test_run(input)
             .map_err(XdpError::TestRun)?;
         Ok(out.return_value == XDP_TX)
+    }
+}
+
+/// What the XDP program forwarded of one offloaded flow, summed over the CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCounts {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (IP lengths).
+    pub bytes: u64,
+    /// The latest `bpf_ktime_get_ns()` any CPU saw it at (0: never).
+    pub last_seen_ns: u64,
+}
+
+/// The program's map of offloaded flows (`run --offload`): IPv4 flows to the MACs they
+/// are forwarded to, with per-CPU counters.
+#[derive(Debug)]
+pub struct FlowMap {
+    map: libbpf_rs::MapHandle,
+    cpus: usize,
+    capacity: u32,
+}
+
+/// Each CPU's value in the map is this many bytes (the value's size rounded to 8).
+const FLOW_STRIDE: usize = std::mem::size_of::<types::flow_val>().next_multiple_of(8);
+
+fn flow_key(k: &ConnKey<Ipv4Addr>) -> types::flow_key {
+    types::flow_key {
+        client: vip_key(k.client),
+        vip: vip_key(k.vip),
+        cport: k.cport.to_be(),
+        vport: k.vport.to_be(),
+        proto: k.proto.ip_number(),
+        pad: [0; 3],
+    }
+}
+
+fn conn_key(b: &[u8]) -> Option<ConnKey<Ipv4Addr>> {
+    let a = |i: usize| Ipv4Addr::new(b[i], b[i + 1], b[i + 2], b[i + 3]);
+    let p = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
+    Some(ConnKey {
+        proto: xdpvs_sched::Protocol::from_ip_number(*b.get(12)?)?,
+        client: a(0),
+        cport: p(8),
+        vip: a(4),
+        vport: p(10),
+    })
+}
+
+/// The counters in one flow's per-CPU value bytes, summed.
+fn flow_counts(values: &[u8]) -> FlowCounts {
+    let word = |c: &[u8], i: usize| u64::from_ne_bytes(c[i..i + 8].try_into().expect("8 bytes"));
+    values
+        .chunks_exact(FLOW_STRIDE)
+        .fold(FlowCounts::default(), |acc, c| FlowCounts {
+            packets: acc.packets + word(c, 24),
+            bytes: acc.bytes + word(c, 32),
+            last_seen_ns: acc.last_seen_ns.max(word(c, 40)),
+        })
+}
+
+impl FlowMap {
+    /// How many flows the map holds at most.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Lets the program forward `key` to `to` from `from` while it is never idle for
+    /// longer than `idle` (then its next packet goes to the workers), as if seen at
+    /// `now_ns` (CLOCK_MONOTONIC), with its counters at zero (replacing what was there:
+    /// read it first).
+    pub fn insert(
+        &self,
+        key: &ConnKey<Ipv4Addr>,
+        (to, from): ([u8; 6], [u8; 6]),
+        idle: std::time::Duration,
+        now_ns: u64,
+    ) -> Result<(), XdpError> {
+        let v = types::flow_val {
+            to,
+            from,
+            idle_ns: u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX),
+            last_seen: now_ns,
+            ..types::flow_val::default()
+        };
+        let values = vec![bytes_of(&v).to_vec(); self.cpus];
+        self.map
+            .update_percpu(bytes_of(&flow_key(key)), &values, MapFlags::ANY)
+            .map_err(|cause| XdpError::Map { map: "flows", cause })
+    }
+
+    /// What the program forwarded of `key` so far, if it is in the map.
+    pub fn counts(&self, key: &ConnKey<Ipv4Addr>) -> Result<Option<FlowCounts>, XdpError> {
+        let v = self
+            .map
+            .lookup_percpu(bytes_of(&flow_key(key)), MapFlags::ANY)
+            .map_err(|cause| XdpError::Map { map: "flows", cause })?;
+        Ok(v.map(|per_cpu| {
+            let mut all = Vec::with_capacity(per_cpu.len() * FLOW_STRIDE);
+            for c in per_cpu {
+                all.extend_from_slice(&c);
+                all.resize(all.len().next_multiple_of(FLOW_STRIDE), 0);
+            }
+            flow_counts(&all)
+        }))
+    }
+
+    /// Leaves `key` to the workers from now on (absent already: nothing happens).
+    pub fn remove(&self, key: &ConnKey<Ipv4Addr>) -> Result<(), XdpError> {
+        match self.map.delete(bytes_of(&flow_key(key))) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
+            Err(cause) => Err(XdpError::Map { map: "flows", cause }),
+        }
+    }
+
+    /// Every flow in the map with its counters.
+    pub fn read_all(
+        &self,
+        mut each: impl FnMut(ConnKey<Ipv4Addr>, FlowCounts),
+    ) -> Result<(), XdpError> {
+        let size = std::mem::size_of::<types::flow_key>();
+        crate::sys::skel::percpu_batch(
+            self.map.as_fd(),
+            (size, FLOW_STRIDE, self.cpus),
+            4096,
+            |k, v| {
+                if let Some(key) = conn_key(k) {
+                    each(key, flow_counts(v));
+                }
+            },
+        )
+        .map_err(|e| XdpError::Map {
+            map: "flows",
+            cause: libbpf_rs::Error::from(e),
+        })
     }
 }
 

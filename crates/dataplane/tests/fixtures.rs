@@ -67,7 +67,163 @@ fn limits() -> Limits {
 
 fn tables(cfg: &Config) -> Tables {
     let s = Services::build(cfg, &limits(), None).expect("valid config");
-    Tables::new(s, &limits(), Timeouts::default(), 7).expect("valid limits")
+    let mut t = Tables::new(s, &limits(), Timeouts::default(), 7).expect("valid limits");
+    if offload::on() {
+        t.enable_offload(1024);
+    }
+    t
+}
+
+/// `XDPVS_FIXTURES_OFFLOAD=1` (as root): every fixture runs as `run --offload` runs it.
+/// Before each row the workers' offload records go into the XDP program's map (a map of
+/// each test's own), and the row's frame is offered to the program first
+/// (`BPF_PROG_TEST_RUN`): what it forwards itself must be exactly what the engine's row
+/// says (verdict `Tx`, the same bytes), and is counted and touched as the director's
+/// offload thread counts and touches it; the rest goes to the engine as before.
+#[cfg(feature = "afxdp")]
+mod offload {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::net::Ipv4Addr;
+
+    use xdpvs_dataplane::offload::{FastFlow, OffloadRec, Touch};
+    use xdpvs_dataplane::xdp::{FlowMap, Steering};
+    use xdpvs_dataplane::Tables;
+    use xdpvs_sched::conn::ConnKey;
+    use xdpvs_sched::{Protocol, ServiceKey, Time};
+
+    pub fn on() -> bool {
+        std::env::var_os("XDPVS_FIXTURES_OFFLOAD").is_some_and(|v| v == "1")
+    }
+
+    /// With `--offload` (and root), the program forwarded exactly `n` frames of this test.
+    pub fn assert_taken(n: usize) {
+        if on() && xdpvs_testkit::is_root() {
+            assert_eq!(TAKEN.with(|t| *t.borrow()), n, "frames the XDP program forwarded");
+        }
+    }
+
+    struct Fast {
+        steering: Steering,
+        map: FlowMap,
+        flows: HashMap<ConnKey<Ipv4Addr>, FastFlow>,
+    }
+
+    thread_local! {
+        static FAST: RefCell<Option<Fast>> = const { RefCell::new(None) };
+        /// Frames the program forwarded in this test.
+        pub static TAKEN: RefCell<usize> = const { RefCell::new(0) };
+    }
+
+    fn key_of(frame: &[u8]) -> Option<ConnKey<Ipv4Addr>> {
+        if frame.len() < 38 || frame[12..14] != [8, 0] {
+            return None;
+        }
+        let ihl = usize::from(frame[14] & 0xf) * 4;
+        let l4 = 14 + ihl;
+        let b = frame.get(l4..l4 + 4)?;
+        Some(ConnKey {
+            proto: Protocol::from_ip_number(frame[23])?,
+            client: Ipv4Addr::new(frame[26], frame[27], frame[28], frame[29]),
+            cport: u16::from_be_bytes([b[0], b[1]]),
+            vip: Ipv4Addr::new(frame[30], frame[31], frame[32], frame[33]),
+            vport: u16::from_be_bytes([b[2], b[3]]),
+        })
+    }
+
+    /// The frame as the XDP program forwards it, if it does (then counted and touched).
+    pub fn forward(t: &mut Tables, frame: &[u8], now: Time) -> Option<Vec<u8>> {
+        if !xdpvs_testkit::is_root() {
+            xdpvs_testkit::cannot_run(
+                "the fixtures with --offload",
+                "loading the XDP program for BPF_PROG_TEST_RUN needs root",
+            );
+            return None;
+        }
+        FAST.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            let fast = cell.get_or_insert_with(|| {
+                let steering = Steering::load(4096).expect("the XDP program loads");
+                let map = steering.flows().expect("the flows map");
+                Fast {
+                    steering,
+                    map,
+                    flows: HashMap::new(),
+                }
+            });
+            apply(t, fast);
+            let keys: Vec<ServiceKey> = t.services().services().iter().map(|s| s.key).collect();
+            let nat: Vec<_> = t.services().nat_sources().collect();
+            fast.steering
+                .set_services(&keys, &nat, &[])
+                .expect("maps updated");
+            let key = key_of(frame)?;
+            // The program leaves a flow idle past its timeout to the workers, by the
+            // kernel's clock; the fixtures' clock is their own: the same check, made here.
+            if t.conns().peek(&key, now).is_none() && fast.flows.remove(&key).is_some() {
+                fast.map.remove(&key).expect("removed");
+            }
+            let out = fast.steering.fast_path(frame).expect("test run")?;
+            let f = fast.flows.get(&key).expect("a flow the workers offered");
+            let s = t.stats();
+            let ip_len = u64::from(u16::from_be_bytes([frame[16], frame[17]]));
+            s.rx.inc();
+            s.rx_bytes.add(frame.len() as u64);
+            s.tx.inc();
+            for c in [&s.services[f.service as usize], &s.dests[f.dest as usize]] {
+                c.packets.inc();
+                c.bytes.add(ip_len);
+            }
+            t.touch(&Touch { key, at: now });
+            TAKEN.with(|n| *n.borrow_mut() += 1);
+            Some(out)
+        })
+    }
+
+    /// What the offload thread does with the workers' records.
+    fn apply(t: &mut Tables, fast: &mut Fast) {
+        let mut recs = Vec::new();
+        t.drain_offload(|r| {
+            recs.push(*r);
+            true
+        });
+        for r in recs {
+            match r {
+                OffloadRec::Insert(f) => {
+                    fast.map
+                        .insert(&f.key, (f.to, f.from), f.idle, xdpvs_dataplane::sys::monotonic_ns())
+                        .expect("inserted");
+                    fast.flows.insert(f.key, f);
+                }
+                OffloadRec::Remove(k) => {
+                    fast.flows.remove(&k);
+                    fast.map.remove(&k).expect("removed");
+                }
+                OffloadRec::Dest(slot) => {
+                    let gone: Vec<_> = fast.flows.values().filter(|f| f.dest == slot).map(|f| f.key).collect();
+                    for k in gone {
+                        fast.flows.remove(&k);
+                        fast.map.remove(&k).expect("removed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "afxdp"))]
+mod offload {
+    pub fn on() -> bool {
+        false
+    }
+    pub fn forward(
+        _: &mut xdpvs_dataplane::Tables,
+        _: &[u8],
+        _: xdpvs_sched::Time,
+    ) -> Option<Vec<u8>> {
+        None
+    }
+    pub fn assert_taken(_: usize) {}
 }
 
 fn reconfigure(t: &mut Tables, cfg: &Config) {
@@ -152,12 +308,17 @@ fn run(t: &mut Tables, rows: Vec<Row>) {
         let mut buf = r.frame.clone();
         buf.resize(r.frame.len().max(1792), 0);
         let mut len = r.frame.len();
-        let v = process_packet(
-            &mut Packet::new(&mut buf, &mut len),
-            t,
-            Time::from_secs(r.at_secs),
-        );
-        let f = buf[..len].to_vec();
+        let now = Time::from_secs(r.at_secs);
+        let fast = offload::on()
+            .then(|| offload::forward(t, &r.frame, now))
+            .flatten();
+        let (v, f) = match fast {
+            Some(f) => (Verdict::Tx, f),
+            None => {
+                let v = process_packet(&mut Packet::new(&mut buf, &mut len), t, now);
+                (v, buf[..len].to_vec())
+            }
+        };
         assert_eq!(v, r.verdict, "row {n} ({}): verdict", r.what);
         let want = match r.out {
             Out::Unchanged => r.frame.clone(),
@@ -417,6 +578,8 @@ fn shared_rows() -> Vec<Row> {
 fn rr_service_table() {
     let mut t = tables(&shared_config());
     run(&mut t, shared_rows());
+    // With --offload the program forwards the first flow's data segment itself.
+    offload::assert_taken(1);
     let s = t.stats();
     assert_eq!(s.tx.get(), 15);
     assert_eq!(s.reply.get(), 2);
@@ -499,6 +662,8 @@ fn udp_flows_stick() {
         (0, 1),
         "UDP flows count as InActConn"
     );
+    // With --offload the program forwards the two repeats of the first flow itself.
+    offload::assert_taken(2);
 }
 
 fn client(n: u32) -> Ipv4Addr {
@@ -1420,7 +1585,7 @@ fn the_xdp_program_steers_what_the_engine_handles() {
         );
         return;
     }
-    let steering = Steering::load().expect("the XDP program loads");
+    let steering = Steering::load(0).expect("the XDP program loads");
     let mut cfg = v6_config();
     // NAT services of both families (port 8000, real servers at 8080): their replies
     // cross the director.

@@ -829,6 +829,19 @@ impl<A: Family, M: SlotMemory<A>> ConnTable<A, M> {
         self.peek_packed(&Packed::of(key, false), now)
     }
 
+    /// Records traffic of connection `key` at `at` that this table did not see (an XDP
+    /// fast path forwarded it, `run --offload`): its last-seen time moves to `at` if that
+    /// is later, as a packet would have moved it; its state does not change. Returns
+    /// whether the connection is here (an expired entry is not: it is left for the sweep).
+    pub fn touch(&mut self, key: &ConnKey<A>, at: Time) -> bool {
+        let Some(i) = self.peek(key, at) else {
+            return false;
+        };
+        let e = self.entry_mut(i);
+        e.last_seen = later(e.last_seen, tick(at));
+        true
+    }
+
     /// [`ConnTable::lookup_template`] without changing the table.
     pub fn peek_template(&self, key: &ConnKey<A>, prefix_len: u8, now: Time) -> Option<usize> {
         self.peek_packed(&Packed::of(&template_key(key, prefix_len), true), now)
@@ -1139,6 +1152,16 @@ impl<A: Family, M: SlotMemory<A>> ConnTable<A, M> {
     /// than half the clock's range ago is dated half the range back, so that its age
     /// never wraps around.
     pub fn expire(&mut self, now: Time, budget: usize) -> usize {
+        self.expire_with(now, budget, |_| ())
+    }
+
+    /// [`ConnTable::expire`], telling `gone` about each entry it removes (before it goes).
+    pub fn expire_with(
+        &mut self,
+        now: Time,
+        budget: usize,
+        mut gone: impl FnMut(&Entry<A>),
+    ) -> usize {
         let now_t = tick(now);
         let mut removed = 0;
         for _ in 0..budget {
@@ -1149,6 +1172,7 @@ impl<A: Family, M: SlotMemory<A>> ConnTable<A, M> {
             }
             let e = self.mem.entries()[i];
             if self.expired(&e, now_t) {
+                gone(&e);
                 // The slot may now hold a shifted entry: look at it again next round.
                 self.remove(i, now);
                 removed += 1;

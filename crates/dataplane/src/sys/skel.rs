@@ -35,6 +35,8 @@ const _: () = assert!(std::mem::size_of::<types::service6_key>() == 20);
 const _: () = assert!(std::mem::size_of::<types::vip6_key>() == 16);
 const _: () = assert!(std::mem::size_of::<types::nat_key>() == 8);
 const _: () = assert!(std::mem::size_of::<types::nat6_key>() == 20);
+const _: () = assert!(std::mem::size_of::<types::flow_key>() == 16);
+const _: () = assert!(std::mem::size_of::<types::flow_val>() == 48);
 
 /// The loaded steering program. The skeleton borrows the libbpf object it was opened
 /// into; `Loaded` owns that storage and frees it after the skeleton (which closes the
@@ -55,17 +57,18 @@ impl std::fmt::Debug for Loaded {
 }
 
 impl Loaded {
-    /// Opens and loads the program and its maps.
-    pub fn load() -> libbpf_rs::Result<Loaded> {
+    /// Opens and loads the program and its maps, with room for `flows` offloaded flows
+    /// (`run --offload`; 1 when off, the least a map holds).
+    pub fn load(flows: u32) -> libbpf_rs::Result<Loaded> {
         let storage = NonNull::from(Box::leak(Box::new(MaybeUninit::<OpenObject>::uninit())));
         // SAFETY: `storage` comes from a leaked Box, valid and unaliased until `Loaded`
         // (or the failure path below) turns it back into a Box; the skeleton is the only
         // user of this reference and never outlives `Loaded`.
         let object: &'static mut MaybeUninit<OpenObject> = unsafe { &mut *storage.as_ptr() };
-        match XdpvsSkelBuilder::default()
-            .open(object)
-            .and_then(|o| o.load())
-        {
+        match XdpvsSkelBuilder::default().open(object).and_then(|mut o| {
+            o.maps.flows.set_max_entries(flows.max(1))?;
+            o.load()
+        }) {
             Ok(skel) => Ok(Loaded {
                 skel: ManuallyDrop::new(skel),
                 storage,
@@ -116,6 +119,12 @@ unsafe impl Pod for types::nat_key {}
 // SAFETY: generated `#[repr(C)]` struct of [u8; 16], u16, u8, u8: 20 bytes, alignment 2,
 // no padding (checked above).
 unsafe impl Pod for types::nat6_key {}
+// SAFETY: generated `#[repr(C)]` struct of u32, u32, u16, u16, u8, [u8; 3]: 16 bytes,
+// no padding (checked above).
+unsafe impl Pod for types::flow_key {}
+// SAFETY: generated `#[repr(C)]` struct of [u8; 6], [u8; 6], u32, u64, u64, u64, u64:
+// 48 bytes, alignment 8, no padding (checked above).
+unsafe impl Pod for types::flow_val {}
 // SAFETY: a primitive integer.
 unsafe impl Pod for u32 {}
 // SAFETY: a primitive integer.
@@ -126,4 +135,76 @@ pub fn bytes_of<T: Pod>(v: &T) -> &[u8] {
     // SAFETY: `T: Pod` has no padding, so all `size_of::<T>()` bytes behind the reference
     // are initialised; the slice borrows `v`.
     unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// Reads every entry of the per-CPU hash map `map` (keys of `key_size` bytes, each
+/// CPU's value `stride` bytes, `cpus` CPUs) with `BPF_MAP_LOOKUP_BATCH`, `batch` entries
+/// per call, and hands each key and its `cpus * stride` value bytes to `each`. An entry
+/// added or removed meanwhile may be missed or seen; none is seen twice.
+pub fn percpu_batch(
+    map: std::os::fd::BorrowedFd<'_>,
+    (key_size, stride, cpus): (usize, usize, usize),
+    batch: u32,
+    mut each: impl FnMut(&[u8], &[u8]),
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut batch = batch.max(1);
+    let mut keys = vec![0u8; batch as usize * key_size];
+    let mut values = vec![0u8; batch as usize * stride * cpus];
+    // The kernel's batch token for a hash map is a bucket number (4 bytes); room for a
+    // key is more than enough.
+    let mut token_in = vec![0u8; key_size.max(8)];
+    let mut token_out = vec![0u8; key_size.max(8)];
+    let mut first = true;
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as libbpf_sys::size_t,
+        elem_flags: 0,
+        flags: 0,
+    };
+    loop {
+        let mut count = batch;
+        let token: *mut std::ffi::c_void = if first {
+            std::ptr::null_mut()
+        } else {
+            token_in.as_mut_ptr().cast()
+        };
+        // SAFETY: `keys` holds `batch` keys and `values` `batch` per-CPU values (the
+        // kernel writes at most `count` = `batch` of each); the tokens are writable
+        // buffers larger than the kernel's 4-byte token; `opts` is a valid options
+        // struct of the size it states. The call writes only these buffers and `count`.
+        let rc = unsafe {
+            libbpf_sys::bpf_map_lookup_batch(
+                map.as_raw_fd(),
+                token,
+                token_out.as_mut_ptr().cast(),
+                keys.as_mut_ptr().cast(),
+                values.as_mut_ptr().cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        let err = (rc < 0).then(std::io::Error::last_os_error);
+        match err.as_ref().and_then(std::io::Error::raw_os_error) {
+            None | Some(libc::ENOENT) => {}
+            // A bucket holds more entries than a batch: try again with larger batches.
+            Some(libc::ENOSPC) if count == 0 => {
+                batch *= 2;
+                keys.resize(batch as usize * key_size, 0);
+                values.resize(batch as usize * stride * cpus, 0);
+                continue;
+            }
+            Some(_) => return Err(err.expect("an error")),
+        }
+        for i in 0..count as usize {
+            each(
+                &keys[i * key_size..(i + 1) * key_size],
+                &values[i * stride * cpus..(i + 1) * stride * cpus],
+            );
+        }
+        if err.is_some() {
+            return Ok(());
+        }
+        first = false;
+        std::mem::swap(&mut token_in, &mut token_out);
+    }
 }
