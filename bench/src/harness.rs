@@ -657,8 +657,14 @@ impl Bench {
         let ns = self.lab.ns("d");
         let core = self.opts.director_core.to_string();
         let active = match v {
-            Variant::Xdpvs | Variant::XdpvsChecks => {
-                let args = self.director_args(1, &core, capacity, &[]);
+            Variant::Xdpvs | Variant::XdpvsChecks | Variant::XdpvsOffload => {
+                let room = capacity.clamp(1 << 16, 1 << 26).to_string();
+                let extra: &[&str] = if v == Variant::XdpvsOffload {
+                    &["--offload", "--offload-flows", &room]
+                } else {
+                    &[]
+                };
+                let args = self.director_args(1, &core, capacity, extra);
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 self.lab.start_director(&args)?;
                 self.configure_services()?;
@@ -755,6 +761,11 @@ impl Bench {
         if let Some(flows) = warm.filter(|_| v.is_director()) {
             self.progress.show(&format!("{v}: opening {flows} flows"));
             self.open_flows(flows)?;
+            if v == Variant::XdpvsOffload {
+                self.progress
+                    .show(&format!("{v}: waiting for {flows} flows in the XDP map"));
+                self.wait_offloaded(flows)?;
+            }
         }
         Ok(active)
     }
@@ -892,6 +903,39 @@ impl Bench {
     }
 
     /// A per-worker counter of the director's metrics endpoint, in worker order.
+    /// Waits until the director's XDP map holds `flows` flows (`--offload` inserts them
+    /// as their first packets cross a worker), or until it stops growing.
+    fn wait_offloaded(&mut self, flows: u32) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut last = (0, Instant::now());
+        while Instant::now() < deadline {
+            let n = self.metric("xdpvs_offload_flows")?.unwrap_or(0.0) as u64;
+            if n >= u64::from(flows) {
+                return Ok(());
+            }
+            if n > last.0 {
+                last = (n, Instant::now());
+            } else if last.1.elapsed() > Duration::from_secs(5) {
+                bail!("the director's XDP map holds {n} of {flows} flows and no more come");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("the director's XDP map did not take {flows} flows in 120 s")
+    }
+
+    /// An unlabelled metric of the director, if it has it.
+    fn metric(&mut self, name: &str) -> Result<Option<f64>> {
+        let url = format!("http://{MQ_METRICS}/metrics");
+        let out = self
+            .lab
+            .exec(&self.lab.ns("d"), &["curl", "-s", "--max-time", "5", &url])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text.lines().find_map(|l| {
+            let v = l.strip_prefix(name)?.strip_prefix(' ')?;
+            v.trim().parse().ok()
+        }))
+    }
+
     fn worker_metric(&mut self, name: &str) -> Result<Vec<u64>> {
         let url = format!("http://{MQ_METRICS}/metrics");
         let out = self
@@ -1265,15 +1309,16 @@ pub fn run(opts: Options) -> Result<Report> {
 
     // 5. New connections per second: every frame a SYN of a new 5-tuple.
     if opts.new_conn_rounds > 0 {
-        let mut rows: Vec<crate::report::NewConnRow> = [Variant::Xdpvs, Variant::Lean]
-            .into_iter()
-            .map(|variant| crate::report::NewConnRow {
-                variant,
-                median_pps: 0.0,
-                runs_pps: Vec::new(),
-                offered_pps: 0.0,
-            })
-            .collect();
+        let mut rows: Vec<crate::report::NewConnRow> =
+            [Variant::Xdpvs, Variant::XdpvsOffload, Variant::Lean]
+                .into_iter()
+                .map(|variant| crate::report::NewConnRow {
+                    variant,
+                    median_pps: 0.0,
+                    runs_pps: Vec::new(),
+                    offered_pps: 0.0,
+                })
+                .collect();
         let mut offered = vec![Vec::new(); rows.len()];
         for round in 0..opts.new_conn_rounds {
             for (i, row) in rows.iter_mut().enumerate() {
@@ -1299,6 +1344,20 @@ pub fn run(opts: Options) -> Result<Report> {
             row.offered_pps = median(o);
         }
         report.new_conns = rows;
+    }
+
+    // 5a. Established flows in XDP (`--offload`) against the in-kernel XDP_TX ceiling
+    // at one flow (the headline compares them at `flows`), alternating.
+    let one: Vec<Variant> = [Variant::XdpvsOffload, Variant::XdpTx, Variant::Xdpvs]
+        .into_iter()
+        .filter(|v| variants.contains(v))
+        .collect();
+    if !opts.quick && opts.flows != 1 && one.contains(&Variant::XdpvsOffload) {
+        let flows = b.opts.flows;
+        b.opts.flows = 1;
+        let r = b.max_rate_rounds(&one, opts.proto, opts.repeats, &mut report.trials);
+        b.opts.flows = flows;
+        report.offload_one_flow = r?;
     }
 
     // 5b. The zero-copy model: xdpvs's worker loop and the lean loop over in-memory
@@ -1538,6 +1597,42 @@ pub fn table(r: &Report) -> String {
             let _ = writeln!(s, "  xdpvs / {name:<8} {ratio:.2}x");
         }
     }
+    let over = |set: &[ThroughputSummary], a: Variant, b: Variant| {
+        let m = |v: Variant| {
+            set.iter()
+                .find(|t| t.variant == v)
+                .map_or(0.0, |t| t.median_pps)
+        };
+        (m(a) > 0.0 && m(b) > 0.0).then(|| m(a) / m(b))
+    };
+    if let Some(x) = over(&r.throughput, Variant::XdpvsOffload, Variant::XdpTx) {
+        let _ = writeln!(
+            s,
+            "  xdpvs-offload / xdp-tx {x:.2}x at {} flows (goal >= 0.8x)",
+            r.config.flows
+        );
+    }
+    if !r.offload_one_flow.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nMaximum rate at 1 flow (median of {} alternating runs)",
+            r.offload_one_flow.first().map_or(0, |t| t.runs_pps.len())
+        );
+        for t in &r.offload_one_flow {
+            let _ = writeln!(
+                s,
+                "  {:<14} {:>10.0} pps",
+                t.variant.to_string(),
+                t.median_pps
+            );
+        }
+        if let Some(x) = over(&r.offload_one_flow, Variant::XdpvsOffload, Variant::XdpTx) {
+            let _ = writeln!(
+                s,
+                "  xdpvs-offload / xdp-tx {x:.2}x at 1 flow (goal >= 0.8x)"
+            );
+        }
+    }
     if !r.ipv6.is_empty() {
         let size = r.config.size.max(r.config.proto.v6().min_size());
         let _ = writeln!(
@@ -1597,6 +1692,25 @@ pub fn table(r: &Report) -> String {
             us(p.latency.p999),
             us(p.latency.max)
         );
+    }
+    // p99 at half of each forwarder's maximum, against XDP_TX's (goal: at most 2x).
+    let p99_at_half = |v: Variant| {
+        r.loads
+            .iter()
+            .find(|p| p.variant == v && p.load_pct == 50)
+            .map(|p| p.latency.p99)
+            .filter(|&ns| ns > 0)
+    };
+    if let Some(base) = p99_at_half(Variant::XdpTx) {
+        for v in [Variant::Xdpvs, Variant::XdpvsOffload] {
+            if let Some(ns) = p99_at_half(v) {
+                let _ = writeln!(
+                    s,
+                    "  p99 at 50% load: {v} / xdp-tx {:.2}x (goal <= 2x)",
+                    ns as f64 / base as f64
+                );
+            }
+        }
     }
     let _ = writeln!(
         s,

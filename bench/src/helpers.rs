@@ -301,7 +301,7 @@ pub fn xdp(prog: Prog, iface: &str, macs: Option<(Mac, Mac)>, vip: Ipv4Addr) -> 
 /// IPv6), and one
 /// socket on queue 0 in its XSKMAP: what every userspace forwarder of the harness sits on.
 fn steered_socket(iface: &str, busy_poll: Option<BusyPoll>) -> Result<(Steering, XskDevice)> {
-    let mut steering = Steering::load()?;
+    let mut steering = Steering::load(0)?;
     steering.attach(xdpvs_director::iface::ifindex(iface)?, XdpMode::Auto)?;
     let vips: [std::net::IpAddr; 2] = [crate::VIP.into(), crate::VIP6.into()];
     let keys: Vec<ServiceKey> = vips

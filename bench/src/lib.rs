@@ -55,6 +55,10 @@ pub enum Variant {
     /// forwarding.
     #[value(name = "xdpvs-checks")]
     XdpvsChecks,
+    /// xdpvs with `--offload`: established flows forwarded by its XDP program (XDP_TX),
+    /// the workers handling the rest.
+    #[value(name = "xdpvs-offload")]
+    XdpvsOffload,
     /// The bare AF_XDP MAC-rewrite forwarder on the director's `Device` layer.
     #[value(name = "afxdp")]
     AfXdp,
@@ -72,6 +76,7 @@ impl std::fmt::Display for Variant {
         f.write_str(match self {
             Variant::Xdpvs => "xdpvs",
             Variant::XdpvsChecks => "xdpvs-checks",
+            Variant::XdpvsOffload => "xdpvs-offload",
             Variant::AfXdp => "afxdp",
             Variant::Lean => "lean",
             Variant::Testpmd => "testpmd",
@@ -83,7 +88,10 @@ impl std::fmt::Display for Variant {
 impl Variant {
     /// Whether this is the xdpvs director (with or without checks).
     pub fn is_director(self) -> bool {
-        matches!(self, Variant::Xdpvs | Variant::XdpvsChecks)
+        matches!(
+            self,
+            Variant::Xdpvs | Variant::XdpvsChecks | Variant::XdpvsOffload
+        )
     }
 }
 

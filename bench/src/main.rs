@@ -233,7 +233,12 @@ enum Helper {
 fn options(a: RunArgs) -> Result<Options> {
     let q = a.quick;
     let variants = if a.variants.is_empty() {
-        let mut v = vec![Variant::Xdpvs, Variant::Lean, Variant::AfXdp];
+        let mut v = vec![
+            Variant::Xdpvs,
+            Variant::XdpvsOffload,
+            Variant::Lean,
+            Variant::AfXdp,
+        ];
         if !q && xdpvs_bench::testpmd_path().is_some() {
             v.push(Variant::Testpmd);
         }

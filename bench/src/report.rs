@@ -281,6 +281,9 @@ pub struct Report {
     /// The zero-copy model.
     #[serde(default)]
     pub zerocopy: Vec<ZeroCopyRow>,
+    /// `--offload` against XDP_TX (and xdpvs without it) at one flow, alternating.
+    #[serde(default)]
+    pub offload_one_flow: Vec<ThroughputSummary>,
     /// Every trial.
     pub trials: Vec<TrialRecord>,
     /// Flame graph written, if any.
@@ -314,6 +317,7 @@ impl Report {
             },
             throughput: Vec::new(),
             ratios: Vec::new(),
+            offload_one_flow: Vec::new(),
             loads: Vec::new(),
             search: Vec::new(),
             scaling: Vec::new(),

@@ -750,6 +750,84 @@ fn stats_rates_and_connections_agree_with_the_load() {
     assert_eq!(stats["services"][0]["rate"]["cps"], 0);
 }
 
+/// `run --offload`: the XDP program forwards the established connections' segments
+/// itself, and what the operator sees is what it is without it: every segment the
+/// client sent counted once in --stats and the metrics, the connections listed, and the
+/// flows back with the workers once they end.
+#[test]
+fn offload_forwards_established_flows_in_xdp_and_the_operator_sees_no_difference() {
+    let Some((_one, mut lab)) = lab_or_skip() else {
+        return;
+    };
+    lab.start_director(&["--offload", "--metrics", "198.18.0.1:9100"])
+        .expect("director starts");
+    configure_rr(&lab);
+    x(&lab, "-Z");
+    let segs = |lab: &Lab| client_tcp(lab, "OutSegs") + client_tcp(lab, "RetransSegs");
+    let (opens0, segs0) = (client_tcp(&lab, "ActiveOpens"), segs(&lab));
+    // Keep-alive: 3000 requests over 6 connections, most segments after the handshake.
+    let report = ab(&lab, 3000, 6, true);
+    assert!(report.contains("Complete requests:      3000"), "{report}");
+    assert!(report.contains("Failed requests:        0"), "{report}");
+    let opens = client_tcp(&lab, "ActiveOpens") - opens0;
+    let sent = segs(&lab) - segs0;
+    let (m, text) = scrape(&lab);
+    let fast = metric(
+        &m,
+        "xdpvs_worker_forwarded_packets_total",
+        &[("worker", "xdp")],
+    );
+    assert!(
+        fast >= sent as f64 * 0.8,
+        "the XDP program forwarded {fast} of the {sent} segments\n{}",
+        lab.director_log()
+    );
+    // Every segment counted once, whoever forwarded it.
+    let stats = json(&lab, "-Ln --stats --json");
+    let svc = &stats["services"][0];
+    let inpkts = svc["stats"]["in_pkts"].as_u64().expect("number");
+    assert!(
+        inpkts.abs_diff(sent) <= sent / 100,
+        "InPkts {inpkts} for {sent} segments the client sent\n{text}"
+    );
+    let per_real: u64 = svc["reals"]
+        .as_array()
+        .expect("reals")
+        .iter()
+        .map(|r| r["stats"]["in_pkts"].as_u64().expect("number"))
+        .sum();
+    assert_eq!(per_real, inpkts);
+    assert_eq!(
+        metric(&m, "xdpvs_service_packets_total", &[]) as u64,
+        inpkts,
+        "{text}"
+    );
+    let rx = metric(&m, "xdpvs_worker_received_packets_total", &[]);
+    let accounted = metric(&m, "xdpvs_worker_forwarded_packets_total", &[])
+        + metric(&m, "xdpvs_worker_replies_total", &[])
+        + metric(&m, "xdpvs_worker_dropped_packets_total", &[])
+        + metric(&m, "xdpvs_worker_unhandled_packets_total", &[]);
+    assert_eq!(rx, accounted, "{text}");
+    // -c: one entry per connection, each ended (its FIN crossed a worker).
+    let listing = json(&lab, "-Lnc --json");
+    let rows = listing["connections"].as_array().expect("connections");
+    assert_eq!(rows.len() as u64, opens, "{listing:#}");
+    assert!(rows.iter().all(|r| r["state"] == "FIN_WAIT"), "{listing:#}");
+    // Ended connections are the workers' again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (m, text) = scrape(&lab);
+        if metric(&m, "xdpvs_offload_flows", &[]) == 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flows left in the XDP map after their FIN\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn live_changes_under_load_never_fail_a_request() {
     let Some((_one, mut lab)) = lab_or_skip() else {

@@ -275,12 +275,7 @@ impl Tables {
     /// the old one, to be dropped off the packet path. Counters of slots that changed
     /// hands restart from zero. Connections are kept.
     pub fn install(&mut self, new: Box<Services>) -> Box<Services> {
-        for slot in new.changed_service_slots(&self.services) {
-            self.stats.reset_service(slot);
-        }
-        for slot in new.changed_dest_slots(&self.services) {
-            self.stats.reset_dest(slot);
-        }
+        self.stats.reset_changed(&new, &self.services);
         if let Some(o) = &mut self.offload {
             for slot in new.offload_gone(&self.services) {
                 o.push(OffloadRec::Dest(slot));
@@ -300,7 +295,9 @@ impl Tables {
                 // Only an ESTABLISHED connection or a UDP flow is ever in the XDP map.
                 if let Some(o) = offload.as_mut() {
                     let k = e.key();
-                    if !e.is_template() && (k.proto == Protocol::Udp || e.state() == State::Established) {
+                    if !e.is_template()
+                        && (k.proto == Protocol::Udp || e.state() == State::Established)
+                    {
                         o.push(OffloadRec::Remove(k));
                     }
                 }
@@ -959,7 +956,8 @@ fn offload_changed<A: Fam>(
     (dest, mac, si): (DestRef, xdpvs_sched::Mac, usize),
     now: Time,
 ) {
-    let (Some(client), Some(vip)) = (Ipv4Addr::of(key.client.ip()), Ipv4Addr::of(key.vip.ip())) else {
+    let (Some(client), Some(vip)) = (Ipv4Addr::of(key.client.ip()), Ipv4Addr::of(key.vip.ip()))
+    else {
         return;
     };
     let k = ConnKey {

@@ -352,6 +352,18 @@ impl WorkerStats {
         self.drops.iter().map(Counter::get).sum()
     }
 
+    /// Zeroes the counters of the service and real-server slots that changed hands
+    /// from `old` to `new` (what a worker does as it installs `new`), for counters kept
+    /// by another thread as a worker's (`run --offload`).
+    pub fn reset_changed(&self, new: &crate::Services, old: &crate::Services) {
+        for slot in new.changed_service_slots(old) {
+            self.reset_service(slot);
+        }
+        for slot in new.changed_dest_slots(old) {
+            self.reset_dest(slot);
+        }
+    }
+
     pub(crate) fn reset_service(&self, slot: u32) {
         if let Some(t) = self.services.get(slot as usize) {
             t.reset();

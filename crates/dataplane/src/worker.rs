@@ -237,9 +237,11 @@ pub struct Worker<D: Device> {
 /// A worker's part in `run --offload` (see [`crate::offload`]).
 #[derive(Debug, Clone)]
 pub struct OffloadLink {
+    /// The worker's queue, sent with each record (touches come back to it).
+    pub queue: u16,
     /// Where the worker's records go (a bounded channel: never waits; a full one counts
     /// them lost).
-    pub out: Sender<OffloadRec>,
+    pub out: Sender<(u16, OffloadRec)>,
     /// Traffic the XDP program forwarded on this worker's connections.
     pub touches: Receiver<Touch>,
 }
@@ -321,11 +323,14 @@ impl<D: Device> Worker<D> {
         let Some(link) = &self.offload else { return 0 };
         let mut n = 0;
         while n < TOUCHES {
-            let Ok(t) = link.touches.try_recv() else { break };
+            let Ok(t) = link.touches.try_recv() else {
+                break;
+            };
             self.tables.touch(&t);
             n += 1;
         }
-        self.tables.drain_offload(|r| link.out.try_send(*r).is_ok());
+        self.tables
+            .drain_offload(|r| link.out.try_send((link.queue, *r)).is_ok());
         n
     }
 

@@ -454,7 +454,10 @@ impl FlowMap {
         let values = vec![bytes_of(&v).to_vec(); self.cpus];
         self.map
             .update_percpu(bytes_of(&flow_key(key)), &values, MapFlags::ANY)
-            .map_err(|cause| XdpError::Map { map: "flows", cause })
+            .map_err(|cause| XdpError::Map {
+                map: "flows",
+                cause,
+            })
     }
 
     /// What the program forwarded of `key` so far, if it is in the map.
@@ -462,7 +465,10 @@ impl FlowMap {
         let v = self
             .map
             .lookup_percpu(bytes_of(&flow_key(key)), MapFlags::ANY)
-            .map_err(|cause| XdpError::Map { map: "flows", cause })?;
+            .map_err(|cause| XdpError::Map {
+                map: "flows",
+                cause,
+            })?;
         Ok(v.map(|per_cpu| {
             let mut all = Vec::with_capacity(per_cpu.len() * FLOW_STRIDE);
             for c in per_cpu {
@@ -478,7 +484,10 @@ impl FlowMap {
         match self.map.delete(bytes_of(&flow_key(key))) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-            Err(cause) => Err(XdpError::Map { map: "flows", cause }),
+            Err(cause) => Err(XdpError::Map {
+                map: "flows",
+                cause,
+            }),
         }
     }
 

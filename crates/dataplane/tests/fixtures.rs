@@ -99,7 +99,11 @@ mod offload {
     /// With `--offload` (and root), the program forwarded exactly `n` frames of this test.
     pub fn assert_taken(n: usize) {
         if on() && xdpvs_testkit::is_root() {
-            assert_eq!(TAKEN.with(|t| *t.borrow()), n, "frames the XDP program forwarded");
+            assert_eq!(
+                TAKEN.with(|t| *t.borrow()),
+                n,
+                "frames the XDP program forwarded"
+            );
         }
     }
 
@@ -191,7 +195,12 @@ mod offload {
             match r {
                 OffloadRec::Insert(f) => {
                     fast.map
-                        .insert(&f.key, (f.to, f.from), f.idle, xdpvs_dataplane::sys::monotonic_ns())
+                        .insert(
+                            &f.key,
+                            (f.to, f.from),
+                            f.idle,
+                            xdpvs_dataplane::sys::monotonic_ns(),
+                        )
                         .expect("inserted");
                     fast.flows.insert(f.key, f);
                 }
@@ -200,7 +209,12 @@ mod offload {
                     fast.map.remove(&k).expect("removed");
                 }
                 OffloadRec::Dest(slot) => {
-                    let gone: Vec<_> = fast.flows.values().filter(|f| f.dest == slot).map(|f| f.key).collect();
+                    let gone: Vec<_> = fast
+                        .flows
+                        .values()
+                        .filter(|f| f.dest == slot)
+                        .map(|f| f.key)
+                        .collect();
                     for k in gone {
                         fast.flows.remove(&k);
                         fast.map.remove(&k).expect("removed");

@@ -28,6 +28,7 @@ pub mod iface;
 pub mod keepalived;
 pub mod metrics;
 pub mod neighbours;
+pub mod offload;
 pub mod options;
 pub mod placement;
 pub mod run;

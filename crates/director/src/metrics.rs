@@ -111,6 +111,7 @@ pub fn scrape(
         &sources.view.get(),
         &sources.links,
         &sources.links.stats(),
+        sources.links.offload(),
         &sources.watch.get(),
     )?;
     let t = match format {
@@ -305,6 +306,7 @@ pub fn render(
     view: &View,
     dp: &dyn Observe,
     workers: &[(&LoopStats, &WorkerStats)],
+    offload: Option<&crate::offload::OffloadView>,
     watch: &Watch,
 ) -> Result<String, ControlError> {
     let mut reg = Registry::with_prefix("xdpvs");
@@ -454,6 +456,11 @@ pub fn render(
         &mut reg,
         "worker_unhandled_packets",
         "Frames steered to the worker that were not its to handle (recycled).",
+    );
+    let offload_lost = counter::<WorkerLabels>(
+        &mut reg,
+        "worker_offload_lost",
+        "run --offload: records the worker could not hand to the offload thread (its queue full); a lost insert leaves a flow with the workers.",
     );
     let dropped = counter::<DropLabels>(
         &mut reg,
@@ -608,6 +615,7 @@ pub fn render(
         stateless.get_or_create(&wl).inc_by(w.stateless.get());
         evicted.get_or_create(&wl).inc_by(l.half_open_evicted.get());
         unhandled.get_or_create(&wl).inc_by(w.unhandled.get());
+        offload_lost.get_or_create(&wl).inc_by(w.offload_lost.get());
         for r in DropReason::ALL {
             dropped
                 .get_or_create(&DropLabels {
@@ -742,6 +750,30 @@ pub fn render(
             "sync_unknown_connections",
             "Synchronised connections not handed to a worker: no such service or real server here.",
             unknown,
+        );
+    }
+    if let Some(o) = offload {
+        // What the XDP program forwarded itself, under a worker label of its own, so
+        // that the sums over workers stay every frame forwarded.
+        let wl = WorkerLabels {
+            worker: "xdp".to_string(),
+        };
+        rx.get_or_create(&wl).inc_by(o.stats.rx.get());
+        rx_bytes.get_or_create(&wl).inc_by(o.stats.rx_bytes.get());
+        tx.get_or_create(&wl).inc_by(o.stats.tx.get());
+        let flows = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+        flows.set(o.flows.load(std::sync::atomic::Ordering::Relaxed) as i64);
+        reg.register(
+            "offload_flows",
+            help_text("run --offload: established flows the XDP program forwards itself now."),
+            flows,
+        );
+        let refused = prometheus_client::metrics::counter::Counter::<u64>::default();
+        refused.inc_by(o.refused.load(std::sync::atomic::Ordering::Relaxed));
+        reg.register(
+            "offload_refused",
+            help_text("run --offload: flows the XDP program's map had no room for (they stay with the workers; raise --offload-flows)."),
+            refused,
         );
     }
     if !view.vrrp.is_empty() {

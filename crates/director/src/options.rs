@@ -34,6 +34,17 @@ pub struct RunOptions {
     /// Connection-table entries per worker (33 bytes of table per 3/4 entry).
     #[arg(long, default_value_t = 1 << 20)]
     pub conn_capacity: usize,
+    /// Established flows forwarded by the XDP program itself (XDP_TX), the workers staying
+    /// the authority: IPv4 direct-routing TCP connections once ESTABLISHED and UDP flows
+    /// once scheduled; SYN, FIN, RST, fragments, ICMP and NAT/tunnel/IPv6 traffic still go
+    /// to the workers. Listings, counters, timeouts and expiry stay as without it. One
+    /// interface only.
+    #[arg(long)]
+    pub offload: bool,
+    /// Flows the XDP program's map holds with --offload (about 70 bytes plus 48 per CPU
+    /// each, in kernel memory); flows beyond stay with the workers.
+    #[arg(long, default_value_t = 1 << 20, value_name = "N", requires = "offload", value_parser = clap::value_parser!(u32).range(1..=(1 << 26)))]
+    pub offload_flows: u32,
     /// Connection-table slots each worker's expiry sweep examines per second at most:
     /// one full sweep a second for tables of up to that many slots, slots/rate seconds for
     /// larger ones (default 262144: the default table is swept every 8 s). An idle

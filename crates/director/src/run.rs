@@ -76,6 +76,9 @@ pub enum RunError {
     /// The sync daemon could not start.
     #[error("{0}")]
     Sync(String),
+    /// `--offload` could not start, or was given with two interfaces.
+    #[error("--offload: {0}")]
+    Offload(String),
 }
 
 /// Runs the director until `stop` says so (SIGINT/SIGTERM set it) or it fails.
@@ -99,6 +102,13 @@ pub fn run(
     };
     setup::check_capabilities()?;
     let (ifc, servers) = Interface::probe_all(opts)?;
+    if opts.offload && servers.is_some() {
+        // XDP_TX sends a frame back out of the interface it came in by: a two-armed
+        // director's real servers are behind the other one.
+        return Err(RunError::Offload(
+            "works with one interface (XDP_TX sends back out of the clients' interface); drop --offload or the second -i".into(),
+        ));
+    }
     let max_mtu = xdpvs_dataplane::sys::xsk::MAX_RX_FRAME - 14;
     for (ifc, mtu) in std::iter::once(&ifc).chain(&servers).filter_map(|i| {
         let mtu = crate::iface::attr(&i.name, "mtu")
@@ -190,6 +200,10 @@ pub fn run(
     let sync_out = crossbeam_channel::bounded::<xdpvs_sched::sync::SyncConn>(SYNC_QUEUE);
     let sync_roles = Arc::new(xdpvs_dataplane::worker::SyncRoles::default());
     let mut sync_inboxes = Vec::new();
+    // `--offload`: one channel of records from every worker to the offload thread, one
+    // inbox of touches per worker from it.
+    let offload_out = crossbeam_channel::bounded(crate::offload::RECORDS);
+    let mut touch_inboxes = Vec::new();
     let mut queue_facts = Vec::new();
     for q in 0..ifc.queues {
         let dev = setup::socket(&ifc, q, opts, &steering, Arm::Clients)?;
@@ -214,6 +228,15 @@ pub fn run(
         let poll = policies[q as usize];
         let (tx, inbox) = crossbeam_channel::bounded(SYNC_QUEUE);
         sync_inboxes.push(tx);
+        let offload = opts.offload.then(|| {
+            let (tx, touches) = crossbeam_channel::bounded(crate::offload::TOUCHES);
+            touch_inboxes.push(tx);
+            xdpvs_dataplane::worker::OffloadLink {
+                queue: q as u16,
+                out: offload_out.0.clone(),
+                touches,
+            }
+        });
         let how = WorkerPlan {
             core,
             poll,
@@ -224,6 +247,7 @@ pub fn run(
                 inbox,
                 roles: Arc::clone(&sync_roles),
             }),
+            offload,
         };
         match servers_dev {
             Some((sdev, mac)) => workers.spawn(q, Arms::new(dev, sdev, mac), tables, how)?,
@@ -257,7 +281,25 @@ pub fn run(
     }
     let capacity = limits.conn_capacity * workers.len();
     let servers_index = servers.as_ref().map(|s| s.index);
-    let links = workers.links(capacity, (ifc.index, servers_index));
+    let mut links = workers.links(capacity, (ifc.index, servers_index));
+    // The offload thread ends when the workers (and their record channel) are gone.
+    let mut offload_thread = None;
+    if opts.offload {
+        let map = steering
+            .flows()
+            .map_err(|e| RunError::Offload(e.to_string()))?;
+        let (view, thread) =
+            crate::offload::start(map, offload_out.1, touch_inboxes, workers.clock_start())
+                .map_err(|e| RunError::Offload(e.to_string()))?;
+        info!(
+            "offload: established IPv4 direct-routing flows forwarded by the XDP program (up to {} flows)",
+            opts.offload_flows
+        );
+        links = links.with_offload(view);
+        offload_thread = Some(thread);
+    }
+    drop(offload_out.0);
+    let offload_view = links.offload().cloned();
     let live = Live {
         workers,
         steering,
@@ -391,7 +433,19 @@ pub fn run(
         ..
     } = side.into_dataplane();
     steering.detach();
-    let t = workers.stop();
+    let mut t = workers.stop();
+    if let Some(thread) = offload_thread {
+        // The workers' record channel is closed: the thread ends.
+        let _ = thread.join();
+    }
+    if let Some(o) = &offload_view {
+        t.rx += o.stats.rx.get();
+        t.tx += o.stats.tx.get();
+        info!(
+            "offload: {} frames forwarded by the XDP program itself",
+            o.stats.tx.get()
+        );
+    }
     info!(
         "frames: {} received, {} transmitted, {} dropped, {} unhandled; XDP program detached",
         t.rx, t.tx, t.dropped, t.unhandled

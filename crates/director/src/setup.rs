@@ -178,7 +178,7 @@ pub fn steering(
     servers: Option<&Interface>,
     opts: &RunOptions,
 ) -> Result<Steering, SetupError> {
-    let mut steering = Steering::load()?;
+    let mut steering = Steering::load(if opts.offload { opts.offload_flows } else { 0 })?;
     let mode = steering.attach(ifc.index, opts.xdp_mode)?;
     info!(
         "XDP program attached to {} (ifindex {}) in {mode} mode",

@@ -26,6 +26,7 @@ use xdpvs_sched::{Load, Mac, ServiceKey, Time};
 use crate::control::check::{Heard, Packet};
 use crate::control::dataplane::{Configure, DataplaneError, Observe, Probe};
 use crate::iface::format_mac;
+use crate::offload::OffloadView;
 
 /// How long a worker may take to acknowledge a configuration snapshot.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -123,6 +124,7 @@ impl Workers {
             sweep_rate,
             handoff,
             sync,
+            offload,
         } = how;
         let (ctrl, crx) = unbounded();
         let mut w = Worker::new(dev, tables, crx, self.retired_tx.clone());
@@ -132,6 +134,9 @@ impl Workers {
         }
         if let Some(link) = sync {
             w.set_sync(link);
+        }
+        if let Some(link) = offload {
+            w.set_offload(link);
         }
         let (loop_stats, loads, stats) = (
             Arc::clone(w.loop_stats()),
@@ -180,6 +185,11 @@ impl Workers {
         }
     }
 
+    /// The origin of the workers' clock.
+    pub fn clock_start(&self) -> Instant {
+        self.start
+    }
+
     /// How many there are.
     pub fn len(&self) -> usize {
         self.list.len()
@@ -208,6 +218,7 @@ impl Workers {
             ),
             capacity,
             ifindex,
+            offload: None,
         }
     }
 
@@ -279,9 +290,23 @@ pub struct Links {
     list: Arc<Vec<Link>>,
     capacity: usize,
     ifindex: (u32, Option<u32>),
+    /// `run --offload`: what the XDP program forwarded itself, counted as a worker's.
+    offload: Option<OffloadView>,
 }
 
 impl Links {
+    /// These links with the counters of `run --offload`'s thread summed into the
+    /// services' and real servers' traffic.
+    pub fn with_offload(mut self, view: OffloadView) -> Links {
+        self.offload = Some(view);
+        self
+    }
+
+    /// `run --offload`'s thread, if it runs.
+    pub fn offload(&self) -> Option<&OffloadView> {
+        self.offload.as_ref()
+    }
+
     /// Each worker's loop and packet counters, in queue order.
     pub fn stats(&self) -> Vec<(&LoopStats, &WorkerStats)> {
         self.list
@@ -327,6 +352,8 @@ pub struct WorkerPlan {
     pub handoff: Option<Arc<Handoff>>,
     /// Connection synchronisation: where its records go, where others' come from.
     pub sync: Option<xdpvs_dataplane::worker::SyncLink>,
+    /// `run --offload`: where its records go, where its touches come from.
+    pub offload: Option<xdpvs_dataplane::worker::OffloadLink>,
 }
 
 /// The real dataplane as the write side configures it: workers over AF_XDP and the
@@ -384,6 +411,9 @@ impl Configure for Live {
                     },
                 });
             }
+        }
+        if let Some(o) = self.links.offload() {
+            o.installed(services);
         }
         Ok(())
     }
@@ -484,15 +514,29 @@ impl Observe for Links {
     }
 
     fn service_traffic(&self, slot: u32) -> TrafficTotals {
-        self.list.iter().fold(TrafficTotals::default(), |acc, w| {
-            acc + w.stats.service_totals(slot)
-        })
+        let fast = self
+            .offload
+            .as_ref()
+            .map_or_else(TrafficTotals::default, |o| {
+                o.fresh();
+                o.stats.service_totals(slot)
+            });
+        self.list
+            .iter()
+            .fold(fast, |acc, w| acc + w.stats.service_totals(slot))
     }
 
     fn dest_traffic(&self, slot: u32) -> TrafficTotals {
-        self.list.iter().fold(TrafficTotals::default(), |acc, w| {
-            acc + w.stats.dest_totals(slot)
-        })
+        let fast = self
+            .offload
+            .as_ref()
+            .map_or_else(TrafficTotals::default, |o| {
+                o.fresh();
+                o.stats.dest_totals(slot)
+            });
+        self.list
+            .iter()
+            .fold(fast, |acc, w| acc + w.stats.dest_totals(slot))
     }
 
     fn list_connections(

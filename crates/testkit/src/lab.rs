@@ -176,6 +176,13 @@ pub struct Lab {
     children: Vec<(String, Child)>,
     director: Option<Child>,
     namespaces: Vec<String>,
+    /// The switch's port to the director passes XDP_TX frames (`--offload`).
+    offload_ready: bool,
+}
+
+/// Whether `XDPVS_TEST_OFFLOAD=1` asks every director to run with `--offload`.
+pub fn offload_asked() -> bool {
+    std::env::var_os("XDPVS_TEST_OFFLOAD").is_some_and(|v| v == "1")
 }
 
 fn run(cmd: &mut Command) -> Result<Output> {
@@ -290,6 +297,7 @@ impl Lab {
             children: Vec::new(),
             director: None,
             namespaces: Vec::new(),
+            offload_ready: false,
         };
         lab.build(spec)?;
         Ok(lab)
@@ -449,6 +457,27 @@ impl Lab {
             )?;
         }
         Ok(())
+    }
+
+    /// Attaches `bpf/lab.bpf.c`'s XDP pass program to the switch's port to `role`: frames
+    /// `role` sends with XDP_TX (`run --offload`) reach the switch only then.
+    fn pass_xdp_on_switch_port(&mut self, role: &str) -> Result<()> {
+        // One there already (the benchmark's own pass program): it does.
+        let shown = self.sh(&self.ns("sw"), &format!("ip link show dev {role}"))?;
+        if String::from_utf8_lossy(&shown.stdout).contains("prog/xdp") {
+            return Ok(());
+        }
+        let obj = std::env::temp_dir().join(format!("{}-lab-xdp.bpf.o", self.prefix));
+        std::fs::write(&obj, LAB_BPF).doing(|| format!("writing {}", obj.display()))?;
+        let attached = self.sh(
+            &self.ns("sw"),
+            &format!(
+                "ip link set dev {role} xdpdrv obj {} sec xdp",
+                obj.display()
+            ),
+        );
+        let _ = std::fs::remove_file(&obj);
+        attached.map(drop)
     }
 
     /// Attaches `bpf/lab.bpf.c` to the switch's egress port to `role`: the queue of each
@@ -622,6 +651,19 @@ impl Lab {
     /// waits until it answers on its socket.
     pub fn start_director(&mut self, extra: &[&str]) -> Result<()> {
         let ns = self.ns("d");
+        // XDPVS_TEST_OFFLOAD=1: every director runs with --offload (the end-to-end tests
+        // agree with it on and off).
+        let mut extra: Vec<&str> = extra.to_vec();
+        // Not for a two-armed director, which refuses it (XDP_TX leaves by the
+        // interface a frame came in by).
+        let two_armed = extra.iter().any(|a| *a == "-i" || *a == "--interface");
+        if offload_asked() && !two_armed && !extra.contains(&"--offload") {
+            extra.push("--offload");
+        }
+        if extra.contains(&"--offload") && !self.offload_ready {
+            self.pass_xdp_on_switch_port("d")?;
+            self.offload_ready = true;
+        }
         let log = std::fs::File::create(
             std::env::temp_dir().join(format!("{}-director.log", self.prefix)),
         )?;
@@ -631,7 +673,7 @@ impl Lab {
             .args(&self.exe_args)
             .args(["run", "-i", "eth0", "--socket"])
             .arg(&self.socket)
-            .args(extra)
+            .args(&extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

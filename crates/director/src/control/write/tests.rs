@@ -1249,6 +1249,7 @@ fn metrics_parse_as_prometheus_text_and_count_what_was_forwarded() {
         &p.published.get(),
         &p.dp,
         &[(&loops, &w)],
+        None,
         &crate::watch::Watch::default(),
     )
     .expect("rendered");
@@ -1620,7 +1621,7 @@ fn every_family_as_text_004() -> String {
         configured: [VIP.into()].into(),
         in_service: [VIP.into()].into(),
     });
-    let om = crate::metrics::render(&p.published.get(), &p.dp, &[(&loops, &w)], &watch)
+    let om = crate::metrics::render(&p.published.get(), &p.dp, &[(&loops, &w)], None, &watch)
         .expect("rendered");
     assert!(om.ends_with("# EOF\n"), "{om}");
     assert!(!om.contains(".."), "a doubled period:\n{om}");

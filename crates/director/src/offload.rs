@@ -1,0 +1,410 @@
+//! `run --offload`: the thread that keeps the XDP program's map of established flows
+//! (see [`xdpvs_dataplane::offload`]), off the workers' cores.
+//!
+//! It takes the workers' records (insert a flow, remove one, drop a real server's) and
+//! applies them to the map, and reads the map's per-CPU counters back every
+//! [`PASS_EVERY`] and whenever a reader of the statistics asks ([`OffloadView::fresh`]):
+//! what the program forwarded is added to counters kept as a worker's (so `--stats`,
+//! `--rate` and the metrics sum it with the workers'), and each flow that had traffic is
+//! touched at the worker that holds it, so that its expiry and `-c` see it as if its
+//! packets had crossed the worker. The workers stay the authority: the program forwards
+//! only what they put in the map, and a flow idle past its timeout goes back to them.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, select, Receiver, Sender};
+use tracing::warn;
+use xdpvs_dataplane::limits::{MAX_DESTS, MAX_SERVICES};
+use xdpvs_dataplane::offload::{FastFlow, OffloadRec, Touch};
+use xdpvs_dataplane::xdp::{FlowCounts, FlowMap};
+use xdpvs_dataplane::{Services, WorkerStats};
+use xdpvs_sched::conn::ConnKey;
+use xdpvs_sched::Time;
+
+/// How often the counters are read back without being asked.
+pub const PASS_EVERY: Duration = Duration::from_secs(1);
+/// A reader of the statistics gets a pass of its own unless one started this recently.
+const FRESH: Duration = Duration::from_millis(20);
+/// How long a reader waits for that pass at most.
+const FRESH_WAIT: Duration = Duration::from_secs(2);
+/// `last_pass` before the first pass.
+const NEVER: u64 = u64::MAX;
+/// Records the workers' channel holds.
+pub const RECORDS: usize = 64 * 1024;
+/// Touches each worker's inbox holds.
+pub const TOUCHES: usize = 64 * 1024;
+
+/// What the thread is told besides the workers' records.
+#[derive(Debug)]
+enum Ask {
+    /// Read the counters now; say so when done.
+    Pass(Sender<()>),
+    /// A configuration snapshot the workers now run with: counters of slots that changed
+    /// hands start from zero.
+    Install(Box<Services>),
+}
+
+/// The thread as the rest of the director sees it: its counters and how to ask for a
+/// pass. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct OffloadView {
+    /// What the XDP program forwarded, as a worker's counters.
+    pub stats: Arc<WorkerStats>,
+    /// Flows in the map now.
+    pub flows: Arc<AtomicU64>,
+    /// Inserts the map refused (full).
+    pub refused: Arc<AtomicU64>,
+    ask: Sender<Ask>,
+    /// When the last pass started (nanoseconds since `start`).
+    last_pass: Arc<AtomicU64>,
+    start: Instant,
+}
+
+impl OffloadView {
+    /// Makes sure the counters include every packet forwarded until now (give or take
+    /// [`FRESH`]): asks for a pass unless one started that recently, and waits for it.
+    pub fn fresh(&self) {
+        let now = self.start.elapsed().as_nanos() as u64;
+        let last = self.last_pass.load(Relaxed);
+        if last != NEVER && now.saturating_sub(last) < FRESH.as_nanos() as u64 {
+            return;
+        }
+        let (tx, rx) = bounded(1);
+        if self.ask.send(Ask::Pass(tx)).is_ok() {
+            let _ = rx.recv_timeout(FRESH_WAIT);
+        }
+    }
+
+    /// Tells the thread the workers run with `services` now.
+    pub fn installed(&self, services: &Services) {
+        let _ = self.ask.send(Ask::Install(Box::new(services.clone())));
+    }
+}
+
+/// A flow in the map, as the thread knows it.
+#[derive(Debug, Clone, Copy)]
+struct Known {
+    flow: FastFlow,
+    queue: u16,
+    /// Its counters when last read.
+    seen: FlowCounts,
+}
+
+/// The thread's state.
+struct Keeper {
+    map: FlowMap,
+    flows: HashMap<ConnKey<Ipv4Addr>, Known>,
+    touches: Vec<Sender<Touch>>,
+    view: OffloadView,
+    services: Option<Box<Services>>,
+    /// `start` in CLOCK_MONOTONIC nanoseconds: the workers' clock is time since `start`,
+    /// the program's is CLOCK_MONOTONIC.
+    start_mono: u64,
+}
+
+/// Starts the thread over `map`, taking the workers' records from `records` and
+/// touching their flows through `touches` (one per queue), with `start` the workers'
+/// clock's origin.
+pub fn start(
+    map: FlowMap,
+    records: Receiver<(u16, OffloadRec)>,
+    touches: Vec<Sender<Touch>>,
+    start: Instant,
+) -> std::io::Result<(OffloadView, JoinHandle<()>)> {
+    let (ask, asked) = crossbeam_channel::unbounded();
+    let view = OffloadView {
+        stats: Arc::new(WorkerStats::new(MAX_SERVICES, MAX_DESTS)),
+        flows: Arc::default(),
+        refused: Arc::default(),
+        ask,
+        last_pass: Arc::new(AtomicU64::new(NEVER)),
+        start,
+    };
+    let start_mono =
+        xdpvs_dataplane::sys::monotonic_ns().saturating_sub(start.elapsed().as_nanos() as u64);
+    let mut k = Keeper {
+        map,
+        flows: HashMap::new(),
+        touches,
+        view: view.clone(),
+        services: None,
+        start_mono,
+    };
+    let thread = std::thread::Builder::new()
+        .name("xdpvs-offload".into())
+        .spawn(move || k.run(&records, &asked))?;
+    Ok((view, thread))
+}
+
+impl Keeper {
+    fn run(&mut self, records: &Receiver<(u16, OffloadRec)>, asked: &Receiver<Ask>) {
+        let mut next = Instant::now() + PASS_EVERY;
+        loop {
+            let wait = next.saturating_duration_since(Instant::now());
+            select! {
+                recv(records) -> r => match r {
+                    Ok((queue, rec)) => self.apply(queue, rec),
+                    Err(_) => return,
+                },
+                recv(asked) -> a => match a {
+                    Ok(Ask::Pass(done)) => {
+                        // Records already sent come first: a reader sees what they did.
+                        while let Ok((queue, rec)) = records.try_recv() {
+                            self.apply(queue, rec);
+                        }
+                        self.pass();
+                        let _ = done.send(());
+                    }
+                    Ok(Ask::Install(s)) => {
+                        if let Some(old) = &self.services {
+                            self.view.stats.reset_changed(&s, old);
+                        }
+                        self.services = Some(s);
+                    }
+                    Err(_) => return,
+                },
+                default(wait) => {
+                    self.pass();
+                    next = Instant::now() + PASS_EVERY;
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, queue: u16, rec: OffloadRec) {
+        match rec {
+            OffloadRec::Insert(f) => {
+                if let Some(k) = self.flows.get(&f.key) {
+                    if k.flow.to == f.to && k.flow.from == f.from && k.flow.idle == f.idle {
+                        return;
+                    }
+                    // Somewhere else now: what it forwarded so far counts where it went.
+                    self.forget(f.key);
+                }
+                let now = xdpvs_dataplane::sys::monotonic_ns();
+                match self.map.insert(&f.key, (f.to, f.from), f.idle, now) {
+                    Ok(()) => {
+                        self.flows.insert(
+                            f.key,
+                            Known {
+                                flow: f,
+                                queue,
+                                seen: FlowCounts::default(),
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        // Full: the flow stays with the workers.
+                        if self.view.refused.fetch_add(1, Relaxed) == 0 {
+                            warn!("offload: {e}; the flows it refuses stay with the workers");
+                        }
+                    }
+                }
+            }
+            OffloadRec::Remove(key) => self.forget(key),
+            OffloadRec::Dest(slot) => {
+                let gone: Vec<_> = self
+                    .flows
+                    .values()
+                    .filter(|k| k.flow.dest == slot)
+                    .map(|k| k.flow.key)
+                    .collect();
+                for key in gone {
+                    self.forget(key);
+                }
+            }
+        }
+        self.view.flows.store(self.flows.len() as u64, Relaxed);
+    }
+
+    /// Takes `key` out of the map, its last counters counted.
+    fn forget(&mut self, key: ConnKey<Ipv4Addr>) {
+        let Some(k) = self.flows.remove(&key) else {
+            return;
+        };
+        if let Ok(Some(c)) = self.map.counts(&key) {
+            self.count(&k, c);
+        }
+        if let Err(e) = self.map.remove(&key) {
+            warn!("offload: {e}");
+        }
+    }
+
+    /// Adds what the program forwarded of `k` since its counters were last read.
+    fn count(&self, k: &Known, now: FlowCounts) {
+        let packets = now.packets.saturating_sub(k.seen.packets);
+        let bytes = now.bytes.saturating_sub(k.seen.bytes);
+        if packets == 0 {
+            return;
+        }
+        let s = &self.view.stats;
+        s.rx.add(packets);
+        // Frames: the IP packets and their Ethernet headers.
+        s.rx_bytes.add(bytes + 14 * packets);
+        s.tx.add(packets);
+        for t in [
+            s.services.get(k.flow.service as usize),
+            s.dests.get(k.flow.dest as usize),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            t.packets.add(packets);
+            t.bytes.add(bytes);
+        }
+    }
+
+    /// Reads every flow's counters: counts what is new, touches the flows that had
+    /// traffic at their workers.
+    fn pass(&mut self) {
+        self.view
+            .last_pass
+            .store(self.view.start.elapsed().as_nanos() as u64, Relaxed);
+        let mut read = Vec::with_capacity(self.flows.len());
+        if let Err(e) = self.map.read_all(|key, c| read.push((key, c))) {
+            warn!("offload: reading the flows' counters: {e}");
+            return;
+        }
+        for (key, c) in read {
+            let Some(k) = self.flows.get(&key).copied() else {
+                continue;
+            };
+            if c.packets == k.seen.packets {
+                continue;
+            }
+            self.count(&k, c);
+            if let Some(f) = self.flows.get_mut(&key) {
+                f.seen = c;
+            }
+            let at = Time::from_nanos(c.last_seen_ns.saturating_sub(self.start_mono));
+            if let Some(t) = self.touches.get(usize::from(k.queue)) {
+                // A full inbox: the next pass with traffic touches it again.
+                let _ = t.try_send(Touch { key, at });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xdpvs_dataplane::xdp::Steering;
+    use xdpvs_sched::{Protocol, ServiceKey};
+    use xdpvs_testkit::frames::{self, Endpoints};
+
+    const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+    const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+
+    /// The whole loop without a lab: a worker's insert goes into the program's map, the
+    /// program forwards the flow's packets itself (BPF_PROG_TEST_RUN), and a reader that
+    /// asks for fresh counters finds them in the service's and the real server's
+    /// traffic, while the worker that holds the flow is touched; a remove takes it out.
+    #[test]
+    fn forwarded_packets_are_counted_and_touch_their_worker() {
+        if !xdpvs_testkit::is_root() {
+            xdpvs_testkit::cannot_run(
+                "the offload thread's test",
+                "loading the XDP program needs root",
+            );
+            return;
+        }
+        let steering = Steering::load(64).expect("the XDP program loads");
+        steering
+            .set_services(
+                &[ServiceKey {
+                    proto: Protocol::Tcp,
+                    vip: VIP.into(),
+                    port: 80,
+                }],
+                &[],
+                &[],
+            )
+            .expect("maps updated");
+        let map = steering.flows().expect("the flows map");
+        let (records_tx, records) = bounded(16);
+        let (touch_tx, touches) = bounded(16);
+        let start = Instant::now();
+        let (view, thread) = super::start(map, records, vec![touch_tx], start).expect("started");
+        let key = ConnKey {
+            proto: Protocol::Tcp,
+            client: CLIENT,
+            cport: 40000,
+            vip: VIP,
+            vport: 80,
+        };
+        let flow = FastFlow {
+            key,
+            to: [2, 0, 0, 0, 0, 0x11],
+            from: [2, 0, 0, 0, 0, 0xd1],
+            service: 3,
+            dest: 5,
+            idle: Duration::from_secs(900),
+        };
+        records_tx
+            .send((0, OffloadRec::Insert(flow)))
+            .expect("sent");
+        let e = Endpoints {
+            src_mac: [2, 0, 0, 0, 0, 0xc1],
+            dst_mac: [2, 0, 0, 0, 0, 0xd1],
+            src_ip: CLIENT,
+            dst_ip: VIP,
+            sport: 40000,
+            dport: 80,
+        };
+        let data = frames::tcp(&e, 0x18, b"GET / HTTP/1.0\r\n\r\n");
+        let ip_len = u64::from(u16::from_be_bytes([data[16], data[17]]));
+        // The insert is applied before a pass that a reader asks for.
+        view.fresh();
+        assert_eq!(view.flows.load(Relaxed), 1);
+        for _ in 0..3 {
+            let out = steering
+                .fast_path(&data)
+                .expect("test run")
+                .expect("forwarded by the program");
+            assert_eq!(&out[0..6], &flow.to);
+            assert_eq!(&out[6..12], &flow.from);
+            assert_eq!(&out[12..], &data[12..]);
+        }
+        // A SYN, a FIN or an RST of the flow is the workers'.
+        for f in [0x02, 0x11, 0x04] {
+            let seg = frames::tcp(&e, f, b"");
+            assert_eq!(
+                steering.fast_path(&seg).expect("test run"),
+                None,
+                "flags {f:#x}"
+            );
+        }
+        std::thread::sleep(FRESH);
+        view.fresh();
+        let s = &view.stats;
+        assert_eq!(s.services[3].packets.get(), 3);
+        assert_eq!(s.services[3].bytes.get(), 3 * ip_len);
+        assert_eq!(s.dests[5].packets.get(), 3);
+        assert_eq!((s.rx.get(), s.tx.get()), (3, 3));
+        let t = touches.try_recv().expect("the worker is touched");
+        assert_eq!(t.key, key);
+        let now = start.elapsed();
+        assert!(
+            Duration::from_nanos(t.at.as_nanos()) <= now
+                && now - Duration::from_nanos(t.at.as_nanos()) < Duration::from_secs(5),
+            "touched at {:?}, now {now:?}",
+            t.at
+        );
+        // Removed: the program leaves it to the workers, and nothing is counted twice.
+        records_tx.send((0, OffloadRec::Remove(key))).expect("sent");
+        std::thread::sleep(FRESH);
+        view.fresh();
+        assert_eq!(view.flows.load(Relaxed), 0);
+        assert_eq!(steering.fast_path(&data).expect("test run"), None);
+        assert_eq!(s.services[3].packets.get(), 3);
+        drop(records_tx);
+        thread
+            .join()
+            .expect("the thread ends with the workers' channel");
+    }
+}
