@@ -1219,7 +1219,8 @@ pub fn run(opts: Options) -> Result<Report> {
         let v6: Vec<Variant> = variants
             .iter()
             .copied()
-            .filter(|&v| v != Variant::XdpvsChecks)
+            // --offload leaves IPv6 to the workers: it would measure xdpvs again.
+            .filter(|&v| v != Variant::XdpvsChecks && v != Variant::XdpvsOffload)
             .collect();
         report.ipv6 =
             b.max_rate_rounds(&v6, opts.proto.v6(), opts.ipv6_rounds, &mut report.trials)?;
@@ -1509,13 +1510,13 @@ pub fn table(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "  {:<10} {:>12} {:>12}   runs (kpps)",
+        "  {:<13} {:>12} {:>12}   runs (kpps)",
         "forwarder", "delivered", "offered"
     );
     for t in &r.throughput {
         let _ = writeln!(
             s,
-            "  {:<10} {:>8.0} kpps {:>7.0} kpps   {}",
+            "  {:<13} {:>8.0} kpps {:>7.0} kpps   {}",
             t.variant.to_string(),
             t.median_pps / 1e3,
             t.offered_median_pps / 1e3,
@@ -1528,7 +1529,7 @@ pub fn table(r: &Report) -> String {
         r.config.gen_core, r.config.director_core
     );
     for t in &r.throughput {
-        let _ = writeln!(s, "    {:<10} {}", t.variant.to_string(), cpu_text(&t.cpu));
+        let _ = writeln!(s, "    {:<13} {}", t.variant.to_string(), cpu_text(&t.cpu));
     }
     for t in &r.throughput {
         if let Some(f) = t.tx_full_per_million {
@@ -1594,7 +1595,7 @@ pub fn table(r: &Report) -> String {
     if !r.ratios.is_empty() {
         let _ = writeln!(s, "\nxdpvs relative to each (median / median)");
         for (name, ratio) in &r.ratios {
-            let _ = writeln!(s, "  xdpvs / {name:<8} {ratio:.2}x");
+            let _ = writeln!(s, "  xdpvs / {name:<13} {ratio:.2}x");
         }
     }
     let over = |set: &[ThroughputSummary], a: Variant, b: Variant| {
@@ -1655,7 +1656,7 @@ pub fn table(r: &Report) -> String {
             };
             let _ = writeln!(
                 s,
-                "  {:<10} {:>8.0} kpps {:>7.0} kpps   {}{vs}",
+                "  {:<13} {:>8.0} kpps {:>7.0} kpps   {}{vs}",
                 t.variant.to_string(),
                 t.median_pps / 1e3,
                 t.offered_median_pps / 1e3,
@@ -1673,14 +1674,14 @@ pub fn table(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        "  {:<10} {:>5} {:>9} {:>9} {:>8} {:>7} {:>7} {:>7} {:>7} {:>8}",
+        "  {:<13} {:>5} {:>9} {:>9} {:>8} {:>7} {:>7} {:>7} {:>7} {:>8}",
         "forwarder", "load", "offered", "deliver", "loss %", "p50", "p90", "p99", "p99.9", "max"
     );
     for p in &r.loads {
         let us = |ns: u64| ns as f64 / 1e3;
         let _ = writeln!(
             s,
-            "  {:<10} {:>4}% {:>6.0} k {:>6.0} k {:>8.3} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>8.1}",
+            "  {:<13} {:>4}% {:>6.0} k {:>6.0} k {:>8.3} {:>7.1} {:>7.1} {:>7.1} {:>7.1} {:>8.1}",
             p.variant.to_string(),
             p.load_pct,
             p.offered_pps / 1e3,
@@ -1720,7 +1721,7 @@ pub fn table(r: &Report) -> String {
     for x in &r.search {
         let _ = writeln!(
             s,
-            "  {:<10} {:>8.0} kpps (loss {:.4}%, search resolution {:.0} kpps)",
+            "  {:<13} {:>8.0} kpps (loss {:.4}%, search resolution {:.0} kpps)",
             x.variant.to_string(),
             x.rate_pps / 1e3,
             x.loss_pct,
@@ -1769,7 +1770,7 @@ pub fn table(r: &Report) -> String {
         );
         let _ = writeln!(
             s,
-            "  {:<10} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9}",
+            "  {:<13} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9}",
             "forwarder",
             "flows",
             "kpps",
@@ -1784,7 +1785,7 @@ pub fn table(r: &Report) -> String {
         for b in &r.budget {
             let _ = writeln!(
                 s,
-                "  {:<10} {:>8} {:>9.0} {:>9.0} {:>9.3} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>9.4}",
+                "  {:<13} {:>8} {:>9.0} {:>9.0} {:>9.3} {:>8.3} {:>8.3} {:>8.3} {:>9.3} {:>9.4}",
                 b.variant.to_string(),
                 b.flows,
                 b.delivered_pps / 1e3,
@@ -1806,7 +1807,7 @@ pub fn table(r: &Report) -> String {
         for n in &r.new_conns {
             let _ = writeln!(
                 s,
-                "  {:<10} {:>8.0} k/s (offered {:.0} k/s)   runs {}",
+                "  {:<13} {:>8.0} k/s (offered {:.0} k/s)   runs {}",
                 n.variant.to_string(),
                 n.median_pps / 1e3,
                 n.offered_pps / 1e3,
