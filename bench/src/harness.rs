@@ -932,13 +932,18 @@ impl Bench {
         }
     }
 
-    /// An unlabelled metric of the director, if it has it.
-    fn metric(&mut self, name: &str) -> Result<Option<f64>> {
+    /// The director's metrics, as text.
+    fn metrics_text(&mut self) -> Result<String> {
         let url = format!("http://{MQ_METRICS}/metrics");
         let out = self
             .lab
             .exec(&self.lab.ns("d"), &["curl", "-s", "--max-time", "5", &url])?;
-        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// An unlabelled metric of the director, if it has it.
+    fn metric(&mut self, name: &str) -> Result<Option<f64>> {
+        let text = self.metrics_text()?;
         Ok(text.lines().find_map(|l| {
             let v = l.strip_prefix(name)?.strip_prefix(' ')?;
             v.trim().parse().ok()
@@ -946,11 +951,7 @@ impl Bench {
     }
 
     fn worker_metric(&mut self, name: &str) -> Result<Vec<u64>> {
-        let url = format!("http://{MQ_METRICS}/metrics");
-        let out = self
-            .lab
-            .exec(&self.lab.ns("d"), &["curl", "-s", "--max-time", "5", &url])?;
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = self.metrics_text()?;
         let mut per: Vec<(usize, u64)> = text
             .lines()
             .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{')))

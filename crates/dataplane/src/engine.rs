@@ -885,11 +885,7 @@ fn deliver<A: Fam>(frame: &mut Packet<'_>, t: &mut Tables, flow: &Flow<A>, now: 
         let before = t.sync_out.is_some().then(|| {
             let e = A::conns(t).entry(idx);
             let last = e.last_seen_tick();
-            (
-                e.state(),
-                fresh,
-                last >> SYNC_REFRESH_SHIFT != tick(now) >> SYNC_REFRESH_SHIFT,
-            )
+            (e.state(), fresh, new_window(last, now))
         });
         let offloading = t.offload.is_some();
         let conns = A::conns_mut(t);
@@ -967,7 +963,7 @@ fn offload_changed<A: Fam>(
         vip,
         vport: key.vport,
     };
-    let refresh = last >> SYNC_REFRESH_SHIFT != tick(now) >> SYNC_REFRESH_SHIFT;
+    let refresh = new_window(last, now);
     let insert = match key.proto {
         Protocol::Tcp => state == State::Established && (old != state || fresh || refresh),
         Protocol::Udp => fresh || refresh,
@@ -994,9 +990,15 @@ fn offload_changed<A: Fam>(
     }
 }
 
-/// The refresh window of connection synchronisation: 2^10 ticks of the table's clock
-/// (2^30 ns, about a second).
+/// The refresh window of connection synchronisation (and of `--offload`'s offers): 2^10
+/// ticks of the table's clock (2^30 ns, about a second).
 const SYNC_REFRESH_SHIFT: u32 = 10;
+
+/// Whether `now` is in a later refresh window than an entry last seen at tick `last`.
+#[inline]
+fn new_window(last: u32, now: Time) -> bool {
+    last >> SYNC_REFRESH_SHIFT != tick(now) >> SYNC_REFRESH_SHIFT
+}
 
 /// IPVS's sync rule, adapted: a TCP connection is synchronised when its state moves to
 /// ESTABLISHED, FIN_WAIT, CLOSE, CLOSE_WAIT or TIME_WAIT, a UDP flow when it is new, a

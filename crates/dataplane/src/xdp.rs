@@ -159,11 +159,7 @@ impl Steering {
             map: "flows",
             cause,
         })?;
-        Ok(FlowMap {
-            map: handle,
-            cpus,
-            capacity: map.max_entries(),
-        })
+        Ok(FlowMap { map: handle, cpus })
     }
 
     /// What the program does with `frame` when it forwards it itself (`run --offload`):
@@ -386,7 +382,6 @@ pub struct FlowCounts {
 pub struct FlowMap {
     map: libbpf_rs::MapHandle,
     cpus: usize,
-    capacity: u32,
 }
 
 /// Each CPU's value in the map is this many bytes (the value's size rounded to 8).
@@ -428,11 +423,6 @@ fn flow_counts(values: &[u8]) -> FlowCounts {
 }
 
 impl FlowMap {
-    /// How many flows the map holds at most.
-    pub fn capacity(&self) -> u32 {
-        self.capacity
-    }
-
     /// Lets the program forward `key` to `to` from `from` while it is never idle for
     /// longer than `idle` (then its next packet goes to the workers), as if seen at
     /// `now_ns` (CLOCK_MONOTONIC), with its counters at zero (replacing what was there:

@@ -307,6 +307,18 @@ impl Links {
         self.offload.as_ref()
     }
 
+    /// `of` the workers' counters, summed, with the offload thread's (fresh) when it runs.
+    fn traffic(&self, of: impl Fn(&WorkerStats) -> TrafficTotals) -> TrafficTotals {
+        let fast = self
+            .offload
+            .as_ref()
+            .map_or_else(TrafficTotals::default, |o| {
+                o.fresh();
+                of(&o.stats)
+            });
+        self.list.iter().fold(fast, |acc, w| acc + of(&w.stats))
+    }
+
     /// Each worker's loop and packet counters, in queue order.
     pub fn stats(&self) -> Vec<(&LoopStats, &WorkerStats)> {
         self.list
@@ -514,29 +526,11 @@ impl Observe for Links {
     }
 
     fn service_traffic(&self, slot: u32) -> TrafficTotals {
-        let fast = self
-            .offload
-            .as_ref()
-            .map_or_else(TrafficTotals::default, |o| {
-                o.fresh();
-                o.stats.service_totals(slot)
-            });
-        self.list
-            .iter()
-            .fold(fast, |acc, w| acc + w.stats.service_totals(slot))
+        self.traffic(|s| s.service_totals(slot))
     }
 
     fn dest_traffic(&self, slot: u32) -> TrafficTotals {
-        let fast = self
-            .offload
-            .as_ref()
-            .map_or_else(TrafficTotals::default, |o| {
-                o.fresh();
-                o.stats.dest_totals(slot)
-            });
-        self.list
-            .iter()
-            .fold(fast, |acc, w| acc + w.stats.dest_totals(slot))
+        self.traffic(|s| s.dest_totals(slot))
     }
 
     fn list_connections(
