@@ -623,8 +623,6 @@ impl Bench {
         self.activate_with(v, cap, Some(flows))
     }
 
-    /// Starts `v` (a director with a table of `capacity` entries) and, for a director,
-    /// opens `warm` flows first.
     /// xdpvs's command line in a trial. Default flags (the headline): only the placement
     /// and the table size, busy polling when `--napi busy-poll` asks for it, `extra`;
     /// then `--director-arg`s (tuning, for comparisons).
@@ -653,6 +651,8 @@ impl Bench {
         args
     }
 
+    /// Starts `v` (a director with a table of `capacity` entries) and, for a director,
+    /// opens `warm` flows first.
     fn activate_with(&mut self, v: Variant, capacity: usize, warm: Option<u32>) -> Result<Active> {
         let ns = self.lab.ns("d");
         let core = self.opts.director_core.to_string();
@@ -762,17 +762,33 @@ impl Bench {
             self.progress.show(&format!("{v}: opening {flows} flows"));
             self.open_flows(flows)?;
             if v == Variant::XdpvsOffload {
-                // An offer the offload thread's queue had no room for (it inserts one
-                // flow per system call) is made again when the flow's next packet
-                // crosses a worker in a later refresh window: send the flows again.
+                // An offer the offload thread's queue had no room for is made again
+                // when the flow's next packet crosses a worker in a later refresh
+                // window: send the flows again if the map did not take them all.
                 let mut tries = 0;
-                while !self.wait_offloaded(flows)? {
+                while let Some(held) = self.wait_offloaded(flows)? {
                     tries += 1;
+                    let text = self.metrics_text()?;
+                    let sum = |name: &str| -> f64 {
+                        text.lines()
+                            .filter(|l| {
+                                l.strip_prefix(name)
+                                    .is_some_and(|r| r.starts_with([' ', '{']))
+                            })
+                            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                            .sum()
+                    };
+                    let why = format!(
+                        "the map holds {held} of {flows} flows ({} refused, {} records lost by the workers, {} connections in the workers' tables)",
+                        sum("xdpvs_offload_refused_total"),
+                        sum("xdpvs_worker_offload_lost_total"),
+                        sum("xdpvs_worker_connection_table_entries"),
+                    );
                     if tries == 5 {
-                        bail!("the director's XDP map did not take all {flows} flows");
+                        bail!("the director's XDP map did not take every flow: {why}");
                     }
                     self.progress
-                        .show(&format!("{v}: offering the {flows} flows again"));
+                        .show(&format!("{v}: {why}; offering them again"));
                     std::thread::sleep(Duration::from_millis(1100));
                     self.open_flows(flows)?;
                 }
@@ -913,20 +929,23 @@ impl Bench {
         self.worker_metric("xdpvs_worker_forwarded_packets_total")
     }
 
-    /// A per-worker counter of the director's metrics endpoint, in worker order.
     /// Waits until the director's XDP map holds `flows` flows (`--offload` inserts them
-    /// as their first packets cross a worker): true, or false once it stops growing.
-    fn wait_offloaded(&mut self, flows: u32) -> Result<bool> {
+    /// as their first packets cross a worker): None, or how many it holds once that
+    /// stops growing.
+    fn wait_offloaded(&mut self, flows: u32) -> Result<Option<u64>> {
         let mut last = (0, Instant::now());
         loop {
-            let n = self.metric("xdpvs_offload_flows")?.unwrap_or(0.0) as u64;
+            // No answer (a slow scrape): as before.
+            let n = self
+                .metric("xdpvs_offload_flows")?
+                .map_or(last.0, |n| n as u64);
             if n >= u64::from(flows) {
-                return Ok(true);
+                return Ok(None);
             }
             if n > last.0 {
                 last = (n, Instant::now());
             } else if last.1.elapsed() > Duration::from_secs(2) {
-                return Ok(false);
+                return Ok(Some(n));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -950,6 +969,7 @@ impl Bench {
         }))
     }
 
+    /// A per-worker counter of the director's metrics endpoint, in worker order.
     fn worker_metric(&mut self, name: &str) -> Result<Vec<u64>> {
         let text = self.metrics_text()?;
         let mut per: Vec<(usize, u64)> = text

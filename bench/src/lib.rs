@@ -46,6 +46,7 @@ pub const PORT: u16 = 80;
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
 )]
+/// In JSON, as on the command line and in the tables (`Display`).
 #[serde(rename_all = "lowercase")]
 pub enum Variant {
     /// xdpvs, full pipeline.
@@ -54,10 +55,12 @@ pub enum Variant {
     /// no traffic), each with a passing TCP check every second: what checks cost
     /// forwarding.
     #[value(name = "xdpvs-checks")]
+    #[serde(rename = "xdpvs-checks", alias = "xdpvschecks")]
     XdpvsChecks,
     /// xdpvs with `--offload`: established flows forwarded by its XDP program (XDP_TX),
     /// the workers handling the rest.
     #[value(name = "xdpvs-offload")]
+    #[serde(rename = "xdpvs-offload", alias = "xdpvsoffload")]
     XdpvsOffload,
     /// The bare AF_XDP MAC-rewrite forwarder on the director's `Device` layer.
     #[value(name = "afxdp")]
@@ -68,6 +71,7 @@ pub enum Variant {
     Testpmd,
     /// The in-kernel ceiling: MAC rewrite with XDP_TX.
     #[value(name = "xdp-tx", alias = "xdptx")]
+    #[serde(rename = "xdp-tx", alias = "xdptx")]
     XdpTx,
 }
 
@@ -471,5 +475,26 @@ mod callgrind_tests {
         assert_eq!(c.instructions, 30.0);
         assert_eq!(c.d1_misses, 0.0);
         assert!(parse_callgrind("nothing here", 1).is_err());
+    }
+}
+
+#[cfg(test)]
+mod variant_tests {
+    use super::Variant;
+    use clap::ValueEnum;
+
+    #[test]
+    fn a_variant_has_one_name_in_json_on_the_command_line_and_in_the_tables() {
+        for v in Variant::value_variants() {
+            let json = serde_json::to_value(v).expect("serialises");
+            assert_eq!(json, v.to_string(), "{v:?} in JSON");
+            let cli = v.to_possible_value().expect("a value");
+            assert_eq!(cli.get_name(), v.to_string(), "{v:?} on the command line");
+            let back: Variant = serde_json::from_value(json).expect("reads back");
+            assert_eq!(back, *v);
+        }
+        // Reports written before the names were one still read.
+        let old: Variant = serde_json::from_str("\"xdpvsoffload\"").expect("old name");
+        assert_eq!(old, Variant::XdpvsOffload);
     }
 }

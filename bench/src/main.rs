@@ -233,12 +233,12 @@ enum Helper {
 fn options(a: RunArgs) -> Result<Options> {
     let q = a.quick;
     let variants = if a.variants.is_empty() {
-        let mut v = vec![Variant::Xdpvs];
-        // Not in quick mode yet: one CI run of it delivered nothing (cause not found).
-        if !q {
-            v.push(Variant::XdpvsOffload);
-        }
-        v.extend([Variant::Lean, Variant::AfXdp]);
+        let mut v = vec![
+            Variant::Xdpvs,
+            Variant::XdpvsOffload,
+            Variant::Lean,
+            Variant::AfXdp,
+        ];
         if !q && xdpvs_bench::testpmd_path().is_some() {
             v.push(Variant::Testpmd);
         }

@@ -62,6 +62,19 @@ fn quick_mode_moves_packets_and_writes_valid_files() {
         .map(|t| t["delivered_pps"].as_f64().expect("a number"))
         .sum();
     assert!(ipv6_delivered > 0.0, "no IPv6 packet went through xdpvs");
+    // --offload: its XDP program forwarded the established flows.
+    let offload_delivered: f64 = json["trials"]
+        .as_array()
+        .expect("trials")
+        .iter()
+        .filter(|t| t["variant"] == "xdpvs-offload")
+        .map(|t| t["delivered_pps"].as_f64().expect("a number"))
+        .sum();
+    assert!(
+        offload_delivered > 0.0,
+        "no packet went through xdpvs-offload"
+    );
+    assert!(stdout.contains("xdpvs-offload / xdp-tx"), "{stdout}");
     assert!(stdout.contains("Maximum rate over IPv6"), "{stdout}");
     assert!(stdout.contains("Zero-copy model"), "{stdout}");
     for key in [

@@ -422,6 +422,10 @@ fn flow_counts(values: &[u8]) -> FlowCounts {
         })
 }
 
+/// A flow for [`FlowMap::insert_many`]: its key, the real server's and the director's
+/// MACs, its idle timeout.
+pub type NewFlow = (ConnKey<Ipv4Addr>, ([u8; 6], [u8; 6]), std::time::Duration);
+
 impl FlowMap {
     /// Lets the program forward `key` to `to` from `from` while it is never idle for
     /// longer than `idle` (then its next packet goes to the workers), as if seen at
@@ -430,24 +434,67 @@ impl FlowMap {
     pub fn insert(
         &self,
         key: &ConnKey<Ipv4Addr>,
-        (to, from): ([u8; 6], [u8; 6]),
+        to_from: ([u8; 6], [u8; 6]),
         idle: std::time::Duration,
         now_ns: u64,
     ) -> Result<(), XdpError> {
-        let v = types::flow_val {
-            to,
-            from,
-            idle_ns: u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX),
-            last_seen: now_ns,
-            ..types::flow_val::default()
-        };
-        let values = vec![bytes_of(&v).to_vec(); self.cpus];
-        self.map
-            .update_percpu(bytes_of(&flow_key(key)), &values, MapFlags::ANY)
-            .map_err(|cause| XdpError::Map {
-                map: "flows",
-                cause,
-            })
+        let mut refused = None;
+        self.insert_many(&[(*key, to_from, idle)], now_ns, |_, e| refused = Some(e));
+        refused.map_or(Ok(()), Err)
+    }
+
+    /// [`FlowMap::insert`] of every flow of `flows`, in order, a batch of system calls
+    /// for all of them: `refused` hears of each the map did not take (full) and why.
+    pub fn insert_many(
+        &self,
+        flows: &[NewFlow],
+        now_ns: u64,
+        mut refused: impl FnMut(usize, XdpError),
+    ) {
+        let size = std::mem::size_of::<types::flow_key>();
+        let mut keys = Vec::with_capacity(flows.len() * size);
+        let mut values = Vec::with_capacity(flows.len() * FLOW_STRIDE * self.cpus);
+        for (key, (to, from), idle) in flows {
+            keys.extend_from_slice(bytes_of(&flow_key(key)));
+            let v = types::flow_val {
+                to: *to,
+                from: *from,
+                idle_ns: u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX),
+                last_seen: now_ns,
+                ..types::flow_val::default()
+            };
+            for _ in 0..self.cpus {
+                values.extend_from_slice(bytes_of(&v));
+                values.resize(values.len().next_multiple_of(FLOW_STRIDE), 0);
+            }
+        }
+        let entry = FLOW_STRIDE * self.cpus;
+        let mut at = 0;
+        while at < flows.len() {
+            let (done, err) = crate::sys::skel::percpu_update_batch(
+                self.map.as_fd(),
+                (size, FLOW_STRIDE, self.cpus),
+                &keys[at * size..],
+                &values[at * entry..],
+            );
+            at += done;
+            match err {
+                None => break,
+                Some(e) => {
+                    // The entry at `at` stopped the batch: refused; go on after it.
+                    if at < flows.len() {
+                        refused(
+                            at,
+                            XdpError::Map {
+                                map: "flows",
+                                cause: libbpf_rs::Error::from(e),
+                            },
+                        );
+                    }
+                    at += 1;
+                }
+            }
+        }
     }
 
     /// What the program forwarded of `key` so far, if it is in the map.

@@ -28,7 +28,9 @@ use xdpvs_sched::Time;
 
 /// How often the counters are read back without being asked.
 pub const PASS_EVERY: Duration = Duration::from_secs(1);
-/// A reader of the statistics gets a pass of its own unless one started this recently.
+/// A reader of the statistics gets a pass of its own unless one started this recently
+/// (or twice the last pass's length ago, whichever is longer: readers that ask often
+/// keep the thread reading at most half the time, the workers' records the rest).
 const FRESH: Duration = Duration::from_millis(20);
 /// How long a reader waits for that pass at most.
 const FRESH_WAIT: Duration = Duration::from_secs(2);
@@ -38,6 +40,8 @@ const NEVER: u64 = u64::MAX;
 pub const RECORDS: usize = 64 * 1024;
 /// Touches each worker's inbox holds.
 pub const TOUCHES: usize = 64 * 1024;
+/// Inserts written to the map with one system call at most.
+const INSERT_BATCH: usize = 4096;
 
 /// What the thread is told besides the workers' records.
 #[derive(Debug)]
@@ -62,6 +66,8 @@ pub struct OffloadView {
     ask: Sender<Ask>,
     /// When the last pass started (nanoseconds since `start`).
     last_pass: Arc<AtomicU64>,
+    /// How long the last pass took (nanoseconds).
+    pass_took: Arc<AtomicU64>,
     start: Instant,
 }
 
@@ -71,7 +77,8 @@ impl OffloadView {
     pub fn fresh(&self) {
         let now = self.start.elapsed().as_nanos() as u64;
         let last = self.last_pass.load(Relaxed);
-        if last != NEVER && now.saturating_sub(last) < FRESH.as_nanos() as u64 {
+        let recent = (FRESH.as_nanos() as u64).max(2 * self.pass_took.load(Relaxed));
+        if last != NEVER && now.saturating_sub(last) < recent {
             return;
         }
         let (tx, rx) = bounded(1);
@@ -102,6 +109,9 @@ struct Keeper {
     touches: Vec<Sender<Touch>>,
     view: OffloadView,
     services: Option<Box<Services>>,
+    /// Inserts taken from the workers and not written yet (each a flow the map does not
+    /// hold), with the queue of the worker that sent it.
+    pending: Vec<(u16, FastFlow)>,
     /// `start` in CLOCK_MONOTONIC nanoseconds: the workers' clock is time since `start`,
     /// the program's is CLOCK_MONOTONIC.
     start_mono: u64,
@@ -123,6 +133,7 @@ pub fn start(
         refused: Arc::default(),
         ask,
         last_pass: Arc::new(AtomicU64::new(NEVER)),
+        pass_took: Arc::default(),
         start,
     };
     let start_mono =
@@ -133,6 +144,7 @@ pub fn start(
         touches,
         view: view.clone(),
         services: None,
+        pending: Vec::with_capacity(INSERT_BATCH),
         start_mono,
     };
     let thread = std::thread::Builder::new()
@@ -148,24 +160,37 @@ impl Keeper {
             let wait = next.saturating_duration_since(Instant::now());
             select! {
                 recv(records) -> r => match r {
-                    Ok((queue, rec)) => self.apply(queue, rec),
+                    Ok((queue, rec)) => {
+                        // What else is waiting goes with it: inserts in batches.
+                        self.apply(queue, rec);
+                        for (queue, rec) in records.try_iter().take(RECORDS) {
+                            self.apply(queue, rec);
+                        }
+                        self.flush();
+                    }
                     Err(_) => return,
                 },
                 recv(asked) -> a => match a {
                     Ok(Ask::Pass(done)) => {
+                        // Every reader waiting gets this one pass.
+                        let mut waiting = vec![done];
+                        for a in asked.try_iter() {
+                            match a {
+                                Ask::Pass(done) => waiting.push(done),
+                                Ask::Install(s) => self.install(s),
+                            }
+                        }
                         // Records already sent come first: a reader sees what they did.
-                        while let Ok((queue, rec)) = records.try_recv() {
+                        for (queue, rec) in records.try_iter().take(RECORDS) {
                             self.apply(queue, rec);
                         }
+                        self.flush();
                         self.pass();
-                        let _ = done.send(());
-                    }
-                    Ok(Ask::Install(s)) => {
-                        if let Some(old) = &self.services {
-                            self.view.stats.reset_changed(&s, old);
+                        for done in waiting {
+                            let _ = done.send(());
                         }
-                        self.services = Some(s);
                     }
+                    Ok(Ask::Install(s)) => self.install(s),
                     Err(_) => return,
                 },
                 default(wait) => {
@@ -176,6 +201,17 @@ impl Keeper {
         }
     }
 
+    /// The workers run with `s` now: counters of slots that changed hands start afresh.
+    fn install(&mut self, s: Box<Services>) {
+        if let Some(old) = &self.services {
+            self.view.stats.reset_changed(&s, old);
+        }
+        self.services = Some(s);
+    }
+
+    /// Applies one record: an insert of a flow the map does not hold waits in
+    /// `pending` for [`Keeper::flush`]; anything else writes what waits first, so the
+    /// map sees the records in the order the workers sent them.
     fn apply(&mut self, queue: u16, rec: OffloadRec) {
         match rec {
             OffloadRec::Insert(f) => {
@@ -184,30 +220,20 @@ impl Keeper {
                         return;
                     }
                     // Somewhere else now: what it forwarded so far counts where it went.
+                    self.flush();
                     self.forget(f.key);
                 }
-                let now = xdpvs_dataplane::sys::monotonic_ns();
-                match self.map.insert(&f.key, (f.to, f.from), f.idle, now) {
-                    Ok(()) => {
-                        self.flows.insert(
-                            f.key,
-                            Known {
-                                flow: f,
-                                queue,
-                                seen: FlowCounts::default(),
-                            },
-                        );
-                    }
-                    Err(e) => {
-                        // Full: the flow stays with the workers.
-                        if self.view.refused.fetch_add(1, Relaxed) == 0 {
-                            warn!("offload: {e}; the flows it refuses stay with the workers");
-                        }
-                    }
+                self.pending.push((queue, f));
+                if self.pending.len() == INSERT_BATCH {
+                    self.flush();
                 }
             }
-            OffloadRec::Remove(key) => self.forget(key),
+            OffloadRec::Remove(key) => {
+                self.flush();
+                self.forget(key);
+            }
             OffloadRec::Dest(slot) => {
+                self.flush();
                 let gone: Vec<_> = self
                     .flows
                     .values()
@@ -217,6 +243,34 @@ impl Keeper {
                 for key in gone {
                     self.forget(key);
                 }
+            }
+        }
+        self.view.flows.store(self.flows.len() as u64, Relaxed);
+    }
+
+    /// Writes the pending inserts to the map, a batch per system call.
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch: Vec<_> = self
+            .pending
+            .iter()
+            .map(|(_, f)| (f.key, (f.to, f.from), f.idle))
+            .collect();
+        let mut refused = vec![false; batch.len()];
+        let now = xdpvs_dataplane::sys::monotonic_ns();
+        self.map.insert_many(&batch, now, |i, e| {
+            refused[i] = true;
+            // Full: the flow stays with the workers.
+            if self.view.refused.fetch_add(1, Relaxed) == 0 {
+                warn!("offload: {e}; the flows it refuses stay with the workers");
+            }
+        });
+        for ((queue, flow), refused) in self.pending.drain(..).zip(refused) {
+            if !refused {
+                let seen = FlowCounts::default();
+                self.flows.insert(flow.key, Known { flow, queue, seen });
             }
         }
         self.view.flows.store(self.flows.len() as u64, Relaxed);
@@ -262,9 +316,15 @@ impl Keeper {
     /// Reads every flow's counters: counts what is new, touches the flows that had
     /// traffic at their workers.
     fn pass(&mut self) {
-        self.view
-            .last_pass
-            .store(self.view.start.elapsed().as_nanos() as u64, Relaxed);
+        let began = self.view.start.elapsed();
+        self.view.last_pass.store(began.as_nanos() as u64, Relaxed);
+        self.read_back();
+        let took = self.view.start.elapsed().saturating_sub(began);
+        self.view.pass_took.store(took.as_nanos() as u64, Relaxed);
+    }
+
+    /// [`Keeper::pass`]'s work.
+    fn read_back(&mut self) {
         let mut read = Vec::with_capacity(self.flows.len());
         if let Err(e) = self.map.read_all(|key, c| read.push((key, c))) {
             warn!("offload: reading the flows' counters: {e}");
@@ -406,5 +466,56 @@ mod tests {
         thread
             .join()
             .expect("the thread ends with the workers' channel");
+    }
+
+    /// Inserts go to the map in batches: more flows than one batch all arrive, and once
+    /// the map is full the rest are refused (counted, left to the workers) while the
+    /// ones it took are forwarded.
+    #[test]
+    fn inserts_in_batches_fill_the_map_and_refuse_the_rest() {
+        if !xdpvs_testkit::is_root() {
+            xdpvs_testkit::cannot_run(
+                "the offload thread's batch test",
+                "loading the XDP program needs root",
+            );
+            return;
+        }
+        let room = INSERT_BATCH + 100;
+        let steering = Steering::load(room as u32).expect("the XDP program loads");
+        let map = steering.flows().expect("the flows map");
+        let reader = steering.flows().expect("the flows map");
+        let (records_tx, records) = bounded(RECORDS);
+        let (touch_tx, _touches) = bounded(16);
+        let (view, thread) =
+            super::start(map, records, vec![touch_tx], Instant::now()).expect("started");
+        let offered = room + 50;
+        for i in 0..offered {
+            let flow = FastFlow {
+                key: ConnKey {
+                    proto: Protocol::Udp,
+                    client: CLIENT,
+                    cport: i as u16,
+                    vip: VIP,
+                    vport: 53,
+                },
+                to: [2, 0, 0, 0, 0, 0x11],
+                from: [2, 0, 0, 0, 0, 0xd1],
+                service: 0,
+                dest: 1,
+                idle: Duration::from_secs(300),
+            };
+            records_tx
+                .send((0, OffloadRec::Insert(flow)))
+                .expect("sent");
+        }
+        std::thread::sleep(FRESH);
+        view.fresh();
+        assert_eq!(view.flows.load(Relaxed), room as u64);
+        assert_eq!(view.refused.load(Relaxed), 50);
+        let mut in_map = 0;
+        reader.read_all(|_, _| in_map += 1).expect("read");
+        assert_eq!(in_map, room);
+        drop(records_tx);
+        thread.join().expect("ends");
     }
 }

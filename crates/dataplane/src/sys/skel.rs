@@ -137,6 +137,47 @@ pub fn bytes_of<T: Pod>(v: &T) -> &[u8] {
     unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
+/// Writes `count` entries into the per-CPU hash map `map` with `BPF_MAP_UPDATE_BATCH`
+/// (keys of `key_size` bytes back to back in `keys`, each entry's `cpus` values of
+/// `stride` bytes back to back in `values`). Returns how many entries the kernel wrote,
+/// in order, and the error that stopped it before the rest, if one did.
+pub fn percpu_update_batch(
+    map: std::os::fd::BorrowedFd<'_>,
+    (key_size, stride, cpus): (usize, usize, usize),
+    keys: &[u8],
+    values: &[u8],
+) -> (usize, Option<std::io::Error>) {
+    use std::os::fd::AsRawFd;
+    let n = keys.len() / key_size.max(1);
+    assert!(
+        keys.len() == n * key_size && values.len() == n * stride * cpus,
+        "keys and values of {n} entries"
+    );
+    if n == 0 {
+        return (0, None);
+    }
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as libbpf_sys::size_t,
+        elem_flags: 0,
+        flags: 0,
+    };
+    let mut count = u32::try_from(n).unwrap_or(u32::MAX);
+    // SAFETY: `keys` holds `count` keys of the map's key size and `values` `count`
+    // per-CPU values of `cpus * stride` bytes (asserted above); the kernel only reads
+    // them and writes `count`; `opts` is a valid options struct of the size it states.
+    let rc = unsafe {
+        libbpf_sys::bpf_map_update_batch(
+            map.as_raw_fd(),
+            keys.as_ptr().cast(),
+            values.as_ptr().cast(),
+            &mut count,
+            &opts,
+        )
+    };
+    let err = (rc < 0).then(std::io::Error::last_os_error);
+    ((count as usize).min(n), err)
+}
+
 /// Reads every entry of the per-CPU hash map `map` (keys of `key_size` bytes, each
 /// CPU's value `stride` bytes, `cpus` CPUs) with `BPF_MAP_LOOKUP_BATCH`, `batch` entries
 /// per call, and hands each key and its `cpus * stride` value bytes to `each`. An entry
