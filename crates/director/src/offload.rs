@@ -124,12 +124,13 @@ struct Keeper {
 
 /// Starts the thread over `map`, taking the workers' records from `records` and
 /// touching their flows through `touches` (one per queue), with `start` the workers'
-/// clock's origin.
+/// clock's origin, on core `aside` if given (one the workers do not use).
 pub fn start(
     map: FlowMap,
     records: Receiver<(u16, OffloadRec)>,
     touches: Vec<Sender<Touch>>,
     start: Instant,
+    aside: Option<usize>,
 ) -> std::io::Result<(OffloadView, JoinHandle<()>)> {
     let (ask, asked) = crossbeam_channel::unbounded();
     let view = OffloadView {
@@ -154,7 +155,12 @@ pub fn start(
     };
     let thread = std::thread::Builder::new()
         .name("xdpvs-offload".into())
-        .spawn(move || k.run(&records, &asked))?;
+        .spawn(move || {
+            if let Some(id) = aside {
+                core_affinity::set_for_current(core_affinity::CoreId { id });
+            }
+            k.run(&records, &asked)
+        })?;
     Ok((view, thread))
 }
 
@@ -448,7 +454,8 @@ mod tests {
         let (records_tx, records) = bounded(16);
         let (touch_tx, touches) = bounded(16);
         let start = Instant::now();
-        let (view, thread) = super::start(map, records, vec![touch_tx], start).expect("started");
+        let (view, thread) =
+            super::start(map, records, vec![touch_tx], start, None).expect("started");
         let key = ConnKey {
             proto: Protocol::Tcp,
             client: CLIENT,
@@ -546,7 +553,7 @@ mod tests {
         let (records_tx, records) = bounded(RECORDS);
         let (touch_tx, _touches) = bounded(16);
         let (view, thread) =
-            super::start(map, records, vec![touch_tx], Instant::now()).expect("started");
+            super::start(map, records, vec![touch_tx], Instant::now(), None).expect("started");
         let offered = room + 50;
         for i in 0..offered {
             let flow = FastFlow {

@@ -176,6 +176,12 @@ pub fn run(
                 .or_else(|| cores.get(q as usize % cores.len().max(1)).map(|c| c.id))
         })
         .collect();
+    // The control side's threads (checks, sync, metrics, status page, --offload's
+    // thread) go to the first core no worker uses, if there is one.
+    let aside = checker_core(
+        &cores.iter().map(|c| c.id).collect::<Vec<_>>(),
+        &placed.iter().flatten().copied().collect::<Vec<_>>(),
+    );
     // `--poll auto`: decided per worker from where the interface's RX processing runs,
     // now and again every second.
     let mut auto = (opts.poll == IdlePolicy::Auto)
@@ -288,9 +294,14 @@ pub fn run(
         let map = steering
             .flows()
             .map_err(|e| RunError::Offload(e.to_string()))?;
-        let (view, thread) =
-            crate::offload::start(map, offload_out.1, touch_inboxes, workers.clock_start())
-                .map_err(|e| RunError::Offload(e.to_string()))?;
+        let (view, thread) = crate::offload::start(
+            map,
+            offload_out.1,
+            touch_inboxes,
+            workers.clock_start(),
+            aside,
+        )
+        .map_err(|e| RunError::Offload(e.to_string()))?;
         info!(
             "offload: established IPv4 direct-routing flows forwarded by the XDP program (up to {} flows)",
             opts.offload_flows
@@ -326,7 +337,7 @@ pub fn run(
         (sync_out.1, sync_inboxes),
         sync_roles,
         side.published(),
-        (&cores, &placed),
+        aside,
     ));
     if let Some(iface) = &opts.sync_interface {
         let settings = DaemonSettings {
@@ -382,10 +393,6 @@ pub fn run(
                     "VIP {vip} follows keepalived's VRRP (a vrrp_instance's virtual_ipaddress, or --vrrp-vip) and this host does not hold it: silent until keepalived's VRRP makes it the master (run keepalived --vrrp; to serve it alone, take it out of virtual_ipaddress)"
                 );
             }
-            let aside = checker_core(
-                &cores.iter().map(|c| c.id).collect::<Vec<_>>(),
-                &placed.iter().flatten().copied().collect::<Vec<_>>(),
-            );
             let facts = crate::web::Facts {
                 iface: ifc.name.clone(),
                 servers_iface: servers.as_ref().map(|s| s.name.clone()),
@@ -642,8 +649,9 @@ fn admin_token(path: &Path) -> Result<String, RunError> {
     Ok(token)
 }
 
-/// The core for the health checker: the first one no worker is pinned to, so checks
-/// never run on a worker's core; `None` (it floats) when workers hold every core.
+/// The core for the control side's threads (the health checker, sync, metrics, the
+/// status page, --offload's thread): the first one no worker is pinned to, so they never
+/// run on a worker's core; `None` (they float) when workers hold every core.
 fn checker_core(all: &[usize], workers: &[usize]) -> Option<usize> {
     all.iter().copied().find(|c| !workers.contains(c))
 }
@@ -661,12 +669,8 @@ fn sync_daemon(
     ),
     roles: Arc<xdpvs_dataplane::worker::SyncRoles>,
     view: Arc<crate::control::view::Published<crate::control::view::View>>,
-    (cores, placed): (&[core_affinity::CoreId], &[Option<usize>]),
+    aside: Option<usize>,
 ) -> crate::sync::Daemon {
-    let aside = checker_core(
-        &cores.iter().map(|c| c.id).collect::<Vec<_>>(),
-        &placed.iter().flatten().copied().collect::<Vec<_>>(),
-    );
     // What the configuration in force could install: the service and the real server.
     let known: crate::sync::Known = Arc::new(move || {
         let v = view.get();
