@@ -425,6 +425,18 @@ mod tests {
     const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
     const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 
+    /// `key` to the test's real server from the director, service 0, real server 1.
+    fn fast_flow(key: ConnKey<Ipv4Addr>) -> FastFlow {
+        FastFlow {
+            key,
+            to: [2, 0, 0, 0, 0, 0x11],
+            from: [2, 0, 0, 0, 0, 0xd1],
+            service: 0,
+            dest: 1,
+            idle: Duration::from_secs(300),
+        }
+    }
+
     /// The whole loop without a lab: a worker's insert goes into the program's map, the
     /// program forwards the flow's packets itself (BPF_PROG_TEST_RUN), and a reader that
     /// asks for fresh counters finds them in the service's and the real server's
@@ -464,12 +476,10 @@ mod tests {
             vport: 80,
         };
         let flow = FastFlow {
-            key,
-            to: [2, 0, 0, 0, 0, 0x11],
-            from: [2, 0, 0, 0, 0, 0xd1],
             service: 3,
             dest: 5,
             idle: Duration::from_secs(900),
+            ..fast_flow(key)
         };
         records_tx
             .send((0, OffloadRec::Insert(flow)))
@@ -556,20 +566,13 @@ mod tests {
             super::start(map, records, vec![touch_tx], Instant::now(), None).expect("started");
         let offered = room + 50;
         for i in 0..offered {
-            let flow = FastFlow {
-                key: ConnKey {
-                    proto: Protocol::Udp,
-                    client: CLIENT,
-                    cport: i as u16,
-                    vip: VIP,
-                    vport: 53,
-                },
-                to: [2, 0, 0, 0, 0, 0x11],
-                from: [2, 0, 0, 0, 0, 0xd1],
-                service: 0,
-                dest: 1,
-                idle: Duration::from_secs(300),
-            };
+            let flow = fast_flow(ConnKey {
+                proto: Protocol::Udp,
+                client: CLIENT,
+                cport: i as u16,
+                vip: VIP,
+                vport: 53,
+            });
             records_tx
                 .send((0, OffloadRec::Insert(flow)))
                 .expect("sent");
