@@ -172,12 +172,8 @@ impl Keeper {
             select! {
                 recv(records) -> r => match r {
                     Ok((queue, rec)) => {
-                        // What else is waiting goes with it: inserts in batches.
                         self.apply(queue, rec);
-                        for (queue, rec) in records.try_iter().take(RECORDS) {
-                            self.apply(queue, rec);
-                        }
-                        self.flush();
+                        self.take_waiting(records);
                     }
                     Err(_) => return,
                 },
@@ -192,10 +188,7 @@ impl Keeper {
                             }
                         }
                         // Records already sent come first: a reader sees what they did.
-                        for (queue, rec) in records.try_iter().take(RECORDS) {
-                            self.apply(queue, rec);
-                        }
-                        self.flush();
+                        self.take_waiting(records);
                         self.pass();
                         for done in waiting {
                             let _ = done.send(());
@@ -210,6 +203,15 @@ impl Keeper {
                 }
             }
         }
+    }
+
+    /// Applies the records waiting in `records` (a channel's worth at most) and writes
+    /// the inserts among them, in batches.
+    fn take_waiting(&mut self, records: &Receiver<(u16, OffloadRec)>) {
+        for (queue, rec) in records.try_iter().take(RECORDS) {
+            self.apply(queue, rec);
+        }
+        self.flush();
     }
 
     /// The workers run with `s` now: counters of slots that changed hands start afresh.
