@@ -902,7 +902,7 @@ impl Services {
     }
 
     /// Where a connection to `d` should go now.
-    #[inline]
+    #[inline(always)]
     pub fn dest(&self, d: DestRef) -> DestStatus {
         match self.dests.get(d.slot as usize) {
             Some(info) if info.slot.live && info.slot.gen == d.gen => match info.mac {

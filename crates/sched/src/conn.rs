@@ -758,7 +758,7 @@ impl<A: Family, M: SlotMemory<A>> ConnTable<A, M> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn find(&self, k: &Packed<A>) -> Option<usize> {
         let h = self.hash(k);
         let tag = tag_of(h);
@@ -813,7 +813,7 @@ impl<A: Family, M: SlotMemory<A>> ConnTable<A, M> {
         self.lookup_packed(&Packed::of(&template_key(key, prefix_len), true), now)
     }
 
-    #[inline]
+    #[inline(always)]
     fn lookup_packed(&mut self, k: &Packed<A>, now: Time) -> Option<usize> {
         let i = self.find(k)?;
         if self.expired(&self.mem.entries()[i], tick(now)) {
@@ -1011,7 +1011,7 @@ impl<A: Family, M: SlotMemory<A>> ConnTable<A, M> {
     }
 
     /// [`ConnTable::seen`] for a segment going `dir` (NAT sees both directions).
-    #[inline]
+    #[inline(always)]
     pub fn seen_dir(&mut self, idx: usize, now: Time, tcp_flags: Option<u8>, dir: Dir) -> State {
         let e = self.entry_mut(idx);
         e.last_seen = tick(now);
