@@ -476,19 +476,26 @@ pub fn prefetch(frame: &[u8], t: &Tables) {
     let Some(proto) = Protocol::from_ip_number(h[23]) else {
         return;
     };
+    let key = fixed_key4(h, proto);
+    if t.services.has_nat() && !t.services.is_vip(key.vip) {
+        return prefetch_reply(&key, t);
+    }
+    prefetch_home(t.conns.home(&key));
+}
+
+/// The 5-tuple of an IPv4 frame whose header has no options, read at fixed offsets
+/// (`h` holds at least the frame's first 38 bytes: Ethernet, IPv4 and the ports).
+#[inline(always)]
+fn fixed_key4(h: &[u8], proto: Protocol) -> ConnKey<Ipv4Addr> {
     let ip = |o: usize| Ipv4Addr::new(h[o], h[o + 1], h[o + 2], h[o + 3]);
     let port = |o: usize| u16::from_be_bytes([h[o], h[o + 1]]);
-    let key = ConnKey {
+    ConnKey {
         proto,
         client: ip(26),
         cport: port(34),
         vip: ip(30),
         vport: port(36),
-    };
-    if t.services.has_nat() && !t.services.is_vip(key.vip) {
-        return prefetch_reply(&key, t);
     }
-    prefetch_home(t.conns.home(&key));
 }
 
 /// [`prefetch`] of what may be a NAT reply (`key` read as a packet to a VIP reads it):

@@ -11,13 +11,10 @@
 //! agree on every frame: `tests/fast_path.rs` runs frames both ways and compares
 //! verdicts, bytes, tables and counters.
 
-use std::net::Ipv4Addr;
-
-use xdpvs_sched::conn::ConnKey;
 use xdpvs_sched::tcp::flags;
 use xdpvs_sched::{Protocol, Time};
 
-use super::{to_server, Tables, Verdict, ETH_LEN};
+use super::{fixed_key4, to_server, Tables, Verdict, ETH_LEN};
 use crate::config::DestStatus;
 use crate::packet::Packet;
 
@@ -28,6 +25,12 @@ const IP_LEN: usize = 20;
 /// changed) for the general path.
 #[inline(always)]
 pub(super) fn established4(frame: &mut Packet<'_>, t: &mut Tables, now: Time) -> Option<Verdict> {
+    // What the short path does not do is ruled out first: such an installation parses
+    // no frame twice.
+    let services = &t.services;
+    if services.has_nat() || services.has_tunnel() || t.sync_out.is_some() || t.offload.is_some() {
+        return None;
+    }
     let f: &[u8] = frame;
     let h = f.get(..ETH_LEN + IP_LEN)?;
     // IPv4, no options, neither a fragment nor one's first part (DF may be set).
@@ -57,19 +60,9 @@ pub(super) fn established4(frame: &mut Packet<'_>, t: &mut Tables, now: Time) ->
             None
         }
     };
-    let services = &t.services;
-    if services.has_nat() || services.has_tunnel() || t.sync_out.is_some() || t.offload.is_some() {
-        return None;
-    }
-    let ip = |o: usize| Ipv4Addr::new(h[o], h[o + 1], h[o + 2], h[o + 3]);
-    let key = ConnKey {
-        proto,
-        client: ip(26),
-        cport: u16::from_be_bytes([l4[0], l4[1]]),
-        vip: ip(30),
-        vport: u16::from_be_bytes([l4[2], l4[3]]),
-    };
-    let si = services.find4(proto, key.vip, key.vport)?;
+    // No IP options: the ports are at their fixed offsets (present: checked above).
+    let key = fixed_key4(f, proto);
+    let si = t.services.find4(proto, key.vip, key.vport)?;
     if t.elsewhere_in(si, key.client.into(), key.cport).is_some() {
         return None;
     }
