@@ -284,6 +284,7 @@ pub struct Real {
 impl Real {
     /// The weight the scheduler uses: 0 while the MAC is unresolved or its health check
     /// fails.
+    #[inline]
     pub fn effective_weight(&self) -> u32 {
         if self.mac.is_some() && self.up {
             u32::from(self.weight)
@@ -384,6 +385,22 @@ impl DestView for View<'_> {
     fn load(&self, i: usize) -> Load {
         self.loads
             .map_or(Load::default(), |l| l.load(self.reals[i].dest))
+    }
+    #[inline]
+    fn each_weighted(&self, mut f: impl FnMut(usize, u32, Load)) {
+        // Over the slice, the table of loads asked once.
+        match self.loads {
+            Some(loads) => {
+                for (i, r) in self.reals.iter().enumerate() {
+                    f(i, r.effective_weight(), loads.load(r.dest));
+                }
+            }
+            None => {
+                for (i, r) in self.reals.iter().enumerate() {
+                    f(i, r.effective_weight(), Load::default());
+                }
+            }
+        }
     }
 }
 

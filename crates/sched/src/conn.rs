@@ -426,6 +426,7 @@ impl Loads {
     }
 
     /// ActiveConn/InActConn of `dest` (zero if the slot now belongs to another generation).
+    #[inline]
     pub fn load(&self, dest: DestRef) -> Load {
         match self.slots.get(dest.slot as usize) {
             Some(l) if l.gen.load(Relaxed) == dest.gen => Load {

@@ -46,6 +46,25 @@ pub trait DestView {
     }
     /// Current connection counts.
     fn load(&self, i: usize) -> Load;
+    /// Calls `f(i, weight(i), load)` for every real server in order, where `load` is
+    /// `load(i)` whenever `weight(i)` is above 0 (and anything otherwise): one pass for
+    /// the schedulers that weigh every real server's load, which a view may make cheaper
+    /// than asking by index.
+    #[inline]
+    fn each_weighted(&self, mut f: impl FnMut(usize, u32, Load)) {
+        for i in 0..self.len() {
+            let w = self.weight(i);
+            f(
+                i,
+                w,
+                if w == 0 {
+                    Load::default()
+                } else {
+                    self.load(i)
+                },
+            );
+        }
+    }
 }
 
 /// A plain real-server description, for tests and tools.
@@ -135,18 +154,18 @@ pub fn least_weighted<D: DestView + ?Sized>(
     overhead: impl Fn(Load) -> u64,
 ) -> Option<usize> {
     let mut best: Option<(usize, u64, u64)> = None; // (index, overhead, weight)
-    for i in 0..dests.len() {
-        let w = u64::from(dests.weight(i));
+    dests.each_weighted(|i, w, load| {
+        let w = u64::from(w);
         if w == 0 {
-            continue;
+            return;
         }
-        let oh = overhead(dests.load(i));
+        let oh = overhead(load);
         match best {
             // oh / w < loh / lw  <=>  loh * w > oh * lw (u64: 2^40 * 2^16 cannot overflow)
             Some((_, loh, lw)) if loh * w <= oh * lw => {}
             _ => best = Some((i, oh, w)),
         }
-    }
+    });
     best.map(|(i, _, _)| i)
 }
 
