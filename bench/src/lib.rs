@@ -152,10 +152,11 @@ pub fn callgrind(exe: &Path, flows: u32, scratch: &Path) -> Result<Callgrind> {
 }
 
 /// The zero-copy model's counts per packet under callgrind: `forwarder` ("xdpvs" or
-/// "lean") at `flows` uniform flows, collecting the forwarder's side alone.
+/// "lean") at `flows` flows picked by `dist`, collecting the forwarder's side alone.
 pub fn callgrind_model(
     exe: &Path,
     flows: u32,
+    dist: zerocopy::Dist,
     forwarder: &str,
     scratch: &Path,
 ) -> Result<Callgrind> {
@@ -164,13 +165,15 @@ pub fn callgrind_model(
         "zerocopy",
         "--flows",
         &flows.to_string(),
+        "--dist",
+        dist.name(),
         "--forwarder",
         forwarder,
         "--packets",
         &PACKETS.to_string(),
     ];
     // The model times its packets and a warm-up of a tenth as many.
-    let tag = format!("model.{forwarder}.{flows}");
+    let tag = format!("model.{forwarder}.{flows}.{}", dist.name());
     callgrind_of(
         exe,
         &args,

@@ -120,7 +120,15 @@ pub struct LoadPoint {
     pub loss_pct: f64,
     /// One-way latency.
     pub latency: Latency,
+    /// At half load: the p99 of each trial (the first is `latency`'s), ns; the headline
+    /// compares their medians.
+    #[serde(default)]
+    pub p99_trials_ns: Vec<u64>,
 }
+
+/// Trials at half load, whose p99s' median the headline compares (one trial's p99 on
+/// two shared cores moves by 2x from run to run).
+pub const HALF_LOAD_TRIALS: usize = 3;
 
 /// Outcome of the RFC 2544-style search.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

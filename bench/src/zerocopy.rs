@@ -9,7 +9,8 @@
 //!
 //! Traffic: established TCP flows (an ACK each), picked per packet uniformly at random
 //! over all flows, or Zipf-distributed (s = 1: a hot set, as real traffic has one; at 10M
-//! flows the hottest 1% carry about 70% of the packets).
+//! flows the hottest 1% carry about 70% of the packets); or new connections (a SYN each,
+//! of a flow not in the table, beside the established ones: scheduled and inserted).
 
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,20 @@ pub enum Dist {
     Uniform,
     /// Zipf, s = 1 (flow of rank r with probability ~ 1/r).
     Zipf,
+    /// Every packet a SYN of a flow not yet in the table: new connections (the
+    /// established flows stay in the table beside them).
+    New,
+}
+
+impl Dist {
+    /// Its name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dist::Uniform => "uniform",
+            Dist::Zipf => "zipf",
+            Dist::New => "new",
+        }
+    }
 }
 
 /// The forwarder in the model.
@@ -101,7 +116,7 @@ pub fn picks(flows: u32, dist: Dist, n: usize) -> Vec<u32> {
         .map(|_| {
             let r = next();
             match dist {
-                Dist::Uniform => ((u128::from(r) * u128::from(flows)) >> 64) as u32,
+                Dist::Uniform | Dist::New => ((u128::from(r) * u128::from(flows)) >> 64) as u32,
                 Dist::Zipf => {
                     // P(rank <= k) = ln(1 + k) / ln(1 + flows): the continuous Zipf, s = 1.
                     let u = (r >> 11) as f64 / (1u64 << 53) as f64;
@@ -113,10 +128,10 @@ pub fn picks(flows: u32, dist: Dist, n: usize) -> Vec<u32> {
 }
 
 /// Tables with `flows` established TCP flows (DR, `wlc` over 8 real servers, capacity
-/// at least `flows`), built without a frame per flow kept.
-pub fn established_tables(flows: u32) -> Tables {
+/// at least `capacity` and `flows`), built without a frame per flow kept.
+pub fn established_tables(flows: u32, capacity: usize) -> Tables {
     let limits = Limits {
-        conn_capacity: (flows as usize).max(1024),
+        conn_capacity: (flows as usize).max(capacity).max(1024),
         ..Limits::default()
     };
     let services =
@@ -219,13 +234,28 @@ impl Fwd {
 }
 
 /// Runs the model: `flows` established, `packets` timed (after a warm-up of a tenth).
+/// With [`Dist::New`] each packet is a SYN of flow `flows`, `flows + 1`, ... (the table
+/// has room for all of them: none is evicted).
 pub fn run(flows: u32, dist: Dist, forwarder: Forwarder, packets: u64) -> ModelRun {
     let flows = flows.max(1);
-    let tables = established_tables(flows);
+    let new = dist == Dist::New;
+    let warm_up = packets / 10;
+    // Room for every new connection, and a batch more (the NIC side fills the RX ring
+    // ahead of the count).
+    let capacity = if new {
+        flows as usize + (warm_up + packets) as usize + RING as usize
+    } else {
+        flows as usize
+    };
+    let tables = established_tables(flows, capacity);
     let in_table = tables.conn_count();
     let table_bytes = tables.conns().memory_bytes();
     let backing = tables.conns().memory().backing().to_string();
-    let picks = picks(flows, dist, PICKS.min((packets as usize).max(1 << 16)));
+    let picks = if new {
+        Vec::new()
+    } else {
+        picks(flows, dist, PICKS.min((packets as usize).max(1 << 16)))
+    };
     let dev = RingDevice::new(FRAMES, RING);
     let (_ctrl, crx) = crossbeam_channel::unbounded();
     let (rtx, _retired) = crossbeam_channel::unbounded();
@@ -233,18 +263,24 @@ pub fn run(flows: u32, dist: Dist, forwarder: Forwarder, packets: u64) -> ModelR
         Forwarder::Xdpvs => Fwd::Xdpvs(Box::new(Worker::new(dev, tables, crx, rtx))),
         Forwarder::Lean => Fwd::Lean(dev),
     };
-    let ack = flow_frame(0, ACK, false);
+    let frame = flow_frame(0, if new { SYN } else { ACK }, false);
     let clock = Clock::default();
     let mut next = 0usize;
+    let mut fresh = flows;
     let mut pass = |fwd: &mut Fwd, want: u64| -> (Duration, u64) {
         let mut spent = Duration::ZERO;
         let mut done = 0u64;
         while done < want {
             let n = fwd.device().nic_receive(RING as usize / 2, |buf| {
-                buf[..ack.len()].copy_from_slice(&ack);
-                write_flow(buf, picks[next]);
-                next = if next + 1 == picks.len() { 0 } else { next + 1 };
-                ack.len()
+                buf[..frame.len()].copy_from_slice(&frame);
+                if new {
+                    write_flow(buf, fresh);
+                    fresh += 1;
+                } else {
+                    write_flow(buf, picks[next]);
+                    next = if next + 1 == picks.len() { 0 } else { next + 1 };
+                }
+                frame.len()
             });
             let start = Instant::now();
             std::hint::black_box(xdpvs_model_measure(fwd, &clock));
@@ -253,13 +289,21 @@ pub fn run(flows: u32, dist: Dist, forwarder: Forwarder, packets: u64) -> ModelR
                 std::hint::black_box(f);
             });
             clock.advance(sent);
-            assert_eq!(sent, n, "every packet of an established flow is forwarded");
+            assert_eq!(sent, n, "every packet is forwarded");
             done += n as u64;
         }
         (spent, done)
     };
-    pass(&mut fwd, packets / 10);
+    pass(&mut fwd, warm_up);
     let (spent, done) = pass(&mut fwd, packets);
+    if let Fwd::Xdpvs(w) = &fwd {
+        let expect = if new { fresh } else { flows };
+        assert_eq!(
+            w.tables().conn_count(),
+            expect as usize,
+            "every connection is held"
+        );
+    }
     ModelRun {
         flows,
         dist,
@@ -307,11 +351,14 @@ mod tests {
 
     #[test]
     fn the_model_forwards_every_packet_on_both_forwarders() {
-        for fwd in [Forwarder::Xdpvs, Forwarder::Lean] {
-            let r = run(1000, Dist::Zipf, fwd, 20_000);
-            assert!(r.packets >= 20_000);
-            assert!(r.ns_per_packet > 0.0);
-            assert_eq!(r.in_table, 1000);
+        // New connections: the run asserts that each is in the table afterwards.
+        for dist in [Dist::Zipf, Dist::New] {
+            for fwd in [Forwarder::Xdpvs, Forwarder::Lean] {
+                let r = run(1000, dist, fwd, 20_000);
+                assert!(r.packets >= 20_000);
+                assert!(r.ns_per_packet > 0.0);
+                assert_eq!(r.in_table, 1000);
+            }
         }
     }
 }
