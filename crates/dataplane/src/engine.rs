@@ -547,9 +547,12 @@ fn prefetch6(frame: &[u8], t: &Tables) {
 /// Prefetches a lookup's home slot: its tag (64 slots' tags share a line) and its entry
 /// (one line: the director's tables are page aligned).
 #[inline(always)]
-fn prefetch_home<A: Family>((tag, entry): (&u8, &xdpvs_sched::conn::Entry<A>)) {
+fn prefetch_home<A: Family>(
+    (tag, entry, on): (&u8, &xdpvs_sched::conn::Entry<A>, &xdpvs_sched::conn::Entry<A>),
+) {
     crate::sys::prefetch(tag);
     crate::sys::prefetch(entry);
+    crate::sys::prefetch(on);
 }
 
 #[inline(always)]
