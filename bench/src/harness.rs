@@ -1790,16 +1790,18 @@ pub fn table(r: &Report) -> String {
                     .loads
                     .iter()
                     .find(|p| p.variant == v && p.load_pct == 50)
+                    .filter(|p| !p.p99_trials_ns.is_empty())
                     .map_or(String::new(), |p| {
-                        p.p99_trials_ns
+                        let each: Vec<String> = p
+                            .p99_trials_ns
                             .iter()
                             .map(|n| format!("{:.0}", *n as f64 / 1e3))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                            .collect();
+                        format!("; {v}'s trials {} us", each.join(", "))
                     });
                 let _ = writeln!(
                     s,
-                    "  p99 at 50% load: {v} / xdp-tx {:.2}x (goal <= 2x; medians {:.0} / {:.0} us; {v}'s trials: {trials} us)",
+                    "  p99 at 50% load: {v} / xdp-tx {:.2}x (goal <= 2x; {:.0} / {:.0} us{trials})",
                     ns / base,
                     ns / 1e3,
                     base / 1e3

@@ -548,7 +548,11 @@ fn prefetch6(frame: &[u8], t: &Tables) {
 /// (one line: the director's tables are page aligned).
 #[inline(always)]
 fn prefetch_home<A: Family>(
-    (tag, entry, on): (&u8, &xdpvs_sched::conn::Entry<A>, &xdpvs_sched::conn::Entry<A>),
+    (tag, entry, on): (
+        &u8,
+        &xdpvs_sched::conn::Entry<A>,
+        &xdpvs_sched::conn::Entry<A>,
+    ),
 ) {
     crate::sys::prefetch(tag);
     crate::sys::prefetch(entry);
