@@ -29,6 +29,11 @@ pub const DEFAULT_SWEEP_RATE: u64 = 2 << 20;
 
 /// Empty polls before an adaptive worker sleeps in poll(2).
 const SPIN_BEFORE_WAIT: u32 = 20_000;
+/// Empty polls (each followed by a `sched_yield`) before a yielding worker sleeps in
+/// poll(2): a worker with nothing to do (its flows forwarded by the XDP program under
+/// `--offload`, or no traffic) leaves its core to the kernel thread beside it instead of
+/// taking every other time slice from it.
+const YIELDS_BEFORE_WAIT: u32 = 1_000;
 
 /// What the control plane tells a worker. Workers apply messages between two batches.
 #[derive(Debug)]
@@ -138,7 +143,8 @@ pub enum IdlePolicy {
     /// Spin, but give the core away (`sched_yield`) after every empty poll: for a worker
     /// sharing its core with the kernel thread that does its interface's RX processing
     /// (threaded NAPI), which otherwise waits for the scheduler to preempt the spinning
-    /// worker.
+    /// worker. After a long run of empty polls (1,000) block in poll(2) as `Adaptive`
+    /// does, so that an idle worker leaves the core to that thread.
     Yield,
     /// Chosen by the director from where the interface's RX processing runs: `yield`
     /// when it may run on the worker's core, else `adaptive` (re-decided every second).
@@ -619,14 +625,17 @@ impl<D: Device> Worker<D> {
                 continue;
             }
             empty = empty.saturating_add(1);
-            if self.idle == IdlePolicy::Yield {
-                std::thread::yield_now();
-            } else if matches!(self.idle, IdlePolicy::Adaptive | IdlePolicy::Auto)
-                && empty >= SPIN_BEFORE_WAIT
-            {
+            let sleep = match self.idle {
+                IdlePolicy::Busy => false,
+                IdlePolicy::Yield => empty >= YIELDS_BEFORE_WAIT,
+                IdlePolicy::Adaptive | IdlePolicy::Auto => empty >= SPIN_BEFORE_WAIT,
+            };
+            if sleep {
                 self.stats.idle_waits.inc();
                 // Frames handed over are seen within a millisecond.
                 self.dev.wait(if self.handoff.is_some() { 1 } else { 10 });
+            } else if self.idle == IdlePolicy::Yield {
+                std::thread::yield_now();
             }
         }
     }

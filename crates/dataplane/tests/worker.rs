@@ -257,6 +257,37 @@ fn the_poll_policy_follows_the_control_plane() {
     assert_eq!(r.w.idle_policy(), IdlePolicy::Yield);
 }
 
+/// A worker with no traffic that yields its core sleeps in poll(2) after a run of empty
+/// polls (so an idle worker leaves its core to the kernel thread beside it); a busy one
+/// never sleeps.
+#[test]
+fn an_idle_yielding_worker_sleeps_and_a_busy_one_never_does() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    for (policy, sleeps) in [(IdlePolicy::Yield, true), (IdlePolicy::Busy, false)] {
+        let Rig { mut w, ctrl, .. } = rig(&config(&[1], 80));
+        let stats = w.loop_stats().clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let worker = std::thread::spawn(move || w.run(|| Time::ZERO, &flag, policy));
+        // A liveness bound, not a timing: a thousand empty polls take far less.
+        let give_up = Instant::now() + Duration::from_secs(30);
+        let mut polled = Duration::ZERO;
+        while stats.idle_waits.get() == 0 && Instant::now() < give_up {
+            std::thread::sleep(Duration::from_millis(5));
+            polled += Duration::from_millis(5);
+            if !sleeps && polled >= Duration::from_millis(200) {
+                break;
+            }
+        }
+        stop.store(true, Relaxed);
+        worker.join().expect("the worker ran");
+        drop(ctrl);
+        assert_eq!(stats.idle_waits.get() > 0, sleeps, "{policy:?}");
+    }
+}
+
 #[test]
 fn run_stops_on_flag_or_when_control_goes_away() {
     let mut r = rig(&config(&[1], 80));
