@@ -57,7 +57,21 @@ const MAX_QUEUES: u32 = 2;
 /// (which carries `XDP_PASS`) grows first and shrinks last.
 fn set_queues(lab: &Lab, n: u32) -> Result<()> {
     let cmd = format!("rx {n} tx {n}");
-    let dir = || lab.sh(&lab.ns("d"), &format!("ethtool -L eth0 {cmd}"));
+    // The kernel releases an AF_XDP socket's hold on its queue a moment after the
+    // process that had it exits: until then it refuses fewer channels (`too low for
+    // existing zerocopy AF_XDP sockets`). Asked again for up to 10 s.
+    let dir = || {
+        let mut tries = 0;
+        loop {
+            match lab.sh(&lab.ns("d"), &format!("ethtool -L eth0 {cmd}")) {
+                Err(e) if tries < 50 && format!("{e:#}").contains("AF_XDP") => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                r => return r,
+            }
+        }
+    };
     let bridge = || lab.sh(&lab.ns("sw"), &format!("ethtool -L d {cmd}"));
     let current = lab
         .exec(&lab.ns("d"), &["ls", "/sys/class/net/eth0/queues"])
