@@ -308,10 +308,33 @@ pub struct Service {
     pub(crate) sched: AnyScheduler,
     /// Real servers, in configuration order.
     pub reals: Vec<Real>,
+    /// What the schedulers that weigh loads read of `reals`, in the same order: each one's
+    /// effective weight and load slot, made when the snapshot is built (a snapshot never
+    /// changes) and packed so that a pick over a handful of real servers reads one or
+    /// two cache lines rather than every `Real`.
+    pub(crate) weighted: Box<[Weighted]>,
     /// Some real server of it (configured or draining) is NAT's: its connections'
     /// packets come both ways, so on several queues one worker, chosen by the client,
     /// handles them all.
     pub(crate) masq: bool,
+}
+
+/// A real server as the schedulers that weigh loads see it (see [`Service::weighted`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Weighted {
+    weight: u32,
+    dest: DestRef,
+}
+
+/// `reals` packed for [`View::each_weighted`].
+fn weighted(reals: &[Real]) -> Box<[Weighted]> {
+    reals
+        .iter()
+        .map(|r| Weighted {
+            weight: r.effective_weight(),
+            dest: r.dest,
+        })
+        .collect()
 }
 
 impl Service {
@@ -364,6 +387,8 @@ struct DestInfo {
 /// A scheduler's view of one service: configured reals plus live loads.
 pub(crate) struct View<'a> {
     pub reals: &'a [Real],
+    /// `reals` packed ([`Service::weighted`]).
+    pub weighted: &'a [Weighted],
     pub loads: Option<&'a Loads>,
 }
 
@@ -388,16 +413,16 @@ impl DestView for View<'_> {
     }
     #[inline]
     fn each_weighted(&self, mut f: impl FnMut(usize, u32, Load)) {
-        // Over the slice, the table of loads asked once.
+        // Over the packed copy, the table of loads asked once.
         match self.loads {
             Some(loads) => {
-                for (i, r) in self.reals.iter().enumerate() {
-                    f(i, r.effective_weight(), loads.load(r.dest));
+                for (i, r) in self.weighted.iter().enumerate() {
+                    f(i, r.weight, loads.load(r.dest));
                 }
             }
             None => {
-                for (i, r) in self.reals.iter().enumerate() {
-                    f(i, r.effective_weight(), Load::default());
+                for (i, r) in self.weighted.iter().enumerate() {
+                    f(i, r.weight, Load::default());
                 }
             }
         }
@@ -666,8 +691,10 @@ impl Services {
                     fwd: Fwd::of(&s.key, r, &cfg.own, cfg.tunnel_mtu)?,
                 });
             }
+            let weighted = weighted(&reals);
             let view = View {
                 reals: &reals,
+                weighted: &weighted,
                 loads: None,
             };
             let mut sched = AnyScheduler::new(s.scheduler, s.flags, &view);
@@ -681,6 +708,7 @@ impl Services {
                 persistence: s.persistence,
                 sched,
                 reals,
+                weighted,
                 masq: false,
             });
         }
@@ -1162,6 +1190,30 @@ mod tests {
         assert_eq!(b.dest(b.services[0].reals[0].dest), DestStatus::Unresolved);
         assert!(b.is_vip(Ipv4Addr::new(198, 18, 0, 100)));
         assert!(!b.is_vip(Ipv4Addr::new(198, 18, 0, 101)));
+    }
+
+    /// What the load-weighing schedulers read (the packed copy) is what `Real` says: the
+    /// effective weight (0 while unresolved or down) and the load slot, in order.
+    #[test]
+    fn the_packed_weights_follow_the_reals() {
+        let mut s = svc(80, &[11, 12, 13]);
+        s.reals[0].mac = None;
+        s.reals[2].weight = 7;
+        let mut c = cfg(vec![s]);
+        c.down.push((key(80), Ipv4Addr::new(198, 18, 0, 12).into()));
+        let b = Services::build(&c, &Limits::default(), None).expect("valid");
+        let svc = &b.services[0];
+        let view = View {
+            reals: &svc.reals,
+            weighted: &svc.weighted,
+            loads: None,
+        };
+        let mut seen = Vec::new();
+        view.each_weighted(|i, w, _| seen.push((i, w)));
+        assert_eq!(seen, vec![(0, 0), (1, 0), (2, 7)]);
+        for (r, p) in svc.reals.iter().zip(svc.weighted.iter()) {
+            assert_eq!((p.weight, p.dest), (r.effective_weight(), r.dest));
+        }
     }
 
     proptest::proptest! {

@@ -1782,10 +1782,12 @@ fn connect<A: Fam>(
     let status = t.services.dest(dest);
     let options = t.services.options();
     let expire_nodest = options.expire_nodest_conn;
-    // A SYN (IPVS's `is_new_conn`) may open a new connection on the ports of an old one.
-    let opens = flow
-        .tcp_flags
-        .is_some_and(|f| f & (flags::SYN | flags::RST) == flags::SYN);
+    // A SYN (IPVS's `is_new_conn`) may open a new connection on the ports of an old one
+    // (not on the entry it just made).
+    let opens = !fresh
+        && flow
+            .tcp_flags
+            .is_some_and(|f| f & (flags::SYN | flags::RST) == flags::SYN);
     if opens {
         let found = reuse::Found {
             state: entry.state(),
@@ -1884,6 +1886,7 @@ fn fallback<A: Fam>(
     let svc = &t.services.services[si];
     let view = View {
         reals: &svc.reals,
+        weighted: &svc.weighted,
         loads: Some(&t.loads),
     };
     // A consistent-hash service's own hash is already stateless, and the same on every
@@ -2024,6 +2027,7 @@ fn pick(t: &mut Tables, si: usize, flow: &Pick) -> Result<DestRef, DropReason> {
     let svc = &mut t.services.services[si];
     let view = View {
         reals: &svc.reals,
+        weighted: &svc.weighted,
         loads: Some(&t.loads),
     };
     let i = svc

@@ -162,6 +162,7 @@ fn explain_in<A: Fam>(
     let mut sched = svc.sched.clone();
     let view = View {
         reals: &svc.reals,
+        weighted: &svc.weighted,
         loads: Some(&t.loads),
     };
     let dest = sched
