@@ -27,7 +27,8 @@
  * `run --offload`: an IPv4 TCP segment without SYN, FIN or RST, or a UDP datagram, of a
  * flow in the `flows` map (an established direct-routing connection the workers put
  * there) is forwarded here: the MACs rewritten as the engine rewrites them, counted in
- * the flow's per-CPU counters, sent back out with XDP_TX. The workers stay the
+ * the flow's counters (an array the director maps and reads), sent back out with
+ * XDP_TX. The workers stay the
  * authority: they insert and remove flows, and the director reads the counters back.
  *
  * bpf_redirect_map() falls back to XDP_PASS when no socket is bound to the queue.
@@ -42,6 +43,10 @@
 #include <bpf/bpf_endian.h>
 
 #include "limits.h"
+
+/* One load or store, as written (the director reads these words concurrently). */
+#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
 
 /* Keys are in network byte order, as they appear in the frame. */
 struct service_key {
@@ -87,12 +92,18 @@ struct flow_key {
 	__u8 pad[3];
 };
 
-/* Where it goes, and what this CPU forwarded of it. */
+/* Where it goes. */
 struct flow_val {
 	__u8 to[ETH_ALEN];   /* the real server's MAC */
 	__u8 from[ETH_ALEN]; /* the director's MAC */
-	__u32 pad;
+	__u32 slot; /* its counters in `flow_counts`, a slot the director chose */
 	__u64 idle_ns; /* the connection's timeout: idle longer, it is the workers' again */
+};
+
+/* What the program forwarded of a flow, on every CPU (added atomically). The director
+ * maps the array and reads it in place: a pass over a million flows reads memory, no
+ * system call per flow. */
+struct flow_count {
 	__u64 packets;
 	__u64 bytes; /* IP lengths, as IPVS counts */
 	__u64 last_seen; /* bpf_ktime_get_ns() */
@@ -149,11 +160,20 @@ struct {
 
 /* `run --offload`: established flows (max_entries set at load; 1 when off). */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
 	__type(key, struct flow_key);
 	__type(value, struct flow_val);
 } flows SEC(".maps");
+
+/* Their counters, by the slot a flow's value names (as many as `flows` holds). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_count);
+} flow_counts SEC(".maps");
 
 /* Two-armed: the index of the real servers' interface (0: one interface). */
 struct {
@@ -212,6 +232,7 @@ static __always_inline int fast_path(struct iphdr *ip, __u16 *ports, void *end)
 {
 	struct flow_key key = {};
 	struct flow_val *v;
+	struct flow_count *c;
 	struct ethhdr *eth = (void *)ip - sizeof(struct ethhdr);
 	__u64 now;
 	int i;
@@ -232,11 +253,14 @@ static __always_inline int fast_path(struct iphdr *ip, __u16 *ports, void *end)
 	v = bpf_map_lookup_elem(&flows, &key);
 	if (!v)
 		return STEER;
+	c = bpf_map_lookup_elem(&flow_counts, &v->slot);
+	if (!c)
+		return STEER;
 	if ((void *)(eth + 1) > end)
 		return STEER;
 	now = bpf_ktime_get_ns();
-	/* Idle past its timeout on this CPU: the worker decides (it expired there). */
-	if (now - v->last_seen > v->idle_ns)
+	/* Idle past its timeout: the worker decides (it expired there). */
+	if (now - READ_ONCE(c->last_seen) > v->idle_ns)
 		return STEER;
 	/* Byte by byte: see docs (clang folds some array copies). */
 #pragma unroll
@@ -244,9 +268,9 @@ static __always_inline int fast_path(struct iphdr *ip, __u16 *ports, void *end)
 		eth->h_dest[i] = v->to[i];
 		eth->h_source[i] = v->from[i];
 	}
-	v->packets += 1;
-	v->bytes += bpf_ntohs(ip->tot_len);
-	v->last_seen = now;
+	__sync_fetch_and_add(&c->packets, 1);
+	__sync_fetch_and_add(&c->bytes, bpf_ntohs(ip->tot_len));
+	WRITE_ONCE(c->last_seen, now);
 	return FAST;
 }
 

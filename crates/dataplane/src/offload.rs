@@ -5,7 +5,7 @@
 //! ([`OffloadRec`]): an IPv4 direct-routing TCP connection once it is ESTABLISHED, a UDP
 //! flow once it is scheduled; the end of either (FIN or RST seen, expiry, its real server
 //! removed or moved). The worker hands the records to the director's offload thread,
-//! which updates the program's map and reads its per-CPU counters back: packets and
+//! which updates the program's map and reads its counters back: packets and
 //! bytes into the statistics, and a [`Touch`] to the worker for every flow that had
 //! traffic, so that expiry and `-c` see the flow as if its packets had crossed the
 //! worker. Segments with SYN, FIN or RST, fragments, ICMP and everything else still go

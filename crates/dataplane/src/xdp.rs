@@ -5,6 +5,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering::Relaxed;
 
 use libbpf_rs::{MapCore, MapFlags, ProgramInput};
 use xdpvs_sched::conn::ConnKey;
@@ -148,18 +149,28 @@ impl Steering {
     }
 
     /// The map of flows the program forwards itself (`run --offload`), as a handle of
-    /// its own that another thread may own.
+    /// its own that another thread may own, with their counters mapped into memory.
     pub fn flows(&self) -> Result<FlowMap, XdpError> {
-        let map = &self.loaded.skel().maps.flows;
-        let handle = libbpf_rs::MapHandle::try_from(map).map_err(|cause| XdpError::Map {
-            map: "flows",
-            cause,
+        let maps = &self.loaded.skel().maps;
+        let handle =
+            libbpf_rs::MapHandle::try_from(&maps.flows).map_err(|cause| XdpError::Map {
+                map: "flows",
+                cause,
+            })?;
+        let slots = maps.flow_counts.max_entries();
+        let counts = crate::sys::skel::SharedWords::map(
+            maps.flow_counts.as_fd(),
+            slots as usize * COUNT_WORDS,
+        )
+        .map_err(|e| XdpError::Map {
+            map: "flow_counts",
+            cause: libbpf_rs::Error::from(e),
         })?;
-        let cpus = libbpf_rs::num_possible_cpus().map_err(|cause| XdpError::Map {
-            map: "flows",
-            cause,
-        })?;
-        Ok(FlowMap { map: handle, cpus })
+        Ok(FlowMap {
+            map: handle,
+            counts,
+            slots,
+        })
     }
 
     /// What the program does with `frame` when it forwards it itself (`run --offload`):
@@ -365,27 +376,29 @@ impl Steering {
     }
 }
 
-/// What the XDP program forwarded of one offloaded flow, summed over the CPUs.
+/// What the XDP program forwarded of one offloaded flow, on every CPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowCounts {
     /// Packets.
     pub packets: u64,
     /// Bytes (IP lengths).
     pub bytes: u64,
-    /// The latest `bpf_ktime_get_ns()` any CPU saw it at (0: never).
+    /// The latest `bpf_ktime_get_ns()` it was forwarded at (or put in the map at).
     pub last_seen_ns: u64,
 }
 
 /// The program's map of offloaded flows (`run --offload`): IPv4 flows to the MACs they
-/// are forwarded to, with per-CPU counters.
+/// are forwarded to, each with its counters in a slot of an array mapped into this
+/// process. The caller chooses the slots: one live flow per slot.
 #[derive(Debug)]
 pub struct FlowMap {
     map: libbpf_rs::MapHandle,
-    cpus: usize,
+    counts: crate::sys::skel::SharedWords,
+    slots: u32,
 }
 
-/// Each CPU's value in the map is this many bytes (the value's size rounded to 8).
-const FLOW_STRIDE: usize = std::mem::size_of::<types::flow_val>().next_multiple_of(8);
+/// Words of one slot of `flow_counts` (`struct flow_count`: packets, bytes, last seen).
+const COUNT_WORDS: usize = std::mem::size_of::<types::flow_count>() / 8;
 
 fn flow_key(k: &ConnKey<Ipv4Addr>) -> types::flow_key {
     types::flow_key {
@@ -398,53 +411,43 @@ fn flow_key(k: &ConnKey<Ipv4Addr>) -> types::flow_key {
     }
 }
 
-fn conn_key(b: &[u8]) -> Option<ConnKey<Ipv4Addr>> {
-    let a = |i: usize| Ipv4Addr::new(b[i], b[i + 1], b[i + 2], b[i + 3]);
-    let p = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
-    Some(ConnKey {
-        proto: xdpvs_sched::Protocol::from_ip_number(*b.get(12)?)?,
-        client: a(0),
-        cport: p(8),
-        vip: a(4),
-        vport: p(10),
-    })
-}
-
-/// The counters in one flow's per-CPU value bytes, summed.
-fn flow_counts(values: &[u8]) -> FlowCounts {
-    let word = |c: &[u8], i: usize| u64::from_ne_bytes(c[i..i + 8].try_into().expect("8 bytes"));
-    values
-        .chunks_exact(FLOW_STRIDE)
-        .fold(FlowCounts::default(), |acc, c| FlowCounts {
-            packets: acc.packets + word(c, 24),
-            bytes: acc.bytes + word(c, 32),
-            last_seen_ns: acc.last_seen_ns.max(word(c, 40)),
-        })
-}
-
 /// A flow for [`FlowMap::insert_many`]: its key, the real server's and the director's
-/// MACs, its idle timeout.
-pub type NewFlow = (ConnKey<Ipv4Addr>, ([u8; 6], [u8; 6]), std::time::Duration);
+/// MACs, its idle timeout, the slot of its counters.
+pub type NewFlow = (
+    ConnKey<Ipv4Addr>,
+    ([u8; 6], [u8; 6]),
+    std::time::Duration,
+    u32,
+);
 
 impl FlowMap {
+    /// How many flows it holds, and so the slots there are (`0..slots()`).
+    pub fn slots(&self) -> u32 {
+        self.slots
+    }
+
     /// Lets the program forward `key` to `to` from `from` while it is never idle for
     /// longer than `idle` (then its next packet goes to the workers), as if seen at
-    /// `now_ns` (CLOCK_MONOTONIC), with its counters at zero (replacing what was there:
-    /// read it first).
+    /// `now_ns` (CLOCK_MONOTONIC), counting in `slot` (set to zero: read it first if it
+    /// counted another flow). `slot` must be below [`FlowMap::slots`] and no other flow's.
     pub fn insert(
         &self,
         key: &ConnKey<Ipv4Addr>,
         to_from: ([u8; 6], [u8; 6]),
         idle: std::time::Duration,
+        slot: u32,
         now_ns: u64,
     ) -> Result<(), XdpError> {
         let mut refused = None;
-        self.insert_many(&[(*key, to_from, idle)], now_ns, |_, e| refused = Some(e));
+        self.insert_many(&[(*key, to_from, idle, slot)], now_ns, |_, e| {
+            refused = Some(e)
+        });
         refused.map_or(Ok(()), Err)
     }
 
     /// [`FlowMap::insert`] of every flow of `flows`, in order, a batch of system calls
-    /// for all of them: `refused` hears of each the map did not take (full) and why.
+    /// for all of them: `refused` hears of each the map did not take (full, or a slot out
+    /// of range) and why.
     pub fn insert_many(
         &self,
         flows: &[NewFlow],
@@ -452,39 +455,52 @@ impl FlowMap {
         mut refused: impl FnMut(usize, XdpError),
     ) {
         let size = std::mem::size_of::<types::flow_key>();
+        let stride = std::mem::size_of::<types::flow_val>();
         let mut keys = Vec::with_capacity(flows.len() * size);
-        let mut values = Vec::with_capacity(flows.len() * FLOW_STRIDE * self.cpus);
-        for (key, (to, from), idle) in flows {
+        let mut values = Vec::with_capacity(flows.len() * stride);
+        let mut at_first = Vec::with_capacity(flows.len());
+        for (i, (key, (to, from), idle, slot)) in flows.iter().enumerate() {
+            if *slot >= self.slots {
+                refused(
+                    i,
+                    XdpError::Map {
+                        map: "flow_counts",
+                        cause: libbpf_rs::Error::from(std::io::Error::other(format!(
+                            "slot {slot} out of range (the map holds {})",
+                            self.slots
+                        ))),
+                    },
+                );
+                continue;
+            }
+            // The counters first: the program finds them once it finds the flow.
+            self.reset(*slot, now_ns);
             keys.extend_from_slice(bytes_of(&flow_key(key)));
-            let v = types::flow_val {
+            values.extend_from_slice(bytes_of(&types::flow_val {
                 to: *to,
                 from: *from,
+                slot: *slot,
                 idle_ns: u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX),
-                last_seen: now_ns,
-                ..types::flow_val::default()
-            };
-            for _ in 0..self.cpus {
-                values.extend_from_slice(bytes_of(&v));
-                values.resize(values.len().next_multiple_of(FLOW_STRIDE), 0);
-            }
+            }));
+            at_first.push(i);
         }
-        let entry = FLOW_STRIDE * self.cpus;
+        let n = at_first.len();
         let mut at = 0;
-        while at < flows.len() {
-            let (done, err) = crate::sys::skel::percpu_update_batch(
+        while at < n {
+            let (done, err) = crate::sys::skel::update_batch(
                 self.map.as_fd(),
-                (size, FLOW_STRIDE, self.cpus),
+                (size, stride, 1),
                 &keys[at * size..],
-                &values[at * entry..],
+                &values[at * stride..],
             );
             at += done;
             match err {
                 None => break,
                 Some(e) => {
                     // The entry at `at` stopped the batch: refused; go on after it.
-                    if at < flows.len() {
+                    if at < n {
                         refused(
-                            at,
+                            at_first[at],
                             XdpError::Map {
                                 map: "flows",
                                 cause: libbpf_rs::Error::from(e),
@@ -497,23 +513,29 @@ impl FlowMap {
         }
     }
 
-    /// What the program forwarded of `key` so far, if it is in the map.
-    pub fn counts(&self, key: &ConnKey<Ipv4Addr>) -> Result<Option<FlowCounts>, XdpError> {
-        let v = self
-            .map
-            .lookup_percpu(bytes_of(&flow_key(key)), MapFlags::ANY)
-            .map_err(|cause| XdpError::Map {
-                map: "flows",
-                cause,
-            })?;
-        Ok(v.map(|per_cpu| {
-            let mut all = Vec::with_capacity(per_cpu.len() * FLOW_STRIDE);
-            for c in per_cpu {
-                all.extend_from_slice(&c);
-                all.resize(all.len().next_multiple_of(FLOW_STRIDE), 0);
-            }
-            flow_counts(&all)
-        }))
+    fn reset(&self, slot: u32, now_ns: u64) {
+        let w = &self.counts.words()[slot as usize * COUNT_WORDS..][..COUNT_WORDS];
+        w[0].store(0, Relaxed);
+        w[1].store(0, Relaxed);
+        w[2].store(now_ns, Relaxed);
+    }
+
+    /// What the program forwarded on the counters of `slot` (zero out of range): one
+    /// read of memory, no system call.
+    #[inline]
+    pub fn counts(&self, slot: u32) -> FlowCounts {
+        match self
+            .counts
+            .words()
+            .get(slot as usize * COUNT_WORDS..(slot as usize + 1) * COUNT_WORDS)
+        {
+            Some(w) => FlowCounts {
+                packets: w[0].load(Relaxed),
+                bytes: w[1].load(Relaxed),
+                last_seen_ns: w[2].load(Relaxed),
+            },
+            None => FlowCounts::default(),
+        }
     }
 
     /// Leaves `key` to the workers from now on (absent already: nothing happens).
@@ -528,26 +550,15 @@ impl FlowMap {
         }
     }
 
-    /// Every flow in the map with its counters.
-    pub fn read_all(
-        &self,
-        mut each: impl FnMut(ConnKey<Ipv4Addr>, FlowCounts),
-    ) -> Result<(), XdpError> {
-        let size = std::mem::size_of::<types::flow_key>();
-        crate::sys::skel::percpu_batch(
-            self.map.as_fd(),
-            (size, FLOW_STRIDE, self.cpus),
-            4096,
-            |k, v| {
-                if let Some(key) = conn_key(k) {
-                    each(key, flow_counts(v));
-                }
-            },
-        )
-        .map_err(|e| XdpError::Map {
-            map: "flows",
-            cause: libbpf_rs::Error::from(e),
-        })
+    /// How many flows the map holds (a walk of its keys, a system call each: for tests
+    /// and tools, not a pass).
+    pub fn len(&self) -> usize {
+        self.map.keys().count()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

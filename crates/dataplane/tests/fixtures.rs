@@ -110,7 +110,21 @@ mod offload {
     struct Fast {
         steering: Steering,
         map: FlowMap,
-        flows: HashMap<ConnKey<Ipv4Addr>, FastFlow>,
+        /// The flows in the map, with the slot of each one's counters.
+        flows: HashMap<ConnKey<Ipv4Addr>, (FastFlow, u32)>,
+        /// Slots free again.
+        free: Vec<u32>,
+        /// Slots never used start here.
+        next: u32,
+    }
+
+    impl Fast {
+        fn remove(&mut self, k: &ConnKey<Ipv4Addr>) {
+            if let Some((_, slot)) = self.flows.remove(k) {
+                self.map.remove(k).expect("removed");
+                self.free.push(slot);
+            }
+        }
     }
 
     thread_local! {
@@ -153,6 +167,8 @@ mod offload {
                     steering,
                     map,
                     flows: HashMap::new(),
+                    free: Vec::new(),
+                    next: 0,
                 }
             });
             apply(t, fast);
@@ -164,11 +180,11 @@ mod offload {
             let key = key_of(frame)?;
             // The program leaves a flow idle past its timeout to the workers, by the
             // kernel's clock; the fixtures' clock is their own: the same check, made here.
-            if t.conns().peek(&key, now).is_none() && fast.flows.remove(&key).is_some() {
-                fast.map.remove(&key).expect("removed");
+            if t.conns().peek(&key, now).is_none() {
+                fast.remove(&key);
             }
             let out = fast.steering.fast_path(frame).expect("test run")?;
-            let f = fast.flows.get(&key).expect("a flow the workers offered");
+            let (f, _) = fast.flows.get(&key).expect("a flow the workers offered");
             let s = t.stats();
             let ip_len = u64::from(u16::from_be_bytes([frame[16], frame[17]]));
             s.rx.inc();
@@ -194,30 +210,32 @@ mod offload {
         for r in recs {
             match r {
                 OffloadRec::Insert(f) => {
+                    fast.remove(&f.key);
+                    let slot = fast.free.pop().unwrap_or_else(|| {
+                        fast.next += 1;
+                        fast.next - 1
+                    });
                     fast.map
                         .insert(
                             &f.key,
                             (f.to, f.from),
                             f.idle,
+                            slot,
                             xdpvs_dataplane::sys::monotonic_ns(),
                         )
                         .expect("inserted");
-                    fast.flows.insert(f.key, f);
+                    fast.flows.insert(f.key, (f, slot));
                 }
-                OffloadRec::Remove(k) => {
-                    fast.flows.remove(&k);
-                    fast.map.remove(&k).expect("removed");
-                }
+                OffloadRec::Remove(k) => fast.remove(&k),
                 OffloadRec::Dest(slot) => {
                     let gone: Vec<_> = fast
                         .flows
                         .values()
-                        .filter(|f| f.dest == slot)
-                        .map(|f| f.key)
+                        .filter(|(f, _)| f.dest == slot)
+                        .map(|(f, _)| f.key)
                         .collect();
                     for k in gone {
-                        fast.flows.remove(&k);
-                        fast.map.remove(&k).expect("removed");
+                        fast.remove(&k);
                     }
                 }
             }

@@ -2,15 +2,17 @@
 //! (see [`xdpvs_dataplane::offload`]), off the workers' cores.
 //!
 //! It takes the workers' records (insert a flow, remove one, drop a real server's) and
-//! applies them to the map, and reads the map's per-CPU counters back every
-//! [`PASS_EVERY`] and whenever a reader of the statistics asks ([`OffloadView::fresh`]):
+//! applies them to the map, giving each flow a slot of counters in an array the program
+//! shares with this process, and reads those counters back (memory, no system call per
+//! flow) every [`PASS_EVERY`] and whenever a reader of the statistics asks
+//! ([`OffloadView::fresh`]):
 //! what the program forwarded is added to counters kept as a worker's (so `--stats`,
 //! `--rate` and the metrics sum it with the workers'), and each flow that had traffic is
 //! touched at the worker that holds it, so that its expiry and `-c` see it as if its
 //! packets had crossed the worker. The workers stay the authority: the program forwards
 //! only what they put in the map, and a flow idle past its timeout goes back to them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -27,9 +29,9 @@ use xdpvs_sched::conn::ConnKey;
 use xdpvs_sched::Time;
 
 /// How often the counters are read back without being asked: every second, or every
-/// [`PASS_SHARE`] times the last pass's length when that is longer (a pass over a million
-/// flows takes a good fraction of a second: unasked, the thread reads at most a
-/// twentieth of the time).
+/// [`PASS_SHARE`] times the last pass's length when that is longer (unasked, the thread
+/// reads at most a twentieth of the time; a pass over a million flows walks about
+/// 100 MB of slots and counters, tens of milliseconds).
 pub const PASS_EVERY: Duration = Duration::from_secs(1);
 /// See [`PASS_EVERY`].
 const PASS_SHARE: u32 = 20;
@@ -110,7 +112,14 @@ struct Known {
 /// The thread's state.
 struct Keeper {
     map: FlowMap,
-    flows: HashMap<ConnKey<Ipv4Addr>, Known, BuildFlowHasher>,
+    /// The flows in the map: the slot of each one's counters.
+    flows: HashMap<ConnKey<Ipv4Addr>, u32, BuildFlowHasher>,
+    /// What each slot counts (`None`: free), as far as the highest slot used so far.
+    slots: Vec<Option<Known>>,
+    /// The free slots below `slots.len()`, the longest free first: a slot freed now is
+    /// taken last, so that a packet the program was still forwarding when its flow left
+    /// the map does not count on the flow that takes the slot next.
+    free: VecDeque<u32>,
     touches: Vec<Sender<Touch>>,
     view: OffloadView,
     services: Option<Box<Services>>,
@@ -147,6 +156,8 @@ pub fn start(
     let mut k = Keeper {
         map,
         flows: HashMap::default(),
+        slots: Vec::new(),
+        free: VecDeque::new(),
         touches,
         view: view.clone(),
         services: None,
@@ -228,7 +239,11 @@ impl Keeper {
     fn apply(&mut self, queue: u16, rec: OffloadRec) {
         match rec {
             OffloadRec::Insert(f) => {
-                if let Some(k) = self.flows.get(&f.key) {
+                let held = self
+                    .flows
+                    .get(&f.key)
+                    .and_then(|&s| self.slots[s as usize].as_ref());
+                if let Some(k) = held {
                     if k.flow.to == f.to && k.flow.from == f.from && k.flow.idle == f.idle {
                         return;
                     }
@@ -248,8 +263,9 @@ impl Keeper {
             OffloadRec::Dest(slot) => {
                 self.flush();
                 let gone: Vec<_> = self
-                    .flows
-                    .values()
+                    .slots
+                    .iter()
+                    .flatten()
                     .filter(|k| k.flow.dest == slot)
                     .map(|k| k.flow.key)
                     .collect();
@@ -261,45 +277,84 @@ impl Keeper {
         self.view.flows.store(self.flows.len() as u64, Relaxed);
     }
 
-    /// Writes the pending inserts to the map, a batch per system call.
+    /// Writes the pending inserts to the map, a batch per system call, each with a free
+    /// slot of counters (none left: the map is full, the flow stays with the workers).
     fn flush(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        let batch: Vec<_> = self
-            .pending
-            .iter()
-            .map(|(_, f)| (f.key, (f.to, f.from), f.idle))
-            .collect();
+        let mut batch = Vec::with_capacity(self.pending.len());
+        let mut taken = Vec::with_capacity(self.pending.len());
+        for (queue, f) in std::mem::take(&mut self.pending) {
+            match self.alloc() {
+                Some(slot) => {
+                    batch.push((f.key, (f.to, f.from), f.idle, slot));
+                    taken.push((queue, f, slot));
+                }
+                None => self.refuse(&format!(
+                    "the map is full ({} flows, --offload-flows)",
+                    self.map.slots()
+                )),
+            }
+        }
         let mut refused = vec![false; batch.len()];
         let now = xdpvs_dataplane::sys::monotonic_ns();
+        let mut first_error = None;
         self.map.insert_many(&batch, now, |i, e| {
             refused[i] = true;
-            // Full: the flow stays with the workers.
-            if self.view.refused.fetch_add(1, Relaxed) == 0 {
-                warn!("offload: {e}; the flows it refuses stay with the workers");
-            }
+            first_error.get_or_insert(e);
         });
-        for ((queue, flow), refused) in self.pending.drain(..).zip(refused) {
-            if !refused {
-                let seen = FlowCounts::default();
-                self.flows.insert(flow.key, Known { flow, queue, seen });
+        if let Some(e) = first_error {
+            self.refuse(&e.to_string());
+        }
+        for ((queue, flow, slot), refused) in taken.into_iter().zip(refused) {
+            if refused {
+                self.free.push_back(slot);
+                continue;
+            }
+            let seen = FlowCounts::default();
+            self.slots[slot as usize] = Some(Known { flow, queue, seen });
+            // The same flow twice in one batch: the map names the later slot.
+            if let Some(old) = self.flows.insert(flow.key, slot) {
+                self.slots[old as usize] = None;
+                self.free.push_back(old);
             }
         }
         self.view.flows.store(self.flows.len() as u64, Relaxed);
     }
 
+    /// A free slot of counters, if the map has room.
+    fn alloc(&mut self) -> Option<u32> {
+        if let Some(s) = self.free.pop_front() {
+            return Some(s);
+        }
+        let next = u32::try_from(self.slots.len()).ok()?;
+        (next < self.map.slots()).then(|| {
+            self.slots.push(None);
+            next
+        })
+    }
+
+    /// Counts a flow the map refused (`why`), warning at the first.
+    fn refuse(&self, why: &str) {
+        if self.view.refused.fetch_add(1, Relaxed) == 0 {
+            warn!("offload: {why}; the flows it refuses stay with the workers");
+        }
+    }
+
     /// Takes `key` out of the map, its last counters counted.
     fn forget(&mut self, key: ConnKey<Ipv4Addr>) {
-        let Some(k) = self.flows.remove(&key) else {
+        let Some(slot) = self.flows.remove(&key) else {
             return;
         };
-        if let Ok(Some(c)) = self.map.counts(&key) {
-            count(&self.view.stats, &k, c);
-        }
         if let Err(e) = self.map.remove(&key) {
             warn!("offload: {e}");
         }
+        // Read once the program no longer finds the flow.
+        if let Some(k) = self.slots[slot as usize].take() {
+            count(&self.view.stats, &k, self.map.counts(slot));
+        }
+        self.free.push_back(slot);
     }
 }
 
@@ -339,33 +394,32 @@ impl Keeper {
         took
     }
 
-    /// [`Keeper::pass`]'s work.
+    /// [`Keeper::pass`]'s work: one walk of the slots beside the counters they name.
     fn read_back(&mut self) {
         let Keeper {
             map,
-            flows,
+            slots,
             touches,
             view,
             start_mono,
             ..
         } = self;
-        let read = map.read_all(|key, c| {
-            let Some(k) = flows.get_mut(&key) else {
-                return;
-            };
+        for (slot, k) in slots.iter_mut().enumerate() {
+            let Some(k) = k else { continue };
+            let c = map.counts(slot as u32);
             if c.packets == k.seen.packets {
-                return;
+                continue;
             }
             count(&view.stats, k, c);
             k.seen = c;
             let at = Time::from_nanos(c.last_seen_ns.saturating_sub(*start_mono));
             if let Some(t) = touches.get(usize::from(k.queue)) {
                 // A full inbox: the next pass with traffic touches it again.
-                let _ = t.try_send(Touch { key, at });
+                let _ = t.try_send(Touch {
+                    key: k.flow.key,
+                    at,
+                });
             }
-        });
-        if let Err(e) = read {
-            warn!("offload: reading the flows' counters: {e}");
         }
     }
 }
@@ -546,6 +600,97 @@ mod tests {
             .expect("the thread ends with the workers' channel");
     }
 
+    /// With room for one flow, a flow removed frees its slot of counters and the next
+    /// flow takes it: the new flow counts from zero, the old one's packets are counted
+    /// once, where they went.
+    #[test]
+    fn a_freed_slot_counts_the_next_flow_from_zero() {
+        if !xdpvs_testkit::is_root() {
+            xdpvs_testkit::cannot_run(
+                "the offload thread's slot test",
+                "loading the XDP program needs root",
+            );
+            return;
+        }
+        let steering = Steering::load(1).expect("the XDP program loads");
+        steering
+            .set_services(
+                &[ServiceKey {
+                    proto: Protocol::Tcp,
+                    vip: VIP.into(),
+                    port: 80,
+                }],
+                &[],
+                &[],
+            )
+            .expect("maps updated");
+        let map = steering.flows().expect("the flows map");
+        let (records_tx, records) = bounded(16);
+        let (touch_tx, _touches) = bounded(16);
+        let (view, thread) =
+            super::start(map, records, vec![touch_tx], Instant::now(), None).expect("started");
+        let segment = |cport: u16| {
+            let e = Endpoints {
+                src_mac: [2, 0, 0, 0, 0, 0xc1],
+                dst_mac: [2, 0, 0, 0, 0, 0xd1],
+                src_ip: CLIENT,
+                dst_ip: VIP,
+                sport: cport,
+                dport: 80,
+            };
+            frames::tcp(&e, 0x10, b"")
+        };
+        let key = |cport: u16| ConnKey {
+            proto: Protocol::Tcp,
+            client: CLIENT,
+            cport,
+            vip: VIP,
+            vport: 80,
+        };
+        let (a, b) = (
+            FastFlow {
+                dest: 1,
+                ..fast_flow(key(40001))
+            },
+            FastFlow {
+                dest: 2,
+                ..fast_flow(key(40002))
+            },
+        );
+        records_tx.send((0, OffloadRec::Insert(a))).expect("sent");
+        view.fresh();
+        for _ in 0..2 {
+            assert!(steering.fast_path(&segment(40001)).expect("run").is_some());
+        }
+        // No room for a second flow while the first holds the only slot.
+        records_tx.send((0, OffloadRec::Insert(b))).expect("sent");
+        std::thread::sleep(FRESH);
+        view.fresh();
+        assert_eq!(view.refused.load(Relaxed), 1);
+        assert_eq!(steering.fast_path(&segment(40002)).expect("run"), None);
+        records_tx
+            .send((0, OffloadRec::Remove(a.key)))
+            .expect("sent");
+        records_tx.send((0, OffloadRec::Insert(b))).expect("sent");
+        std::thread::sleep(FRESH);
+        view.fresh();
+        assert_eq!(view.flows.load(Relaxed), 1);
+        assert_eq!(steering.fast_path(&segment(40001)).expect("run"), None);
+        assert!(steering.fast_path(&segment(40002)).expect("run").is_some());
+        std::thread::sleep(FRESH);
+        view.fresh();
+        let s = &view.stats;
+        assert_eq!(
+            s.dests[1].packets.get(),
+            2,
+            "the first flow's, counted once"
+        );
+        assert_eq!(s.dests[2].packets.get(), 1, "the second flow's, from zero");
+        assert_eq!(s.services[0].packets.get(), 3);
+        drop(records_tx);
+        thread.join().expect("ends");
+    }
+
     /// Inserts go to the map in batches: more flows than one batch all arrive, and once
     /// the map is full the rest are refused (counted, left to the workers) while the
     /// ones it took are forwarded.
@@ -583,9 +728,7 @@ mod tests {
         view.fresh();
         assert_eq!(view.flows.load(Relaxed), room as u64);
         assert_eq!(view.refused.load(Relaxed), 50);
-        let mut in_map = 0;
-        reader.read_all(|_, _| in_map += 1).expect("read");
-        assert_eq!(in_map, room);
+        assert_eq!(reader.len(), room);
         drop(records_tx);
         thread.join().expect("ends");
     }

@@ -36,7 +36,8 @@ const _: () = assert!(std::mem::size_of::<types::vip6_key>() == 16);
 const _: () = assert!(std::mem::size_of::<types::nat_key>() == 8);
 const _: () = assert!(std::mem::size_of::<types::nat6_key>() == 20);
 const _: () = assert!(std::mem::size_of::<types::flow_key>() == 16);
-const _: () = assert!(std::mem::size_of::<types::flow_val>() == 48);
+const _: () = assert!(std::mem::size_of::<types::flow_val>() == 24);
+const _: () = assert!(std::mem::size_of::<types::flow_count>() == 24);
 
 /// The loaded steering program. The skeleton borrows the libbpf object it was opened
 /// into; `Loaded` owns that storage and frees it after the skeleton (which closes the
@@ -67,6 +68,7 @@ impl Loaded {
         let object: &'static mut MaybeUninit<OpenObject> = unsafe { &mut *storage.as_ptr() };
         match XdpvsSkelBuilder::default().open(object).and_then(|mut o| {
             o.maps.flows.set_max_entries(flows.max(1))?;
+            o.maps.flow_counts.set_max_entries(flows.max(1))?;
             o.load()
         }) {
             Ok(skel) => Ok(Loaded {
@@ -122,8 +124,8 @@ unsafe impl Pod for types::nat6_key {}
 // SAFETY: generated `#[repr(C)]` struct of u32, u32, u16, u16, u8, [u8; 3]: 16 bytes,
 // no padding (checked above).
 unsafe impl Pod for types::flow_key {}
-// SAFETY: generated `#[repr(C)]` struct of [u8; 6], [u8; 6], u32, u64, u64, u64, u64:
-// 48 bytes, alignment 8, no padding (checked above).
+// SAFETY: generated `#[repr(C)]` struct of [u8; 6], [u8; 6], u32, u64: 24 bytes,
+// alignment 8, no padding (checked above).
 unsafe impl Pod for types::flow_val {}
 // SAFETY: a primitive integer.
 unsafe impl Pod for u32 {}
@@ -137,11 +139,11 @@ pub fn bytes_of<T: Pod>(v: &T) -> &[u8] {
     unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
-/// Writes `count` entries into the per-CPU hash map `map` with `BPF_MAP_UPDATE_BATCH`
-/// (keys of `key_size` bytes back to back in `keys`, each entry's `cpus` values of
-/// `stride` bytes back to back in `values`). Returns how many entries the kernel wrote,
+/// Writes `count` entries into the hash map `map` with `BPF_MAP_UPDATE_BATCH` (keys of
+/// `key_size` bytes back to back in `keys`, each entry's `cpus` values of `stride` bytes
+/// back to back in `values`; `cpus` is 1 but for a per-CPU map). Returns how many entries the kernel wrote,
 /// in order, and the error that stopped it before the rest, if one did.
-pub fn percpu_update_batch(
+pub fn update_batch(
     map: std::os::fd::BorrowedFd<'_>,
     (key_size, stride, cpus): (usize, usize, usize),
     keys: &[u8],
@@ -178,74 +180,79 @@ pub fn percpu_update_batch(
     ((count as usize).min(n), err)
 }
 
-/// Reads every entry of the per-CPU hash map `map` (keys of `key_size` bytes, each
-/// CPU's value `stride` bytes, `cpus` CPUs) with `BPF_MAP_LOOKUP_BATCH`, `batch` entries
-/// per call, and hands each key and its `cpus * stride` value bytes to `each`. An entry
-/// added or removed meanwhile may be missed or seen; none is seen twice.
-pub fn percpu_batch(
-    map: std::os::fd::BorrowedFd<'_>,
-    (key_size, stride, cpus): (usize, usize, usize),
-    batch: u32,
-    mut each: impl FnMut(&[u8], &[u8]),
-) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let mut batch = batch.max(1);
-    let mut keys = vec![0u8; batch as usize * key_size];
-    let mut values = vec![0u8; batch as usize * stride * cpus];
-    // The kernel's batch token for a hash map is a bucket number (4 bytes); room for a
-    // key is more than enough.
-    let mut token_in = vec![0u8; key_size.max(8)];
-    let mut token_out = vec![0u8; key_size.max(8)];
-    let mut first = true;
-    let opts = libbpf_sys::bpf_map_batch_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as libbpf_sys::size_t,
-        elem_flags: 0,
-        flags: 0,
-    };
-    loop {
-        let mut count = batch;
-        let token: *mut std::ffi::c_void = if first {
-            std::ptr::null_mut()
-        } else {
-            token_in.as_mut_ptr().cast()
-        };
-        // SAFETY: `keys` holds `batch` keys and `values` `batch` per-CPU values (the
-        // kernel writes at most `count` = `batch` of each); the tokens are writable
-        // buffers larger than the kernel's 4-byte token; `opts` is a valid options
-        // struct of the size it states. The call writes only these buffers and `count`.
-        let rc = unsafe {
-            libbpf_sys::bpf_map_lookup_batch(
+/// The values of a BPF array map created with `BPF_F_MMAPABLE`, mapped into this process
+/// as 8-byte words. The kernel's programs change them while we read: every access goes
+/// through the atomics [`SharedWords::words`] hands out, never a plain reference.
+pub struct SharedWords {
+    ptr: NonNull<std::sync::atomic::AtomicU64>,
+    words: usize,
+    mapped: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone and only ever accessed through
+// `AtomicU64`, which may be shared and used from any thread.
+unsafe impl Send for SharedWords {}
+// SAFETY: as above: `&SharedWords` only gives out `&[AtomicU64]`.
+unsafe impl Sync for SharedWords {}
+
+impl std::fmt::Debug for SharedWords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedWords")
+            .field("words", &self.words)
+            .finish()
+    }
+}
+
+impl SharedWords {
+    /// Maps the first `words` words of the mmapable array map `map` (its values hold at
+    /// least that many: the kernel refuses a longer mapping).
+    pub fn map(map: std::os::fd::BorrowedFd<'_>, words: usize) -> std::io::Result<SharedWords> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: sysconf only reads a constant of the system.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .unwrap_or(4096)
+            .max(1);
+        let mapped = words
+            .max(1)
+            .checked_mul(8)
+            .ok_or_else(|| std::io::Error::other("map size overflows"))?
+            .next_multiple_of(page);
+        // SAFETY: a shared mapping of the map's values at an address the kernel picks:
+        // it aliases no memory of ours; the kernel checks the length against the map.
+        // The result is checked before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapped,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
                 map.as_raw_fd(),
-                token,
-                token_out.as_mut_ptr().cast(),
-                keys.as_mut_ptr().cast(),
-                values.as_mut_ptr().cast(),
-                &mut count,
-                &opts,
+                0,
             )
         };
-        let err = (rc < 0).then(std::io::Error::last_os_error);
-        match err.as_ref().and_then(std::io::Error::raw_os_error) {
-            None | Some(libc::ENOENT) => {}
-            // A bucket holds more entries than a batch: try again with larger batches.
-            Some(libc::ENOSPC) if count == 0 => {
-                batch *= 2;
-                keys.resize(batch as usize * key_size, 0);
-                values.resize(batch as usize * stride * cpus, 0);
-                continue;
-            }
-            Some(_) => return Err(err.expect("an error")),
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
         }
-        for i in 0..count as usize {
-            each(
-                &keys[i * key_size..(i + 1) * key_size],
-                &values[i * stride * cpus..(i + 1) * stride * cpus],
-            );
+        let ptr = NonNull::new(p.cast()).ok_or_else(|| std::io::Error::other("mmap gave 0"))?;
+        Ok(SharedWords { ptr, words, mapped })
+    }
+
+    /// The words, each one shared with the kernel.
+    pub fn words(&self) -> &[std::sync::atomic::AtomicU64] {
+        // SAFETY: the mapping is page aligned (so aligned for AtomicU64), at least
+        // `words * 8` bytes long, lives as long as `self`, and holds plain integers the
+        // kernel zeroed at creation (every bit pattern is a valid AtomicU64). Concurrent
+        // changes by the kernel are what atomics are for.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.words) }
+    }
+}
+
+impl Drop for SharedWords {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, of `mapped` bytes, unmapped once; no reference to it
+        // outlives `self` (`words` borrows `self`).
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.mapped);
         }
-        if err.is_some() {
-            return Ok(());
-        }
-        first = false;
-        std::mem::swap(&mut token_in, &mut token_out);
     }
 }
