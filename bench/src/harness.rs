@@ -1778,49 +1778,42 @@ pub fn table(r: &Report) -> String {
     }
     // p99 at half of each forwarder's maximum (the median of its trials there), against
     // XDP_TX's (goal: at most 2x).
-    let p99_at_half = |v: Variant| {
-        r.loads
-            .iter()
-            .find(|p| p.variant == v && p.load_pct == 50)
-            .map(|p| {
-                if p.p99_trials_ns.is_empty() {
-                    p.latency.p99 as f64
-                } else {
-                    median(
-                        &mut p
-                            .p99_trials_ns
-                            .iter()
-                            .map(|&n| n as f64)
-                            .collect::<Vec<_>>(),
-                    )
-                }
-            })
-            .filter(|&ns| ns > 0.0)
-    };
-    if let Some(base) = p99_at_half(Variant::XdpTx) {
-        for v in [Variant::Xdpvs, Variant::XdpvsOffload] {
-            if let Some(ns) = p99_at_half(v) {
-                let trials = r
-                    .loads
+    let half = |v: Variant| r.loads.iter().find(|p| p.variant == v && p.load_pct == 50);
+    let p99_of = |p: &LoadPoint| {
+        Some(if p.p99_trials_ns.is_empty() {
+            p.latency.p99 as f64
+        } else {
+            median(
+                &mut p
+                    .p99_trials_ns
                     .iter()
-                    .find(|p| p.variant == v && p.load_pct == 50)
-                    .filter(|p| !p.p99_trials_ns.is_empty())
-                    .map_or(String::new(), |p| {
-                        let each: Vec<String> = p
-                            .p99_trials_ns
-                            .iter()
-                            .map(|n| format!("{:.0}", *n as f64 / 1e3))
-                            .collect();
-                        format!("; {v}'s trials {} us", each.join(", "))
-                    });
-                let _ = writeln!(
-                    s,
-                    "  p99 at 50% load: {v} / xdp-tx {:.2}x (goal <= 2x; {:.0} / {:.0} us{trials})",
-                    ns / base,
-                    ns / 1e3,
-                    base / 1e3
-                );
-            }
+                    .map(|&n| n as f64)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .filter(|&ns| ns > 0.0)
+    };
+    if let Some(base) = half(Variant::XdpTx).and_then(p99_of) {
+        for v in [Variant::Xdpvs, Variant::XdpvsOffload] {
+            let Some(p) = half(v) else { continue };
+            let Some(ns) = p99_of(p) else { continue };
+            let each: Vec<String> = p
+                .p99_trials_ns
+                .iter()
+                .map(|n| format!("{:.0}", *n as f64 / 1e3))
+                .collect();
+            let trials = if each.is_empty() {
+                String::new()
+            } else {
+                format!("; {v}'s trials {} us", each.join(", "))
+            };
+            let _ = writeln!(
+                s,
+                "  p99 at 50% load: {v} / xdp-tx {:.2}x (goal <= 2x; {:.0} / {:.0} us{trials})",
+                ns / base,
+                ns / 1e3,
+                base / 1e3
+            );
         }
     }
     let _ = writeln!(
