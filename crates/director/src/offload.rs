@@ -493,6 +493,36 @@ mod tests {
         }
     }
 
+    /// What [`started`] gives.
+    type Started = (
+        Steering,
+        Sender<(u16, OffloadRec)>,
+        Receiver<Touch>,
+        OffloadView,
+        JoinHandle<()>,
+    );
+
+    /// The program loaded with room for `room` flows and the test's TCP service, and the
+    /// offload thread started over its map (clock origin `start`): the program, where
+    /// the workers' records go, the one worker's touches, the view, the thread.
+    fn started(room: u32, start: Instant) -> Started {
+        let steering = Steering::load(room).expect("the XDP program loads");
+        let service = ServiceKey {
+            proto: Protocol::Tcp,
+            vip: VIP.into(),
+            port: 80,
+        };
+        steering
+            .set_services(&[service], &[], &[])
+            .expect("maps updated");
+        let map = steering.flows().expect("the flows map");
+        let (records_tx, records) = bounded(16);
+        let (touch_tx, touches) = bounded(16);
+        let (view, thread) =
+            super::start(map, records, vec![touch_tx], start, None).expect("started");
+        (steering, records_tx, touches, view, thread)
+    }
+
     /// The whole loop without a lab: a worker's insert goes into the program's map, the
     /// program forwards the flow's packets itself (BPF_PROG_TEST_RUN), and a reader that
     /// asks for fresh counters finds them in the service's and the real server's
@@ -506,24 +536,8 @@ mod tests {
             );
             return;
         }
-        let steering = Steering::load(64).expect("the XDP program loads");
-        steering
-            .set_services(
-                &[ServiceKey {
-                    proto: Protocol::Tcp,
-                    vip: VIP.into(),
-                    port: 80,
-                }],
-                &[],
-                &[],
-            )
-            .expect("maps updated");
-        let map = steering.flows().expect("the flows map");
-        let (records_tx, records) = bounded(16);
-        let (touch_tx, touches) = bounded(16);
         let start = Instant::now();
-        let (view, thread) =
-            super::start(map, records, vec![touch_tx], start, None).expect("started");
+        let (steering, records_tx, touches, view, thread) = started(64, start);
         let key = ConnKey {
             proto: Protocol::Tcp,
             client: CLIENT,
@@ -612,23 +626,7 @@ mod tests {
             );
             return;
         }
-        let steering = Steering::load(1).expect("the XDP program loads");
-        steering
-            .set_services(
-                &[ServiceKey {
-                    proto: Protocol::Tcp,
-                    vip: VIP.into(),
-                    port: 80,
-                }],
-                &[],
-                &[],
-            )
-            .expect("maps updated");
-        let map = steering.flows().expect("the flows map");
-        let (records_tx, records) = bounded(16);
-        let (touch_tx, _touches) = bounded(16);
-        let (view, thread) =
-            super::start(map, records, vec![touch_tx], Instant::now(), None).expect("started");
+        let (steering, records_tx, _touches, view, thread) = started(1, Instant::now());
         let segment = |cport: u16| {
             let e = Endpoints {
                 src_mac: [2, 0, 0, 0, 0, 0xc1],
