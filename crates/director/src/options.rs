@@ -41,8 +41,8 @@ pub struct RunOptions {
     /// interface only.
     #[arg(long)]
     pub offload: bool,
-    /// Flows the XDP program's map holds with --offload (about 70 bytes plus 48 per CPU
-    /// each, in kernel memory); flows beyond stay with the workers.
+    /// Flows the XDP program's map holds with --offload (about 140 bytes each, in kernel
+    /// memory); flows beyond stay with the workers.
     #[arg(long, default_value_t = 1 << 20, value_name = "N", requires = "offload", value_parser = clap::value_parser!(u32).range(1..=(1 << 26)))]
     pub offload_flows: u32,
     /// Connection-table slots each worker's expiry sweep examines per second at most:
