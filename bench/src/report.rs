@@ -127,7 +127,8 @@ pub struct LoadPoint {
 }
 
 /// Trials at half load, whose p99s' median the headline compares (one trial's p99 on
-/// two shared cores moves by 2x from run to run).
+/// two shared cores moves by 2x from run to run): the first in the load sweep, the
+/// others in rounds where the forwarders alternate.
 pub const HALF_LOAD_TRIALS: usize = 3;
 
 /// Outcome of the RFC 2544-style search.
