@@ -262,7 +262,12 @@ impl Pre<'_> {
         // A plain name must exist; alternatives and wildcards take what there is.
         let literal = !pattern.contains(['*', '?', '[', '{']);
         let mut paths = Vec::new();
-        for p in braces(pattern) {
+        let Some(names) = braces(pattern) else {
+            return at.fail(format!(
+                "include {pattern}: its brace expressions expand to more than {MAX_BRACE_STEPS} names: name the files with fewer alternatives or a wildcard"
+            ));
+        };
+        for p in names {
             let p = normal(&at.dir.join(p));
             if literal {
                 paths.push(p);
@@ -391,10 +396,28 @@ fn normal(p: &Path) -> PathBuf {
     out
 }
 
-/// csh-style brace expansion: `a{b,c}d` is `abd`, `acd` (nested braces too).
-fn braces(p: &str) -> Vec<String> {
+/// Steps (and so names) a brace expression of an `include` may expand to: a few
+/// alternatives multiply fast (twenty `{a,b}` are a million names).
+const MAX_BRACE_STEPS: usize = 4096;
+
+/// csh-style brace expansion: `a{b,c}d` is `abd`, `acd` (nested braces too); `None`
+/// past [`MAX_BRACE_STEPS`].
+fn braces(p: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut steps = MAX_BRACE_STEPS;
+    expand_braces(p, &mut out, &mut steps).then_some(out)
+}
+
+/// Adds the expansion of `p` to `out`, one of `steps` taken per call; false once they
+/// run out.
+fn expand_braces(p: &str, out: &mut Vec<String>, steps: &mut usize) -> bool {
+    let Some(left) = steps.checked_sub(1) else {
+        return false;
+    };
+    *steps = left;
     let Some(open) = p.find('{') else {
-        return vec![p.to_string()];
+        out.push(p.to_string());
+        return true;
     };
     // The matching close, and the commas at this level.
     let mut depth = 0;
@@ -415,18 +438,17 @@ fn braces(p: &str) -> Vec<String> {
         }
     }
     let Some(close) = close else {
-        return vec![p.to_string()];
+        out.push(p.to_string());
+        return true;
     };
     let (head, tail) = (&p[..open], &p[close + 1..]);
     let mut cuts = vec![open];
     cuts.extend(&commas);
     cuts.push(close);
-    let mut out = Vec::new();
-    for w in cuts.windows(2) {
+    cuts.windows(2).all(|w| {
         let alt = &p[w[0] + 1..w[1]];
-        out.extend(braces(&format!("{head}{alt}{tail}")));
-    }
-    out
+        expand_braces(&format!("{head}{alt}{tail}"), out, steps)
+    })
 }
 
 /// This host's config id as keepalived takes it by default: the node name up to its

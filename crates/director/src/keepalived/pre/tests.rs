@@ -143,12 +143,32 @@ fn a_missing_file_is_refused_an_empty_wildcard_is_a_note_a_loop_ends() {
 
 #[test]
 fn braces_expand_like_csh() {
-    assert_eq!(braces("a{b,c}d"), ["abd", "acd"]);
+    let b = |p: &str| braces(p).expect("expands");
+    assert_eq!(b("a{b,c}d"), ["abd", "acd"]);
     assert_eq!(
-        braces("{x/{,1,2},y}.conf"),
+        b("{x/{,1,2},y}.conf"),
         ["x/.conf", "x/1.conf", "x/2.conf", "y.conf"]
     );
-    assert_eq!(braces("plain"), ["plain"]);
+    assert_eq!(b("plain"), ["plain"]);
+    assert_eq!(b("a{b"), ["a{b"]);
+    // 2^11 names: within the limit.
+    assert_eq!(b(&"{a,b}".repeat(11)).len(), 2048);
+}
+
+#[test]
+fn braces_that_multiply_past_the_limit_are_refused_not_expanded() {
+    // 2^20 names: a fuzzer's input like this one took 2 GiB before the limit.
+    assert_eq!(braces(&"{a,b}".repeat(20)), None);
+    let conf = format!("a\ninclude f.c/{}/*.conf\n", "{a,,\"}".repeat(30));
+    let at = Path::new("/etc/keepalived/keepalived.conf");
+    let e = expand(at, &conf, "x", &Table(vec![])).expect_err("refused");
+    assert_eq!(e.line, 2);
+    assert!(
+        e.message
+            .contains("brace expressions expand to more than 4096 names"),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
