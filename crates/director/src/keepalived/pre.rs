@@ -264,7 +264,7 @@ impl Pre<'_> {
         let mut paths = Vec::new();
         let Some(names) = braces(pattern) else {
             return at.fail(format!(
-                "include {pattern}: its brace expressions expand to more than {MAX_BRACE_STEPS} names: name the files with fewer alternatives or a wildcard"
+                "include {pattern}: its brace expressions take more than {MAX_BRACE_STEPS} steps to expand (twelve {{a,b}} take 8191 for 4096 names): name the files with fewer alternatives or a wildcard"
             ));
         };
         for p in names {
@@ -396,8 +396,10 @@ fn normal(p: &Path) -> PathBuf {
     out
 }
 
-/// Steps (and so names) a brace expression of an `include` may expand to: a few
-/// alternatives multiply fast (twenty `{a,b}` are a million names).
+/// Steps a brace expression of an `include` may take to expand: one per name and one per
+/// brace group expanded on the way (`n` groups of two alternatives take `2^(n+1) - 1`
+/// for `2^n` names). Alternatives multiply fast (twenty `{a,b}` are a million names),
+/// and the bound also bounds the recursion's depth.
 const MAX_BRACE_STEPS: usize = 4096;
 
 /// csh-style brace expansion: `a{b,c}d` is `abd`, `acd` (nested braces too); `None`
