@@ -107,6 +107,8 @@ struct Known {
     queue: u16,
     /// Its counters when last read.
     seen: FlowCounts,
+    /// Traffic counted that its worker has not been told of yet (its inbox was full).
+    untouched: bool,
 }
 
 /// The thread's state.
@@ -121,6 +123,9 @@ struct Keeper {
     /// the map does not count on the flow that takes the slot next.
     free: VecDeque<u32>,
     touches: Vec<Sender<Touch>>,
+    /// Where the next pass starts telling the workers: the first flow a full inbox kept
+    /// waiting in the last one, so that every flow gets its turn.
+    cursor: usize,
     view: OffloadView,
     services: Option<Box<Services>>,
     /// Inserts taken from the workers and not written yet (each a flow the map does not
@@ -159,6 +164,7 @@ pub fn start(
         slots: Vec::new(),
         free: VecDeque::new(),
         touches,
+        cursor: 0,
         view: view.clone(),
         services: None,
         pending: Vec::with_capacity(INSERT_BATCH),
@@ -313,7 +319,12 @@ impl Keeper {
                 continue;
             }
             let seen = FlowCounts::default();
-            self.slots[slot as usize] = Some(Known { flow, queue, seen });
+            self.slots[slot as usize] = Some(Known {
+                flow,
+                queue,
+                seen,
+                untouched: false,
+            });
             // The same flow twice in one batch: the map names the later slot.
             if let Some(old) = self.flows.insert(flow.key, slot) {
                 self.slots[old as usize] = None;
@@ -394,33 +405,59 @@ impl Keeper {
         took
     }
 
-    /// [`Keeper::pass`]'s work: one walk of the slots beside the counters they name.
+    /// [`Keeper::pass`]'s work: one walk of the slots beside the counters they name,
+    /// from where the last one left flows untold. A worker's inbox holds
+    /// [`TOUCHES`] touches and a million flows can have
+    /// traffic in a pass: what does not fit waits for the next pass, first in line, so
+    /// no flow's worker goes untold past a few passes (its expiry is minutes away).
     fn read_back(&mut self) {
         let Keeper {
             map,
             slots,
             touches,
+            cursor,
             view,
             start_mono,
             ..
         } = self;
-        for (slot, k) in slots.iter_mut().enumerate() {
-            let Some(k) = k else { continue };
+        let len = slots.len();
+        let from = (*cursor).min(len);
+        let mut full = vec![false; touches.len()];
+        let mut resume = None;
+        for slot in (from..len).chain(0..from) {
+            let Some(k) = &mut slots[slot] else { continue };
             let c = map.counts(slot as u32);
-            if c.packets == k.seen.packets {
+            if c.packets != k.seen.packets {
+                count(&view.stats, k, c);
+                k.seen = c;
+                k.untouched = true;
+            }
+            if !k.untouched {
                 continue;
             }
-            count(&view.stats, k, c);
-            k.seen = c;
-            let at = Time::from_nanos(c.last_seen_ns.saturating_sub(*start_mono));
-            if let Some(t) = touches.get(usize::from(k.queue)) {
-                // A full inbox: the next pass with traffic touches it again.
-                let _ = t.try_send(Touch {
+            let q = usize::from(k.queue);
+            let Some(inbox) = touches.get(q) else {
+                k.untouched = false;
+                continue;
+            };
+            if full[q] {
+                continue;
+            }
+            let at = Time::from_nanos(k.seen.last_seen_ns.saturating_sub(*start_mono));
+            if inbox
+                .try_send(Touch {
                     key: k.flow.key,
                     at,
-                });
+                })
+                .is_ok()
+            {
+                k.untouched = false;
+            } else {
+                full[q] = true;
+                resume.get_or_insert(slot);
             }
         }
+        *cursor = resume.unwrap_or(0);
     }
 }
 
@@ -685,6 +722,69 @@ mod tests {
         );
         assert_eq!(s.dests[2].packets.get(), 1, "the second flow's, from zero");
         assert_eq!(s.services[0].packets.get(), 3);
+        drop(records_tx);
+        thread.join().expect("ends");
+    }
+
+    /// More flows with traffic than a worker's inbox holds: what does not fit is told in
+    /// the next passes, first in line, so that every flow's worker hears of it (before,
+    /// the flows past the inbox's room were never touched while the first ones kept
+    /// their traffic, and expired at their worker while the program still forwarded them).
+    #[test]
+    fn flows_past_a_full_inbox_are_touched_in_later_passes() {
+        if !xdpvs_testkit::is_root() {
+            xdpvs_testkit::cannot_run(
+                "the offload thread's touch test",
+                "loading the XDP program needs root",
+            );
+            return;
+        }
+        let (steering, records_tx, touches, view, thread) = started(64, Instant::now());
+        let flows = 40u16; // the test's inbox holds 16
+        let segment = |cport: u16| {
+            let e = Endpoints {
+                src_mac: [2, 0, 0, 0, 0, 0xc1],
+                dst_mac: [2, 0, 0, 0, 0, 0xd1],
+                src_ip: CLIENT,
+                dst_ip: VIP,
+                sport: cport,
+                dport: 80,
+            };
+            frames::tcp(&e, 0x10, b"")
+        };
+        let key = |cport: u16| ConnKey {
+            proto: Protocol::Tcp,
+            client: CLIENT,
+            cport,
+            vip: VIP,
+            vport: 80,
+        };
+        for cport in 0..flows {
+            let flow = fast_flow(key(40000 + cport));
+            records_tx
+                .send((0, OffloadRec::Insert(flow)))
+                .expect("sent");
+        }
+        std::thread::sleep(FRESH);
+        view.fresh();
+        assert_eq!(view.flows.load(Relaxed), u64::from(flows));
+        let mut told = std::collections::BTreeSet::new();
+        // The same flows keep their traffic pass after pass: 16 told, 16 more, the last 8.
+        for _ in 0..3 {
+            for cport in 0..flows {
+                let out = steering.fast_path(&segment(40000 + cport)).expect("run");
+                assert!(out.is_some(), "flow {cport} forwarded by the program");
+            }
+            std::thread::sleep(FRESH);
+            view.fresh();
+            let before = told.len();
+            for t in touches.try_iter() {
+                told.insert(t.key.cport);
+            }
+            assert!(told.len() > before, "a pass with traffic tells someone new");
+        }
+        let all: std::collections::BTreeSet<u16> = (40000..40000 + flows).collect();
+        assert_eq!(told, all, "every flow's worker is told");
         drop(records_tx);
         thread.join().expect("ends");
     }
