@@ -28,6 +28,33 @@ fn lab_of_or_skip(spec: LabSpec) -> Option<(MutexGuard<'static, ()>, Lab)> {
     Some((guard, lab))
 }
 
+/// Where a test and the client it runs meet: files `<path>.<mark>` in the temporary
+/// directory (`ready`, `go`, `stopped`, `restarted`, `end`), none there at first; the
+/// guard removes them again when the test ends.
+fn marks(name: &str) -> (String, Marks) {
+    let path = std::env::temp_dir().join(format!("xdpvs-e2e-{name}-{}", std::process::id()));
+    let m = Marks(path.to_str().expect("utf-8").to_string());
+    m.clear();
+    (m.0.clone(), m)
+}
+
+/// See [`marks`].
+struct Marks(String);
+
+impl Marks {
+    fn clear(&self) {
+        for m in ["ready", "go", "stopped", "restarted", "end"] {
+            let _ = std::fs::remove_file(format!("{}.{m}", self.0));
+        }
+    }
+}
+
+impl Drop for Marks {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
 fn x(lab: &Lab, args: &str) -> String {
     lab.xdpvs(&args.split_whitespace().collect::<Vec<_>>())
         .unwrap_or_else(|e| panic!("{e}\ndirector log:\n{}", lab.director_log()))
@@ -959,10 +986,8 @@ fn remove_under_a_held_connection(lab: &Lab) -> String {
         x(lab, c);
     }
     lab.wait_resolved().expect("resolved");
-    let sync = std::env::temp_dir().join(format!("xdpvs-e2e-held-{}", std::process::id()));
-    let sync = sync.to_str().expect("utf-8").to_string();
+    let (sync, _marks) = marks("held");
     let (ready, go) = (format!("{sync}.ready"), format!("{sync}.go"));
-    let _ = (std::fs::remove_file(&ready), std::fs::remove_file(&go));
     let out = std::thread::scope(|s| {
         let client = s.spawn(|| lab.exec(&lab.ns("c"), &["python3", "-c", HELD_CLIENT, &sync]));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -991,7 +1016,6 @@ fn remove_under_a_held_connection(lab: &Lab) -> String {
         std::fs::write(&go, "").expect("go");
         client.join().expect("client thread").expect("client ran")
     });
-    let _ = (std::fs::remove_file(&ready), std::fs::remove_file(&go));
     x(lab, "--set 900 120 300");
     String::from_utf8_lossy(&out.stdout).to_string()
 }
@@ -1089,11 +1113,7 @@ fn break_and_mend_under_load(
     interval: f64,
 ) -> Vec<(f64, f64, String)> {
     let role = format!("r{}", name.trim_start_matches("rs"));
-    let sync = std::env::temp_dir().join(format!("xdpvs-e2e-check-{}-{role}", std::process::id()));
-    let sync = sync.to_str().expect("utf-8").to_string();
-    for m in ["stopped", "restarted", "end"] {
-        let _ = std::fs::remove_file(format!("{sync}.{m}"));
-    }
+    let (sync, _marks) = marks(&format!("check-{role}"));
     let ns = lab.ns("c");
     let client = std::process::Command::new("ip")
         .args(["netns", "exec", &ns, "python3", "-c", CHECKED_LOAD, &sync])
@@ -1343,8 +1363,7 @@ fn a_keepalived_conf_is_served_and_sighup_applies_its_edits_without_breaking_a_c
     );
 
     // A long-lived connection to rs1 (rs1 and rs2 take turns: open until rs1 answers).
-    let sync = std::env::temp_dir().join(format!("xdpvs-e2e-hup-{}", std::process::id()));
-    let sync = sync.to_str().expect("utf-8").to_string();
+    let (sync, _marks) = marks("hup");
     let (ready, go) = (format!("{sync}.ready"), format!("{sync}.go"));
     let checks_before = |lab: &Lab| {
         json(lab, "-Ln --json")["services"][0]["reals"][0]["health"]["checks"]
@@ -1354,7 +1373,6 @@ fn a_keepalived_conf_is_served_and_sighup_applies_its_edits_without_breaking_a_c
     let pid = lab.director().expect("running").id().to_string();
     let lab = &lab;
     let out = std::thread::scope(|s| {
-        let _ = (std::fs::remove_file(&ready), std::fs::remove_file(&go));
         let client = s.spawn(|| lab.exec(&lab.ns("c"), &["python3", "-c", HELD_CLIENT, &sync]));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !Path::new(&ready).exists() {
@@ -1851,9 +1869,7 @@ fn a_syn_flood_on_a_full_table_denies_no_one() {
     lab.start_director(&["--conn-capacity", "1000"])
         .expect("director starts");
     configure_rr(&lab);
-    let sync = std::env::temp_dir().join(format!("xdpvs-e2e-flood-{}", std::process::id()));
-    let sync = sync.to_str().expect("utf-8").to_string();
-    let _ = std::fs::remove_file(format!("{sync}.end"));
+    let (sync, _marks) = marks("flood");
     let ns = lab.ns("c");
     let held = std::process::Command::new("ip")
         .args(["netns", "exec", &ns, "python3", "-c", KEEPALIVE_LOAD, &sync])
@@ -1942,7 +1958,6 @@ fn a_syn_flood_on_a_full_table_denies_no_one() {
         held <= 1000,
         "the table never holds more than its capacity: {held}"
     );
-    let _ = std::fs::remove_file(format!("{sync}.end"));
 }
 
 #[test]
@@ -2205,9 +2220,7 @@ fn soak_mixed_traffic_and_changes() {
     configure_udp(&mut lab, "sh");
     let pid = lab.director().expect("running").id();
     let dmac = lab.mac("d").expect("director MAC");
-    let sync = std::env::temp_dir().join(format!("xdpvs-e2e-soak-{}", std::process::id()));
-    let sync = sync.to_str().expect("utf-8").to_string();
-    let _ = std::fs::remove_file(format!("{sync}.end"));
+    let (sync, _marks) = marks("soak");
     let ns = lab.ns("c");
     let bg = |script: &str, extra: &[&str]| {
         std::process::Command::new("ip")

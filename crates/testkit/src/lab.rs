@@ -828,9 +828,29 @@ impl Lab {
         }
         teardown(&mut self.children, &mut self.namespaces);
         let _ = std::fs::remove_file(&self.socket);
-        let _ = std::fs::remove_file(
-            std::env::temp_dir().join(format!("{}-director.log", self.prefix)),
-        );
+        remove_files(&self.prefix);
+    }
+}
+
+/// Removes what a lab left in the temporary directory: every file and directory named
+/// `<prefix>-...` (logs, sockets, configuration, a real server's saved state), unless
+/// the test is failing (a panic unwinds): then they stay for whoever reads its output.
+pub(crate) fn remove_files(prefix: &str) {
+    if std::thread::panicking() {
+        return;
+    }
+    let mine = format!("{prefix}-");
+    let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for f in dir.flatten() {
+        if f.file_name().to_string_lossy().starts_with(&mine) {
+            let _ = if f.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(f.path())
+            } else {
+                std::fs::remove_file(f.path())
+            };
+        }
     }
 }
 

@@ -536,14 +536,7 @@ impl EcmpLab {
         }
         teardown(&mut self.children, &mut self.namespaces);
         // Every file of this lab is named `<prefix>-...` in the temporary directory.
-        let mine = format!("{}-", self.prefix);
-        if let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) {
-            for f in dir.flatten() {
-                if f.file_name().to_string_lossy().starts_with(&mine) {
-                    let _ = std::fs::remove_file(f.path());
-                }
-            }
-        }
+        super::remove_files(&self.prefix);
     }
 }
 
