@@ -518,6 +518,30 @@ mod tests {
     const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
     const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 
+    /// An ACK of the test client's connection from `cport` to the VIP's port 80.
+    fn segment(cport: u16) -> Vec<u8> {
+        let e = Endpoints {
+            src_mac: [2, 0, 0, 0, 0, 0xc1],
+            dst_mac: [2, 0, 0, 0, 0, 0xd1],
+            src_ip: CLIENT,
+            dst_ip: VIP,
+            sport: cport,
+            dport: 80,
+        };
+        frames::tcp(&e, 0x10, b"")
+    }
+
+    /// The key of that connection.
+    fn key(cport: u16) -> ConnKey<Ipv4Addr> {
+        ConnKey {
+            proto: Protocol::Tcp,
+            client: CLIENT,
+            cport,
+            vip: VIP,
+            vport: 80,
+        }
+    }
+
     /// `key` to the test's real server from the director, service 0, real server 1.
     fn fast_flow(key: ConnKey<Ipv4Addr>) -> FastFlow {
         FastFlow {
@@ -664,24 +688,6 @@ mod tests {
             return;
         }
         let (steering, records_tx, _touches, view, thread) = started(1, Instant::now());
-        let segment = |cport: u16| {
-            let e = Endpoints {
-                src_mac: [2, 0, 0, 0, 0, 0xc1],
-                dst_mac: [2, 0, 0, 0, 0, 0xd1],
-                src_ip: CLIENT,
-                dst_ip: VIP,
-                sport: cport,
-                dport: 80,
-            };
-            frames::tcp(&e, 0x10, b"")
-        };
-        let key = |cport: u16| ConnKey {
-            proto: Protocol::Tcp,
-            client: CLIENT,
-            cport,
-            vip: VIP,
-            vport: 80,
-        };
         let (a, b) = (
             FastFlow {
                 dest: 1,
@@ -741,24 +747,6 @@ mod tests {
         }
         let (steering, records_tx, touches, view, thread) = started(64, Instant::now());
         let flows = 40u16; // the test's inbox holds 16
-        let segment = |cport: u16| {
-            let e = Endpoints {
-                src_mac: [2, 0, 0, 0, 0, 0xc1],
-                dst_mac: [2, 0, 0, 0, 0, 0xd1],
-                src_ip: CLIENT,
-                dst_ip: VIP,
-                sport: cport,
-                dport: 80,
-            };
-            frames::tcp(&e, 0x10, b"")
-        };
-        let key = |cport: u16| ConnKey {
-            proto: Protocol::Tcp,
-            client: CLIENT,
-            cport,
-            vip: VIP,
-            vport: 80,
-        };
         for cport in 0..flows {
             let flow = fast_flow(key(40000 + cport));
             records_tx
