@@ -1064,7 +1064,6 @@ impl Bench {
         }))
     }
 
-    /// Resident memory of a process, bytes.
     /// The zero-copy model at `flows` flows picked by `dist`: xdpvs and the lean loop
     /// alternated `rounds` times; callgrind's counts too (uniform, up to 1M flows).
     fn zerocopy_row(
@@ -1136,13 +1135,9 @@ impl Bench {
         Ok(row)
     }
 
+    /// Resident memory of a process, bytes.
     fn rss(pid: u32) -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
+        crate::proc_kib(&format!("/proc/{pid}/status"), "VmRSS:") * 1024
     }
 
     /// Connection-table occupancy as the director reports it (ActiveConn + InActConn).

@@ -102,6 +102,17 @@ impl Variant {
 /// Health-checked real servers of the `xdpvs-checks` variant.
 pub const HEALTH_CHECKS: usize = 1000;
 
+/// A `Name:   N kB` line of a /proc file (`/proc/PID/status`, `smaps_rollup`), in KiB;
+/// 0 if the file or the line is not there.
+pub(crate) fn proc_kib(file: &str, name: &str) -> u64 {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
 /// A MAC address on a command line (`aa:bb:cc:dd:ee:ff`).
 pub fn parse_mac_arg(s: &str) -> Result<Mac, String> {
     xdpvs_director::iface::parse_mac(s).ok_or_else(|| format!("not a MAC address: {s}"))

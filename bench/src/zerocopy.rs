@@ -316,20 +316,10 @@ pub fn run(flows: u32, dist: Dist, forwarder: Forwarder, packets: u64) -> ModelR
         // by 4 KiB ones, which would show in the time of a table missing the TLB.
         backing: format!(
             "{backing}; {} MiB of the process in huge pages",
-            status_kib("/proc/self/smaps_rollup", "AnonHugePages:") >> 10
+            crate::proc_kib("/proc/self/smaps_rollup", "AnonHugePages:") >> 10
         ),
-        max_rss_bytes: status_kib("/proc/self/status", "VmHWM:") * 1024,
+        max_rss_bytes: crate::proc_kib("/proc/self/status", "VmHWM:") * 1024,
     }
-}
-
-/// A `Name:   N kB` line of a /proc file, in KiB (0 if not found).
-fn status_kib(file: &str, name: &str) -> u64 {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
