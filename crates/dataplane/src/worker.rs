@@ -238,8 +238,6 @@ pub struct Worker<D: Device> {
     /// `run --offload`: where this worker's offload records go, where its touches come
     /// from.
     offload: Option<OffloadLink>,
-    /// The last pass applied sync records or touches and moved no frame.
-    bookkeeping_only: bool,
 }
 
 /// A worker's part in `run --offload` (see [`crate::offload`]).
@@ -315,7 +313,6 @@ impl<D: Device> Worker<D> {
             sync: None,
             sync_roles: (false, false),
             offload: None,
-            bookkeeping_only: false,
         }
     }
 
@@ -461,8 +458,9 @@ impl<D: Device> Worker<D> {
     }
 
     /// One pass: recycle, receive a batch, prefetch, kick, process it, transmit, sweep.
-    /// Returns the frames in hand: those received, and those still waiting for the TX
-    /// ring from the last pass.
+    /// Returns the work it found: the frames in hand (those received, those still
+    /// waiting for the TX ring from the last pass, those other workers handed over),
+    /// and the sync records and touches it applied.
     ///
     /// The TX ring takes what fits; frames it has no room for wait for the next pass
     /// (after the kick that makes room), first in line, and count against that pass's
@@ -470,6 +468,13 @@ impl<D: Device> Worker<D> {
     /// the RX ring (where the kernel drops it, counted `rx_ring_full`) instead of being
     /// processed and then thrown away: the worker never holds more than a batch.
     pub fn poll(&mut self, now: Time) -> usize {
+        let (frames, bookkeeping) = self.pass(now);
+        frames + bookkeeping
+    }
+
+    /// [`Worker::poll`]'s pass: the frames in hand, and the sync records and touches
+    /// applied.
+    fn pass(&mut self, now: Time) -> (usize, usize) {
         self.dev.housekeeping();
         debug_assert!(self.rx.is_empty() && self.done.is_empty());
         let waiting = self.tx.len();
@@ -526,8 +531,7 @@ impl<D: Device> Worker<D> {
         let synced = self.sync_exchange(now);
         let touched = self.offload_exchange();
         self.sweep(now);
-        self.bookkeeping_only = n + waiting + handed == 0 && synced + touched > 0;
-        n + waiting + handed + synced + touched
+        (n + waiting + handed, synced + touched)
     }
 
     /// Processes and sends up to a batch of the frames other workers handed to this one.
@@ -624,14 +628,15 @@ impl<D: Device> Worker<D> {
                 self.publish();
                 next_publish = now.as_nanos() + STATS_EVERY_NANOS;
             }
-            if self.poll(now) > 0 {
+            let (frames, bookkeeping) = self.pass(now);
+            if frames + bookkeeping > 0 {
                 empty = 0;
                 // Other directors' connections and the XDP program's touches come in
                 // bursts (a million flows' touches a second under `--offload`): applied a
                 // bounded batch a pass, with the core given away between batches as
                 // after an empty pass, so that the RX thread sharing it never waits for
                 // a burst to end.
-                if self.bookkeeping_only && self.idle == IdlePolicy::Yield {
+                if frames == 0 && self.idle == IdlePolicy::Yield {
                     std::thread::yield_now();
                 }
                 continue;
