@@ -406,10 +406,10 @@ impl Keeper {
     }
 
     /// [`Keeper::pass`]'s work: one walk of the slots beside the counters they name,
-    /// from where the last one left flows untold. A worker's inbox holds
-    /// [`TOUCHES`] touches and a million flows can have
-    /// traffic in a pass: what does not fit waits for the next pass, first in line, so
-    /// no flow's worker goes untold past a few passes (its expiry is minutes away).
+    /// from where the last one left flows untold. A worker's inbox holds [`TOUCHES`]
+    /// touches and a million flows can have traffic in a pass: what does not fit waits
+    /// for the next pass, first in line, so no flow's worker goes untold past a few
+    /// passes (its expiry is minutes away).
     fn read_back(&mut self) {
         let Keeper {
             map,
