@@ -153,20 +153,19 @@ pub fn least_weighted<D: DestView + ?Sized>(
     dests: &D,
     overhead: impl Fn(Load) -> u64,
 ) -> Option<usize> {
-    let mut best: Option<(usize, u64, u64)> = None; // (index, overhead, weight)
+    // The best so far as overhead `loh` over weight `lw`, starting from 1/0 (worse than
+    // any real server with a weight): `oh / w < loh / lw` <=> `loh * w > oh * lw` (u64:
+    // 2^40 * 2^16 cannot overflow). A weight of 0 never passes (0 > x is false), so
+    // neither the unavailable nor a first candidate needs a branch of its own.
+    let (mut best, mut loh, mut lw) = (usize::MAX, 1u64, 0u64);
     dests.each_weighted(|i, w, load| {
         let w = u64::from(w);
-        if w == 0 {
-            return;
-        }
         let oh = overhead(load);
-        match best {
-            // oh / w < loh / lw  <=>  loh * w > oh * lw (u64: 2^40 * 2^16 cannot overflow)
-            Some((_, loh, lw)) if loh * w <= oh * lw => {}
-            _ => best = Some((i, oh, w)),
+        if loh * w > oh * lw {
+            (best, loh, lw) = (i, oh, w);
         }
     });
-    best.map(|(i, _, _)| i)
+    (best != usize::MAX).then_some(best)
 }
 
 /// Helpers shared by the scheduler tests.
