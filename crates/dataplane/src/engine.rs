@@ -544,19 +544,14 @@ fn prefetch6(frame: &[u8], t: &Tables) {
     prefetch_home(t.conns6.home(&key));
 }
 
-/// Prefetches a lookup's home slot: its tag (64 slots' tags share a line) and its entry
-/// (one line: the director's tables are page aligned).
+/// Prefetches a lookup's home slot: its tag (64 slots' tags share a line) and the lines
+/// of entries from its own (the director's tables are page aligned).
 #[inline(always)]
-fn prefetch_home<A: Family>(
-    (tag, entry, on): (
-        &u8,
-        &xdpvs_sched::conn::Entry<A>,
-        &xdpvs_sched::conn::Entry<A>,
-    ),
-) {
+fn prefetch_home<A: Family>((tag, lines): (&u8, [&xdpvs_sched::conn::Entry<A>; 3])) {
     crate::sys::prefetch(tag);
-    crate::sys::prefetch(entry);
-    crate::sys::prefetch(on);
+    for e in lines {
+        crate::sys::prefetch(e);
+    }
 }
 
 #[inline(always)]

@@ -853,19 +853,22 @@ impl<A: Family, M: SlotMemory<A>> ConnTable<A, M> {
         (!self.expired(&self.mem.entries()[i], tick(now))).then_some(i)
     }
 
-    /// Where a lookup of `key` starts, for prefetching: its home slot's tag and entry,
-    /// and the entry a cache line on (at a load of 0.75 a connection lies a slot or two
-    /// past its home as often as not: prefetching the home's line alone left half the
-    /// lookups of a million uniform flows waiting for memory). A worker that has a batch
-    /// of frames in hand touches every frame's home before processing any, so that the
-    /// cache misses of the batch overlap.
+    /// Where a lookup of `key` starts, for prefetching: its home slot's tag, and its
+    /// entry's cache line with the two after it. At a load of 0.75 a connection lies past
+    /// its home's line one time in three and past the next line one in eight, as in a
+    /// simulation of a million inserts: with two lines the lookups of a million uniform
+    /// flows went on waiting for memory on that eighth, and the third line made them 11%
+    /// faster in the zero-copy model (10M flows too, new connections 7–12%, Zipf's hot
+    /// set unchanged). A worker that has a batch of frames in hand touches every frame's
+    /// home before processing any, so that the cache misses of the batch overlap.
     #[inline]
-    pub fn home(&self, key: &ConnKey<A>) -> (&u8, &Entry<A>, &Entry<A>) {
+    pub fn home(&self, key: &ConnKey<A>) -> (&u8, [&Entry<A>; 3]) {
         const LINE: usize = 64;
         let i = self.home_of(self.hash(&Packed::of(key, false)));
         let entries = self.mem.entries();
-        let on = (i + (LINE / std::mem::size_of::<Entry<A>>()).max(1)).min(self.n - 1);
-        (&self.mem.tags()[i], &entries[i], &entries[on])
+        let step = (LINE / std::mem::size_of::<Entry<A>>()).max(1);
+        let on = |lines: usize| &entries[(i + lines * step).min(self.n - 1)];
+        (&self.mem.tags()[i], [on(0), on(1), on(2)])
     }
 
     /// The entry at `idx` (from a lookup or insert).
