@@ -1585,6 +1585,7 @@ fn an_ipv6_reset_for_a_removed_real_server_has_valid_checksums() {
 /// Whether the engine's verdict says the director handles the frame: it forwards it,
 /// answers it, or drops it by a decision of its own. `None` for frames it drops as
 /// malformed, which the kernel drops as well, so either classifier may take them.
+#[cfg(feature = "afxdp")]
 fn handled(v: Verdict) -> Option<bool> {
     match v {
         Verdict::Tx | Verdict::ToClient | Verdict::Reply | Verdict::Handoff(_) => Some(true),
