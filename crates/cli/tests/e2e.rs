@@ -724,11 +724,27 @@ fn stats_rates_and_connections_agree_with_the_load() {
     // -c: the load's connections, each to one of the real servers.
     let listing = json(&lab, "-Lnc --json");
     let rows = listing["connections"].as_array().expect("connections");
-    assert_eq!(
-        rows.len() as u64,
-        conns,
-        "one entry per connection scheduled"
-    );
+    if rows.len() as u64 != conns {
+        // What the listing held, and what the director said meanwhile, to tell an entry
+        // that expired or was replaced from one the listing missed.
+        let mut states = std::collections::BTreeMap::new();
+        for r in rows {
+            *states
+                .entry(r["state"].as_str().unwrap_or("?"))
+                .or_insert(0) += 1;
+        }
+        panic!(
+            "one entry per connection scheduled: {} listed for {conns} scheduled \
+             ({opens} opened by the client); states {states:?}; listed again: {}\n{}\n\
+             {text}\ndirector log:\n{}",
+            rows.len(),
+            json(&lab, "-Lnc --json")["connections"]
+                .as_array()
+                .map_or(0, Vec::len),
+            x(&lab, "-Ln"),
+            lab.director_log()
+        );
+    }
     let mut sources: Vec<&str> = rows.iter().filter_map(|r| r["source"].as_str()).collect();
     sources.sort_unstable();
     sources.dedup();
