@@ -544,8 +544,8 @@ fn prefetch6(frame: &[u8], t: &Tables) {
     prefetch_home(t.conns6.home(&key));
 }
 
-/// Prefetches a lookup's home slot: its tag (64 slots' tags share a line) and the lines
-/// of entries from its own (the director's tables are page aligned).
+/// Prefetches a lookup's home slot: its tag (64 slots' tags share a line), its entry's
+/// line and the two lines of entries after it (the director's tables are page aligned).
 #[inline(always)]
 fn prefetch_home<A: Family>((tag, lines): (&u8, [&xdpvs_sched::conn::Entry<A>; 3])) {
     crate::sys::prefetch(tag);
