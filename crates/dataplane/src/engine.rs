@@ -222,6 +222,12 @@ impl Tables {
         }
     }
 
+    /// Starts loading the slot [`Tables::touch`] of `t` will read (see [`prefetch`]).
+    #[inline]
+    pub fn prefetch_touch(&self, t: &Touch) {
+        prefetch_home(self.conns.home(&t.key));
+    }
+
     /// Traffic the XDP program forwarded on a flow: its connection is seen at `t.at`.
     /// A flow this worker no longer holds goes back to the workers.
     pub fn touch(&mut self, t: &Touch) {

@@ -467,3 +467,79 @@ fn workers_hand_nat_packets_to_the_worker_that_holds_their_connection() {
         assert_eq!(r.w.device().outstanding(), 0);
     }
 }
+
+/// `run --offload`: the XDP program's touches are applied a bounded number a pass (in
+/// chunks whose slots are prefetched first); a touched connection lives on from the
+/// touch's time, and a touch of a flow the worker does not hold sends it back to the
+/// workers.
+#[test]
+fn offload_touches_keep_connections_alive_and_send_unheld_flows_back() {
+    use xdpvs_dataplane::offload::{OffloadRec, Touch};
+    use xdpvs_dataplane::worker::OffloadLink;
+    use xdpvs_sched::conn::ConnKey;
+
+    let mut r = rig(&config(&[1], 80));
+    let (out, records) = crossbeam_channel::bounded(1024);
+    let (touch, touches) = unbounded();
+    r.w.set_offload(OffloadLink {
+        queue: 0,
+        out,
+        touches,
+    });
+    for c in 1..=200 {
+        assert!(r.w.device_mut().inject(&syn(c, 80)));
+        if c % 64 == 0 {
+            r.w.poll(Time::from_secs(1));
+        }
+    }
+    while r.w.poll(Time::from_secs(1)) > 0 {}
+    assert_eq!(r.w.tables().conns().len(), 200);
+    let key = |c: u8| ConnKey {
+        proto: Protocol::Tcp,
+        client: Ipv4Addr::new(198, 19, 0, c),
+        cport: 40000,
+        vip: VIP,
+        vport: 80,
+    };
+    let at = Time::from_secs(50);
+    // 150 held, 55 not, and 60 of the held again: 265, more than a pass takes.
+    for c in (1..=150).chain(201..=255).chain(1..=60) {
+        touch
+            .send(Touch { key: key(c), at })
+            .expect("worker listens");
+    }
+    r.w.poll(at);
+    assert_eq!(touch.len(), 265 - 256, "a pass applies 256 touches at most");
+    r.w.poll(at);
+    assert!(touch.is_empty());
+    let back: Vec<u8> = records
+        .try_iter()
+        .map(|(q, rec)| match rec {
+            OffloadRec::Remove(k) if q == 0 => k.client.octets()[3],
+            other => panic!("only the unheld flows go back, not {other:?}"),
+        })
+        .collect();
+    assert_eq!(back, (201..=255).collect::<Vec<u8>>());
+    // SYN_RECV lives 60 s: the untouched connections (seen at 1 s) expire by 66 s, the
+    // touched ones (seen at 50 s) do not.
+    for s in 62..66 {
+        r.w.poll(Time::from_secs(s));
+    }
+    assert_eq!(r.w.tables().conns().len(), 150);
+    let mut left = Vec::with_capacity(200);
+    let mut cursor = Some(0);
+    while let Some(c) = cursor {
+        cursor =
+            r.w.tables()
+                .list(c, 1 << 20, Time::from_secs(66), &mut left);
+    }
+    let mut clients: Vec<u8> = left
+        .iter()
+        .map(|l| match l.key.client {
+            std::net::IpAddr::V4(a) => a.octets()[3],
+            other => panic!("an IPv4 connection, not {other}"),
+        })
+        .collect();
+    clients.sort_unstable();
+    assert_eq!(clients, (1..=150).collect::<Vec<u8>>());
+}
