@@ -4,7 +4,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use xdpvs_dataplane::{prefetch, prefetch_frame, process_packet, Packet, Tables, Verdict};
+use xdpvs_dataplane::{
+    prefetch, prefetch_frame, prefetch_landing, process_packet, Packet, Probe, Tables, Verdict,
+};
 use xdpvs_sched::Time;
 
 use crate::established;
@@ -95,8 +97,12 @@ impl Replay {
             for f in &self.batch[..n] {
                 prefetch_frame(&f[..len]);
             }
-            for f in &self.batch[..n] {
-                prefetch(&f[..len], &self.tables);
+            let mut probes = [Probe::None; 32];
+            for (f, p) in self.batch[..n].iter().zip(&mut probes) {
+                *p = prefetch(&f[..len], &self.tables);
+            }
+            for p in &probes[..n] {
+                prefetch_landing(p, &self.tables);
             }
             for (i, f) in self.batch[..n].iter_mut().enumerate() {
                 let mut l = len;

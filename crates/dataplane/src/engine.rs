@@ -15,7 +15,9 @@ use etherparse::{
     EtherType, Ethernet2HeaderSlice, Ipv4HeaderSlice, TcpHeaderSlice, UdpHeaderSlice,
 };
 use xdpvs_arp::{ndp, Ignore, Outcome};
-use xdpvs_sched::conn::{tick, ConnKey, ConnTable, ConnTableError, DestRef, Family, Listed, Loads};
+use xdpvs_sched::conn::{
+    tick, ConnKey, ConnTable, ConnTableError, DestRef, Family, Listed, Loads, Start,
+};
 use xdpvs_sched::sync::{self, SyncConn};
 use xdpvs_sched::tcp::{flags, Dir, State, Timeouts};
 use xdpvs_sched::{Pick, Protocol, SchedKind, Scheduler, Time};
@@ -222,10 +224,11 @@ impl Tables {
         }
     }
 
-    /// Starts loading the slot [`Tables::touch`] of `t` will read (see [`prefetch`]).
+    /// Starts loading the slot [`Tables::touch`] of `t` will read, as [`prefetch`] does
+    /// a frame's: then [`prefetch_landing`] of what it returns.
     #[inline]
-    pub fn prefetch_touch(&self, t: &Touch) {
-        prefetch_home(self.conns.home(&t.key));
+    pub fn prefetch_touch(&self, t: &Touch) -> Probe {
+        Probe::start4(&t.key, self)
     }
 
     /// Traffic the XDP program forwarded on a flow: its connection is seen at `t.at`.
@@ -469,24 +472,59 @@ pub fn prefetch_frame(frame: &[u8]) {
 /// reads the 5-tuple at fixed offsets (IPv4 without options) and validates nothing: a
 /// wrong guess costs one useless prefetch, never a wrong verdict.
 #[inline]
-pub fn prefetch(frame: &[u8], t: &Tables) {
+pub fn prefetch(frame: &[u8], t: &Tables) -> Probe {
     if frame.get(12..14) == Some(&[0x86, 0xdd]) {
         return prefetch6(frame, t);
     }
     let Some(h) = frame.get(..ETH_LEN + 24) else {
-        return;
+        return Probe::None;
     };
     if h[12..14] != [0x08, 0x00] || h[14] != 0x45 {
-        return;
+        return Probe::None;
     }
     let Some(proto) = Protocol::from_ip_number(h[23]) else {
-        return;
+        return Probe::None;
     };
     let key = fixed_key4(h, proto);
     if t.services.has_nat() && !t.services.is_vip(key.vip) {
         return prefetch_reply(&key, t);
     }
-    prefetch_home(t.conns.home(&key));
+    Probe::start4(&key, t)
+}
+
+/// Where a frame's connection lookup starts, as [`prefetch`] found it: what
+/// [`prefetch_landing`] reads once the tags have come.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Probe {
+    /// No lookup to prepare (not a frame whose 5-tuple [`prefetch`] reads).
+    #[default]
+    None,
+    /// In the IPv4 table.
+    V4(Start),
+    /// In the IPv6 table.
+    V6(Start),
+}
+
+impl Probe {
+    #[inline(always)]
+    fn start4(key: &ConnKey, t: &Tables) -> Probe {
+        let s = t.conns.start(key);
+        prefetch_start(t.conns.start_lines(s));
+        Probe::V4(s)
+    }
+}
+
+/// The second step of [`prefetch`], once the tags it asked for have come (the worker
+/// calls it on every frame of the batch after [`prefetch`] on every one): reads the
+/// tags from the home slot on and starts loading the entry the lookup will end on, the
+/// connection's or the empty slot a new one will take, when it lies past the home's.
+#[inline]
+pub fn prefetch_landing(p: &Probe, t: &Tables) {
+    match *p {
+        Probe::None => {}
+        Probe::V4(s) => crate::sys::prefetch(t.conns.landing(s)),
+        Probe::V6(s) => crate::sys::prefetch(t.conns6.landing(s)),
+    }
 }
 
 /// The 5-tuple of an IPv4 frame whose header has no options, read at fixed offsets
@@ -507,7 +545,7 @@ fn fixed_key4(h: &[u8], proto: Protocol) -> ConnKey<Ipv4Addr> {
 /// [`prefetch`] of what may be a NAT reply (`key` read as a packet to a VIP reads it):
 /// the slot of its connection, if its source is a NAT real server's.
 #[inline(never)]
-fn prefetch_reply(key: &ConnKey, t: &Tables) {
+fn prefetch_reply(key: &ConnKey, t: &Tables) -> Probe {
     let src = NatSource {
         proto: key.proto,
         addr: key.client.into(),
@@ -521,18 +559,19 @@ fn prefetch_reply(key: &ConnKey, t: &Tables) {
             vip,
             vport,
         };
-        prefetch_home(t.conns.home(&conn));
+        return Probe::start4(&conn, t);
     }
+    Probe::None
 }
 
 /// [`prefetch`] of an IPv6 frame whose transport header follows the IPv6 header.
 #[inline]
-fn prefetch6(frame: &[u8], t: &Tables) {
+fn prefetch6(frame: &[u8], t: &Tables) -> Probe {
     let Some(h) = frame.get(..ETH_LEN + 44) else {
-        return;
+        return Probe::None;
     };
     let Some(proto) = Protocol::from_ip_number(h[20]) else {
-        return;
+        return Probe::None;
     };
     let ip = |o: usize| {
         let mut b = [0u8; 16];
@@ -547,17 +586,16 @@ fn prefetch6(frame: &[u8], t: &Tables) {
         vip: ip(38),
         vport: port(56),
     };
-    prefetch_home(t.conns6.home(&key));
+    let s = t.conns6.start(&key);
+    prefetch_start(t.conns6.start_lines(s));
+    Probe::V6(s)
 }
 
-/// Prefetches a lookup's home slot: its tag (64 slots' tags share a line), its entry's
-/// line and the two lines of entries after it (the director's tables are page aligned).
+/// Prefetches a lookup's home slot: its tag (64 slots' tags share a line) and its entry.
 #[inline(always)]
-fn prefetch_home<A: Family>((tag, lines): (&u8, [&xdpvs_sched::conn::Entry<A>; 3])) {
+fn prefetch_start<A: Family>((tag, entry): (&u8, &xdpvs_sched::conn::Entry<A>)) {
     crate::sys::prefetch(tag);
-    for e in lines {
-        crate::sys::prefetch(e);
-    }
+    crate::sys::prefetch(entry);
 }
 
 #[inline(always)]

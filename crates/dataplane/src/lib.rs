@@ -48,7 +48,8 @@ pub use config::{
     Services, SlotBook, SlotCheckpoint,
 };
 pub use engine::{
-    prefetch, prefetch_frame, process, process_packet, process_steered, Tables, Verdict,
+    prefetch, prefetch_frame, prefetch_landing, process, process_packet, process_steered, Probe,
+    Tables, Verdict,
 };
 pub use method::tunnel_frame;
 pub use packet::Packet;

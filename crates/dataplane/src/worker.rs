@@ -7,7 +7,9 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::config::Services;
 use crate::device::{Device, DeviceStats, Egress};
-use crate::engine::{prefetch, prefetch_frame, process_steered, Explained, Tables, Verdict};
+use crate::engine::{
+    prefetch, prefetch_frame, prefetch_landing, process_steered, Explained, Probe, Tables, Verdict,
+};
 use crate::handoff::Handoff;
 use crate::offload::{OffloadRec, Touch};
 use crate::packet::Packet;
@@ -240,6 +242,8 @@ pub struct Worker<D: Device> {
     offload: Option<OffloadLink>,
     /// The touches being applied (room for [`TOUCH_CHUNK`], reserved by `set_offload`).
     touch_chunk: Vec<Touch>,
+    /// Where the lookups of the frames in hand start (see [`prefetch`]).
+    probes: [Probe; BATCH],
 }
 
 /// A worker's part in `run --offload` (see [`crate::offload`]).
@@ -260,6 +264,8 @@ const TOUCHES: usize = 256;
 /// cache misses overlap as a batch of frames' do (a million flows' touches a second
 /// under `--offload`, each a lookup in a table too big for the cache).
 const TOUCH_CHUNK: usize = 32;
+// A chunk's probes are kept where a batch's are.
+const _: () = assert!(TOUCH_CHUNK <= BATCH);
 
 /// A worker's part in connection synchronisation (IPVS's sync daemon).
 #[derive(Debug, Clone)]
@@ -320,6 +326,7 @@ impl<D: Device> Worker<D> {
             sync_roles: (false, false),
             offload: None,
             touch_chunk: Vec::new(),
+            probes: [Probe::None; BATCH],
         }
     }
 
@@ -345,8 +352,11 @@ impl<D: Device> Worker<D> {
                 };
                 chunk.push(t);
             }
-            for t in chunk.iter() {
-                self.tables.prefetch_touch(t);
+            for (t, p) in chunk.iter().zip(&mut self.probes) {
+                *p = self.tables.prefetch_touch(t);
+            }
+            for p in &self.probes[..chunk.len()] {
+                prefetch_landing(p, &self.tables);
             }
             for t in chunk.iter() {
                 self.tables.touch(t);
@@ -507,8 +517,11 @@ impl<D: Device> Worker<D> {
         for f in &self.rx {
             prefetch_frame(self.dev.frame(f));
         }
-        for f in &self.rx {
-            prefetch(self.dev.frame(f), &self.tables);
+        for (f, p) in self.rx.iter().zip(&mut self.probes) {
+            *p = prefetch(self.dev.frame(f), &self.tables);
+        }
+        for p in &self.probes[..n] {
+            prefetch_landing(p, &self.tables);
         }
         self.dev.kick();
         if n > 0 {

@@ -575,3 +575,24 @@ fn the_coarse_clock_wraps_without_losing_an_entry() {
         .lookup_template(&k, 32, now.after(Duration::from_secs(31)))
         .is_none());
 }
+
+/// The prefetch's guess (its landing slot, judged by tags alone) is the slot a lookup
+/// ends on: the connection's own when it is there, else where an insert puts it; short
+/// of it only where a slot on the way has the same tag (one in 128).
+#[test]
+fn landing_is_where_lookup_and_insert_end() {
+    let mut t = table(3000);
+    let now = Time::from_secs(1);
+    let (mut inserts, mut hits) = (0, 0);
+    for n in 0..3000u32 {
+        let k = key((n % 200) as u8, 1000 + (n / 200) as u16);
+        let guess: *const Entry<Ipv4Addr> = t.landing(t.start(&k));
+        let at = t.insert(&k, D0, State::None, now, None).expect("room");
+        inserts += usize::from(std::ptr::eq(guess, t.entry(at)));
+        let k = key((n % 200) as u8, 1000);
+        let at = t.lookup(&k, now).expect("inserted");
+        hits += usize::from(std::ptr::eq(t.landing(t.start(&k)), t.entry(at)));
+    }
+    assert!(inserts > 2900, "{inserts} of 3000 inserts guessed");
+    assert!(hits > 2900, "{hits} of 3000 lookups guessed");
+}
