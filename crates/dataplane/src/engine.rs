@@ -465,12 +465,15 @@ pub fn prefetch_frame(frame: &[u8]) {
     }
 }
 
-/// Starts loading the connection-table slot `frame` will need, without waiting for it.
+/// Starts loading the tags of the connection-table slots `frame`'s lookup will read,
+/// without waiting for them; [`prefetch_landing`] of what it returns then loads the
+/// entry.
 ///
 /// A worker with a batch of frames calls this on every frame of the batch, then
-/// [`process`] on each: the table's cache misses then overlap instead of queueing. It
-/// reads the 5-tuple at fixed offsets (IPv4 without options) and validates nothing: a
-/// wrong guess costs one useless prefetch, never a wrong verdict.
+/// [`prefetch_landing`] on every one, then [`process`] on each: the table's cache misses
+/// then overlap instead of queueing. It reads the 5-tuple at fixed offsets (IPv4 without
+/// options) and validates nothing: a wrong guess costs a useless prefetch, never a wrong
+/// verdict.
 #[inline]
 pub fn prefetch(frame: &[u8], t: &Tables) -> Probe {
     if frame.get(12..14) == Some(&[0x86, 0xdd]) {
@@ -509,15 +512,15 @@ impl Probe {
     #[inline(always)]
     fn start4(key: &ConnKey, t: &Tables) -> Probe {
         let s = t.conns.start(key);
-        prefetch_start(t.conns.start_lines(s));
+        crate::sys::prefetch(t.conns.start_tag(s));
         Probe::V4(s)
     }
 }
 
 /// The second step of [`prefetch`], once the tags it asked for have come (the worker
 /// calls it on every frame of the batch after [`prefetch`] on every one): reads the
-/// tags from the home slot on and starts loading the entry the lookup will end on, the
-/// connection's or the empty slot a new one will take, when it lies past the home's.
+/// tags from the home slot on and starts loading the entry the lookup will end on: the
+/// connection's, or the empty slot a new one will take.
 #[inline]
 pub fn prefetch_landing(p: &Probe, t: &Tables) {
     match *p {
@@ -587,15 +590,8 @@ fn prefetch6(frame: &[u8], t: &Tables) -> Probe {
         vport: port(56),
     };
     let s = t.conns6.start(&key);
-    prefetch_start(t.conns6.start_lines(s));
+    crate::sys::prefetch(t.conns6.start_tag(s));
     Probe::V6(s)
-}
-
-/// Prefetches a lookup's home slot: its tag (64 slots' tags share a line) and its entry.
-#[inline(always)]
-fn prefetch_start<A: Family>((tag, entry): (&u8, &xdpvs_sched::conn::Entry<A>)) {
-    crate::sys::prefetch(tag);
-    crate::sys::prefetch(entry);
 }
 
 #[inline(always)]

@@ -865,7 +865,7 @@ impl<A: Family, M: SlotMemory<A>> ConnTable<A, M> {
     }
 
     /// Where a lookup of `key` starts (its home slot and tag), for a prefetch in two
-    /// steps: [`ConnTable::start_lines`] before the tags are at hand, then
+    /// steps: [`ConnTable::start_tag`] before the tags are at hand, then
     /// [`ConnTable::landing`] once they are. A worker with a batch of frames takes the
     /// first step for every frame, then the second, then processes them, so that the
     /// cache misses of the batch overlap. At a load of 0.75 a lookup ends past its
@@ -882,11 +882,10 @@ impl<A: Family, M: SlotMemory<A>> ConnTable<A, M> {
         }
     }
 
-    /// The tag and the entry of a lookup's home slot.
+    /// The tag of a lookup's home slot (64 slots' tags share a line).
     #[inline]
-    pub fn start_lines(&self, s: Start) -> (&u8, &Entry<A>) {
-        let i = (s.slot as usize).min(self.n - 1);
-        (&self.mem.tags()[i], &self.mem.entries()[i])
+    pub fn start_tag(&self, s: Start) -> &u8 {
+        &self.mem.tags()[(s.slot as usize).min(self.n - 1)]
     }
 
     /// The entry a lookup from `s` will read last, judged by the tags alone: the first
