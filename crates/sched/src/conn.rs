@@ -870,9 +870,8 @@ impl<A: Family, M: SlotMemory<A>> ConnTable<A, M> {
     /// first step for every frame, then the second, then processes them, so that the
     /// cache misses of the batch overlap. At a load of 0.75 a lookup ends past its
     /// home's line one time in three (an insert more often still), so that a fixed guess
-    /// of lines loads some in vain and misses others: prefetching the home and the two
-    /// lines after it (the way before) left new connections beside 1M flows 6% and
-    /// lookups among 10M flows 14% slower than these two steps in the zero-copy model.
+    /// of lines loads some in vain and misses others (docs/ARCHITECTURE.md has the
+    /// figures of the three lines this replaced).
     #[inline]
     pub fn start(&self, key: &ConnKey<A>) -> Start {
         let h = self.hash(&Packed::of(key, false));
