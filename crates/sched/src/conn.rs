@@ -943,6 +943,7 @@ impl<A: Family, M: SlotMemory<A>> ConnTable<A, M> {
         false
     }
 
+    #[inline]
     fn place(&mut self, e: Entry<A>, now: Time) -> Result<(usize, bool), TableFull> {
         let h = self.hash(&e.packed());
         let home = self.home_of(h);
@@ -972,6 +973,7 @@ impl<A: Family, M: SlotMemory<A>> ConnTable<A, M> {
     /// Records a new connection to `dest` in `state`, seen at `now`. The key must not be
     /// live in the table (look it up first). `template` is the index of the persistence
     /// template controlling it, if any.
+    #[inline]
     pub fn insert(
         &mut self,
         key: &ConnKey<A>,
