@@ -511,10 +511,17 @@ pub enum Probe {
 impl Probe {
     #[inline(always)]
     fn start4(key: &ConnKey, t: &Tables) -> Probe {
-        let s = t.conns.start(key);
-        crate::sys::prefetch(t.conns.start_tag(s));
-        Probe::V4(s)
+        Probe::V4(start_in(&t.conns, key))
     }
+}
+
+/// The first prefetch step in one table: where `key`'s lookup starts, its tag's line
+/// asked for.
+#[inline(always)]
+fn start_in<A: Family>(conns: &Conns<A>, key: &ConnKey<A>) -> Start {
+    let s = conns.start(key);
+    crate::sys::prefetch(conns.start_tag(s));
+    s
 }
 
 /// The second step of [`prefetch`], once the tags it asked for have come (the worker
@@ -589,9 +596,7 @@ fn prefetch6(frame: &[u8], t: &Tables) -> Probe {
         vip: ip(38),
         vport: port(56),
     };
-    let s = t.conns6.start(&key);
-    crate::sys::prefetch(t.conns6.start_tag(s));
-    Probe::V6(s)
+    Probe::V6(start_in(&t.conns6, &key))
 }
 
 #[inline(always)]
