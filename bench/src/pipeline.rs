@@ -27,6 +27,8 @@ pub struct Replay {
     next: usize,
 }
 
+/// Frames processed together, as a worker's pass takes them (up to its batch).
+const BATCH: usize = 32;
 /// The room of a buffer: an AF_XDP UMEM frame's for a received frame.
 const ROOM: usize = 2048 - 256;
 
@@ -50,7 +52,7 @@ impl Replay {
             tables,
             frames,
             len,
-            batch: vec![vec![0; ROOM]; 32],
+            batch: vec![vec![0; ROOM]; BATCH],
             other: None,
             next: 0,
         }
@@ -60,7 +62,7 @@ impl Replay {
     /// the other interface, copied into a buffer of its own.
     pub fn crossing(tables: Tables, acks: &[Vec<u8>]) -> Replay {
         Replay {
-            other: Some(vec![vec![0; ROOM]; 32]),
+            other: Some(vec![vec![0; ROOM]; BATCH]),
             ..Replay::with(tables, acks)
         }
     }
@@ -83,7 +85,7 @@ impl Replay {
         let mut left = packets;
         let mut tx = 0u64;
         while left > 0 {
-            let n = left.min(32) as usize;
+            let n = left.min(BATCH as u64) as usize;
             let count = self.count();
             if self.next + n > count {
                 self.next = 0;
@@ -97,7 +99,7 @@ impl Replay {
             for f in &self.batch[..n] {
                 prefetch_frame(&f[..len]);
             }
-            let mut probes = [Probe::None; 32];
+            let mut probes = [Probe::None; BATCH];
             for (f, p) in self.batch[..n].iter().zip(&mut probes) {
                 *p = prefetch(&f[..len], &self.tables);
             }
